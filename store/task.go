@@ -1,0 +1,235 @@
+package store
+
+import (
+	"fmt"
+	"time"
+)
+
+// DefaultNamespace is the namespace library users get when they name none.
+const DefaultNamespace = "default"
+
+// DefaultQueue is the queue a task goes to when it names none.
+const DefaultQueue = "default"
+
+// State is the lifecycle state of a task. The zero value is not a valid state.
+type State uint8
+
+// The task states. See the package documentation for the transitions.
+const (
+	StateScheduled State = iota + 1 // waiting for RunAt
+	StatePending                    // ready to be leased
+	StateActive                     // leased by a worker
+	StateRetry                      // failed, waiting for its backoff to pass
+	StateSucceeded                  // finished with a result (terminal)
+	StateDead                       // failed with no retries left (terminal)
+	StateCancelled                  // cancelled (terminal)
+)
+
+// NumStates is the number of valid states; valid states are 1..NumStates.
+const NumStates = 7
+
+// AllStates lists every state in lifecycle order.
+var AllStates = []State{StateScheduled, StatePending, StateActive, StateRetry, StateSucceeded, StateDead, StateCancelled}
+
+var stateNames = [...]string{"", "scheduled", "pending", "active", "retry", "succeeded", "dead", "cancelled"}
+
+// String returns the lower-case name of the state, as used in the APIs.
+func (s State) String() string {
+	if int(s) < len(stateNames) && s != 0 {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// Valid reports whether s is one of the defined states.
+func (s State) Valid() bool { return s >= StateScheduled && s <= StateCancelled }
+
+// Terminal reports whether s is a final state (succeeded, dead or cancelled).
+func (s State) Terminal() bool {
+	return s == StateSucceeded || s == StateDead || s == StateCancelled
+}
+
+// ParseState returns the state named name.
+func ParseState(name string) (State, error) {
+	for i := 1; i < len(stateNames); i++ {
+		if stateNames[i] == name {
+			return State(i), nil
+		}
+	}
+	return 0, fmt.Errorf("store: unknown state %q: %w", name, ErrInvalidOption)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s State) MarshalText() ([]byte, error) {
+	if !s.Valid() {
+		return nil, fmt.Errorf("store: invalid state %d", uint8(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *State) UnmarshalText(b []byte) error {
+	v, err := ParseState(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// TaskInput describes a task to enqueue. It is plain data: it can be stored,
+// sent as JSON and compared in tests.
+type TaskInput struct {
+	// ID is the task's id; required and unique in the namespace.
+	ID string
+	// Type is the handler name; required.
+	Type string
+	// Queue is the queue name; empty means DefaultQueue.
+	Queue string
+	// Payload is opaque bytes handed to the handler unchanged.
+	Payload []byte
+	// Priority orders tasks within a queue: higher runs first. 0..MaxPriority.
+	Priority int
+	// MaxRetries is how many times a failed task is retried; the task gets
+	// MaxRetries+1 attempts in all.
+	MaxRetries int
+	// Timeout bounds one attempt; 0 means no per-attempt timeout.
+	Timeout time.Duration
+	// Deadline bounds every attempt; zero means none.
+	Deadline time.Time
+	// RunAt is when the task becomes ready; zero or past means now.
+	RunAt time.Time
+	// UniqueKey, when set, makes the enqueue fail with ErrDuplicate while
+	// another task with the same key was enqueued less than UniqueTTL ago.
+	UniqueKey string
+	// UniqueTTL is the deduplication window for UniqueKey.
+	UniqueTTL time.Duration
+	// Retention is how long the task is kept after it reaches a terminal
+	// state; 0 means the store's default (RetentionDefault).
+	Retention time.Duration
+}
+
+// Task is the stored record of a task.
+type Task struct {
+	Namespace  string
+	ID         string
+	Type       string
+	Queue      string
+	Payload    []byte
+	Priority   int
+	MaxRetries int
+	Timeout    time.Duration
+	Deadline   time.Time
+	UniqueKey  string
+	UniqueTTL  time.Duration
+	Retention  time.Duration
+
+	// State is the task's current state.
+	State State
+	// Attempt counts the leases taken so far (1 during the first run).
+	Attempt int
+	// LeaseID identifies the current lease while State is StateActive.
+	LeaseID uint64
+	// LeaseExpiresAt is when the current lease runs out.
+	LeaseExpiresAt time.Time
+	// WorkerID names the worker that holds or last held the lease.
+	WorkerID string
+	// CancelRequested is set when an active task was asked to cancel.
+	CancelRequested bool
+
+	CreatedAt time.Time
+	// RunAt is when the task is (or was) due; pending tasks with equal
+	// priority are leased in RunAt order.
+	RunAt time.Time
+	// StartedAt is when the last lease was taken.
+	StartedAt time.Time
+	// FinishedAt is when the task reached a terminal state.
+	FinishedAt time.Time
+	// ExpiresAt is when a terminal task will be deleted.
+	ExpiresAt time.Time
+
+	// Result is the handler's result, set on success.
+	Result []byte
+	// LastError is the error of the last failed attempt.
+	LastError string
+	// ProgressPercent (0..100) and ProgressMessage are the last progress
+	// reported by the handler.
+	ProgressPercent int
+	ProgressMessage string
+}
+
+// Clone returns a deep copy of t.
+func (t *Task) Clone() *Task {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	if t.Payload != nil {
+		c.Payload = append([]byte(nil), t.Payload...)
+	}
+	if t.Result != nil {
+		c.Result = append([]byte(nil), t.Result...)
+	}
+	return &c
+}
+
+// OutcomeKind says how an attempt ended.
+type OutcomeKind uint8
+
+// The outcomes a worker reports.
+const (
+	// OutcomeSucceeded stores Result and makes the task succeeded.
+	OutcomeSucceeded OutcomeKind = iota + 1
+	// OutcomeRetry stores Error and makes the task retry until RetryAt.
+	OutcomeRetry
+	// OutcomeDead stores Error and makes the task dead.
+	OutcomeDead
+	// OutcomeCancelled makes the task cancelled.
+	OutcomeCancelled
+	// OutcomeRelease hands the task back to pending at once (graceful
+	// shutdown). With NotStarted the attempt is taken back too.
+	OutcomeRelease
+)
+
+var outcomeNames = [...]string{"", "succeeded", "retry", "dead", "cancelled", "release"}
+
+// String returns the outcome's name.
+func (k OutcomeKind) String() string {
+	if k >= OutcomeSucceeded && k <= OutcomeRelease {
+		return outcomeNames[k]
+	}
+	return fmt.Sprintf("OutcomeKind(%d)", uint8(k))
+}
+
+// Outcome is the end of one attempt, reported by the lease holder.
+type Outcome struct {
+	ID      string
+	LeaseID uint64
+	Kind    OutcomeKind
+	// Result is stored with OutcomeSucceeded.
+	Result []byte
+	// Error is stored with OutcomeRetry, OutcomeDead and OutcomeCancelled.
+	Error string
+	// RetryAt is when a retried task becomes pending again; zero means now.
+	RetryAt time.Time
+	// NotStarted, with OutcomeRelease, takes the attempt back: the handler
+	// never ran.
+	NotStarted bool
+}
+
+// QueueStats counts the tasks of one queue by state.
+type QueueStats struct {
+	Queue  string
+	Paused bool
+	// Counts is indexed by State; index 0 is unused.
+	Counts [NumStates + 1]int64
+}
+
+// Total returns the number of tasks in the queue in any state.
+func (q QueueStats) Total() int64 {
+	var n int64
+	for _, c := range q.Counts {
+		n += c
+	}
+	return n
+}
