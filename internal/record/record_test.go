@@ -1,0 +1,114 @@
+package record
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func full() *store.Task {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 123456789, time.UTC)
+	return &store.Task{
+		ID: "01J0000000000000000000000", Type: "email:send", Queue: "critical",
+		Priority: 9, MaxRetries: 25, Timeout: 30 * time.Minute, Deadline: at.Add(time.Hour),
+		UniqueKey: "user:42", UniqueTTL: time.Minute, Retention: 24 * time.Hour,
+		State: store.StateActive, Attempt: 3, LeaseID: 1<<63 + 5, LeaseExpiresAt: at.Add(30 * time.Second),
+		WorkerID: "host-1:123", CancelRequested: true,
+		CreatedAt: at, RunAt: at, StartedAt: at.Add(time.Second), FinishedAt: time.Time{}, ExpiresAt: time.Time{},
+		Result: []byte(`{"ok":true}`), LastError: "boom", ProgressPercent: 42, ProgressMessage: "half way",
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	t.Parallel()
+	cases := map[string]*store.Task{
+		"full":          full(),
+		"minimal":       {ID: "a", Type: "t", Queue: "q", State: store.StatePending},
+		"empty result":  {ID: "a", Type: "t", Queue: "q", State: store.StateSucceeded, Result: []byte{}},
+		"before 1970":   {ID: "a", Type: "t", Queue: "q", State: store.StatePending, CreatedAt: time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"at unix epoch": {ID: "a", Type: "t", Queue: "q", State: store.StatePending, CreatedAt: time.Unix(0, 0).UTC()},
+	}
+	for name, want := range cases {
+		b := Encode(nil, 77, want)
+		var got store.Task
+		seq, err := Decode(b, &got)
+		if err != nil {
+			t.Fatalf("%s: Decode: %v", name, err)
+		}
+		if seq != 77 {
+			t.Errorf("%s: seq = %d, want 77", name, seq)
+		}
+		if diff := cmp.Diff(want, &got); diff != "" {
+			t.Errorf("%s: round trip (-want +got):\n%s", name, diff)
+		}
+		if (want.Result == nil) != (got.Result == nil) {
+			t.Errorf("%s: result nil-ness changed: want nil=%v", name, want.Result == nil)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	t.Parallel()
+	good := Encode(nil, 1, full())
+	cases := map[string][]byte{
+		"empty":       {},
+		"version 2":   append([]byte{2}, good[1:]...),
+		"truncated":   good[:len(good)-3],
+		"trailing":    append(append([]byte(nil), good...), 0),
+		"huge length": {Version, 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+	}
+	for name, b := range cases {
+		var got store.Task
+		if _, err := Decode(b, &got); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: err = %v, want ErrCorrupt", name, err)
+		}
+	}
+	bad := Encode(nil, 1, &store.Task{ID: "a", State: store.StatePending})
+	// The state byte of this record follows 12 fields; find it by re-encoding
+	// with another state and comparing.
+	other := Encode(nil, 1, &store.Task{ID: "a", State: store.StateDead})
+	for i := range bad {
+		if bad[i] != other[i] {
+			bad[i] = 0
+			break
+		}
+	}
+	var got store.Task
+	if _, err := Decode(bad, &got); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("state 0: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(Encode(nil, 1, full()))
+	f.Add(Encode(nil, 0, &store.Task{ID: "a", Type: "b", Queue: "c", State: store.StatePending}))
+	f.Add([]byte{Version})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var task store.Task
+		seq, err := Decode(b, &task)
+		if err != nil {
+			return
+		}
+		// A record that decodes must encode back to an equivalent record.
+		again := Encode(nil, seq, &task)
+		var task2 store.Task
+		seq2, err := Decode(again, &task2)
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if seq2 != seq || !cmp.Equal(task, task2) {
+			t.Fatalf("round trip changed the record:\n%s", cmp.Diff(task, task2))
+		}
+		if !bytes.Equal(again, Encode(nil, seq2, &task2)) {
+			t.Fatalf("encoding is not stable")
+		}
+	})
+}
