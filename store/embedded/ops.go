@@ -1,0 +1,898 @@
+package embedded
+
+import (
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/record"
+	"github.com/kilnhq/kiln/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+func checkBatch(n int) error {
+	if n > store.MaxBatch {
+		return fmt.Errorf("embedded: batch of %d is more than %d: %w", n, store.MaxBatch, store.ErrInvalidOption)
+	}
+	return nil
+}
+
+// Enqueue implements store.Enqueuer. It returns once every added task is on
+// disk; concurrent enqueues share one sync.
+func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.EnqueueResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+	}
+	if err := checkBatch(len(p.Tasks)); err != nil {
+		return store.EnqueueResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return store.EnqueueResult{}, err
+	}
+	items := make([]store.EnqueueItem, len(p.Tasks))
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return store.EnqueueResult{}, err
+	}
+	now := s.now()
+	ns := s.namespace(p.Namespace)
+	var last *batch
+	woke := false
+	for i := range p.Tasks {
+		in := &p.Tasks[i]
+		if err := in.Validate(s.limits, now); err != nil {
+			items[i].Err = err
+			continue
+		}
+		if ns.tasks[in.ID] != nil {
+			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
+			continue
+		}
+		if v, err := s.eng.get(nameKey(kID, ns.name, in.ID)); err != nil {
+			s.mu.Unlock()
+			return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+		} else if v != nil {
+			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
+			continue
+		}
+		var ops []op
+		if in.UniqueKey != "" {
+			if h, ok := ns.unique[in.UniqueKey]; ok && h.until.After(now) {
+				items[i] = store.EnqueueItem{ID: h.id, Err: store.ErrDuplicate}
+				continue
+			}
+			until := now.Add(in.UniqueTTL)
+			ns.unique[in.UniqueKey] = uniqueHold{id: in.ID, until: until}
+			ops = append(ops, op{key: nameKey(kUnique, ns.name, in.UniqueKey), val: append(binary.AppendVarint(nil, until.UnixNano()), in.ID...)})
+		}
+		s.seq++
+		e := &entry{seq: s.seq, idx: -1, t: store.Task{
+			Namespace: ns.name, ID: in.ID, Type: in.Type, Queue: in.Queue,
+			Payload: cloneBytes(in.Payload), Priority: in.Priority, MaxRetries: in.MaxRetries,
+			Timeout: in.Timeout, Deadline: norm(in.Deadline), UniqueKey: in.UniqueKey,
+			UniqueTTL: in.UniqueTTL, Retention: in.Retention, CreatedAt: now, RunAt: norm(in.RunAt),
+		}}
+		if e.t.Queue == "" {
+			e.t.Queue = store.DefaultQueue
+		}
+		if e.t.Payload == nil {
+			e.t.Payload = []byte{}
+		}
+		q := ns.queue(e.t.Queue)
+		if e.t.RunAt.After(now) {
+			e.t.State = store.StateScheduled
+			ns.delayed.push(e)
+		} else {
+			if e.t.RunAt.IsZero() {
+				e.t.RunAt = now
+			}
+			e.t.State = store.StatePending
+			q.pushReady(e)
+			woke = true
+		}
+		q.counts[e.t.State]++
+		ns.tasks[e.t.ID] = e
+		ops = append(ops,
+			op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
+			op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
+		)
+		s.write(ops...)
+		last = s.putTask(e)
+		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State}
+	}
+	if woke {
+		ns.notify()
+	}
+	s.mu.Unlock()
+	if err := last.wait(); err != nil {
+		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+	}
+	return store.EnqueueResult{Items: items}, nil
+}
+
+// Lease implements store.Leaser. The lease record is written without waiting
+// for the disk: if the process dies before the next sync (about a
+// millisecond), the lease is forgotten and the task is pending again, which
+// at-least-once delivery allows.
+func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
+	if err := p.Validate(); err != nil {
+		return store.LeaseResult{}, fmt.Errorf("embedded: lease: %w", err)
+	}
+	var deadline time.Time
+	var timer *time.Timer
+	if p.Wait > 0 {
+		deadline = time.Now().Add(p.Wait)
+	}
+	var types map[string]bool
+	if p.Types != nil {
+		types = make(map[string]bool, len(p.Types))
+		for _, t := range p.Types {
+			types[t] = true
+		}
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return store.LeaseResult{}, err
+		}
+		s.mu.Lock()
+		if err := s.usable(); err != nil {
+			s.mu.Unlock()
+			return store.LeaseResult{}, err
+		}
+		now := s.now()
+		ns := s.namespace(p.Namespace)
+		s.promote(ns, now, 0)
+		var out []*store.Task
+		for _, qname := range store.OrderQueues(p.Queues, p.Weights, nil) {
+			q := ns.queues[qname]
+			if q == nil || q.paused {
+				continue
+			}
+			for len(out) < p.Max {
+				e := q.best(p.Types, types)
+				if e == nil {
+					break
+				}
+				q.ready[e.t.Type].pop()
+				q.counts[e.t.State]--
+				e.t.State = store.StateActive
+				q.counts[store.StateActive]++
+				e.t.Attempt++
+				e.t.LeaseID = s.nextLeaseID()
+				e.t.LeaseExpiresAt = now.Add(p.Duration)
+				e.t.StartedAt = now
+				e.t.WorkerID = p.WorkerID
+				s.putTask(e)
+				heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+				c := e.t
+				out = append(out, &c)
+			}
+			if len(out) == p.Max {
+				break
+			}
+		}
+		if len(out) > 0 || p.Wait <= 0 || !time.Now().Before(deadline) {
+			s.mu.Unlock()
+			return store.LeaseResult{Tasks: out}, nil
+		}
+		// Nothing ready: wait for a wake-up, the next due task, the end of
+		// the wait, or the context.
+		wait := time.Until(deadline)
+		if next := ns.delayed.peek(); next != nil {
+			if d := next.t.RunAt.Sub(now); d < wait {
+				wait = max(d, time.Millisecond)
+			}
+		}
+		if ns.wake == nil {
+			ns.wake = make(chan struct{})
+		}
+		wake := ns.wake
+		ns.waiting++
+		s.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		ns.waiting--
+		s.mu.Unlock()
+	}
+}
+
+// best returns the pending task to lease next from q among the allowed
+// types (all when list is nil), or nil.
+func (q *queue) best(list []string, allowed map[string]bool) *entry {
+	var best *entry
+	consider := func(h *taskHeap) {
+		if e := h.peek(); e != nil && (best == nil || readyLess(e, best)) {
+			best = e
+		}
+	}
+	if list == nil {
+		for _, t := range q.types {
+			consider(q.ready[t])
+		}
+		return best
+	}
+	if len(list) < len(q.types) {
+		for _, t := range list {
+			if h := q.ready[t]; h != nil {
+				consider(h)
+			}
+		}
+		return best
+	}
+	for _, t := range q.types {
+		if allowed[t] {
+			consider(q.ready[t])
+		}
+	}
+	return best
+}
+
+// promote makes due scheduled and retry tasks of ns pending; limit 0 means
+// no limit. It returns how many it moved.
+func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
+	n := 0
+	for {
+		e := ns.delayed.peek()
+		if e == nil || e.t.RunAt.After(now) || (limit > 0 && n >= limit) {
+			break
+		}
+		ns.delayed.pop()
+		q := ns.queue(e.t.Queue)
+		q.counts[e.t.State]--
+		e.t.State = store.StatePending
+		q.counts[store.StatePending]++
+		q.pushReady(e)
+		s.putTask(e)
+		n++
+	}
+	if n > 0 {
+		ns.notify()
+	}
+	return n
+}
+
+// lookup finds the live entry of id. When the task is not in memory it
+// reports whether the engine has it.
+func (s *Store) lookup(ns *namespace, id string) (*entry, bool, error) {
+	if e := ns.tasks[id]; e != nil {
+		return e, true, nil
+	}
+	v, err := s.eng.get(nameKey(kID, ns.name, id))
+	return nil, v != nil, err
+}
+
+// Extend implements store.Leaser. Like Lease, it does not wait for the disk.
+func (s *Store) Extend(ctx context.Context, p store.ExtendParams) (store.ExtendResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.ExtendResult{}, fmt.Errorf("embedded: extend: %w", err)
+	}
+	if p.Duration <= 0 {
+		return store.ExtendResult{}, fmt.Errorf("embedded: extend: duration %s: %w", p.Duration, store.ErrInvalidOption)
+	}
+	if err := checkBatch(len(p.Leases)); err != nil {
+		return store.ExtendResult{}, err
+	}
+	items := make([]store.ExtendItem, len(p.Leases))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return store.ExtendResult{}, err
+	}
+	now := s.now()
+	ns := s.namespace(p.Namespace)
+	for i, l := range p.Leases {
+		e, exists, err := s.lookup(ns, l.ID)
+		if err != nil {
+			return store.ExtendResult{}, fmt.Errorf("embedded: extend: %w", err)
+		}
+		if e == nil || e.t.State != store.StateActive || e.t.LeaseID != l.LeaseID {
+			items[i].Err = store.ErrLeaseLost
+			if e == nil && !exists {
+				items[i].Err = store.ErrNotFound
+			}
+			continue
+		}
+		if l.Progress != nil {
+			if l.Progress.Percent < 0 || l.Progress.Percent > 100 {
+				items[i].Err = &store.ValidationError{Field: "progress", Reason: "percent outside 0..100", Err: store.ErrInvalidOption}
+				continue
+			}
+			e.t.ProgressPercent = l.Progress.Percent
+			e.t.ProgressMessage = l.Progress.Message
+		}
+		e.t.LeaseExpiresAt = now.Add(p.Duration)
+		heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+		s.putTask(e)
+		items[i] = store.ExtendItem{ExpiresAt: e.t.LeaseExpiresAt, CancelRequested: e.t.CancelRequested}
+	}
+	return store.ExtendResult{Items: items}, nil
+}
+
+// Report implements store.Leaser. It returns once the outcomes are on disk.
+func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.ReportResult{}, fmt.Errorf("embedded: report: %w", err)
+	}
+	if err := checkBatch(len(p.Outcomes)); err != nil {
+		return store.ReportResult{}, err
+	}
+	errs := make([]error, len(p.Outcomes))
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return store.ReportResult{}, err
+	}
+	now := s.now()
+	ns := s.namespace(p.Namespace)
+	var last *batch
+	woke := false
+	for i := range p.Outcomes {
+		o := &p.Outcomes[i]
+		if err := o.Validate(s.limits); err != nil {
+			errs[i] = err
+			continue
+		}
+		e, exists, err := s.lookup(ns, o.ID)
+		if err != nil {
+			s.mu.Unlock()
+			return store.ReportResult{}, fmt.Errorf("embedded: report: %w", err)
+		}
+		if e == nil || e.t.State != store.StateActive || e.t.LeaseID != o.LeaseID {
+			errs[i] = store.ErrLeaseLost
+			if e == nil && !exists {
+				errs[i] = store.ErrNotFound
+			}
+			continue
+		}
+		q := ns.queue(e.t.Queue)
+		q.counts[store.StateActive]--
+		e.t.LeaseID = 0
+		e.t.LeaseExpiresAt = time.Time{}
+		switch o.Kind {
+		case store.OutcomeSucceeded:
+			e.t.Result = cloneBytes(o.Result)
+			if e.t.Result == nil {
+				e.t.Result = []byte{}
+			}
+			s.finish(ns, e, store.StateSucceeded, now)
+		case store.OutcomeDead:
+			e.t.LastError = o.Error
+			s.finish(ns, e, store.StateDead, now)
+		case store.OutcomeCancelled:
+			e.t.LastError = o.Error
+			s.finish(ns, e, store.StateCancelled, now)
+		case store.OutcomeRetry:
+			e.t.LastError = o.Error
+			e.t.RunAt = now
+			if at := norm(o.RetryAt); at.After(now) {
+				e.t.RunAt = at
+				e.t.State = store.StateRetry
+				ns.delayed.push(e)
+			} else {
+				e.t.State = store.StatePending
+				q.pushReady(e)
+				woke = true
+			}
+			q.counts[e.t.State]++
+		case store.OutcomeRelease:
+			if o.NotStarted && e.t.Attempt > 0 {
+				e.t.Attempt--
+			}
+			e.t.State = store.StatePending
+			q.pushReady(e)
+			q.counts[store.StatePending]++
+			woke = true
+		}
+		last = s.putTask(e)
+		if e.t.State.Terminal() {
+			s.evict = append(s.evict, timedItem{ns: ns.name, id: e.t.ID, seq: e.gen, e: e})
+		}
+	}
+	if woke {
+		ns.notify()
+	}
+	s.mu.Unlock()
+	if err := last.wait(); err != nil {
+		return store.ReportResult{}, fmt.Errorf("embedded: report: %w", err)
+	}
+	return store.ReportResult{Errs: errs}, nil
+}
+
+// finish moves e (already out of every index and uncounted) to a terminal
+// state. The caller writes the record and queues the eviction.
+func (s *Store) finish(ns *namespace, e *entry, st store.State, now time.Time) {
+	e.t.State = st
+	e.t.FinishedAt = now
+	ret := e.t.Retention
+	if ret == 0 {
+		ret = store.RetentionDefault
+	}
+	e.t.ExpiresAt = now.Add(ret)
+	ns.queue(e.t.Queue).counts[st]++
+	heap.Push(&s.expiry, timedItem{at: e.t.ExpiresAt, ns: ns.name, id: e.t.ID, seq: e.seq})
+}
+
+// Get implements store.Reader.
+func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.GetResult{}, fmt.Errorf("embedded: get: %w", err)
+	}
+	if err := checkBatch(len(p.IDs)); err != nil {
+		return store.GetResult{}, err
+	}
+	out := make([]*store.Task, len(p.IDs))
+	var missing []int
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return store.GetResult{}, err
+	}
+	if ns := s.nss[p.Namespace]; ns != nil {
+		for i, id := range p.IDs {
+			if e := ns.tasks[id]; e != nil {
+				out[i] = e.t.Clone()
+			} else {
+				missing = append(missing, i)
+			}
+		}
+	} else {
+		for i := range p.IDs {
+			missing = append(missing, i)
+		}
+	}
+	s.mu.Unlock()
+	// Tasks not in memory are finished and durable: read them from disk.
+	for _, i := range missing {
+		if !store.ValidName(p.IDs[i]) {
+			continue
+		}
+		t, _, err := s.readTask(p.Namespace, p.IDs[i], true)
+		if err != nil {
+			return store.GetResult{}, fmt.Errorf("embedded: get: %w", err)
+		}
+		out[i] = t
+	}
+	return store.GetResult{Tasks: out}, nil
+}
+
+// readTask reads a task from the engine; nil when absent.
+func (s *Store) readTask(ns, id string, payload bool) (*store.Task, uint64, error) {
+	v, err := s.eng.get(nameKey(kID, ns, id))
+	if err != nil || len(v) != 8 {
+		return nil, 0, err
+	}
+	seq := binary.BigEndian.Uint64(v)
+	rec, err := s.eng.get(seqKey(kTask, ns, seq))
+	if err != nil || rec == nil {
+		return nil, 0, err
+	}
+	t := &store.Task{Namespace: ns}
+	if _, err := record.Decode(rec, t); err != nil {
+		return nil, 0, err
+	}
+	if payload {
+		if t.Payload, err = s.eng.get(seqKey(kPayload, ns, seq)); err != nil {
+			return nil, 0, err
+		}
+		if t.Payload == nil {
+			t.Payload = []byte{}
+		}
+	}
+	return t, seq, nil
+}
+
+// List implements store.Reader. It first waits for every earlier write to be
+// durable, then reads the engine in enqueue order.
+func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
+	}
+	if p.Limit < 0 || p.Limit > store.MaxListLimit {
+		return store.ListResult{}, fmt.Errorf("embedded: list: limit %d outside 0..%d: %w", p.Limit, store.MaxListLimit, store.ErrInvalidOption)
+	}
+	limit := p.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	var start []byte
+	if p.Cursor != "" {
+		c, err := strconv.ParseUint(p.Cursor, 10, 64)
+		if err != nil {
+			return store.ListResult{}, fmt.Errorf("embedded: list: bad cursor %q: %w", p.Cursor, store.ErrInvalidOption)
+		}
+		start = seqKey(kTask, p.Namespace, c)
+	}
+	for _, st := range p.States {
+		if !st.Valid() {
+			return store.ListResult{}, fmt.Errorf("embedded: list: state %d: %w", st, store.ErrInvalidOption)
+		}
+	}
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return store.ListResult{}, err
+	}
+	b := s.barrier()
+	s.mu.Unlock()
+	if err := b.wait(); err != nil {
+		return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
+	}
+	var out []*store.Task
+	var seqs []uint64
+	var derr error
+	next := ""
+	err := s.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(k, v []byte) bool {
+		if err := ctx.Err(); err != nil {
+			derr = err
+			return false
+		}
+		t := &store.Task{Namespace: p.Namespace}
+		seq, err := record.Decode(v, t)
+		if err != nil {
+			derr = err
+			return false
+		}
+		if !matches(t, &p) {
+			return true
+		}
+		if len(out) == limit {
+			next = strconv.FormatUint(seq, 10)
+			return false
+		}
+		out = append(out, t)
+		seqs = append(seqs, seq)
+		return true
+	})
+	if err != nil || derr != nil {
+		return store.ListResult{}, fmt.Errorf("embedded: list: %w", errorsJoin(err, derr))
+	}
+	if p.WithPayload {
+		for i, t := range out {
+			if t.Payload, err = s.eng.get(seqKey(kPayload, p.Namespace, seqs[i])); err != nil {
+				return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
+			}
+		}
+	} else {
+		for _, t := range out {
+			t.Result = nil
+		}
+	}
+	return store.ListResult{Tasks: out, NextCursor: next}, nil
+}
+
+func matches(t *store.Task, p *store.ListParams) bool {
+	if p.Queue != "" && t.Queue != p.Queue {
+		return false
+	}
+	if p.Type != "" && t.Type != p.Type {
+		return false
+	}
+	if len(p.States) > 0 && !slices.Contains(p.States, t.State) {
+		return false
+	}
+	if !p.CreatedAfter.IsZero() && !t.CreatedAt.After(p.CreatedAfter) {
+		return false
+	}
+	if !p.CreatedBefore.IsZero() && !t.CreatedAt.Before(p.CreatedBefore) {
+		return false
+	}
+	return true
+}
+
+// Stats implements store.Reader.
+func (s *Store) Stats(ctx context.Context, p store.StatsParams) (store.StatsResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.StatsResult{}, fmt.Errorf("embedded: stats: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return store.StatsResult{}, err
+	}
+	var out []store.QueueStats
+	ns := s.nss[p.Namespace]
+	if p.Queues != nil {
+		for _, name := range p.Queues {
+			qs := store.QueueStats{Queue: name}
+			if ns != nil {
+				if q := ns.queues[name]; q != nil {
+					qs.Paused, qs.Counts = q.paused, q.counts
+				}
+			}
+			out = append(out, qs)
+		}
+	} else if ns != nil {
+		for _, q := range ns.queues {
+			qs := store.QueueStats{Queue: q.name, Paused: q.paused, Counts: q.counts}
+			if qs.Paused || qs.Total() > 0 {
+				out = append(out, qs)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Queue < out[j].Queue })
+	return store.StatsResult{Queues: out}, nil
+}
+
+// adminEach runs fn on every id under the lock, loading finished tasks from
+// disk when fn asks for them, and waits for the writes to be durable.
+func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, fn func(ns *namespace, id string, e *entry, onDisk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch)) (store.AdminResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.AdminResult{}, fmt.Errorf("embedded: %s: %w", what, err)
+	}
+	if err := checkBatch(len(p.IDs)); err != nil {
+		return store.AdminResult{}, err
+	}
+	items := make([]store.AdminItem, len(p.IDs))
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return store.AdminResult{}, err
+	}
+	now := s.now()
+	ns := s.namespace(p.Namespace)
+	var last *batch
+	for i, id := range p.IDs {
+		e := ns.tasks[id]
+		var disk *store.Task
+		var seq uint64
+		if e == nil && store.ValidName(id) {
+			var err error
+			if disk, seq, err = s.readTask(ns.name, id, true); err != nil {
+				s.mu.Unlock()
+				return store.AdminResult{}, fmt.Errorf("embedded: %s: %w", what, err)
+			}
+		}
+		if e == nil && disk == nil {
+			items[i].Err = store.ErrNotFound
+			continue
+		}
+		var b *batch
+		items[i], b = fn(ns, id, e, disk, seq, now)
+		if b != nil {
+			last = b
+		}
+	}
+	s.mu.Unlock()
+	if err := last.wait(); err != nil {
+		return store.AdminResult{}, fmt.Errorf("embedded: %s: %w", what, err)
+	}
+	return store.AdminResult{Items: items}, nil
+}
+
+// unindex removes a non-active live entry from its heap and its count.
+func (ns *namespace) unindex(e *entry) {
+	q := ns.queue(e.t.Queue)
+	switch e.t.State {
+	case store.StatePending:
+		q.removeReady(e)
+	case store.StateScheduled, store.StateRetry:
+		ns.delayed.remove(e)
+	}
+	q.counts[e.t.State]--
+}
+
+// Cancel implements store.Admin.
+func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
+	return s.adminEach(ctx, "cancel", p, func(ns *namespace, id string, e *entry, disk *store.Task, _ uint64, now time.Time) (store.AdminItem, *batch) {
+		if e == nil {
+			return store.AdminItem{State: disk.State, Err: store.ErrInvalidState}, nil
+		}
+		switch e.t.State {
+		case store.StateActive:
+			if !e.t.CancelRequested {
+				e.t.CancelRequested = true
+				return store.AdminItem{State: store.StateActive}, s.putTask(e)
+			}
+			return store.AdminItem{State: store.StateActive}, nil
+		case store.StatePending, store.StateScheduled, store.StateRetry:
+			ns.unindex(e)
+			e.t.LastError = "cancelled"
+			s.finish(ns, e, store.StateCancelled, now)
+			b := s.putTask(e)
+			s.evict = append(s.evict, timedItem{ns: ns.name, id: id, seq: e.gen, e: e})
+			return store.AdminItem{State: store.StateCancelled}, b
+		default:
+			return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
+		}
+	})
+}
+
+// Retry implements store.Admin.
+func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
+	return s.adminEach(ctx, "retry", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch) {
+		if e == nil {
+			e = &entry{t: *disk, seq: seq, idx: -1}
+		}
+		if e.t.State != store.StateDead && e.t.State != store.StateCancelled {
+			return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
+		}
+		q := ns.queue(e.t.Queue)
+		q.counts[e.t.State]--
+		e.t.State = store.StatePending
+		e.t.Attempt = 0
+		e.t.CancelRequested = false
+		e.t.FinishedAt, e.t.ExpiresAt = time.Time{}, time.Time{}
+		e.t.RunAt = now
+		e.t.ProgressPercent, e.t.ProgressMessage = 0, ""
+		q.counts[store.StatePending]++
+		q.pushReady(e)
+		ns.tasks[id] = e
+		ns.notify()
+		return store.AdminItem{State: store.StatePending}, s.putTask(e)
+	})
+}
+
+// Delete implements store.Admin.
+func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
+	return s.adminEach(ctx, "delete", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, _ time.Time) (store.AdminItem, *batch) {
+		if e != nil {
+			if e.t.State == store.StateActive {
+				return store.AdminItem{State: store.StateActive, Err: store.ErrInvalidState}, nil
+			}
+			ns.unindex(e)
+			delete(ns.tasks, id)
+			seq = e.seq
+		} else {
+			ns.queue(disk.Queue).counts[disk.State]--
+		}
+		return store.AdminItem{}, s.deleteKeys(ns.name, id, seq)
+	})
+}
+
+func (s *Store) deleteKeys(ns, id string, seq uint64) *batch {
+	return s.write(
+		op{key: seqKey(kTask, ns, seq)},
+		op{key: seqKey(kPayload, ns, seq)},
+		op{key: nameKey(kID, ns, id)},
+	)
+}
+
+// SetQueuePaused implements store.Admin.
+func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) error {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return fmt.Errorf("embedded: pause: %w", err)
+	}
+	if err := store.CheckName("queue", p.Queue); err != nil {
+		return fmt.Errorf("embedded: pause: %w", err)
+	}
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	ns := s.namespace(p.Namespace)
+	q := ns.queue(p.Queue)
+	q.paused = p.Paused
+	var b *batch
+	if p.Paused {
+		b = s.write(op{key: nameKey(kQueue, ns.name, q.name), val: []byte{1}})
+	} else {
+		b = s.write(op{key: nameKey(kQueue, ns.name, q.name)})
+		ns.notify()
+	}
+	s.mu.Unlock()
+	return b.wait()
+}
+
+// Sweep implements store.Maintainer.
+func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResult, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 10000
+	}
+	var r store.SweepResult
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return r, err
+	}
+	now := s.now()
+	for _, ns := range s.nss {
+		r.Promoted += s.promote(ns, now, limit)
+		for key, h := range ns.unique {
+			if !h.until.After(now) {
+				delete(ns.unique, key)
+				s.write(op{key: nameKey(kUnique, ns.name, key)})
+			}
+		}
+	}
+	// Expired leases.
+	for n := 0; len(s.leases) > 0 && s.leases[0].at.Compare(now) <= 0 && n < limit; {
+		it := heap.Pop(&s.leases).(timedItem)
+		e := it.e
+		if e.t.State != store.StateActive || e.t.LeaseID != it.leaseID || !e.t.LeaseExpiresAt.Equal(it.at) {
+			continue // stale: the lease was renewed or ended
+		}
+		n++
+		ns := s.nss[e.t.Namespace]
+		q := ns.queue(e.t.Queue)
+		q.counts[store.StateActive]--
+		e.t.LeaseID = 0
+		e.t.LeaseExpiresAt = time.Time{}
+		switch {
+		case e.t.CancelRequested:
+			e.t.LastError = "cancelled (lease expired)"
+			s.finish(ns, e, store.StateCancelled, now)
+			r.Cancelled++
+		case e.t.Attempt > e.t.MaxRetries:
+			e.t.LastError = fmt.Sprintf("lease expired on attempt %d of %d (worker lost)", e.t.Attempt, e.t.MaxRetries+1)
+			s.finish(ns, e, store.StateDead, now)
+			r.Dead++
+		default:
+			e.t.LastError = fmt.Sprintf("lease expired on attempt %d (worker lost)", e.t.Attempt)
+			e.t.State = store.StatePending
+			q.counts[store.StatePending]++
+			q.pushReady(e)
+			ns.notify()
+			r.Recovered++
+		}
+		s.putTask(e)
+		if e.t.State.Terminal() {
+			s.evict = append(s.evict, timedItem{ns: ns.name, id: e.t.ID, seq: e.gen, e: e})
+		}
+	}
+	// Retention.
+	for len(s.expiry) > 0 && s.expiry[0].at.Compare(now) <= 0 && r.Deleted < limit {
+		it := heap.Pop(&s.expiry).(timedItem)
+		ns := s.nss[it.ns]
+		if e := ns.tasks[it.id]; e != nil {
+			if e.seq != it.seq || !e.t.State.Terminal() || !e.t.ExpiresAt.Equal(it.at) {
+				continue
+			}
+			delete(ns.tasks, it.id)
+			ns.queue(e.t.Queue).counts[e.t.State]--
+		} else {
+			t, seq, err := s.readTask(it.ns, it.id, false)
+			if err != nil {
+				return r, fmt.Errorf("embedded: sweep: %w", err)
+			}
+			if t == nil || seq != it.seq || !t.State.Terminal() || !t.ExpiresAt.Equal(it.at) {
+				continue
+			}
+			ns.queue(t.Queue).counts[t.State]--
+		}
+		s.deleteKeys(it.ns, it.id, it.seq)
+		r.Deleted++
+	}
+	return r, nil
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+// norm strips the monotonic reading and location, so that a time compares
+// equal to itself after a round trip through the disk.
+func norm(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.Round(0).UTC()
+}
+
+func errorsJoin(a, b error) error {
+	if a == nil {
+		return b
+	}
+	return a
+}
