@@ -1,0 +1,102 @@
+# kiln — everyday commands. `make` (or `make help`) lists them.
+#
+# `make test` is the one command CI runs (.ci/run): it starts the test services,
+# installs the linter on first use, and runs lint, vet, the race-enabled tests
+# and a short fuzz pass. It needs only Go, and apt-get for the services.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO ?= go
+BIN := $(CURDIR)/bin
+
+# golangci-lint is pinned and installed into ./bin with `go install pkg@version`,
+# so it never enters go.mod. Bump the version here and `make lint` reinstalls.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BIN)/golangci-lint
+
+# Fuzzing time per target: FUZZTIME for `make fuzz`, TEST_FUZZTIME in `make test`.
+FUZZTIME ?= 1m
+TEST_FUZZTIME ?= 10s
+
+# Where the tests find Redis and PostgreSQL. Set them in the environment to use
+# other servers; scripts/services.sh starts local ones for these URLs if needed.
+export KILN_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+export KILN_TEST_POSTGRES_URL ?= postgres://kiln:kiln@127.0.0.1:5432/kiln_test?sslmode=disable
+
+# How `time` reports each step of `make test`.
+export TIMEFORMAT := ==> %1Rs
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
+.PHONY: help
+help: ## list the targets
+	@echo 'Usage: make TARGET'
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo 'Variables: FUZZTIME=$(FUZZTIME) (make fuzz), TEST_FUZZTIME=$(TEST_FUZZTIME) (make test),'
+	@echo '           KILN_TEST_REDIS_URL, KILN_TEST_POSTGRES_URL (see scripts/services.sh)'
+
+.PHONY: build
+build: ## build the kiln binary into bin/kiln
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/kiln ./cmd/kiln
+
+.PHONY: run
+run: ## run the quickstart example (enqueue and run tasks on the embedded store)
+	$(GO) run ./examples/quickstart
+
+.PHONY: test
+test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), short fuzz
+	@echo '==> services/up'; time $(MAKE) services/up >/dev/null
+	@echo '==> lint'; time $(MAKE) lint
+	@echo '==> go vet ./...'; time $(GO) vet ./...
+	@echo '==> go test -race -shuffle=on ./...'; \
+		time KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 15m ./...
+	@echo '==> fuzz ($(TEST_FUZZTIME) per target)'; time scripts/fuzz.sh $(TEST_FUZZTIME)
+
+.PHONY: test/short
+test/short: ## quick tests: -short, no race detector; stores that are not running are skipped
+	$(GO) test -short -shuffle=on -timeout 5m ./...
+
+.PHONY: vet
+vet: ## go vet ./...
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: tools/golangci-lint ## golangci-lint with .golangci.yml (installs it into bin/ on first use)
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: fmt
+fmt: tools/golangci-lint ## format the code (gofmt -s, goimports) as lint checks it
+	$(GOLANGCI_LINT) fmt ./...
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 1m)
+	scripts/fuzz.sh $(FUZZTIME)
+
+.PHONY: bench
+bench: ## run the benchmarks of the module
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+.PHONY: services/up
+services/up: ## make sure Redis 7 and PostgreSQL 15 run (installs them with apt-get if missing)
+	scripts/services.sh
+
+.PHONY: tidy
+tidy: ## go mod tidy (and bench/, its own module)
+	$(GO) mod tidy
+	@if [ -f bench/go.mod ]; then echo 'cd bench && $(GO) mod tidy'; cd bench && $(GO) mod tidy; fi
+
+# Installs golangci-lint only when bin/golangci-lint is missing or another version
+# (read from the binary's build info, so no guessing from its output). The first
+# install compiles it from the Go module proxy: about 1–2 minutes on 2 cores.
+.PHONY: tools/golangci-lint
+tools/golangci-lint:
+	@have=$$($(GO) version -m $(GOLANGCI_LINT) 2>/dev/null | awk '$$1 == "mod" {print $$3}'); \
+	if [ "$$have" != "$(GOLANGCI_LINT_VERSION)" ]; then \
+		echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into bin/ (first use: takes a minute or two)"; \
+		GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	fi
