@@ -1,0 +1,309 @@
+package kiln
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/ids"
+	"github.com/kilnhq/kiln/store"
+)
+
+// Defaults of per-task options and of the configurations.
+const (
+	// MaxRetriesDefault is how many times a failed task is retried when
+	// its options name no MaxRetries: it gets 26 attempts in all.
+	MaxRetriesDefault = 25
+	// TimeoutDefault bounds one attempt of a task whose options name
+	// neither a Timeout nor a Deadline.
+	TimeoutDefault = 30 * time.Minute
+	// ConcurrencyDefault is how many handlers a worker runs at once.
+	ConcurrencyDefault = 10
+	// LeaseDurationDefault is how long a worker's lease on a task lasts
+	// without a heartbeat. Heartbeats are sent every third of it.
+	LeaseDurationDefault = 30 * time.Second
+	// LeaseWaitDefault is how long an idle worker waits in the store for a
+	// task before asking again.
+	LeaseWaitDefault = 5 * time.Second
+	// SweepIntervalDefault is how often a worker calls the store's Sweep.
+	SweepIntervalDefault = time.Second
+	// ShutdownTimeoutDefault bounds the graceful stop that starts when the
+	// context passed to Worker.Run is done.
+	ShutdownTimeoutDefault = 30 * time.Second
+	// LeaseDurationMin is the shortest lease a worker accepts.
+	LeaseDurationMin = 100 * time.Millisecond
+	// ConcurrencyMax is the most handlers one worker runs at once.
+	ConcurrencyMax = store.MaxBatch
+)
+
+// NoRetries, as TaskOptions.MaxRetries, gives a task a single attempt.
+const NoRetries = -1
+
+// TaskOptions are the per-task options of an enqueue. They are plain data:
+// they can be stored, sent as JSON and compared. The zero value means every
+// default.
+type TaskOptions struct {
+	// ID is the task's id; empty means a new time-sortable id. Enqueueing
+	// an id that exists fails with ErrTaskExists.
+	ID string `json:"id,omitempty"`
+	// Queue is the queue; empty means "default".
+	Queue string `json:"queue,omitempty"`
+	// Priority orders tasks within a queue, higher first: 0..9, default 0.
+	Priority int `json:"priority,omitempty"`
+	// ProcessAt delays the task until that time; zero or past means now.
+	// At most a year ahead (store.Limits.MaxScheduleAhead).
+	ProcessAt time.Time `json:"process_at,omitzero"`
+	// ProcessIn delays the task by that long from the enqueue; it cannot be
+	// combined with ProcessAt.
+	ProcessIn time.Duration `json:"process_in,omitempty"`
+	// MaxRetries is how many times a failed task is retried before it goes
+	// dead; 0 means MaxRetriesDefault (25) and NoRetries (-1) means none.
+	MaxRetries int `json:"max_retries,omitempty"`
+	// Timeout bounds each attempt; the handler's context is cancelled with
+	// cause ErrTaskTimeout when it passes. 0 means TimeoutDefault (30 min)
+	// unless a Deadline is set, in which case only the deadline applies.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Deadline bounds every attempt: no attempt runs past it, and a task
+	// that reaches it goes dead instead of retrying. Zero means none.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// UniqueKey, when set, makes the enqueue fail with ErrDuplicate while a
+	// task with the same key was enqueued less than UniqueTTL ago.
+	UniqueKey string `json:"unique_key,omitempty"`
+	// UniqueTTL is the deduplication window of UniqueKey, 1s to 30 days;
+	// required with UniqueKey.
+	UniqueTTL time.Duration `json:"unique_ttl,omitempty"`
+	// Retention is how long the task and its result are kept once it has
+	// finished; 0 means the store's default (24 h).
+	Retention time.Duration `json:"retention,omitempty"`
+}
+
+// taskInput turns a request into a store input, checking what the store does
+// not check itself, and validates the result against l at time now (the
+// client's clock). It returns every problem at once.
+func (o *TaskOptions) taskInput(typ string, payload []byte, l store.Limits, now time.Time) (store.TaskInput, error) {
+	in := store.TaskInput{
+		ID: o.ID, Type: typ, Queue: o.Queue, Payload: payload, Priority: o.Priority,
+		MaxRetries: o.MaxRetries, Timeout: o.Timeout, Deadline: o.Deadline, RunAt: o.ProcessAt,
+		UniqueKey: o.UniqueKey, UniqueTTL: o.UniqueTTL, Retention: o.Retention,
+	}
+	var errs []error
+	if in.ID == "" {
+		in.ID = ids.New()
+	}
+	if in.Queue == "" {
+		in.Queue = store.DefaultQueue
+	}
+	switch {
+	case o.MaxRetries == 0:
+		in.MaxRetries = MaxRetriesDefault
+	case o.MaxRetries == NoRetries:
+		in.MaxRetries = 0
+	case o.MaxRetries < 0:
+		errs = append(errs, &ValidationError{Field: "max_retries", Reason: fmt.Sprintf("%d is negative (use NoRetries for none)", o.MaxRetries), Err: ErrInvalidOption})
+		in.MaxRetries = 0
+	}
+	if o.Timeout == 0 && o.Deadline.IsZero() {
+		in.Timeout = TimeoutDefault
+	}
+	if o.ProcessIn != 0 {
+		switch {
+		case o.ProcessIn < 0:
+			errs = append(errs, &ValidationError{Field: "process_in", Reason: fmt.Sprintf("%s is negative", o.ProcessIn), Err: ErrInvalidOption})
+		case !o.ProcessAt.IsZero():
+			errs = append(errs, &ValidationError{Field: "process_in", Reason: "set together with process_at", Err: ErrInvalidOption})
+		default:
+			in.RunAt = now.Add(o.ProcessIn)
+		}
+	}
+	if err := in.Validate(l, now); err != nil {
+		errs = append(errs, err)
+	}
+	return in, errors.Join(errs...)
+}
+
+// ClientConfig configures a Client. The zero value (or a nil pointer) means
+// every default.
+type ClientConfig struct {
+	// Namespace scopes every task the client touches; empty means
+	// store.DefaultNamespace ("default").
+	Namespace string
+	// Limits bound what the client accepts before it calls the store; the
+	// zero value means store defaults (payloads up to 1 MiB, and so on).
+	// Set them to the store's limits when those differ.
+	Limits store.Limits
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+	// EventFunc, when set, is called with an EventEnqueued event for every
+	// task the client enqueues. It must be fast and safe for concurrent use.
+	EventFunc func(Event)
+}
+
+func (c ClientConfig) withDefaults() ClientConfig {
+	if c.Namespace == "" {
+		c.Namespace = store.DefaultNamespace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c *ClientConfig) validate() error {
+	var errs []error
+	if err := store.CheckNamespace(c.Namespace); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, validateLimits(c.Limits)...)
+	return errors.Join(errs...)
+}
+
+func validateLimits(l store.Limits) []error {
+	var errs []error
+	bad := func(field string, v any) {
+		errs = append(errs, &ValidationError{Field: field, Reason: fmt.Sprintf("%v is negative", v), Err: ErrInvalidOption})
+	}
+	if l.MaxPayloadBytes < 0 {
+		bad("limits.max_payload_bytes", l.MaxPayloadBytes)
+	}
+	if l.MaxRetries < 0 {
+		bad("limits.max_retries", l.MaxRetries)
+	}
+	if l.MaxTimeout < 0 {
+		bad("limits.max_timeout", l.MaxTimeout)
+	}
+	if l.MaxScheduleAhead < 0 {
+		bad("limits.max_schedule_ahead", l.MaxScheduleAhead)
+	}
+	if l.MaxRetention < 0 {
+		bad("limits.max_retention", l.MaxRetention)
+	}
+	return errs
+}
+
+// WorkerConfig configures a Worker. The zero value (or a nil pointer) means
+// every default.
+type WorkerConfig struct {
+	// Namespace scopes the tasks the worker takes; empty means
+	// store.DefaultNamespace ("default").
+	Namespace string
+	// ID names the worker in the store, for operators; empty means
+	// "hostname-pid-random".
+	ID string
+	// Queues maps each queue the worker takes tasks from to its weight (a
+	// positive integer). Nil means {"default": 1}. By default the priority
+	// is weighted: on each lease a queue of weight 3 is tried first three
+	// times as often as a queue of weight 1.
+	Queues map[string]int
+	// StrictPriority tries the queues in order of decreasing weight (ties
+	// by name) on every lease instead of a weighted draw, so that a lower
+	// queue is served only while the higher ones are empty.
+	StrictPriority bool
+	// Concurrency is how many handlers run at once; 0 means
+	// ConcurrencyDefault (10), at most ConcurrencyMax.
+	Concurrency int
+	// LeaseDuration is how long a lease on a task lasts without a
+	// heartbeat; 0 means LeaseDurationDefault (30 s), at least
+	// LeaseDurationMin. Heartbeats renew every held lease every third of it.
+	LeaseDuration time.Duration
+	// LeaseWait is how long an idle worker waits inside the store for a
+	// task before asking again; 0 means LeaseWaitDefault (5 s).
+	LeaseWait time.Duration
+	// RetryDelayFunc returns how long to wait before retrying a task whose
+	// attempt (1-based) failed with err. Nil means RetryDelayDefault:
+	// exponential backoff from 1 s, doubling, capped at 1 h, with ±25 %
+	// jitter. It is called from many goroutines at once.
+	RetryDelayFunc func(attempt int, err error, t *Task) time.Duration
+	// SweepInterval is how often the worker calls the store's Sweep (which
+	// promotes due tasks and recovers expired leases); 0 means
+	// SweepIntervalDefault (1 s) and a negative value disables sweeping
+	// (another process must then sweep).
+	SweepInterval time.Duration
+	// ShutdownTimeout bounds the graceful stop that starts when the context
+	// given to Run is done; 0 means ShutdownTimeoutDefault (30 s). It does
+	// not apply to Shutdown, which its own context bounds.
+	ShutdownTimeout time.Duration
+	// Limits bound results; the zero value means store defaults.
+	Limits store.Limits
+	// Logger receives the worker's logs; nil discards them.
+	Logger *slog.Logger
+	// EventFunc, when set, is called for every event of the worker's tasks
+	// (see EventKind). It is called from many goroutines at once, on the
+	// worker's hot path: it must be fast and must not block.
+	EventFunc func(Event)
+}
+
+func (c WorkerConfig) withDefaults() WorkerConfig {
+	if c.Namespace == "" {
+		c.Namespace = store.DefaultNamespace
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "worker"
+		}
+		c.ID = host + "-" + strconv.Itoa(os.Getpid()) + "-" + ids.New()[20:]
+	}
+	if c.Queues == nil {
+		c.Queues = map[string]int{store.DefaultQueue: 1}
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = ConcurrencyDefault
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = LeaseDurationDefault
+	}
+	if c.LeaseWait == 0 {
+		c.LeaseWait = LeaseWaitDefault
+	}
+	if c.RetryDelayFunc == nil {
+		c.RetryDelayFunc = RetryDelayDefault
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = SweepIntervalDefault
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = ShutdownTimeoutDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c *WorkerConfig) validate() error {
+	var errs []error
+	opt := func(field, format string, args ...any) {
+		errs = append(errs, &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...), Err: ErrInvalidOption})
+	}
+	if err := store.CheckNamespace(c.Namespace); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Queues) == 0 {
+		opt("queues", "at least one queue is required")
+	}
+	for q, w := range c.Queues {
+		if err := store.CheckName("queues", q); err != nil {
+			errs = append(errs, err)
+		}
+		if w <= 0 {
+			opt("queues", "queue %q has weight %d; weights must be positive", q, w)
+		}
+	}
+	if c.Concurrency < 1 || c.Concurrency > ConcurrencyMax {
+		opt("concurrency", "%d is outside 1..%d", c.Concurrency, ConcurrencyMax)
+	}
+	if c.LeaseDuration < LeaseDurationMin {
+		opt("lease_duration", "%s is shorter than %s", c.LeaseDuration, LeaseDurationMin)
+	}
+	if c.LeaseWait < 0 {
+		opt("lease_wait", "%s is negative", c.LeaseWait)
+	}
+	if c.ShutdownTimeout < 0 {
+		opt("shutdown_timeout", "%s is negative", c.ShutdownTimeout)
+	}
+	errs = append(errs, validateLimits(c.Limits)...)
+	return errors.Join(errs...)
+}

@@ -1,0 +1,844 @@
+package kiln
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+// Tuning of the worker's loops; not configurable.
+const (
+	reportBatchMax  = 1000                   // most outcomes in one Report call
+	progressGap     = 100 * time.Millisecond // least time between progress-only flushes
+	storeBackoffMin = 50 * time.Millisecond  // first wait after a failed store call
+	storeBackoffMax = 5 * time.Second        // longest wait after failed store calls
+	flushGraceMin   = 5 * time.Second        // least time the final flush of outcomes gets
+)
+
+// Worker leases tasks from a store and runs their handlers. Register
+// handlers with Handle or Register and middleware with Use, then call Run.
+// All methods are safe for concurrent use; Handle, Register and Use must be
+// called before Run.
+//
+// # Locks
+//
+// Worker.mu guards registration and the run state; Worker.activeMu guards
+// the set of held leases; each job has its own mutex for its cancel
+// function. No goroutine holds two of them at once.
+type Worker struct {
+	s        store.Store
+	cfg      WorkerConfig
+	queues   []string
+	weights  []int // nil for strict priority
+	limits   store.Limits
+	log      *slog.Logger
+	event    func(Event)
+	progress chan struct{} // signals that a handler set progress
+
+	mu       sync.Mutex
+	handlers map[string]Handler
+	mws      []Middleware
+	started  bool      // Run was called
+	stopping bool      // Shutdown was called
+	run      *runState // set by Run
+	stopCh   chan struct{}
+	stopOnce sync.Once
+
+	activeMu sync.Mutex
+	active   map[*job]struct{} // leases held, started or not
+
+	draining atomic.Bool // no more tasks are started; unstarted ones are handed back
+}
+
+// runState is what one Run owns.
+type runState struct {
+	mux   map[string]Handler // handlers wrapped in the middleware
+	types []string
+	base  context.Context // parent of the handlers' contexts; never cancelled
+
+	jobs     chan *job       // leased, not yet started
+	slots    chan struct{}   // one token per free handler slot
+	outcomes chan outcomeMsg // to the reporter
+	shutdown sync.Once       // the stop sequence runs once
+	done     chan struct{}   // closed when every goroutine has returned
+	err      error           // the stop sequence's result, set before done is closed
+	fetchCtx context.Context // the fetcher's; cancelled first on shutdown
+	fetchEnd context.CancelFunc
+	hbCtx    context.Context // heartbeats; cancelled once no handler runs
+	hbEnd    context.CancelFunc
+	repCtx   context.Context // reports; cancelled after the final flush
+	repEnd   context.CancelFunc
+	bgCtx    context.Context // sweeper; cancelled last
+	bgEnd    context.CancelFunc
+
+	fetchWG, poolWG, hbWG, repWG, bgWG sync.WaitGroup
+}
+
+// job is one leased task.
+type job struct {
+	task     Task
+	leaseID  uint64
+	timeout  time.Duration
+	deadline time.Time // the task's deadline, by the store's clock
+	stStart  time.Time // when the store leased it, by the store's clock
+	leasedAt time.Time // when the lease came back, by the local (monotonic) clock
+
+	mu      sync.Mutex
+	cancel  context.CancelCauseFunc // set while the handler runs
+	pending error                   // a cancel cause that came before the start
+}
+
+// storeNow estimates the store clock's current time: the lease time by the
+// store's clock plus what the local monotonic clock measured since. Retry
+// times and deadlines are computed this way so that a skewed (or fake) store
+// clock is honoured.
+func (j *job) storeNow() time.Time { return j.stStart.Add(time.Since(j.leasedAt)) }
+
+// cancelWith cancels the handler's context with cause, or remembers the
+// cause if the handler has not started.
+func (j *job) cancelWith(cause error) {
+	j.mu.Lock()
+	if j.cancel != nil {
+		j.cancel(cause)
+	} else if j.pending == nil {
+		j.pending = cause
+	}
+	j.mu.Unlock()
+}
+
+type outcomeMsg struct {
+	o       store.Outcome
+	typ     string
+	queue   string
+	attempt int
+}
+
+// NewWorker returns a worker that takes tasks from s. A nil cfg means every
+// default. It returns every problem of cfg at once, joined.
+func NewWorker(s store.Store, cfg *WorkerConfig) (*Worker, error) {
+	if s == nil {
+		return nil, errors.New("kiln: NewWorker: nil store")
+	}
+	var c WorkerConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	c = c.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("kiln: worker config: %w", err)
+	}
+	w := &Worker{
+		s: s, cfg: c, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc,
+		progress: make(chan struct{}, 1),
+		handlers: make(map[string]Handler),
+		stopCh:   make(chan struct{}),
+		active:   make(map[*job]struct{}),
+	}
+	for q := range c.Queues {
+		w.queues = append(w.queues, q)
+	}
+	// Highest weight first, then by name: the strict order, and a stable
+	// order for the weighted draw.
+	slices.SortFunc(w.queues, func(a, b string) int {
+		if c := cmp.Compare(c.Queues[b], c.Queues[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	if !c.StrictPriority {
+		w.weights = make([]int, len(w.queues))
+		for i, q := range w.queues {
+			w.weights[i] = c.Queues[q]
+		}
+	}
+	return w, nil
+}
+
+// ID returns the worker's id, as the store records it on leased tasks.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Handle registers h for tasks of type typ. It panics if typ is not a valid
+// name, h is nil, a handler is already registered for typ, or Run was
+// called; Register returns those problems as errors instead.
+func (w *Worker) Handle(typ string, h Handler) {
+	if err := w.Register(typ, h); err != nil {
+		panic(err)
+	}
+}
+
+// Register registers h for tasks of type typ, like Handle, and returns an
+// error instead of panicking.
+func (w *Worker) Register(typ string, h Handler) error {
+	if err := store.CheckName("type", typ); err != nil {
+		return fmt.Errorf("kiln: register: %w", err)
+	}
+	if h == nil {
+		return fmt.Errorf("kiln: register %q: nil handler", typ)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return fmt.Errorf("kiln: register %q: %w", typ, ErrWorkerStarted)
+	}
+	if _, ok := w.handlers[typ]; ok {
+		return fmt.Errorf("kiln: register %q: a handler is already registered for this type", typ)
+	}
+	w.handlers[typ] = h
+	return nil
+}
+
+// Use adds middleware around every handler. The first middleware added runs
+// outermost. It panics if Run was called.
+func (w *Worker) Use(mw ...Middleware) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		panic(fmt.Errorf("kiln: Use: %w", ErrWorkerStarted))
+	}
+	w.mws = append(w.mws, mw...)
+}
+
+// Run takes and runs tasks until ctx is done or Shutdown is called. When ctx
+// is done it stops gracefully like Shutdown, bounded by
+// WorkerConfig.ShutdownTimeout, and returns that stop's error (nil, or
+// context.DeadlineExceeded when running handlers had to be cancelled). When
+// Shutdown is called, Run returns nil once the stop is complete. A worker
+// runs once: a second Run returns ErrWorkerStarted.
+//
+// Handlers' contexts carry ctx's values but are not cancelled with it; the
+// graceful stop cancels them only when its time runs out.
+func (w *Worker) Run(ctx context.Context) error {
+	w.mu.Lock()
+	if w.started {
+		w.mu.Unlock()
+		return ErrWorkerStarted
+	}
+	w.started = true
+	if w.stopping {
+		w.mu.Unlock()
+		return nil
+	}
+	if len(w.handlers) == 0 {
+		w.mu.Unlock()
+		return ErrNoHandlers
+	}
+	rs := w.newRunState(ctx)
+	w.run = rs
+	w.mu.Unlock()
+
+	w.log.Info("kiln: worker starting", "worker", w.cfg.ID, "queues", w.queues, "types", rs.types, "concurrency", w.cfg.Concurrency)
+	rs.fetchWG.Go(func() { w.fetch(rs) })
+	for range w.cfg.Concurrency {
+		rs.poolWG.Go(func() { w.work(rs) })
+	}
+	rs.hbWG.Go(func() { w.heartbeat(rs) })
+	rs.repWG.Go(func() { w.reportLoop(rs) })
+	if w.cfg.SweepInterval > 0 {
+		rs.bgWG.Go(func() { w.sweep(rs) })
+	}
+
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ShutdownTimeout)
+		defer cancel()
+		return w.Shutdown(sctx)
+	case <-w.stopCh:
+		<-rs.done
+		return nil
+	}
+}
+
+func (w *Worker) newRunState(ctx context.Context) *runState {
+	rs := &runState{
+		mux:      make(map[string]Handler, len(w.handlers)),
+		base:     context.WithoutCancel(ctx),
+		jobs:     make(chan *job, w.cfg.Concurrency),
+		slots:    make(chan struct{}, w.cfg.Concurrency),
+		outcomes: make(chan outcomeMsg, max(2*w.cfg.Concurrency, 256)),
+		done:     make(chan struct{}),
+	}
+	for typ, h := range w.handlers {
+		for i := len(w.mws) - 1; i >= 0; i-- {
+			h = w.mws[i](h)
+		}
+		rs.mux[typ] = h
+		rs.types = append(rs.types, typ)
+	}
+	slices.Sort(rs.types)
+	for range w.cfg.Concurrency {
+		rs.slots <- struct{}{}
+	}
+	rs.fetchCtx, rs.fetchEnd = context.WithCancel(rs.base)
+	rs.hbCtx, rs.hbEnd = context.WithCancel(rs.base)
+	rs.repCtx, rs.repEnd = context.WithCancel(rs.base)
+	rs.bgCtx, rs.bgEnd = context.WithCancel(rs.base)
+	return rs
+}
+
+// Shutdown stops the worker gracefully and waits until it has stopped: it
+// stops leasing, hands tasks leased but not started back to the store at
+// once (their attempt is not counted), and lets running handlers finish
+// until ctx is done. Then it cancels the handlers still running, with cause
+// ErrShutdown, hands their tasks back (the attempt is counted), sends every
+// outcome to the store and returns ctx's error; otherwise it returns nil.
+// Handlers must return once their context is cancelled: Shutdown waits for
+// them. Pending outcomes get at least a few seconds to reach the store even
+// when ctx is already done.
+//
+// Shutdown may be called more than once and from any goroutine; each call
+// waits for the same stop (or its own ctx). Calling it before Run makes Run
+// return at once.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.mu.Lock()
+	w.stopping = true
+	rs := w.run
+	w.mu.Unlock()
+	w.stopOnce.Do(func() { close(w.stopCh) })
+	if rs == nil {
+		return nil
+	}
+	first := false
+	rs.shutdown.Do(func() {
+		first = true
+		rs.err = w.stop(ctx, rs)
+		close(rs.done)
+	})
+	if first {
+		return rs.err
+	}
+	select {
+	case <-rs.done:
+		return rs.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stop runs the stop sequence; see Shutdown.
+func (w *Worker) stop(ctx context.Context, rs *runState) error {
+	w.log.Info("kiln: worker stopping", "worker", w.cfg.ID)
+	// 1. No more starts: the pool hands back what it has not started, and
+	//    the fetcher stops leasing.
+	w.draining.Store(true)
+	rs.fetchEnd()
+	rs.fetchWG.Wait()
+	close(rs.jobs)
+
+	// 2. Let the running handlers finish until ctx is done, then cancel them.
+	poolDone := make(chan struct{})
+	go func() { // owned here: it ends with the pool, which is waited for below
+		rs.poolWG.Wait()
+		close(poolDone)
+	}()
+	var err error
+	select {
+	case <-poolDone:
+	case <-ctx.Done():
+		err = ctx.Err()
+		w.log.Warn("kiln: shutdown timed out; cancelling running tasks", "worker", w.cfg.ID)
+		w.cancelActive(ErrShutdown)
+		<-poolDone
+	}
+
+	// 3. Stop heartbeats, then flush the outcomes.
+	rs.hbEnd()
+	rs.hbWG.Wait()
+	close(rs.outcomes)
+	grace := flushGraceMin
+	if d, ok := ctx.Deadline(); ok && time.Until(d) > grace {
+		grace = time.Until(d)
+	}
+	flushed := make(chan struct{})
+	go func() { // owned here: it ends with the reporter, which is waited for below
+		rs.repWG.Wait()
+		close(flushed)
+	}()
+	timer := time.NewTimer(grace)
+	select {
+	case <-flushed:
+	case <-timer.C:
+		w.log.Error("kiln: could not send every outcome to the store; their leases will expire and the tasks run again", "worker", w.cfg.ID)
+		rs.repEnd()
+		<-flushed
+	}
+	timer.Stop()
+	rs.repEnd()
+
+	// 4. Stop the sweeper.
+	rs.bgEnd()
+	rs.bgWG.Wait()
+	rs.fetchEnd()
+	rs.hbEnd()
+	w.log.Info("kiln: worker stopped", "worker", w.cfg.ID)
+	return err
+}
+
+func (w *Worker) cancelActive(cause error) {
+	for _, j := range w.activeJobs() {
+		j.cancelWith(cause)
+	}
+}
+
+func (w *Worker) activeJobs() []*job {
+	w.activeMu.Lock()
+	defer w.activeMu.Unlock()
+	out := make([]*job, 0, len(w.active))
+	for j := range w.active {
+		out = append(out, j)
+	}
+	return out
+}
+
+func (w *Worker) addActive(j *job) {
+	w.activeMu.Lock()
+	w.active[j] = struct{}{}
+	w.activeMu.Unlock()
+}
+
+func (w *Worker) removeActive(j *job) {
+	w.activeMu.Lock()
+	delete(w.active, j)
+	w.activeMu.Unlock()
+}
+
+// fetch leases tasks while there are free slots.
+func (w *Worker) fetch(rs *runState) {
+	ctx := rs.fetchCtx
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rs.slots:
+		}
+		n := 1
+	more:
+		for n < w.cfg.Concurrency {
+			select {
+			case <-rs.slots:
+				n++
+			default:
+				break more
+			}
+		}
+		res, err := w.s.Lease(ctx, store.LeaseParams{
+			Namespace: w.cfg.Namespace,
+			Queues:    w.queues,
+			Weights:   w.weights,
+			Types:     rs.types,
+			Max:       n,
+			Duration:  w.cfg.LeaseDuration,
+			Wait:      w.cfg.LeaseWait,
+			WorkerID:  w.cfg.ID,
+		})
+		if err != nil {
+			for range n {
+				rs.slots <- struct{}{}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = nextBackoff(backoff)
+			w.log.Error("kiln: lease failed", "worker", w.cfg.ID, "err", err, "retry_in", backoff)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		now := time.Now()
+		tasks := res.Tasks
+		for i, t := range tasks {
+			j := &job{
+				task: Task{
+					ID: t.ID, Type: t.Type, Queue: t.Queue, Payload: t.Payload,
+					Attempt: t.Attempt, MaxRetries: t.MaxRetries, Priority: t.Priority, w: w,
+				},
+				leaseID: t.LeaseID, timeout: t.Timeout, deadline: t.Deadline,
+				stStart: t.StartedAt, leasedAt: now,
+			}
+			if j.stStart.IsZero() {
+				j.stStart = now
+			}
+			w.addActive(j)
+			if i >= n { // the store gave more than asked: hand the rest back
+				w.handBack(rs, j, true)
+				continue
+			}
+			rs.jobs <- j // never blocks: one slot per job, and len(jobs) <= slots
+		}
+		for range n - min(len(tasks), n) {
+			rs.slots <- struct{}{}
+		}
+	}
+}
+
+// work runs jobs until the jobs channel is closed.
+func (w *Worker) work(rs *runState) {
+	for j := range rs.jobs {
+		h := rs.mux[j.task.Type]
+		if h == nil || w.draining.Load() {
+			if h == nil {
+				w.log.Error("kiln: store leased a task of a type this worker does not handle; handing it back", "task", j.task.ID, "type", j.task.Type)
+			}
+			w.handBack(rs, j, true)
+		} else {
+			w.execute(rs, j, h)
+		}
+		rs.slots <- struct{}{}
+	}
+}
+
+// handBack releases a job's lease, at once.
+func (w *Worker) handBack(rs *runState, j *job, notStarted bool) {
+	w.removeActive(j)
+	rs.outcomes <- outcomeMsg{
+		o:   store.Outcome{ID: j.task.ID, LeaseID: j.leaseID, Kind: store.OutcomeRelease, NotStarted: notStarted},
+		typ: j.task.Type, queue: j.task.Queue, attempt: j.task.Attempt,
+	}
+	w.emit(Event{Kind: EventReleased, TaskID: j.task.ID, Type: j.task.Type, Queue: j.task.Queue, Attempt: j.task.Attempt})
+}
+
+func (w *Worker) emit(e Event) {
+	if w.event != nil {
+		w.event(e)
+	}
+}
+
+// execute runs one attempt and queues its outcome.
+func (w *Worker) execute(rs *runState, j *job, h Handler) {
+	t := &j.task
+	ctx, cancel := context.WithCancelCause(rs.base)
+	defer cancel(nil)
+
+	// The attempt's deadline, on the local clock.
+	var dl time.Time
+	if j.timeout > 0 {
+		dl = j.leasedAt.Add(j.timeout)
+	}
+	deadlineBound := false
+	if !j.deadline.IsZero() {
+		d := j.leasedAt.Add(j.deadline.Sub(j.stStart))
+		if dl.IsZero() || d.Before(dl) {
+			dl, deadlineBound = d, true
+		}
+	}
+	if !dl.IsZero() {
+		var stop context.CancelFunc
+		ctx, stop = context.WithDeadlineCause(ctx, dl, ErrTaskTimeout)
+		defer stop()
+	}
+
+	j.mu.Lock()
+	pending := j.pending
+	if pending == nil {
+		j.cancel = cancel
+	}
+	j.mu.Unlock()
+	if pending != nil { // cancelled or lost before it started
+		w.finish(rs, j, false, nil, pending, 0, false)
+		return
+	}
+
+	w.emit(Event{Kind: EventStarted, TaskID: t.ID, Type: t.Type, Queue: t.Queue, Attempt: t.Attempt})
+	start := time.Now()
+	err := call(ctx, h, t)
+	dur := time.Since(start)
+	cause := context.Cause(ctx)
+	timedOut := cause == ErrTaskTimeout && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if timedOut && err != nil {
+		err = timeoutError{err: err, deadline: deadlineBound}
+	}
+	w.finish(rs, j, true, err, cause, dur, timedOut && deadlineBound)
+}
+
+// call runs the handler, turning a panic into a *PanicError.
+func call(ctx context.Context, h Handler, t *Task) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return h.ProcessTask(ctx, t)
+}
+
+type timeoutError struct {
+	err      error
+	deadline bool
+}
+
+func (e timeoutError) Error() string {
+	if e.deadline {
+		return "deadline reached: " + e.err.Error()
+	}
+	return "timed out: " + e.err.Error()
+}
+
+func (e timeoutError) Unwrap() []error { return []error{ErrTaskTimeout, e.err} }
+
+// finish decides how an attempt ended and queues the outcome. started says
+// whether the handler ran; cause is the handler context's cause (nil when it
+// was not cancelled).
+func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, dur time.Duration, pastDeadline bool) {
+	t := &j.task
+	w.removeActive(j)
+	ev := Event{TaskID: t.ID, Type: t.Type, Queue: t.Queue, Attempt: t.Attempt, Duration: dur}
+	msg := outcomeMsg{
+		o:   store.Outcome{ID: t.ID, LeaseID: j.leaseID},
+		typ: t.Type, queue: t.Queue, attempt: t.Attempt,
+	}
+	if err == nil && cause == nil {
+		if res := t.Result(); len(res) > w.limits.MaxPayloadBytes {
+			err = fmt.Errorf("kiln: result of %d bytes is more than the cap of %d: %w", len(res), w.limits.MaxPayloadBytes, ErrPayloadTooLarge)
+		}
+	}
+	switch {
+	case errors.Is(cause, ErrLeaseLost):
+		// The store no longer lets this worker report; another worker may
+		// already run the task.
+		ev.Kind, ev.Err = EventLeaseLost, cause
+		w.log.Warn("kiln: lease lost", "task", t.ID, "type", t.Type)
+		w.emit(ev)
+		return
+	case err == nil && started:
+		// Done is done, even if a cancel or a stop came meanwhile.
+		msg.o.Kind, msg.o.Result = store.OutcomeSucceeded, t.Result()
+		ev.Kind = EventSucceeded
+	case errors.Is(cause, ErrTaskCancelled):
+		msg.o.Kind, msg.o.Error = store.OutcomeCancelled, "cancelled"
+		if err != nil {
+			msg.o.Error = "cancelled: " + err.Error()
+		}
+		ev.Kind, ev.Err = EventCancelled, err
+	case errors.Is(cause, ErrShutdown) || !started:
+		msg.o.Kind, msg.o.NotStarted = store.OutcomeRelease, !started
+		ev.Kind = EventReleased
+	default:
+		if errors.Is(err, ErrTaskTimeout) {
+			te := ev
+			te.Kind, te.Err = EventTimedOut, err
+			w.emit(te)
+		}
+		fe := ev
+		fe.Kind, fe.Err = EventFailed, err
+		w.emit(fe)
+		msg.o.Error = err.Error()
+		ev.Err = err
+		var ra *retryAfterError
+		switch {
+		case errors.Is(err, SkipRetry), t.Attempt > t.MaxRetries, pastDeadline:
+			msg.o.Kind = store.OutcomeDead
+			ev.Kind = EventDead
+		default:
+			var delay time.Duration
+			if errors.As(err, &ra) {
+				delay = ra.delay
+			} else {
+				delay = max(w.cfg.RetryDelayFunc(t.Attempt, err, t), 0)
+			}
+			msg.o.Kind, msg.o.RetryAt = store.OutcomeRetry, j.storeNow().Add(delay)
+			ev.Kind, ev.RetryAt = EventRetrying, msg.o.RetryAt
+		}
+	}
+	rs.outcomes <- msg
+	w.emit(ev)
+}
+
+// reportLoop sends outcomes to the store in batches until the outcomes
+// channel is closed and drained.
+func (w *Worker) reportLoop(rs *runState) {
+	batch := make([]outcomeMsg, 0, 64)
+	outs := make([]store.Outcome, 0, 64)
+	for m := range rs.outcomes {
+		batch = append(batch[:0], m)
+	drain:
+		for len(batch) < reportBatchMax {
+			select {
+			case m, ok := <-rs.outcomes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		outs = outs[:0]
+		for i := range batch {
+			outs = append(outs, batch[i].o)
+		}
+		w.report(rs, batch, outs)
+	}
+}
+
+func (w *Worker) report(rs *runState, batch []outcomeMsg, outs []store.Outcome) {
+	backoff := time.Duration(0)
+	for {
+		res, err := w.s.Report(rs.repCtx, store.ReportParams{Namespace: w.cfg.Namespace, Outcomes: outs})
+		if err == nil {
+			for i, e := range res.Errs {
+				if e == nil || i >= len(batch) {
+					continue
+				}
+				m := &batch[i]
+				if errors.Is(e, store.ErrLeaseLost) || errors.Is(e, store.ErrNotFound) {
+					w.log.Warn("kiln: outcome refused: lease lost", "task", m.o.ID, "outcome", m.o.Kind, "err", e)
+					w.emit(Event{Kind: EventLeaseLost, TaskID: m.o.ID, Type: m.typ, Queue: m.queue, Attempt: m.attempt, Err: e})
+					continue
+				}
+				w.log.Error("kiln: outcome refused", "task", m.o.ID, "outcome", m.o.Kind, "err", e)
+			}
+			return
+		}
+		if rs.repCtx.Err() != nil {
+			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
+			return
+		}
+		backoff = nextBackoff(backoff)
+		w.log.Error("kiln: report failed", "count", len(outs), "err", err, "retry_in", backoff)
+		if !sleepCtx(rs.repCtx, backoff) {
+			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
+			return
+		}
+	}
+}
+
+// progressSignal wakes the heartbeat loop to send progress.
+func (w *Worker) progressSignal() {
+	select {
+	case w.progress <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeat renews every held lease every third of the lease duration, and
+// sends progress soon after handlers set it.
+func (w *Worker) heartbeat(rs *runState) {
+	ctx := rs.hbCtx
+	ticker := time.NewTicker(w.cfg.LeaseDuration / 3)
+	defer ticker.Stop()
+	progress := w.progress
+	var gap *time.Timer
+	var gapC <-chan time.Time
+	defer func() {
+		if gap != nil {
+			gap.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			w.extend(ctx, false)
+		case <-progress:
+			w.extend(ctx, true)
+			progress = nil // coalesce: wait before the next progress-only call
+			if gap == nil {
+				gap = time.NewTimer(progressGap)
+			} else {
+				gap.Reset(progressGap)
+			}
+			gapC = gap.C
+		case <-gapC:
+			progress, gapC = w.progress, nil
+		}
+	}
+}
+
+// extend renews the held leases (all of them, or only those with progress
+// to send) and acts on what the store answers.
+func (w *Worker) extend(ctx context.Context, progressOnly bool) {
+	jobs := w.activeJobs()
+	leases := make([]store.ExtendLease, 0, len(jobs))
+	sent := jobs[:0]
+	for _, j := range jobs {
+		p := j.task.takeProgress()
+		if progressOnly && p == nil {
+			continue
+		}
+		leases = append(leases, store.ExtendLease{LeaseRef: store.LeaseRef{ID: j.task.ID, LeaseID: j.leaseID}, Progress: p})
+		sent = append(sent, j)
+	}
+	for start := 0; start < len(leases); start += store.MaxBatch {
+		end := min(start+store.MaxBatch, len(leases))
+		res, err := w.s.Extend(ctx, store.ExtendParams{Namespace: w.cfg.Namespace, Leases: leases[start:end], Duration: w.cfg.LeaseDuration})
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Error("kiln: heartbeat failed", "leases", end-start, "err", err)
+			}
+			for i := start; i < end; i++ {
+				if leases[i].Progress != nil {
+					sent[i].task.mu.Lock()
+					sent[i].task.dirty = true
+					sent[i].task.mu.Unlock()
+				}
+			}
+			continue
+		}
+		for i, it := range res.Items {
+			if start+i >= end {
+				break
+			}
+			j := sent[start+i]
+			switch {
+			case errors.Is(it.Err, ErrLeaseLost):
+				j.cancelWith(it.Err)
+			case it.Err != nil:
+				j.cancelWith(fmt.Errorf("%w: %w", ErrLeaseLost, it.Err))
+			case it.CancelRequested:
+				j.cancelWith(ErrTaskCancelled)
+			}
+		}
+	}
+}
+
+// sweep calls the store's Sweep every SweepInterval.
+func (w *Worker) sweep(rs *runState) {
+	ctx := rs.bgCtx
+	ticker := time.NewTicker(w.cfg.SweepInterval)
+	defer ticker.Stop()
+	for {
+		if res, err := w.s.Sweep(ctx, store.SweepParams{}); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.Error("kiln: sweep failed", "err", err)
+		} else if res.Total() > 0 {
+			w.log.Debug("kiln: swept", "promoted", res.Promoted, "recovered", res.Recovered, "dead", res.Dead, "cancelled", res.Cancelled, "deleted", res.Deleted)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return storeBackoffMin
+	}
+	return min(2*d, storeBackoffMax)
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
