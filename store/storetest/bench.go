@@ -1,0 +1,121 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+// Bench runs the suite's workloads as benchmarks against the stores h opens,
+// each on a fresh store driven by the system clock, and reports tasks/s:
+//
+//   - Enqueue: one task per call;
+//   - EnqueueBatch1000: batches of 1000 tasks (b.N counts batches);
+//   - LeaseReport: tasks enqueued beforehand (not timed), then leased in
+//     batches of 50 and reported in batches of 50;
+//   - EndToEnd: enqueue, lease and report b.N tasks in batches of 50.
+func Bench(b *testing.B, h Harness) {
+	if h.New == nil {
+		b.Fatal("storetest: Harness.New is nil")
+	}
+	setup := func(b *testing.B) *fixture {
+		s, reopen := h.New(b, store.SystemClock{})
+		return &fixture{t: b, ctx: b.Context(), s: s, reopen: reopen, ns: newName("bench")}
+	}
+	report := func(b *testing.B, tasks int) {
+		if sec := b.Elapsed().Seconds(); sec > 0 {
+			b.ReportMetric(float64(tasks)/sec, "tasks/s")
+		}
+	}
+	inputs := func(n int) []store.TaskInput {
+		ins := make([]store.TaskInput, n)
+		for i := range ins {
+			ins[i] = input("bench", "q")
+			ins[i].Payload = []byte(`{"to":"someone@example.com","n":12345}`)
+		}
+		return ins
+	}
+	// cycle leases up to batch tasks and reports them succeeded; it returns
+	// how many it handled.
+	cycle := func(f *fixture, batch int) int {
+		tasks := f.lease(store.LeaseParams{Queues: []string{"q"}, Max: batch, Duration: time.Minute})
+		if len(tasks) == 0 {
+			return 0
+		}
+		outs := make([]store.Outcome, len(tasks))
+		for i, tk := range tasks {
+			outs[i] = store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}
+		}
+		f.mustReport(outs...)
+		return len(tasks)
+	}
+
+	b.Run("Enqueue", func(b *testing.B) {
+		f := setup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			b.StopTimer()
+			in := inputs(1)
+			b.StartTimer()
+			f.add(in...)
+		}
+		report(b, b.N)
+	})
+
+	b.Run("EnqueueBatch1000", func(b *testing.B) {
+		f := setup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			b.StopTimer()
+			ins := inputs(1000)
+			b.StartTimer()
+			f.add(ins...)
+		}
+		report(b, b.N*1000)
+	})
+
+	b.Run("LeaseReport", func(b *testing.B) {
+		const batch = 50
+		f := setup(b)
+		for left := b.N; left > 0; left -= store.MaxBatch {
+			f.add(inputs(min(left, store.MaxBatch))...)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		done := 0
+		for done < b.N {
+			n := cycle(f, batch)
+			if n == 0 {
+				b.Fatalf("leased nothing after %d of %d tasks", done, b.N)
+			}
+			done += n
+		}
+		report(b, done)
+	})
+
+	b.Run("EndToEnd", func(b *testing.B) {
+		const batch = 50
+		f := setup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		done := 0
+		for done < b.N {
+			b.StopTimer()
+			ins := inputs(min(batch, b.N-done))
+			b.StartTimer()
+			f.add(ins...)
+			for left := len(ins); left > 0; {
+				n := cycle(f, batch)
+				if n == 0 {
+					b.Fatalf("leased nothing with %d tasks enqueued", left)
+				}
+				left -= n
+			}
+			done += len(ins)
+		}
+		report(b, done)
+	})
+}
