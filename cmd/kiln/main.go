@@ -1,0 +1,253 @@
+// Command kiln is the command line of kiln, the distributed task processing
+// system: for now it tells its version and its usage; the server, enqueue,
+// task, queue, schedule, code, worker and bench commands join it as they land.
+//
+// Usage:
+//
+//	kiln <command> [arguments]
+//	kiln help [command]
+//
+// Exit codes: 0 on success, 1 when a command fails, 2 on a usage mistake
+// (an unknown command, a bad flag or argument).
+//
+// kiln owns the process's signals, the library never does: SIGINT, SIGTERM
+// and SIGQUIT cancel the context every command runs under, so a long-running
+// command (the server, a worker) shuts down gracefully. A second signal ends
+// the process at once.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"text/tabwriter"
+)
+
+// version is kiln's version; `make build` sets it with
+// -ldflags "-X main.version=...". When empty, the module's build info is used.
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
+	// After the first signal, give the signals back to the runtime: a second
+	// one ends the process at once instead of waiting for a graceful stop.
+	context.AfterFunc(ctx, stop)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// command is one subcommand of kiln.
+type command struct {
+	name    string
+	args    string // the synopsis after the name, as in "kiln help [command]"
+	summary string // one line for the command list
+	help    string // what `kiln help <name>` adds below the synopsis
+	run     func(ctx context.Context, std stdio, args []string) error
+}
+
+// stdio is where a command writes; tests pass buffers.
+type stdio struct {
+	stdout, stderr io.Writer
+}
+
+// usageError is a mistake on the command line: kiln exits 2 and points to help.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{msg: fmt.Sprintf(format, a...)} }
+
+// commands lists kiln's commands in the order `kiln help` shows them.
+// It is a function, not a variable, because help refers back to the list.
+func commands() []*command {
+	return []*command{
+		{
+			name:    "version",
+			summary: "print kiln's version",
+			help:    "Version prints kiln's version, the Go version it was built with, and the platform.",
+			run:     runVersion,
+		},
+		{
+			name:    "help",
+			args:    "[command]",
+			summary: "show help for kiln or for one command",
+			help:    "Help lists kiln's commands, or tells more about one of them.",
+			run:     runHelp,
+		},
+	}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// run runs the command named by args[0] and returns the process's exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	std := stdio{stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		_ = printUsage(stderr) // a failed write to stderr has nowhere to go
+		return 2
+	}
+	err := dispatch(ctx, std, args)
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		_, _ = fmt.Fprintf(stderr, "kiln: %s\nRun 'kiln help' for usage.\n", ue.msg) // nowhere to report a failed write
+		return 2
+	default:
+		_, _ = fmt.Fprintf(stderr, "kiln: %v\n", err) // nowhere to report a failed write
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, std stdio, args []string) error {
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help":
+		return runHelp(ctx, std, rest)
+	}
+	c := lookup(name)
+	if c == nil {
+		return usagef("unknown command %q", name)
+	}
+	return c.run(ctx, std, rest)
+}
+
+// parseFlags parses a command's flags; -h prints the command's help.
+// It returns flag.ErrHelp after printing help, which the caller returns as nil.
+func parseFlags(fs *flag.FlagSet, std stdio, c *command, args []string) error {
+	fs.SetOutput(io.Discard) // errors are reported once, by run
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		if err := printCommandHelp(std.stdout, c, fs); err != nil {
+			return err
+		}
+		return flag.ErrHelp
+	case err != nil:
+		return usagef("%s: %v", c.name, err)
+	}
+	return nil
+}
+
+func runVersion(_ context.Context, std stdio, args []string) error {
+	c := lookup("version")
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	if err := parseFlags(fs, std, c, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("version takes no arguments, got %q", fs.Args())
+	}
+	_, err := fmt.Fprintf(std.stdout, "kiln %s (%s %s/%s)\n", kilnVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return err
+}
+
+func runHelp(_ context.Context, std stdio, args []string) error {
+	switch len(args) {
+	case 0:
+		return printUsage(std.stdout)
+	case 1:
+		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+			return printCommandHelp(std.stdout, lookup("help"), nil)
+		}
+		c := lookup(args[0])
+		if c == nil {
+			return usagef("help: unknown command %q", args[0])
+		}
+		return printCommandHelp(std.stdout, c, nil)
+	default:
+		return usagef("help takes at most one command, got %q", args)
+	}
+}
+
+// printUsage writes kiln's usage to w. Text is built in memory, so the one
+// write to w is the only error to check.
+func printUsage(w io.Writer) error {
+	var b bytes.Buffer
+	b.WriteString("kiln is a distributed task processing system.\n\n")
+	b.WriteString("Usage:\n\n\tkiln <command> [arguments]\n\nCommands:\n\n")
+	tw := tabwriter.NewWriter(&b, 0, 8, 3, ' ', 0)
+	for _, c := range commands() {
+		_, _ = fmt.Fprintf(tw, "\t%s\t%s\n", c.name, c.summary) // writes to memory cannot fail
+	}
+	_ = tw.Flush() // writes to memory cannot fail
+	b.WriteString("\nRun 'kiln help <command>' for more about a command.\n")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// printCommandHelp writes a command's synopsis, help and, when fs is given
+// and has any, its flags to w.
+func printCommandHelp(w io.Writer, c *command, fs *flag.FlagSet) error {
+	var b bytes.Buffer
+	b.WriteString("Usage: kiln " + c.name)
+	if c.args != "" {
+		b.WriteString(" " + c.args)
+	}
+	b.WriteString("\n\n" + c.help + "\n")
+	if fs != nil {
+		first := true
+		fs.VisitAll(func(f *flag.Flag) {
+			if first {
+				b.WriteString("\nFlags:\n")
+				first = false
+			}
+			_, _ = fmt.Fprintf(&b, "  -%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue) // memory
+		})
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// kilnVersion is the version set at link time, else the module version from
+// the build info (set by `go install ...@version`), else the VCS revision.
+func kilnVersion() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		return "devel"
+	}
+	return "devel-" + rev + dirty
+}
