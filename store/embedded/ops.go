@@ -797,9 +797,25 @@ func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResu
 	if limit <= 0 {
 		limit = 10000
 	}
-	var r store.SweepResult
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	r, err := s.sweepLocked(limit)
+	b := s.barrier()
+	s.mu.Unlock()
+	if err != nil {
+		return r, err
+	}
+	// Wait for the changes, so that a reader that goes to disk for a task
+	// no longer in memory does not find it there after Sweep returned.
+	if r.Total() > 0 {
+		if err := b.wait(); err != nil {
+			return r, fmt.Errorf("embedded: sweep: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func (s *Store) sweepLocked(limit int) (store.SweepResult, error) {
+	var r store.SweepResult
 	if err := s.usable(); err != nil {
 		return r, err
 	}
