@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# services.sh — make sure the real services kiln's tests talk to are running.
+# services.sh — make sure the real services kiln's tests talk to are running,
+# and what else `make test` needs from the machine beyond Go.
 #
 #   scripts/services.sh            ensure Redis 7 and PostgreSQL 15, print the env
 #   eval "$(scripts/services.sh)"  ... and export it into the current shell
 #
 # What it does, in order, and only as much as needed:
-#   1. Redis: if KILN_TEST_REDIS_URL answers PING, use it. Otherwise install
-#      redis-server from Debian's packages if missing, start it on loopback with
-#      nothing kept on disk, and wait until it answers.
+#   0. Install what is missing from Debian's packages, in one apt-get call:
+#      redis-server, postgresql, and gcc (the race detector needs cgo).
+#   1. Redis: if KILN_TEST_REDIS_URL answers PING, use it. Otherwise start
+#      redis-server on loopback with nothing kept on disk, and wait until it
+#      answers.
 #   2. PostgreSQL: if KILN_TEST_POSTGRES_URL accepts a query, use it. Otherwise
-#      install postgresql from Debian's packages if missing, start the cluster,
-#      wait until it accepts connections, and create the test role and database.
+#      start the cluster, wait until it accepts connections, and create the test
+#      role and database.
 #   3. Print `export KILN_TEST_REDIS_URL=...` and `export KILN_TEST_POSTGRES_URL=...`
 #      on stdout. Everything else goes to stderr, so the output can be eval'ed.
 #
@@ -67,6 +70,31 @@ apt_install() {
 	fi
 }
 
+# ------------------------------------------------------------- packages ----
+# install_missing — one apt-get call for everything missing. A service that
+# already answers at its URL needs nothing, even if its tools are elsewhere.
+install_missing() {
+	local pkgs=()
+	if ! { command -v redis-cli >/dev/null && redis_ping; } &&
+		! { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; }; then
+		pkgs+=(redis-server)
+	fi
+	if ! command -v psql >/dev/null ||
+		{ ! pg_query_ok && ! { command -v pg_ctlcluster >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }; }; then
+		pkgs+=(postgresql)
+	fi
+	# `go test -race` needs cgo, so a C compiler and the C library headers.
+	local cc=${CC:-gcc} # what cgo uses unless CC says otherwise
+	if ! command -v "${cc%% *}" >/dev/null; then
+		pkgs+=(gcc libc6-dev)
+	fi
+	# --- browser tests (later issues): add chromium chromium-driver here; see
+	# ensure_browser below.
+	if ((${#pkgs[@]} > 0)); then
+		apt_install "${pkgs[@]}"
+	fi
+}
+
 # ---------------------------------------------------------------- Redis 7 ----
 redis_ping() { [[ $(redis-cli -u "$KILN_TEST_REDIS_URL" ping 2>/dev/null) == PONG ]]; }
 
@@ -81,14 +109,7 @@ ensure_redis() {
 	local host=${BASH_REMATCH[2]} port=${BASH_REMATCH[4]:-6379}
 	is_local_host "$host" || die "redis at $KILN_TEST_REDIS_URL does not answer PING (not local: not starting one)"
 
-	if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-		apt_install redis-server
-		# The package's own start (if the machine allows one) may already serve.
-		if redis_ping; then
-			log "redis: running at $KILN_TEST_REDIS_URL"
-			return
-		fi
-	fi
+	command -v redis-server >/dev/null || die "redis-server is not installed"
 	local dir=/var/lib/redis logfile=/var/log/redis/ci.log
 	[[ -d $dir && -w $dir ]] || dir=$(mktemp -d -t kiln-redis.XXXXXX)
 	[[ -d ${logfile%/*} && -w ${logfile%/*} ]] || logfile="$dir/redis.log"
@@ -126,9 +147,7 @@ ensure_postgres() {
 	local port=${BASH_REMATCH[7]:-5432} db=${BASH_REMATCH[8]}
 	is_local_host "$host" || die "postgres at $(redact "$KILN_TEST_POSTGRES_URL") does not accept queries (not local: not starting one)"
 
-	if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || ! command -v pg_ctlcluster >/dev/null; then
-		apt_install postgresql
-	fi
+	command -v pg_ctlcluster >/dev/null || die "postgresql is not installed"
 	local version
 	version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
 	if [[ -z $version || ! -d /etc/postgresql/$version/main ]]; then
@@ -172,11 +191,12 @@ redact() { sed -E 's#(://[^:/@]+):[^@/]*@#\1:***@#' <<<"$1"; }
 ensure_browser() { :; }
 
 main() {
-	local start=$SECONDS
+	local start=$EPOCHREALTIME
+	install_missing
 	ensure_redis
 	ensure_postgres
 	ensure_browser
-	log "all services ready in $((SECONDS - start))s"
+	log "all services ready in $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.2f", b - a}')s"
 	printf 'export KILN_TEST_REDIS_URL=%q\n' "$KILN_TEST_REDIS_URL"
 	printf 'export KILN_TEST_POSTGRES_URL=%q\n' "$KILN_TEST_POSTGRES_URL"
 }
