@@ -231,11 +231,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mu.Unlock()
 		return ErrNoHandlers
 	}
+	// The goroutines start under w.mu, so that a concurrent Shutdown sees
+	// either no run at all or one whose goroutines are all counted.
 	rs := w.newRunState(ctx)
-	w.run = rs
-	w.mu.Unlock()
-
-	w.log.Info("kiln: worker starting", "worker", w.cfg.ID, "queues", w.queues, "types", rs.types, "concurrency", w.cfg.Concurrency)
 	rs.fetchWG.Go(func() { w.fetch(rs) })
 	for range w.cfg.Concurrency {
 		rs.poolWG.Go(func() { w.work(rs) })
@@ -245,6 +243,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.SweepInterval > 0 {
 		rs.bgWG.Go(func() { w.sweep(rs) })
 	}
+	w.run = rs
+	w.mu.Unlock()
+	w.log.Info("kiln: worker started", "worker", w.cfg.ID, "queues", w.queues, "types", rs.types, "concurrency", w.cfg.Concurrency)
 
 	select {
 	case <-ctx.Done():
