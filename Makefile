@@ -95,7 +95,7 @@ tidy: ## go mod tidy (and bench/, its own module)
 # install compiles it from the Go module proxy: about 1–2 minutes on 2 cores.
 .PHONY: tools/golangci-lint
 tools/golangci-lint:
-	@have=$$($(GO) version -m $(GOLANGCI_LINT) 2>/dev/null | awk '$$1 == "mod" {print $$3}'); \
+	@have=$$({ $(GO) version -m $(GOLANGCI_LINT) 2>/dev/null || true; } | awk '$$1 == "mod" {print $$3}'); \
 	if [ "$$have" != "$(GOLANGCI_LINT_VERSION)" ]; then \
 		echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into bin/ (first use: takes a minute or two)"; \
 		GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
