@@ -22,7 +22,8 @@ type Harness struct {
 	// with a function that closes it and opens it again over the same data
 	// (reopen is nil when the store is not durable). The store must use the
 	// default store.Limits. The harness registers cleanup with t for whatever
-	// it opened, including the stores that reopen returns.
+	// it opened, including the stores that reopen returns; that cleanup may
+	// find a store the test already closed.
 	New func(t testing.TB, clock store.Clock) (s store.Store, reopen func() store.Store)
 }
 
@@ -461,4 +462,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Namespaces", func(t *testing.T) { testNamespaces(t, h) })
 	t.Run("Retention", func(t *testing.T) { testRetention(t, h) })
 	t.Run("Durability", func(t *testing.T) { testDurability(t, h) })
+	t.Run("Close", func(t *testing.T) { testClose(t, h) })
+	t.Run("Limits", func(t *testing.T) { testLimits(t, h) })
+	t.Run("Races", func(t *testing.T) { testRaces(t, h) })
 }

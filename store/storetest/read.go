@@ -303,6 +303,11 @@ func testRetention(t *testing.T, h Harness) {
 	cancelled := f.makeTask(store.StateCancelled, store.TaskInput{Retention: 2 * time.Hour})
 	pending := f.makeTask(store.StatePending, store.TaskInput{})
 	scheduled := f.makeTask(store.StateScheduled, store.TaskInput{})
+	// A dead task retried is live again: its old expiry must not delete it.
+	revived := f.makeTask(store.StateDead, store.TaskInput{Retention: time.Hour})
+	if it := f.retry(revived.ID)[0]; it.Err != nil {
+		t.Fatalf("Retry: %v", it.Err)
+	}
 	for _, tc := range []struct {
 		tk        *store.Task
 		retention time.Duration
@@ -339,5 +344,6 @@ func testRetention(t *testing.T, h Harness) {
 	f.sweep()
 	f.mustGet(pending.ID)
 	f.mustGet(scheduled.ID)
+	f.wantState(revived.ID, store.StatePending)
 	f.check()
 }
