@@ -24,7 +24,7 @@ func OrderQueues(queues []string, weights []int, r *rand.Rand) []string {
 		if r != nil {
 			n = r.IntN(total)
 		} else {
-			n = rand.IntN(total)
+			n = rand.IntN(total) //nolint:gosec // G404: a fair draw between queues needs no secrecy
 		}
 		for j, qi := range idx {
 			n -= weights[qi]

@@ -59,7 +59,7 @@ func crashWriter(dir, round string) error {
 			if it.Err != nil {
 				return it.Err
 			}
-			fmt.Fprintf(out, "E %s\n", it.ID)
+			_, _ = fmt.Fprintf(out, "E %s\n", it.ID) // errors surface at Flush
 		}
 		if err := out.Flush(); err != nil {
 			return err
@@ -85,7 +85,7 @@ func crashWriter(dir, round string) error {
 				return e
 			}
 			if outs[k].Kind == store.OutcomeSucceeded {
-				fmt.Fprintf(out, "S %s\n", outs[k].ID)
+				_, _ = fmt.Fprintf(out, "S %s\n", outs[k].ID) // errors surface at Flush
 			}
 		}
 		if err := out.Flush(); err != nil {

@@ -107,7 +107,7 @@ func Open(dir string, cfg *Config) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("embedded: open: empty data folder name")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { //nolint:gosec // G703: the data folder is the operator's choice by design
 		return nil, fmt.Errorf("embedded: open: %w", err)
 	}
 	eng, err := openEngine(c.engine, dir)
@@ -240,6 +240,8 @@ func (s *Store) load() error {
 			ns.delayed.push(e)
 		case store.StateActive:
 			heap.Push(&s.leases, timedItem{at: t.LeaseExpiresAt, leaseID: t.LeaseID, e: e})
+		case store.StateSucceeded, store.StateDead, store.StateCancelled:
+			// Terminal: handled above.
 		}
 		return true
 	})
@@ -431,10 +433,15 @@ func (b *batch) wait() error {
 func (s *Store) Ping(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.usable()
+	return s.usable(ctx)
 }
 
-func (s *Store) usable() error {
+// usable returns why a call cannot proceed: a done context, a closed or a
+// failed store.
+func (s *Store) usable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if s.closed {
 		return store.ErrClosed
 	}

@@ -79,7 +79,7 @@ func openPebble(dir string) (*pebbleEngine, error) {
 
 func (e *pebbleEngine) apply(ops []op, sync bool) error {
 	b := e.db.NewBatch()
-	defer b.Close()
+	defer func() { _ = b.Close() }()
 	for _, o := range ops {
 		var err error
 		if o.val == nil {
@@ -223,7 +223,7 @@ func (e *boltEngine) scan(prefix, start []byte, reverse bool, fn func(k, v []byt
 			}
 		case reverse:
 			if end := prefixEnd(prefix); end != nil {
-				k, v = c.Seek(end)
+				k, _ = c.Seek(end)
 				if k == nil {
 					k, v = c.Last()
 				} else {

@@ -22,7 +22,7 @@ func BenchmarkEngineCycle(b *testing.B) {
 		for _, producers := range []int{1, 16} {
 			b.Run(fmt.Sprintf("engine=%s/producers=%d", eng, producers), func(b *testing.B) {
 				s := mustOpen(b, b.TempDir(), &Config{engine: eng})
-				defer s.Close()
+				defer func() { _ = s.Close() }()
 				ctx := context.Background()
 				var next atomic.Int64
 				var done atomic.Int64

@@ -37,7 +37,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	}
 	items := make([]store.EnqueueItem, len(p.Tasks))
 	s.mu.Lock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		s.mu.Unlock()
 		return store.EnqueueResult{}, err
 	}
@@ -142,7 +142,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 			return store.LeaseResult{}, err
 		}
 		s.mu.Lock()
-		if err := s.usable(); err != nil {
+		if err := s.usable(ctx); err != nil {
 			s.mu.Unlock()
 			return store.LeaseResult{}, err
 		}
@@ -292,7 +292,7 @@ func (s *Store) Extend(ctx context.Context, p store.ExtendParams) (store.ExtendR
 	items := make([]store.ExtendItem, len(p.Leases))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return store.ExtendResult{}, err
 	}
 	now := s.now()
@@ -335,7 +335,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 	}
 	errs := make([]error, len(p.Outcomes))
 	s.mu.Lock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		s.mu.Unlock()
 		return store.ReportResult{}, err
 	}
@@ -440,7 +440,7 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 	out := make([]*store.Task, len(p.IDs))
 	var missing []int
 	s.mu.Lock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		s.mu.Unlock()
 		return store.GetResult{}, err
 	}
@@ -525,7 +525,7 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 		}
 	}
 	s.mu.Lock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		s.mu.Unlock()
 		return store.ListResult{}, err
 	}
@@ -538,7 +538,7 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 	var seqs []uint64
 	var derr error
 	next := ""
-	err := s.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(k, v []byte) bool {
+	err := s.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(_, v []byte) bool {
 		if err := ctx.Err(); err != nil {
 			derr = err
 			return false
@@ -603,7 +603,7 @@ func (s *Store) Stats(ctx context.Context, p store.StatsParams) (store.StatsResu
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return store.StatsResult{}, err
 	}
 	var out []store.QueueStats
@@ -641,7 +641,7 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 	}
 	items := make([]store.AdminItem, len(p.IDs))
 	s.mu.Lock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		s.mu.Unlock()
 		return store.AdminResult{}, err
 	}
@@ -684,6 +684,8 @@ func (ns *namespace) unindex(e *entry) {
 		q.removeReady(e)
 	case store.StateScheduled, store.StateRetry:
 		ns.delayed.remove(e)
+	case store.StateActive, store.StateSucceeded, store.StateDead, store.StateCancelled:
+		// In no heap.
 	}
 	q.counts[e.t.State]--
 }
@@ -708,9 +710,10 @@ func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResul
 			b := s.putTask(e)
 			s.evict = append(s.evict, timedItem{ns: ns.name, id: id, seq: e.gen, e: e})
 			return store.AdminItem{State: store.StateCancelled}, b
-		default:
+		case store.StateSucceeded, store.StateDead, store.StateCancelled:
 			return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
 		}
+		return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
 	})
 }
 
@@ -773,7 +776,7 @@ func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) er
 		return fmt.Errorf("embedded: pause: %w", err)
 	}
 	s.mu.Lock()
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		s.mu.Unlock()
 		return err
 	}
@@ -798,7 +801,7 @@ func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResu
 		limit = 10000
 	}
 	s.mu.Lock()
-	r, err := s.sweepLocked(limit)
+	r, err := s.sweepLocked(ctx, limit)
 	b := s.barrier()
 	s.mu.Unlock()
 	if err != nil {
@@ -814,9 +817,9 @@ func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResu
 	return r, nil
 }
 
-func (s *Store) sweepLocked(limit int) (store.SweepResult, error) {
+func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, error) {
 	var r store.SweepResult
-	if err := s.usable(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return r, err
 	}
 	now := s.now()
