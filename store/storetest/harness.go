@@ -465,4 +465,5 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Close", func(t *testing.T) { testClose(t, h) })
 	t.Run("Limits", func(t *testing.T) { testLimits(t, h) })
 	t.Run("Races", func(t *testing.T) { testRaces(t, h) })
+	t.Run("Random", func(t *testing.T) { testRandom(t, h) })
 }
