@@ -21,7 +21,7 @@ func Bench(b *testing.B, h Harness) {
 	}
 	setup := func(b *testing.B) *fixture {
 		s, reopen := h.New(b, store.SystemClock{})
-		return &fixture{t: b, ctx: b.Context(), s: s, reopen: reopen, ns: newName("bench")}
+		return &fixture{t: b, s: s, reopen: reopen, ns: newName("bench")}
 	}
 	report := func(b *testing.B, tasks int) {
 		if sec := b.Elapsed().Seconds(); sec > 0 {

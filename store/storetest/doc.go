@@ -34,6 +34,16 @@
 //     without a Sweep, whether it is scheduled or in retry.
 //   - A Lease whose context is cancelled while it waits returns promptly,
 //     either with an error matching the context's error or with no tasks.
+//   - Times are kept to the nanosecond: a task is not leasable 1ns before its
+//     RunAt, and every time field reads back equal (by time.Time.Equal).
+//   - A unique key is held for UniqueTTL from the enqueue, whatever becomes of
+//     the task in that time.
+//   - A report on a lease that expired but was not swept yet may be accepted
+//     or rejected; the suite checks neither.
+//   - A success reported for a task that was asked to cancel is accepted.
+//
+// Besides the tests of each feature, a seeded random walk of store calls
+// checks every observed change against the state diagram; its seed is logged.
 //
 // # Benchmarks
 //

@@ -167,7 +167,7 @@ func testUnique(t *testing.T, h Harness) {
 		for i := range n {
 			wg.Go(func() {
 				<-start
-				res, err := f.s.Enqueue(f.ctx, store.EnqueueParams{Namespace: f.ns, Tasks: ins[i : i+1]})
+				res, err := f.s.Enqueue(f.ctx(), store.EnqueueParams{Namespace: f.ns, Tasks: ins[i : i+1]})
 				if err == nil && len(res.Items) != 1 {
 					errs[i] = errors.New("wrong number of items")
 					return
@@ -341,7 +341,7 @@ func testBadInput(t *testing.T, h Harness) {
 			p := valid
 			p.Queues = append([]string(nil), valid.Queues...)
 			tc.mod(&p)
-			res, err := f.s.Lease(f.ctx, p)
+			res, err := f.s.Lease(f.ctx(), p)
 			if !errors.Is(err, tc.want) {
 				t.Errorf("%s: Lease: got error %v, want %v", tc.name, err, tc.want)
 			}

@@ -64,7 +64,6 @@ var cmpOpts = []cmp.Option{
 // the test when the store itself errors.
 type fixture struct {
 	t      testing.TB
-	ctx    context.Context
 	s      store.Store
 	reopen func() store.Store
 	clock  *FakeClock
@@ -79,16 +78,19 @@ func (h Harness) setup(t testing.TB) *fixture {
 	if s == nil {
 		t.Fatal("Harness.New returned a nil store")
 	}
-	return &fixture{t: t, ctx: t.Context(), s: s, reopen: reopen, clock: clock, ns: newName("ns")}
+	return &fixture{t: t, s: s, reopen: reopen, clock: clock, ns: newName("ns")}
 }
 
 // in returns a fresh session on the same store and clock in namespace ns,
 // for a subtest t.
 func (f *fixture) in(t testing.TB, ns string) *fixture {
 	g := *f
-	g.t, g.ctx, g.ns = t, t.Context(), ns
+	g.t, g.ns = t, ns
 	return &g
 }
+
+// ctx is the test's context, done when the test ends.
+func (f *fixture) ctx() context.Context { return f.t.Context() }
 
 // now is the store's current time.
 func (f *fixture) now() time.Time { return f.clock.Now() }
@@ -102,7 +104,7 @@ func input(typ, queue string) store.TaskInput {
 // errors or the item count is wrong.
 func (f *fixture) enqueue(ins ...store.TaskInput) []store.EnqueueItem {
 	f.t.Helper()
-	res, err := f.s.Enqueue(f.ctx, store.EnqueueParams{Namespace: f.ns, Tasks: ins})
+	res, err := f.s.Enqueue(f.ctx(), store.EnqueueParams{Namespace: f.ns, Tasks: ins})
 	if err != nil {
 		f.t.Fatalf("Enqueue(%d tasks): %v", len(ins), err)
 	}
@@ -116,15 +118,16 @@ func (f *fixture) enqueue(ins ...store.TaskInput) []store.EnqueueItem {
 func (f *fixture) add(ins ...store.TaskInput) []string {
 	f.t.Helper()
 	items := f.enqueue(ins...)
-	ids := make([]string, len(items))
-	for i, it := range items {
+	ids := make([]string, 0, len(items))
+	for i, in := range ins {
+		it := items[i]
 		if it.Err != nil {
-			f.t.Fatalf("Enqueue item %d (%s): %v", i, ins[i].ID, it.Err)
+			f.t.Fatalf("Enqueue item %d (%s): %v", i, in.ID, it.Err)
 		}
-		if it.ID != ins[i].ID {
-			f.t.Fatalf("Enqueue item %d: got ID %q, want %q", i, it.ID, ins[i].ID)
+		if it.ID != in.ID {
+			f.t.Fatalf("Enqueue item %d: got ID %q, want %q", i, it.ID, in.ID)
 		}
-		ids[i] = it.ID
+		ids = append(ids, it.ID)
 	}
 	return ids
 }
@@ -151,7 +154,7 @@ func (f *fixture) lease(p store.LeaseParams) []*store.Task {
 	if p.Duration == 0 {
 		p.Duration = time.Minute
 	}
-	res, err := f.s.Lease(f.ctx, p)
+	res, err := f.s.Lease(f.ctx(), p)
 	if err != nil {
 		f.t.Fatalf("Lease(%v): %v", p.Queues, err)
 	}
@@ -187,7 +190,7 @@ func (f *fixture) leaseNone(queues ...string) {
 // report reports outcomes and returns the per-outcome errors.
 func (f *fixture) report(os ...store.Outcome) []error {
 	f.t.Helper()
-	res, err := f.s.Report(f.ctx, store.ReportParams{Namespace: f.ns, Outcomes: os})
+	res, err := f.s.Report(f.ctx(), store.ReportParams{Namespace: f.ns, Outcomes: os})
 	if err != nil {
 		f.t.Fatalf("Report: %v", err)
 	}
@@ -200,9 +203,10 @@ func (f *fixture) report(os ...store.Outcome) []error {
 // mustReport reports outcomes that must all be accepted.
 func (f *fixture) mustReport(os ...store.Outcome) {
 	f.t.Helper()
-	for i, err := range f.report(os...) {
-		if err != nil {
-			f.t.Fatalf("Report(%s %s): %v", os[i].Kind, os[i].ID, err)
+	errs := f.report(os...)
+	for i, o := range os {
+		if errs[i] != nil {
+			f.t.Fatalf("Report(%s %s): %v", o.Kind, o.ID, errs[i])
 		}
 	}
 }
@@ -210,7 +214,7 @@ func (f *fixture) mustReport(os ...store.Outcome) {
 // extend renews leases for d and returns the items.
 func (f *fixture) extend(d time.Duration, ls ...store.ExtendLease) []store.ExtendItem {
 	f.t.Helper()
-	res, err := f.s.Extend(f.ctx, store.ExtendParams{Namespace: f.ns, Leases: ls, Duration: d})
+	res, err := f.s.Extend(f.ctx(), store.ExtendParams{Namespace: f.ns, Leases: ls, Duration: d})
 	if err != nil {
 		f.t.Fatalf("Extend: %v", err)
 	}
@@ -223,7 +227,7 @@ func (f *fixture) extend(d time.Duration, ls ...store.ExtendLease) []store.Exten
 // gets returns the tasks with ids (nil where missing).
 func (f *fixture) gets(ids ...string) []*store.Task {
 	f.t.Helper()
-	res, err := f.s.Get(f.ctx, store.GetParams{Namespace: f.ns, IDs: ids})
+	res, err := f.s.Get(f.ctx(), store.GetParams{Namespace: f.ns, IDs: ids})
 	if err != nil {
 		f.t.Fatalf("Get: %v", err)
 	}
@@ -262,7 +266,7 @@ func (f *fixture) wantState(id string, want store.State) *store.Task {
 // sweep runs one Sweep.
 func (f *fixture) sweep() store.SweepResult {
 	f.t.Helper()
-	res, err := f.s.Sweep(f.ctx, store.SweepParams{})
+	res, err := f.s.Sweep(f.ctx(), store.SweepParams{})
 	if err != nil {
 		f.t.Fatalf("Sweep: %v", err)
 	}
@@ -272,7 +276,7 @@ func (f *fixture) sweep() store.SweepResult {
 // admin runs an admin call and returns its items.
 func (f *fixture) admin(name string, fn func(context.Context, store.IDsParams) (store.AdminResult, error), ids ...string) []store.AdminItem {
 	f.t.Helper()
-	res, err := fn(f.ctx, store.IDsParams{Namespace: f.ns, IDs: ids})
+	res, err := fn(f.ctx(), store.IDsParams{Namespace: f.ns, IDs: ids})
 	if err != nil {
 		f.t.Fatalf("%s: %v", name, err)
 	}
@@ -300,7 +304,7 @@ func (f *fixture) del(ids ...string) []store.AdminItem {
 // pause pauses or resumes queue.
 func (f *fixture) pause(queue string, paused bool) {
 	f.t.Helper()
-	if err := f.s.SetQueuePaused(f.ctx, store.QueuePauseParams{Namespace: f.ns, Queue: queue, Paused: paused}); err != nil {
+	if err := f.s.SetQueuePaused(f.ctx(), store.QueuePauseParams{Namespace: f.ns, Queue: queue, Paused: paused}); err != nil {
 		f.t.Fatalf("SetQueuePaused(%s, %v): %v", queue, paused, err)
 	}
 }
@@ -309,7 +313,7 @@ func (f *fixture) pause(queue string, paused bool) {
 func (f *fixture) list(p store.ListParams) store.ListResult {
 	f.t.Helper()
 	p.Namespace = f.ns
-	res, err := f.s.List(f.ctx, p)
+	res, err := f.s.List(f.ctx(), p)
 	if err != nil {
 		f.t.Fatalf("List: %v", err)
 	}
@@ -319,7 +323,7 @@ func (f *fixture) list(p store.ListParams) store.ListResult {
 // listAll walks every page of p and returns the tasks.
 func (f *fixture) listAll(p store.ListParams) []*store.Task {
 	f.t.Helper()
-	return listAll(f.ctx, f.t, f.s, f.ns, p)
+	return listAll(f.ctx(), f.t, f.s, f.ns, p)
 }
 
 func listAll(ctx context.Context, t testing.TB, s store.Store, ns string, p store.ListParams) []*store.Task {
@@ -348,7 +352,7 @@ func listAll(ctx context.Context, t testing.TB, s store.Store, ns string, p stor
 // stats returns the stats of the namespace.
 func (f *fixture) stats(queues ...string) []store.QueueStats {
 	f.t.Helper()
-	res, err := f.s.Stats(f.ctx, store.StatsParams{Namespace: f.ns, Queues: queues})
+	res, err := f.s.Stats(f.ctx(), store.StatsParams{Namespace: f.ns, Queues: queues})
 	if err != nil {
 		f.t.Fatalf("Stats: %v", err)
 	}

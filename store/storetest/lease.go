@@ -212,7 +212,7 @@ func testLeaseExpiry(t *testing.T, h Harness) {
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Go(func() {
-				res, err := f.s.Sweep(f.ctx, store.SweepParams{})
+				res, err := f.s.Sweep(f.ctx(), store.SweepParams{})
 				if err != nil {
 					t.Errorf("Sweep: %v", err)
 					return
@@ -448,8 +448,9 @@ func testPause(t *testing.T, h Harness) {
 // counts builds QueueStats.Counts from state, count pairs.
 func counts(pairs ...any) [store.NumStates + 1]int64 {
 	var c [store.NumStates + 1]int64
-	for i := 0; i < len(pairs); i += 2 {
-		c[pairs[i].(store.State)] = int64(pairs[i+1].(int))
+	for len(pairs) >= 2 {
+		c[pairs[0].(store.State)] = int64(pairs[1].(int))
+		pairs = pairs[2:]
 	}
 	return c
 }
@@ -543,7 +544,7 @@ func testWait(t *testing.T, h Harness) {
 		t.Parallel()
 		f := h.setup(t)
 		started := make(chan struct{})
-		ch := leaseAsync(f.ctx, f, time.Hour, started)
+		ch := leaseAsync(f.ctx(), f, time.Hour, started)
 		<-started
 		id := f.addN(1, "t", "q")[0]
 		select {
@@ -563,7 +564,7 @@ func testWait(t *testing.T, h Harness) {
 		t.Parallel()
 		f := h.setup(t)
 		started := make(chan struct{})
-		ch := leaseAsync(f.ctx, f, 20*time.Millisecond, started)
+		ch := leaseAsync(f.ctx(), f, 20*time.Millisecond, started)
 		select {
 		case r := <-ch:
 			if r.err != nil || len(r.tasks) != 0 {
@@ -577,7 +578,7 @@ func testWait(t *testing.T, h Harness) {
 	t.Run("ContextCancelled", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)
-		ctx, cancel := context.WithCancel(f.ctx)
+		ctx, cancel := context.WithCancel(f.ctx())
 		started := make(chan struct{})
 		ch := leaseAsync(ctx, f, time.Hour, started)
 		<-started
@@ -607,7 +608,7 @@ func testConcurrency(t *testing.T, h Harness) {
 		batch   = 100
 		leasers = 8
 	)
-	ctx, cancel := context.WithTimeout(f.ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(f.ctx(), 2*time.Minute)
 	defer cancel()
 
 	var (

@@ -19,7 +19,7 @@ func testClose(t *testing.T, h Harness) {
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)
-		if err := f.s.Ping(f.ctx); err != nil {
+		if err := f.s.Ping(f.ctx()); err != nil {
 			t.Errorf("Ping on an open store: got %v, want nil", err)
 		}
 	})
@@ -31,16 +31,16 @@ func testClose(t *testing.T, h Harness) {
 		if err := f.s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
-		if _, err := f.s.Enqueue(f.ctx, store.EnqueueParams{Namespace: f.ns, Tasks: []store.TaskInput{input("t", "q")}}); !errors.Is(err, store.ErrClosed) {
+		if _, err := f.s.Enqueue(f.ctx(), store.EnqueueParams{Namespace: f.ns, Tasks: []store.TaskInput{input("t", "q")}}); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Enqueue after Close: got %v, want %v", err, store.ErrClosed)
 		}
-		if _, err := f.s.Lease(f.ctx, store.LeaseParams{Namespace: f.ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute}); !errors.Is(err, store.ErrClosed) {
+		if _, err := f.s.Lease(f.ctx(), store.LeaseParams{Namespace: f.ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute}); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Lease after Close: got %v, want %v", err, store.ErrClosed)
 		}
-		if _, err := f.s.Get(f.ctx, store.GetParams{Namespace: f.ns, IDs: []string{id}}); !errors.Is(err, store.ErrClosed) {
+		if _, err := f.s.Get(f.ctx(), store.GetParams{Namespace: f.ns, IDs: []string{id}}); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Get after Close: got %v, want %v", err, store.ErrClosed)
 		}
-		if err := f.s.Ping(f.ctx); !errors.Is(err, store.ErrClosed) {
+		if err := f.s.Ping(f.ctx()); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Ping after Close: got %v, want %v", err, store.ErrClosed)
 		}
 	})
@@ -52,7 +52,7 @@ func testClose(t *testing.T, h Harness) {
 		started := make(chan struct{})
 		go func() {
 			close(started)
-			_, err := f.s.Lease(f.ctx, store.LeaseParams{Namespace: f.ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, Wait: time.Hour})
+			_, err := f.s.Lease(f.ctx(), store.LeaseParams{Namespace: f.ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, Wait: time.Hour})
 			done <- err
 		}()
 		<-started
@@ -84,7 +84,7 @@ func testLimits(t *testing.T, h Harness) {
 		for i := range ins {
 			ins[i] = input("t", "q")
 		}
-		res, err := f.s.Enqueue(f.ctx, store.EnqueueParams{Namespace: f.ns, Tasks: ins})
+		res, err := f.s.Enqueue(f.ctx(), store.EnqueueParams{Namespace: f.ns, Tasks: ins})
 		if !errors.Is(err, store.ErrInvalidOption) {
 			t.Errorf("Enqueue of %d tasks: got (%d items, %v), want error %v", len(ins), len(res.Items), err, store.ErrInvalidOption)
 		}
@@ -98,7 +98,7 @@ func testLimits(t *testing.T, h Harness) {
 		for i := range ids {
 			ids[i] = ins[i].ID
 		}
-		if _, err := f.s.Get(f.ctx, store.GetParams{Namespace: f.ns, IDs: ids}); !errors.Is(err, store.ErrInvalidOption) {
+		if _, err := f.s.Get(f.ctx(), store.GetParams{Namespace: f.ns, IDs: ids}); !errors.Is(err, store.ErrInvalidOption) {
 			t.Errorf("Get of %d ids: got %v, want %v", len(ids), err, store.ErrInvalidOption)
 		}
 	})
@@ -107,7 +107,7 @@ func testLimits(t *testing.T, h Harness) {
 		t.Parallel()
 		f := h.setup(t)
 		bad := "bad namespace"
-		res, err := f.s.Enqueue(f.ctx, store.EnqueueParams{Namespace: bad, Tasks: []store.TaskInput{input("t", "q")}})
+		res, err := f.s.Enqueue(f.ctx(), store.EnqueueParams{Namespace: bad, Tasks: []store.TaskInput{input("t", "q")}})
 		if err == nil && (len(res.Items) != 1 || !errors.Is(res.Items[0].Err, store.ErrInvalidName)) {
 			t.Errorf("Enqueue into namespace %q: got (%+v, nil), want %v returned or in the item", bad, res.Items, store.ErrInvalidName)
 		} else if err != nil && !errors.Is(err, store.ErrInvalidName) {
@@ -133,7 +133,7 @@ func testLimits(t *testing.T, h Harness) {
 				return f.s.SetQueuePaused(ctx, store.QueuePauseParams{Namespace: f.ns, Queue: "bad queue", Paused: true})
 			}},
 		} {
-			if err := tc.call(f.ctx); !errors.Is(err, store.ErrInvalidName) {
+			if err := tc.call(f.ctx()); !errors.Is(err, store.ErrInvalidName) {
 				t.Errorf("%s with a bad name: got %v, want %v", tc.name, err, store.ErrInvalidName)
 			}
 		}
@@ -161,7 +161,7 @@ func testRaces(t *testing.T, h Harness) {
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for _, tk := range tasks {
-				res, err := f.s.Report(f.ctx, store.ReportParams{Namespace: f.ns, Outcomes: []store.Outcome{{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}})
+				res, err := f.s.Report(f.ctx(), store.ReportParams{Namespace: f.ns, Outcomes: []store.Outcome{{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}})
 				if err != nil {
 					t.Errorf("Report: %v", err)
 					return
@@ -173,13 +173,14 @@ func testRaces(t *testing.T, h Harness) {
 		})
 		wg.Go(func() {
 			for _, tk := range tasks {
-				res, err := f.s.Cancel(f.ctx, store.IDsParams{Namespace: f.ns, IDs: []string{tk.ID}})
+				res, err := f.s.Cancel(f.ctx(), store.IDsParams{Namespace: f.ns, IDs: []string{tk.ID}})
 				if err != nil {
 					t.Errorf("Cancel: %v", err)
 					return
 				}
 				it := res.Items[0]
-				if !(it.Err == nil && it.State == store.StateActive) && !errors.Is(it.Err, store.ErrInvalidState) {
+				marked := it.Err == nil && it.State == store.StateActive
+				if !marked && !errors.Is(it.Err, store.ErrInvalidState) {
 					t.Errorf("Cancel of %s racing its report: got (%s, %v), want (active, nil) or %v", tk.ID, it.State, it.Err, store.ErrInvalidState)
 				}
 			}
@@ -215,7 +216,7 @@ func testRaces(t *testing.T, h Harness) {
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for i, tk := range tasks {
-				res, err := f.s.Report(f.ctx, store.ReportParams{Namespace: f.ns, Outcomes: []store.Outcome{{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}})
+				res, err := f.s.Report(f.ctx(), store.ReportParams{Namespace: f.ns, Outcomes: []store.Outcome{{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}})
 				if err != nil {
 					t.Errorf("Report: %v", err)
 					return
@@ -225,7 +226,7 @@ func testRaces(t *testing.T, h Harness) {
 		})
 		wg.Go(func() {
 			for range 20 {
-				if _, err := f.s.Sweep(f.ctx, store.SweepParams{Limit: 10}); err != nil {
+				if _, err := f.s.Sweep(f.ctx(), store.SweepParams{Limit: 10}); err != nil {
 					t.Errorf("Sweep: %v", err)
 					return
 				}
