@@ -1,0 +1,647 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+func checkBatch(op string, n int) error {
+	if n > store.MaxBatch {
+		return fmt.Errorf("redisstore: %s: batch of %d is more than %d: %w", op, n, store.MaxBatch, store.ErrInvalidOption)
+	}
+	return nil
+}
+
+// begin checks what every call checks: the namespace, the batch size, the
+// context and the store.
+func (s *Store) begin(ctx context.Context, op, ns string, n int) error {
+	if err := store.CheckNamespace(ns); err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	if err := checkBatch(op, n); err != nil {
+		return err
+	}
+	return s.usable(ctx)
+}
+
+// strs turns a script's array reply into strings.
+func strs(v any, n int) ([]string, error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) != n {
+		return nil, fmt.Errorf("unexpected script reply %T (want %d items)", v, n)
+	}
+	out := make([]string, n)
+	for i, x := range arr {
+		out[i], _ = x.(string)
+	}
+	return out, nil
+}
+
+// Enqueue implements store.Enqueuer. One script call adds the whole batch;
+// each task is checked for an existing id and a held unique key inside it.
+func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.EnqueueResult, error) {
+	if err := s.begin(ctx, "enqueue", p.Namespace, len(p.Tasks)); err != nil {
+		return store.EnqueueResult{}, err
+	}
+	items := make([]store.EnqueueItem, len(p.Tasks))
+	now := s.localNow()
+	args := make([]any, 2, 2+len(p.Tasks)*enqueueArgs)
+	args[0], args[1] = s.nowArg(), s.wakeChannel(p.Namespace)
+	var idx []int
+	for i := range p.Tasks {
+		in := &p.Tasks[i]
+		if err := in.Validate(s.limits, now); err != nil {
+			items[i].Err = err
+			continue
+		}
+		q := in.Queue
+		if q == "" {
+			q = store.DefaultQueue
+		}
+		ra := ""
+		if !in.RunAt.IsZero() {
+			ra = itoa(microCeil(in.RunAt))
+		}
+		args = append(args, in.ID, in.Type, q, in.Payload, in.Priority, in.MaxRetries,
+			int64(in.Timeout), nanoTimeArg(in.Deadline), ra, in.UniqueKey,
+			int64(in.UniqueTTL), in.UniqueTTL.Microseconds(), int64(in.Retention), in.Retention.Microseconds())
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return store.EnqueueResult{Items: items}, nil
+	}
+	if err := s.register(ctx, p.Namespace); err != nil {
+		return store.EnqueueResult{}, err
+	}
+	v, err := s.run(ctx, "enqueue", enqueueScript, p.Namespace, true, args)
+	if err != nil {
+		return store.EnqueueResult{}, err
+	}
+	res, err := strs(v, len(idx))
+	if err != nil {
+		return store.EnqueueResult{}, fmt.Errorf("redisstore: enqueue: %w", err)
+	}
+	for j, r := range res {
+		i := idx[j]
+		switch {
+		case strings.HasPrefix(r, "O"):
+			items[i] = store.EnqueueItem{ID: p.Tasks[i].ID, State: parseState(r[1:])}
+		case r == "E":
+			items[i] = store.EnqueueItem{ID: p.Tasks[i].ID, Err: store.ErrTaskExists}
+		case strings.HasPrefix(r, "D"):
+			items[i] = store.EnqueueItem{ID: r[1:], Err: store.ErrDuplicate}
+		default:
+			return store.EnqueueResult{}, fmt.Errorf("redisstore: enqueue: unexpected script result %q", r)
+		}
+	}
+	return store.EnqueueResult{Items: items}, nil
+}
+
+// Lease implements store.Leaser. One script call per attempt promotes due
+// tasks and leases up to Max tasks from the queues in order. With Wait, an
+// idle Lease waits for a wake-up published by the scripts that make tasks
+// ready (enqueue, retry, release, recovery, resume), for the next due task,
+// or for the end of the wait.
+func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
+	if err := p.Validate(); err != nil {
+		return store.LeaseResult{}, fmt.Errorf("redisstore: lease: %w", err)
+	}
+	var deadline time.Time
+	if p.Wait > 0 {
+		deadline = time.Now().Add(p.Wait)
+	}
+	var timer *time.Timer
+	for {
+		if err := s.usable(ctx); err != nil {
+			return store.LeaseResult{}, err
+		}
+		var wake <-chan struct{}
+		if p.Wait > 0 {
+			wake = s.wk.channel(p.Namespace)
+		}
+		tasks, nowUS, nextDue, err := s.leaseOnce(ctx, p)
+		if err != nil {
+			return store.LeaseResult{}, err
+		}
+		if len(tasks) > 0 || p.Wait <= 0 {
+			return store.LeaseResult{Tasks: tasks}, nil
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return store.LeaseResult{}, nil
+		}
+		wait = min(wait, wakeCheckMax)
+		if nextDue >= 0 {
+			wait = min(wait, max(time.Duration(nextDue-nowUS)*time.Microsecond, time.Millisecond))
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ctx.Done():
+			return store.LeaseResult{}, ctx.Err()
+		case <-s.closed:
+			return store.LeaseResult{}, store.ErrClosed
+		}
+	}
+}
+
+func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Task, int64, int64, error) {
+	queues := store.OrderQueues(p.Queues, p.Weights, nil)
+	args := make([]any, 0, 8+len(queues)+len(p.Types))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.Max, p.Duration.Microseconds(), p.WorkerID, len(queues))
+	for _, q := range queues {
+		args = append(args, q)
+	}
+	if p.Types != nil {
+		args = append(args, "1")
+		for _, t := range p.Types {
+			args = append(args, t)
+		}
+	} else {
+		args = append(args, "0")
+	}
+	v, err := s.run(ctx, "lease", leaseScript, p.Namespace, false, args)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 3 {
+		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply %T", v)
+	}
+	nowS, _ := arr[0].(string)
+	now := atoi(nowS)
+	next := int64(-1)
+	switch x := arr[1].(type) {
+	case string:
+		f, _ := strconv.ParseFloat(x, 64)
+		next = int64(f)
+	case int64:
+		next = x
+	}
+	raw, _ := arr[2].([]any)
+	tasks := make([]*store.Task, 0, len(raw))
+	for _, r := range raw {
+		t, err := decodePairs(p.Namespace, r)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
+		}
+		tasks = append(tasks, t)
+	}
+	return tasks, now, next, nil
+}
+
+// Extend implements store.Leaser, the whole batch in one script call.
+func (s *Store) Extend(ctx context.Context, p store.ExtendParams) (store.ExtendResult, error) {
+	if err := s.begin(ctx, "extend", p.Namespace, len(p.Leases)); err != nil {
+		return store.ExtendResult{}, err
+	}
+	if p.Duration <= 0 {
+		return store.ExtendResult{}, fmt.Errorf("redisstore: extend: duration %s: %w", p.Duration, store.ErrInvalidOption)
+	}
+	items := make([]store.ExtendItem, len(p.Leases))
+	args := make([]any, 0, 3+5*len(p.Leases))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.Duration.Microseconds())
+	var idx []int
+	for i, l := range p.Leases {
+		if l.Progress != nil {
+			if l.Progress.Percent < 0 || l.Progress.Percent > 100 {
+				items[i].Err = &store.ValidationError{Field: "progress", Reason: "percent outside 0..100", Err: store.ErrInvalidOption}
+				continue
+			}
+			args = append(args, l.ID, l.LeaseID, "1", l.Progress.Percent, l.Progress.Message)
+		} else {
+			args = append(args, l.ID, l.LeaseID, "0", "", "")
+		}
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return store.ExtendResult{Items: items}, nil
+	}
+	v, err := s.run(ctx, "extend", extendScript, p.Namespace, false, args)
+	if err != nil {
+		return store.ExtendResult{}, err
+	}
+	res, err := strs(v, len(idx))
+	if err != nil {
+		return store.ExtendResult{}, fmt.Errorf("redisstore: extend: %w", err)
+	}
+	for j, r := range res {
+		i := idx[j]
+		switch {
+		case r == "N":
+			items[i].Err = store.ErrNotFound
+		case r == "L":
+			items[i].Err = store.ErrLeaseLost
+		case strings.HasPrefix(r, "O"):
+			exp, c, _ := strings.Cut(r[1:], ":")
+			items[i] = store.ExtendItem{ExpiresAt: microTime(exp), CancelRequested: c == "1"}
+		default:
+			return store.ExtendResult{}, fmt.Errorf("redisstore: extend: unexpected script result %q", r)
+		}
+	}
+	return store.ExtendResult{Items: items}, nil
+}
+
+// Report implements store.Leaser, the whole batch in one script call.
+func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportResult, error) {
+	if err := s.begin(ctx, "report", p.Namespace, len(p.Outcomes)); err != nil {
+		return store.ReportResult{}, err
+	}
+	errs := make([]error, len(p.Outcomes))
+	args := make([]any, 0, 2+7*len(p.Outcomes))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace))
+	var idx []int
+	for i := range p.Outcomes {
+		o := &p.Outcomes[i]
+		if err := o.Validate(s.limits); err != nil {
+			errs[i] = err
+			continue
+		}
+		notStarted := "0"
+		if o.NotStarted {
+			notStarted = "1"
+		}
+		args = append(args, o.ID, o.LeaseID, int(o.Kind), o.Result, o.Error, microCeil(o.RetryAt), notStarted)
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return store.ReportResult{Errs: errs}, nil
+	}
+	v, err := s.run(ctx, "report", reportScript, p.Namespace, true, args)
+	if err != nil {
+		return store.ReportResult{}, err
+	}
+	res, err := strs(v, len(idx))
+	if err != nil {
+		return store.ReportResult{}, fmt.Errorf("redisstore: report: %w", err)
+	}
+	for j, r := range res {
+		switch r {
+		case "O":
+		case "N":
+			errs[idx[j]] = store.ErrNotFound
+		case "L":
+			errs[idx[j]] = store.ErrLeaseLost
+		default:
+			return store.ReportResult{}, fmt.Errorf("redisstore: report: unexpected script result %q", r)
+		}
+	}
+	return store.ReportResult{Errs: errs}, nil
+}
+
+// Get implements store.Reader with one pipelined HMGET per id.
+func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, error) {
+	if err := s.begin(ctx, "get", p.Namespace, len(p.IDs)); err != nil {
+		return store.GetResult{}, err
+	}
+	out := make([]*store.Task, len(p.IDs))
+	var idx []int
+	var ids []string
+	for i, id := range p.IDs {
+		if store.ValidName(id) {
+			idx = append(idx, i)
+			ids = append(ids, id)
+		}
+	}
+	tasks, err := s.read(ctx, p.Namespace, ids, allFields)
+	if err != nil {
+		return store.GetResult{}, s.wrap("get", err)
+	}
+	for j, t := range tasks {
+		out[idx[j]] = t
+	}
+	return store.GetResult{Tasks: out}, nil
+}
+
+// read fetches the records of ids (nil where missing) in one pipeline.
+func (s *Store) read(ctx context.Context, ns string, ids []string, fields []string) ([]*store.Task, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	tag := s.tag(ns)
+	cmds := make([]*redis.SliceCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HMGet(ctx, tag+":t:"+id, fields...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*store.Task, len(ids))
+	for i, c := range cmds {
+		t := decodeFields(ns, fields, c.Val())
+		if t != nil && slices.Contains(fields, "p") && t.Payload == nil {
+			t.Payload = []byte{}
+		}
+		out[i] = t
+	}
+	return out, nil
+}
+
+// List implements store.Reader. It walks the namespace's tasks in enqueue
+// order (a sorted set by sequence) a chunk at a time and filters them; the
+// cursor is the sequence of the next task.
+func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult, error) {
+	if err := s.begin(ctx, "list", p.Namespace, 0); err != nil {
+		return store.ListResult{}, err
+	}
+	if p.Limit < 0 || p.Limit > store.MaxListLimit {
+		return store.ListResult{}, fmt.Errorf("redisstore: list: limit %d outside 0..%d: %w", p.Limit, store.MaxListLimit, store.ErrInvalidOption)
+	}
+	for _, st := range p.States {
+		if !st.Valid() {
+			return store.ListResult{}, fmt.Errorf("redisstore: list: state %d: %w", st, store.ErrInvalidOption)
+		}
+	}
+	limit := p.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	var cursor int64 = -1
+	if p.Cursor != "" {
+		c, err := strconv.ParseInt(p.Cursor, 10, 64)
+		if err != nil || c < 0 {
+			return store.ListResult{}, fmt.Errorf("redisstore: list: bad cursor %q: %w", p.Cursor, store.ErrInvalidOption)
+		}
+		cursor = c
+	}
+	fields := listFields
+	if p.WithPayload {
+		fields = allFields
+	}
+	key := s.tag(p.Namespace) + ":all"
+	chunk := int64(max(limit+1, 200))
+	var out []*store.Task
+	for {
+		r := &redis.ZRangeBy{Min: "-inf", Max: "+inf", Count: chunk}
+		var zs []redis.Z
+		var err error
+		if p.Newest {
+			if cursor >= 0 {
+				r.Max = itoa(cursor)
+			}
+			zs, err = s.rdb.ZRevRangeByScoreWithScores(ctx, key, r).Result()
+		} else {
+			if cursor >= 0 {
+				r.Min = itoa(cursor)
+			}
+			zs, err = s.rdb.ZRangeByScoreWithScores(ctx, key, r).Result()
+		}
+		if err != nil {
+			return store.ListResult{}, s.wrap("list", err)
+		}
+		ids := make([]string, len(zs))
+		for i, z := range zs {
+			ids[i], _ = z.Member.(string)
+		}
+		tasks, err := s.read(ctx, p.Namespace, ids, fields)
+		if err != nil {
+			return store.ListResult{}, s.wrap("list", err)
+		}
+		for i, t := range tasks {
+			seq := int64(zs[i].Score)
+			if t == nil || !matches(t, &p) {
+				continue
+			}
+			if len(out) == limit {
+				return store.ListResult{Tasks: out, NextCursor: itoa(seq)}, nil
+			}
+			out = append(out, t)
+		}
+		if int64(len(zs)) < chunk {
+			return store.ListResult{Tasks: out}, nil
+		}
+		last := int64(zs[len(zs)-1].Score)
+		if p.Newest {
+			cursor = last - 1
+			if cursor < 0 {
+				return store.ListResult{Tasks: out}, nil
+			}
+		} else {
+			cursor = last + 1
+		}
+		if err := ctx.Err(); err != nil {
+			return store.ListResult{}, err
+		}
+	}
+}
+
+func matches(t *store.Task, p *store.ListParams) bool {
+	if p.Queue != "" && t.Queue != p.Queue {
+		return false
+	}
+	if p.Type != "" && t.Type != p.Type {
+		return false
+	}
+	if len(p.States) > 0 && !slices.Contains(p.States, t.State) {
+		return false
+	}
+	if !p.CreatedAfter.IsZero() && !t.CreatedAt.After(p.CreatedAfter) {
+		return false
+	}
+	if !p.CreatedBefore.IsZero() && !t.CreatedAt.Before(p.CreatedBefore) {
+		return false
+	}
+	return true
+}
+
+// Stats implements store.Reader from the counts the scripts keep.
+func (s *Store) Stats(ctx context.Context, p store.StatsParams) (store.StatsResult, error) {
+	if err := s.begin(ctx, "stats", p.Namespace, 0); err != nil {
+		return store.StatsResult{}, err
+	}
+	tag := s.tag(p.Namespace)
+	var counts *redis.MapStringStringCmd
+	var paused *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		counts = pl.HGetAll(ctx, tag+":c")
+		paused = pl.SMembers(ctx, tag+":pz")
+		return nil
+	})
+	if err != nil {
+		return store.StatsResult{}, s.wrap("stats", err)
+	}
+	byQueue := make(map[string]*store.QueueStats)
+	get := func(q string) *store.QueueStats {
+		qs := byQueue[q]
+		if qs == nil {
+			qs = &store.QueueStats{Queue: q}
+			byQueue[q] = qs
+		}
+		return qs
+	}
+	for f, v := range counts.Val() {
+		st, q, ok := strings.Cut(f, "/")
+		n := atoi(v)
+		state := parseState(st)
+		if !ok || !state.Valid() || n == 0 {
+			continue
+		}
+		get(q).Counts[state] = n
+	}
+	for _, q := range paused.Val() {
+		get(q).Paused = true
+	}
+	var out []store.QueueStats
+	if p.Queues != nil {
+		for _, q := range p.Queues {
+			if qs := byQueue[q]; qs != nil {
+				out = append(out, *qs)
+			} else {
+				out = append(out, store.QueueStats{Queue: q})
+			}
+		}
+	} else {
+		for _, qs := range byQueue {
+			if qs.Paused || qs.Total() > 0 {
+				out = append(out, *qs)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Queue < out[j].Queue })
+	return store.StatsResult{Queues: out}, nil
+}
+
+// admin runs an admin script over ids and maps its per-id answers.
+func (s *Store) admin(ctx context.Context, op string, sc *redis.Script, p store.IDsParams) (store.AdminResult, error) {
+	if err := s.begin(ctx, op, p.Namespace, len(p.IDs)); err != nil {
+		return store.AdminResult{}, err
+	}
+	items := make([]store.AdminItem, len(p.IDs))
+	args := make([]any, 0, 2+len(p.IDs))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace))
+	var idx []int
+	for i, id := range p.IDs {
+		if !store.ValidName(id) {
+			items[i].Err = store.ErrNotFound
+			continue
+		}
+		args = append(args, id)
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return store.AdminResult{Items: items}, nil
+	}
+	v, err := s.run(ctx, op, sc, p.Namespace, true, args)
+	if err != nil {
+		return store.AdminResult{}, err
+	}
+	res, err := strs(v, len(idx))
+	if err != nil {
+		return store.AdminResult{}, fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	for j, r := range res {
+		i := idx[j]
+		switch {
+		case r == "N":
+			items[i].Err = store.ErrNotFound
+		case strings.HasPrefix(r, "O"):
+			items[i].State = parseState(r[1:])
+		case strings.HasPrefix(r, "I"):
+			items[i] = store.AdminItem{State: parseState(r[1:]), Err: store.ErrInvalidState}
+		default:
+			return store.AdminResult{}, fmt.Errorf("redisstore: %s: unexpected script result %q", op, r)
+		}
+	}
+	return store.AdminResult{Items: items}, nil
+}
+
+// Cancel implements store.Admin.
+func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
+	return s.admin(ctx, "cancel", cancelScript, p)
+}
+
+// Retry implements store.Admin.
+func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
+	return s.admin(ctx, "retry", retryScript, p)
+}
+
+// Delete implements store.Admin.
+func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
+	return s.admin(ctx, "delete", deleteScript, p)
+}
+
+// SetQueuePaused implements store.Admin.
+func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) error {
+	if err := s.begin(ctx, "pause", p.Namespace, 0); err != nil {
+		return err
+	}
+	if err := store.CheckName("queue", p.Queue); err != nil {
+		return fmt.Errorf("redisstore: pause: %w", err)
+	}
+	if err := s.register(ctx, p.Namespace); err != nil {
+		return err
+	}
+	paused := "0"
+	if p.Paused {
+		paused = "1"
+	}
+	_, err := s.run(ctx, "pause", pauseScript, p.Namespace, true, []any{s.nowArg(), s.wakeChannel(p.Namespace), p.Queue, paused})
+	return err
+}
+
+// Sweep implements store.Maintainer: one script call per namespace of the
+// prefix. Each change is made by exactly one script run, so concurrent
+// sweeps in many processes are safe.
+func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResult, error) {
+	var r store.SweepResult
+	if err := s.usable(ctx); err != nil {
+		return r, err
+	}
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 10000
+	}
+	nss, err := s.rdb.SMembers(ctx, s.nsSetKey()).Result()
+	if err != nil {
+		return r, s.wrap("sweep", err)
+	}
+	sort.Strings(nss)
+	var errs []error
+	for _, ns := range nss {
+		v, err := s.run(ctx, "sweep", sweepScript, ns, true, []any{s.nowArg(), s.wakeChannel(ns), limit})
+		if err != nil {
+			if errors.Is(err, store.ErrClosed) || ctx.Err() != nil {
+				return r, err
+			}
+			errs = append(errs, fmt.Errorf("namespace %s: %w", ns, err))
+			continue
+		}
+		arr, ok := v.([]any)
+		if !ok || len(arr) != 5 {
+			errs = append(errs, fmt.Errorf("redisstore: sweep: namespace %s: unexpected script reply %T", ns, v))
+			continue
+		}
+		n := make([]int, 5)
+		for i, x := range arr {
+			c, _ := x.(int64)
+			n[i] = int(c)
+		}
+		r.Promoted += n[0]
+		r.Recovered += n[1]
+		r.Dead += n[2]
+		r.Cancelled += n[3]
+		r.Deleted += n[4]
+	}
+	return r, errors.Join(errs...)
+}

@@ -1,0 +1,418 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+// Defaults of Config.
+const (
+	// PrefixDefault is the key prefix when Config.Prefix is empty.
+	PrefixDefault = "kiln"
+	// WaitTimeoutDefault bounds WAIT when Config.WaitReplicas is set and
+	// Config.WaitTimeout is not.
+	WaitTimeoutDefault = time.Second
+	// OpenTimeoutDefault bounds the checks Open and New make when the
+	// context given to them has no deadline.
+	OpenTimeoutDefault = 10 * time.Second
+)
+
+// wakeCheckMax bounds one wait of a Lease for a notification: if a
+// notification was lost (the subscription reconnected), the Lease looks again
+// after at most this long.
+const wakeCheckMax = time.Second
+
+// Config configures a Redis store. The zero value (or nil) means all defaults.
+type Config struct {
+	// Prefix starts every key and channel name of the store; default
+	// PrefixDefault ("kiln"). Stores with different prefixes share nothing.
+	// It must be 1-100 characters of [A-Za-z0-9._:-].
+	Prefix string
+	// Clock, when set, is the store's clock: its time is passed to every
+	// script instead of Redis' own clock (TIME). It exists for tests (a
+	// storetest.FakeClock) and for single-host use; with several hosts,
+	// leave it nil so that every lease and due time is judged by the one
+	// Redis clock, whatever the hosts' clocks say.
+	Clock store.Clock
+	// Limits bounds what the store accepts; zero fields mean the defaults of
+	// store.Limits.
+	Limits store.Limits
+	// Logger receives the store's few log lines (the eviction warning);
+	// default discards.
+	Logger *slog.Logger
+	// AllowEviction lets the store start on a Redis whose maxmemory-policy
+	// is not noeviction, with a loud warning. An evicting Redis deletes
+	// tasks silently; the default refuses to start.
+	AllowEviction bool
+	// WaitReplicas, when positive, makes every call that changes tasks wait
+	// (Redis WAIT) until that many replicas have the change, and fail when
+	// fewer acknowledge within WaitTimeout. Default 0: no waiting.
+	WaitReplicas int
+	// WaitTimeout bounds WAIT; default WaitTimeoutDefault (1 s).
+	WaitTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = PrefixDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.WaitReplicas > 0 && c.WaitTimeout == 0 {
+		c.WaitTimeout = WaitTimeoutDefault
+	}
+	c.Limits = c.Limits.WithDefaults()
+	return c
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if len(c.Prefix) > 100 || !store.ValidName(c.Prefix) {
+		errs = append(errs, fmt.Errorf("redisstore: prefix %q must be 1-100 characters of [A-Za-z0-9._:-]: %w", c.Prefix, store.ErrInvalidOption))
+	}
+	if c.WaitReplicas < 0 {
+		errs = append(errs, fmt.Errorf("redisstore: wait replicas %d is negative: %w", c.WaitReplicas, store.ErrInvalidOption))
+	}
+	if c.WaitTimeout < 0 {
+		errs = append(errs, fmt.Errorf("redisstore: wait timeout %s is negative: %w", c.WaitTimeout, store.ErrInvalidOption))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is the Redis store. It is safe for concurrent use by many goroutines,
+// and many Stores in many processes may share one Redis (with one Prefix).
+type Store struct {
+	rdb    redis.UniversalClient
+	own    bool // Close closes rdb
+	cfg    Config
+	limits store.Limits
+	log    *slog.Logger
+
+	closed   chan struct{}
+	closeMu  sync.Mutex
+	isClosed bool
+
+	nsMu  sync.Mutex
+	known map[string]bool // namespaces registered in the namespace set
+
+	wk *waker
+}
+
+// Open connects to the Redis that url names and returns a store on it. The
+// URL forms are:
+//
+//	redis://[user:password@]host:port[/db][?options]       one server
+//	rediss://...                                            one server over TLS
+//	unix://[user:password@]/path/to/redis.sock[?db=N]       a Unix socket
+//	redis+cluster://[user:password@]host:port[?addr=host:port&addr=...]
+//	rediss+cluster://...                                    a Redis Cluster (over TLS)
+//	redis+sentinel://[user:password@]host:port?master_name=NAME[&addr=host:port...]
+//	rediss+sentinel://...                                   a master found by Sentinel
+//
+// The options are go-redis' URL options (dial_timeout, pool_size, ...); for
+// Sentinel the user and password are the Sentinel's, and the master's are
+// given as ?username=...&password=... (see docs/redis.md). Open checks the
+// server as New does; the store owns the connection and Close closes it.
+func Open(ctx context.Context, rawURL string, cfg *Config) (*Store, error) {
+	rdb, err := connect(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStore(ctx, rdb, cfg, true)
+	if err != nil {
+		return nil, errors.Join(err, rdb.Close())
+	}
+	return s, nil
+}
+
+// connect parses a store URL into a go-redis client.
+func connect(rawURL string) (redis.UniversalClient, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: open: bad URL: %w", redactErr(err))
+	}
+	scheme, kind, _ := strings.Cut(u.Scheme, "+")
+	u.Scheme = scheme
+	switch kind {
+	case "":
+		o, err := redis.ParseURL(u.String())
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: open: %w", redactErr(err))
+		}
+		return redis.NewClient(o), nil
+	case "cluster":
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: open: %w", redactErr(err))
+		}
+		return redis.NewClusterClient(o), nil
+	case "sentinel":
+		o, err := redis.ParseFailoverURL(u.String())
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: open: %w", redactErr(err))
+		}
+		return redis.NewFailoverClient(o), nil
+	default:
+		return nil, fmt.Errorf("redisstore: open: unknown URL scheme %q (want redis, rediss, unix, redis+cluster, redis+sentinel): %w", u.Scheme+"+"+kind, store.ErrInvalidOption)
+	}
+}
+
+// redactErr drops the URL (and any password in it) from a parse error.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// New returns a store on a go-redis client (a *redis.Client, a
+// *redis.ClusterClient or a failover client). The caller keeps ownership of
+// the client: Close does not close it. New checks that the server is
+// reachable, that its maxmemory-policy is noeviction (see
+// Config.AllowEviction), loads the scripts and subscribes to wake-ups.
+func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Store, error) {
+	return newStore(ctx, rdb, cfg, false)
+}
+
+func newStore(ctx context.Context, rdb redis.UniversalClient, cfg *Config, own bool) (*Store, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c = c.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, OpenTimeoutDefault)
+		defer cancel()
+	}
+	s := &Store{
+		rdb:    rdb,
+		own:    own,
+		cfg:    c,
+		limits: c.Limits,
+		log:    c.Logger,
+		closed: make(chan struct{}),
+		known:  make(map[string]bool),
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redisstore: open: ping: %w", err)
+	}
+	if err := s.checkEviction(ctx); err != nil {
+		return nil, err
+	}
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, rdb).Err(); err != nil {
+			return nil, fmt.Errorf("redisstore: open: load scripts: %w", err)
+		}
+	}
+	wk, err := startWaker(ctx, rdb, c.Prefix+":wake:")
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: open: subscribe: %w", err)
+	}
+	s.wk = wk
+	return s, nil
+}
+
+// checkEviction refuses an evicting Redis unless AllowEviction is set.
+func (s *Store) checkEviction(ctx context.Context) error {
+	check := func(ctx context.Context, c *redis.Client) error {
+		res, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+		if err != nil {
+			s.log.Warn("redisstore: cannot read maxmemory-policy (CONFIG GET is not allowed?); make sure it is noeviction, or Redis may delete tasks under memory pressure",
+				"addr", c.Options().Addr, "err", err)
+			return nil
+		}
+		policy := res["maxmemory-policy"]
+		if policy == "noeviction" || policy == "" {
+			return nil
+		}
+		if s.cfg.AllowEviction {
+			s.log.Error("redisstore: DANGER: Redis maxmemory-policy is not noeviction: Redis will silently delete tasks when it runs out of memory (started anyway: Config.AllowEviction is set)",
+				"addr", c.Options().Addr, "maxmemory-policy", policy)
+			return nil
+		}
+		return fmt.Errorf("redisstore: open: Redis at %s has maxmemory-policy %q: it would silently delete tasks under memory pressure; set it to noeviction (or set Config.AllowEviction to start anyway): %w",
+			c.Options().Addr, policy, store.ErrInvalidOption)
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		return check(ctx, c)
+	default:
+		res, err := s.rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+		if err != nil {
+			s.log.Warn("redisstore: cannot read maxmemory-policy; make sure it is noeviction", "err", err)
+			return nil
+		}
+		if p := res["maxmemory-policy"]; p != "noeviction" && p != "" && !s.cfg.AllowEviction {
+			return fmt.Errorf("redisstore: open: Redis has maxmemory-policy %q; set it to noeviction (or set Config.AllowEviction): %w", p, store.ErrInvalidOption)
+		}
+		return nil
+	}
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.usable(ctx); err != nil {
+		return err
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return s.wrap("ping", err)
+	}
+	return nil
+}
+
+// Close stops the store: calls in progress and later calls return
+// store.ErrClosed, waiting Leases return at once. It closes the connection
+// when the store opened it (Open). It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.isClosed {
+		return nil
+	}
+	s.isClosed = true
+	close(s.closed)
+	err := s.wk.close()
+	if s.own {
+		err = errors.Join(err, s.rdb.Close())
+	}
+	return err
+}
+
+// usable returns why a call cannot proceed: a done context or a closed store.
+func (s *Store) usable(ctx context.Context) error {
+	select {
+	case <-s.closed:
+		return store.ErrClosed
+	default:
+	}
+	return ctx.Err()
+}
+
+// wrap turns a Redis error into the store's error for op: ErrClosed once the
+// store is closed, the context's error as is.
+func (s *Store) wrap(op string, err error) error {
+	select {
+	case <-s.closed:
+		return store.ErrClosed
+	default:
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if errors.Is(err, redis.ErrClosed) {
+		return store.ErrClosed
+	}
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// tag is the hash tag every key of namespace ns starts with.
+func (s *Store) tag(ns string) string { return "{" + s.cfg.Prefix + ":" + ns + "}" }
+
+// wakeChannel is the channel scripts publish to when tasks of ns get ready.
+func (s *Store) wakeChannel(ns string) string { return s.cfg.Prefix + ":wake:" + ns }
+
+// nsSetKey is the set of every namespace that was ever used, for Sweep.
+func (s *Store) nsSetKey() string { return s.cfg.Prefix + ":namespaces" }
+
+// nowArg is ARGV[1] of the scripts: the clock's time in µs, or empty for
+// Redis' own TIME.
+func (s *Store) nowArg() string {
+	if s.cfg.Clock == nil {
+		return ""
+	}
+	return itoa(s.cfg.Clock.Now().UnixMicro())
+}
+
+// localNow is the time used to validate inputs before they reach Redis.
+func (s *Store) localNow() time.Time {
+	if s.cfg.Clock != nil {
+		return s.cfg.Clock.Now()
+	}
+	return time.Now()
+}
+
+// register adds ns to the namespace set once per process.
+func (s *Store) register(ctx context.Context, ns string) error {
+	s.nsMu.Lock()
+	ok := s.known[ns]
+	s.nsMu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := s.rdb.SAdd(ctx, s.nsSetKey(), ns).Err(); err != nil {
+		return s.wrap("register namespace", err)
+	}
+	s.nsMu.Lock()
+	s.known[ns] = true
+	s.nsMu.Unlock()
+	return nil
+}
+
+// run runs a script in namespace ns with the common arguments first. With
+// WaitReplicas set, it waits for the replicas in the same round trip.
+func (s *Store) run(ctx context.Context, op string, sc *redis.Script, ns string, write bool, args []any) (any, error) {
+	keys := []string{s.tag(ns)}
+	if !write || s.cfg.WaitReplicas <= 0 {
+		v, err := sc.Run(ctx, s.rdb, keys, args...).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, s.wrap(op, err)
+		}
+		return v, nil
+	}
+	// WAIT counts the replicas that have every write made on this
+	// connection, so it must follow the script on the same one: a pipeline
+	// on the master that owns the namespace's slot.
+	var c redis.Cmdable = s.rdb
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		m, err := cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return nil, s.wrap(op, err)
+		}
+		c = m
+	}
+	for attempt := 0; ; attempt++ {
+		var ev *redis.Cmd
+		var wait *redis.Cmd
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			ev = sc.EvalSha(ctx, p, keys, args...)
+			wait = p.Do(ctx, "WAIT", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds())
+			return nil
+		})
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return nil, s.wrap(op, err)
+			}
+			continue
+		}
+		v, err := ev.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, s.wrap(op, err)
+		}
+		n, err := wait.Int64()
+		if err != nil {
+			return nil, s.wrap(op+": wait", err)
+		}
+		if n < int64(s.cfg.WaitReplicas) {
+			return nil, fmt.Errorf("redisstore: %s: WAIT: %d of %d replicas acknowledged within %s; the change was made on the master but may be lost in a failover", op, n, s.cfg.WaitReplicas, s.cfg.WaitTimeout)
+		}
+		return v, nil
+	}
+}

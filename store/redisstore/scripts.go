@@ -1,0 +1,486 @@
+package redisstore
+
+import (
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+// Every state change is one of the scripts below: it runs atomically inside
+// Redis, checks the task's state and lease before it writes, and keeps the
+// indexes and the per-queue counts in step with the task records.
+//
+// Calling convention: KEYS[1] is the namespace's key tag ("{prefix:ns}"),
+// which every key the script touches starts with, so that all of them live in
+// one hash slot of a Redis Cluster. ARGV[1] is the store's time in
+// microseconds, or empty to use Redis' own clock (TIME); ARGV[2] is the
+// namespace's wake-up channel. The rest is script specific.
+//
+// Keys of a namespace, after the tag T:
+//
+//	T:t:<id>          hash   the task record (fields: see decode.go)
+//	T:r:<queue>/<type> zset  pending tasks, all scores 0, ordered by member:
+//	                         (9-priority)(RunAt µs, 17 digits)(seq, 16 digits)<id>
+//	T:ty:<queue>      set    types that have pending tasks in the queue
+//	T:d               zset   scheduled and retry tasks by RunAt (µs)
+//	T:l               zset   active tasks by lease expiry (µs)
+//	T:x               zset   terminal tasks by ExpiresAt (µs)
+//	T:all             zset   every task by enqueue sequence (List's order)
+//	T:c               hash   "<state>/<queue>" -> number of tasks
+//	T:pz              set    paused queues
+//	T:uq              hash   unique key -> "<until µs>|<id>"
+//	T:uz              zset   unique keys by the end of their window (µs)
+//	T:seq, T:lseq     string enqueue sequence and lease id counters
+var prelude = `
+local T = KEYS[1]
+local NOW
+if ARGV[1] ~= '' then
+  NOW = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local WAKE = ARGV[2]
+local woke = false
+local cnt = {}
+local function S(n) return string.format('%.0f', n) end
+local function tkey(id) return T .. ':t:' .. id end
+local function count(st, q, d)
+  local f = st .. '/' .. q
+  cnt[f] = (cnt[f] or 0) + d
+end
+local function flush()
+  for f, d in pairs(cnt) do
+    if d ~= 0 then redis.call('HINCRBY', T .. ':c', f, d) end
+  end
+  if woke then redis.call('PUBLISH', WAKE, '1') end
+end
+local function zrem_all(key, list)
+  for i = 1, #list, 1000 do
+    redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+local function push_ready(id, q, ty, pr, ra, sq)
+  local m = string.format('%d%017.0f%016.0f', 9 - pr, math.max(ra, 0), sq) .. id
+  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, 0, m)
+  redis.call('SADD', T .. ':ty:' .. q, ty)
+  woke = true
+  return m
+end
+local function unready(q, ty, m)
+  local k = T .. ':r:' .. q .. '/' .. ty
+  redis.call('ZREM', k, m)
+  if redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
+end
+local function finish(id, st, q, rtu)
+  local ret = tonumber(rtu) or 0
+  if ret <= 0 then ret = ` + retentionDefaultUS + ` end
+  local ea = NOW + ret
+  redis.call('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', S(ea))
+  redis.call('ZADD', T .. ':x', S(ea), id)
+  count(st, q, 1)
+end
+local function promote(limit)
+  local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local key = tkey(id)
+    local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'ra', 'sq')
+    if f[1] then
+      local m = push_ready(id, f[2], f[3], tonumber(f[4]), tonumber(f[5]), tonumber(f[6]))
+      redis.call('HSET', key, 'st', '2', 'm', m)
+      count(f[1], f[2], -1)
+      count('2', f[2], 1)
+    end
+  end
+  zrem_all(T .. ':d', ids)
+  return #ids
+end
+`
+
+var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds(), 10)
+
+// enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task. It
+// returns one string per task: "O<state>", "E" (id exists) or "D<id>"
+// (unique key held by task id).
+var enqueueScript = redis.NewScript(prelude + `
+local nt = (#ARGV - 2) / ` + strconv.Itoa(enqueueArgs) + `
+local base = redis.call('INCRBY', T .. ':seq', nt) - nt
+local res = {}
+for j = 0, nt - 1 do
+  local i = 3 + j * ` + strconv.Itoa(enqueueArgs) + `
+  local id = ARGV[i]
+  local key = tkey(id)
+  if redis.call('EXISTS', key) == 1 then
+    res[j + 1] = 'E'
+  else
+    local uk = ARGV[i + 9]
+    local dup = nil
+    if uk ~= '' then
+      local h = redis.call('HGET', T .. ':uq', uk)
+      if h then
+        local sep = string.find(h, '|', 1, true)
+        if tonumber(string.sub(h, 1, sep - 1)) > NOW then dup = string.sub(h, sep + 1) end
+      end
+      if not dup then
+        local untl = S(NOW + tonumber(ARGV[i + 11]))
+        redis.call('HSET', T .. ':uq', uk, untl .. '|' .. id)
+        redis.call('ZADD', T .. ':uz', untl, uk)
+      end
+    end
+    if dup then
+      res[j + 1] = 'D' .. dup
+    else
+      local seq = base + j + 1
+      local q, ty, pr = ARGV[i + 2], ARGV[i + 1], tonumber(ARGV[i + 4])
+      local ra = ARGV[i + 8]
+      local st = '2'
+      local fields = {'id', id, 'ty', ty, 'q', q, 'p', ARGV[i + 3], 'pr', ARGV[i + 4],
+        'mr', ARGV[i + 5], 'to', ARGV[i + 6], 'dl', ARGV[i + 7], 'uk', uk, 'ut', ARGV[i + 10],
+        'rt', ARGV[i + 12], 'rtu', ARGV[i + 13], 'a', '0', 'ca', S(NOW), 'sq', S(seq)}
+      if ra ~= '' and tonumber(ra) > NOW then
+        st = '1'
+        redis.call('ZADD', T .. ':d', ra, id)
+      else
+        if ra == '' then ra = S(NOW) end
+        local m = push_ready(id, q, ty, pr, tonumber(ra), seq)
+        fields[#fields + 1] = 'm'
+        fields[#fields + 1] = m
+      end
+      fields[#fields + 1] = 'st'
+      fields[#fields + 1] = st
+      fields[#fields + 1] = 'ra'
+      fields[#fields + 1] = ra
+      redis.call('HSET', key, unpack(fields))
+      redis.call('ZADD', T .. ':all', seq, id)
+      count(st, q, 1)
+      res[j + 1] = 'O' .. st
+    end
+  end
+end
+flush()
+return res
+`)
+
+// enqueueArgs is the number of ARGV values per task of enqueueScript.
+const enqueueArgs = 14
+
+// leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
+// ARGV[6] is the number of queues, then the queues in the order to try them,
+// then "1" when a type filter follows (the types), or "0". It returns
+// {now, next due time or -1, task...}, each task as HGETALL gives it.
+var leaseScript = redis.NewScript(prelude + `
+local maxn = tonumber(ARGV[3])
+local dur = tonumber(ARGV[4])
+local worker = ARGV[5]
+local nq = tonumber(ARGV[6])
+local filtered = ARGV[7 + nq] == '1'
+local types = {}
+for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
+promote(1000)
+local out = {}
+local taken = 0
+local exp = S(NOW + dur)
+for qi = 1, nq do
+  if taken >= maxn then break end
+  local q = ARGV[6 + qi]
+  if redis.call('SISMEMBER', T .. ':pz', q) == 0 then
+    local tys = types
+    if not filtered then tys = redis.call('SMEMBERS', T .. ':ty:' .. q) end
+    local need = maxn - taken
+    local picked = {}
+    if #tys == 1 then
+      local k = T .. ':r:' .. q .. '/' .. tys[1]
+      local r = redis.call('ZPOPMIN', k, need)
+      for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+      if #r > 0 and redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
+    elseif #tys > 1 then
+      local cands = {}
+      for _, ty in ipairs(tys) do
+        local k = T .. ':r:' .. q .. '/' .. ty
+        for _, m in ipairs(redis.call('ZRANGE', k, 0, need - 1)) do
+          cands[#cands + 1] = {m, k, ty}
+        end
+      end
+      table.sort(cands, function(a, b) return a[1] < b[1] end)
+      local bykey = {}
+      local keys = {}
+      for i = 1, math.min(need, #cands) do
+        local c = cands[i]
+        picked[#picked + 1] = c[1]
+        if not bykey[c[2]] then
+          bykey[c[2]] = {}
+          keys[#keys + 1] = {c[2], c[3]}
+        end
+        local l = bykey[c[2]]
+        l[#l + 1] = c[1]
+      end
+      for _, kt in ipairs(keys) do
+        zrem_all(kt[1], bykey[kt[1]])
+        if redis.call('EXISTS', kt[1]) == 0 then redis.call('SREM', T .. ':ty:' .. q, kt[2]) end
+      end
+    end
+    if #picked > 0 then
+      local lid = redis.call('INCRBY', T .. ':lseq', #picked) - #picked
+      for _, m in ipairs(picked) do
+        local id = string.sub(m, 35)
+        local key = tkey(id)
+        lid = lid + 1
+        taken = taken + 1
+        redis.call('HINCRBY', key, 'a', 1)
+        redis.call('HSET', key, 'st', '3', 'l', S(lid), 'le', exp, 'sa', S(NOW), 'w', worker)
+        redis.call('HDEL', key, 'm')
+        redis.call('ZADD', T .. ':l', exp, id)
+        count('2', q, -1)
+        count('3', q, 1)
+        out[#out + 1] = redis.call('HGETALL', key)
+      end
+    end
+  end
+end
+woke = false
+flush()
+local nextDue = -1
+local d = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+if #d > 0 then nextDue = d[2] end
+return {S(NOW), nextDue, out}
+`)
+
+// extendScript renews leases for ARGV[3] µs. ARGV[4..] holds 5 values per
+// lease: id, lease id, "1" when progress follows, percent, message. It
+// returns per lease "N", "L" or "O<expiry µs>:<cancel requested 0/1>".
+var extendScript = redis.NewScript(prelude + `
+local dur = tonumber(ARGV[3])
+local exp = S(NOW + dur)
+local res = {}
+for i = 4, #ARGV, 5 do
+  local id = ARGV[i]
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'l', 'c')
+  if not f[1] then
+    res[#res + 1] = 'N'
+  elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
+    res[#res + 1] = 'L'
+  else
+    if ARGV[i + 2] == '1' then
+      redis.call('HSET', key, 'le', exp, 'pp', ARGV[i + 3], 'pm', ARGV[i + 4])
+    else
+      redis.call('HSET', key, 'le', exp)
+    end
+    redis.call('ZADD', T .. ':l', exp, id)
+    res[#res + 1] = 'O' .. exp .. ':' .. (f[3] or '0')
+  end
+end
+return res
+`)
+
+// reportScript records outcomes. ARGV[3..] holds 7 values per outcome: id,
+// lease id, kind, result, error, retry at (µs, 0 for now), not started
+// ("1"). It returns per outcome "O", "N" or "L".
+var reportScript = redis.NewScript(prelude + `
+local res = {}
+for i = 3, #ARGV, 7 do
+  local id = ARGV[i]
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'ty', 'pr', 'sq', 'rtu', 'a', 'ra')
+  if not f[1] then
+    res[#res + 1] = 'N'
+  elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
+    res[#res + 1] = 'L'
+  else
+    local q = f[3]
+    count('3', q, -1)
+    redis.call('ZREM', T .. ':l', id)
+    redis.call('HDEL', key, 'l', 'le')
+    local kind = ARGV[i + 2]
+    if kind == '1' then
+      redis.call('HSET', key, 'r', ARGV[i + 3])
+      finish(id, '5', q, f[7])
+    elseif kind == '2' then
+      local at = tonumber(ARGV[i + 5])
+      if at > NOW then
+        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '4', 'ra', S(at))
+        redis.call('ZADD', T .. ':d', S(at), id)
+        count('4', q, 1)
+      else
+        local m = push_ready(id, q, f[4], tonumber(f[5]), NOW, tonumber(f[6]))
+        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '2', 'ra', S(NOW), 'm', m)
+        count('2', q, 1)
+      end
+    elseif kind == '3' then
+      redis.call('HSET', key, 'e', ARGV[i + 4])
+      finish(id, '6', q, f[7])
+    elseif kind == '4' then
+      redis.call('HSET', key, 'e', ARGV[i + 4])
+      finish(id, '7', q, f[7])
+    else
+      if ARGV[i + 6] == '1' and tonumber(f[8]) > 0 then redis.call('HINCRBY', key, 'a', -1) end
+      local m = push_ready(id, q, f[4], tonumber(f[5]), tonumber(f[9]), tonumber(f[6]))
+      redis.call('HSET', key, 'st', '2', 'm', m)
+      count('2', q, 1)
+    end
+    res[#res + 1] = 'O'
+  end
+end
+flush()
+return res
+`)
+
+// cancelScript cancels tasks ARGV[3..]; per id "N", "O<state>" or
+// "I<state>" (invalid state).
+var cancelScript = redis.NewScript(prelude + `
+local res = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu')
+  local st = f[1]
+  if not st then
+    res[#res + 1] = 'N'
+  elseif st == '3' then
+    redis.call('HSET', key, 'c', '1')
+    res[#res + 1] = 'O3'
+  elseif st == '1' or st == '2' or st == '4' then
+    if st == '2' then
+      unready(f[2], f[3], f[4])
+      redis.call('HDEL', key, 'm')
+    else
+      redis.call('ZREM', T .. ':d', id)
+    end
+    count(st, f[2], -1)
+    redis.call('HSET', key, 'e', 'cancelled')
+    finish(id, '7', f[2], f[5])
+    res[#res + 1] = 'O7'
+  else
+    res[#res + 1] = 'I' .. st
+  end
+end
+flush()
+return res
+`)
+
+// retryScript makes dead and cancelled tasks ARGV[3..] pending again; per id
+// "N", "O2" or "I<state>".
+var retryScript = redis.NewScript(prelude + `
+local res = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'sq')
+  local st = f[1]
+  if not st then
+    res[#res + 1] = 'N'
+  elseif st == '6' or st == '7' then
+    count(st, f[2], -1)
+    redis.call('ZREM', T .. ':x', id)
+    redis.call('HDEL', key, 'c', 'fa', 'ea', 'pp', 'pm')
+    local m = push_ready(id, f[2], f[3], tonumber(f[4]), NOW, tonumber(f[5]))
+    redis.call('HSET', key, 'st', '2', 'a', '0', 'ra', S(NOW), 'm', m)
+    count('2', f[2], 1)
+    res[#res + 1] = 'O2'
+  else
+    res[#res + 1] = 'I' .. st
+  end
+end
+flush()
+return res
+`)
+
+// deleteScript deletes tasks ARGV[3..] that are not active; per id "N", "O"
+// or "I<state>".
+var deleteScript = redis.NewScript(prelude + `
+local res = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
+  local st = f[1]
+  if not st then
+    res[#res + 1] = 'N'
+  elseif st == '3' then
+    res[#res + 1] = 'I3'
+  else
+    if st == '2' then
+      unready(f[2], f[3], f[4])
+    elseif st == '1' or st == '4' then
+      redis.call('ZREM', T .. ':d', id)
+    else
+      redis.call('ZREM', T .. ':x', id)
+    end
+    count(st, f[2], -1)
+    redis.call('DEL', key)
+    redis.call('ZREM', T .. ':all', id)
+    res[#res + 1] = 'O'
+  end
+end
+flush()
+return res
+`)
+
+// pauseScript pauses (ARGV[4] == "1") or resumes queue ARGV[3].
+var pauseScript = redis.NewScript(prelude + `
+if ARGV[4] == '1' then
+  redis.call('SADD', T .. ':pz', ARGV[3])
+else
+  if redis.call('SREM', T .. ':pz', ARGV[3]) == 1 then woke = true end
+end
+flush()
+return 1
+`)
+
+// sweepScript does a namespace's share of Sweep with at most ARGV[3] changes
+// of each kind. It returns {promoted, recovered, dead, cancelled, deleted}.
+var sweepScript = redis.NewScript(prelude + `
+local limit = tonumber(ARGV[3])
+local promoted = promote(limit)
+local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', 0, limit)
+for i = 1, #us, 1000 do
+  redis.call('HDEL', T .. ':uq', unpack(us, i, math.min(i + 999, #us)))
+end
+zrem_all(T .. ':uz', us)
+local recovered, dead, cancelled, deleted = 0, 0, 0, 0
+local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', 0, limit)
+for _, id in ipairs(ls) do
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'ra', 'sq', 'a', 'mr', 'c', 'rtu')
+  if f[1] == '3' then
+    local q = f[2]
+    local a, mr = tonumber(f[7]), tonumber(f[8])
+    count('3', q, -1)
+    redis.call('HDEL', key, 'l', 'le')
+    if f[9] == '1' then
+      redis.call('HSET', key, 'e', 'cancelled (lease expired)')
+      finish(id, '7', q, f[10])
+      cancelled = cancelled + 1
+    elseif a > mr then
+      redis.call('HSET', key, 'e', string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1))
+      finish(id, '6', q, f[10])
+      dead = dead + 1
+    else
+      local m = push_ready(id, q, f[3], tonumber(f[4]), tonumber(f[5]), tonumber(f[6]))
+      redis.call('HSET', key, 'st', '2', 'm', m, 'e', string.format('lease expired on attempt %d (worker lost)', a))
+      count('2', q, 1)
+      recovered = recovered + 1
+    end
+  end
+end
+zrem_all(T .. ':l', ls)
+local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', 0, limit)
+for _, id in ipairs(xs) do
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'st', 'q')
+  if f[1] == '5' or f[1] == '6' or f[1] == '7' then
+    count(f[1], f[2], -1)
+    redis.call('DEL', key)
+    redis.call('ZREM', T .. ':all', id)
+    deleted = deleted + 1
+  end
+end
+zrem_all(T .. ':x', xs)
+flush()
+return {promoted, recovered, dead, cancelled, deleted}
+`)
+
+// allScripts lists the scripts to load at Open.
+var allScripts = []*redis.Script{enqueueScript, leaseScript, extendScript, reportScript, cancelScript, retryScript, deleteScript, pauseScript, sweepScript}
