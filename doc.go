@@ -1,0 +1,86 @@
+// Package kiln is a task processing library: register Go functions as named
+// task types, enqueue tasks from anywhere, run them in workers with retries,
+// timeouts, progress and graceful shutdown, and read their results.
+//
+// Tasks live in a [store.Store]: the embedded store (package store/embedded,
+// a local data folder) by default, or Redis, PostgreSQL or a kiln server.
+// The same code and the same guarantees hold on every store.
+//
+// # Quick start
+//
+//	s, _ := embedded.Open("./kiln-data", nil)
+//	defer s.Close()
+//
+//	w, _ := kiln.NewWorker(s, nil)
+//	w.Handle("Say", kiln.Func(func(name string) (string, error) {
+//		return "Hello " + name + "!", nil
+//	}))
+//	go w.Run(ctx)
+//	defer w.Shutdown(context.Background())
+//
+//	c, _ := kiln.NewClient(s, nil)
+//	res, _ := c.EnqueueJSON(ctx, "Say", "kiln", nil)
+//	var out string
+//	err := res.Get(ctx, &out) // out == "Hello kiln!"
+//
+// # Tasks and options
+//
+// A task has a type (the name its handler is registered under), a payload of
+// bytes, and [TaskOptions]: queue, priority, a delay, retries, a timeout, a
+// deadline, a unique key and a retention. Options are plain data with JSON
+// tags. [Client.Enqueue] and [Client.EnqueueMany] validate them before they
+// call the store: bad input gives a [*ValidationError] that matches
+// [ErrInvalidName], [ErrInvalidOption] or [ErrPayloadTooLarge] and changes
+// nothing.
+//
+// # Results
+//
+// Every enqueue returns a [*Result]. [Result.Get] waits for the task to finish
+// and decodes its JSON result; [Result.Wait] returns the final [TaskInfo];
+// both return a [*TaskError] matching [ErrTaskDead] or [ErrTaskCancelled] when
+// the task ended badly. The store has no result notifications, so waiting
+// polls, from every millisecond slowing to every 100 ms.
+//
+// # Handlers
+//
+// A [Handler] runs one attempt of a task. [Func] and [FuncCtx] adapt typed
+// functions: the payload is JSON-decoded into the argument, and the result is
+// JSON-encoded and stored. [HandlerFunc] adapts a plain function that works on
+// the raw [*Task]. [Middleware] wraps handlers.
+//
+// A handler steers what happens after a failure: returning an error that
+// wraps [SkipRetry] makes the task dead at once, [RetryAfter] chooses the
+// delay, and any other error retries the task after
+// [WorkerConfig.RetryDelayFunc] (exponential backoff with jitter by default)
+// until its retries run out. A panic is recovered into a [*PanicError].
+//
+// # Workers
+//
+// A [Worker] leases batches of tasks of the types it handles from its queues
+// (weighted or strict priority), runs up to Concurrency handlers at once,
+// renews its leases with heartbeats, and reports outcomes to the store in
+// batches. The handler's context ends when the task's timeout or deadline
+// passes, when the task is cancelled ([Client.Cancel]), when the lease is
+// lost, or when a shutdown runs out of time; [context.Cause] says which
+// ([ErrTaskTimeout], [ErrTaskCancelled], [ErrLeaseLost], [ErrShutdown]).
+//
+// # Delivery and shutdown
+//
+// Delivery is at least once: a task leaves the store's live set only when a
+// worker reports its outcome, and a worker that dies loses its leases when
+// they expire, after which the task runs again. Handlers are told the attempt
+// number so they can be idempotent.
+//
+// [Worker.Shutdown] stops leasing, hands back the tasks it leased but did not
+// start (their attempt is not counted), lets running handlers finish until
+// its context is done, then cancels them and hands their tasks back. Nothing
+// is lost and nothing runs twice because of a graceful stop. The library
+// never handles signals: wire SIGINT and SIGTERM to the context given to
+// [Worker.Run] (for example with signal.NotifyContext).
+//
+// # Events
+//
+// [ClientConfig.EventFunc] and [WorkerConfig.EventFunc] receive an [Event] for
+// every step of a task: enqueued, started, succeeded, failed, retrying, dead,
+// timed out, cancelled, lease lost and released.
+package kiln
