@@ -199,4 +199,3 @@ func BenchmarkLatency(b *testing.B) {
 		b.StartTimer()
 	}
 }
-

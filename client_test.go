@@ -201,7 +201,7 @@ func TestEnqueueMany(t *testing.T) {
 	if err != nil || info.Queue != "other" || !bytes.Equal(info.Payload, []byte("c")) {
 		t.Fatalf("third task = %+v, %v", info, err)
 	}
-	if !(res[0].ID() < res[2].ID()) {
+	if res[0].ID() >= res[2].ID() {
 		t.Fatalf("ids of one batch are not increasing: %s, %s", res[0].ID(), res[2].ID())
 	}
 	if r, err := b.client.EnqueueMany(t.Context(), nil); r != nil || err != nil {

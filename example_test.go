@@ -23,7 +23,7 @@ func openStore() (*embedded.Store, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	return s, func() { s.Close(); os.RemoveAll(dir) }
+	return s, func() { _ = s.Close(); _ = os.RemoveAll(dir) }
 }
 
 // startWorker runs w in the background; the returned function shuts it down
@@ -199,7 +199,7 @@ func ExampleClient_Cancel() {
 
 	started := make(chan struct{})
 	w, _ := kiln.NewWorker(s, &kiln.WorkerConfig{LeaseDuration: 300 * time.Millisecond})
-	w.Handle("watch", kiln.HandlerFunc(func(ctx context.Context, t *kiln.Task) error {
+	w.Handle("watch", kiln.HandlerFunc(func(ctx context.Context, _ *kiln.Task) error {
 		close(started)
 		<-ctx.Done()
 		fmt.Println("handler stopped:", context.Cause(ctx))
@@ -230,7 +230,7 @@ func ExampleWorker_Shutdown() {
 
 	started := make(chan struct{})
 	w, _ := kiln.NewWorker(s, nil)
-	w.Handle("slow", kiln.HandlerFunc(func(ctx context.Context, t *kiln.Task) error {
+	w.Handle("slow", kiln.HandlerFunc(func(ctx context.Context, _ *kiln.Task) error {
 		close(started)
 		<-ctx.Done() // a handler that only stops when told to
 		return ctx.Err()

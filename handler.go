@@ -80,5 +80,6 @@ func RetryDelayDefault(attempt int, _ error, _ *Task) time.Duration {
 	if attempt <= 12 { // 2^12 s > 1 h
 		d = min(base<<(attempt-1), maxDelay)
 	}
-	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
+	return time.Duration(float64(d) * (0.75 + rand.Float64()/2)) //nolint:gosec // G404: jitter needs no cryptographic randomness
+
 }

@@ -39,7 +39,7 @@ const (
 	ConcurrencyMax = store.MaxBatch
 )
 
-// NoRetries, as TaskOptions.MaxRetries, gives a task a single attempt.
+// NoRetries gives a task a single attempt when set as TaskOptions.MaxRetries.
 const NoRetries = -1
 
 // TaskOptions are the per-task options of an enqueue. They are plain data:

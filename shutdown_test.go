@@ -137,7 +137,7 @@ func TestShutdownTimeout(t *testing.T) {
 	if err := w.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
 	}
-	if c := recv(t, cause, "handler's ctx"); c != ErrShutdown {
+	if c := recv(t, cause, "handler's ctx"); !errors.Is(c, ErrShutdown) {
 		t.Fatalf("cause = %v, want ErrShutdown", c)
 	}
 	if err := recv(t, runErr, "Run"); err != nil {

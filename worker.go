@@ -63,7 +63,6 @@ type Worker struct {
 type runState struct {
 	mux   map[string]Handler // handlers wrapped in the middleware
 	types []string
-	base  context.Context // parent of the handlers' contexts; never cancelled
 
 	jobs     chan *job       // leased, not yet started
 	slots    chan struct{}   // one token per free handler slot
@@ -71,14 +70,11 @@ type runState struct {
 	shutdown sync.Once       // the stop sequence runs once
 	done     chan struct{}   // closed when every goroutine has returned
 	err      error           // the stop sequence's result, set before done is closed
-	fetchCtx context.Context // the fetcher's; cancelled first on shutdown
-	fetchEnd context.CancelFunc
-	hbCtx    context.Context // heartbeats; cancelled once no handler runs
-	hbEnd    context.CancelFunc
-	repCtx   context.Context // reports; cancelled after the final flush
-	repEnd   context.CancelFunc
-	bgCtx    context.Context // sweeper; cancelled last
-	bgEnd    context.CancelFunc
+	// The goroutines' contexts, cancelled in this order by the stop.
+	fetchEnd context.CancelFunc // the fetcher's: first
+	hbEnd    context.CancelFunc // heartbeats: once no handler runs
+	repEnd   context.CancelFunc // reports: after the final flush
+	bgEnd    context.CancelFunc // the sweeper's: last
 
 	fetchWG, poolWG, hbWG, repWG, bgWG sync.WaitGroup
 }
@@ -233,15 +229,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	// The goroutines start under w.mu, so that a concurrent Shutdown sees
 	// either no run at all or one whose goroutines are all counted.
-	rs := w.newRunState(ctx)
-	rs.fetchWG.Go(func() { w.fetch(rs) })
+	rs := w.newRunState()
+	// base is the parent of the handlers' contexts: ctx's values, never
+	// cancelled (the stop cancels handlers one by one).
+	base := context.WithoutCancel(ctx)
+	var fetchCtx, hbCtx, repCtx, bgCtx context.Context
+	fetchCtx, rs.fetchEnd = context.WithCancel(base)
+	hbCtx, rs.hbEnd = context.WithCancel(base)
+	repCtx, rs.repEnd = context.WithCancel(base)
+	bgCtx, rs.bgEnd = context.WithCancel(base)
+	rs.fetchWG.Go(func() { w.fetch(fetchCtx, rs) })
 	for range w.cfg.Concurrency {
-		rs.poolWG.Go(func() { w.work(rs) })
+		rs.poolWG.Go(func() { w.work(base, rs) })
 	}
-	rs.hbWG.Go(func() { w.heartbeat(rs) })
-	rs.repWG.Go(func() { w.reportLoop(rs) })
+	rs.hbWG.Go(func() { w.heartbeat(hbCtx) })
+	rs.repWG.Go(func() { w.reportLoop(repCtx, rs) })
 	if w.cfg.SweepInterval > 0 {
-		rs.bgWG.Go(func() { w.sweep(rs) })
+		rs.bgWG.Go(func() { w.sweep(bgCtx) })
 	}
 	w.run = rs
 	w.mu.Unlock()
@@ -258,10 +262,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-func (w *Worker) newRunState(ctx context.Context) *runState {
+func (w *Worker) newRunState() *runState {
 	rs := &runState{
 		mux:      make(map[string]Handler, len(w.handlers)),
-		base:     context.WithoutCancel(ctx),
 		jobs:     make(chan *job, w.cfg.Concurrency),
 		slots:    make(chan struct{}, w.cfg.Concurrency),
 		outcomes: make(chan outcomeMsg, max(2*w.cfg.Concurrency, 256)),
@@ -278,10 +281,6 @@ func (w *Worker) newRunState(ctx context.Context) *runState {
 	for range w.cfg.Concurrency {
 		rs.slots <- struct{}{}
 	}
-	rs.fetchCtx, rs.fetchEnd = context.WithCancel(rs.base)
-	rs.hbCtx, rs.hbEnd = context.WithCancel(rs.base)
-	rs.repCtx, rs.repEnd = context.WithCancel(rs.base)
-	rs.bgCtx, rs.bgEnd = context.WithCancel(rs.base)
 	return rs
 }
 
@@ -412,8 +411,7 @@ func (w *Worker) removeActive(j *job) {
 }
 
 // fetch leases tasks while there are free slots.
-func (w *Worker) fetch(rs *runState) {
-	ctx := rs.fetchCtx
+func (w *Worker) fetch(ctx context.Context, rs *runState) {
 	backoff := time.Duration(0)
 	for {
 		select {
@@ -483,8 +481,9 @@ func (w *Worker) fetch(rs *runState) {
 	}
 }
 
-// work runs jobs until the jobs channel is closed.
-func (w *Worker) work(rs *runState) {
+// work runs jobs until the jobs channel is closed. base is the parent of the
+// handlers' contexts.
+func (w *Worker) work(base context.Context, rs *runState) {
 	for j := range rs.jobs {
 		h := rs.mux[j.task.Type]
 		if h == nil || w.draining.Load() {
@@ -493,7 +492,7 @@ func (w *Worker) work(rs *runState) {
 			}
 			w.handBack(rs, j, true)
 		} else {
-			w.execute(rs, j, h)
+			w.execute(base, rs, j, h)
 		}
 		rs.slots <- struct{}{}
 	}
@@ -516,9 +515,9 @@ func (w *Worker) emit(e Event) {
 }
 
 // execute runs one attempt and queues its outcome.
-func (w *Worker) execute(rs *runState, j *job, h Handler) {
+func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) {
 	t := &j.task
-	ctx, cancel := context.WithCancelCause(rs.base)
+	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 
 	// The attempt's deadline, on the local clock.
@@ -555,7 +554,7 @@ func (w *Worker) execute(rs *runState, j *job, h Handler) {
 	err := call(ctx, h, t)
 	dur := time.Since(start)
 	cause := context.Cause(ctx)
-	timedOut := cause == ErrTaskTimeout && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	timedOut := errors.Is(cause, ErrTaskTimeout) && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if timedOut && err != nil {
 		err = timeoutError{err: err, deadline: deadlineBound}
 	}
@@ -656,7 +655,7 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 
 // reportLoop sends outcomes to the store in batches until the outcomes
 // channel is closed and drained.
-func (w *Worker) reportLoop(rs *runState) {
+func (w *Worker) reportLoop(ctx context.Context, rs *runState) {
 	batch := make([]outcomeMsg, 0, 64)
 	outs := make([]store.Outcome, 0, 64)
 	for m := range rs.outcomes {
@@ -677,14 +676,14 @@ func (w *Worker) reportLoop(rs *runState) {
 		for i := range batch {
 			outs = append(outs, batch[i].o)
 		}
-		w.report(rs, batch, outs)
+		w.report(ctx, batch, outs)
 	}
 }
 
-func (w *Worker) report(rs *runState, batch []outcomeMsg, outs []store.Outcome) {
+func (w *Worker) report(ctx context.Context, batch []outcomeMsg, outs []store.Outcome) {
 	backoff := time.Duration(0)
 	for {
-		res, err := w.s.Report(rs.repCtx, store.ReportParams{Namespace: w.cfg.Namespace, Outcomes: outs})
+		res, err := w.s.Report(ctx, store.ReportParams{Namespace: w.cfg.Namespace, Outcomes: outs})
 		if err == nil {
 			for i, e := range res.Errs {
 				if e == nil || i >= len(batch) {
@@ -700,13 +699,13 @@ func (w *Worker) report(rs *runState, batch []outcomeMsg, outs []store.Outcome) 
 			}
 			return
 		}
-		if rs.repCtx.Err() != nil {
+		if ctx.Err() != nil {
 			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
 			return
 		}
 		backoff = nextBackoff(backoff)
 		w.log.Error("kiln: report failed", "count", len(outs), "err", err, "retry_in", backoff)
-		if !sleepCtx(rs.repCtx, backoff) {
+		if !sleepCtx(ctx, backoff) {
 			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
 			return
 		}
@@ -723,8 +722,7 @@ func (w *Worker) progressSignal() {
 
 // heartbeat renews every held lease every third of the lease duration, and
 // sends progress soon after handlers set it.
-func (w *Worker) heartbeat(rs *runState) {
-	ctx := rs.hbCtx
+func (w *Worker) heartbeat(ctx context.Context) {
 	ticker := time.NewTicker(w.cfg.LeaseDuration / 3)
 	defer ticker.Stop()
 	progress := w.progress
@@ -804,8 +802,7 @@ func (w *Worker) extend(ctx context.Context, progressOnly bool) {
 }
 
 // sweep calls the store's Sweep every SweepInterval.
-func (w *Worker) sweep(rs *runState) {
-	ctx := rs.bgCtx
+func (w *Worker) sweep(ctx context.Context) {
 	ticker := time.NewTicker(w.cfg.SweepInterval)
 	defer ticker.Stop()
 	for {

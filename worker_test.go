@@ -291,7 +291,7 @@ func TestTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := recv(t, got, "handler")
-	if !s.hasDeadline || s.cause != ErrTaskTimeout {
+	if !s.hasDeadline || !errors.Is(s.cause, ErrTaskTimeout) {
 		t.Fatalf("handler saw deadline %v, cause %v; want a deadline and ErrTaskTimeout", s.hasDeadline, s.cause)
 	}
 	info, err := res.Wait(waitCtx(t))
@@ -337,8 +337,8 @@ func TestDeadlineGoesDead(t *testing.T) {
 	b.startWorker(t, nil, func(w *Worker) {
 		w.Handle("slow", HandlerFunc(func(ctx context.Context, _ *Task) error {
 			<-ctx.Done()
-			if context.Cause(ctx) != ErrTaskTimeout {
-				return fmt.Errorf("cause %v", context.Cause(ctx))
+			if c := context.Cause(ctx); !errors.Is(c, ErrTaskTimeout) {
+				return fmt.Errorf("cause %w", c)
 			}
 			return ctx.Err()
 		}))
@@ -377,7 +377,7 @@ func TestCancelActiveReachesHandler(t *testing.T) {
 	if err := res.Cancel(t.Context()); err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
-	if c := recv(t, cause, "handler's ctx"); c != ErrTaskCancelled {
+	if c := recv(t, cause, "handler's ctx"); !errors.Is(c, ErrTaskCancelled) {
 		t.Fatalf("cause = %v, want ErrTaskCancelled", c)
 	}
 	if _, err := res.Wait(waitCtx(t)); !errors.Is(err, ErrTaskCancelled) {
@@ -455,7 +455,7 @@ func TestProgress(t *testing.T) {
 	b := setup(t, nil)
 	release := make(chan struct{})
 	b.startWorker(t, nil, func(w *Worker) {
-		w.Handle("report", HandlerFunc(func(ctx context.Context, tk *Task) error {
+		w.Handle("report", HandlerFunc(func(_ context.Context, tk *Task) error {
 			tk.SetProgress(10, "start")
 			tk.SetProgress(50, "half way")
 			<-release

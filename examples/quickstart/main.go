@@ -46,14 +46,14 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
+		defer func() { _ = os.RemoveAll(tmp) }()
 		dir = tmp
 	}
 	s, err := embedded.Open(dir, nil)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 
 	// The worker.
 	w, err := kiln.NewWorker(s, nil)

@@ -7,6 +7,7 @@ package ids
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"sync"
 	"time"
 )
@@ -27,11 +28,11 @@ func Time(id string) (time.Time, bool) {
 	if !Valid(id) {
 		return time.Time{}, false
 	}
-	var ms uint64
+	var ms int64
 	for i := 0; i < 10; i++ {
-		ms = ms<<5 | uint64(decode(id[i]))
+		ms = ms<<5 | int64(digits[id[i]])
 	}
-	return time.UnixMilli(int64(ms)), true
+	return time.UnixMilli(ms), true
 }
 
 // Valid reports whether id has the form New produces.
@@ -40,21 +41,25 @@ func Valid(id string) bool {
 		return false
 	}
 	for i := 0; i < Len; i++ {
-		if decode(id[i]) < 0 {
+		if digits[id[i]] == invalid {
 			return false
 		}
 	}
 	return true
 }
 
-func decode(c byte) int {
-	for i := 0; i < len(alphabet); i++ {
-		if alphabet[i] == c {
-			return i
-		}
+const invalid = 0xff
+
+// digits maps a character to its value in alphabet, or invalid.
+var digits = func() (d [256]byte) {
+	for i := range d {
+		d[i] = invalid
 	}
-	return -1
-}
+	for i := 0; i < len(alphabet); i++ {
+		d[alphabet[i]] = byte(i)
+	}
+	return d
+}()
 
 type generator struct {
 	mu     sync.Mutex
@@ -63,7 +68,7 @@ type generator struct {
 }
 
 func (g *generator) next(now time.Time) string {
-	ms := uint64(now.UnixMilli())
+	ms := uint64(max(now.UnixMilli(), 0))
 	g.mu.Lock()
 	if ms <= g.lastMs {
 		// Same millisecond (or the wall clock stepped back): keep the
@@ -78,7 +83,7 @@ func (g *generator) next(now time.Time) string {
 	}
 	g.lastMs = ms
 	var b [16]byte
-	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	binary.BigEndian.PutUint64(b[:8], ms<<16) // the low 48 bits of ms in b[0:6]
 	copy(b[6:], g.rnd[:])
 	g.mu.Unlock()
 	return encode(&b)

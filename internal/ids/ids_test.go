@@ -63,12 +63,12 @@ func TestSameMillisecondIncrements(t *testing.T) {
 	var g generator
 	now := time.UnixMilli(1_700_000_000_000)
 	a, b := g.next(now), g.next(now)
-	if !(a < b) {
+	if a >= b {
 		t.Fatalf("second id %q is not after first %q", b, a)
 	}
 	// A clock that steps back keeps the order.
 	c := g.next(now.Add(-time.Hour))
-	if !(b < c) {
+	if b >= c {
 		t.Fatalf("id after a clock step back %q is not after %q", c, b)
 	}
 	g.rnd = [10]byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -76,7 +76,7 @@ func TestSameMillisecondIncrements(t *testing.T) {
 		g.rnd[i] = 0xff
 	}
 	d := g.next(now)
-	if !(c < d) {
+	if c >= d {
 		t.Fatalf("id after overflow %q is not after %q", d, c)
 	}
 }
