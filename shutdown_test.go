@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/storetest"
 )
 
 // TestShutdownGraceful: tasks leased but not started go back at once (with
@@ -298,5 +299,35 @@ func TestOutcomesBatched(t *testing.T) {
 	})
 	if c := calls.Load(); c != 2 {
 		t.Fatalf("%d Report calls for %d outcomes, want 2", c, n)
+	}
+}
+
+// TestStoreErrorsRetried: a failed Lease or Report call is retried, and no
+// outcome is lost.
+func TestStoreErrorsRetried(t *testing.T) {
+	t.Parallel()
+	var faulty *storetest.FaultyStore
+	b := setup(t, &setupOpts{wrap: func(s store.Store) store.Store {
+		faulty = storetest.Faulty(s)
+		return faulty
+	}})
+	errDown := errors.New("store down")
+	faulty.FailNext("Lease", errDown)
+	faulty.FailNext("Report", errDown)
+	faulty.FailNextAfter("Report", errDown) // done, but the answer is lost
+	b.startWorker(t, nil, func(w *Worker) {
+		w.Handle("t", HandlerFunc(func(context.Context, *Task) error { return nil }))
+	})
+	for range 3 {
+		res, err := b.client.Enqueue(t.Context(), "t", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := res.Wait(waitCtx(t)); err != nil {
+			t.Fatalf("Wait: %v", err)
+		}
+	}
+	if n := faulty.Calls("Report"); n < 3 {
+		t.Fatalf("Report called %d times, want the failed calls retried", n)
 	}
 }
