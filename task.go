@@ -93,8 +93,8 @@ type Task struct {
 	Type string
 	// Queue is the queue the task was leased from.
 	Queue string
-	// Payload is the task's input, unchanged. The handler must not keep it
-	// after it returns.
+	// Payload is the task's input, unchanged. The handler must not modify it,
+	// nor keep it after it returns.
 	Payload []byte
 	// Attempt is the number of this attempt, starting at 1. A handler may
 	// be run more than once for one task (at-least-once delivery).
