@@ -197,12 +197,23 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		next = x
 	}
 	raw, _ := arr[2].([]any)
-	tasks := make([]*store.Task, 0, len(raw))
-	for _, r := range raw {
-		t, err := decodePairs(p.Namespace, r)
+	if len(raw)%2 != 0 {
+		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply of %d items", len(raw))
+	}
+	start := microTime(nowS)
+	exp := microTime(itoa(now + p.Duration.Microseconds()))
+	tasks := make([]*store.Task, 0, len(raw)/2)
+	for i := 0; i < len(raw); i += 2 {
+		lid, _ := raw[i].(string)
+		t, err := decodePairs(p.Namespace, raw[i+1])
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}
+		t.State = store.StateActive
+		t.LeaseID, _ = strconv.ParseUint(lid, 10, 64)
+		t.LeaseExpiresAt = exp
+		t.StartedAt = start
+		t.WorkerID = p.WorkerID
 		tasks = append(tasks, t)
 	}
 	return tasks, now, next, nil

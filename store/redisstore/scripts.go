@@ -88,7 +88,7 @@ local function promote(limit)
     local key = tkey(id)
     local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'ra', 'sq')
     if f[1] then
-      local m = push_ready(id, f[2], f[3], tonumber(f[4]), tonumber(f[5]), tonumber(f[6]))
+      local m = push_ready(id, f[2], f[3], tonumber(f[4]) or 0, tonumber(f[5]), tonumber(f[6]))
       redis.call('HSET', key, 'st', '2', 'm', m)
       count(f[1], f[2], -1)
       count('2', f[2], 1)
@@ -103,11 +103,15 @@ var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds()
 
 // enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task. It
 // returns one string per task: "O<state>", "E" (id exists) or "D<id>"
-// (unique key held by task id).
+// (unique key held by task id). Fields at their zero value are not stored.
 var enqueueScript = redis.NewScript(prelude + `
 local nt = (#ARGV - 2) / ` + strconv.Itoa(enqueueArgs) + `
 local base = redis.call('INCRBY', T .. ':seq', nt) - nt
 local res = {}
+local all, delayed = {}, {}
+local ready, readyKeys = {}, {}
+local types = {}
+local sNOW = S(NOW)
 for j = 0, nt - 1 do
   local i = 3 + j * ` + strconv.Itoa(enqueueArgs) + `
   local id = ARGV[i]
@@ -133,31 +137,65 @@ for j = 0, nt - 1 do
       res[j + 1] = 'D' .. dup
     else
       local seq = base + j + 1
-      local q, ty, pr = ARGV[i + 2], ARGV[i + 1], tonumber(ARGV[i + 4])
+      local sseq = S(seq)
+      local q, ty, pr = ARGV[i + 2], ARGV[i + 1], ARGV[i + 4]
       local ra = ARGV[i + 8]
       local st = '2'
-      local fields = {'id', id, 'ty', ty, 'q', q, 'p', ARGV[i + 3], 'pr', ARGV[i + 4],
-        'mr', ARGV[i + 5], 'to', ARGV[i + 6], 'dl', ARGV[i + 7], 'uk', uk, 'ut', ARGV[i + 10],
-        'rt', ARGV[i + 12], 'rtu', ARGV[i + 13], 'a', '0', 'ca', S(NOW), 'sq', S(seq)}
+      local f = {'id', id, 'ty', ty, 'q', q, 'p', ARGV[i + 3], 'ca', sNOW, 'sq', sseq}
+      if pr ~= '0' then f[#f + 1] = 'pr'; f[#f + 1] = pr end
+      if ARGV[i + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 5] end
+      if ARGV[i + 6] ~= '0' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[i + 6] end
+      if ARGV[i + 7] ~= '' then f[#f + 1] = 'dl'; f[#f + 1] = ARGV[i + 7] end
+      if uk ~= '' then
+        f[#f + 1] = 'uk'; f[#f + 1] = uk
+        f[#f + 1] = 'ut'; f[#f + 1] = ARGV[i + 10]
+      end
+      if ARGV[i + 12] ~= '0' then
+        f[#f + 1] = 'rt'; f[#f + 1] = ARGV[i + 12]
+        f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 13]
+      end
       if ra ~= '' and tonumber(ra) > NOW then
         st = '1'
-        redis.call('ZADD', T .. ':d', ra, id)
+        delayed[#delayed + 1] = ra
+        delayed[#delayed + 1] = id
       else
-        if ra == '' then ra = S(NOW) end
-        local m = push_ready(id, q, ty, pr, tonumber(ra), seq)
-        fields[#fields + 1] = 'm'
-        fields[#fields + 1] = m
+        if ra == '' then ra = sNOW end
+        local m = string.format('%d%017.0f%016.0f', 9 - tonumber(pr), math.max(tonumber(ra), 0), seq) .. id
+        local rk = T .. ':r:' .. q .. '/' .. ty
+        local l = ready[rk]
+        if not l then
+          l = {}
+          ready[rk] = l
+          readyKeys[#readyKeys + 1] = rk
+          local tq = types[q]
+          if not tq then tq = {}; types[q] = tq end
+          tq[ty] = true
+        end
+        l[#l + 1] = '0'
+        l[#l + 1] = m
+        f[#f + 1] = 'm'; f[#f + 1] = m
+        woke = true
       end
-      fields[#fields + 1] = 'st'
-      fields[#fields + 1] = st
-      fields[#fields + 1] = 'ra'
-      fields[#fields + 1] = ra
-      redis.call('HSET', key, unpack(fields))
-      redis.call('ZADD', T .. ':all', seq, id)
+      f[#f + 1] = 'st'; f[#f + 1] = st
+      f[#f + 1] = 'ra'; f[#f + 1] = ra
+      redis.call('HSET', key, unpack(f))
+      all[#all + 1] = sseq
+      all[#all + 1] = id
       count(st, q, 1)
       res[j + 1] = 'O' .. st
     end
   end
+end
+local function zadd_all(key, l)
+  for i = 1, #l, 2000 do
+    redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
+  end
+end
+zadd_all(T .. ':all', all)
+zadd_all(T .. ':d', delayed)
+for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
+for q, tys in pairs(types) do
+  for ty in pairs(tys) do redis.call('SADD', T .. ':ty:' .. q, ty) end
 end
 flush()
 return res
@@ -169,7 +207,9 @@ const enqueueArgs = 14
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
 // then "1" when a type filter follows (the types), or "0". It returns
-// {now, next due time or -1, task...}, each task as HGETALL gives it.
+// {now, next due time or -1, {lease id, task, lease id, task...}}, each task
+// as HGETALL gives it before the lease fields (state, lease id, lease expiry,
+// start, worker) were written: the caller sets those itself.
 var leaseScript = redis.NewScript(prelude + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
@@ -182,6 +222,7 @@ promote(1000)
 local out = {}
 local taken = 0
 local exp = S(NOW + dur)
+local sNOW = S(NOW)
 for qi = 1, nq do
   if taken >= maxn then break end
   local q = ARGV[6 + qi]
@@ -223,19 +264,24 @@ for qi = 1, nq do
     end
     if #picked > 0 then
       local lid = redis.call('INCRBY', T .. ':lseq', #picked) - #picked
+      local lz = {}
       for _, m in ipairs(picked) do
         local id = string.sub(m, 35)
         local key = tkey(id)
         lid = lid + 1
         taken = taken + 1
         redis.call('HINCRBY', key, 'a', 1)
-        redis.call('HSET', key, 'st', '3', 'l', S(lid), 'le', exp, 'sa', S(NOW), 'w', worker)
-        redis.call('HDEL', key, 'm')
-        redis.call('ZADD', T .. ':l', exp, id)
-        count('2', q, -1)
-        count('3', q, 1)
+        out[#out + 1] = S(lid)
         out[#out + 1] = redis.call('HGETALL', key)
+        redis.call('HSET', key, 'st', '3', 'l', S(lid), 'le', exp, 'sa', sNOW, 'w', worker)
+        lz[#lz + 1] = exp
+        lz[#lz + 1] = id
       end
+      for i = 1, #lz, 2000 do
+        redis.call('ZADD', T .. ':l', unpack(lz, i, math.min(i + 1999, #lz)))
+      end
+      count('2', q, -#picked)
+      count('3', q, #picked)
     end
   end
 end
@@ -280,6 +326,8 @@ return res
 // ("1"). It returns per outcome "O", "N" or "L".
 var reportScript = redis.NewScript(prelude + `
 local res = {}
+local sNOW = S(NOW)
+local gone, expz = {}, {}
 for i = 3, #ARGV, 7 do
   local id = ARGV[i]
   local key = tkey(id)
@@ -291,37 +339,46 @@ for i = 3, #ARGV, 7 do
   else
     local q = f[3]
     count('3', q, -1)
-    redis.call('ZREM', T .. ':l', id)
-    redis.call('HDEL', key, 'l', 'le')
+    gone[#gone + 1] = id
     local kind = ARGV[i + 2]
-    if kind == '1' then
-      redis.call('HSET', key, 'r', ARGV[i + 3])
-      finish(id, '5', q, f[7])
+    if kind == '1' or kind == '3' or kind == '4' then
+      local ret = tonumber(f[7]) or 0
+      if ret <= 0 then ret = ` + retentionDefaultUS + ` end
+      local ea = S(NOW + ret)
+      local st = '5'
+      if kind == '1' then
+        redis.call('HSET', key, 'st', st, 'l', '0', 'le', '0', 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3])
+      else
+        if kind == '3' then st = '6' else st = '7' end
+        redis.call('HSET', key, 'st', st, 'l', '0', 'le', '0', 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 4])
+      end
+      expz[#expz + 1] = ea
+      expz[#expz + 1] = id
+      count(st, q, 1)
     elseif kind == '2' then
       local at = tonumber(ARGV[i + 5])
       if at > NOW then
-        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '4', 'ra', S(at))
+        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '4', 'ra', S(at), 'l', '0', 'le', '0')
         redis.call('ZADD', T .. ':d', S(at), id)
         count('4', q, 1)
       else
-        local m = push_ready(id, q, f[4], tonumber(f[5]), NOW, tonumber(f[6]))
-        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '2', 'ra', S(NOW), 'm', m)
+        local m = push_ready(id, q, f[4], tonumber(f[5]) or 0, NOW, tonumber(f[6]))
+        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '2', 'ra', sNOW, 'm', m, 'l', '0', 'le', '0')
         count('2', q, 1)
       end
-    elseif kind == '3' then
-      redis.call('HSET', key, 'e', ARGV[i + 4])
-      finish(id, '6', q, f[7])
-    elseif kind == '4' then
-      redis.call('HSET', key, 'e', ARGV[i + 4])
-      finish(id, '7', q, f[7])
     else
-      if ARGV[i + 6] == '1' and tonumber(f[8]) > 0 then redis.call('HINCRBY', key, 'a', -1) end
-      local m = push_ready(id, q, f[4], tonumber(f[5]), tonumber(f[9]), tonumber(f[6]))
-      redis.call('HSET', key, 'st', '2', 'm', m)
+      local a = tonumber(f[8]) or 0
+      if ARGV[i + 6] == '1' and a > 0 then a = a - 1 end
+      local m = push_ready(id, q, f[4], tonumber(f[5]) or 0, tonumber(f[9]), tonumber(f[6]))
+      redis.call('HSET', key, 'st', '2', 'm', m, 'a', S(a), 'l', '0', 'le', '0')
       count('2', q, 1)
     end
     res[#res + 1] = 'O'
   end
+end
+zrem_all(T .. ':l', gone)
+for i = 1, #expz, 2000 do
+  redis.call('ZADD', T .. ':x', unpack(expz, i, math.min(i + 1999, #expz)))
 end
 flush()
 return res
@@ -375,7 +432,7 @@ for i = 3, #ARGV do
     count(st, f[2], -1)
     redis.call('ZREM', T .. ':x', id)
     redis.call('HDEL', key, 'c', 'fa', 'ea', 'pp', 'pm')
-    local m = push_ready(id, f[2], f[3], tonumber(f[4]), NOW, tonumber(f[5]))
+    local m = push_ready(id, f[2], f[3], tonumber(f[4]) or 0, NOW, tonumber(f[5]))
     redis.call('HSET', key, 'st', '2', 'a', '0', 'ra', S(NOW), 'm', m)
     count('2', f[2], 1)
     res[#res + 1] = 'O2'
@@ -446,7 +503,7 @@ for _, id in ipairs(ls) do
   local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'ra', 'sq', 'a', 'mr', 'c', 'rtu')
   if f[1] == '3' then
     local q = f[2]
-    local a, mr = tonumber(f[7]), tonumber(f[8])
+    local a, mr = tonumber(f[7]) or 0, tonumber(f[8]) or 0
     count('3', q, -1)
     redis.call('HDEL', key, 'l', 'le')
     if f[9] == '1' then
@@ -458,7 +515,7 @@ for _, id in ipairs(ls) do
       finish(id, '6', q, f[10])
       dead = dead + 1
     else
-      local m = push_ready(id, q, f[3], tonumber(f[4]), tonumber(f[5]), tonumber(f[6]))
+      local m = push_ready(id, q, f[3], tonumber(f[4]) or 0, tonumber(f[5]), tonumber(f[6]))
       redis.call('HSET', key, 'st', '2', 'm', m, 'e', string.format('lease expired on attempt %d (worker lost)', a))
       count('2', q, 1)
       recovered = recovered + 1
