@@ -423,4 +423,3 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
-
