@@ -52,6 +52,11 @@ type Store struct {
 	leases   timeHeap // active tasks by lease expiry (lazy)
 	expiry   timeHeap // terminal tasks by ExpiresAt (lazy)
 	evict    []timedItem
+	// metaPending holds meta writes not yet committed (nil: a delete), and
+	// metaGen counts writes per key, so a waiter knows whether its write is
+	// still the newest.
+	metaPending map[string][]byte
+	metaGen     map[string]uint64
 
 	c    committer
 	wg   sync.WaitGroup
@@ -121,7 +126,10 @@ func Open(dir string, cfg *Config) (*Store, error) {
 		log:    c.Logger,
 		eng:    eng,
 		nss:    make(map[string]*namespace),
-		stop:   make(chan struct{}),
+
+		metaPending: make(map[string][]byte),
+		metaGen:     make(map[string]uint64),
+		stop:        make(chan struct{}),
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -175,6 +183,7 @@ const (
 	kID      = 'i' // i ns 0 id -> seq
 	kQueue   = 'q' // q ns 0 queue -> paused flag
 	kUnique  = 'u' // u ns 0 key -> until, id
+	kMeta    = 'm' // m ns 0 key -> meta record
 )
 
 func nsPrefix(kind byte, ns string) []byte {

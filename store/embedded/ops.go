@@ -1,9 +1,11 @@
 package embedded
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -914,4 +916,146 @@ func errorsJoin(a, b error) error {
 		return b
 	}
 	return a
+}
+
+var _ store.Meta = (*Store)(nil)
+
+// MetaGet implements store.Meta.
+func (s *Store) MetaGet(ctx context.Context, p store.MetaGetParams) (store.MetaGetResult, error) {
+	if err := store.CheckMetaKey(p.Namespace, p.Key); err != nil {
+		return store.MetaGetResult{}, fmt.Errorf("embedded: meta get: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return store.MetaGetResult{}, err
+	}
+	v, err := s.metaGetLocked(p.Namespace, p.Key)
+	if err != nil {
+		return store.MetaGetResult{}, fmt.Errorf("embedded: meta get: %w", err)
+	}
+	return store.MetaGetResult{Value: v, Found: v != nil}, nil
+}
+
+// metaGetLocked reads a meta record; writes not yet committed are seen
+// because the store waits for every meta write before returning (and holds
+// the lock while it reads), so the engine is current.
+func (s *Store) metaGetLocked(ns, key string) ([]byte, error) {
+	if v, ok := s.metaPending[metaKey(ns, key)]; ok {
+		return v, nil
+	}
+	return s.eng.get(nameKey(kMeta, ns, key))
+}
+
+func metaKey(ns, key string) string { return ns + "\x00" + key }
+
+// MetaPut implements store.Meta.
+func (s *Store) MetaPut(ctx context.Context, p store.MetaPutParams) (store.MetaPutResult, error) {
+	if err := errors.Join(store.CheckMetaKey(p.Namespace, p.Key), store.CheckMetaValue(p.Value)); err != nil {
+		return store.MetaPutResult{}, fmt.Errorf("embedded: meta put: %w", err)
+	}
+	val := p.Value
+	if val == nil {
+		val = []byte{}
+	}
+	s.mu.Lock()
+	if err := s.usable(ctx); err != nil {
+		s.mu.Unlock()
+		return store.MetaPutResult{}, err
+	}
+	if p.IfAbsent {
+		v, err := s.metaGetLocked(p.Namespace, p.Key)
+		if err != nil {
+			s.mu.Unlock()
+			return store.MetaPutResult{}, fmt.Errorf("embedded: meta put: %w", err)
+		}
+		if v != nil {
+			s.mu.Unlock()
+			return store.MetaPutResult{}, nil
+		}
+	}
+	b, gen := s.metaWrite(p.Namespace, p.Key, append([]byte(nil), val...))
+	s.mu.Unlock()
+	if err := s.metaWait(b, gen, p.Namespace, p.Key); err != nil {
+		return store.MetaPutResult{}, fmt.Errorf("embedded: meta put: %w", err)
+	}
+	return store.MetaPutResult{Stored: true}, nil
+}
+
+// MetaDelete implements store.Meta.
+func (s *Store) MetaDelete(ctx context.Context, p store.MetaDeleteParams) (store.MetaDeleteResult, error) {
+	if err := store.CheckMetaKey(p.Namespace, p.Key); err != nil {
+		return store.MetaDeleteResult{}, fmt.Errorf("embedded: meta delete: %w", err)
+	}
+	s.mu.Lock()
+	if err := s.usable(ctx); err != nil {
+		s.mu.Unlock()
+		return store.MetaDeleteResult{}, err
+	}
+	v, err := s.metaGetLocked(p.Namespace, p.Key)
+	if err != nil {
+		s.mu.Unlock()
+		return store.MetaDeleteResult{}, fmt.Errorf("embedded: meta delete: %w", err)
+	}
+	if v == nil || (p.IfValue != nil && !bytes.Equal(v, p.IfValue)) {
+		s.mu.Unlock()
+		return store.MetaDeleteResult{}, nil
+	}
+	b, gen := s.metaWrite(p.Namespace, p.Key, nil)
+	s.mu.Unlock()
+	if err := s.metaWait(b, gen, p.Namespace, p.Key); err != nil {
+		return store.MetaDeleteResult{}, fmt.Errorf("embedded: meta delete: %w", err)
+	}
+	return store.MetaDeleteResult{Deleted: true}, nil
+}
+
+// metaWrite queues a meta write (nil deletes) and remembers it until it is
+// committed, so that reads under the lock see it at once.
+func (s *Store) metaWrite(ns, key string, val []byte) (*batch, uint64) {
+	k := metaKey(ns, key)
+	s.metaPending[k] = val
+	s.metaGen[k]++
+	return s.write(op{key: nameKey(kMeta, ns, key), val: val}), s.metaGen[k]
+}
+
+// metaWait waits for a meta write and forgets the pending copy once the
+// engine has it (unless a later write replaced it meanwhile).
+func (s *Store) metaWait(b *batch, gen uint64, ns, key string) error {
+	k := metaKey(ns, key)
+	err := b.wait()
+	s.mu.Lock()
+	if s.metaGen[k] == gen && err == nil {
+		delete(s.metaPending, k)
+		delete(s.metaGen, k)
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// MetaList implements store.Meta.
+func (s *Store) MetaList(ctx context.Context, p store.MetaListParams) (store.MetaListResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.MetaListResult{}, fmt.Errorf("embedded: meta list: %w", err)
+	}
+	s.mu.Lock()
+	if err := s.usable(ctx); err != nil {
+		s.mu.Unlock()
+		return store.MetaListResult{}, err
+	}
+	b := s.barrier()
+	s.mu.Unlock()
+	if err := b.wait(); err != nil {
+		return store.MetaListResult{}, fmt.Errorf("embedded: meta list: %w", err)
+	}
+	var items []store.MetaItem
+	prefix := nameKey(kMeta, p.Namespace, p.Prefix)
+	skip := len(nsPrefix(kMeta, p.Namespace))
+	err := s.eng.scan(prefix, nil, false, func(k, v []byte) bool {
+		items = append(items, store.MetaItem{Key: string(k[skip:]), Value: append([]byte(nil), v...)})
+		return true
+	})
+	if err != nil {
+		return store.MetaListResult{}, fmt.Errorf("embedded: meta list: %w", err)
+	}
+	return store.MetaListResult{Items: items}, nil
 }
