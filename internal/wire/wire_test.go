@@ -1,0 +1,116 @@
+package wire_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestTaskRoundTrip(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2031, 3, 14, 15, 9, 26, 535897932, time.UTC)
+	in := &store.Task{
+		Namespace: "acme", ID: "t1", Type: "email:send", Queue: "q", Payload: []byte{0, 1, 0xff},
+		Priority: 3, MaxRetries: 2, Timeout: 1500 * time.Millisecond, Deadline: now.Add(time.Hour),
+		UniqueKey: "k", UniqueTTL: time.Minute, Retention: time.Hour, State: store.StateActive,
+		Attempt: 1, LeaseID: 1<<63 + 5, LeaseExpiresAt: now.Add(time.Minute), WorkerID: "w",
+		CancelRequested: true, CreatedAt: now, RunAt: now, StartedAt: now,
+		Result: []byte("r"), LastError: "boom", ProgressPercent: 40, ProgressMessage: "half",
+	}
+	b, err := json.Marshal(wire.FromTask(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w wire.Task
+	if err := json.Unmarshal(b, &w); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.ToTask("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s\n%s", diff, b)
+	}
+}
+
+func TestErrorCatalogue(t *testing.T) {
+	t.Parallel()
+	for _, c := range wire.Codes {
+		if c.Sentinel == nil {
+			continue
+		}
+		err := fmt.Errorf("embedded: op: %w", c.Sentinel)
+		status, obj := wire.ErrorFor(err)
+		if status != c.Status || obj.Code != c.Code {
+			t.Errorf("ErrorFor(%v) = %d %q, want %d %q", err, status, obj.Code, c.Status, c.Code)
+		}
+		back := wire.Err(obj.Code, obj.Message)
+		if !errors.Is(back, c.Sentinel) {
+			t.Errorf("Err(%q) does not match %v", c.Code, c.Sentinel)
+		}
+		if wire.Status(c.Code) != c.Status {
+			t.Errorf("Status(%q) = %d, want %d", c.Code, wire.Status(c.Code), c.Status)
+		}
+	}
+	status, obj := wire.ErrorFor(errors.New("open /secret/path: denied"))
+	if status != http.StatusInternalServerError || obj.Message != "internal error" {
+		t.Errorf("unknown error = %d %+v, want 500 without the text", status, obj)
+	}
+}
+
+func TestValidationErrorRoundTrip(t *testing.T) {
+	t.Parallel()
+	in := store.TaskInput{ID: "x", Type: "t", Priority: 42}
+	verr := in.Validate(store.Limits{}, time.Now())
+	_, obj := wire.ErrorFor(verr)
+	if obj.Code != wire.CodeInvalidOption || obj.Field != "priority" {
+		t.Fatalf("ErrorFor = %+v", obj)
+	}
+	back := obj.Err()
+	var ve *store.ValidationError
+	if !errors.As(back, &ve) || !errors.Is(back, store.ErrInvalidOption) {
+		t.Fatalf("Err() = %#v, want a ValidationError matching ErrInvalidOption", back)
+	}
+	if back.Error() != verr.Error() {
+		t.Errorf("text = %q, want %q", back.Error(), verr.Error())
+	}
+}
+
+func TestProof(t *testing.T) {
+	t.Parallel()
+	// HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
+	const want = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+	got, err := wire.Proof("key", "VGhlIHF1aWNrIGJyb3duIGZveCBqdW1wcyBvdmVyIHRoZSBsYXp5IGRvZw==")
+	if err != nil || got != want {
+		t.Errorf("Proof = %q, %v; want %q", got, err, want)
+	}
+	if _, err := wire.Proof("key", "%%%"); err == nil {
+		t.Error("Proof accepted a challenge that is not base64")
+	}
+}
+
+func TestOptionsFromInput(t *testing.T) {
+	t.Parallel()
+	req := wire.OptionsFromInput(store.TaskInput{ID: "a", Type: "t"})
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"type":"t","options":{"id":"a","max_retries":0,"timeout_ms":0}}`; string(b) != want {
+		t.Errorf("got %s, want %s", b, want)
+	}
+}
