@@ -23,6 +23,12 @@
 // spread over the cluster. The set of namespaces (for Sweep) is the one key
 // outside: "prefix:namespaces".
 //
+// # Server records
+//
+// The store implements store.Meta: a namespace's records are a hash of values
+// and a sorted set of their keys (for listing in key order) under the
+// namespace's hash tag, changed together by one script per write; see meta.go.
+//
 // # Safety
 //
 // Open refuses a Redis whose maxmemory-policy is not noeviction (an evicting

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -215,7 +216,7 @@ func newStore(ctx context.Context, rdb redis.UniversalClient, cfg *Config, own b
 	if err := s.checkEviction(ctx); err != nil {
 		return nil, err
 	}
-	for _, sc := range allScripts {
+	for _, sc := range slices.Concat(allScripts, metaScripts) {
 		if err := sc.Load(ctx, rdb).Err(); err != nil {
 			return nil, fmt.Errorf("redisstore: open: load scripts: %w", err)
 		}
