@@ -1,0 +1,91 @@
+package apiclient
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/kilnhq/kiln/internal/wire"
+)
+
+// Error is a failed answer of the server: its HTTP status and the error
+// object of the catalogue. errors.Is matches the store sentinel of its code
+// (store.ErrNotFound for "not_found", ...) and errors.As finds the
+// *store.ValidationError of a validation code that names a field.
+type Error struct {
+	// Status is the HTTP status of the answer.
+	Status int
+	// Method and Path name the request.
+	Method, Path string
+	// Obj is the server's error object; for an answer without one (a proxy's
+	// error page), a code derived from Status and the start of the body.
+	Obj *wire.Error
+}
+
+// Error returns the server's message with its code.
+func (e *Error) Error() string {
+	if e.Obj.Field != "" {
+		return fmt.Sprintf("%s: %s (%s)", e.Obj.Field, e.Obj.Message, e.Obj.Code)
+	}
+	return fmt.Sprintf("%s (%s)", e.Obj.Message, e.Obj.Code)
+}
+
+// Unwrap returns the error the object stands for (see wire.Error.Err).
+func (e *Error) Unwrap() error { return e.Obj.Err() }
+
+// Code returns the catalogue code.
+func (e *Error) Code() string { return e.Obj.Code }
+
+// CodeOf returns the catalogue code of err when it is (or wraps) an answer
+// of the server, else "".
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Obj.Code
+	}
+	return ""
+}
+
+func decodeError(r Request, status int, body io.Reader) error {
+	raw, _ := io.ReadAll(io.LimitReader(body, 64<<10)) // a short read leaves a shorter message
+	_, _ = io.Copy(io.Discard, body)                   // drain so the connection is reused
+	var eb wire.ErrorBody
+	if err := json.Unmarshal(raw, &eb); err == nil && eb.Error != nil && eb.Error.Code != "" {
+		return &Error{Status: status, Method: r.Method, Path: r.Path, Obj: eb.Error}
+	}
+	// Not the API's error object: a proxy, or a server of another kind.
+	msg := strings.TrimSpace(string(raw))
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return &Error{Status: status, Method: r.Method, Path: r.Path, Obj: &wire.Error{Code: codeForStatus(status), Message: fmt.Sprintf("HTTP %d: %s", status, msg)}}
+}
+
+// codeForStatus guesses the catalogue code of an answer without an error
+// object.
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return wire.CodeBadRequest
+	case http.StatusUnauthorized:
+		return wire.CodeUnauthorized
+	case http.StatusForbidden:
+		return wire.CodeForbidden
+	case http.StatusNotFound:
+		return wire.CodeNotFound
+	case http.StatusMethodNotAllowed:
+		return wire.CodeMethodNotAllowed
+	case http.StatusRequestEntityTooLarge:
+		return wire.CodeBodyTooLarge
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return wire.CodeUnavailable
+	default:
+		return wire.CodeInternal
+	}
+}

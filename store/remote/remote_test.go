@@ -1,0 +1,120 @@
+package remote_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/server/api" //nolint:depguard // the tests serve the API in-process to test the client against it; the package itself talks HTTP only
+	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/embedded"
+	"github.com/kilnhq/kiln/store/remote"
+	"github.com/kilnhq/kiln/store/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// adminToken is the admin token of every test server.
+const adminToken = "kiln_test-admin-token-0123456789abcdefghijklmnop"
+
+// testServer is a kiln API on an embedded store, served on loopback.
+type testServer struct {
+	dir   string
+	clock store.Clock
+	cfg   func(*api.Config)
+
+	mu  sync.Mutex
+	emb *embedded.Store
+	api *api.API
+	srv *httptest.Server
+}
+
+// startServer opens an embedded store in a fresh folder and serves the API
+// on it with an admin token; cfg, when not nil, adjusts the API's config.
+func startServer(t testing.TB, clock store.Clock, cfg func(*api.Config)) *testServer {
+	t.Helper()
+	ts := &testServer{dir: t.TempDir(), clock: clock, cfg: cfg}
+	ts.start(t)
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) start(t testing.TB) {
+	t.Helper()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	emb, err := embedded.Open(ts.dir, &embedded.Config{Clock: ts.clock})
+	if err != nil {
+		t.Fatalf("embedded.Open: %v", err)
+	}
+	c := api.Config{Store: emb, Meta: emb, Clock: ts.clock, AutoCreateProjects: true}
+	if ts.cfg != nil {
+		ts.cfg(&c)
+	}
+	a, err := api.New(c)
+	if err != nil {
+		_ = emb.Close()
+		t.Fatalf("api.New: %v", err)
+	}
+	if _, err := a.AddToken(context.Background(), "", "test", adminToken); err != nil {
+		_ = emb.Close()
+		t.Fatalf("AddToken: %v", err)
+	}
+	ts.emb, ts.api, ts.srv = emb, a, httptest.NewServer(a)
+}
+
+// stop ends the long polls, closes the listener (waiting for requests in
+// flight) and closes the store. It may be called more than once.
+func (ts *testServer) stop() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.srv == nil {
+		return
+	}
+	ts.api.Stop()
+	ts.srv.Close()
+	_ = ts.emb.Close() // the test is over or reopens; nothing to report
+	ts.srv, ts.api, ts.emb = nil, nil, nil
+}
+
+func (ts *testServer) url() string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.srv.URL
+}
+
+// open returns a remote store with the admin token, closed at cleanup.
+func (ts *testServer) open(t testing.TB, cfg *remote.Config) *remote.Store {
+	t.Helper()
+	if cfg == nil {
+		cfg = &remote.Config{Token: adminToken}
+	}
+	s, err := remote.Open(t.Context(), ts.url(), cfg)
+	if err != nil {
+		t.Fatalf("remote.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() }) // the suite may have closed it
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, storetest.Harness{
+		New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
+			ts := startServer(t, clock, nil)
+			s := ts.open(t, nil)
+			var cur store.Store = s
+			reopen := func() store.Store {
+				_ = cur.Close() // reopen replaces it
+				ts.stop()
+				ts.start(t)
+				cur = ts.open(t, nil)
+				return cur
+			}
+			return s, reopen
+		},
+	})
+}
