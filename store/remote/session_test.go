@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln" //nolint:depguard // the test runs kiln.Client and kiln.Worker on the remote store, as users do; the package itself does not import kiln
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/server/api" //nolint:depguard // the tests serve the API in-process to test the client against it; the package itself talks HTTP only
@@ -54,7 +54,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Handle("double", kiln.HandlerFunc(func(ctx context.Context, tk *kiln.Task) error {
+	w.Handle("double", kiln.HandlerFunc(func(_ context.Context, tk *kiln.Task) error {
 		if string(tk.Payload) == "fail" {
 			return fmt.Errorf("told to fail: %w", kiln.SkipRetry)
 		}
