@@ -26,6 +26,7 @@ const (
 	CodeDuplicate        = "duplicate"
 	CodeInvalidState     = "invalid_state"
 	CodeLeaseLost        = "lease_lost"
+	CodeConflict         = "conflict"
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
 )
@@ -59,6 +60,7 @@ var Codes = []Code{
 	{CodeDuplicate, http.StatusConflict, store.ErrDuplicate},
 	{CodeInvalidState, http.StatusConflict, store.ErrInvalidState},
 	{CodeLeaseLost, http.StatusConflict, store.ErrLeaseLost},
+	{CodeConflict, http.StatusConflict, nil},
 	{CodeUnavailable, http.StatusServiceUnavailable, store.ErrClosed},
 	{CodeInternal, http.StatusInternalServerError, nil},
 }

@@ -1,0 +1,402 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/store"
+)
+
+// Defaults of Config.
+const (
+	MaxBodyBytesDefault      = 8 << 20
+	HandshakeTimeoutDefault  = 30 * time.Second
+	SessionTTLDefault        = time.Hour
+	HeartbeatIntervalDefault = 15 * time.Second
+	EventBufferDefault       = 256
+	ResultPollDefault        = time.Second
+	// MaxWait bounds the long polls of lease (wait_ms) and result (wait_ms).
+	MaxLeaseWait  = 30 * time.Second
+	MaxResultWait = 60 * time.Second
+)
+
+// SystemNamespace is the store namespace that holds the server's own
+// records (projects, tokens, sessions). No project may take its name.
+const SystemNamespace = "_kiln"
+
+//go:embed errors.json
+var catalogueJSON []byte
+
+// CatalogueEntry is one entry of errors.json.
+type CatalogueEntry struct {
+	Code    string `json:"code"`
+	Status  int    `json:"status"`
+	Message string `json:"message"`
+}
+
+// Catalogue returns the error catalogue embedded from errors.json.
+func Catalogue() []CatalogueEntry {
+	var c []CatalogueEntry
+	if err := json.Unmarshal(catalogueJSON, &c); err != nil {
+		panic("api: errors.json is not valid: " + err.Error()) // a build-time mistake, caught by the tests
+	}
+	return c
+}
+
+// Config configures the API. Store and Meta are required; the zero value
+// of every other field means its default.
+type Config struct {
+	// Store holds the tasks; each project is a namespace of it.
+	Store store.Store
+	// Meta holds the server's records; usually Store itself.
+	Meta store.Meta
+	// Clock tells the server's own times (handshake deadlines, session
+	// expiry, the "now" of enqueue validation); nil means the system clock.
+	// Tests pass the store's fake clock.
+	Clock store.Clock
+	// Limits are the store's limits; the zero value means store defaults.
+	Limits store.Limits
+	// Logger receives request and error logs; nil discards them. Tokens,
+	// secrets and session keys are never logged.
+	Logger *slog.Logger
+	// EventFunc, when set, is called for every event (the event stream's
+	// events of every project), synchronously on the request's goroutine:
+	// it must be fast and safe for concurrent use.
+	EventFunc func(wire.Event)
+	// MaxBodyBytes caps request bodies; default MaxBodyBytesDefault (8 MiB).
+	MaxBodyBytes int64
+	// HandshakeTimeout is how long a worker has to answer its challenge;
+	// default 30 s.
+	HandshakeTimeout time.Duration
+	// SessionTTL is how long a worker session key lasts; default 1 h.
+	SessionTTL time.Duration
+	// HeartbeatInterval is how often the event stream sends a comment line;
+	// default 15 s.
+	HeartbeatInterval time.Duration
+	// EventBuffer is how many events a slow event-stream subscriber may
+	// fall behind before events are dropped (and counted); default 256.
+	EventBuffer int
+	// ResultPoll is how often a result wait re-reads the task besides the
+	// events it sees; default 1 s.
+	ResultPoll time.Duration
+	// AutoCreateProjects makes an admin token create a project on its
+	// first use of a project URL. For tests only (store/remote runs the
+	// store conformance suite, which invents namespaces, through it).
+	AutoCreateProjects bool
+}
+
+// API is the native JSON API: an http.Handler with every route of
+// docs/api.md. It is safe for concurrent use.
+type API struct {
+	cfg      Config
+	st       store.Store
+	meta     store.Meta
+	clock    store.Clock
+	log      *slog.Logger
+	hub      *hub
+	mux      *http.ServeMux
+	routes   []Route
+	projects sync.Map // project id -> *projectRecord, found once
+
+	stopOnce sync.Once
+	stopping chan struct{}
+	seenMu   sync.Mutex
+	seen     map[string]time.Time // worker id -> last time last_seen_at was written
+}
+
+// New returns the API over cfg.Store.
+func New(cfg Config) (*API, error) {
+	if cfg.Store == nil || cfg.Meta == nil {
+		return nil, errors.New("api: Config.Store and Config.Meta are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = store.SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = MaxBodyBytesDefault
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = HandshakeTimeoutDefault
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = SessionTTLDefault
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = HeartbeatIntervalDefault
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = EventBufferDefault
+	}
+	if cfg.ResultPoll <= 0 {
+		cfg.ResultPoll = ResultPollDefault
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	a := &API{
+		cfg: cfg, st: cfg.Store, meta: cfg.Meta, clock: cfg.Clock, log: cfg.Logger,
+		hub:      newHub(cfg.EventBuffer, cfg.EventFunc),
+		mux:      http.NewServeMux(),
+		stopping: make(chan struct{}),
+		seen:     make(map[string]time.Time),
+	}
+	a.routes = a.table()
+	for _, rt := range a.routes {
+		a.mux.Handle(rt.Method+" "+rt.Path, a.wrap(rt))
+	}
+	return a, nil
+}
+
+// Access says who may call a route.
+type Access uint8
+
+// The kinds of access.
+const (
+	// Public routes need no credential (/healthz).
+	Public Access = iota + 1
+	// Handshake routes are authenticated by the worker handshake itself.
+	Handshake
+	// Any valid credential: admin or project token, or session key.
+	Any
+	// Token: an admin or project token (a project token only for its
+	// own project).
+	Token
+	// WorkerOrToken: a token, or a session key of the route's project.
+	WorkerOrToken
+	// Admin: admin tokens only.
+	Admin
+)
+
+// Route is one route of the API.
+type Route struct {
+	Method string
+	Path   string
+	Access Access
+	h      func(*call) error
+}
+
+// Routes returns every route of the API, in registration order.
+func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }
+
+// Stop ends the long polls (lease waits, result waits) and the event
+// streams, so that a graceful shutdown is not held up by them. Requests
+// that change tasks finish normally. It is safe to call more than once.
+func (a *API) Stop() {
+	a.stopOnce.Do(func() {
+		close(a.stopping)
+		a.hub.close()
+	})
+}
+
+// EventsDropped returns how many events were dropped for slow
+// subscribers of the event stream.
+func (a *API) EventsDropped() int64 { return a.hub.dropped.Load() }
+
+// Publish raises an event to the hooks and the event stream.
+func (a *API) Publish(ev wire.Event) { a.publish(ev) }
+
+func (a *API) publish(ev wire.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = a.clock.Now().UTC()
+	}
+	a.hub.publish(ev)
+}
+
+// ServeHTTP serves the API. Unknown paths and wrong methods get the
+// catalogue's not_found and method_not_allowed objects.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		a.mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w}, r)
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// muxErrorWriter turns the mux's own plain-text 404 and 405 answers into
+// catalogue objects; redirects pass through.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (m *muxErrorWriter) WriteHeader(status int) {
+	switch status {
+	case http.StatusNotFound:
+		m.swallow = true
+		writeJSON(m.ResponseWriter, status, wire.ErrorBody{Error: wire.Errorf(wire.CodeNotFound, "no such route")})
+	case http.StatusMethodNotAllowed:
+		m.swallow = true
+		writeJSON(m.ResponseWriter, status, wire.ErrorBody{Error: wire.Errorf(wire.CodeMethodNotAllowed, "the route does not accept this method (allowed: %s)", m.Header().Get("Allow"))})
+	default:
+		m.ResponseWriter.WriteHeader(status)
+	}
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if m.swallow {
+		return len(b), nil
+	}
+	return m.ResponseWriter.Write(b)
+}
+
+// call is one request being served.
+type call struct {
+	a       *API
+	w       http.ResponseWriter
+	r       *http.Request
+	who     *principal
+	project *projectRecord // the route's project, when it has one
+}
+
+func (c *call) ctx() context.Context { return c.r.Context() }
+
+func (c *call) ns() string { return c.project.ID }
+
+// decode reads and strictly decodes the body into v.
+func (c *call) decode(v any, allowEmpty bool) error {
+	b, err := readBody(c.w, c.r, c.a.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	return Decode(b, v, allowEmpty)
+}
+
+// noBody rejects a request body on a route that takes none.
+func (c *call) noBody() error {
+	b, err := readBody(c.w, c.r, 1<<10)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(b))) > 0 {
+		return wire.Errorf(wire.CodeBadRequest, "this route takes no request body")
+	}
+	return nil
+}
+
+func (c *call) json(status int, v any) error {
+	writeJSON(c.w, status, v)
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n')) // a failed write means the client left
+}
+
+// writeError answers err as a catalogue object; internal errors are logged
+// with their text, which never reaches the client.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, obj := wire.ErrorFor(err)
+	if status >= 500 && obj.Code == wire.CodeInternal {
+		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, wire.ErrorBody{Error: obj})
+}
+
+// wrap authenticates and authorizes a request for rt, then runs it.
+func (a *API) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &call{a: a, w: w, r: r}
+		if err := a.admit(c, rt); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		if err := rt.h(c); err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+func (a *API) admit(c *call, rt Route) error {
+	r := c.r
+	if rt.Access != Public && rt.Access != Handshake {
+		who, err := a.authenticate(r)
+		if err != nil {
+			return err
+		}
+		c.who = who
+	}
+	p := r.PathValue("p")
+	if p != "" || strings.Contains(rt.Path, "{p}") {
+		if err := store.CheckName("project", p); err != nil {
+			return err
+		}
+	}
+	who := c.who
+	switch rt.Access {
+	case Public, Any:
+	case Admin:
+		if !who.admin {
+			return wire.Errorf(wire.CodeForbidden, "this route needs an admin token")
+		}
+	case Token, WorkerOrToken:
+		if who.session {
+			if p == "" || who.project != p {
+				if p != "" {
+					return notFoundProject(p)
+				}
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report and refresh")
+			}
+			if rt.Access == Token {
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report and refresh")
+			}
+		} else if !who.admin && p != "" && who.project != p {
+			return notFoundProject(p)
+		}
+	case Handshake:
+	}
+	if p != "" {
+		pr, err := a.project(c.ctx(), p, who != nil && who.admin && a.cfg.AutoCreateProjects)
+		if err != nil {
+			return err
+		}
+		c.project = pr
+	}
+	return nil
+}
+
+func notFoundProject(p string) error {
+	return wire.Errorf(wire.CodeNotFound, "project %q not found", p)
+}
+
+// randomText returns n random bytes from crypto/rand as lower-case base32
+// without padding.
+func randomText(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it panics instead)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// randomID returns prefix and 12 random bytes in hex.
+func randomID(prefix string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b) // never fails
+	return prefix + hex.EncodeToString(b)
+}
+
+// errf is a shorthand for a wire error with a field.
+func errf(code, field, format string, args ...any) error {
+	return &wire.Error{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,169 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"unicode"
+
+	"github.com/kilnhq/kiln/internal/wire"
+)
+
+// maxDepth bounds the nesting of a request body; kiln's requests nest at
+// most four levels.
+const maxDepth = 32
+
+// readBody reads r's body, capped at limit bytes before anything is read
+// (http.MaxBytesReader), and answers body_too_large beyond it.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, wire.Errorf(wire.CodeBodyTooLarge, "the request body is larger than %d bytes", mbe.Limit)
+		}
+		return nil, wire.Errorf(wire.CodeBadRequest, "reading the request body: %v", err)
+	}
+	return b, nil
+}
+
+// Decode decodes one JSON object from data into v, strictly: the text must
+// be a single object (nothing but white space after it), without duplicate
+// keys (compared the way encoding/json matches field names, so "Queue" and
+// "queue" are duplicates), without unknown fields, with the right types,
+// nested at most 32 levels. An empty body is accepted only when
+// allowEmpty is set, and leaves v unchanged. Every failure is a
+// bad_request *wire.Error.
+func Decode(data []byte, v any, allowEmpty bool) error {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return wire.Errorf(wire.CodeBadRequest, "the request body is empty; a JSON object is required")
+	}
+	if trimmed[0] != '{' {
+		return wire.Errorf(wire.CodeBadRequest, "the request body must be a JSON object")
+	}
+	if err := checkKeys(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return wire.Errorf(wire.CodeBadRequest, "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// decodeError turns an encoding/json error into a bad_request object that
+// names the field when it can.
+func decodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		return &wire.Error{Code: wire.CodeBadRequest, Field: field,
+			Message: fmt.Sprintf("%s: a JSON %s cannot be a %s", field, te.Value, te.Type)}
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return wire.Errorf(wire.CodeBadRequest, "malformed JSON at byte %d: %v", se.Offset, se)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return wire.Errorf(wire.CodeBadRequest, "malformed JSON: unexpected end of the body")
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	return wire.Errorf(wire.CodeBadRequest, "%s", msg)
+}
+
+// checkKeys walks the tokens of data and rejects duplicate keys in any
+// object, nesting deeper than maxDepth and malformed JSON.
+func checkKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	type frame struct {
+		object bool
+		keys   map[string]struct{}
+		key    bool // the next string token of an object is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return decodeError(err)
+		}
+		top := len(stack) - 1
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if len(stack) >= maxDepth {
+					return wire.Errorf(wire.CodeBadRequest, "JSON nested deeper than %d levels", maxDepth)
+				}
+				if top >= 0 && stack[top].object {
+					stack[top].key = true
+				}
+				stack = append(stack, frame{object: t == '{', key: t == '{'})
+			default:
+				stack = stack[:top]
+			}
+			continue
+		case string:
+			if top >= 0 && stack[top].object && stack[top].key {
+				f := &stack[top]
+				k := foldKey(t)
+				if f.keys == nil {
+					f.keys = make(map[string]struct{}, 8)
+				}
+				if _, dup := f.keys[k]; dup {
+					return &wire.Error{Code: wire.CodeBadRequest, Field: t, Message: fmt.Sprintf("duplicate key %q", t)}
+				}
+				f.keys[k] = struct{}{}
+				f.key = false
+				continue
+			}
+		}
+		// A value: in an object the next string is a key again.
+		if top >= 0 && stack[top].object {
+			stack[top].key = true
+		}
+	}
+}
+
+// foldKey maps a key to a canonical case-folded form: two keys that
+// encoding/json would match to the same field fold alike.
+func foldKey(s string) string {
+	simple := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 || (s[i] >= 'A' && s[i] <= 'Z') {
+			simple = false
+			break
+		}
+	}
+	if simple {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		// The smallest rune of r's case-folding orbit.
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < m {
+				m = f
+			}
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
+}

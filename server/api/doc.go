@@ -1,0 +1,20 @@
+// Package api is the native JSON API of the kiln server (docs/api.md,
+// docs/openapi.yaml): its routes, its authentication (bearer tokens stored
+// as SHA-256 hashes, worker session keys from a challenge-response
+// handshake), its strict request decoder and its error catalogue
+// (errors.json, the same table as internal/wire).
+//
+// # Requests
+//
+// Every body is read through http.MaxBytesReader and decoded by [Decode]:
+// one JSON object, no duplicate keys, no unknown fields, no trailing data.
+// Query parameters are checked against each route's list.
+//
+// # Records
+//
+// Projects, token hashes and worker sessions live in the store's Meta
+// ability, in [SystemNamespace]; remote workers and their single-use
+// challenges live in their project's namespace. A challenge is consumed by
+// a compare-and-delete, so that of many servers sharing a store only one
+// accepts an answer.
+package api

@@ -1,0 +1,430 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/store"
+)
+
+// TaskInput turns one task of an enqueue into the store's input, with the
+// defaults and validation of kiln.Client (see wire.TaskOptions for absent
+// and present options), judged at time now against l.
+func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.TaskInput, error) {
+	var o wire.TaskOptions
+	if req.Options != nil {
+		o = *req.Options
+	}
+	opts := kiln.TaskOptions{
+		ID: o.ID, Queue: o.Queue, Priority: o.Priority, ProcessAt: wire.TimeVal(o.ProcessAt),
+		ProcessIn: wire.Dur(o.ProcessInMS), Deadline: wire.TimeVal(o.Deadline), UniqueKey: o.UniqueKey,
+		UniqueTTL: wire.Dur(o.UniqueTTLMS), Retention: wire.Dur(o.RetentionMS),
+	}
+	if o.MaxRetries != nil {
+		switch n := *o.MaxRetries; {
+		case n < 0:
+			return store.TaskInput{}, errf(wire.CodeInvalidOption, "max_retries", "%d is negative", n)
+		case n == 0:
+			opts.MaxRetries = kiln.NoRetries
+		default:
+			opts.MaxRetries = n
+		}
+	}
+	if o.TimeoutMS != nil {
+		opts.Timeout = wire.Dur(*o.TimeoutMS)
+	}
+	in, err := opts.Input(req.Type, req.Payload, l, now)
+	if err != nil {
+		return in, err
+	}
+	if o.TimeoutMS != nil {
+		in.Timeout = wire.Dur(*o.TimeoutMS)
+	}
+	return in, nil
+}
+
+func (a *API) enqueue(c *call) error {
+	var req wire.EnqueueRequest
+	if err := c.decode(&req, false); err != nil {
+		return err
+	}
+	if len(req.Tasks) == 0 || len(req.Tasks) > store.MaxBatch {
+		return errf(wire.CodeInvalidOption, "tasks", "%d tasks; a batch has 1..%d", len(req.Tasks), store.MaxBatch)
+	}
+	now := a.clock.Now()
+	out := make([]wire.EnqueueItem, len(req.Tasks))
+	inputs := make([]store.TaskInput, 0, len(req.Tasks))
+	index := make([]int, 0, len(req.Tasks))
+	for i := range req.Tasks {
+		in, err := TaskInput(&req.Tasks[i], a.cfg.Limits, now)
+		if err != nil {
+			out[i] = wire.EnqueueItem{ID: in.ID, Error: wire.Object(err)}
+			continue
+		}
+		inputs = append(inputs, in)
+		index = append(index, i)
+	}
+	if len(inputs) > 0 {
+		res, err := a.st.Enqueue(c.ctx(), store.EnqueueParams{Namespace: c.ns(), Tasks: inputs})
+		if err != nil {
+			return err
+		}
+		for j, it := range res.Items {
+			i := index[j]
+			item := wire.EnqueueItem{ID: it.ID, Error: wire.Object(it.Err)}
+			if it.Err == nil {
+				item.State = it.State.String()
+				a.publish(wire.Event{Kind: "task.enqueued", Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
+			} else if item.Error.Code == wire.CodeDuplicate {
+				item.Error.ID = it.ID
+			}
+			out[i] = item
+		}
+	}
+	return c.json(http.StatusOK, wire.EnqueueResponse{Tasks: out})
+}
+
+// query checks a request's query parameters against the allowed names
+// (each at most once) and returns them.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeBadRequest, "malformed query string: %v", err)
+	}
+	for k, v := range q {
+		ok := false
+		for _, n := range allowed {
+			ok = ok || n == k
+		}
+		if !ok {
+			return nil, errf(wire.CodeBadRequest, k, "unknown query parameter %q", k)
+		}
+		if len(v) > 1 {
+			return nil, errf(wire.CodeBadRequest, k, "query parameter %q given more than once", k)
+		}
+	}
+	return q, nil
+}
+
+func queryInt(q url.Values, name string, lo, hi int64) (int64, error) {
+	s := q.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, errf(wire.CodeBadRequest, name, "%q is not an integer", s)
+	}
+	if n < lo || n > hi {
+		return 0, errf(wire.CodeInvalidOption, name, "%d is outside %d..%d", n, lo, hi)
+	}
+	return n, nil
+}
+
+func queryTime(q url.Values, name string) (time.Time, error) {
+	s := q.Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, errf(wire.CodeBadRequest, name, "%q is not an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+func queryBool(q url.Values, name string) (bool, error) {
+	switch s := q.Get(name); s {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, errf(wire.CodeBadRequest, name, "%q is not true or false", s)
+	}
+}
+
+func (a *API) listTasks(c *call) error {
+	q, err := query(c.r, "queue", "type", "state", "created_after", "created_before", "limit", "cursor", "order", "payload")
+	if err != nil {
+		return err
+	}
+	p := store.ListParams{Namespace: c.ns(), Queue: q.Get("queue"), Type: q.Get("type"), Cursor: q.Get("cursor")}
+	if p.Queue != "" {
+		if err := store.CheckName("queue", p.Queue); err != nil {
+			return err
+		}
+	}
+	if p.Type != "" {
+		if err := store.CheckName("type", p.Type); err != nil {
+			return err
+		}
+	}
+	if s := q.Get("state"); s != "" {
+		for _, name := range strings.Split(s, ",") {
+			st, err := store.ParseState(name)
+			if err != nil {
+				return errf(wire.CodeInvalidOption, "state", "%q is not a state", name)
+			}
+			p.States = append(p.States, st)
+		}
+	}
+	if p.CreatedAfter, err = queryTime(q, "created_after"); err != nil {
+		return err
+	}
+	if p.CreatedBefore, err = queryTime(q, "created_before"); err != nil {
+		return err
+	}
+	limit, err := queryInt(q, "limit", 0, store.MaxListLimit)
+	if err != nil {
+		return err
+	}
+	p.Limit = int(limit)
+	switch o := q.Get("order"); o {
+	case "", "oldest":
+	case "newest":
+		p.Newest = true
+	default:
+		return errf(wire.CodeInvalidOption, "order", "%q is not oldest or newest", o)
+	}
+	if p.WithPayload, err = queryBool(q, "payload"); err != nil {
+		return err
+	}
+	res, err := a.st.List(c.ctx(), p)
+	if err != nil {
+		return err
+	}
+	return c.json(http.StatusOK, wire.TaskList{Tasks: wire.FromTasks(res.Tasks), NextCursor: res.NextCursor})
+}
+
+// taskID returns the {id} of the route, validated.
+func (c *call) taskID() (string, error) {
+	id := c.r.PathValue("id")
+	return id, store.CheckName("id", id)
+}
+
+// getOne reads one task; a missing one is not_found.
+func (c *call) getOne(id string) (*store.Task, error) {
+	res, err := c.a.st.Get(c.ctx(), store.GetParams{Namespace: c.ns(), IDs: []string{id}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Tasks) != 1 || res.Tasks[0] == nil {
+		return nil, errf(wire.CodeNotFound, "id", "task %q not found", id)
+	}
+	return res.Tasks[0], nil
+}
+
+func (a *API) getTask(c *call) error {
+	if _, err := query(c.r); err != nil {
+		return err
+	}
+	id, err := c.taskID()
+	if err != nil {
+		return err
+	}
+	t, err := c.getOne(id)
+	if err != nil {
+		return err
+	}
+	return c.json(http.StatusOK, wire.FromTask(t))
+}
+
+// adminOne runs an admin call on the route's task and answers the task.
+func (a *API) adminOne(c *call, op func(store.IDsParams) (store.AdminResult, error), kind string) error {
+	if err := c.noBody(); err != nil {
+		return err
+	}
+	id, err := c.taskID()
+	if err != nil {
+		return err
+	}
+	res, err := op(store.IDsParams{Namespace: c.ns(), IDs: []string{id}})
+	if err != nil {
+		return err
+	}
+	if len(res.Items) == 1 && res.Items[0].Err != nil {
+		return res.Items[0].Err
+	}
+	if kind == "delete" {
+		c.w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	t, err := c.getOne(id)
+	if err != nil {
+		return err
+	}
+	if kind == "cancel" && t.State == store.StateCancelled {
+		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
+	}
+	return c.json(http.StatusOK, wire.FromTask(t))
+}
+
+func (a *API) cancelTask(c *call) error {
+	return a.adminOne(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Cancel(c.ctx(), p) }, "cancel")
+}
+
+func (a *API) retryTask(c *call) error {
+	return a.adminOne(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Retry(c.ctx(), p) }, "retry")
+}
+
+func (a *API) deleteTask(c *call) error {
+	return a.adminOne(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Delete(c.ctx(), p) }, "delete")
+}
+
+// decodeIDs reads an {"ids":[...]} body of 1..MaxBatch ids. Invalid ids
+// are left to the store, which answers each in its slot.
+func (c *call) decodeIDs() ([]string, error) {
+	var req wire.IDsRequest
+	if err := c.decode(&req, false); err != nil {
+		return nil, err
+	}
+	if len(req.IDs) == 0 || len(req.IDs) > store.MaxBatch {
+		return nil, errf(wire.CodeInvalidOption, "ids", "%d ids; a batch has 1..%d", len(req.IDs), store.MaxBatch)
+	}
+	return req.IDs, nil
+}
+
+func (a *API) batchGet(c *call) error {
+	ids, err := c.decodeIDs()
+	if err != nil {
+		return err
+	}
+	res, err := a.st.Get(c.ctx(), store.GetParams{Namespace: c.ns(), IDs: ids})
+	if err != nil {
+		return err
+	}
+	return c.json(http.StatusOK, wire.BatchGetResponse{Tasks: wire.FromTasks(res.Tasks)})
+}
+
+func (a *API) batchAdmin(c *call, op func(store.IDsParams) (store.AdminResult, error)) error {
+	ids, err := c.decodeIDs()
+	if err != nil {
+		return err
+	}
+	res, err := op(store.IDsParams{Namespace: c.ns(), IDs: ids})
+	if err != nil {
+		return err
+	}
+	out := wire.AdminResponse{Items: make([]wire.AdminItem, len(res.Items))}
+	for i, it := range res.Items {
+		out.Items[i] = wire.AdminItem{Error: wire.Object(it.Err)}
+		if it.State.Valid() {
+			out.Items[i].State = it.State.String()
+		}
+	}
+	return c.json(http.StatusOK, out)
+}
+
+func (a *API) batchCancel(c *call) error {
+	return a.batchAdmin(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Cancel(c.ctx(), p) })
+}
+
+func (a *API) batchRetry(c *call) error {
+	return a.batchAdmin(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Retry(c.ctx(), p) })
+}
+
+func (a *API) batchDelete(c *call) error {
+	return a.batchAdmin(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Delete(c.ctx(), p) })
+}
+
+// result answers the task as soon as it is terminal or wait_ms passed.
+func (a *API) result(c *call) error {
+	q, err := query(c.r, "wait_ms")
+	if err != nil {
+		return err
+	}
+	waitMS, err := queryInt(q, "wait_ms", 0, MaxResultWait.Milliseconds())
+	if err != nil {
+		return err
+	}
+	id, err := c.taskID()
+	if err != nil {
+		return err
+	}
+	var sub *subscriber
+	if waitMS > 0 {
+		sub = a.hub.subscribe(c.ns(), id)
+		defer a.hub.unsubscribe(sub)
+	}
+	t, err := c.getOne(id)
+	if err != nil || waitMS == 0 || t.State.Terminal() {
+		if err != nil {
+			return err
+		}
+		return c.json(http.StatusOK, wire.FromTask(t))
+	}
+	timer := time.NewTimer(wire.Dur(waitMS))
+	defer timer.Stop()
+	poll := time.NewTicker(a.cfg.ResultPoll)
+	defer poll.Stop()
+	for !t.State.Terminal() {
+		select {
+		case <-timer.C:
+			return c.json(http.StatusOK, wire.FromTask(t))
+		case <-c.ctx().Done():
+			return c.ctx().Err()
+		case <-a.stopping:
+			return c.json(http.StatusOK, wire.FromTask(t))
+		case <-sub.ch:
+		case <-poll.C:
+		}
+		if t, err = c.getOne(id); err != nil {
+			return err
+		}
+	}
+	return c.json(http.StatusOK, wire.FromTask(t))
+}
+
+func (a *API) listQueues(c *call) error {
+	q, err := query(c.r, "queue")
+	if err != nil {
+		return err
+	}
+	p := store.StatsParams{Namespace: c.ns()}
+	if s := q.Get("queue"); s != "" {
+		p.Queues = strings.Split(s, ",")
+		for _, name := range p.Queues {
+			if err := store.CheckName("queue", name); err != nil {
+				return err
+			}
+		}
+	}
+	res, err := a.st.Stats(c.ctx(), p)
+	if err != nil {
+		return err
+	}
+	return c.json(http.StatusOK, wire.QueueList{Queues: queues(res.Queues)})
+}
+
+func (a *API) setPaused(c *call, paused bool) error {
+	if err := c.noBody(); err != nil {
+		return err
+	}
+	name := c.r.PathValue("q")
+	if err := store.CheckName("queue", name); err != nil {
+		return err
+	}
+	if err := a.st.SetQueuePaused(c.ctx(), store.QueuePauseParams{Namespace: c.ns(), Queue: name, Paused: paused}); err != nil {
+		return err
+	}
+	res, err := a.st.Stats(c.ctx(), store.StatsParams{Namespace: c.ns(), Queues: []string{name}})
+	if err != nil {
+		return err
+	}
+	out := wire.Queue{Queue: name, Paused: paused, Counts: map[string]int64{}}
+	for _, qs := range res.Queues {
+		if qs.Queue == name {
+			out = wire.FromQueueStats(qs)
+		}
+	}
+	return c.json(http.StatusOK, out)
+}
+
+func (a *API) pauseQueue(c *call) error  { return a.setPaused(c, true) }
+func (a *API) resumeQueue(c *call) error { return a.setPaused(c, false) }

@@ -1,0 +1,229 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/embedded"
+	"github.com/kilnhq/kiln/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// adminToken is the bootstrap admin token of every test server.
+const adminToken = "kiln_test-admin-token-0123456789abcdef"
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// bundle is one test's server.
+type bundle struct {
+	t      *testing.T
+	st     *embedded.Store
+	clock  *storetest.FakeClock
+	srv    *server.Server
+	ts     *httptest.Server
+	logs   *syncBuffer
+	events chan server.Event
+}
+
+// setup starts a server on a fresh embedded store with a fake clock, the
+// admin token adminToken and project "default".
+func setup(t *testing.T, mod ...func(*server.Config)) *bundle {
+	t.Helper()
+	clock := storetest.NewFakeClock(storetest.Epoch)
+	st, err := embedded.Open(t.TempDir(), &embedded.Config{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	b := &bundle{t: t, st: st, clock: clock, logs: &syncBuffer{}, events: make(chan server.Event, 1024)}
+	cfg := &server.Config{
+		Store: st, Clock: clock, BootstrapToken: adminToken, SweepInterval: -1,
+		Logger: slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		EventFunc: func(ev server.Event) {
+			select {
+			case b.events <- ev:
+			default:
+			}
+		},
+	}
+	for _, f := range mod {
+		f(cfg)
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.srv = srv
+	b.ts = httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		srv.API().Stop()
+		b.ts.Close()
+	})
+	return b
+}
+
+// do sends a request and returns the status and body.
+func (b *bundle) do(method, path, token string, body any) (int, []byte) {
+	b.t.Helper()
+	var r io.Reader
+	switch v := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(v)
+	case []byte:
+		r = bytes.NewReader(v)
+	default:
+		j, err := json.Marshal(v)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		r = bytes.NewReader(j)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, b.ts.URL+path, r)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.ts.Client().Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+// ok sends a request that must answer want and decodes the answer into out.
+func (b *bundle) ok(want int, method, path, token string, body, out any) {
+	b.t.Helper()
+	status, resp := b.do(method, path, token, body)
+	if status != want {
+		b.t.Fatalf("%s %s = %d %s, want %d", method, path, status, resp, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp, out); err != nil {
+			b.t.Fatalf("%s %s: decoding %s: %v", method, path, resp, err)
+		}
+	}
+}
+
+// fail sends a request that must fail with code (and its status), and
+// returns the error's message.
+func (b *bundle) fail(code, method, path, token string, body any) string {
+	b.t.Helper()
+	status, resp := b.do(method, path, token, body)
+	var eb wire.ErrorBody
+	if err := json.Unmarshal(resp, &eb); err != nil || eb.Error == nil {
+		b.t.Fatalf("%s %s = %d %s: not an error object", method, path, status, resp)
+	}
+	if eb.Error.Code != code || status != wire.Status(code) {
+		b.t.Fatalf("%s %s = %d %s, want %d %s", method, path, status, resp, wire.Status(code), code)
+	}
+	return eb.Error.Message
+}
+
+// project creates a project and a project token for it.
+func (b *bundle) project(id string) (token, secret string) {
+	b.t.Helper()
+	var p wire.CreateProjectResponse
+	b.ok(http.StatusCreated, "POST", "/v1/projects", adminToken, wire.CreateProjectRequest{ID: id}, &p)
+	var tok wire.NewToken
+	b.ok(http.StatusCreated, "POST", "/v1/projects/"+id+"/tokens", adminToken, wire.TokenRequest{Name: "t"}, &tok)
+	return tok.Token, p.WorkerSecret
+}
+
+// enqueue adds one task to project p and returns its id.
+func (b *bundle) enqueue(p, token string, req wire.TaskRequest) string {
+	b.t.Helper()
+	var res wire.EnqueueResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/"+p+"/tasks", token, wire.EnqueueRequest{Tasks: []wire.TaskRequest{req}}, &res)
+	if len(res.Tasks) != 1 || res.Tasks[0].Error != nil {
+		b.t.Fatalf("enqueue: %+v", res)
+	}
+	return res.Tasks[0].ID
+}
+
+// counts returns the total of tasks of project p, by the store.
+func (b *bundle) counts(p string) int64 {
+	b.t.Helper()
+	res, err := b.st.Stats(context.Background(), store.StatsParams{Namespace: p})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var n int64
+	for _, q := range res.Queues {
+		n += q.Total()
+	}
+	return n
+}
+
+// handshake registers a worker in project p and verifies it with secret.
+func (b *bundle) handshake(p, secret string) (workerID, sessionKey string) {
+	b.t.Helper()
+	var reg wire.RegisterResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/"+p+"/workers/register", "", wire.RegisterRequest{Name: "host-1"}, &reg)
+	proof, err := wire.Proof(secret, reg.Challenge)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var sess wire.Session
+	b.ok(http.StatusOK, "POST", "/v1/projects/"+p+"/workers/verify", "", wire.VerifyRequest{WorkerID: reg.WorkerID, Response: proof}, &sess)
+	return reg.WorkerID, sess.SessionKey
+}
+
+// waitEvent waits for an event of kind from the hook.
+func (b *bundle) waitEvent(kind string) server.Event {
+	b.t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-b.events:
+			if ev.Kind == kind {
+				return ev
+			}
+		case <-timeout:
+			b.t.Fatalf("no %s event", kind)
+		}
+	}
+}

@@ -1,0 +1,403 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/server/api"
+	"github.com/kilnhq/kiln/store"
+)
+
+// Defaults of Config.
+const (
+	AddrDefault             = "127.0.0.1:7878"
+	SweepIntervalDefault    = time.Second
+	ShutdownTimeoutDefault  = 30 * time.Second
+	BootstrapProjectDefault = "default"
+	// handshakeGCEvery is how many sweeps pass between two collections of
+	// expired handshakes.
+	handshakeGCEvery = 30
+)
+
+// Event is what Config.EventFunc and the event stream see: a task event
+// (Kind "task.*") or a remote worker event (Kind "worker.*").
+type Event = wire.Event
+
+// Config configures a Server. Store is required; the zero value of every
+// other field means its default.
+type Config struct {
+	// Store holds tasks and, through store.Meta, the server's records. The
+	// caller opens and closes it.
+	Store store.Store
+	// Addr is where Run listens; default AddrDefault (127.0.0.1:7878).
+	Addr string
+	// Clock tells the server's own times (handshake deadlines, session
+	// expiry, the "now" of enqueue validation); nil means the system
+	// clock. Tests pass the fake clock their store uses.
+	Clock store.Clock
+	// Limits are the store's limits; the zero value means store defaults.
+	Limits store.Limits
+	// Logger receives structured logs; nil discards them. Tokens, secrets
+	// and session keys are never logged, nor are query strings.
+	Logger *slog.Logger
+	// EventFunc, when set, is called for every event of every project,
+	// synchronously: it must be fast and safe for concurrent use.
+	EventFunc func(Event)
+	// MaxBodyBytes caps request bodies; default 8 MiB.
+	MaxBodyBytes int64
+	// HandshakeTimeout is how long a remote worker has to answer its
+	// challenge; default 30 s.
+	HandshakeTimeout time.Duration
+	// SessionTTL is how long a worker session key lasts; default 1 h.
+	SessionTTL time.Duration
+	// HeartbeatInterval is how often the event stream sends a comment;
+	// default 15 s.
+	HeartbeatInterval time.Duration
+	// EventBuffer is how far an event-stream subscriber may fall behind
+	// before its events are dropped (and counted); default 256.
+	EventBuffer int
+	// SweepInterval is how often the server sweeps the store; default 1 s;
+	// negative disables the sweeper (tests sweep with POST /v1/admin/sweep).
+	SweepInterval time.Duration
+	// ShutdownTimeout bounds the graceful stop of Run; default 30 s.
+	ShutdownTimeout time.Duration
+	// BootstrapProject is the project made on the first start; default
+	// "default". KILN_BOOTSTRAP_PROJECT in the command.
+	BootstrapProject string
+	// BootstrapToken, when set, is the admin token to accept (at least 32
+	// characters): it is recorded on every start, and nothing is printed.
+	// KILN_BOOTSTRAP_TOKEN in the command.
+	BootstrapToken string
+	// DisableBootstrap makes no project and no token (tests that create
+	// their own).
+	DisableBootstrap bool
+	// CLIFile, when set, is where the first start writes the URL, project
+	// and admin token for the CLI (mode 0600); an existing file is kept.
+	CLIFile string
+	// Stdout receives the one-time message with a new admin token; nil
+	// discards it.
+	Stdout io.Writer
+	// AutoCreateProjects makes admin tokens create a project on its first
+	// use in a URL. For tests only: store/remote runs the store
+	// conformance suite through it.
+	AutoCreateProjects bool
+}
+
+// Server is a kiln server. Its methods are safe for concurrent use.
+type Server struct {
+	cfg     Config
+	api     *api.API
+	handler http.Handler
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	http     *http.Server
+	sweepers sync.WaitGroup
+	stopOnce sync.Once
+	stop     chan struct{}
+	boot     *wire.CLIConfig
+}
+
+// New checks cfg, bootstraps the first project and admin token when the
+// store has none, and returns the server (not yet serving).
+func New(cfg *Config) (*Server, error) {
+	if cfg == nil || cfg.Store == nil {
+		return nil, errors.New("server: Config.Store is required")
+	}
+	c := *cfg
+	meta, ok := c.Store.(store.Meta)
+	if !ok {
+		return nil, fmt.Errorf("server: the store %T cannot keep server records (it does not implement store.Meta)", c.Store)
+	}
+	if c.Addr == "" {
+		c.Addr = AddrDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = SweepIntervalDefault
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = ShutdownTimeoutDefault
+	}
+	if c.BootstrapProject == "" {
+		c.BootstrapProject = BootstrapProjectDefault
+	}
+	if c.Stdout == nil {
+		c.Stdout = io.Discard
+	}
+	var errs []error
+	if err := api.CheckProjectID(c.BootstrapProject); err != nil {
+		errs = append(errs, fmt.Errorf("server: bootstrap project: %w", err))
+	}
+	if c.BootstrapToken != "" && (len(c.BootstrapToken) < api.MinTokenLen || strings.HasPrefix(c.BootstrapToken, api.SessionKeyPrefix) || strings.ContainsAny(c.BootstrapToken, " \t\r\n")) {
+		errs = append(errs, fmt.Errorf("server: the bootstrap token must be at least %d characters without white space", api.MinTokenLen))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	a, err := api.New(api.Config{
+		Store: c.Store, Meta: meta, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger,
+		EventFunc: c.EventFunc, MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
+		SessionTTL: c.SessionTTL, HeartbeatInterval: c.HeartbeatInterval, EventBuffer: c.EventBuffer,
+		AutoCreateProjects: c.AutoCreateProjects,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{})}
+	s.handler = s.logRequests(a)
+	if !c.DisableBootstrap {
+		if err := s.bootstrap(context.Background()); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// API returns the server's API (route list, project and token helpers).
+func (s *Server) API() *api.API { return s.api }
+
+// Handler returns the server's HTTP handler: every route of the API, with
+// request logging.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Bootstrapped returns what the first start made (URL, project, admin
+// token), or nil when this New did not bootstrap or the token was given.
+func (s *Server) Bootstrapped() *wire.CLIConfig { return s.boot }
+
+// bootstrap makes the first project and admin token.
+func (s *Server) bootstrap(ctx context.Context) error {
+	c := s.cfg
+	if err := s.api.EnsureProject(ctx, c.BootstrapProject); err != nil {
+		return fmt.Errorf("server: bootstrap project: %w", err)
+	}
+	url := "http://" + c.Addr
+	if c.BootstrapToken != "" {
+		if _, err := s.api.AddToken(ctx, "", "bootstrap", c.BootstrapToken); err != nil {
+			return fmt.Errorf("server: bootstrap token: %w", err)
+		}
+		if _, err := s.api.MarkBootstrapped(ctx); err != nil {
+			return err
+		}
+		return s.writeCLIFile(&wire.CLIConfig{URL: url, Project: c.BootstrapProject, Token: c.BootstrapToken})
+	}
+	first, err := s.api.MarkBootstrapped(ctx)
+	if err != nil || !first {
+		return err
+	}
+	tok, err := s.api.CreateToken(ctx, "", "bootstrap")
+	if err != nil {
+		return fmt.Errorf("server: bootstrap token: %w", err)
+	}
+	s.boot = &wire.CLIConfig{URL: url, Project: c.BootstrapProject, Token: tok.Token}
+	where := ""
+	if c.CLIFile != "" {
+		where = fmt.Sprintf("\nIt is saved in %s (mode 0600), where the kiln CLI finds it.", c.CLIFile)
+	}
+	_, _ = fmt.Fprintf(c.Stdout, "kiln: first start: created project %q and an admin token; it is shown only this once:\n\n    %s\n%s\n\n",
+		c.BootstrapProject, tok.Token, where) // the token is in the CLI file too; a failed print loses nothing
+	s.log.Info("bootstrap: created the first project and an admin token", "project", c.BootstrapProject, "token_id", tok.ID)
+	return s.writeCLIFile(s.boot)
+}
+
+// writeCLIFile writes cfg to Config.CLIFile unless it exists.
+func (s *Server) writeCLIFile(cfg *wire.CLIConfig) error {
+	path := s.cfg.CLIFile
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the CLI file's path is the operator's choice by design
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("server: writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs each request: method, path (never the query string,
+// never a header), status and duration.
+func (s *Server) logRequests(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start), "remote", r.RemoteAddr)
+	})
+}
+
+// Run listens on Config.Addr and serves until ctx is done, then shuts
+// down gracefully within Config.ShutdownTimeout.
+func (s *Server) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is done, then shuts down gracefully within
+// Config.ShutdownTimeout. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.mu.Lock()
+	if s.http != nil {
+		s.mu.Unlock()
+		_ = ln.Close() // not served; the error is the one that matters
+		return errors.New("server: already serving")
+	}
+	s.http = hs
+	s.mu.Unlock()
+	s.startSweeper()
+	s.log.Info("serving", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.stopSweeper()
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Shutdown stops the server gracefully: no new connections, long polls
+// and event streams end at once, other requests finish until ctx is done,
+// then the sweeper stops. The store stays open.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down")
+	s.api.Stop()
+	s.mu.Lock()
+	hs := s.http
+	s.mu.Unlock()
+	var err error
+	if hs != nil {
+		err = hs.Shutdown(ctx)
+	}
+	s.stopSweeper()
+	if err != nil {
+		return fmt.Errorf("server: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) startSweeper() {
+	if s.cfg.SweepInterval < 0 {
+		return
+	}
+	s.sweepers.Add(1)
+	go func() {
+		defer s.sweepers.Done()
+		s.sweepLoop()
+	}()
+}
+
+func (s *Server) stopSweeper() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.sweepers.Wait()
+}
+
+// sweepLoop sweeps the store every SweepInterval and collects expired
+// handshakes every handshakeGCEvery sweeps, until stop.
+func (s *Server) sweepLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := s.cfg.Store.Sweep(ctx, store.SweepParams{})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("sweep failed", "err", err)
+		case err == nil && res.Recovered+res.Dead+res.Cancelled > 0:
+			// Sweeps span every project; hooks see the count, the
+			// per-project streams see lease losses when workers report.
+			s.api.Publish(Event{Kind: "worker.work_timed_out", Count: res.Recovered + res.Dead + res.Cancelled})
+		}
+		if n%handshakeGCEvery == 0 {
+			if _, err := s.api.CollectHandshakes(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("collecting expired handshakes failed", "err", err)
+			}
+		}
+	}
+}
