@@ -142,26 +142,27 @@ func checkKeys(data []byte) error {
 }
 
 // foldKey maps a key to a canonical case-folded form: two keys that
-// encoding/json would match to the same field fold alike.
+// encoding/json would match to the same field fold alike. Each rune
+// becomes the smallest rune of its case-folding orbit, and ASCII upper
+// case then lower case.
 func foldKey(s string) string {
-	simple := true
+	ascii := true
 	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 || (s[i] >= 'A' && s[i] <= 'Z') {
-			simple = false
-			break
-		}
+		ascii = ascii && s[i] < 0x80
 	}
-	if simple {
-		return s
+	if ascii {
+		return strings.ToLower(s)
 	}
 	var b strings.Builder
 	for _, r := range s {
-		// The smallest rune of r's case-folding orbit.
 		m := r
 		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
 			if f < m {
 				m = f
 			}
+		}
+		if m >= 'A' && m <= 'Z' {
+			m += 'a' - 'A'
 		}
 		b.WriteRune(m)
 	}

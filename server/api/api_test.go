@@ -1,0 +1,154 @@
+package api_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/server/api"
+	"github.com/kilnhq/kiln/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestCatalogue checks errors.json against wire.Codes, both ways.
+func TestCatalogue(t *testing.T) {
+	t.Parallel()
+	cat := api.Catalogue()
+	if len(cat) != len(wire.Codes) {
+		t.Errorf("errors.json has %d codes, wire.Codes %d", len(cat), len(wire.Codes))
+	}
+	for i, c := range wire.Codes {
+		if i >= len(cat) {
+			break
+		}
+		if cat[i].Code != c.Code || cat[i].Status != c.Status || cat[i].Message == "" {
+			t.Errorf("errors.json[%d] = %+v, want code %s status %d", i, cat[i], c.Code, c.Status)
+		}
+	}
+}
+
+func TestDecode(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{`{"tasks":[{"type":"t"}]}`, true},
+		{` {"tasks":[]} ` + "\n", true},
+		{`{"tasks":[{"type":"t"},{"type":"t"}]}`, true}, // same keys in sibling objects
+		{`{"tasks":[{"type":"t","type":"t"}]}`, false},
+		{`{"tasks":[{"type":"t","TYPE":"t"}]}`, false},
+		{`{"tasks":[{"type":"t","ty\u0070e":"t"}]}`, false},
+		{`{"tasks":[{"type":"t"}]} {}`, false},
+		{`{"tasks":[{"type":"t"}]`, false},
+		{`{"tasks":[{"typo":"t"}]}`, false},
+		{`{"tasks":"x"}`, false},
+		{`"x"`, false},
+		{``, false},
+	} {
+		var req wire.EnqueueRequest
+		err := api.Decode([]byte(tc.in), &req, false)
+		if (err == nil) != tc.ok {
+			t.Errorf("Decode(%s) = %v, want ok %v", tc.in, err, tc.ok)
+		}
+		var we *wire.Error
+		if err != nil && (!errors.As(err, &we) || we.Code != wire.CodeBadRequest) {
+			t.Errorf("Decode(%s) = %#v, want a bad_request *wire.Error", tc.in, err)
+		}
+	}
+}
+
+func TestTaskInputDefaults(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	in, err := api.TaskInput(&wire.TaskRequest{Type: "t", Options: &wire.TaskOptions{ProcessInMS: 1000}}, store.Limits{}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.ID == "" || in.Queue != "default" || in.MaxRetries != 25 || in.Timeout != 30*time.Minute || !in.RunAt.Equal(now.Add(time.Second)) {
+		t.Errorf("defaults: %+v", in)
+	}
+	// What store/remote sends comes back exactly.
+	want := store.TaskInput{ID: "a", Type: "t", Queue: "q", RunAt: now.Add(time.Hour), UniqueKey: "k", UniqueTTL: time.Minute}
+	req := wire.OptionsFromInput(want)
+	got, err := api.TaskInput(&req, store.Limits{}, now)
+	if err != nil || got.ID != want.ID || got.MaxRetries != 0 || got.Timeout != 0 || !got.RunAt.Equal(want.RunAt) || got.UniqueTTL != time.Minute {
+		t.Errorf("exact: got %+v, %v; want %+v", got, err, want)
+	}
+}
+
+// fuzzDecode checks the decoder's promise on any input: no panic, and an
+// accepted body is a single JSON object without duplicate keys that
+// encoding/json accepts too.
+func fuzzDecode(t *testing.T, data []byte, v any) {
+	err := api.Decode(data, v, false)
+	if err == nil {
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		if !strings.HasPrefix(strings.TrimLeft(string(data), " \t\r\n"), "{") {
+			t.Fatalf("accepted a non-object %q", data)
+		}
+		return
+	}
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeBadRequest {
+		t.Fatalf("Decode(%q) = %#v, want a bad_request error", data, err)
+	}
+}
+
+func FuzzDecodeEnqueue(f *testing.F) {
+	for _, s := range []string{
+		`{"tasks":[{"type":"email:send","payload":"AAEC","options":{"queue":"q","priority":3,"max_retries":0,"timeout_ms":1000,"process_at":"2031-01-01T00:00:00Z","unique_key":"k","unique_ttl_ms":60000}}]}`,
+		`{"tasks":[{"type":"t","type":"u"}]}`, `{"tasks":[]}x`, `[[[[`, `{"tasks":[{"Type":"t","type":"u"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req wire.EnqueueRequest
+		fuzzDecode(t, data, &req)
+		if api.Decode(data, &req, false) == nil {
+			now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+			for i := range req.Tasks {
+				in, err := api.TaskInput(&req.Tasks[i], store.Limits{}, now)
+				if err == nil {
+					if verr := in.Validate(store.Limits{}, now); verr != nil {
+						t.Fatalf("TaskInput accepted an input the store rejects: %v", verr)
+					}
+				}
+			}
+		}
+	})
+}
+
+func FuzzDecodeWorker(f *testing.F) {
+	for _, s := range []string{
+		`{"outcomes":[{"id":"a","lease_id":"12","kind":"retry","error":"x","retry_at":"2031-01-01T00:00:00Z"}]}`,
+		`{"leases":[{"id":"a","lease_id":"1","progress":{"percent":5,"message":"m"}}],"duration_ms":1000}`,
+		`{"queues":["a","b"],"weights":[1,2],"types":null,"max":5,"duration_ms":1,"wait_ms":2}`,
+		`{"worker_id":"w","response":"00ff"}`, `{"lease_id":18446744073709551616}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var rep wire.ReportRequest
+		fuzzDecode(t, data, &rep)
+		var ext wire.ExtendRequest
+		fuzzDecode(t, data, &ext)
+		var lease wire.LeaseRequest
+		fuzzDecode(t, data, &lease)
+		var ver wire.VerifyRequest
+		fuzzDecode(t, data, &ver)
+		for i := range rep.Outcomes {
+			_, _ = rep.Outcomes[i].ToOutcome() // must not panic
+		}
+	})
+}
