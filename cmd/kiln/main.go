@@ -83,6 +83,7 @@ func commands() []*command {
 			help:    "Help lists kiln's commands, or tells more about one of them.",
 			run:     runHelp,
 		},
+		serverCommand(), // server.go
 	}
 }
 

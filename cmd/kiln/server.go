@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/embedded"
+	"github.com/kilnhq/kiln/store/redisstore"
+)
+
+// serverCommand is `kiln server`; main.go lists it.
+func serverCommand() *command {
+	return &command{
+		name:    "server",
+		args:    "[flags]",
+		summary: "run the kiln server: the HTTP API, remote workers, the sweeper",
+		help: `Server opens the store, serves kiln's HTTP API (docs/api.md) and sweeps the
+store until SIGINT or SIGTERM, then stops gracefully: no new requests, running
+requests finish, no task is lost.
+
+Each setting comes from its flag, else the environment variable KILN_<NAME>
+(upper case, "-" as "_"), else the config file (--config, a JSON object with
+the flag names as keys, e.g. {"addr": ":7878", "sweep-interval": "2s"}),
+else its default.
+
+--store is a path or embedded:///path (the embedded store, the default, in
+--data) or redis://..., rediss://..., redis+cluster://..., redis+sentinel://...
+(the Redis store; see docs/redis.md).
+
+On the first start the server creates the project "default" and an admin
+token, prints the token once and writes it with the URL to <data>/cli.json
+(mode 0600), where the CLI finds it. KILN_BOOTSTRAP_PROJECT and
+KILN_BOOTSTRAP_TOKEN set them instead.`,
+		run: runServer,
+	}
+}
+
+// serverOptions are the settings of `kiln server`.
+type serverOptions struct {
+	addr, store, data, config        string
+	logLevel, logFormat              string
+	maxBody                          int64
+	handshakeTimeout, sessionTTL     time.Duration
+	sweepInterval, shutdownTimeout   time.Duration
+	bootstrapProject, bootstrapToken string
+}
+
+// setting is one setting: its flag name (and so its variable and file
+// key), its usage, and how to parse a value into it.
+type setting struct {
+	name, usage string
+	def         string
+	set         func(string) error
+}
+
+func (o *serverOptions) settings() []setting {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	dur := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			*p = d
+			return nil
+		}
+	}
+	return []setting{
+		{"addr", "address to listen on", server.AddrDefault, str(&o.addr)},
+		{"store", "the store: a path, embedded:///path or a redis:// URL (default: the embedded store in --data)", "", str(&o.store)},
+		{"data", "data folder: cli.json, and the embedded store unless --store names another", "kiln-data", str(&o.data)},
+		{"log-level", "debug, info, warn or error", "info", str(&o.logLevel)},
+		{"log-format", "text or json", "text", str(&o.logFormat)},
+		{"max-body", "largest request body in bytes", strconv.Itoa(8 << 20), func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil && n <= 0 {
+				err = errors.New("must be positive")
+			}
+			o.maxBody = n
+			return err
+		}},
+		{"handshake-timeout", "how long a remote worker has to answer its challenge", "30s", dur(&o.handshakeTimeout)},
+		{"session-ttl", "how long a worker session key lasts", "1h", dur(&o.sessionTTL)},
+		{"sweep-interval", "how often to sweep the store (negative: never)", "1s", dur(&o.sweepInterval)},
+		{"shutdown-timeout", "how long a graceful stop may take", "30s", dur(&o.shutdownTimeout)},
+		{"bootstrap-project", "the first project's id", server.BootstrapProjectDefault, str(&o.bootstrapProject)},
+		{"bootstrap-token", "the admin token to accept (at least 32 characters; prefer the environment)", "", str(&o.bootstrapToken)},
+	}
+}
+
+// envName returns the environment variable of a setting.
+func envName(name string) string {
+	return "KILN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// parseServerOptions applies defaults, the config file, the environment
+// and the flags, in that order of increasing precedence.
+func parseServerOptions(std stdio, c *command, args []string, getenv func(string) string) (*serverOptions, error) {
+	o := &serverOptions{}
+	sets := o.settings()
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	flagVals := make(map[string]*string, len(sets))
+	for _, s := range sets {
+		flagVals[s.name] = fs.String(s.name, s.def, s.usage+" (env "+envName(s.name)+")")
+	}
+	config := fs.String("config", "", "a JSON config file with the flag names as keys (env KILN_CONFIG)")
+	if err := parseFlags(fs, std, c, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("server takes no arguments, got %q", fs.Args())
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if !explicit["config"] {
+		*config = getenv("KILN_CONFIG")
+	}
+	file := map[string]any{}
+	if *config != "" {
+		b, err := os.ReadFile(*config)
+		if err != nil {
+			return nil, fmt.Errorf("server: config file: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.UseNumber()
+		if err := dec.Decode(&file); err != nil {
+			return nil, fmt.Errorf("server: config file %s: %w", *config, err)
+		}
+	}
+	known := map[string]bool{}
+	var errs []error
+	for _, s := range sets {
+		known[s.name] = true
+		v, from := s.def, "default"
+		if fv, ok := file[s.name]; ok {
+			v, from = fmt.Sprint(fv), *config
+		}
+		if ev := getenv(envName(s.name)); ev != "" {
+			v, from = ev, envName(s.name)
+		}
+		if explicit[s.name] {
+			v, from = *flagVals[s.name], "--"+s.name
+		}
+		if err := s.set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s (from %s): %w", s.name, from, err))
+		}
+	}
+	for k := range file {
+		if !known[k] {
+			errs = append(errs, fmt.Errorf("config file %s: unknown setting %q", *config, k))
+		}
+	}
+	o.config = *config
+	if err := errors.Join(errs...); err != nil {
+		return nil, usagef("server: %v", err)
+	}
+	return o, nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("server: log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, usagef("server: log-format: %q is not text or json", format)
+	}
+}
+
+// openStore opens the store that --store names (default: the embedded
+// store in --data).
+func openStore(ctx context.Context, o *serverOptions, log *slog.Logger) (store.Store, error) {
+	u := o.store
+	switch {
+	case u == "":
+		return embedded.Open(o.data, &embedded.Config{Logger: log})
+	case strings.HasPrefix(u, "embedded://"):
+		path := strings.TrimPrefix(u, "embedded://")
+		if path == "" {
+			return nil, usagef("server: store: embedded:// needs a path (embedded:///var/lib/kiln)")
+		}
+		return embedded.Open(path, &embedded.Config{Logger: log})
+	case strings.HasPrefix(u, "redis://"), strings.HasPrefix(u, "rediss://"), strings.HasPrefix(u, "unix://"),
+		strings.HasPrefix(u, "redis+"), strings.HasPrefix(u, "rediss+"):
+		return redisstore.Open(ctx, u, &redisstore.Config{Logger: log})
+	case strings.Contains(u, "://"):
+		return nil, usagef("server: store: unknown kind of store URL %q (want a path, embedded://, redis://)", redactURL(u))
+	default:
+		return embedded.Open(u, &embedded.Config{Logger: log})
+	}
+}
+
+// redactURL drops a URL's user information, which may hold a password.
+func redactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
+func runServer(ctx context.Context, std stdio, args []string) error {
+	c := lookup("server")
+	o, err := parseServerOptions(std, c, args, os.Getenv)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(std.stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil {
+			log.Error("closing the store", "err", cerr)
+		}
+	}()
+	data := o.data // cli.json goes here, wherever the store is
+	srv, err := server.New(&server.Config{
+		Store: st, Addr: o.addr, Logger: log, MaxBodyBytes: o.maxBody,
+		HandshakeTimeout: o.handshakeTimeout, SessionTTL: o.sessionTTL,
+		SweepInterval: o.sweepInterval, ShutdownTimeout: o.shutdownTimeout,
+		BootstrapProject: o.bootstrapProject, BootstrapToken: o.bootstrapToken,
+		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("kiln server", "version", kilnVersion(), "addr", o.addr, "store", redactURL(o.store), "data", data)
+	return srv.Run(ctx)
+}

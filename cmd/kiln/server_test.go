@@ -1,0 +1,42 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestServerOptionsPrecedence(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "kiln.json")
+	if err := os.WriteFile(file, []byte(`{"addr":"file:1","sweep-interval":"5s","session-ttl":"2h","log-level":"debug"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KILN_CONFIG": file, "KILN_SWEEP_INTERVAL": "7s", "KILN_ADDR": "env:1"}
+	std := stdio{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	o, err := parseServerOptions(std, serverCommand(), []string{"--addr", "flag:1"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.addr != "flag:1" || o.sweepInterval != 7*time.Second || o.sessionTTL != 2*time.Hour || o.logLevel != "debug" || o.handshakeTimeout != 30*time.Second || o.data != "kiln-data" {
+		t.Errorf("options = %+v: want flag > env > file > default", o)
+	}
+	if err := os.WriteFile(file, []byte(`{"adress":"x"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseServerOptions(std, serverCommand(), nil, func(k string) string { return env[k] }); err == nil {
+		t.Error("an unknown key of the config file was accepted")
+	}
+	if _, err := parseServerOptions(std, serverCommand(), []string{"--session-ttl", "soon"}, func(string) string { return "" }); err == nil {
+		t.Error("a bad duration was accepted")
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	if got := redactURL("redis://user:pw@host:6379/0"); got != "redis://host:6379/0" {
+		t.Errorf("redactURL = %q", got)
+	}
+}
