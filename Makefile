@@ -45,8 +45,8 @@ build: ## build the kiln binary into bin/kiln
 	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/kiln ./cmd/kiln
 
 .PHONY: run
-run: ## run the quickstart example (enqueue and run tasks on the embedded store)
-	$(GO) run ./examples/quickstart
+run: ## run kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
+	$(GO) run ./cmd/kiln server
 
 .PHONY: test
 test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), short fuzz
