@@ -31,8 +31,11 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -52,6 +55,8 @@ var (
 	latencyFor  = flag.Duration("latency-for", 5*time.Second, "length of the latency run")
 	only        = flag.String("only", "", "run only kiln or only asynq")
 	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	scripts     = flag.Bool("scripts", false, "instead of the comparison, measure Redis CPU per task of each kiln script (enqueue, lease, report) in isolation")
+	scriptBatch = flag.Int("script-batch", 50, "tasks per Lease and per Report call with -scripts")
 	checkEvery  = flag.Duration("asynq-task-check-interval", time.Millisecond, "asynq's TaskCheckInterval (default 1 s; lowered for latency)")
 )
 
@@ -59,6 +64,8 @@ type result struct {
 	name          string
 	enqueue, e2e  float64 // tasks/s
 	p50, p99, max time.Duration
+	// Redis' own CPU per task in the enqueue and end-to-end phases.
+	enqueueCPU, e2eCPU redisCost
 }
 
 func main() {
@@ -70,6 +77,10 @@ func main() {
 			log.Fatal(err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *scripts {
+		runScripts()
+		return
 	}
 	var rows []result
 	if *only == "" || *only == "kiln" {
@@ -86,6 +97,18 @@ func main() {
 	}
 	if len(rows) == 2 && rows[1].e2e > 0 {
 		fmt.Printf("\nkiln / asynq end to end: %.1fx\n", rows[0].e2e/rows[1].e2e)
+	}
+	fmt.Println("\nRedis per task (INFO commandstats and INFO cpu deltas; µs of Redis CPU per task):")
+	fmt.Println()
+	fmt.Println("| system | phase | scripts µs/task | script calls/task | Redis process CPU µs/task | Go process CPU µs/task |")
+	fmt.Println("|---|---|---:|---:|---:|---:|")
+	for _, r := range rows {
+		for _, ph := range []struct {
+			name string
+			c    redisCost
+		}{{"batch enqueue", r.enqueueCPU}, {"end to end", r.e2eCPU}} {
+			fmt.Printf("| %s | %s | %.2f | %.3f | %.2f | %.2f |\n", r.name, ph.name, ph.c.scriptUS, ph.c.scriptCalls, ph.c.processUS, ph.c.goUS)
+		}
 	}
 }
 
@@ -120,6 +143,7 @@ func runKiln() result {
 	{
 		s := open("enq")
 		c := must(kiln.NewClient(s, nil))
+		before := sampleRedis(*redisURL)
 		start := time.Now()
 		for i := 0; i < *tasks; i += len(reqs) {
 			if _, err := c.EnqueueMany(ctx, reqs); err != nil {
@@ -127,6 +151,7 @@ func runKiln() result {
 			}
 		}
 		r.enqueue = float64(*tasks) / time.Since(start).Seconds()
+		r.enqueueCPU = sampleRedis(*redisURL).since(before, *tasks)
 		_ = s.Close()
 		log.Printf("kiln: batch enqueue %.0f tasks/s", r.enqueue)
 	}
@@ -150,6 +175,7 @@ func runKiln() result {
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { _ = w.Run(wctx) })
+		before := sampleRedis(*redisURL)
 		start := time.Now()
 		for i := 0; i < *tasks; i += len(reqs) {
 			if _, err := c.EnqueueMany(ctx, reqs); err != nil {
@@ -168,6 +194,7 @@ func runKiln() result {
 			time.Sleep(200 * time.Microsecond)
 		}
 		r.e2e = float64(*tasks) / time.Since(start).Seconds()
+		r.e2eCPU = sampleRedis(*redisURL).since(before, *tasks)
 		cancel()
 		wg.Wait()
 		_ = s.Close()
@@ -202,6 +229,86 @@ func runKiln() result {
 		log.Printf("kiln: latency p50 %s p99 %s", r.p50, r.p99)
 	}
 	return r
+}
+
+// runScripts measures the Redis CPU each kiln script costs per task, one
+// phase per script, on one store: enqueue every task (batches of 1000, as
+// EnqueueMany sends them), lease them all (-script-batch per call), report
+// them all succeeded (-script-batch per call).
+func runScripts() {
+	ctx := context.Background()
+	prefix := "kbench-" + token()
+	defer deleteKeys(*redisURL, "{"+prefix+"*", prefix+"*")
+	s, err := redisstore.Open(ctx, *redisURL, &redisstore.Config{Prefix: prefix})
+	if err != nil {
+		log.Fatalf("kiln: open: %v", err)
+	}
+	defer func() { _ = s.Close() }()
+	c := must(kiln.NewClient(s, nil))
+	reqs := make([]kiln.TaskRequest, 1000)
+	for i := range reqs {
+		reqs[i] = kiln.TaskRequest{Type: "noop"}
+	}
+	n := *tasks - *tasks%len(reqs)
+	type phase struct {
+		name string
+		c    redisCost
+		d    time.Duration
+	}
+	var phases []phase
+	measure := func(name string, f func()) {
+		before := sampleRedis(*redisURL)
+		start := time.Now()
+		f()
+		phases = append(phases, phase{name, sampleRedis(*redisURL).since(before, n), time.Since(start)})
+	}
+	measure("enqueue (batches of 1000)", func() {
+		for i := 0; i < n; i += len(reqs) {
+			if _, err := c.EnqueueMany(ctx, reqs); err != nil {
+				log.Fatalf("kiln: enqueue: %v", err)
+			}
+		}
+	})
+	leased := make([]store.Outcome, 0, n)
+	measure(fmt.Sprintf("lease (%d per call)", *scriptBatch), func() {
+		for len(leased) < n {
+			res, err := s.Lease(ctx, store.LeaseParams{
+				Namespace: store.DefaultNamespace, Queues: []string{store.DefaultQueue},
+				Max: min(*scriptBatch, n-len(leased)), Duration: time.Hour, WorkerID: "bench",
+			})
+			if err != nil {
+				log.Fatalf("kiln: lease: %v", err)
+			}
+			if len(res.Tasks) == 0 {
+				log.Fatalf("kiln: lease: nothing left after %d of %d", len(leased), n)
+			}
+			for _, t := range res.Tasks {
+				leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded})
+			}
+		}
+	})
+	measure(fmt.Sprintf("report succeeded (%d per call)", *scriptBatch), func() {
+		for i := 0; i < n; i += *scriptBatch {
+			res, err := s.Report(ctx, store.ReportParams{Namespace: store.DefaultNamespace, Outcomes: leased[i:min(i+*scriptBatch, n)]})
+			if err != nil {
+				log.Fatalf("kiln: report: %v", err)
+			}
+			for _, e := range res.Errs {
+				if e != nil {
+					log.Fatalf("kiln: report: %v", e)
+				}
+			}
+		}
+	})
+	fmt.Printf("\n%d tasks; Redis CPU per task by script (INFO commandstats / INFO cpu deltas)\n\n", n)
+	fmt.Println("| script | scripts µs/task | script calls/task | Redis process CPU µs/task | Go process CPU µs/task | tasks/s (serial calls) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	var total float64
+	for _, ph := range phases {
+		total += ph.c.scriptUS
+		fmt.Printf("| %s | %.2f | %.3f | %.2f | %.2f | %.0f |\n", ph.name, ph.c.scriptUS, ph.c.scriptCalls, ph.c.processUS, ph.c.goUS, float64(n)/ph.d.Seconds())
+	}
+	fmt.Printf("| **all three** | **%.2f** | | | | |\n", total)
 }
 
 // ---- asynq ----
@@ -260,9 +367,11 @@ func runAsynq() result {
 	// Enqueue.
 	{
 		newClient()
+		before := sampleRedis(*redisURL)
 		start := time.Now()
 		enqueueAll(*tasks, "noop")
 		r.enqueue = float64(*tasks) / time.Since(start).Seconds()
+		r.enqueueCPU = sampleRedis(*redisURL).since(before, *tasks)
 		clean()
 		log.Printf("asynq: enqueue %.0f tasks/s", r.enqueue)
 	}
@@ -282,6 +391,7 @@ func runAsynq() result {
 		newClient()
 		srv := server(mux)
 		insp := asynq.NewInspector(opt)
+		before := sampleRedis(*redisURL)
 		start := time.Now()
 		enqueueAll(*tasks, "noop")
 		<-all
@@ -296,6 +406,7 @@ func runAsynq() result {
 			time.Sleep(200 * time.Microsecond)
 		}
 		r.e2e = float64(*tasks) / time.Since(start).Seconds()
+		r.e2eCPU = sampleRedis(*redisURL).since(before, *tasks)
 		srv.Shutdown()
 		_ = insp.Close()
 		clean()
@@ -415,6 +526,83 @@ func deleteKeys(url string, patterns ...string) {
 			c.Unlink(ctx, batch...)
 		}
 	}
+}
+
+// redisSample is a reading of a Redis server's counters.
+type redisSample struct {
+	scriptCalls, scriptUS int64
+	cpuSec                float64 // used_cpu_user + used_cpu_sys
+	goCPU                 time.Duration
+}
+
+// redisCost is Redis' cost per task between two samples.
+type redisCost struct {
+	scriptUS, scriptCalls, processUS float64
+	goUS                             float64 // this (Go) process' CPU per task
+}
+
+// sampleRedis reads INFO commandstats and INFO cpu of the server url names.
+// The counters are server-wide: run the benchmark on a Redis nothing else
+// uses (see docs/benchmarks.md) for clean figures.
+func sampleRedis(url string) redisSample {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer func() { _ = c.Close() }()
+	info, err := c.Info(context.Background(), "commandstats", "cpu").Result()
+	if err != nil {
+		log.Fatalf("INFO: %v", err)
+	}
+	var s redisSample
+	s.goCPU = selfCPU()
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			s.cpuSec += f
+			continue
+		}
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") || name == "cmdstat_info" {
+			continue
+		}
+		var calls, usec int64
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				usec, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
+			s.scriptCalls += calls
+			s.scriptUS += usec
+		}
+	}
+	return s
+}
+
+func (s redisSample) since(b redisSample, tasks int) redisCost {
+	n := float64(tasks)
+	return redisCost{
+		scriptUS:    float64(s.scriptUS-b.scriptUS) / n,
+		scriptCalls: float64(s.scriptCalls-b.scriptCalls) / n,
+		processUS:   (s.cpuSec - b.cpuSec) * 1e6 / n,
+		goUS:        float64((s.goCPU - b.goCPU).Microseconds()) / n,
+	}
+}
+
+// selfCPU is the user and system CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func must[T any](v T, err error) T {

@@ -1,32 +1,138 @@
 package redisstore
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kilnhq/kiln/store"
 )
 
 // Task record fields (T:t:<id>). Times the scripts compare or compute are
-// microseconds since the Unix epoch (Redis' TIME resolution); the deadline
-// and the durations, which only Go reads, are nanoseconds.
+// microseconds since the Unix epoch (Redis' TIME resolution). The fields the
+// scripts never read are packed by Go into one field, d, written once at
+// enqueue; the scripts read and write only the small fields of the task's
+// state, so that every transition touches as few fields as possible.
 //
-//	id ty q p   id, type, queue, payload
-//	pr mr to dl priority, max retries, timeout (ns), deadline (ns, "" none)
-//	uk ut       unique key, unique TTL (ns)
-//	rt rtu      retention (ns; µs for the scripts; 0 = default)
-//	st a l le w state, attempt, lease id, lease expiry, worker id
+//	d           the packed immutable part (encodeRecord): id, type, queue,
+//	            priority, max retries, timeout, deadline, unique key and TTL,
+//	            retention
+//	p           payload (absent when empty)
+//	q ty        queue and type (the scripts' counts and ready sets)
+//	m           the task's member in its ready set, kept for the task's life:
+//	            (9-priority digit)(RunAt µs, 17 digits)(seq, 8 bytes big
+//	            endian)<id>; the scripts rebuild it when RunAt changes
+//	mr rtu      max retries and retention µs (only when not 0; for the scripts)
+//	st a        state, attempt (absent = 0)
+//	l le        lease id and expiry (µs); meaningful only while active
+//	sw          "<started µs>|<worker id>" of the last lease
 //	c           "1" when cancel was requested
-//	ca ra sa fa ea  created, run at, started, finished, expires (µs)
+//	ca          created (µs)
+//	ra          run at (µs); absent when equal to ca
+//	fa ea       finished, expires (µs)
 //	r e pp pm   result (absent = nil), last error, progress percent and message
-//	sq m        enqueue sequence, member in the ready set (pending only)
 
 // listFields are the fields List reads without payloads.
-var listFields = []string{"id", "ty", "q", "pr", "mr", "to", "dl", "uk", "ut", "rt", "st", "a", "l", "le", "w", "c", "ca", "ra", "sa", "fa", "ea", "e", "pp", "pm", "sq"}
+var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm"}
 
 // allFields are listFields and the payload and result.
 var allFields = append(append([]string(nil), listFields...), "p", "r")
+
+// recordVersion starts field d; a record of another version is corrupt.
+const recordVersion = 1
+
+// encodeRecord appends field d of a task to dst.
+func encodeRecord(dst []byte, in *store.TaskInput, queue string) []byte {
+	dst = append(dst, recordVersion)
+	dst = appendString(dst, in.ID)
+	dst = appendString(dst, in.Type)
+	dst = appendString(dst, queue)
+	dst = binary.AppendVarint(dst, int64(in.Priority))
+	dst = binary.AppendVarint(dst, int64(in.MaxRetries))
+	dst = binary.AppendVarint(dst, int64(in.Timeout))
+	var dl int64
+	if !in.Deadline.IsZero() {
+		dl = in.Deadline.UnixNano()
+	}
+	dst = binary.AppendVarint(dst, dl)
+	dst = appendString(dst, in.UniqueKey)
+	dst = binary.AppendVarint(dst, int64(in.UniqueTTL))
+	dst = binary.AppendVarint(dst, int64(in.Retention))
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// decodeRecord fills t's immutable fields from field d.
+func decodeRecord(d string, t *store.Task) error {
+	r := recordReader{s: d}
+	if v := r.byte(); v != recordVersion {
+		return fmt.Errorf("task record of version %d (want %d)", v, recordVersion)
+	}
+	t.ID = r.string()
+	t.Type = r.string()
+	t.Queue = r.string()
+	t.Priority = int(r.varint())
+	t.MaxRetries = int(r.varint())
+	t.Timeout = time.Duration(r.varint())
+	if dl := r.varint(); dl != 0 {
+		t.Deadline = time.Unix(0, dl).UTC()
+	}
+	t.UniqueKey = r.string()
+	t.UniqueTTL = time.Duration(r.varint())
+	t.Retention = time.Duration(r.varint())
+	if r.bad || len(r.s) != 0 {
+		return errors.New("corrupt task record")
+	}
+	return nil
+}
+
+type recordReader struct {
+	s   string
+	bad bool
+}
+
+func (r *recordReader) byte() byte {
+	if len(r.s) == 0 {
+		r.bad = true
+		return 0
+	}
+	b := r.s[0]
+	r.s = r.s[1:]
+	return b
+}
+
+func (r *recordReader) varint() int64 {
+	v, n := binary.Varint([]byte(r.s[:min(len(r.s), binary.MaxVarintLen64)]))
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.s = r.s[n:]
+	return v
+}
+
+func (r *recordReader) string() string {
+	n, k := binary.Uvarint([]byte(r.s[:min(len(r.s), binary.MaxVarintLen64)]))
+	if k <= 0 || n > store.MaxBatch<<20 {
+		r.bad = true
+		return ""
+	}
+	end := k + int(n) // n is small: no overflow
+	if end > len(r.s) {
+		r.bad = true
+		return ""
+	}
+	v := r.s[k:end]
+	r.s = r.s[end:]
+	return v
+}
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
@@ -55,13 +161,6 @@ func microCeil(t time.Time) int64 {
 	return us
 }
 
-func nanoTimeArg(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return itoa(t.UnixNano())
-}
-
 // parseState parses a state field; anything else is State 0 (invalid).
 func parseState(s string) store.State {
 	n, err := strconv.ParseUint(s, 10, 8)
@@ -77,32 +176,15 @@ func atoi(s string) int64 {
 }
 
 // setField sets the task field named name from a record value.
-func setField(t *store.Task, name string, v string, present bool) {
+func setField(t *store.Task, name string, v string, present bool) error {
 	switch name {
-	case "id":
-		t.ID = v
-	case "ty":
-		t.Type = v
-	case "q":
-		t.Queue = v
+	case "d":
+		if !present {
+			return errors.New("task record without field d")
+		}
+		return decodeRecord(v, t)
 	case "p":
 		t.Payload = []byte(v)
-	case "pr":
-		t.Priority = int(atoi(v))
-	case "mr":
-		t.MaxRetries = int(atoi(v))
-	case "to":
-		t.Timeout = time.Duration(atoi(v))
-	case "dl":
-		if v != "" {
-			t.Deadline = time.Unix(0, atoi(v)).UTC()
-		}
-	case "uk":
-		t.UniqueKey = v
-	case "ut":
-		t.UniqueTTL = time.Duration(atoi(v))
-	case "rt":
-		t.Retention = time.Duration(atoi(v))
 	case "st":
 		t.State = parseState(v)
 	case "a":
@@ -112,16 +194,16 @@ func setField(t *store.Task, name string, v string, present bool) {
 		t.LeaseID = n
 	case "le":
 		t.LeaseExpiresAt = microTime(v)
-	case "w":
-		t.WorkerID = v
+	case "sw":
+		sa, w, _ := strings.Cut(v, "|")
+		t.StartedAt = microTime(sa)
+		t.WorkerID = w
 	case "c":
 		t.CancelRequested = v == "1"
 	case "ca":
 		t.CreatedAt = microTime(v)
 	case "ra":
 		t.RunAt = microTime(v)
-	case "sa":
-		t.StartedAt = microTime(v)
 	case "fa":
 		t.FinishedAt = microTime(v)
 	case "ea":
@@ -137,6 +219,19 @@ func setField(t *store.Task, name string, v string, present bool) {
 	case "pm":
 		t.ProgressMessage = v
 	}
+	return nil
+}
+
+// finishDecode applies the rules of the fields' absence: RunAt absent is
+// CreatedAt, and the lease fields count only while the task is active.
+func finishDecode(t *store.Task, raPresent bool) {
+	if !raPresent {
+		t.RunAt = t.CreatedAt
+	}
+	if t.State != store.StateActive {
+		t.LeaseID = 0
+		t.LeaseExpiresAt = time.Time{}
+	}
 }
 
 // decodePairs decodes a record given as HGETALL returns it from a script:
@@ -147,27 +242,43 @@ func decodePairs(ns string, v any) (*store.Task, error) {
 		return nil, fmt.Errorf("bad task record %T", v)
 	}
 	t := &store.Task{Namespace: ns}
+	hasD, hasRA := false, false
 	for i := 0; i < len(arr); i += 2 {
 		name, _ := arr[i].(string)
 		val, _ := arr[i+1].(string)
-		setField(t, name, val, true)
+		if err := setField(t, name, val, true); err != nil {
+			return nil, err
+		}
+		hasD = hasD || name == "d"
+		hasRA = hasRA || name == "ra"
 	}
+	if !hasD {
+		return nil, errors.New("task record without field d")
+	}
+	finishDecode(t, hasRA)
 	if t.Payload == nil {
 		t.Payload = []byte{}
 	}
 	return t, nil
 }
 
-// decodeFields decodes a record read with HMGET fields; nil when the task
-// does not exist.
-func decodeFields(ns string, fields []string, vals []any) *store.Task {
+// decodeFields decodes a record read with HMGET fields (fields[0] is "d");
+// nil when the task does not exist.
+func decodeFields(ns string, fields []string, vals []any) (*store.Task, error) {
 	if len(vals) == 0 || vals[0] == nil {
-		return nil
+		return nil, nil
 	}
 	t := &store.Task{Namespace: ns}
+	hasRA := false
 	for i, name := range fields {
 		s, ok := vals[i].(string)
-		setField(t, name, s, ok)
+		if err := setField(t, name, s, ok); err != nil {
+			return nil, err
+		}
+		if name == "ra" {
+			hasRA = ok
+		}
 	}
-	return t
+	finishDecode(t, hasRA)
+	return t, nil
 }

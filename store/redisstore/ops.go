@@ -49,6 +49,24 @@ func strs(v any, n int) ([]string, error) {
 	return out, nil
 }
 
+// enqueueReply checks the enqueue script's reply {codes, duplicates}.
+func enqueueReply(v any, n int) (string, []string, error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 2 {
+		return "", nil, fmt.Errorf("unexpected script reply %T", v)
+	}
+	codes, _ := arr[0].(string)
+	raw, _ := arr[1].([]any)
+	dups := make([]string, len(raw))
+	for i, x := range raw {
+		dups[i], _ = x.(string)
+	}
+	if len(codes) != n || strings.Count(codes, "D") != len(dups) {
+		return "", nil, fmt.Errorf("unexpected script reply of %d codes and %d duplicates for %d tasks", len(codes), len(dups), n)
+	}
+	return codes, dups, nil
+}
+
 // Enqueue implements store.Enqueuer. One script call adds the whole batch;
 // each task is checked for an existing id and a held unique key inside it.
 func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.EnqueueResult, error) {
@@ -60,6 +78,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	args := make([]any, 2, 2+len(p.Tasks)*enqueueArgs)
 	args[0], args[1] = s.nowArg(), s.wakeChannel(p.Namespace)
 	var idx []int
+	var buf []byte
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
 		if err := in.Validate(s.limits, now); err != nil {
@@ -74,9 +93,20 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		if !in.RunAt.IsZero() {
 			ra = itoa(microCeil(in.RunAt))
 		}
-		args = append(args, in.ID, in.Type, q, in.Payload, in.Priority, in.MaxRetries,
-			int64(in.Timeout), nanoTimeArg(in.Deadline), ra, in.UniqueKey,
-			int64(in.UniqueTTL), in.UniqueTTL.Microseconds(), int64(in.Retention), in.Retention.Microseconds())
+		start := len(buf)
+		buf = encodeRecord(buf, in, q)
+		var ttl, mr, rtu any = "", "", ""
+		if in.UniqueKey != "" {
+			ttl = in.UniqueTTL.Microseconds()
+		}
+		if in.MaxRetries != 0 {
+			mr = in.MaxRetries
+		}
+		if in.Retention != 0 {
+			rtu = in.Retention.Microseconds()
+		}
+		args = append(args, in.ID, buf[start:len(buf):len(buf)], in.Payload, q, in.Type,
+			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu)
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {
@@ -89,21 +119,22 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	if err != nil {
 		return store.EnqueueResult{}, err
 	}
-	res, err := strs(v, len(idx))
+	codes, dups, err := enqueueReply(v, len(idx))
 	if err != nil {
 		return store.EnqueueResult{}, fmt.Errorf("redisstore: enqueue: %w", err)
 	}
-	for j, r := range res {
+	for j := range len(idx) {
 		i := idx[j]
-		switch {
-		case strings.HasPrefix(r, "O"):
-			items[i] = store.EnqueueItem{ID: p.Tasks[i].ID, State: parseState(r[1:])}
-		case r == "E":
+		switch c := codes[j]; c {
+		case '1', '2':
+			items[i] = store.EnqueueItem{ID: p.Tasks[i].ID, State: store.State(c - '0')}
+		case 'E':
 			items[i] = store.EnqueueItem{ID: p.Tasks[i].ID, Err: store.ErrTaskExists}
-		case strings.HasPrefix(r, "D"):
-			items[i] = store.EnqueueItem{ID: r[1:], Err: store.ErrDuplicate}
+		case 'D':
+			items[i] = store.EnqueueItem{ID: dups[0], Err: store.ErrDuplicate}
+			dups = dups[1:]
 		default:
-			return store.EnqueueResult{}, fmt.Errorf("redisstore: enqueue: unexpected script result %q", r)
+			return store.EnqueueResult{}, fmt.Errorf("redisstore: enqueue: unexpected script result %q", c)
 		}
 	}
 	return store.EnqueueResult{Items: items}, nil
@@ -210,6 +241,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}
 		t.State = store.StateActive
+		t.Attempt++ // the record is read before the script counted the attempt
 		t.LeaseID, _ = strconv.ParseUint(lid, 10, 64)
 		t.LeaseExpiresAt = exp
 		t.StartedAt = start
@@ -277,7 +309,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 		return store.ReportResult{}, err
 	}
 	errs := make([]error, len(p.Outcomes))
-	args := make([]any, 0, 2+7*len(p.Outcomes))
+	args := make([]any, 0, 2+5*len(p.Outcomes))
 	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace))
 	var idx []int
 	for i := range p.Outcomes {
@@ -286,11 +318,24 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			errs[i] = err
 			continue
 		}
-		notStarted := "0"
-		if o.NotStarted {
-			notStarted = "1"
+		switch o.Kind {
+		case store.OutcomeSucceeded:
+			if o.Result == nil {
+				args = append(args, o.ID, o.LeaseID, "0")
+			} else {
+				args = append(args, o.ID, o.LeaseID, "1", o.Result)
+			}
+		case store.OutcomeRetry:
+			args = append(args, o.ID, o.LeaseID, "2", o.Error, microCeil(o.RetryAt))
+		case store.OutcomeDead, store.OutcomeCancelled:
+			args = append(args, o.ID, o.LeaseID, strconv.Itoa(int(o.Kind)), o.Error)
+		case store.OutcomeRelease:
+			notStarted := "0"
+			if o.NotStarted {
+				notStarted = "1"
+			}
+			args = append(args, o.ID, o.LeaseID, "5", notStarted)
 		}
-		args = append(args, o.ID, o.LeaseID, int(o.Kind), o.Result, o.Error, microCeil(o.RetryAt), notStarted)
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {
@@ -300,19 +345,19 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 	if err != nil {
 		return store.ReportResult{}, err
 	}
-	res, err := strs(v, len(idx))
-	if err != nil {
-		return store.ReportResult{}, fmt.Errorf("redisstore: report: %w", err)
+	res, _ := v.(string)
+	if len(res) != len(idx) {
+		return store.ReportResult{}, fmt.Errorf("redisstore: report: unexpected script reply %T of %d results for %d outcomes", v, len(res), len(idx))
 	}
-	for j, r := range res {
-		switch r {
-		case "O":
-		case "N":
+	for j := range len(idx) {
+		switch c := res[j]; c {
+		case 'O':
+		case 'N':
 			errs[idx[j]] = store.ErrNotFound
-		case "L":
+		case 'L':
 			errs[idx[j]] = store.ErrLeaseLost
 		default:
-			return store.ReportResult{}, fmt.Errorf("redisstore: report: unexpected script result %q", r)
+			return store.ReportResult{}, fmt.Errorf("redisstore: report: unexpected script result %q", c)
 		}
 	}
 	return store.ReportResult{Errs: errs}, nil
@@ -360,7 +405,10 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 	}
 	out := make([]*store.Task, len(ids))
 	for i, c := range cmds {
-		t := decodeFields(ns, fields, c.Val())
+		t, err := decodeFields(ns, fields, c.Val())
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", ids[i], err)
+		}
 		if t != nil && slices.Contains(fields, "p") && t.Payload == nil {
 			t.Payload = []byte{}
 		}

@@ -21,8 +21,9 @@ import (
 // Keys of a namespace, after the tag T:
 //
 //	T:t:<id>          hash   the task record (fields: see decode.go)
-//	T:r:<queue>/<type> zset  pending tasks, all scores 0, ordered by member:
-//	                         (9-priority)(RunAt µs, 17 digits)(seq, 16 digits)<id>
+//	T:r:<queue>/<type> zset  pending tasks, all scores 0, ordered by member
+//	                         (field m of the record):
+//	                         (9-priority)(RunAt µs, 17 digits)(seq, 8 bytes)<id>
 //	T:ty:<queue>      set    types that have pending tasks in the queue
 //	T:d               zset   scheduled and retry tasks by RunAt (µs)
 //	T:l               zset   active tasks by lease expiry (µs)
@@ -33,6 +34,12 @@ import (
 //	T:uq              hash   unique key -> "<until µs>|<id>"
 //	T:uz              zset   unique keys by the end of their window (µs)
 //	T:seq, T:lseq     string enqueue sequence and lease id counters
+//	T:mv, T:mk        hash, zset  meta records (see meta.go)
+//
+// The hot paths (enqueue, lease, report) avoid string.format per task (the
+// costliest Lua operation they did): numbers below 1e14 are turned into
+// strings with tostring (exact there), the sequence in a member is packed
+// with struct.pack, and the strings shared by a batch are built once.
 var prelude = `
 local T = KEYS[1]
 local NOW
@@ -45,15 +52,22 @@ end
 local WAKE = ARGV[2]
 local woke = false
 local cnt = {}
-local function S(n) return string.format('%.0f', n) end
+local function S(n)
+  if n < 1e14 and n > -1e14 then return tostring(n) end
+  return string.format('%.0f', n)
+end
+local function R17(ra) return string.format('%017.0f', math.max(ra, 0)) end
 local function tkey(id) return T .. ':t:' .. id end
 local function count(st, q, d)
-  local f = st .. '/' .. q
-  cnt[f] = (cnt[f] or 0) + d
+  local c = cnt[st]
+  if not c then c = {}; cnt[st] = c end
+  c[q] = (c[q] or 0) + d
 end
 local function flush()
-  for f, d in pairs(cnt) do
-    if d ~= 0 then redis.call('HINCRBY', T .. ':c', f, d) end
+  for st, c in pairs(cnt) do
+    for q, d in pairs(c) do
+      if d ~= 0 then redis.call('HINCRBY', T .. ':c', st .. '/' .. q, d) end
+    end
   end
   if woke then redis.call('PUBLISH', WAKE, '1') end
 end
@@ -62,12 +76,19 @@ local function zrem_all(key, list)
     redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list)))
   end
 end
-local function push_ready(id, q, ty, pr, ra, sq)
-  local m = string.format('%d%017.0f%016.0f', 9 - pr, math.max(ra, 0), sq) .. id
+local function zadd_all(key, l)
+  for i = 1, #l, 2000 do
+    redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
+  end
+end
+-- rerun returns member m with its RunAt replaced by ra.
+local function rerun(m, ra)
+  return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
+end
+local function push_ready(q, ty, m)
   redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, 0, m)
   redis.call('SADD', T .. ':ty:' .. q, ty)
   woke = true
-  return m
 end
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
@@ -77,19 +98,19 @@ end
 local function finish(id, st, q, rtu)
   local ret = tonumber(rtu) or 0
   if ret <= 0 then ret = ` + retentionDefaultUS + ` end
-  local ea = NOW + ret
-  redis.call('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', S(ea))
-  redis.call('ZADD', T .. ':x', S(ea), id)
+  local ea = S(NOW + ret)
+  redis.call('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', ea)
+  redis.call('ZADD', T .. ':x', ea, id)
   count(st, q, 1)
 end
 local function promote(limit)
   local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local key = tkey(id)
-    local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'ra', 'sq')
+    local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
     if f[1] then
-      local m = push_ready(id, f[2], f[3], tonumber(f[4]) or 0, tonumber(f[5]), tonumber(f[6]))
-      redis.call('HSET', key, 'st', '2', 'm', m)
+      push_ready(f[2], f[3], f[4])
+      redis.call('HSET', key, 'st', '2')
       count(f[1], f[2], -1)
       count('2', f[2], 1)
     end
@@ -101,17 +122,26 @@ end
 
 var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds(), 10)
 
-// enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task. It
-// returns one string per task: "O<state>", "E" (id exists) or "D<id>"
-// (unique key held by task id). Fields at their zero value are not stored.
+// priorityDigits are the first characters of ready-set members, by
+// 9 - priority.
+var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+
+// enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task: id,
+// record (field d), payload, queue, type, 9-priority digit, RunAt µs ("" for
+// now), unique key, unique TTL µs, max retries, retention µs ("" when zero).
+// It returns {codes, duplicates}: codes has one character per task, its
+// state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
+// held); duplicates lists, per "D" in order, the id of the task holding the
+// key.
 var enqueueScript = redis.NewScript(prelude + `
 local nt = (#ARGV - 2) / ` + strconv.Itoa(enqueueArgs) + `
 local base = redis.call('INCRBY', T .. ':seq', nt) - nt
-local res = {}
+local res, dups = {}, {}
 local all, delayed = {}, {}
 local ready, readyKeys = {}, {}
 local types = {}
 local sNOW = S(NOW)
+local nowR = R17(NOW)
 for j = 0, nt - 1 do
   local i = 3 + j * ` + strconv.Itoa(enqueueArgs) + `
   local id = ARGV[i]
@@ -119,7 +149,7 @@ for j = 0, nt - 1 do
   if redis.call('EXISTS', key) == 1 then
     res[j + 1] = 'E'
   else
-    local uk = ARGV[i + 9]
+    local uk = ARGV[i + 7]
     local dup = nil
     if uk ~= '' then
       local h = redis.call('HGET', T .. ':uq', uk)
@@ -128,39 +158,39 @@ for j = 0, nt - 1 do
         if tonumber(string.sub(h, 1, sep - 1)) > NOW then dup = string.sub(h, sep + 1) end
       end
       if not dup then
-        local untl = S(NOW + tonumber(ARGV[i + 11]))
+        local untl = S(NOW + tonumber(ARGV[i + 8]))
         redis.call('HSET', T .. ':uq', uk, untl .. '|' .. id)
         redis.call('ZADD', T .. ':uz', untl, uk)
       end
     end
     if dup then
-      res[j + 1] = 'D' .. dup
+      res[j + 1] = 'D'
+      dups[#dups + 1] = dup
     else
       local seq = base + j + 1
-      local sseq = S(seq)
-      local q, ty, pr = ARGV[i + 2], ARGV[i + 1], ARGV[i + 4]
-      local ra = ARGV[i + 8]
-      local st = '2'
-      local f = {'id', id, 'ty', ty, 'q', q, 'p', ARGV[i + 3], 'ca', sNOW, 'sq', sseq}
-      if pr ~= '0' then f[#f + 1] = 'pr'; f[#f + 1] = pr end
-      if ARGV[i + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 5] end
-      if ARGV[i + 6] ~= '0' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[i + 6] end
-      if ARGV[i + 7] ~= '' then f[#f + 1] = 'dl'; f[#f + 1] = ARGV[i + 7] end
-      if uk ~= '' then
-        f[#f + 1] = 'uk'; f[#f + 1] = uk
-        f[#f + 1] = 'ut'; f[#f + 1] = ARGV[i + 10]
-      end
-      if ARGV[i + 12] ~= '0' then
-        f[#f + 1] = 'rt'; f[#f + 1] = ARGV[i + 12]
-        f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 13]
-      end
-      if ra ~= '' and tonumber(ra) > NOW then
-        st = '1'
-        delayed[#delayed + 1] = ra
-        delayed[#delayed + 1] = id
+      local q, ty, ra = ARGV[i + 3], ARGV[i + 4], ARGV[i + 6]
+      local tail = struct.pack('>I8', seq) .. id
+      local st, m
+      local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
+      if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
+      if ARGV[i + 9] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 9] end
+      if ARGV[i + 10] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 10] end
+      if ra == '' then
+        m = ARGV[i + 5] .. nowR .. tail
+        st = '2'
       else
-        if ra == '' then ra = sNOW end
-        local m = string.format('%d%017.0f%016.0f', 9 - tonumber(pr), math.max(tonumber(ra), 0), seq) .. id
+        f[#f + 1] = 'ra'; f[#f + 1] = ra
+        local nra = tonumber(ra)
+        m = ARGV[i + 5] .. R17(nra) .. tail
+        if nra > NOW then
+          st = '1'
+          delayed[#delayed + 1] = ra
+          delayed[#delayed + 1] = id
+        else
+          st = '2'
+        end
+      end
+      if st == '2' then
         local rk = T .. ':r:' .. q .. '/' .. ty
         local l = ready[rk]
         if not l then
@@ -171,24 +201,18 @@ for j = 0, nt - 1 do
           if not tq then tq = {}; types[q] = tq end
           tq[ty] = true
         end
-        l[#l + 1] = '0'
+        l[#l + 1] = 0
         l[#l + 1] = m
-        f[#f + 1] = 'm'; f[#f + 1] = m
         woke = true
       end
+      f[#f + 1] = 'm'; f[#f + 1] = m
       f[#f + 1] = 'st'; f[#f + 1] = st
-      f[#f + 1] = 'ra'; f[#f + 1] = ra
       redis.call('HSET', key, unpack(f))
-      all[#all + 1] = sseq
+      all[#all + 1] = seq
       all[#all + 1] = id
       count(st, q, 1)
-      res[j + 1] = 'O' .. st
+      res[j + 1] = st
     end
-  end
-end
-local function zadd_all(key, l)
-  for i = 1, #l, 2000 do
-    redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
   end
 end
 zadd_all(T .. ':all', all)
@@ -198,22 +222,21 @@ for q, tys in pairs(types) do
   for ty in pairs(tys) do redis.call('SADD', T .. ':ty:' .. q, ty) end
 end
 flush()
-return res
+return {table.concat(res), dups}
 `)
 
 // enqueueArgs is the number of ARGV values per task of enqueueScript.
-const enqueueArgs = 14
+const enqueueArgs = 11
 
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
 // then "1" when a type filter follows (the types), or "0". It returns
 // {now, next due time or -1, {lease id, task, lease id, task...}}, each task
-// as HGETALL gives it before the lease fields (state, lease id, lease expiry,
-// start, worker) were written: the caller sets those itself.
+// as HGETALL gives it before the lease fields (state, attempt, lease id,
+// lease expiry, start and worker) were written: the caller sets those itself.
 var leaseScript = redis.NewScript(prelude + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
-local worker = ARGV[5]
 local nq = tonumber(ARGV[6])
 local filtered = ARGV[7 + nq] == '1'
 local types = {}
@@ -222,7 +245,7 @@ promote(1000)
 local out = {}
 local taken = 0
 local exp = S(NOW + dur)
-local sNOW = S(NOW)
+local sw = S(NOW) .. '|' .. ARGV[5]
 for qi = 1, nq do
   if taken >= maxn then break end
   local q = ARGV[6 + qi]
@@ -266,20 +289,23 @@ for qi = 1, nq do
       local lid = redis.call('INCRBY', T .. ':lseq', #picked) - #picked
       local lz = {}
       for _, m in ipairs(picked) do
-        local id = string.sub(m, 35)
+        local id = string.sub(m, 27)
         local key = tkey(id)
         lid = lid + 1
         taken = taken + 1
-        redis.call('HINCRBY', key, 'a', 1)
-        out[#out + 1] = S(lid)
-        out[#out + 1] = redis.call('HGETALL', key)
-        redis.call('HSET', key, 'st', '3', 'l', S(lid), 'le', exp, 'sa', sNOW, 'w', worker)
+        local r = redis.call('HGETALL', key)
+        local a = 0
+        for i = 1, #r, 2 do
+          if r[i] == 'a' then a = tonumber(r[i + 1]); break end
+        end
+        local sl = S(lid)
+        out[#out + 1] = sl
+        out[#out + 1] = r
+        redis.call('HSET', key, 'st', '3', 'a', a + 1, 'l', sl, 'le', exp, 'sw', sw)
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
-      for i = 1, #lz, 2000 do
-        redis.call('ZADD', T .. ':l', unpack(lz, i, math.min(i + 1999, #lz)))
-      end
+      zadd_all(T .. ':l', lz)
       count('2', q, -#picked)
       count('3', q, #picked)
     end
@@ -321,17 +347,23 @@ end
 return res
 `)
 
-// reportScript records outcomes. ARGV[3..] holds 7 values per outcome: id,
-// lease id, kind, result, error, retry at (µs, 0 for now), not started
-// ("1"). It returns per outcome "O", "N" or "L".
+// reportScript records outcomes. ARGV[3..] holds per outcome: id, lease id,
+// kind, then by kind: "0" (succeeded, nil result): nothing; "1" (succeeded):
+// result; "2" (retry): error, retry at (µs, 0 for now); "3" (dead), "4"
+// (cancelled): error; "5" (release): not started ("1"). It returns one
+// string with a character per outcome: "O", "N" or "L". The lease fields are left as they are: they count
+// only while the task is active.
 var reportScript = redis.NewScript(prelude + `
 local res = {}
 local sNOW = S(NOW)
 local gone, expz = {}, {}
-for i = 3, #ARGV, 7 do
-  local id = ARGV[i]
+local eaDefault = S(NOW + ` + retentionDefaultUS + `)
+local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
+local i = 3
+while i <= #ARGV do
+  local id, kind = ARGV[i], ARGV[i + 2]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'ty', 'pr', 'sq', 'rtu', 'a', 'ra')
+  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu')
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
@@ -340,48 +372,54 @@ for i = 3, #ARGV, 7 do
     local q = f[3]
     count('3', q, -1)
     gone[#gone + 1] = id
-    local kind = ARGV[i + 2]
-    if kind == '1' or kind == '3' or kind == '4' then
-      local ret = tonumber(f[7]) or 0
-      if ret <= 0 then ret = ` + retentionDefaultUS + ` end
-      local ea = S(NOW + ret)
-      local st = '5'
-      if kind == '1' then
-        redis.call('HSET', key, 'st', st, 'l', '0', 'le', '0', 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3])
+    if kind == '0' or kind == '1' or kind == '3' or kind == '4' then
+      local ea = eaDefault
+      if f[4] then ea = S(NOW + tonumber(f[4])) end
+      local st
+      if kind == '0' then
+        st = '5'
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
+      elseif kind == '1' then
+        st = '5'
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3])
       else
         if kind == '3' then st = '6' else st = '7' end
-        redis.call('HSET', key, 'st', st, 'l', '0', 'le', '0', 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 4])
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3])
       end
       expz[#expz + 1] = ea
       expz[#expz + 1] = id
       count(st, q, 1)
-    elseif kind == '2' then
-      local at = tonumber(ARGV[i + 5])
-      if at > NOW then
-        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '4', 'ra', S(at), 'l', '0', 'le', '0')
-        redis.call('ZADD', T .. ':d', S(at), id)
-        count('4', q, 1)
+    else
+      local g = redis.call('HMGET', key, 'ty', 'm', 'a')
+      if kind == '2' then
+        local at = tonumber(ARGV[i + 4])
+        if at > NOW then
+          local m = rerun(g[2], at)
+          redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '4', 'ra', S(at), 'm', m)
+          redis.call('ZADD', T .. ':d', S(at), id)
+          count('4', q, 1)
+        else
+          local m = rerun(g[2], NOW)
+          push_ready(q, g[1], m)
+          redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '2', 'ra', sNOW, 'm', m)
+          count('2', q, 1)
+        end
       else
-        local m = push_ready(id, q, f[4], tonumber(f[5]) or 0, NOW, tonumber(f[6]))
-        redis.call('HSET', key, 'e', ARGV[i + 4], 'st', '2', 'ra', sNOW, 'm', m, 'l', '0', 'le', '0')
+        local a = tonumber(g[3]) or 0
+        if ARGV[i + 3] == '1' and a > 0 then a = a - 1 end
+        push_ready(q, g[1], g[2])
+        redis.call('HSET', key, 'st', '2', 'a', S(a))
         count('2', q, 1)
       end
-    else
-      local a = tonumber(f[8]) or 0
-      if ARGV[i + 6] == '1' and a > 0 then a = a - 1 end
-      local m = push_ready(id, q, f[4], tonumber(f[5]) or 0, tonumber(f[9]), tonumber(f[6]))
-      redis.call('HSET', key, 'st', '2', 'm', m, 'a', S(a), 'l', '0', 'le', '0')
-      count('2', q, 1)
     end
     res[#res + 1] = 'O'
   end
+  i = i + 3 + (extra[kind] or 0)
 end
 zrem_all(T .. ':l', gone)
-for i = 1, #expz, 2000 do
-  redis.call('ZADD', T .. ':x', unpack(expz, i, math.min(i + 1999, #expz)))
-end
+zadd_all(T .. ':x', expz)
 flush()
-return res
+return table.concat(res)
 `)
 
 // cancelScript cancels tasks ARGV[3..]; per id "N", "O<state>" or
@@ -401,7 +439,6 @@ for i = 3, #ARGV do
   elseif st == '1' or st == '2' or st == '4' then
     if st == '2' then
       unready(f[2], f[3], f[4])
-      redis.call('HDEL', key, 'm')
     else
       redis.call('ZREM', T .. ':d', id)
     end
@@ -424,7 +461,7 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'sq')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
@@ -432,7 +469,8 @@ for i = 3, #ARGV do
     count(st, f[2], -1)
     redis.call('ZREM', T .. ':x', id)
     redis.call('HDEL', key, 'c', 'fa', 'ea', 'pp', 'pm')
-    local m = push_ready(id, f[2], f[3], tonumber(f[4]) or 0, NOW, tonumber(f[5]))
+    local m = rerun(f[4], NOW)
+    push_ready(f[2], f[3], m)
     redis.call('HSET', key, 'st', '2', 'a', '0', 'ra', S(NOW), 'm', m)
     count('2', f[2], 1)
     res[#res + 1] = 'O2'
@@ -500,23 +538,23 @@ local recovered, dead, cancelled, deleted = 0, 0, 0, 0
 local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', 0, limit)
 for _, id in ipairs(ls) do
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'pr', 'ra', 'sq', 'a', 'mr', 'c', 'rtu')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu')
   if f[1] == '3' then
     local q = f[2]
-    local a, mr = tonumber(f[7]) or 0, tonumber(f[8]) or 0
+    local a, mr = tonumber(f[5]) or 0, tonumber(f[6]) or 0
     count('3', q, -1)
     redis.call('HDEL', key, 'l', 'le')
-    if f[9] == '1' then
+    if f[7] == '1' then
       redis.call('HSET', key, 'e', 'cancelled (lease expired)')
-      finish(id, '7', q, f[10])
+      finish(id, '7', q, f[8])
       cancelled = cancelled + 1
     elseif a > mr then
       redis.call('HSET', key, 'e', string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1))
-      finish(id, '6', q, f[10])
+      finish(id, '6', q, f[8])
       dead = dead + 1
     else
-      local m = push_ready(id, q, f[3], tonumber(f[4]) or 0, tonumber(f[5]), tonumber(f[6]))
-      redis.call('HSET', key, 'st', '2', 'm', m, 'e', string.format('lease expired on attempt %d (worker lost)', a))
+      push_ready(q, f[3], f[4])
+      redis.call('HSET', key, 'st', '2', 'e', string.format('lease expired on attempt %d (worker lost)', a))
       count('2', q, 1)
       recovered = recovered + 1
     end
