@@ -1,0 +1,426 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	// TimeoutDefault is a task's wall-clock limit when neither the Spec nor
+	// the Config sets one: 3600 s, IronWorker's default and maximum.
+	TimeoutDefault = time.Hour
+	// KillGraceDefault is how long a task has between SIGTERM and SIGKILL: 5 s.
+	KillGraceDefault = 5 * time.Second
+	// LogLimitDefault caps the log bytes passed to the sink: 8 MiB.
+	LogLimitDefault = 8 << 20
+	// DrainTimeoutDefault is how long Run keeps reading the log after the
+	// process group has been killed, for output still in the pipe or held
+	// by a process that left the group: 2 s.
+	DrainTimeoutDefault = 2 * time.Second
+	// PathDefault is the PATH a task gets and the one interpreters are
+	// looked up in (never the server's own PATH).
+	PathDefault = "/usr/local/bin:/usr/bin:/bin"
+
+	// MemoryDefault is RLIMIT_DATA: 512 MiB, about IronWorker's memory.
+	MemoryDefault = 512 << 20
+	// AddressSpaceDefault is RLIMIT_AS: Unlimited. A Go program needs
+	// 600-700 MiB of address space just to start, Java more: Memory is the
+	// limit that works for every runtime.
+	AddressSpaceDefault = Unlimited
+	// CPUTimeDefault is RLIMIT_CPU: 3600 s.
+	CPUTimeDefault = time.Hour
+	// OpenFilesDefault is RLIMIT_NOFILE: 1024.
+	OpenFilesDefault = 1024
+	// ProcessesDefault is RLIMIT_NPROC: 256 (see ProcLimits.Processes).
+	ProcessesDefault = 256
+	// FileSizeDefault is RLIMIT_FSIZE: 1 GiB.
+	FileSizeDefault = 1 << 30
+)
+
+// Unlimited is the ProcLimits value that leaves a limit as the runner's own.
+const Unlimited = -1
+
+// ProcLimits are the resource limits (setrlimit) of a task's process; its
+// children inherit them. A zero field means its default, Unlimited leaves the
+// limit alone. Core dumps are always off. Above the runner's own hard limit a
+// value is lowered to it unless the runner is root.
+type ProcLimits struct {
+	// Memory is RLIMIT_DATA in bytes: since Linux 4.7 it caps the heap and
+	// every private writable mapping, that is the memory a process has
+	// committed, while address space merely reserved (PROT_NONE, as Go and
+	// Java runtimes do) does not count. An allocation beyond it fails.
+	// Default MemoryDefault.
+	Memory int64
+	// AddressSpace is RLIMIT_AS in bytes (virtual memory, reservations
+	// included). Default AddressSpaceDefault (Unlimited).
+	AddressSpace int64
+	// CPUTime is RLIMIT_CPU, rounded up to whole seconds: SIGXCPU, then
+	// SIGKILL. Default CPUTimeDefault.
+	CPUTime time.Duration
+	// OpenFiles is RLIMIT_NOFILE. Default OpenFilesDefault.
+	OpenFiles int64
+	// Processes is RLIMIT_NPROC. Linux counts it per user across the whole
+	// machine (threads included) and does not apply it to root, so it only
+	// stops a fork bomb when tasks run as a dedicated user (Config.Credential).
+	// Default ProcessesDefault.
+	Processes int64
+	// FileSize is RLIMIT_FSIZE in bytes: the largest file a task may write
+	// (SIGXFSZ beyond). Default FileSizeDefault.
+	FileSize int64
+}
+
+func (l ProcLimits) withDefaults() ProcLimits {
+	if l.Memory == 0 {
+		l.Memory = MemoryDefault
+	}
+	if l.AddressSpace == 0 {
+		l.AddressSpace = AddressSpaceDefault
+	}
+	if l.CPUTime == 0 {
+		l.CPUTime = CPUTimeDefault
+	}
+	if l.OpenFiles == 0 {
+		l.OpenFiles = OpenFilesDefault
+	}
+	if l.Processes == 0 {
+		l.Processes = ProcessesDefault
+	}
+	if l.FileSize == 0 {
+		l.FileSize = FileSizeDefault
+	}
+	return l
+}
+
+func (l ProcLimits) validate() []error {
+	var errs []error
+	check := func(name string, v int64) {
+		if v < Unlimited {
+			errs = append(errs, fmt.Errorf("%w: ProcLimits.%s is %d (use Unlimited, 0 for the default, or a positive value)", ErrInvalidSpec, name, v))
+		}
+	}
+	check("Memory", l.Memory)
+	check("AddressSpace", l.AddressSpace)
+	check("CPUTime", int64(l.CPUTime))
+	check("OpenFiles", l.OpenFiles)
+	check("Processes", l.Processes)
+	check("FileSize", l.FileSize)
+	return errs
+}
+
+// Config configures a Runner. A nil *Config means all defaults.
+type Config struct {
+	// WorkDir is where task directories are created. Default os.TempDir().
+	WorkDir string
+	// Limits are the resource limits of every task.
+	Limits ProcLimits
+	// Timeout is the wall-clock limit of a task whose Spec sets none.
+	// Default TimeoutDefault.
+	Timeout time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL when a task times
+	// out or is cancelled. Default KillGraceDefault.
+	KillGrace time.Duration
+	// LogLimit caps the bytes of output passed to Spec.Log; the rest is read
+	// and discarded. Default LogLimitDefault.
+	LogLimit int64
+	// DrainTimeout bounds the reading of the log once the task's process
+	// group is gone. Default DrainTimeoutDefault.
+	DrainTimeout time.Duration
+	// Path is the PATH of every task, and where interpreters are looked up.
+	// Default PathDefault.
+	Path string
+	// Runtimes adds to or overrides the runtime table (see Spec.Runtime):
+	// each value is the interpreter's argv before the script; a nil or empty
+	// value runs the file itself.
+	Runtimes map[string][]string
+	// Credential, if set, runs every task as this user and group (and these
+	// supplementary groups, none if empty), with the task directory owned by
+	// it. Changing user needs root. Default nil: tasks run as the runner's
+	// own user. Strongly recommended in production: see the package doc.
+	Credential *syscall.Credential
+	// TrampolinePath is the binary started to apply the limits before the
+	// program runs; it must call Main first thing in main. Default: the
+	// running binary, provided it has called Main.
+	TrampolinePath string
+}
+
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	out.Limits = out.Limits.withDefaults()
+	if out.Timeout == 0 {
+		out.Timeout = TimeoutDefault
+	}
+	if out.KillGrace == 0 {
+		out.KillGrace = KillGraceDefault
+	}
+	if out.LogLimit == 0 {
+		out.LogLimit = LogLimitDefault
+	}
+	if out.DrainTimeout == 0 {
+		out.DrainTimeout = DrainTimeoutDefault
+	}
+	if out.Path == "" {
+		out.Path = PathDefault
+	}
+	out.Runtimes = maps.Clone(out.Runtimes)
+	return out
+}
+
+func (c *Config) validate() error {
+	errs := c.Limits.validate()
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: Config.Timeout is negative", ErrInvalidSpec))
+	}
+	if c.KillGrace < 0 {
+		errs = append(errs, fmt.Errorf("%w: Config.KillGrace is negative", ErrInvalidSpec))
+	}
+	if c.LogLimit < 0 {
+		errs = append(errs, fmt.Errorf("%w: Config.LogLimit is negative", ErrInvalidSpec))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: Config.DrainTimeout is negative", ErrInvalidSpec))
+	}
+	for _, dir := range filepath.SplitList(c.Path) {
+		if !filepath.IsAbs(dir) {
+			errs = append(errs, fmt.Errorf("%w: Config.Path holds %q, which is not absolute", ErrInvalidSpec, dir))
+		}
+	}
+	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
+		errs = append(errs, fmt.Errorf("%w: Config.WorkDir %q is not absolute", ErrInvalidSpec, c.WorkDir))
+	}
+	return errors.Join(errs...)
+}
+
+// Runtimes is the built-in runtime table: the interpreter's argv before the
+// script, looked up in Config.Path. "binary", "go" and "" run the file
+// itself. Config.Runtimes adds to it or overrides it.
+var runtimeTable = map[string][]string{
+	"":        nil,
+	"binary":  nil,
+	"go":      nil,
+	"sh":      {"sh"},
+	"bash":    {"bash"},
+	"python":  {"python3"},
+	"python3": {"python3"},
+	"ruby":    {"ruby"},
+	"php":     {"php"},
+	"node":    {"node"},
+	"perl":    {"perl"},
+	"java":    {"java", "-jar"},
+}
+
+// Runtimes returns a copy of the built-in runtime table (see Spec.Runtime).
+func Runtimes() map[string][]string {
+	out := make(map[string][]string, len(runtimeTable))
+	for k, v := range runtimeTable {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// Spec describes one task run. Only TaskID and one of File or Command are
+// required.
+type Spec struct {
+	// TaskID names the task: 1 to 128 of A-Z a-z 0-9 . _ - (it appears in a
+	// directory name and in -id).
+	TaskID string
+	// PackageDir is an unpacked code package (see Unpack). Its files are
+	// copied into the task directory, the program's working directory,
+	// where IronWorker programs expect them. Empty: no package.
+	PackageDir string
+	// Runtime picks the interpreter of File (the code package's "runtime"):
+	//
+	//	"binary", "go", ""   the file itself (made executable in the task dir)
+	//	"sh"                 sh ./File
+	//	"bash"               bash ./File
+	//	"python", "python3"  python3 ./File
+	//	"ruby", "php", "node", "perl"   <runtime> ./File
+	//	"java"               java -jar ./File
+	//
+	// Interpreters are looked up in Config.Path; Config.Runtimes extends the
+	// table. There is never a shell between kiln and the program unless the
+	// runtime is a shell running the package's own script.
+	Runtime string
+	// File is the program inside the package (the code package's
+	// "file_name"), a local slash-separated path.
+	File string
+	// Command, if set instead of File, is the program's argv (the code
+	// package's "command", already split; metacharacters are literal). A
+	// Command[0] with a slash is relative to the task directory (or
+	// absolute); without one it is looked up in Config.Path.
+	Command []string
+	// Payload is written to the file named by -payload and PAYLOAD_FILE.
+	Payload []byte
+	// Config is written to the file named by -config and CONFIG_FILE.
+	Config []byte
+	// Env is the package's env_vars, added to the task's environment. It may
+	// override PATH and HOME, not the TASK_*, PAYLOAD_FILE, CONFIG_FILE
+	// variables.
+	Env map[string]string
+	// Timeout is this task's wall-clock limit. Default Config.Timeout.
+	Timeout time.Duration
+	// Log receives the task's stdout and stderr, interleaved as written,
+	// live, in chunks, from one goroutine at a time, up to Config.LogLimit
+	// bytes followed by a marker line if there was more. A slow Log slows
+	// the task (its pipe fills); a failing Log stops the copy but not the
+	// task. Nil discards the output.
+	Log io.Writer
+	// Keep leaves the task directory in place after the run (for debugging).
+	Keep bool
+}
+
+// Status is how a run ended: the IronWorker task statuses a run can end in.
+type Status string
+
+// Statuses of a Result.
+const (
+	StatusComplete  Status = "complete"
+	StatusError     Status = "error"
+	StatusTimeout   Status = "timeout"
+	StatusCancelled Status = "cancelled"
+)
+
+// Result describes a finished run.
+type Result struct {
+	// Status is complete (exit 0), error (any other exit, or not started),
+	// timeout (Spec.Timeout passed, or ctx's cause is
+	// context.DeadlineExceeded) or cancelled (ctx done for another cause).
+	Status Status
+	// Msg explains a status other than complete: "exit status 3", "killed
+	// by signal: segmentation fault", "timed out after 1m0s", ...
+	Msg string
+	// ExitCode is the exit status, or -1 if the process was killed by a
+	// signal or never started.
+	ExitCode int
+	// Signal is the signal that ended the process, or 0.
+	Signal syscall.Signal
+	// Cause is context.Cause of ctx for StatusCancelled and for a timeout
+	// by ctx, nil otherwise.
+	Cause error
+	// StartedAt is when the program was running (its exec had succeeded);
+	// zero if it never started. EndedAt is when it exited.
+	StartedAt, EndedAt time.Time
+	// Duration is EndedAt - StartedAt.
+	Duration time.Duration
+	// LogBytes is how many bytes of output were passed to Spec.Log,
+	// LogDropped how many more were read and discarded; LogTruncated says
+	// whether the cap was hit (and the marker line written).
+	LogBytes, LogDropped int64
+	// LogTruncated is true when the output exceeded Config.LogLimit.
+	LogTruncated bool
+	// LogErr is the first error Spec.Log returned, if any.
+	LogErr error
+	// UserTime and SystemTime are the CPU time of the process (not of
+	// children it did not wait for); MaxRSS its peak resident memory in bytes.
+	UserTime, SystemTime time.Duration
+	// MaxRSS is the peak resident set size in bytes.
+	MaxRSS int64
+	// TaskDir is the task directory (removed unless Spec.Keep).
+	TaskDir string
+	// PID is the program's process id, also its process group id; 0 if it
+	// never started.
+	PID int
+}
+
+// Runner runs tasks as separate processes. It is safe for concurrent use;
+// each Run is independent.
+type Runner struct {
+	cfg Config
+}
+
+// New returns a Runner with cfg (nil: all defaults), or every problem of
+// cfg at once.
+func New(cfg *Config) (*Runner, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &Runner{cfg: c}, nil
+}
+
+var defaultRunner = sync.OnceValue(func() *Runner {
+	r, err := New(nil)
+	if err != nil {
+		panic(err) // the defaults are valid
+	}
+	return r
+})
+
+// Run runs spec with a Runner of default Config. See (*Runner).Run.
+func Run(ctx context.Context, spec Spec) (Result, error) {
+	return defaultRunner().Run(ctx, spec)
+}
+
+// Reserved environment variables a package's env_vars may not set.
+var reservedEnv = []string{"TASK_ID", "TASK_DIR", "PAYLOAD_FILE", "CONFIG_FILE", trampolineEnv}
+
+var taskIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+// ValidateEnv reports whether env (a package's env_vars) can be given to a
+// task: names non-empty, without '=' or NUL, not reserved; values without NUL.
+// A server should call it when a package is uploaded.
+func ValidateEnv(env map[string]string) error {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		v := env[k]
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			errs = append(errs, fmt.Errorf("%w: environment variable name %q", ErrInvalidSpec, k))
+		case slices.Contains(reservedEnv, k):
+			errs = append(errs, fmt.Errorf("%w: environment variable %s is set by kiln", ErrInvalidSpec, k))
+		case strings.ContainsRune(v, 0):
+			errs = append(errs, fmt.Errorf("%w: environment variable %s holds a NUL", ErrInvalidSpec, k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Spec) validate() error {
+	var errs []error
+	if !taskIDPattern.MatchString(s.TaskID) || s.TaskID == "." || s.TaskID == ".." {
+		errs = append(errs, fmt.Errorf("%w: TaskID %q: want 1 to 128 of A-Z a-z 0-9 . _ -", ErrInvalidSpec, s.TaskID))
+	}
+	switch {
+	case s.File == "" && len(s.Command) == 0:
+		errs = append(errs, fmt.Errorf("%w: neither File nor Command is set", ErrInvalidSpec))
+	case s.File != "" && len(s.Command) > 0:
+		errs = append(errs, fmt.Errorf("%w: both File and Command are set", ErrInvalidSpec))
+	case s.File != "":
+		if strings.ContainsAny(s.File, "\\\x00") || !filepath.IsLocal(s.File) {
+			errs = append(errs, fmt.Errorf("%w: File %q is not a local path", ErrInvalidSpec, s.File))
+		}
+	default:
+		if s.Command[0] == "" {
+			errs = append(errs, fmt.Errorf("%w: Command[0] is empty", ErrInvalidSpec))
+		}
+		for _, a := range s.Command {
+			if strings.ContainsRune(a, 0) {
+				errs = append(errs, fmt.Errorf("%w: Command holds a NUL", ErrInvalidSpec))
+				break
+			}
+		}
+	}
+	if s.PackageDir != "" && !filepath.IsAbs(s.PackageDir) {
+		errs = append(errs, fmt.Errorf("%w: PackageDir %q is not absolute", ErrInvalidSpec, s.PackageDir))
+	}
+	if s.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: Timeout is negative", ErrInvalidSpec))
+	}
+	if err := ValidateEnv(s.Env); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,507 @@
+//go:build linux
+
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Names of the files kiln writes into the task directory. A package file
+// of the same name is overwritten.
+const (
+	PayloadFileName = "__payload__"
+	ConfigFileName  = "__config__"
+)
+
+// startTimeout bounds the wait for the trampoline's handshake.
+const startTimeout = 30 * time.Second
+
+// Run runs one task: it creates a fresh task directory, copies the package
+// into it, writes the payload and config files, and starts the program as
+// a separate process in its own process group with the configured limits,
+// arguments exactly
+//
+//	-d <task dir> -payload <payload file> -config <config file> -id <task id>
+//
+// (after the interpreter and script, or after Command), working directory
+// the task directory, and environment exactly TASK_ID, TASK_DIR,
+// PAYLOAD_FILE, CONFIG_FILE, PATH (Config.Path), HOME (the task directory)
+// and Spec.Env: nothing of the runner's own environment.
+//
+// When Spec.Timeout passes or ctx is done, the process group gets SIGTERM,
+// then SIGKILL after Config.KillGrace. When the program exits, whatever is
+// left of its process group is killed. Stdout and stderr go through one
+// pipe to Spec.Log, live, capped at Config.LogLimit.
+//
+// Run returns a non-nil error only when the program could not be started
+// (wrapping ErrInvalidSpec, ErrNoProgram, ErrStart or ErrNoTrampoline; the
+// Result then has StatusError and Msg). Otherwise the Result says how it
+// ended. The task directory is removed before Run returns, unless Spec.Keep.
+func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
+	res := Result{Status: StatusError, ExitCode: -1}
+	failed := func(err error) (Result, error) {
+		res.Msg = err.Error()
+		return res, err
+	}
+	if err := spec.validate(); err != nil {
+		return failed(err)
+	}
+	tramp, err := r.trampolinePath()
+	if err != nil {
+		return failed(err)
+	}
+	if err := ctx.Err(); err != nil {
+		res.Status, res.Cause = statusOf(ctx), context.Cause(ctx)
+		res.Msg = "not started: " + res.Cause.Error()
+		return res, nil
+	}
+	cfg := &r.cfg
+	timeout := spec.Timeout
+	if timeout == 0 {
+		timeout = cfg.Timeout
+	}
+
+	workDir := cfg.WorkDir
+	if workDir == "" {
+		workDir = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(workDir, "kiln-task-"+spec.TaskID+"-")
+	if err != nil {
+		return failed(fmt.Errorf("%w: task directory: %w", ErrStart, err))
+	}
+	res.TaskDir = dir
+	if !spec.Keep {
+		defer func() { _ = removeAll(dir) }()
+	}
+	path, argv, env, err := r.prepare(spec, dir)
+	if err != nil {
+		return failed(err)
+	}
+	return r.start(ctx, spec, res, tramp, path, argv, env, timeout)
+}
+
+// trampolinePath returns the binary that applies the limits.
+func (r *Runner) trampolinePath() (string, error) {
+	if r.cfg.TrampolinePath != "" {
+		return r.cfg.TrampolinePath, nil
+	}
+	if !mainCalled.Load() {
+		return "", ErrNoTrampoline
+	}
+	// The running binary, even if its file has been replaced since.
+	return "/proc/self/exe", nil
+}
+
+// prepare fills the task directory and returns the program's path, argv
+// and environment.
+func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, error) {
+	cfg := &r.cfg
+	if spec.PackageDir != "" {
+		if err := os.CopyFS(dir, os.DirFS(spec.PackageDir)); err != nil {
+			return "", nil, nil, fmt.Errorf("%w: copy the package: %w", ErrStart, err)
+		}
+	}
+	payload := filepath.Join(dir, PayloadFileName)
+	config := filepath.Join(dir, ConfigFileName)
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{payload, spec.Payload}, {config, spec.Config}} {
+		if err := os.RemoveAll(f.path); err != nil {
+			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+		}
+		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
+			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+		}
+	}
+
+	var path string
+	var argv []string
+	if len(spec.Command) > 0 {
+		c0 := spec.Command[0]
+		switch {
+		case filepath.IsAbs(c0):
+			path = c0
+		case strings.Contains(c0, "/"):
+			if !filepath.IsLocal(c0) {
+				return "", nil, nil, fmt.Errorf("%w: Command[0] %q leaves the task directory", ErrInvalidSpec, c0)
+			}
+			path = filepath.Join(dir, c0)
+		default:
+			p, err := lookPath(c0, cfg.Path)
+			if err != nil {
+				return "", nil, nil, err
+			}
+			path = p
+		}
+		argv = slices.Clone(spec.Command)
+	} else {
+		interp, ok := cfg.Runtimes[spec.Runtime]
+		if !ok {
+			interp, ok = runtimeTable[spec.Runtime]
+		}
+		if !ok {
+			return "", nil, nil, fmt.Errorf("%w: unknown runtime %q", ErrInvalidSpec, spec.Runtime)
+		}
+		file := filepath.Join(dir, filepath.FromSlash(spec.File))
+		st, err := os.Stat(file)
+		if err != nil || !st.Mode().IsRegular() {
+			return "", nil, nil, fmt.Errorf("%w: %q is not a file of the package", ErrNoProgram, spec.File)
+		}
+		if len(interp) == 0 {
+			// The task's own copy: making it executable changes nothing
+			// shared (zips made on Windows have no execute bits).
+			if err := os.Chmod(file, 0o755); err != nil { //nolint:gosec // G302: the program must be executable
+				return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+			}
+			path = file
+			argv = []string{file}
+		} else {
+			p, err := lookPath(interp[0], cfg.Path)
+			if err != nil {
+				return "", nil, nil, err
+			}
+			path = p
+			// "./" keeps a script named like an option ("-c") a file name.
+			argv = append(slices.Clone(interp), "./"+spec.File)
+		}
+	}
+	argv = append(argv, "-d", dir, "-payload", payload, "-config", config, "-id", spec.TaskID)
+
+	vars := map[string]string{
+		"TASK_ID":      spec.TaskID,
+		"TASK_DIR":     dir,
+		"PAYLOAD_FILE": payload,
+		"CONFIG_FILE":  config,
+		"PATH":         cfg.Path,
+		"HOME":         dir,
+	}
+	maps.Copy(vars, spec.Env)
+	env := make([]string, 0, len(vars)+1)
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
+	}
+
+	if c := cfg.Credential; c != nil {
+		if err := chownTree(dir, int(c.Uid), int(c.Gid)); err != nil {
+			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+		}
+	}
+	return path, argv, env, nil
+}
+
+// lookPath finds an executable in the given PATH (never the runner's own).
+func lookPath(name, pathList string) (string, error) {
+	for _, d := range filepath.SplitList(pathList) {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %q is not in %s", ErrNoProgram, name, pathList)
+}
+
+func (r *Runner) trampolineSpec() trampolineSpec {
+	l := r.cfg.Limits
+	cpu := int64(Unlimited)
+	if l.CPUTime > 0 {
+		cpu = int64((l.CPUTime + time.Second - 1) / time.Second)
+	}
+	t := trampolineSpec{
+		limits: [len(rlimitOrder)]int64{cpu, l.OpenFiles, l.Processes, l.FileSize, l.Memory, l.AddressSpace},
+		uid:    -1,
+		gid:    -1,
+	}
+	if c := r.cfg.Credential; c != nil {
+		t.uid, t.gid = int(c.Uid), int(c.Gid)
+		for _, g := range c.Groups {
+			t.groups = append(t.groups, int(g))
+		}
+	}
+	return t
+}
+
+func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path string, argv, env []string, timeout time.Duration) (Result, error) {
+	cfg := &r.cfg
+	failed := func(err error) (Result, error) {
+		res.Msg = err.Error()
+		return res, err
+	}
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		return failed(fmt.Errorf("%w: %w", ErrStart, err))
+	}
+	statR, statW, err := os.Pipe()
+	if err != nil {
+		_ = logR.Close()
+		_ = logW.Close()
+		return failed(fmt.Errorf("%w: %w", ErrStart, err))
+	}
+	cmd := &exec.Cmd{
+		Path:        tramp,
+		Args:        append([]string{"kiln-runner", path}, argv...),
+		Env:         append(env, trampolineEnv+"="+r.trampolineSpec().encode()),
+		Dir:         res.TaskDir,
+		Stdout:      logW,
+		Stderr:      logW,
+		ExtraFiles:  []*os.File{statW},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	err = cmd.Start()
+	_ = logW.Close()
+	_ = statW.Close()
+	if err != nil {
+		_ = logR.Close()
+		_ = statR.Close()
+		return failed(fmt.Errorf("%w: %w", ErrStart, err))
+	}
+	pid := cmd.Process.Pid
+	res.PID = pid
+
+	pump := &logPump{sink: spec.Log, limit: cfg.LogLimit}
+	pumpDone := make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		pump.run(logR)
+	}()
+	finish := func() {
+		// The leader has exited (it is a zombie until cmd.Wait, so its pid,
+		// the group's id, cannot be reused): kill what is left of the group.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		_ = logR.SetReadDeadline(time.Now().Add(cfg.DrainTimeout))
+		<-pumpDone
+		_ = logR.Close()
+		res.LogBytes, res.LogDropped, res.LogTruncated, res.LogErr = pump.bytes, pump.dropped, pump.truncated, pump.err
+	}
+
+	if err := handshake(ctx, statR); err != nil {
+		_ = statR.Close()
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		finish()
+		return failed(err)
+	}
+	_ = statR.Close()
+	res.StartedAt = time.Now()
+
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		waitExited(pid)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var stop Status
+	select {
+	case <-exited:
+	case <-timer.C:
+		stop = StatusTimeout
+		res.Msg = fmt.Sprintf("timed out after %v", timeout)
+	case <-ctx.Done():
+		stop, res.Cause = statusOf(ctx), context.Cause(ctx)
+		if stop == StatusTimeout {
+			res.Msg = "timed out: " + res.Cause.Error()
+		} else {
+			res.Msg = "cancelled: " + res.Cause.Error()
+		}
+	}
+	if stop != "" {
+		select {
+		case <-exited: // it ended on its own meanwhile: report that
+			stop, res.Msg, res.Cause = "", "", nil
+		default:
+			_ = syscall.Kill(-pid, syscall.SIGTERM)
+			grace := time.NewTimer(cfg.KillGrace)
+			select {
+			case <-exited:
+			case <-grace.C:
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+				<-exited
+				res.Msg += fmt.Sprintf(" (killed after a %v grace period)", cfg.KillGrace)
+			}
+			grace.Stop()
+		}
+	}
+	res.EndedAt = time.Now()
+	res.Duration = res.EndedAt.Sub(res.StartedAt)
+	finish()
+
+	ps := cmd.ProcessState
+	if ps == nil {
+		return failed(fmt.Errorf("%w: no exit status", ErrStart))
+	}
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		res.UserTime = time.Duration(ru.Utime.Nano())
+		res.SystemTime = time.Duration(ru.Stime.Nano())
+		res.MaxRSS = ru.Maxrss * 1024
+	}
+	ws, _ := ps.Sys().(syscall.WaitStatus)
+	switch {
+	case ws.Exited():
+		res.ExitCode = ws.ExitStatus()
+	case ws.Signaled():
+		res.Signal = ws.Signal()
+	}
+	switch {
+	case stop != "":
+		res.Status = stop
+	case res.ExitCode == 0:
+		res.Status = StatusComplete
+	case res.Signal != 0:
+		res.Status = StatusError
+		res.Msg = "killed by signal: " + res.Signal.String()
+	default:
+		res.Status = StatusError
+		res.Msg = fmt.Sprintf("exit status %d", res.ExitCode)
+	}
+	return res, nil
+}
+
+func statusOf(ctx context.Context) Status {
+	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		return StatusTimeout
+	}
+	return StatusCancelled
+}
+
+// handshake reads the status pipe: 'T' from the trampoline, then EOF when
+// the program's exec succeeded (the pipe is close-on-exec), or a failed
+// stage and errno.
+func handshake(ctx context.Context, statR *os.File) error {
+	deadline := time.Now().Add(startTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = statR.SetReadDeadline(deadline)
+	var buf [6]byte
+	n, err := io.ReadFull(statR, buf[:])
+	switch {
+	case n == 0 && errors.Is(err, io.EOF):
+		return fmt.Errorf("%w (the trampoline exited without a word)", ErrNoTrampoline)
+	case buf[0] != 'T':
+		return fmt.Errorf("%w (unexpected handshake)", ErrNoTrampoline)
+	case n == 1 && errors.Is(err, io.ErrUnexpectedEOF):
+		return nil // exec succeeded
+	case n == 6:
+		errno := syscall.Errno(uint32(buf[2]) | uint32(buf[3])<<8 | uint32(buf[4])<<16 | uint32(buf[5])<<24)
+		if buf[1] == stageExec && (errno == syscall.ENOENT || errno == syscall.ENOTDIR) {
+			return fmt.Errorf("%w: %s: %w", ErrNoProgram, stageNames[buf[1]], errno)
+		}
+		return fmt.Errorf("%w: %s: %w", ErrStart, stageNames[buf[1]], errno)
+	default:
+		return fmt.Errorf("%w: handshake: %d bytes: %w", ErrStart, n, err)
+	}
+}
+
+// waitExited blocks until process pid has exited, without reaping it.
+func waitExited(pid int) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// logPump copies the log pipe to the sink up to the cap, then discards.
+type logPump struct {
+	sink      io.Writer
+	limit     int64
+	bytes     int64
+	dropped   int64
+	truncated bool
+	err       error
+}
+
+func (p *logPump) run(r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			p.deliver(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *logPump) deliver(b []byte) {
+	if room := p.limit - p.bytes; room > 0 {
+		k := min(int64(len(b)), room)
+		p.write(b[:k])
+		p.bytes += k
+		b = b[k:]
+	}
+	if len(b) == 0 {
+		return
+	}
+	if !p.truncated {
+		p.truncated = true
+		p.write(fmt.Appendf(nil, "\n[kiln: log truncated at %d bytes; the rest of the output is discarded]\n", p.limit))
+	}
+	p.dropped += int64(len(b))
+}
+
+func (p *logPump) write(b []byte) {
+	if p.sink == nil || p.err != nil {
+		return
+	}
+	if _, err := p.sink.Write(b); err != nil {
+		p.err = err
+	}
+}
+
+// chownTree gives the task's user the task directory (before the task
+// starts: nothing else writes in it yet).
+func chownTree(dir string, uid, gid int) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = root.Close() }()
+	return fs.WalkDir(root.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return root.Lchown(p, uid, gid)
+	})
+}
+
+// removeAll removes a task directory, even one whose modes the task has
+// changed so that its owner cannot list or delete inside it. The task (or a
+// process it left behind) may still be changing the tree: every step goes
+// through an os.Root, so a symbolic link swapped in cannot redirect a chmod
+// outside the directory.
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	if root, err := os.OpenRoot(dir); err == nil {
+		_ = root.Chmod(".", 0o700)
+		_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				// Before WalkDir reads it: a directory must be listable.
+				_ = root.Chmod(p, 0o700)
+			}
+			return nil
+		})
+		_ = root.Close()
+	}
+	return os.RemoveAll(dir)
+}

@@ -1,0 +1,762 @@
+//go:build linux
+
+package runner
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// waitLimit bounds every wait for something that should happen promptly;
+// it guards against hanging tests and is never a measurement.
+const waitLimit = 30 * time.Second
+
+// sharedWorkDir returns a work directory that another user can traverse
+// (t.TempDir's parents are private to root).
+func sharedWorkDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kiln-runner-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func newRunner(t testing.TB, cfg Config) *Runner {
+	t.Helper()
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = t.TempDir()
+	}
+	if cfg.KillGrace == 0 {
+		cfg.KillGrace = 200 * time.Millisecond
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = waitLimit
+	}
+	r, err := New(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// pkgDir unpacks a package built from entries and returns its directory.
+func pkgDir(t testing.TB, entries ...entry) string {
+	t.Helper()
+	z := buildZip(t, entries...)
+	dst := filepath.Join(t.TempDir(), "pkg")
+	if _, err := Unpack(bytes.NewReader(z), int64(len(z)), dst, Limits{}); err != nil {
+		t.Fatalf("Unpack: %v", err)
+	}
+	return dst
+}
+
+// syncBuffer is a Log sink safe to read while Run writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// lineWatcher is a Log sink that calls fn once for the first line holding want.
+type lineWatcher struct {
+	syncBuffer
+	want string
+	once sync.Once
+	fn   func(line string)
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	n, err := w.syncBuffer.Write(p)
+	if s := w.String(); strings.Contains(s, w.want) {
+		for line := range strings.Lines(s) {
+			if strings.Contains(line, w.want) {
+				w.once.Do(func() { w.fn(strings.TrimSpace(line)) })
+				break
+			}
+		}
+	}
+	return n, err
+}
+
+// The Go worker: a port of the seed's IronWorker Go worker (find -payload,
+// read it, print it) with a few extra modes for the tests.
+const workerSource = `package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	start := time.Now().UnixNano()
+	payloadPath := ""
+	for i, a := range os.Args {
+		if a == "-payload" && i+1 < len(os.Args) {
+			payloadPath = os.Args[i+1]
+		}
+	}
+	raw, err := os.ReadFile(payloadPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "read payload:", err)
+		os.Exit(2)
+	}
+	var p struct {
+		Mode string ` + "`json:\"mode\"`" + `
+	}
+	_ = json.Unmarshal(raw, &p)
+	switch p.Mode {
+	case "start":
+		fmt.Println(start)
+	case "env":
+		wd, _ := os.Getwd()
+		_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"args": os.Args[1:], "env": os.Environ(), "cwd": wd, "uid": os.Getuid()})
+	case "limits":
+		out := map[string]uint64{}
+		for name, res := range map[string]int{"as": 9, "data": 2, "cpu": 0, "nofile": 7, "nproc": 6, "fsize": 1, "core": 4} {
+			var rl syscall.Rlimit
+			_ = syscall.Getrlimit(res, &rl)
+			out[name] = rl.Max
+			out[name+"_cur"] = rl.Cur
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(out)
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		for {
+			time.Sleep(time.Hour)
+		}
+	case "true":
+	default:
+		var data any
+		if err := json.Unmarshal(raw, &data); err != nil {
+			panic(err)
+		}
+		fmt.Printf("%v\n", data)
+	}
+}
+`
+
+// A runner script in the style of the seed's __runner__.sh (written for
+// these tests): its loop over the arguments never shifts, so it only ends if
+// -d comes first.
+const runnerScript = `#!/bin/sh
+dir() {
+  while [ $# -gt 0 ]; do
+    if [ "$1" = "-d" ]; then
+      printf "%s\n" "$2"
+      break
+    fi
+  done
+}
+cd "$(dir "$@")"
+chmod +x "worker"
+./"worker" "$@"
+`
+
+var buildWorker = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kiln-runner-worker-")
+	if err != nil {
+		return "", err
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o750); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(workerSource), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module worker\n\ngo 1.26\n"), 0o600); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "worker")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, b)
+	}
+	return out, nil
+})
+
+// workerPkg returns a package dir holding the Go worker and __runner__.sh.
+func workerPkg(t testing.TB) string {
+	t.Helper()
+	bin, err := buildWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The worker is zipped without execute bits, like a zip made on Windows:
+	// the runner script's chmod (or the binary runtime) fixes it.
+	return pkgDir(t, entry{name: "worker", data: data, mode: 0o644, method: 8},
+		entry{name: "__runner__.sh", data: []byte(runnerScript), mode: 0o755})
+}
+
+func shPkg(t testing.TB, script string) string {
+	t.Helper()
+	return pkgDir(t, entry{name: "run.sh", data: []byte(script), mode: 0o644})
+}
+
+func run(ctx context.Context, t testing.TB, r *Runner, spec Spec) Result {
+	t.Helper()
+	if spec.TaskID == "" {
+		spec.TaskID = "t1"
+	}
+	res, err := r.Run(ctx, spec)
+	if err != nil {
+		t.Fatalf("Run: %v (result %+v)", err, res)
+	}
+	return res
+}
+
+func TestRunShellPackage(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	var log syncBuffer
+	dir := shPkg(t, `echo "args: $*"; echo "payload: $(cat "$PAYLOAD_FILE")"; echo "config: $(cat "$CONFIG_FILE")"; echo oops >&2; pwd`)
+	res := run(context.Background(), t, r, Spec{TaskID: "sh-1", PackageDir: dir, Runtime: "sh", File: "run.sh",
+		Payload: []byte(`{"a":1}`), Config: []byte("cfg"), Log: &log})
+	if res.Status != StatusComplete || res.ExitCode != 0 || res.Msg != "" {
+		t.Fatalf("result %+v; log:\n%s", res, log.String())
+	}
+	want := fmt.Sprintf("args: -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id sh-1\npayload: {\"a\":1}\nconfig: cfg\noops\n%[1]s\n", res.TaskDir)
+	if diff := cmp.Diff(want, log.String()); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+	if res.LogBytes != int64(len(want)) || res.LogTruncated || res.PID == 0 || res.StartedAt.IsZero() || res.Duration <= 0 {
+		t.Errorf("result %+v", res)
+	}
+	if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("task dir %s still there: %v", res.TaskDir, err)
+	}
+}
+
+// The seed's packaging: a Go binary and a __runner__.sh that loops forever
+// unless -d is the first argument.
+func TestRunGoWorkerPackage(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	var log syncBuffer
+	res := run(context.Background(), t, r, Spec{PackageDir: workerPkg(t), Runtime: "sh", File: "__runner__.sh",
+		Payload: []byte(`{"arg1":"Test","another_arg":["apples","oranges"]}`), Log: &log, Timeout: waitLimit})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v; log:\n%s", res, log.String())
+	}
+	if got, want := log.String(), "map[another_arg:[apples oranges] arg1:Test]\n"; got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+}
+
+func TestRunBinaryRuntime(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	var log syncBuffer
+	res := run(context.Background(), t, r, Spec{PackageDir: workerPkg(t), Runtime: "binary", File: "worker",
+		Payload: []byte(`{"x":"y"}`), Log: &log})
+	if res.Status != StatusComplete || log.String() != "map[x:y]\n" {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+}
+
+func TestRunPython(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	var log syncBuffer
+	dir := pkgDir(t, entry{name: "hello.py", data: []byte(`import json, os, sys
+print("argv", sys.argv[1:])
+with open(os.environ["PAYLOAD_FILE"]) as f:
+    print("payload", json.load(f)["name"])
+`)})
+	res := run(context.Background(), t, r, Spec{TaskID: "py", PackageDir: dir, Runtime: "python", File: "hello.py",
+		Payload: []byte(`{"name":"kiln"}`), Log: &log})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v; log:\n%s", res, log.String())
+	}
+	want := fmt.Sprintf("argv ['-d', '%[1]s', '-payload', '%[1]s/__payload__', '-config', '%[1]s/__config__', '-id', 'py']\npayload kiln\n", res.TaskDir)
+	if got := log.String(); got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+}
+
+// Arguments exactly, in order; environment exactly, nothing of the runner's.
+func TestRunArgsAndEnv(t *testing.T) {
+	t.Parallel()
+	if os.Getenv(testSecretEnv) == "" {
+		t.Fatal("the test secret is not set in the test process")
+	}
+	r := newRunner(t, Config{})
+	var log syncBuffer
+	res := run(context.Background(), t, r, Spec{TaskID: "env.1", PackageDir: workerPkg(t), File: "worker",
+		Payload: []byte(`{"mode":"env"}`), Env: map[string]string{"GREETING": "hi there", "PATH": "/bin"}, Log: &log})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v; log:\n%s", res, log.String())
+	}
+	var got struct {
+		Args []string `json:"args"`
+		Env  []string `json:"env"`
+		Cwd  string   `json:"cwd"`
+	}
+	if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
+		t.Fatalf("%v: %q", err, log.String())
+	}
+	d := res.TaskDir
+	wantArgs := []string{"-d", d, "-payload", d + "/__payload__", "-config", d + "/__config__", "-id", "env.1"}
+	if diff := cmp.Diff(wantArgs, got.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	wantEnv := []string{"CONFIG_FILE=" + d + "/__config__", "GREETING=hi there", "HOME=" + d, "PATH=/bin",
+		"PAYLOAD_FILE=" + d + "/__payload__", "TASK_DIR=" + d, "TASK_ID=env.1"}
+	slices.Sort(got.Env)
+	if diff := cmp.Diff(wantEnv, got.Env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	if got.Cwd != d {
+		t.Errorf("cwd %q, want %q", got.Cwd, d)
+	}
+	if strings.Contains(log.String(), "hunter2") {
+		t.Error("the task saw the runner's secret")
+	}
+}
+
+// Metacharacters in Command are literal: there is no shell.
+func TestRunCommandNoShell(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	var log syncBuffer
+	res := run(context.Background(), t, r, Spec{TaskID: "cmd", Command: []string{"echo", "; rm -rf /", "$(id)", "`id`", "a|b"}, Log: &log})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v", res)
+	}
+	want := fmt.Sprintf("; rm -rf / $(id) `id` a|b -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id cmd\n", res.TaskDir)
+	if got := log.String(); got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+}
+
+func TestRunExitStatus(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	tests := []struct {
+		script   string
+		code     int
+		signal   syscall.Signal
+		msg      string
+		wantStat Status
+	}{
+		{"exit 0", 0, 0, "", StatusComplete},
+		{"exit 7", 7, 0, "exit status 7", StatusError},
+		{"exit 255", 255, 0, "exit status 255", StatusError},
+		{"kill -SEGV $$", -1, syscall.SIGSEGV, "killed by signal: segmentation fault", StatusError},
+	}
+	for _, tc := range tests {
+		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, tc.script), Runtime: "sh", File: "run.sh"})
+		if res.Status != tc.wantStat || res.ExitCode != tc.code || res.Signal != tc.signal || res.Msg != tc.msg {
+			t.Errorf("%q: got status %s, code %d, signal %v, msg %q; want %s, %d, %v, %q",
+				tc.script, res.Status, res.ExitCode, res.Signal, res.Msg, tc.wantStat, tc.code, tc.signal, tc.msg)
+		}
+	}
+}
+
+// groupGone reports whether no live process is left in process group pgid.
+func groupGone(t testing.TB, pgid int) bool {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+		s := string(stat)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 2 && fields[2] == strconv.Itoa(pgid) && fields[0] != "Z" {
+			return false
+		}
+	}
+	return true
+}
+
+func TestRunTimeout(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	// A background child too: the whole group must go.
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh",
+		Timeout: 100 * time.Millisecond})
+	if res.Status != StatusTimeout || res.Signal != syscall.SIGTERM || !strings.HasPrefix(res.Msg, "timed out after 100ms") {
+		t.Fatalf("result %+v", res)
+	}
+	if !groupGone(t, res.PID) {
+		t.Error("processes of the task's group survived")
+	}
+}
+
+func TestRunCancel(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	cause := errors.New("cancelled by user")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	log := &lineWatcher{want: "ready", fn: func(string) { cancel(cause) }}
+	res := run(ctx, t, r, Spec{PackageDir: shPkg(t, "echo ready; sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh", Log: log})
+	if res.Status != StatusCancelled || !errors.Is(res.Cause, cause) || res.Msg != "cancelled: cancelled by user" {
+		t.Fatalf("result %+v", res)
+	}
+	if !groupGone(t, res.PID) {
+		t.Error("processes of the task's group survived")
+	}
+}
+
+// A program that ignores SIGTERM is killed with SIGKILL after the grace
+// period; a ctx whose cause is DeadlineExceeded means status timeout.
+func TestRunIgnoresSIGTERM(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{KillGrace: 300 * time.Millisecond})
+	for _, spec := range []Spec{
+		{PackageDir: shPkg(t, "trap '' TERM; echo ready; sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh"},
+		{PackageDir: workerPkg(t), File: "worker", Payload: []byte(`{"mode":"ignore-term"}`)},
+	} {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		log := &lineWatcher{want: "ready", fn: func(string) { cancel(context.DeadlineExceeded) }}
+		spec.Log = log
+		start := time.Now()
+		res := run(ctx, t, r, spec)
+		cancel(nil)
+		if res.Status != StatusTimeout || res.Signal != syscall.SIGKILL || !strings.Contains(res.Msg, "grace period") {
+			t.Fatalf("result %+v; log %q", res, log.String())
+		}
+		// Correctness, not speed: SIGKILL must not come before the grace period.
+		if el := time.Since(start); el < 300*time.Millisecond {
+			t.Errorf("killed after %v, before the grace period", el)
+		}
+		if !groupGone(t, res.PID) {
+			t.Error("processes of the task's group survived")
+		}
+	}
+}
+
+// Leftover background processes are killed when the program exits.
+func TestRunKillsLeftovers(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 >/dev/null 2>&1 & echo started"), Runtime: "sh", File: "run.sh"})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v", res)
+	}
+	if !groupGone(t, res.PID) {
+		t.Error("a background process outlived its task")
+	}
+}
+
+func TestRunKeepTaskDir(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "echo out > result.txt; mkdir -p locked/inner; chmod 000 locked"),
+		Runtime: "sh", File: "run.sh", Payload: []byte("p"), Keep: true})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v", res)
+	}
+	for _, name := range []string{"run.sh", "result.txt", PayloadFileName, ConfigFileName} {
+		if _, err := os.Stat(filepath.Join(res.TaskDir, name)); err != nil {
+			t.Errorf("kept task dir: %v", err)
+		}
+	}
+	if err := removeAll(res.TaskDir); err != nil {
+		t.Fatalf("removeAll: %v", err)
+	}
+	// And without Keep, even a directory the task locked is removed.
+	res = run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "mkdir -p locked/inner; touch locked/inner/f; chmod 000 locked/inner locked"),
+		Runtime: "sh", File: "run.sh"})
+	if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("task dir %s still there: %v", res.TaskDir, err)
+	}
+}
+
+func TestRunLimitsApplied(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 4 << 30, CPUTime: 90 * time.Second, OpenFiles: 100, Processes: 500, FileSize: 1 << 20}})
+	var log syncBuffer
+	res := run(context.Background(), t, r, Spec{PackageDir: workerPkg(t), File: "worker", Payload: []byte(`{"mode":"limits"}`), Log: &log})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+	var got map[string]uint64
+	if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
+		t.Fatalf("%v: %q", err, log.String())
+	}
+	want := map[string]uint64{"data": 300 << 20, "as": 4 << 30, "cpu": 90, "nofile": 100, "nproc": 500, "fsize": 1 << 20, "core": 0}
+	for k, v := range want {
+		if got[k] != v || got[k+"_cur"] != v {
+			t.Errorf("%s: hard %d soft %d, want %d", k, got[k], got[k+"_cur"], v)
+		}
+	}
+}
+
+func TestRunMemoryLimit(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{Limits: ProcLimits{Memory: 256 << 20}})
+	var log syncBuffer
+	dir := pkgDir(t, entry{name: "hog.py", data: []byte("x = bytearray(1 << 30)\nprint('allocated')\n")})
+	res := run(context.Background(), t, r, Spec{PackageDir: dir, Runtime: "python", File: "hog.py", Log: &log})
+	if res.Status != StatusError || !strings.Contains(log.String(), "MemoryError") {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+}
+
+func TestRunFileSizeLimit(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{Limits: ProcLimits{FileSize: 1 << 20}})
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "exec head -c 2000000 /dev/zero > big"), Runtime: "sh", File: "run.sh"})
+	if res.Status != StatusError || res.Signal != syscall.SIGXFSZ {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// 100 MB of output: the log is capped with a marker, the rest is drained
+// (the program finishes normally) and the runner's memory stays bounded.
+// Not parallel: it measures the process's allocations, so it runs alone.
+func TestRunLogFlood(t *testing.T) {
+	r := newRunner(t, Config{})
+	var n countingWriter
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "head -c 100000000 /dev/zero; echo done >&2"), Runtime: "sh", File: "run.sh", Log: &n})
+	runtime.ReadMemStats(&ms1)
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v", res)
+	}
+	if !res.LogTruncated || res.LogBytes != LogLimitDefault || res.LogDropped != 100_000_000+5-LogLimitDefault {
+		t.Errorf("log: truncated %v, bytes %d, dropped %d", res.LogTruncated, res.LogBytes, res.LogDropped)
+	}
+	if !strings.HasPrefix(string(n.tail), "\n[kiln: log truncated at 8388608 bytes") {
+		t.Errorf("no marker at the end of the log: %q", n.tail)
+	}
+	if n.n != LogLimitDefault+int64(len(n.tail)) {
+		t.Errorf("sink got %d bytes", n.n)
+	}
+	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("the runner allocated %d bytes for a 100 MB log", alloc)
+	}
+}
+
+// countingWriter counts bytes and keeps the last Write.
+type countingWriter struct {
+	n    int64
+	tail []byte
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	w.tail = append(w.tail[:0], p...)
+	return len(p), nil
+}
+
+const forkBomb = `import os, signal, sys
+n = 0
+failed = False
+while True:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        if not failed:
+            print("fork failed after", n, "children:", e.strerror, flush=True)
+            failed = True
+        continue
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    n += 1
+`
+
+// A fork bomb: the process limit holds, the whole group is killed, the
+// runner still works afterwards.
+func TestRunForkBomb(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Limits: ProcLimits{Processes: 64}}
+	if os.Geteuid() == 0 {
+		// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
+		cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+		cfg.WorkDir = sharedWorkDir(t)
+	}
+	r := newRunner(t, cfg)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	var count int
+	log := &lineWatcher{want: "fork failed", fn: func(line string) {
+		_, _ = fmt.Sscanf(line, "fork failed after %d", &count)
+		cancel(errors.New("enough"))
+	}}
+	dir := pkgDir(t, entry{name: "bomb.py", data: []byte(forkBomb)})
+	res := run(ctx, t, r, Spec{PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: waitLimit})
+	if res.Status != StatusCancelled {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+	if !strings.Contains(log.String(), "fork failed") || count >= 64 {
+		t.Errorf("the process limit did not hold: %q", log.String())
+	}
+	if !groupGone(t, res.PID) {
+		t.Error("processes of the bomb survived")
+	}
+	after := run(context.Background(), t, r, Spec{Command: []string{"true"}})
+	if after.Status != StatusComplete {
+		t.Errorf("a task after the bomb: %+v", after)
+	}
+}
+
+func TestRunCredential(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("changing user needs root")
+	}
+	r := newRunner(t, Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: sharedWorkDir(t)})
+	var log syncBuffer
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs`),
+		Runtime: "sh", File: "run.sh", Log: &log})
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+	fields := strings.Fields(log.String())
+	if want := []string{"65534", "65534", "wrote", "NoNewPrivs:", "1"}; !slices.Equal(fields, want) {
+		t.Errorf("log %q, want %q", fields, want)
+	}
+}
+
+func TestRunStartErrors(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		spec Spec
+		want error
+	}{
+		{"missing file", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), Runtime: "sh", File: "nope.sh"}, ErrNoProgram},
+		{"missing interpreter", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), Runtime: "cobol", File: "run.sh"}, ErrInvalidSpec},
+		{"missing command", Spec{TaskID: "a", Command: []string{"no-such-program-kiln"}}, ErrNoProgram},
+		{"not executable format", Spec{TaskID: "a", PackageDir: shPkg(t, "no shebang here"), Runtime: "binary", File: "run.sh"}, ErrStart},
+		{"bad task id", Spec{TaskID: "../x", Command: []string{"true"}}, ErrInvalidSpec},
+		{"file outside", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), File: "../run.sh"}, ErrInvalidSpec},
+		{"command outside", Spec{TaskID: "a", Command: []string{"../../bin/true"}}, ErrInvalidSpec},
+		{"reserved env", Spec{TaskID: "a", Command: []string{"true"}, Env: map[string]string{"TASK_ID": "x"}}, ErrInvalidSpec},
+		{"env name with =", Spec{TaskID: "a", Command: []string{"true"}, Env: map[string]string{"A=B": "x"}}, ErrInvalidSpec},
+	}
+	for _, tc := range tests {
+		res, err := r.Run(ctx, tc.spec)
+		if !errors.Is(err, tc.want) || res.Status != StatusError || res.Msg == "" {
+			t.Errorf("%s: got %v (result %+v), want %v", tc.name, err, res, tc.want)
+		}
+		if res.TaskDir != "" {
+			if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s: task dir left behind", tc.name)
+			}
+		}
+	}
+	// A trampoline binary that does not call Main.
+	bad := newRunner(t, Config{TrampolinePath: "/bin/true"})
+	if _, err := bad.Run(ctx, Spec{TaskID: "a", Command: []string{"true"}}); !errors.Is(err, ErrNoTrampoline) {
+		t.Errorf("no trampoline: got %v", err)
+	}
+	// A done ctx: not started.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if res, err := r.Run(cctx, Spec{TaskID: "a", Command: []string{"true"}}); err != nil || res.Status != StatusCancelled {
+		t.Errorf("done ctx: got %+v, %v", res, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	_, err := New(&Config{Timeout: -1, LogLimit: -1, Path: "bin:/usr/bin", Limits: ProcLimits{OpenFiles: -5}})
+	for _, want := range []string{"Timeout", "LogLimit", `"bin"`, "OpenFiles"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %s", err, want)
+		}
+	}
+}
+
+// The sink receives output live, before the program ends.
+func TestRunLogIsLive(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	// The program waits for a line on a FIFO that the test writes only
+	// after the sink has seen "first".
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	log := &lineWatcher{want: "first", fn: func(string) {
+		go func() {
+			defer close(released)
+			f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			_, _ = io.WriteString(f, "go\n")
+			_ = f.Close()
+		}()
+	}}
+	res := run(ctx, t, r, Spec{Command: []string{"sh", "-c", `echo first; read x < "$0"; echo second`, fifo}, Log: log, Timeout: waitLimit})
+	<-released
+	if res.Status != StatusComplete {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+	sc := bufio.NewScanner(strings.NewReader(log.String()))
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) != 2 || lines[0] != "first" || lines[1] != "second" {
+		t.Errorf("log %q", lines)
+	}
+}
