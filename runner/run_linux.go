@@ -111,7 +111,7 @@ func (r *Runner) trampolinePath() (string, error) {
 func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, error) {
 	cfg := &r.cfg
 	if spec.PackageDir != "" {
-		if err := os.CopyFS(dir, os.DirFS(spec.PackageDir)); err != nil {
+		if err := copyPackage(dir, spec.PackageDir); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: copy the package: %w", ErrStart, err)
 		}
 	}
@@ -465,6 +465,70 @@ func (p *logPump) write(b []byte) {
 	if _, err := p.sink.Write(b); err != nil {
 		p.err = err
 	}
+}
+
+// copyPackage copies the package's directories and regular files into the
+// task directory, modes kept (Unpack made them 0644 or 0755).
+func copyPackage(dst, src string) error {
+	root, err := os.OpenRoot(src)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = root.Close() }()
+	out, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = out.Close() }()
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == "." {
+			return err
+		}
+		if p == PayloadFileName || p == ConfigFileName {
+			return nil // kiln writes these
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.IsDir():
+			return out.Mkdir(p, 0o750)
+		case info.Mode().IsRegular():
+			return copyFile(root, out, p, info.Mode().Perm())
+		default:
+			return fmt.Errorf("%s: not a regular file or directory", p)
+		}
+	})
+}
+
+// copyFile copies one file. The new file is open for writing while no
+// process can be forked (syscall.ForkLock, read side): a child forked
+// meanwhile by another Run, or any os/exec in the process, would inherit
+// the descriptor until its own exec, and executing this file during that
+// window would fail with ETXTBSY (golang/go#22315). Copies run in parallel;
+// a fork waits for the copies in progress.
+func copyFile(src, dst *os.Root, name string, perm fs.FileMode) error {
+	in, err := src.Open(name)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = in.Close() }()
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	out, err := dst.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		_ = out.Close()
+		return err
+	}
+	if err := out.Chmod(perm); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // chownTree gives the task's user the task directory (before the task

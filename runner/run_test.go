@@ -760,3 +760,29 @@ func TestRunLogIsLive(t *testing.T) {
 		t.Errorf("log %q", lines)
 	}
 }
+
+// Concurrent runs of a package whose binary is copied and exec'd: a copy's
+// open descriptor must never leak into another run's child (ETXTBSY).
+func TestRunConcurrentExec(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	dir := workerPkg(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 5 {
+				res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprintf("c%d-%d", w, i), PackageDir: dir, File: "worker", Payload: []byte(`{"mode":"true"}`)})
+				if err != nil || res.Status != StatusComplete {
+					errs <- fmt.Errorf("run %d-%d: %w, %+v", w, i, err, res)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,152 @@
+//go:build linux
+
+package runner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// concurrentRuns is how many Run calls the throughput benchmarks keep in
+// flight.
+const concurrentRuns = 8
+
+// BenchmarkRunTasks: tasks per second of a trivial package with 8
+// concurrent Run calls.
+//
+//	go test -run '^$' -bench 'BenchmarkRunTasks' -benchtime 5s -count 3 ./runner/
+func BenchmarkRunTasks(b *testing.B) {
+	bin, err := buildWorker()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		spec Spec
+	}{
+		{"sh-true", Spec{PackageDir: shPkg(b, "exec /bin/true"), Runtime: "sh", File: "run.sh"}},
+		{"go-binary", Spec{PackageDir: workerPkg(b), File: "worker", Payload: []byte(`{"mode":"true"}`)}},
+		{"go-binary-no-copy", Spec{Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			r := newRunner(b, Config{})
+			b.SetParallelism((concurrentRuns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+			var id atomic.Int64
+			start := time.Now()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					spec := tc.spec
+					spec.TaskID = "b" + strconv.FormatInt(id.Add(1), 10)
+					res, err := r.Run(context.Background(), spec)
+					if err != nil || res.Status != StatusComplete {
+						b.Errorf("Run: %v, %+v", err, res)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkStartLatency: time from the Run call to the program running,
+// one task at a time: "handshake" is when Run saw the exec succeed, "main"
+// when the Go worker's main printed its clock (after the Go runtime's own
+// start-up).
+//
+//	go test -run '^$' -bench 'BenchmarkStartLatency' -benchtime 300x -count 3 ./runner/
+func BenchmarkStartLatency(b *testing.B) {
+	bin, err := buildWorker()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		spec Spec
+	}{
+		{"package", Spec{PackageDir: workerPkg(b), File: "worker", Payload: []byte(`{"mode":"start"}`)}},
+		{"no-copy", Spec{Command: []string{bin}, Payload: []byte(`{"mode":"start"}`)}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			r := newRunner(b, Config{})
+			var handshake, mainStart []time.Duration
+			for i := 0; b.Loop(); i++ {
+				var out syncBuffer
+				spec := tc.spec
+				spec.TaskID = "l" + strconv.Itoa(i)
+				spec.Log = &out
+				t0 := time.Now()
+				res, err := r.Run(context.Background(), spec)
+				if err != nil || res.Status != StatusComplete {
+					b.Fatalf("Run: %v, %+v", err, res)
+				}
+				ns, err := strconv.ParseInt(strings.TrimSpace(out.String()), 10, 64)
+				if err != nil {
+					b.Fatalf("worker output %q: %v", out.String(), err)
+				}
+				handshake = append(handshake, res.StartedAt.Sub(t0))
+				mainStart = append(mainStart, time.Unix(0, ns).Sub(t0))
+			}
+			reportPercentiles(b, "handshake", handshake)
+			reportPercentiles(b, "main", mainStart)
+		})
+	}
+}
+
+// BenchmarkSpawn compares starting the Go worker directly (os/exec, no
+// limits) with starting it through Run (trampoline, limits, task dir):
+// the price of the trampoline (docs/decisions/003-runner-limits.md).
+//
+//	go test -run '^$' -bench 'BenchmarkSpawn' -benchtime 300x -count 3 ./runner/
+func BenchmarkSpawn(b *testing.B) {
+	bin, err := buildWorker()
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := filepath.Join(b.TempDir(), "payload")
+	if err := os.WriteFile(payload, []byte(`{"mode":"true"}`), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("direct-exec", func(b *testing.B) {
+		for b.Loop() {
+			cmd := exec.Command(bin, "-payload", payload)
+			cmd.Env = []string{"PATH=" + PathDefault}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+		}
+	})
+	b.Run("run-trampoline", func(b *testing.B) {
+		r := newRunner(b, Config{})
+		for i := 0; b.Loop(); i++ {
+			res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprint("s", i), Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)})
+			if err != nil || res.Status != StatusComplete {
+				b.Fatalf("Run: %v, %+v", err, res)
+			}
+		}
+	})
+}
+
+func reportPercentiles(b *testing.B, name string, d []time.Duration) {
+	b.Helper()
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	pct := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
+	b.ReportMetric(float64(pct(0.50).Microseconds()), name+"-p50-µs")
+	b.ReportMetric(float64(pct(0.99).Microseconds()), name+"-p99-µs")
+}
