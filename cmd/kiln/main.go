@@ -69,7 +69,7 @@ func usagef(format string, a ...any) error { return &usageError{msg: fmt.Sprintf
 // commands lists kiln's commands in the order `kiln help` shows them.
 // It is a function, not a variable, because help refers back to the list.
 func commands() []*command {
-	return []*command{
+	return append([]*command{
 		{
 			name:    "version",
 			summary: "print kiln's version",
@@ -84,7 +84,7 @@ func commands() []*command {
 			run:     runHelp,
 		},
 		serverCommand(), // server.go
-	}
+	}, clientCommands()...)
 }
 
 func lookup(name string) *command {
@@ -105,12 +105,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := dispatch(ctx, std, args)
 	var ue *usageError
+	var ce interface{ ExitCode() int } // client commands' errors (cli_conn.go)
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
 		_, _ = fmt.Fprintf(stderr, "kiln: %s\nRun 'kiln help' for usage.\n", ue.msg) // nowhere to report a failed write
 		return 2
+	case errors.As(err, &ce):
+		_, _ = fmt.Fprintf(stderr, "kiln: %v\n", err) // nowhere to report a failed write
+		return ce.ExitCode()
 	default:
 		_, _ = fmt.Fprintf(stderr, "kiln: %v\n", err) // nowhere to report a failed write
 		return 1

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kilnhq/kiln/internal/apiclient"
+)
+
+// The environment variables the client commands read.
+const (
+	envURL     = "KILN_URL"
+	envToken   = "KILN_TOKEN"
+	envProject = "KILN_PROJECT"
+	// envCLIConfig names a cli.json file to read instead of searching.
+	envCLIConfig = "KILN_CLI_CONFIG"
+	// envData is the server's data folder (its --data flag): the CLI
+	// looks for <data>/cli.json there first.
+	envData = "KILN_DATA"
+)
+
+// Defaults of the connection.
+const (
+	defaultURL     = "http://127.0.0.1:7878"
+	defaultProject = "default"
+	defaultDataDir = "kiln-data"
+	cliFileName    = "cli.json"
+)
+
+// cliFile is what `kiln server` writes to <data folder>/cli.json on first
+// start (docs/api.md, "Authentication").
+type cliFile struct {
+	URL     string `json:"url"`
+	Project string `json:"project"`
+	Token   string `json:"token"`
+}
+
+// connFlags are the flags every client command takes.
+type connFlags struct {
+	url, token, project, config string
+	json                        bool
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.url, "url", "", "server URL (env "+envURL+"; default from cli.json, else "+defaultURL+")")
+	fs.StringVar(&c.token, "token", "", "API token (env "+envToken+"; default from cli.json)")
+	fs.StringVar(&c.project, "project", "", "project id (env "+envProject+"; default from cli.json, else "+defaultProject+")")
+	fs.StringVar(&c.config, "config", "", "cli.json to read (env "+envCLIConfig+"; default ./"+defaultDataDir+"/"+cliFileName+", then $XDG_CONFIG_HOME/kiln/"+cliFileName+")")
+	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
+}
+
+// conn is a resolved connection: where the server is, how to authenticate,
+// which project, and where each value came from (for error hints).
+type conn struct {
+	url, token, project string
+	tokenFrom           string // "--token", "KILN_TOKEN", a file path, or ""
+	file                string // the cli.json read, or ""
+	api                 *apiclient.Client
+	json                bool
+}
+
+// getenv is os.Getenv; tests replace the environment through it.
+type getenvFunc func(string) string
+
+// resolve picks each value from the flag, else the environment, else the
+// cli.json file, else the default.
+func (c *connFlags) resolve(getenv getenvFunc) (*conn, error) {
+	out := &conn{json: c.json}
+	file, path, err := findCLIFile(c.config, getenv)
+	if err != nil {
+		return nil, err
+	}
+	out.file = path
+	pick := func(flagVal, env, fileVal, def string) (string, string) {
+		switch {
+		case flagVal != "":
+			return flagVal, "flag"
+		case getenv(env) != "":
+			return getenv(env), env
+		case fileVal != "":
+			return fileVal, path
+		}
+		return def, ""
+	}
+	out.url, _ = pick(c.url, envURL, file.URL, defaultURL)
+	out.project, _ = pick(c.project, envProject, file.Project, defaultProject)
+	out.token, out.tokenFrom = pick(c.token, envToken, file.Token, "")
+	if out.tokenFrom == "flag" {
+		out.tokenFrom = "--token"
+	}
+	base, err := apiclient.ParseBaseURL(out.url)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	out.url = base
+	out.api, err = apiclient.New(base, &apiclient.Config{Token: out.token, UserAgent: "kiln-cli/" + kilnVersion()})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// cliFileCandidates lists where cli.json may be, in order.
+func cliFileCandidates(getenv getenvFunc) []string {
+	var c []string
+	if d := getenv(envData); d != "" {
+		c = append(c, filepath.Join(d, cliFileName))
+	}
+	c = append(c, filepath.Join(defaultDataDir, cliFileName))
+	if x := getenv("XDG_CONFIG_HOME"); x != "" {
+		c = append(c, filepath.Join(x, "kiln", cliFileName))
+	} else if h := getenv("HOME"); h != "" {
+		c = append(c, filepath.Join(h, ".config", "kiln", cliFileName))
+	}
+	return c
+}
+
+// findCLIFile reads the cli.json named by --config or KILN_CLI_CONFIG (which
+// must exist), or else the first of the usual places that exists. No file
+// is not an error: the values then come from flags, environment and
+// defaults.
+func findCLIFile(explicit string, getenv getenvFunc) (cliFile, string, error) {
+	if explicit == "" {
+		explicit = getenv(envCLIConfig)
+	}
+	if explicit != "" {
+		f, err := readCLIFile(explicit)
+		if err != nil {
+			return cliFile{}, "", err
+		}
+		return f, explicit, nil
+	}
+	for _, p := range cliFileCandidates(getenv) {
+		f, err := readCLIFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return cliFile{}, "", err
+		}
+		return f, p, nil
+	}
+	return cliFile{}, "", nil
+}
+
+func readCLIFile(path string) (cliFile, error) {
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the user names the file, or it is one of the documented places
+	if err != nil {
+		return cliFile{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	var f cliFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return cliFile{}, fmt.Errorf("read %s: not the cli.json kiln server writes: %w", path, err)
+	}
+	return f, nil
+}
+
+// needToken fails early, with a hint, when no token was found anywhere.
+func (c *conn) needToken() error {
+	if c.token != "" {
+		return nil
+	}
+	return &cliError{
+		code: exitUnauthorized,
+		msg:  "no token",
+		hint: "run `kiln server` first (it writes " + filepath.Join(defaultDataDir, cliFileName) + "), or set " + envToken + " or --token",
+	}
+}
+
+// Exit codes of the client commands (docs/cli.md).
+const (
+	exitOK           = 0
+	exitFailure      = 1
+	exitUsage        = 2
+	exitNotFound     = 3
+	exitUnauthorized = 4
+	exitTaskFailed   = 5
+	exitUnreachable  = 6
+	exitNotFinished  = 7
+)
+
+// cliError is a failure with its exit code and a hint for the user.
+type cliError struct {
+	code int
+	msg  string
+	hint string
+	err  error
+}
+
+func (e *cliError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.msg)
+	if e.err != nil {
+		if e.msg != "" {
+			b.WriteString(": ")
+		}
+		b.WriteString(e.err.Error())
+	}
+	if e.hint != "" {
+		b.WriteString("\nhint: " + e.hint)
+	}
+	return b.String()
+}
+
+func (e *cliError) Unwrap() error { return e.err }
+
+// ExitCode is the process's exit code for this error.
+func (e *cliError) ExitCode() int { return e.code }
