@@ -145,7 +145,8 @@ type Config struct {
 	Runtimes map[string][]string
 	// Credential, if set, runs every task as this user and group (and these
 	// supplementary groups, none if empty), with the task directory owned by
-	// it. Changing user needs root. Default nil: tasks run as the runner's
+	// it. Changing user needs root, and WorkDir and its parents must be
+	// searchable (x) by that user. Default nil: tasks run as the runner's
 	// own user. Strongly recommended in production: see the package doc.
 	Credential *syscall.Credential
 	// TrampolinePath is the binary started to apply the limits before the
