@@ -15,7 +15,12 @@ import (
 	"github.com/kilnhq/kiln/store/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if runRole() { // a child process of TestMultiProcess
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // adminToken is the admin token of every test server.
 const adminToken = "kiln_test-admin-token-0123456789abcdefghijklmnop"
