@@ -129,7 +129,9 @@ func benchEndToEnd(b *testing.B, remotes int) {
 		cancel()
 		wg.Wait()
 		if serveDone != nil {
-			<-serveDone
+			if err := <-serveDone; err != nil {
+				b.Errorf("server: %v", err)
+			}
 		}
 		for _, s := range workerStores {
 			_ = s.Close()
