@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/kilnhq/kiln/internal/apiclient"
+	"github.com/kilnhq/kiln/internal/wire"
 )
 
 // The environment variables the client commands read.
@@ -35,11 +36,7 @@ const (
 
 // cliFile is what `kiln server` writes to <data folder>/cli.json on first
 // start (docs/api.md, "Authentication").
-type cliFile struct {
-	URL     string `json:"url"`
-	Project string `json:"project"`
-	Token   string `json:"token"`
-}
+type cliFile = wire.CLIConfig
 
 // connFlags are the flags every client command takes.
 type connFlags struct {
