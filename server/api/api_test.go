@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -97,11 +98,57 @@ func fuzzDecode(t *testing.T, data []byte, v any) {
 		if !strings.HasPrefix(strings.TrimLeft(string(data), " \t\r\n"), "{") {
 			t.Fatalf("accepted a non-object %q", data)
 		}
+		if exactDuplicateKey(data) {
+			t.Fatalf("accepted a body with a duplicate key: %q", data)
+		}
 		return
 	}
 	var we *wire.Error
 	if !errors.As(err, &we) || we.Code != wire.CodeBadRequest {
 		t.Fatalf("Decode(%q) = %#v, want a bad_request error", data, err)
+	}
+}
+
+// exactDuplicateKey is a slow reference for the decoder's duplicate-key
+// check: it walks the tokens of valid JSON and reports whether some object
+// has the same key twice, byte for byte.
+func exactDuplicateKey(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	type frame struct {
+		object, key bool
+		keys        map[string]bool
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if d, ok := tok.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				if top != nil && top.object {
+					top.key = true
+				}
+				stack = append(stack, &frame{object: d == '{', key: d == '{', keys: map[string]bool{}})
+			} else {
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if s, ok := tok.(string); ok && top != nil && top.object && top.key {
+			if top.keys[s] {
+				return true
+			}
+			top.keys[s], top.key = true, false
+			continue
+		}
+		if top != nil && top.object {
+			top.key = true
+		}
 	}
 }
 

@@ -84,61 +84,72 @@ func decodeError(err error) error {
 	return wire.Errorf(wire.CodeBadRequest, "%s", msg)
 }
 
-// checkKeys walks the tokens of data and rejects duplicate keys in any
-// object, nesting deeper than maxDepth and malformed JSON.
+// checkKeys scans data once and rejects duplicate keys in any object and
+// nesting deeper than maxDepth. It reads only structure and object keys (no
+// values are built), so it costs little next to the decode that follows. It
+// trusts nothing: on malformed JSON it stops without error and leaves the
+// report to the decoder, which checks the syntax fully.
 func checkKeys(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	type frame struct {
-		object bool
-		keys   map[string]struct{}
-		key    bool // the next string token of an object is a key
+		object    bool
+		expectKey bool // the next string of this object is a key
+		keys      map[string]struct{}
 	}
 	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return decodeError(err)
-		}
-		top := len(stack) - 1
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				if len(stack) >= maxDepth {
-					return wire.Errorf(wire.CodeBadRequest, "JSON nested deeper than %d levels", maxDepth)
-				}
-				if top >= 0 && stack[top].object {
-					stack[top].key = true
-				}
-				stack = append(stack, frame{object: t == '{', key: t == '{'})
-			default:
-				stack = stack[:top]
+	for i, n := 0, len(data); i < n; {
+		switch c := data[i]; c {
+		case '{', '[':
+			if len(stack) >= maxDepth {
+				return wire.Errorf(wire.CodeBadRequest, "JSON nested deeper than %d levels", maxDepth)
 			}
-			continue
-		case string:
-			if top >= 0 && stack[top].object && stack[top].key {
+			stack = append(stack, frame{object: c == '{', expectKey: c == '{'})
+			i++
+		case '}', ']':
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+			i++
+		case ',':
+			if top := len(stack) - 1; top >= 0 && stack[top].object {
+				stack[top].expectKey = true
+			}
+			i++
+		case '"':
+			j, escaped := i+1, false
+			for j < n && data[j] != '"' {
+				if data[j] == '\\' {
+					escaped = true
+					j++
+				}
+				j++
+			}
+			if j >= n {
+				return nil // unterminated string: the decoder reports it
+			}
+			if top := len(stack) - 1; top >= 0 && stack[top].object && stack[top].expectKey {
 				f := &stack[top]
-				k := foldKey(t)
+				f.expectKey = false
+				key := string(data[i+1 : j])
+				if escaped {
+					if err := json.Unmarshal(data[i:j+1], &key); err != nil {
+						return nil // malformed escape: the decoder reports it
+					}
+				}
+				k := foldKey(key)
 				if f.keys == nil {
 					f.keys = make(map[string]struct{}, 8)
 				}
 				if _, dup := f.keys[k]; dup {
-					return &wire.Error{Code: wire.CodeBadRequest, Field: t, Message: fmt.Sprintf("duplicate key %q", t)}
+					return &wire.Error{Code: wire.CodeBadRequest, Field: key, Message: fmt.Sprintf("duplicate key %q", key)}
 				}
 				f.keys[k] = struct{}{}
-				f.key = false
-				continue
 			}
-		}
-		// A value: in an object the next string is a key again.
-		if top >= 0 && stack[top].object {
-			stack[top].key = true
+			i = j + 1
+		default:
+			i++
 		}
 	}
+	return nil
 }
 
 // foldKey maps a key to a canonical case-folded form: two keys that
