@@ -1,0 +1,3 @@
+package schedule_test
+
+func childMain() bool { return false }
