@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/server/api"
 	"github.com/kilnhq/kiln/store"
 )
@@ -149,8 +150,12 @@ func New(cfg *Config) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	sched, err := schedule.New(c.Store, &schedule.Config{Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, IndexNamespace: api.SystemNamespace})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	a, err := api.New(api.Config{
-		Store: c.Store, Meta: meta, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger,
+		Store: c.Store, Meta: meta, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, Schedules: sched,
 		EventFunc: c.EventFunc, MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
 		SessionTTL: c.SessionTTL, HeartbeatInterval: c.HeartbeatInterval, EventBuffer: c.EventBuffer,
 		AutoCreateProjects: c.AutoCreateProjects,
@@ -314,6 +319,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.http = hs
 	s.mu.Unlock()
 	s.startSweeper()
+	s.startScheduler()
 	s.log.Info("serving", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -334,7 +340,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Shutdown stops the server gracefully: no new connections, long polls
 // and event streams end at once, other requests finish until ctx is done,
-// then the sweeper stops. The store stays open.
+// then the sweeper and the scheduler stop. The store stays open.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	s.api.Stop()
@@ -350,6 +356,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}
 	return nil
+}
+
+// startScheduler fires the schedules of every project until stop; any
+// number of servers may share the store (each run is claimed once).
+func (s *Server) startScheduler() {
+	s.sweepers.Add(1)
+	go func() {
+		defer s.sweepers.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-s.stop
+			cancel()
+		}()
+		if err := s.api.Schedules().Run(ctx); err != nil {
+			s.log.Warn("scheduler not started", "err", err)
+		}
+	}()
 }
 
 func (s *Server) startSweeper() {

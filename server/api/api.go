@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -91,6 +92,10 @@ type Config struct {
 	// ResultPoll is how often a result wait re-reads the task besides the
 	// events it sees; default 1 s.
 	ResultPoll time.Duration
+	// Schedules is the schedule engine of the schedule routes; nil means
+	// one over Store with this Config's Clock, Limits and Logger (the
+	// server passes the one it runs).
+	Schedules *schedule.Scheduler
 	// AutoCreateProjects makes an admin token create a project on its
 	// first use of a project URL. For tests only (store/remote runs the
 	// store conformance suite, which invents namespaces, through it).
@@ -109,6 +114,7 @@ type API struct {
 	mux      *http.ServeMux
 	routes   []Route
 	projects sync.Map // project id -> *projectRecord, found once
+	sched    *schedule.Scheduler
 
 	stopOnce sync.Once
 	stopping chan struct{}
@@ -146,12 +152,20 @@ func New(cfg Config) (*API, error) {
 		cfg.ResultPoll = ResultPollDefault
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Schedules == nil {
+		sc, err := schedule.New(storeMeta{cfg.Store, cfg.Meta}, &schedule.Config{Clock: cfg.Clock, Limits: cfg.Limits, Logger: cfg.Logger, IndexNamespace: SystemNamespace})
+		if err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		cfg.Schedules = sc
+	}
 	a := &API{
 		cfg: cfg, st: cfg.Store, meta: cfg.Meta, clock: cfg.Clock, log: cfg.Logger,
 		hub:      newHub(cfg.EventBuffer, cfg.EventFunc),
 		mux:      http.NewServeMux(),
 		stopping: make(chan struct{}),
 		seen:     make(map[string]time.Time),
+		sched:    cfg.Schedules,
 	}
 	a.routes = a.table()
 	for _, rt := range a.routes {

@@ -29,6 +29,12 @@ func (a *API) table() []Route {
 		{"POST", p + "/tasks:retry", Token, a.batchRetry},
 		{"POST", p + "/tasks:delete", Token, a.batchDelete},
 
+		{"POST", p + "/schedules", Token, a.createSchedule},
+		{"GET", p + "/schedules", Token, a.listSchedules},
+		{"GET", p + "/schedules/{id}", Token, a.getSchedule},
+		{"POST", p + "/schedules/{id}/cancel", Token, a.cancelSchedule},
+		{"DELETE", p + "/schedules/{id}", Token, a.deleteSchedule},
+
 		{"GET", p + "/queues", Token, a.listQueues},
 		{"POST", p + "/queues/{q}/pause", Token, a.pauseQueue},
 		{"POST", p + "/queues/{q}/resume", Token, a.resumeQueue},
