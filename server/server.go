@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/server/api"
+	"github.com/kilnhq/kiln/server/ironapi"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -94,12 +96,23 @@ type Config struct {
 	// use in a URL. For tests only: store/remote runs the store
 	// conformance suite through it.
 	AutoCreateProjects bool
+	// MaxCodeBytes caps a code package zip uploaded through the
+	// IronWorker API (/2/); default ironapi.MaxCodeBytesDefault (64 MiB).
+	MaxCodeBytes int64
+	// Runner, when set, makes the server run the tasks of code packages
+	// itself (runner/hosted) while it serves; its Store and Logger are the
+	// server's. Nil: no runner here (other kiln processes sharing the store
+	// may run them). A binary that sets it must call runner.Main first
+	// thing in main.
+	Runner *hosted.Config
 }
 
 // Server is a kiln server. Its methods are safe for concurrent use.
 type Server struct {
 	cfg     Config
 	api     *api.API
+	iron    *ironapi.API
+	hosted  *hosted.Hosted
 	handler http.Handler
 	log     *slog.Logger
 
@@ -164,7 +177,27 @@ func New(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{})}
-	s.handler = s.logRequests(a)
+	if c.Runner != nil {
+		rc := *c.Runner
+		rc.Store, rc.Logger = c.Store, c.Logger
+		if rc.Clock == nil {
+			rc.Clock = c.Clock
+		}
+		if s.hosted, err = hosted.New(&rc); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes}
+	if s.hosted != nil {
+		ironCfg.OnUpload = s.hosted.Kick
+	}
+	if s.iron, err = ironapi.New(ironCfg); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/2/", s.iron)
+	mux.Handle("/", a)
+	s.handler = s.logRequests(mux)
 	if !c.DisableBootstrap {
 		if err := s.bootstrap(context.Background()); err != nil {
 			return nil, err
@@ -175,6 +208,9 @@ func New(cfg *Config) (*Server, error) {
 
 // API returns the server's API (route list, project and token helpers).
 func (s *Server) API() *api.API { return s.api }
+
+// IronAPI returns the server's IronWorker API (mounted under /2/).
+func (s *Server) IronAPI() *ironapi.API { return s.iron }
 
 // Handler returns the server's HTTP handler: every route of the API, with
 // request logging.
@@ -320,6 +356,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Unlock()
 	s.startSweeper()
 	s.startScheduler()
+	s.startRunner()
 	s.log.Info("serving", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -356,6 +393,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}
 	return nil
+}
+
+// startRunner runs the code package runner, when configured, until stop.
+func (s *Server) startRunner() {
+	if s.hosted == nil {
+		return
+	}
+	s.sweepers.Add(1)
+	go func() {
+		defer s.sweepers.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-s.stop
+			cancel()
+		}()
+		_ = s.hosted.Run(ctx) // returns nil once stopped
+	}()
 }
 
 // startScheduler fires the schedules of every project until stop; any

@@ -1,0 +1,29 @@
+// Package hosted runs uploaded code packages as kiln tasks: the IronWorker
+// model on any kiln store.
+//
+// A Registry keeps packages in the store's store.Meta so that every server
+// and runner sharing the store sees them: per project, a record per
+// package name, a record per revision (its settings: runtime, file_name or
+// command, config, env_vars, max_concurrency, retries, retries_delay) and
+// the revision's zip as a blob (package internal/blob), plus an index of
+// every project's packages in IndexNamespace. It also keeps each task's log
+// (written live by the runner) and the progress a task reports.
+//
+// A task of package "name" is a kiln task of type and queue "code:name"
+// whose payload is an Envelope (the IronWorker payload string, the package
+// revision, timeout, label, ...). Pausing the queue pauses the package.
+//
+// Hosted is the runner: it reads the index, serves every package with a
+// kiln.Worker of its own (concurrency min(max_concurrency, the runner's)),
+// and runs each task with runner.Run in a fresh task directory holding the
+// package, unpacked once per checksum into a local cache. Output goes to
+// the task's log as it is written. The outcome becomes the kiln outcome:
+// exit 0 succeeds; any other exit fails the attempt with "error: exit
+// status N", a timeout with "timeout: ..." (the IronWorker status is kept
+// in LastError, see ParseLastError); retries follow the package's retries
+// and retries_delay; a kiln cancel kills the process group and the task is
+// cancelled. A binary that uses Hosted must call runner.Main first thing in
+// main.
+//
+// max_concurrency holds per runner, not yet across runners sharing a store.
+package hosted

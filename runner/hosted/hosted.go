@@ -1,0 +1,383 @@
+package hosted
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/blob"
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/store"
+)
+
+// Defaults of Config.
+const (
+	ConcurrencyDefault  = 4
+	PollIntervalDefault = 2 * time.Second
+	// TimeoutDefault is a task's run-time limit when it names none, and
+	// the most it may name (IronWorker's 3600 s).
+	TimeoutDefault = time.Hour
+)
+
+// Config configures a Hosted runner. Store is required.
+type Config struct {
+	// Store holds the tasks and, through store.Meta, the packages.
+	Store store.Store
+	// Concurrency is how many task processes run at once on this runner,
+	// over every package of every project; default ConcurrencyDefault.
+	Concurrency int
+	// WorkDir holds the unpacked packages (by checksum) and the task
+	// directories; default a "kiln-hosted" folder in os.TempDir().
+	WorkDir string
+	// Runner configures the processes (limits, log cap, credentials); nil
+	// means runner defaults. Its WorkDir is set to WorkDir/tasks.
+	Runner *runner.Config
+	// PollInterval is how often the package index is read to start serving
+	// new packages and stop serving deleted ones; default 2 s. Kick
+	// re-reads it at once.
+	PollInterval time.Duration
+	// LeaseDuration is the kiln workers' lease duration; a cancel reaches a
+	// running task within a third of it. Default kiln's.
+	LeaseDuration time.Duration
+	// LeaseWait is the kiln workers' lease wait; default kiln's.
+	LeaseWait time.Duration
+	// Logger receives the runner's logs; nil discards them.
+	Logger *slog.Logger
+	// Clock is the store's clock; nil means the system clock.
+	Clock store.Clock
+}
+
+// Hosted runs the tasks of every code package of every project in a store:
+// one kiln.Worker per package (its queue "code:<name>", so pausing the
+// package's task queue pauses the store queue), all sharing one limit of
+// concurrent processes. Several Hosted runners may share a store. It is
+// safe for concurrent use.
+type Hosted struct {
+	cfg  Config
+	reg  *Registry
+	meta store.Meta
+	run  *runner.Runner
+	log  *slog.Logger
+	sem  chan struct{}
+	kick chan struct{}
+
+	unpackMu sync.Mutex
+
+	mu      sync.Mutex
+	workers map[string]*served // project + "/" + name
+	wg      sync.WaitGroup
+}
+
+type served struct {
+	w    *kiln.Worker
+	conc int
+	done chan struct{}
+}
+
+// New checks cfg and returns a runner, not yet running.
+func New(cfg *Config) (*Hosted, error) {
+	if cfg == nil || cfg.Store == nil {
+		return nil, errors.New("hosted: Config.Store is required")
+	}
+	c := *cfg
+	meta, ok := c.Store.(store.Meta)
+	if !ok {
+		return nil, fmt.Errorf("hosted: the store %T does not implement store.Meta", c.Store)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = ConcurrencyDefault
+	}
+	if c.Concurrency < 0 {
+		return nil, errors.New("hosted: Config.Concurrency is negative")
+	}
+	if c.WorkDir == "" {
+		c.WorkDir = filepath.Join(os.TempDir(), "kiln-hosted")
+	}
+	if !filepath.IsAbs(c.WorkDir) {
+		abs, err := filepath.Abs(c.WorkDir)
+		if err != nil {
+			return nil, fmt.Errorf("hosted: %w", err)
+		}
+		c.WorkDir = abs
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = PollIntervalDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	var rc runner.Config
+	if c.Runner != nil {
+		rc = *c.Runner
+	}
+	rc.WorkDir = filepath.Join(c.WorkDir, "tasks")
+	run, err := runner.New(&rc)
+	if err != nil {
+		return nil, fmt.Errorf("hosted: %w", err)
+	}
+	return &Hosted{
+		cfg: c, reg: NewRegistry(meta, c.Clock), meta: meta, run: run, log: c.Logger,
+		sem: make(chan struct{}, c.Concurrency), kick: make(chan struct{}, 1),
+		workers: make(map[string]*served),
+	}, nil
+}
+
+// Registry returns the registry the runner reads packages from.
+func (h *Hosted) Registry() *Registry { return h.reg }
+
+// Kick makes Run re-read the package index now (after an upload).
+func (h *Hosted) Kick() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves packages until ctx is done, then stops every worker
+// gracefully (running tasks finish, or are handed back when the workers'
+// shutdown timeout passes) and returns.
+func (h *Hosted) Run(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "tasks"), 0o700); err != nil {
+		return fmt.Errorf("hosted: %w", err)
+	}
+	t := time.NewTicker(h.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		if err := h.sync(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("hosted: reading the package index failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			h.stopAll()
+			return nil
+		case <-t.C:
+		case <-h.kick:
+		}
+	}
+}
+
+// sync starts a worker for every package in the index without one, and
+// stops those whose package is gone or whose concurrency changed.
+func (h *Hosted) sync(ctx context.Context) error {
+	entries, err := h.reg.Index(ctx)
+	if err != nil {
+		return err
+	}
+	want := make(map[string]IndexEntry, len(entries))
+	for _, e := range entries {
+		want[e.Project+"/"+e.Name] = e
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for key, s := range h.workers {
+		e, ok := want[key]
+		if ok && h.concurrency(e) == s.conc {
+			continue
+		}
+		delete(h.workers, key)
+		h.stopWorker(s)
+	}
+	for key, e := range want {
+		if _, ok := h.workers[key]; ok {
+			continue
+		}
+		s, err := h.startWorker(e)
+		if err != nil {
+			h.log.Warn("hosted: cannot serve a package", "project", e.Project, "code", e.Name, "err", err)
+			continue
+		}
+		h.workers[key] = s
+	}
+	return nil
+}
+
+func (h *Hosted) concurrency(e IndexEntry) int {
+	if e.MaxConcurrency > 0 && e.MaxConcurrency < h.cfg.Concurrency {
+		return e.MaxConcurrency
+	}
+	return h.cfg.Concurrency
+}
+
+func (h *Hosted) startWorker(e IndexEntry) (*served, error) {
+	typ := TaskType(e.Name)
+	conc := h.concurrency(e)
+	w, err := kiln.NewWorker(h.cfg.Store, &kiln.WorkerConfig{
+		Namespace:      e.Project,
+		Queues:         map[string]int{typ: 1},
+		Concurrency:    conc,
+		LeaseDuration:  h.cfg.LeaseDuration,
+		LeaseWait:      h.cfg.LeaseWait,
+		SweepInterval:  -1, // the server sweeps
+		RetryDelayFunc: retryDelay,
+		Logger:         h.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Register(typ, kiln.HandlerFunc(func(ctx context.Context, t *kiln.Task) error {
+		return h.process(ctx, e.Project, t)
+	})); err != nil {
+		return nil, err
+	}
+	s := &served{w: w, conc: conc, done: make(chan struct{})}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer close(s.done)
+		if err := w.Run(context.Background()); err != nil {
+			h.log.Warn("hosted: worker stopped", "project", e.Project, "code", e.Name, "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// stopWorker stops a worker in the background (its running tasks finish).
+func (h *Hosted) stopWorker(s *served) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), kiln.ShutdownTimeoutDefault)
+		defer cancel()
+		_ = s.w.Shutdown(ctx) // the tasks it could not finish are handed back
+	}()
+}
+
+func (h *Hosted) stopAll() {
+	h.mu.Lock()
+	for key, s := range h.workers {
+		delete(h.workers, key)
+		h.stopWorker(s)
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// retryDelay is the workers' RetryDelayFunc: the package's retries_delay,
+// recorded in the task's envelope.
+func retryDelay(_ int, _ error, t *kiln.Task) time.Duration {
+	var env Envelope
+	if json.Unmarshal(t.Payload, &env) != nil {
+		return 0
+	}
+	return time.Duration(env.RetriesDelay) * time.Second
+}
+
+// process runs one attempt of a code package task.
+func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) error {
+	var env Envelope
+	if err := json.Unmarshal(t.Payload, &env); err != nil {
+		return fmt.Errorf("%sthe task's envelope does not decode: %w (%w)", ErrPrefixError, err, kiln.SkipRetry)
+	}
+	rev, err := h.reg.Revision(ctx, project, env.CodeID, env.Rev)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%scode package %s revision %d was deleted (%w)", ErrPrefixError, env.CodeName, env.Rev, kiln.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("%s%w", ErrPrefixError, err)
+	}
+	select {
+	case h.sem <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-h.sem }()
+
+	dir, err := h.unpacked(ctx, project, rev)
+	if err != nil {
+		return fmt.Errorf("%scannot get the code package: %w", ErrPrefixError, err)
+	}
+	log, err := blob.OpenLog(ctx, h.meta, project, LogKey(t.ID), blob.LogConfig{})
+	if err != nil {
+		return fmt.Errorf("%s%w", ErrPrefixError, err)
+	}
+	if t.Attempt > 1 && log.Size() > 0 {
+		_, _ = fmt.Fprintf(log, "\n[kiln: attempt %d]\n", t.Attempt) // the log's errors surface at Close
+	}
+	timeout := time.Duration(env.Timeout) * time.Second
+	if timeout <= 0 || timeout > TimeoutDefault {
+		timeout = TimeoutDefault
+	}
+	spec := runner.Spec{
+		TaskID:     t.ID,
+		PackageDir: dir,
+		Runtime:    rev.Runtime,
+		Payload:    []byte(env.Payload),
+		Config:     []byte(rev.Config),
+		Env:        rev.EnvVars,
+		Timeout:    timeout,
+		Log:        log,
+	}
+	if rev.Command != "" {
+		spec.Command = rev.Argv()
+	} else {
+		spec.File = rev.FileName
+	}
+	res, err := h.run.Run(ctx, spec)
+	if cerr := log.Close(context.WithoutCancel(ctx)); cerr != nil {
+		h.log.Warn("hosted: writing a task log failed", "task", t.ID, "err", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("%scannot start the program: %w", ErrPrefixError, err)
+	}
+	switch res.Status {
+	case runner.StatusComplete:
+		b, _ := json.Marshal(map[string]any{"status": "complete", "duration_ms": res.Duration.Milliseconds()}) // cannot fail
+		t.SetResult(b)
+		return nil
+	case runner.StatusTimeout:
+		return errors.New(ErrPrefixTimeout + res.Msg)
+	case runner.StatusCancelled:
+		if c := context.Cause(ctx); c != nil {
+			return c
+		}
+		return errors.New("cancelled")
+	case runner.StatusError:
+		return errors.New(ErrPrefixError + res.Msg)
+	}
+	return errors.New(ErrPrefixError + res.Msg)
+}
+
+// unpacked returns the directory of rev's unpacked zip, unpacking it on
+// first use: packages are cached by checksum in WorkDir/packages.
+func (h *Hosted) unpacked(ctx context.Context, project string, rev *Revision) (string, error) {
+	dir := filepath.Join(h.cfg.WorkDir, "packages", rev.SHA256)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	h.unpackMu.Lock()
+	defer h.unpackMu.Unlock()
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "packages"), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(filepath.Join(h.cfg.WorkDir, "packages"), ".zip-*")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+	}()
+	rd, err := h.reg.OpenZip(ctx, project, rev)
+	if err != nil {
+		return "", err
+	}
+	n, err := io.Copy(f, rd)
+	if err != nil {
+		return "", err
+	}
+	if _, err := runner.Unpack(f, n, dir, runner.Limits{}); err != nil {
+		return "", err
+	}
+	return dir, nil
+}

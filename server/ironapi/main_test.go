@@ -1,0 +1,447 @@
+package ironapi_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/embedded"
+)
+
+func TestMain(m *testing.M) {
+	// The test binary is the trampoline of the runner's task processes.
+	runner.Main()
+	code := m.Run()
+	if dir, err := buildWorker(); err == nil {
+		_ = os.RemoveAll(filepath.Dir(dir))
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const (
+	adminToken = "kiln_test-admin-token-0123456789abcdef"
+	project    = "default"
+)
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// bundle is one test's server with a runner.
+type bundle struct {
+	t     *testing.T
+	st    *embedded.Store
+	srv   *server.Server
+	url   string // http://127.0.0.1:port
+	host  string // 127.0.0.1:port
+	token string // a project token of "default"
+	logs  *syncBuffer
+}
+
+// setup serves a fresh server on the embedded store, with a runner of
+// two processes, on a loopback port.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	st, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	srv, err := server.New(&server.Config{
+		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Runner: &hosted.Config{
+			WorkDir: t.TempDir(), Concurrency: 2, PollInterval: 100 * time.Millisecond,
+			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
+			Runner: &runner.Config{KillGrace: 500 * time.Millisecond},
+		},
+		ShutdownTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = st.Close()
+	})
+	tok, err := srv.API().CreateToken(context.Background(), project, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := ln.Addr().String()
+	return &bundle{t: t, st: st, srv: srv, url: "http://" + host, host: host, token: tok.Token, logs: logs}
+}
+
+// do sends a request with the project token in the OAuth header and
+// returns the status and body.
+func (b *bundle) do(method, path, contentType string, body io.Reader) (int, []byte) {
+	b.t.Helper()
+	req, err := http.NewRequest(method, b.url+path, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "OAuth "+b.token)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+// json sends v as JSON (nil: no body) and decodes a 200 answer into out;
+// it fails the test on another status.
+func (b *bundle) json(method, path string, v, out any) {
+	b.t.Helper()
+	var body io.Reader
+	if v != nil {
+		j, err := json.Marshal(v)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		body = bytes.NewReader(j)
+	}
+	status, resp := b.do(method, path, "application/json", body)
+	if status != http.StatusOK {
+		b.t.Fatalf("%s %s: status %d: %s", method, path, status, resp)
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp, out); err != nil {
+			b.t.Fatalf("%s %s: %v in %s", method, path, err, resp)
+		}
+	}
+}
+
+// upload posts a code package: data as JSON, the zip as "file".
+func (b *bundle) upload(data map[string]any, zipData []byte) (int, []byte) {
+	b.t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	j, _ := json.Marshal(data)
+	if err := mw.WriteField("data", string(j)); err != nil {
+		b.t.Fatal(err)
+	}
+	if zipData != nil {
+		fw, err := mw.CreateFormFile("file", "worker.zip")
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		_, _ = fw.Write(zipData)
+	}
+	if err := mw.Close(); err != nil {
+		b.t.Fatal(err)
+	}
+	return b.do(http.MethodPost, "/2/projects/"+project+"/codes", mw.FormDataContentType(), &body)
+}
+
+// mustUpload uploads and returns the code id.
+func (b *bundle) mustUpload(data map[string]any, zipData []byte) string {
+	b.t.Helper()
+	status, body := b.upload(data, zipData)
+	if status != http.StatusOK {
+		b.t.Fatalf("upload: status %d: %s", status, body)
+	}
+	var r struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.ID == "" {
+		b.t.Fatalf("upload: %v: %s", err, body)
+	}
+	return r.ID
+}
+
+// queue queues tasks and returns their ids.
+func (b *bundle) queue(tasks ...map[string]any) []string {
+	b.t.Helper()
+	var r struct {
+		Msg   string `json:"msg"`
+		Tasks []struct {
+			ID string `json:"id"`
+		} `json:"tasks"`
+	}
+	b.json(http.MethodPost, "/2/projects/"+project+"/tasks", map[string]any{"tasks": tasks}, &r)
+	if len(r.Tasks) != len(tasks) {
+		b.t.Fatalf("queue: %d ids for %d tasks", len(r.Tasks), len(tasks))
+	}
+	out := make([]string, len(r.Tasks))
+	for i, t := range r.Tasks {
+		out[i] = t.ID
+	}
+	return out
+}
+
+// taskInfo is what the tests read of a task (the fields iron_go3 decodes).
+type taskInfo struct {
+	ID            string    `json:"id"`
+	CodeID        string    `json:"code_id"`
+	CodeName      string    `json:"code_name"`
+	CodeRev       string    `json:"code_rev"`
+	CodeHistoryID string    `json:"code_history_id"`
+	ProjectID     string    `json:"project_id"`
+	Status        string    `json:"status"`
+	Msg           string    `json:"msg"`
+	Payload       string    `json:"payload"`
+	Duration      int       `json:"duration"`
+	RunTimes      int       `json:"run_times"`
+	Timeout       int       `json:"timeout"`
+	Percent       int       `json:"percent"`
+	Priority      int       `json:"priority"`
+	Label         string    `json:"label"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	StartTime     time.Time `json:"start_time"`
+	EndTime       time.Time `json:"end_time"`
+}
+
+func (b *bundle) task(id string) taskInfo {
+	b.t.Helper()
+	var ti taskInfo
+	b.json(http.MethodGet, "/2/projects/"+project+"/tasks/"+id, nil, &ti)
+	return ti
+}
+
+// wait polls the task until its status is final (not queued or running),
+// for at most a minute.
+func (b *bundle) wait(id string) taskInfo {
+	b.t.Helper()
+	return b.waitFor(id, func(ti taskInfo) bool { return ti.Status != "queued" && ti.Status != "running" })
+}
+
+// waitLimit bounds the polls of wait and waitFor.
+var waitLimit = time.Minute
+
+func (b *bundle) waitFor(id string, done func(taskInfo) bool) taskInfo {
+	b.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ti := b.task(id)
+		if done(ti) {
+			return ti
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("task %s: still %s after a minute; server log:\n%s", id, ti.Status, b.logs.String())
+		}
+		<-tick.C
+	}
+}
+
+func (b *bundle) log(id string) string {
+	b.t.Helper()
+	status, body := b.do(http.MethodGet, "/2/projects/"+project+"/tasks/"+id+"/log", "", nil)
+	if status != http.StatusOK {
+		b.t.Fatalf("log of %s: status %d: %s", id, status, body)
+	}
+	return string(body)
+}
+
+// snapshot returns every meta record of the project and every task id, for
+// "nothing written" checks.
+func (b *bundle) snapshot() string {
+	b.t.Helper()
+	ctx := context.Background()
+	var sb strings.Builder
+	for _, ns := range []string{project, hosted.IndexNamespace} {
+		res, err := b.st.MetaList(ctx, store.MetaListParams{Namespace: ns, Prefix: "iron/"})
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		for _, it := range res.Items {
+			sb.WriteString(ns + " " + it.Key + "\n")
+		}
+		res, err = b.st.MetaList(ctx, store.MetaListParams{Namespace: ns, Prefix: "pkg/"})
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		for _, it := range res.Items {
+			sb.WriteString(ns + " " + it.Key + "\n")
+		}
+	}
+	lr, err := b.st.List(ctx, store.ListParams{Namespace: project})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for _, t := range lr.Tasks {
+		sb.WriteString("task " + t.ID + "\n")
+	}
+	return sb.String()
+}
+
+// zipOf builds a zip of name -> content; names ending in ".sh" or named
+// "worker" get mode 0755.
+func zipOf(t testing.TB, files map[string][]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, data := range files {
+		h := &zip.FileHeader{Name: name, Method: zip.Deflate}
+		h.SetMode(0o644)
+		if strings.HasSuffix(name, ".sh") || name == "worker" {
+			h.SetMode(0o755)
+		}
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// seedWorkerSource is the Go worker of seed 000 ("Payload Example"), with
+// a greeting, compiled as the package's program.
+const seedWorkerSource = `package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+func main() {
+	fmt.Println("Hello, playground")
+	payloadIndex := 0
+	for index, arg := range os.Args {
+		if arg == "-payload" {
+			payloadIndex = index + 1
+		}
+	}
+	if payloadIndex >= len(os.Args) {
+		panic("No payload value.")
+	}
+	payload := os.Args[payloadIndex]
+	var data interface{}
+	raw, err := os.ReadFile(payload)
+	if err != nil {
+		panic(err.Error())
+	}
+	err = json.Unmarshal(raw, &data)
+	if err != nil {
+		panic(err.Error())
+	}
+	fmt.Printf("%v\n", data)
+}
+`
+
+// seedRunnerScript is seed 000's __runner__.sh, byte for byte.
+const seedRunnerScript = `#!/bin/sh
+
+root() {
+  while [ $# -gt 0 ]; do
+    if [ "$1" = "-d" ]; then
+      printf "%s\n" "$2"
+      break
+    fi
+  done
+}
+
+cd "$(root "$@")"
+
+chmod +x "worker"
+
+./"worker" "$@"
+`
+
+// buildWorker compiles seedWorkerSource once per test binary.
+var buildWorker = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kiln-ironapi-worker-")
+	if err != nil {
+		return "", err
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o750); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(seedWorkerSource), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module worker\n\ngo 1.26\n"), 0o600); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "worker")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, b)
+	}
+	return out, nil
+})
+
+// seedZip returns worker.zip of seed 000: the compiled worker and
+// __runner__.sh at the root.
+func seedZip(t testing.TB) []byte {
+	t.Helper()
+	bin, err := buildWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zipOf(t, map[string][]byte{"worker": data, "__runner__.sh": []byte(seedRunnerScript)})
+}
