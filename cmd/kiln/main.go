@@ -29,6 +29,8 @@ import (
 	"runtime/debug"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/kilnhq/kiln/runner"
 )
 
 // version is kiln's version; `make build` sets it with
@@ -36,6 +38,10 @@ import (
 var version = ""
 
 func main() {
+	// First: when this process is the trampoline of a code package task,
+	// Main applies the task's limits and execs its program (it does not
+	// return); otherwise it returns at once.
+	runner.Main()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
 	// After the first signal, give the signals back to the runtime: a second
 	// one ends the process at once instead of waiting for a graceful stop.

@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/server/ironapi"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
 	"github.com/kilnhq/kiln/store/redisstore"
@@ -42,7 +44,12 @@ else its default.
 On the first start the server creates the project "default" and an admin
 token, prints the token once and writes it with the URL to <data>/cli.json
 (mode 0600), where the CLI finds it. KILN_BOOTSTRAP_PROJECT and
-KILN_BOOTSTRAP_TOKEN set them instead.`,
+KILN_BOOTSTRAP_TOKEN set them instead.
+
+The server also serves the IronWorker API v2 under /2/ (docs/ironworker.md)
+and, unless --runner=false, runs the tasks of uploaded code packages itself,
+--runner-concurrency processes at a time, unpacking packages into
+--runner-dir (default <data>/runner).`,
 		run: runServer,
 	}
 }
@@ -55,6 +62,10 @@ type serverOptions struct {
 	handshakeTimeout, sessionTTL     time.Duration
 	sweepInterval, shutdownTimeout   time.Duration
 	bootstrapProject, bootstrapToken string
+	runner                           bool
+	runnerConcurrency                int
+	runnerDir                        string
+	maxCode                          int64
 }
 
 // setting is one setting: its flag name (and so its variable and file
@@ -97,6 +108,28 @@ func (o *serverOptions) settings() []setting {
 		{"shutdown-timeout", "how long a graceful stop may take", "30s", dur(&o.shutdownTimeout)},
 		{"bootstrap-project", "the first project's id", server.BootstrapProjectDefault, str(&o.bootstrapProject)},
 		{"bootstrap-token", "the admin token to accept (at least 32 characters; prefer the environment)", "", str(&o.bootstrapToken)},
+		{"runner", "run the tasks of code packages in this server (true or false)", "true", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			o.runner = b
+			return err
+		}},
+		{"runner-concurrency", "how many code package tasks run at once", strconv.Itoa(hosted.ConcurrencyDefault), func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err == nil && n <= 0 {
+				err = errors.New("must be positive")
+			}
+			o.runnerConcurrency = n
+			return err
+		}},
+		{"runner-dir", "where the runner unpacks packages and runs tasks (default: <data>/runner)", "", str(&o.runnerDir)},
+		{"max-code", "largest code package zip in bytes", strconv.Itoa(ironapi.MaxCodeBytesDefault), func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil && n <= 0 {
+				err = errors.New("must be positive")
+			}
+			o.maxCode = n
+			return err
+		}},
 	}
 }
 
@@ -243,12 +276,21 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		}
 	}()
 	data := o.data // cli.json goes here, wherever the store is
+	var rc *hosted.Config
+	if o.runner {
+		dir := o.runnerDir
+		if dir == "" {
+			dir = filepath.Join(data, "runner")
+		}
+		rc = &hosted.Config{Concurrency: o.runnerConcurrency, WorkDir: dir}
+	}
 	srv, err := server.New(&server.Config{
 		Store: st, Addr: o.addr, Logger: log, MaxBodyBytes: o.maxBody,
 		HandshakeTimeout: o.handshakeTimeout, SessionTTL: o.sessionTTL,
 		SweepInterval: o.sweepInterval, ShutdownTimeout: o.shutdownTimeout,
 		BootstrapProject: o.bootstrapProject, BootstrapToken: o.bootstrapToken,
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
+		Runner: rc, MaxCodeBytes: o.maxCode,
 	})
 	if err != nil {
 		return err
