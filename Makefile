@@ -55,6 +55,8 @@ test: ## everything CI runs: services/up, lint, vet, race tests (all stores requ
 	@echo '==> go vet ./...'; time $(GO) vet ./...
 	@echo '==> go test -race -shuffle=on ./...'; \
 		time KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 15m ./...
+	@echo '==> iron_go3 acceptance (its own module: server/ironapi/testdata/irongo3)'; \
+		time (cd server/ironapi/testdata/irongo3 && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 5m ./...)
 	@echo '==> fuzz ($(TEST_FUZZTIME) per target)'; time scripts/fuzz.sh $(TEST_FUZZTIME)
 
 .PHONY: test/short
