@@ -187,7 +187,7 @@ func New(cfg *Config) (*Server, error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
-	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes}
+	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched}
 	if s.hosted != nil {
 		ironCfg.OnUpload = s.hosted.Kick
 	}

@@ -406,7 +406,9 @@ type Envelope struct {
 	Payload  string `json:"payload"`
 	CodeID   string `json:"code_id"`
 	CodeName string `json:"code_name"`
-	Rev      int    `json:"rev"`
+	// Rev is the revision to run; 0 means the latest when the task runs
+	// (the tasks of schedules).
+	Rev int `json:"rev"`
 	// Timeout is the run's wall-clock limit in seconds.
 	Timeout int    `json:"timeout"`
 	Delay   int    `json:"delay,omitempty"`
@@ -414,8 +416,10 @@ type Envelope struct {
 	Cluster string `json:"cluster,omitempty"`
 	// RetriesDelay is the package's retries_delay in seconds.
 	RetriesDelay int `json:"retries_delay,omitempty"`
-	// ScheduleID names the schedule that queued the task, if any.
-	ScheduleID string `json:"schedule_id,omitempty"`
+	// ScheduleID and ScheduleName name the schedule that queued the task,
+	// if any.
+	ScheduleID   string `json:"schedule_id,omitempty"`
+	ScheduleName string `json:"schedule_name,omitempty"`
 }
 
 // The statuses a task's error text starts with (kiln's LastError), so the

@@ -276,7 +276,13 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 	if err := json.Unmarshal(t.Payload, &env); err != nil {
 		return fmt.Errorf("%sthe task's envelope does not decode: %w (%w)", ErrPrefixError, err, kiln.SkipRetry)
 	}
-	rev, err := h.reg.Revision(ctx, project, env.CodeID, env.Rev)
+	var rev *Revision
+	var err error
+	if env.Rev == 0 {
+		rev, err = h.reg.Latest(ctx, project, env.CodeID)
+	} else {
+		rev, err = h.reg.Revision(ctx, project, env.CodeID, env.Rev)
+	}
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%scode package %s revision %d was deleted (%w)", ErrPrefixError, env.CodeName, env.Rev, kiln.SkipRetry)
 	}

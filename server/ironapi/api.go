@@ -11,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	// OnUpload, when set, is called after a package revision is stored
 	// (the server kicks its runner with it).
 	OnUpload func()
+	// Schedules is the schedule engine the schedule routes use; nil makes
+	// them answer 404.
+	Schedules *schedule.Scheduler
 }
 
 // API is the IronWorker API v2 as an http.Handler serving /2/... It is
@@ -130,6 +134,10 @@ func (a *API) routes() []route {
 		{"POST " + p + "/tasks/{tid}/cancel", a.cancelTask},
 		{"POST " + p + "/tasks/{tid}/progress", a.setProgress},
 		{"POST " + p + "/tasks/{tid}/retry", a.retryTask},
+		{"GET " + p + "/schedules", a.listSchedules},
+		{"POST " + p + "/schedules", a.createSchedules},
+		{"GET " + p + "/schedules/{sid}", a.getSchedule},
+		{"POST " + p + "/schedules/{sid}/cancel", a.cancelSchedule},
 	}
 }
 

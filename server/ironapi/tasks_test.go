@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -274,5 +275,111 @@ func TestTaskRoutes(t *testing.T) {
 	}
 	if status, _ := b.do(http.MethodPost, pp+"/tasks", "application/json", strings.NewReader(`{"tasks":[{"code_name":"ok","payload":""}]}`)); status != http.StatusNotFound {
 		t.Errorf("queue to a deleted package: status %d", status)
+	}
+}
+
+// TestSchedules: a schedule runs its task (the package's latest revision)
+// right away and then every run_every; get, list and cancel; bad
+// schedules are refused and nothing is scheduled.
+func TestSchedules(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"},
+		zipOf(t, map[string][]byte{"run.sh": []byte("echo scheduled; cat \"$PAYLOAD_FILE\"\n")}))
+	pp := "/2/projects/" + project
+	for _, bad := range []struct {
+		body   string
+		status int
+	}{
+		{`{"schedules":[{"code_name":"ok","payload":"","run_every":59}]}`, 400},
+		{`{"schedules":[{"code_name":"ok","payload":"","run_every":60,"run_times":0}]}`, 400},
+		{`{"schedules":[{"code_name":"ok","payload":"","start_at":"tomorrow"}]}`, 400},
+		{`{"schedules":[{"code_name":"ok","payload":"","start_at":"2030-01-02T00:00:00Z","end_at":"2030-01-01T00:00:00Z"}]}`, 400},
+		{`{"schedules":[{"code_name":"ok","payload":"","run_every":60,"cron":"* * * * *"}]}`, 400},
+		{`{"schedules":[{"code_name":"ok","payload":"","cron":"61 * * * *"}]}`, 400},
+		{`{"schedules":[{"code_name":"ok","payload":"","priority":3}]}`, 400},
+		{`{"schedules":[{"code_name":"ok"}]}`, 400},
+		{`{"schedules":[{"code_name":"nope","payload":""}]}`, 404},
+		{`{"schedules":[{"code_name":"ok","payload":"","run_every":60},{"code_name":"ok","payload":"","run_every":1}]}`, 400},
+		{`{"schedules":[]}`, 400},
+	} {
+		if status, body := b.do(http.MethodPost, pp+"/schedules", "application/json", strings.NewReader(bad.body)); status != bad.status {
+			t.Errorf("%s: status %d (%s), want %d", bad.body, status, body, bad.status)
+		}
+	}
+	var sl struct {
+		Schedules []struct {
+			ID        string `json:"id"`
+			Status    string `json:"status"`
+			RunCount  int    `json:"run_count"`
+			RunEvery  int    `json:"run_every"`
+			CodeName  string `json:"code_name"`
+			NextStart string `json:"next_start"`
+		} `json:"schedules"`
+	}
+	b.json(http.MethodGet, pp+"/schedules", nil, &sl)
+	if len(sl.Schedules) != 0 {
+		t.Fatalf("bad requests made schedules: %+v", sl)
+	}
+
+	var created struct {
+		Msg       string `json:"msg"`
+		Schedules []struct {
+			ID string `json:"id"`
+		} `json:"schedules"`
+	}
+	b.json(http.MethodPost, pp+"/schedules", map[string]any{"schedules": []map[string]any{
+		{"code_name": "ok", "payload": "tick", "run_every": 3600, "run_times": 5, "label": "sched"},
+	}}, &created)
+	if created.Msg != "Scheduled" || len(created.Schedules) != 1 {
+		t.Fatalf("create: %+v", created)
+	}
+	sid := created.Schedules[0].ID
+	// The first run is now: find its task.
+	var tl struct {
+		Tasks []struct {
+			ID         string `json:"id"`
+			ScheduleID string `json:"schedule_id"`
+		} `json:"tasks"`
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(tl.Tasks) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule made no task within a minute")
+		}
+		b.json(http.MethodGet, pp+"/tasks?label=sched", nil, &tl)
+		if len(tl.Tasks) == 0 {
+			<-time.After(20 * time.Millisecond)
+		}
+	}
+	if tl.Tasks[0].ScheduleID != sid {
+		t.Errorf("task schedule_id %q, want %q", tl.Tasks[0].ScheduleID, sid)
+	}
+	if ti := b.wait(tl.Tasks[0].ID); ti.Status != "complete" || b.log(ti.ID) != "scheduled\ntick" {
+		t.Errorf("scheduled task: %+v", ti)
+	}
+	var si struct {
+		ID        string `json:"id"`
+		Status    string `json:"status"`
+		RunCount  int    `json:"run_count"`
+		RunTimes  int    `json:"run_times"`
+		RunEvery  int    `json:"run_every"`
+		NextStart string `json:"next_start"`
+	}
+	b.json(http.MethodGet, pp+"/schedules/"+sid, nil, &si)
+	if si.Status != "scheduled" || si.RunCount != 1 || si.RunTimes != 5 || si.RunEvery != 3600 || si.NextStart == "" {
+		t.Errorf("schedule = %+v", si)
+	}
+	b.json(http.MethodPost, pp+"/schedules/"+sid+"/cancel", nil, nil)
+	b.json(http.MethodGet, pp+"/schedules/"+sid, nil, &si)
+	if si.Status != "cancelled" {
+		t.Errorf("cancelled schedule = %+v", si)
+	}
+	b.json(http.MethodGet, pp+"/schedules", nil, &sl)
+	if len(sl.Schedules) != 1 || sl.Schedules[0].ID != sid {
+		t.Errorf("list = %+v", sl)
+	}
+	if status, _ := b.do(http.MethodGet, pp+"/schedules/nope", "", nil); status != http.StatusNotFound {
+		t.Errorf("missing schedule: status %d", status)
 	}
 }

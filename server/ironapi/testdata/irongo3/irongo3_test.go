@@ -106,7 +106,7 @@ func wait(t *testing.T, w *worker.Worker, id string) worker.TaskInfo {
 
 // TestIronGo3 drives a kiln server with the official Go client: upload a
 // package, queue tasks, read their status, logs and the package, set
-// progress, cancel, list with filters, delete.
+// progress, cancel, list with filters, schedule, delete.
 func TestIronGo3(t *testing.T) {
 	// The client reads ~/.iron.json, IRON_* variables and ./iron.json
 	// before the manual settings: keep them out of the way.
@@ -230,6 +230,46 @@ exit 0
 	}
 	if info, err := w.CodePackageInfo(code.Id); err != nil || info.Rev != 2 {
 		t.Errorf("after the second upload: %+v %v", info, err)
+	}
+
+	// A schedule: its first run is now.
+	every, times := 3600, 3
+	sids, err := w.Schedule(worker.Schedule{CodeName: "hello", Name: "hourly", Payload: "tick", RunEvery: &every, RunTimes: &times, Label: "sched"})
+	if err != nil || len(sids) != 1 {
+		t.Fatalf("Schedule: %v %v", sids, err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		info, err := w.ScheduleInfo(sids[0])
+		if err != nil {
+			t.Fatalf("ScheduleInfo: %v", err)
+		}
+		if info.RunCount == 1 {
+			if info.Status != "scheduled" || info.CodeName != "hello" || info.RunTimes != 3 || info.NextStart.IsZero() || info.LastRunTime.IsZero() {
+				t.Errorf("ScheduleInfo = %+v", info)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the schedule did not run within a minute: %+v", info)
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	scheduled, err := w.FilteredTaskList(worker.TaskListParams{Label: "sched"})
+	if err != nil || len(scheduled) != 1 || scheduled[0].ScheduleId != sids[0] {
+		t.Fatalf("the schedule's task: %+v %v", scheduled, err)
+	}
+	if ti := wait(t, w, scheduled[0].Id); ti.Status != "complete" {
+		t.Errorf("scheduled task: %+v", ti)
+	}
+	if list, err := w.ScheduleList(); err != nil || len(list) != 1 || list[0].Id != sids[0] {
+		t.Errorf("ScheduleList: %+v %v", list, err)
+	}
+	if err := w.ScheduleCancel(sids[0]); err != nil {
+		t.Fatalf("ScheduleCancel: %v", err)
+	}
+	if info, _ := w.ScheduleInfo(sids[0]); info.Status != "cancelled" {
+		t.Errorf("cancelled schedule: %+v", info)
 	}
 
 	// Errors come back as errors with the server's message.
