@@ -340,7 +340,7 @@ func (r *Registry) Delete(ctx context.Context, project string, c *Code) error {
 	if err := del(project, keyCodeID+c.ID); err != nil {
 		return err
 	}
-	for _, prefix := range []string{keyRev, keyZip, keyRevClaim} {
+	for _, prefix := range []string{keyRev, keyZip, keyRevClaim, keySlot} {
 		if err := blob.DeletePrefix(ctx, r.meta, project, prefix+c.ID+"/"); err != nil {
 			return err
 		}

@@ -25,5 +25,9 @@
 // cancelled. A binary that uses Hosted must call runner.Main first thing in
 // main.
 //
-// max_concurrency holds per runner, not yet across runners sharing a store.
+// A package's max_concurrency holds across every runner sharing the store:
+// a running task holds one of max_concurrency slots, meta records taken
+// with put-if-absent and renewed while the task runs; the slots of a runner
+// that dies expire after Config.SlotTTL (an expired slot is freed with
+// compare-and-delete, so two runners never take it both).
 package hosted

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/blob"
+	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/store"
 )
@@ -53,6 +54,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the store's clock; nil means the system clock.
 	Clock store.Clock
+	// SlotTTL is how long a package's max_concurrency slot stays taken by
+	// a runner that stopped renewing it (it died); default SlotTTLDefault.
+	SlotTTL time.Duration
+	// SlotPoll is how often a task waiting for a max_concurrency slot
+	// tries again; default SlotPollDefault.
+	SlotPoll time.Duration
+	// ID names this runner in the slots it holds; default a random id.
+	ID string
 }
 
 // Hosted runs the tasks of every code package of every project in a store:
@@ -113,6 +122,18 @@ func New(cfg *Config) (*Hosted, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = store.SystemClock{}
+	}
+	if c.SlotTTL <= 0 {
+		c.SlotTTL = SlotTTLDefault
+	}
+	if c.SlotPoll <= 0 {
+		c.SlotPoll = SlotPollDefault
+	}
+	if c.ID == "" {
+		c.ID = "runner-" + ids.New()
 	}
 	var rc runner.Config
 	if c.Runner != nil {
@@ -295,6 +316,29 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 		return context.Cause(ctx)
 	}
 	defer func() { <-h.sem }()
+
+	// max_concurrency across every runner sharing the store: a slot.
+	if rev.MaxConcurrency > 0 {
+		sl, err := acquireSlot(ctx, h.meta, h.cfg.Clock, project, rev.CodeID, rev.MaxConcurrency, h.cfg.ID+"/"+t.ID, h.cfg.SlotTTL, h.cfg.SlotPoll)
+		if err != nil {
+			if ctx.Err() != nil {
+				return err // cancelled, lease lost or shutdown while waiting
+			}
+			return fmt.Errorf("%scannot take a max_concurrency slot: %w", ErrPrefixError, err)
+		}
+		hctx, stop := context.WithCancel(ctx)
+		held := make(chan struct{})
+		go func() {
+			defer close(held)
+			sl.hold(hctx, h.cfg.ID+"/"+t.ID, func() {
+				h.log.Warn("hosted: a max_concurrency slot expired while its task ran", "task", t.ID, "code", rev.Name)
+			})
+		}()
+		defer func() {
+			stop()
+			<-held
+		}()
+	}
 
 	dir, err := h.unpacked(ctx, project, rev)
 	if err != nil {

@@ -86,15 +86,27 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = st.Close() })
+	return setupOn(t, st, true)
+}
+
+// setupOn serves a server on st (which the caller closes), with a runner
+// or without.
+func setupOn(t *testing.T, st *embedded.Store, withRunner bool) *bundle {
+	t.Helper()
 	logs := &syncBuffer{}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Runner: &hosted.Config{
+	var rc *hosted.Config
+	if withRunner {
+		rc = &hosted.Config{
 			WorkDir: t.TempDir(), Concurrency: 2, PollInterval: 100 * time.Millisecond,
 			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond},
-		},
+			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
+		}
+	}
+	srv, err := server.New(&server.Config{
+		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
+		Logger:          slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Runner:          rc,
 		ShutdownTimeout: 10 * time.Second,
 	})
 	if err != nil {
@@ -112,7 +124,6 @@ func setup(t *testing.T) *bundle {
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-		_ = st.Close()
 	})
 	tok, err := srv.API().CreateToken(context.Background(), project, "test")
 	if err != nil {

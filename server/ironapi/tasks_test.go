@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/store/embedded"
 )
 
 const (
@@ -381,5 +383,38 @@ func TestSchedules(t *testing.T) {
 	}
 	if status, _ := b.do(http.MethodGet, pp+"/schedules/nope", "", nil); status != http.StatusNotFound {
 		t.Errorf("missing schedule: status %d", status)
+	}
+}
+
+// TestSharedStore: a package uploaded to a server without a runner is run
+// by the runners of two other servers sharing the store, and its
+// max_concurrency of 1 holds across both: no two tasks overlap.
+func TestSharedStore(t *testing.T) {
+	t.Parallel()
+	st, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	front := setupOn(t, st, false)
+	setupOn(t, st, true)
+	setupOn(t, st, true)
+	lock := t.TempDir()
+	front.mustUpload(map[string]any{
+		"name": "locked", "file_name": "run.sh", "runtime": "sh", "max_concurrency": 1,
+		"env_vars": map[string]string{"LOCKDIR": lock},
+	}, zipOf(t, map[string][]byte{"run.sh": []byte(`mkdir "$LOCKDIR/held" || { echo overlap; exit 1; }
+sleep 0.2
+rmdir "$LOCKDIR/held"
+echo done
+`)}))
+	ids := front.queue(
+		map[string]any{"code_name": "locked", "payload": ""}, map[string]any{"code_name": "locked", "payload": ""},
+		map[string]any{"code_name": "locked", "payload": ""}, map[string]any{"code_name": "locked", "payload": ""},
+	)
+	for _, id := range ids {
+		if ti := front.wait(id); ti.Status != "complete" {
+			t.Errorf("task %s: %s %q, log %q", id, ti.Status, ti.Msg, front.log(id))
+		}
 	}
 }
