@@ -29,6 +29,7 @@ const (
 	keyZip      = "iron/zip/"      // + code id + "/" + rev -> blob of the zip
 	keyLog      = "iron/log/"      // + task id -> log chunks
 	keyProgress = "iron/progress/" // + task id -> Progress
+	keyTask     = "iron/task/"     // + task id -> {}: the task has a log or progress (for Collect)
 	keyIndex    = "pkg/"           // + project + "/" + name (IndexNamespace) -> IndexEntry
 )
 
@@ -373,8 +374,50 @@ type Progress struct {
 
 // SetProgress records a task's progress.
 func (r *Registry) SetProgress(ctx context.Context, project, taskID string, p Progress) error {
+	if err := r.MarkTask(ctx, project, taskID); err != nil {
+		return err
+	}
 	_, err := r.put(ctx, project, keyProgress+taskID, p, false)
 	return err
+}
+
+// MarkTask records that the registry keeps something about a task (a log,
+// progress), so that Collect finds it once the task is gone.
+func (r *Registry) MarkTask(ctx context.Context, project, taskID string) error {
+	_, err := r.put(ctx, project, keyTask+taskID, struct{}{}, true)
+	return err
+}
+
+// Collect removes the logs and progress of the project's tasks that the
+// store no longer has (their retention ran out, or they were deleted), and
+// returns how many tasks it cleaned up.
+func (r *Registry) Collect(ctx context.Context, st store.Reader, project string) (int, error) {
+	res, err := r.meta.MetaList(ctx, store.MetaListParams{Namespace: project, Prefix: keyTask})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for start := 0; start < len(res.Items); start += store.MaxListLimit {
+		batch := res.Items[start:min(start+store.MaxListLimit, len(res.Items))]
+		idList := make([]string, len(batch))
+		for i, it := range batch {
+			idList[i] = strings.TrimPrefix(it.Key, keyTask)
+		}
+		got, err := st.Get(ctx, store.GetParams{Namespace: project, IDs: idList})
+		if err != nil {
+			return n, err
+		}
+		for i, t := range got.Tasks {
+			if t != nil {
+				continue
+			}
+			if err := r.Forget(ctx, project, idList[i]); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Progress returns a task's progress, if it reported any.
@@ -397,7 +440,11 @@ func (r *Registry) Forget(ctx context.Context, project, taskID string) error {
 	if _, err := r.meta.MetaDelete(ctx, store.MetaDeleteParams{Namespace: project, Key: keyProgress + taskID}); err != nil {
 		return err
 	}
-	return blob.DeletePrefix(ctx, r.meta, project, LogKey(taskID)+"/")
+	if err := blob.DeletePrefix(ctx, r.meta, project, LogKey(taskID)+"/"); err != nil {
+		return err
+	}
+	_, err := r.meta.MetaDelete(ctx, store.MetaDeleteParams{Namespace: project, Key: keyTask + taskID})
+	return err
 }
 
 // Envelope is the payload of a code package's kiln task: the IronWorker

@@ -23,6 +23,8 @@ import (
 const (
 	ConcurrencyDefault  = 4
 	PollIntervalDefault = 2 * time.Second
+	// CollectIntervalDefault is the default Config.CollectInterval.
+	CollectIntervalDefault = 10 * time.Minute
 	// TimeoutDefault is a task's run-time limit when it names none, and
 	// the most it may name (IronWorker's 3600 s).
 	TimeoutDefault = time.Hour
@@ -62,6 +64,10 @@ type Config struct {
 	SlotPoll time.Duration
 	// ID names this runner in the slots it holds; default a random id.
 	ID string
+	// CollectInterval is how often the logs and progress of tasks the
+	// store no longer has are deleted; default CollectIntervalDefault;
+	// negative: never.
+	CollectInterval time.Duration
 }
 
 // Hosted runs the tasks of every code package of every project in a store:
@@ -126,6 +132,9 @@ func New(cfg *Config) (*Hosted, error) {
 	if c.Clock == nil {
 		c.Clock = store.SystemClock{}
 	}
+	if c.CollectInterval == 0 {
+		c.CollectInterval = CollectIntervalDefault
+	}
 	if c.SlotTTL <= 0 {
 		c.SlotTTL = SlotTTLDefault
 	}
@@ -171,6 +180,12 @@ func (h *Hosted) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(h.cfg.PollInterval)
 	defer t.Stop()
+	var collect <-chan time.Time
+	if h.cfg.CollectInterval > 0 {
+		ct := time.NewTicker(h.cfg.CollectInterval)
+		defer ct.Stop()
+		collect = ct.C
+	}
 	for {
 		if err := h.sync(ctx); err != nil && ctx.Err() == nil {
 			h.log.Warn("hosted: reading the package index failed", "err", err)
@@ -181,8 +196,39 @@ func (h *Hosted) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-h.kick:
+		case <-collect:
+			if n, err := h.Collect(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("hosted: collecting old task logs failed", "err", err)
+			} else if n > 0 {
+				h.log.Info("hosted: deleted the logs of tasks that are gone", "tasks", n)
+			}
 		}
 	}
+}
+
+// Collect deletes the logs and progress records of the tasks the store no
+// longer has, in every project with a package, and returns how many tasks
+// it cleaned up. Run calls it every CollectInterval; several runners may
+// run it at once.
+func (h *Hosted) Collect(ctx context.Context) (int, error) {
+	entries, err := h.reg.Index(ctx)
+	if err != nil {
+		return 0, err
+	}
+	seen := make(map[string]bool)
+	total := 0
+	for _, e := range entries {
+		if seen[e.Project] {
+			continue
+		}
+		seen[e.Project] = true
+		n, err := h.reg.Collect(ctx, h.cfg.Store, e.Project)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // sync starts a worker for every package in the index without one, and
@@ -343,6 +389,9 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 	dir, err := h.unpacked(ctx, project, rev)
 	if err != nil {
 		return fmt.Errorf("%scannot get the code package: %w", ErrPrefixError, err)
+	}
+	if err := h.reg.MarkTask(ctx, project, t.ID); err != nil {
+		return fmt.Errorf("%s%w", ErrPrefixError, err)
 	}
 	log, err := blob.OpenLog(ctx, h.meta, project, LogKey(t.ID), blob.LogConfig{})
 	if err != nil {

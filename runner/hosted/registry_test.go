@@ -111,3 +111,54 @@ func TestParseLastError(t *testing.T) {
 		}
 	}
 }
+
+// TestCollect: the log and progress of a task the store no longer has are
+// deleted; those of a task it has are kept.
+func TestCollect(t *testing.T) {
+	t.Parallel()
+	st, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	ctx := context.Background()
+	h, err := hosted.New(&hosted.Config{Store: st, WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := h.Registry()
+	if _, _, err := reg.Upload(ctx, "p", hosted.Revision{Name: "pkg", FileName: "run.sh"}, bytes.NewReader([]byte("zip")), 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.Enqueue(ctx, store.EnqueueParams{Namespace: "p", Tasks: []store.TaskInput{{ID: "kept", Type: "code:pkg"}}})
+	if err != nil || res.Items[0].Err != nil {
+		t.Fatal(err, res.Items[0].Err)
+	}
+	for _, id := range []string{"kept", "gone"} {
+		if err := reg.SetProgress(ctx, "p", id, hosted.Progress{Percent: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.MarkTask(ctx, "p", id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.MetaPut(ctx, store.MetaPutParams{Namespace: "p", Key: hosted.LogKey(id) + "/00000000", Value: []byte("log")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := h.Collect(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Collect = %d, %v; want 1", n, err)
+	}
+	if _, found, _ := reg.ReadLog(ctx, "p", "gone"); found {
+		t.Error("the log of a task that is gone is still there")
+	}
+	if _, found, _ := reg.Progress(ctx, "p", "gone"); found {
+		t.Error("the progress of a task that is gone is still there")
+	}
+	if b, found, _ := reg.ReadLog(ctx, "p", "kept"); !found || string(b) != "log" {
+		t.Error("the log of a task the store has was deleted")
+	}
+	if n, err := h.Collect(ctx); err != nil || n != 0 {
+		t.Errorf("second Collect = %d, %v", n, err)
+	}
+}
