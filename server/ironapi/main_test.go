@@ -70,7 +70,7 @@ func (s *syncBuffer) String() string {
 // bundle is one test's server with a runner.
 type bundle struct {
 	t     *testing.T
-	st    *embedded.Store
+	st    metaStore
 	srv   *server.Server
 	url   string // http://127.0.0.1:port
 	host  string // 127.0.0.1:port
@@ -90,9 +90,15 @@ func setup(t *testing.T) *bundle {
 	return setupOn(t, st, true)
 }
 
+// metaStore is a store with store.Meta (every kiln store).
+type metaStore interface {
+	store.Store
+	store.Meta
+}
+
 // setupOn serves a server on st (which the caller closes), with a runner
 // or without.
-func setupOn(t *testing.T, st *embedded.Store, withRunner bool) *bundle {
+func setupOn(t *testing.T, st metaStore, withRunner bool) *bundle {
 	t.Helper()
 	logs := &syncBuffer{}
 	var rc *hosted.Config
