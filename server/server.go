@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/schedule"
@@ -183,11 +184,18 @@ func New(cfg *Config) (*Server, error) {
 		if rc.Clock == nil {
 			rc.Clock = c.Clock
 		}
+		rc.EventFunc = func(project string, e kiln.Event) {
+			ev := wire.Event{Kind: "task." + e.Kind.String(), Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
+			if e.Err != nil {
+				ev.Error = e.Err.Error()
+			}
+			a.Publish(ev)
+		}
 		if s.hosted, err = hosted.New(&rc); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
-	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched}
+	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched, EventFunc: a.Publish}
 	if s.hosted != nil {
 		ironCfg.OnUpload = s.hosted.Kick
 	}

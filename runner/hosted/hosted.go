@@ -64,6 +64,10 @@ type Config struct {
 	SlotPoll time.Duration
 	// ID names this runner in the slots it holds; default a random id.
 	ID string
+	// EventFunc, when set, is called for every event of every package
+	// worker (kiln.WorkerConfig.EventFunc) with the task's project: it
+	// must be fast and safe for concurrent use.
+	EventFunc func(project string, e kiln.Event)
 	// CollectInterval is how often the logs and progress of tasks the
 	// store no longer has are deleted; default CollectIntervalDefault;
 	// negative: never.
@@ -276,7 +280,7 @@ func (h *Hosted) concurrency(e IndexEntry) int {
 func (h *Hosted) startWorker(e IndexEntry) (*served, error) {
 	typ := TaskType(e.Name)
 	conc := h.concurrency(e)
-	w, err := kiln.NewWorker(h.cfg.Store, &kiln.WorkerConfig{
+	wc := &kiln.WorkerConfig{
 		Namespace:      e.Project,
 		Queues:         map[string]int{typ: 1},
 		Concurrency:    conc,
@@ -285,7 +289,11 @@ func (h *Hosted) startWorker(e IndexEntry) (*served, error) {
 		SweepInterval:  -1, // the server sweeps
 		RetryDelayFunc: retryDelay,
 		Logger:         h.log,
-	})
+	}
+	if f := h.cfg.EventFunc; f != nil {
+		wc.EventFunc = func(ev kiln.Event) { f(e.Project, ev) }
+	}
+	w, err := kiln.NewWorker(h.cfg.Store, wc)
 	if err != nil {
 		return nil, err
 	}

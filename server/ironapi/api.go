@@ -58,6 +58,10 @@ type Config struct {
 	// OnUpload, when set, is called after a package revision is stored
 	// (the server kicks its runner with it).
 	OnUpload func()
+	// EventFunc, when set, receives the events of this API's changes
+	// (task.enqueued, task.cancelled, task.progress) for the server's event
+	// stream; it must be fast and safe for concurrent use.
+	EventFunc func(wire.Event)
 	// Schedules is the schedule engine the schedule routes use; nil makes
 	// them answer 404.
 	Schedules *schedule.Scheduler

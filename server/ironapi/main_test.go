@@ -76,6 +76,22 @@ type bundle struct {
 	host  string // 127.0.0.1:port
 	token string // a project token of "default"
 	logs  *syncBuffer
+
+	evMu   sync.Mutex
+	events []server.Event
+}
+
+// eventKinds returns the kinds of the events of task id, in order.
+func (b *bundle) eventKinds(id string) []string {
+	b.evMu.Lock()
+	defer b.evMu.Unlock()
+	var out []string
+	for _, e := range b.events {
+		if e.TaskID == id {
+			out = append(out, e.Kind)
+		}
+	}
+	return out
 }
 
 // setup serves a fresh server on the embedded store, with a runner of
@@ -109,7 +125,13 @@ func setupOn(t *testing.T, st metaStore, withRunner bool) *bundle {
 			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
 		}
 	}
+	b := &bundle{t: t, st: st, logs: logs}
 	srv, err := server.New(&server.Config{
+		EventFunc: func(e server.Event) {
+			b.evMu.Lock()
+			b.events = append(b.events, e)
+			b.evMu.Unlock()
+		},
 		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
 		Logger:          slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Runner:          rc,
@@ -136,7 +158,8 @@ func setupOn(t *testing.T, st metaStore, withRunner bool) *bundle {
 		t.Fatal(err)
 	}
 	host := ln.Addr().String()
-	return &bundle{t: t, st: st, srv: srv, url: "http://" + host, host: host, token: tok.Token, logs: logs}
+	b.srv, b.url, b.host, b.token = srv, "http://"+host, host, tok.Token
+	return b
 }
 
 // do sends a request with the project token in the OAuth header and

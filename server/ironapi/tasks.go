@@ -12,9 +12,17 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/ids"
+	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store"
 )
+
+// publish raises an event, when the server listens.
+func (a *API) publish(ev wire.Event) {
+	if a.cfg.EventFunc != nil {
+		a.cfg.EventFunc(ev)
+	}
+}
 
 // The IronWorker task statuses.
 const (
@@ -196,6 +204,7 @@ func (a *API) cancelTask(c *call) error {
 	} else if e != nil {
 		return e
 	}
+	a.publish(wire.Event{Kind: "task.cancelled", Project: c.pid, TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: res.Items[0].State.String()})
 	return c.ok(map[string]any{"msg": "Cancelled"})
 }
 
@@ -231,6 +240,7 @@ func (a *API) setProgress(c *call) error {
 	if err := a.reg.SetProgress(c.ctx(), c.pid, t.ID, p); err != nil {
 		return err
 	}
+	a.publish(wire.Event{Kind: "task.progress", Project: c.pid, TaskID: t.ID, Percent: p.Percent, Message: p.Msg})
 	return c.ok(map[string]any{"msg": "Progress set"})
 }
 
@@ -479,6 +489,7 @@ func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 			return nil, it.Err
 		}
 		out[i] = it.ID
+		a.publish(wire.Event{Kind: "task.enqueued", Project: c.pid, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue, State: it.State.String()})
 	}
 	return out, nil
 }

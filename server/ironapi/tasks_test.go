@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,10 @@ func TestShellAndPythonPackages(t *testing.T) {
 	ti := b.wait(ids[0])
 	if ti.Status != "complete" || ti.Label != "lbl" || ti.Payload != `{"x":"1"}` || ti.Timeout != 3600 {
 		t.Fatalf("task = %+v", ti)
+	}
+	// The enqueue's event may come after the runner's first.
+	if kinds := b.eventKinds(ids[0]); len(kinds) != 3 || !slices.Contains(kinds, "task.enqueued") || !slices.Contains(kinds, "task.started") || kinds[2] != "task.succeeded" {
+		t.Errorf("events of the task: %v", kinds)
 	}
 	log := b.log(ids[0])
 	for _, want := range []string{`payload: {"x":"1"}`, "config: the-config", "id: " + ids[0] + " greeting: hi", "args: -d /", "-payload /", "-config /", "-id " + ids[0]} {
