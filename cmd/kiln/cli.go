@@ -35,7 +35,7 @@ func clientCommands() []*command {
 		},
 		{
 			name:    "task",
-			args:    "get|ls|cancel|retry|result|watch [flags] [id...]",
+			args:    "get|ls|cancel|retry|result|watch|log [flags] [id...]",
 			summary: "read, list, cancel, retry, wait for and watch tasks",
 			help: "Subcommands:\n\n" +
 				"  task get <id>              show one task\n" +
@@ -43,7 +43,8 @@ func clientCommands() []*command {
 				"  task cancel <id>...        cancel tasks (an active one is asked to stop)\n" +
 				"  task retry <id>...         run dead or cancelled tasks again\n" +
 				"  task result <id> [--wait]  print a finished task's result (exit 5 if it failed)\n" +
-				"  task watch <id>            follow a task until it finishes: states and progress\n\n" +
+				"  task watch <id>            follow a task until it finishes: states and progress\n" +
+				"  task log <id> [--follow]   a code package task's output (--follow: as it runs)\n\n" +
 				"Run 'kiln task <subcommand> -h' for its flags.",
 			run: runTask,
 		},

@@ -133,6 +133,7 @@ func runTask(ctx context.Context, std stdio, args []string) error {
 		},
 		"result": runTaskResult,
 		"watch":  runTaskWatch,
+		"log":    runTaskLog, // cli_code.go
 	})
 }
 

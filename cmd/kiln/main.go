@@ -90,7 +90,7 @@ func commands() []*command {
 			run:     runHelp,
 		},
 		serverCommand(), // server.go
-	}, clientCommands()...)
+	}, append(clientCommands(), codeCommand())...) // cli.go, cli_code.go
 }
 
 func lookup(name string) *command {

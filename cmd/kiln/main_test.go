@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/runner"
 )
 
 // runMainEnv makes the test binary act as the kiln binary: TestMain calls main
@@ -17,6 +19,9 @@ import (
 const runMainEnv = "KILN_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
+	// The test binary is the trampoline of the code package tasks that
+	// cli_code_test.go runs.
+	runner.Main()
 	if os.Getenv(runMainEnv) == "1" {
 		main() // exits
 	}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/store/embedded"
+)
+
+// TestCodeCommands: code upload (a folder), ls, task log --follow of a
+// task that completes and of one that fails, code rm.
+func TestCodeCommands(t *testing.T) {
+	t.Parallel()
+	st, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(&server.Config{
+		Store: st, BootstrapToken: testAdminToken, SweepInterval: 100 * time.Millisecond,
+		Runner: &hosted.Config{WorkDir: t.TempDir(), PollInterval: 100 * time.Millisecond, LeaseWait: 100 * time.Millisecond,
+			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = st.Close()
+	})
+	s := &cliServer{url: "http://" + ln.Addr().String()}
+
+	dir := t.TempDir()
+	script := "echo \"hello $GREETING\"\necho \"payload $(cat \"$PAYLOAD_FILE\")\"\n[ \"$(cat \"$PAYLOAD_FILE\")\" = fail ] && exit 4\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := mustKiln(t, s, "code", "upload", dir, "--name", "hello", "--file", "run.sh", "--runtime", "sh", "--env", "GREETING=there")
+	if !strings.HasPrefix(out, "hello revision 1 (id ") {
+		t.Errorf("upload printed %q", out)
+	}
+	if out := mustKiln(t, s, "code", "ls"); !strings.Contains(out, "hello") || !strings.Contains(out, "sh run.sh") {
+		t.Errorf("code ls printed %q", out)
+	}
+
+	queue := func(payload string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/2/projects/default/tasks",
+			strings.NewReader(`{"tasks":[{"code_name":"hello","payload":"`+payload+`"}]}`))
+		req.Header.Set("Authorization", "OAuth "+testAdminToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var body struct {
+			Tasks []struct {
+				ID string `json:"id"`
+			} `json:"tasks"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Tasks) != 1 {
+			t.Fatalf("queue: %v %+v", err, body)
+		}
+		return body.Tasks[0].ID
+	}
+	ok := queue("ok")
+	if out := mustKiln(t, s, "task", "log", ok, "--follow", "--interval", "20ms"); out != "hello there\npayload ok\n" {
+		t.Errorf("task log --follow printed %q", out)
+	}
+	if out := mustKiln(t, s, "task", "log", ok); out != "hello there\npayload ok\n" {
+		t.Errorf("task log printed %q", out)
+	}
+	failed := queue("fail")
+	wantExit(t, s, exitTaskFailed, "exit status 4", "task", "log", failed, "--follow", "--interval", "20ms")
+	wantExit(t, s, exitNotFound, "not found", "task", "log", "nope")
+
+	mustKiln(t, s, "code", "rm", "hello")
+	wantExit(t, s, exitNotFound, "no code package", "code", "rm", "hello")
+	wantExit(t, s, exitUsage, "--name", "code", "upload", dir)
+}
