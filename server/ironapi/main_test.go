@@ -32,9 +32,11 @@ func TestMain(m *testing.M) {
 	// The test binary is the trampoline of the runner's task processes.
 	runner.Main()
 	code := m.Run()
-	if dir, err := buildWorker(); err == nil {
-		_ = os.RemoveAll(filepath.Dir(dir))
+	buildDirs.Lock()
+	for _, dir := range buildDirs.list {
+		_ = os.RemoveAll(dir)
 	}
+	buildDirs.Unlock()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
@@ -69,7 +71,7 @@ func (s *syncBuffer) String() string {
 
 // bundle is one test's server with a runner.
 type bundle struct {
-	t     *testing.T
+	t     testing.TB
 	st    metaStore
 	srv   *server.Server
 	url   string // http://127.0.0.1:port
@@ -114,9 +116,8 @@ type metaStore interface {
 
 // setupOn serves a server on st (which the caller closes), with a runner
 // or without.
-func setupOn(t *testing.T, st metaStore, withRunner bool) *bundle {
+func setupOn(t testing.TB, st metaStore, withRunner bool) *bundle {
 	t.Helper()
-	logs := &syncBuffer{}
 	var rc *hosted.Config
 	if withRunner {
 		rc = &hosted.Config{
@@ -125,6 +126,14 @@ func setupOn(t *testing.T, st metaStore, withRunner bool) *bundle {
 			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
 		}
 	}
+	return setupWith(t, st, rc)
+}
+
+// setupWith serves a server on st with runner configuration rc (nil: no
+// runner).
+func setupWith(t testing.TB, st metaStore, rc *hosted.Config) *bundle {
+	t.Helper()
+	logs := &syncBuffer{}
 	b := &bundle{t: t, st: st, logs: logs}
 	srv, err := server.New(&server.Config{
 		EventFunc: func(e server.Event) {
@@ -445,9 +454,27 @@ chmod +x "worker"
 ./"worker" "$@"
 `
 
+// buildDirs are the folders of the programs the tests built, removed by
+// TestMain.
+var buildDirs struct {
+	sync.Mutex
+	list []string
+}
+
+// buildDir makes a folder for a program the tests build.
+func buildDir(pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err == nil {
+		buildDirs.Lock()
+		buildDirs.list = append(buildDirs.list, dir)
+		buildDirs.Unlock()
+	}
+	return dir, err
+}
+
 // buildWorker compiles seedWorkerSource once per test binary.
 var buildWorker = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "kiln-ironapi-worker-")
+	dir, err := buildDir("kiln-ironapi-worker-")
 	if err != nil {
 		return "", err
 	}
