@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"mime/multipart"
 	"net/http"
 	"strings"
@@ -84,6 +85,24 @@ func TestBadUploads(t *testing.T) {
 		{"env type", data("env_vars", map[string]any{"A": 1}), good, `"env_vars`},
 		{"config too large", data("config", strings.Repeat("c", 64<<10+1)), good, "config"},
 	}
+	// A bomb (20 MiB of zeros: far above the 200:1 ratio) and too many
+	// entries.
+	cases = append(cases, struct {
+		name string
+		data map[string]any
+		zip  []byte
+		want string
+	}{"zip bomb", data(), zipOf(t, map[string][]byte{"run.sh": []byte("true"), "zeros": make([]byte, 20<<20)}), "ratio"})
+	many := map[string][]byte{"run.sh": []byte("true")}
+	for i := range 10_001 {
+		many[fmt.Sprintf("f%05d", i)] = nil
+	}
+	cases = append(cases, struct {
+		name string
+		data map[string]any
+		zip  []byte
+		want string
+	}{"too many files", data(), zipOf(t, many), "too many files"})
 	before := b.snapshot()
 	for _, tc := range cases {
 		status, body := b.upload(tc.data, tc.zip)
@@ -249,6 +268,34 @@ func TestAuth(t *testing.T) {
 		}
 		if h.Get("Content-Encoding") != "" || !strings.HasPrefix(h.Get("Content-Type"), "application/json") {
 			t.Errorf("%s: Content-Encoding %q, Content-Type %q", tc.name, h.Get("Content-Encoding"), h.Get("Content-Type"))
+		}
+	}
+	// Another project's token reaches nothing of this project, whatever the
+	// route; an admin token on another project's URL sees that project's
+	// (empty) namespace, not this one's.
+	code := b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"}, zipOf(t, map[string][]byte{"run.sh": []byte("true\n")}))
+	task := b.queue(map[string]any{"code_name": "ok", "payload": ""})[0]
+	b.wait(task)
+	pp := "/2/projects/" + project
+	for _, r := range [][2]string{
+		{"GET", pp + "/tasks/" + task}, {"GET", pp + "/tasks/" + task + "/log"}, {"POST", pp + "/tasks/" + task + "/cancel"},
+		{"POST", pp + "/tasks/" + task + "/retry"}, {"GET", pp + "/tasks"}, {"GET", pp + "/codes/" + code + "/download"},
+		{"DELETE", pp + "/codes/" + code}, {"GET", pp + "/schedules"},
+	} {
+		req, _ := http.NewRequest(r[0], b.url+r[1], nil)
+		req.Header.Set("Authorization", "OAuth "+other.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s with another project's token: status %d, want 404", r[0], r[1], resp.StatusCode)
+		}
+	}
+	for _, path := range []string{"/2/projects/other/tasks/" + task, "/2/projects/other/tasks/" + task + "/log", "/2/projects/other/codes/" + code} {
+		if status, _, _ := get(path, map[string]string{"Authorization": "OAuth " + adminToken}); status != http.StatusNotFound {
+			t.Errorf("GET %s: status %d, want 404", path, status)
 		}
 	}
 	if status, _ := b.do(http.MethodPut, codes, "application/json", nil); status != http.StatusMethodNotAllowed {

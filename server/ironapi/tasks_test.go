@@ -121,6 +121,21 @@ func TestFailingPackages(t *testing.T) {
 		t.Errorf("second cancel: status %d, want 400", status)
 	}
 
+	// A program for another machine fails with a clear error; shell
+	// metacharacters in a command are plain arguments.
+	b.mustUpload(map[string]any{"name": "wrongarch", "file_name": "worker", "runtime": "binary"},
+		zipOf(t, map[string][]byte{"worker": []byte("\x7fELF not really a program")}))
+	b.mustUpload(map[string]any{"name": "meta", "command": "echo ; rm -rf / $(id) `id` && true"},
+		zipOf(t, map[string][]byte{"README": []byte("no program here")}))
+	wrong := b.queue(map[string]any{"code_name": "wrongarch", "payload": ""})[0]
+	if ti := b.wait(wrong); ti.Status != "error" || !strings.Contains(ti.Msg, "exec format error") {
+		t.Errorf("wrong architecture: %s %q", ti.Status, ti.Msg)
+	}
+	meta := b.queue(map[string]any{"code_name": "meta", "payload": ""})[0]
+	if ti := b.wait(meta); ti.Status != "complete" || !strings.HasPrefix(b.log(meta), "; rm -rf / $(id) `id` && true -d /") {
+		t.Errorf("metacharacters: %s %q, log %q", ti.Status, ti.Msg, b.log(meta))
+	}
+
 	// The server still runs tasks.
 	ok := b.queue(map[string]any{"code_name": "ok", "payload": ""})[0]
 	if ti := b.wait(ok); ti.Status != "complete" || b.log(ok) != "fine\n" {
