@@ -305,3 +305,32 @@ func TestAuth(t *testing.T) {
 		t.Error("a token reached the server log")
 	}
 }
+
+// TestEveryRouteNeedsAToken: deny by default, route by route.
+func TestEveryRouteNeedsAToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	patterns := b.srv.IronAPI().Patterns()
+	if len(patterns) < 20 {
+		t.Fatalf("only %d routes", len(patterns))
+	}
+	for _, p := range patterns {
+		method, path, _ := strings.Cut(p, " ")
+		path = strings.NewReplacer("{pid}", project, "{cid}", "c", "{tid}", "t", "{sid}", "s").Replace(path)
+		for _, auth := range []string{"", "OAuth nope-nope-nope-nope-nope-nope-nope-nope"} {
+			req, _ := http.NewRequest(method, b.url+path, strings.NewReader("{}"))
+			req.Header.Set("Content-Type", "application/json")
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s (auth %q): status %d, want 401", method, path, auth, resp.StatusCode)
+			}
+		}
+	}
+}
