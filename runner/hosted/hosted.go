@@ -436,7 +436,7 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 	}
 	switch res.Status {
 	case runner.StatusComplete:
-		b, _ := json.Marshal(map[string]any{"status": "complete", "duration_ms": res.Duration.Milliseconds()}) // cannot fail
+		b, _ := json.Marshal(map[string]any{"status": "complete", "duration_ms": res.Duration.Milliseconds(), "rev": rev.Rev}) // cannot fail
 		t.SetResult(b)
 		return nil
 	case runner.StatusTimeout:

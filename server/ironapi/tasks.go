@@ -114,12 +114,21 @@ func (c *call) taskJSON(t *store.Task, withPayload bool) taskJSON {
 			out.Duration = e.Sub(*out.StartTime).Milliseconds()
 		}
 	}
+	if env.Rev == 0 { // a schedule's task: the revision it ran, once it has
+		out.CodeRev, out.CodeHistoryID = "", ""
+	}
 	if status == statusComplete {
 		var res struct {
 			DurationMS int64 `json:"duration_ms"`
+			Rev        int   `json:"rev"`
 		}
-		if json.Unmarshal(t.Result, &res) == nil && res.DurationMS > 0 {
-			out.Duration = res.DurationMS
+		if json.Unmarshal(t.Result, &res) == nil {
+			if res.DurationMS > 0 {
+				out.Duration = res.DurationMS
+			}
+			if env.Rev == 0 && res.Rev > 0 {
+				out.CodeRev, out.CodeHistoryID = strconv.Itoa(res.Rev), historyID(env.CodeID, res.Rev)
+			}
 		}
 	}
 	if t.ProgressPercent > 0 {

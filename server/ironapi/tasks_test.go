@@ -377,7 +377,7 @@ func TestSchedules(t *testing.T) {
 	if tl.Tasks[0].ScheduleID != sid {
 		t.Errorf("task schedule_id %q, want %q", tl.Tasks[0].ScheduleID, sid)
 	}
-	if ti := b.wait(tl.Tasks[0].ID); ti.Status != "complete" || b.log(ti.ID) != "scheduled\ntick" {
+	if ti := b.wait(tl.Tasks[0].ID); ti.Status != "complete" || ti.CodeRev != "1" || b.log(ti.ID) != "scheduled\ntick" {
 		t.Errorf("scheduled task: %+v", ti)
 	}
 	var si struct {
