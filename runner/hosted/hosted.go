@@ -484,6 +484,9 @@ func (h *Hosted) unpacked(ctx context.Context, project string, rev *Revision) (s
 		return "", err
 	}
 	if _, err := runner.Unpack(f, n, dir, runner.Limits{}); err != nil {
+		if _, serr := os.Stat(dir); serr == nil {
+			return dir, nil // another process sharing WorkDir unpacked it first
+		}
 		return "", err
 	}
 	return dir, nil
