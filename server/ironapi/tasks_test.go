@@ -54,6 +54,21 @@ func TestShellAndPythonPackages(t *testing.T) {
 		}
 	}
 
+	// The environment is built from scratch: nothing of the server's.
+	b.mustUpload(map[string]any{"name": "env", "file_name": "run.sh", "runtime": "sh", "env_vars": map[string]string{"GREETING": "hi"}},
+		zipOf(t, map[string][]byte{"run.sh": []byte("env\n")}))
+	envTask := b.queue(map[string]any{"code_name": "env", "payload": ""})[0]
+	if ti := b.wait(envTask); ti.Status != "complete" {
+		t.Fatalf("env task: %+v", ti)
+	}
+	allowed := map[string]bool{"TASK_ID": true, "TASK_DIR": true, "PAYLOAD_FILE": true, "CONFIG_FILE": true, "PATH": true, "HOME": true,
+		"GREETING": true, "PWD": true, "OLDPWD": true, "SHLVL": true, "_": true}
+	for _, line := range strings.Split(strings.TrimSpace(b.log(envTask)), "\n") {
+		if name, _, _ := strings.Cut(line, "="); !allowed[name] {
+			t.Errorf("the task's environment holds %s", name)
+		}
+	}
+
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Log("python3 not installed: the Python package is not run")
 		return
