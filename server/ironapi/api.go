@@ -130,11 +130,13 @@ func (a *API) routes() []route {
 		{"GET " + p + "/codes/{cid}/stats", a.codeStats},
 		{"POST " + p + "/codes/{cid}/pause_task_queue", a.pauseCode},
 		{"POST " + p + "/codes/{cid}/resume_task_queue", a.resumeCode},
+		{"POST " + p + "/codes/{cid}/cancel_all", a.cancelAllCode},
 		{"GET " + p + "/tasks", a.listTasks},
 		{"POST " + p + "/tasks", a.queueTasks},
 		{"POST " + p + "/tasks/webhook", a.queueWebhook},
 		{"GET " + p + "/tasks/{tid}", a.getTask},
 		{"GET " + p + "/tasks/{tid}/log", a.taskLog},
+		{"GET " + p + "/tasks/{tid}/outlog", a.taskLog}, // the Ruby and Node clients' stdout log: kiln keeps one log
 		{"POST " + p + "/tasks/{tid}/cancel", a.cancelTask},
 		{"POST " + p + "/tasks/{tid}/progress", a.setProgress},
 		{"POST " + p + "/tasks/{tid}/retry", a.retryTask},

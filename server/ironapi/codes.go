@@ -442,6 +442,19 @@ func (a *API) deleteCode(c *call) error {
 	return c.ok(map[string]any{"msg": "Deleted"})
 }
 
+// cancelAllCode cancels every unfinished task of the package (the Ruby and
+// Node clients' tasks_cancel_all).
+func (a *API) cancelAllCode(c *call) error {
+	code, _, err := c.code()
+	if err != nil {
+		return err
+	}
+	if err := a.cancelAll(c, hosted.TaskType(code.Name)); err != nil {
+		return err
+	}
+	return c.ok(map[string]any{"msg": "Cancelled"})
+}
+
 // cancelAll cancels every unfinished task of type typ.
 func (a *API) cancelAll(c *call, typ string) error {
 	cursor := ""

@@ -300,6 +300,17 @@ func TestTaskRoutes(t *testing.T) {
 		t.Errorf("code nope: %+v", tl.Tasks)
 	}
 
+	// cancel_all cancels the package's unfinished tasks.
+	b.json(http.MethodPost, pp+"/codes/"+codeID+"/pause_task_queue", nil, nil)
+	waiting := b.queue(map[string]any{"code_name": "ok", "payload": ""})[0]
+	b.json(http.MethodPost, pp+"/codes/"+codeID+"/cancel_all", nil, nil)
+	if ti := b.task(waiting); ti.Status != "cancelled" {
+		t.Errorf("after cancel_all: %s", ti.Status)
+	}
+	if status, body := b.do(http.MethodGet, pp+"/tasks/"+ids[1]+"/outlog", "", nil); status != 200 || string(body) != "v2\np2" {
+		t.Errorf("outlog: %d %q", status, body)
+	}
+
 	// Delete: the package is gone, its queued tasks are cancelled.
 	b.json(http.MethodPost, pp+"/codes/"+codeID+"/pause_task_queue", nil, nil)
 	queued := b.queue(map[string]any{"code_name": "ok", "payload": ""})[0]
