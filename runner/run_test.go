@@ -400,7 +400,23 @@ func TestRunExitStatus(t *testing.T) {
 }
 
 // groupGone reports whether no live process is left in process group pgid.
+// groupGone reports whether every process of group pgid is gone (or a
+// zombie). A SIGKILLed process needs a moment to die, so it polls, bounded
+// by 10 s: a guard against hanging, not a measure of speed.
 func groupGone(t testing.TB, pgid int) bool {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if groupGoneNow(t, pgid) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func groupGoneNow(t testing.TB, pgid int) bool {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
