@@ -164,6 +164,14 @@ type Request struct {
 	Query url.Values
 	// Body, when not nil, is sent as JSON.
 	Body any
+	// RawBody, when not nil, is sent as it is with ContentType (one of the
+	// binary media types of the worker routes) instead of Body.
+	RawBody     []byte
+	ContentType string
+	// Accept, when set, is sent as the Accept header instead of
+	// "application/json" (to ask for a binary answer; the server may still
+	// answer JSON, and errors are always JSON).
+	Accept string
 	// Token, when set, is the bearer token of this request instead of the
 	// client's.
 	Token string
@@ -185,8 +193,15 @@ func Path(segs ...string) string {
 	return b.String()
 }
 
+// Raw receives a successful answer as it is, when passed to Do as out: its
+// media type (without parameters) and its whole body.
+type Raw struct {
+	ContentType string
+	Body        []byte
+}
+
 // Do sends r and decodes a successful answer's JSON into out (unless out is
-// nil or the answer has no body). A non-2xx answer gives an *Error; a
+// nil or the answer has no body); a *Raw out gets the answer undecoded. A non-2xx answer gives an *Error; a
 // request that never got an answer gives a *TransportError.
 func (c *Client) Do(ctx context.Context, r Request, out any) error {
 	resp, err := c.send(ctx, r)
@@ -200,6 +215,16 @@ func (c *Client) Do(ctx context.Context, r Request, out any) error {
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		_, _ = io.Copy(io.Discard, body) // drain so the connection is reused
+		return nil
+	}
+	if raw, ok := out.(*Raw); ok {
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return &TransportError{Method: r.Method, Path: r.Path, Err: fmt.Errorf("read answer: %w", err)}
+		}
+		raw.Body = b
+		raw.ContentType, _, _ = strings.Cut(resp.Header.Get("Content-Type"), ";")
+		raw.ContentType = strings.TrimSpace(raw.ContentType)
 		return nil
 	}
 	dec := json.NewDecoder(body)
@@ -228,7 +253,9 @@ func (c *Client) Stream(ctx context.Context, r Request) (*http.Response, error) 
 
 func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	var body io.Reader
-	if r.Body != nil {
+	if r.RawBody != nil {
+		body = bytes.NewReader(r.RawBody)
+	} else if r.Body != nil {
 		b, err := json.Marshal(r.Body)
 		if err != nil {
 			return nil, fmt.Errorf("apiclient: encode %s %s: %w", r.Method, r.Path, err)
@@ -252,10 +279,17 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 		cancel()
 		return nil, fmt.Errorf("apiclient: %s %s: %w", r.Method, r.Path, err)
 	}
-	if r.Body != nil {
+	switch {
+	case r.RawBody != nil:
+		req.Header.Set("Content-Type", r.ContentType)
+	case r.Body != nil:
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Accept", "application/json")
+	accept := r.Accept
+	if accept == "" {
+		accept = "application/json"
+	}
+	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", c.agent)
 	if !r.NoAuth {
 		tok := r.Token

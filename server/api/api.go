@@ -305,6 +305,18 @@ func (c *call) json(status int, v any) error {
 	return nil
 }
 
+// binary answers 200 with a body of one of the binary media types of the
+// worker routes (internal/wirebin).
+func (c *call) binary(contentType string, b []byte) {
+	h := c.w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Vary", "Accept")
+	c.w.WriteHeader(http.StatusOK)
+	_, _ = c.w.Write(b) // a failed write means the client left
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {

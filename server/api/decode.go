@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -178,4 +180,32 @@ func foldKey(s string) string {
 		b.WriteRune(m)
 	}
 	return b.String()
+}
+
+// accepts reports whether r's Accept header names mediaType (without a
+// q=0 parameter). Anything else, or no Accept at all, means JSON.
+func accepts(r *http.Request, mediaType string) bool {
+	for _, h := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(h, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil || !strings.EqualFold(mt, mediaType) {
+				continue
+			}
+			if q, err := strconv.ParseFloat(params["q"], 64); err == nil && q <= 0 {
+				continue
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// isContentType reports whether r's body is declared as mediaType.
+func isContentType(r *http.Request, mediaType string) bool {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == mediaType
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -312,6 +313,10 @@ func (a *API) lease(c *call) error {
 	} else {
 		a.publish(wire.Event{Kind: "worker.no_work", Project: c.ns(), WorkerID: p.WorkerID})
 	}
+	if accepts(c.r, wirebin.TasksType) && wirebin.Encodable(res.Tasks) {
+		c.binary(wirebin.TasksType, wirebin.AppendTasks(make([]byte, 0, 256*len(res.Tasks)+16), res.Tasks))
+		return nil
+	}
 	tasks := wire.FromTasks(res.Tasks)
 	if tasks == nil {
 		tasks = []*wire.Task{}
@@ -372,17 +377,28 @@ var outcomeEvents = map[store.OutcomeKind][]string{
 }
 
 func (a *API) report(c *call) error {
-	var req wire.ReportRequest
-	if err := c.decode(&req, false); err != nil {
-		return err
-	}
-	p := store.ReportParams{Namespace: c.ns(), Outcomes: make([]store.Outcome, len(req.Outcomes))}
-	for i := range req.Outcomes {
-		o, err := req.Outcomes[i].ToOutcome()
+	p := store.ReportParams{Namespace: c.ns()}
+	if isContentType(c.r, wirebin.OutcomesType) {
+		b, err := readBody(c.w, c.r, a.cfg.MaxBodyBytes)
 		if err != nil {
 			return err
 		}
-		p.Outcomes[i] = o
+		if p.Outcomes, err = wirebin.DecodeOutcomes(b); err != nil {
+			return wire.Errorf(wire.CodeBadRequest, "%v", err)
+		}
+	} else {
+		var req wire.ReportRequest
+		if err := c.decode(&req, false); err != nil {
+			return err
+		}
+		p.Outcomes = make([]store.Outcome, len(req.Outcomes))
+		for i := range req.Outcomes {
+			o, err := req.Outcomes[i].ToOutcome()
+			if err != nil {
+				return err
+			}
+			p.Outcomes[i] = o
+		}
 	}
 	a.touch(c)
 	res, err := a.st.Report(c.ctx(), p)

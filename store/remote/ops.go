@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -118,21 +120,54 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 			}
 		}
 		req.WaitMS = ms(wait)
-		var resp wire.LeaseResponse
-		if err := s.call(ctx, "lease", apiclient.Request{Method: http.MethodPost, Path: path, Body: req, Wait: wait}, &resp); err != nil {
+		tasks, err := s.lease(ctx, p.Namespace, apiclient.Request{Method: http.MethodPost, Path: path, Body: req, Wait: wait})
+		if err != nil {
 			return store.LeaseResult{}, err
 		}
-		if len(resp.Tasks) > 0 || p.Wait <= 0 || !time.Now().Before(end) {
-			tasks, err := toTasks(p.Namespace, resp.Tasks)
-			if err != nil {
-				return store.LeaseResult{}, fmt.Errorf("remote: lease: %w", err)
-			}
+		if len(tasks) > 0 || p.Wait <= 0 || !time.Now().Before(end) {
 			return store.LeaseResult{Tasks: tasks}, nil
 		}
 		if ctx.Err() != nil {
 			return store.LeaseResult{}, fmt.Errorf("remote: lease: %w", context.Cause(ctx))
 		}
 	}
+}
+
+// lease sends one lease request and decodes its answer: the binary
+// encoding unless Config.JSONOnly, or JSON when the server answers JSON.
+func (s *Store) lease(ctx context.Context, ns string, r apiclient.Request) ([]*store.Task, error) {
+	var ws []*wire.Task
+	if s.cfg.JSONOnly {
+		var resp wire.LeaseResponse
+		if err := s.call(ctx, "lease", r, &resp); err != nil {
+			return nil, err
+		}
+		ws = resp.Tasks
+	} else {
+		r.Accept = wirebin.TasksType + ", application/json;q=0.5"
+		var raw apiclient.Raw
+		if err := s.call(ctx, "lease", r, &raw); err != nil {
+			return nil, err
+		}
+		if raw.ContentType == wirebin.TasksType {
+			s.binReport.Store(true)
+			tasks, err := wirebin.DecodeTasks(raw.Body, ns)
+			if err != nil {
+				return nil, fmt.Errorf("remote: lease: %w", err)
+			}
+			return tasks, nil
+		}
+		var resp wire.LeaseResponse
+		if err := json.Unmarshal(raw.Body, &resp); err != nil {
+			return nil, fmt.Errorf("remote: lease: decode answer: %w", err)
+		}
+		ws = resp.Tasks
+	}
+	tasks, err := toTasks(ns, ws)
+	if err != nil {
+		return nil, fmt.Errorf("remote: lease: %w", err)
+	}
+	return tasks, nil
 }
 
 func toTasks(ns string, ws []*wire.Task) ([]*store.Task, error) {
@@ -191,7 +226,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 		return store.ReportResult{Errs: []error{}}, nil
 	}
 	errs := make([]error, len(p.Outcomes))
-	req := wire.ReportRequest{Outcomes: make([]wire.Outcome, 0, len(p.Outcomes))}
+	outs := make([]store.Outcome, 0, len(p.Outcomes))
 	sent := make([]int, 0, len(p.Outcomes))
 	for i, o := range p.Outcomes {
 		// An unknown kind has no name on the wire: it fails alone, here.
@@ -199,18 +234,28 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			errs[i] = &store.ValidationError{Field: "kind", Reason: fmt.Sprintf("unknown outcome %d", o.Kind), Err: store.ErrInvalidOption}
 			continue
 		}
-		req.Outcomes = append(req.Outcomes, wire.FromOutcome(o))
+		outs = append(outs, o)
 		sent = append(sent, i)
 	}
-	if len(req.Outcomes) == 0 {
+	if len(outs) == 0 {
 		return store.ReportResult{Errs: errs}, nil
 	}
+	r := apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "report")}
+	if !s.cfg.JSONOnly && s.binReport.Load() && wirebin.OutcomesEncodable(outs) {
+		r.RawBody, r.ContentType = wirebin.AppendOutcomes(nil, outs), wirebin.OutcomesType
+	} else {
+		req := wire.ReportRequest{Outcomes: make([]wire.Outcome, len(outs))}
+		for i, o := range outs {
+			req.Outcomes[i] = wire.FromOutcome(o)
+		}
+		r.Body = req
+	}
 	var resp wire.ReportResponse
-	if err := s.call(ctx, "report", apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "report"), Body: req}, &resp); err != nil {
+	if err := s.call(ctx, "report", r, &resp); err != nil {
 		return store.ReportResult{}, err
 	}
-	if len(resp.Errors) != len(req.Outcomes) {
-		return store.ReportResult{}, fmt.Errorf("remote: report: server answered %d items for %d outcomes", len(resp.Errors), len(req.Outcomes))
+	if len(resp.Errors) != len(outs) {
+		return store.ReportResult{}, fmt.Errorf("remote: report: server answered %d items for %d outcomes", len(resp.Errors), len(outs))
 	}
 	for j, e := range resp.Errors {
 		errs[sent[j]] = itemErr(e)

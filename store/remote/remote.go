@@ -54,6 +54,14 @@ type Config struct {
 	// RequestTimeout bounds each request that is not a long poll; 0 means
 	// RequestTimeoutDefault (30 s). Long polls get their wait plus 15 s.
 	RequestTimeout time.Duration
+	// JSONOnly makes the store speak JSON on every route. By default Lease
+	// asks for the compact binary answer (application/x-kiln-tasks) and
+	// Report sends its outcomes in binary (application/x-kiln-outcomes)
+	// once the server answered a lease in binary, see "Binary encoding for
+	// workers" in docs/api.md. A server that does not know the binary
+	// encoding answers leases in JSON, which the store reads as well, and
+	// then gets JSON reports.
+	JSONOnly bool
 	// Logger receives the store's few log lines (handshakes, refreshes);
 	// nil discards them.
 	Logger *slog.Logger
@@ -109,6 +117,9 @@ type Store struct {
 	log     *slog.Logger
 	// noSweep is set once the server refused a sweep to this token.
 	noSweep atomic.Bool
+	// binReport is set once the server answered a lease in binary: it
+	// knows the binary encoding, so reports go in binary too.
+	binReport atomic.Bool
 
 	// mu guards closed and inflight: the cancel functions of the calls in
 	// progress, which Close cancels.

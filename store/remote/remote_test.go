@@ -105,21 +105,33 @@ func (ts *testServer) open(t testing.TB, cfg *remote.Config) *remote.Store {
 	return s
 }
 
+// TestConformance runs the store suite through the API twice: with the
+// binary encoding of the worker routes (the default) and in JSON only.
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, storetest.Harness{
-		New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
-			ts := startServer(t, clock, nil)
-			s := ts.open(t, nil)
-			var cur store.Store = s
-			reopen := func() store.Store {
-				_ = cur.Close() // reopen replaces it
-				ts.stop()
-				ts.start(t)
-				cur = ts.open(t, nil)
-				return cur
-			}
-			return s, reopen
-		},
-	})
+	for _, jsonOnly := range []bool{false, true} {
+		name := "binary"
+		if jsonOnly {
+			name = "json"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := &remote.Config{Token: adminToken, JSONOnly: jsonOnly}
+			storetest.Run(t, storetest.Harness{
+				New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
+					ts := startServer(t, clock, nil)
+					s := ts.open(t, cfg)
+					var cur store.Store = s
+					reopen := func() store.Store {
+						_ = cur.Close() // reopen replaces it
+						ts.stop()
+						ts.start(t)
+						cur = ts.open(t, cfg)
+						return cur
+					}
+					return s, reopen
+				},
+			})
+		})
+	}
 }
