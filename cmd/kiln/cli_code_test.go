@@ -94,6 +94,17 @@ func TestCodeCommands(t *testing.T) {
 	wantExit(t, s, exitTaskFailed, "exit status 4", "task", "log", failed, "--follow", "--interval", "20ms")
 	wantExit(t, s, exitNotFound, "not found", "task", "log", "nope")
 
+	// The README's walk-through: a task enqueued with the native CLI
+	// (kiln enqueue code:<name>, no IronWorker envelope) goes to the
+	// package's queue and runs its latest revision with the raw payload.
+	id, _, _ := strings.Cut(mustKiln(t, s, "enqueue", "code:hello", "native"), "\t")
+	if out := mustKiln(t, s, "task", "result", id, "--wait"); !strings.Contains(out, `"status":"complete"`) {
+		t.Errorf("task result --wait of a natively enqueued code task printed %q", out)
+	}
+	if out := mustKiln(t, s, "task", "log", id); out != "hello there\npayload native\n" {
+		t.Errorf("task log of a natively enqueued code task printed %q", out)
+	}
+
 	mustKiln(t, s, "code", "rm", "hello")
 	wantExit(t, s, exitNotFound, "no code package", "code", "rm", "hello")
 	wantExit(t, s, exitUsage, "--name", "code", "upload", dir)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -39,7 +40,7 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 		wait                         bool
 		waitFor                      durationFlag
 	)
-	fs.StringVar(&queue, "queue", "", "queue (default \"default\")")
+	fs.StringVar(&queue, "queue", "", "queue (default \"default\", or the type itself for a code package's type code:<name>)")
 	fs.IntVar(&priority, "priority", 0, "priority 0-9, higher runs first")
 	fs.Var(&delay, "delay", "run no sooner than this from now (90s, 1h, 2d)")
 	fs.IntVar(&maxRetries, "max-retries", -1, "retries after a failed attempt (default: the server's, 25)")
@@ -75,6 +76,11 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 		}
 	} else if format != formatRaw && format != formatJSON && format != formatBase64 {
 		return usagef("enqueue: --format %q: want raw, json or base64", format)
+	}
+	if queue == "" && strings.HasPrefix(pos[0], hosted.TypePrefix) {
+		// A code package's tasks live in the queue named like their type,
+		// where the server's runner takes them.
+		queue = pos[0]
 	}
 	opts := &wire.TaskOptions{
 		ID: id, Queue: queue, Priority: priority, UniqueKey: uniqueKey,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"time"
 
 	"github.com/kilnhq/kiln"
@@ -348,8 +349,19 @@ func retryDelay(_ int, _ error, t *kiln.Task) time.Duration {
 // process runs one attempt of a code package task.
 func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) error {
 	var env Envelope
-	if err := json.Unmarshal(t.Payload, &env); err != nil {
-		return fmt.Errorf("%sthe task's envelope does not decode: %w (%w)", ErrPrefixError, err, kiln.SkipRetry)
+	if err := json.Unmarshal(t.Payload, &env); err != nil || (env.CodeID == "" && env.CodeName == "") {
+		// Not queued through the IronWorker API (kiln enqueue code:<name>,
+		// the native API, the library): the whole payload is the
+		// program's payload, and the package's latest revision runs.
+		env = Envelope{Payload: string(t.Payload), CodeName: strings.TrimPrefix(t.Type, TypePrefix)}
+		code, err := h.reg.Lookup(ctx, project, env.CodeName)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%sno code package %q in this project (%w)", ErrPrefixError, env.CodeName, kiln.SkipRetry)
+		}
+		if err != nil {
+			return fmt.Errorf("%s%w", ErrPrefixError, err)
+		}
+		env.CodeID = code.ID
 	}
 	var rev *Revision
 	var err error
