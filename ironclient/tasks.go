@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -216,4 +217,53 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 // task can report its own with the id it was given (-id, TASK_ID).
 func (c *Client) SetProgress(ctx context.Context, id string, percent int, msg string) error {
 	return c.doJSON(ctx, http.MethodPost, "/tasks/"+url.PathEscape(id)+"/progress", map[string]any{"percent": percent, "msg": msg}, nil)
+}
+
+// TaskFilter selects tasks for Tasks; the zero value lists the newest
+// page of every package's tasks.
+type TaskFilter struct {
+	// CodeName is the package; empty means all.
+	CodeName string
+	// Statuses keeps only tasks in these statuses; empty means all.
+	Statuses []string
+	// Label keeps only tasks with this label.
+	Label string
+	// From and To bound the creation time (whole seconds).
+	From, To time.Time
+	// Page (0-100) and PerPage (1-100; 0 means 30) page through the
+	// tasks, newest first.
+	Page, PerPage int
+}
+
+// Tasks lists one page of the project's tasks, newest first.
+func (c *Client) Tasks(ctx context.Context, f TaskFilter) ([]Task, error) {
+	q := url.Values{}
+	if f.CodeName != "" {
+		q.Set("code_name", f.CodeName)
+	}
+	for _, s := range f.Statuses {
+		q.Set(s, "1")
+	}
+	if f.Label != "" {
+		q.Set("label", f.Label)
+	}
+	if !f.From.IsZero() {
+		q.Set("from_time", strconv.FormatInt(f.From.Unix(), 10))
+	}
+	if !f.To.IsZero() {
+		q.Set("to_time", strconv.FormatInt(f.To.Unix(), 10))
+	}
+	if f.Page > 0 {
+		q.Set("page", strconv.Itoa(f.Page))
+	}
+	if f.PerPage > 0 {
+		q.Set("per_page", strconv.Itoa(f.PerPage))
+	}
+	var out struct {
+		Tasks []Task `json:"tasks"`
+	}
+	if err := c.doJSON(ctx, http.MethodGet, "/tasks?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Tasks, nil
 }
