@@ -194,9 +194,10 @@ func Path(segs ...string) string {
 }
 
 // Raw receives a successful answer as it is, when passed to Do as out: its
-// media type (without parameters) and its whole body.
+// media type (without parameters), its header and its whole body.
 type Raw struct {
 	ContentType string
+	Header      http.Header
 	Body        []byte
 }
 
@@ -222,7 +223,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) error {
 		if err != nil {
 			return &TransportError{Method: r.Method, Path: r.Path, Err: fmt.Errorf("read answer: %w", err)}
 		}
-		raw.Body = b
+		raw.Body, raw.Header = b, resp.Header
 		raw.ContentType, _, _ = strings.Cut(resp.Header.Get("Content-Type"), ";")
 		raw.ContentType = strings.TrimSpace(raw.ContentType)
 		return nil

@@ -1,7 +1,7 @@
 // Package wirebin is the optional compact binary encoding of the hot worker
 // routes of kiln's native API (docs/api.md, "Binary encoding for workers"):
-// the answer of POST .../lease (TasksType) and the body of POST .../report
-// (OutcomesType). JSON stays the default and the documented contract; a
+// the answer of POST .../lease (TasksType), the body of POST .../report
+// (OutcomesType) and the body of POST .../tasks (EnqueueType). JSON stays the default and the documented contract; a
 // client asks for these media types with Accept and Content-Type.
 //
 // Both formats start with a version byte and a uvarint count (at most
@@ -11,8 +11,8 @@
 // reject unknown versions, out-of-range values and trailing bytes with
 // ErrCorrupt, and never panic, whatever the input (fuzzed by FuzzDecode).
 //
-// The package imports only the standard library, package store and
-// internal/record.
+// The package imports only the standard library, package store,
+// internal/record and internal/wire.
 package wirebin
 
 import (

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
 )
@@ -122,6 +123,7 @@ func TestCorrupt(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(wirebin.AppendTasks(nil, sampleTasks()))
 	f.Add(wirebin.AppendOutcomes(nil, sampleOutcomes()))
+	f.Add(wirebin.AppendEnqueue(nil, sampleEnqueue()))
 	f.Add([]byte{1, 0})
 	f.Add([]byte{1, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -137,6 +139,18 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("tasks round trip:\n got %+v\nwant %+v", again, ts)
 			}
 		}
+		if ts, err := wirebin.DecodeEnqueue(b); err == nil {
+			if !wirebin.EnqueueEncodable(ts) {
+				t.Fatalf("decoded enqueue is not encodable: %+v", ts)
+			}
+			again, err := wirebin.DecodeEnqueue(wirebin.AppendEnqueue(nil, ts))
+			if err != nil {
+				t.Fatalf("re-decode enqueue: %v", err)
+			}
+			if !reflect.DeepEqual(again, ts) {
+				t.Fatalf("enqueue round trip:\n got %+v\nwant %+v", again, ts)
+			}
+		}
 		if os, err := wirebin.DecodeOutcomes(b); err == nil {
 			if !wirebin.OutcomesEncodable(os) {
 				t.Fatalf("decoded outcomes are not encodable: %+v", os)
@@ -150,4 +164,46 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func sampleEnqueue() []wire.TaskRequest {
+	at := time.Date(2031, 1, 2, 3, 4, 5, 6, time.UTC)
+	retries, timeout := 0, int64(1500)
+	return []wire.TaskRequest{
+		{Type: "t"},
+		{Type: "u", Payload: []byte{0, 1}, Options: &wire.TaskOptions{}},
+		{Type: "v", Payload: []byte("p"), Options: &wire.TaskOptions{ID: "id", Queue: "q", Priority: -4, ProcessAt: &at, ProcessInMS: -7,
+			MaxRetries: &retries, TimeoutMS: &timeout, Deadline: &at, UniqueKey: "k", UniqueTTLMS: 60000, RetentionMS: 1}},
+		wire.OptionsFromInput(store.TaskInput{ID: "x", Type: "w", Queue: "q", RunAt: at, Deadline: at, MaxRetries: 3, Timeout: time.Second}),
+	}
+}
+
+func TestEnqueueRoundTrip(t *testing.T) {
+	t.Parallel()
+	ts := sampleEnqueue()
+	if !wirebin.EnqueueEncodable(ts) {
+		t.Fatal("sample not encodable")
+	}
+	b := wirebin.AppendEnqueue(nil, ts)
+	got, err := wirebin.DecodeEnqueue(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ts) {
+		t.Fatalf("got %+v\nwant %+v", got, ts)
+	}
+	for name, bad := range map[string][]byte{
+		"truncated": b[:len(b)-1],
+		"trailing":  append(append([]byte(nil), b...), 0),
+		"flags":     {1, 1, 1, 't', 0, 2},
+		"unknown":   {1, 1, 1, 't', 0, 0x40},
+	} {
+		if _, err := wirebin.DecodeEnqueue(bad); !errors.Is(err, wirebin.ErrCorrupt) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	if wirebin.EnqueueEncodable([]wire.TaskRequest{{Type: "t", Options: &wire.TaskOptions{Deadline: &far}}}) {
+		t.Error("a deadline in year 3000 is encodable")
+	}
 }

@@ -335,3 +335,112 @@ func dump(ts []*store.Task) string {
 	}
 	return b.String()
 }
+
+// enqueueBatch is a batch with every shape of task, and some that fail.
+func enqueueBatch(now time.Time) []wire.TaskRequest {
+	at := now.Add(time.Hour)
+	zero, neg, timeout := 0, -1, int64(1500)
+	return []wire.TaskRequest{
+		{Type: "t", Options: &wire.TaskOptions{ID: "plain"}},
+		{Type: "t", Payload: []byte{0, 1, 255}, Options: &wire.TaskOptions{ID: "full", Queue: "q", Priority: 7, ProcessAt: &at,
+			MaxRetries: &zero, TimeoutMS: &timeout, Deadline: &at, UniqueKey: "k", UniqueTTLMS: 60000, RetentionMS: 3600000}},
+		{Type: "t", Options: &wire.TaskOptions{ID: "later", ProcessInMS: 5000}},
+		wire.OptionsFromInput(store.TaskInput{ID: "exact", Type: "u", Queue: "q", RunAt: at, MaxRetries: 2}),
+		{Type: "t", Options: &wire.TaskOptions{ID: "dup", UniqueKey: "k", UniqueTTLMS: 60000}},   // duplicate
+		{Type: "t", Options: &wire.TaskOptions{ID: "bad-priority", Priority: 99}},                // invalid_option
+		{Type: "t", Options: &wire.TaskOptions{ID: "bad-retries", MaxRetries: &neg}},             // invalid_option
+		{Type: "", Options: &wire.TaskOptions{ID: "no-type"}},                                    // invalid_name
+		{Type: "t", Options: &wire.TaskOptions{ID: "past", ProcessAt: ptr(now.Add(-time.Hour))}}, // accepted: runs now
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestEnqueueBinary: a binary enqueue gives the same answer and the same
+// tasks as the same batch in JSON, and says it is welcome in Accept-Post.
+func TestEnqueueBinary(t *testing.T) {
+	t.Parallel()
+	run := func(binary bool) (wire.EnqueueResponse, []*store.Task) {
+		s := startBinServer(t)
+		batch := enqueueBatch(s.clock.Now())
+		var status int
+		var ct string
+		var b []byte
+		if binary {
+			status, ct, b = s.post("tasks", wirebin.EnqueueType, "", wirebin.AppendEnqueue(nil, batch))
+		} else {
+			body, err := json.Marshal(wire.EnqueueRequest{Tasks: batch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, ct, b = s.post("tasks", "application/json", "", body)
+		}
+		var resp wire.EnqueueResponse
+		if status != http.StatusOK || ct != "application/json" || json.Unmarshal(b, &resp) != nil {
+			t.Fatalf("binary %v: %d %s %s", binary, status, ct, b)
+		}
+		ids := make([]string, len(batch))
+		for i, tr := range batch {
+			ids[i] = tr.Options.ID
+		}
+		return resp, s.get(ids)
+	}
+	jsonResp, jsonTasks := run(false)
+	binResp, binTasks := run(true)
+	if !reflect.DeepEqual(binResp, jsonResp) {
+		t.Errorf("answer: binary %+v, JSON %+v", binResp, jsonResp)
+	}
+	if !reflect.DeepEqual(binTasks, jsonTasks) {
+		t.Errorf("tasks after a binary enqueue\n%s\nafter the JSON one\n%s", dump(binTasks), dump(jsonTasks))
+	}
+	for i, want := range []string{"", "", "", "", wire.CodeDuplicate, wire.CodeInvalidOption, wire.CodeInvalidOption, wire.CodeInvalidName, ""} {
+		got := ""
+		if e := jsonResp.Tasks[i].Error; e != nil {
+			got = e.Code
+		}
+		if got != want {
+			t.Errorf("task %d: error %q, want %q", i, got, want)
+		}
+	}
+	s := startBinServer(t)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.url+"/v1/projects/p/tasks", strings.NewReader(`{"tasks":[{"type":"t"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+binToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close() // only the header matters
+	if ap := resp.Header.Get("Accept-Post"); !strings.Contains(ap, wirebin.EnqueueType) {
+		t.Errorf("Accept-Post = %q", ap)
+	}
+}
+
+// TestEnqueueBinaryBad: a malformed binary enqueue is 400 bad_request and
+// enqueues nothing.
+func TestEnqueueBinaryBad(t *testing.T) {
+	t.Parallel()
+	s := startBinServer(t)
+	good := wirebin.AppendEnqueue(nil, []wire.TaskRequest{{Type: "t", Options: &wire.TaskOptions{ID: "x"}}})
+	for name, body := range map[string][]byte{
+		"empty":          {},
+		"json":           []byte(`{"tasks":[{"type":"t"}]}`),
+		"version":        append([]byte{2}, good[1:]...),
+		"truncated":      good[:len(good)-1],
+		"trailing":       append(bytes.Clone(good), 0),
+		"count over max": {1, 0x91, 0x4e},
+		"flags":          {1, 1, 1, 't', 0, 0x80},
+	} {
+		status, _, b := s.post("tasks", wirebin.EnqueueType, "", body)
+		var eb wire.ErrorBody
+		if err := json.Unmarshal(b, &eb); err != nil || status != http.StatusBadRequest || eb.Error == nil || eb.Error.Code != wire.CodeBadRequest {
+			t.Errorf("%s: %d %s, want 400 bad_request", name, status, b)
+		}
+	}
+	res, err := s.emb.List(t.Context(), store.ListParams{Namespace: "p"})
+	if err != nil || len(res.Tasks) != 0 {
+		t.Errorf("bad enqueues left %d tasks (%v)", len(res.Tasks), err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -50,9 +51,20 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 
 func (a *API) enqueue(c *call) error {
 	var req wire.EnqueueRequest
-	if err := c.decode(&req, false); err != nil {
+	if isContentType(c.r, wirebin.EnqueueType) {
+		b, err := readBody(c.w, c.r, a.cfg.MaxBodyBytes)
+		if err != nil {
+			return err
+		}
+		if req.Tasks, err = wirebin.DecodeEnqueue(b); err != nil {
+			return wire.Errorf(wire.CodeBadRequest, "%v", err)
+		}
+	} else if err := c.decode(&req, false); err != nil {
 		return err
 	}
+	// Say that the binary body is welcome (docs/api.md, "Binary encoding
+	// for workers").
+	c.w.Header().Set("Accept-Post", "application/json, "+wirebin.EnqueueType)
 	if len(req.Tasks) == 0 || len(req.Tasks) > store.MaxBatch {
 		return errf(wire.CodeInvalidOption, "tasks", "%d tasks; a batch has 1..%d", len(req.Tasks), store.MaxBatch)
 	}

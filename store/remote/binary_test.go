@@ -13,16 +13,18 @@ import (
 	"github.com/kilnhq/kiln/store/remote"
 )
 
-// mediaTypes records the media types of the lease answers and report
-// bodies that pass; with oldServer it drops the Accept of lease requests,
-// as if the server did not know the binary encoding.
+// mediaTypes records the media types of the lease answers, report bodies
+// and enqueue bodies that pass; with oldServer it drops the Accept of lease
+// requests and the Accept-Post of enqueue answers, as if the server did not
+// know the binary encoding.
 type mediaTypes struct {
 	next      http.RoundTripper
 	oldServer bool
 
-	mu      sync.Mutex
-	leases  []string
-	reports []string
+	mu       sync.Mutex
+	leases   []string
+	reports  []string
+	enqueues []string
 }
 
 func (m *mediaTypes) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -37,6 +39,11 @@ func (m *mediaTypes) RoundTrip(r *http.Request) (*http.Response, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
+	case strings.HasSuffix(r.URL.Path, "/tasks"):
+		m.enqueues = append(m.enqueues, r.Header.Get("Content-Type"))
+		if m.oldServer {
+			resp.Header.Del("Accept-Post")
+		}
 	case strings.HasSuffix(r.URL.Path, "/lease"):
 		m.leases = append(m.leases, resp.Header.Get("Content-Type"))
 	case strings.HasSuffix(r.URL.Path, "/report"):
@@ -51,13 +58,13 @@ func (m *mediaTypes) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestBinaryNegotiation(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name              string
-		jsonOnly, old     bool
-		lease, reportType string
+		name                             string
+		jsonOnly, old                    bool
+		lease, reportType, secondEnqueue string
 	}{
-		{"binary", false, false, "application/x-kiln-tasks", "application/x-kiln-outcomes"},
-		{"json-only", true, false, "application/json", "application/json"},
-		{"old-server", false, true, "application/json", "application/json"},
+		{"binary", false, false, "application/x-kiln-tasks", "application/x-kiln-outcomes", "application/x-kiln-enqueue"},
+		{"json-only", true, false, "application/json", "application/json", "application/json"},
+		{"old-server", false, true, "application/json", "application/json", "application/json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -71,8 +78,13 @@ func TestBinaryNegotiation(t *testing.T) {
 				{ID: "a", Type: "t", Queue: "q", Payload: []byte("hi"), MaxRetries: 2, Timeout: time.Minute},
 				{ID: "b", Type: "t", Queue: "q"},
 			}
-			if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "p", Tasks: in}); err != nil {
-				t.Fatal(err)
+			// The first enqueue is JSON and tells whether the server takes
+			// binary ones.
+			for i := range in {
+				res, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "p", Tasks: in[i : i+1]})
+				if err != nil || res.Items[0].Err != nil || res.Items[0].ID != in[i].ID || res.Items[0].State != store.StatePending {
+					t.Fatalf("enqueue %s: %+v %v", in[i].ID, res.Items, err)
+				}
 			}
 			res, err := s.Lease(ctx, store.LeaseParams{Namespace: "p", Queues: []string{"q"}, Max: 10, Duration: time.Minute})
 			if err != nil || len(res.Tasks) != 2 {
@@ -103,6 +115,9 @@ func TestBinaryNegotiation(t *testing.T) {
 			defer tr.mu.Unlock()
 			if len(tr.leases) != 1 || tr.leases[0] != tc.lease || len(tr.reports) != 1 || tr.reports[0] != tc.reportType {
 				t.Errorf("lease answers %q, report bodies %q; want %s and %s", tr.leases, tr.reports, tc.lease, tc.reportType)
+			}
+			if len(tr.enqueues) != 2 || tr.enqueues[0] != "application/json" || tr.enqueues[1] != tc.secondEnqueue {
+				t.Errorf("enqueue bodies %q; want application/json then %s", tr.enqueues, tc.secondEnqueue)
 			}
 		})
 	}

@@ -77,9 +77,20 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	if len(req.Tasks) == 0 {
 		return store.EnqueueResult{Items: items}, nil
 	}
-	var resp wire.EnqueueResponse
-	if err := s.call(ctx, "enqueue", apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "tasks"), Body: req}, &resp); err != nil {
+	r := apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "tasks"), Body: req}
+	if !s.cfg.JSONOnly && s.binEnqueue.Load() && wirebin.EnqueueEncodable(req.Tasks) {
+		r.Body, r.RawBody, r.ContentType = nil, wirebin.AppendEnqueue(nil, req.Tasks), wirebin.EnqueueType
+	}
+	var raw apiclient.Raw
+	if err := s.call(ctx, "enqueue", r, &raw); err != nil {
 		return store.EnqueueResult{}, err
+	}
+	if !s.cfg.JSONOnly && strings.Contains(raw.Header.Get("Accept-Post"), wirebin.EnqueueType) {
+		s.binEnqueue.Store(true)
+	}
+	var resp wire.EnqueueResponse
+	if err := json.Unmarshal(raw.Body, &resp); err != nil {
+		return store.EnqueueResult{}, fmt.Errorf("remote: enqueue: decode answer: %w", err)
 	}
 	if len(resp.Tasks) != len(req.Tasks) {
 		return store.EnqueueResult{}, fmt.Errorf("remote: enqueue: server answered %d items for %d tasks", len(resp.Tasks), len(req.Tasks))

@@ -60,7 +60,9 @@ type Config struct {
 	// once the server answered a lease in binary, see "Binary encoding for
 	// workers" in docs/api.md. A server that does not know the binary
 	// encoding answers leases in JSON, which the store reads as well, and
-	// then gets JSON reports.
+	// then gets JSON reports. Enqueue likewise sends its batches in binary
+	// (application/x-kiln-enqueue) once an enqueue answer said the server
+	// takes them.
 	JSONOnly bool
 	// Logger receives the store's few log lines (handshakes, refreshes);
 	// nil discards them.
@@ -120,6 +122,9 @@ type Store struct {
 	// binReport is set once the server answered a lease in binary: it
 	// knows the binary encoding, so reports go in binary too.
 	binReport atomic.Bool
+	// binEnqueue is set once the server listed the binary enqueue body in
+	// the Accept-Post header of an enqueue answer.
+	binEnqueue atomic.Bool
 
 	// mu guards closed and inflight: the cancel functions of the calls in
 	// progress, which Close cancels.
