@@ -90,7 +90,7 @@ func commands() []*command {
 			run:     runHelp,
 		},
 		serverCommand(), // server.go
-	}, append(clientCommands(), codeCommand())...) // cli.go, cli_code.go
+	}, append(clientCommands(), codeCommand(), scheduleCommand())...) // cli.go, cli_code.go, cli_schedule.go
 }
 
 func lookup(name string) *command {

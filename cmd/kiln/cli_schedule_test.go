@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/server/api"
+	"github.com/kilnhq/kiln/store/embedded"
+)
+
+// startScheduleServer serves a whole kiln server (with its scheduler, no
+// runner) on an embedded store.
+func startScheduleServer(t *testing.T) *cliServer {
+	t.Helper()
+	st, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(&server.Config{Store: st, BootstrapToken: testAdminToken, SweepInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = st.Close()
+	})
+	return &cliServer{url: "http://" + ln.Addr().String()}
+}
+
+func scheduleJSON(t *testing.T, s *cliServer, args ...string) api.Schedule {
+	t.Helper()
+	var out api.Schedule
+	if err := json.Unmarshal([]byte(mustKiln(t, s, append(args, "--json")...)), &out); err != nil {
+		t.Fatalf("kiln %v: %v", args, err)
+	}
+	return out
+}
+
+// TestScheduleCommands: schedule create (interval and cron), ls as a table
+// and as JSON, get, a run enqueued by the server's scheduler, cancel, rm,
+// and the usage and server errors.
+func TestScheduleCommands(t *testing.T) {
+	t.Parallel()
+	s := startScheduleServer(t)
+
+	out := mustKiln(t, s, "schedule", "create", "echo", `{"n":1}`, "--every", "1s", "--max-runs", "2", "--queue", "mail",
+		"--priority", "3", "--max-retries", "0", "--timeout", "1m", "--format", "json")
+	id, rest, _ := strings.Cut(out, "\t")
+	if id == "" || !strings.HasPrefix(rest, "active\tnext ") {
+		t.Fatalf("schedule create printed %q", out)
+	}
+	nightly := scheduleJSON(t, s, "schedule", "create", "report", "--cron", "30 2 * * *", "--tz", "Europe/London",
+		"--id", "nightly", "--start-at", "1h", "--end-at", "2099-01-01T00:00:00Z")
+	if nightly.ID != "nightly" || nightly.Cron != "30 2 * * *" || nightly.TimeZone != "Europe/London" || nightly.Status != "active" ||
+		nightly.StartAt == nil || time.Until(*nightly.StartAt) < 50*time.Minute || nightly.EndAt == nil || nightly.EndAt.Year() != 2099 {
+		t.Errorf("cron schedule = %+v", nightly)
+	}
+
+	out = mustKiln(t, s, "schedule", "ls")
+	for _, want := range []string{"ID", "RULE", id, "every 1s", "nightly", "cron 30 2 * * * (Europe/London)", "report"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("schedule ls printed %q, want %q in it", out, want)
+		}
+	}
+	var list api.ScheduleList
+	if err := json.Unmarshal([]byte(mustKiln(t, s, "schedule", "ls", "--json")), &list); err != nil || len(list.Schedules) != 2 {
+		t.Errorf("schedule ls --json: %v, %+v", err, list)
+	}
+
+	// The scheduler runs the interval schedule twice (max runs).
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(waitLimit)
+	var got api.Schedule
+	for {
+		got = scheduleJSON(t, s, "schedule", "get", id)
+		if got.Status == "done" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the schedule did not finish its two runs: %+v", got)
+		}
+		<-tick.C
+	}
+	if got.RunCount != 2 || got.LastTaskID == "" || got.Task.Options == nil || got.Task.Options.Queue != "mail" ||
+		got.Task.Options.Priority != 3 || string(got.Task.Payload) != `{"n":1}` {
+		t.Errorf("finished schedule = %+v", got)
+	}
+	if out := mustKiln(t, s, "task", "get", got.LastTaskID); !strings.Contains(out, "mail") {
+		t.Errorf("the schedule's task: %q", out)
+	}
+	if out := mustKiln(t, s, "schedule", "get", id); !strings.Contains(out, "2 of 2") || !strings.Contains(out, got.LastTaskID) {
+		t.Errorf("schedule get printed %q", out)
+	}
+
+	if out := mustKiln(t, s, "schedule", "cancel", "nightly"); out != "nightly\tcancelled\n" {
+		t.Errorf("schedule cancel printed %q", out)
+	}
+	if got := scheduleJSON(t, s, "schedule", "get", "nightly"); got.Status != "cancelled" || got.NextStart != nil {
+		t.Errorf("cancelled schedule = %+v", got)
+	}
+	if out := mustKiln(t, s, "schedule", "rm", "nightly"); out != "nightly\tdeleted\n" {
+		t.Errorf("schedule rm printed %q", out)
+	}
+	wantExit(t, s, exitNotFound, "not found", "schedule", "get", "nightly")
+	wantExit(t, s, exitNotFound, "not found", "schedule", "cancel", "nope")
+	wantExit(t, s, exitFailure, "done", "schedule", "cancel", id) // a done schedule cannot be cancelled
+
+	wantExit(t, s, exitUsage, "--cron or --every", "schedule", "create", "echo")
+	wantExit(t, s, exitUsage, "not both", "schedule", "create", "echo", "--cron", "@daily", "--every", "1h")
+	wantExit(t, s, exitUsage, "--tz goes with --cron", "schedule", "create", "echo", "--every", "1h", "--tz", "UTC")
+	wantExit(t, s, exitUsage, "whole seconds", "schedule", "create", "echo", "--every", "1500ms")
+	wantExit(t, s, exitUsage, "--start-at", "schedule", "create", "echo", "--every", "1h", "--start-at", "tomorrow")
+	wantExit(t, s, exitUsage, "want 1 argument", "schedule", "get")
+	wantExit(t, s, exitUsage, "unknown subcommand", "schedule", "nope")
+	wantExit(t, s, exitFailure, "cron", "schedule", "create", "echo", "--cron", "61 * * * *")
+	wantExit(t, s, exitFailure, "time_zone", "schedule", "create", "echo", "--cron", "@daily", "--tz", "Mars/Olympus")
+	if out := mustKiln(t, s, "schedule", "ls", "--json"); !strings.Contains(out, id) || strings.Contains(out, "nightly") {
+		t.Errorf("after the errors, schedule ls --json printed %q", out)
+	}
+}
