@@ -228,6 +228,9 @@ func TestBadInput(t *testing.T) {
 	if _, err := c.Schedule(ctx, "nope", "", ironclient.ScheduleOptions{}); !ironclient.IsNotFound(err) {
 		t.Errorf("schedule of an unknown code: %v", err)
 	}
+	if _, err := c.UploadCode(ctx, ironclient.Code{Name: "bad", FileName: "run.sh", Runtime: "sh"}, strings.NewReader("not a zip")); !errors.As(err, &e) || e.Status != http.StatusBadRequest || !strings.Contains(e.Msg, "zip") {
+		t.Errorf("upload of a bad zip: %v", err)
+	}
 	if s, err := c.Schedules(ctx); err != nil || len(s) != 0 {
 		t.Errorf("bad schedules made some: %+v, %v", s, err)
 	}

@@ -160,5 +160,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("schedule %s: fanout queues %d area tasks every %v\n", id, *count, *every)
+	when := "once, now"
+	if *every > 0 {
+		when = "every " + every.String()
+	}
+	fmt.Printf("schedule %s: fanout queues %d area tasks %s\n", id, *count, when)
 }
