@@ -299,6 +299,20 @@ func TestEnv(t *testing.T) {
 	if got := c.BaseURL(); got != "https://example.test:8443/2/projects/p1" {
 		t.Errorf("BaseURL = %q", got)
 	}
+	for _, tc := range []struct{ url, host, want string }{
+		{"127.0.0.1:9000", "", "http://127.0.0.1:9000/2/projects/p1"},
+		{"https://kiln.example/base/", "", "https://kiln.example/base/2/projects/p1"},
+		{"", "http://h.example:1234", "http://h.example:1234/2/projects/p1"},
+	} {
+		t.Setenv("IRON_HOST", tc.host)
+		c, err := ironclient.New(ironclient.Config{URL: tc.url})
+		if err != nil || c.BaseURL() != tc.want {
+			t.Errorf("URL %q, IRON_HOST %q: %v, %v; want %s", tc.url, tc.host, c, err, tc.want)
+		}
+	}
+	if _, err := ironclient.New(ironclient.Config{URL: "ftp://x"}); err == nil {
+		t.Error("New with an ftp URL succeeded")
+	}
 	t.Setenv("IRON_TOKEN", "")
 	if _, err := ironclient.New(ironclient.Config{}); err == nil {
 		t.Error("New without a token succeeded")
