@@ -70,7 +70,11 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	}
 	var payload []byte
 	if len(pos) == 2 {
-		payload, err = parsePayload(pos[1], stdin, format)
+		var in io.Reader
+		if pos[1] == "-" {
+			in = stdin // read the global only when asked: tests replace it
+		}
+		payload, err = parsePayload(pos[1], in, format)
 		if err != nil {
 			return usagef("enqueue: %v", err)
 		}
