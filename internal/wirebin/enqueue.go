@@ -3,8 +3,10 @@ package wirebin
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/binenc"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/store"
 )
@@ -48,7 +50,7 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ts)))
 	for i := range ts {
 		t := &ts[i]
-		dst = appendString(dst, t.Type)
+		dst = binenc.AppendString(dst, t.Type)
 		dst = binary.AppendUvarint(dst, uint64(len(t.Payload)))
 		dst = append(dst, t.Payload...)
 		o := t.Options
@@ -70,8 +72,8 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 			flags |= hasDeadline
 		}
 		dst = append(dst, flags)
-		dst = appendString(dst, o.ID)
-		dst = appendString(dst, o.Queue)
+		dst = binenc.AppendString(dst, o.ID)
+		dst = binenc.AppendString(dst, o.Queue)
 		dst = binary.AppendVarint(dst, int64(o.Priority))
 		if o.ProcessAt != nil {
 			dst = binary.AppendVarint(dst, o.ProcessAt.UnixNano())
@@ -86,7 +88,7 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 		if o.Deadline != nil {
 			dst = binary.AppendVarint(dst, o.Deadline.UnixNano())
 		}
-		dst = appendString(dst, o.UniqueKey)
+		dst = binenc.AppendString(dst, o.UniqueKey)
 		dst = binary.AppendVarint(dst, o.UniqueTTLMS)
 		dst = binary.AppendVarint(dst, o.RetentionMS)
 	}
@@ -95,66 +97,56 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 
 // DecodeEnqueue decodes an EnqueueType body.
 func DecodeEnqueue(b []byte) ([]wire.TaskRequest, error) {
-	d := decoder{b: b}
+	d := decoder{binenc.NewReader(b, ErrCorrupt)}
 	n := d.header()
-	if d.err != nil {
-		return nil, d.err
+	if d.Err() != nil {
+		return nil, d.Err()
 	}
 	out := make([]wire.TaskRequest, 0, n)
 	for range n {
 		var t wire.TaskRequest
-		t.Type = string(d.raw(uint64(len(d.b))))
-		if p := d.raw(uint64(len(d.b))); len(p) > 0 {
+		t.Type = string(d.Raw(math.MaxUint64))
+		if p := d.Raw(math.MaxUint64); len(p) > 0 {
 			t.Payload = append([]byte(nil), p...)
 		}
-		flags := d.byte()
-		if d.err == nil && (flags&^allFlags != 0 || (flags != 0 && flags&hasOptions == 0)) {
+		flags := d.Byte()
+		if d.Err() == nil && (flags&^allFlags != 0 || (flags != 0 && flags&hasOptions == 0)) {
 			return nil, fmt.Errorf("%w: task %d: unknown flags %#x", ErrCorrupt, len(out), flags)
 		}
 		if flags&hasOptions != 0 {
 			o := &wire.TaskOptions{}
-			o.ID = string(d.raw(uint64(len(d.b))))
-			o.Queue = string(d.raw(uint64(len(d.b))))
-			o.Priority = int(d.varint())
+			o.ID = string(d.Raw(math.MaxUint64))
+			o.Queue = string(d.Raw(math.MaxUint64))
+			o.Priority = int(d.Varint())
 			if flags&hasProcessAt != 0 {
-				at := time.Unix(0, d.varint()).UTC()
+				at := time.Unix(0, d.Varint()).UTC()
 				o.ProcessAt = &at
 			}
-			o.ProcessInMS = d.varint()
+			o.ProcessInMS = d.Varint()
 			if flags&hasMaxRetries != 0 {
-				v := int(d.varint())
+				v := int(d.Varint())
 				o.MaxRetries = &v
 			}
 			if flags&hasTimeout != 0 {
-				v := d.varint()
+				v := d.Varint()
 				o.TimeoutMS = &v
 			}
 			if flags&hasDeadline != 0 {
-				at := time.Unix(0, d.varint()).UTC()
+				at := time.Unix(0, d.Varint()).UTC()
 				o.Deadline = &at
 			}
-			o.UniqueKey = string(d.raw(uint64(len(d.b))))
-			o.UniqueTTLMS = d.varint()
-			o.RetentionMS = d.varint()
+			o.UniqueKey = string(d.Raw(math.MaxUint64))
+			o.UniqueTTLMS = d.Varint()
+			o.RetentionMS = d.Varint()
 			t.Options = o
 		}
-		if d.err != nil {
-			return nil, d.err
+		if d.Err() != nil {
+			return nil, d.Err()
 		}
 		out = append(out, t)
 	}
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	return out, nil
-}
-
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
 }

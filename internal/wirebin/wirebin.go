@@ -12,7 +12,7 @@
 // ErrCorrupt, and never panic, whatever the input (fuzzed by FuzzDecode).
 //
 // The package imports only the standard library, package store,
-// internal/record and internal/wire.
+// internal/binenc, internal/record and internal/wire.
 package wirebin
 
 import (
@@ -22,6 +22,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/binenc"
 	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
@@ -91,24 +92,24 @@ func AppendTasks(dst []byte, ts []*store.Task) []byte {
 		rec = record.Encode(rec[:0], 0, t)
 		dst = binary.AppendUvarint(dst, uint64(len(rec)))
 		dst = append(dst, rec...)
-		dst = appendNilBytes(dst, t.Payload)
+		dst = binenc.AppendNilBytes(dst, t.Payload)
 	}
 	return dst
 }
 
 // DecodeTasks decodes a TasksType body; every task gets Namespace ns.
 func DecodeTasks(b []byte, ns string) ([]*store.Task, error) {
-	d := decoder{b: b}
+	d := decoder{binenc.NewReader(b, ErrCorrupt)}
 	n := d.header()
-	if d.err != nil {
-		return nil, d.err
+	if d.Err() != nil {
+		return nil, d.Err()
 	}
 	out := make([]*store.Task, 0, n)
 	for range n {
-		rec := d.raw(uint64(len(d.b)))
-		payload := d.nilBytes()
-		if d.err != nil {
-			return nil, d.err
+		rec := d.Raw(math.MaxUint64)
+		payload := d.NilBytes(math.MaxUint64)
+		if d.Err() != nil {
+			return nil, d.Err()
 		}
 		t := &store.Task{Namespace: ns}
 		if _, err := record.Decode(rec, t); err != nil {
@@ -117,7 +118,7 @@ func DecodeTasks(b []byte, ns string) ([]*store.Task, error) {
 		t.Payload = payload
 		out = append(out, t)
 	}
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -146,13 +147,13 @@ func AppendOutcomes(dst []byte, outs []store.Outcome) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(outs)))
 	for i := range outs {
 		o := &outs[i]
-		dst = appendString(dst, o.ID)
+		dst = binenc.AppendString(dst, o.ID)
 		dst = binary.AppendUvarint(dst, o.LeaseID)
 		dst = append(dst, byte(o.Kind))
 		dst = binary.AppendUvarint(dst, uint64(len(o.Result)))
 		dst = append(dst, o.Result...)
-		dst = appendString(dst, o.Error)
-		dst = appendTime(dst, o.RetryAt)
+		dst = binenc.AppendString(dst, o.Error)
+		dst = binenc.AppendTime(dst, o.RetryAt)
 		var flags byte
 		if o.NotStarted {
 			flags |= 1
@@ -164,25 +165,25 @@ func AppendOutcomes(dst []byte, outs []store.Outcome) []byte {
 
 // DecodeOutcomes decodes an OutcomesType body.
 func DecodeOutcomes(b []byte) ([]store.Outcome, error) {
-	d := decoder{b: b}
+	d := decoder{binenc.NewReader(b, ErrCorrupt)}
 	n := d.header()
-	if d.err != nil {
-		return nil, d.err
+	if d.Err() != nil {
+		return nil, d.Err()
 	}
 	out := make([]store.Outcome, 0, n)
 	for range n {
 		var o store.Outcome
-		o.ID = string(d.raw(uint64(len(d.b))))
-		o.LeaseID = d.uvarint()
-		o.Kind = store.OutcomeKind(d.byte())
-		if r := d.raw(uint64(len(d.b))); len(r) > 0 {
+		o.ID = string(d.Raw(math.MaxUint64))
+		o.LeaseID = d.Uvarint()
+		o.Kind = store.OutcomeKind(d.Byte())
+		if r := d.Raw(math.MaxUint64); len(r) > 0 {
 			o.Result = append([]byte(nil), r...)
 		}
-		o.Error = string(d.raw(uint64(len(d.b))))
-		o.RetryAt = d.time()
-		flags := d.byte()
-		if d.err != nil {
-			return nil, d.err
+		o.Error = string(d.Raw(math.MaxUint64))
+		o.RetryAt = d.Time()
+		flags := d.Byte()
+		if d.Err() != nil {
+			return nil, d.Err()
 		}
 		if o.Kind < store.OutcomeSucceeded || o.Kind > store.OutcomeRelease {
 			return nil, fmt.Errorf("%w: outcome %d: unknown kind %d", ErrCorrupt, len(out), o.Kind)
@@ -193,142 +194,28 @@ func DecodeOutcomes(b []byte) ([]store.Outcome, error) {
 		o.NotStarted = flags&1 != 0
 		out = append(out, o)
 	}
-	if err := d.end(); err != nil {
+	if err := d.End(); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func appendString(dst []byte, s string) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(s)))
-	return append(dst, s...)
-}
-
-// appendNilBytes writes 0 for nil and len+1 then the bytes otherwise, so
-// that nil and empty stay apart (as null and "" do in JSON).
-func appendNilBytes(dst, b []byte) []byte {
-	if b == nil {
-		return append(dst, 0)
-	}
-	dst = binary.AppendUvarint(dst, uint64(len(b))+1)
-	return append(dst, b...)
-}
-
-// appendTime writes 0 for the zero time and UnixNano+1 (for non-negative
-// values) otherwise, as a zig-zag varint: internal/record's convention.
-func appendTime(dst []byte, t time.Time) []byte {
-	if t.IsZero() {
-		return binary.AppendVarint(dst, 0)
-	}
-	n := t.UnixNano()
-	if n >= 0 {
-		n++
-	}
-	return binary.AppendVarint(dst, n)
-}
-
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) fail(format string, args ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
-	}
-	d.b = nil
-}
+// decoder reads wirebin bodies.
+type decoder struct{ *binenc.Reader }
 
 // header reads the version and the count, which is at most store.MaxBatch
 // and at most the bytes left (every item takes at least one).
-func (d *decoder) header() int {
-	if v := d.byte(); d.err == nil && v != Version {
-		d.fail("unknown version %d", v)
+func (d decoder) header() int {
+	if v := d.Byte(); d.Err() == nil && v != Version {
+		d.Fail("unknown version %d", v)
 	}
-	n := d.uvarint()
-	if d.err != nil {
+	n := d.Uvarint()
+	if d.Err() != nil {
 		return 0
 	}
-	if n > store.MaxBatch || n > uint64(len(d.b)) {
-		d.fail("count %d is over %d or the bytes left", n, store.MaxBatch)
+	if n > store.MaxBatch || n > uint64(d.Len()) { //nolint:gosec // G115: Len is never negative
+		d.Fail("count %d is over %d or the bytes left", n, store.MaxBatch)
 		return 0
 	}
 	return int(n)
-}
-
-func (d *decoder) end() error {
-	if d.err != nil {
-		return d.err
-	}
-	if len(d.b) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
-	}
-	return nil
-}
-
-func (d *decoder) byte() byte {
-	if len(d.b) < 1 {
-		d.fail("truncated")
-		return 0
-	}
-	c := d.b[0]
-	d.b = d.b[1:]
-	return c
-}
-
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad uvarint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// raw reads a length-prefixed field of at most limit bytes.
-func (d *decoder) raw(limit uint64) []byte {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > limit || n > uint64(len(d.b)) {
-		d.fail("length %d is over the bytes left", n)
-		return nil
-	}
-	s := d.b[:n:n]
-	d.b = d.b[n:]
-	return s
-}
-
-// nilBytes reads appendNilBytes's encoding into a fresh slice.
-func (d *decoder) nilBytes() []byte {
-	n := d.uvarint()
-	if d.err != nil || n == 0 {
-		return nil
-	}
-	n--
-	if n > uint64(len(d.b)) {
-		d.fail("length %d is over the bytes left", n)
-		return nil
-	}
-	out := append(make([]byte, 0, n), d.b[:n]...)
-	d.b = d.b[n:]
-	return out
-}
-
-func (d *decoder) time() time.Time {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return time.Time{}
-	}
-	d.b = d.b[n:]
-	if v == 0 {
-		return time.Time{}
-	}
-	if v > 0 {
-		v--
-	}
-	return time.Unix(0, v).UTC()
 }
