@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -182,6 +183,29 @@ func start(std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string
 		return nil, nil, err
 	}
 	return cn, pos, nil
+}
+
+// show runs the shape shared by the read-only subcommands: no flags but the
+// connection's, exactly nargs positional arguments, one GET of the path that
+// route builds (what names the call in errors), and render to show the
+// answer (cn tells show whether --json was asked for).
+func show[T any](ctx context.Context, std stdio, c *command, args []string, nargsWant int,
+	route func(cn *conn, pos []string) (what, path string), render func(cn *conn, v *T) error) error {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	var cf connFlags
+	cn, pos, err := start(std, c, fs, &cf, args)
+	if err != nil {
+		return helpOK(err)
+	}
+	if err := nargs(c, pos, nargsWant, nargsWant); err != nil {
+		return err
+	}
+	what, path := route(cn, pos)
+	var v T
+	if err := cn.do(ctx, what, apiclient.Request{Method: http.MethodGet, Path: path}, &v); err != nil {
+		return err
+	}
+	return render(cn, &v)
 }
 
 // do calls the API and turns a failure into a cliError with an exit code and

@@ -25,24 +25,15 @@ func runQueue(ctx context.Context, std stdio, args []string) error {
 
 func runQueueList(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("queue", "ls", "", "Ls lists the project's queues with their task counts by state.")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 0, 0); err != nil {
-		return err
-	}
-	var ql wire.QueueList
-	if err := cn.do(ctx, "queue ls", apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "queues")}, &ql); err != nil {
-		return err
-	}
-	if cn.json {
-		ql.Queues = nonNil(ql.Queues)
-		return printJSON(std.stdout, ql)
-	}
-	return printQueues(std, nil, ql.Queues)
+	return show(ctx, std, c, args, 0, func(cn *conn, _ []string) (string, string) {
+		return "queue ls", projectRoute(cn.project, "queues")
+	}, func(cn *conn, ql *wire.QueueList) error {
+		if cn.json {
+			ql.Queues = nonNil(ql.Queues)
+			return printJSON(std.stdout, ql)
+		}
+		return printQueues(std, nil, ql.Queues)
+	})
 }
 
 // printQueues writes one row per queue; project, when not nil, adds a
@@ -128,29 +119,20 @@ func runWorker(ctx context.Context, std stdio, args []string) error {
 
 func runWorkerList(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("worker", "ls", "", "Ls lists the project's remote workers: registered, verified (with a session) or revoked.")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 0, 0); err != nil {
-		return err
-	}
-	var wl wire.WorkerList
-	if err := cn.do(ctx, "worker ls", apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "workers")}, &wl); err != nil {
-		return err
-	}
-	if cn.json {
-		wl.Workers = nonNil(wl.Workers)
-		return printJSON(std.stdout, wl)
-	}
-	tb := newTable(std.stdout, "ID", "NAME", "STATE", "CREATED", "LAST SEEN", "SESSION EXPIRES")
-	for _, w := range wl.Workers {
-		created := w.CreatedAt
-		tb.row(w.ID, orDash(w.Name), w.State, fmtTime(&created), fmtTime(w.LastSeenAt), fmtTime(w.SessionExpiresAt))
-	}
-	return tb.flush()
+	return show(ctx, std, c, args, 0, func(cn *conn, _ []string) (string, string) {
+		return "worker ls", projectRoute(cn.project, "workers")
+	}, func(cn *conn, wl *wire.WorkerList) error {
+		if cn.json {
+			wl.Workers = nonNil(wl.Workers)
+			return printJSON(std.stdout, wl)
+		}
+		tb := newTable(std.stdout, "ID", "NAME", "STATE", "CREATED", "LAST SEEN", "SESSION EXPIRES")
+		for _, w := range wl.Workers {
+			created := w.CreatedAt
+			tb.row(w.ID, orDash(w.Name), w.State, fmtTime(&created), fmtTime(w.LastSeenAt), fmtTime(w.SessionExpiresAt))
+		}
+		return tb.flush()
+	})
 }
 
 func runWorkerRevoke(ctx context.Context, std stdio, args []string) error {
@@ -248,60 +230,42 @@ func runProjectToken(ctx context.Context, std stdio, args []string) error {
 
 func runProjectList(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("project", "ls", "", "Ls lists the projects the token can see (all of them with an admin token).")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 0, 0); err != nil {
-		return err
-	}
-	var pl wire.ProjectList
-	if err := cn.do(ctx, "project ls", apiclient.Request{Method: http.MethodGet, Path: apiclient.Path("v1", "projects")}, &pl); err != nil {
-		return err
-	}
-	if cn.json {
-		pl.Projects = nonNil(pl.Projects)
-		return printJSON(std.stdout, pl)
-	}
-	tb := newTable(std.stdout, "ID", "NAME", "CREATED")
-	for _, p := range pl.Projects {
-		created := p.CreatedAt
-		tb.row(p.ID, orDash(p.Name), fmtTime(&created))
-	}
-	return tb.flush()
+	return show(ctx, std, c, args, 0, func(*conn, []string) (string, string) {
+		return "project ls", apiclient.Path("v1", "projects")
+	}, func(cn *conn, pl *wire.ProjectList) error {
+		if cn.json {
+			pl.Projects = nonNil(pl.Projects)
+			return printJSON(std.stdout, pl)
+		}
+		tb := newTable(std.stdout, "ID", "NAME", "CREATED")
+		for _, p := range pl.Projects {
+			created := p.CreatedAt
+			tb.row(p.ID, orDash(p.Name), fmtTime(&created))
+		}
+		return tb.flush()
+	})
 }
 
 func runStats(ctx context.Context, std stdio, args []string) error {
 	c := lookupClient("stats")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 0, 0); err != nil {
-		return err
-	}
-	var st wire.ServerStats
-	if err := cn.do(ctx, "stats", apiclient.Request{Method: http.MethodGet, Path: apiclient.Path("v1", "stats")}, &st); err != nil {
-		return err
-	}
-	if cn.json {
-		st.Projects = nonNil(st.Projects)
-		return printJSON(std.stdout, st)
-	}
-	var projects []string
-	var queues []wire.Queue
-	for _, p := range st.Projects {
-		for _, q := range p.Queues {
-			projects = append(projects, p.Project)
-			queues = append(queues, q)
+	return show(ctx, std, c, args, 0, func(*conn, []string) (string, string) {
+		return "stats", apiclient.Path("v1", "stats")
+	}, func(cn *conn, st *wire.ServerStats) error {
+		if cn.json {
+			st.Projects = nonNil(st.Projects)
+			return printJSON(std.stdout, st)
 		}
-	}
-	if projects == nil {
-		projects = []string{}
-	}
-	return printQueues(std, projects, queues)
+		var projects []string
+		var queues []wire.Queue
+		for _, p := range st.Projects {
+			for _, q := range p.Queues {
+				projects = append(projects, p.Project)
+				queues = append(queues, q)
+			}
+		}
+		if projects == nil {
+			projects = []string{}
+		}
+		return printQueues(std, projects, queues)
+	})
 }

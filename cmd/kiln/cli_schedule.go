@@ -190,52 +190,34 @@ func rule(s *api.Schedule) string {
 
 func runScheduleList(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("schedule", "ls", "", "Ls lists the project's schedules in id order: rule, status, runs, next and last run.")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 0, 0); err != nil {
-		return err
-	}
-	var list api.ScheduleList
-	if err := cn.do(ctx, "schedule ls", apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "schedules")}, &list); err != nil {
-		return err
-	}
-	if cn.json {
-		return printJSON(std.stdout, api.ScheduleList{Schedules: nonNil(list.Schedules)})
-	}
-	tb := newTable(std.stdout, "ID", "TYPE", "RULE", "STATUS", "RUNS", "NEXT", "LAST RUN", "LAST ERROR")
-	for _, s := range list.Schedules {
-		runs := strconv.FormatInt(s.RunCount, 10)
-		if s.MaxRuns > 0 {
-			runs += "/" + strconv.Itoa(s.MaxRuns)
+	return show(ctx, std, c, args, 0, func(cn *conn, _ []string) (string, string) {
+		return "schedule ls", projectRoute(cn.project, "schedules")
+	}, func(cn *conn, list *api.ScheduleList) error {
+		if cn.json {
+			return printJSON(std.stdout, api.ScheduleList{Schedules: nonNil(list.Schedules)})
 		}
-		tb.row(s.ID, s.Task.Type, rule(s), s.Status, runs, fmtTime(s.NextStart), fmtTime(s.LastRunTime), orDash(truncateText(oneLine(s.LastError), 60)))
-	}
-	return tb.flush()
+		tb := newTable(std.stdout, "ID", "TYPE", "RULE", "STATUS", "RUNS", "NEXT", "LAST RUN", "LAST ERROR")
+		for _, s := range list.Schedules {
+			runs := strconv.FormatInt(s.RunCount, 10)
+			if s.MaxRuns > 0 {
+				runs += "/" + strconv.Itoa(s.MaxRuns)
+			}
+			tb.row(s.ID, s.Task.Type, rule(s), s.Status, runs, fmtTime(s.NextStart), fmtTime(s.LastRunTime), orDash(truncateText(oneLine(s.LastError), 60)))
+		}
+		return tb.flush()
+	})
 }
 
 func runScheduleGet(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("schedule", "get", "<id>", "Get shows one schedule.")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 1, 1); err != nil {
-		return err
-	}
-	var s api.Schedule
-	if err := cn.do(ctx, "schedule "+pos[0], apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "schedules", pos[0])}, &s); err != nil {
-		return err
-	}
-	if cn.json {
-		return printJSON(std.stdout, &s)
-	}
-	return printSchedule(std.stdout, &s)
+	return show(ctx, std, c, args, 1, func(cn *conn, pos []string) (string, string) {
+		return "schedule " + pos[0], projectRoute(cn.project, "schedules", pos[0])
+	}, func(cn *conn, s *api.Schedule) error {
+		if cn.json {
+			return printJSON(std.stdout, s)
+		}
+		return printSchedule(std.stdout, s)
+	})
 }
 
 // printSchedule writes a schedule as aligned "field value" lines.

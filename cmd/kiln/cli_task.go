@@ -149,23 +149,14 @@ func runTask(ctx context.Context, std stdio, args []string) error {
 
 func runTaskGet(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("task", "get", "<id>", "Get shows one task: its state, attempts, times, progress, payload and result.")
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
-	if err != nil {
-		return helpOK(err)
-	}
-	if err := nargs(c, pos, 1, 1); err != nil {
-		return err
-	}
-	var t wire.Task
-	if err := cn.do(ctx, "task "+pos[0], apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "tasks", pos[0])}, &t); err != nil {
-		return err
-	}
-	if cn.json {
-		return printJSON(std.stdout, &t)
-	}
-	return printTask(std.stdout, &t)
+	return show(ctx, std, c, args, 1, func(cn *conn, pos []string) (string, string) {
+		return "task " + pos[0], projectRoute(cn.project, "tasks", pos[0])
+	}, func(cn *conn, t *wire.Task) error {
+		if cn.json {
+			return printJSON(std.stdout, t)
+		}
+		return printTask(std.stdout, t)
+	})
 }
 
 // printTask writes a task as aligned "field value" lines.
