@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,22 @@ type Config struct {
 	Store store.Store
 	// Addr is where Run listens; default AddrDefault (127.0.0.1:7878).
 	Addr string
+	// TLSCertFile and TLSKeyFile, both or neither, make Run and Serve speak
+	// TLS (1.2 or later) with the PEM certificate (chain) and private key of
+	// these files. The files are looked at again at most once a second, at
+	// a TLS handshake, and loaded again when either changed, so a renewed
+	// certificate is served without a restart; a new pair that does not
+	// load leaves the previous one in service and is logged as an error.
+	// The pair must load when New is called.
+	TLSCertFile, TLSKeyFile string
+	// AllowInsecureWorkers lets the worker routes (register, verify,
+	// refresh, lease, extend, report) be used over plain HTTP when the
+	// server listens on an address other than loopback. Without TLS they
+	// are refused there with 403 tls_required, because they carry session
+	// keys and tasks; on 127.0.0.0/8 and ::1 they are always allowed. Set it
+	// behind a proxy that terminates TLS on another host (one on the same
+	// host reaches kiln on loopback and needs nothing).
+	AllowInsecureWorkers bool
 	// Clock tells the server's own times (handshake deadlines, session
 	// expiry, the "now" of enqueue validation); nil means the system
 	// clock. Tests pass the fake clock their store uses.
@@ -123,6 +140,7 @@ type Server struct {
 	stopOnce sync.Once
 	stop     chan struct{}
 	boot     *wire.CLIConfig
+	certs    *certReloader // nil without TLS
 }
 
 // New checks cfg, bootstraps the first project and admin token when the
@@ -161,8 +179,18 @@ func New(cfg *Config) (*Server, error) {
 	if c.BootstrapToken != "" && (len(c.BootstrapToken) < api.MinTokenLen || strings.HasPrefix(c.BootstrapToken, api.SessionKeyPrefix) || strings.ContainsAny(c.BootstrapToken, " \t\r\n")) {
 		errs = append(errs, fmt.Errorf("server: the bootstrap token must be at least %d characters without white space", api.MinTokenLen))
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("server: TLS needs both a certificate file and a key file (--tls-cert and --tls-key), or neither"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	var certs *certReloader
+	if c.TLSCertFile != "" {
+		var err error
+		if certs, err = newCertReloader(c.TLSCertFile, c.TLSKeyFile, c.Logger); err != nil {
+			return nil, err
+		}
 	}
 	sched, err := schedule.New(c.Store, &schedule.Config{Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, IndexNamespace: api.SystemNamespace})
 	if err != nil {
@@ -177,7 +205,7 @@ func New(cfg *Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{})}
+	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{}), certs: certs}
 	if c.Runner != nil {
 		rc := *c.Runner
 		rc.Store, rc.Logger = c.Store, c.Logger
@@ -221,8 +249,46 @@ func (s *Server) API() *api.API { return s.api }
 func (s *Server) IronAPI() *ironapi.API { return s.iron }
 
 // Handler returns the server's HTTP handler: every route of the API, with
-// request logging.
+// request logging. It does not refuse the worker routes on plain HTTP:
+// Serve and Run decide that from their listener (Config.AllowInsecureWorkers).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// URL returns the URL that clients on this machine reach the server at, as
+// written to Config.CLIFile: https:// with TLS, else http://, and the host
+// of Config.Addr; for an empty or unspecified host (":7878", "0.0.0.0"),
+// with TLS the first DNS name of the certificate (else its first IP
+// address), without TLS 127.0.0.1.
+func (s *Server) URL() string {
+	scheme := "http://"
+	if s.certs != nil {
+		scheme = "https://"
+	}
+	host, port, err := net.SplitHostPort(s.cfg.Addr)
+	if err != nil {
+		return scheme + s.cfg.Addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if s.certs != nil {
+			host = certHost(s.certs.leaf(), host)
+		}
+	}
+	return scheme + net.JoinHostPort(host, port)
+}
+
+// certHost returns the first DNS name of a certificate that is not a
+// wildcard, else its first IP address, else def.
+func certHost(leaf *x509.Certificate, def string) string {
+	for _, n := range leaf.DNSNames {
+		if !strings.HasPrefix(n, "*") {
+			return n
+		}
+	}
+	if len(leaf.IPAddresses) > 0 {
+		return leaf.IPAddresses[0].String()
+	}
+	return def
+}
 
 // Bootstrapped returns what the first start made (URL, project, admin
 // token), or nil when this New did not bootstrap or the token was given.
@@ -234,7 +300,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if err := s.api.EnsureProject(ctx, c.BootstrapProject); err != nil {
 		return fmt.Errorf("server: bootstrap project: %w", err)
 	}
-	url := "http://" + c.Addr
+	url := s.URL()
 	if c.BootstrapToken != "" {
 		if _, err := s.api.AddToken(ctx, "", "bootstrap", c.BootstrapToken); err != nil {
 			return fmt.Errorf("server: bootstrap token: %w", err)
@@ -278,6 +344,7 @@ func (s *Server) writeCLIFile(cfg *wire.CLIConfig) error {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the CLI file's path is the operator's choice by design
 	if errors.Is(err, os.ErrExist) {
+		s.checkCLIFile(path, cfg.URL)
 		return nil
 	}
 	if err != nil {
@@ -291,6 +358,23 @@ func (s *Server) writeCLIFile(cfg *wire.CLIConfig) error {
 		return fmt.Errorf("server: writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// checkCLIFile warns when an existing CLI file names the server with the
+// other scheme (TLS was turned on or off since it was written): the CLI
+// would fail to talk to the server with it.
+func (s *Server) checkCLIFile(path, url string) {
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the CLI file's path is the operator's choice by design
+	if err != nil {
+		return
+	}
+	var old wire.CLIConfig
+	if json.Unmarshal(b, &old) != nil {
+		return
+	}
+	if strings.HasPrefix(old.URL, "https://") != strings.HasPrefix(url, "https://") {
+		s.log.Warn("the CLI file names the server with another scheme; edit its url or pass --url to the CLI", "file", path, "url", old.URL, "want", url)
+	}
 }
 
 // statusWriter remembers the status a handler answered.
@@ -362,12 +446,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.http = hs
 	s.mu.Unlock()
+	addr := ln.Addr().String()
+	switch {
+	case s.certs != nil:
+		hs.TLSConfig = s.certs.tlsConfig()
+	case isLoopback(ln.Addr()):
+	case s.cfg.AllowInsecureWorkers:
+		s.log.Warn("serving plain HTTP on a non-loopback address, and worker routes are allowed (--allow-insecure-workers): session keys and tasks cross the network unencrypted unless a proxy adds TLS", "addr", addr)
+	default:
+		s.api.RefuseWorkerRoutes("the server listens on " + addr + " without TLS: remote workers must not send session keys and tasks in the clear; serve TLS (--tls-cert and --tls-key), listen on loopback, or allow it with --allow-insecure-workers")
+		s.log.Warn("serving plain HTTP on a non-loopback address: the worker routes are refused (tls_required); serve TLS with --tls-cert and --tls-key, or allow them with --allow-insecure-workers", "addr", addr)
+	}
 	s.startSweeper()
 	s.startScheduler()
 	s.startRunner()
-	s.log.Info("serving", "addr", ln.Addr().String())
+	s.log.Info("serving", "addr", addr, "tls", s.certs != nil)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if hs.TLSConfig != nil {
+			errc <- hs.ServeTLS(ln, "", "") // the certificate comes from TLSConfig.GetCertificate
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		s.stopSweeper()

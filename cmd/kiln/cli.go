@@ -221,7 +221,19 @@ func (c *conn) do(ctx context.Context, what string, r apiclient.Request, out any
 func (c *conn) explain(what string, err error) error {
 	var ae *apiclient.Error
 	var te *apiclient.TransportError
+	var ce *apiclient.CertError
 	switch {
+	case errors.As(err, &ce):
+		e := &cliError{code: exitUnreachable, msg: what + ": cannot trust the server at " + c.url, err: ce}
+		switch {
+		case ce.Reason == apiclient.CertUnknownAuthority && c.caCert == "":
+			e.hint = "give the CA certificate that signed the server's certificate with --ca-cert or " + envCACert + " (or \"ca_cert\" in cli.json)"
+		case ce.Reason == apiclient.CertUnknownAuthority:
+			e.hint = c.caCert + " does not hold the CA that signed the server's certificate"
+		case ce.Reason == apiclient.CertNameMismatch:
+			e.hint = "the host of the URL (--url, " + envURL + ") must be one that the server's certificate names"
+		}
+		return e
 	case errors.As(err, &ae):
 		e := &cliError{code: exitFailure, msg: what, err: err}
 		switch ae.Code() {
@@ -240,6 +252,10 @@ func (c *conn) explain(what string, err error) error {
 		case wire.CodeForbidden:
 			e.code = exitUnauthorized
 			e.hint = "this needs an admin token (the one `kiln server` printed on first start)"
+		case wire.CodeBadRequest:
+			if strings.Contains(ae.Obj.Message, "HTTP request to an HTTPS server") {
+				e.hint = "the server speaks TLS: use an https:// URL (--url, " + envURL + ")"
+			}
 		}
 		return e
 	case errors.As(err, &te):
@@ -247,6 +263,9 @@ func (c *conn) explain(what string, err error) error {
 			return &cliError{code: exitFailure, msg: what, err: errors.New("interrupted")}
 		}
 		e := &cliError{code: exitFailure, msg: what, err: err}
+		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+			e.hint = "the server speaks plain HTTP: use an http:// URL (--url, " + envURL + ")"
+		}
 		var ne net.Error
 		var oe *net.OpError
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &oe) || errors.As(err, &ne) && ne.Timeout() {

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/apiclient"
 )
 
 // codeCommand is `kiln code`: code packages through the IronWorker API
@@ -60,6 +62,10 @@ func (c *conn) iron(ctx context.Context, what, method, path, contentType string,
 	}
 	resp, err := c.api.HTTPClient().Do(req) //nolint:gosec // G704: the server URL is the user's own setting
 	if err != nil {
+		var ce *apiclient.CertError
+		if errors.As(apiclient.WrapCertError(req.URL.Hostname(), err), &ce) {
+			return c.explain(what, ce)
+		}
 		return &cliError{code: exitUnreachable, msg: what, err: err, hint: "is `kiln server` running at " + c.url + "?"}
 	}
 	defer func() { _ = resp.Body.Close() }()

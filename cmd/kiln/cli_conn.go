@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,9 @@ const (
 	envURL     = "KILN_URL"
 	envToken   = "KILN_TOKEN"
 	envProject = "KILN_PROJECT"
+	// envCACert names a PEM file of CA certificates to trust for an
+	// https:// server instead of the system's roots.
+	envCACert = "KILN_CA_CERT"
 	// envCLIConfig names a cli.json file to read instead of searching.
 	envCLIConfig = "KILN_CLI_CONFIG"
 	// envData is the server's data folder (its --data flag): the CLI
@@ -41,6 +45,7 @@ type cliFile = wire.CLIConfig
 // connFlags are the flags every client command takes.
 type connFlags struct {
 	url, token, project, config string
+	caCert                      string
 	json                        bool
 }
 
@@ -48,6 +53,7 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.url, "url", "", "server URL (env "+envURL+"; default from cli.json, else "+defaultURL+")")
 	fs.StringVar(&c.token, "token", "", "API token (env "+envToken+"; default from cli.json)")
 	fs.StringVar(&c.project, "project", "", "project id (env "+envProject+"; default from cli.json, else "+defaultProject+")")
+	fs.StringVar(&c.caCert, "ca-cert", "", "PEM file of the CA certificates to trust for an https:// server, instead of the system's (env "+envCACert+"; default from cli.json)")
 	fs.StringVar(&c.config, "config", "", "cli.json to read (env "+envCLIConfig+"; default ./"+defaultDataDir+"/"+cliFileName+", then $XDG_CONFIG_HOME/kiln/"+cliFileName+")")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 }
@@ -57,6 +63,7 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 type conn struct {
 	url, token, project string
 	tokenFrom           string // "--token", "KILN_TOKEN", a file path, or ""
+	caCert              string // the CA file trusted, or ""
 	file                string // the cli.json read, or ""
 	api                 *apiclient.Client
 	json                bool
@@ -91,12 +98,25 @@ func (c *connFlags) resolve(getenv getenvFunc) (*conn, error) {
 	if out.tokenFrom == "flag" {
 		out.tokenFrom = "--token"
 	}
+	var caFrom string
+	out.caCert, caFrom = pick(c.caCert, envCACert, file.CACert, "")
+	if caFrom == path && path != "" && !filepath.IsAbs(out.caCert) {
+		out.caCert = filepath.Join(filepath.Dir(path), out.caCert) // relative to the cli.json that names it
+	}
 	base, err := apiclient.ParseBaseURL(out.url)
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
 	out.url = base
-	out.api, err = apiclient.New(base, &apiclient.Config{Token: out.token, UserAgent: "kiln-cli/" + kilnVersion()})
+	var hc *http.Client
+	if out.caCert != "" {
+		tc, err := apiclient.LoadCAFile(out.caCert)
+		if err != nil {
+			return nil, &cliError{code: exitUsage, err: err, hint: "--ca-cert, " + envCACert + " or \"ca_cert\" in cli.json names a PEM file of CA certificates"}
+		}
+		hc = apiclient.NewHTTPClientTLS(tc)
+	}
+	out.api, err = apiclient.New(base, &apiclient.Config{HTTPClient: hc, Token: out.token, UserAgent: "kiln-cli/" + kilnVersion()})
 	if err != nil {
 		return nil, err
 	}

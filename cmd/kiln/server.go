@@ -46,6 +46,15 @@ token, prints the token once and writes it with the URL to <data>/cli.json
 (mode 0600), where the CLI finds it. KILN_BOOTSTRAP_PROJECT and
 KILN_BOOTSTRAP_TOKEN set them instead.
 
+--tls-cert and --tls-key (both or neither) make the server speak TLS 1.2+
+with that PEM key pair; it loads the files again when they change (looked
+at, at most once a second, on a new connection), so a renewed certificate
+needs no restart. A pair that fails to load keeps the old one (and is
+logged). Without TLS on an --addr other than loopback, the worker routes
+(register, verify, refresh, lease, extend, report) are refused with 403
+tls_required unless --allow-insecure-workers; see docs/api.md, "Transport
+security".
+
 The server also serves the IronWorker API v2 under /2/ (docs/ironworker.md)
 and, unless --runner=false, runs the tasks of uploaded code packages itself,
 --runner-concurrency processes at a time, unpacking packages into
@@ -66,6 +75,8 @@ type serverOptions struct {
 	runnerConcurrency                int
 	runnerDir                        string
 	maxCode                          int64
+	tlsCert, tlsKey                  string
+	allowInsecureWorkers             bool
 }
 
 // setting is one setting: its flag name (and so its variable and file
@@ -90,6 +101,13 @@ func (o *serverOptions) settings() []setting {
 	}
 	return []setting{
 		{"addr", "address to listen on", server.AddrDefault, str(&o.addr)},
+		{"tls-cert", "PEM certificate (chain) file: serve TLS with it and --tls-key, reloaded when it changes", "", str(&o.tlsCert)},
+		{"tls-key", "PEM private key file of --tls-cert", "", str(&o.tlsKey)},
+		{"allow-insecure-workers", "allow the worker routes over plain HTTP on a non-loopback --addr (true or false)", "false", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			o.allowInsecureWorkers = b
+			return err
+		}},
 		{"store", "the store: a path, embedded:///path or a redis:// URL (default: the embedded store in --data)", "", str(&o.store)},
 		{"data", "data folder: cli.json, and the embedded store unless --store names another", "kiln-data", str(&o.data)},
 		{"log-level", "debug, info, warn or error", "info", str(&o.logLevel)},
@@ -189,6 +207,9 @@ func parseServerOptions(std stdio, c *command, args []string, getenv func(string
 		if err := s.set(v); err != nil {
 			errs = append(errs, fmt.Errorf("%s (from %s): %w", s.name, from, err))
 		}
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key go together: set both to serve TLS, or neither"))
 	}
 	for k := range file {
 		if !known[k] {
@@ -291,10 +312,11 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		BootstrapProject: o.bootstrapProject, BootstrapToken: o.bootstrapToken,
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
 		Runner: rc, MaxCodeBytes: o.maxCode,
+		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, AllowInsecureWorkers: o.allowInsecureWorkers,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("kiln server", "version", kilnVersion(), "addr", o.addr, "store", redactURL(o.store), "data", data)
+	log.Info("kiln server", "version", kilnVersion(), "addr", o.addr, "url", srv.URL(), "tls", o.tlsCert != "", "store", redactURL(o.store), "data", data)
 	return srv.Run(ctx)
 }

@@ -10,6 +10,8 @@ package apiclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -42,9 +45,14 @@ const (
 // host, for workers with many goroutines), dials and TLS handshakes are
 // bounded, and there is no overall client timeout, because each request
 // carries its own deadline (long polls wait longer than other calls).
-func NewHTTPClient() *http.Client {
+func NewHTTPClient() *http.Client { return NewHTTPClientTLS(nil) }
+
+// NewHTTPClientTLS is NewHTTPClient with tc as the TLS configuration of
+// https:// URLs (nil: Go's defaults, the system's roots).
+func NewHTTPClientTLS(tc *tls.Config) *http.Client {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
+		TLSClientConfig:       tc,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           d.DialContext,
 		ForceAttemptHTTP2:     true,
@@ -55,6 +63,21 @@ func NewHTTPClient() *http.Client {
 		ExpectContinueTimeout: time.Second,
 	}
 	return &http.Client{Transport: tr}
+}
+
+// LoadCAFile returns a TLS configuration (TLS 1.2 or later) that trusts the
+// CA certificates of a PEM file, and only them: the system's roots are not
+// used.
+func LoadCAFile(path string) (*tls.Config, error) {
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the CA file is the user's own setting
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("CA certificate file %s: no PEM certificate in it", path)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Client calls one kiln server. It is safe for concurrent use.
@@ -304,7 +327,7 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		cancel()
-		return nil, &TransportError{Method: r.Method, Path: r.Path, Err: err}
+		return nil, &TransportError{Method: r.Method, Path: r.Path, Err: WrapCertError(req.URL.Hostname(), err)}
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil

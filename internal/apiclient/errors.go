@@ -1,6 +1,7 @@
 package apiclient
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,4 +89,61 @@ func codeForStatus(status int) string {
 	default:
 		return wire.CodeInternal
 	}
+}
+
+// CertError is a request that failed because the server's TLS certificate
+// did not verify: it names the problem (Reason) and keeps the cause, so
+// errors.As still finds the x509 error.
+type CertError struct {
+	// Reason says what is wrong, for people: "signed by an unknown
+	// authority", "name mismatch", "expired or not yet valid".
+	Reason string
+	// Host is the host name of the URL the certificate was checked against.
+	Host string
+	// Err is the cause (a *tls.CertificateVerificationError, an
+	// x509.HostnameError, ...).
+	Err error
+}
+
+// The reasons of CertError.
+const (
+	CertUnknownAuthority = "signed by an unknown authority"
+	CertNameMismatch     = "name mismatch"
+	CertInvalid          = "not valid"
+)
+
+// Error returns "the server's TLS certificate does not verify: <reason>
+// ...: <cause>".
+func (e *CertError) Error() string {
+	var what string
+	switch e.Reason {
+	case CertUnknownAuthority:
+		what = "it is signed by an unknown authority (trust the CA that signed it)"
+	case CertNameMismatch:
+		what = "name mismatch: it is not valid for " + e.Host + " (use a URL with a host it names)"
+	default:
+		what = "it is not valid (expired, not yet valid, or not for a server)"
+	}
+	return "the server's TLS certificate does not verify: " + what + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *CertError) Unwrap() error { return e.Err }
+
+// WrapCertError wraps err, an error of an http.Client's Do for a URL of
+// host, in a *CertError when it is a failed verification of the server's
+// certificate, else returns it as it is. Client.Do does it already.
+func WrapCertError(host string, err error) error {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ie x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &ua):
+		return &CertError{Reason: CertUnknownAuthority, Host: host, Err: err}
+	case errors.As(err, &he):
+		return &CertError{Reason: CertNameMismatch, Host: host, Err: err}
+	case errors.As(err, &ie):
+		return &CertError{Reason: CertInvalid, Host: host, Err: err}
+	}
+	return err
 }

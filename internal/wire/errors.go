@@ -20,6 +20,7 @@ const (
 	CodeSessionExpired   = "session_expired"
 	CodeVerifyFailed     = "verify_failed"
 	CodeForbidden        = "forbidden"
+	CodeTLSRequired      = "tls_required"
 	CodeNotFound         = "not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeTaskExists       = "task_exists"
@@ -54,6 +55,7 @@ var Codes = []Code{
 	{CodeSessionExpired, http.StatusUnauthorized, nil},
 	{CodeVerifyFailed, http.StatusUnauthorized, nil},
 	{CodeForbidden, http.StatusForbidden, nil},
+	{CodeTLSRequired, http.StatusForbidden, nil},
 	{CodeNotFound, http.StatusNotFound, store.ErrNotFound},
 	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, nil},
 	{CodeTaskExists, http.StatusConflict, store.ErrTaskExists},

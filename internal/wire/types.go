@@ -344,4 +344,8 @@ type CLIConfig struct {
 	URL     string `json:"url"`
 	Project string `json:"project"`
 	Token   string `json:"token"`
+	// CACert, when set, is a PEM file of CA certificates the CLI trusts
+	// for an https:// URL (relative to the file's folder). The server
+	// never writes it; the operator may add it.
+	CACert string `json:"ca_cert,omitempty"`
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
@@ -120,6 +121,9 @@ type API struct {
 	stopping chan struct{}
 	seenMu   sync.Mutex
 	seen     map[string]time.Time // worker id -> last time last_seen_at was written
+	// refuseWorkers, when set, is the message the worker routes answer
+	// with tls_required (RefuseWorkerRoutes).
+	refuseWorkers atomic.Pointer[string]
 }
 
 // New returns the API over cfg.Store.
@@ -213,6 +217,20 @@ func (a *API) Stop() {
 		close(a.stopping)
 		a.hub.close()
 	})
+}
+
+// RefuseWorkerRoutes makes the worker routes (register, verify, refresh,
+// lease, extend, report: those of Access Handshake and WorkerOrToken) answer
+// 403 tls_required with msg as the message, whoever calls them, before any
+// credential is read. The server calls it when it serves plain HTTP on a
+// non-loopback address (docs/api.md, "Transport security"). An empty msg
+// lets them through again.
+func (a *API) RefuseWorkerRoutes(msg string) {
+	if msg == "" {
+		a.refuseWorkers.Store(nil)
+		return
+	}
+	a.refuseWorkers.Store(&msg)
 }
 
 // EventsDropped returns how many events were dropped for slow
@@ -345,6 +363,10 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func (a *API) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{a: a, w: w, r: r}
+		if msg := a.refuseWorkers.Load(); msg != nil && (rt.Access == Handshake || rt.Access == WorkerOrToken) {
+			a.writeError(w, r, wire.Errorf(wire.CodeTLSRequired, "%s", *msg))
+			return
+		}
 		if err := a.admit(c, rt); err != nil {
 			a.writeError(w, r, err)
 			return

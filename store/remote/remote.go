@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,12 @@ type Config struct {
 	// of the store's own (closed by Close). Its Timeout, if any, must be
 	// longer than MaxWaitPerRequest plus apiclient.LongPollSlack.
 	HTTPClient *http.Client
+	// CAFile, for an https:// URL, is a PEM file of the CA certificates
+	// to trust for the server's certificate instead of the system's roots
+	// (a server with a certificate of a private CA; docs/api.md,
+	// "Transport security"). It is read once, by Open. It cannot be
+	// combined with HTTPClient, whose transport has its own TLS settings.
+	CAFile string
 	// RequestTimeout bounds each request that is not a long poll; 0 means
 	// RequestTimeoutDefault (30 s). Long polls get their wait plus 15 s.
 	RequestTimeout time.Duration
@@ -107,6 +114,9 @@ func (c *Config) validate() error {
 	if c.RequestTimeout < 0 {
 		opt("RequestTimeout %s is negative", c.RequestTimeout)
 	}
+	if c.CAFile != "" && c.HTTPClient != nil {
+		opt("set either CAFile or HTTPClient (with the CA in its transport's TLS settings), not both")
+	}
 	return errors.Join(errs...)
 }
 
@@ -162,7 +172,14 @@ func Open(ctx context.Context, url string, cfg *Config) (*Store, error) {
 	s := &Store{cfg: c, log: c.Logger, inflight: map[uint64]context.CancelFunc{}}
 	hc := c.HTTPClient
 	if hc == nil {
-		hc, s.ownHTTP = apiclient.NewHTTPClient(), true
+		var tc *tls.Config
+		if c.CAFile != "" {
+			var err error
+			if tc, err = apiclient.LoadCAFile(c.CAFile); err != nil {
+				return nil, fmt.Errorf("remote: config: %w", err)
+			}
+		}
+		hc, s.ownHTTP = apiclient.NewHTTPClientTLS(tc), true
 	}
 	api, err := apiclient.New(url, &apiclient.Config{HTTPClient: hc, Token: c.Token, RequestTimeout: c.RequestTimeout, UserAgent: "kiln-remote"})
 	if err != nil {
