@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,5 +39,29 @@ func TestRedactURL(t *testing.T) {
 	t.Parallel()
 	if got := redactURL("redis://user:pw@host:6379/0"); got != "redis://host:6379/0" {
 		t.Errorf("redactURL = %q", got)
+	}
+}
+
+func TestServerOptionsTLS(t *testing.T) {
+	t.Parallel()
+	std := stdio{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	env := map[string]string{"KILN_TLS_CERT": "env.crt", "KILN_TLS_KEY": "env.key", "KILN_ALLOW_INSECURE_WORKERS": "true"}
+	o, err := parseServerOptions(std, serverCommand(), []string{"--tls-cert", "flag.crt"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.tlsCert != "flag.crt" || o.tlsKey != "env.key" || !o.allowInsecureWorkers {
+		t.Errorf("options = %+v", o)
+	}
+	file := filepath.Join(t.TempDir(), "kiln.json")
+	if err := os.WriteFile(file, []byte(`{"tls-cert":"file.crt","allow-insecure-workers":false}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = parseServerOptions(std, serverCommand(), []string{"--config", file}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "tls-cert and tls-key go together") {
+		t.Errorf("a certificate without a key: got %v", err)
+	}
+	if _, err := parseServerOptions(std, serverCommand(), []string{"--allow-insecure-workers", "maybe"}, func(string) string { return "" }); err == nil {
+		t.Error("a bad boolean was accepted")
 	}
 }

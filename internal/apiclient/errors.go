@@ -112,19 +112,16 @@ const (
 	CertInvalid          = "not valid"
 )
 
-// Error returns "the server's TLS certificate does not verify: <reason>
-// ...: <cause>".
+// Error names the problem, then the cause.
 func (e *CertError) Error() string {
-	var what string
 	switch e.Reason {
 	case CertUnknownAuthority:
-		what = "it is signed by an unknown authority (trust the CA that signed it)"
+		return "the server's TLS certificate is signed by an unknown authority: " + e.Err.Error()
 	case CertNameMismatch:
-		what = "name mismatch: it is not valid for " + e.Host + " (use a URL with a host it names)"
+		return "name mismatch: the server's TLS certificate is not valid for " + e.Host + ": " + e.Err.Error()
 	default:
-		what = "it is not valid (expired, not yet valid, or not for a server)"
+		return "the server's TLS certificate is not valid: " + e.Err.Error()
 	}
-	return "the server's TLS certificate does not verify: " + what + ": " + e.Err.Error()
 }
 
 // Unwrap returns the cause.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -140,6 +142,7 @@ func TestOpenBadConfig(t *testing.T) {
 		{WorkerSecret: "s"},
 		{Project: "bad project", WorkerSecret: "s"},
 		{Token: "t", RequestTimeout: -1},
+		{Token: "t", CAFile: "ca.pem", HTTPClient: &http.Client{}},
 	} {
 		if s, err := remote.Open(t.Context(), "http://127.0.0.1:1", cfg); !errors.Is(err, store.ErrInvalidOption) && !errors.Is(err, store.ErrInvalidName) {
 			if s != nil {
@@ -150,6 +153,9 @@ func TestOpenBadConfig(t *testing.T) {
 	}
 	if _, err := remote.Open(t.Context(), "ftp://x", &remote.Config{Token: "t"}); err == nil {
 		t.Error("Open(ftp://x) succeeded")
+	}
+	if _, err := remote.Open(t.Context(), "https://127.0.0.1:1", &remote.Config{Token: "t", CAFile: filepath.Join(t.TempDir(), "none.pem")}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open with a missing CAFile: got %v, want %v", err, os.ErrNotExist)
 	}
 }
 
