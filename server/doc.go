@@ -11,6 +11,14 @@
 // Handler returns the http.Handler alone, for tests (httptest) and for
 // embedding in another server.
 //
+// # Transport security
+//
+// With Config.TLSCertFile and Config.TLSKeyFile, Run and Serve speak TLS 1.2
+// or later, and load the key pair again when its files change. Without
+// them, on a listener that is not loopback, the worker routes answer 403
+// tls_required unless Config.AllowInsecureWorkers (docs/api.md, "Transport
+// security"). Handler applies neither: the server that serves it decides.
+//
 // # Projects and tokens
 //
 // Each project is a namespace of the store. The server's own records

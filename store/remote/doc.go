@@ -21,6 +21,15 @@
 //     handshake when the server answers "session_expired". A revoked worker
 //     gets "unauthorized" on every call.
 //
+// # TLS
+//
+// An https:// URL is checked against the system's roots, or against the CA
+// certificates of Config.CAFile only (a server with a certificate of a
+// private CA). A certificate that does not verify fails Open, naming the
+// problem (an unknown authority, a name mismatch). A server that serves
+// plain HTTP on a non-loopback address refuses the worker routes
+// ("tls_required") unless it runs with --allow-insecure-workers.
+//
 // # Namespaces
 //
 // The Namespace of every call is the project of the URL

@@ -157,7 +157,8 @@ type session struct {
 	expiresAt time.Time
 }
 
-// Open returns a store served by the kiln server at url ("http://host:7878").
+// Open returns a store served by the kiln server at url ("http://host:7878",
+// or "https://host:7878" for a server that serves TLS).
 // With worker credentials it performs the handshake before returning, so a
 // wrong secret fails here; with a token it checks nothing (see Ping).
 func Open(ctx context.Context, url string, cfg *Config) (*Store, error) {
