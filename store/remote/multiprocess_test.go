@@ -79,7 +79,10 @@ func serverRole() error {
 		return err
 	}
 	defer func() { _ = emb.Close() }()
-	srv, err := server.New(&server.Config{Store: emb, BootstrapToken: adminToken, BootstrapProject: mpProject, SweepInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second})
+	// The workers reach the server over the test's own bridge, not
+	// loopback: plain HTTP there needs AllowInsecureWorkers.
+	srv, err := server.New(&server.Config{Store: emb, BootstrapToken: adminToken, BootstrapProject: mpProject, SweepInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+		AllowInsecureWorkers: true})
 	if err != nil {
 		return err
 	}
