@@ -357,16 +357,18 @@ func TestPlainWorkerRoutes(t *testing.T) {
 			}
 		})
 	}
-	t.Run("loopback", func(t *testing.T) {
-		t.Parallel()
-		r := serve(t, "127.0.0.1:0", nil)
-		if status, code, _ := post(t, "http://"+r.addr+"/v1/projects/default/workers/register", "", `{"name":"w"}`); status != http.StatusOK {
-			t.Errorf("register on loopback = %d %s, want 200", status, code)
-		}
-		if strings.Contains(r.logs.String(), "plain HTTP") {
-			t.Errorf("a warning on loopback:\n%s", r.logs)
-		}
-	})
+	for _, lo := range []string{"127.0.0.1:0", "127.0.0.2:0", "[::1]:0"} {
+		t.Run("loopback "+lo, func(t *testing.T) {
+			t.Parallel()
+			r := serve(t, lo, nil)
+			if status, code, _ := post(t, "http://"+r.addr+"/v1/projects/default/workers/register", "", `{"name":"w"}`); status != http.StatusOK {
+				t.Errorf("register on loopback = %d %s, want 200", status, code)
+			}
+			if strings.Contains(r.logs.String(), "plain HTTP") {
+				t.Errorf("a warning on loopback:\n%s", r.logs)
+			}
+		})
+	}
 }
 
 // TestTLSConfig: the pair goes together and must load; the URL for the CLI
