@@ -52,14 +52,20 @@ func (a *API) register(c *call) error {
 		return err
 	}
 	now := a.clock.Now().UTC()
+	if err := a.admitHandshake(c.ctx(), c.ns(), now); err != nil {
+		return err
+	}
 	w := workerRecord{ID: randomID("wrk_"), Name: req.Name, State: workerRegistered, CreatedAt: now}
 	raw := make([]byte, 32)
 	_, _ = rand.Read(raw) // crypto/rand.Read never fails
 	ch := challengeRecord{Challenge: base64.StdEncoding.EncodeToString(raw), ExpiresAt: now.Add(a.cfg.HandshakeTimeout)}
-	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+w.ID, w, true); err != nil {
+	// The challenge first: if the worker's record then fails, the
+	// challenge expires and is collected (CollectHandshakes), and nothing
+	// is left behind.
+	if _, err := a.putRecord(c.ctx(), c.ns(), keyChallenge+w.ID, ch, true); err != nil {
 		return err
 	}
-	if _, err := a.putRecord(c.ctx(), c.ns(), keyChallenge+w.ID, ch, true); err != nil {
+	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+w.ID, w, true); err != nil {
 		return err
 	}
 	a.publish(wire.Event{Kind: "worker.registered", Project: c.ns(), WorkerID: w.ID, Message: w.Name})
