@@ -210,7 +210,11 @@ func TestSweeperCollectsHandshakes(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- b.srv.Serve(t.Context(), ln) }()
-	t.Cleanup(func() { <-served }) // t.Context is done before cleanups run
+	t.Cleanup(func() { // t.Context is done before cleanups run
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var workers wire.WorkerList

@@ -187,8 +187,12 @@ func (c *cluster) workerState(i int, id string) (string, error) {
 // lease, extend, report and refresh.
 func (c *cluster) lockedOut(id string, keys []string) error {
 	for i, n := range c.nodes {
-		if st, err := c.workerState(i, id); err != nil || st != "revoked" {
-			return fmt.Errorf("node %d: worker %s is %q (%v), want revoked", i, id, st, err)
+		st, err := c.workerState(i, id)
+		if err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+		if st != "revoked" {
+			return fmt.Errorf("node %d: worker %s is %q, want revoked", i, id, st)
 		}
 		for _, k := range keys {
 			for _, r := range []struct {

@@ -49,21 +49,21 @@ func TestBurstThenRate(t *testing.T) {
 }
 
 func TestBoundedKeys(t *testing.T) {
-	const max = 1000
-	k := New(1, 1, max)
-	for i := range 20 * max {
+	const most = 1000
+	k := New(1, 1, most)
+	for i := range 20 * most {
 		if ok, _ := k.Allow(fmt.Sprint("key-", i), t0); !ok {
 			t.Fatalf("new key %d refused", i)
 		}
-		if k.Len() > max {
-			t.Fatalf("after %d keys the table holds %d, more than %d", i+1, k.Len(), max)
+		if k.Len() > most {
+			t.Fatalf("after %d keys the table holds %d, more than %d", i+1, k.Len(), most)
 		}
 	}
-	if k.Len() != max {
-		t.Errorf("table holds %d keys, want %d", k.Len(), max)
+	if k.Len() != most {
+		t.Errorf("table holds %d keys, want %d", k.Len(), most)
 	}
 	// The keys used most recently are kept, the oldest forgotten.
-	if ok, _ := k.Allow(fmt.Sprint("key-", 20*max-1), t0); ok {
+	if ok, _ := k.Allow(fmt.Sprint("key-", 20*most-1), t0); ok {
 		t.Error("the most recent key was forgotten (its empty bucket is full again)")
 	}
 	if ok, _ := k.Allow("key-0", t0); !ok {

@@ -88,13 +88,16 @@ func (a *API) admitHandshake(ctx context.Context, project string, now time.Time)
 		if err != nil {
 			return err
 		}
-		oc = &openCount{n: n, at: now, earliest: earliest}
+		fresh := &openCount{n: n, at: now, earliest: earliest}
 		a.openMu.Lock()
-		a.open[project] = oc
+		if cur := a.open[project]; cur == nil || cur.at.Before(now) {
+			a.open[project] = fresh
+		}
 		a.openMu.Unlock()
 	}
 	a.openMu.Lock()
 	defer a.openMu.Unlock()
+	oc = a.open[project] // the latest count, if another request recounted
 	if oc.n >= capacity {
 		// A slot frees when a handshake finishes or its challenge
 		// expires; the first expiry is the latest a client need wait.
