@@ -117,7 +117,12 @@ func startCluster(t *testing.T, kind string, n int) *cluster {
 	}
 	c := &cluster{}
 	for _, st := range stores {
-		srv, err := server.New(&server.Config{Store: st, BootstrapToken: adminToken, SweepInterval: -1})
+		// Every handshake of these tests comes from 127.0.0.1, hundreds
+		// of them: no handshake limits.
+		srv, err := server.New(&server.Config{
+			Store: st, BootstrapToken: adminToken, SweepInterval: -1,
+			HandshakeRate: -1, ProjectHandshakeRate: -1, MaxOpenHandshakes: -1,
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,6 +250,7 @@ func TestRevokeWinsRaces(t *testing.T) {
 			const pairs, parallel = 100, 10
 			var failed, refreshWon atomic.Int32
 			var wg sync.WaitGroup
+			defer wg.Wait() // also when a handshake fails the test
 			sem := make(chan struct{}, parallel)
 			for i := range pairs {
 				id, key := c.handshake(t, i)

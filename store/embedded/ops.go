@@ -1016,8 +1016,13 @@ func (s *Store) MetaDelete(ctx context.Context, p store.MetaDeleteParams) (store
 func (s *Store) metaWrite(ns, key string, val []byte) (*batch, uint64) {
 	k := metaKey(ns, key)
 	s.metaPending[k] = val
-	s.metaGen[k]++
-	return s.write(op{key: nameKey(kMeta, ns, key), val: val}), s.metaGen[k]
+	// Generations come from one counter that never goes back, not from
+	// a per-key count: metaWait forgets a key's count, and a count that
+	// restarted at 1 would let the waiter of an older write drop a newer
+	// pending one, and a read or compare-and-set see a stale value.
+	s.metaSeq++
+	s.metaGen[k] = s.metaSeq
+	return s.write(op{key: nameKey(kMeta, ns, key), val: val}), s.metaSeq
 }
 
 // metaWait waits for a meta write and forgets the pending copy once the
