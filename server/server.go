@@ -83,6 +83,21 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// SessionTTL is how long a worker session key lasts; default 1 h.
 	SessionTTL time.Duration
+	// HandshakeRate and HandshakeBurst limit the remote worker handshake
+	// requests (register and verify) of one client address: on average
+	// per second, and at once; defaults 10 and 20; a negative rate means
+	// no limit. The address is the TCP peer's (IPv6 by /64):
+	// X-Forwarded-For is not trusted, so behind a proxy every client
+	// shares the proxy's bucket. Beyond it: 429 rate_limited, Retry-After.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// ProjectHandshakeRate and ProjectHandshakeBurst are the same for all
+	// the handshake requests of one project; defaults 100 and 200.
+	ProjectHandshakeRate  float64
+	ProjectHandshakeBurst int
+	// MaxOpenHandshakes caps a project's open handshakes (registered, not
+	// verified, not expired); default 1000; negative means no cap.
+	MaxOpenHandshakes int
 	// HeartbeatInterval is how often the event stream sends a comment;
 	// default 15 s.
 	HeartbeatInterval time.Duration
@@ -201,6 +216,9 @@ func New(cfg *Config) (*Server, error) {
 		EventFunc: c.EventFunc, MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
 		SessionTTL: c.SessionTTL, HeartbeatInterval: c.HeartbeatInterval, EventBuffer: c.EventBuffer,
 		AutoCreateProjects: c.AutoCreateProjects,
+		HandshakeRate:      c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
+		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
+		MaxOpenHandshakes: c.MaxOpenHandshakes,
 	})
 	if err != nil {
 		return nil, err

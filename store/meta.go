@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strings"
 )
 
@@ -14,7 +15,9 @@ type Meta interface {
 	// MetaGet reads one record.
 	MetaGet(ctx context.Context, p MetaGetParams) (MetaGetResult, error)
 	// MetaPut writes one record; with IfAbsent it writes only when the key
-	// is free and reports whether it wrote.
+	// is free, with IfValue only when the record holds exactly that value
+	// (compare-and-set, for read-modify-write loops), and reports whether
+	// it wrote.
 	MetaPut(ctx context.Context, p MetaPutParams) (MetaPutResult, error)
 	// MetaDelete deletes one record; with IfValue it deletes only when the
 	// record holds exactly that value (compare-and-delete, for single-use
@@ -43,12 +46,20 @@ type MetaGetResult struct {
 	Found bool
 }
 
-// MetaPutParams is the input of MetaPut.
+// MetaPutParams is the input of MetaPut. IfAbsent and IfValue exclude
+// each other (ErrInvalidOption).
 type MetaPutParams struct {
 	Namespace string
 	Key       string
 	Value     []byte
-	IfAbsent  bool
+	// IfAbsent makes the write conditional on the key being free.
+	IfAbsent bool
+	// IfValue, when not nil, makes the write conditional on the record
+	// existing and holding exactly these bytes at the instant of the write
+	// (compare-and-set): of several writers that read the same value, at
+	// most one stores. An empty, non-nil IfValue matches a record whose
+	// value is empty.
+	IfValue []byte
 }
 
 // MetaPutResult is the output of MetaPut.
@@ -96,6 +107,22 @@ func CheckMetaKey(ns, key string) error {
 		return invalid(ErrInvalidName, "key", "meta keys are 1-%d bytes without NUL", MaxMetaKeyLen)
 	}
 	return nil
+}
+
+// CheckMetaPut validates the input of MetaPut: key, value size, and that
+// IfAbsent and IfValue are not both set.
+func CheckMetaPut(p MetaPutParams) error {
+	var errs []error
+	if err := CheckMetaKey(p.Namespace, p.Key); err != nil {
+		errs = append(errs, err)
+	}
+	if err := CheckMetaValue(p.Value); err != nil {
+		errs = append(errs, err)
+	}
+	if p.IfAbsent && p.IfValue != nil {
+		errs = append(errs, invalid(ErrInvalidOption, "if_value", "IfAbsent and IfValue exclude each other"))
+	}
+	return errors.Join(errs...)
 }
 
 // CheckMetaValue validates a meta value's size.

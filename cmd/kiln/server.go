@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,6 +70,9 @@ type serverOptions struct {
 	logLevel, logFormat              string
 	maxBody                          int64
 	handshakeTimeout, sessionTTL     time.Duration
+	handshakeRate, projectRate       float64
+	handshakeBurst, projectBurst     int
+	maxOpenHandshakes                int
 	sweepInterval, shutdownTimeout   time.Duration
 	bootstrapProject, bootstrapToken string
 	runner                           bool
@@ -99,6 +103,26 @@ func (o *serverOptions) settings() []setting {
 			return nil
 		}
 	}
+	rate := func(p *float64) func(string) error {
+		return func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil && (f == 0 || math.IsNaN(f) || math.IsInf(f, 0)) {
+				err = errors.New("must be a positive number a second (negative: no limit)")
+			}
+			*p = f
+			return err
+		}
+	}
+	positive := func(p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err == nil && n <= 0 {
+				err = errors.New("must be positive")
+			}
+			*p = n
+			return err
+		}
+	}
 	return []setting{
 		{"addr", "address to listen on", server.AddrDefault, str(&o.addr)},
 		{"tls-cert", "PEM certificate (chain) file: serve TLS with it and --tls-key, reloaded when it changes", "", str(&o.tlsCert)},
@@ -121,6 +145,18 @@ func (o *serverOptions) settings() []setting {
 			return err
 		}},
 		{"handshake-timeout", "how long a remote worker has to answer its challenge", "30s", dur(&o.handshakeTimeout)},
+		{"handshake-rate", "worker handshake requests (register, verify) a second per client address (negative: no limit)", "10", rate(&o.handshakeRate)},
+		{"handshake-burst", "worker handshake requests at once per client address", "20", positive(&o.handshakeBurst)},
+		{"project-handshake-rate", "worker handshake requests a second per project (negative: no limit)", "100", rate(&o.projectRate)},
+		{"project-handshake-burst", "worker handshake requests at once per project", "200", positive(&o.projectBurst)},
+		{"max-open-handshakes", "open worker handshakes (registered, not yet verified) per project (negative: no cap)", "1000", func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err == nil && n == 0 {
+				err = errors.New("must not be 0 (negative: no cap)")
+			}
+			o.maxOpenHandshakes = n
+			return err
+		}},
 		{"session-ttl", "how long a worker session key lasts", "1h", dur(&o.sessionTTL)},
 		{"sweep-interval", "how often to sweep the store (negative: never)", "1s", dur(&o.sweepInterval)},
 		{"shutdown-timeout", "how long a graceful stop may take", "30s", dur(&o.shutdownTimeout)},
@@ -308,7 +344,10 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 	srv, err := server.New(&server.Config{
 		Store: st, Addr: o.addr, Logger: log, MaxBodyBytes: o.maxBody,
 		HandshakeTimeout: o.handshakeTimeout, SessionTTL: o.sessionTTL,
-		SweepInterval: o.sweepInterval, ShutdownTimeout: o.shutdownTimeout,
+		HandshakeRate: o.handshakeRate, HandshakeBurst: o.handshakeBurst,
+		ProjectHandshakeRate: o.projectRate, ProjectHandshakeBurst: o.projectBurst,
+		MaxOpenHandshakes: o.maxOpenHandshakes,
+		SweepInterval:     o.sweepInterval, ShutdownTimeout: o.shutdownTimeout,
 		BootstrapProject: o.bootstrapProject, BootstrapToken: o.bootstrapToken,
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
 		Runner: rc, MaxCodeBytes: o.maxCode,

@@ -65,3 +65,32 @@ func TestServerOptionsTLS(t *testing.T) {
 		t.Error("a bad boolean was accepted")
 	}
 }
+
+func TestServerOptionsHandshakeLimits(t *testing.T) {
+	t.Parallel()
+	std := stdio{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	none := func(string) string { return "" }
+	o, err := parseServerOptions(std, serverCommand(), nil, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.handshakeRate != 10 || o.handshakeBurst != 20 || o.projectRate != 100 || o.projectBurst != 200 || o.maxOpenHandshakes != 1000 {
+		t.Errorf("defaults = %+v", o)
+	}
+	env := map[string]string{"KILN_HANDSHAKE_RATE": "2.5", "KILN_MAX_OPEN_HANDSHAKES": "-1", "KILN_PROJECT_HANDSHAKE_BURST": "7"}
+	o, err = parseServerOptions(std, serverCommand(), []string{"--handshake-burst", "3", "--project-handshake-rate", "-1"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.handshakeRate != 2.5 || o.handshakeBurst != 3 || o.projectRate != -1 || o.projectBurst != 7 || o.maxOpenHandshakes != -1 {
+		t.Errorf("from env and flags = %+v", o)
+	}
+	for _, bad := range [][]string{
+		{"--handshake-rate", "0"}, {"--handshake-rate", "fast"}, {"--handshake-rate", "NaN"},
+		{"--handshake-burst", "0"}, {"--project-handshake-burst", "-5"}, {"--max-open-handshakes", "0"},
+	} {
+		if _, err := parseServerOptions(std, serverCommand(), bad, none); err == nil {
+			t.Errorf("%v was accepted", bad)
+		}
+	}
+}

@@ -84,6 +84,8 @@ func codeForStatus(status int) string {
 		return wire.CodeMethodNotAllowed
 	case http.StatusRequestEntityTooLarge:
 		return wire.CodeBodyTooLarge
+	case http.StatusTooManyRequests:
+		return wire.CodeRateLimited
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return wire.CodeUnavailable
 	default:

@@ -28,6 +28,7 @@ const (
 	CodeInvalidState     = "invalid_state"
 	CodeLeaseLost        = "lease_lost"
 	CodeConflict         = "conflict"
+	CodeRateLimited      = "rate_limited"
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
 )
@@ -63,6 +64,7 @@ var Codes = []Code{
 	{CodeInvalidState, http.StatusConflict, store.ErrInvalidState},
 	{CodeLeaseLost, http.StatusConflict, store.ErrLeaseLost},
 	{CodeConflict, http.StatusConflict, nil},
+	{CodeRateLimited, http.StatusTooManyRequests, nil},
 	{CodeUnavailable, http.StatusServiceUnavailable, store.ErrClosed},
 	{CodeInternal, http.StatusInternalServerError, nil},
 }

@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/store"
@@ -29,6 +32,21 @@ const (
 	HeartbeatIntervalDefault = 15 * time.Second
 	EventBufferDefault       = 256
 	ResultPollDefault        = time.Second
+	// The limits of the worker handshake routes (register and verify):
+	// token buckets per client address and per project, and a cap on a
+	// project's open handshakes. Config.HandshakeRate and its siblings.
+	HandshakeRateDefault         = 10.0
+	HandshakeBurstDefault        = 20
+	ProjectHandshakeRateDefault  = 100.0
+	ProjectHandshakeBurstDefault = 200
+	MaxOpenHandshakesDefault     = 1000
+	// limiterKeys bounds how many client addresses (and projects) have a
+	// token bucket at a time; the one used least recently is forgotten
+	// first. An entry is a few hundred bytes.
+	limiterKeys = 10000
+	// openRecount is how often a server counts a project's open
+	// handshakes in the store; in between it counts its own registrations.
+	openRecount = time.Second
 	// MaxWait bounds the long polls of lease (wait_ms) and result (wait_ms).
 	MaxLeaseWait  = 30 * time.Second
 	MaxResultWait = 60 * time.Second
@@ -97,6 +115,26 @@ type Config struct {
 	// one over Store with this Config's Clock, Limits and Logger (the
 	// server passes the one it runs).
 	Schedules *schedule.Scheduler
+	// HandshakeRate is how many handshake requests (register and verify
+	// together) one client address may make a second, on average, and
+	// HandshakeBurst how many at once; beyond them the answer is 429
+	// rate_limited with a Retry-After header. The address is the TCP peer's
+	// (an IPv6 address counts by its /64); X-Forwarded-For is not trusted.
+	// Defaults 10 and 20; a negative rate means no limit.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// ProjectHandshakeRate and ProjectHandshakeBurst are the same for all
+	// the handshake requests of one project, from any address; defaults
+	// 100 and 200; a negative rate means no limit.
+	ProjectHandshakeRate  float64
+	ProjectHandshakeBurst int
+	// MaxOpenHandshakes caps a project's open handshakes (registered, not
+	// verified, challenge not expired): beyond it register answers 429
+	// rate_limited. Each server counts them in the store at most once a
+	// second and its own registrations in between, so servers sharing a
+	// store may together overshoot by what they accept within a second.
+	// Default 1000; negative means no cap.
+	MaxOpenHandshakes int
 	// AutoCreateProjects makes an admin token create a project on its
 	// first use of a project URL. For tests only (store/remote runs the
 	// store conformance suite, which invents namespaces, through it).
@@ -124,6 +162,11 @@ type API struct {
 	// refuseWorkers, when set, is the message the worker routes answer
 	// with tls_required (RefuseWorkerRoutes).
 	refuseWorkers atomic.Pointer[string]
+
+	addrLimit    *ratelimit.Keyed // handshake requests per client address; nil: no limit
+	projectLimit *ratelimit.Keyed // handshake requests per project; nil: no limit
+	openMu       sync.Mutex
+	open         map[string]*openCount // project -> its open handshakes
 }
 
 // New returns the API over cfg.Store.
@@ -155,6 +198,21 @@ func New(cfg Config) (*API, error) {
 	if cfg.ResultPoll <= 0 {
 		cfg.ResultPoll = ResultPollDefault
 	}
+	if cfg.HandshakeRate == 0 {
+		cfg.HandshakeRate = HandshakeRateDefault
+	}
+	if cfg.HandshakeBurst <= 0 {
+		cfg.HandshakeBurst = HandshakeBurstDefault
+	}
+	if cfg.ProjectHandshakeRate == 0 {
+		cfg.ProjectHandshakeRate = ProjectHandshakeRateDefault
+	}
+	if cfg.ProjectHandshakeBurst <= 0 {
+		cfg.ProjectHandshakeBurst = ProjectHandshakeBurstDefault
+	}
+	if cfg.MaxOpenHandshakes == 0 {
+		cfg.MaxOpenHandshakes = MaxOpenHandshakesDefault
+	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Schedules == nil {
 		sc, err := schedule.New(storeMeta{cfg.Store, cfg.Meta}, &schedule.Config{Clock: cfg.Clock, Limits: cfg.Limits, Logger: cfg.Logger, IndexNamespace: SystemNamespace})
@@ -170,6 +228,13 @@ func New(cfg Config) (*API, error) {
 		stopping: make(chan struct{}),
 		seen:     make(map[string]time.Time),
 		sched:    cfg.Schedules,
+		open:     make(map[string]*openCount),
+	}
+	if cfg.HandshakeRate > 0 {
+		a.addrLimit = ratelimit.New(cfg.HandshakeRate, cfg.HandshakeBurst, limiterKeys)
+	}
+	if cfg.ProjectHandshakeRate > 0 {
+		a.projectLimit = ratelimit.New(cfg.ProjectHandshakeRate, cfg.ProjectHandshakeBurst, limiterKeys)
 	}
 	a.routes = a.table()
 	for _, rt := range a.routes {
@@ -352,6 +417,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError answers err as a catalogue object; internal errors are logged
 // with their text, which never reaches the client.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var le *limitedError
+	if errors.As(err, &le) {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(max(le.after, time.Second).Seconds())), 10))
+	}
 	status, obj := wire.ErrorFor(err)
 	if status >= 500 && obj.Code == wire.CodeInternal {
 		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -367,9 +436,22 @@ func (a *API) wrap(rt Route) http.Handler {
 			a.writeError(w, r, wire.Errorf(wire.CodeTLSRequired, "%s", *msg))
 			return
 		}
+		if rt.Access == Handshake {
+			// Before any store read: the routes need no credential.
+			if err := a.limitAddr(r); err != nil {
+				a.writeError(w, r, err)
+				return
+			}
+		}
 		if err := a.admit(c, rt); err != nil {
 			a.writeError(w, r, err)
 			return
+		}
+		if rt.Access == Handshake {
+			if err := a.limitProject(c); err != nil {
+				a.writeError(w, r, err)
+				return
+			}
 		}
 		if err := rt.h(c); err != nil {
 			a.writeError(w, r, err)

@@ -115,8 +115,14 @@ func (a *API) authenticate(r *http.Request) (*principal, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !found || wr.State == workerRevoked {
+		// The worker's record is read on every request (no cache): a
+		// revoke (compare-and-set, never undone) ends every session of
+		// the worker on every server at once.
+		switch {
+		case !found || wr.State == workerRevoked:
 			return nil, wire.Errorf(wire.CodeUnauthorized, "the worker %s was revoked", s.WorkerID)
+		case wr.State != workerVerified:
+			return nil, wire.Errorf(wire.CodeUnauthorized, "the worker %s is not verified", s.WorkerID)
 		}
 		return &principal{project: s.Project, session: true, workerID: s.WorkerID, sessionHash: hash}, nil
 	}

@@ -16,5 +16,10 @@
 // ability, in [SystemNamespace]; remote workers and their single-use
 // challenges live in their project's namespace. A challenge is consumed by
 // a compare-and-delete, so that of many servers sharing a store only one
-// accepts an answer.
+// accepts an answer. Every write of a worker record (verify, refresh,
+// revoke, the last-seen time) is a compare-and-set against what it read,
+// retried from a fresh read when another write came between, and a revoked
+// record is never written again: a revoke wins every race, on every server.
+// A session key authenticates only while its worker's record says verified,
+// read on every request.
 package api

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -50,14 +52,20 @@ func (a *API) register(c *call) error {
 		return err
 	}
 	now := a.clock.Now().UTC()
+	if err := a.admitHandshake(c.ctx(), c.ns(), now); err != nil {
+		return err
+	}
 	w := workerRecord{ID: randomID("wrk_"), Name: req.Name, State: workerRegistered, CreatedAt: now}
 	raw := make([]byte, 32)
 	_, _ = rand.Read(raw) // crypto/rand.Read never fails
 	ch := challengeRecord{Challenge: base64.StdEncoding.EncodeToString(raw), ExpiresAt: now.Add(a.cfg.HandshakeTimeout)}
-	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+w.ID, w, true); err != nil {
+	// The challenge first: if the worker's record then fails, the
+	// challenge expires and is collected (CollectHandshakes), and nothing
+	// is left behind.
+	if _, err := a.putRecord(c.ctx(), c.ns(), keyChallenge+w.ID, ch, true); err != nil {
 		return err
 	}
-	if _, err := a.putRecord(c.ctx(), c.ns(), keyChallenge+w.ID, ch, true); err != nil {
+	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+w.ID, w, true); err != nil {
 		return err
 	}
 	a.publish(wire.Event{Kind: "worker.registered", Project: c.ns(), WorkerID: w.ID, Message: w.Name})
@@ -139,7 +147,12 @@ func (a *API) verify(c *call) error {
 	if err != nil || !hmac.Equal(got, m.Sum(nil)) {
 		return a.verifyFailed(c, req.WorkerID, "wrong response to the challenge")
 	}
-	sess, err := a.newSession(ctx, c.ns(), &w, now)
+	sess, err := a.newSession(ctx, c.ns(), w.ID, now)
+	if errors.Is(err, errWorkerRevoked) {
+		// Revoked between the read above and the session's start: the
+		// revoke wins (the session is deleted, the record kept).
+		return a.verifyFailed(c, req.WorkerID, "the worker was revoked")
+	}
 	if err != nil {
 		return err
 	}
@@ -150,26 +163,94 @@ func (a *API) verify(c *call) error {
 
 // forgetUnverified deletes the record of a worker that never verified.
 func (a *API) forgetUnverified(ctx context.Context, project, id string) {
-	var w workerRecord
-	found, err := a.getRecord(ctx, project, keyWorker+id, &w)
-	if err == nil && found && w.State == workerRegistered {
-		err = a.deleteRecord(ctx, project, keyWorker+id)
-	}
-	if err != nil {
+	if _, err := a.deleteUnverified(ctx, project, id); err != nil {
 		a.log.WarnContext(ctx, "forgetting an unverified worker", "worker", id, "err", err)
 	}
 }
 
-// newSession makes a session key for w and records it.
-func (a *API) newSession(ctx context.Context, project string, w *workerRecord, now time.Time) (wire.Session, error) {
+// deleteUnverified deletes the record of worker id if it is (still) in
+// state registered: compare-and-delete, so that a record another server
+// changed meanwhile (verified, revoked) is kept.
+func (a *API) deleteUnverified(ctx context.Context, project, id string) (bool, error) {
+	res, err := a.meta.MetaGet(ctx, store.MetaGetParams{Namespace: project, Key: keyWorker + id})
+	if err != nil || !res.Found {
+		return false, err
+	}
+	var w workerRecord
+	if err := json.Unmarshal(res.Value, &w); err != nil {
+		return false, fmt.Errorf("api: record %s/%s%s: %w", project, keyWorker, id, err)
+	}
+	if w.State != workerRegistered {
+		return false, nil
+	}
+	del, err := a.meta.MetaDelete(ctx, store.MetaDeleteParams{Namespace: project, Key: keyWorker + id, IfValue: res.Value})
+	return del.Deleted, err
+}
+
+// errWorkerRevoked: the worker was revoked (or its record is gone).
+var errWorkerRevoked = errors.New("api: the worker was revoked")
+
+// updateWorker is every write of a worker record: it reads the record,
+// lets change edit it and writes it back with compare-and-set, from a fresh
+// read each time another write came between, until its own write wins.
+// change returns false to write nothing. A revoked record is never written
+// again, so no racing write can undo a revoke: change is not called for it.
+// updateWorker returns the record as it is now and whether it was found.
+func (a *API) updateWorker(ctx context.Context, project, id string, change func(w *workerRecord) bool) (workerRecord, bool, error) {
+	key := keyWorker + id
+	for {
+		res, err := a.meta.MetaGet(ctx, store.MetaGetParams{Namespace: project, Key: key})
+		if err != nil || !res.Found {
+			return workerRecord{}, false, err
+		}
+		var w workerRecord
+		if err := json.Unmarshal(res.Value, &w); err != nil {
+			return workerRecord{}, false, fmt.Errorf("api: record %s/%s: %w", project, key, err)
+		}
+		if w.State == workerRevoked || !change(&w) {
+			return w, true, nil
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			return workerRecord{}, false, err
+		}
+		put, err := a.meta.MetaPut(ctx, store.MetaPutParams{Namespace: project, Key: key, Value: b, IfValue: res.Value})
+		if err != nil {
+			return workerRecord{}, false, err
+		}
+		if put.Stored {
+			return w, true, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return workerRecord{}, false, err
+		}
+	}
+}
+
+// newSession makes a session key for worker id, records it, and marks the
+// worker verified. The session record is written first and the worker
+// record after it, by compare-and-set: when a revoke wins that race the
+// session just made is deleted and the error is errWorkerRevoked. A session
+// authenticates only while its worker's record says verified (authenticate
+// reads it on every request), so it is never usable after the revoke.
+func (a *API) newSession(ctx context.Context, project, id string, now time.Time) (wire.Session, error) {
 	key := SessionKeyPrefix + randomText(32)
 	hash := hashSecret(key)
 	exp := now.Add(a.cfg.SessionTTL)
-	if _, err := a.putRecord(ctx, SystemNamespace, keySession+hash, sessionRecord{Project: project, WorkerID: w.ID, Hash: hash, ExpiresAt: exp}, false); err != nil {
+	if _, err := a.putRecord(ctx, SystemNamespace, keySession+hash, sessionRecord{Project: project, WorkerID: id, Hash: hash, ExpiresAt: exp}, false); err != nil {
 		return wire.Session{}, err
 	}
-	w.State, w.SessionExpiresAt, w.LastSeenAt = workerVerified, &exp, &now
-	if _, err := a.putRecord(ctx, project, keyWorker+w.ID, w, false); err != nil {
+	w, found, err := a.updateWorker(ctx, project, id, func(w *workerRecord) bool {
+		w.State, w.SessionExpiresAt, w.LastSeenAt = workerVerified, &exp, &now
+		return true
+	})
+	if err == nil && (!found || w.State != workerVerified) {
+		err = errWorkerRevoked
+	}
+	if err != nil {
+		if derr := a.deleteRecord(context.WithoutCancel(ctx), SystemNamespace, keySession+hash); derr != nil {
+			a.log.WarnContext(ctx, "deleting the session of a revoked worker", "worker", id, "err", derr)
+		}
 		return wire.Session{}, err
 	}
 	return wire.Session{SessionKey: key, ExpiresAt: exp}, nil
@@ -182,19 +263,24 @@ func (a *API) refresh(c *call) error {
 	if !c.who.session {
 		return wire.Errorf(wire.CodeForbidden, "only a worker session key can be refreshed")
 	}
-	var w workerRecord
-	found, err := a.getRecord(c.ctx(), c.ns(), keyWorker+c.who.workerID, &w)
+	ctx, id := c.ctx(), c.who.workerID
+	sess, err := a.newSession(ctx, c.ns(), id, a.clock.Now().UTC())
+	if errors.Is(err, errWorkerRevoked) {
+		return wire.Errorf(wire.CodeUnauthorized, "the worker %s was revoked", id)
+	}
 	if err != nil {
 		return err
 	}
-	if !found {
-		return wire.Errorf(wire.CodeUnauthorized, "unknown worker")
+	// The old key is single-use: of two refreshes with it only the one
+	// that deletes it keeps its new key.
+	del, err := a.meta.MetaDelete(ctx, store.MetaDeleteParams{Namespace: SystemNamespace, Key: keySession + c.who.sessionHash})
+	if err == nil && !del.Deleted {
+		err = wire.Errorf(wire.CodeUnauthorized, "the session key was already refreshed")
 	}
-	sess, err := a.newSession(c.ctx(), c.ns(), &w, a.clock.Now().UTC())
 	if err != nil {
-		return err
-	}
-	if err := a.deleteRecord(c.ctx(), SystemNamespace, keySession+c.who.sessionHash); err != nil {
+		if derr := a.deleteRecord(context.WithoutCancel(ctx), SystemNamespace, keySession+hashSecret(sess.SessionKey)); derr != nil {
+			a.log.WarnContext(ctx, "deleting an unused session", "worker", id, "err", derr)
+		}
 		return err
 	}
 	return c.json(http.StatusOK, sess)
@@ -224,17 +310,19 @@ func (a *API) revokeWorker(c *call) error {
 	var w workerRecord
 	found := false
 	if store.ValidName(id) {
+		// Compare-and-set: a refresh, verify or last-seen write racing
+		// this one cannot write the old state back, and none may change a
+		// revoked record (updateWorker).
 		var err error
-		if found, err = a.getRecord(c.ctx(), c.ns(), keyWorker+id, &w); err != nil {
+		if w, found, err = a.updateWorker(c.ctx(), c.ns(), id, func(w *workerRecord) bool {
+			w.State = workerRevoked
+			return true
+		}); err != nil {
 			return err
 		}
 	}
 	if !found {
 		return errf(wire.CodeNotFound, "id", "worker %q not found", id)
-	}
-	w.State = workerRevoked
-	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+id, w, false); err != nil {
-		return err
 	}
 	if err := a.deleteRecord(c.ctx(), c.ns(), keyChallenge+id); err != nil {
 		return err
@@ -257,13 +345,15 @@ func (a *API) touch(c *call) {
 	}
 	a.seen[c.who.workerID] = now
 	a.seenMu.Unlock()
-	var w workerRecord
-	if found, err := a.getRecord(c.ctx(), c.ns(), keyWorker+c.who.workerID, &w); err != nil || !found {
-		return
-	}
-	w.LastSeenAt = &now
-	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+w.ID, w, false); err != nil {
-		a.log.WarnContext(c.ctx(), "recording last_seen_at", "worker", w.ID, "err", err)
+	_, _, err := a.updateWorker(c.ctx(), c.ns(), c.who.workerID, func(w *workerRecord) bool {
+		if w.State != workerVerified {
+			return false
+		}
+		w.LastSeenAt = &now
+		return true
+	})
+	if err != nil {
+		a.log.WarnContext(c.ctx(), "recording last_seen_at", "worker", c.who.workerID, "err", err)
 	}
 }
 
@@ -305,6 +395,11 @@ func (a *API) lease(c *call) error {
 			return err
 		}
 	}
+	if c.who.session && len(res.Tasks) > 0 {
+		if err := a.stillVerified(c, res.Tasks); err != nil {
+			return err
+		}
+	}
 	for _, t := range res.Tasks {
 		a.publish(wire.Event{Kind: "task.started", Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: t.State.String(), Attempt: t.Attempt, WorkerID: p.WorkerID})
 	}
@@ -322,6 +417,31 @@ func (a *API) lease(c *call) error {
 		tasks = []*wire.Task{}
 	}
 	return c.json(http.StatusOK, wire.LeaseResponse{Tasks: tasks})
+}
+
+// stillVerified checks, after a session's lease took tasks, that its worker
+// was not revoked while the lease waited (a long poll outlives the check of
+// authenticate): if it was, the tasks go back to pending, attempt not
+// counted, and the answer is unauthorized.
+func (a *API) stillVerified(c *call, tasks []*store.Task) error {
+	var w workerRecord
+	found, err := a.getRecord(c.ctx(), c.ns(), keyWorker+c.who.workerID, &w)
+	if err == nil && found && w.State == workerVerified {
+		return nil
+	}
+	p := store.ReportParams{Namespace: c.ns(), Outcomes: make([]store.Outcome, len(tasks))}
+	for i, t := range tasks {
+		p.Outcomes[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeRelease, NotStarted: true}
+	}
+	if _, rerr := a.st.Report(context.WithoutCancel(c.ctx()), p); rerr != nil {
+		// The leases expire on their own and the sweeper takes the tasks
+		// back.
+		a.log.WarnContext(c.ctx(), "releasing the tasks of a revoked worker", "worker", c.who.workerID, "err", rerr)
+	}
+	if err != nil {
+		return err
+	}
+	return wire.Errorf(wire.CodeUnauthorized, "the worker %s was revoked", c.who.workerID)
 }
 
 func (a *API) extend(c *call) error {
@@ -453,12 +573,8 @@ func (a *API) CollectHandshakes(ctx context.Context) (int, error) {
 				continue
 			}
 			n++
-			id := it.Key[len(keyChallenge):]
-			var w workerRecord
-			if found, err := a.getRecord(ctx, p, keyWorker+id, &w); err == nil && found && w.State == workerRegistered {
-				if err := a.deleteRecord(ctx, p, keyWorker+id); err != nil {
-					return n, err
-				}
+			if _, err := a.deleteUnverified(ctx, p, it.Key[len(keyChallenge):]); err != nil {
+				return n, err
 			}
 		}
 	}

@@ -53,10 +53,11 @@ type Store struct {
 	expiry   timeHeap // terminal tasks by ExpiresAt (lazy)
 	evict    []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
-	// metaGen counts writes per key, so a waiter knows whether its write is
-	// still the newest.
+	// metaGen the generation of each key's newest pending write (from
+	// metaSeq), so a waiter knows whether its write is still the newest.
 	metaPending map[string][]byte
 	metaGen     map[string]uint64
+	metaSeq     uint64 // the last generation handed out, for every key
 
 	c    committer
 	wg   sync.WaitGroup

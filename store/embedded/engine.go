@@ -106,7 +106,8 @@ func (e *pebbleEngine) get(key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := append([]byte(nil), v...)
+	out := make([]byte, len(v)) // an empty value stays non-nil: it exists
+	copy(out, v)
 	return out, closer.Close()
 }
 
@@ -201,7 +202,8 @@ func (e *boltEngine) get(key []byte) ([]byte, error) {
 	var out []byte
 	err := e.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(boltBucket).Get(key); v != nil {
-			out = append([]byte(nil), v...)
+			out = make([]byte, len(v)) // an empty value stays non-nil: it exists
+			copy(out, v)
 		}
 		return nil
 	})

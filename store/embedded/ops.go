@@ -5,7 +5,6 @@ import (
 	"container/heap"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -951,7 +950,7 @@ func metaKey(ns, key string) string { return ns + "\x00" + key }
 
 // MetaPut implements store.Meta.
 func (s *Store) MetaPut(ctx context.Context, p store.MetaPutParams) (store.MetaPutResult, error) {
-	if err := errors.Join(store.CheckMetaKey(p.Namespace, p.Key), store.CheckMetaValue(p.Value)); err != nil {
+	if err := store.CheckMetaPut(p); err != nil {
 		return store.MetaPutResult{}, fmt.Errorf("embedded: meta put: %w", err)
 	}
 	val := p.Value
@@ -963,18 +962,21 @@ func (s *Store) MetaPut(ctx context.Context, p store.MetaPutParams) (store.MetaP
 		s.mu.Unlock()
 		return store.MetaPutResult{}, err
 	}
-	if p.IfAbsent {
+	// The condition is checked and the write queued under one hold of the
+	// lock, and reads under the lock see queued writes: the check and the
+	// write are one step for every other caller.
+	if p.IfAbsent || p.IfValue != nil {
 		v, err := s.metaGetLocked(p.Namespace, p.Key)
 		if err != nil {
 			s.mu.Unlock()
 			return store.MetaPutResult{}, fmt.Errorf("embedded: meta put: %w", err)
 		}
-		if v != nil {
+		if (p.IfAbsent && v != nil) || (p.IfValue != nil && (v == nil || !bytes.Equal(v, p.IfValue))) {
 			s.mu.Unlock()
 			return store.MetaPutResult{}, nil
 		}
 	}
-	b, gen := s.metaWrite(p.Namespace, p.Key, append([]byte(nil), val...))
+	b, gen := s.metaWrite(p.Namespace, p.Key, bytes.Clone(val)) // non-nil: nil would delete
 	s.mu.Unlock()
 	if err := s.metaWait(b, gen, p.Namespace, p.Key); err != nil {
 		return store.MetaPutResult{}, fmt.Errorf("embedded: meta put: %w", err)
@@ -1014,8 +1016,13 @@ func (s *Store) MetaDelete(ctx context.Context, p store.MetaDeleteParams) (store
 func (s *Store) metaWrite(ns, key string, val []byte) (*batch, uint64) {
 	k := metaKey(ns, key)
 	s.metaPending[k] = val
-	s.metaGen[k]++
-	return s.write(op{key: nameKey(kMeta, ns, key), val: val}), s.metaGen[k]
+	// Generations come from one counter that never goes back, not from
+	// a per-key count: metaWait forgets a key's count, and a count that
+	// restarted at 1 would let the waiter of an older write drop a newer
+	// pending one, and a read or compare-and-set see a stale value.
+	s.metaSeq++
+	s.metaGen[k] = s.metaSeq
+	return s.write(op{key: nameKey(kMeta, ns, key), val: val}), s.metaSeq
 }
 
 // metaWait waits for a meta write and forgets the pending copy once the

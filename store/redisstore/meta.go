@@ -21,10 +21,12 @@ var _ store.Meta = (*Store)(nil)
 // Every write changes both in one script, so they never disagree.
 
 // metaPutScript writes ARGV[2] under key ARGV[1]; with ARGV[3] == "1" only
-// when the key is free. It returns 1 when it wrote, 0 otherwise.
+// when the key is free, with ARGV[3] == "2" only when it holds exactly
+// ARGV[4] (compare-and-set). It returns 1 when it wrote, 0 otherwise.
 var metaPutScript = redis.NewScript(`
 local T = KEYS[1]
 if ARGV[3] == '1' and redis.call('HEXISTS', T .. ':mv', ARGV[1]) == 1 then return 0 end
+if ARGV[3] == '2' and redis.call('HGET', T .. ':mv', ARGV[1]) ~= ARGV[4] then return 0 end
 redis.call('HSET', T .. ':mv', ARGV[1], ARGV[2])
 redis.call('ZADD', T .. ':mk', 0, ARGV[1])
 return 1
@@ -84,19 +86,24 @@ func (s *Store) MetaGet(ctx context.Context, p store.MetaGetParams) (store.MetaG
 }
 
 // MetaPut implements store.Meta: one script writes the record and its key
-// index, after checking that the key is free when IfAbsent is set.
+// index, after checking that the key is free (IfAbsent) or holds IfValue.
+// Both keys share the namespace's hash tag, so the check and the write are
+// one atomic step on a Redis Cluster too.
 func (s *Store) MetaPut(ctx context.Context, p store.MetaPutParams) (store.MetaPutResult, error) {
-	if err := errors.Join(store.CheckMetaKey(p.Namespace, p.Key), store.CheckMetaValue(p.Value)); err != nil {
+	if err := store.CheckMetaPut(p); err != nil {
 		return store.MetaPutResult{}, fmt.Errorf("redisstore: meta put: %w", err)
 	}
 	if err := s.usable(ctx); err != nil {
 		return store.MetaPutResult{}, err
 	}
-	ifAbsent := "0"
-	if p.IfAbsent {
-		ifAbsent = "1"
+	cond := "0"
+	switch {
+	case p.IfAbsent:
+		cond = "1"
+	case p.IfValue != nil:
+		cond = "2"
 	}
-	v, err := s.run(ctx, "meta put", metaPutScript, p.Namespace, true, []any{p.Key, p.Value, ifAbsent})
+	v, err := s.run(ctx, "meta put", metaPutScript, p.Namespace, true, []any{p.Key, p.Value, cond, p.IfValue})
 	if err != nil {
 		return store.MetaPutResult{}, err
 	}

@@ -467,6 +467,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Retention", func(t *testing.T) { testRetention(t, h) })
 	t.Run("Durability", func(t *testing.T) { testDurability(t, h) })
 	t.Run("Meta", func(t *testing.T) { testMeta(t, h) })
+	t.Run("MetaCAS", func(t *testing.T) { testMetaCAS(t, h) })
 	t.Run("Close", func(t *testing.T) { testClose(t, h) })
 	t.Run("Limits", func(t *testing.T) { testLimits(t, h) })
 	t.Run("Races", func(t *testing.T) { testRaces(t, h) })
