@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -180,6 +181,13 @@ type Request struct {
 	// Wait, for a long poll, is how long the server may hold the request;
 	// the request's timeout is then Wait + LongPollSlack.
 	Wait time.Duration
+	// KeepAnswer is for a request whose answer must not be lost once the
+	// server sent it (a lease: the server has leased its tasks to this
+	// client). The caller's ctx then cancels the request only until the
+	// first byte of the answer arrives; from then on the answer is read to
+	// its end, bounded by the request's own timeout (and by the server
+	// closing the connection), whatever happens to ctx.
+	KeepAnswer bool
 }
 
 // Path joins escaped path segments under "/": Path("v1", "projects", p)
@@ -267,6 +275,10 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	if len(r.Query) > 0 {
 		u += "?" + r.Query.Encode()
 	}
+	parent := ctx
+	if r.KeepAnswer {
+		ctx = context.WithoutCancel(ctx)
+	}
 	cancel := context.CancelFunc(func() {})
 	switch {
 	case r.Wait < 0:
@@ -274,6 +286,12 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.Wait+LongPollSlack)
 	default:
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	if r.KeepAnswer {
+		var release context.CancelFunc
+		ctx, release = untilAnswered(parent, ctx)
+		timeout := cancel
+		cancel = func() { release(); timeout() }
 	}
 	req, err := http.NewRequestWithContext(ctx, r.Method, u, body)
 	if err != nil {
@@ -304,10 +322,40 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		cancel()
+		if r.KeepAnswer && parent.Err() != nil {
+			err = parent.Err() // the caller's end, as without KeepAnswer
+		}
 		return nil, &TransportError{Method: r.Method, Path: r.Path, Err: err}
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// untilAnswered returns ctx made to end with parent only until the first
+// byte of the answer to the request sent with it arrives, and a function
+// that releases it.
+func untilAnswered(parent, ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	var mu sync.Mutex
+	answered := false
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotFirstResponseByte: func() {
+			mu.Lock()
+			answered = true
+			mu.Unlock()
+		},
+	})
+	stop := context.AfterFunc(parent, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			cancel()
+		}
+	})
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // cancelBody releases the request's timer when the answer is closed.

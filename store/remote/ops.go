@@ -112,6 +112,13 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 // Lease implements store.Leaser with the long-poll route. A Wait longer than
 // the API's cap per request (MaxWaitPerRequest) is served by asking again
 // until the wait is over.
+//
+// ctx ends a request only until its answer starts to arrive: an answer
+// that is on its way is read to its end and its tasks returned, even when
+// ctx ended meanwhile, so that tasks the server leased to this call are
+// never dropped (the caller runs them or hands them back). A request that
+// ctx ends before its answer makes the server hand back whatever it leased
+// for it (see docs/api.md).
 func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
 	if err := p.Validate(); err != nil {
 		return store.LeaseResult{}, fmt.Errorf("remote: lease: %w", err)
@@ -131,7 +138,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 			}
 		}
 		req.WaitMS = ms(wait)
-		tasks, err := s.lease(ctx, p.Namespace, apiclient.Request{Method: http.MethodPost, Path: path, Body: req, Wait: wait})
+		tasks, err := s.lease(ctx, p.Namespace, apiclient.Request{Method: http.MethodPost, Path: path, Body: req, Wait: wait, KeepAnswer: true})
 		if err != nil {
 			return store.LeaseResult{}, err
 		}
