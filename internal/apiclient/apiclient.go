@@ -36,6 +36,10 @@ const (
 	// of 10000 tasks with 1 MiB payloads is not a sane answer; 256 MiB is
 	// far above any real one).
 	MaxResponseBytes = 256 << 20
+	// AnswerGrace is how long a Request.KeepAnswer request waits, once its
+	// context ended, for an answer to start arriving before it is
+	// cancelled.
+	AnswerGrace = 250 * time.Millisecond
 )
 
 // NewHTTPClient returns the pooled, keep-alive http.Client kiln's clients use
@@ -183,10 +187,11 @@ type Request struct {
 	Wait time.Duration
 	// KeepAnswer is for a request whose answer must not be lost once the
 	// server sent it (a lease: the server has leased its tasks to this
-	// client). The caller's ctx then cancels the request only until the
-	// first byte of the answer arrives; from then on the answer is read to
-	// its end, bounded by the request's own timeout (and by the server
-	// closing the connection), whatever happens to ctx.
+	// client). When the caller's ctx ends, the request is given
+	// AnswerGrace for its answer to start arriving (one the server wrote
+	// just before may be on its way) and is cancelled only if none does;
+	// an answer that started to arrive is read to its end, bounded by the
+	// request's own timeout, whatever happens to ctx.
 	KeepAnswer bool
 }
 
@@ -331,13 +336,17 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// untilAnswered returns ctx made to end with parent only until the first
-// byte of the answer to the request sent with it arrives, and a function
-// that releases it.
+// untilAnswered returns ctx made to end with parent, AnswerGrace after
+// parent ends, unless the first byte of the answer to the request sent
+// with it arrived by then; and a function that releases it.
 func untilAnswered(parent, ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(ctx)
-	var mu sync.Mutex
-	answered := false
+	var (
+		mu       sync.Mutex
+		answered bool
+		released bool
+		grace    *time.Timer
+	)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotFirstResponseByte: func() {
 			mu.Lock()
@@ -348,12 +357,25 @@ func untilAnswered(parent, ctx context.Context) (context.Context, context.Cancel
 	stop := context.AfterFunc(parent, func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if !answered {
-			cancel()
+		if answered || released {
+			return
 		}
+		grace = time.AfterFunc(AnswerGrace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !answered {
+				cancel()
+			}
+		})
 	})
 	return ctx, func() {
 		stop()
+		mu.Lock()
+		released = true
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
 		cancel()
 	}
 }
