@@ -113,12 +113,13 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 // the API's cap per request (MaxWaitPerRequest) is served by asking again
 // until the wait is over.
 //
-// ctx ends a request only until its answer starts to arrive: an answer
-// that is on its way is read to its end and its tasks returned, even when
-// ctx ended meanwhile, so that tasks the server leased to this call are
-// never dropped (the caller runs them or hands them back). A request that
-// ctx ends before its answer makes the server hand back whatever it leased
-// for it (see docs/api.md).
+// When ctx ends, a request in flight is given apiclient.AnswerGrace
+// (250 ms) for its answer to start arriving, and is cancelled only if none
+// does; an answer that started to arrive is read to its end and its tasks
+// returned although ctx ended, so that tasks the server leased to this call
+// are not dropped (the caller runs them or hands them back). A request that
+// is cancelled makes the server hand back whatever it leased for it (see
+// docs/api.md).
 func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
 	if err := p.Validate(); err != nil {
 		return store.LeaseResult{}, fmt.Errorf("remote: lease: %w", err)
