@@ -318,6 +318,8 @@ func (a *API) lease(c *call) error {
 // Bounds of the delivery of a lease answer and of the hand-back of an
 // answer that was not delivered.
 const (
+	// leaseWriteTimeout, plus a second per MiB of answer, bounds writing
+	// the answer: a client that stops reading does not hold its tasks.
 	leaseWriteTimeout   = 30 * time.Second
 	leaseReleaseTimeout = 10 * time.Second
 )
@@ -357,7 +359,7 @@ func (a *API) answerLease(c *call, p store.LeaseParams, tasks []*store.Task) err
 		}
 		contentType, body = "application/json", append(b, '\n')
 	}
-	if err := c.deliver(contentType, body, leaseWriteTimeout); err != nil && len(tasks) > 0 {
+	if err := c.deliver(contentType, body, leaseWriteTimeout+time.Duration(len(body)>>20)*time.Second); err != nil && len(tasks) > 0 {
 		a.abandonLease(c, p, tasks, "writing the answer failed", err, slog.LevelWarn)
 	}
 	return nil
