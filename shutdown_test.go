@@ -111,6 +111,68 @@ func TestShutdownGraceful(t *testing.T) {
 	}
 }
 
+// TestShutdownLeaseEndsWithTasks: the stop cancels a Lease that is waiting,
+// and the store leases tasks all the same before it returns them (a store
+// may: see store.Leaser). The worker hands them back at once, not started:
+// pending again with no attempt counted, and no handler runs.
+func TestShutdownLeaseEndsWithTasks(t *testing.T) {
+	t.Parallel()
+	waiting := make(chan struct{})
+	var once sync.Once
+	b := setup(t, &setupOpts{wrap: func(s store.Store) store.Store {
+		h := &hookStore{Store: s}
+		h.lease = func(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
+			first := false
+			once.Do(func() { first = true })
+			if !first {
+				return s.Lease(ctx, p)
+			}
+			close(waiting)
+			select {
+			case <-ctx.Done():
+			case <-time.After(waitLimit):
+			}
+			p.Wait = 0
+			return s.Lease(context.WithoutCancel(ctx), p)
+		}
+		return h
+	}})
+	var ids []string
+	for i := range 3 {
+		r, err := b.client.Enqueue(t.Context(), "t", nil, &TaskOptions{ID: fmt.Sprintf("t-%d", i), MaxRetries: NoRetries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID())
+	}
+	var calls atomic.Int32
+	w := b.newWorker(t, &WorkerConfig{Concurrency: 3})
+	w.Handle("t", HandlerFunc(func(context.Context, *Task) error { calls.Add(1); return nil }))
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(context.WithoutCancel(t.Context())) }()
+	recv(t, waiting, "the first lease")
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), waitLimit)
+	defer cancel()
+	if err := w.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if err := recv(t, runErr, "Run"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	// Shutdown returned after the outcomes were sent: no polling needed.
+	for _, id := range ids {
+		if tk := b.storeTask(t, id); tk.State != StatePending || tk.Attempt != 0 {
+			t.Errorf("task %s after the stop: %v attempt %d, want pending attempt 0", id, tk.State, tk.Attempt)
+		}
+		if k := b.events.workerKinds(id); len(k) != 1 || k[0] != EventReleased {
+			t.Errorf("events of task %s = %v, want [released]", id, k)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the handler ran %d times during the stop, want 0", n)
+	}
+}
+
 // TestShutdownTimeout: when the shutdown context ends, running handlers are
 // cancelled with ErrShutdown and their tasks handed back, attempt kept.
 func TestShutdownTimeout(t *testing.T) {

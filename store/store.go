@@ -34,6 +34,12 @@ type Leaser interface {
 	// Lease takes up to p.Max ready tasks from p.Queues and marks them active
 	// under a new lease each. With p.Wait > 0 it waits that long for a task
 	// when none is ready, and returns as soon as one is.
+	//
+	// Lease never drops tasks it leased: an error means that this call
+	// leased nothing (unless the backend's answer was lost on the way, a
+	// broken connection, when the lease's expiry recovers the tasks). A
+	// ctx that ends while Lease runs may still get tasks; the caller holds
+	// them and runs them or hands them back (OutcomeRelease, NotStarted).
 	Lease(ctx context.Context, p LeaseParams) (LeaseResult, error)
 	// Extend renews leases (the heartbeat) and stores progress. It reports,
 	// per lease, whether the task was asked to cancel.

@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strings"
@@ -38,6 +39,10 @@ const (
 	// of 10000 tasks with 1 MiB payloads is not a sane answer; 256 MiB is
 	// far above any real one).
 	MaxResponseBytes = 256 << 20
+	// AnswerGrace is how long a Request.KeepAnswer request waits, once its
+	// context ended, for an answer to start arriving before it is
+	// cancelled.
+	AnswerGrace = 250 * time.Millisecond
 )
 
 // NewHTTPClient returns the pooled, keep-alive http.Client kiln's clients use
@@ -203,6 +208,14 @@ type Request struct {
 	// Wait, for a long poll, is how long the server may hold the request;
 	// the request's timeout is then Wait + LongPollSlack.
 	Wait time.Duration
+	// KeepAnswer is for a request whose answer must not be lost once the
+	// server sent it (a lease: the server has leased its tasks to this
+	// client). When the caller's ctx ends, the request is given
+	// AnswerGrace for its answer to start arriving (one the server wrote
+	// just before may be on its way) and is cancelled only if none does;
+	// an answer that started to arrive is read to its end, bounded by the
+	// request's own timeout, whatever happens to ctx.
+	KeepAnswer bool
 }
 
 // Path joins escaped path segments under "/": Path("v1", "projects", p)
@@ -290,6 +303,10 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	if len(r.Query) > 0 {
 		u += "?" + r.Query.Encode()
 	}
+	parent := ctx
+	if r.KeepAnswer {
+		ctx = context.WithoutCancel(ctx)
+	}
 	cancel := context.CancelFunc(func() {})
 	switch {
 	case r.Wait < 0:
@@ -297,6 +314,12 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.Wait+LongPollSlack)
 	default:
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	if r.KeepAnswer {
+		var release context.CancelFunc
+		ctx, release = untilAnswered(parent, ctx)
+		timeout := cancel
+		cancel = func() { release(); timeout() }
 	}
 	req, err := http.NewRequestWithContext(ctx, r.Method, u, body)
 	if err != nil {
@@ -327,10 +350,57 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		cancel()
+		if r.KeepAnswer && parent.Err() != nil {
+			err = parent.Err() // the caller's end, as without KeepAnswer
+		}
 		return nil, &TransportError{Method: r.Method, Path: r.Path, Err: WrapCertError(req.URL.Hostname(), err)}
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// untilAnswered returns ctx made to end with parent, AnswerGrace after
+// parent ends, unless the first byte of the answer to the request sent
+// with it arrived by then; and a function that releases it.
+func untilAnswered(parent, ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	var (
+		mu       sync.Mutex
+		answered bool
+		released bool
+		grace    *time.Timer
+	)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotFirstResponseByte: func() {
+			mu.Lock()
+			answered = true
+			mu.Unlock()
+		},
+	})
+	stop := context.AfterFunc(parent, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if answered || released {
+			return
+		}
+		grace = time.AfterFunc(AnswerGrace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !answered {
+				cancel()
+			}
+		})
+	})
+	return ctx, func() {
+		stop()
+		mu.Lock()
+		released = true
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 // cancelBody releases the request's timer when the answer is closed.

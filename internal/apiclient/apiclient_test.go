@@ -1,10 +1,14 @@
 package apiclient
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -90,5 +94,84 @@ func TestErrors(t *testing.T) {
 	var te *TransportError
 	if !errors.As(err, &te) {
 		t.Errorf("garbage: got %v, want a *TransportError", err)
+	}
+}
+
+// TestKeepAnswer: a KeepAnswer request is ended by its context while it
+// waits for the answer (with the context's error, and the server sees the
+// request go), but once the answer has started to arrive it is read to its
+// end whatever happens to the context.
+func TestKeepAnswer(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{}, 1)
+	serverSawEnd := make(chan struct{}, 1)
+	proceed := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		switch r.URL.Path {
+		case "/wait":
+			started <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				serverSawEnd <- struct{}{}
+			case <-time.After(30 * time.Second):
+			}
+		case "/slow":
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("first half, "))
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-proceed:
+			case <-time.After(30 * time.Second):
+			}
+			_, _ = w.Write([]byte("second half"))
+		}
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.HTTPClient().CloseIdleConnections()
+	req := func(path string) Request {
+		return Request{Method: http.MethodPost, Path: path, Body: map[string]int{"x": 1}, Wait: 20 * time.Second, KeepAnswer: true}
+	}
+
+	// Cancelled while waiting.
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		<-started
+		cancel()
+	}()
+	if err := c.Do(ctx, req("/wait"), nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled while waiting: %v, want %v", err, context.Canceled)
+	}
+	select {
+	case <-serverSawEnd:
+	case <-time.After(30 * time.Second):
+		t.Error("the server did not see the cancelled request go")
+	}
+
+	// Deadline while waiting.
+	dctx, dcancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer dcancel()
+	if err := c.Do(dctx, req("/wait"), nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline while waiting: %v, want %v", err, context.DeadlineExceeded)
+	}
+
+	// Cancelled once the answer started to arrive: it is read in full.
+	actx, acancel := context.WithCancel(t.Context())
+	defer acancel()
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotFirstResponseByte: func() {
+		acancel()
+		close(proceed)
+	}})
+	var raw Raw
+	if err := c.Do(actx, req("/slow"), &raw); err != nil || string(raw.Body) != "first half, second half" {
+		t.Errorf("cancelled after the first byte: %q, %v; want the whole answer", raw.Body, err)
+	}
+	if actx.Err() == nil {
+		t.Error("the context was not cancelled")
 	}
 }

@@ -326,7 +326,8 @@ type Event struct {
 	State    string    `json:"state,omitempty"`
 	Attempt  int       `json:"attempt,omitempty"`
 	WorkerID string    `json:"worker_id,omitempty"`
-	// Count is the number of tasks of a worker.work_taken event.
+	// Count is the number of tasks of a worker.work_taken event, or of
+	// those handed back by a worker.lease_abandoned event.
 	Count   int    `json:"count,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Percent int    `json:"percent,omitempty"`

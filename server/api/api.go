@@ -388,16 +388,33 @@ func (c *call) json(status int, v any) error {
 	return nil
 }
 
-// binary answers 200 with a body of one of the binary media types of the
-// worker routes (internal/wirebin).
-func (c *call) binary(contentType string, b []byte) {
+// deliver answers 200 with body and makes sure it left: it is written with
+// its length within timeout and flushed to the connection, and the first
+// failure is returned (the client left, the connection broke, the time ran
+// out). A writer that cannot flush or take a deadline (a test recorder) is
+// taken as delivered. Data that reached the kernel's buffers counts as
+// delivered: a client that dies after that cannot be detected here.
+func (c *call) deliver(contentType string, body []byte, timeout time.Duration) error {
+	rc := http.NewResponseController(c.w)
+	if err := rc.SetWriteDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
 	h := c.w.Header()
 	h.Set("Content-Type", contentType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Vary", "Accept")
+	if contentType != "application/json" {
+		h.Set("Vary", "Accept")
+	}
 	c.w.WriteHeader(http.StatusOK)
-	_, _ = c.w.Write(b) // a failed write means the client left
+	if _, err := c.w.Write(body); err != nil {
+		return err
+	}
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -377,6 +378,12 @@ func (a *API) lease(c *call) error {
 		p.WorkerID = c.who.workerID
 	}
 	a.touch(c)
+	// A stopping server leases nothing: the answer is empty.
+	select {
+	case <-a.stopping:
+		return a.answerLease(c, p, nil)
+	default:
+	}
 	// A shutdown ends the wait early: the answer is then empty.
 	ctx, cancel := context.WithCancel(c.ctx())
 	defer cancel()
@@ -400,23 +407,87 @@ func (a *API) lease(c *call) error {
 			return err
 		}
 	}
-	for _, t := range res.Tasks {
+	return a.answerLease(c, p, res.Tasks)
+}
+
+// Bounds of the delivery of a lease answer and of the hand-back of an
+// answer that was not delivered.
+const (
+	// leaseWriteTimeout, plus a second per MiB of answer, bounds writing
+	// the answer: a client that stops reading does not hold its tasks.
+	leaseWriteTimeout   = 30 * time.Second
+	leaseReleaseTimeout = 10 * time.Second
+)
+
+// answerLease writes the answer of a lease. Tasks whose answer cannot be
+// delivered (the client left before it was written, or writing it failed)
+// are handed back at once, their attempt not counted: a lease nobody
+// received is not a failed attempt. An answer that reached the kernel's
+// buffers before the client died cannot be told from a delivered one; the
+// lease's expiry recovers those tasks.
+func (a *API) answerLease(c *call, p store.LeaseParams, tasks []*store.Task) error {
+	if len(tasks) > 0 && c.ctx().Err() != nil {
+		a.abandonLease(c, p, tasks, "the client left before the answer was written", c.ctx().Err(), slog.LevelInfo)
+		return nil
+	}
+	for _, t := range tasks {
 		a.publish(wire.Event{Kind: "task.started", Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: t.State.String(), Attempt: t.Attempt, WorkerID: p.WorkerID})
 	}
-	if len(res.Tasks) > 0 {
-		a.publish(wire.Event{Kind: "worker.work_taken", Project: c.ns(), WorkerID: p.WorkerID, Count: len(res.Tasks)})
+	if len(tasks) > 0 {
+		a.publish(wire.Event{Kind: "worker.work_taken", Project: c.ns(), WorkerID: p.WorkerID, Count: len(tasks)})
 	} else {
 		a.publish(wire.Event{Kind: "worker.no_work", Project: c.ns(), WorkerID: p.WorkerID})
 	}
-	if accepts(c.r, wirebin.TasksType) && wirebin.Encodable(res.Tasks) {
-		c.binary(wirebin.TasksType, wirebin.AppendTasks(make([]byte, 0, 256*len(res.Tasks)+16), res.Tasks))
-		return nil
+	var contentType string
+	var body []byte
+	if accepts(c.r, wirebin.TasksType) && wirebin.Encodable(tasks) {
+		contentType, body = wirebin.TasksType, wirebin.AppendTasks(make([]byte, 0, 256*len(tasks)+16), tasks)
+	} else {
+		ws := wire.FromTasks(tasks)
+		if ws == nil {
+			ws = []*wire.Task{}
+		}
+		b, err := json.Marshal(wire.LeaseResponse{Tasks: ws})
+		if err != nil {
+			a.abandonLease(c, p, tasks, "the answer could not be encoded", err, slog.LevelError)
+			return err
+		}
+		contentType, body = "application/json", append(b, '\n')
 	}
-	tasks := wire.FromTasks(res.Tasks)
-	if tasks == nil {
-		tasks = []*wire.Task{}
+	if err := c.deliver(contentType, body, leaseWriteTimeout+time.Duration(len(body)>>20)*time.Second); err != nil && len(tasks) > 0 {
+		a.abandonLease(c, p, tasks, "writing the answer failed", err, slog.LevelWarn)
 	}
-	return c.json(http.StatusOK, wire.LeaseResponse{Tasks: tasks})
+	return nil
+}
+
+// abandonLease hands back the tasks of a lease whose answer was not
+// delivered, as not started, and raises task.released for each task and
+// worker.lease_abandoned. It runs detached from the request, whose client
+// is gone, within leaseReleaseTimeout.
+func (a *API) abandonLease(c *call, p store.LeaseParams, tasks []*store.Task, why string, cause error, level slog.Level) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx()), leaseReleaseTimeout)
+	defer cancel()
+	outs := make([]store.Outcome, len(tasks))
+	for i, t := range tasks {
+		outs[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeRelease, NotStarted: true}
+	}
+	res, err := a.st.Report(ctx, store.ReportParams{Namespace: c.ns(), Outcomes: outs})
+	if err != nil {
+		a.log.ErrorContext(ctx, "lease answer not delivered, and handing its tasks back failed; they run again when their lease expires",
+			"project", c.ns(), "worker", p.WorkerID, "tasks", len(tasks), "reason", why, "cause", cause, "err", err)
+		return
+	}
+	released := 0
+	for i, t := range tasks {
+		if i < len(res.Errs) && res.Errs[i] != nil {
+			continue // the lease is no longer this one: nothing to hand back
+		}
+		released++
+		a.publish(wire.Event{Kind: "task.released", Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: store.StatePending.String(), Attempt: t.Attempt - 1, WorkerID: p.WorkerID})
+	}
+	a.publish(wire.Event{Kind: "worker.lease_abandoned", Project: c.ns(), WorkerID: p.WorkerID, Count: released, Error: why})
+	a.log.Log(ctx, level, "lease answer not delivered; its tasks were handed back, their attempt not counted",
+		"project", c.ns(), "worker", p.WorkerID, "tasks", len(tasks), "released", released, "reason", why, "cause", cause)
 }
 
 // stillVerified checks, after a session's lease took tasks, that its worker

@@ -145,6 +145,12 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 // idle Lease waits for a wake-up published by the scripts that make tasks
 // ready (enqueue, retry, release, recovery, resume), for the next due task,
 // or for the end of the wait.
+//
+// The lease script runs detached from ctx's end (within leaseCallTimeout):
+// a client whose context ends mid-call may give up reading a reply that
+// Redis has already acted on, and the tasks the script leased would then be
+// active, their attempt counted, with nobody holding them until their lease
+// expired. They are returned instead, even when ctx ended meanwhile.
 func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
 	if err := p.Validate(); err != nil {
 		return store.LeaseResult{}, fmt.Errorf("redisstore: lease: %w", err)
@@ -162,8 +168,13 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		if p.Wait > 0 {
 			wake = s.wk.channel(p.Namespace)
 		}
-		tasks, nowUS, nextDue, err := s.leaseOnce(ctx, p)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseCallTimeout)
+		tasks, nowUS, nextDue, err := s.leaseOnce(sctx, p)
+		cancel()
 		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				err = fmt.Errorf("redisstore: lease: no answer from Redis within %s: %w", leaseCallTimeout, err)
+			}
 			return store.LeaseResult{}, err
 		}
 		if len(tasks) > 0 || p.Wait <= 0 {
@@ -193,6 +204,10 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		}
 	}
 }
+
+// leaseCallTimeout bounds one lease script call, which runs detached from
+// the caller's context.
+const leaseCallTimeout = 10 * time.Second
 
 func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Task, int64, int64, error) {
 	queues := store.OrderQueues(p.Queues, p.Weights, nil)

@@ -53,7 +53,10 @@
 // Lease uses the long-poll route: the server holds the request until a task
 // is ready or the wait ends (at most MaxWaitPerRequest per request; a longer
 // Wait asks again). Close cancels every call in progress; they return
-// store.ErrClosed.
+// store.ErrClosed. A lease request whose context ends is cancelled only if
+// no answer starts to arrive within apiclient.AnswerGrace (250 ms), and an
+// answer that arrives is returned: tasks the server leased are not dropped
+// on the way (see Store.Lease).
 //
 // # Maintenance
 //

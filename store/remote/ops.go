@@ -112,6 +112,14 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 // Lease implements store.Leaser with the long-poll route. A Wait longer than
 // the API's cap per request (MaxWaitPerRequest) is served by asking again
 // until the wait is over.
+//
+// When ctx ends, a request in flight is given apiclient.AnswerGrace
+// (250 ms) for its answer to start arriving, and is cancelled only if none
+// does; an answer that started to arrive is read to its end and its tasks
+// returned although ctx ended, so that tasks the server leased to this call
+// are not dropped (the caller runs them or hands them back). A request that
+// is cancelled makes the server hand back whatever it leased for it (see
+// docs/api.md).
 func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
 	if err := p.Validate(); err != nil {
 		return store.LeaseResult{}, fmt.Errorf("remote: lease: %w", err)
@@ -131,7 +139,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 			}
 		}
 		req.WaitMS = ms(wait)
-		tasks, err := s.lease(ctx, p.Namespace, apiclient.Request{Method: http.MethodPost, Path: path, Body: req, Wait: wait})
+		tasks, err := s.lease(ctx, p.Namespace, apiclient.Request{Method: http.MethodPost, Path: path, Body: req, Wait: wait, KeepAnswer: true})
 		if err != nil {
 			return store.LeaseResult{}, err
 		}
