@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -192,6 +193,11 @@ const (
 	WorkerOrToken
 	// Admin: admin tokens only.
 	Admin
+	// Probe (/readyz) checks the store before the credential, since the
+	// credentials live in the store: while the store does not answer,
+	// anyone gets 503 saying so; once it answers, any valid credential is
+	// needed, as with Any.
+	Probe
 )
 
 // Route is one route of the API.
@@ -335,16 +341,31 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // with their text, which never reaches the client.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, obj := wire.ErrorFor(err)
-	if status >= 500 && obj.Code == wire.CodeInternal {
+	switch {
+	case status >= 500 && obj.Code == wire.CodeInternal:
 		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	case obj.Code == wire.CodeStoreUnavailable:
+		a.log.WarnContext(r.Context(), "request failed: the store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	setRetryAfter(w, obj.Code)
 	writeJSON(w, status, wire.ErrorBody{Error: obj})
+}
+
+// setRetryAfter sets the Retry-After header of an answer failing with
+// code, when the catalogue gives it one.
+func setRetryAfter(w http.ResponseWriter, code string) {
+	if s := wire.RetryAfter(code); s > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(s))
+	}
 }
 
 // wrap authenticates and authorizes a request for rt, then runs it.
 func (a *API) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{a: a, w: w, r: r}
+		if rt.Access == Probe && !a.probe(c) {
+			return
+		}
 		if err := a.admit(c, rt); err != nil {
 			a.writeError(w, r, err)
 			return
@@ -372,7 +393,7 @@ func (a *API) admit(c *call, rt Route) error {
 	}
 	who := c.who
 	switch rt.Access {
-	case Public, Any:
+	case Public, Any, Probe:
 	case Admin:
 		if !who.admin {
 			return wire.Errorf(wire.CodeForbidden, "this route needs an admin token")
