@@ -21,6 +21,9 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if req.Options != nil {
 		o = *req.Options
 	}
+	if err := o.CheckDurations(); err != nil {
+		return store.TaskInput{}, err
+	}
 	opts := kiln.TaskOptions{
 		ID: o.ID, Queue: o.Queue, Priority: o.Priority, ProcessAt: wire.TimeVal(o.ProcessAt),
 		ProcessIn: wire.Dur(o.ProcessInMS), Deadline: wire.TimeVal(o.Deadline), UniqueKey: o.UniqueKey,
