@@ -1,11 +1,15 @@
 package server_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
 )
@@ -63,4 +67,82 @@ func TestHugeMillisecondsAreRefused(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestExpectContinueOversizedBody sends requests that declare a body
+// larger than the route's cap and wait for "100 Continue" before sending
+// it, on a raw connection: the server answers 413 with the catalogue code
+// (IronWorker: its {"msg"}) at once, without asking for the body, so the
+// client never sends it and sees no reset.
+func TestExpectContinueOversizedBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok, _ := b.project("p")
+	addr := strings.TrimPrefix(b.ts.URL, "http://")
+	for _, tc := range []struct {
+		name, path, auth, contentType string
+		length                        int64
+		want                          string
+	}{
+		{"native enqueue", "/v1/projects/p/tasks", "Bearer " + tok, "application/json", 100 << 20, `"code":"body_too_large"`},
+		{"native bodiless route", "/v1/projects/p/worker-secret", "Bearer " + tok, "application/json", 1 << 20, `"code":"body_too_large"`},
+		{"IronWorker queue", "/2/projects/p/tasks", "OAuth " + tok, "application/json", 100 << 20, `"msg":"Request body too large`},
+		{"IronWorker upload", "/2/projects/p/codes", "OAuth " + tok, "multipart/form-data; boundary=x", 1 << 40, `"msg":"Request body too large`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = conn.Close() }()
+			// A generous guard against a server that waits for the body.
+			if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: kiln\r\nAuthorization: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n",
+				tc.path, tc.auth, tc.contentType, tc.length)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), tc.want) {
+				t.Errorf("POST %s with Content-Length %d and Expect: 100-continue = %d %s, want 413 with %s", tc.path, tc.length, resp.StatusCode, body, tc.want)
+			}
+		})
+	}
+	// The same through net/http's client, which waits for the answer to
+	// the Expect header before it sends the body: a 413, not an error.
+	big := io.LimitReader(zeros{}, 100<<20)
+	req, err := http.NewRequestWithContext(t.Context(), "POST", b.ts.URL+"/v1/projects/p/tasks", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 100 << 20
+	req.Header.Set("Expect", "100-continue")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	tr := &http.Transport{ExpectContinueTimeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("net/http client: %v, want a 413 answer", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code":"body_too_large"`) {
+		t.Errorf("net/http client = %d %s, want 413 body_too_large", resp.StatusCode, body)
+	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

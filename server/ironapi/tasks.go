@@ -302,7 +302,13 @@ type queueReq struct {
 	Cluster  string   `json:"cluster"`
 }
 
+// readBody reads the request's body up to limit bytes. A declared
+// Content-Length beyond it is refused (413) before a byte is read, so that
+// a client waiting on "Expect: 100-continue" gets the answer, not a reset.
 func readBody(c *call, limit int64) ([]byte, error) {
+	if err := checkLength(c, limit); err != nil {
+		return nil, err
+	}
 	b, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, limit))
 	if err != nil {
 		return nil, asBodyError(err, "cannot read the request body: %v", err)
