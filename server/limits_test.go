@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/server"
 )
 
 // TestHugeMillisecondsAreRefused sends *_ms values that do not fit a
@@ -145,4 +148,148 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// openStream opens project p's event stream with tok. It returns the open
+// answer (200; the caller closes its body) or the status, Retry-After and
+// error code of a refusal.
+func (b *bundle) openStream(p, tok string) (resp *http.Response, status int, retryAfter, code string) {
+	b.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", b.ts.URL+"/v1/projects/"+p+"/events", nil)
+	if err != nil {
+		cancel()
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	r, err := b.ts.Client().Do(req)
+	if err != nil {
+		cancel()
+		b.t.Fatal(err)
+	}
+	if r.StatusCode == http.StatusOK {
+		r.Body = &cancelOnClose{r.Body, cancel}
+		b.t.Cleanup(func() { _ = r.Body.Close() })
+		return r, r.StatusCode, "", ""
+	}
+	defer cancel()
+	defer func() { _ = r.Body.Close() }()
+	var eb wire.ErrorBody
+	if err := json.NewDecoder(r.Body).Decode(&eb); err != nil || eb.Error == nil {
+		b.t.Fatalf("events = %d without an error object (%v)", r.StatusCode, err)
+	}
+	return nil, r.StatusCode, r.Header.Get("Retry-After"), eb.Error.Code
+}
+
+// cancelOnClose cancels the request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	c.cancel()
+	return c.ReadCloser.Close()
+}
+
+// waitStreams waits (bounded) until the server has n event streams open.
+func (b *bundle) waitStreams(n int) {
+	b.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for b.srv.API().EventStreams() != n {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%d event streams open after 30 s, want %d", b.srv.API().EventStreams(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEventStreamCaps opens event streams up to the caps of a project and
+// of the server: one more is refused with 429 too_many_streams and
+// Retry-After, a closed stream frees its slot, and result waits do not
+// count.
+func TestEventStreamCaps(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *server.Config) { c.MaxStreams = 3; c.MaxProjectStreams = 2 })
+	tokP, _ := b.project("p")
+	tokQ, _ := b.project("q")
+	refused := func(p, tok, why string) {
+		t.Helper()
+		resp, status, retry, code := b.openStream(p, tok)
+		if resp != nil || status != http.StatusTooManyRequests || code != wire.CodeTooManyStreams || retry == "" {
+			t.Fatalf("%s: events of %s = %d %q (Retry-After %q), want 429 too_many_streams with Retry-After", why, p, status, code, retry)
+		}
+	}
+	opened := func(p, tok, why string) *http.Response {
+		t.Helper()
+		resp, status, _, code := b.openStream(p, tok)
+		if resp == nil {
+			t.Fatalf("%s: events of %s = %d %s, want 200", why, p, status, code)
+		}
+		return resp
+	}
+	p1 := opened("p", tokP, "first of p")
+	opened("p", tokP, "second of p")
+	refused("p", tokP, "third of p (project cap 2)")
+	opened("q", tokQ, "first of q")
+	refused("q", tokQ, "second of q (server cap 3)")
+	var st wire.ServerStats
+	b.ok(http.StatusOK, "GET", "/v1/stats", adminToken, nil, &st)
+	if st.EventStreams != 3 {
+		t.Errorf("stats: event_streams = %d, want 3", st.EventStreams)
+	}
+	// Result waits are not streams: they work with every slot taken.
+	id := b.enqueue("p", tokP, wire.TaskRequest{Type: "t"})
+	b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/"+id+"/result?wait_ms=10", tokP, nil, nil)
+	_ = p1.Body.Close()
+	b.waitStreams(2)
+	opened("q", tokQ, "second of q after one of p closed")
+	refused("p", tokP, "p again, with the server full")
+}
+
+// TestEventStreamDropsStuckClient opens an event stream on a raw
+// connection that never reads and publishes large events: once the socket
+// buffers are full, a write waits StreamWriteTimeout and the server drops
+// the client, freeing the project's only slot for a new stream; the events
+// the stuck client missed were dropped and counted.
+func TestEventStreamDropsStuckClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *server.Config) {
+		c.MaxProjectStreams = 1
+		c.StreamWriteTimeout = 200 * time.Millisecond
+		c.EventBuffer = 4
+	})
+	tok, _ := b.project("p")
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(b.ts.URL, "http://"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := fmt.Fprintf(conn, "GET /v1/projects/p/events HTTP/1.1\r\nHost: kiln\r\nAuthorization: Bearer %s\r\n\r\n", tok); err != nil {
+		t.Fatal(err)
+	}
+	// It never reads a byte.
+	b.waitStreams(1)
+	if resp, status, _, code := b.openStream("p", tok); resp != nil || code != wire.CodeTooManyStreams {
+		t.Fatalf("a second stream while the stuck one holds the slot = %d %s, want 429 too_many_streams", status, code)
+	}
+	big := strings.Repeat("x", 64<<10)
+	deadline := time.Now().Add(30 * time.Second)
+	for b.srv.API().EventStreams() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck client still holds its stream 30 s after its socket filled up")
+		}
+		for range 20 {
+			b.srv.API().Publish(wire.Event{Kind: "task.progress", Project: "p", TaskID: "x", Message: big})
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b.srv.API().EventsDropped() == 0 {
+		t.Error("no event was dropped for the stuck client")
+	}
+	resp, status, _, code := b.openStream("p", tok)
+	if resp == nil {
+		t.Fatalf("a new stream after the stuck one was dropped = %d %s, want 200", status, code)
+	}
+	_ = resp.Body.Close()
 }

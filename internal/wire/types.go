@@ -136,6 +136,8 @@ type ServerStats struct {
 	// EventsDropped counts events the event stream dropped because a
 	// subscriber did not keep up.
 	EventsDropped int64 `json:"events_dropped"`
+	// EventStreams is the number of event streams open on this server.
+	EventStreams int `json:"event_streams"`
 }
 
 // LeaseRequest is the body of POST /v1/projects/{p}/lease.

@@ -68,7 +68,7 @@ func (a *API) stats(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := wire.ServerStats{Projects: []wire.ProjectStats{}, EventsDropped: a.hub.dropped.Load()}
+	out := wire.ServerStats{Projects: []wire.ProjectStats{}, EventsDropped: a.hub.dropped.Load(), EventStreams: a.hub.streamCount()}
 	for _, p := range ps {
 		res, err := a.st.Stats(c.ctx(), store.StatsParams{Namespace: p.ID})
 		if err != nil {

@@ -28,7 +28,14 @@ const (
 	SessionTTLDefault        = time.Hour
 	HeartbeatIntervalDefault = 15 * time.Second
 	EventBufferDefault       = 256
-	ResultPollDefault        = time.Second
+	// MaxStreamsDefault caps the open event streams of the server, and
+	// MaxProjectStreamsDefault those of one project.
+	MaxStreamsDefault        = 1000
+	MaxProjectStreamsDefault = 100
+	// StreamWriteTimeoutDefault is how long one write of an event stream
+	// may wait for a client that does not read before it is dropped.
+	StreamWriteTimeoutDefault = 10 * time.Second
+	ResultPollDefault         = time.Second
 	// MaxWait bounds the long polls of lease (wait_ms) and result (wait_ms).
 	MaxLeaseWait  = 30 * time.Second
 	MaxResultWait = 60 * time.Second
@@ -90,6 +97,17 @@ type Config struct {
 	// EventBuffer is how many events a slow event-stream subscriber may
 	// fall behind before events are dropped (and counted); default 256.
 	EventBuffer int
+	// MaxStreams caps the event streams open at once, of every project;
+	// one more is refused with 429 too_many_streams. Default
+	// MaxStreamsDefault (1000).
+	MaxStreams int
+	// MaxProjectStreams caps the event streams of one project; default
+	// MaxProjectStreamsDefault (100).
+	MaxProjectStreams int
+	// StreamWriteTimeout bounds each write of an event stream: a client
+	// that does not read for that long is dropped, freeing its slot.
+	// Default StreamWriteTimeoutDefault (10 s).
+	StreamWriteTimeout time.Duration
 	// ResultPoll is how often a result wait re-reads the task besides the
 	// events it sees; default 1 s.
 	ResultPoll time.Duration
@@ -149,6 +167,15 @@ func New(cfg Config) (*API, error) {
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = EventBufferDefault
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = MaxStreamsDefault
+	}
+	if cfg.MaxProjectStreams <= 0 {
+		cfg.MaxProjectStreams = MaxProjectStreamsDefault
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = StreamWriteTimeoutDefault
+	}
 	if cfg.ResultPoll <= 0 {
 		cfg.ResultPoll = ResultPollDefault
 	}
@@ -162,7 +189,7 @@ func New(cfg Config) (*API, error) {
 	}
 	a := &API{
 		cfg: cfg, st: cfg.Store, meta: cfg.Meta, clock: cfg.Clock, log: cfg.Logger,
-		hub:      newHub(cfg.EventBuffer, cfg.EventFunc),
+		hub:      newHub(cfg.EventBuffer, cfg.MaxStreams, cfg.MaxProjectStreams, cfg.EventFunc),
 		mux:      http.NewServeMux(),
 		stopping: make(chan struct{}),
 		seen:     make(map[string]time.Time),
@@ -224,6 +251,9 @@ func (a *API) Stop() {
 // EventsDropped returns how many events were dropped for slow
 // subscribers of the event stream.
 func (a *API) EventsDropped() int64 { return a.hub.dropped.Load() }
+
+// EventStreams returns how many event streams are open.
+func (a *API) EventStreams() int { return a.hub.streamCount() }
 
 // Publish raises an event to the hooks and the event stream.
 func (a *API) Publish(ev wire.Event) { a.publish(ev) }

@@ -364,7 +364,9 @@ func (a *API) result(c *call) error {
 	}
 	var sub *subscriber
 	if waitMS > 0 {
-		sub = a.hub.subscribe(c.ns(), id)
+		if sub, err = a.hub.subscribe(c.ns(), id); err != nil {
+			return err
+		}
 		defer a.hub.unsubscribe(sub)
 	}
 	t, err := c.getOne(id)
