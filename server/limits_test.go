@@ -151,9 +151,9 @@ func (zeros) Read(p []byte) (int, error) {
 }
 
 // openStream opens project p's event stream with tok. It returns the open
-// answer (200; the caller closes its body) or the status, Retry-After and
-// error code of a refusal.
-func (b *bundle) openStream(p, tok string) (resp *http.Response, status int, retryAfter, code string) {
+// stream's body (200; closed at cleanup, or earlier by the caller) or nil
+// and the status, Retry-After and error code of a refusal.
+func (b *bundle) openStream(p, tok string) (stream io.Closer, status int, retryAfter, code string) {
 	b.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, "GET", b.ts.URL+"/v1/projects/"+p+"/events", nil)
@@ -170,7 +170,7 @@ func (b *bundle) openStream(p, tok string) (resp *http.Response, status int, ret
 	if r.StatusCode == http.StatusOK {
 		r.Body = &cancelOnClose{r.Body, cancel}
 		b.t.Cleanup(func() { _ = r.Body.Close() })
-		return r, r.StatusCode, "", ""
+		return r.Body, r.StatusCode, "", ""
 	}
 	defer cancel()
 	defer func() { _ = r.Body.Close() }()
@@ -215,18 +215,18 @@ func TestEventStreamCaps(t *testing.T) {
 	tokQ, _ := b.project("q")
 	refused := func(p, tok, why string) {
 		t.Helper()
-		resp, status, retry, code := b.openStream(p, tok)
-		if resp != nil || status != http.StatusTooManyRequests || code != wire.CodeTooManyStreams || retry == "" {
+		stream, status, retry, code := b.openStream(p, tok)
+		if stream != nil || status != http.StatusTooManyRequests || code != wire.CodeTooManyStreams || retry == "" {
 			t.Fatalf("%s: events of %s = %d %q (Retry-After %q), want 429 too_many_streams with Retry-After", why, p, status, code, retry)
 		}
 	}
-	opened := func(p, tok, why string) *http.Response {
+	opened := func(p, tok, why string) io.Closer {
 		t.Helper()
-		resp, status, _, code := b.openStream(p, tok)
-		if resp == nil {
+		stream, status, _, code := b.openStream(p, tok)
+		if stream == nil {
 			t.Fatalf("%s: events of %s = %d %s, want 200", why, p, status, code)
 		}
-		return resp
+		return stream
 	}
 	p1 := opened("p", tokP, "first of p")
 	opened("p", tokP, "second of p")
@@ -241,7 +241,7 @@ func TestEventStreamCaps(t *testing.T) {
 	// Result waits are not streams: they work with every slot taken.
 	id := b.enqueue("p", tokP, wire.TaskRequest{Type: "t"})
 	b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/"+id+"/result?wait_ms=10", tokP, nil, nil)
-	_ = p1.Body.Close()
+	_ = p1.Close()
 	b.waitStreams(2)
 	opened("q", tokQ, "second of q after one of p closed")
 	refused("p", tokP, "p again, with the server full")
@@ -270,7 +270,7 @@ func TestEventStreamDropsStuckClient(t *testing.T) {
 	}
 	// It never reads a byte.
 	b.waitStreams(1)
-	if resp, status, _, code := b.openStream("p", tok); resp != nil || code != wire.CodeTooManyStreams {
+	if stream, status, _, code := b.openStream("p", tok); stream != nil || code != wire.CodeTooManyStreams {
 		t.Fatalf("a second stream while the stuck one holds the slot = %d %s, want 429 too_many_streams", status, code)
 	}
 	big := strings.Repeat("x", 64<<10)
@@ -287,9 +287,9 @@ func TestEventStreamDropsStuckClient(t *testing.T) {
 	if b.srv.API().EventsDropped() == 0 {
 		t.Error("no event was dropped for the stuck client")
 	}
-	resp, status, _, code := b.openStream("p", tok)
-	if resp == nil {
+	stream, status, _, code := b.openStream("p", tok)
+	if stream == nil {
 		t.Fatalf("a new stream after the stuck one was dropped = %d %s, want 200", status, code)
 	}
-	_ = resp.Body.Close()
+	_ = stream.Close()
 }
