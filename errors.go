@@ -31,6 +31,9 @@ var (
 	ErrPayloadTooLarge = store.ErrPayloadTooLarge
 	// ErrClosed: the store was closed.
 	ErrClosed = store.ErrClosed
+	// ErrUnavailable: the store's backend (Redis, a kiln server) cannot be
+	// reached or cannot serve now; the call may succeed when retried.
+	ErrUnavailable = store.ErrUnavailable
 )
 
 // ValidationError says which field of an input is wrong and why; it matches

@@ -104,6 +104,14 @@ type Config struct {
 	// EventBuffer is how far an event-stream subscriber may fall behind
 	// before its events are dropped (and counted); default 256.
 	EventBuffer int
+	// MaxStreams caps the event streams open at once, of every project;
+	// one more is refused with 429 too_many_streams. Default 1000.
+	MaxStreams int
+	// MaxProjectStreams caps the event streams of one project; default 100.
+	MaxProjectStreams int
+	// StreamWriteTimeout bounds each write of an event stream: a client
+	// that does not read for that long is dropped; default 10 s.
+	StreamWriteTimeout time.Duration
 	// SweepInterval is how often the server sweeps the store; default 1 s;
 	// negative disables the sweeper (tests sweep with POST /v1/admin/sweep).
 	SweepInterval time.Duration
@@ -215,6 +223,7 @@ func New(cfg *Config) (*Server, error) {
 		Store: c.Store, Meta: meta, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, Schedules: sched,
 		EventFunc: c.EventFunc, MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
 		SessionTTL: c.SessionTTL, HeartbeatInterval: c.HeartbeatInterval, EventBuffer: c.EventBuffer,
+		MaxStreams: c.MaxStreams, MaxProjectStreams: c.MaxProjectStreams, StreamWriteTimeout: c.StreamWriteTimeout,
 		AutoCreateProjects: c.AutoCreateProjects,
 		HandshakeRate:      c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,

@@ -28,6 +28,14 @@ var (
 	ErrPayloadTooLarge = errors.New("payload too large")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store closed")
+	// ErrUnavailable: the store's backend cannot serve the call now: it
+	// refused the connection, did not answer in time, dropped the
+	// connection, or said it is loading, failing over or read-only. The
+	// call may succeed when retried later. A write that failed this way may
+	// or may not have been applied (retry with the same task id or lease to
+	// stay exactly-once where that matters). The error also wraps the
+	// backend's own error, for logs.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // ValidationError says which field of an input is wrong and why. It matches

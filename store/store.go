@@ -53,7 +53,10 @@ type Leaser interface {
 type Reader interface {
 	// Get returns the tasks with the given ids; a missing id gives nil.
 	Get(ctx context.Context, p GetParams) (GetResult, error)
-	// List returns tasks matching a filter in enqueue order, a page at a time.
+	// List returns tasks matching a filter in enqueue order, a page at a
+	// time. One call examines at most MaxListScan tasks, so its cost is
+	// bounded whatever the filter: a page may hold fewer than Limit tasks,
+	// or none, and still have a NextCursor (see ListResult).
 	List(ctx context.Context, p ListParams) (ListResult, error)
 	// Stats counts tasks per queue and state.
 	Stats(ctx context.Context, p StatsParams) (StatsResult, error)
@@ -217,7 +220,10 @@ type ListParams struct {
 // ListResult is one page of List.
 type ListResult struct {
 	Tasks []*Task
-	// NextCursor continues the listing; empty at the end.
+	// NextCursor continues the listing; empty at the end, and only there.
+	// A call stops when the page is full or when it has examined
+	// MaxListScan tasks, whichever comes first: a short or empty page with
+	// a NextCursor means "keep going", not "no more".
 	NextCursor string
 }
 

@@ -38,6 +38,10 @@ const (
 	MaxNameLen = 255
 	// MaxListLimit is the largest page List returns.
 	MaxListLimit = 1000
+	// MaxListScan is the most tasks one List call examines: a filter that
+	// matches few tasks gets a short (even empty) page with a NextCursor
+	// instead of a scan of the whole namespace in one call.
+	MaxListScan = 10000
 	// MaxBatch is the largest batch a store call accepts.
 	MaxBatch = 10000
 )

@@ -86,7 +86,7 @@ func TestErrors(t *testing.T) {
 	}
 	err = c.Do(t.Context(), Request{Method: http.MethodGet, Path: "/proxy"}, nil)
 	var ae *Error
-	if !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || ae.Code() != wire.CodeUnavailable {
+	if !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || ae.Code() != wire.CodeStoreUnavailable || !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("proxy: got %v", err)
 	}
 	var out map[string]any

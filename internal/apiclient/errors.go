@@ -57,6 +57,11 @@ func decodeError(r Request, status int, body io.Reader) error {
 	if err := json.Unmarshal(raw, &eb); err == nil && eb.Error != nil && eb.Error.Code != "" {
 		return &Error{Status: status, Method: r.Method, Path: r.Path, Obj: eb.Error}
 	}
+	// /readyz answers a wire.Health that names its code.
+	var h wire.Health
+	if err := json.Unmarshal(raw, &h); err == nil && h.Code != "" && h.Status != "ok" {
+		return &Error{Status: status, Method: r.Method, Path: r.Path, Obj: &wire.Error{Code: h.Code, Message: h.Error}}
+	}
 	// Not the API's error object: a proxy, or a server of another kind.
 	msg := strings.TrimSpace(string(raw))
 	if len(msg) > 200 {
@@ -87,7 +92,9 @@ func codeForStatus(status int) string {
 	case http.StatusTooManyRequests:
 		return wire.CodeRateLimited
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return wire.CodeUnavailable
+		// A proxy whose kiln server is down or slow: worth retrying, as
+		// when the server's own store does not answer.
+		return wire.CodeStoreUnavailable
 	default:
 		return wire.CodeInternal
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/kilnhq/kiln/store"
@@ -14,8 +15,56 @@ import (
 // MS returns d in whole milliseconds (the unit of the *_ms fields).
 func MS(d time.Duration) int64 { return d.Milliseconds() }
 
-// Dur returns ms milliseconds as a duration.
-func Dur(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+// MaxMS is the largest magnitude of a *_ms value: the milliseconds a
+// time.Duration holds (about 292 years). Larger values are refused
+// (DurField), never wrapped around.
+const MaxMS = int64(math.MaxInt64 / time.Millisecond)
+
+// Dur returns ms milliseconds as a duration, saturated at the largest
+// (smallest) duration beyond ±MaxMS instead of overflowing. Requests check
+// their values with DurField first.
+func Dur(ms int64) time.Duration {
+	switch {
+	case ms > MaxMS:
+		return math.MaxInt64
+	case ms < -MaxMS:
+		return math.MinInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// DurField returns ms milliseconds as a duration, or an invalid_option
+// error naming field when the value is beyond ±MaxMS (it would overflow a
+// duration: 2^62 ms once became 0, "no timeout"). The ranges each field
+// allows are checked where the value is used.
+func DurField(field string, ms int64) (time.Duration, error) {
+	if ms > MaxMS || ms < -MaxMS {
+		return 0, &Error{Code: CodeInvalidOption, Field: field, Message: fmt.Sprintf("%d is beyond ±%d milliseconds (about 292 years)", ms, MaxMS)}
+	}
+	return Dur(ms), nil
+}
+
+// CheckDurations checks every *_ms option of o with DurField; nil o is
+// valid.
+func (o *TaskOptions) CheckDurations() error {
+	if o == nil {
+		return nil
+	}
+	type field struct {
+		name string
+		ms   int64
+	}
+	fields := []field{{"process_in_ms", o.ProcessInMS}, {"unique_ttl_ms", o.UniqueTTLMS}, {"retention_ms", o.RetentionMS}}
+	if o.TimeoutMS != nil {
+		fields = append(fields, field{"timeout_ms", *o.TimeoutMS})
+	}
+	for _, f := range fields {
+		if _, err := DurField(f.name, f.ms); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // TimePtr returns nil for the zero time, else a pointer to t in UTC.
 func TimePtr(t time.Time) *time.Time {

@@ -29,7 +29,9 @@ const (
 	CodeLeaseLost        = "lease_lost"
 	CodeConflict         = "conflict"
 	CodeRateLimited      = "rate_limited"
+	CodeTooManyStreams   = "too_many_streams"
 	CodeUnavailable      = "unavailable"
+	CodeStoreUnavailable = "store_unavailable"
 	CodeInternal         = "internal"
 )
 
@@ -65,9 +67,29 @@ var Codes = []Code{
 	{CodeLeaseLost, http.StatusConflict, store.ErrLeaseLost},
 	{CodeConflict, http.StatusConflict, nil},
 	{CodeRateLimited, http.StatusTooManyRequests, nil},
+	{CodeTooManyStreams, http.StatusTooManyRequests, nil},
 	{CodeUnavailable, http.StatusServiceUnavailable, store.ErrClosed},
+	{CodeStoreUnavailable, http.StatusServiceUnavailable, store.ErrUnavailable},
 	{CodeInternal, http.StatusInternalServerError, nil},
 }
+
+// RetryAfter returns the seconds of the Retry-After header of an answer
+// that fails with code, or 0 for none: the store's outages and a full event
+// stream are worth retrying soon.
+func RetryAfter(code string) int {
+	switch code {
+	case CodeStoreUnavailable, CodeUnavailable:
+		return 1
+	case CodeTooManyStreams:
+		return 5
+	}
+	return 0
+}
+
+// StoreUnavailableMessage is the message of every store_unavailable
+// object the server sends: the store's own error names addresses, so it
+// goes to the server's log instead.
+const StoreUnavailableMessage = "the store does not answer (it is down, unreachable or failing over); retry later"
 
 func lookup(code string) (Code, bool) {
 	for _, c := range Codes {
@@ -159,6 +181,7 @@ var sentinelOrder = []struct {
 	{store.ErrInvalidName, CodeInvalidName},
 	{store.ErrInvalidOption, CodeInvalidOption},
 	{store.ErrClosed, CodeUnavailable},
+	{store.ErrUnavailable, CodeStoreUnavailable},
 }
 
 // ErrorFor maps an error to its HTTP status and error object. It never
@@ -195,7 +218,9 @@ func Object(err error) *Error {
 		}
 		return e
 	}
-	if code := codeOf(err); code != CodeInternal {
+	if code := codeOf(err); code == CodeStoreUnavailable {
+		return &Error{Code: code, Message: StoreUnavailableMessage}
+	} else if code != CodeInternal {
 		return &Error{Code: code, Message: err.Error()}
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

@@ -136,6 +136,8 @@ type ServerStats struct {
 	// EventsDropped counts events the event stream dropped because a
 	// subscriber did not keep up.
 	EventsDropped int64 `json:"events_dropped"`
+	// EventStreams is the number of event streams open on this server.
+	EventStreams int `json:"event_streams"`
 }
 
 // LeaseRequest is the body of POST /v1/projects/{p}/lease.
@@ -336,8 +338,14 @@ type Event struct {
 
 // Health is the answer of /healthz and /readyz.
 type Health struct {
+	// Status is "ok", "unavailable" (the store does not answer) or
+	// "stopping" (the server is shutting down).
 	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
+	// Code is, when not ok, the catalogue code that other routes answer
+	// in the same situation: store_unavailable or unavailable.
+	Code string `json:"code,omitempty"`
+	// Error says why, when not ok.
+	Error string `json:"error,omitempty"`
 }
 
 // CLIConfig is what the server writes to <data>/cli.json for the CLI.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -112,5 +113,51 @@ func TestOptionsFromInput(t *testing.T) {
 	}
 	if want := `{"type":"t","options":{"id":"a","max_retries":0,"timeout_ms":0}}`; string(b) != want {
 		t.Errorf("got %s, want %s", b, want)
+	}
+}
+
+// FuzzDurField: a *_ms value is either refused as invalid_option naming
+// its field or turned into exactly that many milliseconds; it never wraps
+// around (2^62 ms once became 0).
+func FuzzDurField(f *testing.F) {
+	for _, v := range []int64{0, 1, -1, 1000, 1 << 62, 1<<62 + 1000, math.MaxInt64, math.MinInt64, wire.MaxMS, -wire.MaxMS, wire.MaxMS + 1} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, ms int64) {
+		d, err := wire.DurField("timeout_ms", ms)
+		if err != nil {
+			var we *wire.Error
+			if !errors.As(err, &we) || we.Code != wire.CodeInvalidOption || we.Field != "timeout_ms" || !errors.Is(err, store.ErrInvalidOption) {
+				t.Fatalf("DurField(%d) = %v, want an invalid_option error naming timeout_ms", ms, err)
+			}
+			if ms >= -wire.MaxMS && ms <= wire.MaxMS {
+				t.Fatalf("DurField(%d) refused a value a duration holds: %v", ms, err)
+			}
+			return
+		}
+		if d.Milliseconds() != ms || d%time.Millisecond != 0 {
+			t.Fatalf("DurField(%d) = %v (%d ms), want exactly %d ms", ms, d, d.Milliseconds(), ms)
+		}
+		if got := wire.Dur(ms); got != d {
+			t.Fatalf("Dur(%d) = %v, DurField %v", ms, got, d)
+		}
+	})
+}
+
+// TestDurSaturates: Dur never wraps around; beyond ±MaxMS it is the
+// largest (smallest) duration.
+func TestDurSaturates(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ms   int64
+		want time.Duration
+	}{
+		{1 << 62, math.MaxInt64}, {1<<62 + 1000, math.MaxInt64}, {math.MaxInt64, math.MaxInt64},
+		{math.MinInt64, math.MinInt64}, {-(1 << 62), math.MinInt64}, {-1, -time.Millisecond},
+		{wire.MaxMS, time.Duration(wire.MaxMS) * time.Millisecond},
+	} {
+		if got := wire.Dur(tc.ms); got != tc.want {
+			t.Errorf("Dur(%d) = %v, want %v", tc.ms, got, tc.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -13,14 +14,31 @@ func (a *API) healthz(c *call) error {
 	return c.json(http.StatusOK, wire.Health{Status: "ok"})
 }
 
-func (a *API) readyz(c *call) error {
-	if err := a.st.Ping(c.ctx()); err != nil {
-		a.log.WarnContext(c.ctx(), "store not ready", "err", err)
-		return c.json(http.StatusServiceUnavailable, wire.Health{Status: "unavailable", Error: "the store does not answer"})
+// probe pings the store for /readyz before anything else reads it. When
+// the store does not answer it answers 503 (with Retry-After) and reports
+// false; the store's error goes to the log, not to the caller.
+func (a *API) probe(c *call) bool {
+	err := a.st.Ping(c.ctx())
+	if err == nil {
+		return true
 	}
+	a.log.WarnContext(c.ctx(), "store not ready", "err", err)
+	code := wire.CodeStoreUnavailable
+	if errors.Is(err, store.ErrClosed) {
+		code = wire.CodeUnavailable
+	}
+	setRetryAfter(c.w, code)
+	writeJSON(c.w, http.StatusServiceUnavailable, wire.Health{Status: "unavailable", Code: code, Error: wire.StoreUnavailableMessage})
+	return false
+}
+
+// readyz answers 200 once probe found the store answering and the
+// caller's credential valid, unless the server is stopping.
+func (a *API) readyz(c *call) error {
 	select {
 	case <-a.stopping:
-		return c.json(http.StatusServiceUnavailable, wire.Health{Status: "stopping"})
+		setRetryAfter(c.w, wire.CodeUnavailable)
+		return c.json(http.StatusServiceUnavailable, wire.Health{Status: "stopping", Code: wire.CodeUnavailable, Error: "the server is shutting down"})
 	default:
 	}
 	return c.json(http.StatusOK, wire.Health{Status: "ok"})
@@ -50,7 +68,7 @@ func (a *API) stats(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := wire.ServerStats{Projects: []wire.ProjectStats{}, EventsDropped: a.hub.dropped.Load()}
+	out := wire.ServerStats{Projects: []wire.ProjectStats{}, EventsDropped: a.hub.dropped.Load(), EventStreams: a.hub.streamCount()}
 	for _, p := range ps {
 		res, err := a.st.Stats(c.ctx(), store.StatsParams{Namespace: p.ID})
 		if err != nil {

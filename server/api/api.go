@@ -31,7 +31,6 @@ const (
 	SessionTTLDefault        = time.Hour
 	HeartbeatIntervalDefault = 15 * time.Second
 	EventBufferDefault       = 256
-	ResultPollDefault        = time.Second
 	// The limits of the worker handshake routes (register and verify):
 	// token buckets per client address and per project, and a cap on a
 	// project's open handshakes. Config.HandshakeRate and its siblings.
@@ -47,6 +46,14 @@ const (
 	// openRecount is how often a server counts a project's open
 	// handshakes in the store; in between it counts its own registrations.
 	openRecount = time.Second
+	// MaxStreamsDefault caps the open event streams of the server, and
+	// MaxProjectStreamsDefault those of one project.
+	MaxStreamsDefault        = 1000
+	MaxProjectStreamsDefault = 100
+	// StreamWriteTimeoutDefault is how long one write of an event stream
+	// may wait for a client that does not read before it is dropped.
+	StreamWriteTimeoutDefault = 10 * time.Second
+	ResultPollDefault         = time.Second
 	// MaxWait bounds the long polls of lease (wait_ms) and result (wait_ms).
 	MaxLeaseWait  = 30 * time.Second
 	MaxResultWait = 60 * time.Second
@@ -108,6 +115,17 @@ type Config struct {
 	// EventBuffer is how many events a slow event-stream subscriber may
 	// fall behind before events are dropped (and counted); default 256.
 	EventBuffer int
+	// MaxStreams caps the event streams open at once, of every project;
+	// one more is refused with 429 too_many_streams. Default
+	// MaxStreamsDefault (1000).
+	MaxStreams int
+	// MaxProjectStreams caps the event streams of one project; default
+	// MaxProjectStreamsDefault (100).
+	MaxProjectStreams int
+	// StreamWriteTimeout bounds each write of an event stream: a client
+	// that does not read for that long is dropped, freeing its slot.
+	// Default StreamWriteTimeoutDefault (10 s).
+	StreamWriteTimeout time.Duration
 	// ResultPoll is how often a result wait re-reads the task besides the
 	// events it sees; default 1 s.
 	ResultPoll time.Duration
@@ -195,6 +213,15 @@ func New(cfg Config) (*API, error) {
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = EventBufferDefault
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = MaxStreamsDefault
+	}
+	if cfg.MaxProjectStreams <= 0 {
+		cfg.MaxProjectStreams = MaxProjectStreamsDefault
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = StreamWriteTimeoutDefault
+	}
 	if cfg.ResultPoll <= 0 {
 		cfg.ResultPoll = ResultPollDefault
 	}
@@ -223,7 +250,7 @@ func New(cfg Config) (*API, error) {
 	}
 	a := &API{
 		cfg: cfg, st: cfg.Store, meta: cfg.Meta, clock: cfg.Clock, log: cfg.Logger,
-		hub:      newHub(cfg.EventBuffer, cfg.EventFunc),
+		hub:      newHub(cfg.EventBuffer, cfg.MaxStreams, cfg.MaxProjectStreams, cfg.EventFunc),
 		mux:      http.NewServeMux(),
 		stopping: make(chan struct{}),
 		seen:     make(map[string]time.Time),
@@ -261,6 +288,11 @@ const (
 	WorkerOrToken
 	// Admin: admin tokens only.
 	Admin
+	// Probe (/readyz) checks the store before the credential, since the
+	// credentials live in the store: while the store does not answer,
+	// anyone gets 503 saying so; once it answers, any valid credential is
+	// needed, as with Any.
+	Probe
 )
 
 // Route is one route of the API.
@@ -301,6 +333,9 @@ func (a *API) RefuseWorkerRoutes(msg string) {
 // EventsDropped returns how many events were dropped for slow
 // subscribers of the event stream.
 func (a *API) EventsDropped() int64 { return a.hub.dropped.Load() }
+
+// EventStreams returns how many event streams are open.
+func (a *API) EventStreams() int { return a.hub.streamCount() }
 
 // Publish raises an event to the hooks and the event stream.
 func (a *API) Publish(ev wire.Event) { a.publish(ev) }
@@ -439,10 +474,22 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(max(le.after, time.Second).Seconds())), 10))
 	}
 	status, obj := wire.ErrorFor(err)
-	if status >= 500 && obj.Code == wire.CodeInternal {
+	switch {
+	case status >= 500 && obj.Code == wire.CodeInternal:
 		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	case obj.Code == wire.CodeStoreUnavailable:
+		a.log.WarnContext(r.Context(), "request failed: the store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	setRetryAfter(w, obj.Code)
 	writeJSON(w, status, wire.ErrorBody{Error: obj})
+}
+
+// setRetryAfter sets the Retry-After header of an answer failing with
+// code, when the catalogue gives it one.
+func setRetryAfter(w http.ResponseWriter, code string) {
+	if s := wire.RetryAfter(code); s > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(s))
+	}
 }
 
 // wrap authenticates and authorizes a request for rt, then runs it.
@@ -459,6 +506,9 @@ func (a *API) wrap(rt Route) http.Handler {
 				a.writeError(w, r, err)
 				return
 			}
+		}
+		if rt.Access == Probe && !a.probe(c) {
+			return
 		}
 		if err := a.admit(c, rt); err != nil {
 			a.writeError(w, r, err)
@@ -493,7 +543,7 @@ func (a *API) admit(c *call, rt Route) error {
 	}
 	who := c.who
 	switch rt.Access {
-	case Public, Any:
+	case Public, Any, Probe:
 	case Admin:
 		if !who.admin {
 			return wire.Errorf(wire.CodeForbidden, "this route needs an admin token")

@@ -20,8 +20,14 @@ import (
 const maxDepth = 32
 
 // readBody reads r's body, capped at limit bytes before anything is read
-// (http.MaxBytesReader), and answers body_too_large beyond it.
+// (http.MaxBytesReader), and answers body_too_large beyond it. A declared
+// Content-Length beyond the cap is refused before a byte is read, so that
+// a client waiting on "Expect: 100-continue" gets the 413 instead of a
+// "100 Continue" and then a connection reset.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, wire.Errorf(wire.CodeBodyTooLarge, "the request body is %d bytes, more than %d", r.ContentLength, limit)
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	b, err := io.ReadAll(r.Body)
 	if err != nil {

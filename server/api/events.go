@@ -13,42 +13,65 @@ import (
 
 // hub fans events out to the hook and to subscribers. Publishing never
 // blocks: a subscriber whose buffer is full misses the event, which is
-// counted.
+// counted. Every subscriber shares the one copy of each event, and the
+// event streams (not the result waits) are capped per project and in all.
 type hub struct {
-	fn      func(wire.Event)
-	buf     int
-	dropped atomic.Int64
+	fn         func(wire.Event)
+	buf        int
+	maxAll     int
+	maxProject int
+	dropped    atomic.Int64
 
-	mu     sync.RWMutex
-	closed bool
-	subs   map[string]map[*subscriber]struct{} // project -> subscribers
+	mu      sync.RWMutex
+	closed  bool
+	subs    map[string]map[*subscriber]struct{} // project -> subscribers
+	streams int                                 // event streams of every project
+	perProj map[string]int                      // project -> event streams
 }
 
 // subscriber receives the events of one project (of one task when taskID
-// is set) on ch, which the hub closes when it closes.
+// is set) on ch, which the hub closes when it closes. A task's subscriber
+// (a result wait) only needs to wake up: its buffer is one event, and what
+// it misses is not counted as dropped.
 type subscriber struct {
 	project string
 	taskID  string
-	ch      chan wire.Event
+	ch      chan *wire.Event
 	dropped atomic.Int64
 }
 
-func newHub(buf int, fn func(wire.Event)) *hub {
-	return &hub{fn: fn, buf: buf, subs: make(map[string]map[*subscriber]struct{})}
+// errTooManyStreams is the answer to an event stream beyond a cap.
+func errTooManyStreams(project string, perProject bool, limit int) error {
+	if perProject {
+		return wire.Errorf(wire.CodeTooManyStreams, "project %q has %d event streams open, the most the server allows per project", project, limit)
+	}
+	return wire.Errorf(wire.CodeTooManyStreams, "the server has %d event streams open, the most it allows", limit)
+}
+
+func newHub(buf, maxAll, maxProject int, fn func(wire.Event)) *hub {
+	return &hub{fn: fn, buf: buf, maxAll: maxAll, maxProject: maxProject,
+		subs: make(map[string]map[*subscriber]struct{}), perProj: make(map[string]int)}
 }
 
 func (h *hub) publish(ev wire.Event) {
 	if h.fn != nil {
 		h.fn(ev)
 	}
+	p := &ev // shared by every subscriber, which only reads it
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for s := range h.subs[ev.Project] {
-		if s.taskID != "" && s.taskID != ev.TaskID {
+		if s.taskID != "" {
+			if s.taskID == ev.TaskID {
+				select {
+				case s.ch <- p:
+				default: // a wake-up is already pending
+				}
+			}
 			continue
 		}
 		select {
-		case s.ch <- ev:
+		case s.ch <- p:
 		default:
 			s.dropped.Add(1)
 			h.dropped.Add(1)
@@ -56,15 +79,30 @@ func (h *hub) publish(ev wire.Event) {
 	}
 }
 
-// subscribe adds a subscriber; after close it returns one whose channel
-// is closed.
-func (h *hub) subscribe(project, taskID string) *subscriber {
-	s := &subscriber{project: project, taskID: taskID, ch: make(chan wire.Event, h.buf)}
+// subscribe adds a subscriber: an event stream of project when taskID is
+// empty (too_many_streams beyond a cap), else a result wait for the task.
+// After close it returns one whose channel is closed.
+func (h *hub) subscribe(project, taskID string) (*subscriber, error) {
+	buf := h.buf
+	if taskID != "" {
+		buf = 1
+	}
+	s := &subscriber{project: project, taskID: taskID, ch: make(chan *wire.Event, buf)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		close(s.ch)
-		return s
+		return s, nil
+	}
+	if taskID == "" {
+		if h.perProj[project] >= h.maxProject {
+			return nil, errTooManyStreams(project, true, h.maxProject)
+		}
+		if h.streams >= h.maxAll {
+			return nil, errTooManyStreams(project, false, h.maxAll)
+		}
+		h.perProj[project]++
+		h.streams++
 	}
 	m := h.subs[project]
 	if m == nil {
@@ -72,7 +110,7 @@ func (h *hub) subscribe(project, taskID string) *subscriber {
 		h.subs[project] = m
 	}
 	m[s] = struct{}{}
-	return s
+	return s, nil
 }
 
 func (h *hub) unsubscribe(s *subscriber) {
@@ -85,8 +123,21 @@ func (h *hub) unsubscribe(s *subscriber) {
 			if len(m) == 0 {
 				delete(h.subs, s.project)
 			}
+			if s.taskID == "" {
+				h.streams--
+				if h.perProj[s.project]--; h.perProj[s.project] <= 0 {
+					delete(h.perProj, s.project)
+				}
+			}
 		}
 	}
+}
+
+// streamCount returns the number of open event streams.
+func (h *hub) streamCount() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.streams
 }
 
 func (h *hub) close() {
@@ -99,20 +150,33 @@ func (h *hub) close() {
 		}
 	}
 	h.subs = map[string]map[*subscriber]struct{}{}
+	h.streams = 0
+	h.perProj = map[string]int{}
 }
 
-// events serves the project's event stream (Server-Sent Events).
+// events serves the project's event stream (Server-Sent Events). Every
+// write has a deadline (Config.StreamWriteTimeout): a client that stops
+// reading is dropped when its socket stays full that long, which frees its
+// slot; until then the events it cannot take are dropped and counted.
 func (a *API) events(c *call) error {
 	if _, err := query(c.r); err != nil {
 		return err
 	}
-	rc := http.NewResponseController(c.w)
-	sub := a.hub.subscribe(c.ns(), "")
+	sub, err := a.hub.subscribe(c.ns(), "")
+	if err != nil {
+		return err
+	}
 	defer a.hub.unsubscribe(sub)
+	rc := http.NewResponseController(c.w)
+	timeout := a.cfg.StreamWriteTimeout
+	// Each write gets its own deadline; so does the end of the answer.
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(timeout)) } // without support, writes just have no deadline
+	defer deadline()
 	h := c.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
+	deadline()
 	c.w.WriteHeader(http.StatusOK)
 	// The first comment tells the client the stream is open.
 	if _, err := fmt.Fprint(c.w, ": kiln events\n\n"); err != nil {
@@ -137,6 +201,7 @@ func (a *API) events(c *call) error {
 			if jerr != nil {
 				return nil //nolint:nilerr // an event always encodes; the stream has started, so no error answer is possible
 			}
+			deadline()
 			if d := sub.dropped.Load(); d != reported {
 				_, err = fmt.Fprintf(c.w, ": dropped %d events\n\n", d-reported)
 				reported = d
@@ -145,13 +210,14 @@ func (a *API) events(c *call) error {
 				_, err = fmt.Fprintf(c.w, "event: %s\ndata: %s\n\n", ev.Kind, b)
 			}
 		case <-beat.C:
+			deadline()
 			_, err = fmt.Fprint(c.w, ": heartbeat\n\n")
 		}
 		if err == nil {
 			err = rc.Flush()
 		}
 		if err != nil {
-			return nil //nolint:nilerr // the client left
+			return nil //nolint:nilerr // the client left, or stopped reading for StreamWriteTimeout
 		}
 	}
 }

@@ -5,7 +5,7 @@ func (a *API) table() []Route {
 	const p = "/v1/projects/{p}"
 	return []Route{
 		{"GET", "/healthz", Public, a.healthz},
-		{"GET", "/readyz", Any, a.readyz},
+		{"GET", "/readyz", Probe, a.readyz},
 		{"GET", "/v1/stats", Token, a.stats},
 		{"POST", "/v1/admin/tokens", Admin, a.createAdminToken},
 		{"POST", "/v1/admin/sweep", Admin, a.sweep},

@@ -109,6 +109,9 @@ func (req *ScheduleRequest) ToSchedule(p string) (*schedule.Schedule, error) {
 	}
 	s.Task = schedule.Task{Type: req.Task.Type, Payload: req.Task.Payload}
 	if o := req.Task.Options; o != nil {
+		if err := o.CheckDurations(); err != nil {
+			return nil, err
+		}
 		opts := kiln.TaskOptions{
 			ID: o.ID, Queue: o.Queue, Priority: o.Priority, ProcessAt: wire.TimeVal(o.ProcessAt),
 			ProcessIn: wire.Dur(o.ProcessInMS), Deadline: wire.TimeVal(o.Deadline), UniqueKey: o.UniqueKey,

@@ -21,6 +21,9 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if req.Options != nil {
 		o = *req.Options
 	}
+	if err := o.CheckDurations(); err != nil {
+		return store.TaskInput{}, err
+	}
 	opts := kiln.TaskOptions{
 		ID: o.ID, Queue: o.Queue, Priority: o.Priority, ProcessAt: wire.TimeVal(o.ProcessAt),
 		ProcessIn: wire.Dur(o.ProcessInMS), Deadline: wire.TimeVal(o.Deadline), UniqueKey: o.UniqueKey,
@@ -361,7 +364,9 @@ func (a *API) result(c *call) error {
 	}
 	var sub *subscriber
 	if waitMS > 0 {
-		sub = a.hub.subscribe(c.ns(), id)
+		if sub, err = a.hub.subscribe(c.ns(), id); err != nil {
+			return err
+		}
 		defer a.hub.unsubscribe(sub)
 	}
 	t, err := c.getOne(id)

@@ -369,10 +369,17 @@ func (a *API) lease(c *call) error {
 	if req.DurationMS < 0 {
 		return errf(wire.CodeInvalidOption, "duration_ms", "%d is negative", req.DurationMS)
 	}
-	wait := min(wire.Dur(req.WaitMS), MaxLeaseWait)
+	duration, err := wire.DurField("duration_ms", req.DurationMS)
+	if err != nil {
+		return err
+	}
+	wait, err := wire.DurField("wait_ms", req.WaitMS)
+	if err != nil {
+		return err
+	}
 	p := store.LeaseParams{
 		Namespace: c.ns(), Queues: req.Queues, Weights: req.Weights, Types: req.Types,
-		Max: req.Max, Duration: wire.Dur(req.DurationMS), Wait: wait, WorkerID: req.WorkerID,
+		Max: req.Max, Duration: duration, Wait: min(wait, MaxLeaseWait), WorkerID: req.WorkerID,
 	}
 	if c.who.session {
 		p.WorkerID = c.who.workerID
@@ -523,7 +530,11 @@ func (a *API) extend(c *call) error {
 	if req.DurationMS < 0 {
 		return errf(wire.CodeInvalidOption, "duration_ms", "%d is negative", req.DurationMS)
 	}
-	p := store.ExtendParams{Namespace: c.ns(), Duration: wire.Dur(req.DurationMS), Leases: make([]store.ExtendLease, len(req.Leases))}
+	duration, err := wire.DurField("duration_ms", req.DurationMS)
+	if err != nil {
+		return err
+	}
+	p := store.ExtendParams{Namespace: c.ns(), Duration: duration, Leases: make([]store.ExtendLease, len(req.Leases))}
 	for i, l := range req.Leases {
 		p.Leases[i] = store.ExtendLease{LeaseRef: store.LeaseRef{ID: l.ID, LeaseID: l.LeaseID}}
 		if l.Progress != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/kilnhq/kiln/internal/wire"
@@ -259,6 +260,12 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if e := wire.Object(err); e != nil && e.Code != wire.CodeInternal {
 		status, obj := wire.ErrorFor(err)
+		if obj.Code == wire.CodeStoreUnavailable {
+			a.log.WarnContext(r.Context(), "ironapi: request failed: the store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		if s := wire.RetryAfter(obj.Code); s > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(s))
+		}
 		switch status {
 		case http.StatusUnauthorized:
 			writeMsg(w, status, "Invalid authentication: "+obj.Message)

@@ -175,7 +175,11 @@ func (a *API) uploadCode(c *call) error {
 	if err != nil || mt != "multipart/form-data" {
 		return badRequest("Content-Type must be multipart/form-data with a \"data\" field (JSON) and a \"file\" field (a zip)")
 	}
-	c.r.Body = http.MaxBytesReader(c.w, c.r.Body, a.cfg.MaxCodeBytes+maxDataBytes+64<<10)
+	limit := a.cfg.MaxCodeBytes + maxDataBytes + 64<<10
+	if err := checkLength(c, limit); err != nil {
+		return err
+	}
+	c.r.Body = http.MaxBytesReader(c.w, c.r.Body, limit)
 	mr, err := c.r.MultipartReader()
 	if err != nil {
 		return badRequest("Invalid multipart body: %v", err)
@@ -276,6 +280,15 @@ func (a *API) uploadCode(c *call) error {
 }
 
 // asBodyError keeps a body-size error (413) and makes any other a 400.
+// checkLength refuses (413) a request whose declared Content-Length is
+// beyond limit, before any of its body is read.
+func checkLength(c *call, limit int64) error {
+	if c.r.ContentLength > limit {
+		return errStatus(http.StatusRequestEntityTooLarge, "Request body too large: %d bytes, more than %d", c.r.ContentLength, limit)
+	}
+	return nil
+}
+
 func asBodyError(err error, format string, args ...any) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

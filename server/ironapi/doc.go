@@ -12,7 +12,7 @@
 //
 // Answers follow IronWorker: 200 with JSON on success (the clients take
 // nothing else as success), {"msg": ...} with 400, 401, 404, 405 or 413 on
-// failure, times in RFC 3339, integers as integers, never a compressed
+// failure (503 with Retry-After while the store does not answer), times in RFC 3339, integers as integers, never a compressed
 // body. Requests are checked in full before anything is written: a bad
 // upload or a batch with one bad task changes nothing.
 package ironapi

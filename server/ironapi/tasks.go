@@ -302,7 +302,13 @@ type queueReq struct {
 	Cluster  string   `json:"cluster"`
 }
 
+// readBody reads the request's body up to limit bytes. A declared
+// Content-Length beyond it is refused (413) before a byte is read, so that
+// a client waiting on "Expect: 100-continue" gets the answer, not a reset.
 func readBody(c *call, limit int64) ([]byte, error) {
+	if err := checkLength(c, limit); err != nil {
+		return nil, err
+	}
 	b, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, limit))
 	if err != nil {
 		return nil, asBodyError(err, "cannot read the request body: %v", err)
@@ -503,6 +509,12 @@ func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 	return out, nil
 }
 
+// maxListCalls bounds the store List calls of one task listing: each
+// examines at most store.MaxListScan tasks (and returns at most
+// store.MaxListLimit), so one request examines at most 120,000 tasks and
+// can skip at least 12,000 (page 100 of 100 is 10,000).
+const maxListCalls = 12
+
 // listTasks lists the project's code package tasks, newest first, with
 // IronWorker's filters: code_name (empty: all), label, the status flags
 // (any value but "", "0" and "false" turns one on; several are OR-ed;
@@ -537,12 +549,11 @@ func (a *API) listTasks(c *call) error {
 	label := q.Get("label")
 	skip := page * perPage
 	out := []taskJSON{}
-	for scanned := 0; len(out) < perPage && scanned < 100_000; {
+	for calls := 0; len(out) < perPage && calls < maxListCalls; calls++ {
 		res, err := a.st.List(c.ctx(), p)
 		if err != nil {
 			return err
 		}
-		scanned += len(res.Tasks)
 		for _, t := range res.Tasks {
 			if !isCodeTask(t) {
 				continue

@@ -198,6 +198,14 @@ func seqKey(kind byte, ns string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nsPrefix(kind, ns), seq)
 }
 
+// keySeq returns the sequence number that ends a seqKey.
+func keySeq(k []byte) uint64 {
+	if len(k) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k[len(k)-8:])
+}
+
 func nameKey(kind byte, ns, name string) []byte {
 	return append(nsPrefix(kind, ns), name...)
 }

@@ -500,7 +500,9 @@ func (s *Store) readTask(ns, id string, payload bool) (*store.Task, uint64, erro
 }
 
 // List implements store.Reader. It first waits for every earlier write to be
-// durable, then reads the engine in enqueue order.
+// durable, then reads the engine in enqueue order, examining at most
+// store.MaxListScan tasks; the cursor is the sequence of the next task to
+// examine.
 func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult, error) {
 	if err := store.CheckNamespace(p.Namespace); err != nil {
 		return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
@@ -539,11 +541,18 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 	var seqs []uint64
 	var derr error
 	next := ""
-	err := s.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(_, v []byte) bool {
+	examined := 0
+	err := s.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(k, v []byte) bool {
 		if err := ctx.Err(); err != nil {
 			derr = err
 			return false
 		}
+		if examined == store.MaxListScan {
+			// The scan's bound: continue from this task next time.
+			next = strconv.FormatUint(keySeq(k), 10)
+			return false
+		}
+		examined++
 		t := &store.Task{Namespace: p.Namespace}
 		seq, err := record.Decode(v, t)
 		if err != nil {

@@ -433,8 +433,9 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 }
 
 // List implements store.Reader. It walks the namespace's tasks in enqueue
-// order (a sorted set by sequence) a chunk at a time and filters them; the
-// cursor is the sequence of the next task.
+// order (a sorted set by sequence) a chunk at a time and filters them,
+// examining at most store.MaxListScan; the cursor is the sequence of the
+// next task to examine.
 func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult, error) {
 	if err := s.begin(ctx, "list", p.Namespace, 0); err != nil {
 		return store.ListResult{}, err
@@ -466,6 +467,7 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 	key := s.tag(p.Namespace) + ":all"
 	chunk := int64(max(limit+1, 200))
 	var out []*store.Task
+	examined := 0
 	for {
 		r := &redis.ZRangeBy{Min: "-inf", Max: "+inf", Count: chunk}
 		var zs []redis.Z
@@ -494,6 +496,11 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 		}
 		for i, t := range tasks {
 			seq := int64(zs[i].Score)
+			if examined == store.MaxListScan {
+				// The scan's bound: continue from this task next time.
+				return store.ListResult{Tasks: out, NextCursor: itoa(seq)}, nil
+			}
+			examined++
 			if t == nil || !matches(t, &p) {
 				continue
 			}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -211,6 +214,9 @@ func newStore(ctx context.Context, rdb redis.UniversalClient, cfg *Config, own b
 		known:  make(map[string]bool),
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
+		if unavailable(err) {
+			return nil, fmt.Errorf("redisstore: open: ping: %w: %w", store.ErrUnavailable, err)
+		}
 		return nil, fmt.Errorf("redisstore: open: ping: %w", err)
 	}
 	if err := s.checkEviction(ctx); err != nil {
@@ -321,7 +327,36 @@ func (s *Store) wrap(op string, err error) error {
 	if errors.Is(err, redis.ErrClosed) {
 		return store.ErrClosed
 	}
+	if unavailable(err) {
+		return fmt.Errorf("redisstore: %s: %w: %w", op, store.ErrUnavailable, err)
+	}
 	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// unavailablePrefixes are the Redis error replies that mean "not now": the
+// server is loading its data set, a script runs too long, the cluster or
+// the master is down or moving slots, the node is a replica, too few
+// replicas are connected, persistence is failing, or memory is full.
+var unavailablePrefixes = []string{"LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "NOREPLICAS", "MISCONF", "OOM", "max number of clients"}
+
+// unavailable reports whether err means that Redis cannot serve now rather
+// than that the call is wrong: a network error (refused, reset, timed out,
+// unreachable), a connection closed under the call, a pool that found no
+// connection in time, or one of unavailablePrefixes.
+func unavailable(err error) bool {
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		for _, p := range unavailablePrefixes {
+			if redis.HasErrorPrefix(err, p) {
+				return true
+			}
+		}
+		return false
+	}
+	var nerr net.Error
+	return errors.As(err, &nerr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted)
 }
 
 // tag is the hash tag every key of namespace ns starts with.

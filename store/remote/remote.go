@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -284,10 +286,17 @@ func (s *Store) call(ctx context.Context, op string, r apiclient.Request, out an
 	}
 }
 
-// fail wraps a call's error: a call cut short by Close is ErrClosed.
+// fail wraps a call's error: a call cut short by Close is ErrClosed; a
+// request that got no answer (refused, reset, timed out) while the caller
+// still waited is store.ErrUnavailable.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
 	if s.isClosed() && ctx.Err() != nil {
 		return errClosed
+	}
+	var te *apiclient.TransportError
+	var ne net.Error
+	if ctx.Err() == nil && errors.As(err, &te) && (errors.As(te.Err, &ne) || errors.Is(te.Err, io.EOF) || errors.Is(te.Err, io.ErrUnexpectedEOF)) {
+		return fmt.Errorf("remote: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("remote: %s: %w", op, err)
 }

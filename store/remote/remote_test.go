@@ -2,6 +2,7 @@ package remote_test
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -133,5 +134,30 @@ func TestConformance(t *testing.T) {
 				},
 			})
 		})
+	}
+}
+
+// TestServerDownIsUnavailable: a call to a server that is gone (the
+// connection is refused) fails with store.ErrUnavailable, so that callers
+// can tell an outage from a wrong call; a closed store still says
+// ErrClosed.
+func TestServerDownIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, nil)
+	s := ts.open(t, nil)
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	ts.stop()
+	_, err := s.Get(t.Context(), store.GetParams{Namespace: "p", IDs: []string{"x"}})
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrClosed) {
+		t.Errorf("Get with the server gone: %v; want store.ErrUnavailable", err)
+	}
+	if err := s.Ping(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Ping with the server gone: %v; want store.ErrUnavailable", err)
+	}
+	_ = s.Close()
+	if _, err := s.Get(t.Context(), store.GetParams{Namespace: "p", IDs: []string{"x"}}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Get after Close: %v; want store.ErrClosed", err)
 	}
 }

@@ -7,6 +7,10 @@ import (
 	"github.com/kilnhq/kiln/store"
 )
 
+// ListBenchTasks is how many tasks the List benchmarks of Bench enqueue
+// before they measure.
+const ListBenchTasks = 450_000
+
 // Bench runs the suite's workloads as benchmarks against the stores h opens,
 // each on a fresh store driven by the system clock, and reports tasks/s:
 //
@@ -14,7 +18,11 @@ import (
 //   - EnqueueBatch1000: batches of 1000 tasks (b.N counts batches);
 //   - LeaseReport: tasks enqueued beforehand (not timed), then leased in
 //     batches of 50 and reported in batches of 50;
-//   - EndToEnd: enqueue, lease and report b.N tasks in batches of 50.
+//   - EndToEnd: enqueue, lease and report b.N tasks in batches of 50;
+//   - ListNoMatch: one List call whose filter matches none of
+//     ListBenchTasks tasks (enqueued beforehand, not timed), b.N times;
+//   - ListNoMatchWalk: the same filter walked by cursor to the end (b.N
+//     counts walks), the cost of a whole scan split into bounded calls.
 func Bench(b *testing.B, h Harness) {
 	if h.New == nil {
 		b.Fatal("storetest: Harness.New is nil")
@@ -94,6 +102,45 @@ func Bench(b *testing.B, h Harness) {
 			done += n
 		}
 		report(b, done)
+	})
+
+	// listSetup enqueues ListBenchTasks tasks in batches (not timed).
+	listSetup := func(b *testing.B) *fixture {
+		f := setup(b)
+		for left := ListBenchTasks; left > 0; left -= store.MaxBatch {
+			f.add(inputs(min(left, store.MaxBatch))...)
+		}
+		return f
+	}
+
+	b.Run("ListNoMatch", func(b *testing.B) {
+		f := listSetup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if res := f.list(store.ListParams{Type: "nope", Limit: 100}); len(res.Tasks) != 0 {
+				b.Fatalf("List(Type nope) found %d tasks", len(res.Tasks))
+			}
+		}
+	})
+
+	b.Run("ListNoMatchWalk", func(b *testing.B) {
+		f := listSetup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		calls := 0
+		for range b.N {
+			p := store.ListParams{Type: "nope", Limit: 100}
+			for {
+				res := f.list(p)
+				calls++
+				if res.NextCursor == "" {
+					break
+				}
+				p.Cursor = res.NextCursor
+			}
+		}
+		b.ReportMetric(float64(calls)/float64(b.N), "calls/walk")
 	})
 
 	b.Run("EndToEnd", func(b *testing.B) {

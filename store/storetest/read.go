@@ -188,6 +188,76 @@ func testList(t *testing.T, h Harness) {
 	})
 }
 
+// testListBounded checks that one List call examines at most
+// store.MaxListScan tasks: over twice that many tasks, a filter that
+// matches nothing answers an empty page with a cursor instead of scanning
+// everything, and walking the cursors yields exactly the matching tasks, in
+// order, from either end. (A store that served this filter from an index
+// could end sooner; every store here scans in enqueue order.)
+func testListBounded(t *testing.T, h Harness) {
+	t.Parallel()
+	f := h.setup(t)
+	n := 2 * store.MaxListScan
+	hits := map[int]bool{3: true, store.MaxListScan - 1: true, store.MaxListScan: true, store.MaxListScan + 7: true, n - 1: true}
+	var want []string
+	const batch = 5000
+	for start := 0; start < n; start += batch {
+		ins := make([]store.TaskInput, 0, batch)
+		for i := start; i < start+batch && i < n; i++ {
+			in := input("miss", "q")
+			if hits[i] {
+				in.Type = "hit"
+				want = append(want, in.ID)
+			}
+			ins = append(ins, in)
+		}
+		f.add(ins...)
+	}
+
+	// Nothing matches: the first call stops at the bound.
+	res := f.list(store.ListParams{Type: "nope", Limit: 10})
+	if len(res.Tasks) != 0 || res.NextCursor == "" {
+		t.Fatalf("List(Type nope) over %d tasks: %d tasks, cursor %q; want none and a cursor (at most %d tasks examined per call)",
+			n, len(res.Tasks), res.NextCursor, store.MaxListScan)
+	}
+	// Walking on ends, with nothing found, after about n/MaxListScan calls.
+	p := store.ListParams{Namespace: f.ns, Type: "nope", Limit: 10, Cursor: res.NextCursor}
+	calls := 1
+	for p.Cursor != "" {
+		if calls > n/store.MaxListScan+1 {
+			t.Fatalf("List(Type nope): still a cursor after %d calls over %d tasks", calls, n)
+		}
+		r := f.list(p)
+		calls++
+		if len(r.Tasks) != 0 {
+			t.Fatalf("List(Type nope) page %d: %d tasks, want none", calls, len(r.Tasks))
+		}
+		p.Cursor = r.NextCursor
+	}
+
+	// A sparse filter: the first page holds only the hits among the first
+	// MaxListScan tasks, and a cursor.
+	res = f.list(store.ListParams{Type: "hit", Limit: store.MaxListLimit})
+	if !cmp.Equal(ids(res.Tasks), want[:2]) || res.NextCursor == "" {
+		t.Errorf("List(Type hit) first page: %v with cursor %q; want %v (the hits of the first %d tasks) and a cursor",
+			ids(res.Tasks), res.NextCursor, want[:2], store.MaxListScan)
+	}
+	rev := slices.Clone(want)
+	slices.Reverse(rev)
+	for _, limit := range []int{1, 3, store.MaxListLimit} {
+		if got := ids(f.listAll(store.ListParams{Type: "hit", Limit: limit})); !cmp.Equal(got, want) {
+			t.Errorf("List(Type hit, Limit %d) walked by cursor: %v, want %v", limit, got, want)
+		}
+		if got := ids(f.listAll(store.ListParams{Type: "hit", Limit: limit, Newest: true})); !cmp.Equal(got, rev) {
+			t.Errorf("List(Type hit, Limit %d, Newest) walked by cursor: %v, want %v", limit, got, rev)
+		}
+	}
+	// Without a filter every task comes back once, a full page at a time.
+	if got := f.listAll(store.ListParams{Limit: store.MaxListLimit}); len(got) != n {
+		t.Errorf("List walked by cursor: %d tasks, want %d", len(got), n)
+	}
+}
+
 // testStats counts a known mix of states per queue.
 func testStats(t *testing.T, h Harness) {
 	t.Parallel()
