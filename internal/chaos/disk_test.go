@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/chaos"
 	"github.com/kilnhq/kiln/store"
@@ -53,61 +52,61 @@ func TestChaosDiskFull(t *testing.T) {
 			unclear = append(unclear, fmt.Sprintf("%d %s", ae.Status, ae.Error()))
 		}
 	}})
-	phase := max(d/3, 2*time.Second)
-	sleepOrCrash(t, c, phase)
-
-	// Fill the disk and hold it full.
-	filled, err := chaos.Fill(disk, "filler")
-	if err != nil {
-		t.Fatalf("fill the disk: %v", err)
+	// Cycles of: normal load for a phase, the disk full for a phase (filled
+	// by a file of the test's), then the space freed.
+	phase := 2 * time.Second
+	if long(t) {
+		phase = 5 * time.Second
 	}
-	mu.Lock()
-	full = true
-	mu.Unlock()
-	end := c.ledger.Begin(chaos.Outage, "", fmt.Sprintf("disk full (%d MiB filler)", filled>>20))
-	t.Logf("disk full after %d MiB of filler", filled>>20)
-	sleepOrCrash(t, c, phase)
-	// Reads keep working while the disk is full.
-	if acked := c.ledger.Acked(); len(acked) > 0 {
-		ids := acked[:min(len(acked), 100)]
-		if _, err := c.st.Get(t.Context(), store.GetParams{Namespace: project, IDs: ids}); err != nil {
-			t.Errorf("a read while the disk was full: %v", err)
+	cycles := max(1, int(d/(2*phase)))
+	for i := range cycles {
+		sleepOrCrash(t, c, phase)
+		filled, err := chaos.Fill(disk, "filler")
+		if err != nil {
+			t.Fatalf("fill the disk: %v", err)
+		}
+		mu.Lock()
+		full = true
+		nFull := len(duringFull)
+		mu.Unlock()
+		end := c.ledger.Begin(chaos.Outage, "", fmt.Sprintf("disk full (%d MiB filler)", filled>>20))
+		sleepOrCrash(t, c, phase)
+		// Reads keep working while the disk is full.
+		if acked := c.ledger.Acked(); len(acked) > 0 {
+			ids := acked[:min(len(acked), 100)]
+			if _, err := c.st.Get(t.Context(), store.GetParams{Namespace: project, IDs: ids}); err != nil {
+				t.Errorf("cycle %d: a read while the disk was full: %v", i, err)
+			}
+		}
+		mu.Lock()
+		full = false
+		if len(duringFull) == nFull {
+			t.Errorf("cycle %d: no enqueue failed while the disk was full (%d MiB of filler): the cycle tested nothing", i, filled>>20)
+		}
+		mu.Unlock()
+		// Free the space: enqueues succeed again, without a restart.
+		if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+			t.Fatal(err)
+		}
+		end(0)
+		before := len(c.ledger.Acked())
+		deadline := time.Now().Add(time.Minute)
+		for len(c.ledger.Acked()) == before {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				last := "none"
+				if len(duringFull) > 0 {
+					last = duringFull[len(duringFull)-1].Error()
+				}
+				mu.Unlock()
+				t.Fatalf("cycle %d: no enqueue succeeded within a minute after the space came back (the store must recover without a restart); the last refusal: %s", i, last)
+			}
+			sleepOrCrash(t, c, 100*time.Millisecond)
 		}
 	}
-	mu.Lock()
-	full = false
-	nFull := len(duringFull)
-	mu.Unlock()
-
-	// Free the space: writes work again, without a restart.
-	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
-		t.Fatal(err)
-	}
-	end(0)
-	before := len(c.ledger.Acked())
 	sleepOrCrash(t, c, phase)
 	cancel()
 	wait()
-	if nFull == 0 {
-		t.Errorf("no enqueue failed while the disk was full: the scenario tested nothing")
-	}
-	if len(c.ledger.Acked()) == before {
-		// The load got nothing through after the space came back; give
-		// the store a bounded while to accept one enqueue.
-		deadline := time.Now().Add(time.Minute)
-		var err error
-		for time.Now().Before(deadline) {
-			var res *kiln.Result
-			if res, err = c.client.Enqueue(t.Context(), taskType, []byte(`"x"`), &kiln.TaskOptions{ID: "after-free"}); err == nil {
-				c.ledger.Ack(res.ID())
-				break
-			}
-			time.Sleep(time.Second)
-		}
-		if err != nil {
-			t.Fatalf("no enqueue succeeded within a minute after the space came back: %v (the store must recover without a restart)", err)
-		}
-	}
 	mu.Lock()
 	for i, u := range unclear {
 		if i == 5 {
@@ -117,7 +116,7 @@ func TestChaosDiskFull(t *testing.T) {
 		t.Errorf("an enqueue got an unclear answer (want a precise error such as 507 or 503, not 500 internal or none): %s", u)
 	}
 	mu.Unlock()
-	c.finish("disk-full", fmt.Sprintf("2 remote worker processes (8 handlers of 100 ms, 1 s leases), a server process on the embedded store on a 64 MiB tmpfs; 150 tasks/s for %s, then the disk filled and held full for %s, then freed for %s", phase, phase, phase))
+	c.finish("disk-full", fmt.Sprintf("2 remote worker processes (8 handlers of 100 ms, 1 s leases), a server process on the embedded store on a 64 MiB tmpfs; 150 tasks/s; %d cycles of %s normal, %s with the disk full", cycles, phase, phase))
 }
 
 // sleepOrCrash waits d, failing at once if the server process ends by

@@ -15,25 +15,18 @@ import (
 // duplicate and no burned attempt at all: a SIGTERM explains nothing.
 func TestChaosGracefulStop(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		redis bool
-		what  string
-	}{
-		{"remote", false, "3 remote worker processes, a server process on the embedded store"},
-		{"redis", true, "3 kiln.Worker processes on a private Redis, the load through a server process on it"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			d := loadTime(t)
-			c := newCluster(t, options{workers: 3, redis: tc.redis})
+			c := newCluster(t, options{workers: 3, redis: b.redis})
 			ctx, cancel := context.WithTimeout(t.Context(), d)
 			defer cancel()
 			wait := c.startLoad(ctx, load{})
 			interval := killEvery(t, 700*time.Millisecond)
 			every(ctx, interval, func(i int) { c.stopWorker(i%3, true) })
 			wait()
-			r := c.finish("graceful-stop/"+tc.name, fmt.Sprintf("%s (8 handlers of 100 ms, 1 s leases); %s of load at 150 tasks/s; a worker stopped with SIGTERM and replaced every ~%s", tc.what, d, interval))
+			r := c.finish("graceful-stop/"+b.name, fmt.Sprintf("%s (8 handlers of 100 ms, 1 s leases); %s of load at 150 tasks/s; a worker stopped with SIGTERM and replaced every ~%s", b.what, d, interval))
 			if r.Faults[chaos.Term] == 0 {
 				t.Errorf("no graceful stop: the scenario tested nothing")
 			}

@@ -219,7 +219,7 @@ func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
-	r := &Report{Scenario: scenario, Setup: setup, Start: l.start, Duration: now.Sub(l.start), Acknowledged: len(l.order), Faults: map[Kind]int{}}
+	r := &Report{Scenario: scenario, Setup: setup, Start: l.start, Duration: now.Sub(l.start), Acknowledged: len(l.order), Faults: make(map[Kind]int)}
 	if len(l.refused) > 0 {
 		r.Refused = map[string]int{}
 		for k, v := range l.refused {

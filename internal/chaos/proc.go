@@ -57,7 +57,7 @@ func StartErr(c Cmd) (*Proc, error) {
 	var f *os.File
 	if c.Log != "" {
 		var err error
-		f, err = os.OpenFile(c.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600) //nolint:gosec // G304: a file in the test's own folder
+		f, err = os.OpenFile(c.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +119,7 @@ func (p *Proc) Stop(sig os.Signal) error {
 // before the kill.
 func (p *Proc) Kill() error {
 	if done, err := p.Exited(); done {
-		return fmt.Errorf("%s (pid %d) ended before its kill: %v", p.name, p.Pid(), err)
+		return fmt.Errorf("%s (pid %d) ended before its kill: %s", p.name, p.Pid(), exitText(err))
 	}
 	err := p.Stop(syscall.SIGKILL)
 	var ee *exec.ExitError
@@ -128,7 +128,15 @@ func (p *Proc) Kill() error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s (pid %d) did not end by SIGKILL: %v", p.name, p.Pid(), err)
+	return fmt.Errorf("%s (pid %d) did not end by SIGKILL: %s", p.name, p.Pid(), exitText(err))
+}
+
+// exitText tells how a process ended.
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // Tail returns the last n bytes of the process's log file ("" without one).

@@ -102,7 +102,7 @@ func (r *Redis) Restart() error {
 		}
 		if done, err := p.Exited(); done {
 			r.proc = nil
-			return fmt.Errorf("redis-server ended at start: %v\n%s", err, p.Tail(2048))
+			return fmt.Errorf("redis-server ended at start: %s\n%s", exitText(err), p.Tail(2048))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("redis-server did not answer PING within %s\n%s", WaitLimit, p.Tail(2048))
