@@ -66,7 +66,7 @@ func TestChaosRevokeRefresh(t *testing.T) {
 		violations = append(violations, r.violations...)
 		requests += r.afterRevoke
 	}
-	r := c.finish("revoke-refresh", fmt.Sprintf("%d in-process remote workers refreshing their session in a loop, one revoked every ~300 ms, %d remote worker processes (session TTL 2 s); %s of load at 100 tasks/s", racers, 2, d))
+	c.finish("revoke-refresh", fmt.Sprintf("%d in-process remote workers refreshing their session in a loop, one revoked every ~300 ms, %d remote worker processes (session TTL 2 s); %s of load at 100 tasks/s", racers, 2, d))
 	t.Logf("%d revokes; %d requests sent by revoked workers after their revoke answered, %d of them succeeded", len(revoked), requests, len(violations))
 	if len(revoked) == 0 || requests == 0 {
 		t.Errorf("no revoke raced anything (%d revokes, %d requests after them): the scenario tested nothing", len(revoked), requests)
@@ -88,7 +88,6 @@ func TestChaosRevokeRefresh(t *testing.T) {
 			t.Errorf("worker %s was revoked and is %s now", w.ID, w.State)
 		}
 	}
-	_ = r
 }
 
 // racer is a remote worker speaking the API itself, so that it can refresh
@@ -139,6 +138,7 @@ func (r *racer) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		var reg wire.RegisterResponse
 		if err := r.api.Do(ctx, apiclient.Request{Method: http.MethodPost, Path: path("workers", "register"), NoAuth: true, Body: wire.RegisterRequest{Name: fmt.Sprintf("racer-%d", r.k)}}, &reg); err != nil {
+			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		proof, err := wire.Proof(r.c.secret, reg.Challenge)
@@ -148,6 +148,7 @@ func (r *racer) run(ctx context.Context) {
 		}
 		var ses wire.Session
 		if err := r.api.Do(ctx, apiclient.Request{Method: http.MethodPost, Path: path("workers", "verify"), NoAuth: true, Body: wire.VerifyRequest{WorkerID: reg.WorkerID, Response: proof}}, &ses); err != nil {
+			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		runs, err := chaos.OpenRunLog(r.c.dir, fmt.Sprintf("racer%d-%s", r.k, reg.WorkerID))
