@@ -88,7 +88,7 @@ func TestChaosDiskFull(t *testing.T) {
 		if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
 			t.Fatal(err)
 		}
-		end(0)
+		end(c.outageLinger())
 		before := len(c.ledger.Acked())
 		deadline := time.Now().Add(time.Minute)
 		for len(c.ledger.Acked()) == before {

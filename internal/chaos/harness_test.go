@@ -202,7 +202,7 @@ func (c *cluster) startServer() {
 
 // killServer SIGKILLs the server, waits pause and starts it again on the
 // same data and address. The ledger gets an outage of the whole store from
-// the kill until the new server listens.
+// the kill until the new server listens, and its lingering effects.
 func (c *cluster) killServer(pause time.Duration) {
 	c.t.Helper()
 	c.srvMu.Lock()
@@ -215,8 +215,15 @@ func (c *cluster) killServer(pause time.Duration) {
 	end := c.ledger.Begin(chaos.Kill, "", "server pid "+strconv.Itoa(p.Pid()))
 	time.Sleep(pause)
 	c.startServer()
-	end(0)
+	end(c.outageLinger())
 }
+
+// outageLinger is how long the effects of a store outage outlast it: a
+// worker whose store calls failed retries them with a backoff that grows up
+// to 5 s (kiln.Worker's longest), so its outcomes and heartbeats may reach
+// the store that much later, and a lease that expired meanwhile makes the
+// task run again.
+func (c *cluster) outageLinger() time.Duration { return 5*time.Second + c.o.lease }
 
 // startWorker starts worker slot's process (in its namespace if any).
 func (c *cluster) startWorker(slot int) *chaos.Proc {
@@ -336,6 +343,7 @@ func (c *cluster) startLoad(ctx context.Context, l load) (wait func()) {
 				reqs[i] = kiln.TaskRequest{Type: taskType, Payload: []byte(`"x"`), Options: kiln.TaskOptions{ID: fmt.Sprintf("t%07d", seq), MaxRetries: l.maxRetries}}
 			}
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.timeout)
+			sent := time.Now()
 			res, err := c.client.EnqueueMany(cctx, reqs)
 			cancel()
 			var be *kiln.BatchError
@@ -352,7 +360,7 @@ func (c *cluster) startLoad(ctx context.Context, l load) (wait func()) {
 			}
 			for _, r := range res {
 				if r != nil {
-					c.ledger.Ack(r.ID())
+					c.ledger.AckSent(sent, r.ID())
 				}
 			}
 		}

@@ -99,13 +99,16 @@ func NewLedger() *Ledger {
 // Ack records tasks whose enqueue the store acknowledged (a nil error for
 // the call and for the item). Only those count: a failed enqueue may have
 // been stored or not, and the suite promises nothing about it.
-func (l *Ledger) Ack(ids ...string) {
-	now := time.Now()
+func (l *Ledger) Ack(ids ...string) { l.AckSent(time.Now(), ids...) }
+
+// AckSent is Ack for an enqueue call sent at sent: no lease of these tasks
+// can be older, which narrows what may explain a burned first attempt.
+func (l *Ledger) AckSent(sent time.Time, ids ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range ids {
 		if _, ok := l.acked[id]; !ok {
-			l.acked[id] = now
+			l.acked[id] = sent
 			l.order = append(l.order, id)
 		}
 	}
@@ -230,9 +233,11 @@ func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map
 		r.Faults[e.Kind]++
 		r.Events = append(r.Events, *e)
 	}
+	// explain names the latest fault that pick accepts: the nearest
+	// cause.
 	explain := func(pick func(*Event) bool) string {
-		for _, e := range l.events {
-			if e.Kind != Term && pick(e) {
+		for i := len(l.events) - 1; i >= 0; i-- {
+			if e := l.events[i]; e.Kind != Term && pick(e) {
 				return e.label(l.start)
 			}
 		}
@@ -305,7 +310,7 @@ func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map
 				continue
 			}
 			r.Burned++
-			var lo, hi time.Time
+			lo, hi := l.acked[id], time.Time{} // no lease is older than its enqueue
 			for _, run := range rs {
 				if run.Attempt < k && run.Start.After(lo) {
 					lo = run.Start
@@ -358,6 +363,9 @@ func (r *Report) Failures() []Finding {
 	}
 	return out
 }
+
+// maxFaultRows caps the faults the table lists one by one.
+const maxFaultRows = 12
 
 // Table returns the report in its fixed text form.
 func (r *Report) Table() string {
@@ -421,12 +429,20 @@ func (r *Report) Table() string {
 	}
 	if len(by) > 0 {
 		b.WriteString("  explained by\n")
-		start := r.Start
+		shown := 0
 		for i := range r.Events {
-			e := &r.Events[i]
-			if t := by[e.label(start)]; t != nil {
-				fmt.Fprintf(&b, "    %-50s %d extra runs, %d burned attempts\n", e.label(start), t.dup, t.burned)
+			label := r.Events[i].label(r.Start)
+			t := by[label]
+			if t == nil {
+				continue
 			}
+			if shown++; shown > maxFaultRows {
+				continue
+			}
+			fmt.Fprintf(&b, "    %-50s %d extra runs, %d burned attempts\n", label, t.dup, t.burned)
+		}
+		if shown > maxFaultRows {
+			fmt.Fprintf(&b, "    ... %d faults in all (every one in the JSON report)\n", shown)
 		}
 	}
 	if fs := r.Failures(); len(fs) > 0 {

@@ -22,6 +22,7 @@ func TestLedgerCheck(t *testing.T) {
 		steps []step
 		tasks map[string]*store.Task
 		gone  []string // acknowledged, and not in the store
+		own   bool     // a step acknowledges the tasks, not the setup
 		want  string   // the findings: task what:explained|unexplained|-, sorted
 	}
 	cases := []ledgerCase{{
@@ -108,6 +109,16 @@ func TestLedgerCheck(t *testing.T) {
 		tasks: map[string]*store.Task{"t": succeeded(2, "pB")},
 		want:  "t burned:explained",
 	}, {
+		name: "a kill before the enqueue explains no burned attempt",
+		steps: []step{
+			func(l *chaos.Ledger, _ func(string, string, int)) { l.Event(chaos.Kill, "pC", "") },
+			func(l *chaos.Ledger, _ func(string, string, int)) { l.Ack("t") },
+			func(_ *chaos.Ledger, run func(string, string, int)) { run("pB", "t", 2) },
+		},
+		tasks: map[string]*store.Task{"t": succeeded(2, "pB")},
+		own:   true,
+		want:  "t burned:unexplained",
+	}, {
 		name: "a burned attempt with no fault",
 		steps: []step{
 			func(_ *chaos.Ledger, run func(string, string, int)) { run("pB", "t", 2) },
@@ -144,7 +155,9 @@ func TestLedgerCheck(t *testing.T) {
 			}
 			ids = append(ids, tc.gone...)
 			sort.Strings(ids)
-			l.Ack(ids...)
+			if !tc.own {
+				l.Ack(ids...)
+			}
 			logs := map[string]*chaos.RunLog{}
 			run := func(runner, task string, attempt int) {
 				rl := logs[runner]

@@ -51,7 +51,7 @@ var backends = []backend{{
 		if err := c.redis.Restart(); err != nil {
 			t.Fatalf("restart redis-server: %v", err)
 		}
-		end(0)
+		end(c.outageLinger())
 	},
 	// Down long enough for the Redis client's own retries (dials and
 	// commands: a few seconds) to give up, so that the server has to
