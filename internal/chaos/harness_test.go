@@ -83,6 +83,9 @@ func newCluster(t *testing.T, o options) *cluster {
 		o.lease = time.Second
 	}
 	c := &cluster{t: t, o: o, dir: t.TempDir(), ledger: chaos.NewLedger(), crashed: make(chan string, 1)}
+	// The workers wait 1 s in each lease request (roles_test.go); a second
+	// more for a busy machine.
+	c.ledger.SetLeaseWait(2 * time.Second)
 	if o.dataDir == "" {
 		c.o.dataDir = filepath.Join(c.dir, "data")
 	}

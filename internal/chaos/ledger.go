@@ -83,17 +83,29 @@ func (e *Event) overlaps(lo, hi time.Time) bool {
 // Ledger is the harness's record of a run: the acknowledged enqueues, the
 // refused ones, and the faults. It is safe for concurrent use.
 type Ledger struct {
-	mu      sync.Mutex
-	start   time.Time
-	acked   map[string]time.Time
-	order   []string
-	refused map[string]int
-	events  []*Event
+	mu        sync.Mutex
+	leaseWait time.Duration
+	start     time.Time
+	acked     map[string]time.Time
+	order     []string
+	refused   map[string]int
+	events    []*Event
 }
 
 // NewLedger starts a ledger; times in its report are relative to now.
 func NewLedger() *Ledger {
-	return &Ledger{start: time.Now(), acked: map[string]time.Time{}, refused: map[string]int{}}
+	return &Ledger{start: time.Now(), leaseWait: 30 * time.Second, acked: map[string]time.Time{}, refused: map[string]int{}}
+}
+
+// SetLeaseWait sets the longest the server holds a lease request of the
+// run (the workers' lease wait; default 30 s, the server's longest). A
+// request whose process has died may still be answered that long after
+// the death, so a fault that long before a task's enqueue may explain its
+// burned attempt.
+func (l *Ledger) SetLeaseWait(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leaseWait = d
 }
 
 // Ack records tasks whose enqueue the store acknowledged (a nil error for
@@ -102,7 +114,8 @@ func NewLedger() *Ledger {
 func (l *Ledger) Ack(ids ...string) { l.AckSent(time.Now(), ids...) }
 
 // AckSent is Ack for an enqueue call sent at sent: no lease of these tasks
-// can be older, which narrows what may explain a burned first attempt.
+// can be older, which narrows what may explain a burned first attempt (see
+// SetLeaseWait).
 func (l *Ledger) AckSent(sent time.Time, ids ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -310,7 +323,9 @@ func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map
 				continue
 			}
 			r.Burned++
-			lo, hi := l.acked[id], time.Time{} // no lease is older than its enqueue
+			// No lease is older than the enqueue, and the request it
+			// answered no older than the lease wait before that.
+			lo, hi := l.acked[id].Add(-l.leaseWait), time.Time{}
 			for _, run := range rs {
 				if run.Attempt < k && run.Start.After(lo) {
 					lo = run.Start

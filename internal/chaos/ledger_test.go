@@ -109,9 +109,23 @@ func TestLedgerCheck(t *testing.T) {
 		tasks: map[string]*store.Task{"t": succeeded(2, "pB")},
 		want:  "t burned:explained",
 	}, {
-		name: "a kill before the enqueue explains no burned attempt",
+		name: "a kill just before the enqueue explains a burned attempt",
 		steps: []step{
+			// Its lease request may still be held, and answered.
 			func(l *chaos.Ledger, _ func(string, string, int)) { l.Event(chaos.Kill, "pC", "") },
+			func(l *chaos.Ledger, _ func(string, string, int)) { l.Ack("t") },
+			func(_ *chaos.Ledger, run func(string, string, int)) { run("pB", "t", 2) },
+		},
+		tasks: map[string]*store.Task{"t": succeeded(2, "pB")},
+		own:   true,
+		want:  "t burned:explained",
+	}, {
+		name: "a kill longer than a lease wait before the enqueue explains no burned attempt",
+		steps: []step{
+			func(l *chaos.Ledger, _ func(string, string, int)) {
+				l.SetLeaseWait(time.Millisecond) // the steps are 2 ms apart
+				l.Event(chaos.Kill, "pC", "")
+			},
 			func(l *chaos.Ledger, _ func(string, string, int)) { l.Ack("t") },
 			func(_ *chaos.Ledger, run func(string, string, int)) { run("pB", "t", 2) },
 		},
