@@ -480,7 +480,7 @@ func (c *cluster) finish(scenario, setup string) *chaos.Report {
 			c.t.Errorf("%s (pid %d) at the end: %v", p.Name(), p.Pid(), err)
 		}
 	}
-	runs, err := chaos.ReadRuns(c.dir)
+	logs, err := chaos.ReadLogs(c.dir)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -489,7 +489,7 @@ func (c *cluster) finish(scenario, setup string) *chaos.Report {
 	if err != nil {
 		c.t.Fatalf("read the tasks: %v", err)
 	}
-	r := c.ledger.Check(scenario, setup, runs, ts)
+	r := c.ledger.Check(scenario, setup, logs, ts)
 	report(c.t, r)
 	return r
 }

@@ -33,6 +33,10 @@ const (
 	// answer had reached its socket unread. It explains a burned attempt
 	// only of a task whose last lease is Target's.
 	Unread Kind = "unread"
+	// Stall is a process that did not get to run for a while (WatchStalls).
+	// It explains a duplicate (a lease that expired meanwhile) but no
+	// burned attempt: a stalled worker still starts what it leased.
+	Stall Kind = "stall"
 )
 
 // Event is a fault, with what it hit and when.
@@ -228,12 +232,18 @@ type Report struct {
 	Findings []Finding `json:"findings"`
 }
 
-// Check computes the report of the run: runs are the run logs (ReadRuns),
+// Check computes the report of the run: logs are the run logs (ReadLogs),
 // tasks the store's final state of every acknowledged task (nil or absent:
-// not found).
-func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map[string]*store.Task) *Report {
+// not found). The stalls of the logs join the faults.
+func (l *Ledger) Check(scenario, setup string, logs *Logs, tasks map[string]*store.Task) *Report {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	runs := logs.Runs
+	events := slices.Clone(l.events)
+	for i := range logs.Stalls {
+		events = append(events, &logs.Stalls[i])
+	}
+	slices.SortStableFunc(events, func(a, b *Event) int { return a.At.Compare(b.At) })
 	now := time.Now()
 	r := &Report{Scenario: scenario, Setup: setup, Start: l.start, Duration: now.Sub(l.start), Acknowledged: len(l.order), Faults: make(map[Kind]int)}
 	if len(l.refused) > 0 {
@@ -242,15 +252,15 @@ func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map
 			r.Refused[k] = v
 		}
 	}
-	for _, e := range l.events {
+	for _, e := range events {
 		r.Faults[e.Kind]++
 		r.Events = append(r.Events, *e)
 	}
 	// explain names the latest fault that pick accepts: the nearest
 	// cause.
 	explain := func(pick func(*Event) bool) string {
-		for i := len(l.events) - 1; i >= 0; i-- {
-			if e := l.events[i]; e.Kind != Term && pick(e) {
+		for i := len(events) - 1; i >= 0; i-- {
+			if e := events[i]; e.Kind != Term && pick(e) {
 				return e.label(l.start)
 			}
 		}
@@ -336,7 +346,7 @@ func (l *Ledger) Check(scenario, setup string, runs map[string][]*Run, tasks map
 			}
 			last := k == t.Attempt
 			by := explain(func(e *Event) bool {
-				if e.Kind == Unread && (!last || e.Target != t.WorkerID) {
+				if e.Kind == Stall || (e.Kind == Unread && (!last || e.Target != t.WorkerID)) {
 					return false
 				}
 				return e.overlaps(lo, hi)

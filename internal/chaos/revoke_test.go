@@ -185,7 +185,7 @@ func (r *racer) run(ctx context.Context) {
 			}
 			sent = time.Now()
 			var lr wire.LeaseResponse
-			err = r.api.Do(ctx, apiclient.Request{Method: http.MethodPost, Path: path("lease"), Token: key, Body: wire.LeaseRequest{Queues: []string{"default"}, Types: []string{taskType}, Max: 4, DurationMS: 1000}}, &lr)
+			err = r.api.Do(ctx, apiclient.Request{Method: http.MethodPost, Path: path("lease"), Token: key, Body: wire.LeaseRequest{Queues: []string{"default"}, Types: []string{taskType}, Max: 4, DurationMS: 5000}}, &lr)
 			check("lease", sent, err)
 			if err != nil || len(lr.Tasks) == 0 {
 				continue

@@ -48,6 +48,11 @@ const (
 	adminToken = "kiln_chaos-admin-token-0123456789abcdefghijklmnop"
 )
 
+// stallThreshold is the shortest stall of a server or worker process that
+// the run logs record (chaos.WatchStalls): a quarter of the workers' 1 s
+// leases.
+const stallThreshold = 250 * time.Millisecond
+
 func runRole(role string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -74,6 +79,12 @@ func openStore(ctx context.Context) (store.Store, error) {
 // serverRole serves the API on its store at envListen until SIGTERM, and
 // writes the address it listens on to <dir>/addr once it does.
 func serverRole(ctx context.Context, log *slog.Logger) error {
+	stalls, err := chaos.OpenRunLog(os.Getenv(envDir), chaos.ServerRunner)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stalls.Close() }()
+	chaos.WatchStalls(ctx, stalls, stallThreshold)
 	st, err := openStore(ctx)
 	if err != nil {
 		return err
@@ -117,6 +128,7 @@ func workerRole(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer func() { _ = runs.Close() }()
+	chaos.WatchStalls(ctx, runs, stallThreshold)
 	var st store.Store
 	if u := os.Getenv(envURL); u != "" {
 		st, err = remote.Open(ctx, u, &remote.Config{Project: project, WorkerSecret: os.Getenv(envSecret), WorkerName: runs.Runner(), RequestTimeout: timeout, Logger: log})

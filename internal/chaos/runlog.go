@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"time"
 )
+
+// ServerRunner is the run-log name of the server process, which records
+// only its stalls: a stall of the server stands for one of the whole store.
+const ServerRunner = "server"
 
 // RunLog is a worker's record of its handler runs: one append-only file per
 // worker process in a folder the harness reads at the end. Every line is
@@ -75,8 +80,49 @@ func (l *RunLog) line(kind, id string, attempt int, res string) error {
 	return err
 }
 
+// Stall records that the process was not running for gap, just now (see
+// WatchStalls).
+func (l *RunLog) Stall(gap time.Duration) error {
+	b := make([]byte, 0, 64)
+	b = append(b, "P "...)
+	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+	b = append(b, ' ')
+	b = append(b, l.runner...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(gap), 10)
+	b = append(b, '\n')
+	_, err := l.f.Write(b)
+	return err
+}
+
 // Close closes the file.
 func (l *RunLog) Close() error { return l.f.Close() }
+
+// WatchStalls records in l every time the process did not get to run for
+// longer than threshold (a machine so busy that it starves the process, a
+// stopped VM), until ctx ends. A worker that does not run cannot renew its
+// leases, and a server that does not run cannot take their renewals: either
+// may make a task run twice with no other fault, and the ledger counts such
+// a stall as the fault that explains it.
+func WatchStalls(ctx context.Context, l *RunLog, threshold time.Duration) {
+	const tick = 20 * time.Millisecond
+	go func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if gap := now.Sub(last); gap > tick+threshold {
+					_ = l.Stall(gap) // best effort: the file is the test's
+				}
+				last = now
+			}
+		}
+	}()
+}
 
 // Run is one handler run of a task, as the run logs tell it.
 type Run struct {
@@ -91,25 +137,34 @@ type Run struct {
 	Result string
 }
 
-// ReadRuns reads every run log in dir: task id -> its runs, by start time.
-func ReadRuns(dir string) (map[string][]*Run, error) {
+// Logs is what the run logs of a folder tell.
+type Logs struct {
+	// Runs maps each task id to its runs, by start time.
+	Runs map[string][]*Run
+	// Stalls are the stalls of the processes (Kind Stall, Target the
+	// runner; "server" stands for the whole store).
+	Stalls []Event
+}
+
+// ReadLogs reads every run log in dir.
+func ReadLogs(dir string) (*Logs, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "runs-*.log"))
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]*Run{}
+	out := &Logs{Runs: map[string][]*Run{}}
 	for _, name := range files {
 		if err := readRunLog(name, out); err != nil {
 			return nil, err
 		}
 	}
-	for _, rs := range out {
+	for _, rs := range out.Runs {
 		slices.SortStableFunc(rs, func(a, b *Run) int { return a.Start.Compare(b.Start) })
 	}
 	return out, nil
 }
 
-func readRunLog(name string, out map[string][]*Run) error {
+func readRunLog(name string, out *Logs) error {
 	f, err := os.Open(name) //nolint:gosec // G304: a file in the test's own folder
 	if err != nil {
 		return err
@@ -120,6 +175,20 @@ func readRunLog(name string, out map[string][]*Run) error {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {
 		fs := strings.Fields(sc.Text())
+		if len(fs) == 4 && fs[0] == "P" {
+			ns, err1 := strconv.ParseInt(fs[1], 10, 64)
+			gap, err2 := strconv.ParseInt(fs[3], 10, 64)
+			if err1 != nil || err2 != nil {
+				return fmt.Errorf("%s:%d: malformed line %q", name, n, sc.Text())
+			}
+			end := time.Unix(0, ns)
+			target := fs[2]
+			if target == ServerRunner {
+				target = ""
+			}
+			out.Stalls = append(out.Stalls, Event{Kind: Stall, Target: target, Note: fs[2] + " did not run for " + time.Duration(gap).Round(time.Millisecond).String(), At: end.Add(-time.Duration(gap)), End: end})
+			continue
+		}
 		if len(fs) < 5 || (fs[0] != "S" && fs[0] != "F") || (fs[0] == "F" && len(fs) != 6) || (fs[0] == "S" && len(fs) != 5) {
 			return fmt.Errorf("%s:%d: malformed line %q", name, n, sc.Text())
 		}
@@ -131,7 +200,7 @@ func readRunLog(name string, out map[string][]*Run) error {
 		at, key := time.Unix(0, ns), fs[3]+" "+fs[4]
 		if fs[0] == "S" {
 			r := &Run{Task: fs[3], Attempt: attempt, Runner: fs[2], Start: at}
-			out[r.Task] = append(out[r.Task], r)
+			out.Runs[r.Task] = append(out.Runs[r.Task], r)
 			open[key] = r
 			continue
 		}

@@ -65,6 +65,7 @@ func runWorkerChild() error {
 		return err
 	}
 	defer func() { _ = runs.Close() }()
+	chaos.WatchStalls(ctx, runs, mpLease/4)
 	w, err := kiln.NewWorker(s, &kiln.WorkerConfig{
 		Concurrency:   mpConcurrency,
 		LeaseDuration: mpLease,
@@ -211,11 +212,11 @@ func TestMultiProcessKill(t *testing.T) {
 	}
 
 	// Every task ran; every extra run is explained by a kill.
-	runs, err := chaos.ReadRuns(dir)
+	logs, err := chaos.ReadLogs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := ledger.Check("redis multi-process", "3 worker processes on one Redis, 10,000 tasks, a worker SIGKILLed every 2 s", runs, tasks)
+	r := ledger.Check("redis multi-process", "3 worker processes on one Redis, 10,000 tasks, a worker SIGKILLed every 2 s", logs, tasks)
 	t.Log("\n" + r.Table())
 	for i, f := range r.Failures() {
 		if i == 20 {

@@ -67,6 +67,12 @@ func serverRole() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	dir := os.Getenv(mpDirEnv)
+	stalls, err := chaos.OpenRunLog(dir, chaos.ServerRunner)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stalls.Close() }()
+	chaos.WatchStalls(ctx, stalls, 500*time.Millisecond) // a quarter of the workers' lease
 	emb, err := embedded.Open(filepath.Join(dir, "data"), nil)
 	if err != nil {
 		return err
@@ -98,6 +104,7 @@ func workerRole() error {
 		return err
 	}
 	defer func() { _ = runs.Close() }()
+	chaos.WatchStalls(ctx, runs, 500*time.Millisecond) // a quarter of the lease
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := remote.Open(ctx, os.Getenv(mpURLEnv), &remote.Config{Project: mpProject, WorkerSecret: os.Getenv(mpSecret), Logger: log})
 	if err != nil {
@@ -252,11 +259,11 @@ func TestMultiProcess(t *testing.T) {
 	if len(tasks) != mpTasks {
 		t.Fatalf("List: %d tasks, want %d", len(tasks), mpTasks)
 	}
-	runs, err := chaos.ReadRuns(dir)
+	logs, err := chaos.ReadLogs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := ledger.Check("multi-process", "a server process, 3 remote worker processes, 10,000 tasks, a worker SIGKILLed every 2 s", runs, tasks)
+	r := ledger.Check("multi-process", "a server process, 3 remote worker processes, 10,000 tasks, a worker SIGKILLed every 2 s", logs, tasks)
 	t.Log("\n" + r.Table())
 	for i, f := range r.Failures() {
 		if i == 20 {
