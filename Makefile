@@ -21,6 +21,15 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 FUZZTIME ?= 1m
 TEST_FUZZTIME ?= 10s
 
+# The chaos suite's long run (`make chaos`): how long every scenario keeps its
+# load and faults going, where the reports go (one JSON object per scenario
+# and line), and the `go test` flags (four scenarios at a time: about 10
+# minutes in all; add -race to look for races too). `make test` runs the
+# suite at its CI size (about 5 s of load per scenario).
+CHAOS_DURATION ?= 3m
+CHAOS_REPORT ?= chaos-report.jsonl
+CHAOS_FLAGS ?= -parallel=4
+
 # Where the tests find Redis and PostgreSQL. Set them in the environment to use
 # other servers; scripts/services.sh starts local ones for these URLs if needed.
 export KILN_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
@@ -38,6 +47,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo 'Variables: FUZZTIME=$(FUZZTIME) (make fuzz), TEST_FUZZTIME=$(TEST_FUZZTIME) (make test),'
+	@echo '           CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REPORT=$(CHAOS_REPORT) CHAOS_FLAGS=$(CHAOS_FLAGS) (make chaos),'
 	@echo '           KILN_TEST_REDIS_URL, KILN_TEST_POSTGRES_URL (see scripts/services.sh)'
 
 .PHONY: build
@@ -74,6 +84,13 @@ lint: tools/golangci-lint ## golangci-lint with .golangci.yml (installs it into 
 .PHONY: fmt
 fmt: tools/golangci-lint ## format the code (gofmt -s, goimports) as lint checks it
 	$(GOLANGCI_LINT) fmt ./...
+
+.PHONY: chaos
+chaos: ## the chaos suite's long run: every scenario for CHAOS_DURATION (3m), ~10 min; tables on stdout, JSON in CHAOS_REPORT
+	@echo '==> services/up'; $(MAKE) services/up >/dev/null
+	rm -f $(CHAOS_REPORT)
+	KILN_TEST_REQUIRE_ALL=1 $(GO) test $(CHAOS_FLAGS) -count=1 -v -timeout 0 -run '^TestChaos' ./internal/chaos \
+		-chaos.duration=$(CHAOS_DURATION) -chaos.json=$(CURDIR)/$(CHAOS_REPORT)
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 1m)

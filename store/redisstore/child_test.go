@@ -1,24 +1,19 @@
 package redisstore
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	//nolint:depguard // the multi-process test drives the real kiln.Worker on this store (issue 4); a test file is not compiled into the store
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/chaos"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -27,7 +22,7 @@ const (
 	envChild  = "KILN_REDISSTORE_CHILD"  // "worker"
 	envRun    = "KILN_REDISSTORE_RUN"    // the parent's runToken
 	envPrefix = "KILN_REDISSTORE_PREFIX" // the store's key prefix
-	envRunLog = "KILN_REDISSTORE_RUNLOG" // file the child appends its runs to
+	envRunLog = "KILN_REDISSTORE_RUNLOG" // folder of the child's run log
 )
 
 // Settings of the multi-process test: short leases so that a killed
@@ -55,8 +50,8 @@ func childMain() bool {
 }
 
 // runWorkerChild runs a kiln.Worker on the Redis store until SIGTERM. Its
-// handler appends "id attempt pid" to the run log before it returns, so every
-// run that may have been reported is on record.
+// handler records its start and finish in the process's run log
+// (internal/chaos) in the folder envRunLog names.
 func runWorkerChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -65,13 +60,12 @@ func runWorkerChild() error {
 		return err
 	}
 	defer func() { _ = s.Close() }()
-	//nolint:gosec // G703: the path is a file in the parent test's t.TempDir(), passed by the parent
-	f, err := os.OpenFile(os.Getenv(envRunLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	runs, err := chaos.OpenRunLog(os.Getenv(envRunLog), "p"+strconv.Itoa(os.Getpid()))
 	if err != nil {
 		return err
 	}
-	defer func() { _ = f.Close() }()
-	pid := os.Getpid()
+	defer func() { _ = runs.Close() }()
+	chaos.WatchStalls(ctx, runs, mpLease/4)
 	w, err := kiln.NewWorker(s, &kiln.WorkerConfig{
 		Concurrency:   mpConcurrency,
 		LeaseDuration: mpLease,
@@ -81,18 +75,21 @@ func runWorkerChild() error {
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
 	w.Handle("job", kiln.HandlerFunc(func(ctx context.Context, t *kiln.Task) error {
+		if err := runs.Start(t.ID, t.Attempt); err != nil {
+			return err
+		}
 		// The task's work: it takes a little while, so that kills land
 		// in the middle of runs.
+		var err error
 		select {
 		case <-time.After(mpWork):
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		_, err := fmt.Fprintf(f, "%s %d %d\n", t.ID, t.Attempt, pid)
+		if ferr := runs.Finish(t.ID, t.Attempt, err); ferr != nil {
+			return ferr
+		}
 		return err
 	}))
 	if err := w.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -104,8 +101,8 @@ func runWorkerChild() error {
 // TestMultiProcessKill runs three worker processes on one Redis over 10,000
 // tasks and SIGKILLs one of them every two seconds (restarting it). At the
 // end every task must have succeeded, every task must have a recorded run,
-// and every task that ran more than once must owe each extra run to a killed
-// process: its earlier runs were all in processes that were SIGKILLed.
+// and every task that ran more than once must owe each extra run to a kill
+// of the process that ran it before (the ledger of internal/chaos).
 func TestMultiProcessKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process kill test: skipped with -short")
@@ -131,45 +128,26 @@ func TestMultiProcessKill(t *testing.T) {
 	if err != nil {
 		t.Fatalf("EnqueueMany: %v", err)
 	}
+	ledger := chaos.NewLedger()
 	ids := make([]string, len(results))
 	for i, r := range results {
 		ids[i] = r.ID()
 	}
+	ledger.Ack(ids...)
 
-	type child struct {
-		cmd    *exec.Cmd
-		done   chan error
-		exited bool
+	start := func(n int) *chaos.Proc {
+		return chaos.Start(t, chaos.Cmd{Name: fmt.Sprintf("worker-%d", n),
+			Env: []string{envChild + "=worker", envRun + "=" + runToken, envPrefix + "=" + prefix, envRunLog + "=" + dir}})
 	}
-	wait := func(ch *child) error {
-		ch.exited = true
-		return <-ch.done
-	}
-	start := func(n int) *child {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChild+"=worker", envRun+"="+runToken, envPrefix+"="+prefix,
-			envRunLog+"="+filepath.Join(dir, fmt.Sprintf("runs-%d.log", n)))
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start worker: %v", err)
-		}
-		ch := &child{cmd: cmd, done: make(chan error, 1)}
-		go func() { ch.done <- cmd.Wait() }()
-		return ch
-	}
-	killed := map[int]bool{}
-	started := 0
-	children := make([]*child, mpWorkers)
+	kills, started := 0, 0
+	children := make([]*chaos.Proc, mpWorkers)
 	for i := range children {
 		children[i] = start(started)
 		started++
 	}
 	defer func() {
 		for _, ch := range children {
-			if !ch.exited {
-				_ = ch.cmd.Process.Kill()
-				_ = wait(ch)
-			}
+			_ = ch.Stop(syscall.SIGKILL) // after the graceful stop below, a no-op
 		}
 	}()
 
@@ -187,13 +165,11 @@ func TestMultiProcessKill(t *testing.T) {
 			t.Fatalf("not every task succeeded in time: %+v", st)
 		case <-kill.C:
 			ch := children[next]
-			killed[ch.cmd.Process.Pid] = true
-			if err := ch.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatalf("kill: %v", err)
+			if err := ch.Kill(); err != nil {
+				t.Fatal(err)
 			}
-			if err := wait(ch); err == nil {
-				t.Errorf("worker %d exited cleanly after SIGKILL", ch.cmd.Process.Pid)
-			}
+			ledger.Event(chaos.Kill, "p"+strconv.Itoa(ch.Pid()), ch.Name())
+			kills++
 			children[next] = start(started)
 			started++
 			next = (next + 1) % mpWorkers
@@ -207,14 +183,11 @@ func TestMultiProcessKill(t *testing.T) {
 	}
 	// Stop the live workers gracefully.
 	for _, ch := range children {
-		_ = ch.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, ch := range children {
-		if err := wait(ch); err != nil {
-			t.Errorf("worker %d exited with %v", ch.cmd.Process.Pid, err)
+		if err := ch.Stop(syscall.SIGTERM); err != nil {
+			t.Errorf("worker %d exited with %v", ch.Pid(), err)
 		}
 	}
-	if len(killed) == 0 {
+	if kills == 0 {
 		t.Fatal("no worker was killed: the test proved nothing")
 	}
 
@@ -226,53 +199,31 @@ func TestMultiProcessKill(t *testing.T) {
 	if len(st.Queues) != 1 || st.Queues[0].Total() != mpTasks || st.Queues[0].Counts[store.StateSucceeded] != mpTasks {
 		t.Errorf("Stats: got %+v, want %d succeeded tasks and nothing else", st.Queues, mpTasks)
 	}
+	tasks := make(map[string]*store.Task, len(ids))
 	for start := 0; start < len(ids); start += 1000 {
-		res, err := s.Get(ctx, store.GetParams{Namespace: store.DefaultNamespace, IDs: ids[start:min(start+1000, len(ids))]})
+		chunk := ids[start:min(start+1000, len(ids))]
+		res, err := s.Get(ctx, store.GetParams{Namespace: store.DefaultNamespace, IDs: chunk})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tk := range res.Tasks {
-			if tk == nil || tk.State != store.StateSucceeded {
-				t.Fatalf("task not succeeded at the end: %+v", tk)
-			}
+		for i, tk := range res.Tasks {
+			tasks[chunk[i]] = tk
 		}
 	}
 
 	// Every task ran; every extra run is explained by a kill.
-	type run struct{ attempt, pid int }
-	runs := map[string][]run{}
-	files, _ := filepath.Glob(filepath.Join(dir, "runs-*.log"))
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			parts := strings.Fields(sc.Text())
-			if len(parts) != 3 {
-				continue // a line cut short by SIGKILL
-			}
-			a, _ := strconv.Atoi(parts[1])
-			p, _ := strconv.Atoi(parts[2])
-			runs[parts[0]] = append(runs[parts[0]], run{a, p})
-		}
-		_ = f.Close()
+	logs, err := chaos.ReadLogs(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	dups := 0
-	for _, id := range ids {
-		rs := runs[id]
-		if len(rs) == 0 {
-			t.Errorf("task %s succeeded but no run of it was recorded", id)
-			continue
+	r := ledger.Check("redis multi-process", "3 worker processes on one Redis, 10,000 tasks, a worker SIGKILLed every 2 s", logs, tasks)
+	t.Log("\n" + r.Table())
+	for i, f := range r.Failures() {
+		if i == 20 {
+			t.Errorf("... %d failures in all", len(r.Failures()))
+			break
 		}
-		sort.Slice(rs, func(i, j int) bool { return rs[i].attempt < rs[j].attempt })
-		for i, r := range rs[:len(rs)-1] {
-			dups++
-			if !killed[r.pid] {
-				t.Errorf("task %s ran again (attempt %d) after attempt %d finished in process %d, which was never killed", id, rs[i+1].attempt, r.attempt, r.pid)
-			}
-		}
+		t.Errorf("%s %s: %s", f.What, f.Task, f.Detail)
 	}
-	t.Logf("%d tasks, %d workers started, %d killed, %d duplicate runs (all after a kill)", mpTasks, started, len(killed), dups)
+	t.Logf("%d tasks, %d workers started, %d killed, %d extra runs (all after a kill)", mpTasks, started, kills, r.ExtraRuns)
 }

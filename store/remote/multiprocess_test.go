@@ -1,29 +1,22 @@
 package remote_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kilnhq/kiln" //nolint:depguard // the test runs kiln.Worker processes on the remote store, as users do
 	"github.com/kilnhq/kiln/internal/apiclient"
+	"github.com/kilnhq/kiln/internal/chaos"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/server" //nolint:depguard // the test's server process; the package itself talks HTTP only
 	"github.com/kilnhq/kiln/store"
@@ -74,6 +67,12 @@ func serverRole() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	dir := os.Getenv(mpDirEnv)
+	stalls, err := chaos.OpenRunLog(dir, chaos.ServerRunner)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stalls.Close() }()
+	chaos.WatchStalls(ctx, stalls, 500*time.Millisecond) // a quarter of the workers' lease
 	emb, err := embedded.Open(filepath.Join(dir, "data"), nil)
 	if err != nil {
 		return err
@@ -91,28 +90,24 @@ func serverRole() error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "addr.tmp")
-	if err := os.WriteFile(tmp, []byte(ln.Addr().String()), 0o600); err != nil { //nolint:gosec // G703: the folder is the test's own t.TempDir, passed by the parent
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "addr")); err != nil { //nolint:gosec // G703: the folder is the test's own t.TempDir, passed by the parent
+	if err := chaos.WriteFileAtomic(filepath.Join(dir, "addr"), []byte(ln.Addr().String())); err != nil {
 		return err
 	}
 	return srv.Serve(ctx, ln)
 }
 
 // workerRole runs a kiln.Worker on the remote store with the worker
-// handshake. Each run of a task appends "id attempt pid" to the process's
-// own file, written before the handler returns.
+// handshake. Each run of a task is recorded in the process's run log
+// (internal/chaos), its start before the work and its finish after.
 func workerRole() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	pid := os.Getpid()
-	f, err := os.OpenFile(filepath.Join(os.Getenv(mpDirEnv), fmt.Sprintf("runs-%d.log", pid)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600) //nolint:gosec // G703: the folder is the test's own t.TempDir, passed by the parent
+	runs, err := chaos.OpenRunLog(os.Getenv(mpDirEnv), "p"+strconv.Itoa(os.Getpid()))
 	if err != nil {
 		return err
 	}
-	defer func() { _ = f.Close() }()
+	defer func() { _ = runs.Close() }()
+	chaos.WatchStalls(ctx, runs, 500*time.Millisecond) // a quarter of the lease
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := remote.Open(ctx, os.Getenv(mpURLEnv), &remote.Config{Project: mpProject, WorkerSecret: os.Getenv(mpSecret), Logger: log})
 	if err != nil {
@@ -126,162 +121,47 @@ func workerRole() error {
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
 	w.Handle("mp", kiln.HandlerFunc(func(ctx context.Context, tk *kiln.Task) error {
+		if err := runs.Start(tk.ID, tk.Attempt); err != nil {
+			return err
+		}
 		t := time.NewTimer(mpWork) // the task's work
 		defer t.Stop()
+		var err error
 		select {
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			err = context.Cause(ctx)
 		case <-t.C:
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		_, err := fmt.Fprintf(f, "%s %d %d\n", tk.ID, tk.Attempt, pid) // one write per line: nothing buffered in the process
+		if ferr := runs.Finish(tk.ID, tk.Attempt, err); ferr != nil {
+			return ferr
+		}
 		return err
 	}))
 	return w.Run(ctx)
 }
 
-// netSetup gives each worker a network namespace when the machine allows
-// it: a bridge on the host with the server's address, and one veth pair per
-// namespace. It returns the address for the server to listen on and, per
-// worker, the command prefix that runs a program in its namespace.
-func netSetup(t *testing.T, workers int) (listen string, prefix [][]string) {
-	t.Helper()
-	loopback := func(why string) (string, [][]string) {
-		t.Logf("workers on loopback, not in network namespaces: %s", why)
-		return "127.0.0.1:0", make([][]string, workers)
-	}
-	if os.Geteuid() != 0 {
-		return loopback("not root")
-	}
-	ipPath, err := exec.LookPath("ip")
-	if err != nil {
-		return loopback("no ip command (iproute2)")
-	}
-	var b [2]byte
-	_, _ = rand.Read(b[:])
-	tag := hex.EncodeToString(b[:])
-	subnet := fmt.Sprintf("10.%d.%d", 200+int(b[0])%50, b[1])
-	bridge := "kbr" + tag
-	var cleanup []func()
-	undo := func() {
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			cleanup[i]()
-		}
-	}
-	ip := func(args ...string) error {
-		out, err := exec.Command(ipPath, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	steps := func() error {
-		if err := ip("link", "add", bridge, "type", "bridge"); err != nil {
-			return err
-		}
-		cleanup = append(cleanup, func() { _ = ip("link", "del", bridge) })
-		if err := ip("addr", "add", subnet+".1/24", "dev", bridge); err != nil {
-			return err
-		}
-		if err := ip("link", "set", bridge, "up"); err != nil {
-			return err
-		}
-		for i := range workers {
-			ns := fmt.Sprintf("kiln-%s-%d", tag, i)
-			host, peer := fmt.Sprintf("kv%s%da", tag, i), fmt.Sprintf("kv%s%db", tag, i)
-			if err := ip("netns", "add", ns); err != nil {
-				return err
-			}
-			cleanup = append(cleanup, func() { _ = ip("netns", "del", ns) })
-			if err := ip("link", "add", host, "type", "veth", "peer", "name", peer); err != nil {
-				return err
-			}
-			cleanup = append(cleanup, func() { _ = ip("link", "del", host) })
-			for _, args := range [][]string{
-				{"link", "set", peer, "netns", ns},
-				{"link", "set", host, "master", bridge},
-				{"link", "set", host, "up"},
-				{"netns", "exec", ns, "ip", "addr", "add", fmt.Sprintf("%s.%d/24", subnet, i+2), "dev", peer},
-				{"netns", "exec", ns, "ip", "link", "set", peer, "up"},
-				{"netns", "exec", ns, "ip", "link", "set", "lo", "up"},
-			} {
-				if err := ip(args...); err != nil {
-					return err
-				}
-			}
-			prefix = append(prefix, []string{ipPath, "netns", "exec", ns})
-		}
-		return nil
-	}
-	if err := steps(); err != nil {
-		undo()
-		return loopback(err.Error())
-	}
-	t.Cleanup(undo)
-	t.Logf("workers in %d network namespaces, server on bridge %s at %s.1", workers, bridge, subnet)
-	return subnet + ".1:0", prefix
-}
-
-// proc is a child process of the test.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func startProc(t *testing.T, prefix []string, env ...string) *proc {
-	t.Helper()
-	argv := append(append([]string{}, prefix...), os.Args[0], "-test.run=^$")
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", argv, err)
-	}
-	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	return p
-}
-
-// stop sends sig and waits for the process to end.
-func (p *proc) stop(t *testing.T, sig os.Signal) error {
-	t.Helper()
-	_ = p.cmd.Process.Signal(sig) // it may have ended already
-	select {
-	case err := <-p.done:
-		return err
-	case <-time.After(waitLimit):
-		_ = p.cmd.Process.Kill()
-		if err := <-p.done; err != nil {
-			return fmt.Errorf("pid %d did not stop within %s after %v; killed: %w", p.cmd.Process.Pid, waitLimit, sig, err)
-		}
-		return fmt.Errorf("pid %d did not stop within %s after %v", p.cmd.Process.Pid, waitLimit, sig)
-	}
-}
-
 // TestMultiProcess: a server process, three remote worker processes (in
 // their own network namespaces where the machine allows), 10,000 tasks, one
 // worker killed with SIGKILL every two seconds and restarted. Every task
-// must succeed, and every task that ran more than once must have run in a
-// process that was killed before its last run.
+// must succeed, and every task that ran more than once must have done so
+// because the process of its earlier run was killed (the ledger of
+// internal/chaos).
 func TestMultiProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test: skipped with -short")
 	}
 	const workers = 3
 	dir := t.TempDir()
-	listen, prefixes := netSetup(t, workers)
+	nw := chaos.NewNet(t, workers)
 
-	srv := startProc(t, nil, roleEnv+"=server", mpDirEnv+"="+dir, mpAddrEnv+"="+listen)
+	srv := chaos.Start(t, chaos.Cmd{Name: "server", Env: []string{roleEnv + "=server", mpDirEnv + "=" + dir, mpAddrEnv + "=" + nw.Listen()}})
 	defer func() {
-		if err := srv.stop(t, syscall.SIGTERM); err != nil {
+		if err := srv.Stop(syscall.SIGTERM); err != nil {
 			t.Errorf("server: %v", err)
 		}
 	}()
-	addr := waitForFile(t, filepath.Join(dir, "addr"), srv)
-	url := "http://" + addr
+	url := "http://" + chaos.WaitFile(t, filepath.Join(dir, "addr"), srv)
 
 	admin, err := apiclient.New(url, &apiclient.Config{Token: adminToken})
 	if err != nil {
@@ -301,28 +181,33 @@ func TestMultiProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ledger := chaos.NewLedger()
 	reqs := make([]kiln.TaskRequest, mpTasks)
 	for i := range reqs {
 		reqs[i] = kiln.TaskRequest{Type: "mp", Options: kiln.TaskOptions{MaxRetries: 100}}
 	}
-	if _, err := client.EnqueueMany(t.Context(), reqs); err != nil {
+	results, err := client.EnqueueMany(t.Context(), reqs)
+	if err != nil {
 		t.Fatalf("EnqueueMany: %v", err)
+	}
+	for _, r := range results {
+		ledger.Ack(r.ID())
 	}
 
 	// The workers, and the killer: every two seconds one worker, in turn,
 	// gets SIGKILL and a successor.
-	killed := map[int]bool{}
-	procs := make([]*proc, workers)
+	procs := make([]*chaos.Proc, workers)
 	startWorker := func(i int) {
-		procs[i] = startProc(t, prefixes[i], roleEnv+"=worker", mpDirEnv+"="+dir, mpURLEnv+"="+url, mpSecret+"="+ws.WorkerSecret)
+		procs[i] = chaos.Start(t, chaos.Cmd{Name: fmt.Sprintf("worker-%d", i), Prefix: nw.Prefix(i),
+			Env: []string{roleEnv + "=worker", mpDirEnv + "=" + dir, mpURLEnv + "=" + url, mpSecret + "=" + ws.WorkerSecret}})
 	}
 	for i := range procs {
 		startWorker(i)
 	}
 	defer func() {
-		for i, p := range procs {
-			if err := p.stop(t, syscall.SIGTERM); err != nil {
-				t.Errorf("worker %d (pid %d): %v", i, p.cmd.Process.Pid, err)
+		for _, p := range procs {
+			if err := p.Stop(syscall.SIGTERM); err != nil {
+				t.Errorf("%s (pid %d): %v", p.Name(), p.Pid(), err)
 			}
 		}
 	}()
@@ -331,18 +216,18 @@ func TestMultiProcess(t *testing.T) {
 	check := time.NewTicker(250 * time.Millisecond)
 	defer check.Stop()
 	deadline := time.After(75 * time.Second)
-	next := 0
+	next, kills := 0, 0
 	for done := false; !done; {
 		select {
 		case <-deadline:
-			t.Fatalf("not every task succeeded within 75 s (%d kills)", len(killed))
+			t.Fatalf("not every task succeeded within 75 s (%d kills)", kills)
 		case <-kill.C:
 			p := procs[next]
-			pid := p.cmd.Process.Pid
-			if err := p.stop(t, syscall.SIGKILL); err == nil || !strings.Contains(err.Error(), "killed") {
-				t.Fatalf("worker %d (pid %d) ended before its kill: %v", next, pid, err)
+			if err := p.Kill(); err != nil {
+				t.Fatal(err)
 			}
-			killed[pid] = true
+			ledger.Event(chaos.Kill, "p"+strconv.Itoa(p.Pid()), p.Name())
+			kills++
 			startWorker(next)
 			next = (next + 1) % workers
 		case <-check.C:
@@ -358,124 +243,39 @@ func TestMultiProcess(t *testing.T) {
 		}
 	}
 
-	// Every task succeeded.
-	var all []*store.Task
+	// Every task succeeded, every run is in the logs, and every extra run
+	// follows a kill of the process that ran the task before.
+	tasks := map[string]*store.Task{}
 	for p := (store.ListParams{Namespace: mpProject, Limit: store.MaxListLimit}); ; {
 		res, err := cs.List(t.Context(), p)
 		if err != nil {
 			t.Fatalf("List: %v", err)
 		}
-		all = append(all, res.Tasks...)
+		for _, tk := range res.Tasks {
+			tasks[tk.ID] = tk
+		}
 		if res.NextCursor == "" {
 			break
 		}
 		p.Cursor = res.NextCursor
 	}
-	if len(all) != mpTasks {
-		t.Fatalf("List: %d tasks, want %d", len(all), mpTasks)
+	if len(tasks) != mpTasks {
+		t.Fatalf("List: %d tasks, want %d", len(tasks), mpTasks)
 	}
-	for _, tk := range all {
-		if tk.State != store.StateSucceeded {
-			t.Errorf("task %s: state %s after %d attempts (%s), want succeeded", tk.ID, tk.State, tk.Attempt, tk.LastError)
-		}
-	}
-
-	// Every run is in the logs; a task that ran more than once did so
-	// because a process that ran it before was killed.
-	runs := readRuns(t, dir)
-	dups, explained := 0, 0
-	for _, tk := range all {
-		rs := runs[tk.ID]
-		if len(rs) == 0 {
-			t.Errorf("task %s succeeded but no worker logged a run", tk.ID)
-			continue
-		}
-		if len(rs) == 1 {
-			continue
-		}
-		dups++
-		ok := true
-		for _, r := range rs[:len(rs)-1] {
-			if !killed[r.pid] {
-				ok = false
-			}
-		}
-		if !ok {
-			t.Errorf("task %s ran %d times (%v) and not every earlier run's process was killed (killed: %v)", tk.ID, len(rs), rs, killed)
-			continue
-		}
-		explained++
-	}
-	if len(runs) != mpTasks {
-		t.Errorf("logs name %d tasks, want %d", len(runs), mpTasks)
-	}
-	retried := 0
-	for _, tk := range all {
-		if tk.Attempt > 1 {
-			retried++
-		}
-	}
-	t.Logf("%d tasks, %d kills, %d tasks leased again after a kill, %d ran to the end more than once, all explained by a kill: %v", mpTasks, len(killed), retried, dups, dups == explained)
-	if len(killed) < 2 || retried == 0 {
-		t.Errorf("the kills hit nothing (%d kills, %d tasks leased again): the test tested nothing", len(killed), retried)
-	}
-}
-
-type run struct {
-	attempt, pid int
-}
-
-// readRuns reads every worker's log: task id -> runs, in attempt order.
-func readRuns(t *testing.T, dir string) map[string][]run {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "runs-*.log"))
+	logs, err := chaos.ReadLogs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]run{}
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
+	r := ledger.Check("multi-process", "a server process, 3 remote worker processes, 10,000 tasks, a worker SIGKILLed every 2 s", logs, tasks)
+	t.Log("\n" + r.Table())
+	for i, f := range r.Failures() {
+		if i == 20 {
+			t.Errorf("... %d failures in all", len(r.Failures()))
+			break
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fs := strings.Fields(sc.Text())
-			if len(fs) != 3 {
-				continue // the torn last line of a killed process cannot happen with one write per line, but be lenient
-			}
-			attempt, err1 := strconv.Atoi(fs[1])
-			pid, err2 := strconv.Atoi(fs[2])
-			if err := errors.Join(err1, err2); err != nil {
-				t.Fatalf("%s: %q: %v", name, sc.Text(), err)
-			}
-			out[fs[0]] = append(out[fs[0]], run{attempt, pid})
-		}
-		_ = f.Close()
+		t.Errorf("%s %s: %s", f.What, f.Task, f.Detail)
 	}
-	for _, rs := range out {
-		slices.SortFunc(rs, func(a, b run) int { return a.attempt - b.attempt })
-	}
-	return out
-}
-
-// waitForFile polls for a file the server writes when it listens, and
-// returns its content.
-func waitForFile(t *testing.T, path string, p *proc) string {
-	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(waitLimit)
-	for {
-		if b, err := os.ReadFile(path); err == nil {
-			return string(b)
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("server ended before listening: %v", err)
-		case <-deadline:
-			t.Fatalf("server did not listen within %s", waitLimit)
-		case <-tick.C:
-		}
+	if kills < 2 || r.ExtraRuns+r.Burned == 0 {
+		t.Errorf("the kills hit nothing (%d kills, %d extra runs, %d burned attempts): the test tested nothing", kills, r.ExtraRuns, r.Burned)
 	}
 }
