@@ -31,6 +31,9 @@ var (
 	ErrPayloadTooLarge = store.ErrPayloadTooLarge
 	// ErrClosed: the store was closed.
 	ErrClosed = store.ErrClosed
+	// ErrStorageFull: the store's disk is full; it refuses writes until
+	// space is freed, and reads keep working.
+	ErrStorageFull = store.ErrStorageFull
 )
 
 // ValidationError says which field of an input is wrong and why; it matches

@@ -28,6 +28,7 @@ const (
 	CodeLeaseLost        = "lease_lost"
 	CodeConflict         = "conflict"
 	CodeUnavailable      = "unavailable"
+	CodeStorageFull      = "storage_full"
 	CodeInternal         = "internal"
 )
 
@@ -62,6 +63,7 @@ var Codes = []Code{
 	{CodeLeaseLost, http.StatusConflict, store.ErrLeaseLost},
 	{CodeConflict, http.StatusConflict, nil},
 	{CodeUnavailable, http.StatusServiceUnavailable, store.ErrClosed},
+	{CodeStorageFull, http.StatusInsufficientStorage, store.ErrStorageFull},
 	{CodeInternal, http.StatusInternalServerError, nil},
 }
 
@@ -155,6 +157,7 @@ var sentinelOrder = []struct {
 	{store.ErrInvalidName, CodeInvalidName},
 	{store.ErrInvalidOption, CodeInvalidOption},
 	{store.ErrClosed, CodeUnavailable},
+	{store.ErrStorageFull, CodeStorageFull},
 }
 
 // ErrorFor maps an error to its HTTP status and error object. It never
