@@ -32,6 +32,9 @@ const (
 	CodeInternal         = "internal"
 )
 
+// StorageFullMessage is the message of every storage_full error.
+const StorageFullMessage = "the store's disk is full: writes are refused until space is freed; reads still work"
+
 // Code is one entry of the error catalogue.
 type Code struct {
 	// Code is the stable name sent in Error.Code.
@@ -193,6 +196,10 @@ func Object(err error) *Error {
 			e.Field, e.Message = ve.Field, ve.Reason
 		}
 		return e
+	}
+	if errors.Is(err, store.ErrStorageFull) {
+		// The store's text names its data folder; the server logs it.
+		return &Error{Code: CodeStorageFull, Message: StorageFullMessage}
 	}
 	if code := codeOf(err); code != CodeInternal {
 		return &Error{Code: code, Message: err.Error()}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -15,6 +16,12 @@ func (a *API) healthz(c *call) error {
 
 func (a *API) readyz(c *call) error {
 	if err := a.st.Ping(c.ctx()); err != nil {
+		if errors.Is(err, store.ErrStorageFull) {
+			// Not ready to take work, but up: reads are served, and the
+			// store accepts writes again by itself once space is freed.
+			// The store logs the change itself, once.
+			return c.json(http.StatusServiceUnavailable, wire.Health{Status: wire.CodeStorageFull, Error: wire.StorageFullMessage})
+		}
 		a.log.WarnContext(c.ctx(), "store not ready", "err", err)
 		return c.json(http.StatusServiceUnavailable, wire.Health{Status: "unavailable", Error: "the store does not answer"})
 	}

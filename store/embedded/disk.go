@@ -337,7 +337,7 @@ func (s *Store) reopenLocked(readOnly bool) bool {
 	if err := s.d.eng.close(); err != nil {
 		s.log.Debug("embedded: closing the failed engine", "err", err)
 	}
-	eng, err := openEngine(s.engineKind, s.dir, readOnly, s.hooks())
+	eng, err := s.openEngine(readOnly)
 	if err != nil {
 		s.d.eng = brokenEngine{err: fmt.Errorf("embedded: the data folder %s cannot be opened again: %w", s.dir, err)}
 		s.log.Error("embedded: opening the engine again failed", "dir", s.dir, "read_only", readOnly, "err", err)

@@ -48,6 +48,9 @@ type Config struct {
 	// spaceEvery is how often at most the free space is checked; default
 	// spaceCheckEvery; negative: never (tests of the reserve).
 	spaceEvery time.Duration
+	// wrapEngine, when set, wraps every engine the store opens (tests
+	// inject failures with it).
+	wrapEngine func(engine) engine
 }
 
 // Store is the embedded store. It is safe for concurrent use. Only one Store
@@ -61,6 +64,7 @@ type Store struct {
 	reserve    int64
 	retryEvery time.Duration
 	spaceEvery time.Duration
+	wrapEngine func(engine) engine
 	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
 	d          disk
 
@@ -161,6 +165,7 @@ func Open(dir string, cfg *Config) (*Store, error) {
 		reserve:    c.ReserveBytes,
 		retryEvery: c.retryEvery,
 		spaceEvery: c.spaceEvery,
+		wrapEngine: c.wrapEngine,
 		noteC:      make(chan struct{}, 1),
 		d:          disk{hidden: make(map[string]created)},
 		nss:        make(map[string]*namespace),
@@ -204,7 +209,7 @@ func (s *Store) openAtStart() (engine, error) {
 		}
 	}
 	if walBytes(s.dir) > 0 && !s.roomToOpen(false) {
-		eng, err := openEngine(s.engineKind, s.dir, true, s.hooks())
+		eng, err := s.openEngine(true)
 		if err != nil {
 			return nil, openError(s.dir, err)
 		}
@@ -214,20 +219,24 @@ func (s *Store) openAtStart() (engine, error) {
 		s.log.Warn("embedded: the disk is full: the store opened read-only and refuses writes until space is freed", "dir", s.dir, "free", mib(free))
 		return eng, nil
 	}
-	eng, err := openEngine(s.engineKind, s.dir, false, s.hooks())
+	eng, err := s.openEngine(false)
 	if err != nil {
 		return nil, openError(s.dir, err)
 	}
 	return eng, nil
 }
 
-// hooks are the store's callbacks given to the engine.
-func (s *Store) hooks() engineHooks {
+// openEngine opens the store's engine, with the store's callbacks.
+func (s *Store) openEngine(readOnly bool) (engine, error) {
 	h := engineHooks{note: s.note}
 	if s.reserve > 0 {
 		h.onDiskFull = s.onDiskFull
 	}
-	return h
+	eng, err := openEngine(s.engineKind, s.dir, readOnly, h)
+	if err == nil && s.wrapEngine != nil {
+		eng = s.wrapEngine(eng)
+	}
+	return eng, err
 }
 
 // openError explains why the data folder dir did not open.
