@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -76,6 +77,12 @@ var errNoSpace error = syscall.ENOSPC
 // isNoSpace reports whether err means the disk (or the user's quota) is full.
 func isNoSpace(err error) bool {
 	return err != nil && (vfs.IsNoSpaceError(err) || isQuotaError(err))
+}
+
+// isLockError reports whether err says that another store (in this process
+// or another) has the data folder open.
+func isLockError(err error) bool {
+	return err != nil && (errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "lock held"))
 }
 
 // diskFree returns the bytes available to this process on the file system

@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -228,7 +230,9 @@ func (s *Store) openAtStart() (engine, error) {
 
 // openEngine opens the store's engine, with the store's callbacks.
 func (s *Store) openEngine(readOnly bool) (engine, error) {
-	h := engineHooks{note: s.note}
+	h := engineHooks{note: s.note, corrupt: func(path string, err error) {
+		s.log.Error("embedded: a file of the data folder is damaged; run `kiln store check` on the folder (docs/reliability.md)", "file", path, "err", err)
+	}}
 	if s.reserve > 0 {
 		h.onDiskFull = s.onDiskFull
 	}
@@ -239,16 +243,32 @@ func (s *Store) openEngine(readOnly bool) (engine, error) {
 	return eng, err
 }
 
-// openError explains why the data folder dir did not open.
+// openError explains why the data folder dir did not open, and what to do.
 func openError(dir string, err error) error {
 	switch {
 	case isNoSpace(err):
 		return fmt.Errorf("embedded: open %s: %w: %w; free some space on its disk and start again", dir, store.ErrStorageFull, err)
-	case errors.Is(err, errCorrupt) || pebble.IsCorruptionError(err) || errors.Is(err, record.ErrCorrupt):
-		return fmt.Errorf("embedded: open %s: the data folder is damaged: %w; run `kiln store check %s` to see what can be read, and `kiln store recover %s --to <new folder>` to copy it to a new data folder (docs/reliability.md)", dir, err, dir, dir)
-	default:
+	case errors.Is(err, fs.ErrPermission), isLockError(err):
+		// Not the data: access rights, or another process has it open.
 		return fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
+	var names []string
+	for _, p := range damagedFiles(dir, false) {
+		names = append(names, p.File)
+	}
+	what := "the data folder may be damaged"
+	switch len(names) {
+	case 0:
+	case 1:
+		what = "the data folder is damaged (" + names[0] + " fails its checksums)"
+	default:
+		what = "the data folder is damaged (" + strings.Join(names, ", ") + " fail their checksums)"
+	}
+	if len(names) == 0 && (errors.Is(err, errCorrupt) || pebble.IsCorruptionError(err) || errors.Is(err, record.ErrCorrupt)) {
+		what = "the data folder is damaged"
+	}
+	return fmt.Errorf("embedded: open %s: %s: %w; run `kiln store check %s` to see what can be read, and `kiln store recover %s --to <new folder>` to copy it into a new data folder (docs/reliability.md)",
+		dir, what, err, dir, dir)
 }
 
 func (s *Store) namespace(name string) *namespace {

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
-	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -43,6 +40,9 @@ type engineHooks struct {
 	// onDiskFull is called when a write finds the disk full, with the
 	// engine's writes held; the write is retried once after it returns.
 	onDiskFull func()
+	// corrupt is called when the engine finds a damaged file; the read
+	// that found it fails.
+	corrupt func(path string, err error)
 }
 
 type op struct {
@@ -82,10 +82,7 @@ type pebbleEngine struct {
 	hooks engineHooks
 
 	fault atomic.Pointer[error]
-	full  atomic.Bool // a background write (flush, compaction) found the disk full
-	// corrupt lists the files Pebble found damaged (DataCorruption events).
-	mu      sync.Mutex
-	corrupt []string
+	full  atomic.Bool // a write found the disk full
 }
 
 // pebbleLog is Pebble's logger: it drops information and errors (the
@@ -162,13 +159,12 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 					e.setFull()
 				}
 			},
+			// A damaged block fails the reads that reach it; the store
+			// goes on with the rest (Pebble's default ends the process).
 			DataCorruption: func(info pebble.DataCorruptionInfo) {
-				e.mu.Lock()
-				if !slices.Contains(e.corrupt, info.Path) {
-					e.corrupt = append(e.corrupt, info.Path)
+				if e.hooks.corrupt != nil {
+					e.hooks.corrupt(info.Path, info.Details)
 				}
-				e.mu.Unlock()
-				e.setFault(fmt.Errorf("%w: %s: %w", errCorrupt, info.Path, info.Details))
 			},
 		},
 	}
@@ -198,20 +194,10 @@ func openPebble(dir string, readOnly bool, hooks engineHooks) (e *pebbleEngine, 
 		}
 	}
 	if err != nil {
-		return nil, e.explain(err)
+		return nil, err
 	}
 	e.db = db
 	return e, nil
-}
-
-// explain adds the damaged files Pebble reported to err.
-func (e *pebbleEngine) explain(err error) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.corrupt) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w (damaged: %s)", err, strings.Join(e.corrupt, ", "))
 }
 
 // closePebble closes db; Pebble may panic closing a database after a fatal
