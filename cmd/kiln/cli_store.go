@@ -126,13 +126,14 @@ func printReport(w io.Writer, title string, rep *embedded.Report) error {
 	if !rep.OK() {
 		status = fmt.Sprintf("%d problem(s)", len(rep.Problems))
 	}
-	fmt.Fprintf(&b, "%s: %s\n", title, status)
+	_, _ = fmt.Fprintf(&b, "%s: %s\n", title, status) // memory
 	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "namespace\ttotal")
+	// Writes to memory cannot fail.
+	_, _ = fmt.Fprintf(tw, "namespace\ttotal")
 	for _, st := range store.AllStates {
-		fmt.Fprintf(tw, "\t%s", st)
+		_, _ = fmt.Fprintf(tw, "\t%s", st)
 	}
-	fmt.Fprintf(tw, "\tmeta\n")
+	_, _ = fmt.Fprintf(tw, "\tmeta\n")
 	nss := make(map[string]bool)
 	for ns := range rep.Tasks {
 		nss[ns] = true
@@ -149,11 +150,11 @@ func printReport(w io.Writer, title string, rep *embedded.Report) error {
 		for _, n := range counts {
 			total += n
 		}
-		fmt.Fprintf(tw, "%s\t%d", ns, total)
+		_, _ = fmt.Fprintf(tw, "%s\t%d", ns, total)
 		for _, st := range store.AllStates {
-			fmt.Fprintf(tw, "\t%d", counts[st])
+			_, _ = fmt.Fprintf(tw, "\t%d", counts[st])
 		}
-		fmt.Fprintf(tw, "\t%d\n", rep.Meta[ns])
+		_, _ = fmt.Fprintf(tw, "\t%d\n", rep.Meta[ns])
 	}
 	_ = tw.Flush() // writes to memory cannot fail
 	if len(rep.Problems) > 0 {

@@ -67,7 +67,7 @@ func TestStoreCheckRecover(t *testing.T) {
 	for i := 20; i < 36 && i < len(b); i++ {
 		b[i] ^= 0xff
 	}
-	if err := os.WriteFile(manifests[0], b, 0o600); err != nil {
+	if err := os.WriteFile(manifests[0], b, 0o600); err != nil { //nolint:gosec // G703: a file in the test's own temporary folder
 		t.Fatal(err)
 	}
 	code, out, errOut = runKiln("store", "check", dir)

@@ -33,7 +33,7 @@ func Mount(t testing.TB, size int64) string {
 // frees the space again.
 func Fill(t testing.TB, dir, name string) int64 {
 	t.Helper()
-	f, err := os.Create(filepath.Join(dir, name))
+	f, err := os.Create(filepath.Join(dir, name)) //nolint:gosec // G304: a file in the test's own tmpfs
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func Fill(t testing.TB, dir, name string) int64 {
 		if n < 4096 {
 			n = 4096
 		}
-		err := syscall.Fallocate(int(f.Fd()), 0, total, n) //nolint:gosec // G115: a file descriptor fits in an int
+		err := syscall.Fallocate(int(f.Fd()), 0, total, n)
 		switch {
 		case err == nil:
 			total += n

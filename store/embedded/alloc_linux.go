@@ -7,5 +7,5 @@ import (
 
 // allocate gives f n bytes of allocated blocks (fallocate).
 func allocate(f *os.File, n int64) error {
-	return syscall.Fallocate(int(f.Fd()), 0, 0, n) //nolint:gosec // G115: a file descriptor fits in an int
+	return syscall.Fallocate(int(f.Fd()), 0, 0, n)
 }

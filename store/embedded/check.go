@@ -132,9 +132,7 @@ func isDataFolder(dir string) error {
 // verifyFiles checks every table's block checksums and every MANIFEST's
 // records, and reports the damaged files.
 func verifyFiles(dir string, rep *Report) {
-	for _, p := range damagedFiles(dir, true) {
-		rep.Problems = append(rep.Problems, p)
-	}
+	rep.Problems = append(rep.Problems, damagedFiles(dir, true)...)
 }
 
 // damagedFiles returns a problem for each engine file of dir that fails
@@ -533,7 +531,7 @@ func Recover(src, dst string) (*Report, error) {
 		return rep, fmt.Errorf("the engine of %s does not open, so nothing can be read through it: %w", src, err)
 	}
 	defer func() { _ = in.close() }()
-	if err := os.MkdirAll(dst, 0o700); err != nil { //nolint:gosec // G703: the operator names the new folder
+	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return rep, err
 	}
 	out, err := openEngine(enginePebble, dst, false, engineHooks{})

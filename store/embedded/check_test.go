@@ -66,7 +66,7 @@ func flip(t *testing.T, path string, off int64, n int) {
 	for i := off; i < off+int64(n) && i < int64(len(b)); i++ {
 		b[i] ^= 0xff
 	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	if err := os.WriteFile(path, b, 0o600); err != nil { //nolint:gosec // G703: a file in the test's own temporary folder
 		t.Fatal(err)
 	}
 }

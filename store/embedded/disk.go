@@ -117,7 +117,7 @@ func mib(n int64) string {
 // no room for it.
 func makeReserve(dir string, n int64) error {
 	path := filepath.Join(dir, reserveFile)
-	if fi, err := os.Stat(path); err == nil && fi.Size() == n {
+	if fi, err := os.Stat(path); err == nil && fi.Size() == n { //nolint:gosec // G703: a fixed name in the operator's data folder
 		return nil
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600) //nolint:gosec // G304: a fixed name in the data folder
@@ -132,7 +132,7 @@ func makeReserve(dir string, n int64) error {
 		err = cerr
 	}
 	if err != nil {
-		_ = os.Remove(path)
+		_ = os.Remove(path) //nolint:gosec // G703: a fixed name in the operator's data folder
 		return fmt.Errorf("creating the disk reserve %s: %w", path, err)
 	}
 	return nil
@@ -252,7 +252,7 @@ func (s *Store) checkSpaceLocked(need int64) {
 		s.full = s.fullError(free)
 		s.log.Warn("embedded: the disk is almost full: writes are refused until space is freed",
 			"dir", s.dir, "free", mib(free), "reserve", mib(s.reserve))
-	case s.full != nil && free >= s.reserve+s.reserve/4:
+	case s.full != nil && free >= s.reserve+s.reserve/4+s.reserveMissing():
 		if err := makeReserve(s.dir, s.reserve); err != nil {
 			s.log.Debug("embedded: the disk reserve cannot be made yet", "err", err)
 			return
@@ -260,6 +260,14 @@ func (s *Store) checkSpaceLocked(need int64) {
 		s.full = nil
 		s.log.Info("embedded: disk space is back: writes are accepted again", "dir", s.dir, "free", mib(free))
 	}
+}
+
+// reserveMissing returns the bytes the reserve file lacks.
+func (s *Store) reserveMissing() int64 {
+	if fi, err := os.Stat(filepath.Join(s.dir, reserveFile)); err == nil && fi.Size() == s.reserve { //nolint:gosec // G703: a fixed name in the operator's data folder
+		return 0
+	}
+	return s.reserve
 }
 
 func (s *Store) fullError(free int64) error {
