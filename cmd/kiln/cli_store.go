@@ -57,7 +57,7 @@ func runStore(ctx context.Context, std stdio, args []string) error {
 func runStoreCheck(_ context.Context, std stdio, args []string) error {
 	c := subcommand("store", "check", "<dir>",
 		"Check verifies a data folder of the embedded store without changing it: the\n"+
-			"checksums of the engine's tables and MANIFEST, then that every task record decodes\n"+
+			"checksums of the engine's tables, MANIFEST and WAL, then that every task record decodes\n"+
 			"and that tasks, payloads and the id index agree. It prints the readable tasks by\n"+
 			"namespace (project) and state, and every problem with its file or key. It exits 1\n"+
 			"when it finds a problem; `kiln store recover` then copies what can be read.")
