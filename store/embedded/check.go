@@ -97,10 +97,10 @@ func (r *Report) count(ns string, st store.State) {
 }
 
 // Check verifies the data folder dir without changing it: the checksums
-// of every table of the engine and its MANIFEST, then, opening the engine
-// read-only, that every record decodes and that the id index, payloads and
-// tasks agree. The error is for a folder that is not a data folder, or
-// cannot be read at all; damage is in the report.
+// of every table of the engine, its MANIFEST and its WAL, then, opening
+// the engine read-only, that every record decodes and that the id index,
+// payloads and tasks agree. The error is for a folder that is not a data
+// folder, is in use, or cannot be read at all; damage is in the report.
 func Check(dir string) (*Report, error) {
 	if err := isDataFolder(dir); err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func isDataFolder(dir string) error {
 }
 
 // verifyFiles checks every table's block checksums and every MANIFEST's
-// records, and reports the damaged files.
+// and WAL's records, and reports the damaged files.
 func verifyFiles(dir string, rep *Report) {
 	rep.Problems = append(rep.Problems, damagedFiles(dir, true)...)
 }
