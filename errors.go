@@ -34,6 +34,9 @@ var (
 	// ErrUnavailable: the store's backend (Redis, a kiln server) cannot be
 	// reached or cannot serve now; the call may succeed when retried.
 	ErrUnavailable = store.ErrUnavailable
+	// ErrStorageFull: the store's disk is full; it refuses writes until
+	// space is freed, and reads keep working.
+	ErrStorageFull = store.ErrStorageFull
 )
 
 // ValidationError says which field of an input is wrong and why; it matches

@@ -594,6 +594,7 @@ func (s *Server) sweepLoop() {
 	}()
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
+	full := false // the store's disk is full: said once, not every sweep
 	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
@@ -601,6 +602,14 @@ func (s *Server) sweepLoop() {
 		case <-t.C:
 		}
 		res, err := s.cfg.Store.Sweep(ctx, store.SweepParams{})
+		if errors.Is(err, store.ErrStorageFull) {
+			if !full {
+				full = true
+				s.log.Warn("sweeps wait until the store's disk has space again", "err", err)
+			}
+			continue
+		}
+		full = false
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("sweep failed", "err", err)

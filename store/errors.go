@@ -36,6 +36,13 @@ var (
 	// stay exactly-once where that matters). The error also wraps the
 	// backend's own error, for logs.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrStorageFull: the store's disk is full (or below the free space the
+	// store keeps), so it refuses writes; reads keep working, and writes
+	// are accepted again, without a restart, once space is freed. A write
+	// that fails with it was not made, except one caught by the disk
+	// filling up while it was being written, which may or may not have
+	// been; an enqueue that fails with it never runs.
+	ErrStorageFull = errors.New("storage full")
 )
 
 // ValidationError says which field of an input is wrong and why. It matches

@@ -32,8 +32,12 @@ const (
 	CodeTooManyStreams   = "too_many_streams"
 	CodeUnavailable      = "unavailable"
 	CodeStoreUnavailable = "store_unavailable"
+	CodeStorageFull      = "storage_full"
 	CodeInternal         = "internal"
 )
+
+// StorageFullMessage is the message of every storage_full error.
+const StorageFullMessage = "the store's disk is full: writes are refused until space is freed; reads still work"
 
 // Code is one entry of the error catalogue.
 type Code struct {
@@ -70,6 +74,7 @@ var Codes = []Code{
 	{CodeTooManyStreams, http.StatusTooManyRequests, nil},
 	{CodeUnavailable, http.StatusServiceUnavailable, store.ErrClosed},
 	{CodeStoreUnavailable, http.StatusServiceUnavailable, store.ErrUnavailable},
+	{CodeStorageFull, http.StatusInsufficientStorage, store.ErrStorageFull},
 	{CodeInternal, http.StatusInternalServerError, nil},
 }
 
@@ -182,6 +187,7 @@ var sentinelOrder = []struct {
 	{store.ErrInvalidOption, CodeInvalidOption},
 	{store.ErrClosed, CodeUnavailable},
 	{store.ErrUnavailable, CodeStoreUnavailable},
+	{store.ErrStorageFull, CodeStorageFull},
 }
 
 // ErrorFor maps an error to its HTTP status and error object. It never
@@ -217,6 +223,10 @@ func Object(err error) *Error {
 			e.Field, e.Message = ve.Field, ve.Reason
 		}
 		return e
+	}
+	if errors.Is(err, store.ErrStorageFull) {
+		// The store's text names its data folder; the server logs it.
+		return &Error{Code: CodeStorageFull, Message: StorageFullMessage}
 	}
 	if code := codeOf(err); code == CodeStoreUnavailable {
 		return &Error{Code: code, Message: StoreUnavailableMessage}

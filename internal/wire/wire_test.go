@@ -161,3 +161,18 @@ func TestDurSaturates(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageFull checks that a full disk answers 507 storage_full with a
+// fixed message (the store's names its data folder) that a client maps back
+// to store.ErrStorageFull.
+func TestStorageFull(t *testing.T) {
+	t.Parallel()
+	err := fmt.Errorf("embedded: enqueue: %w: the disk of /var/lib/kiln is full", store.ErrStorageFull)
+	status, obj := wire.ErrorFor(err)
+	if status != http.StatusInsufficientStorage || obj.Code != wire.CodeStorageFull || obj.Message != wire.StorageFullMessage {
+		t.Fatalf("ErrorFor(%v) = %d %+v", err, status, obj)
+	}
+	if !errors.Is(obj.Err(), store.ErrStorageFull) {
+		t.Fatalf("%v does not match store.ErrStorageFull on the client side", obj.Err())
+	}
+}

@@ -22,6 +22,13 @@ func (a *API) probe(c *call) bool {
 	if err == nil {
 		return true
 	}
+	if errors.Is(err, store.ErrStorageFull) {
+		// Not ready to take work, but up: reads are served, and the store
+		// accepts writes again by itself once space is freed. The store
+		// logs the change itself, once.
+		writeJSON(c.w, http.StatusServiceUnavailable, wire.Health{Status: wire.CodeStorageFull, Code: wire.CodeStorageFull, Error: wire.StorageFullMessage})
+		return false
+	}
 	a.log.WarnContext(c.ctx(), "store not ready", "err", err)
 	code := wire.CodeStoreUnavailable
 	if errors.Is(err, store.ErrClosed) {

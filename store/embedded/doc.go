@@ -19,8 +19,23 @@
 // outcome survives a crash or power loss. Lease and Extend do not wait for the
 // sync (it follows within about a millisecond): if the process dies in that
 // window the lease is forgotten and the task is pending again, which
-// at-least-once delivery allows. If a commit fails, the store refuses every
-// later call until it is reopened.
+// at-least-once delivery allows.
+//
+// # Full disk and damage
+//
+// The store keeps Config.ReserveBytes of disk space for itself: it refuses
+// writes with store.ErrStorageFull while its disk has less than that free,
+// and it keeps a file of that size to give back to the engine when another
+// program fills the disk. When a commit fails anyway, the store fails every
+// write not yet durable, reopens the engine read-only and rebuilds memory
+// from it: reads keep working, writes fail with store.ErrStorageFull (or
+// the I/O error), and a monitor opens the engine for writing again once
+// there is room, without a restart. The tasks of a failed enqueue never run.
+// See disk.go and docs/reliability.md.
+//
+// Open fails, with the damaged file or record and what to do, on a damaged
+// data folder; Check verifies a folder and Recover copies what can be read
+// of it into a new one (`kiln store check`, `kiln store recover`).
 //
 // # Limits
 //

@@ -7,10 +7,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
@@ -26,32 +30,62 @@ type Config struct {
 	Limits store.Limits
 	// Logger receives the store's few log lines; default discards.
 	Logger *slog.Logger
+	// ReserveBytes is the disk space the store keeps for itself, twice
+	// over: it refuses writes (with store.ErrStorageFull; reads keep
+	// working) while its disk has less than ReserveBytes free, and it keeps
+	// a file of ReserveBytes in the data folder, which it deletes when
+	// another program fills the disk, so that the write under way can end
+	// cleanly. Writes are accepted again once the disk has a quarter more
+	// than ReserveBytes free besides the file. 0 means ReserveBytesDefault;
+	// a negative value turns both off, which leaves a full disk to the
+	// engine (and may end the process).
+	ReserveBytes int64
 
 	// engine selects the key-value engine ("pebble" or "bbolt"); used by
 	// the engine comparison benchmark only.
 	engine string
+	// retryEvery is how often the store checks, while it refuses writes,
+	// whether they can resume; default retryEveryDefault.
+	retryEvery time.Duration
+	// spaceEvery is how often at most the free space is checked; default
+	// spaceCheckEvery; negative: never (tests of the reserve).
+	spaceEvery time.Duration
+	// wrapEngine, when set, wraps every engine the store opens (tests
+	// inject failures with it).
+	wrapEngine func(engine) engine
 }
 
 // Store is the embedded store. It is safe for concurrent use. Only one Store
 // may have a data folder open at a time (the engine locks it).
 type Store struct {
-	dir    string
-	clock  store.Clock
-	limits store.Limits
-	log    *slog.Logger
-	eng    engine
+	dir        string
+	clock      store.Clock
+	limits     store.Limits
+	log        *slog.Logger
+	engineKind string
+	reserve    int64
+	retryEvery time.Duration
+	spaceEvery time.Duration
+	wrapEngine func(engine) engine
+	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
+	d          disk
 
 	// mu guards every field below it, and the entries and namespaces they
-	// reach. Lock order: mu, then c.mu.
-	mu       sync.Mutex
-	closed   bool
-	failed   error
-	seq      uint64
-	leaseSeq uint64
-	nss      map[string]*namespace
-	leases   timeHeap // active tasks by lease expiry (lazy)
-	expiry   timeHeap // terminal tasks by ExpiresAt (lazy)
-	evict    []timedItem
+	// reach. Lock order: mu, then d.mu, then c.mu.
+	mu     sync.Mutex
+	closed bool
+	// fault is set while the engine is read-only after a failed write, and
+	// full while the disk has too little free space (disk.go): writes
+	// return them.
+	fault, full error
+	spaceAt     time.Time // when the free space was last checked
+	written     int64     // bytes written since
+	seq         uint64
+	leaseSeq    uint64
+	nss         map[string]*namespace
+	leases      timeHeap // active tasks by lease expiry (lazy)
+	expiry      timeHeap // terminal tasks by ExpiresAt (lazy)
+	evict       []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
 	// metaGen the generation of each key's newest pending write (from
 	// metaSeq), so a waiter knows whether its write is still the newest.
@@ -116,17 +150,28 @@ func Open(dir string, cfg *Config) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil { //nolint:gosec // G703: the data folder is the operator's choice by design
 		return nil, fmt.Errorf("embedded: open: %w", err)
 	}
-	eng, err := openEngine(c.engine, dir)
-	if err != nil {
-		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
+	if c.ReserveBytes == 0 {
+		c.ReserveBytes = ReserveBytesDefault
+	}
+	if c.retryEvery <= 0 {
+		c.retryEvery = retryEveryDefault
+	}
+	if c.spaceEvery == 0 {
+		c.spaceEvery = spaceCheckEvery
 	}
 	s := &Store{
-		dir:    dir,
-		clock:  c.Clock,
-		limits: c.Limits.WithDefaults(),
-		log:    c.Logger,
-		eng:    eng,
-		nss:    make(map[string]*namespace),
+		dir:        dir,
+		clock:      c.Clock,
+		limits:     c.Limits.WithDefaults(),
+		log:        c.Logger,
+		engineKind: c.engine,
+		reserve:    c.ReserveBytes,
+		retryEvery: c.retryEvery,
+		spaceEvery: c.spaceEvery,
+		wrapEngine: c.wrapEngine,
+		noteC:      make(chan struct{}, 1),
+		d:          disk{hidden: make(map[string]created)},
+		nss:        make(map[string]*namespace),
 
 		metaPending: make(map[string][]byte),
 		metaGen:     make(map[string]uint64),
@@ -136,12 +181,95 @@ func Open(dir string, cfg *Config) (*Store, error) {
 	_, _ = rand.Read(b[:])
 	s.leaseSeq = binary.BigEndian.Uint64(b[:]) >> 1
 	s.c.init()
-	if err := s.load(); err != nil {
-		return nil, errors.Join(fmt.Errorf("embedded: open %s: %w", dir, err), eng.close())
+	eng, err := s.openAtStart()
+	if err != nil {
+		return nil, err
 	}
-	s.wg.Add(1)
+	s.d.eng = eng
+	if err := s.load(eng, nil); err != nil {
+		return nil, errors.Join(openError(dir, err), eng.close())
+	}
+	s.wg.Add(2)
 	go s.commitLoop()
+	go s.monitor()
 	return s, nil
+}
+
+// openAtStart makes the disk reserve and opens the engine. When the disk
+// has no room to open it read-write (which replays its WAL into a new
+// table), it opens it read-only, and the store refuses writes until there
+// is room.
+func (s *Store) openAtStart() (engine, error) {
+	if s.reserve > 0 {
+		if err := makeReserve(s.dir, s.reserve); err != nil {
+			if !isNoSpace(err) {
+				return nil, fmt.Errorf("embedded: open %s: %w", s.dir, err)
+			}
+			free, _ := diskFree(s.dir)
+			s.full = s.fullError(free)
+			s.spaceAt = time.Now()
+			s.log.Warn("embedded: the disk is almost full: writes are refused until space is freed", "dir", s.dir, "free", mib(free), "reserve", mib(s.reserve))
+		}
+	}
+	if walBytes(s.dir) > 0 && !s.roomToOpen(false) {
+		eng, err := s.openEngine(true)
+		if err != nil {
+			return nil, openError(s.dir, err)
+		}
+		free, _ := diskFree(s.dir)
+		s.fault = fmt.Errorf("%w: %s free on the disk of %s is too little to open the store for writing; writes are refused until space is freed",
+			store.ErrStorageFull, mib(free), s.dir)
+		s.log.Warn("embedded: the disk is full: the store opened read-only and refuses writes until space is freed", "dir", s.dir, "free", mib(free))
+		return eng, nil
+	}
+	eng, err := s.openEngine(false)
+	if err != nil {
+		return nil, openError(s.dir, err)
+	}
+	return eng, nil
+}
+
+// openEngine opens the store's engine, with the store's callbacks.
+func (s *Store) openEngine(readOnly bool) (engine, error) {
+	h := engineHooks{note: s.note, corrupt: func(path string, err error) {
+		s.log.Error("embedded: a file of the data folder is damaged; run `kiln store check` on the folder (docs/reliability.md)", "file", path, "err", err)
+	}}
+	if s.reserve > 0 {
+		h.onDiskFull = s.onDiskFull
+	}
+	eng, err := openEngine(s.engineKind, s.dir, readOnly, h)
+	if err == nil && s.wrapEngine != nil {
+		eng = s.wrapEngine(eng)
+	}
+	return eng, err
+}
+
+// openError explains why the data folder dir did not open, and what to do.
+func openError(dir string, err error) error {
+	switch {
+	case isNoSpace(err):
+		return fmt.Errorf("embedded: open %s: %w: %w; free some space on its disk and start again", dir, store.ErrStorageFull, err)
+	case errors.Is(err, fs.ErrPermission), isLockError(err):
+		// Not the data: access rights, or another process has it open.
+		return fmt.Errorf("embedded: open %s: %w", dir, err)
+	}
+	var names []string
+	for _, p := range damagedFiles(dir, false) {
+		names = append(names, p.File)
+	}
+	what := "the data folder may be damaged"
+	switch len(names) {
+	case 0:
+	case 1:
+		what = "the data folder is damaged (" + names[0] + " fails its checksums)"
+	default:
+		what = "the data folder is damaged (" + strings.Join(names, ", ") + " fail their checksums)"
+	}
+	if len(names) == 0 && (errors.Is(err, errCorrupt) || pebble.IsCorruptionError(err) || errors.Is(err, record.ErrCorrupt)) {
+		what = "the data folder is damaged"
+	}
+	return fmt.Errorf("embedded: open %s: %s: %w; run `kiln store check %s` to see what can be read, and `kiln store recover %s --to <new folder>` to copy it into a new data folder (docs/reliability.md)",
+		dir, what, err, dir, dir)
 }
 
 func (s *Store) namespace(name string) *namespace {
@@ -222,20 +350,29 @@ func splitKey(k []byte) (string, []byte, bool) {
 
 // ---- load ----
 
-func (s *Store) load() error {
+// load reads the engine and builds the in-memory indexes, skipping the
+// hidden tasks (whose enqueue failed; see disk.go).
+func (s *Store) load(eng engine, hidden map[string]created) error {
+	isHidden := func(ns, id string, seq uint64) bool {
+		c, ok := hidden[hiddenKey(ns, id)]
+		return ok && (seq == 0 || c.seq == seq)
+	}
 	bySeq := make(map[uint64]*entry)
 	var derr error
-	err := s.eng.scan([]byte{kTask}, nil, false, func(k, v []byte) bool {
+	err := eng.scan([]byte{kTask}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
 		if !ok || len(rest) != 8 {
-			derr = fmt.Errorf("bad task key %q", k)
+			derr = fmt.Errorf("%w: bad task key %q", errCorrupt, k)
 			return false
 		}
 		var t store.Task
 		seq, err := record.Decode(v, &t)
 		if err != nil {
-			derr = fmt.Errorf("task %d: %w", binary.BigEndian.Uint64(rest), err)
+			derr = fmt.Errorf("task record %d of namespace %q (key %x): %w", binary.BigEndian.Uint64(rest), nsName, k, err)
 			return false
+		}
+		if isHidden(nsName, t.ID, seq) {
+			return true
 		}
 		t.Namespace = nsName
 		ns := s.namespace(nsName)
@@ -266,7 +403,7 @@ func (s *Store) load() error {
 	if err = errors.Join(err, derr); err != nil {
 		return err
 	}
-	err = s.eng.scan([]byte{kPayload}, nil, false, func(k, v []byte) bool {
+	err = eng.scan([]byte{kPayload}, nil, false, func(k, v []byte) bool {
 		_, rest, ok := splitKey(k)
 		if ok && len(rest) == 8 {
 			if e := bySeq[binary.BigEndian.Uint64(rest)]; e != nil {
@@ -278,7 +415,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
-	err = s.eng.scan([]byte{kQueue}, nil, false, func(k, v []byte) bool {
+	err = eng.scan([]byte{kQueue}, nil, false, func(k, v []byte) bool {
 		if nsName, rest, ok := splitKey(k); ok && len(v) == 1 && v[0] == 1 {
 			s.namespace(nsName).queue(string(rest)).paused = true
 		}
@@ -287,13 +424,13 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
-	return s.eng.scan([]byte{kUnique}, nil, false, func(k, v []byte) bool {
+	return eng.scan([]byte{kUnique}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
 		if !ok {
 			return true
 		}
 		n, w := binary.Varint(v)
-		if w <= 0 {
+		if w <= 0 || isHidden(nsName, string(v[w:]), 0) {
 			return true
 		}
 		s.namespace(nsName).unique[string(rest)] = uniqueHold{id: string(v[w:]), until: time.Unix(0, n).UTC()}
@@ -321,10 +458,11 @@ func (q *queue) removeReady(e *entry) {
 
 // batch is a set of writes committed together with one sync.
 type batch struct {
-	gen  uint64
-	ops  []op
-	done chan struct{}
-	err  error
+	gen     uint64
+	ops     []op
+	created []created // the tasks enqueued in the batch (disk.go)
+	done    chan struct{}
+	err     error
 }
 
 // committer collects writes into batches; one goroutine commits them in
@@ -347,9 +485,21 @@ func (c *committer) init() {
 // Callers hold s.mu, so writes reach the engine in the order their changes
 // were made in memory.
 func (s *Store) write(ops ...op) *batch {
+	return s.writeTask(nil, ops...)
+}
+
+// writeTask is write for the ops of a new task: if their batch fails, the
+// task is dropped (see disk.go).
+func (s *Store) writeTask(c *created, ops ...op) *batch {
+	for _, o := range ops {
+		s.written += int64(len(o.key) + len(o.val))
+	}
 	s.c.mu.Lock()
 	b := s.c.cur
 	b.ops = append(b.ops, ops...)
+	if c != nil {
+		b.created = append(b.created, *c)
+	}
 	s.c.mu.Unlock()
 	select {
 	case s.c.kick <- struct{}{}:
@@ -400,15 +550,31 @@ func (s *Store) commitOne() {
 	s.c.last = b
 	s.c.mu.Unlock()
 
-	b.err = s.eng.apply(b.ops, true)
+	s.d.mu.RLock()
+	var err error
+	if full, fault := s.d.eng.trouble(); fault != nil {
+		err = fault
+	} else if full {
+		// The engine found the disk full; it has used the reserve to
+		// finish what it was doing, and must be sent nothing more.
+		err = errEngineFull
+	} else {
+		err = s.d.eng.apply(b.ops, true)
+	}
+	s.d.mu.RUnlock()
 	b.ops = nil
-	if b.err != nil {
+	if err != nil {
+		// Memory holds changes the disk may not: degrade rebuilds it from
+		// the disk before the writers hear of the failure.
+		s.degrade(b, err)
 		s.mu.Lock()
-		if s.failed == nil {
-			s.failed = fmt.Errorf("embedded: commit failed, the store is read-only until reopened: %w", b.err)
-			s.log.Error("embedded: commit failed", "err", b.err)
-		}
+		b.err = s.fault
 		s.mu.Unlock()
+		if b.err == nil {
+			b.err = faultError(s.dir, err)
+		}
+		close(b.done)
+		return
 	}
 	close(b.done)
 	s.evictDurable(b.gen)
@@ -447,15 +613,20 @@ func (b *batch) wait() error {
 
 // ---- lifecycle ----
 
-// Ping reports whether the store is open and healthy.
+// Ping reports whether the store is open and accepts writes: while its disk
+// is full it returns an error that matches store.ErrStorageFull (reads
+// still work).
 func (s *Store) Ping(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.usable(ctx)
+	if err := s.usable(ctx); err != nil {
+		return err
+	}
+	return s.writable(0)
 }
 
-// usable returns why a call cannot proceed: a done context, a closed or a
-// failed store.
+// usable returns why a call cannot proceed: a done context or a closed
+// store. Writes also check writable (disk.go).
 func (s *Store) usable(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -463,7 +634,7 @@ func (s *Store) usable(ctx context.Context) error {
 	if s.closed {
 		return store.ErrClosed
 	}
-	return s.failed
+	return nil
 }
 
 // Close flushes every pending write, wakes waiting leasers (they return
@@ -481,7 +652,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
-	return s.eng.close()
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	return s.d.eng.close()
 }
 
 func (s *Store) nextLeaseID() uint64 {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -25,7 +27,22 @@ type engine interface {
 	// order with reverse), starting at start (inclusive) when not nil. fn's
 	// arguments are valid only during the call. fn returns false to stop.
 	scan(prefix, start []byte, reverse bool, fn func(k, v []byte) bool) error
+	// trouble reports whether the engine found the disk full, and the
+	// fault that makes it unusable for writes, if any.
+	trouble() (full bool, fault error)
 	close() error
+}
+
+// engineHooks are the store's callbacks; nil ones are not called.
+type engineHooks struct {
+	// note is called, and must not block, when trouble changes.
+	note func()
+	// onDiskFull is called when a write finds the disk full, with the
+	// engine's writes held; the write is retried once after it returns.
+	onDiskFull func()
+	// corrupt is called when the engine finds a damaged file; the read
+	// that found it fails.
+	corrupt func(path string, err error)
 }
 
 type op struct {
@@ -37,12 +54,14 @@ const (
 	engineBolt   = "bbolt"
 )
 
-func openEngine(kind, dir string) (engine, error) {
+// openEngine opens the engine kind in the data folder dir. A read-only
+// engine never writes to dir.
+func openEngine(kind, dir string, readOnly bool, hooks engineHooks) (engine, error) {
 	switch kind {
 	case enginePebble, "":
-		return openPebble(filepath.Join(dir, "pebble"))
+		return openPebble(filepath.Join(dir, "pebble"), readOnly, hooks)
 	case engineBolt:
-		return openBolt(filepath.Join(dir, "kiln.bolt"))
+		return openBolt(filepath.Join(dir, "kiln.bolt"), readOnly)
 	default:
 		return nil, fmt.Errorf("unknown engine %q", kind)
 	}
@@ -50,34 +69,170 @@ func openEngine(kind, dir string) (engine, error) {
 
 // ---- Pebble ----
 
-type pebbleEngine struct{ db *pebble.DB }
+// pebbleEngine is the Pebble engine. Pebble treats some failures as fatal (a
+// WAL or MANIFEST write that fails, for instance on a full disk) and reports
+// them through Logger.Fatalf, which by default ends the process. Here Fatalf
+// records the failure instead: the engine refuses every later write with it
+// (fault), and the store closes the engine and opens it again (see
+// store.degrade), so the process stays up and reads keep working.
+type pebbleEngine struct {
+	db    *pebble.DB
+	dir   string
+	ro    bool
+	hooks engineHooks
 
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+	fault atomic.Pointer[error]
+	full  atomic.Bool // a write found the disk full
 }
 
-func openPebble(dir string) (*pebbleEngine, error) {
+// pebbleLog is Pebble's logger: it drops information and errors (the
+// store logs what matters) and turns fatal errors into the engine's fault.
+type pebbleLog struct{ e *pebbleEngine }
+
+func (pebbleLog) Infof(string, ...any)  {}
+func (pebbleLog) Errorf(string, ...any) {}
+func (l pebbleLog) Fatalf(format string, args ...any) {
+	l.e.setFault(&engineFault{msg: fmt.Sprintf(format, args...), cause: firstError(args)})
+}
+
+// engineFault is a failure Pebble deems fatal for the open engine.
+type engineFault struct {
+	msg   string
+	cause error // the error among the arguments, if any
+}
+
+func (f *engineFault) Error() string { return "pebble: " + f.msg }
+func (f *engineFault) Unwrap() error { return f.cause }
+
+func firstError(args []any) error {
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *pebbleEngine) setFault(err error) {
+	if e.fault.CompareAndSwap(nil, &err) && e.hooks.note != nil {
+		e.hooks.note()
+	}
+}
+
+func (e *pebbleEngine) setFull() {
+	if !e.full.Swap(true) && e.hooks.note != nil {
+		e.hooks.note()
+	}
+}
+
+func (e *pebbleEngine) trouble() (bool, error) { return e.full.Load(), e.failure() }
+
+// failure returns the engine's fault, or nil.
+func (e *pebbleEngine) failure() error {
+	if p := e.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// pebbleOptions returns the options the store opens Pebble with.
+func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	// Enqueue checks that a task id is new with a point lookup that misses
 	// almost always: bloom filters on every level answer it without reading
 	// blocks (without them, enqueue spent half its time in those lookups).
-	c := pebble.NewCache(32 << 20)
-	defer c.Unref()
-	opts := &pebble.Options{Logger: quietLogger{}, Cache: c}
+	fs := vfs.Default
+	if !readOnly {
+		fs = vfs.OnDiskFull(fs, func() {
+			e.setFull()
+			if e.hooks.onDiskFull != nil {
+				e.hooks.onDiskFull()
+			}
+		})
+	}
+	opts := &pebble.Options{
+		FS:       fs,
+		Logger:   pebbleLog{e},
+		ReadOnly: readOnly,
+		EventListener: &pebble.EventListener{
+			BackgroundError: func(err error) {
+				if isNoSpace(err) {
+					e.setFull()
+				}
+			},
+			// A damaged block fails the reads that reach it; the store
+			// goes on with the rest (Pebble's default ends the process).
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				if e.hooks.corrupt != nil {
+					e.hooks.corrupt(info.Path, info.Details)
+				}
+			},
+		},
+	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	return opts
+}
+
+func openPebble(dir string, readOnly bool, hooks engineHooks) (e *pebbleEngine, err error) {
+	e = &pebbleEngine{dir: dir, ro: readOnly, hooks: hooks}
+	c := pebble.NewCache(32 << 20)
+	defer c.Unref()
+	opts := pebbleOptions(e, readOnly)
+	opts.Cache = c
+	// Pebble may panic on some damaged files; the store must not.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: pebble panicked while opening: %v", errCorrupt, r)
+		}
+	}()
 	db, err := pebble.Open(dir, opts)
+	if err == nil {
+		err = e.failure() // a fatal error during Open
+		if err != nil {
+			_ = closePebble(db)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	return &pebbleEngine{db: db}, nil
+	e.db = db
+	return e, nil
 }
 
-func (e *pebbleEngine) apply(ops []op, sync bool) error {
+// closePebble closes db; Pebble may panic closing a database after a fatal
+// error, which becomes an error here.
+func closePebble(db *pebble.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: close: %v", r)
+		}
+	}()
+	return db.Close()
+}
+
+// errReadOnly is returned by a write to a read-only engine.
+var errReadOnly = errors.New("the engine is open read-only")
+
+func (e *pebbleEngine) apply(ops []op, sync bool) (err error) {
+	if err := e.failure(); err != nil {
+		return err
+	}
+	if e.ro {
+		return errReadOnly
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pebble: commit: %v", r)
+		}
+		if f := e.failure(); f != nil {
+			// Pebble may report a failed commit only to Fatalf.
+			err = f
+		}
+		if err != nil {
+			e.setFault(err)
+		}
+	}()
 	b := e.db.NewBatch()
 	defer func() { _ = b.Close() }()
 	for _, o := range ops {
@@ -98,7 +253,12 @@ func (e *pebbleEngine) apply(ops []op, sync bool) error {
 	return b.Commit(wo)
 }
 
-func (e *pebbleEngine) get(key []byte) ([]byte, error) {
+func (e *pebbleEngine) get(key []byte) (_ []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: pebble: get: %v", errCorrupt, r)
+		}
+	}()
 	v, closer, err := e.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
@@ -111,7 +271,12 @@ func (e *pebbleEngine) get(key []byte) ([]byte, error) {
 	return out, closer.Close()
 }
 
-func (e *pebbleEngine) scan(prefix, start []byte, reverse bool, fn func(k, v []byte) bool) error {
+func (e *pebbleEngine) scan(prefix, start []byte, reverse bool, fn func(k, v []byte) bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: pebble: scan: %v", errCorrupt, r)
+		}
+	}()
 	upper := prefixEnd(prefix)
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
 	if err != nil {
@@ -143,7 +308,7 @@ func step(it *pebble.Iterator, reverse bool) bool {
 	return it.Next()
 }
 
-func (e *pebbleEngine) close() error { return e.db.Close() }
+func (e *pebbleEngine) close() error { return closePebble(e.db) }
 
 // prefixEnd returns the smallest key greater than every key with prefix.
 func prefixEnd(prefix []byte) []byte {
@@ -163,10 +328,13 @@ type boltEngine struct{ db *bolt.DB }
 
 var boltBucket = []byte("kiln")
 
-func openBolt(path string) (*boltEngine, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+func openBolt(path string, readOnly bool) (*boltEngine, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType, ReadOnly: readOnly})
 	if err != nil {
 		return nil, err
+	}
+	if readOnly {
+		return &boltEngine{db: db}, nil
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(boltBucket)
@@ -254,5 +422,7 @@ func boltStep(c *bolt.Cursor, reverse bool) ([]byte, []byte) {
 	}
 	return c.Next()
 }
+
+func (e *boltEngine) trouble() (bool, error) { return false, nil }
 
 func (e *boltEngine) close() error { return e.db.Close() }

@@ -37,8 +37,12 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		return store.EnqueueResult{}, err
 	}
 	items := make([]store.EnqueueItem, len(p.Tasks))
+	need := int64(0)
+	for i := range p.Tasks {
+		need += int64(len(p.Tasks[i].Payload)) + 256
+	}
 	s.mu.Lock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, need); err != nil {
 		s.mu.Unlock()
 		return store.EnqueueResult{}, err
 	}
@@ -56,7 +60,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
 			continue
 		}
-		if v, err := s.eng.get(nameKey(kID, ns.name, in.ID)); err != nil {
+		if v, err := s.d.get(nameKey(kID, ns.name, in.ID)); err != nil {
 			s.mu.Unlock()
 			return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
 		} else if v != nil {
@@ -103,9 +107,10 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		ops = append(ops,
 			op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 			op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
+			op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
 		)
-		s.write(ops...)
-		last = s.putTask(e)
+		last = s.writeTask(&created{ns: ns.name, id: e.t.ID, unique: e.t.UniqueKey, seq: e.seq}, ops...)
+		e.gen = last.gen
 		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State}
 	}
 	if woke {
@@ -143,7 +148,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 			return store.LeaseResult{}, err
 		}
 		s.mu.Lock()
-		if err := s.usable(ctx); err != nil {
+		if err := s.canWrite(ctx, 0); err != nil {
 			s.mu.Unlock()
 			return store.LeaseResult{}, err
 		}
@@ -275,7 +280,7 @@ func (s *Store) lookup(ns *namespace, id string) (*entry, bool, error) {
 	if e := ns.tasks[id]; e != nil {
 		return e, true, nil
 	}
-	v, err := s.eng.get(nameKey(kID, ns.name, id))
+	v, err := s.d.get(nameKey(kID, ns.name, id))
 	return nil, v != nil, err
 }
 
@@ -293,7 +298,7 @@ func (s *Store) Extend(ctx context.Context, p store.ExtendParams) (store.ExtendR
 	items := make([]store.ExtendItem, len(p.Leases))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		return store.ExtendResult{}, err
 	}
 	now := s.now()
@@ -336,7 +341,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 	}
 	errs := make([]error, len(p.Outcomes))
 	s.mu.Lock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		s.mu.Unlock()
 		return store.ReportResult{}, err
 	}
@@ -475,21 +480,27 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 
 // readTask reads a task from the engine; nil when absent.
 func (s *Store) readTask(ns, id string, payload bool) (*store.Task, uint64, error) {
-	v, err := s.eng.get(nameKey(kID, ns, id))
+	s.d.mu.RLock()
+	defer s.d.mu.RUnlock()
+	eng := s.d.eng
+	v, err := eng.get(nameKey(kID, ns, id))
 	if err != nil || len(v) != 8 {
 		return nil, 0, err
 	}
 	seq := binary.BigEndian.Uint64(v)
-	rec, err := s.eng.get(seqKey(kTask, ns, seq))
+	if s.d.isHidden(ns, id, seq) {
+		return nil, 0, nil
+	}
+	rec, err := eng.get(seqKey(kTask, ns, seq))
 	if err != nil || rec == nil {
 		return nil, 0, err
 	}
 	t := &store.Task{Namespace: ns}
 	if _, err := record.Decode(rec, t); err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("task %q (record %d of namespace %q): %w", id, seq, ns, err)
 	}
 	if payload {
-		if t.Payload, err = s.eng.get(seqKey(kPayload, ns, seq)); err != nil {
+		if t.Payload, err = eng.get(seqKey(kPayload, ns, seq)); err != nil {
 			return nil, 0, err
 		}
 		if t.Payload == nil {
@@ -534,15 +545,17 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 	}
 	b := s.barrier()
 	s.mu.Unlock()
-	if err := b.wait(); err != nil {
-		return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
-	}
+	// A failed write was reported to its writer, and memory and engine
+	// were rebuilt from the disk before b ended: read what is there.
+	_ = b.wait()
 	var out []*store.Task
 	var seqs []uint64
 	var derr error
 	next := ""
 	examined := 0
-	err := s.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(k, v []byte) bool {
+	s.d.mu.RLock()
+	defer s.d.mu.RUnlock()
+	err := s.d.eng.scan(nsPrefix(kTask, p.Namespace), start, p.Newest, func(k, v []byte) bool {
 		if err := ctx.Err(); err != nil {
 			derr = err
 			return false
@@ -556,10 +569,10 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 		t := &store.Task{Namespace: p.Namespace}
 		seq, err := record.Decode(v, t)
 		if err != nil {
-			derr = err
+			derr = fmt.Errorf("task record %d of namespace %q: %w", binary.BigEndian.Uint64(k[len(k)-8:]), p.Namespace, err)
 			return false
 		}
-		if !matches(t, &p) {
+		if s.d.isHidden(p.Namespace, t.ID, seq) || !matches(t, &p) {
 			return true
 		}
 		if len(out) == limit {
@@ -575,7 +588,7 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 	}
 	if p.WithPayload {
 		for i, t := range out {
-			if t.Payload, err = s.eng.get(seqKey(kPayload, p.Namespace, seqs[i])); err != nil {
+			if t.Payload, err = s.d.eng.get(seqKey(kPayload, p.Namespace, seqs[i])); err != nil {
 				return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
 			}
 		}
@@ -651,7 +664,7 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 	}
 	items := make([]store.AdminItem, len(p.IDs))
 	s.mu.Lock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		s.mu.Unlock()
 		return store.AdminResult{}, err
 	}
@@ -786,7 +799,7 @@ func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) er
 		return fmt.Errorf("embedded: pause: %w", err)
 	}
 	s.mu.Lock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		s.mu.Unlock()
 		return err
 	}
@@ -829,7 +842,7 @@ func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResu
 
 func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, error) {
 	var r store.SweepResult
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		return r, err
 	}
 	now := s.now()
@@ -952,7 +965,7 @@ func (s *Store) metaGetLocked(ns, key string) ([]byte, error) {
 	if v, ok := s.metaPending[metaKey(ns, key)]; ok {
 		return v, nil
 	}
-	return s.eng.get(nameKey(kMeta, ns, key))
+	return s.d.get(nameKey(kMeta, ns, key))
 }
 
 func metaKey(ns, key string) string { return ns + "\x00" + key }
@@ -967,7 +980,7 @@ func (s *Store) MetaPut(ctx context.Context, p store.MetaPutParams) (store.MetaP
 		val = []byte{}
 	}
 	s.mu.Lock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		s.mu.Unlock()
 		return store.MetaPutResult{}, err
 	}
@@ -999,7 +1012,7 @@ func (s *Store) MetaDelete(ctx context.Context, p store.MetaDeleteParams) (store
 		return store.MetaDeleteResult{}, fmt.Errorf("embedded: meta delete: %w", err)
 	}
 	s.mu.Lock()
-	if err := s.usable(ctx); err != nil {
+	if err := s.canWrite(ctx, 0); err != nil {
 		s.mu.Unlock()
 		return store.MetaDeleteResult{}, err
 	}
@@ -1060,13 +1073,13 @@ func (s *Store) MetaList(ctx context.Context, p store.MetaListParams) (store.Met
 	}
 	b := s.barrier()
 	s.mu.Unlock()
-	if err := b.wait(); err != nil {
-		return store.MetaListResult{}, fmt.Errorf("embedded: meta list: %w", err)
-	}
+	_ = b.wait() // as in List
 	var items []store.MetaItem
 	prefix := nameKey(kMeta, p.Namespace, p.Prefix)
 	skip := len(nsPrefix(kMeta, p.Namespace))
-	err := s.eng.scan(prefix, nil, false, func(k, v []byte) bool {
+	s.d.mu.RLock()
+	defer s.d.mu.RUnlock()
+	err := s.d.eng.scan(prefix, nil, false, func(k, v []byte) bool {
 		items = append(items, store.MetaItem{Key: string(k[skip:]), Value: append([]byte(nil), v...)})
 		return true
 	})

@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/tmpfs"
+	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/store/embedded"
+)
+
+// TestFullDisk runs a server on an embedded store on a small disk (a
+// tmpfs) and fills it: an enqueue fails with 507 storage_full, the server
+// stays up (/healthz ok) and serves reads, /readyz answers 503 with the
+// reason; once space is freed, enqueues work again without a restart.
+func TestFullDisk(t *testing.T) {
+	mnt := tmpfs.Mount(t, 64<<20)
+	st, err := embedded.Open(filepath.Join(mnt, "data"), &embedded.Config{ReserveBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	b := setup(t, func(c *server.Config) { c.Store = st })
+	const p = "default"
+	id := b.enqueue(p, adminToken, wire.TaskRequest{Type: "before"})
+	enqueue := func() (int, *wire.Error) {
+		status, body := b.do("POST", "/v1/projects/"+p+"/tasks", adminToken, wire.EnqueueRequest{Tasks: []wire.TaskRequest{{Type: "x"}}})
+		var eb wire.ErrorBody
+		_ = json.Unmarshal(body, &eb) // a 200 has no error object
+		return status, eb.Error
+	}
+
+	tmpfs.Fill(t, mnt, "filler")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		status, e := enqueue()
+		if status == http.StatusInsufficientStorage {
+			if e == nil || e.Code != wire.CodeStorageFull || e.Message != wire.StorageFullMessage {
+				t.Fatalf("enqueue on a full disk: 507 with %+v, want code %s", e, wire.CodeStorageFull)
+			}
+			break
+		}
+		if status != http.StatusOK {
+			t.Fatalf("enqueue on a full disk: %d %+v, want 507 (or 200 until the store notices)", status, e)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("enqueues still succeed a minute after the disk filled up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.ok(http.StatusOK, "GET", "/healthz", "", nil, nil)
+	var h wire.Health
+	status, body := b.do("GET", "/readyz", adminToken, nil)
+	if err := json.Unmarshal(body, &h); err != nil || status != http.StatusServiceUnavailable || h.Status != wire.CodeStorageFull {
+		t.Fatalf("/readyz on a full disk: %d %s, want 503 status %s", status, body, wire.CodeStorageFull)
+	}
+	var task wire.Task
+	b.ok(http.StatusOK, "GET", "/v1/projects/"+p+"/tasks/"+id, adminToken, nil, &task)
+	if task.Type != "before" {
+		t.Fatalf("GET task on a full disk: %+v", task)
+	}
+	b.ok(http.StatusOK, "GET", "/v1/projects/"+p+"/tasks", adminToken, nil, nil)
+	b.ok(http.StatusOK, "GET", "/v1/stats", adminToken, nil, nil)
+
+	tmpfs.Free(t, mnt, "filler")
+	deadline = time.Now().Add(time.Minute)
+	for {
+		status, e := enqueue()
+		if status == http.StatusOK {
+			break
+		}
+		if status != http.StatusInsufficientStorage || time.Now().After(deadline) {
+			t.Fatalf("enqueue after space was freed: %d %+v", status, e)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.ok(http.StatusOK, "GET", "/readyz", adminToken, nil, nil)
+}
