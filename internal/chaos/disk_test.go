@@ -29,7 +29,7 @@ func TestChaosDiskFull(t *testing.T) {
 	}
 	d := loadTime(t)
 	disk := t.TempDir()
-	chaos.MountTmpfs(t, disk, 64<<20)
+	chaos.MountTmpfs(t, disk, 160<<20) // the embedded store keeps 2 x 32 MiB for itself
 	c := newCluster(t, options{workers: 2, dataDir: filepath.Join(disk, "data")})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -116,7 +116,7 @@ func TestChaosDiskFull(t *testing.T) {
 		t.Errorf("an enqueue got an unclear answer (want a precise error such as 507 or 503, not 500 internal or none): %s", u)
 	}
 	mu.Unlock()
-	c.finish("disk-full", fmt.Sprintf("2 remote worker processes (8 handlers of 100 ms, 1 s leases), a server process on the embedded store on a 64 MiB tmpfs; 150 tasks/s; %d cycles of %s normal, %s with the disk full", cycles, phase, phase))
+	c.finish("disk-full", fmt.Sprintf("2 remote worker processes (8 handlers of 100 ms, 1 s leases), a server process on the embedded store on a 160 MiB tmpfs; 150 tasks/s; %d cycles of %s normal, %s with the disk full", cycles, phase, phase))
 }
 
 // sleepOrCrash waits d, failing at once if the server process ends by
