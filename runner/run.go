@@ -159,9 +159,9 @@ type Config struct {
 	// Hide lists absolute paths of the host (folders or files) that a task
 	// in the bwrap sandbox must not see: each becomes an empty folder (or
 	// an empty file). Put here the server's data folder, its store and its
-	// configuration files; hosted adds its WorkDir. /tmp, /var/tmp and
-	// /dev/shm are always private. Without bwrap it has no effect: file
-	// modes and the task's user protect those paths.
+	// configuration files. WorkDir (every task's directory) is hidden too,
+	// and /tmp, /var/tmp and /dev/shm are always private. Without bwrap it
+	// has no effect: file modes and the task's user protect those paths.
 	Hide []string
 	// IsolateNetwork gives each task in the bwrap sandbox its own network
 	// namespace with only a loopback interface: no network at all. Default

@@ -145,7 +145,9 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 	for _, p := range private {
 		a = append(a, "--perms", "1777", "--tmpfs", p)
 	}
-	hides, err := hidePaths(c.Hide, private)
+	// The work folder holds every task's directory: hidden too (the
+	// task's own is bound below).
+	hides, err := hidePaths(append(slices.Clone(c.Hide), r.workDir()), private)
 	if err != nil {
 		return nil, err
 	}
