@@ -365,21 +365,32 @@ func wantVerdicts(t *testing.T, got map[string]string, skip ...string) {
 // hidden files absent, another project's running task and package out of
 // reach, no root, no capabilities, nothing writable but the task
 // directory and the private /tmp; a normal task still works.
+//
+// The other task runs as another user (another project), then as the same
+// user (the same project): the mount view (WorkDir hidden but for the
+// task's own directory) and the PID namespace keep even those apart.
 func TestSandboxBwrapProbe(t *testing.T) {
-	h := newProbeHost(t, true)
-	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, WorkDir: h.work, Hide: []string{h.data, h.packages, h.hidden}})
-	termed := catchTERM(t)
-	other := &syscall.Credential{Uid: 1900000101, Gid: 1900000101}
-	probe := &syscall.Credential{Uid: 1900000102, Gid: 1900000102}
-	if !r.Sandbox().SwitchUser {
-		other, probe = nil, nil // a user namespace of the runner's user
-	}
-	stop := h.startOther(t, r, other)
-	defer stop()
-	got := h.probe(t, r, probe)
-	wantVerdicts(t, got)
-	if termed() {
-		t.Error("the task's SIGTERM reached the server")
+	for _, same := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same-user=%v", same), func(t *testing.T) {
+			h := newProbeHost(t, true)
+			r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, WorkDir: h.work, Hide: []string{h.data, h.packages, h.hidden}})
+			termed := catchTERM(t)
+			other := &syscall.Credential{Uid: 1900000101, Gid: 1900000101}
+			probe := &syscall.Credential{Uid: 1900000102, Gid: 1900000102}
+			if same {
+				other = probe
+			}
+			if !r.Sandbox().SwitchUser {
+				other, probe = nil, nil // a user namespace of the runner's user
+			}
+			stop := h.startOther(t, r, other)
+			defer stop()
+			got := h.probe(t, r, probe)
+			wantVerdicts(t, got)
+			if termed() {
+				t.Error("the task's SIGTERM reached the server")
+			}
+		})
 	}
 }
 
