@@ -63,7 +63,7 @@ exec sleep 1000
 
 // The probe package: the payload holds the paths to try as shell
 // assignments. "held" means the attempt failed, "BREACH" that it worked.
-const hostedProbeScript = `. "$PAYLOAD_FILE"
+const hostedProbeScript = `set -a; . "$PAYLOAD_FILE"; set +a
 deny() { n=$1; shift; if "$@" >/dev/null 2>&1; then echo "$n: BREACH"; else echo "$n: held"; fi; }
 echo "uid $(id -u) gid $(id -g)"
 deny see-server test -e /proc/$SERVER_PID
