@@ -314,7 +314,11 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 		if infoR, infoW, err = pipe(); err != nil {
 			return failed(fmt.Errorf("%w: %w", ErrStart, err))
 		}
-		argsF, err := argsFile(bw.options(res.TaskDir))
+		opts, err := bw.options(res.TaskDir)
+		if err != nil {
+			return failed(fmt.Errorf("%w: %w", ErrSandbox, err))
+		}
+		argsF, err := argsFile(opts)
 		if err != nil {
 			return failed(fmt.Errorf("%w: %w", ErrStart, err))
 		}

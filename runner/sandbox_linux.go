@@ -25,9 +25,12 @@ import (
 
 // bwrapSetup is what a Runner under SandboxBwrap passes to every task.
 type bwrapSetup struct {
-	path   string   // the bwrap binary
-	static []string // its arguments before the task's own
-	exe    string   // the trampoline's path inside the sandbox
+	path    string   // the bwrap binary
+	static  []string // its arguments before the hidden paths
+	hide    []string // Config.Hide and WorkDir
+	private []string // the private folders
+	exeSrc  string   // the trampoline on the host
+	exe     string   // the trampoline's path inside the sandbox
 }
 
 // bwrapInfoFD is bwrap's --info-fd in the started process (ExtraFiles[1]).
@@ -117,7 +120,7 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 	// /proc/<pid>/exe onto its own path so that it is there even when that
 	// path is hidden, and is the binary that runs even if the file was
 	// replaced since (as /proc/self/exe without a sandbox).
-	src := "/proc/" + strconv.Itoa(os.Getpid()) + "/exe"
+	bw.exeSrc = "/proc/" + strconv.Itoa(os.Getpid()) + "/exe"
 	bw.exe = c.TrampolinePath
 	if bw.exe == "" {
 		exe, err := os.Executable()
@@ -126,7 +129,7 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 		}
 		bw.exe = exe
 	} else {
-		src = bw.exe
+		bw.exeSrc = bw.exe
 	}
 
 	a := []string{"--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"}
@@ -145,25 +148,35 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 	for _, p := range private {
 		a = append(a, "--perms", "1777", "--tmpfs", p)
 	}
+	bw.static, bw.private = a, private
 	// The work folder holds every task's directory: hidden too (the
-	// task's own is bound below).
-	hides, err := hidePaths(append(slices.Clone(c.Hide), r.workDir()), private)
-	if err != nil {
-		return nil, err
-	}
-	for _, h := range hides {
-		if h.dir {
-			a = append(a, "--perms", "0755", "--tmpfs", h.path)
-		} else {
-			a = append(a, "--ro-bind", "/dev/null", h.path)
-		}
-	}
-	a = append(a, "--ro-bind", src, bw.exe)
-	bw.static = a
+	// task's own is bound over it).
+	bw.hide = append(slices.Clone(c.Hide), r.workDir())
 	if err := probeBwrap(bw); err != nil {
 		return nil, err
 	}
 	return bw, nil
+}
+
+// sandboxOptions returns the options common to every task: the static
+// ones, the hidden paths as they are now (a file such as cli.json may
+// appear after New), the trampoline.
+func (bw *bwrapSetup) sandboxOptions() ([]string, error) {
+	hides, err := hidePaths(bw.hide, bw.private)
+	if err != nil {
+		return nil, err
+	}
+	a := slices.Clip(bw.static)
+	for _, h := range hides {
+		if h.dir {
+			a = append(a, "--perms", "0755", "--tmpfs", h.path)
+		} else {
+			// /dev/null: reads find nothing, writes go nowhere (a read-only
+			// bind would be nodev, and /dev/null unreadable).
+			a = append(a, "--dev-bind", "/dev/null", h.path)
+		}
+	}
+	return append(a, "--ro-bind", bw.exeSrc, bw.exe), nil
 }
 
 type hidden struct {
@@ -210,7 +223,11 @@ func hidePaths(hide, private []string) ([]hidden, error) {
 // --version" inside): the namespaces may be refused (a container without
 // CAP_SYS_ADMIN, user namespaces turned off, an old bwrap).
 func probeBwrap(bw *bwrapSetup) error {
-	args := append(slices.Clone(bw.static), "--", bw.path, "--version")
+	opts, err := bw.sandboxOptions()
+	if err != nil {
+		return err
+	}
+	args := append(opts, "--", bw.path, "--version")
 	key := bw.path + "\x00" + strings.Join(args, "\x00")
 	if v, ok := probes.Load(key); ok {
 		err, _ := v.(error)
@@ -241,11 +258,13 @@ const bwrapArgsFD = 5
 
 // options returns bwrap's options for one task, the task directory at
 // SandboxTaskDir.
-func (bw *bwrapSetup) options(taskDir string) []string {
-	a := make([]string, 0, len(bw.static)+7)
-	a = append(a, bw.static...)
+func (bw *bwrapSetup) options(taskDir string) ([]string, error) {
+	a, err := bw.sandboxOptions()
+	if err != nil {
+		return nil, err
+	}
 	return append(a, "--bind", taskDir, SandboxTaskDir, "--chdir", SandboxTaskDir,
-		"--info-fd", strconv.Itoa(bwrapInfoFD))
+		"--info-fd", strconv.Itoa(bwrapInfoFD)), nil
 }
 
 // command returns bwrap's command line: the options from argsFD, then the
