@@ -33,25 +33,29 @@ const startTimeout = 30 * time.Second
 
 // Run runs one task: it creates a fresh task directory, copies the package
 // into it, writes the payload and config files, and starts the program as
-// a separate process in its own process group with the configured limits,
-// arguments exactly
+// a separate process in its own session and process group, in the
+// sandbox the Runner resolved (see the package doc), as the task's user,
+// with the configured limits, arguments exactly
 //
 //	-d <task dir> -payload <payload file> -config <config file> -id <task id>
 //
 // (after the interpreter and script, or after Command), working directory
 // the task directory, and environment exactly TASK_ID, TASK_DIR,
 // PAYLOAD_FILE, CONFIG_FILE, PATH (Config.Path), HOME (the task directory)
-// and Spec.Env: nothing of the runner's own environment.
+// and Spec.Env: nothing of the runner's own environment. Under bwrap the
+// task directory is SandboxTaskDir in all of these.
 //
-// When Spec.Timeout passes or ctx is done, the process group gets SIGTERM,
-// then SIGKILL after Config.KillGrace. When the program exits, whatever is
-// left of its process group is killed. Stdout and stderr go through one
-// pipe to Spec.Log, live, capped at Config.LogLimit.
+// When Spec.Timeout passes or ctx is done, the program's process group gets
+// SIGTERM, then SIGKILL after Config.KillGrace. When the program exits,
+// whatever is left of its process group (under bwrap: of its sandbox) is
+// killed. Stdout and stderr go through one pipe to Spec.Log, live, capped
+// at Config.LogLimit.
 //
 // Run returns a non-nil error only when the program could not be started
-// (wrapping ErrInvalidSpec, ErrNoProgram, ErrStart or ErrNoTrampoline; the
-// Result then has StatusError and Msg). Otherwise the Result says how it
-// ended. The task directory is removed before Run returns, unless Spec.Keep.
+// (wrapping ErrInvalidSpec, ErrNoProgram, ErrStart, ErrNoTrampoline or
+// ErrSandbox; the Result then has StatusError and Msg). Otherwise the
+// Result says how it ended. The task directory is removed before Run
+// returns, unless Spec.Keep.
 func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	res := Result{Status: StatusError, ExitCode: -1}
 	failed := func(err error) (Result, error) {
