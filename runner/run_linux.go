@@ -327,9 +327,14 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 			return failed(fmt.Errorf("%w: %w", ErrStart, err))
 		}
 		files = append(files, argsF)
+		exe, err := bw.openExe()
+		if err != nil {
+			return failed(fmt.Errorf("%w: the trampoline: %w", ErrStart, err))
+		}
+		files = append(files, exe)
 		cmd.Path = bw.path
 		cmd.Args = bw.command(path, argv)
-		cmd.ExtraFiles = append(cmd.ExtraFiles, infoW, argsF)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, infoW, argsF, exe)
 	}
 	err = cmd.Start()
 	// The child has its copies; the ends kept here must not hold the pipes

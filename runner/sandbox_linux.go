@@ -33,8 +33,19 @@ type bwrapSetup struct {
 	exe     string   // the trampoline's path inside the sandbox
 }
 
-// bwrapInfoFD is bwrap's --info-fd in the started process (ExtraFiles[1]).
-const bwrapInfoFD = 4
+// Descriptors of the started bwrap: ExtraFiles[1:].
+const (
+	bwrapInfoFD = 4 // --info-fd
+	bwrapArgsFD = 5 // --args
+	bwrapExeFD  = 6 // --ro-bind-fd: the trampoline
+)
+
+// openExe opens the trampoline, bound into the sandbox from this
+// descriptor: bwrap in a user namespace may not read another process's
+// /proc/<pid>/exe, but may bind what it was handed.
+func (bw *bwrapSetup) openExe() (*os.File, error) {
+	return os.Open(bw.exeSrc)
+}
 
 // probeTimeout bounds the trial run of bwrap in New.
 const probeTimeout = 30 * time.Second
@@ -116,11 +127,11 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 		}
 		bw.path = p
 	}
-	// The trampoline inside the sandbox: the running binary, bound from
-	// /proc/<pid>/exe onto its own path so that it is there even when that
-	// path is hidden, and is the binary that runs even if the file was
-	// replaced since (as /proc/self/exe without a sandbox).
-	bw.exeSrc = "/proc/" + strconv.Itoa(os.Getpid()) + "/exe"
+	// The trampoline inside the sandbox: the running binary, opened as
+	// /proc/self/exe and bound onto its own path, so that it is there even
+	// when that path is hidden, and is the binary that runs even if the
+	// file was replaced since (as /proc/self/exe without a sandbox).
+	bw.exeSrc = "/proc/self/exe"
 	bw.exe = c.TrampolinePath
 	if bw.exe == "" {
 		exe, err := os.Executable()
@@ -176,7 +187,7 @@ func (bw *bwrapSetup) sandboxOptions() ([]string, error) {
 			a = append(a, "--dev-bind", "/dev/null", h.path)
 		}
 	}
-	return append(a, "--ro-bind", bw.exeSrc, bw.exe), nil
+	return append(a, "--ro-bind-fd", strconv.Itoa(bwrapExeFD), bw.exe), nil
 }
 
 type hidden struct {
@@ -233,10 +244,17 @@ func probeBwrap(bw *bwrapSetup) error {
 		err, _ := v.(error)
 		return err
 	}
+	exe, err := bw.openExe()
+	if err != nil {
+		return fmt.Errorf("the trampoline: %w", err)
+	}
+	defer func() { _ = exe.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bw.path, args...)
 	cmd.Env = []string{}
+	cmd.ExtraFiles = make([]*os.File, bwrapExeFD-2)
+	cmd.ExtraFiles[bwrapExeFD-3] = exe
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.CombinedOutput()
 	if err == nil && !bytes.HasPrefix(out, []byte("bubblewrap")) {
@@ -252,9 +270,6 @@ func probeBwrap(bw *bwrapSetup) error {
 	probes.Store(key, err)
 	return err
 }
-
-// bwrapArgsFD is bwrap's --args in the started process (ExtraFiles[2]).
-const bwrapArgsFD = 5
 
 // options returns bwrap's options for one task, the task directory at
 // SandboxTaskDir.
