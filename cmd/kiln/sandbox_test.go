@@ -121,8 +121,32 @@ func TestServerSandbox(t *testing.T) {
 			t.Errorf("probe: %s", strings.TrimSpace(line))
 		}
 	}
-	stop()
 	if !strings.Contains(logs.String(), "code package sandbox") || !strings.Contains(logs.String(), "mode=bwrap") {
 		t.Errorf("the server did not log its sandbox; its log:\n%s", logs.String())
+	}
+
+	// A server that dies takes its running tasks with it.
+	marker := fmt.Sprintf("1000.%d", time.Now().UnixNano()%1e6)
+	if err := os.WriteFile(filepath.Join(pkg, "run.sh"), []byte("echo ready; exec sleep "+marker+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustKiln(t, s, "code", "upload", pkg, "--name", "sleeper", "--file", "run.sh", "--runtime", "sh")
+	mustKiln(t, s, "enqueue", "code:sleeper", "")
+	running := func() bool {
+		out, _ := exec.Command("pgrep", "-f", "sleep "+marker).Output()
+		return len(bytes.TrimSpace(out)) > 0
+	}
+	for deadline := time.Now().Add(waitLimit); !running(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sleeper did not start; the server's log:\n%s", logs.String())
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	stopped = true
+	for deadline := time.Now().Add(10 * time.Second); running(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the task outlived the server")
+		}
 	}
 }
