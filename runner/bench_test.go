@@ -171,3 +171,36 @@ func reportPercentiles(b *testing.B, name string, d []time.Duration) {
 	b.ReportMetric(float64(pct(0.50).Microseconds()), name+"-p50-µs")
 	b.ReportMetric(float64(pct(0.99).Microseconds()), name+"-p99-µs")
 }
+
+// BenchmarkSandboxCost: what each sandbox adds to starting a task, measured
+// on /bin/true with the sandboxes interleaved (one task of each per
+// iteration, so that a busy machine weighs on all alike): the time from
+// the Run call to the exec's handshake, and to Run's return. (Not CPU
+// time: bwrap's init is not reaped by bwrap, so the task's rusage misses
+// it.)
+//
+//	go test -run '^$' -bench 'BenchmarkSandboxCost' -benchtime 300x -count 3 ./runner/
+func BenchmarkSandboxCost(b *testing.B) {
+	sbs := benchSandboxes(b)
+	runners := make([]*Runner, len(sbs))
+	for i, sb := range sbs {
+		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: sharedWorkDir(b)})
+	}
+	handshake := make([][]time.Duration, len(sbs))
+	total := make([][]time.Duration, len(sbs))
+	for i := 0; b.Loop(); i++ {
+		for j, r := range runners {
+			t0 := time.Now()
+			res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprint("c", i), Command: []string{"/bin/true"}})
+			if err != nil || res.Status != StatusComplete {
+				b.Fatalf("Run: %v, %+v", err, res)
+			}
+			handshake[j] = append(handshake[j], res.StartedAt.Sub(t0))
+			total[j] = append(total[j], time.Since(t0))
+		}
+	}
+	for j, sb := range sbs {
+		reportPercentiles(b, string(sb)+"-handshake", handshake[j])
+		reportPercentiles(b, string(sb)+"-run", total[j])
+	}
+}
