@@ -251,7 +251,7 @@ func probeBwrap(bw *bwrapSetup) error {
 	defer func() { _ = exe.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bw.path, args...)
+	cmd := exec.CommandContext(ctx, bw.path, args...) //nolint:gosec // G204: bwrap and its arguments are the runner's own
 	cmd.Env = []string{}
 	cmd.ExtraFiles = make([]*os.File, bwrapExeFD-2)
 	cmd.ExtraFiles[bwrapExeFD-3] = exe

@@ -427,8 +427,11 @@ func TestSandboxProbeDetectsBreaches(t *testing.T) {
 // decoyKilled reports whether the decoy died of a signal.
 func (h *probeHost) decoyKilled(t *testing.T) bool {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- h.decoy.Wait() }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.decoy.Wait()
+	}()
 	select {
 	case <-done:
 		return true

@@ -285,10 +285,10 @@ func trampoline(v string) {
 // cloexecFrom sets close-on-exec on every open descriptor from first up:
 // close_range (Linux 5.11), else one by one from /proc/self/fd.
 func cloexecFrom(first int) error {
-	if unix.CloseRange(uint(first), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil { //nolint:gosec // G115: first is a small descriptor
+	if unix.CloseRange(uint(first), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
 		return nil
 	}
-	if _, err := unix.FcntlInt(uintptr(first), unix.F_SETFD, unix.FD_CLOEXEC); err != nil { //nolint:gosec // G115: as above
+	if _, err := unix.FcntlInt(uintptr(first), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
 		return err
 	}
 	d, err := os.Open("/proc/self/fd")
@@ -299,10 +299,10 @@ func cloexecFrom(first int) error {
 	names, _ := d.Readdirnames(-1)
 	for _, n := range names {
 		fd, err := strconv.Atoi(n)
-		if err != nil || fd < first || fd == int(d.Fd()) { //nolint:gosec // G115: a descriptor fits
+		if err != nil || fd < first || fd == int(d.Fd()) {
 			continue
 		}
-		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) //nolint:gosec // G115: as above
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
 	}
 	return nil
 }

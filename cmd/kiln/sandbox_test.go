@@ -67,7 +67,7 @@ func TestServerSandbox(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	if err := os.WriteFile(config, fmt.Appendf(nil, `{"addr": %q, "runner-concurrency": 2}`, addr), 0o644); err != nil { //nolint:gosec // G306: readable on purpose: only the sandbox may keep it from tasks
+	if err := os.WriteFile(config, fmt.Appendf(nil, `{"addr": %q, "runner-concurrency": 2}`, addr), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

@@ -240,7 +240,7 @@ func (h *Hosted) Kick() {
 // gracefully (running tasks finish, or are handed back when the workers'
 // shutdown timeout passes) and returns.
 func (h *Hosted) Run(ctx context.Context) error {
-	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "tasks"), 0o711); err != nil {
+	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "tasks"), 0o711); err != nil { //nolint:gosec // G301: searchable by the tasks' users, not listable
 		return fmt.Errorf("hosted: %w", err)
 	}
 	h.logSandbox()

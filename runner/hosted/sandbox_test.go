@@ -106,7 +106,7 @@ func TestHostedSandbox(t *testing.T) {
 	if err := os.Chmod(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(data, "cli.json"), []byte(`{"token":"kiln_secret"}`), 0o644); err != nil { //nolint:gosec // G306: deliberately readable
+	if err := os.WriteFile(filepath.Join(data, "cli.json"), []byte(`{"token":"kiln_secret"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	const base = 1_900_500_000
