@@ -10,10 +10,30 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// lockedBuffer is a bytes.Buffer written by a child's output copier and
+// read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // The probe of TestServerSandbox: each attempt prints "<name>: held" when
 // it failed, "<name>: BREACH" when it worked.
@@ -71,7 +91,7 @@ func TestServerSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "server", "--data", data, "--config", config)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0", "KILN_BOOTSTRAP_TOKEN="+testAdminToken)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
