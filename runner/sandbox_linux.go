@@ -26,7 +26,7 @@ import (
 // bwrapSetup is what a Runner under SandboxBwrap passes to every task.
 type bwrapSetup struct {
 	path    string   // the bwrap binary
-	static  []string // its arguments before the hidden paths
+	static  []string // its arguments before the hidden and private paths
 	hide    []string // Config.Hide and WorkDir
 	private []string // the private folders
 	exeSrc  string   // the trampoline on the host
@@ -156,9 +156,6 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 	if st, err := os.Stat("/var/tmp"); err == nil && st.IsDir() {
 		private = append(private, "/var/tmp")
 	}
-	for _, p := range private {
-		a = append(a, "--perms", "1777", "--tmpfs", p)
-	}
 	bw.static, bw.private = a, private
 	// The work folder holds every task's directory: hidden too (the
 	// task's own is bound over it).
@@ -171,7 +168,8 @@ func (r *Runner) setupBwrap(root bool) (*bwrapSetup, error) {
 
 // sandboxOptions returns the options common to every task: the static
 // ones, the hidden paths as they are now (a file such as cli.json may
-// appear after New), the trampoline.
+// appear after New), the private folders (after the hidden ones, so that
+// hiding /var keeps a private /var/tmp), the trampoline.
 func (bw *bwrapSetup) sandboxOptions() ([]string, error) {
 	hides, err := hidePaths(bw.hide, bw.private)
 	if err != nil {
@@ -186,6 +184,9 @@ func (bw *bwrapSetup) sandboxOptions() ([]string, error) {
 			// bind would be nodev, and /dev/null unreadable).
 			a = append(a, "--dev-bind", "/dev/null", h.path)
 		}
+	}
+	for _, p := range bw.private {
+		a = append(a, "--perms", "1777", "--tmpfs", p)
 	}
 	return append(a, "--ro-bind-fd", strconv.Itoa(bwrapExeFD), bw.exe), nil
 }

@@ -218,7 +218,7 @@ func (h *Hosted) logSandbox() {
 	if st.Note != "" {
 		attrs = append(attrs, "note", st.Note)
 	}
-	if st.Mode == runner.SandboxOff && os.Geteuid() == 0 && !st.SwitchUser {
+	if st.Mode == runner.SandboxOff {
 		h.log.Warn("hosted: code package tasks are not sandboxed", attrs...)
 		return
 	}
