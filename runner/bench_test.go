@@ -21,8 +21,22 @@ import (
 // flight.
 const concurrentRuns = 8
 
+// benchSandboxes are the sandboxes the benchmarks compare: off, and those
+// this machine can give.
+func benchSandboxes(b *testing.B) []Sandbox {
+	out := []Sandbox{SandboxOff}
+	for _, sb := range []Sandbox{SandboxUser, SandboxBwrap} {
+		if r, err := New(&Config{Sandbox: sb, WorkDir: sharedWorkDir(b)}); err == nil && r.Sandbox().Mode == sb {
+			out = append(out, sb)
+		}
+	}
+	return out
+}
+
 // BenchmarkRunTasks: tasks per second of a trivial package with 8
-// concurrent Run calls.
+// concurrent Run calls, without a sandbox and in each sandbox this machine
+// gives (the program run in place, "no-copy", lives in /tmp, which the
+// bwrap sandbox hides: off only).
 //
 //	go test -run '^$' -bench 'BenchmarkRunTasks' -benchtime 5s -count 3 ./runner/
 func BenchmarkRunTasks(b *testing.B) {
@@ -30,17 +44,21 @@ func BenchmarkRunTasks(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cases := []struct {
+	type benchCase struct {
 		name string
+		sb   Sandbox
 		spec Spec
-	}{
-		{"sh-true", Spec{PackageDir: shPkg(b, "exec /bin/true"), Runtime: "sh", File: "run.sh"}},
-		{"go-binary", Spec{PackageDir: workerPkg(b), File: "worker", Payload: []byte(`{"mode":"true"}`)}},
-		{"go-binary-no-copy", Spec{Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)}},
 	}
+	var cases []benchCase
+	for _, sb := range benchSandboxes(b) {
+		cases = append(cases,
+			benchCase{"sh-true/" + string(sb), sb, Spec{PackageDir: shPkg(b, "exec /bin/true"), Runtime: "sh", File: "run.sh"}},
+			benchCase{"go-binary/" + string(sb), sb, Spec{PackageDir: workerPkg(b), File: "worker", Payload: []byte(`{"mode":"true"}`)}})
+	}
+	cases = append(cases, benchCase{"go-binary-no-copy/off", SandboxOff, Spec{Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)}})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			r := newRunner(b, Config{})
+			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: sharedWorkDir(b)})
 			b.SetParallelism((concurrentRuns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 			var id atomic.Int64
 			start := time.Now()
@@ -62,9 +80,9 @@ func BenchmarkRunTasks(b *testing.B) {
 }
 
 // BenchmarkStartLatency: time from the Run call to the program running,
-// one task at a time: "handshake" is when Run saw the exec succeed, "main"
-// when the Go worker's main printed its clock (after the Go runtime's own
-// start-up).
+// one task at a time, without a sandbox and in each sandbox this machine
+// gives: "handshake" is when Run saw the exec succeed, "main" when the Go
+// worker's main printed its clock (after the Go runtime's own start-up).
 //
 //	go test -run '^$' -bench 'BenchmarkStartLatency' -benchtime 300x -count 3 ./runner/
 func BenchmarkStartLatency(b *testing.B) {
@@ -72,16 +90,19 @@ func BenchmarkStartLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cases := []struct {
+	type benchCase struct {
 		name string
+		sb   Sandbox
 		spec Spec
-	}{
-		{"package", Spec{PackageDir: workerPkg(b), File: "worker", Payload: []byte(`{"mode":"start"}`)}},
-		{"no-copy", Spec{Command: []string{bin}, Payload: []byte(`{"mode":"start"}`)}},
 	}
+	var cases []benchCase
+	for _, sb := range benchSandboxes(b) {
+		cases = append(cases, benchCase{"package/" + string(sb), sb, Spec{PackageDir: workerPkg(b), File: "worker", Payload: []byte(`{"mode":"start"}`)}})
+	}
+	cases = append(cases, benchCase{"no-copy/off", SandboxOff, Spec{Command: []string{bin}, Payload: []byte(`{"mode":"start"}`)}})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			r := newRunner(b, Config{})
+			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: sharedWorkDir(b)})
 			var handshake, mainStart []time.Duration
 			for i := 0; b.Loop(); i++ {
 				var out syncBuffer
@@ -130,7 +151,7 @@ func BenchmarkSpawn(b *testing.B) {
 		}
 	})
 	b.Run("run-trampoline", func(b *testing.B) {
-		r := newRunner(b, Config{})
+		r := newRunner(b, Config{Sandbox: SandboxOff})
 		for i := 0; b.Loop(); i++ {
 			res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprint("s", i), Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)})
 			if err != nil || res.Status != StatusComplete {
@@ -149,4 +170,37 @@ func reportPercentiles(b *testing.B, name string, d []time.Duration) {
 	pct := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
 	b.ReportMetric(float64(pct(0.50).Microseconds()), name+"-p50-µs")
 	b.ReportMetric(float64(pct(0.99).Microseconds()), name+"-p99-µs")
+}
+
+// BenchmarkSandboxCost: what each sandbox adds to starting a task, measured
+// on /bin/true with the sandboxes interleaved (one task of each per
+// iteration, so that a busy machine weighs on all alike): the time from
+// the Run call to the exec's handshake, and to Run's return. (Not CPU
+// time: bwrap's init is not reaped by bwrap, so the task's rusage misses
+// it.)
+//
+//	go test -run '^$' -bench 'BenchmarkSandboxCost' -benchtime 300x -count 3 ./runner/
+func BenchmarkSandboxCost(b *testing.B) {
+	sbs := benchSandboxes(b)
+	runners := make([]*Runner, len(sbs))
+	for i, sb := range sbs {
+		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: sharedWorkDir(b)})
+	}
+	handshake := make([][]time.Duration, len(sbs))
+	total := make([][]time.Duration, len(sbs))
+	for i := 0; b.Loop(); i++ {
+		for j, r := range runners {
+			t0 := time.Now()
+			res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprint("c", i), Command: []string{"/bin/true"}})
+			if err != nil || res.Status != StatusComplete {
+				b.Fatalf("Run: %v, %+v", err, res)
+			}
+			handshake[j] = append(handshake[j], res.StartedAt.Sub(t0))
+			total[j] = append(total[j], time.Since(t0))
+		}
+	}
+	for j, sb := range sbs {
+		reportPercentiles(b, string(sb)+"-handshake", handshake[j])
+		reportPercentiles(b, string(sb)+"-run", total[j])
+	}
 }

@@ -27,43 +27,85 @@
 // captured together, live and capped, as the task log. A binary that uses
 // Run must call Main first thing in main.
 //
-// # The sandbox: what it protects against
+// # The sandbox
+//
+// Config.Sandbox (default SandboxAuto) keeps a task away from the runner and
+// from other tasks; New resolves it and Runner.Sandbox says what is in
+// force. docs/sandbox.md has the full account, including a table per mode.
+//
+// SandboxBwrap runs the trampoline and the program inside bubblewrap
+// (bwrap, found in Config.Path): a PID namespace of their own (the runner
+// and other tasks cannot be seen, read through /proc or signalled), an IPC
+// namespace, a mount view in which the host's root is read-only, /tmp,
+// /var/tmp and /dev/shm are private and empty, Config.Hide and WorkDir are
+// empty, and the task directory is the only writable folder of the host, at
+// SandboxTaskDir (/tmp/task: the program's -d, TASK_DIR, HOME and working
+// directory); with Config.IsolateNetwork no network either. A root runner
+// also runs the task as another user (as SandboxUser); otherwise bwrap puts
+// it in a user namespace of the runner's user, where it cannot create
+// another. bwrap's options come through a memory file, so that its command
+// line (visible to the task as pid 1) shows no host path.
+//
+// SandboxUser (root runner) runs each task as Spec.Credential, else
+// Config.Credential, else NobodyID, never as uid or gid 0, with its task
+// directory owned by that user (mode 0700); no namespaces.
+//
+// SandboxAuto picks bwrap when a trial run of it works, else user when the
+// runner is root (a root runner never runs a task as root), else off;
+// SandboxState.Note says why. An explicit mode that cannot work is an error
+// of New wrapping ErrSandbox.
+//
+// In every mode:
 //
 //   - Zip slip and friends: nothing is ever written outside the package
 //     directory, and a rejected archive writes nothing at all.
-//   - Runaway tasks: a wall-clock timeout and cancellation kill the task's
-//     whole process group (SIGTERM, then SIGKILL after a grace period), and
-//     what is left of the group is killed when the program exits.
+//   - Runaway tasks: a wall-clock timeout and cancellation send SIGTERM to
+//     the program's process group, then SIGKILL after a grace period, and
+//     what is left is killed when the program exits. Under bwrap the
+//     program's group is led by the sandbox's init (SIGTERM reaches the
+//     program's handler, not bwrap), and the end of the PID namespace kills
+//     every process in it, also those that started a session of their own,
+//     and also when the runner dies (--die-with-parent).
 //   - Resource exhaustion by one task, through setrlimit applied before the
 //     program's first instruction: memory (RLIMIT_DATA, 512 MiB), CPU time
 //     (3600 s), open files (1024), processes (256), file size (1 GiB), no
 //     core dumps. Flooding the log costs only the cap (8 MiB): the rest is
 //     read and discarded, and the program is never blocked on a full pipe.
-//   - Leaking the server's secrets through the environment, and shell
-//     injection: the program is exec'd with an argv, never through a shell
-//     (unless its runtime is a shell running the package's own script).
-//   - Privilege gain through set-user-id programs: no_new_privs is set.
+//   - Leaking the runner's secrets through the environment or descriptors:
+//     the environment is built from scratch, and every descriptor but 0, 1
+//     and 2 is closed at the program's exec. No shell injection: the program
+//     is exec'd with an argv, never through a shell (unless its runtime is a
+//     shell running the package's own script).
+//   - Privilege gain through set-user-id programs: no_new_privs is set. The
+//     task has its own session: no controlling terminal to inject into.
 //
 // # What it does not protect against
 //
-// This is defence in depth, not a container boundary.
+// This is defence in depth, not a virtual machine.
 //
-//   - Without Config.Credential a task runs as the server's own user: it can
-//     read and write whatever the server can (its data directory, its
-//     configuration files, other tasks' directories), signal the server, and
-//     RLIMIT_NPROC does not hold for root and counts all of that user's
-//     processes. Run tasks as a dedicated unprivileged user (Credential) in
-//     production; with it, a task can still read every world-readable file.
-//   - There is no file-system, network, PID or IPC isolation (no namespaces,
-//     no chroot): a task can reach the network, including the server's and
-//     the cloud provider's metadata endpoints, and see other processes.
-//   - Resource limits are per process (and RLIMIT_NPROC per user), not per
-//     task: a task's processes together can use more memory than
-//     AddressSpace, and there is no disk quota beyond the file-size limit.
-//     A process that leaves its group (setsid) escapes the group kill.
+//   - SandboxOff: a task runs as Config.Credential or as the runner's own
+//     user (root if the runner is root) and can read and write whatever that
+//     user can, signal the runner, and RLIMIT_NPROC does not hold for root.
+//   - SandboxUser: no mount or PID isolation: a task sees every process,
+//     reads every world-readable file, writes every world-writable folder
+//     (/tmp is shared), and a process that leaves its group (setsid)
+//     survives the task. Tasks sharing a user (a project) can read each
+//     other's task directories through /proc/<pid>/cwd and signal each
+//     other.
+//   - Every mode: the network is the host's unless IsolateNetwork (the
+//     runner's own ports, the cloud's metadata endpoint); world-readable
+//     files outside the hidden paths stay readable; there is no seccomp
+//     filter, so the kernel's whole system call surface is reachable (and,
+//     as another user of a root runner, unprivileged user namespaces if the
+//     host allows them); limits are per process (and RLIMIT_NPROC per
+//     user), not per task: a task's processes together can use more memory
+//     than Memory, and there is no disk quota beyond the file-size limit.
 //     cgroups would close these gaps; they are not used yet.
-//   - If the server dies, its running tasks keep running until they exit.
+//   - A runner that is not root runs tasks as its own user even under
+//     bwrap: anything that user can read outside the hidden paths, the
+//     task can read.
 //
 // The reasoning behind the trampoline that applies the limits is in
-// docs/decisions/003-runner-limits.md.
+// docs/decisions/003-runner-limits.md, the sandbox's in
+// docs/decisions/004-runner-sandbox.md.
 package runner

@@ -82,4 +82,7 @@ var (
 	// ErrNoTrampoline: the binary that applies the limits (by default the
 	// running binary) does not call Main first thing in main.
 	ErrNoTrampoline = errors.New("runner: the trampoline is not set up: call runner.Main at the start of main")
+	// ErrSandbox: the sandbox that Config.Sandbox asks for cannot work on
+	// this machine (New), or bwrap failed to set up a task's sandbox (Run).
+	ErrSandbox = errors.New("runner: sandbox unavailable")
 )

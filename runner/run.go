@@ -143,12 +143,30 @@ type Config struct {
 	// each value is the interpreter's argv before the script; a nil or empty
 	// value runs the file itself.
 	Runtimes map[string][]string
-	// Credential, if set, runs every task as this user and group (and these
-	// supplementary groups, none if empty), with the task directory owned by
-	// it. Changing user needs root, and WorkDir and its parents must be
-	// searchable (x) by that user. Default nil: tasks run as the runner's
-	// own user. Strongly recommended in production: see the package doc.
+	// Credential, if set, runs every task whose Spec names none as this
+	// user and group (and these supplementary groups, none if empty), with
+	// the task directory owned by it. Changing user needs root; without
+	// bwrap, WorkDir and its parents must be searchable (x) by that user.
+	// Default nil: the runner's own user under SandboxOff, NobodyID when
+	// the sandbox switches users (SandboxState.SwitchUser).
 	Credential *syscall.Credential
+	// Sandbox is how tasks are kept away from the runner and from each
+	// other; default SandboxAuto. See the package doc and SandboxState.
+	Sandbox Sandbox
+	// BwrapPath is the bubblewrap binary; default "bwrap" looked up in
+	// Path.
+	BwrapPath string
+	// Hide lists absolute paths of the host (folders or files) that a task
+	// in the bwrap sandbox must not see: each becomes an empty folder (or
+	// an empty file). Put here the server's data folder, its store and its
+	// configuration files. WorkDir (every task's directory) is hidden too,
+	// and /tmp, /var/tmp and /dev/shm are always private. Without bwrap it
+	// has no effect: file modes and the task's user protect those paths.
+	Hide []string
+	// IsolateNetwork gives each task in the bwrap sandbox its own network
+	// namespace with only a loopback interface: no network at all. Default
+	// false: tasks share the host's network.
+	IsolateNetwork bool
 	// TrampolinePath is the binary started to apply the limits before the
 	// program runs; it must call Main first thing in main. Default: the
 	// running binary, provided it has called Main.
@@ -176,7 +194,11 @@ func (c *Config) withDefaults() Config {
 	if out.Path == "" {
 		out.Path = PathDefault
 	}
+	if out.Sandbox == "" {
+		out.Sandbox = SandboxAuto
+	}
 	out.Runtimes = maps.Clone(out.Runtimes)
+	out.Hide = slices.Clone(out.Hide)
 	return out
 }
 
@@ -201,6 +223,14 @@ func (c *Config) validate() error {
 	}
 	if c.WorkDir != "" && !filepath.IsAbs(c.WorkDir) {
 		errs = append(errs, fmt.Errorf("%w: Config.WorkDir %q is not absolute", ErrInvalidSpec, c.WorkDir))
+	}
+	if _, err := ParseSandbox(string(c.Sandbox)); err != nil {
+		errs = append(errs, fmt.Errorf("Config.Sandbox: %w", err))
+	}
+	for _, h := range c.Hide {
+		if !filepath.IsAbs(h) || filepath.Clean(h) == "/" {
+			errs = append(errs, fmt.Errorf("%w: Config.Hide holds %q, which is not an absolute path below /", ErrInvalidSpec, h))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -281,6 +311,11 @@ type Spec struct {
 	Log io.Writer
 	// Keep leaves the task directory in place after the run (for debugging).
 	Keep bool
+	// Credential, if set, runs this task as this user and group instead of
+	// Config.Credential (a code package runner gives each project its own
+	// user). When the sandbox switches users it may not be root (uid or
+	// gid 0).
+	Credential *syscall.Credential
 }
 
 // Status is how a run ended: the IronWorker task statuses a run can end in.
@@ -331,8 +366,9 @@ type Result struct {
 	MaxRSS int64
 	// TaskDir is the task directory (removed unless Spec.Keep).
 	TaskDir string
-	// PID is the program's process id, also its process group id; 0 if it
-	// never started.
+	// PID is the process group id of the task's processes: the program's
+	// own process id, or under bwrap that of the sandbox's init process (the
+	// program's parent); 0 if it never started.
 	PID int
 }
 
@@ -340,29 +376,38 @@ type Result struct {
 // each Run is independent.
 type Runner struct {
 	cfg Config
+	sb  SandboxState
+	bw  *bwrapSetup // under SandboxBwrap
 }
 
 // New returns a Runner with cfg (nil: all defaults), or every problem of
-// cfg at once.
+// cfg at once. It resolves Config.Sandbox, trying bwrap once when the mode
+// is auto or bwrap; an explicit mode that cannot work here is an error
+// wrapping ErrSandbox that says why.
 func New(cfg *Config) (*Runner, error) {
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: c}, nil
+	r := &Runner{cfg: c}
+	if err := r.resolveSandbox(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
-var defaultRunner = sync.OnceValue(func() *Runner {
-	r, err := New(nil)
-	if err != nil {
-		panic(err) // the defaults are valid
-	}
-	return r
-})
+// Sandbox returns the protection the Runner gives its tasks.
+func (r *Runner) Sandbox() SandboxState { return r.sb }
+
+var defaultRunner = sync.OnceValues(func() (*Runner, error) { return New(nil) })
 
 // Run runs spec with a Runner of default Config. See (*Runner).Run.
 func Run(ctx context.Context, spec Spec) (Result, error) {
-	return defaultRunner().Run(ctx, spec)
+	r, err := defaultRunner()
+	if err != nil {
+		return Result{Status: StatusError, ExitCode: -1, Msg: err.Error()}, err
+	}
+	return r.Run(ctx, spec)
 }
 
 // Reserved environment variables a package's env_vars may not set.

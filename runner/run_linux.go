@@ -3,6 +3,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,25 +33,29 @@ const startTimeout = 30 * time.Second
 
 // Run runs one task: it creates a fresh task directory, copies the package
 // into it, writes the payload and config files, and starts the program as
-// a separate process in its own process group with the configured limits,
-// arguments exactly
+// a separate process in its own session and process group, in the
+// sandbox the Runner resolved (see the package doc), as the task's user,
+// with the configured limits, arguments exactly
 //
 //	-d <task dir> -payload <payload file> -config <config file> -id <task id>
 //
 // (after the interpreter and script, or after Command), working directory
 // the task directory, and environment exactly TASK_ID, TASK_DIR,
 // PAYLOAD_FILE, CONFIG_FILE, PATH (Config.Path), HOME (the task directory)
-// and Spec.Env: nothing of the runner's own environment.
+// and Spec.Env: nothing of the runner's own environment. Under bwrap the
+// task directory is SandboxTaskDir in all of these.
 //
-// When Spec.Timeout passes or ctx is done, the process group gets SIGTERM,
-// then SIGKILL after Config.KillGrace. When the program exits, whatever is
-// left of its process group is killed. Stdout and stderr go through one
-// pipe to Spec.Log, live, capped at Config.LogLimit.
+// When Spec.Timeout passes or ctx is done, the program's process group gets
+// SIGTERM, then SIGKILL after Config.KillGrace. When the program exits,
+// whatever is left of its process group (under bwrap: of its sandbox) is
+// killed. Stdout and stderr go through one pipe to Spec.Log, live, capped
+// at Config.LogLimit.
 //
 // Run returns a non-nil error only when the program could not be started
-// (wrapping ErrInvalidSpec, ErrNoProgram, ErrStart or ErrNoTrampoline; the
-// Result then has StatusError and Msg). Otherwise the Result says how it
-// ended. The task directory is removed before Run returns, unless Spec.Keep.
+// (wrapping ErrInvalidSpec, ErrNoProgram, ErrStart, ErrNoTrampoline or
+// ErrSandbox; the Result then has StatusError and Msg). Otherwise the
+// Result says how it ended. The task directory is removed before Run
+// returns, unless Spec.Keep.
 func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	res := Result{Status: StatusError, ExitCode: -1}
 	failed := func(err error) (Result, error) {
@@ -87,11 +92,35 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if !spec.Keep {
 		defer func() { _ = removeAll(dir) }()
 	}
-	path, argv, env, err := r.prepare(spec, dir)
+	cred, err := r.credential(&spec)
 	if err != nil {
 		return failed(err)
 	}
-	return r.start(ctx, spec, res, tramp, path, argv, env, timeout)
+	path, argv, env, err := r.prepare(spec, dir, cred)
+	if err != nil {
+		return failed(err)
+	}
+	return r.start(ctx, spec, res, tramp, path, argv, env, cred, timeout)
+}
+
+// credential returns the user a task runs as: Spec.Credential, else
+// Config.Credential, else (when the sandbox switches users) nobody; nil
+// means the runner's own user.
+func (r *Runner) credential(spec *Spec) (*syscall.Credential, error) {
+	c := spec.Credential
+	if c == nil {
+		c = r.cfg.Credential
+	}
+	if !r.sb.SwitchUser {
+		return c, nil
+	}
+	if c == nil {
+		return &syscall.Credential{Uid: NobodyID, Gid: NobodyID}, nil
+	}
+	if c.Uid == 0 || c.Gid == 0 || slices.Contains(c.Groups, 0) {
+		return nil, fmt.Errorf("%w: the sandbox (%s) never runs a task as root, but its credential is uid %d, gid %d, groups %v", ErrInvalidSpec, r.sb.Mode, c.Uid, c.Gid, c.Groups)
+	}
+	return c, nil
 }
 
 // trampolinePath returns the binary that applies the limits.
@@ -106,21 +135,24 @@ func (r *Runner) trampolinePath() (string, error) {
 	return "/proc/self/exe", nil
 }
 
-// prepare fills the task directory and returns the program's path, argv
-// and environment.
-func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, error) {
+// prepare fills the task directory dir and returns the program's path,
+// argv and environment, as the program sees them (under bwrap the task
+// directory is SandboxTaskDir).
+func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (string, []string, []string, error) {
 	cfg := &r.cfg
+	tdir := dir // the task directory as the program sees it
+	if r.bw != nil {
+		tdir = SandboxTaskDir
+	}
 	if spec.PackageDir != "" {
 		if err := copyPackage(dir, spec.PackageDir); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: copy the package: %w", ErrStart, err)
 		}
 	}
-	payload := filepath.Join(dir, PayloadFileName)
-	config := filepath.Join(dir, ConfigFileName)
 	for _, f := range []struct {
 		path string
 		data []byte
-	}{{payload, spec.Payload}, {config, spec.Config}} {
+	}{{filepath.Join(dir, PayloadFileName), spec.Payload}, {filepath.Join(dir, ConfigFileName), spec.Config}} {
 		if err := os.RemoveAll(f.path); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
@@ -140,7 +172,7 @@ func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, err
 			if !filepath.IsLocal(c0) {
 				return "", nil, nil, fmt.Errorf("%w: Command[0] %q leaves the task directory", ErrInvalidSpec, c0)
 			}
-			path = filepath.Join(dir, c0)
+			path = filepath.Join(tdir, c0)
 		default:
 			p, err := lookPath(c0, cfg.Path)
 			if err != nil {
@@ -168,8 +200,8 @@ func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, err
 			if err := os.Chmod(file, 0o755); err != nil { //nolint:gosec // G302: the program must be executable
 				return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 			}
-			path = file
-			argv = []string{file}
+			path = filepath.Join(tdir, filepath.FromSlash(spec.File))
+			argv = []string{path}
 		} else {
 			p, err := lookPath(interp[0], cfg.Path)
 			if err != nil {
@@ -180,15 +212,17 @@ func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, err
 			argv = append(slices.Clone(interp), "./"+spec.File)
 		}
 	}
-	argv = append(argv, "-d", dir, "-payload", payload, "-config", config, "-id", spec.TaskID)
+	payload := filepath.Join(tdir, PayloadFileName)
+	config := filepath.Join(tdir, ConfigFileName)
+	argv = append(argv, "-d", tdir, "-payload", payload, "-config", config, "-id", spec.TaskID)
 
 	vars := map[string]string{
 		"TASK_ID":      spec.TaskID,
-		"TASK_DIR":     dir,
+		"TASK_DIR":     tdir,
 		"PAYLOAD_FILE": payload,
 		"CONFIG_FILE":  config,
 		"PATH":         cfg.Path,
-		"HOME":         dir,
+		"HOME":         tdir,
 	}
 	maps.Copy(vars, spec.Env)
 	env := make([]string, 0, len(vars)+1)
@@ -196,7 +230,7 @@ func (r *Runner) prepare(spec Spec, dir string) (string, []string, []string, err
 		env = append(env, k+"="+vars[k])
 	}
 
-	if c := cfg.Credential; c != nil {
+	if c := cred; c != nil {
 		if err := chownTree(dir, int(c.Uid), int(c.Gid)); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
@@ -215,7 +249,7 @@ func lookPath(name, pathList string) (string, error) {
 	return "", fmt.Errorf("%w: %q is not in %s", ErrNoProgram, name, pathList)
 }
 
-func (r *Runner) trampolineSpec() trampolineSpec {
+func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampolineSpec {
 	l := r.cfg.Limits
 	cpu := int64(Unlimited)
 	if l.CPUTime > 0 {
@@ -226,7 +260,11 @@ func (r *Runner) trampolineSpec() trampolineSpec {
 		uid:    -1,
 		gid:    -1,
 	}
-	if c := r.cfg.Credential; c != nil {
+	// bwrap sets PWD: the trampoline removes it unless the task's own
+	// environment has one (a package's env_vars), which bwrap has then
+	// replaced with the working directory.
+	t.unsetPWD = r.bw != nil && !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PWD=") })
+	if c := cred; c != nil {
 		t.uid, t.gid = int(c.Uid), int(c.Gid)
 		for _, g := range c.Groups {
 			t.groups = append(t.groups, int(g))
@@ -235,38 +273,77 @@ func (r *Runner) trampolineSpec() trampolineSpec {
 	return t
 }
 
-func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path string, argv, env []string, timeout time.Duration) (Result, error) {
+func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path string, argv, env []string, cred *syscall.Credential, timeout time.Duration) (Result, error) {
 	cfg := &r.cfg
 	failed := func(err error) (Result, error) {
 		res.Msg = err.Error()
 		return res, err
 	}
-	logR, logW, err := os.Pipe()
+	var files []*os.File // closed when start returns
+	defer func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}()
+	pipe := func() (*os.File, *os.File, error) {
+		rd, wr, err := os.Pipe()
+		if err == nil {
+			files = append(files, rd, wr)
+		}
+		return rd, wr, err
+	}
+	logR, logW, err := pipe()
 	if err != nil {
 		return failed(fmt.Errorf("%w: %w", ErrStart, err))
 	}
-	statR, statW, err := os.Pipe()
+	statR, statW, err := pipe()
 	if err != nil {
-		_ = logR.Close()
-		_ = logW.Close()
 		return failed(fmt.Errorf("%w: %w", ErrStart, err))
 	}
 	cmd := &exec.Cmd{
-		Path:        tramp,
-		Args:        append([]string{"kiln-runner", path}, argv...),
-		Env:         append(env, trampolineEnv+"="+r.trampolineSpec().encode()),
-		Dir:         res.TaskDir,
-		Stdout:      logW,
-		Stderr:      logW,
-		ExtraFiles:  []*os.File{statW},
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		Path:       tramp,
+		Args:       append([]string{"kiln-runner", path}, argv...),
+		Env:        append(env, trampolineEnv+"="+r.trampolineSpec(cred, env).encode()),
+		Dir:        res.TaskDir,
+		Stdout:     logW,
+		Stderr:     logW,
+		ExtraFiles: []*os.File{statW},
+		// A session of its own: a process group to kill, and no controlling
+		// terminal (no TIOCSTI into the server's terminal).
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	var infoR *os.File
+	if bw := r.bw; bw != nil {
+		var infoW *os.File
+		if infoR, infoW, err = pipe(); err != nil {
+			return failed(fmt.Errorf("%w: %w", ErrStart, err))
+		}
+		opts, err := bw.options(res.TaskDir)
+		if err != nil {
+			return failed(fmt.Errorf("%w: %w", ErrSandbox, err))
+		}
+		argsF, err := argsFile(opts)
+		if err != nil {
+			return failed(fmt.Errorf("%w: %w", ErrStart, err))
+		}
+		files = append(files, argsF)
+		exe, err := bw.openExe()
+		if err != nil {
+			return failed(fmt.Errorf("%w: the trampoline: %w", ErrStart, err))
+		}
+		files = append(files, exe)
+		cmd.Path = bw.path
+		cmd.Args = bw.command(path, argv)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, infoW, argsF, exe)
 	}
 	err = cmd.Start()
+	// The child has its copies; the ends kept here must not hold the pipes
+	// open.
+	for _, f := range cmd.ExtraFiles {
+		_ = f.Close()
+	}
 	_ = logW.Close()
-	_ = statW.Close()
 	if err != nil {
-		_ = logR.Close()
-		_ = statR.Close()
 		return failed(fmt.Errorf("%w: %w", ErrStart, err))
 	}
 	pid := cmd.Process.Pid
@@ -281,22 +358,52 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	finish := func() {
 		// The leader has exited (it is a zombie until cmd.Wait, so its pid,
 		// the group's id, cannot be reused): kill what is left of the group.
+		// Under bwrap the leader is bwrap, which exits after the sandbox's
+		// init, whose end kills every process of the sandbox.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 		_ = logR.SetReadDeadline(time.Now().Add(cfg.DrainTimeout))
 		<-pumpDone
-		_ = logR.Close()
 		res.LogBytes, res.LogDropped, res.LogTruncated, res.LogErr = pump.bytes, pump.dropped, pump.truncated, pump.err
 	}
 
-	if err := handshake(ctx, statR); err != nil {
-		_ = statR.Close()
+	deadline := time.Now().Add(startTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := handshake(statR, deadline); err != nil {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		finish()
+		if r.bw != nil && errors.Is(err, ErrNoTrampoline) && bytes.HasPrefix(pump.head, []byte("bwrap:")) {
+			err = fmt.Errorf("%w: %s", ErrSandbox, firstLine(pump.head))
+		}
 		return failed(err)
 	}
-	_ = statR.Close()
 	res.StartedAt = time.Now()
+
+	// Under bwrap the program runs in a session and process group of its
+	// own, led by the sandbox's init: SIGTERM goes there (bwrap itself
+	// would die of it and take the sandbox down at once), SIGKILL to both.
+	var sandbox *initProc
+	if infoR != nil {
+		if ipid, err := readBwrapInfo(infoR, deadline); err == nil {
+			sandbox = openInit(ipid)
+		}
+		if sandbox != nil {
+			defer sandbox.close()
+			res.PID = sandbox.pid
+		}
+	}
+	signal := func(sig syscall.Signal) {
+		if sandbox == nil {
+			_ = syscall.Kill(-pid, sig)
+			return
+		}
+		sandbox.signalGroup(sig)
+		if sig == syscall.SIGKILL {
+			_ = syscall.Kill(-pid, sig)
+		}
+	}
 
 	exited := make(chan struct{})
 	go func() {
@@ -324,12 +431,12 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 		case <-exited: // it ended on its own meanwhile: report that
 			stop, res.Msg, res.Cause = "", "", nil
 		default:
-			_ = syscall.Kill(-pid, syscall.SIGTERM)
+			signal(syscall.SIGTERM)
 			grace := time.NewTimer(cfg.KillGrace)
 			select {
 			case <-exited:
 			case <-grace.C:
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
+				signal(syscall.SIGKILL)
 				<-exited
 				res.Msg += fmt.Sprintf(" (killed after a %v grace period)", cfg.KillGrace)
 			}
@@ -353,6 +460,11 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	switch {
 	case ws.Exited():
 		res.ExitCode = ws.ExitStatus()
+		if r.bw != nil && res.ExitCode > 128 && res.ExitCode <= 128+maxSignal {
+			// bwrap reports a death by signal N as exit status 128+N, as a
+			// shell does: report the signal.
+			res.ExitCode, res.Signal = -1, syscall.Signal(res.ExitCode-128)
+		}
 	case ws.Signaled():
 		res.Signal = ws.Signal()
 	}
@@ -371,6 +483,9 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	return res, nil
 }
 
+// maxSignal is the highest signal number on Linux (SIGRTMAX).
+const maxSignal = 64
+
 func statusOf(ctx context.Context) Status {
 	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 		return StatusTimeout
@@ -381,11 +496,7 @@ func statusOf(ctx context.Context) Status {
 // handshake reads the status pipe: 'T' from the trampoline, then EOF when
 // the program's exec succeeded (the pipe is close-on-exec), or a failed
 // stage and errno.
-func handshake(ctx context.Context, statR *os.File) error {
-	deadline := time.Now().Add(startTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
+func handshake(statR *os.File, deadline time.Time) error {
 	_ = statR.SetReadDeadline(deadline)
 	var buf [6]byte
 	n, err := io.ReadFull(statR, buf[:])
@@ -420,6 +531,7 @@ func waitExited(pid int) {
 
 // logPump copies the log pipe to the sink up to the cap, then discards.
 type logPump struct {
+	head      []byte // the first headSize bytes, for a sandbox's error
 	sink      io.Writer
 	limit     int64
 	bytes     int64
@@ -441,7 +553,13 @@ func (p *logPump) run(r io.Reader) {
 	}
 }
 
+// headSize is how much of the start of the log a logPump keeps.
+const headSize = 512
+
 func (p *logPump) deliver(b []byte) {
+	if room := headSize - len(p.head); room > 0 {
+		p.head = append(p.head, b[:min(room, len(b))]...)
+	}
 	if room := p.limit - p.bytes; room > 0 {
 		k := min(int64(len(b)), room)
 		p.write(b[:k])

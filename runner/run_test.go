@@ -239,6 +239,14 @@ func shPkg(t testing.TB, script string) string {
 	return pkgDir(t, entry{name: "run.sh", data: []byte(script), mode: 0o644})
 }
 
+// seenDir is the task directory as the program saw it.
+func seenDir(r *Runner, res Result) string {
+	if r.Sandbox().Mode == SandboxBwrap {
+		return SandboxTaskDir
+	}
+	return res.TaskDir
+}
+
 func run(ctx context.Context, t testing.TB, r *Runner, spec Spec) Result {
 	t.Helper()
 	if spec.TaskID == "" {
@@ -261,7 +269,7 @@ func TestRunShellPackage(t *testing.T) {
 	if res.Status != StatusComplete || res.ExitCode != 0 || res.Msg != "" {
 		t.Fatalf("result %+v; log:\n%s", res, log.String())
 	}
-	want := fmt.Sprintf("args: -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id sh-1\npayload: {\"a\":1}\nconfig: cfg\noops\n%[1]s\n", res.TaskDir)
+	want := fmt.Sprintf("args: -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id sh-1\npayload: {\"a\":1}\nconfig: cfg\noops\n%[1]s\n", seenDir(r, res))
 	if diff := cmp.Diff(want, log.String()); diff != "" {
 		t.Errorf("log (-want +got):\n%s", diff)
 	}
@@ -314,7 +322,7 @@ with open(os.environ["PAYLOAD_FILE"]) as f:
 	if res.Status != StatusComplete {
 		t.Fatalf("result %+v; log:\n%s", res, log.String())
 	}
-	want := fmt.Sprintf("argv ['-d', '%[1]s', '-payload', '%[1]s/__payload__', '-config', '%[1]s/__config__', '-id', 'py']\npayload kiln\n", res.TaskDir)
+	want := fmt.Sprintf("argv ['-d', '%[1]s', '-payload', '%[1]s/__payload__', '-config', '%[1]s/__config__', '-id', 'py']\npayload kiln\n", seenDir(r, res))
 	if got := log.String(); got != want {
 		t.Errorf("log %q, want %q", got, want)
 	}
@@ -341,7 +349,7 @@ func TestRunArgsAndEnv(t *testing.T) {
 	if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
 		t.Fatalf("%v: %q", err, log.String())
 	}
-	d := res.TaskDir
+	d := seenDir(r, res)
 	wantArgs := []string{"-d", d, "-payload", d + "/__payload__", "-config", d + "/__config__", "-id", "env.1"}
 	if diff := cmp.Diff(wantArgs, got.Args); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
@@ -369,7 +377,7 @@ func TestRunCommandNoShell(t *testing.T) {
 	if res.Status != StatusComplete {
 		t.Fatalf("result %+v", res)
 	}
-	want := fmt.Sprintf("; rm -rf / $(id) `id` a|b -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id cmd\n", res.TaskDir)
+	want := fmt.Sprintf("; rm -rf / $(id) `id` a|b -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id cmd\n", seenDir(r, res))
 	if got := log.String(); got != want {
 		t.Errorf("log %q, want %q", got, want)
 	}
@@ -740,7 +748,8 @@ func TestConfigValidate(t *testing.T) {
 // The sink receives output live, before the program ends.
 func TestRunLogIsLive(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{})
+	// The program reads a FIFO of the test's: no sandbox hides it.
+	r := newRunner(t, Config{Sandbox: SandboxOff})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	// The program waits for a line on a FIFO that the test writes only

@@ -5,6 +5,7 @@ package runner
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
@@ -78,6 +79,9 @@ type trampolineSpec struct {
 	uid    int                     // -1: keep
 	gid    int
 	groups []int
+	// unsetPWD removes PWD from the environment: bwrap sets it, and the
+	// task's environment is exactly the one Run built.
+	unsetPWD bool
 }
 
 // The limits in the order they are encoded. The memory limits (the last
@@ -105,12 +109,17 @@ func (t trampolineSpec) encode() string {
 		}
 		b.WriteString(strconv.Itoa(g))
 	}
+	if t.unsetPWD {
+		b.WriteString(" p")
+	} else {
+		b.WriteString(" -")
+	}
 	return b.String()
 }
 
 func parseTrampolineSpec(s string) (trampolineSpec, bool) {
 	f := strings.Fields(s)
-	if len(f) != len(rlimitOrder)+4 || f[0] != "1" {
+	if len(f) != len(rlimitOrder)+5 || f[0] != "1" {
 		return trampolineSpec{}, false
 	}
 	var t trampolineSpec
@@ -136,6 +145,13 @@ func parseTrampolineSpec(s string) (trampolineSpec, bool) {
 			}
 			t.groups = append(t.groups, v)
 		}
+	}
+	switch f[n+4] {
+	case "p":
+		t.unsetPWD = true
+	case "-":
+	default:
+		return trampolineSpec{}, false
 	}
 	return t, true
 }
@@ -181,7 +197,7 @@ func trampoline(v string) {
 	}
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, trampolineEnv+"=") {
+		if !strings.HasPrefix(kv, trampolineEnv+"=") && (!spec.unsetPWD || !strings.HasPrefix(kv, "PWD=")) {
 			env = append(env, kv)
 		}
 	}
@@ -190,7 +206,10 @@ func trampoline(v string) {
 		fail(stageParse, unix.EINVAL)
 	}
 
-	if _, err := unix.FcntlInt(statusFD, unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+	// Every descriptor but 0, 1 and 2 closes at execve: the status pipe
+	// (its EOF is the handshake), and any the runner inherited without
+	// close-on-exec from whoever started it (os/exec passes those on).
+	if err := cloexecFrom(statusFD); err != nil {
 		fail(stageCloexec, errnoOf(err))
 	}
 	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &unix.Sigset_t{}, nil); err != nil {
@@ -261,6 +280,31 @@ func trampoline(v string) {
 	runtime.KeepAlive(argv)
 	runtime.KeepAlive(envv)
 	fail(stageExec, e)
+}
+
+// cloexecFrom sets close-on-exec on every open descriptor from first up:
+// close_range (Linux 5.11), else one by one from /proc/self/fd.
+func cloexecFrom(first int) error {
+	if unix.CloseRange(uint(first), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return nil
+	}
+	if _, err := unix.FcntlInt(uintptr(first), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return err
+	}
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return nil // no /proc: the status pipe at least is set
+	}
+	defer func() { _ = d.Close() }()
+	names, _ := d.Readdirnames(-1)
+	for _, n := range names {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd < first || fd == int(d.Fd()) {
+			continue
+		}
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+	}
+	return nil
 }
 
 func errnoOf(err error) syscall.Errno {

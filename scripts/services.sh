@@ -7,7 +7,8 @@
 #
 # What it does, in order, and only as much as needed:
 #   0. Install what is missing from Debian's packages, in one apt-get call:
-#      redis-server, postgresql, and gcc (the race detector needs cgo).
+#      redis-server, postgresql, gcc (the race detector needs cgo) and
+#      bubblewrap (the code package runner's sandbox, whose tests must run).
 #   1. Redis: if KILN_TEST_REDIS_URL answers PING, use it. Otherwise start
 #      redis-server on loopback with nothing kept on disk, and wait until it
 #      answers.
@@ -87,6 +88,11 @@ install_missing() {
 	local cc=${CC:-gcc} # what cgo uses unless CC says otherwise
 	if ! command -v "${cc%% *}" >/dev/null; then
 		pkgs+=(gcc libc6-dev)
+	fi
+	# The runner's sandbox (runner.SandboxBwrap): its tests run, not skip,
+	# under KILN_TEST_REQUIRE_ALL.
+	if ! command -v bwrap >/dev/null; then
+		pkgs+=(bubblewrap)
 	fi
 	# --- browser tests (later issues): add chromium chromium-driver here; see
 	# ensure_browser below.

@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/server/api"
@@ -144,7 +146,8 @@ type Config struct {
 	// itself (runner/hosted) while it serves; its Store and Logger are the
 	// server's. Nil: no runner here (other kiln processes sharing the store
 	// may run them). A binary that sets it must call runner.Main first
-	// thing in main.
+	// thing in main. CLIFile is added to its Runner's Hide: a task in the
+	// sandbox never sees the admin token's file.
 	Runner *hosted.Config
 }
 
@@ -236,6 +239,19 @@ func New(cfg *Config) (*Server, error) {
 	if c.Runner != nil {
 		rc := *c.Runner
 		rc.Store, rc.Logger = c.Store, c.Logger
+		if c.CLIFile != "" {
+			// The admin token's file: never visible to a task.
+			var run runner.Config
+			if rc.Runner != nil {
+				run = *rc.Runner
+			}
+			abs, err := filepath.Abs(c.CLIFile)
+			if err != nil {
+				return nil, fmt.Errorf("server: %w", err)
+			}
+			run.Hide = append(slices.Clone(run.Hide), abs)
+			rc.Runner = &run
+		}
 		if rc.Clock == nil {
 			rc.Clock = c.Clock
 		}

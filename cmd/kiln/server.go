@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/server/ironapi"
@@ -59,7 +60,17 @@ security".
 The server also serves the IronWorker API v2 under /2/ (docs/ironworker.md)
 and, unless --runner=false, runs the tasks of uploaded code packages itself,
 --runner-concurrency processes at a time, unpacking packages into
---runner-dir (default <data>/runner).`,
+--runner-dir (default <data>/runner).
+
+--sandbox says how tasks are kept away from the server and from each other
+(docs/sandbox.md): auto (the default) uses bubblewrap when it works here
+(namespaces: the task sees neither the server's processes nor its data
+folder, store, config file or runner folder), and when the server runs as
+root always runs each project's tasks as a user of its own
+(--sandbox-uid-base + n, one of --sandbox-uid-count), never as root; bwrap
+and user insist on one protection (the server does not start without it);
+off runs tasks as the server's user. --sandbox-network=false gives tasks
+in the bwrap sandbox no network.`,
 		run: runServer,
 	}
 }
@@ -81,6 +92,9 @@ type serverOptions struct {
 	maxCode                          int64
 	tlsCert, tlsKey                  string
 	allowInsecureWorkers             bool
+	sandbox                          runner.Sandbox
+	sandboxNetwork                   bool
+	sandboxUIDBase, sandboxUIDCount  int
 }
 
 // setting is one setting: its flag name (and so its variable and file
@@ -167,15 +181,23 @@ func (o *serverOptions) settings() []setting {
 			o.runner = b
 			return err
 		}},
-		{"runner-concurrency", "how many code package tasks run at once", strconv.Itoa(hosted.ConcurrencyDefault), func(v string) error {
-			n, err := strconv.Atoi(v)
-			if err == nil && n <= 0 {
-				err = errors.New("must be positive")
+		{"runner-concurrency", "how many code package tasks run at once", strconv.Itoa(hosted.ConcurrencyDefault), positiveInt(&o.runnerConcurrency)},
+		{"runner-dir", "where the runner unpacks packages and runs tasks (default: <data>/runner)", "", str(&o.runnerDir)},
+		{"sandbox", "how tasks are isolated: auto, bwrap, user or off (docs/sandbox.md)", string(runner.SandboxAuto), func(v string) error {
+			sb, err := runner.ParseSandbox(v)
+			o.sandbox = sb
+			if err != nil {
+				return errors.New("want auto, bwrap, user or off")
 			}
-			o.runnerConcurrency = n
+			return nil
+		}},
+		{"sandbox-network", "whether tasks may use the network (false: none, in the bwrap sandbox)", "true", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			o.sandboxNetwork = b
 			return err
 		}},
-		{"runner-dir", "where the runner unpacks packages and runs tasks (default: <data>/runner)", "", str(&o.runnerDir)},
+		{"sandbox-uid-base", "the first user id of tasks when the server is root (one per project)", strconv.Itoa(hosted.UIDBaseDefault), positiveInt(&o.sandboxUIDBase)},
+		{"sandbox-uid-count", "how many user ids tasks may use (one per project)", strconv.Itoa(hosted.UIDCountDefault), positiveInt(&o.sandboxUIDCount)},
 		{"max-code", "largest code package zip in bytes", strconv.Itoa(ironapi.MaxCodeBytesDefault), func(v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err == nil && n <= 0 {
@@ -184,6 +206,18 @@ func (o *serverOptions) settings() []setting {
 			o.maxCode = n
 			return err
 		}},
+	}
+}
+
+// positiveInt parses a positive int into p.
+func positiveInt(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n <= 0 {
+			err = errors.New("must be positive")
+		}
+		*p = n
+		return err
 	}
 }
 
@@ -298,6 +332,30 @@ func openStore(ctx context.Context, o *serverOptions, log *slog.Logger) (store.S
 	}
 }
 
+// secretPaths are what tasks in the bwrap sandbox must not see: the data
+// folder (cli.json, the embedded store), the embedded store elsewhere, the
+// config file. Relative paths are made absolute; the runner ignores those
+// that do not exist.
+func secretPaths(o *serverOptions) []string {
+	paths := []string{o.data, o.config}
+	switch u := o.store; {
+	case strings.HasPrefix(u, "embedded://"):
+		paths = append(paths, strings.TrimPrefix(u, "embedded://"))
+	case u != "" && !strings.Contains(u, "://"):
+		paths = append(paths, u)
+	}
+	var out []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			out = append(out, abs)
+		}
+	}
+	return out
+}
+
 // redactURL drops a URL's user information, which may hold a password.
 func redactURL(u string) string {
 	scheme, rest, ok := strings.Cut(u, "://")
@@ -339,7 +397,11 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		if dir == "" {
 			dir = filepath.Join(data, "runner")
 		}
-		rc = &hosted.Config{Concurrency: o.runnerConcurrency, WorkDir: dir}
+		rc = &hosted.Config{
+			Concurrency: o.runnerConcurrency, WorkDir: dir,
+			UIDBase: o.sandboxUIDBase, UIDCount: o.sandboxUIDCount,
+			Runner: &runner.Config{Sandbox: o.sandbox, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o)},
+		}
 	}
 	srv, err := server.New(&server.Config{
 		Store: st, Addr: o.addr, Logger: log, MaxBodyBytes: o.maxBody,

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/runner/hosted"
 )
 
 func TestServerOptionsPrecedence(t *testing.T) {
@@ -32,6 +36,43 @@ func TestServerOptionsPrecedence(t *testing.T) {
 	}
 	if _, err := parseServerOptions(std, serverCommand(), []string{"--session-ttl", "soon"}, func(string) string { return "" }); err == nil {
 		t.Error("a bad duration was accepted")
+	}
+}
+
+func TestServerSandboxOptions(t *testing.T) {
+	t.Parallel()
+	std := stdio{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	none := func(string) string { return "" }
+	o, err := parseServerOptions(std, serverCommand(), nil, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.sandbox != runner.SandboxAuto || !o.sandboxNetwork || o.sandboxUIDBase != hosted.UIDBaseDefault || o.sandboxUIDCount != hosted.UIDCountDefault {
+		t.Errorf("defaults: %+v", o)
+	}
+	env := map[string]string{"KILN_SANDBOX": "user", "KILN_SANDBOX_UID_BASE": "5000000"}
+	o, err = parseServerOptions(std, serverCommand(), []string{"--sandbox", "bwrap", "--sandbox-network=false", "--sandbox-uid-count", "10"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.sandbox != runner.SandboxBwrap || o.sandboxNetwork || o.sandboxUIDBase != 5_000_000 || o.sandboxUIDCount != 10 {
+		t.Errorf("flags and environment: %+v", o)
+	}
+	for _, args := range [][]string{{"--sandbox", "docker"}, {"--sandbox-uid-base", "0"}, {"--sandbox-network", "maybe"}} {
+		if _, err := parseServerOptions(std, serverCommand(), args, none); err == nil {
+			t.Errorf("%q was accepted", args)
+		}
+	}
+	// What tasks must not see: the data folder, an embedded store elsewhere,
+	// the config file, as absolute paths.
+	wd, _ := os.Getwd()
+	got := secretPaths(&serverOptions{data: "kiln-data", store: "embedded:///var/lib/kiln-store", config: "/etc/kiln.json"})
+	want := []string{filepath.Join(wd, "kiln-data"), "/etc/kiln.json", "/var/lib/kiln-store"}
+	if !slices.Equal(got, want) {
+		t.Errorf("secretPaths = %q, want %q", got, want)
+	}
+	if got := secretPaths(&serverOptions{data: "/d", store: "redis://h:6379/0"}); !slices.Equal(got, []string{"/d"}) {
+		t.Errorf("secretPaths with Redis = %q", got)
 	}
 }
 

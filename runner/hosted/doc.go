@@ -16,7 +16,12 @@
 // Hosted is the runner: it reads the index, serves every package with a
 // kiln.Worker of its own (concurrency min(max_concurrency, the runner's)),
 // and runs each task with runner.Run in a fresh task directory holding the
-// package, unpacked once per checksum into a local cache. Output goes to
+// package, unpacked once per checksum into a local cache (private to the
+// runner: tasks get a copy). Tasks run in the runner's sandbox
+// (runner.SandboxAuto unless Config.Runner says otherwise, with WorkDir
+// hidden from them) and, when the runner is root, each project's as a user
+// of its own: Config.UIDBase + n, n allocated once per project in the store
+// so that every runner sharing it agrees (docs/sandbox.md). Output goes to
 // the task's log as it is written. The outcome becomes the kiln outcome:
 // exit 0 succeeds; any other exit fails the attempt with "error: exit
 // status N", a timeout with "timeout: ..." (the IronWorker status is kept

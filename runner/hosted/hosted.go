@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kilnhq/kiln"
@@ -41,9 +44,17 @@ type Config struct {
 	// WorkDir holds the unpacked packages (by checksum) and the task
 	// directories; default a "kiln-hosted" folder in os.TempDir().
 	WorkDir string
-	// Runner configures the processes (limits, log cap, credentials); nil
-	// means runner defaults. Its WorkDir is set to WorkDir/tasks.
+	// Runner configures the processes (limits, log cap, sandbox); nil
+	// means runner defaults (SandboxAuto). Its WorkDir is set to
+	// WorkDir/tasks, and WorkDir is added to its Hide.
 	Runner *runner.Config
+	// UIDBase and UIDCount are the range of user ids tasks run as when the
+	// runner is root and its sandbox switches users: each project gets its
+	// own, UIDBase + n with n < UIDCount, allocated once in the store (so
+	// every runner sharing it agrees) and used as user and group id. The
+	// ids need no /etc/passwd entries; no other user of the machine may
+	// use them. Defaults UIDBaseDefault and UIDCountDefault.
+	UIDBase, UIDCount int
 	// PollInterval is how often the package index is read to start serving
 	// new packages and stop serving deleted ones; default 2 s. Kick
 	// re-reads it at once.
@@ -90,6 +101,9 @@ type Hosted struct {
 	kick chan struct{}
 
 	unpackMu sync.Mutex
+
+	uidMu sync.Mutex
+	uids  map[string]*syscall.Credential // project -> its user
 
 	mu      sync.Mutex
 	workers map[string]*served // project + "/" + name
@@ -149,11 +163,36 @@ func New(cfg *Config) (*Hosted, error) {
 	if c.ID == "" {
 		c.ID = "runner-" + ids.New()
 	}
+	if c.UIDBase == 0 {
+		c.UIDBase = UIDBaseDefault
+	}
+	if c.UIDCount == 0 {
+		c.UIDCount = UIDCountDefault
+	}
+	if c.UIDBase < 1 || c.UIDCount < 1 || c.UIDBase > math.MaxInt32-c.UIDCount+1 {
+		return nil, fmt.Errorf("hosted: the user id range %d+%d is not within 1..%d", c.UIDBase, c.UIDCount, math.MaxInt32)
+	}
 	var rc runner.Config
 	if c.Runner != nil {
 		rc = *c.Runner
 	}
 	rc.WorkDir = filepath.Join(c.WorkDir, "tasks")
+	rc.Hide = append(slices.Clone(rc.Hide), c.WorkDir)
+	// The folders exist before the runner checks them. Tasks running as
+	// other users without bwrap must traverse WorkDir and WorkDir/tasks to
+	// their own task directory (0700, theirs): search, no listing, for
+	// others. The package cache stays the server's alone.
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{c.WorkDir, 0o711}, {rc.WorkDir, 0o711}, {filepath.Join(c.WorkDir, "packages"), 0o700}} {
+		if err := os.MkdirAll(d.path, 0o700); err != nil {
+			return nil, fmt.Errorf("hosted: %w", err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return nil, fmt.Errorf("hosted: %w", err)
+		}
+	}
 	run, err := runner.New(&rc)
 	if err != nil {
 		return nil, fmt.Errorf("hosted: %w", err)
@@ -161,8 +200,29 @@ func New(cfg *Config) (*Hosted, error) {
 	return &Hosted{
 		cfg: c, reg: NewRegistry(meta, c.Clock), meta: meta, run: run, log: c.Logger,
 		sem: make(chan struct{}, c.Concurrency), kick: make(chan struct{}, 1),
-		workers: make(map[string]*served),
+		workers: make(map[string]*served), uids: make(map[string]*syscall.Credential),
 	}, nil
+}
+
+// Sandbox returns the protection the runner gives its tasks.
+func (h *Hosted) Sandbox() runner.SandboxState { return h.run.Sandbox() }
+
+// logSandbox says once, at the start, what protects the server from the
+// tasks.
+func (h *Hosted) logSandbox() {
+	st := h.run.Sandbox()
+	attrs := []any{"mode", string(st.Mode), "separate_users", st.SwitchUser}
+	if st.SwitchUser {
+		attrs = append(attrs, "uids", fmt.Sprintf("%d-%d (one per project)", h.cfg.UIDBase, h.cfg.UIDBase+h.cfg.UIDCount-1))
+	}
+	if st.Note != "" {
+		attrs = append(attrs, "note", st.Note)
+	}
+	if st.Mode == runner.SandboxOff {
+		h.log.Warn("hosted: code package tasks are not sandboxed", attrs...)
+		return
+	}
+	h.log.Info("hosted: code package sandbox", attrs...)
 }
 
 // Registry returns the registry the runner reads packages from.
@@ -180,9 +240,10 @@ func (h *Hosted) Kick() {
 // gracefully (running tasks finish, or are handed back when the workers'
 // shutdown timeout passes) and returns.
 func (h *Hosted) Run(ctx context.Context) error {
-	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "tasks"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "tasks"), 0o711); err != nil { //nolint:gosec // G301: searchable by the tasks' users, not listable
 		return fmt.Errorf("hosted: %w", err)
 	}
+	h.logSandbox()
 	t := time.NewTicker(h.cfg.PollInterval)
 	defer t.Stop()
 	var collect <-chan time.Time
@@ -424,7 +485,12 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 	if timeout <= 0 || timeout > TimeoutDefault {
 		timeout = TimeoutDefault
 	}
+	cred, err := h.projectCredential(ctx, project)
+	if err != nil {
+		return fmt.Errorf("%s%w", ErrPrefixError, err)
+	}
 	spec := runner.Spec{
+		Credential: cred,
 		TaskID:     t.ID,
 		PackageDir: dir,
 		Runtime:    rev.Runtime,

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store/embedded"
 )
 
@@ -443,8 +445,15 @@ func TestSharedStore(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	front := setupOn(t, st, false)
-	setupOn(t, st, true)
-	setupOn(t, st, true)
+	// The tasks share a lock folder on the host: no sandbox (it would give
+	// each task a /tmp of its own).
+	for range 2 {
+		setupWith(t, st, &hosted.Config{
+			WorkDir: t.TempDir(), Concurrency: 2, PollInterval: 100 * time.Millisecond,
+			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
+			Runner: &runner.Config{KillGrace: 500 * time.Millisecond, Sandbox: runner.SandboxOff}, SlotPoll: 20 * time.Millisecond,
+		})
+	}
 	lock := t.TempDir()
 	front.mustUpload(map[string]any{
 		"name": "locked", "file_name": "run.sh", "runtime": "sh", "max_concurrency": 1,
