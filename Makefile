@@ -105,9 +105,10 @@ services/up: ## make sure Redis 7 and PostgreSQL 15 run (installs them with apt-
 	scripts/services.sh
 
 .PHONY: tidy
-tidy: ## go mod tidy (and bench/, its own module)
+tidy: ## go mod tidy (and the modules of bench/ and the iron_go3 acceptance test)
 	$(GO) mod tidy
 	@if [ -f bench/go.mod ]; then echo 'cd bench && $(GO) mod tidy'; cd bench && $(GO) mod tidy; fi
+	cd server/ironapi/testdata/irongo3 && $(GO) mod tidy
 
 # Installs golangci-lint only when bin/golangci-lint is missing or another version
 # (read from the binary's build info, so no guessing from its output). The first
