@@ -19,7 +19,7 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 
 # Fuzzing time per target: FUZZTIME for `make fuzz`, TEST_FUZZTIME in `make test`.
 FUZZTIME ?= 1m
-TEST_FUZZTIME ?= 10s
+TEST_FUZZTIME ?= 5s
 
 # The chaos suite's long run (`make chaos`): how long every scenario keeps its
 # load and faults going, where the reports go (one JSON object per scenario
