@@ -154,22 +154,41 @@ func connect(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: open: %w", redactErr(err))
 		}
+		o.MaxRetries = maxRetries(u, o.MaxRetries)
 		return redis.NewClient(o), nil
 	case "cluster":
 		o, err := redis.ParseClusterURL(u.String())
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: open: %w", redactErr(err))
 		}
+		o.MaxRetries = maxRetries(u, o.MaxRetries)
 		return redis.NewClusterClient(o), nil
 	case "sentinel":
 		o, err := redis.ParseFailoverURL(u.String())
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: open: %w", redactErr(err))
 		}
+		o.MaxRetries = maxRetries(u, o.MaxRetries)
 		return redis.NewFailoverClient(o), nil
 	default:
 		return nil, fmt.Errorf("redisstore: open: unknown URL scheme %q (want redis, rediss, unix, redis+cluster, redis+sentinel): %w", u.Scheme+"+"+kind, store.ErrInvalidOption)
 	}
+}
+
+// maxRetries is the go-redis MaxRetries of a client Open makes: none (-1)
+// unless the URL sets max_retries. go-redis resends a command whose reply
+// did not arrive in time, and the store's scripts are not idempotent: a
+// resent lease script leases a second batch while the first one's tasks
+// wait for their lease to expire and lose an attempt, and a resent enqueue
+// finds its own tasks and reports them as existing. Without retries such a
+// call fails with ErrUnavailable (it may or may not have been applied), and
+// the caller decides: the worker retries with backoff, an enqueue is retried
+// with the same task ids.
+func maxRetries(u *url.URL, parsed int) int {
+	if u.Query().Has("max_retries") {
+		return parsed
+	}
+	return -1
 }
 
 // redactErr drops the URL (and any password in it) from a parse error.
@@ -186,6 +205,10 @@ func redactErr(err error) error {
 // the client: Close does not close it. New checks that the server is
 // reachable, that its maxmemory-policy is noeviction (see
 // Config.AllowEviction), loads the scripts and subscribes to wake-ups.
+// Give it a client made with MaxRetries: -1, as Open does: go-redis resends
+// a command whose reply timed out, and the store's scripts are not
+// idempotent (a resent lease leases twice and burns the first batch's
+// attempts).
 func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Store, error) {
 	return newStore(ctx, rdb, cfg, false)
 }

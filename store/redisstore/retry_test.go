@@ -1,0 +1,125 @@
+package redisstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+// lostReplyHook makes the first reply of the enqueue script that follows
+// arm() time out on the client's side, after Redis has run the script: the
+// reply of a command that did reach Redis is lost, as under a network stall
+// longer than the read timeout.
+type lostReplyHook struct{ armed atomic.Bool }
+
+func (h *lostReplyHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &lostReplyConn{Conn: c, h: h}, nil
+	}
+}
+
+func (h *lostReplyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *lostReplyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+type lostReplyConn struct {
+	net.Conn
+	h     *lostReplyHook
+	stall bool // the last write was the enqueue script, while armed
+}
+
+func (c *lostReplyConn) Write(b []byte) (int, error) {
+	c.stall = c.h.armed.Load() && bytes.Contains(b, []byte(enqueueScript.Hash()))
+	return c.Conn.Write(b)
+}
+
+func (c *lostReplyConn) Read(b []byte) (int, error) {
+	if c.stall && c.h.armed.CompareAndSwap(true, false) {
+		// Let the script run before its reply is "lost": read the whole
+		// reply (a few bytes here) and drop it.
+		if _, err := c.Conn.Read(make([]byte, 64<<10)); err != nil {
+			return 0, err
+		}
+		return 0, replyTimeout{}
+	}
+	return c.Conn.Read(b)
+}
+
+// replyTimeout is the error of a read whose deadline passed.
+type replyTimeout struct{}
+
+func (replyTimeout) Error() string   { return "read: i/o timeout (test)" }
+func (replyTimeout) Timeout() bool   { return true }
+func (replyTimeout) Temporary() bool { return true }
+
+// TestLostReplyNotResent: a store made by Open does not let go-redis resend
+// a script whose reply was lost. Resent, an enqueue finds its own tasks and
+// fails with ErrTaskExists (and a lease leases a second batch while the
+// first waits for expiry and loses an attempt); not resent, the call fails
+// with ErrUnavailable and the task is there once. With max_retries in the
+// URL (go-redis' own default is 3) the resend happens: the case shows what
+// the default guards against.
+func TestLostReplyNotResent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, query string
+		want        error
+	}{
+		{"default", "", store.ErrUnavailable},
+		{"max_retries=3", "max_retries=3", store.ErrTaskExists},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			u := redisURL(t)
+			if tc.query != "" {
+				sep := "?"
+				if bytes.ContainsRune([]byte(u), '?') {
+					sep = "&"
+				}
+				u += sep + tc.query
+			}
+			rdb, err := connect(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &lostReplyHook{}
+			rdb.AddHook(h)
+			prefix := newPrefix()
+			s, err := newStore(t.Context(), rdb, &Config{Prefix: prefix}, true)
+			if err != nil {
+				_ = rdb.Close()
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			h.armed.Store(true)
+			in := store.TaskInput{ID: "t-lost-reply", Type: "t", Queue: "default"}
+			res, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{in}})
+			if err == nil && len(res.Items) == 1 {
+				err = res.Items[0].Err // a batch reports each task's own error
+			}
+			if err == nil {
+				t.Fatal("the enqueue whose reply was lost succeeded")
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("enqueue with a lost reply: %v, want %v", err, tc.want)
+			}
+			got, err := s.Get(t.Context(), store.GetParams{Namespace: "ns", IDs: []string{in.ID}})
+			if err != nil || len(got.Tasks) != 1 || got.Tasks[0] == nil {
+				t.Fatalf("the script ran, so the task must be there: %+v, %v", got, err)
+			}
+		})
+	}
+}
