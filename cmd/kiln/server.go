@@ -84,6 +84,9 @@ type serverOptions struct {
 	handshakeRate, projectRate       float64
 	handshakeBurst, projectBurst     int
 	maxOpenHandshakes                int
+	maxStreams, maxProjectStreams    int
+	streamWriteTimeout               time.Duration
+	diskReserve                      int64
 	sweepInterval, shutdownTimeout   time.Duration
 	bootstrapProject, bootstrapToken string
 	runner                           bool
@@ -169,6 +172,24 @@ func (o *serverOptions) settings() []setting {
 				err = errors.New("must not be 0 (negative: no cap)")
 			}
 			o.maxOpenHandshakes = n
+			return err
+		}},
+		{"max-streams", "event streams (GET /v1/events) open at once, of every project", "1000", positive(&o.maxStreams)},
+		{"max-project-streams", "event streams open at once per project", "100", positive(&o.maxProjectStreams)},
+		{"stream-write-timeout", "how long one write of an event stream may wait for a client that does not read before it is dropped", "10s", func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err == nil && d <= 0 {
+				err = errors.New("must be positive")
+			}
+			o.streamWriteTimeout = d
+			return err
+		}},
+		{"disk-reserve", "bytes of disk the embedded store keeps for itself: it refuses writes (507 storage_full) below it (negative: off)", strconv.Itoa(32 << 20), func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil && n == 0 {
+				err = errors.New("must not be 0 (negative: off)")
+			}
+			o.diskReserve = n
 			return err
 		}},
 		{"session-ttl", "how long a worker session key lasts", "1h", dur(&o.sessionTTL)},
@@ -315,20 +336,20 @@ func openStore(ctx context.Context, o *serverOptions, log *slog.Logger) (store.S
 	u := o.store
 	switch {
 	case u == "":
-		return embedded.Open(o.data, &embedded.Config{Logger: log})
+		return embedded.Open(o.data, &embedded.Config{Logger: log, ReserveBytes: o.diskReserve})
 	case strings.HasPrefix(u, "embedded://"):
 		path := strings.TrimPrefix(u, "embedded://")
 		if path == "" {
 			return nil, usagef("server: store: embedded:// needs a path (embedded:///var/lib/kiln)")
 		}
-		return embedded.Open(path, &embedded.Config{Logger: log})
+		return embedded.Open(path, &embedded.Config{Logger: log, ReserveBytes: o.diskReserve})
 	case strings.HasPrefix(u, "redis://"), strings.HasPrefix(u, "rediss://"), strings.HasPrefix(u, "unix://"),
 		strings.HasPrefix(u, "redis+"), strings.HasPrefix(u, "rediss+"):
 		return redisstore.Open(ctx, u, &redisstore.Config{Logger: log})
 	case strings.Contains(u, "://"):
 		return nil, usagef("server: store: unknown kind of store URL %q (want a path, embedded://, redis://)", redactURL(u))
 	default:
-		return embedded.Open(u, &embedded.Config{Logger: log})
+		return embedded.Open(u, &embedded.Config{Logger: log, ReserveBytes: o.diskReserve})
 	}
 }
 
@@ -409,7 +430,8 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		HandshakeRate: o.handshakeRate, HandshakeBurst: o.handshakeBurst,
 		ProjectHandshakeRate: o.projectRate, ProjectHandshakeBurst: o.projectBurst,
 		MaxOpenHandshakes: o.maxOpenHandshakes,
-		SweepInterval:     o.sweepInterval, ShutdownTimeout: o.shutdownTimeout,
+		MaxStreams:        o.maxStreams, MaxProjectStreams: o.maxProjectStreams, StreamWriteTimeout: o.streamWriteTimeout,
+		SweepInterval: o.sweepInterval, ShutdownTimeout: o.shutdownTimeout,
 		BootstrapProject: o.bootstrapProject, BootstrapToken: o.bootstrapToken,
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
 		Runner: rc, MaxCodeBytes: o.maxCode,

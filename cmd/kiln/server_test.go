@@ -135,3 +135,32 @@ func TestServerOptionsHandshakeLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestServerOptionsStreamsAndReserve(t *testing.T) {
+	t.Parallel()
+	std := stdio{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	none := func(string) string { return "" }
+	o, err := parseServerOptions(std, serverCommand(), nil, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.maxStreams != 1000 || o.maxProjectStreams != 100 || o.streamWriteTimeout != 10*time.Second || o.diskReserve != 32<<20 {
+		t.Errorf("defaults = %+v", o)
+	}
+	env := map[string]string{"KILN_MAX_STREAMS": "50", "KILN_DISK_RESERVE": "-1"}
+	o, err = parseServerOptions(std, serverCommand(), []string{"--max-project-streams", "5", "--stream-write-timeout", "2s"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.maxStreams != 50 || o.maxProjectStreams != 5 || o.streamWriteTimeout != 2*time.Second || o.diskReserve != -1 {
+		t.Errorf("from env and flags = %+v", o)
+	}
+	for _, bad := range [][]string{
+		{"--max-streams", "0"}, {"--max-project-streams", "-3"}, {"--stream-write-timeout", "0s"},
+		{"--stream-write-timeout", "soon"}, {"--disk-reserve", "0"}, {"--disk-reserve", "lots"},
+	} {
+		if _, err := parseServerOptions(std, serverCommand(), bad, none); err == nil {
+			t.Errorf("%v was accepted", bad)
+		}
+	}
+}
