@@ -35,6 +35,10 @@ const (
 // uidTries bounds the random draws for a free number.
 const uidTries = 64
 
+// uidWalkMax is the largest range that is walked whole when the random
+// draws found no free number.
+const uidWalkMax = 1 << 16
+
 // projectCredential returns the user and group a task of project runs as:
 // nil when the runner does not switch users.
 func (h *Hosted) projectCredential(ctx context.Context, project string) (*syscall.Credential, error) {
@@ -80,8 +84,18 @@ func allocateUID(ctx context.Context, m store.Meta, project string, count int) (
 	if n, ok, err := known(); ok || err != nil {
 		return n, err
 	}
-	for range uidTries {
-		n := rand.IntN(count) //nolint:gosec // G404: spreading, not a secret
+	// uidTries random draws, then, in a range small enough to walk, every
+	// number from a random start: a nearly full small range still finds
+	// its last free numbers.
+	tries, start := uidTries, rand.IntN(count) //nolint:gosec // G404: spreading, not a secret
+	if count <= uidWalkMax {
+		tries += count
+	}
+	for i := range tries {
+		n := (start + i - uidTries) % count
+		if i < uidTries {
+			n = rand.IntN(count) //nolint:gosec // G404: spreading, not a secret
+		}
 		slot := keyUIDSlot + strconv.Itoa(n)
 		res, err := m.MetaPut(ctx, store.MetaPutParams{Namespace: IndexNamespace, Key: slot, Value: []byte(project), IfAbsent: true})
 		if err != nil {
@@ -115,5 +129,5 @@ func allocateUID(ctx context.Context, m store.Meta, project string, count int) (
 		}
 		return won, nil
 	}
-	return 0, fmt.Errorf("no free user id after %d tries in a range of %d: widen it", uidTries, count)
+	return 0, fmt.Errorf("no free user id after %d tries in a range of %d: widen it", tries, count)
 }
