@@ -318,7 +318,9 @@ func TestSchedulerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- RunScheduler(ctx, rdb, &SchedulerConfig{Namespace: ns, Interval: 20 * time.Millisecond}) }()
+	go func() {
+		done <- RunScheduler(ctx, rdb, &SchedulerConfig{Namespace: ns, Interval: 20 * time.Millisecond})
+	}()
 	ipEventually(t, "the scheduler moves the job", func() bool { return rdb.LLen(ctx, ns+"queue:q").Val() == 1 })
 	cancel()
 	if err := <-done; err != nil {
