@@ -67,6 +67,8 @@ test: ## everything CI runs: services/up, lint, vet, race tests (all stores requ
 		time KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 15m ./...
 	@echo '==> iron_go3 acceptance (its own module: server/ironapi/testdata/irongo3)'; \
 		time (cd server/ironapi/testdata/irongo3 && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 5m ./...)
+	@echo '==> goworker interop (its own module: resque/testdata/goworker)'; \
+		time (cd resque/testdata/goworker && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -timeout 5m ./...)
 	@echo '==> fuzz ($(TEST_FUZZTIME) per target)'; time scripts/fuzz.sh $(TEST_FUZZTIME)
 
 .PHONY: test/short
@@ -105,10 +107,11 @@ services/up: ## make sure Redis 7 and PostgreSQL 15 run (installs them with apt-
 	scripts/services.sh
 
 .PHONY: tidy
-tidy: ## go mod tidy (and the modules of bench/ and the iron_go3 acceptance test)
+tidy: ## go mod tidy (and the modules of bench/ and of the iron_go3 and goworker acceptance tests)
 	$(GO) mod tidy
 	@if [ -f bench/go.mod ]; then echo 'cd bench && $(GO) mod tidy'; cd bench && $(GO) mod tidy; fi
 	cd server/ironapi/testdata/irongo3 && $(GO) mod tidy
+	cd resque/testdata/goworker && $(GO) mod tidy
 
 # Installs golangci-lint only when bin/golangci-lint is missing or another version
 # (read from the binary's build info, so no guessing from its output). The first
