@@ -3,6 +3,7 @@ module github.com/kilnhq/kiln/bench
 go 1.26.8
 
 require (
+	github.com/benmanns/goworker v0.1.4-0.20200828204759-d28a4f34a4d1
 	github.com/hibiken/asynq v0.26.0
 	github.com/kilnhq/kiln v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
@@ -11,13 +12,17 @@ require (
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/cihub/seelog v0.0.0-20140730094913-72ae425987bc // indirect
+	github.com/gomodule/redigo v1.8.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/robfig/cron/v3 v3.0.1 // indirect
 	github.com/spf13/cast v1.10.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/net v0.57.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.10 // indirect
+	vitess.io/vitess v3.0.0-rc.3.0.20181212200900-e2c5239f54d1+incompatible // indirect
 )
 
 replace github.com/kilnhq/kiln => ../

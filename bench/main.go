@@ -46,18 +46,23 @@ import (
 	"github.com/kilnhq/kiln/store/redisstore"
 )
 
+// benchFlags are the benchmark's flags. They are not the flag package's
+// command line: goworker (the -resque comparison) defines its own flags
+// there (-concurrency, -queues, ...) when it is imported.
+var benchFlags = flag.NewFlagSet("bench", flag.ExitOnError)
+
 var (
-	redisURL    = flag.String("redis", "redis://127.0.0.1:6379/0", "Redis URL for kiln (asynq uses the same server, database -asynq-db)")
-	asynqDB     = flag.Int("asynq-db", 15, "Redis database for asynq; its asynq:* keys are deleted")
-	tasks       = flag.Int("tasks", 100_000, "tasks in the enqueue and end-to-end runs")
-	concurrency = flag.Int("concurrency", 50, "handlers running at once")
-	rate        = flag.Int("rate", 500, "tasks per second in the latency run")
-	latencyFor  = flag.Duration("latency-for", 5*time.Second, "length of the latency run")
-	only        = flag.String("only", "", "run only kiln or only asynq")
-	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	scripts     = flag.Bool("scripts", false, "instead of the comparison, measure Redis CPU per task of each kiln script (enqueue, lease, report) in isolation")
-	scriptBatch = flag.Int("script-batch", 50, "tasks per Lease and per Report call with -scripts")
-	checkEvery  = flag.Duration("asynq-task-check-interval", time.Millisecond, "asynq's TaskCheckInterval (default 1 s; lowered for latency)")
+	redisURL    = benchFlags.String("redis", "redis://127.0.0.1:6379/0", "Redis URL for kiln (asynq uses the same server, database -asynq-db)")
+	asynqDB     = benchFlags.Int("asynq-db", 15, "Redis database for asynq; its asynq:* keys are deleted")
+	tasks       = benchFlags.Int("tasks", 100_000, "tasks in the enqueue and end-to-end runs")
+	concurrency = benchFlags.Int("concurrency", 50, "handlers running at once")
+	rate        = benchFlags.Int("rate", 500, "tasks per second in the latency run")
+	latencyFor  = benchFlags.Duration("latency-for", 5*time.Second, "length of the latency run")
+	only        = benchFlags.String("only", "", "run only kiln or only asynq (with -resque: only kiln or only goworker)")
+	cpuProfile  = benchFlags.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	scripts     = benchFlags.Bool("scripts", false, "instead of the comparison, measure Redis CPU per task of each kiln script (enqueue, lease, report) in isolation")
+	scriptBatch = benchFlags.Int("script-batch", 50, "tasks per Lease and per Report call with -scripts")
+	checkEvery  = benchFlags.Duration("asynq-task-check-interval", time.Millisecond, "asynq's TaskCheckInterval (default 1 s; lowered for latency)")
 )
 
 type result struct {
@@ -69,7 +74,7 @@ type result struct {
 }
 
 func main() {
-	flag.Parse()
+	_ = benchFlags.Parse(os.Args[1:]) // ExitOnError: exits on a bad flag
 	log.SetFlags(0)
 	if *cpuProfile != "" {
 		f := must(os.Create(*cpuProfile))
@@ -80,6 +85,10 @@ func main() {
 	}
 	if *scripts {
 		runScripts()
+		return
+	}
+	if *resqueRun {
+		runResque()
 		return
 	}
 	var rows []result
