@@ -82,3 +82,5 @@ func deletePrefix(t testing.TB, rdb redis.UniversalClient, prefix string) {
 		t.Errorf("cleanup of %s*: %v", prefix, err)
 	}
 }
+
+func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -369,7 +370,12 @@ func (w *worker) block(ctx context.Context, blocking map[string]bool, results ch
 		go func() {
 			r := blockResult{}
 			// Not ctx: a job the read pops must be seen, even at a stop.
-			kv, err := w.rdb.BLPop(context.WithoutCancel(ctx), timeout, keys...).Result()
+			args := make([]any, 0, len(keys)+2)
+			args = append(args, "BLPOP")
+			for _, k := range keys {
+				args = append(args, k)
+			}
+			kv, err := w.rdb.Do(context.WithoutCancel(ctx), append(args, seconds(timeout))...).StringSlice()
 			switch {
 			case errors.Is(err, redis.Nil):
 			case err != nil:
@@ -389,7 +395,7 @@ func (w *worker) block(ctx context.Context, blocking map[string]bool, results ch
 		go func() {
 			r := blockResult{queue: q}
 			// Not ctx: a job the read takes must be seen, even at a stop.
-			v, err := w.rdb.BLMove(context.WithoutCancel(ctx), w.ids.queueKey(q), w.ids.proc[q], "LEFT", "LEFT", timeout).Result()
+			v, err := w.rdb.Do(context.WithoutCancel(ctx), "BLMOVE", w.ids.queueKey(q), w.ids.proc[q], "LEFT", "LEFT", seconds(timeout)).Text()
 			switch {
 			case errors.Is(err, redis.Nil):
 			case err != nil:
@@ -400,6 +406,12 @@ func (w *worker) block(ctx context.Context, blocking map[string]bool, results ch
 			results <- r
 		}()
 	}
+}
+
+// seconds formats a blocking command's timeout (go-redis' own BLMove
+// rounds it to whole seconds).
+func seconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
 }
 
 // start runs t on slot.
