@@ -132,8 +132,7 @@ func RegisterTypedIn[T any](r *Registry, class string, fn func(ctx context.Conte
 
 // decodesWhole reports whether the whole args array decodes into t.
 func decodesWhole(t reflect.Type) bool {
-	switch t.Kind() {
-	case reflect.Slice, reflect.Array, reflect.Interface:
+	if k := t.Kind(); k == reflect.Slice || k == reflect.Array || k == reflect.Interface {
 		return true
 	}
 	um := reflect.TypeFor[json.Unmarshaler]()

@@ -47,10 +47,8 @@ func newIDs(ns, host string, pid int, qs queueSpec, concurrency int, plain bool)
 	return d
 }
 
-func (d *ids) queueKey(q string) string    { return d.ns + "queue:" + q }
-func (d *ids) workerKey(id string) string  { return d.ns + "worker:" + id }
-func (d *ids) recordKey(base string) string { return d.ns + "kiln:worker:" + base }
-func (d *ids) heartbeatsKey() string        { return d.ns + "kiln:heartbeats" }
+func (d *ids) queueKey(q string) string   { return d.ns + "queue:" + q }
+func (d *ids) workerKey(id string) string { return d.ns + "worker:" + id }
 
 // beatScript writes a process's heartbeats: kiln's own (a sorted set scored
 // by Redis' clock, which the janitors read) and Ruby's workers:heartbeat

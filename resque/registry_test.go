@@ -223,7 +223,7 @@ func TestRedisCLIPush(t *testing.T) {
 		t.Skip("redis-cli is not on PATH")
 	}
 	rdb, ns := testClient(t)
-	out, err := exec.Command(cli, "-u", testRedisURL(t), "-r", "100", "RPUSH", ns+"queue:myqueue", `{"class":"MyClass","args":["hi","there"]}`).CombinedOutput() //nolint:gosec // G204: the test's own arguments
+	out, err := exec.Command(cli, "-u", testRedisURL(t), "-r", "100", "RPUSH", ns+"queue:myqueue", `{"class":"MyClass","args":["hi","there"]}`).CombinedOutput()
 	if err != nil {
 		t.Fatalf("redis-cli: %v: %s", err, out)
 	}

@@ -143,7 +143,7 @@ func TestStrictOrder(t *testing.T) {
 	rdb, ns := testClient(t)
 	reg := NewRegistry()
 	var got []string
-	reg.Register("Rec", func(queue string, args ...any) error {
+	reg.Register("Rec", func(queue string, _ ...any) error {
 		got = append(got, queue) // concurrency 1: no race
 		return nil
 	})
@@ -168,7 +168,7 @@ func TestConcurrency(t *testing.T) {
 	wg.Add(n)
 	all := make(chan struct{})
 	go func() { wg.Wait(); close(all) }()
-	reg.RegisterContext("Barrier", func(ctx context.Context, queue string, args ...any) error {
+	reg.RegisterContext("Barrier", func(context.Context, string, ...any) error {
 		wg.Done()
 		select { // returns only once all n run at the same time
 		case <-all:
