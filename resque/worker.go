@@ -1,0 +1,525 @@
+package resque
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fetchScript takes up to ARGV[1] jobs, trying the queues in the order of
+// KEYS. Reliable mode (ARGV[2] = "1"): KEYS are pairs of queue and
+// processing list and each job moves (LMOVE) from the head of its queue to
+// the head of the processing list. Plain mode: KEYS are queues, and jobs
+// are popped (LPOP). It returns pairs of the queue's position (1-based) in
+// the list and the job.
+var fetchScript = redis.NewScript(`
+local max = tonumber(ARGV[1])
+local out = {}
+local n = 0
+if ARGV[2] == '1' then
+  for i = 1, #KEYS, 2 do
+    while n < max do
+      local v = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'LEFT')
+      if not v then break end
+      n = n + 1
+      out[#out + 1] = (i + 1) / 2
+      out[#out + 1] = v
+    end
+    if n >= max then break end
+  end
+else
+  for i = 1, #KEYS do
+    local vs = redis.call('LPOP', KEYS[i], max - n)
+    if vs then
+      for _, v in ipairs(vs) do
+        n = n + 1
+        out[#out + 1] = i
+        out[#out + 1] = v
+      end
+    end
+    if n >= max then break end
+  end
+end
+return out
+`)
+
+// finishScript records a job's outcome. ARGV: ns, processing list ("" in
+// plain mode), job, worker id, "1" for success, failed record. In reliable
+// mode the job leaves the processing list in the same step; a job that is
+// no longer there (its process was taken for dead and the job returned to
+// its queue) is not counted: it will run again.
+var finishScript = redis.NewScript(`
+local ns, proc, job, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('DEL', ns .. 'worker:' .. id)
+if proc ~= '' and redis.call('LREM', proc, 1, job) == 0 then
+  return 0
+end
+if ARGV[5] == '1' then
+  redis.call('INCR', ns .. 'stat:processed')
+  redis.call('INCR', ns .. 'stat:processed:' .. id)
+else
+  redis.call('RPUSH', ns .. 'failed', ARGV[6])
+  redis.call('INCR', ns .. 'stat:failed')
+  redis.call('INCR', ns .. 'stat:failed:' .. id)
+end
+return 1
+`)
+
+// requeueScript returns a taken job to the head of its queue. ARGV: queue
+// key, processing list ("" in plain mode), job.
+var requeueScript = redis.NewScript(`
+if ARGV[2] ~= '' and redis.call('LREM', ARGV[2], 1, ARGV[3]) == 0 then
+  return 0
+end
+redis.call('LPUSH', ARGV[1], ARGV[3])
+return 1
+`)
+
+// maxBlock bounds one blocking read, so that a stop never waits long for it.
+const maxBlock = time.Second
+
+// taken is a job taken from a queue (and, in reliable mode, held in the
+// queue's processing list).
+type taken struct {
+	queue   string
+	payload string
+}
+
+// Run states of a job.
+const (
+	stateRunning int32 = iota
+	stateFinishing
+	stateAbandoned
+)
+
+// running is a job being run.
+type running struct {
+	job    taken
+	cancel context.CancelFunc
+	state  atomic.Int32
+}
+
+type worker struct {
+	cfg Config
+	qs  queueSpec
+	rdb redis.UniversalClient
+	ids *ids
+	log *slog.Logger
+	rnd *rand.Rand
+
+	free chan int // free slots
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	active map[*running]struct{}
+}
+
+// Work runs Resque jobs from cfg.Queues with the handlers of cfg.Registry
+// until ctx is done (or, with cfg.ExitOnComplete, until the queues are
+// empty). When ctx is done it takes no new job at once, lets the running
+// jobs finish for at most cfg.ShutdownTimeout, returns the jobs still
+// running then to the head of their queues, and removes the process from
+// the registry. It returns nil after such a stop, or the error that kept it
+// from starting (a bad Config, Redis unreachable).
+//
+// A Redis error while taking jobs is logged and retried with a growing
+// pause; the worker does not stop for it.
+func Work(ctx context.Context, cfg Config) error {
+	cfg, qs, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	rdb := cfg.Redis
+	if rdb == nil {
+		rdb, err = connect(&cfg, max(cfg.Connections, cfg.Concurrency+len(qs.names)+2))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = rdb.Close() }()
+	}
+	w := &worker{
+		cfg: cfg, qs: qs, rdb: rdb, log: cfg.Logger,
+		ids:    newIDs(cfg.Namespace, cfg.Hostname, os.Getpid(), qs, cfg.Concurrency, cfg.Plain),
+		rnd:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), //nolint:gosec // G404: queue order, not a secret
+		free:   make(chan int, cfg.Concurrency),
+		active: map[*running]struct{}{},
+	}
+	return w.work(ctx)
+}
+
+func (w *worker) work(ctx context.Context) error {
+	// Registry writes must outlive ctx: the stop still needs them.
+	bg := context.WithoutCancel(ctx)
+	if err := w.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("resque: redis: %w", err)
+	}
+	if err := w.register(ctx); err != nil {
+		return fmt.Errorf("resque: register: %w", err)
+	}
+	if !cmdlineHasResque() {
+		w.log.Warn("resque: this process's command line does not contain \"resque\": a Ruby Resque worker starting on this host with the same queues would take it for dead (see docs/resque.md); it registers again at its next heartbeat")
+	}
+	w.log.Info("resque: worker started", "worker", w.ids.base, "concurrency", w.cfg.Concurrency, "reliable", !w.cfg.Plain)
+	hbCtx, stopHB := context.WithCancel(bg)
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); w.heartbeat(hbCtx) }()
+
+	for i := range w.cfg.Concurrency {
+		w.free <- i
+	}
+	pending := w.poll(ctx)
+
+	// Stop: jobs taken but not started go back at once.
+	for _, t := range pending {
+		w.requeue(bg, t)
+	}
+	w.drain()
+	stopHB()
+	<-hbDone
+	rs, err := reap(bg, w.rdb, w.ids.ns, 0, w.ids.base)
+	if err != nil {
+		return fmt.Errorf("resque: unregister: %w", err)
+	}
+	if len(rs) == 1 && rs[0].moved > 0 {
+		w.log.Warn("resque: jobs left in the processing lists went back to their queues", "jobs", rs[0].moved)
+	}
+	w.log.Info("resque: worker stopped", "worker", w.ids.base)
+	return nil
+}
+
+// blockResult is what one blocking read returned.
+type blockResult struct {
+	queue string // the queue read ("" in plain mode: all of them)
+	job   *taken
+	err   error
+}
+
+// poll takes jobs and starts them while slots are free, until ctx is done
+// (or the queues are empty with ExitOnComplete). It returns the jobs it had
+// taken but not started.
+func (w *worker) poll(ctx context.Context) []taken {
+	var pending []taken
+	blocking := map[string]bool{} // queues with a blocking read out
+	results := make(chan blockResult, len(w.qs.names)+1)
+	backoff := time.Duration(0)
+	defer func() {
+		// Wait for the blocking reads (at most maxBlock): a job one of
+		// them took goes back with the others.
+		for len(blocking) > 0 {
+			r := <-results
+			delete(blocking, r.queue)
+			if r.job != nil {
+				pending = append(pending, *r.job)
+			}
+		}
+	}()
+	for {
+		var slots []int
+		select {
+		case <-ctx.Done():
+			return pending
+		case s := <-w.free:
+			slots = append(slots, s)
+		case r := <-results:
+			delete(blocking, r.queue)
+			if r.job != nil {
+				pending = append(pending, *r.job)
+			}
+			continue
+		}
+	more:
+		for len(slots) < cap(w.free) {
+			select {
+			case s := <-w.free:
+				slots = append(slots, s)
+			default:
+				break more
+			}
+		}
+		for len(pending) > 0 && len(slots) > 0 {
+			w.start(pending[0], slots[0])
+			pending, slots = pending[1:], slots[1:]
+		}
+		if len(slots) == 0 {
+			continue
+		}
+		got, err := w.fetch(ctx, len(slots))
+		if err != nil {
+			w.release(slots)
+			if ctx.Err() != nil {
+				return pending
+			}
+			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
+			w.log.Error("resque: taking jobs failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return pending
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		if len(got) == 0 && len(blocking) == 0 {
+			if w.cfg.ExitOnComplete && len(pending) == 0 {
+				w.release(slots)
+				return pending
+			}
+			w.block(ctx, blocking, results)
+		}
+		for _, t := range got {
+			if len(slots) > 0 {
+				w.start(t, slots[0])
+				slots = slots[1:]
+			} else {
+				pending = append(pending, t)
+			}
+		}
+		if len(got) == 0 && len(slots) > 0 {
+			// Every queue was empty: wait for a blocking read, or for
+			// the context, keeping one slot for the job it brings.
+			w.release(slots[1:])
+			select {
+			case <-ctx.Done():
+				w.release(slots[:1])
+				return pending
+			case r := <-results:
+				delete(blocking, r.queue)
+				if r.err != nil && ctx.Err() == nil {
+					w.log.Error("resque: blocking read failed", "queue", r.queue, "err", r.err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+				if r.job != nil {
+					w.start(*r.job, slots[0])
+				} else {
+					w.release(slots[:1])
+				}
+			}
+			continue
+		}
+		w.release(slots)
+	}
+}
+
+// release gives slots back.
+func (w *worker) release(slots []int) {
+	for _, s := range slots {
+		w.free <- s
+	}
+}
+
+// fetch takes up to n jobs without waiting.
+func (w *worker) fetch(ctx context.Context, n int) ([]taken, error) {
+	order := w.qs.order(w.rnd)
+	keys := make([]string, 0, 2*len(order))
+	for _, q := range order {
+		keys = append(keys, w.ids.queueKey(q))
+		if !w.cfg.Plain {
+			keys = append(keys, w.ids.proc[q])
+		}
+	}
+	mode := "1"
+	if w.cfg.Plain {
+		mode = "0"
+	}
+	res, err := fetchScript.Run(ctx, w.rdb, keys, n, mode).Slice()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	out := make([]taken, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		pos, _ := res[i].(int64)
+		v, _ := res[i+1].(string)
+		if pos < 1 || int(pos) > len(order) {
+			return out, fmt.Errorf("resque: fetch script: bad queue position %v", res[i])
+		}
+		out = append(out, taken{queue: order[pos-1], payload: v})
+	}
+	return out, nil
+}
+
+// block starts a blocking read on every queue that has none out (reliable
+// mode: one BLMOVE per queue, each on its own connection, so that a job
+// pushed onto any of them is taken at once; plain mode: one BLPOP on all).
+// Results arrive on results.
+func (w *worker) block(ctx context.Context, blocking map[string]bool, results chan<- blockResult) {
+	timeout := min(w.cfg.Interval, maxBlock)
+	if w.cfg.Plain {
+		if blocking[""] {
+			return
+		}
+		blocking[""] = true
+		keys := make([]string, 0, len(w.qs.names))
+		for _, q := range w.qs.order(w.rnd) {
+			keys = append(keys, w.ids.queueKey(q))
+		}
+		go func() {
+			r := blockResult{}
+			// Not ctx: a job the read pops must be seen, even at a stop.
+			args := make([]any, 0, len(keys)+2)
+			args = append(args, "BLPOP")
+			for _, k := range keys {
+				args = append(args, k)
+			}
+			kv, err := w.rdb.Do(context.WithoutCancel(ctx), append(args, seconds(timeout))...).StringSlice()
+			switch {
+			case errors.Is(err, redis.Nil):
+			case err != nil:
+				r.err = err
+			case len(kv) == 2:
+				r.job = &taken{queue: kv[0][len(w.ids.ns+"queue:"):], payload: kv[1]}
+			}
+			results <- r
+		}()
+		return
+	}
+	for _, q := range w.qs.names {
+		if blocking[q] {
+			continue
+		}
+		blocking[q] = true
+		go func() {
+			r := blockResult{queue: q}
+			// Not ctx: a job the read takes must be seen, even at a stop.
+			v, err := w.rdb.Do(context.WithoutCancel(ctx), "BLMOVE", w.ids.queueKey(q), w.ids.proc[q], "LEFT", "LEFT", seconds(timeout)).Text()
+			switch {
+			case errors.Is(err, redis.Nil):
+			case err != nil:
+				r.err = err
+			default:
+				r.job = &taken{queue: q, payload: v}
+			}
+			results <- r
+		}()
+	}
+}
+
+// seconds formats a blocking command's timeout (go-redis' own BLMove
+// rounds it to whole seconds).
+func seconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
+}
+
+// start runs t on slot.
+func (w *worker) start(t taken, slot int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{job: t, cancel: cancel}
+	w.mu.Lock()
+	w.active[r] = struct{}{}
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer func() { w.free <- slot }()
+		defer cancel()
+		w.run(ctx, r, slot)
+		w.mu.Lock()
+		delete(w.active, r)
+		w.mu.Unlock()
+	}()
+}
+
+// run runs one job and records its outcome.
+func (w *worker) run(ctx context.Context, r *running, slot int) {
+	id := w.ids.slots[slot]
+	payload := []byte(r.job.payload)
+	j, err := DecodeJob(r.job.queue, payload)
+	if err == nil {
+		if err2 := w.rdb.Set(ctx, w.ids.workerKey(id), workingOn(j.Queue, payload, time.Now()), 0).Err(); err2 != nil {
+			w.log.Warn("resque: writing the running job to the registry failed", "worker", id, "err", err2)
+		}
+		h := w.cfg.Registry.get(j.Class)
+		if h == nil {
+			err = &unregisteredError{class: j.Class, queue: j.Queue}
+		} else {
+			err = call(context.WithValue(ctx, jobKey{}, j), h, j, w.cfg.UseNumber)
+		}
+	}
+	if !r.state.CompareAndSwap(stateRunning, stateFinishing) {
+		return // abandoned at the shutdown timeout: back in its queue
+	}
+	ok := "1"
+	var rec []byte
+	if err != nil {
+		ok = "0"
+		f := classify(err)
+		rec = encodeFailure(time.Now(), payload, f, id, r.job.queue)
+		w.log.Info("resque: job failed", "queue", r.job.queue, "worker", id, "exception", f.exception, "error", f.msg)
+	}
+	// The outcome must be written even during a stop.
+	bg := context.WithoutCancel(ctx)
+	pause := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := finishScript.Run(bg, w.rdb, nil, w.ids.ns, w.ids.proc[r.job.queue], r.job.payload, id, ok, rec).Err()
+		if err == nil {
+			return
+		}
+		if attempt == 5 {
+			// The job stays in the processing list: it goes back to its
+			// queue when this process unregisters or is taken for dead.
+			w.log.Error("resque: recording a job's outcome failed; it will run again", "queue", r.job.queue, "err", err)
+			return
+		}
+		time.Sleep(pause)
+		pause *= 2
+	}
+}
+
+// drain waits for the running jobs, at most ShutdownTimeout; then it
+// cancels the ones still running and returns them to their queues.
+func (w *worker) drain() {
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	timer := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-timer.C:
+	}
+	w.mu.Lock()
+	var late []*running
+	for r := range w.active {
+		if r.state.CompareAndSwap(stateRunning, stateAbandoned) {
+			late = append(late, r)
+		}
+	}
+	w.mu.Unlock()
+	for _, r := range late {
+		r.cancel()
+		w.requeue(context.Background(), r.job)
+		w.log.Warn("resque: a job still running at the shutdown timeout went back to its queue", "queue", r.job.queue, "timeout", w.cfg.ShutdownTimeout)
+	}
+	// Jobs that were recording their outcome finish that.
+	w.mu.Lock()
+	n := len(w.active) - len(late)
+	w.mu.Unlock()
+	if n > 0 {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// requeue returns a taken job to the head of its queue.
+func (w *worker) requeue(ctx context.Context, t taken) {
+	err := requeueScript.Run(ctx, w.rdb, nil, w.ids.queueKey(t.queue), w.ids.proc[t.queue], t.payload).Err()
+	if err != nil {
+		w.log.Error("resque: returning a job to its queue failed", "queue", t.queue, "err", err, "job", t.payload)
+	}
+}
