@@ -7,23 +7,32 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// producerNamespace is the key prefix of a Client or Scheduler whose config
-// leaves Namespace empty: Ruby Resque's and goworker's default.
-const producerNamespace = "resque:"
+// namespaceOf is the key prefix of a namespace option: DefaultNamespace
+// when it is empty, with a ':' added when it has none (as Config.Namespace).
+func namespaceOf(ns string) string {
+	if ns == "" {
+		return DefaultNamespace
+	}
+	if !strings.HasSuffix(ns, ":") {
+		ns += ":"
+	}
+	return ns
+}
 
 // ClientConfig configures a Client. The zero value (or nil) means all
 // defaults.
 type ClientConfig struct {
-	// Namespace starts every key, used exactly as given: default "resque:"
-	// (the colon is part of it, as in goworker's -namespace). Ruby Resque's
-	// namespace "app" and node-resque's namespace option "app" are "app:"
-	// here.
+	// Namespace is the prefix of every key, colon included; default
+	// "resque:". A namespace that does not end with ':' gets one, so Ruby
+	// Resque's namespace "app", node-resque's namespace option "app" and
+	// goworker's -namespace "app:" are all "app" or "app:" here.
 	Namespace string
 	// NowFunc is the clock EnqueueIn counts from and EnqueueAt compares with;
 	// default time.Now. It exists for tests.
@@ -51,11 +60,9 @@ func NewClient(rdb redis.UniversalClient, cfg *ClientConfig) (*Client, error) {
 	if rdb == nil {
 		return nil, errors.New("resque: NewClient: the Redis client is nil")
 	}
-	c := &Client{rdb: rdb, ns: producerNamespace, now: time.Now}
+	c := &Client{rdb: rdb, ns: DefaultNamespace, now: time.Now}
 	if cfg != nil {
-		if cfg.Namespace != "" {
-			c.ns = cfg.Namespace
-		}
+		c.ns = namespaceOf(cfg.Namespace)
 		if cfg.NowFunc != nil {
 			c.now = cfg.NowFunc
 		}

@@ -127,6 +127,24 @@ func TestEnqueue(t *testing.T) {
 	}
 }
 
+func TestClientNamespace(t *testing.T) {
+	t.Parallel()
+	rdb, ns := ipSetup(t)
+	c, err := NewClient(rdb, &ClientConfig{Namespace: strings.TrimSuffix(ns, ":")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespace() != ns {
+		t.Errorf("Namespace() = %q, want %q (a colon added)", c.Namespace(), ns)
+	}
+	if err := c.Enqueue(context.Background(), "q", "C"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.LLen(context.Background(), ns+"queue:q").Val(); got != 1 {
+		t.Errorf("%squeue:q has %d jobs, want 1", ns, got)
+	}
+}
+
 func TestEnqueueDefaultNamespace(t *testing.T) {
 	t.Parallel()
 	rdb, _ := ipSetup(t)

@@ -28,8 +28,8 @@ const (
 // SchedulerConfig configures a Scheduler. The zero value (or nil) means all
 // defaults.
 type SchedulerConfig struct {
-	// Namespace starts every key, used exactly as given: default "resque:"
-	// (see ClientConfig.Namespace).
+	// Namespace is the prefix of every key; default "resque:", and a ':' is
+	// added when it has none (see ClientConfig.Namespace).
 	Namespace string
 	// Interval is the wait between two passes over the due timestamps;
 	// default SchedulerIntervalDefault (1 s). A failed pass is retried after
@@ -64,7 +64,7 @@ type SchedulerConfig struct {
 //
 // An item that is not a JSON object with a non-empty string "class" and
 // "queue" cannot be moved; it is removed from the schedule and appended to
-// <ns>failed as a Resque failure record (exception "InvalidDelayedJob") so
+// <ns>failed as a Resque failure record (exception ExceptionInvalidDelayedJob) so
 // that it is neither lost nor left blocking its timestamp.
 //
 // A Scheduler is safe for concurrent use.
@@ -98,11 +98,8 @@ func NewScheduler(rdb redis.UniversalClient, cfg *SchedulerConfig) (*Scheduler, 
 		return nil, fmt.Errorf("resque: NewScheduler: %w", err)
 	}
 	s := &Scheduler{
-		rdb: rdb, ns: c.Namespace, interval: c.Interval, batch: c.Batch,
+		rdb: rdb, ns: namespaceOf(c.Namespace), interval: c.Interval, batch: c.Batch,
 		now: c.NowFunc, id: c.ID, log: c.Logger,
-	}
-	if s.ns == "" {
-		s.ns = producerNamespace
 	}
 	if s.interval == 0 {
 		s.interval = SchedulerIntervalDefault
@@ -285,28 +282,13 @@ func jobOfDelayedItem(item []byte) (queue string, job []byte, err error) {
 	return *d.Queue, job, nil
 }
 
+// ExceptionInvalidDelayedJob is the "exception" of the failed records a
+// Scheduler writes for delayed items it cannot move to a queue.
+const ExceptionInvalidDelayedJob = "InvalidDelayedJob"
+
 // invalidRecord is the Resque failure record of a delayed item the scheduler
-// cannot move, in Ruby Resque's key order and failed_at format. The payload
-// is the item itself when it is JSON, else the item as a JSON string.
+// cannot move: the worker's record format, the item as its payload.
 func (s *Scheduler) invalidRecord(item []byte, cause error) []byte {
-	payload := json.RawMessage(item)
-	if !json.Valid(item) {
-		payload, _ = json.Marshal(string(item))
-	}
-	var buf bytes.Buffer
-	buf.WriteString(`{"failed_at":`)
-	_ = writeJSON(&buf, time.Now().UTC().Format("2006/01/02 15:04:05 UTC"))
-	buf.WriteString(`,"payload":`)
-	var compact bytes.Buffer
-	if json.Compact(&compact, payload) == nil {
-		buf.Write(compact.Bytes())
-	} else {
-		buf.Write(payload)
-	}
-	buf.WriteString(`,"exception":"InvalidDelayedJob","error":`)
-	_ = writeJSON(&buf, "resque scheduler: cannot move this delayed job to a queue: "+cause.Error())
-	buf.WriteString(`,"backtrace":[],"worker":`)
-	_ = writeJSON(&buf, s.id)
-	buf.WriteString(`,"queue":""}`)
-	return jsLineSeparators(buf.Bytes())
+	f := failure{exception: ExceptionInvalidDelayedJob, msg: "resque: scheduler: cannot move this delayed job to a queue: " + cause.Error()}
+	return jsLineSeparators(encodeFailure(time.Now(), item, f, s.id, ""))
 }
