@@ -88,7 +88,7 @@ type failedRecord struct {
 
 // encodeFailure encodes the failed record of a job: compact JSON, keys in
 // Ruby Resque's order, failed_at in its format (local time), backtrace an
-// array. A payload that is not JSON is recorded as a JSON string.
+// array, encoded as JSON.stringify would re-encode it. A payload that is not JSON is recorded as a JSON string.
 func encodeFailure(now time.Time, payload []byte, f failure, worker, queue string) []byte {
 	var p bytes.Buffer
 	if !json.Valid(payload) || json.Compact(&p, payload) != nil {
@@ -109,5 +109,7 @@ func encodeFailure(now time.Time, payload []byte, f failure, worker, queue strin
 		// Every field is a string or valid JSON: unreachable.
 		panic("resque: encode failed record: " + err.Error())
 	}
-	return bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+	// As JSON.stringify writes U+2028/U+2029 (raw), so that node-resque's
+	// removeFailed, which matches the exact bytes, finds the record.
+	return jsLineSeparators(bytes.TrimSuffix(out.Bytes(), []byte("\n")))
 }

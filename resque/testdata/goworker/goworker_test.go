@@ -213,3 +213,45 @@ func TestGoworkerRunsScheduledJobs(t *testing.T) {
 		t.Errorf("KilnLater ran %d times, want %d", len(later.calls), n)
 	}
 }
+
+// TestKilnRunsGoworkerJobs: kiln's worker runs the jobs goworker.Enqueue
+// writes (goworker's producer side).
+func TestKilnRunsGoworkerJobs(t *testing.T) {
+	uri, rdb, ns := setup(t)
+	ctx := context.Background()
+	goworker.SetSettings(goworker.WorkerSettings{
+		QueuesString: "gw-out", IntervalFloat: 0.001, Connections: 2, URI: uri, Namespace: ns, UseNumber: true,
+	})
+	const n = 20
+	for i := range n {
+		if err := goworker.Enqueue(&goworker.Job{Queue: "gw-out", Payload: goworker.Payload{Class: "FromGoworker", Args: []any{i, "x <&>"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goworker.Close()
+	reg := resque.NewRegistry()
+	var mu sync.Mutex
+	got := make(map[string]int)
+	reg.Register("FromGoworker", func(queue string, args ...any) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[fmt.Sprint(queue, args)]++
+		return nil
+	})
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := resque.Work(wctx, resque.Config{
+		Redis: rdb, Namespace: ns, Queues: []string{"gw-out"}, Registry: reg, Concurrency: 4,
+		ExitOnComplete: true, UseNumber: true, Interval: 100 * time.Millisecond,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if k := fmt.Sprint("gw-out", []any{json.Number(fmt.Sprint(i)), "x <&>"}); got[k] != 1 {
+			t.Errorf("job %d ran %d times (ran: %v)", i, got[k], got)
+		}
+	}
+	if len(got) != n {
+		t.Errorf("kiln ran %d distinct jobs, want %d", len(got), n)
+	}
+}
