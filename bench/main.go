@@ -16,6 +16,9 @@
 // Run it from the repository root with
 //
 //	cd bench && go run . -redis redis://127.0.0.1:6379/0
+//
+// With -resque it compares kiln's Resque worker with goworker instead (see
+// resque.go).
 package main
 
 import (

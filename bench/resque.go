@@ -3,7 +3,8 @@ package main
 // The Resque comparison (-resque): kiln's Resque worker (package resque)
 // and goworker (github.com/benmanns/goworker, the Go Resque worker kiln's
 // resque package replaces) on the same Redis, one after the other in one
-// run, on the same jobs written by kiln's resque.Client:
+// run, on the same jobs written by kiln's resque.Client (kiln twice: its
+// default reliable mode and, unless -resque-plain=false, its Plain mode):
 //
 //   - end to end: jobs/s for -tasks no-op jobs at -concurrency, from the first
 //     enqueue (batches of 1000, while the worker runs) until Redis counts
@@ -42,6 +43,7 @@ import (
 
 var (
 	resqueRun        = benchFlags.Bool("resque", false, "instead of the store comparison, compare kiln's Resque worker with goworker (-only kiln or -only goworker for one)")
+	resquePlain      = benchFlags.Bool("resque-plain", true, "with -resque: also run kiln's worker in Plain mode (at most once, as goworker)")
 	goworkerInterval = benchFlags.Duration("goworker-interval", time.Millisecond, "goworker's poll interval (its -interval; default 5 s)")
 )
 
@@ -49,26 +51,36 @@ type resqueResult struct {
 	name          string
 	e2e           float64 // jobs/s
 	p50, p99, max time.Duration
+	// Redis commands and Redis CPU per job in the end-to-end phase.
+	cmdsPerJob, redisUSPerJob float64
+	// CPU of this process (producer and worker) per job, same phase.
+	goUSPerJob float64
 }
 
 func runResque() {
 	log.Printf("machine: %s; load average at start: %s", cpuModel(), loadAvg())
 	var rows []resqueResult
 	if *only == "" || *only == "kiln" {
-		rows = append(rows, runResqueKiln())
+		rows = append(rows, runResqueKiln(false))
+		if *resquePlain {
+			rows = append(rows, runResqueKiln(true))
+		}
 	}
 	if *only == "" || *only == "goworker" {
 		rows = append(rows, runGoworker())
 	}
 	fmt.Printf("\n%d no-op jobs, concurrency %d, latency at %d jobs/s for %s; GOMAXPROCS %d\n", *tasks, *concurrency, *rate, *latencyFor, runtime.GOMAXPROCS(0))
 	fmt.Printf("CPU: %s; load average at the end: %s\n\n", cpuModel(), loadAvg())
-	fmt.Println("| worker | end to end (jobs/s) | latency p50 | latency p99 | latency max |")
-	fmt.Println("|---|---:|---:|---:|---:|")
+	fmt.Println("| worker | end to end (jobs/s) | latency p50 | latency p99 | latency max | Redis commands/job | Redis CPU µs/job | Go process CPU µs/job |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		fmt.Printf("| %s | %.0f | %s | %s | %s |\n", r.name, r.e2e, ms(r.p50), ms(r.p99), ms(r.max))
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %.2f | %.1f | %.1f |\n", r.name, r.e2e, ms(r.p50), ms(r.p99), ms(r.max), r.cmdsPerJob, r.redisUSPerJob, r.goUSPerJob)
 	}
-	if len(rows) == 2 && rows[1].e2e > 0 {
-		fmt.Printf("\nkiln / goworker end to end: %.1fx\n", rows[0].e2e/rows[1].e2e)
+	if last := rows[len(rows)-1]; len(rows) > 1 && last.e2e > 0 && strings.HasPrefix(last.name, "goworker") {
+		fmt.Println()
+		for _, r := range rows[:len(rows)-1] {
+			fmt.Printf("%s / goworker end to end: %.1fx\n", r.name, r.e2e/last.e2e)
+		}
 	}
 }
 
@@ -198,10 +210,12 @@ func runGoworker() resqueResult {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { work(ns, "noop", stop) })
+		before := readRedisLoad(rdb)
 		start := time.Now()
 		enqueueNoops(ctx, c, "noop", *tasks)
 		waitProcessed(ctx, rdb, ns, *tasks)
 		r.e2e = float64(*tasks) / time.Since(start).Seconds()
+		r.perJob(before, readRedisLoad(rdb), *tasks)
 		close(stop)
 		wg.Wait()
 		cleanup()
@@ -229,6 +243,47 @@ func runGoworker() resqueResult {
 		log.Printf("goworker: latency p50 %s p99 %s", r.p50, r.p99)
 	}
 	return r
+}
+
+// redisLoad is a reading of a Redis server's command count and CPU time.
+type redisLoad struct {
+	calls  int64
+	cpuSec float64
+	goCPU  time.Duration // this process' CPU time
+}
+
+// readRedisLoad sums the calls of INFO commandstats (INFO itself left out)
+// and used_cpu_user + used_cpu_sys of INFO cpu. The counters are
+// server-wide: other clients of the server add to them.
+func readRedisLoad(rdb *redis.Client) redisLoad {
+	info, err := rdb.Info(context.Background(), "commandstats", "cpu").Result()
+	if err != nil {
+		log.Fatalf("INFO: %v", err)
+	}
+	l := redisLoad{goCPU: selfCPU()}
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch {
+		case k == "used_cpu_user" || k == "used_cpu_sys":
+			f, _ := strconv.ParseFloat(v, 64)
+			l.cpuSec += f
+		case strings.HasPrefix(k, "cmdstat_") && k != "cmdstat_info":
+			calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+			n, _ := strconv.ParseInt(calls, 10, 64)
+			l.calls += n
+		}
+	}
+	return l
+}
+
+// perJob sets r's Redis figures from the readings around n jobs.
+func (r *resqueResult) perJob(before, after redisLoad, n int) {
+	r.cmdsPerJob = float64(after.calls-before.calls) / float64(n)
+	r.redisUSPerJob = (after.cpuSec - before.cpuSec) * 1e6 / float64(n)
+	r.goUSPerJob = float64((after.goCPU - before.goCPU).Microseconds()) / float64(n)
 }
 
 // ---- machine ----
