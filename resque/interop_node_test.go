@@ -62,7 +62,7 @@ type nodeConfig struct {
 	Host      string   `json:"host"`
 	Port      int      `json:"port"`
 	DB        int      `json:"db"`
-	Password  string   `json:"password,omitempty"`
+	Password  string   `json:"-"` // in the environment, not on the command line
 	Namespace string   `json:"namespace"`
 	Queues    []string `json:"queues,omitempty"`
 	Count     int      `json:"count,omitempty"`
@@ -110,6 +110,7 @@ func startNode(t *testing.T, mode string, cfg nodeConfig) (*exec.Cmd, *bytes.Buf
 	}
 	cmd := exec.Command("node", "interop.js", mode, string(arg))
 	cmd.Dir = nodeDir
+	cmd.Env = append(os.Environ(), "KILN_INTEROP_REDIS_PASSWORD="+cfg.Password)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

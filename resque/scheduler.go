@@ -89,10 +89,10 @@ func NewScheduler(rdb redis.UniversalClient, cfg *SchedulerConfig) (*Scheduler, 
 		errs = append(errs, errors.New("the Redis client is nil"))
 	}
 	if c.Interval < 0 {
-		errs = append(errs, fmt.Errorf("Interval %s is negative", c.Interval))
+		errs = append(errs, fmt.Errorf("the interval %s is negative", c.Interval))
 	}
 	if c.Batch < 0 {
-		errs = append(errs, fmt.Errorf("Batch %d is negative", c.Batch))
+		errs = append(errs, fmt.Errorf("the batch size %d is negative", c.Batch))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("resque: NewScheduler: %w", err)

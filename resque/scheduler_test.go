@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"strings"
@@ -30,7 +31,7 @@ func newFakeNow(unix int64) *fakeNow {
 func TestNewSchedulerErrors(t *testing.T) {
 	t.Parallel()
 	_, err := NewScheduler(nil, &SchedulerConfig{Interval: -time.Second, Batch: -1})
-	want := "resque: NewScheduler: the Redis client is nil\nInterval -1s is negative\nBatch -1 is negative"
+	want := "resque: NewScheduler: the Redis client is nil\nthe interval -1s is negative\nthe batch size -1 is negative"
 	if err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %q", err, want)
 	}
@@ -387,7 +388,7 @@ func FuzzJobOfDelayedItem(f *testing.F) {
 
 func FuzzEncodeJob(f *testing.F) {
 	f.Add("MyClass", "hi", 1.5)
-	f.Add("A<&>", "\u2028\\u2028\"", -0.0)
+	f.Add("A<&>", "\u2028\\u2028\"", math.Copysign(0, -1))
 	f.Fuzz(func(t *testing.T, class, s string, x float64) {
 		b, err := EncodeJob(class, []any{s, x})
 		if err != nil {

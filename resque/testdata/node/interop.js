@@ -3,9 +3,10 @@
 //
 //   node interop.js MODE CONFIG_JSON
 //
-// CONFIG_JSON: {"host","port","db","password","namespace" (node-resque's, no
+// CONFIG_JSON: {"host","port","db","namespace" (node-resque's, no
 // trailing colon), "queues": [...], "count": N, "jobs": [[queue, class, args,
-// delay ms or null], ...]}. Every mode prints one JSON line on stdout with
+// delay ms or null], ...]}; the Redis password, if any, is in the environment
+// variable KILN_INTEROP_REDIS_PASSWORD. Every mode prints one JSON line on stdout with
 // what it saw, and exits 0; anything unexpected exits 1 with a message.
 //
 // Modes:
@@ -31,7 +32,9 @@ const connection = {
   database: cfg.db || 0,
   namespace: cfg.namespace,
 };
-if (cfg.password) connection.password = cfg.password;
+if (process.env.KILN_INTEROP_REDIS_PASSWORD) {
+  connection.password = process.env.KILN_INTEROP_REDIS_PASSWORD;
+}
 
 const deadline = setTimeout(() => {
   console.error(`interop.js ${mode}: no result within 60 s`);
