@@ -22,6 +22,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"context"
 	"flag"
 	"fmt"
@@ -116,7 +117,7 @@ func waitProcessed(ctx context.Context, rdb *redis.Client, ns string, n int) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		v, err := rdb.Get(ctx, ns+"stat:processed").Int()
-		if err != nil && err != redis.Nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			log.Fatalf("stat:processed: %v", err)
 		}
 		if v >= n {
