@@ -22,8 +22,8 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
