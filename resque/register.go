@@ -15,8 +15,9 @@ import (
 // use. The package's functions Register, RegisterContext and RegisterTyped
 // fill a default registry, which Work uses unless Config.Registry is set.
 type Registry struct {
-	mu sync.RWMutex
-	m  map[string]handler
+	mu       sync.RWMutex
+	m        map[string]handler
+	fallback handler
 }
 
 // handler runs one job; useNumber is Config.UseNumber.
@@ -40,7 +41,21 @@ func (r *Registry) set(class string, h handler) {
 func (r *Registry) get(class string) handler {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.m[class]
+	if h := r.m[class]; h != nil {
+		return h
+	}
+	return r.fallback
+}
+
+// RegisterFallback makes fn the handler of every class that has no handler
+// of its own in r (without one, such a job fails with exception
+// "UnregisteredClass"). fn gets the whole job; its context is that of
+// RegisterContext. kiln resque --bridge uses it to move every job into
+// kiln.
+func (r *Registry) RegisterFallback(fn func(ctx context.Context, job *Job) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fallback = func(ctx context.Context, j *Job, _ bool) error { return fn(ctx, j) }
 }
 
 // Classes returns the registered classes, in no particular order.
