@@ -326,3 +326,58 @@ func TestBadJobsFailAndWorkerGoesOn(t *testing.T) {
 		t.Errorf("panic payload %v, want the job object", boom["payload"])
 	}
 }
+
+// TestIdleWorkerTakesJobAtOnce: a worker idle on two queues with a one
+// minute Interval starts jobs pushed onto either queue without waiting for
+// the blocking read of the other to time out, and stops without waiting
+// for its blocking reads either.
+func TestIdleWorkerTakesJobAtOnce(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	reg := NewRegistry()
+	ran := make(chan string, 1)
+	reg.Register("Ping", func(queue string, _ ...any) error { ran <- queue; return nil })
+	cfg := testConfig(rdb, ns, reg, "first", "second")
+	cfg.Interval = time.Minute
+	stop := startWork(t, cfg)
+	for i, q := range []string{"second", "second", "first", "second", "first", "first", "second"} {
+		// Let the worker go idle (blocked on both queues) before the push.
+		waitFor(t, "blocked clients", func() bool { return blockedOn(t, rdb, ns) == 2 })
+		push(t, rdb, ns, q, `{"class":"Ping","args":[]}`)
+		select {
+		case got := <-ran:
+			if got != q {
+				t.Fatalf("job %d ran from %s, want %s", i, got, q)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("job %d pushed onto idle queue %s did not start within 20 s (the blocking reads wait 1 min)", i, q)
+		}
+	}
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("stop took %v: it waited for the blocking reads", d)
+	}
+	if k := registryKeys(t, rdb, ns); len(k) != 0 {
+		t.Errorf("registry keys left: %v", k)
+	}
+}
+
+// blockedOn counts the worker connections of the namespace that are
+// blocked in a read (CLIENT LIST: their name, flag b).
+func blockedOn(t testing.TB, rdb *redis.Client, ns string) int {
+	t.Helper()
+	list, err := rdb.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, " name=kiln-resque:"+ns) && strings.Contains(line, " flags=b ") {
+			n++
+		}
+	}
+	return n
+}
