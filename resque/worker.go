@@ -121,6 +121,8 @@ type worker struct {
 	free chan int // free slots
 	wg   sync.WaitGroup
 
+	recs []*recorder // by slot, modulo
+
 	mu       sync.Mutex
 	active   map[*running]struct{}
 	blockers map[string]*blocker
@@ -166,6 +168,10 @@ func (w *worker) work(ctx context.Context) error {
 	if err := w.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("resque: redis: %w", err)
 	}
+	// The recorders' script must be known to Redis: they use EVALSHA.
+	if err := finishScript.Load(ctx, w.rdb).Err(); err != nil {
+		return fmt.Errorf("resque: load scripts: %w", err)
+	}
 	if err := w.register(ctx); err != nil {
 		return fmt.Errorf("resque: register: %w", err)
 	}
@@ -177,6 +183,12 @@ func (w *worker) work(ctx context.Context) error {
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); w.heartbeat(hbCtx) }()
 
+	stopRecs := make(chan struct{})
+	for range min(4, w.cfg.Concurrency) {
+		r := newRecorder(w.rdb, w.log, w.cfg.Concurrency*2)
+		w.recs = append(w.recs, r)
+		go r.loop(stopRecs)
+	}
 	for i := range w.cfg.Concurrency {
 		w.free <- i
 	}
@@ -188,6 +200,10 @@ func (w *worker) work(ctx context.Context) error {
 		w.requeue(bg, t)
 	}
 	w.drain()
+	close(stopRecs)
+	for _, r := range w.recs {
+		<-r.stopped
+	}
 	stopHB()
 	<-hbDone
 	rs, err := reap(bg, w.rdb, w.ids.ns, 0, w.ids.base)
@@ -598,12 +614,11 @@ func (w *worker) start(t taken, slot int) {
 // run runs one job and records its outcome.
 func (w *worker) run(ctx context.Context, r *running, slot int) {
 	id := w.ids.slots[slot]
+	rec := w.recs[slot%len(w.recs)]
 	payload := []byte(r.job.payload)
 	j, err := DecodeJob(r.job.queue, payload)
 	if err == nil {
-		if err2 := w.rdb.Set(ctx, w.ids.workerKey(id), workingOn(j.Queue, payload, time.Now()), 0).Err(); err2 != nil {
-			w.log.Warn("resque: writing the running job to the registry failed", "worker", id, "err", err2)
-		}
+		rec.send(op{key: w.ids.workerKey(id), val: workingOn(j.Queue, payload, time.Now())})
 		h := w.cfg.Registry.get(j.Class)
 		if h == nil {
 			err = &unregisteredError{class: j.Class, queue: j.Queue}
@@ -615,18 +630,22 @@ func (w *worker) run(ctx context.Context, r *running, slot int) {
 		return // abandoned at the shutdown timeout: back in its queue
 	}
 	ok := "1"
-	var rec []byte
+	var failed []byte
 	if err != nil {
 		ok = "0"
 		f := classify(err)
-		rec = encodeFailure(time.Now(), payload, f, id, r.job.queue)
+		failed = encodeFailure(time.Now(), payload, f, id, r.job.queue)
 		w.log.Info("resque: job failed", "queue", r.job.queue, "worker", id, "exception", f.exception, "error", f.msg)
+	}
+	args := []any{w.ids.ns, w.ids.proc[r.job.queue], r.job.payload, id, ok, failed}
+	if rec.finish(args) == nil {
+		return
 	}
 	// The outcome must be written even during a stop.
 	bg := context.WithoutCancel(ctx)
 	pause := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := finishScript.Run(bg, w.rdb, nil, w.ids.ns, w.ids.proc[r.job.queue], r.job.payload, id, ok, rec).Err()
+		err := finishScript.Run(bg, w.rdb, nil, args...).Err()
 		if err == nil {
 			return
 		}
@@ -638,6 +657,111 @@ func (w *worker) run(ctx context.Context, r *running, slot int) {
 		}
 		time.Sleep(pause)
 		pause *= 2
+	}
+}
+
+// op is one write of a recorder: a SET of a worker key (done nil), or a
+// run of finishScript whose error goes to done.
+type op struct {
+	key  string
+	val  []byte
+	args []any
+	done chan error
+}
+
+// recorder sends the registry writes and outcomes of the jobs of its slots
+// in pipelines: what waits while one pipeline is out goes in the next, so
+// a busy worker makes one round trip for many jobs. A slot's writes keep
+// their order (its SET before its outcome's DEL).
+type recorder struct {
+	rdb     redis.UniversalClient
+	log     *slog.Logger
+	ch      chan op
+	stopped chan struct{} // closed when loop has returned
+}
+
+func newRecorder(rdb redis.UniversalClient, log *slog.Logger, size int) *recorder {
+	return &recorder{rdb: rdb, log: log, ch: make(chan op, size), stopped: make(chan struct{})}
+}
+
+// send queues a SET; once the recorder has stopped, it is sent at once.
+func (r *recorder) send(o op) {
+	select {
+	case r.ch <- o:
+	case <-r.stopped:
+		if err := r.rdb.Set(context.Background(), o.key, o.val, 0).Err(); err != nil {
+			r.log.Warn("resque: writing the running job to the registry failed", "key", o.key, "err", err)
+		}
+	}
+}
+
+// finish runs finishScript with args in the next pipeline and returns its
+// error (errRecorderStopped when the recorder stopped first).
+func (r *recorder) finish(args []any) error {
+	o := op{args: args, done: make(chan error, 1)}
+	select {
+	case r.ch <- o:
+	case <-r.stopped:
+		return errRecorderStopped
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-r.stopped:
+		// The loop answers every op it took before it returns.
+		select {
+		case err := <-o.done:
+			return err
+		default:
+			return errRecorderStopped
+		}
+	}
+}
+
+var errRecorderStopped = errors.New("resque: recorder stopped")
+
+// maxPipeline bounds the writes of one pipeline.
+const maxPipeline = 256
+
+// loop sends the queued writes until stop is closed.
+func (r *recorder) loop(stop <-chan struct{}) {
+	defer close(r.stopped)
+	ctx := context.Background()
+	for {
+		var first op
+		select {
+		case first = <-r.ch:
+		case <-stop:
+			return
+		}
+		batch := []op{first}
+	more:
+		for len(batch) < maxPipeline {
+			select {
+			case o := <-r.ch:
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		pipe := r.rdb.Pipeline()
+		cmds := make([]redis.Cmder, len(batch))
+		for i, o := range batch {
+			if o.done == nil {
+				cmds[i] = pipe.Set(ctx, o.key, o.val, 0)
+			} else {
+				cmds[i] = pipe.EvalSha(ctx, finishScript.Hash(), nil, o.args...)
+			}
+		}
+		_, _ = pipe.Exec(ctx) // each command's error is in its Cmder
+		for i, o := range batch {
+			err := cmds[i].Err()
+			if o.done != nil {
+				o.done <- err
+			} else if err != nil {
+				r.log.Warn("resque: writing the running job to the registry failed", "key", o.key, "err", err)
+			}
+		}
 	}
 }
 
