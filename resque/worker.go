@@ -187,7 +187,7 @@ func (w *worker) work(ctx context.Context) error {
 	for range min(4, w.cfg.Concurrency) {
 		r := newRecorder(w.rdb, w.log, w.cfg.Concurrency*2)
 		w.recs = append(w.recs, r)
-		go r.loop(stopRecs)
+		go r.loop(bg, stopRecs)
 	}
 	for i := range w.cfg.Concurrency {
 		w.free <- i
@@ -724,9 +724,9 @@ var errRecorderStopped = errors.New("resque: recorder stopped")
 const maxPipeline = 256
 
 // loop sends the queued writes until stop is closed.
-func (r *recorder) loop(stop <-chan struct{}) {
+// ctx must not end before stop: the outcomes of a stop are written.
+func (r *recorder) loop(ctx context.Context, stop <-chan struct{}) {
 	defer close(r.stopped)
-	ctx := context.Background()
 	for {
 		var first op
 		select {
