@@ -29,8 +29,8 @@ type Config struct {
 	Namespace string
 	// Queues lists the queues to serve, goworker's way: plain names
 	// ("high", "low") are served in strict order; names with weights
-	// ("high=2", "low=1") in a weighted random order on every pass. Plain
-	// and weighted names may not be mixed (a plain name then weighs 1).
+	// ("high=2", "low=1") in a weighted random order on every pass. A list
+	// with any weight is weighted; names without one weigh 1.
 	Queues []string
 	// Concurrency is how many jobs run at once; default 25.
 	Concurrency int
