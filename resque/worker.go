@@ -296,6 +296,14 @@ func (w *worker) poll(ctx context.Context) []taken {
 			}
 			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
 			w.log.Error("resque: taking jobs failed; retrying", "err", err, "in", backoff)
+			// The script may have moved jobs whose answer was lost (a
+			// queue with a blocking read out waits: its answer may be a
+			// job of that list).
+			for _, q := range w.qs.names {
+				if !blocking[q] {
+					w.reconcile(ctx, q, pending)
+				}
+			}
 			select {
 			case <-ctx.Done():
 				return pending

@@ -381,3 +381,30 @@ func blockedOn(t testing.TB, rdb *redis.Client, ns string) int {
 	}
 	return n
 }
+
+// TestReconcile: after a failed read, entries of a processing list that
+// the worker neither runs nor holds go back to the head of the queue; the
+// ones it runs or holds stay (one per copy held).
+func TestReconcile(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	qs, _ := parseQueues([]string{"q"})
+	w := &worker{
+		cfg: Config{}, qs: qs, rdb: rdb, ids: newIDs(ns, "h", 1, qs, 1, false),
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), active: map[*running]struct{}{}, blockers: map[string]*blocker{},
+	}
+	proc := w.ids.proc["q"]
+	ctx := t.Context()
+	// Newest at the head: lost2, run, lost1, held, held.
+	rdb.LPush(ctx, proc, "held", "held", "lost1", "run", "lost2")
+	push(t, rdb, ns, "q", "queued")
+	w.active[&running{job: taken{queue: "q", payload: "run"}}] = struct{}{}
+	w.reconcile(ctx, "q", []taken{{queue: "q", payload: "held"}, {queue: "other", payload: "held"}})
+	q := rdb.LRange(ctx, ns+"queue:q", 0, -1).Val()
+	if !slices.Contains(q, "lost1") || !slices.Contains(q, "lost2") || !slices.Contains(q, "held") || q[len(q)-1] != "queued" || len(q) != 4 {
+		t.Errorf("queue = %q, want lost1, lost2 and one held before queued", q)
+	}
+	if p := rdb.LRange(ctx, proc, 0, -1).Val(); len(p) != 2 || !slices.Contains(p, "run") || !slices.Contains(p, "held") {
+		t.Errorf("processing list = %q, want run and one held", p)
+	}
+}
