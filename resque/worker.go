@@ -18,8 +18,9 @@ import (
 
 // fetchScript takes up to ARGV[1] jobs, trying the queues in the order of
 // KEYS. Reliable mode (ARGV[2] = "1"): KEYS are pairs of queue and
-// processing list and each job moves (LMOVE) from the head of its queue to
-// the head of the processing list. Plain mode: KEYS are queues, and jobs
+// processing list and the jobs move from the head of their queue to the
+// head of the processing list (LPOP and LPUSH in the script: one atomic
+// step, as LMOVE one by one; at most 1000 per queue and call). Plain mode: KEYS are queues, and jobs
 // are popped (LPOP). It returns pairs of the queue's position (1-based) in
 // the list and the job.
 var fetchScript = redis.NewScript(`
@@ -28,12 +29,15 @@ local out = {}
 local n = 0
 if ARGV[2] == '1' then
   for i = 1, #KEYS, 2 do
-    while n < max do
-      local v = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'LEFT')
-      if not v then break end
-      n = n + 1
-      out[#out + 1] = (i + 1) / 2
-      out[#out + 1] = v
+    local vs = redis.call('LPOP', KEYS[i], math.min(max - n, 1000))
+    if vs then
+      -- As LMOVE LEFT LEFT one by one: the newest at the head.
+      redis.call('LPUSH', KEYS[i + 1], unpack(vs))
+      for _, v in ipairs(vs) do
+        n = n + 1
+        out[#out + 1] = (i + 1) / 2
+        out[#out + 1] = v
+      end
     end
     if n >= max then break end
   end
@@ -55,13 +59,14 @@ return out
 
 // finishScript records a job's outcome. ARGV: ns, processing list ("" in
 // plain mode), job, worker id, "1" for success, failed record. In reliable
-// mode the job leaves the processing list in the same step; a job that is
+// mode the job leaves the processing list in the same step (LREM from the
+// tail, where the oldest jobs are); a job that is
 // no longer there (its process was taken for dead and the job returned to
 // its queue) is not counted: it will run again.
 var finishScript = redis.NewScript(`
 local ns, proc, job, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('DEL', ns .. 'worker:' .. id)
-if proc ~= '' and redis.call('LREM', proc, 1, job) == 0 then
+if proc ~= '' and redis.call('LREM', proc, -1, job) == 0 then
   return 0
 end
 if ARGV[5] == '1' then
