@@ -29,18 +29,21 @@ type Config struct {
 	Namespace string
 	// Queues lists the queues to serve, goworker's way: plain names
 	// ("high", "low") are served in strict order; names with weights
-	// ("high=2", "low=1") in a weighted random order on every pass. Plain
-	// and weighted names may not be mixed (a plain name then weighs 1).
+	// ("high=2", "low=1") in a weighted random order on every pass. A list
+	// with any weight is weighted; names without one weigh 1.
 	Queues []string
 	// Concurrency is how many jobs run at once; default 25.
 	Concurrency int
 	// Connections is the least size of the Redis connection pool (default
 	// 2); the pool grows to hold one blocking read per queue besides.
 	Connections int
-	// Interval bounds how long one blocking read waits while every queue
-	// is empty (default 5 s; at most 1 s is used so that a stop is quick).
-	// Unlike goworker, an idle worker does not sleep between polls: it
-	// blocks on the queues and takes a new job as soon as it is pushed.
+	// Interval is how long one blocking read waits while every queue is
+	// empty (default 5 s; whole seconds, at least 1, on the dedicated
+	// connections of a *redis.Client; at most 1 s on other clients, whose
+	// reads a stop cannot end early). Unlike goworker, an idle worker does
+	// not sleep between polls: it blocks on the queues and takes a new job
+	// as soon as it is pushed; a stop ends the reads at once (CLIENT
+	// UNBLOCK).
 	Interval time.Duration
 	// ExitOnComplete makes Work return once a pass finds every queue empty
 	// and the running jobs have finished.
@@ -68,7 +71,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Redis, when set, is used instead of connecting to URI; Work does not
 	// close it. It must reach one Redis server (not a Cluster): the scripts
-	// touch keys of several queues.
+	// touch keys of several queues. An idle worker holds one of its pooled
+	// connections per queue for its blocking reads, so its PoolSize must
+	// be well above the number of queues (Work sizes its own pool at
+	// Concurrency + queues + 2). Give it MaxRetries -1: a resent script
+	// could record an outcome twice.
 	Redis redis.UniversalClient
 	// Registry holds the job classes; default the package's registry that
 	// Register fills.
@@ -155,8 +162,8 @@ func (q queueSpec) order(r *rand.Rand) []string {
 	return out
 }
 
-// idString is the queue part of a worker id: the names as given, with
-// weighted queues repeated as goworker lists them.
+// idString is the queue part of a worker id: the names in the order given,
+// each once (weights left out).
 func (q queueSpec) idString() string {
 	return strings.Join(q.names, ",")
 }

@@ -326,3 +326,85 @@ func TestBadJobsFailAndWorkerGoesOn(t *testing.T) {
 		t.Errorf("panic payload %v, want the job object", boom["payload"])
 	}
 }
+
+// TestIdleWorkerTakesJobAtOnce: a worker idle on two queues with a one
+// minute Interval starts jobs pushed onto either queue without waiting for
+// the blocking read of the other to time out, and stops without waiting
+// for its blocking reads either.
+func TestIdleWorkerTakesJobAtOnce(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	reg := NewRegistry()
+	ran := make(chan string, 1)
+	reg.Register("Ping", func(queue string, _ ...any) error { ran <- queue; return nil })
+	cfg := testConfig(rdb, ns, reg, "first", "second")
+	cfg.Interval = time.Minute
+	stop := startWork(t, cfg)
+	for i, q := range []string{"second", "second", "first", "second", "first", "first", "second"} {
+		// Let the worker go idle (blocked on both queues) before the push.
+		waitFor(t, "blocked clients", func() bool { return blockedOn(t, rdb, ns) == 2 })
+		push(t, rdb, ns, q, `{"class":"Ping","args":[]}`)
+		select {
+		case got := <-ran:
+			if got != q {
+				t.Fatalf("job %d ran from %s, want %s", i, got, q)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("job %d pushed onto idle queue %s did not start within 20 s (the blocking reads wait 1 min)", i, q)
+		}
+	}
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("stop took %v: it waited for the blocking reads", d)
+	}
+	if k := registryKeys(t, rdb, ns); len(k) != 0 {
+		t.Errorf("registry keys left: %v", k)
+	}
+}
+
+// blockedOn counts the worker connections of the namespace that are
+// blocked in a read (CLIENT LIST: their name, flag b).
+func blockedOn(t testing.TB, rdb *redis.Client, ns string) int {
+	t.Helper()
+	list, err := rdb.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, " name=kiln-resque:"+ns) && strings.Contains(line, " flags=b ") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestReconcile: after a failed read, entries of a processing list that
+// the worker neither runs nor holds go back to the head of the queue; the
+// ones it runs or holds stay (one per copy held).
+func TestReconcile(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	qs, _ := parseQueues([]string{"q"})
+	w := &worker{
+		cfg: Config{}, qs: qs, rdb: rdb, ids: newIDs(ns, "h", 1, qs, 1, false),
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), active: map[*running]struct{}{}, blockers: map[string]*blocker{},
+	}
+	proc := w.ids.proc["q"]
+	ctx := t.Context()
+	// Newest at the head: lost2, run, lost1, held, held.
+	rdb.LPush(ctx, proc, "held", "held", "lost1", "run", "lost2")
+	push(t, rdb, ns, "q", "queued")
+	w.active[&running{job: taken{queue: "q", payload: "run"}}] = struct{}{}
+	w.reconcile(ctx, "q", []taken{{queue: "q", payload: "held"}, {queue: "other", payload: "held"}})
+	q := rdb.LRange(ctx, ns+"queue:q", 0, -1).Val()
+	if !slices.Contains(q, "lost1") || !slices.Contains(q, "lost2") || !slices.Contains(q, "held") || q[len(q)-1] != "queued" || len(q) != 4 {
+		t.Errorf("queue = %q, want lost1, lost2 and one held before queued", q)
+	}
+	if p := rdb.LRange(ctx, proc, 0, -1).Val(); len(p) != 2 || !slices.Contains(p, "run") || !slices.Contains(p, "held") {
+		t.Errorf("processing list = %q, want run and one held", p)
+	}
+}

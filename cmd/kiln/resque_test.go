@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -116,5 +120,77 @@ func TestResqueBridge(t *testing.T) {
 	}
 	if n, _ := rdb.Get(t.Context(), ns+"stat:processed").Int(); n != 2 {
 		t.Errorf("stat:processed = %d, want 2", n)
+	}
+}
+
+// TestResqueSignals runs the real kiln binary (the test binary as main) as
+// kiln resque --bridge and stops it with each of QUIT, TERM and INT: it
+// exits 0 and leaves Resque's worker registry.
+func TestResqueSignals(t *testing.T) {
+	t.Parallel()
+	url := os.Getenv("KILN_TEST_REDIS_URL")
+	if url == "" {
+		if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
+			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is")
+		}
+		t.Skip("KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)")
+	}
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := startCLIServer(t)
+	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			ns := "kilntest:" + rand.Text()[:12] + ":"
+			t.Cleanup(func() {
+				keys := rdb.Keys(context.Background(), ns+"*").Val()
+				if len(keys) > 0 {
+					rdb.Del(context.Background(), keys...)
+				}
+			})
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "resque", "--bridge", "-queues", "q", "-uri", url,
+				"-namespace", ns, "--url", s.url, "--token", testAdminToken)
+			cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			deadline := time.Now().Add(waitLimit)
+			for rdb.SCard(t.Context(), ns+"workers").Val() == 0 {
+				if time.Now().After(deadline) {
+					_ = cmd.Process.Kill()
+					if err := <-done; err == nil {
+						t.Log("exited by itself before the kill")
+					}
+					t.Fatalf("the worker did not register: %s", &out)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			_ = cmd.Process.Signal(sig)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("after %v: %v\n%s", sig, err, &out)
+				}
+			case <-time.After(waitLimit):
+				_ = cmd.Process.Kill()
+				if err := <-done; err == nil {
+					t.Log("exited by itself before the kill")
+				}
+				t.Fatalf("still running %v after %v:\n%s", waitLimit, sig, &out)
+			}
+			if n := rdb.SCard(t.Context(), ns+"workers").Val(); n != 0 {
+				t.Errorf("%d workers still registered", n)
+			}
+			if keys := rdb.Keys(t.Context(), ns+"worker:*").Val(); len(keys) != 0 {
+				t.Errorf("worker keys left: %v", keys)
+			}
+		})
 	}
 }
