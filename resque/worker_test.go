@@ -408,3 +408,32 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("processing list = %q, want run and one held", p)
 	}
 }
+
+// TestPauseAllWorkers: Ruby's pause switch, <ns>pause-all-workers = "true",
+// keeps a worker from taking jobs; deleting it lets the worker go on.
+func TestPauseAllWorkers(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	rdb.Set(t.Context(), ns+"pause-all-workers", " TRUE ", 0)
+	reg := NewRegistry()
+	ran := make(chan struct{}, 1)
+	reg.Register("Ping", func(string, ...any) error { ran <- struct{}{}; return nil })
+	cfg := testConfig(rdb, ns, reg, "q")
+	stop := startWork(t, cfg)
+	waitFor(t, "the worker's registration", func() bool { return rdb.SCard(context.Background(), ns+"workers").Val() > 0 })
+	push(t, rdb, ns, "q", `{"class":"Ping","args":[]}`)
+	select {
+	case <-ran:
+		t.Fatal("a paused worker ran a job")
+	case <-time.After(5 * cfg.HeartbeatInterval):
+	}
+	rdb.Del(t.Context(), ns+"pause-all-workers")
+	select {
+	case <-ran:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job did not run once the pause was lifted")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
