@@ -206,9 +206,10 @@ func (w *worker) work(ctx context.Context) error {
 	pending := w.poll(ctx)
 	w.closeBlockers()
 
-	// Stop: jobs taken but not started go back at once.
-	for _, t := range pending {
-		w.requeue(bg, t)
+	// Stop: jobs taken but not started go back at once, to the head of
+	// their queue in their order (the last one first).
+	for i := len(pending) - 1; i >= 0; i-- {
+		w.requeue(bg, pending[i])
 	}
 	w.drain()
 	close(stopRecs)
