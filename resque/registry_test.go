@@ -43,12 +43,19 @@ func TestRegistryWhileRunning(t *testing.T) {
 	if want := []string{base + ":0", base + ":1"}; !slices.Equal(members, want) {
 		t.Fatalf("%sworkers = %v, want %v", ns, members, want)
 	}
-	// The slot running the job: worker:<id> is {queue, run_at, payload}.
+	// The slot running the job: worker:<id> is {queue, run_at, payload}
+	// (written while the handler starts).
 	var working string
-	for _, id := range members {
-		if v, err := rdb.Get(ctx, ns+"worker:"+id).Result(); err == nil {
-			working = v
+	waitFor(t, "worker:<id> of the running job", func() bool {
+		for _, id := range members {
+			if v, err := rdb.Get(ctx, ns+"worker:"+id).Result(); err == nil {
+				working = v
+				return true
+			}
 		}
+		return false
+	})
+	for _, id := range members {
 		started, err := rdb.Get(ctx, ns+"worker:"+id+":started").Result()
 		if err != nil || !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}$`).MatchString(started) {
 			t.Errorf("worker:%s:started = %q, %v; want Ruby's Time#to_s", id, started, err)
