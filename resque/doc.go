@@ -28,7 +28,7 @@
 // # Reliable mode (the default)
 //
 // A job moves from its queue to a processing list of the worker process
-// and queue (LMOVE, in one script for a batch, or BLMOVE while idle) in one
+// and queue (one script for a batch of jobs, or BLMOVE while idle) in one
 // atomic step, and leaves that list in the same script that records its
 // outcome (the processed counter, or the failed record). Every process
 // writes a heartbeat; any live worker returns the jobs of a process whose

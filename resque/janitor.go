@@ -2,6 +2,8 @@ package resque
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -99,6 +101,7 @@ func (w *worker) heartbeat(ctx context.Context) {
 			}
 			continue
 		}
+		w.readPause(ctx)
 		rs, err := reap(ctx, w.rdb, w.ids.ns, w.cfg.DeadAfter, "")
 		if err != nil {
 			if ctx.Err() == nil {
@@ -109,5 +112,19 @@ func (w *worker) heartbeat(ctx context.Context) {
 		for _, r := range rs {
 			w.log.Info("resque: removed a dead worker process; its jobs are back at the head of their queues", "worker", r.base, "jobs", r.moved)
 		}
+	}
+}
+
+// readPause reads Ruby Resque's pause switch, <ns>pause-all-workers: while
+// it is "true" (any case, spaces around), the worker takes no job; running
+// jobs go on.
+func (w *worker) readPause(ctx context.Context) {
+	v, err := w.rdb.Get(ctx, w.ids.ns+"pause-all-workers").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return // keep the last state
+	}
+	paused := strings.EqualFold(strings.TrimSpace(v), "true")
+	if w.paused.Swap(paused) != paused {
+		w.log.Info("resque: pause-all-workers changed", "paused", paused)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -42,12 +43,19 @@ func TestRegistryWhileRunning(t *testing.T) {
 	if want := []string{base + ":0", base + ":1"}; !slices.Equal(members, want) {
 		t.Fatalf("%sworkers = %v, want %v", ns, members, want)
 	}
-	// The slot running the job: worker:<id> is {queue, run_at, payload}.
+	// The slot running the job: worker:<id> is {queue, run_at, payload}
+	// (written while the handler starts).
 	var working string
-	for _, id := range members {
-		if v, err := rdb.Get(ctx, ns+"worker:"+id).Result(); err == nil {
-			working = v
+	waitFor(t, "worker:<id> of the running job", func() bool {
+		for _, id := range members {
+			if v, err := rdb.Get(ctx, ns+"worker:"+id).Result(); err == nil {
+				working = v
+				return true
+			}
 		}
+		return false
+	})
+	for _, id := range members {
 		started, err := rdb.Get(ctx, ns+"worker:"+id+":started").Result()
 		if err != nil || !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}$`).MatchString(started) {
 			t.Errorf("worker:%s:started = %q, %v; want Ruby's Time#to_s", id, started, err)
@@ -247,5 +255,40 @@ func TestRedisCLIPush(t *testing.T) {
 	if raw, _ := rdb.LRange(t.Context(), ns+"failed", 0, -1).Result(); len(raw) != 0 {
 		b, _ := json.Marshal(raw)
 		t.Fatalf("failed: %s", b)
+	}
+}
+
+// TestReapedJobsKeepTheirOrder: a process taken for dead while it runs
+// three jobs has them returned to the head of their queue in their
+// original order; the outcomes it records afterwards are not counted.
+func TestReapedJobsKeepTheirOrder(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	reg := NewRegistry()
+	var runs atomic.Int32
+	release := make(chan struct{})
+	reg.Register("Hold", func(string, ...any) error { runs.Add(1); <-release; return nil })
+	jobs := []string{`{"class":"Hold","args":["a"]}`, `{"class":"Hold","args":["b"]}`, `{"class":"Hold","args":["c"]}`, `{"class":"Hold","args":["d"]}`}
+	push(t, rdb, ns, "q", jobs...)
+	cfg := testConfig(rdb, ns, reg, "q")
+	cfg.Concurrency = 3
+	stop := startWork(t, cfg)
+	waitFor(t, "three running jobs", func() bool { return runs.Load() == 3 })
+	base := "testhost:" + strconv.Itoa(os.Getpid()) + ":q"
+	rs, err := reap(t.Context(), rdb, ns, 0, base)
+	if err != nil || len(rs) != 1 || rs[0].moved != 3 {
+		t.Fatalf("reap = %+v, %v; want 3 jobs moved", rs, err)
+	}
+	if q := rdb.LRange(t.Context(), ns+"queue:q", 0, -1).Val(); !slices.Equal(q, jobs) {
+		t.Errorf("queue = %q, want %q", q, jobs)
+	}
+	close(release)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The three outcomes recorded after the reap found their jobs gone;
+	// the runs after them (jobs taken again before the stop) count.
+	if n := getInt(t, rdb, ns+"stat:processed"); n != int(runs.Load())-3 {
+		t.Errorf("stat:processed = %d after %d runs: outcomes of reaped jobs were counted", n, runs.Load())
 	}
 }

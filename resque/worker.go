@@ -128,6 +128,8 @@ type worker struct {
 
 	recs []*recorder // by slot, modulo
 
+	paused atomic.Bool // <ns>pause-all-workers is "true"
+
 	mu       sync.Mutex
 	active   map[*running]struct{}
 	blockers map[string]*blocker
@@ -149,6 +151,9 @@ func Work(ctx context.Context, cfg Config) error {
 		return err
 	}
 	rdb := cfg.Redis
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return errors.New("resque: Config.Redis is a Redis Cluster client: the worker's scripts touch the keys of several queues and need one Redis server")
+	}
 	if rdb == nil {
 		rdb, err = connect(&cfg, max(cfg.Connections, cfg.Concurrency+len(qs.names)+2))
 		if err != nil {
@@ -180,6 +185,7 @@ func (w *worker) work(ctx context.Context) error {
 	if err := w.register(ctx); err != nil {
 		return fmt.Errorf("resque: register: %w", err)
 	}
+	w.readPause(ctx)
 	if !cmdlineHasResque() {
 		w.log.Warn("resque: this process's command line does not contain \"resque\": a Ruby Resque worker starting on this host with the same queues would take it for dead (see docs/resque.md); it registers again at its next heartbeat")
 	}
@@ -200,9 +206,10 @@ func (w *worker) work(ctx context.Context) error {
 	pending := w.poll(ctx)
 	w.closeBlockers()
 
-	// Stop: jobs taken but not started go back at once.
-	for _, t := range pending {
-		w.requeue(bg, t)
+	// Stop: jobs taken but not started go back at once, to the head of
+	// their queue in their order (the last one first).
+	for i := len(pending) - 1; i >= 0; i-- {
+		w.requeue(bg, pending[i])
 	}
 	w.drain()
 	close(stopRecs)
@@ -291,6 +298,19 @@ func (w *worker) poll(ctx context.Context) []taken {
 			pending, slots = pending[1:], slots[1:]
 		}
 		if len(slots) == 0 {
+			continue
+		}
+		if w.paused.Load() {
+			// Paused from Ruby: take nothing until the flag is gone (the
+			// heartbeat reads it).
+			w.release(slots)
+			select {
+			case <-ctx.Done():
+				return pending
+			case r := <-results:
+				handle(r)
+			case <-time.After(min(w.cfg.HeartbeatInterval, time.Second)):
+			}
 			continue
 		}
 		got, err := w.fetch(ctx, len(slots))

@@ -408,3 +408,72 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("processing list = %q, want run and one held", p)
 	}
 }
+
+// TestPauseAllWorkers: Ruby's pause switch, <ns>pause-all-workers = "true",
+// keeps a worker from taking jobs; deleting it lets the worker go on.
+func TestPauseAllWorkers(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	rdb.Set(t.Context(), ns+"pause-all-workers", " TRUE ", 0)
+	reg := NewRegistry()
+	ran := make(chan struct{}, 1)
+	reg.Register("Ping", func(string, ...any) error { ran <- struct{}{}; return nil })
+	cfg := testConfig(rdb, ns, reg, "q")
+	stop := startWork(t, cfg)
+	waitFor(t, "the worker's registration", func() bool { return rdb.SCard(context.Background(), ns+"workers").Val() > 0 })
+	push(t, rdb, ns, "q", `{"class":"Ping","args":[]}`)
+	select {
+	case <-ran:
+		t.Fatal("a paused worker ran a job")
+	case <-time.After(5 * cfg.HeartbeatInterval):
+	}
+	rdb.Del(t.Context(), ns+"pause-all-workers")
+	select {
+	case <-ran:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job did not run once the pause was lifted")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailedJobRetryAsRuby retries a failed record the way Ruby's
+// Resque::Failure::Redis.requeue does (the record's queue, the payload's
+// class and args) and the job runs again.
+func TestFailedJobRetryAsRuby(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	reg := NewRegistry()
+	calls := 0
+	reg.Register("Flaky", func(_ string, args ...any) error {
+		calls++
+		if calls == 1 {
+			return fmt.Errorf("first call fails (args %v)", args)
+		}
+		return nil
+	})
+	push(t, rdb, ns, "jobs", `{"class":"Flaky","args":[1,"two",{"three":3}]}`)
+	cfg := testConfig(rdb, ns, reg, "jobs")
+	cfg.Concurrency, cfg.ExitOnComplete = 1, true
+	if err := Work(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	recs := failedRecords(t, rdb, ns)
+	if len(recs) != 1 {
+		t.Fatalf("%d failed records, want 1", len(recs))
+	}
+	payload, _ := recs[0]["payload"].(map[string]any)
+	queue, _ := recs[0]["queue"].(string)
+	job, err := json.Marshal(map[string]any{"class": payload["class"], "args": payload["args"]})
+	if err != nil || queue != "jobs" {
+		t.Fatalf("record %v: %v", recs[0], err)
+	}
+	push(t, rdb, ns, queue, string(job))
+	if err := Work(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 || getInt(t, rdb, ns+"stat:processed") != 1 || getInt(t, rdb, ns+"stat:failed") != 1 {
+		t.Errorf("calls %d processed %d failed %d, want 2, 1, 1", calls, getInt(t, rdb, ns+"stat:processed"), getInt(t, rdb, ns+"stat:failed"))
+	}
+}
