@@ -55,8 +55,14 @@ type Config struct {
 	wrapEngine func(engine) engine
 }
 
+// ErrInUse is returned (wrapped) by Open when another Store, in this
+// process or another one, has the data folder open. The message names the
+// process that holds it.
+var ErrInUse = errors.New("data folder in use")
+
 // Store is the embedded store. It is safe for concurrent use. Only one Store
-// may have a data folder open at a time (the engine locks it).
+// may have a data folder open at a time: Open locks the folder and fails
+// with ErrInUse, naming the process that has it, while another has it open.
 type Store struct {
 	dir        string
 	clock      store.Clock
@@ -67,6 +73,7 @@ type Store struct {
 	retryEvery time.Duration
 	spaceEvery time.Duration
 	wrapEngine func(engine) engine
+	lock       *folderLock   // the data folder's lock, held until Close
 	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
 	d          disk
 
@@ -181,13 +188,18 @@ func Open(dir string, cfg *Config) (*Store, error) {
 	_, _ = rand.Read(b[:])
 	s.leaseSeq = binary.BigEndian.Uint64(b[:]) >> 1
 	s.c.init()
-	eng, err := s.openAtStart()
+	lock, err := lockFolder(dir)
 	if err != nil {
 		return nil, err
 	}
+	s.lock = lock
+	eng, err := s.openAtStart()
+	if err != nil {
+		return nil, errors.Join(err, lock.unlock())
+	}
 	s.d.eng = eng
 	if err := s.load(eng, nil); err != nil {
-		return nil, errors.Join(openError(dir, err), eng.close())
+		return nil, errors.Join(openError(dir, err), eng.close(), lock.unlock())
 	}
 	s.wg.Add(2)
 	go s.commitLoop()
@@ -654,7 +666,7 @@ func (s *Store) Close() error {
 	s.wg.Wait()
 	s.d.mu.Lock()
 	defer s.d.mu.Unlock()
-	return s.d.eng.close()
+	return errors.Join(s.d.eng.close(), s.lock.unlock())
 }
 
 func (s *Store) nextLeaseID() uint64 {
