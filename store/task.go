@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -40,6 +42,20 @@ func (s State) String() string {
 	}
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
+
+// GoString returns the Go name of the state's constant (for %#v), or
+// "store.State(n)".
+func (s State) GoString() string {
+	if s.Valid() {
+		name := stateNames[s]
+		return "store.State" + strings.ToUpper(name[:1]) + name[1:]
+	}
+	return fmt.Sprintf("store.State(%d)", uint8(s))
+}
+
+// LogValue implements slog.LogValuer: logs show the state's name, and an
+// invalid state as "State(n)" rather than a marshalling error.
+func (s State) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool { return s >= StateScheduled && s <= StateCancelled }
