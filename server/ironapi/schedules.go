@@ -354,7 +354,9 @@ func (a *API) cancelSchedule(c *call) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.cfg.Schedules.Cancel(c.ctx(), c.pid, s.ID); err != nil {
+	// IronWorker answers a cancel of a schedule that has made all its runs
+	// as any other: the schedule stays complete, and the cancel succeeds.
+	if _, err := a.cfg.Schedules.Cancel(c.ctx(), c.pid, s.ID); err != nil && !errors.Is(err, store.ErrInvalidState) {
 		return err
 	}
 	return c.ok(map[string]any{"msg": "Cancelled"})
