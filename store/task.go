@@ -116,10 +116,15 @@ type TaskInput struct {
 	// RunAt is when the task becomes ready; zero or past means now.
 	RunAt time.Time
 	// UniqueKey, when set, makes the enqueue fail with ErrDuplicate while
-	// another task with the same key was enqueued less than UniqueTTL ago.
+	// another task holds the key: for UniqueTTL after its enqueue, or, with
+	// UniqueUntilSuccess, until it succeeds if that comes first.
 	UniqueKey string
 	// UniqueTTL is the deduplication window for UniqueKey.
 	UniqueTTL time.Duration
+	// UniqueUntilSuccess releases UniqueKey when the task succeeds (within
+	// the same step that records the success) instead of holding it for the
+	// whole UniqueTTL. Requires UniqueKey.
+	UniqueUntilSuccess bool
 	// Retention is how long the task is kept after it reaches a terminal
 	// state; 0 means the store's default (RetentionDefault).
 	Retention time.Duration
@@ -138,7 +143,10 @@ type Task struct {
 	Deadline   time.Time
 	UniqueKey  string
 	UniqueTTL  time.Duration
-	Retention  time.Duration
+	// UniqueUntilSuccess: the unique key is released when the task
+	// succeeds (see TaskInput).
+	UniqueUntilSuccess bool
+	Retention          time.Duration
 
 	// State is the task's current state.
 	State State

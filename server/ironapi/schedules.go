@@ -283,13 +283,9 @@ func (a *API) buildSchedule(c *call, r scheduleReq, now time.Time) (*schedule.Sc
 	if len(body) > schedule.MaxPayloadBytes {
 		return nil, badRequest("payload is too large for a schedule: at most about %d bytes", schedule.MaxPayloadBytes-512)
 	}
-	retries := rev.Retries
-	if retries == 0 {
-		retries = kiln.NoRetries
-	}
 	s.Task = schedule.Task{Type: hosted.TaskType(code.Name), Payload: body, Options: kiln.TaskOptions{
-		Queue: hosted.TaskType(code.Name), Priority: prio, MaxRetries: retries,
-		Timeout: time.Duration(timeout)*time.Second + timeoutMargin, ProcessIn: time.Duration(delay) * time.Second,
+		Queue: hosted.TaskType(code.Name), Priority: prio, MaxRetries: new(rev.Retries),
+		Timeout: new(time.Duration(timeout)*time.Second + timeoutMargin), ProcessIn: time.Duration(delay) * time.Second,
 	}}
 	return s, nil
 }
