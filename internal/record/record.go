@@ -52,6 +52,9 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	if t.Result != nil {
 		flags |= 2
 	}
+	if t.UniqueUntilSuccess {
+		flags |= 4
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -93,6 +96,7 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	t.WorkerID = d.String(maxField)
 	flags := d.Byte()
 	t.CancelRequested = flags&1 != 0
+	t.UniqueUntilSuccess = flags&4 != 0
 	t.CreatedAt = d.Time()
 	t.RunAt = d.Time()
 	t.StartedAt = d.Time()
@@ -113,7 +117,7 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	if !t.State.Valid() {
 		return 0, fmt.Errorf("%w: invalid state %d", ErrCorrupt, t.State)
 	}
-	if flags&^3 != 0 {
+	if flags&^7 != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	return seq, nil

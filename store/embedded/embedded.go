@@ -92,6 +92,7 @@ type Store struct {
 	nss         map[string]*namespace
 	leases      timeHeap // active tasks by lease expiry (lazy)
 	expiry      timeHeap // terminal tasks by ExpiresAt (lazy)
+	uniqueExp   timeHeap // unique keys by the end of their window (lazy; id is the key)
 	evict       []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
 	// metaGen the generation of each key's newest pending write (from
@@ -445,7 +446,9 @@ func (s *Store) load(eng engine, hidden map[string]created) error {
 		if w <= 0 || isHidden(nsName, string(v[w:]), 0) {
 			return true
 		}
-		s.namespace(nsName).unique[string(rest)] = uniqueHold{id: string(v[w:]), until: time.Unix(0, n).UTC()}
+		until := time.Unix(0, n).UTC()
+		s.namespace(nsName).unique[string(rest)] = uniqueHold{id: string(v[w:]), until: until}
+		heap.Push(&s.uniqueExp, timedItem{at: until, ns: nsName, id: string(rest)})
 		return true
 	})
 }
