@@ -28,7 +28,10 @@
 // A task has a type (the name its handler is registered under), a payload of
 // bytes, and [TaskOptions]: queue, priority, a delay, retries, a timeout, a
 // deadline, a unique key and a retention. Options are plain data with JSON
-// tags. [Client.Enqueue] and [Client.EnqueueMany] validate them before they
+// tags, and one rule holds for them here, over HTTP and in the command line:
+// an option left out takes its default, an option given takes its value,
+// zero included, so MaxRetries: new(0) means no retries and Timeout:
+// new(time.Duration(0)) means no timeout. [Client.Enqueue] and [Client.EnqueueMany] validate them before they
 // call the store: bad input gives a [*ValidationError] that matches
 // [ErrInvalidName], [ErrInvalidOption] or [ErrPayloadTooLarge] and changes
 // nothing.
