@@ -53,10 +53,10 @@ func Func[A, R any](fn func(A) (R, error)) Handler {
 func FuncCtx[A, R any](fn func(context.Context, A) (R, error)) Handler {
 	return HandlerFunc(func(ctx context.Context, t *Task) error {
 		var a A
-		if len(t.Payload) == 0 {
-			// No payload: the zero argument, as for "null".
-		} else if err := json.Unmarshal(t.Payload, &a); err != nil {
-			return fmt.Errorf("kiln: decode %s arguments: %w (%w)", t.Type, err, SkipRetry)
+		if len(t.Payload) > 0 { // no payload: the zero argument, as for "null"
+			if err := json.Unmarshal(t.Payload, &a); err != nil {
+				return fmt.Errorf("kiln: decode %s arguments: %w (%w)", t.Type, err, SkipRetry)
+			}
 		}
 		r, err := fn(ctx, a)
 		if err != nil {

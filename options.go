@@ -39,8 +39,8 @@ const (
 	ConcurrencyMax = store.MaxBatch
 )
 
-// NoRetries, as *TaskOptions.MaxRetries, gives a task a single attempt, as
-// new(0) does.
+// NoRetries gives a task a single attempt when *TaskOptions.MaxRetries is
+// set to it, as new(0) does.
 //
 // Deprecated: write MaxRetries: new(0). NoRetries is kept so that options
 // written before MaxRetries became a pointer (and schedules stored then)

@@ -17,7 +17,7 @@ func TestStatePrints(t *testing.T) {
 	s := store.StateActive
 	for _, c := range []struct{ got, want string }{
 		{fmt.Sprintf("%v", s), "active"},
-		{fmt.Sprintf("%s", s), "active"},
+		{s.String(), "active"},
 		{fmt.Sprint(s), "active"},
 		{fmt.Sprintf("%+v", struct{ S store.State }{s}), "{S:active}"},
 		{fmt.Sprintf("%#v", s), "store.StateActive"},

@@ -46,7 +46,7 @@ func TestOpenInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(t.Context(), exe, "-test.run=^$") //nolint:gosec // G204: the test binary itself
+	cmd := exec.CommandContext(t.Context(), exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -73,7 +73,7 @@ func TestOpenInUse(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	cmd = exec.CommandContext(t.Context(), exe, "-test.run=^$") //nolint:gosec // G204: as above
+	cmd = exec.CommandContext(t.Context(), exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
 	if out, err = cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "opened" {
 		t.Fatalf("child after Close: %v %q, want it to open the folder", err, out)
