@@ -39,8 +39,8 @@ func openMeta(t *testing.T) store.Meta {
 	return s
 }
 
-// tickAll ticks every elector at once (as workers do) and returns the
-// indexes of those that lead.
+// tickAll ticks every elector but those in skip, at once (as workers do),
+// and returns the indexes of those that lead.
 func tickAll(t *testing.T, els []*leader.Elector, skip map[int]bool) []int {
 	t.Helper()
 	leads := make([]bool, len(els))
@@ -89,12 +89,22 @@ func TestOneLeader(t *testing.T) {
 			t.Fatalf("a steady round: %v lead, want only %d", got, lead)
 		}
 	}
+	// One more round, the leader first, so that every other candidate has
+	// seen its last renewal at this instant: the TTL counts from here.
+	clock.advance(time.Second)
+	if ok, err := els[lead].Tick(context.Background()); !ok || err != nil {
+		t.Fatalf("the leader's renewal: %v, %v", ok, err)
+	}
+	others := map[int]bool{lead: true}
+	if got := tickAll(t, els, others); len(got) != 0 {
+		t.Fatalf("%v lead beside %d", got, lead)
+	}
 	if h, err := leader.Holder(context.Background(), m, "sweeper"); err != nil || h != els[lead].ID() {
 		t.Fatalf("Holder = %q, %v; want %q", h, err, els[lead].ID())
 	}
 
 	// The leader stops ticking (a crash): nobody takes over before the TTL.
-	stopped := map[int]bool{lead: true}
+	stopped := others
 	for range 4 {
 		clock.advance(time.Second)
 		if got := tickAll(t, els, stopped); len(got) != 0 {
