@@ -35,8 +35,7 @@ type Elector struct {
 	ttl time.Duration // how long an unchanged record is trusted
 	now func() time.Time
 
-	held       []byte    // the value this candidate wrote last, while it leads
-	seq        uint64    // the counter of held
+	seq        uint64    // the counter of this candidate's last write
 	seen       []byte    // the value last seen while another led
 	seenSince  time.Time // when seen was first seen, by now
 	seenExists bool
@@ -66,16 +65,16 @@ func (e *Elector) ID() string { return e.id }
 func (e *Elector) Tick(ctx context.Context) (bool, error) {
 	got, err := e.m.MetaGet(ctx, store.MetaGetParams{Namespace: Namespace, Key: e.key})
 	if err != nil {
-		e.held = nil
 		return false, fmt.Errorf("leader: read %s: %w", e.key, err)
 	}
 	switch {
 	case !got.Found:
 		return e.put(ctx, nil)
-	case e.held != nil && bytes.Equal(got.Value, e.held):
-		return e.put(ctx, got.Value) // renew
+	case e.mine(got.Value):
+		// Renew. The value may be one whose write was not acknowledged
+		// (the call failed after the store wrote it): it is still ours.
+		return e.put(ctx, got.Value)
 	}
-	e.held = nil
 	now := e.now()
 	if !e.seenExists || !bytes.Equal(got.Value, e.seen) {
 		e.seen, e.seenSince, e.seenExists = got.Value, now, true
@@ -90,33 +89,39 @@ func (e *Elector) Tick(ctx context.Context) (bool, error) {
 // put writes a new value of the lease: when old is nil only if the record
 // is free, else only if it still holds old.
 func (e *Elector) put(ctx context.Context, old []byte) (bool, error) {
-	seq := e.seq + 1
-	val := []byte(e.id + "|" + strconv.FormatUint(seq, 10))
+	e.seq++ // even when the write fails: it may have been stored
+	val := []byte(e.id + "|" + strconv.FormatUint(e.seq, 10))
 	p := store.MetaPutParams{Namespace: Namespace, Key: e.key, Value: val, IfAbsent: old == nil, IfValue: old}
 	res, err := e.m.MetaPut(ctx, p)
 	if err != nil {
-		e.held = nil
 		return false, fmt.Errorf("leader: write %s: %w", e.key, err)
 	}
 	if !res.Stored {
-		e.held = nil
 		e.seenExists = false // another won: start watching its value afresh
 		return false, nil
 	}
-	e.held, e.seq = val, seq
 	e.seenExists = false
 	return true, nil
 }
 
+// mine reports whether a value of the lease names this candidate.
+func (e *Elector) mine(v []byte) bool {
+	return len(v) > len(e.id) && v[len(e.id)] == '|' && string(v[:len(e.id)]) == e.id
+}
+
 // Resign gives the lease up, if this candidate holds it, so that another
-// takes it at its next Tick instead of after ttl.
+// takes it at its next Tick instead of after ttl. It reads the lease rather
+// than trusting the last acknowledged write: a renewal cut short by a
+// cancelled context may have been stored.
 func (e *Elector) Resign(ctx context.Context) error {
-	if e.held == nil {
+	got, err := e.m.MetaGet(ctx, store.MetaGetParams{Namespace: Namespace, Key: e.key})
+	if err != nil {
+		return fmt.Errorf("leader: resign %s: %w", e.key, err)
+	}
+	if !got.Found || !e.mine(got.Value) {
 		return nil
 	}
-	held := e.held
-	e.held = nil
-	if _, err := e.m.MetaDelete(ctx, store.MetaDeleteParams{Namespace: Namespace, Key: e.key, IfValue: held}); err != nil {
+	if _, err := e.m.MetaDelete(ctx, store.MetaDeleteParams{Namespace: Namespace, Key: e.key, IfValue: got.Value}); err != nil {
 		return fmt.Errorf("leader: resign %s: %w", e.key, err)
 	}
 	return nil

@@ -149,7 +149,43 @@ func TestTickError(t *testing.T) {
 	if lead, err := e.Tick(context.Background()); lead || !errors.Is(err, errDown) {
 		t.Fatalf("Tick = %v, %v; want false, the store's error", lead, err)
 	}
+	if err := e.Resign(context.Background()); !errors.Is(err, errDown) {
+		t.Fatalf("Resign on a failing store: %v, want the store's error", err)
+	}
+}
+
+// lostAck stores a write, then fails the call, as a store does when the
+// caller's context ends while the write commits.
+type lostAck struct{ store.Meta }
+
+func (l lostAck) MetaPut(ctx context.Context, p store.MetaPutParams) (store.MetaPutResult, error) {
+	if _, err := l.Meta.MetaPut(ctx, p); err != nil {
+		return store.MetaPutResult{}, err
+	}
+	return store.MetaPutResult{}, context.Canceled
+}
+
+// A lease whose write was stored but not acknowledged is still the
+// candidate's: it renews it and Resign releases it, so that another does
+// not wait for the TTL.
+func TestUnacknowledgedWrite(t *testing.T) {
+	t.Parallel()
+	m := openMeta(t)
+	e := leader.New(lostAck{m}, "sweeper", "w", time.Hour, nil)
+	if lead, err := e.Tick(context.Background()); lead || err == nil {
+		t.Fatalf("Tick = %v, %v; want the write's error", lead, err)
+	}
+	if h, _ := leader.Holder(context.Background(), m, "sweeper"); h != e.ID() {
+		t.Fatalf("Holder = %q, want %q (the write was stored)", h, e.ID())
+	}
 	if err := e.Resign(context.Background()); err != nil {
-		t.Fatalf("Resign of a non-leader: %v", err)
+		t.Fatal(err)
+	}
+	if h, err := leader.Holder(context.Background(), m, "sweeper"); h != "" || err != nil {
+		t.Fatalf("Holder after Resign = %q, %v; want none", h, err)
+	}
+	other := leader.New(m, "sweeper", "w2", time.Hour, nil)
+	if lead, err := other.Tick(context.Background()); !lead || err != nil {
+		t.Fatalf("another candidate after the resignation: %v, %v; want it to lead", lead, err)
 	}
 }
