@@ -19,7 +19,7 @@ func full() *store.Task {
 	return &store.Task{
 		ID: "01J0000000000000000000000", Type: "email:send", Queue: "critical",
 		Priority: 9, MaxRetries: 25, Timeout: 30 * time.Minute, Deadline: at.Add(time.Hour),
-		UniqueKey: "user:42", UniqueTTL: time.Minute, Retention: 24 * time.Hour,
+		UniqueKey: "user:42", UniqueTTL: time.Minute, UniqueUntilSuccess: true, Retention: 24 * time.Hour,
 		State: store.StateActive, Attempt: 3, LeaseID: 1<<63 + 5, LeaseExpiresAt: at.Add(30 * time.Second),
 		WorkerID: "host-1:123", CancelRequested: true,
 		CreatedAt: at, RunAt: at, StartedAt: at.Add(time.Second), FinishedAt: time.Time{}, ExpiresAt: time.Time{},
