@@ -28,7 +28,8 @@ const (
 	// LeaseWaitDefault is how long an idle worker waits in the store for a
 	// task before asking again.
 	LeaseWaitDefault = 5 * time.Second
-	// SweepIntervalDefault is how often a worker calls the store's Sweep.
+	// SweepIntervalDefault is how often the sweeper among the workers of a
+	// store calls the store's Sweep.
 	SweepIntervalDefault = time.Second
 	// ShutdownTimeoutDefault bounds the graceful stop that starts when the
 	// context passed to Worker.Run is done.
@@ -255,10 +256,14 @@ type WorkerConfig struct {
 	// exponential backoff from 1 s, doubling, capped at 1 h, with ±25 %
 	// jitter. It is called from many goroutines at once.
 	RetryDelayFunc func(attempt int, err error, t *Task) time.Duration
-	// SweepInterval is how often the worker calls the store's Sweep (which
-	// promotes due tasks and recovers expired leases); 0 means
-	// SweepIntervalDefault (1 s) and a negative value disables sweeping
-	// (another process must then sweep).
+	// SweepInterval is how often the store's Sweep runs (it promotes due
+	// tasks and recovers expired leases); 0 means SweepIntervalDefault (1 s)
+	// and a negative value keeps this worker out of sweeping (another
+	// process must then sweep). Workers that share a store sweep once per
+	// interval between them, not once each: through a lease in the store's
+	// meta records they elect one sweeper, and another takes over when it
+	// stops (at once when it stops gracefully, after five intervals when it
+	// crashes). On a store without meta records every worker sweeps.
 	SweepInterval time.Duration
 	// ShutdownTimeout bounds the graceful stop that starts when the context
 	// given to Run is done; 0 means ShutdownTimeoutDefault (30 s). It does
