@@ -39,8 +39,23 @@ const (
 )
 
 // Event is what Config.EventFunc and the event stream see: a task event
-// (Kind "task.*") or a remote worker event (Kind "worker.*").
+// (Kind "task.*") or a remote worker event (Kind "worker.*"); the kinds
+// are listed in docs/api.md.
 type Event = wire.Event
+
+// taskEventKinds are the event kinds of the code runner's task events.
+var taskEventKinds = map[kiln.EventKind]string{
+	kiln.EventEnqueued:  wire.EventTaskEnqueued,
+	kiln.EventStarted:   wire.EventTaskStarted,
+	kiln.EventSucceeded: wire.EventTaskSucceeded,
+	kiln.EventFailed:    wire.EventTaskFailed,
+	kiln.EventRetrying:  wire.EventTaskRetrying,
+	kiln.EventDead:      wire.EventTaskDead,
+	kiln.EventTimedOut:  wire.EventTaskTimedOut,
+	kiln.EventCancelled: wire.EventTaskCancelled,
+	kiln.EventLeaseLost: wire.EventTaskLeaseLost,
+	kiln.EventReleased:  wire.EventTaskReleased,
+}
 
 // Config configures a Server. Store is required; the zero value of every
 // other field means its default.
@@ -256,7 +271,7 @@ func New(cfg *Config) (*Server, error) {
 			rc.Clock = c.Clock
 		}
 		rc.EventFunc = func(project string, e kiln.Event) {
-			ev := wire.Event{Kind: "task." + e.Kind.String(), Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
+			ev := wire.Event{Kind: taskEventKinds[e.Kind], Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
 			if e.Err != nil {
 				ev.Error = e.Err.Error()
 			}
@@ -632,7 +647,7 @@ func (s *Server) sweepLoop() {
 		case err == nil && res.Recovered+res.Dead+res.Cancelled > 0:
 			// Sweeps span every project; hooks see the count, the
 			// per-project streams see lease losses when workers report.
-			s.api.Publish(Event{Kind: "worker.work_timed_out", Count: res.Recovered + res.Dead + res.Cancelled})
+			s.api.Publish(Event{Kind: wire.EventWorkerWorkTimedOut, Count: res.Recovered + res.Dead + res.Cancelled})
 		}
 		if n%handshakeGCEvery == 0 {
 			if _, err := s.api.CollectHandshakes(ctx); err != nil && ctx.Err() == nil {

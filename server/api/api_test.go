@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,21 @@ func TestCatalogue(t *testing.T) {
 		}
 		if cat[i].Code != c.Code || cat[i].Status != c.Status || cat[i].Message == "" {
 			t.Errorf("errors.json[%d] = %+v, want code %s status %d", i, cat[i], c.Code, c.Status)
+		}
+	}
+}
+
+// TestEventKindsDocumented checks that docs/api.md names every event kind
+// of events.json.
+func TestEventKindsDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range wire.EventKinds {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/api.md does not name the event kind %s", k)
 		}
 	}
 }

@@ -94,7 +94,7 @@ func (a *API) enqueue(c *call) error {
 			item := wire.EnqueueItem{ID: it.ID, Error: wire.Object(it.Err)}
 			if it.Err == nil {
 				item.State = it.State.String()
-				a.publish(wire.Event{Kind: "task.enqueued", Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
+				a.publish(wire.Event{Kind: wire.EventTaskEnqueued, Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
 			} else if item.Error.Code == wire.CodeDuplicate {
 				item.Error.ID = it.ID
 			}
@@ -275,7 +275,7 @@ func (a *API) adminOne(c *call, op func(store.IDsParams) (store.AdminResult, err
 		return err
 	}
 	if kind == "cancel" && t.State == store.StateCancelled {
-		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
+		a.publish(wire.Event{Kind: wire.EventTaskCancelled, Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
 	}
 	return c.json(http.StatusOK, wire.FromTask(t))
 }

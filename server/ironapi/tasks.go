@@ -213,7 +213,7 @@ func (a *API) cancelTask(c *call) error {
 	} else if e != nil {
 		return e
 	}
-	a.publish(wire.Event{Kind: "task.cancelled", Project: c.pid, TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: res.Items[0].State.String()})
+	a.publish(wire.Event{Kind: wire.EventTaskCancelled, Project: c.pid, TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: res.Items[0].State.String()})
 	return c.ok(map[string]any{"msg": "Cancelled"})
 }
 
@@ -249,7 +249,7 @@ func (a *API) setProgress(c *call) error {
 	if err := a.reg.SetProgress(c.ctx(), c.pid, t.ID, p); err != nil {
 		return err
 	}
-	a.publish(wire.Event{Kind: "task.progress", Project: c.pid, TaskID: t.ID, Percent: p.Percent, Message: p.Msg})
+	a.publish(wire.Event{Kind: wire.EventTaskProgress, Project: c.pid, TaskID: t.ID, Percent: p.Percent, Message: p.Msg})
 	return c.ok(map[string]any{"msg": "Progress set"})
 }
 
@@ -504,7 +504,7 @@ func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 			return nil, it.Err
 		}
 		out[i] = it.ID
-		a.publish(wire.Event{Kind: "task.enqueued", Project: c.pid, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue, State: it.State.String()})
+		a.publish(wire.Event{Kind: wire.EventTaskEnqueued, Project: c.pid, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue, State: it.State.String()})
 	}
 	return out, nil
 }
