@@ -150,10 +150,6 @@ type Config struct {
 	// Stdout receives the one-time message with a new admin token; nil
 	// discards it.
 	Stdout io.Writer
-	// AutoCreateProjects makes admin tokens create a project on its first
-	// use in a URL. For tests only: store/remote runs the store
-	// conformance suite through it.
-	AutoCreateProjects bool
 	// MaxCodeBytes caps a code package zip uploaded through the
 	// IronWorker API (/2/); default ironapi.MaxCodeBytesDefault (64 MiB).
 	MaxCodeBytes int64
@@ -242,8 +238,7 @@ func New(cfg *Config) (*Server, error) {
 		EventFunc: c.EventFunc, MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
 		SessionTTL: c.SessionTTL, HeartbeatInterval: c.HeartbeatInterval, EventBuffer: c.EventBuffer,
 		MaxStreams: c.MaxStreams, MaxProjectStreams: c.MaxProjectStreams, StreamWriteTimeout: c.StreamWriteTimeout,
-		AutoCreateProjects: c.AutoCreateProjects,
-		HandshakeRate:      c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
+		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
 		MaxOpenHandshakes: c.MaxOpenHandshakes,
 	})

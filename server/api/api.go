@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/schedule"
@@ -153,25 +154,28 @@ type Config struct {
 	// store may together overshoot by what they accept within a second.
 	// Default 1000; negative means no cap.
 	MaxOpenHandshakes int
-	// AutoCreateProjects makes an admin token create a project on its
-	// first use of a project URL. For tests only (store/remote runs the
-	// store conformance suite, which invents namespaces, through it).
-	AutoCreateProjects bool
 }
+
+func init() { hook.SetAutoCreateProjects(func(a *API) { a.autoCreate.Store(true) }) }
 
 // API is the native JSON API: an http.Handler with every route of
 // docs/api.md. It is safe for concurrent use.
 type API struct {
-	cfg      Config
-	st       store.Store
-	meta     store.Meta
-	clock    store.Clock
-	log      *slog.Logger
-	hub      *hub
-	mux      *http.ServeMux
-	routes   []Route
-	projects sync.Map // project id -> *projectRecord, found once
-	sched    *schedule.Scheduler
+	cfg Config
+	// autoCreate makes an admin token create a project on its first use
+	// of a project URL: for kiln's own tests only, turned on through
+	// internal/hook (store/remote runs the store conformance suite, which
+	// invents namespaces, through it).
+	autoCreate atomic.Bool
+	st         store.Store
+	meta       store.Meta
+	clock      store.Clock
+	log        *slog.Logger
+	hub        *hub
+	mux        *http.ServeMux
+	routes     []Route
+	projects   sync.Map // project id -> *projectRecord, found once
+	sched      *schedule.Scheduler
 
 	stopOnce sync.Once
 	stopping chan struct{}
@@ -565,7 +569,7 @@ func (a *API) admit(c *call, rt Route) error {
 	case Handshake:
 	}
 	if p != "" {
-		pr, err := a.project(c.ctx(), p, who != nil && who.admin && a.cfg.AutoCreateProjects)
+		pr, err := a.project(c.ctx(), p, who != nil && who.admin && a.autoCreate.Load())
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
@@ -42,7 +43,7 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if o.TimeoutMS != nil {
 		opts.Timeout = wire.Dur(*o.TimeoutMS)
 	}
-	in, err := opts.Input(req.Type, req.Payload, l, now)
+	in, err := hook.TaskInput(&opts, req.Type, req.Payload, l, now)
 	if err != nil {
 		return in, err
 	}
