@@ -291,33 +291,8 @@ func New(cfg *Config) (*Server, error) {
 	}
 	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{}), certs: certs}
 	if c.Runner != nil {
-		rc := *c.Runner
-		rc.Store, rc.Logger = c.Store, c.Logger
-		if c.CLIFile != "" {
-			// The admin token's file: never visible to a task.
-			var run runner.Config
-			if rc.Runner != nil {
-				run = *rc.Runner
-			}
-			abs, err := filepath.Abs(c.CLIFile)
-			if err != nil {
-				return nil, fmt.Errorf("server: %w", err)
-			}
-			run.Hide = append(slices.Clone(run.Hide), abs)
-			rc.Runner = &run
-		}
-		if rc.Clock == nil {
-			rc.Clock = c.Clock
-		}
-		rc.EventFunc = func(project string, e kiln.Event) {
-			ev := wire.Event{Kind: taskEventKinds[e.Kind], Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
-			if e.Err != nil {
-				ev.Error = e.Err.Error()
-			}
-			a.Publish(ev)
-		}
-		if s.hosted, err = hosted.New(&rc); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
+		if s.hosted, err = newHosted(&c, a.Publish); err != nil {
+			return nil, err
 		}
 	}
 	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched, EventFunc: a.Publish}
@@ -337,6 +312,42 @@ func New(cfg *Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// newHosted starts the code runner of c.Runner on the server's store, with
+// its logger and clock; CLIFile is hidden from every task, and the runner's
+// task events are published as the API's.
+func newHosted(c *Config, publish func(wire.Event)) (*hosted.Hosted, error) {
+	rc := *c.Runner
+	rc.Store, rc.Logger = c.Store, c.Logger
+	if c.CLIFile != "" {
+		// The admin token's file: never visible to a task.
+		var run runner.Config
+		if rc.Runner != nil {
+			run = *rc.Runner
+		}
+		abs, err := filepath.Abs(c.CLIFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		run.Hide = append(slices.Clone(run.Hide), abs)
+		rc.Runner = &run
+	}
+	if rc.Clock == nil {
+		rc.Clock = c.Clock
+	}
+	rc.EventFunc = func(project string, e kiln.Event) {
+		ev := wire.Event{Kind: taskEventKinds[e.Kind], Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
+		if e.Err != nil {
+			ev.Error = e.Err.Error()
+		}
+		publish(ev)
+	}
+	h, err := hosted.New(&rc)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return h, nil
 }
 
 // API returns the server's API (route list, project and token helpers).
