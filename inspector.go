@@ -249,8 +249,7 @@ func (i *Inspector) Retry(ctx context.Context, ids ...string) error {
 
 // Delete removes tasks for good, whatever their state except active: an
 // active task fails with ErrInvalidState (cancel it first), a missing one
-// with ErrNotFound. A deleted task's unique key is not released before its
-// window ends.
+// with ErrNotFound.
 func (i *Inspector) Delete(ctx context.Context, ids ...string) error {
 	return i.admin(ctx, "delete", i.c.s.Delete, ids)
 }
