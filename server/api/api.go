@@ -69,8 +69,20 @@ var catalogueJSON []byte
 
 // CatalogueEntry is one entry of errors.json.
 type CatalogueEntry struct {
-	Code    string `json:"code"`
-	Status  int    `json:"status"`
+	// Code is the stable name of the error.
+	Code string `json:"code"`
+	// Status is the HTTP status of an answer that fails with it.
+	Status int `json:"status"`
+	// Sentinel names the store error that errors.Is matches (ErrNotFound
+	// for store.ErrNotFound), or is empty.
+	Sentinel string `json:"sentinel,omitempty"`
+	// Match orders the codes with a sentinel: an error that matches several
+	// sentinels gets the code of the lowest.
+	Match int `json:"match,omitempty"`
+	// RetryAfter is the Retry-After seconds of an answer that fails with
+	// the code, or 0.
+	RetryAfter int `json:"retry_after,omitempty"`
+	// Message describes the error, for people.
 	Message string `json:"message"`
 }
 
