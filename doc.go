@@ -44,6 +44,16 @@
 // the task ended badly. The store has no result notifications, so waiting
 // polls, from every millisecond slowing to every 100 ms.
 //
+// # Inspecting and administering
+//
+// [Client.Inspector] returns an [*Inspector] for the client's namespace:
+// counts per queue and state ([Inspector.Queues], [Inspector.Queue]),
+// listing with filters and a cursor ([Inspector.List], or [Inspector.All]
+// to range over every match), cancel, retry and delete of tasks by id or by
+// filter, and pausing and resuming queues. It is what an asynq user knows as
+// the Inspector, in kiln's states: dead is asynq's archived, succeeded its
+// completed, and retry of a dead task its "run".
+//
 // # Handlers
 //
 // A [Handler] runs one attempt of a task. [Func] and [FuncCtx] adapt typed

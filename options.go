@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/store"
 )
@@ -105,15 +106,9 @@ type TaskOptions struct {
 	Retention time.Duration `json:"retention,omitempty"`
 }
 
-// Input turns the options of a task of type typ with payload into the
-// store input that Client.Enqueue would send: it applies the same defaults
-// (a new id, the default queue, MaxRetriesDefault, TimeoutDefault) and the
-// same validation against l at time now, and returns every problem at once.
-// The server uses it so that a task enqueued over HTTP gets what a task
-// enqueued in-process gets. It is safe for concurrent use.
-func (o *TaskOptions) Input(typ string, payload []byte, l store.Limits, now time.Time) (store.TaskInput, error) {
-	return o.taskInput(typ, payload, l, now)
-}
+// The server and the scheduler turn options into store inputs as
+// Client.Enqueue does, through internal/hook.
+func init() { hook.SetTaskInput((*TaskOptions).taskInput) }
 
 // taskInput turns a request into a store input, checking what the store does
 // not check itself, and validates the result against l at time now (the

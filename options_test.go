@@ -61,7 +61,7 @@ func TestOptionZeroMeansZero(t *testing.T) {
 		{"deadline only", TaskOptions{Deadline: now.Add(time.Hour)}, ``, MaxRetriesDefault, 0},
 		{"old NoRetries", TaskOptions{MaxRetries: new(NoRetries)}, `{"max_retries":-1}`, 0, TimeoutDefault},
 	} {
-		in, err := c.opts.Input("t", nil, store.Limits{}, now)
+		in, err := c.opts.taskInput("t", nil, store.Limits{}, now)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -75,7 +75,7 @@ func TestOptionZeroMeansZero(t *testing.T) {
 		if err := json.Unmarshal([]byte(c.json), &o); err != nil {
 			t.Fatal(err)
 		}
-		in, err = o.Input("t", nil, store.Limits{}, now)
+		in, err = o.taskInput("t", nil, store.Limits{}, now)
 		if err != nil || in.MaxRetries != c.wantRetries || in.Timeout != c.wantTimeout {
 			t.Errorf("%s from JSON %s: retries %d, timeout %s, %v; want %d, %s", c.name, c.json, in.MaxRetries, in.Timeout, err, c.wantRetries, c.wantTimeout)
 		}
@@ -84,7 +84,7 @@ func TestOptionZeroMeansZero(t *testing.T) {
 		}
 	}
 	for _, bad := range []TaskOptions{{MaxRetries: new(-2)}, {Timeout: new(-time.Second)}} {
-		if _, err := bad.Input("t", nil, store.Limits{}, now); !errors.Is(err, ErrInvalidOption) {
+		if _, err := bad.taskInput("t", nil, store.Limits{}, now); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%+v: %v, want ErrInvalidOption", bad, err)
 		}
 	}

@@ -602,7 +602,7 @@ func (w *watcher) run(ctx context.Context) error {
 			if ev.TaskID != w.id {
 				continue
 			}
-			if ev.Kind == "task.progress" {
+			if ev.Kind == wire.EventTaskProgress {
 				if err := w.print(fmt.Sprintf("active  progress %d%% %s", ev.Percent, oneLine(ev.Message))); err != nil {
 					return err
 				}

@@ -1,5 +1,8 @@
 // Package record is the compact, versioned binary encoding of a task record
-// used by kiln's stores. It encodes every field of store.Task except Namespace
+// that the embedded store keeps on disk. It is a disk format only: the
+// binary worker encoding of the HTTP API (internal/wirebin) has its own
+// codec and version, so that this one can change without changing the
+// protocol. It encodes every field of store.Task except Namespace
 // and Payload, which stores keep in their keys and in a separate value.
 //
 // The format is a version byte followed by the fields in a fixed order, as

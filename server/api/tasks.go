@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
@@ -25,7 +26,7 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if err != nil {
 		return store.TaskInput{}, err
 	}
-	return opts.Input(req.Type, req.Payload, l, now)
+	return hook.TaskInput(&opts, req.Type, req.Payload, l, now)
 }
 
 // taskOptions turns the options of a request into kiln's, by the one rule
@@ -96,7 +97,7 @@ func (a *API) enqueue(c *call) error {
 			item := wire.EnqueueItem{ID: it.ID, Error: wire.Object(it.Err)}
 			if it.Err == nil {
 				item.State = it.State.String()
-				a.publish(wire.Event{Kind: "task.enqueued", Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
+				a.publish(wire.Event{Kind: wire.EventTaskEnqueued, Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
 			} else if item.Error.Code == wire.CodeDuplicate {
 				item.Error.ID = it.ID
 			}
@@ -277,7 +278,7 @@ func (a *API) adminOne(c *call, op func(store.IDsParams) (store.AdminResult, err
 		return err
 	}
 	if kind == "cancel" && t.State == store.StateCancelled {
-		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
+		a.publish(wire.Event{Kind: wire.EventTaskCancelled, Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
 	}
 	return c.json(http.StatusOK, wire.FromTask(t))
 }
