@@ -90,7 +90,7 @@ func commands() []*command {
 			run:     runHelp,
 		},
 		serverCommand(), // server.go
-	}, append(clientCommands(), codeCommand(), scheduleCommand(), storeCommand())...) // cli.go, cli_code.go, cli_schedule.go, cli_store.go
+	}, append(clientCommands(), codeCommand(), scheduleCommand(), storeCommand(), resqueCommand())...) // cli.go, cli_code.go, cli_schedule.go, cli_store.go, resque.go
 }
 
 func lookup(name string) *command {
