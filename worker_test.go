@@ -107,7 +107,7 @@ func TestRetryThenDead(t *testing.T) {
 			return fmt.Errorf("attempt %d: %w", tk.Attempt, errBoom)
 		}))
 	})
-	res, err := b.client.Enqueue(t.Context(), "fail", nil, &TaskOptions{MaxRetries: 2})
+	res, err := b.client.Enqueue(t.Context(), "fail", nil, &TaskOptions{MaxRetries: new(2)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestPanicRecovered(t *testing.T) {
 		w.Handle("panic", HandlerFunc(func(context.Context, *Task) error { panic("kaboom") }))
 		w.Handle("ok", HandlerFunc(func(context.Context, *Task) error { return nil }))
 	})
-	res, err := b.client.Enqueue(t.Context(), "panic", nil, &TaskOptions{MaxRetries: NoRetries})
+	res, err := b.client.Enqueue(t.Context(), "panic", nil, &TaskOptions{MaxRetries: new(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestTimeout(t *testing.T) {
 			return ctx.Err()
 		}))
 	})
-	res, err := b.client.Enqueue(t.Context(), "slow", nil, &TaskOptions{Timeout: 50 * time.Millisecond, MaxRetries: NoRetries})
+	res, err := b.client.Enqueue(t.Context(), "slow", nil, &TaskOptions{Timeout: new(50 * time.Millisecond), MaxRetries: new(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestTimeoutRetries(t *testing.T) {
 			return nil
 		}))
 	})
-	res, err := b.client.Enqueue(t.Context(), "slow-once", nil, &TaskOptions{Timeout: 20 * time.Millisecond})
+	res, err := b.client.Enqueue(t.Context(), "slow-once", nil, &TaskOptions{Timeout: new(20 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}
