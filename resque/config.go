@@ -83,6 +83,12 @@ type Config struct {
 	// Hostname overrides the host part of the worker ids (default
 	// os.Hostname()).
 	Hostname string
+	// Scheduler also runs a Scheduler in the worker's process, on the same
+	// Redis and namespace, so that jobs written by EnqueueAt/EnqueueIn (or
+	// Ruby's and node-resque's enqueue_at) reach their queues when due.
+	// Any number of workers may run one at once: each due job is moved
+	// exactly once.
+	Scheduler bool
 }
 
 // Defaults of Config.
@@ -275,7 +281,7 @@ func connect(cfg *Config, pool int) (redis.UniversalClient, error) {
 // BindFlags defines goworker's command-line flags on fs (-queues,
 // -interval, -concurrency, -connections, -uri, -namespace,
 // -exit-on-complete, -use-number, -insecure-tls, -tls-cert) and kiln's
-// -plain and -shutdown-timeout. After fs.Parse, the returned function gives
+// -plain, -shutdown-timeout and -scheduler. After fs.Parse, the returned function gives
 // the Config they describe (its Registry, Logger and Redis left unset).
 func BindFlags(fs *flag.FlagSet) func() (Config, error) {
 	queues := fs.String("queues", "", "comma-separated queues to serve: high,low (strict order) or high=2,low=1 (weighted)")
@@ -290,10 +296,12 @@ func BindFlags(fs *flag.FlagSet) func() (Config, error) {
 	cert := fs.String("tls-cert", "", "file of a CA certificate to trust for rediss:// besides the system's")
 	plain := fs.Bool("plain", false, "take jobs as goworker does (LPOP: a killed worker loses its running jobs)")
 	shutdown := fs.Duration("shutdown-timeout", DefaultShutdownTimeout, "how long running jobs may take to finish at a stop before they go back to their queue")
+	scheduler := fs.Bool("scheduler", false, "also move due delayed jobs (resque-scheduler's layout) to their queues")
 	return func() (Config, error) {
 		cfg := Config{
 			URI: *uri, Namespace: *namespace, Concurrency: *concurrency, Connections: *connections,
 			ExitOnComplete: *exit, UseNumber: *useNumber, Plain: *plain, ShutdownTimeout: *shutdown,
+			Scheduler: *scheduler,
 		}
 		if *queues != "" {
 			cfg.Queues = strings.Split(*queues, ",")

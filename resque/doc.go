@@ -47,4 +47,13 @@
 // and <namespace>worker:<id> holds {queue, run_at, payload} while it runs a
 // job. A failed job is appended to <namespace>failed in Ruby Resque's
 // record format. docs/resque.md describes every key.
+//
+// # Enqueueing
+//
+// [Client.Enqueue] (or [Enqueue] with the default namespace) writes a job
+// that Ruby Resque, node-resque, goworker and this package run, and adds
+// its queue to <namespace>queues. [Client.EnqueueAt] and [Client.EnqueueIn]
+// write resque-scheduler's delayed layout; a [Scheduler] (or a worker with
+// Config.Scheduler, or Ruby's or node-resque's scheduler) moves each due job
+// to its queue exactly once, however many schedulers run.
 package resque

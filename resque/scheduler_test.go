@@ -409,3 +409,37 @@ func FuzzEncodeJob(f *testing.F) {
 		}
 	})
 }
+
+// A worker with Config.Scheduler moves due delayed jobs to their queues and
+// runs them: without it the job below would stay in delayed_queue_schedule.
+func TestWorkRunsScheduler(t *testing.T) {
+	t.Parallel()
+	rdb, ns := testClient(t)
+	reg := NewRegistry()
+	ran := make(chan []any, 1)
+	reg.Register("Later", func(_ string, args ...any) error { ran <- args; return nil })
+	c, err := NewClient(rdb, &ClientConfig{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnqueueIn(t.Context(), time.Second, "q", "Later", "x", 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(rdb, ns, reg, "q")
+	cfg.Scheduler = true
+	stop := startWork(t, cfg)
+	select {
+	case args := <-ran:
+		if fmt.Sprint(args) != "[x 1]" {
+			t.Errorf("args = %v, want [x 1]", args)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the delayed job did not run within 20 s")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rdb.ZCard(t.Context(), ns+"delayed_queue_schedule").Result(); n != 0 {
+		t.Errorf("delayed_queue_schedule holds %d timestamps after the job ran", n)
+	}
+}

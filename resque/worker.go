@@ -193,6 +193,20 @@ func (w *worker) work(ctx context.Context) error {
 	hbCtx, stopHB := context.WithCancel(bg)
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); w.heartbeat(hbCtx) }()
+	schedDone := make(chan struct{})
+	if w.cfg.Scheduler {
+		s, err := NewScheduler(w.rdb, &SchedulerConfig{
+			Namespace: w.cfg.Namespace, ID: w.ids.base + ":scheduler", Logger: w.log,
+		})
+		if err != nil {
+			stopHB()
+			<-hbDone
+			return err
+		}
+		go func() { defer close(schedDone); _ = s.Run(ctx) }()
+	} else {
+		close(schedDone)
+	}
 
 	stopRecs := make(chan struct{})
 	for range min(4, w.cfg.Concurrency) {
@@ -218,6 +232,7 @@ func (w *worker) work(ctx context.Context) error {
 	}
 	stopHB()
 	<-hbDone
+	<-schedDone
 	rs, err := reap(bg, w.rdb, w.ids.ns, 0, w.ids.base)
 	if err != nil {
 		return fmt.Errorf("resque: unregister: %w", err)
