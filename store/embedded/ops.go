@@ -94,6 +94,8 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		if e.t.RunAt.After(now) {
 			e.t.State = store.StateScheduled
 			ns.delayed.push(e)
+			// A new earliest due time: waiting leasers wait less.
+			woke = woke || ns.delayed.peek() == e
 		} else {
 			if e.t.RunAt.IsZero() {
 				e.t.RunAt = now
@@ -391,6 +393,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				e.t.RunAt = at
 				e.t.State = store.StateRetry
 				ns.delayed.push(e)
+				woke = woke || ns.delayed.peek() == e
 			} else {
 				e.t.State = store.StatePending
 				q.pushReady(e)

@@ -216,6 +216,16 @@ for j = 0, nt - 1 do
   end
 end
 zadd_all(T .. ':all', all)
+if #delayed > 0 then
+  -- A new earliest due time wakes the waiting leasers: they wait less.
+  local first = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+  local least = nil
+  for k = 1, #delayed, 2 do
+    local v = tonumber(delayed[k])
+    if not least or v < least then least = v end
+  end
+  if #first == 0 or least < tonumber(first[2]) then woke = true end
+end
 zadd_all(T .. ':d', delayed)
 for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
 for q, tys in pairs(types) do
@@ -398,6 +408,7 @@ while i <= #ARGV do
           redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '4', 'ra', S(at), 'm', m)
           redis.call('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
+          if redis.call('ZRANGE', T .. ':d', 0, 0)[1] == id then woke = true end
         else
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
