@@ -1,0 +1,104 @@
+package server_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/server"
+	"github.com/kilnhq/kiln/store/embedded"
+)
+
+// TestShutdownKeepsDeadlineWithRunningCode: a server whose code runner
+// runs a task that would go on for a long time stops within its shutdown
+// timeout (here 300 ms), not after the runner's own 30 s: the task is
+// cancelled and handed back. Before the fix, Serve returned after 30 s.
+func TestShutdownKeepsDeadlineWithRunningCode(t *testing.T) {
+	t.Parallel()
+	st, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	logs := &syncBuffer{}
+	srv, err := server.New(&server.Config{
+		Store: st, BootstrapToken: adminToken, SweepInterval: -1, ShutdownTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Runner: &hosted.Config{
+			WorkDir: t.TempDir(), Concurrency: 1, PollInterval: 20 * time.Millisecond,
+			LeaseDuration: 5 * time.Second, LeaseWait: 100 * time.Millisecond,
+			Runner: &runner.Config{KillGrace: 100 * time.Millisecond},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+
+	const project = "alpha"
+	reg := hosted.NewRegistry(st, nil)
+	var z bytes.Buffer
+	zw := zip.NewWriter(&z)
+	fw, err := zw.Create("run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = fw.Write([]byte("echo ready\nexec sleep 1000\n"))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.Upload(ctx, project, hosted.Revision{Name: "holder", Runtime: "sh", FileName: "run.sh"}, &z, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := kiln.NewClient(st, &kiln.ClientConfig{Namespace: project})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Enqueue(ctx, hosted.TaskType("holder"), nil, &kiln.TaskOptions{Queue: hosted.TaskType("holder")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info, err := c.Info(ctx, res.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == kiln.StateActive {
+			break
+		}
+		if time.Now().After(deadline) || info.State.Terminal() {
+			t.Fatalf("the task did not start within 20 s (%v); server log:\n%s", info.State, logs)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // not needed for the check: lets the process start, as in real use
+
+	cancel() // Serve stops within ShutdownTimeout (300 ms)
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second): // the runner's own timer was 30 s
+		t.Fatalf("Serve did not return within 10 s of its context's end, with a shutdown timeout of 300 ms")
+	}
+	// The task was cancelled and handed back (or, had the hand-back not
+	// made it, left to its lease's expiry): it is not lost.
+	info, err := c.Info(context.Background(), res.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != kiln.StatePending && info.State != kiln.StateActive {
+		t.Errorf("after the stop the task is %v (%s), want pending (handed back) or active (its lease expires)", info.State, info.LastError)
+	}
+}
