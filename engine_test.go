@@ -70,7 +70,7 @@ func TestShutdownKeepsDeadline(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, ts *testStore) {
 		s := ts.open(t)
-		shutdownRefusingStore(t, s, refuseReports{s})
+		shutdownRefusingStore(t, s, refuseReports{s}, false)
 	})
 }
 
@@ -83,12 +83,14 @@ func TestShutdownKeepsDeadlineRedisNoReplica(t *testing.T) {
 	waiting := ts.openRedis(t, func(c *redisstore.Config) {
 		c.WaitReplicas, c.WaitTimeout = 1, 20*time.Millisecond
 	})
-	shutdownRefusingStore(t, s, waiting)
+	// Redis applies a report before WAIT fails it: some tasks may end
+	// succeeded although the worker was told the report failed.
+	shutdownRefusingStore(t, s, waiting, true)
 }
 
 // shutdownRefusingStore enqueues through s and runs a worker on refusing,
-// a store that does not record reports.
-func shutdownRefusingStore(t *testing.T, s, refusing store.Store) {
+// a store that refuses reports (and, unless applied, does not record them).
+func shutdownRefusingStore(t *testing.T, s, refusing store.Store, applied bool) {
 	t.Helper()
 	const total = 600
 	c, err := kiln.NewClient(s, nil)
@@ -155,7 +157,121 @@ func shutdownRefusingStore(t *testing.T, s, refusing store.Store) {
 		n += q.Total()
 		done += q.Counts[store.StateSucceeded]
 	}
-	if n != total || done != 0 {
+	if n != total || (done != 0 && !applied) {
 		t.Errorf("after the stop: %d tasks, %d succeeded; want %d, none succeeded", n, done, total)
 	}
+}
+
+// leaseEntered is a store that signals each Lease call as it starts.
+type leaseEntered struct {
+	store.Store
+	entered chan struct{}
+}
+
+func (l leaseEntered) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
+	select {
+	case l.entered <- struct{}{}:
+	default:
+	}
+	return l.Store.Lease(ctx, p)
+}
+
+// idleWorker runs a worker that waits in the store up to an hour per lease
+// and never sweeps, so that only the store's wake-up at the due time can
+// start a delayed task or a retry. It returns once the worker waits in a
+// lease.
+func idleWorker(t *testing.T, s store.Store, h kiln.HandlerFunc) {
+	t.Helper()
+	le := leaseEntered{Store: s, entered: make(chan struct{}, 1)}
+	w, err := kiln.NewWorker(le, &kiln.WorkerConfig{
+		Concurrency: 1, LeaseWait: time.Hour, SweepInterval: -1,
+		RetryDelayFunc: func(int, error, *kiln.Task) time.Duration { return 100 * time.Millisecond },
+		Logger:         slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("t", h)
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(context.WithoutCancel(t.Context())) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), engineWaitLimit)
+		defer cancel()
+		if err := w.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-le.entered:
+	case <-time.After(engineWaitLimit):
+		t.Fatal("the worker did not lease")
+	}
+	// Let the lease reach its wait (had the enqueue come first, the lease
+	// would see the due time anyway, and the test would prove less).
+	time.Sleep(50 * time.Millisecond)
+}
+
+// TestDelayedTaskWakesIdleWorker: a worker waiting in an idle lease starts
+// a task enqueued with ProcessIn when it is due, with no sweep to promote
+// it. Before the fix, the embedded store and the server slept until the end
+// of the lease's wait (here an hour), Redis until its next check (1 s).
+func TestDelayedTaskWakesIdleWorker(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, ts *testStore) {
+		s := ts.open(t)
+		started := make(chan struct{}, 1)
+		idleWorker(t, s, func(context.Context, *kiln.Task) error {
+			started <- struct{}{}
+			return nil
+		})
+		c, err := kiln.NewClient(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Enqueue(t.Context(), "t", nil, &kiln.TaskOptions{ProcessIn: 100 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case <-time.After(engineWaitLimit):
+			t.Fatalf("a task due in 100 ms did not start within %s on an idle worker that waits an hour per lease", engineWaitLimit)
+		}
+	})
+}
+
+// TestRetryWakesIdleWorker: the retry of a failed task (100 ms later)
+// starts on the now idle worker when due, with no sweep.
+func TestRetryWakesIdleWorker(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, ts *testStore) {
+		s := ts.open(t)
+		attempts := make(chan int, 2)
+		idleWorker(t, s, func(_ context.Context, tk *kiln.Task) error {
+			attempts <- tk.Attempt
+			if tk.Attempt == 1 {
+				return errors.New("first attempt fails")
+			}
+			return nil
+		})
+		c, err := kiln.NewClient(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Enqueue(t.Context(), "t", nil, &kiln.TaskOptions{MaxRetries: 1}); err != nil {
+			t.Fatal(err)
+		}
+		for want := 1; want <= 2; want++ {
+			select {
+			case a := <-attempts:
+				if a != want {
+					t.Fatalf("attempt %d, want %d", a, want)
+				}
+			case <-time.After(engineWaitLimit):
+				t.Fatalf("attempt %d did not start within %s on an idle worker that waits an hour per lease", want, engineWaitLimit)
+			}
+		}
+	})
 }

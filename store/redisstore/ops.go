@@ -184,7 +184,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		if wait <= 0 {
 			return store.LeaseResult{}, nil
 		}
-		wait = min(wait, wakeCheckMax)
+		wait = min(wait, s.wakeCheck)
 		if nextDue >= 0 {
 			wait = min(wait, max(time.Duration(nextDue-nowUS)*time.Microsecond, time.Millisecond))
 		}
