@@ -26,6 +26,7 @@ const (
 	CodeTaskExists       = "task_exists"
 	CodeDuplicate        = "duplicate"
 	CodeInvalidState     = "invalid_state"
+	CodeTaskFinished     = "task_finished"
 	CodeLeaseLost        = "lease_lost"
 	CodeConflict         = "conflict"
 	CodeRateLimited      = "rate_limited"
@@ -68,6 +69,7 @@ var Codes = []Code{
 	{CodeTaskExists, http.StatusConflict, store.ErrTaskExists},
 	{CodeDuplicate, http.StatusConflict, store.ErrDuplicate},
 	{CodeInvalidState, http.StatusConflict, store.ErrInvalidState},
+	{CodeTaskFinished, http.StatusConflict, store.ErrTaskFinished},
 	{CodeLeaseLost, http.StatusConflict, store.ErrLeaseLost},
 	{CodeConflict, http.StatusConflict, nil},
 	{CodeRateLimited, http.StatusTooManyRequests, nil},
@@ -180,6 +182,7 @@ var sentinelOrder = []struct {
 	{store.ErrNotFound, CodeNotFound},
 	{store.ErrTaskExists, CodeTaskExists},
 	{store.ErrDuplicate, CodeDuplicate},
+	{store.ErrTaskFinished, CodeTaskFinished}, // before invalid_state, which it matches too
 	{store.ErrInvalidState, CodeInvalidState},
 	{store.ErrLeaseLost, CodeLeaseLost},
 	{store.ErrPayloadTooLarge, CodePayloadTooLarge},

@@ -640,6 +640,9 @@ func (s *Store) admin(ctx context.Context, op string, sc *redis.Script, p store.
 			items[i].State = parseState(r[1:])
 		case strings.HasPrefix(r, "I"):
 			items[i] = store.AdminItem{State: parseState(r[1:]), Err: store.ErrInvalidState}
+			if op == "cancel" && (items[i].State == store.StateSucceeded || items[i].State == store.StateDead) {
+				items[i].Err = store.ErrTaskFinished
+			}
 		default:
 			return store.AdminResult{}, fmt.Errorf("redisstore: %s: unexpected script result %q", op, r)
 		}
@@ -650,6 +653,22 @@ func (s *Store) admin(ctx context.Context, op string, sc *redis.Script, p store.
 // Cancel implements store.Admin.
 func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
 	return s.admin(ctx, "cancel", cancelScript, p)
+}
+
+// WaitCancels implements store.Leaser. The cancel script publishes the
+// leases it marks on the namespace's wake-up channel; every store of the
+// prefix, in any process, records them in its feed.
+func (s *Store) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (store.WaitCancelsResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.WaitCancelsResult{}, fmt.Errorf("redisstore: wait cancels: %w", err)
+	}
+	if p.Wait < 0 {
+		return store.WaitCancelsResult{}, fmt.Errorf("redisstore: wait cancels: wait %s: %w", p.Wait, store.ErrInvalidOption)
+	}
+	if err := s.usable(ctx); err != nil {
+		return store.WaitCancelsResult{}, err
+	}
+	return s.wk.cancels.Wait(ctx, p, s.closed)
 }
 
 // Retry implements store.Admin.

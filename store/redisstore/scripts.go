@@ -437,15 +437,17 @@ return table.concat(res)
 // "I<state>" (invalid state).
 var cancelScript = redis.NewScript(prelude + `
 local res = {}
+local marked = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '3' then
     redis.call('HSET', key, 'c', '1')
+    marked[#marked + 1] = id .. ' ' .. (f[6] or '0')
     res[#res + 1] = 'O3'
   elseif st == '1' or st == '2' or st == '4' then
     if st == '2' then
@@ -462,6 +464,7 @@ for i = 3, #ARGV do
   end
 end
 flush()
+if #marked > 0 then redis.call('PUBLISH', WAKE, 'c ' .. table.concat(marked, ' ')) end
 return res
 `)
 
