@@ -275,3 +275,143 @@ func TestRetryWakesIdleWorker(t *testing.T) {
 		}
 	})
 }
+
+// runTestWorker runs a worker on s with handlers set by register, and stops
+// it at the end of the test.
+func runTestWorker(t *testing.T, s store.Store, cfg *kiln.WorkerConfig, register func(w *kiln.Worker)) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	w, err := kiln.NewWorker(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(w)
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(context.WithoutCancel(t.Context())) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), engineWaitLimit)
+		defer cancel()
+		if err := w.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// TestCancelPushedToHandler: cancelling an active task cancels its
+// handler's context at once, not at the next heartbeat (here, with an hour
+// long lease, 20 minutes away). Before the fix, the handler ran on.
+func TestCancelPushedToHandler(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, ts *testStore) {
+		s := ts.open(t)
+		started := make(chan struct{}, 1)
+		cause := make(chan error, 1)
+		runTestWorker(t, s, &kiln.WorkerConfig{LeaseDuration: time.Hour, LeaseWait: 100 * time.Millisecond, SweepInterval: -1}, func(w *kiln.Worker) {
+			w.Handle("long", kiln.HandlerFunc(func(ctx context.Context, _ *kiln.Task) error {
+				started <- struct{}{}
+				<-ctx.Done()
+				cause <- context.Cause(ctx)
+				return ctx.Err()
+			}))
+		})
+		c, err := kiln.NewClient(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Enqueue(t.Context(), "long", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case <-time.After(engineWaitLimit):
+			t.Fatal("the task did not start")
+		}
+		if err := res.Cancel(t.Context()); err != nil {
+			t.Fatalf("Cancel: %v", err)
+		}
+		select {
+		case c := <-cause:
+			if !errors.Is(c, kiln.ErrTaskCancelled) {
+				t.Fatalf("cause = %v, want ErrTaskCancelled", c)
+			}
+		case <-time.After(engineWaitLimit):
+			t.Fatalf("the handler's context was not cancelled within %s of Cancel (the next heartbeat is 20 minutes away)", engineWaitLimit)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), engineWaitLimit)
+		defer cancel()
+		if _, err := res.Wait(ctx); !errors.Is(err, kiln.ErrTaskCancelled) {
+			t.Fatalf("Wait = %v, want ErrTaskCancelled", err)
+		}
+	})
+}
+
+// TestCancelTooLate: a cancel of a task that already succeeded (or died)
+// tells the caller it came too late; a cancel that reaches a handler which
+// then returns success anyway leaves the task succeeded, with
+// CancelRequested set (done is done).
+func TestCancelTooLate(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, ts *testStore) {
+		s := ts.open(t)
+		cancelled := make(chan struct{})
+		runTestWorker(t, s, &kiln.WorkerConfig{LeaseDuration: time.Hour, LeaseWait: 100 * time.Millisecond, SweepInterval: -1}, func(w *kiln.Worker) {
+			w.Handle("quick", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return nil }))
+			w.Handle("fail", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return fmt.Errorf("no: %w", kiln.SkipRetry) }))
+			w.Handle("stubborn", kiln.HandlerFunc(func(ctx context.Context, _ *kiln.Task) error {
+				<-ctx.Done() // sees the cancel, and finishes its work anyway
+				close(cancelled)
+				return nil
+			}))
+		})
+		c, err := kiln.NewClient(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), engineWaitLimit)
+		defer cancel()
+		for _, typ := range []string{"quick", "fail"} {
+			res, err := c.Enqueue(ctx, typ, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, _ := res.Wait(ctx)
+			if info == nil || !info.State.Terminal() {
+				t.Fatalf("%s: Wait = %+v", typ, info)
+			}
+			err = res.Cancel(ctx)
+			if !errors.Is(err, kiln.ErrTaskFinished) || !errors.Is(err, kiln.ErrInvalidState) || !strings.Contains(err.Error(), "too late") || !strings.Contains(err.Error(), info.State.String()) {
+				t.Errorf("Cancel of a %s task = %v; want ErrTaskFinished, saying it ended %s and the cancel came too late", info.State, err, info.State)
+			}
+		}
+
+		res, err := c.Enqueue(ctx, "stubborn", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the task to start", func() bool {
+			st, err := res.State(ctx)
+			return err == nil && st == kiln.StateActive
+		})
+		if err := res.Cancel(ctx); err != nil {
+			t.Fatalf("Cancel(active) = %v", err)
+		}
+		select {
+		case <-cancelled:
+		case <-time.After(engineWaitLimit):
+			t.Fatal("the handler did not see the cancel")
+		}
+		info, err := res.Wait(ctx)
+		if err != nil || info.State != kiln.StateSucceeded || !info.CancelRequested {
+			t.Fatalf("a handler that returned success after the cancel: Wait = %+v, %v; want succeeded with CancelRequested", info, err)
+		}
+		if err := res.Cancel(ctx); !errors.Is(err, kiln.ErrTaskFinished) {
+			t.Errorf("Cancel after it succeeded = %v, want ErrTaskFinished", err)
+		}
+	})
+}

@@ -21,6 +21,7 @@ const (
 	progressGap     = 100 * time.Millisecond // least time between progress-only flushes
 	storeBackoffMin = 50 * time.Millisecond  // first wait after a failed store call
 	storeBackoffMax = 5 * time.Second        // longest wait after failed store calls
+	cancelWait      = 25 * time.Second       // one wait for pushed cancel requests
 	// handBackShare is the share of the time left when Shutdown is called
 	// that is kept, at the end, for handing back the tasks of the handlers
 	// cancelled when the graceful wait runs out; at most handBackMax.
@@ -252,6 +253,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		rs.poolWG.Go(func() { w.work(base, rs) })
 	}
 	rs.hbWG.Go(func() { w.heartbeat(hbCtx) })
+	rs.hbWG.Go(func() { w.watchCancels(hbCtx) })
 	rs.repWG.Go(func() { w.reportLoop(repCtx, rs) })
 	if w.cfg.SweepInterval > 0 {
 		rs.bgWG.Go(func() { w.sweep(bgCtx) })
@@ -887,6 +889,44 @@ func (w *Worker) extend(ctx context.Context, progressOnly bool) {
 				j.cancelWith(fmt.Errorf("%w: %w", ErrLeaseLost, it.Err))
 			case it.CancelRequested:
 				j.cancelWith(ErrTaskCancelled)
+			}
+		}
+	}
+}
+
+// watchCancels waits for the cancel requests the store pushes and cancels
+// the handlers they name at once, instead of at the next heartbeat (which
+// still sees them, should a push be lost).
+func (w *Worker) watchCancels(ctx context.Context) {
+	cursor := ""
+	backoff := time.Duration(0)
+	for {
+		res, err := w.s.WaitCancels(ctx, store.WaitCancelsParams{Namespace: w.cfg.Namespace, Cursor: cursor, Wait: cancelWait})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = nextBackoff(backoff)
+			w.log.Debug("kiln: waiting for cancel requests failed; heartbeats still see them", "worker", w.cfg.ID, "err", err, "retry_in", backoff)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if res.Missed {
+			w.extend(ctx, false) // catch up: Extend reports every cancel request
+		}
+		cursor = res.Cursor
+		if len(res.Leases) == 0 {
+			continue
+		}
+		jobs := w.activeJobs()
+		for _, l := range res.Leases {
+			for _, j := range jobs {
+				if j.task.ID == l.ID && j.leaseID == l.LeaseID {
+					j.cancelWith(ErrTaskCancelled)
+				}
 			}
 		}
 	}
