@@ -317,7 +317,7 @@ func (a *API) Stop() {
 }
 
 // RefuseWorkerRoutes makes the worker routes (register, verify, refresh,
-// lease, extend, report: those of Access Handshake and WorkerOrToken) answer
+// lease, extend, report, cancels:wait: those of Access Handshake and WorkerOrToken) answer
 // 403 tls_required with msg as the message, whoever calls them, before any
 // credential is read. The server calls it when it serves plain HTTP on a
 // non-loopback address (docs/api.md, "Transport security"). An empty msg
