@@ -77,9 +77,9 @@ type runState struct {
 	// again), and unreported counts them.
 	giveUp     chan struct{}
 	unreported atomic.Int64
-	shutdown sync.Once       // the stop sequence runs once
-	done     chan struct{}   // closed when every goroutine has returned
-	err      error           // the stop sequence's result, set before done is closed
+	shutdown   sync.Once     // the stop sequence runs once
+	done       chan struct{} // closed when every goroutine has returned
+	err        error         // the stop sequence's result, set before done is closed
 	// The goroutines' contexts, cancelled in this order by the stop.
 	fetchEnd context.CancelFunc // the fetcher's: first
 	hbEnd    context.CancelFunc // heartbeats: once no handler runs
