@@ -60,6 +60,10 @@ type Worker struct {
 
 	activeMu sync.Mutex
 	active   map[*job]struct{} // leases held, started or not
+	// early holds pushed cancel requests of leases not held yet (the push
+	// can overtake the answer of the Lease that took the task), with when
+	// they came; addActive applies them.
+	early map[store.LeaseRef]time.Time
 
 	draining atomic.Bool // no more tasks are started; unstarted ones are handed back
 }
@@ -466,9 +470,59 @@ func (w *Worker) activeJobs() []*job {
 }
 
 func (w *Worker) addActive(j *job) {
+	ref := store.LeaseRef{ID: j.task.ID, LeaseID: j.leaseID}
 	w.activeMu.Lock()
 	w.active[j] = struct{}{}
+	_, cancelled := w.early[ref]
+	delete(w.early, ref)
 	w.activeMu.Unlock()
+	if cancelled {
+		j.cancelWith(ErrTaskCancelled)
+	}
+}
+
+// earlyKeep bounds how long, and how many, pushed cancel requests of
+// leases not held are kept for a Lease answer still on its way.
+const (
+	earlyKeep = time.Minute
+	earlyMax  = 10000
+)
+
+// cancelPushed cancels the held jobs that refs name, and keeps the others
+// for a while: their Lease's answer may not have arrived yet.
+func (w *Worker) cancelPushed(refs []store.LeaseRef) {
+	want := make(map[store.LeaseRef]bool, len(refs))
+	for _, r := range refs {
+		want[r] = true
+	}
+	var hit []*job
+	now := time.Now()
+	w.activeMu.Lock()
+	for j := range w.active {
+		ref := store.LeaseRef{ID: j.task.ID, LeaseID: j.leaseID}
+		if want[ref] {
+			hit = append(hit, j)
+			delete(want, ref)
+		}
+	}
+	for ref, at := range w.early {
+		if now.Sub(at) > earlyKeep {
+			delete(w.early, ref)
+		}
+	}
+	for ref := range want {
+		if len(w.early) >= earlyMax {
+			break // the heartbeat still sees them
+		}
+		if w.early == nil {
+			w.early = make(map[store.LeaseRef]time.Time)
+		}
+		w.early[ref] = now
+	}
+	w.activeMu.Unlock()
+	for _, j := range hit {
+		j.cancelWith(ErrTaskCancelled)
+	}
 }
 
 func (w *Worker) removeActive(j *job) {
@@ -918,16 +972,8 @@ func (w *Worker) watchCancels(ctx context.Context) {
 			w.extend(ctx, false) // catch up: Extend reports every cancel request
 		}
 		cursor = res.Cursor
-		if len(res.Leases) == 0 {
-			continue
-		}
-		jobs := w.activeJobs()
-		for _, l := range res.Leases {
-			for _, j := range jobs {
-				if j.task.ID == l.ID && j.leaseID == l.LeaseID {
-					j.cancelWith(ErrTaskCancelled)
-				}
-			}
+		if len(res.Leases) > 0 {
+			w.cancelPushed(res.Leases)
 		}
 	}
 }
