@@ -83,7 +83,9 @@ func benchWorker(b *testing.B, s store.Store, retry time.Duration, register func
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		_ = w.Shutdown(ctx)
-		<-runErr
+		if err := <-runErr; err != nil {
+			b.Errorf("Run: %v", err)
+		}
 	})
 }
 

@@ -88,7 +88,10 @@ func TestShutdownKeepsDeadlineWithRunningCode(t *testing.T) {
 
 	cancel() // Serve stops within ShutdownTimeout (300 ms)
 	select {
-	case <-served:
+	case err := <-served:
+		if err != nil {
+			t.Logf("Serve: %v (the deadline passed with the task still running)", err)
+		}
 	case <-time.After(10 * time.Second): // the runner's own timer was 30 s
 		t.Fatalf("Serve did not return within 10 s of its context's end, with a shutdown timeout of 300 ms")
 	}
