@@ -147,7 +147,7 @@ func (f *Feed) Wait(ctx context.Context, p store.WaitCancelsParams, closed <-cha
 		wait := time.Until(deadline)
 		if wait <= 0 {
 			f.mu.Unlock()
-			return store.WaitCancelsResult{Cursor: p.Cursor}, nil
+			return store.WaitCancelsResult{Cursor: f.cursor(last)}, nil
 		}
 		if n.wake == nil {
 			n.wake = make(chan struct{})
