@@ -320,9 +320,11 @@ func (a *API) cancelTask(c *call) error {
 		if t, err = a.waitEnd(c, id, time.Duration(waitMS)*time.Millisecond); err != nil {
 			return err
 		}
-		if t.State == store.StateSucceeded || t.State == store.StateDead {
-			return wire.Errorf(wire.CodeTaskFinished, "the task ended %s before its handler saw the cancel: the cancel came too late", t.State)
-		}
+	}
+	// The cancel marked an active task, which has ended otherwise since
+	// (during the wait, or even before it was read back).
+	if t.State == store.StateSucceeded || t.State == store.StateDead {
+		return wire.Errorf(wire.CodeTaskFinished, "the task ended %s before its handler saw the cancel: the cancel came too late", t.State)
 	}
 	if t.State == store.StateCancelled {
 		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
