@@ -955,7 +955,13 @@ func (w *Worker) watchCancels(ctx context.Context) {
 	cursor := ""
 	backoff := time.Duration(0)
 	for {
+		start := time.Now()
 		res, err := w.s.WaitCancels(ctx, store.WaitCancelsParams{Namespace: w.cfg.Namespace, Cursor: cursor, Wait: cancelWait})
+		if err == nil && cursor != "" && len(res.Leases) == 0 && !res.Missed && time.Since(start) < cancelWait/10 {
+			// An empty answer long before the wait's end (a server that is
+			// stopping answers at once): do not spin.
+			err = errors.New("empty answer before the end of the wait")
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
