@@ -511,3 +511,32 @@ func TestCancelWaitOverHTTP(t *testing.T) {
 		t.Errorf("cancel?wait_ms=-1 = %d %s, want 400", st, body)
 	}
 }
+
+// TestCancelsWaitOverHTTP: cancels:wait answers a cursor at once, then the
+// lease of an active task asked to cancel; bad input is refused.
+func TestCancelsWaitOverHTTP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok, _ := b.project("p")
+	var first wire.CancelsResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/cancels:wait", tok, wire.CancelsRequest{WaitMS: 30000}, &first)
+	if first.Cursor == "" || len(first.Leases) != 0 || first.Missed {
+		t.Fatalf("first answer = %+v", first)
+	}
+	id := b.enqueue("p", tok, wire.TaskRequest{Type: "t"})
+	var lease wire.LeaseResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/lease", tok, wire.LeaseRequest{Queues: []string{"default"}, Max: 1, DurationMS: 60000}, &lease)
+	if len(lease.Tasks) != 1 {
+		t.Fatalf("lease = %+v", lease)
+	}
+	var task wire.Task
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/tasks/"+id+"/cancel", tok, nil, &task)
+	var next wire.CancelsResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/cancels:wait", tok, wire.CancelsRequest{Cursor: first.Cursor, WaitMS: 30000}, &next)
+	if len(next.Leases) != 1 || next.Leases[0].ID != id || next.Leases[0].LeaseID != lease.Tasks[0].LeaseID || next.Cursor == first.Cursor {
+		t.Fatalf("after the cancel = %+v; want the task's lease %s/%d", next, id, lease.Tasks[0].LeaseID)
+	}
+	b.fail(wire.CodeInvalidOption, "POST", "/v1/projects/p/cancels:wait", tok, wire.CancelsRequest{WaitMS: -1})
+	b.fail(wire.CodeBadRequest, "POST", "/v1/projects/p/cancels:wait", tok, `{"cursor":1}`)
+	b.fail(wire.CodeBadRequest, "POST", "/v1/projects/p/cancels:wait", tok, `{"wait":1}`)
+}
