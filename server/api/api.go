@@ -554,10 +554,10 @@ func (a *API) admit(c *call, rt Route) error {
 				if p != "" {
 					return notFoundProject(p)
 				}
-				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report and refresh")
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels and refresh")
 			}
 			if rt.Access == Token {
-				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report and refresh")
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels and refresh")
 			}
 		} else if !who.admin && p != "" && who.project != p {
 			return notFoundProject(p)
