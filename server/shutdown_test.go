@@ -4,16 +4,20 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store/embedded"
+	"github.com/kilnhq/kiln/store/remote"
 )
 
 // TestShutdownKeepsDeadlineWithRunningCode: a server whose code runner
@@ -103,5 +107,60 @@ func TestShutdownKeepsDeadlineWithRunningCode(t *testing.T) {
 	}
 	if info.State != kiln.StatePending && info.State != kiln.StateActive {
 		t.Errorf("after the stop the task is %v (%s), want pending (handed back) or active (its lease expires)", info.State, info.LastError)
+	}
+}
+
+// TestRemoteWorkerCancelPushed: a remote worker with a session key (the
+// worker handshake) learns of a cancel through cancels:wait and cancels
+// its handler at once, not at its next heartbeat (20 minutes away with an
+// hour's lease).
+func TestRemoteWorkerCancelPushed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok, secret := b.project("p")
+	ws, err := remote.Open(t.Context(), b.ts.URL, &remote.Config{Project: "p", WorkerSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	w, err := kiln.NewWorker(ws, &kiln.WorkerConfig{Namespace: "p", LeaseDuration: time.Hour, LeaseWait: 100 * time.Millisecond, SweepInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 1)
+	cause := make(chan error, 1)
+	w.Handle("long", kiln.HandlerFunc(func(ctx context.Context, _ *kiln.Task) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return ctx.Err()
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(context.WithoutCancel(t.Context())) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := w.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	id := b.enqueue("p", tok, wire.TaskRequest{Type: "long"})
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the remote worker did not start the task")
+	}
+	var task wire.Task
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/tasks/"+id+"/cancel", tok, nil, &task)
+	select {
+	case c := <-cause:
+		if !errors.Is(c, kiln.ErrTaskCancelled) {
+			t.Fatalf("cause = %v, want ErrTaskCancelled", c)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the remote worker's handler was not cancelled within 20 s of the cancel")
 	}
 }
