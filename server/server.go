@@ -540,15 +540,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	hs := s.http
 	s.mu.Unlock()
+	// The code runner's tasks stop while the requests finish, both within
+	// ctx.
+	hostedErr := make(chan error, 1)
+	if s.hosted != nil {
+		go func() { hostedErr <- s.hosted.Shutdown(ctx) }() // bounded by ctx, waited for below
+	} else {
+		hostedErr <- nil
+	}
 	var err error
 	if hs != nil {
 		err = hs.Shutdown(ctx)
 	}
-	if s.hosted != nil {
-		if herr := s.hosted.Shutdown(ctx); herr != nil {
-			s.log.Error("shutdown: the code runner's tasks did not all finish in time; those not handed back run again when their leases expire", "err", herr)
-			err = errors.Join(err, herr)
-		}
+	if herr := <-hostedErr; herr != nil {
+		s.log.Error("shutdown: the code runner's tasks did not all finish in time; those not handed back run again when their leases expire", "err", herr)
+		err = errors.Join(err, herr)
 	}
 	stopped := make(chan struct{})
 	go func() { // ends when the sweeper, scheduler and runner loops have returned
