@@ -224,10 +224,17 @@ func (c *Client) get(ctx context.Context, id string) (*store.Task, error) {
 }
 
 // Cancel cancels the task with the given id. A task that waits (pending,
-// scheduled or retry) is cancelled at once. An active task is marked: its
-// worker cancels the handler's context (cause ErrTaskCancelled) on its next
-// heartbeat and the task ends cancelled. A finished task gives an error that
-// matches ErrInvalidState; a missing one, ErrNotFound.
+// scheduled or retry) is cancelled at once. An active task is marked: the
+// store pushes the request to its worker, which cancels the handler's
+// context (cause ErrTaskCancelled) within milliseconds, and the task ends
+// cancelled once the handler returns.
+//
+// A task that already finished is not changed: the error matches
+// ErrTaskFinished (and ErrInvalidState) and names the state it ended in, so
+// the caller can tell that the cancel came too late. A handler that returns
+// success before it notices the cancel also ends succeeded (done is done);
+// Result.Wait then answers a succeeded task whose CancelRequested is true.
+// A cancelled task gives ErrInvalidState; a missing one, ErrNotFound.
 func (c *Client) Cancel(ctx context.Context, id string) error {
 	out, err := c.s.Cancel(ctx, store.IDsParams{Namespace: c.ns, IDs: []string{id}})
 	if err != nil {
@@ -236,8 +243,11 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 	if len(out.Items) != 1 {
 		return fmt.Errorf("kiln: cancel task %s: store returned %d results", id, len(out.Items))
 	}
-	if out.Items[0].Err != nil {
-		return fmt.Errorf("kiln: cancel task %s: %w", id, out.Items[0].Err)
+	if it := out.Items[0]; it.Err != nil {
+		if errors.Is(it.Err, ErrTaskFinished) {
+			return fmt.Errorf("kiln: cancel task %s: the task already ended %s, the cancel came too late: %w", id, it.State, it.Err)
+		}
+		return fmt.Errorf("kiln: cancel task %s: %w", id, it.Err)
 	}
 	return nil
 }

@@ -73,9 +73,13 @@
 // (weighted or strict priority), runs up to Concurrency handlers at once,
 // renews its leases with heartbeats, and reports outcomes to the store in
 // batches. The handler's context ends when the task's timeout or deadline
-// passes, when the task is cancelled ([Client.Cancel]), when the lease is
-// lost, or when a shutdown runs out of time; [context.Cause] says which
-// ([ErrTaskTimeout], [ErrTaskCancelled], [ErrLeaseLost], [ErrShutdown]).
+// passes, when the task is cancelled ([Client.Cancel]; the store pushes the
+// request to the worker, so the handler learns of it within milliseconds),
+// when the lease is lost, or when a shutdown runs out of time;
+// [context.Cause] says which ([ErrTaskTimeout], [ErrTaskCancelled],
+// [ErrLeaseLost], [ErrShutdown]). An idle worker waits in the store, which
+// wakes it when a task is enqueued or when a delayed task or a retry
+// becomes due, so these start on time.
 //
 // # Delivery and shutdown
 //
@@ -86,8 +90,11 @@
 //
 // [Worker.Shutdown] stops leasing, hands back the tasks it leased but did not
 // start (their attempt is not counted), lets running handlers finish until
-// its context is done, then cancels them and hands their tasks back. Nothing
-// is lost and nothing runs twice because of a graceful stop. The library
+// shortly before its context's deadline, then cancels them and hands their
+// tasks back. It returns by the deadline even when the store refuses the
+// outcomes: what it could not report is left to the leases' expiry (the log
+// says how many), so nothing is lost, and nothing runs twice because of a
+// graceful stop that the store accepted. The library
 // never handles signals: wire SIGINT and SIGTERM to the context given to
 // [Worker.Run] (for example with signal.NotifyContext).
 //

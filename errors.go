@@ -23,6 +23,10 @@ var (
 	ErrTaskExists = store.ErrTaskExists
 	// ErrInvalidState: the operation is not allowed in the task's state.
 	ErrInvalidState = store.ErrInvalidState
+	// ErrTaskFinished: Cancel came too late, the task already finished
+	// (succeeded or dead) and was not changed. It matches ErrInvalidState
+	// too.
+	ErrTaskFinished = store.ErrTaskFinished
 	// ErrInvalidName: a type, queue, namespace or id is malformed.
 	ErrInvalidName = store.ErrInvalidName
 	// ErrInvalidOption: an option or configuration value is out of range.

@@ -13,7 +13,7 @@ func TestSentinelsReexported(t *testing.T) {
 	t.Parallel()
 	exported := map[error]bool{
 		ErrNotFound: true, ErrLeaseLost: true, ErrDuplicate: true, ErrTaskExists: true,
-		ErrInvalidState: true, ErrInvalidName: true, ErrInvalidOption: true,
+		ErrInvalidState: true, ErrTaskFinished: true, ErrInvalidName: true, ErrInvalidOption: true,
 		ErrPayloadTooLarge: true, ErrClosed: true, ErrUnavailable: true, ErrStorageFull: true,
 	}
 	for _, c := range wire.Codes {

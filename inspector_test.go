@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/store"
@@ -47,34 +46,6 @@ func inspectorStores(t *testing.T) map[string]store.Store {
 	})
 	stores["redis"] = rs
 	return stores
-}
-
-// deleteRedisPrefix deletes the keys of one test's Redis store.
-func deleteRedisPrefix(t *testing.T, rawURL, prefix string) {
-	t.Helper()
-	opts, err := redis.ParseURL(rawURL)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	c := redis.NewClient(opts)
-	defer func() { _ = c.Close() }()
-	ctx := context.Background()
-	for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
-		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		var keys []string
-		for it.Next(ctx) {
-			keys = append(keys, it.Val())
-		}
-		if err := it.Err(); err != nil {
-			t.Error(err)
-		}
-		for _, k := range keys {
-			if err := c.Del(ctx, k).Err(); err != nil {
-				t.Error(err)
-			}
-		}
-	}
 }
 
 // inspectorSetup returns a client of s in a namespace of its own, its

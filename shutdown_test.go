@@ -195,7 +195,9 @@ func TestShutdownTimeout(t *testing.T) {
 	}
 	recv(t, started, "start")
 
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	// The handlers are cancelled a quarter of the time before the deadline
+	// (250 ms), which leaves the hand-back of the task that long.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	if err := w.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
@@ -391,5 +393,52 @@ func TestStoreErrorsRetried(t *testing.T) {
 	}
 	if n := faulty.Calls("Report"); n < 3 {
 		t.Fatalf("Report called %d times, want the failed calls retried", n)
+	}
+}
+
+// TestCancelPushedBeforeLeaseAnswer: a pushed cancel request that arrives
+// before the answer of the Lease that took the task (the push overtook it)
+// is kept and applied when the task arrives: the handler never runs and
+// the task ends cancelled, without waiting for a heartbeat (an hour's lease
+// here puts the next one 20 minutes away).
+func TestCancelPushedBeforeLeaseAnswer(t *testing.T) {
+	t.Parallel()
+	leased := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	b := setup(t, &setupOpts{wrap: func(s store.Store) store.Store {
+		h := &hookStore{Store: s}
+		h.lease = func(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
+			res, err := s.Lease(ctx, p)
+			if err == nil && len(res.Tasks) > 0 {
+				leased <- struct{}{}
+				<-gate // the answer is slow to come back
+			}
+			return res, err
+		}
+		return h
+	}})
+	var ran atomic.Bool
+	w := b.startWorker(t, &WorkerConfig{LeaseDuration: time.Hour}, func(w *Worker) {
+		w.Handle("t", HandlerFunc(func(context.Context, *Task) error { ran.Store(true); return nil }))
+	})
+	res, err := b.client.Enqueue(t.Context(), "t", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, leased, "lease")
+	if err := res.Cancel(t.Context()); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	waitFor(t, "the pushed request to be kept", func() bool {
+		w.activeMu.Lock()
+		defer w.activeMu.Unlock()
+		return len(w.early) == 1
+	})
+	close(gate)
+	if _, err := res.Wait(waitCtx(t)); !errors.Is(err, ErrTaskCancelled) {
+		t.Fatalf("Wait = %v, want ErrTaskCancelled", err)
+	}
+	if ran.Load() {
+		t.Error("the handler of a task cancelled before it started ran")
 	}
 }

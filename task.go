@@ -47,7 +47,9 @@ type TaskInfo struct {
 	Attempt int `json:"attempt"`
 	// WorkerID names the worker that runs or last ran the task.
 	WorkerID string `json:"worker_id,omitempty"`
-	// CancelRequested is set while an active task is being cancelled.
+	// CancelRequested is set while an active task is being cancelled. On a
+	// task that then ended succeeded (or dead) it says that the cancel came
+	// too late: the handler returned before it noticed.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 	// Progress is the last progress the handler reported.
 	Progress Progress `json:"progress"`

@@ -22,7 +22,12 @@ const (
 	progressGap     = 100 * time.Millisecond // least time between progress-only flushes
 	storeBackoffMin = 50 * time.Millisecond  // first wait after a failed store call
 	storeBackoffMax = 5 * time.Second        // longest wait after failed store calls
-	flushGraceMin   = 5 * time.Second        // least time the final flush of outcomes gets
+	cancelWait      = 25 * time.Second       // one wait for pushed cancel requests
+	// handBackShare is the share of the time left when Shutdown is called
+	// that is kept, at the end, for handing back the tasks of the handlers
+	// cancelled when the graceful wait runs out; at most handBackMax.
+	handBackShare = 4 // a quarter
+	handBackMax   = time.Second
 )
 
 // Worker leases tasks from a store and runs their handlers. Register
@@ -56,6 +61,10 @@ type Worker struct {
 
 	activeMu sync.Mutex
 	active   map[*job]struct{} // leases held, started or not
+	// early holds pushed cancel requests of leases not held yet (the push
+	// can overtake the answer of the Lease that took the task), with when
+	// they came; addActive applies them.
+	early map[store.LeaseRef]time.Time
 
 	draining atomic.Bool // no more tasks are started; unstarted ones are handed back
 
@@ -71,9 +80,14 @@ type runState struct {
 	jobs     chan *job       // leased, not yet started
 	slots    chan struct{}   // one token per free handler slot
 	outcomes chan outcomeMsg // to the reporter
-	shutdown sync.Once       // the stop sequence runs once
-	done     chan struct{}   // closed when every goroutine has returned
-	err      error           // the stop sequence's result, set before done is closed
+	// giveUp is closed when the stop's time is over: outcomes are then
+	// dropped instead of queued (their leases expire and the tasks run
+	// again), and unreported counts them.
+	giveUp     chan struct{}
+	unreported atomic.Int64
+	shutdown   sync.Once     // the stop sequence runs once
+	done       chan struct{} // closed when every goroutine has returned
+	err        error         // the stop sequence's result, set before done is closed
 	// The goroutines' contexts, cancelled in this order by the stop.
 	fetchEnd context.CancelFunc // the fetcher's: first
 	hbEnd    context.CancelFunc // heartbeats: once no handler runs
@@ -247,6 +261,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		rs.poolWG.Go(func() { w.work(base, rs) })
 	}
 	rs.hbWG.Go(func() { w.heartbeat(hbCtx) })
+	rs.hbWG.Go(func() { w.watchCancels(hbCtx) })
 	rs.repWG.Go(func() { w.reportLoop(repCtx, rs) })
 	if w.cfg.SweepInterval > 0 {
 		rs.bgWG.Go(func() { w.sweep(bgCtx) })
@@ -272,6 +287,7 @@ func (w *Worker) newRunState() *runState {
 		jobs:     make(chan *job, w.cfg.Concurrency),
 		slots:    make(chan struct{}, w.cfg.Concurrency),
 		outcomes: make(chan outcomeMsg, max(2*w.cfg.Concurrency, 256)),
+		giveUp:   make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	for typ, h := range w.handlers {
@@ -288,15 +304,21 @@ func (w *Worker) newRunState() *runState {
 	return rs
 }
 
-// Shutdown stops the worker gracefully and waits until it has stopped: it
-// stops leasing, hands tasks leased but not started back to the store at
-// once (their attempt is not counted), and lets running handlers finish
-// until ctx is done. Then it cancels the handlers still running, with cause
-// ErrShutdown, hands their tasks back (the attempt is counted), sends every
-// outcome to the store and returns ctx's error; otherwise it returns nil.
-// Handlers must return once their context is cancelled: Shutdown waits for
-// them. Pending outcomes get at least a few seconds to reach the store even
-// when ctx is already done.
+// Shutdown stops the worker gracefully and waits until it has stopped, or
+// until ctx is done, whichever comes first: it never waits past ctx's
+// deadline. It stops leasing, hands tasks leased but not started back to
+// the store at once (their attempt is not counted), and lets running
+// handlers finish. When ctx has a deadline, handlers still running shortly
+// before it (a quarter of the time left when Shutdown was called, at most
+// a second) are cancelled with cause ErrShutdown and their tasks handed
+// back (the attempt is counted); when ctx ends without a deadline they are
+// cancelled then. Shutdown then returns ctx's error; otherwise nil.
+//
+// What cannot reach the store in time (the store refuses reports, or a
+// handler ignores its cancelled context) is left behind: the log says how
+// many outcomes were not reported and how many handlers still ran, their
+// leases are no longer renewed, and the tasks run again when the leases
+// expire, so nothing is lost.
 //
 // Shutdown may be called more than once and from any goroutine; each call
 // waits for the same stop (or its own ctx). Calling it before Run makes Run
@@ -327,63 +349,112 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	}
 }
 
-// stop runs the stop sequence; see Shutdown.
+// stop runs the stop sequence; see Shutdown. Every wait in it ends when ctx
+// does.
 func (w *Worker) stop(ctx context.Context, rs *runState) error {
 	w.log.Info("kiln: worker stopping", "worker", w.cfg.ID)
-	// 1. No more starts: the pool hands back what it has not started, and
-	//    the fetcher stops leasing.
+	// The handlers' cut: when they are cancelled, leaving time to hand
+	// their tasks back before ctx ends.
+	cutCtx, cutEnd := context.WithCancel(ctx)
+	defer cutEnd()
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		var stopCut context.CancelFunc
+		cutCtx, stopCut = context.WithDeadline(ctx, d.Add(-min(left/handBackShare, handBackMax)))
+		defer stopCut()
+	}
+
+	// 1. No more starts: the fetcher stops leasing and closes the jobs
+	//    channel when it returns; the pool hands back what it has not
+	//    started.
 	w.draining.Store(true)
 	rs.fetchEnd()
-	rs.fetchWG.Wait()
-	close(rs.jobs)
 
-	// 2. Let the running handlers finish until ctx is done, then cancel them.
+	// 2. Let the running handlers finish until the cut, then cancel them.
 	poolDone := make(chan struct{})
-	go func() { // owned here: it ends with the pool, which is waited for below
+	go func() { // owned here: it ends with the pool (or after the stop, with the last stuck handler)
+		rs.fetchWG.Wait()
 		rs.poolWG.Wait()
 		close(poolDone)
 	}()
 	var err error
 	select {
 	case <-poolDone:
-	case <-ctx.Done():
+	case <-cutCtx.Done():
 		err = ctx.Err()
+		if err == nil {
+			err = context.DeadlineExceeded // the cut, just before ctx's deadline
+		}
 		w.log.Warn("kiln: shutdown timed out; cancelling running tasks", "worker", w.cfg.ID)
 		w.cancelActive(ErrShutdown)
-		<-poolDone
 	}
+	poolOK := w.waitCtx(ctx, poolDone)
 
-	// 3. Stop heartbeats, then flush the outcomes.
+	// 3. Stop heartbeats (a handler that still runs loses its lease when
+	//    it expires), then flush the outcomes.
 	rs.hbEnd()
-	rs.hbWG.Wait()
-	close(rs.outcomes)
-	grace := flushGraceMin
-	if d, ok := ctx.Deadline(); ok && time.Until(d) > grace {
-		grace = time.Until(d)
+	hbDone := make(chan struct{})
+	go func() { rs.hbWG.Wait(); close(hbDone) }() // ends with the heartbeat loop, whose context just ended
+	if poolOK {
+		close(rs.outcomes) // every sender has returned
 	}
 	flushed := make(chan struct{})
-	go func() { // owned here: it ends with the reporter, which is waited for below
+	go func() { // owned here: it ends with the reporter, whose context ends below at the latest
 		rs.repWG.Wait()
 		close(flushed)
 	}()
-	timer := time.NewTimer(grace)
-	select {
-	case <-flushed:
-	case <-timer.C:
-		w.log.Error("kiln: could not send every outcome to the store; their leases will expire and the tasks run again", "worker", w.cfg.ID)
+	flushOK := poolOK && w.waitCtx(ctx, flushed)
+	if !flushOK {
+		// Give up: senders drop what they still have, the reporter stops
+		// retrying and counts what it did not send.
+		close(rs.giveUp)
 		rs.repEnd()
 		<-flushed
 	}
-	timer.Stop()
 	rs.repEnd()
 
 	// 4. Stop the sweeper.
 	rs.bgEnd()
-	rs.bgWG.Wait()
+	bgDone := make(chan struct{})
+	go func() { rs.bgWG.Wait(); close(bgDone) }() // ends with the sweeper, whose context just ended
+	w.waitCtx(ctx, bgDone)
+	w.waitCtx(ctx, hbDone)
 	rs.fetchEnd()
-	rs.hbEnd()
+	if !flushOK {
+		if err == nil {
+			err = ctx.Err()
+		}
+		running := len(w.activeJobs())
+		w.log.Error("kiln: shutdown deadline reached before every outcome reached the store; their leases will expire and the tasks run again",
+			"worker", w.cfg.ID, "unreported", rs.unreported.Load(), "still_running", running)
+	}
 	w.log.Info("kiln: worker stopped", "worker", w.cfg.ID)
 	return err
+}
+
+// waitCtx waits for done or ctx, and reports whether done was closed.
+func (w *Worker) waitCtx(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// send queues an outcome for the reporter, or drops it (counted) once the
+// stop gave up on reporting.
+func (rs *runState) send(m outcomeMsg) {
+	select {
+	case rs.outcomes <- m:
+	case <-rs.giveUp:
+		rs.unreported.Add(1)
+	}
 }
 
 func (w *Worker) cancelActive(cause error) {
@@ -403,9 +474,59 @@ func (w *Worker) activeJobs() []*job {
 }
 
 func (w *Worker) addActive(j *job) {
+	ref := store.LeaseRef{ID: j.task.ID, LeaseID: j.leaseID}
 	w.activeMu.Lock()
 	w.active[j] = struct{}{}
+	_, cancelled := w.early[ref]
+	delete(w.early, ref)
 	w.activeMu.Unlock()
+	if cancelled {
+		j.cancelWith(ErrTaskCancelled)
+	}
+}
+
+// earlyKeep bounds how long, and how many, pushed cancel requests of
+// leases not held are kept for a Lease answer still on its way.
+const (
+	earlyKeep = time.Minute
+	earlyMax  = 10000
+)
+
+// cancelPushed cancels the held jobs that refs name, and keeps the others
+// for a while: their Lease's answer may not have arrived yet.
+func (w *Worker) cancelPushed(refs []store.LeaseRef) {
+	want := make(map[store.LeaseRef]bool, len(refs))
+	for _, r := range refs {
+		want[r] = true
+	}
+	var hit []*job
+	now := time.Now()
+	w.activeMu.Lock()
+	for j := range w.active {
+		ref := store.LeaseRef{ID: j.task.ID, LeaseID: j.leaseID}
+		if want[ref] {
+			hit = append(hit, j)
+			delete(want, ref)
+		}
+	}
+	for ref, at := range w.early {
+		if now.Sub(at) > earlyKeep {
+			delete(w.early, ref)
+		}
+	}
+	for ref := range want {
+		if len(w.early) >= earlyMax {
+			break // the heartbeat still sees them
+		}
+		if w.early == nil {
+			w.early = make(map[store.LeaseRef]time.Time)
+		}
+		w.early[ref] = now
+	}
+	w.activeMu.Unlock()
+	for _, j := range hit {
+		j.cancelWith(ErrTaskCancelled)
+	}
 }
 
 func (w *Worker) removeActive(j *job) {
@@ -416,6 +537,7 @@ func (w *Worker) removeActive(j *job) {
 
 // fetch leases tasks while there are free slots.
 func (w *Worker) fetch(ctx context.Context, rs *runState) {
+	defer close(rs.jobs) // the only sender: the pool drains what is left and returns
 	backoff := time.Duration(0)
 	for {
 		select {
@@ -505,10 +627,10 @@ func (w *Worker) work(base context.Context, rs *runState) {
 // handBack releases a job's lease, at once.
 func (w *Worker) handBack(rs *runState, j *job, notStarted bool) {
 	w.removeActive(j)
-	rs.outcomes <- outcomeMsg{
+	rs.send(outcomeMsg{
 		o:   store.Outcome{ID: j.task.ID, LeaseID: j.leaseID, Kind: store.OutcomeRelease, NotStarted: notStarted},
 		typ: j.task.Type, queue: j.task.Queue, attempt: j.task.Attempt,
-	}
+	})
 	w.emit(Event{Kind: EventReleased, TaskID: j.task.ID, Type: j.task.Type, Queue: j.task.Queue, Attempt: j.task.Attempt})
 }
 
@@ -653,16 +775,37 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 			ev.Kind, ev.RetryAt = EventRetrying, msg.o.RetryAt
 		}
 	}
-	rs.outcomes <- msg
+	rs.send(msg)
 	w.emit(ev)
 }
 
 // reportLoop sends outcomes to the store in batches until the outcomes
-// channel is closed and drained.
+// channel is closed and drained, or ctx ends (the stop gave up: what is
+// left is counted as unreported).
 func (w *Worker) reportLoop(ctx context.Context, rs *runState) {
 	batch := make([]outcomeMsg, 0, 64)
 	outs := make([]store.Outcome, 0, 64)
-	for m := range rs.outcomes {
+	for {
+		var m outcomeMsg
+		var ok bool
+		select {
+		case m, ok = <-rs.outcomes:
+			if !ok {
+				return
+			}
+		case <-ctx.Done():
+			for {
+				select {
+				case _, ok := <-rs.outcomes:
+					if !ok {
+						return
+					}
+					rs.unreported.Add(1)
+				default:
+					return
+				}
+			}
+		}
 		batch = append(batch[:0], m)
 	drain:
 		for len(batch) < reportBatchMax {
@@ -680,11 +823,15 @@ func (w *Worker) reportLoop(ctx context.Context, rs *runState) {
 		for i := range batch {
 			outs = append(outs, batch[i].o)
 		}
-		w.report(ctx, batch, outs)
+		if !w.report(ctx, batch, outs) {
+			rs.unreported.Add(int64(len(outs)))
+		}
 	}
 }
 
-func (w *Worker) report(ctx context.Context, batch []outcomeMsg, outs []store.Outcome) {
+// report sends one batch, retrying until it is recorded or ctx ends; it
+// reports whether the store recorded it.
+func (w *Worker) report(ctx context.Context, batch []outcomeMsg, outs []store.Outcome) bool {
 	backoff := time.Duration(0)
 	for {
 		res, err := w.s.Report(ctx, store.ReportParams{Namespace: w.cfg.Namespace, Outcomes: outs})
@@ -701,17 +848,17 @@ func (w *Worker) report(ctx context.Context, batch []outcomeMsg, outs []store.Ou
 				}
 				w.log.Error("kiln: outcome refused", "task", m.o.ID, "outcome", m.o.Kind, "err", e)
 			}
-			return
+			return true
 		}
 		if ctx.Err() != nil {
 			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
-			return
+			return false
 		}
 		backoff = nextBackoff(backoff)
 		w.log.Error("kiln: report failed", "count", len(outs), "err", err, "retry_in", backoff)
 		if !sleepCtx(ctx, backoff) {
 			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
-			return
+			return false
 		}
 	}
 }
@@ -801,6 +948,42 @@ func (w *Worker) extend(ctx context.Context, progressOnly bool) {
 			case it.CancelRequested:
 				j.cancelWith(ErrTaskCancelled)
 			}
+		}
+	}
+}
+
+// watchCancels waits for the cancel requests the store pushes and cancels
+// the handlers they name at once, instead of at the next heartbeat (which
+// still sees them, should a push be lost).
+func (w *Worker) watchCancels(ctx context.Context) {
+	cursor := ""
+	backoff := time.Duration(0)
+	for {
+		start := time.Now()
+		res, err := w.s.WaitCancels(ctx, store.WaitCancelsParams{Namespace: w.cfg.Namespace, Cursor: cursor, Wait: cancelWait})
+		if err == nil && cursor != "" && len(res.Leases) == 0 && !res.Missed && time.Since(start) < cancelWait/10 {
+			// An empty answer long before the wait's end (a server that is
+			// stopping answers at once): do not spin.
+			err = errors.New("empty answer before the end of the wait")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = nextBackoff(backoff)
+			w.log.Debug("kiln: waiting for cancel requests failed; heartbeats still see them", "worker", w.cfg.ID, "err", err, "retry_in", backoff)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if res.Missed {
+			w.extend(ctx, false) // catch up: Extend reports every cancel request
+		}
+		cursor = res.Cursor
+		if len(res.Leases) > 0 {
+			w.cancelPushed(res.Leases)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
@@ -23,6 +24,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary is the trampoline of the code runner's task
+	// processes (TestShutdownKeepsDeadlineWithRunningCode).
+	runner.Main()
 	goleak.VerifyTestMain(m)
 }
 

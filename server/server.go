@@ -610,18 +610,44 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Shutdown stops the server gracefully: no new connections, long polls
 // and event streams end at once, other requests finish until ctx is done,
-// then the sweeper and the scheduler stop. The store stays open.
+// the code runner's running tasks finish until ctx is done (then they are
+// cancelled and handed back), then the sweeper and the scheduler stop.
+// Shutdown returns by ctx's deadline whatever is still running; tasks it
+// could not hand back run again when their leases expire (the log says
+// so). The store stays open.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	s.api.Stop()
 	s.mu.Lock()
 	hs := s.http
 	s.mu.Unlock()
+	// The code runner's tasks stop while the requests finish, both within
+	// ctx.
+	hostedErr := make(chan error, 1)
+	if s.hosted != nil {
+		go func() { hostedErr <- s.hosted.Shutdown(ctx) }() // bounded by ctx, waited for below
+	} else {
+		hostedErr <- nil
+	}
 	var err error
 	if hs != nil {
 		err = hs.Shutdown(ctx)
 	}
-	s.stopSweeper()
+	if herr := <-hostedErr; herr != nil {
+		s.log.Error("shutdown: the code runner's tasks did not all finish in time; those not handed back run again when their leases expire", "err", herr)
+		err = errors.Join(err, herr)
+	}
+	stopped := make(chan struct{})
+	go func() { // ends when the sweeper, scheduler and runner loops have returned
+		s.stopSweeper()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.log.Error("shutdown: background loops did not stop in time", "err", ctx.Err())
+		err = errors.Join(err, ctx.Err())
+	}
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}

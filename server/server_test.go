@@ -170,7 +170,7 @@ func TestTaskLifecycleOverHTTP(t *testing.T) {
 	if task.State != "succeeded" || string(task.Result) != "ok" {
 		t.Errorf("result = %+v", task)
 	}
-	b.fail(wire.CodeInvalidState, "POST", "/v1/projects/p/tasks/"+task.ID+"/cancel", tok, nil)
+	b.fail(wire.CodeTaskFinished, "POST", "/v1/projects/p/tasks/"+task.ID+"/cancel", tok, nil)
 
 	var list wire.TaskList
 	b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks?state=succeeded&payload=true&limit=5", tok, nil, &list)
@@ -458,3 +458,87 @@ func TestAutoCreateProjects(t *testing.T) {
 }
 
 var _ = store.ErrNotFound
+
+// TestCancelWaitOverHTTP: cancel with wait_ms answers how an active task
+// ended: 409 task_finished when its worker reported success before it saw
+// the cancel (the cancel came too late), the cancelled task when it did.
+func TestCancelWaitOverHTTP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok, _ := b.project("p")
+	for _, kind := range []string{"succeeded", "cancelled"} {
+		id := b.enqueue("p", tok, wire.TaskRequest{Type: "t", Options: &wire.TaskOptions{Queue: "q-" + kind}})
+		var lease wire.LeaseResponse
+		b.ok(http.StatusOK, "POST", "/v1/projects/p/lease", tok, wire.LeaseRequest{Queues: []string{"q-" + kind}, Max: 1, DurationMS: 60000}, &lease)
+		if len(lease.Tasks) != 1 || lease.Tasks[0].ID != id {
+			t.Fatalf("lease = %+v", lease)
+		}
+		type answer struct {
+			status int
+			body   []byte
+		}
+		got := make(chan answer, 1)
+		go func() {
+			st, body := b.do("POST", "/v1/projects/p/tasks/"+id+"/cancel?wait_ms=20000", tok, nil)
+			got <- answer{st, body}
+		}()
+		// The worker sees the request, then reports.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			var task wire.Task
+			b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/"+id, tok, nil, &task)
+			if task.CancelRequested {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the cancel was not requested")
+			}
+		}
+		var rep wire.ReportResponse
+		b.ok(http.StatusOK, "POST", "/v1/projects/p/report", tok, wire.ReportRequest{Outcomes: []wire.Outcome{{ID: id, LeaseID: lease.Tasks[0].LeaseID, Kind: kind}}}, &rep)
+		a := <-got
+		switch kind {
+		case "succeeded":
+			var eb wire.ErrorBody
+			if err := json.Unmarshal(a.body, &eb); err != nil || a.status != http.StatusConflict || eb.Error == nil || eb.Error.Code != wire.CodeTaskFinished || !strings.Contains(eb.Error.Message, "succeeded") {
+				t.Errorf("cancel?wait_ms of a task that then succeeded = %d %s; want 409 task_finished naming succeeded", a.status, a.body)
+			}
+		case "cancelled":
+			var task wire.Task
+			if err := json.Unmarshal(a.body, &task); err != nil || a.status != http.StatusOK || task.State != "cancelled" {
+				t.Errorf("cancel?wait_ms of a task that then was cancelled = %d %s; want 200 with the cancelled task", a.status, a.body)
+			}
+		}
+	}
+	if st, body := b.do("POST", "/v1/projects/p/tasks/x/cancel?wait_ms=-1", tok, nil); st != http.StatusBadRequest {
+		t.Errorf("cancel?wait_ms=-1 = %d %s, want 400", st, body)
+	}
+}
+
+// TestCancelsWaitOverHTTP: cancels:wait answers a cursor at once, then the
+// lease of an active task asked to cancel; bad input is refused.
+func TestCancelsWaitOverHTTP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok, _ := b.project("p")
+	var first wire.CancelsResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/cancels:wait", tok, wire.CancelsRequest{WaitMS: 30000}, &first)
+	if first.Cursor == "" || len(first.Leases) != 0 || first.Missed {
+		t.Fatalf("first answer = %+v", first)
+	}
+	id := b.enqueue("p", tok, wire.TaskRequest{Type: "t"})
+	var lease wire.LeaseResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/lease", tok, wire.LeaseRequest{Queues: []string{"default"}, Max: 1, DurationMS: 60000}, &lease)
+	if len(lease.Tasks) != 1 {
+		t.Fatalf("lease = %+v", lease)
+	}
+	var task wire.Task
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/tasks/"+id+"/cancel", tok, nil, &task)
+	var next wire.CancelsResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/cancels:wait", tok, wire.CancelsRequest{Cursor: first.Cursor, WaitMS: 30000}, &next)
+	if len(next.Leases) != 1 || next.Leases[0].ID != id || next.Leases[0].LeaseID != lease.Tasks[0].LeaseID || next.Cursor == first.Cursor {
+		t.Fatalf("after the cancel = %+v; want the task's lease %s/%d", next, id, lease.Tasks[0].LeaseID)
+	}
+	b.fail(wire.CodeInvalidOption, "POST", "/v1/projects/p/cancels:wait", tok, wire.CancelsRequest{WaitMS: -1})
+	b.fail(wire.CodeBadRequest, "POST", "/v1/projects/p/cancels:wait", tok, `{"cursor":1}`)
+	b.fail(wire.CodeBadRequest, "POST", "/v1/projects/p/cancels:wait", tok, `{"wait":1}`)
+}

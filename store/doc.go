@@ -39,9 +39,13 @@
 //	pending, scheduled, retry -> cancelled (Cancel)
 //	dead, cancelled    -> pending (Retry)
 //
-// Cancelling an active task only marks it; the worker sees the mark on its next
-// heartbeat, stops the handler and reports [OutcomeCancelled]. If the worker is
-// gone, the sweeper cancels the task when its lease expires.
+// Cancelling an active task only marks it; the store pushes the request to
+// workers waiting in [Leaser.WaitCancels] (and the worker's next heartbeat
+// sees the mark too, should the push be lost), the worker stops the handler
+// and reports [OutcomeCancelled]. If the worker is gone, the sweeper cancels
+// the task when its lease expires. A handler that returns success before it
+// notices the cancel ends succeeded: done is done. Cancelling a task that
+// already finished fails with [ErrTaskFinished].
 //
 // # Conformance
 //

@@ -19,6 +19,10 @@ var (
 	ErrTaskExists = errors.New("task id already exists")
 	// ErrInvalidState: the operation is not allowed in the task's state.
 	ErrInvalidState = errors.New("invalid state for operation")
+	// ErrTaskFinished: the task already finished (succeeded or dead), so a
+	// cancel came too late and changed nothing. It matches ErrInvalidState
+	// too.
+	ErrTaskFinished = fmt.Errorf("task already finished: %w", ErrInvalidState)
 	// ErrInvalidName: a type, queue, namespace or id is empty or has
 	// characters outside [A-Za-z0-9._:-], or is too long.
 	ErrInvalidName = errors.New("invalid name")

@@ -47,6 +47,13 @@ type Leaser interface {
 	// Report records the outcomes of attempts. An outcome whose lease is no
 	// longer the task's current lease fails with ErrLeaseLost.
 	Report(ctx context.Context, p ReportParams) (ReportResult, error)
+	// WaitCancels pushes cancel requests to workers: it returns the leases
+	// of p.Namespace whose active task was asked to cancel (Admin.Cancel)
+	// after p.Cursor, waiting up to p.Wait for one when there is none. An
+	// empty cursor returns at once with the current cursor. It is a hint
+	// for speed: Extend still reports CancelRequested, and a caller that
+	// gets Missed checks its leases with Extend.
+	WaitCancels(ctx context.Context, p WaitCancelsParams) (WaitCancelsResult, error)
 }
 
 // Reader reads tasks and counts.
@@ -186,6 +193,28 @@ type ReportParams struct {
 // ErrNotFound or a validation error.
 type ReportResult struct {
 	Errs []error
+}
+
+// WaitCancelsParams is the input of WaitCancels.
+type WaitCancelsParams struct {
+	Namespace string
+	// Cursor is the Cursor of the previous answer; empty starts now.
+	Cursor string
+	// Wait is how long to wait for a cancel request; 0 returns at once.
+	Wait time.Duration
+}
+
+// WaitCancelsResult holds the cancel requests after the cursor, in the
+// order they were made.
+type WaitCancelsResult struct {
+	// Leases are the leases asked to cancel; a lease may appear twice.
+	Leases []LeaseRef
+	// Cursor continues after Leases; pass it to the next call.
+	Cursor string
+	// Missed says that requests may have been missed since the cursor
+	// given (it was too old, or came from another process or an earlier
+	// run of the store): the caller checks its leases with Extend.
+	Missed bool
 }
 
 // GetParams is the input of Get.

@@ -161,7 +161,7 @@ func TestCLI(t *testing.T) {
 	failID := strings.Fields(out)[0]
 	wantExit(t, s, exitTaskFailed, "told to fail", "task", "result", failID, "--wait")
 	wantExit(t, s, exitTaskFailed, "dead", "task", "watch", failID)
-	wantExit(t, s, exitFailure, "invalid_state", "task", "cancel", id)
+	wantExit(t, s, exitFailure, "task_finished", "task", "cancel", id)
 	mustKiln(t, s, "task", "retry", failID)
 
 	// watch follows a task to its end.

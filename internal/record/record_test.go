@@ -119,7 +119,15 @@ func FuzzDecode(f *testing.F) {
 // change: it needs a new Version (and reading the old one), never an edit
 // of this string. The wire's task encoding (internal/wirebin) has golden
 // bytes of its own; changing the record must not change those.
-const goldenFull = "014d1930314a303030303030303030303030303030303030303030300a656d61696c3a73656e6408637269746963616c123280c0e285e368acb4ff94ef84d7ea3107757365723a343280e0ba84bf038080f89492a527030685808080808080808001ace4d7cb88b5d5ea310a686f73742d313a31323303acb4ba89a9b3d5ea31acb4ba89a9b3d5ea31acdc90c3b0b3d5ea3100000b7b226f6b223a747275657d04626f6f6d540868616c6620776179"
+//
+// Flag bit 4 (UniqueUntilSuccess) was added to version 1 without a new
+// Version: a record without it is byte for byte what it was
+// (goldenFullBefore, which must still decode), and a reader that predates
+// the bit refuses a record that has it (unknown flags: ErrCorrupt).
+const (
+	goldenFull       = "014d1930314a303030303030303030303030303030303030303030300a656d61696c3a73656e6408637269746963616c123280c0e285e368acb4ff94ef84d7ea3107757365723a343280e0ba84bf038080f89492a527030685808080808080808001ace4d7cb88b5d5ea310a686f73742d313a31323307acb4ba89a9b3d5ea31acb4ba89a9b3d5ea31acdc90c3b0b3d5ea3100000b7b226f6b223a747275657d04626f6f6d540868616c6620776179"
+	goldenFullBefore = "014d1930314a303030303030303030303030303030303030303030300a656d61696c3a73656e6408637269746963616c123280c0e285e368acb4ff94ef84d7ea3107757365723a343280e0ba84bf038080f89492a527030685808080808080808001ace4d7cb88b5d5ea310a686f73742d313a31323303acb4ba89a9b3d5ea31acb4ba89a9b3d5ea31acdc90c3b0b3d5ea3100000b7b226f6b223a747275657d04626f6f6d540868616c6620776179"
+)
 
 func TestGoldenBytes(t *testing.T) {
 	t.Parallel()
@@ -136,5 +144,22 @@ func TestGoldenBytes(t *testing.T) {
 	}
 	if diff := cmp.Diff(full(), &got); diff != "" {
 		t.Errorf("golden record (-want +got):\n%s", diff)
+	}
+	// The record as written before flag bit 4 existed.
+	before, err := hex.DecodeString(goldenFullBefore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := full()
+	old.UniqueUntilSuccess = false
+	if got := Encode(nil, 77, old); !bytes.Equal(got, before) {
+		t.Errorf("a record without the new flag changed:\n got %x\nwant %x", got, before)
+	}
+	var gotBefore store.Task
+	if _, err := Decode(before, &gotBefore); err != nil {
+		t.Fatalf("Decode(golden before flag 4): %v", err)
+	}
+	if diff := cmp.Diff(old, &gotBefore); diff != "" {
+		t.Errorf("golden record before flag 4 (-want +got):\n%s", diff)
 	}
 }

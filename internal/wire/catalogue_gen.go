@@ -40,6 +40,8 @@ const (
 	CodeDuplicate = "duplicate"
 	// CodeInvalidState: The operation is not allowed in the task's state.
 	CodeInvalidState = "invalid_state"
+	// CodeTaskFinished: The task already finished (succeeded or dead): the cancel came too late and changed nothing.
+	CodeTaskFinished = "task_finished"
 	// CodeLeaseLost: The lease is no longer the task's current lease.
 	CodeLeaseLost = "lease_lost"
 	// CodeConflict: A record with that id already exists.
@@ -76,6 +78,7 @@ var Codes = []Code{
 	{Code: CodeTaskExists, Status: http.StatusConflict, Sentinel: store.ErrTaskExists, RetryAfter: 0},
 	{Code: CodeDuplicate, Status: http.StatusConflict, Sentinel: store.ErrDuplicate, RetryAfter: 0},
 	{Code: CodeInvalidState, Status: http.StatusConflict, Sentinel: store.ErrInvalidState, RetryAfter: 0},
+	{Code: CodeTaskFinished, Status: http.StatusConflict, Sentinel: store.ErrTaskFinished, RetryAfter: 0},
 	{Code: CodeLeaseLost, Status: http.StatusConflict, Sentinel: store.ErrLeaseLost, RetryAfter: 0},
 	{Code: CodeConflict, Status: http.StatusConflict, Sentinel: nil, RetryAfter: 0},
 	{Code: CodeRateLimited, Status: http.StatusTooManyRequests, Sentinel: nil, RetryAfter: 0},
@@ -95,6 +98,7 @@ var sentinelOrder = []struct {
 	{store.ErrNotFound, CodeNotFound},
 	{store.ErrTaskExists, CodeTaskExists},
 	{store.ErrDuplicate, CodeDuplicate},
+	{store.ErrTaskFinished, CodeTaskFinished},
 	{store.ErrInvalidState, CodeInvalidState},
 	{store.ErrLeaseLost, CodeLeaseLost},
 	{store.ErrPayloadTooLarge, CodePayloadTooLarge},

@@ -165,6 +165,27 @@ type LeaseResponse struct {
 	Tasks []*Task `json:"tasks"`
 }
 
+// CancelsRequest is the body of POST /v1/projects/{p}/cancels:wait.
+type CancelsRequest struct {
+	// Cursor is the cursor of the previous answer; empty starts now.
+	Cursor string `json:"cursor"`
+	WaitMS int64  `json:"wait_ms"`
+}
+
+// LeaseRef names one lease.
+type LeaseRef struct {
+	ID      string `json:"id"`
+	LeaseID uint64 `json:"lease_id,string"`
+}
+
+// CancelsResponse is the answer of cancels:wait: the leases asked to
+// cancel since the cursor.
+type CancelsResponse struct {
+	Leases []LeaseRef `json:"leases"`
+	Cursor string     `json:"cursor"`
+	Missed bool       `json:"missed"`
+}
+
 // ExtendLease is one lease to renew.
 type ExtendLease struct {
 	ID       string    `json:"id"`

@@ -18,7 +18,13 @@ import (
 const (
 	goldenTasks    = "0103630100016101740764656661756c74050a80e0ba84bf03acb4c4a0b5d6d8ea31000000030287808080808080808001acdcd5cef684d7ea310577726b5f3103acb4ff94ef84d7ea31acb4ff94ef84d7ea31acb4ff94ef84d7ea3100000000640468616c66040001021e01000162017401710000000000000002000000000000000000000000000001200100016301740171000000000000000500000000020000000900026f6b00000000"
 	goldenOutcomes = "0105016101010172000000016280808080808080808001020004626f6f6d8ec889c7ecb4a0c7340001630005000000010164000300017800000165000400000000"
-	goldenEnqueue  = "01040174000001750200010100000000000000017601701f0269640171078cc8a1a1d2a9a5b7350d00b8178cc8a1a1d2a9a5b735016bc0a907020177001f01780171008cc8a1a1d2a9a5b7350006d00f8cc8a1a1d2a9a5b735000000"
+	goldenEnqueue  = "01040174000001750200010100000000000000017601703f0269640171078cc8a1a1d2a9a5b7350d00b8178cc8a1a1d2a9a5b735016bc0a907020177001f01780171008cc8a1a1d2a9a5b7350006d00f8cc8a1a1d2a9a5b735000000"
+
+	// goldenEnqueueBefore is goldenEnqueue before enqueue flag 32
+	// (unique_until_success) was added to version 1: bodies without the
+	// flag are unchanged and still decode; a reader that predates the flag
+	// refuses it.
+	goldenEnqueueBefore = "01040174000001750200010100000000000000017601701f0269640171078cc8a1a1d2a9a5b7350d00b8178cc8a1a1d2a9a5b735016bc0a907020177001f01780171008cc8a1a1d2a9a5b7350006d00f8cc8a1a1d2a9a5b735000000"
 )
 
 func TestGoldenBytes(t *testing.T) {
@@ -44,6 +50,19 @@ func TestGoldenBytes(t *testing.T) {
 	b, _ := hex.DecodeString(goldenTasks)
 	if _, err := wirebin.DecodeTasks(b, "p"); err != nil {
 		t.Errorf("golden tasks: %v", err)
+	}
+	b, _ = hex.DecodeString(goldenEnqueueBefore)
+	in, err := wirebin.DecodeEnqueue(b)
+	if err != nil {
+		t.Fatalf("golden enqueue before flag 32: %v", err)
+	}
+	if len(in) != len(sampleEnqueue()) {
+		t.Fatalf("golden enqueue before flag 32 decodes to %d tasks, want %d", len(in), len(sampleEnqueue()))
+	}
+	for i, tr := range in {
+		if tr.Options != nil && tr.Options.UniqueUntilSuccess {
+			t.Errorf("golden enqueue before flag 32: task %d has unique_until_success", i)
+		}
 	}
 }
 

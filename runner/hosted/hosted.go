@@ -107,6 +107,7 @@ type Hosted struct {
 
 	mu      sync.Mutex
 	workers map[string]*served // project + "/" + name
+	closing bool               // Shutdown was called: no new workers
 	wg      sync.WaitGroup
 }
 
@@ -310,6 +311,9 @@ func (h *Hosted) sync(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closing {
+		return nil
+	}
 	for key, s := range h.workers {
 		e, ok := want[key]
 		if ok && h.concurrency(e) == s.conc {
@@ -376,14 +380,22 @@ func (h *Hosted) startWorker(e IndexEntry) (*served, error) {
 	return s, nil
 }
 
-// stopWorker stops a worker in the background (its running tasks finish).
+// stopWorker stops a worker in the background (its running tasks finish
+// within kiln.ShutdownTimeoutDefault).
 func (h *Hosted) stopWorker(s *served) {
+	h.stopWorkerCtx(context.Background(), s)
+}
+
+// stopWorkerCtx stops a worker in the background, its running tasks
+// bounded by ctx's deadline, or kiln.ShutdownTimeoutDefault when ctx has
+// none.
+func (h *Hosted) stopWorkerCtx(ctx context.Context, s *served) {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), kiln.ShutdownTimeoutDefault)
+		ctx, cancel := context.WithTimeout(ctx, kiln.ShutdownTimeoutDefault)
 		defer cancel()
-		_ = s.w.Shutdown(ctx) // the tasks it could not finish are handed back
+		_ = s.w.Shutdown(ctx) // the tasks it could not finish are handed back, or left to their lease's expiry
 	}()
 }
 
@@ -395,6 +407,32 @@ func (h *Hosted) stopAll() {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// Shutdown stops every worker, running tasks finishing until ctx is done
+// (then they are cancelled and handed back, see kiln.Worker.Shutdown), and
+// waits for them, but never past ctx: it then returns ctx's error, and the
+// tasks not handed back run again when their leases expire. No worker
+// starts after Shutdown; Run returns once its own context ends.
+func (h *Hosted) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closing = true
+	for key, s := range h.workers {
+		delete(h.workers, key)
+		h.stopWorkerCtx(ctx, s)
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // ends when the workers have stopped, each bounded by ctx
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // retryDelay is the workers' RetryDelayFunc: the package's retries_delay,

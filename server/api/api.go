@@ -333,7 +333,7 @@ func (a *API) Stop() {
 }
 
 // RefuseWorkerRoutes makes the worker routes (register, verify, refresh,
-// lease, extend, report: those of Access Handshake and WorkerOrToken) answer
+// lease, extend, report, cancels:wait: those of Access Handshake and WorkerOrToken) answer
 // 403 tls_required with msg as the message, whoever calls them, before any
 // credential is read. The server calls it when it serves plain HTTP on a
 // non-loopback address (docs/api.md, "Transport security"). An empty msg
@@ -570,10 +570,10 @@ func (a *API) admit(c *call, rt Route) error {
 				if p != "" {
 					return notFoundProject(p)
 				}
-				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report and refresh")
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels and refresh")
 			}
 			if rt.Access == Token {
-				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report and refresh")
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels and refresh")
 			}
 		} else if !who.admin && p != "" && who.project != p {
 			return notFoundProject(p)

@@ -47,6 +47,7 @@ func (a *API) table() []Route {
 		{"POST", p + "/lease", WorkerOrToken, a.lease},
 		{"POST", p + "/extend", WorkerOrToken, a.extend},
 		{"POST", p + "/report", WorkerOrToken, a.report},
+		{"POST", p + "/cancels:wait", WorkerOrToken, a.waitCancels},
 
 		{"GET", p + "/events", Token, a.events},
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -283,8 +284,79 @@ func (a *API) adminOne(c *call, op func(store.IDsParams) (store.AdminResult, err
 	return c.json(http.StatusOK, wire.FromTask(t))
 }
 
+// cancelTask cancels the route's task and answers it. A finished task
+// answers 409 task_finished: the cancel came too late. With wait_ms, the
+// answer for an active task waits (up to wait_ms, at most MaxLeaseWait) for
+// the task to end, so that the caller learns how: cancelled (200), or
+// 409 task_finished when its handler returned before it saw the cancel.
 func (a *API) cancelTask(c *call) error {
-	return a.adminOne(c, func(p store.IDsParams) (store.AdminResult, error) { return a.st.Cancel(c.ctx(), p) }, "cancel")
+	q, err := query(c.r, "wait_ms")
+	if err != nil {
+		return err
+	}
+	waitMS, err := queryInt(q, "wait_ms", 0, MaxLeaseWait.Milliseconds())
+	if err != nil {
+		return err
+	}
+	if err := c.noBody(); err != nil {
+		return err
+	}
+	id, err := c.taskID()
+	if err != nil {
+		return err
+	}
+	res, err := a.st.Cancel(c.ctx(), store.IDsParams{Namespace: c.ns(), IDs: []string{id}})
+	if err != nil {
+		return err
+	}
+	if len(res.Items) == 1 && res.Items[0].Err != nil {
+		if it := res.Items[0]; errors.Is(it.Err, store.ErrTaskFinished) {
+			return wire.Errorf(wire.CodeTaskFinished, "the task already ended %s: the cancel came too late", it.State)
+		}
+		return res.Items[0].Err
+	}
+	t, err := c.getOne(id)
+	if err != nil {
+		return err
+	}
+	if waitMS > 0 && t.State == store.StateActive {
+		if t, err = a.waitEnd(c, id, time.Duration(waitMS)*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	// The cancel marked an active task, which has ended otherwise since
+	// (during the wait, or even before it was read back).
+	if t.State == store.StateSucceeded || t.State == store.StateDead {
+		return wire.Errorf(wire.CodeTaskFinished, "the task ended %s before its handler saw the cancel: the cancel came too late", t.State)
+	}
+	if t.State == store.StateCancelled {
+		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
+	}
+	return c.json(http.StatusOK, wire.FromTask(t))
+}
+
+// waitEnd reads the task until it is no longer active, wait passes, the
+// client leaves or the server stops, and returns its last state.
+func (a *API) waitEnd(c *call, id string, wait time.Duration) (*store.Task, error) {
+	end := time.Now().Add(wait)
+	delay := time.Millisecond
+	for {
+		t, err := c.getOne(id)
+		if err != nil || t.State != store.StateActive || !time.Now().Before(end) {
+			return t, err
+		}
+		timer := time.NewTimer(min(delay, time.Until(end)))
+		select {
+		case <-timer.C:
+		case <-c.ctx().Done():
+			timer.Stop()
+			return t, nil
+		case <-a.stopping:
+			timer.Stop()
+			return t, nil
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
 }
 
 func (a *API) retryTask(c *call) error {

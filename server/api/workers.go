@@ -522,6 +522,47 @@ func (a *API) stillVerified(c *call, tasks []*store.Task) error {
 	return wire.Errorf(wire.CodeUnauthorized, "the worker %s was revoked", c.who.workerID)
 }
 
+// waitCancels answers the leases of the project asked to cancel after the
+// request's cursor, waiting up to wait_ms (at most MaxLeaseWait) for one:
+// the push of cancels to remote workers.
+func (a *API) waitCancels(c *call) error {
+	var req wire.CancelsRequest
+	if err := c.decode(&req, false); err != nil {
+		return err
+	}
+	if req.WaitMS < 0 {
+		return errf(wire.CodeInvalidOption, "wait_ms", "%d is negative", req.WaitMS)
+	}
+	wait, err := wire.DurField("wait_ms", req.WaitMS)
+	if err != nil {
+		return err
+	}
+	p := store.WaitCancelsParams{Namespace: c.ns(), Cursor: req.Cursor, Wait: min(wait, MaxLeaseWait)}
+	a.touch(c)
+	// A shutdown ends the wait early, like a lease's.
+	ctx, cancel := context.WithCancel(c.ctx())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := a.st.WaitCancels(ctx, p)
+	if err != nil {
+		if ctx.Err() == nil || c.ctx().Err() != nil {
+			return err
+		}
+		res = store.WaitCancelsResult{Cursor: req.Cursor} // stopping: nothing new
+	}
+	out := wire.CancelsResponse{Leases: make([]wire.LeaseRef, len(res.Leases)), Cursor: res.Cursor, Missed: res.Missed}
+	for i, l := range res.Leases {
+		out.Leases[i] = wire.LeaseRef{ID: l.ID, LeaseID: l.LeaseID}
+	}
+	return c.json(http.StatusOK, out)
+}
+
 func (a *API) extend(c *call) error {
 	var req wire.ExtendRequest
 	if err := c.decode(&req, false); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/kilnhq/kiln/internal/cancelfeed"
 	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
@@ -76,6 +77,7 @@ type Store struct {
 	lock       *folderLock   // the data folder's lock, held until Close
 	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
 	d          disk
+	cancels    *cancelfeed.Feed // cancel requests of active tasks, for WaitCancels
 
 	// mu guards every field below it, and the entries and namespaces they
 	// reach. Lock order: mu, then d.mu, then c.mu.
@@ -179,6 +181,7 @@ func Open(dir string, cfg *Config) (*Store, error) {
 		wrapEngine: c.wrapEngine,
 		noteC:      make(chan struct{}, 1),
 		d:          disk{hidden: make(map[string]created)},
+		cancels:    cancelfeed.New(),
 		nss:        make(map[string]*namespace),
 
 		metaPending: make(map[string][]byte),
@@ -665,6 +668,7 @@ func (s *Store) Close() error {
 		ns.notify()
 	}
 	s.mu.Unlock()
+	s.cancels.Close()
 	close(s.stop)
 	s.wg.Wait()
 	s.d.mu.Lock()

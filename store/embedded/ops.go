@@ -96,6 +96,8 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		if e.t.RunAt.After(now) {
 			e.t.State = store.StateScheduled
 			ns.delayed.push(e)
+			// A new earliest due time: waiting leasers wait less.
+			woke = woke || ns.delayed.peek() == e
 		} else {
 			if e.t.RunAt.IsZero() {
 				e.t.RunAt = now
@@ -394,6 +396,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				e.t.RunAt = at
 				e.t.State = store.StateRetry
 				ns.delayed.push(e)
+				woke = woke || ns.delayed.peek() == e
 			} else {
 				e.t.State = store.StatePending
 				q.pushReady(e)
@@ -720,10 +723,13 @@ func (ns *namespace) unindex(e *entry) {
 func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
 	return s.adminEach(ctx, "cancel", p, func(ns *namespace, id string, e *entry, disk *store.Task, _ uint64, now time.Time) (store.AdminItem, *batch) {
 		if e == nil {
-			return store.AdminItem{State: disk.State, Err: store.ErrInvalidState}, nil
+			return store.AdminItem{State: disk.State, Err: cancelRefused(disk.State)}, nil
 		}
 		switch e.t.State {
 		case store.StateActive:
+			// Pushed to the workers waiting in WaitCancels (again when the
+			// mark was already there: a push may have been missed).
+			s.cancels.Publish(ns.name, store.LeaseRef{ID: id, LeaseID: e.t.LeaseID})
 			if !e.t.CancelRequested {
 				e.t.CancelRequested = true
 				return store.AdminItem{State: store.StateActive}, s.putTask(e)
@@ -737,10 +743,30 @@ func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResul
 			s.evict = append(s.evict, timedItem{ns: ns.name, id: id, seq: e.gen, e: e})
 			return store.AdminItem{State: store.StateCancelled}, b
 		case store.StateSucceeded, store.StateDead, store.StateCancelled:
-			return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
+			return store.AdminItem{State: e.t.State, Err: cancelRefused(e.t.State)}, nil
 		}
 		return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
 	})
+}
+
+// cancelRefused is the error of a cancel of a task in state st, which
+// cannot be cancelled.
+func cancelRefused(st store.State) error {
+	if st == store.StateSucceeded || st == store.StateDead {
+		return store.ErrTaskFinished
+	}
+	return store.ErrInvalidState
+}
+
+// WaitCancels implements store.Leaser.
+func (s *Store) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (store.WaitCancelsResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.WaitCancelsResult{}, fmt.Errorf("embedded: wait cancels: %w", err)
+	}
+	if p.Wait < 0 {
+		return store.WaitCancelsResult{}, fmt.Errorf("embedded: wait cancels: wait %s: %w", p.Wait, store.ErrInvalidOption)
+	}
+	return s.cancels.Wait(ctx, p, nil)
 }
 
 // Retry implements store.Admin.

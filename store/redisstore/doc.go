@@ -14,7 +14,9 @@
 // Extend and Enqueue take whole batches.
 //
 // Idle Leases wait for a wake-up message that the scripts publish when tasks
-// become ready (one pattern subscription per Store), never in a sleep loop.
+// become ready or a new earliest due time is set (one pattern subscription
+// per Store), never in a sleep loop. The same messages carry the cancel
+// requests of active tasks, which WaitCancels serves.
 //
 // # Keys and Redis Cluster
 //

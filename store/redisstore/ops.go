@@ -187,7 +187,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		if wait <= 0 {
 			return store.LeaseResult{}, nil
 		}
-		wait = min(wait, wakeCheckMax)
+		wait = min(wait, s.wakeCheck)
 		if nextDue >= 0 {
 			wait = min(wait, max(time.Duration(nextDue-nowUS)*time.Microsecond, time.Millisecond))
 		}
@@ -643,6 +643,9 @@ func (s *Store) admin(ctx context.Context, op string, sc *redis.Script, p store.
 			items[i].State = parseState(r[1:])
 		case strings.HasPrefix(r, "I"):
 			items[i] = store.AdminItem{State: parseState(r[1:]), Err: store.ErrInvalidState}
+			if op == "cancel" && (items[i].State == store.StateSucceeded || items[i].State == store.StateDead) {
+				items[i].Err = store.ErrTaskFinished
+			}
 		default:
 			return store.AdminResult{}, fmt.Errorf("redisstore: %s: unexpected script result %q", op, r)
 		}
@@ -653,6 +656,22 @@ func (s *Store) admin(ctx context.Context, op string, sc *redis.Script, p store.
 // Cancel implements store.Admin.
 func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
 	return s.admin(ctx, "cancel", cancelScript, p)
+}
+
+// WaitCancels implements store.Leaser. The cancel script publishes the
+// leases it marks on the namespace's wake-up channel; every store of the
+// prefix, in any process, records them in its feed.
+func (s *Store) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (store.WaitCancelsResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.WaitCancelsResult{}, fmt.Errorf("redisstore: wait cancels: %w", err)
+	}
+	if p.Wait < 0 {
+		return store.WaitCancelsResult{}, fmt.Errorf("redisstore: wait cancels: wait %s: %w", p.Wait, store.ErrInvalidOption)
+	}
+	if err := s.usable(ctx); err != nil {
+		return store.WaitCancelsResult{}, err
+	}
+	return s.wk.cancels.Wait(ctx, p, s.closed)
 }
 
 // Retry implements store.Admin.

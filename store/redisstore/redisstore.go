@@ -111,6 +111,9 @@ type Store struct {
 	known map[string]bool // namespaces registered in the namespace set
 
 	wk *waker
+	// wakeCheck is wakeCheckMax; tests lengthen it to show that a Lease
+	// wakes by notification and due time, not by this fallback.
+	wakeCheck time.Duration
 }
 
 // Open connects to the Redis that url names and returns a store on it. The
@@ -228,13 +231,14 @@ func newStore(ctx context.Context, rdb redis.UniversalClient, cfg *Config, own b
 		defer cancel()
 	}
 	s := &Store{
-		rdb:    rdb,
-		own:    own,
-		cfg:    c,
-		limits: c.Limits,
-		log:    c.Logger,
-		closed: make(chan struct{}),
-		known:  make(map[string]bool),
+		rdb:       rdb,
+		own:       own,
+		cfg:       c,
+		wakeCheck: wakeCheckMax,
+		limits:    c.Limits,
+		log:       c.Logger,
+		closed:    make(chan struct{}),
+		known:     make(map[string]bool),
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		if unavailable(err) {

@@ -218,6 +218,16 @@ for j = 0, nt - 1 do
   end
 end
 zadd_all(T .. ':all', all)
+if #delayed > 0 then
+  -- A new earliest due time wakes the waiting leasers: they wait less.
+  local first = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+  local least = nil
+  for k = 1, #delayed, 2 do
+    local v = tonumber(delayed[k])
+    if not least or v < least then least = v end
+  end
+  if #first == 0 or least < tonumber(first[2]) then woke = true end
+end
 zadd_all(T .. ':d', delayed)
 for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
 for q, tys in pairs(types) do
@@ -408,6 +418,7 @@ while i <= #ARGV do
           redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '4', 'ra', S(at), 'm', m)
           redis.call('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
+          if redis.call('ZRANGE', T .. ':d', 0, 0)[1] == id then woke = true end
         else
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
@@ -436,15 +447,17 @@ return table.concat(res)
 // "I<state>" (invalid state).
 var cancelScript = redis.NewScript(prelude + `
 local res = {}
+local marked = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '3' then
     redis.call('HSET', key, 'c', '1')
+    marked[#marked + 1] = id .. ' ' .. (f[6] or '0')
     res[#res + 1] = 'O3'
   elseif st == '1' or st == '2' or st == '4' then
     if st == '2' then
@@ -461,6 +474,7 @@ for i = 3, #ARGV do
   end
 end
 flush()
+if #marked > 0 then redis.call('PUBLISH', WAKE, 'c ' .. table.concat(marked, ' ')) end
 return res
 `)
 

@@ -2,19 +2,26 @@ package redisstore
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/cancelfeed"
+	"github.com/kilnhq/kiln/store"
 )
 
 // waker turns the wake-up messages the scripts publish into wake-ups of the
 // Leases of this process that wait on the namespace. One pattern
-// subscription serves every namespace of the store's prefix.
+// subscription serves every namespace of the store's prefix. The same
+// channel carries the cancel requests of active tasks ("c id lease id
+// lease..."), which go to the cancel feed.
 type waker struct {
-	ps     *redis.PubSub
-	prefix string
-	done   chan struct{}
+	ps      *redis.PubSub
+	prefix  string
+	done    chan struct{}
+	cancels *cancelfeed.Feed
 
 	mu    sync.Mutex
 	chans map[string]chan struct{} // per namespace; closed by the next message
@@ -28,7 +35,7 @@ func startWaker(ctx context.Context, rdb redis.UniversalClient, prefix string) (
 		_ = ps.Close()
 		return nil, err
 	}
-	w := &waker{ps: ps, prefix: prefix, done: make(chan struct{}), chans: make(map[string]chan struct{})}
+	w := &waker{ps: ps, prefix: prefix, done: make(chan struct{}), chans: make(map[string]chan struct{}), cancels: cancelfeed.New()}
 	go w.loop(ps.Channel())
 	return w, nil
 }
@@ -38,6 +45,10 @@ func (w *waker) loop(msgs <-chan *redis.Message) {
 	for m := range msgs {
 		ns, ok := strings.CutPrefix(m.Channel, w.prefix)
 		if !ok {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(m.Payload, "c "); ok {
+			w.cancels.Publish(ns, parseCancels(rest)...)
 			continue
 		}
 		w.mu.Lock()
@@ -63,6 +74,20 @@ func (w *waker) channel(ns string) <-chan struct{} {
 	return ch
 }
 
+// parseCancels reads "id lease id lease..." of a cancel notification.
+func parseCancels(s string) []store.LeaseRef {
+	f := strings.Fields(s)
+	out := make([]store.LeaseRef, 0, len(f)/2)
+	for i := 0; i+1 < len(f); i += 2 {
+		lid, err := strconv.ParseUint(f[i+1], 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, store.LeaseRef{ID: f[i], LeaseID: lid})
+	}
+	return out
+}
+
 // close ends the subscription and waits for the loop to stop.
 func (w *waker) close() error {
 	if w == nil {
@@ -70,5 +95,6 @@ func (w *waker) close() error {
 	}
 	err := w.ps.Close()
 	<-w.done
+	w.cancels.Close()
 	return err
 }

@@ -58,6 +58,10 @@
 // answer that arrives is returned: tasks the server leased are not dropped
 // on the way (see Store.Lease).
 //
+// WaitCancels is a long poll too (cancels:wait): the server answers as soon
+// as an active task of the project is asked to cancel, so a remote worker
+// stops the handler within milliseconds, not at its next heartbeat.
+//
 // # Maintenance
 //
 // Sweep calls POST /v1/admin/sweep, which needs an admin token. The server

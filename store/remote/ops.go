@@ -282,6 +282,30 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 	return store.ReportResult{Errs: errs}, nil
 }
 
+// WaitCancels implements store.Leaser with cancels:wait, a long poll: the
+// server answers as soon as an active task of the project is asked to
+// cancel (see Lease for waits longer than MaxWaitPerRequest: here one
+// request waits at most that long and the caller asks again).
+func (s *Store) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (store.WaitCancelsResult, error) {
+	if err := checkNS("wait cancels", p.Namespace); err != nil {
+		return store.WaitCancelsResult{}, err
+	}
+	if p.Wait < 0 {
+		return store.WaitCancelsResult{}, fmt.Errorf("remote: wait cancels: wait %s: %w", p.Wait, store.ErrInvalidOption)
+	}
+	wait := min(p.Wait, MaxWaitPerRequest)
+	req := wire.CancelsRequest{Cursor: p.Cursor, WaitMS: ms(wait)}
+	var resp wire.CancelsResponse
+	if err := s.call(ctx, "wait cancels", apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "cancels:wait"), Body: req, Wait: wait}, &resp); err != nil {
+		return store.WaitCancelsResult{}, err
+	}
+	out := store.WaitCancelsResult{Cursor: resp.Cursor, Missed: resp.Missed, Leases: make([]store.LeaseRef, len(resp.Leases))}
+	for i, l := range resp.Leases {
+		out.Leases[i] = store.LeaseRef{ID: l.ID, LeaseID: l.LeaseID}
+	}
+	return out, nil
+}
+
 // Get implements store.Reader with tasks:batchGet.
 func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, error) {
 	if err := checkNS("get", p.Namespace); err != nil {

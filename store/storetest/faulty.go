@@ -12,7 +12,7 @@ import (
 // Methods lists the method names FaultyStore can fail, as they are spelled in
 // store.Store.
 var Methods = []string{
-	"Enqueue", "Lease", "Extend", "Report",
+	"Enqueue", "Lease", "Extend", "Report", "WaitCancels",
 	"Get", "List", "Stats",
 	"Cancel", "Retry", "Delete", "SetQueuePaused",
 	"Sweep", "Ping", "Close",
@@ -168,6 +168,12 @@ func (f *FaultyStore) Extend(ctx context.Context, p store.ExtendParams) (store.E
 // Report calls the wrapped store's Report unless a fault says otherwise.
 func (f *FaultyStore) Report(ctx context.Context, p store.ReportParams) (store.ReportResult, error) {
 	return call(f, "Report", func() (store.ReportResult, error) { return f.s.Report(ctx, p) })
+}
+
+// WaitCancels calls the wrapped store's WaitCancels unless a fault says
+// otherwise.
+func (f *FaultyStore) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (store.WaitCancelsResult, error) {
+	return call(f, "WaitCancels", func() (store.WaitCancelsResult, error) { return f.s.WaitCancels(ctx, p) })
 }
 
 // Get calls the wrapped store's Get unless a fault says otherwise.

@@ -461,6 +461,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Pause", func(t *testing.T) { testPause(t, h) })
 	t.Run("Delayed", func(t *testing.T) { testDelayed(t, h) })
 	t.Run("Wait", func(t *testing.T) { testWait(t, h) })
+	t.Run("WaitCancels", func(t *testing.T) { testWaitCancels(t, h) })
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, h) })
 	t.Run("List", func(t *testing.T) { testList(t, h) })
 	t.Run("ListBounded", func(t *testing.T) { testListBounded(t, h) })

@@ -560,6 +560,33 @@ func testWait(t *testing.T, h Harness) {
 		}
 	})
 
+	// A delayed task enqueued while a Lease waits wakes it at its due
+	// time: the enqueue tells the waiting Lease of the new earliest due
+	// time. (Had it not, the Lease would sleep for its whole hour.)
+	t.Run("WakesAtDueTime", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		started := make(chan struct{})
+		ch := leaseAsync(f.ctx(), f, time.Hour, started)
+		<-started
+		time.Sleep(20 * time.Millisecond) // let it reach its wait; not needed for the check
+		in := input("t", "q")
+		in.RunAt = f.now().Add(50 * time.Millisecond)
+		id := f.add(in)[0]
+		f.clock.Advance(50 * time.Millisecond)
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatalf("Lease(Wait): %v", r.err)
+			}
+			if !cmp.Equal(ids(r.tasks), []string{id}) {
+				t.Errorf("Lease(Wait): got %v, want [%s]", ids(r.tasks), id)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("Lease(Wait 1h) did not return within %s after a task enqueued meanwhile became due", waitLimit)
+		}
+	})
+
 	t.Run("EmptyAfterWait", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)

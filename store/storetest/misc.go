@@ -43,6 +43,35 @@ func testClose(t *testing.T, h Harness) {
 		if err := f.s.Ping(f.ctx()); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Ping after Close: got %v, want %v", err, store.ErrClosed)
 		}
+		if _, err := f.s.WaitCancels(f.ctx(), store.WaitCancelsParams{Namespace: f.ns, Wait: time.Hour}); !errors.Is(err, store.ErrClosed) {
+			t.Errorf("WaitCancels after Close: got %v, want %v", err, store.ErrClosed)
+		}
+	})
+
+	t.Run("CloseWakesWaitCancels", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		res, err := f.s.WaitCancels(f.ctx(), store.WaitCancelsParams{Namespace: f.ns})
+		if err != nil {
+			t.Fatalf("WaitCancels: %v", err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.s.WaitCancels(f.ctx(), store.WaitCancelsParams{Namespace: f.ns, Cursor: res.Cursor, Wait: time.Hour})
+			done <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // let it wait; not needed for the check
+		if err := f.s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, store.ErrClosed) {
+				t.Errorf("a WaitCancels waiting when the store closed: got %v, want %v", err, store.ErrClosed)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("Close did not end a waiting WaitCancels within %s", waitLimit)
+		}
 	})
 
 	t.Run("CloseWakesWaitingLease", func(t *testing.T) {

@@ -98,6 +98,11 @@ func (s *stub) Report(_ context.Context, p store.ReportParams) (store.ReportResu
 	s.hit("Report")
 	return store.ReportResult{Errs: make([]error, len(p.Outcomes))}, nil
 }
+
+func (s *stub) WaitCancels(context.Context, store.WaitCancelsParams) (store.WaitCancelsResult, error) {
+	s.hit("WaitCancels")
+	return store.WaitCancelsResult{}, nil
+}
 func (s *stub) Get(context.Context, store.GetParams) (store.GetResult, error) {
 	s.hit("Get")
 	return store.GetResult{}, nil
@@ -247,6 +252,7 @@ func TestFaultyEveryMethod(t *testing.T) {
 		"Lease":          func() error { _, err := f.Lease(ctx, store.LeaseParams{}); return err },
 		"Extend":         func() error { _, err := f.Extend(ctx, store.ExtendParams{}); return err },
 		"Report":         func() error { _, err := f.Report(ctx, store.ReportParams{}); return err },
+		"WaitCancels":    func() error { _, err := f.WaitCancels(ctx, store.WaitCancelsParams{}); return err },
 		"Get":            func() error { _, err := f.Get(ctx, store.GetParams{}); return err },
 		"List":           func() error { _, err := f.List(ctx, store.ListParams{}); return err },
 		"Stats":          func() error { _, err := f.Stats(ctx, store.StatsParams{}); return err },
