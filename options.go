@@ -251,8 +251,10 @@ type WorkerConfig struct {
 	// exponential backoff from 1 s, doubling, capped at 1 h, with ±25 %
 	// jitter. It is called from many goroutines at once.
 	RetryDelayFunc func(attempt int, err error, t *Task) time.Duration
-	// SweepInterval is how often the store's Sweep runs (it promotes due
-	// tasks and recovers expired leases); 0 means SweepIntervalDefault (1 s)
+	// SweepInterval is how often the store's Sweep runs (it recovers
+	// expired leases, expires unique keys and finished tasks, and records
+	// due tasks as pending; a lease does not wait for it: an idle worker
+	// wakes at the earliest due time of its queues); 0 means SweepIntervalDefault (1 s)
 	// and a negative value keeps this worker out of sweeping (another
 	// process must then sweep). Workers that share a store sweep once per
 	// interval between them, not once each: through a lease in the store's
