@@ -1,0 +1,184 @@
+package kilntest_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
+	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/store"
+)
+
+func TestMain(m *testing.M) {
+	runner.Main()
+	goleak.VerifyTestMain(m)
+}
+
+// The server answers at URL; the admin token reaches every project through
+// Remote; the registered worker is known; a second remote worker joins with
+// the worker secret and leases what the admin enqueued.
+func TestStartServer(t *testing.T) {
+	t.Parallel()
+	s := kilntest.StartServer(t, nil)
+	if !strings.HasPrefix(s.URL, "http://127.0.0.1:") || s.Project != "default" || s.AdminToken == "" || s.Token == "" ||
+		s.WorkerID == "" || s.WorkerSecret == "" {
+		t.Fatalf("server = %+v", s)
+	}
+	admin := s.Remote(t)
+	c, err := kiln.NewClient(admin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Enqueue(t.Context(), "ping", []byte(`"x"`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := s.WorkerStore(t)
+	if ws.WorkerID() == "" || ws.WorkerID() == s.WorkerID {
+		t.Errorf("second worker id %q (first %q)", ws.WorkerID(), s.WorkerID)
+	}
+	w, err := kiln.NewWorker(ws, &kiln.WorkerConfig{Namespace: s.Project, LeaseWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("ping", kiln.FuncCtx(func(_ context.Context, s string) (string, error) { return s + "!", nil }))
+	kilntest.Drain(t, w, admin, s.Project)
+	var got string
+	if err := res.Get(t.Context(), &got); err != nil || got != "x!" {
+		t.Fatalf("result %q, %v", got, err)
+	}
+	if !strings.Contains(s.Logs(), `"msg":"serving"`) {
+		t.Errorf("the server's log has no start line:\n%s", s.Logs())
+	}
+}
+
+// A fake clock given to the server's store decides when a delayed task is
+// due.
+func TestFakeClock(t *testing.T) {
+	t.Parallel()
+	clock := kilntest.NewFakeClock(time.Time{})
+	if !clock.Now().Equal(kilntest.Epoch) {
+		t.Fatalf("clock starts at %v", clock.Now())
+	}
+	st := kilntest.Embedded(t, &kilntest.StoreOptions{Clock: clock})
+	res, err := st.Enqueue(t.Context(), store.EnqueueParams{Namespace: store.DefaultNamespace,
+		Tasks: []store.TaskInput{{ID: "t1", Type: "later", Queue: "default", RunAt: clock.Now().Add(time.Hour)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := func() int {
+		r, err := st.Lease(t.Context(), store.LeaseParams{Namespace: store.DefaultNamespace, WorkerID: "w",
+			Queues: []string{"default"}, Types: []string{"later"}, Max: 1, Duration: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(r.Tasks)
+	}
+	if n := lease(); n != 0 {
+		t.Fatalf("leased %d tasks before the delay passed", n)
+	}
+	clock.Advance(time.Hour)
+	if n := lease(); n != 1 {
+		t.Fatalf("leased %d tasks after the delay, want 1 (%+v)", n, res)
+	}
+}
+
+// Drain waits for a task that retries, and returns once it is done.
+func TestDrainWaitsForRetries(t *testing.T) {
+	t.Parallel()
+	st := kilntest.Embedded(t, nil)
+	c, err := kiln.NewClient(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Enqueue(t.Context(), "flaky", nil, &kiln.TaskOptions{MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kiln.NewWorker(st, &kiln.WorkerConfig{LeaseWait: 20 * time.Millisecond,
+		RetryDelayFunc: func(int, error, *kiln.Task) time.Duration { return 10 * time.Millisecond }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	w.Handle("flaky", kiln.HandlerFunc(func(context.Context, *kiln.Task) error {
+		if calls.Add(1) < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}))
+	kilntest.Drain(t, w, st, "")
+	if st, err := res.State(t.Context()); err != nil || st != kiln.StateSucceeded || calls.Load() != 3 {
+		t.Fatalf("state %v, %v after %d calls; want succeeded after 3", st, err, calls.Load())
+	}
+}
+
+// Two Redis stores of two tests do not see each other's tasks, and a
+// test's keys are gone when it ends.
+func TestRedisStoresApart(t *testing.T) {
+	t.Parallel()
+	u := kilntest.RedisURL(t)
+	var prefix string
+	t.Run("inner", func(t *testing.T) {
+		prefix = kilntest.RedisPrefix(t, u)
+		a := kilntest.RedisAt(t, u, prefix, nil)
+		b := kilntest.Redis(t, nil)
+		if _, err := a.Enqueue(t.Context(), store.EnqueueParams{Namespace: "default",
+			Tasks: []store.TaskInput{{ID: "t1", Type: "x", Queue: "default"}}}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Stats(t.Context(), store.StatsParams{Namespace: "default"})
+		if err != nil || len(res.Queues) != 0 {
+			t.Fatalf("the other store's stats: %+v, %v", res, err)
+		}
+	})
+	opts, err := redis.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opts)
+	defer func() { _ = rc.Close() }()
+	for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
+		if keys, err := rc.Keys(t.Context(), pattern).Result(); err != nil || len(keys) != 0 {
+			t.Errorf("keys %s left after the test: %v, %v", pattern, keys, err)
+		}
+	}
+}
+
+// recordTB records what Missing does instead of doing it.
+type recordTB struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (r *recordTB) Helper()                        {}
+func (r *recordTB) Skip(args ...any)               { r.skipped = args[0].(string) }
+func (r *recordTB) Fatalf(format string, _ ...any) { r.failed = format }
+
+// The rule: a missing service skips with the reason, and fails under
+// KILN_TEST_REQUIRE_ALL=1.
+func TestMissingSkipsOrFails(t *testing.T) {
+	t.Parallel()
+	r := &recordTB{TB: t}
+	testenv.Missing(r, "no Redis")
+	if testenv.RequireAll() {
+		if r.failed == "" || r.skipped != "" {
+			t.Errorf("under %s=1: failed %q, skipped %q; want a failure", testenv.RequireAllEnv, r.failed, r.skipped)
+		}
+	} else if r.skipped != "no Redis" || r.failed != "" {
+		t.Errorf("skipped %q, failed %q; want a skip saying why", r.skipped, r.failed)
+	}
+	if os.Getenv(testenv.RedisEnv) == "" {
+		t.Log(testenv.RedisEnv, "is not set")
+	}
+}
