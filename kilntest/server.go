@@ -41,6 +41,10 @@ type ServerOptions struct {
 	// processes, short polls and leases. The test binary must call
 	// runner.Main() in TestMain (see the package documentation).
 	Runner bool
+	// Bare leaves the server as its first start made it: no project token
+	// and no registered worker (Token, WorkerID and WorkerSecret stay
+	// empty), for tests that count what the store holds.
+	Bare bool
 	// Configure, when set, has the last word on the server's configuration
 	// (after the test defaults above are filled in): a test's own event
 	// hook, limits, runner settings.
@@ -126,8 +130,8 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 		}
 	})
 	s.Server, s.Addr, s.URL = srv, ln.Addr().String(), "http://"+ln.Addr().String()
-	if cfg.BootstrapToken == "" || cfg.DisableBootstrap {
-		return s // no admin token: no project token, no worker
+	if o.Bare || cfg.BootstrapToken == "" || cfg.DisableBootstrap {
+		return s
 	}
 	tok, err := srv.API().CreateToken(ctx, s.Project, "kilntest")
 	if err != nil {
@@ -140,6 +144,9 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 	s.WorkerID = s.WorkerStore(tb).WorkerID()
 	return s
 }
+
+// Client returns an HTTP client for requests to the server.
+func (s *Server) Client() *http.Client { return http.DefaultClient }
 
 // Logs returns what the server logged so far (JSON lines, debug level and
 // up), for a failure message.
