@@ -13,13 +13,11 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/server/api"
 	"github.com/kilnhq/kiln/store/embedded"
 )
-
-// waitLimit bounds each command of the tests; it guards against a hang.
-const waitLimit = 20 * time.Second
 
 const testAdminToken = "kiln_cli-test-admin-token-0123456789abcdefghij"
 
@@ -88,7 +86,7 @@ func (s *cliServer) kiln(t *testing.T, args ...string) (int, string, string) {
 	if !slices.Contains(args, "--token") {
 		all = append(all, "--token", testAdminToken)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	ctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, all, &stdout, &stderr)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/testcert"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 )
 
@@ -84,7 +85,7 @@ func TestCLIWithTLS(t *testing.T) {
 
 	kiln := func(args ...string) (int, string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+		ctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 		defer cancel()
 		var stdout, stderr bytes.Buffer
 		code := run(ctx, args, &stdout, &stderr)
