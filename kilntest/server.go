@@ -79,7 +79,8 @@ type Server struct {
 
 // StartServer starts a kiln server on a loopback port with opts (nil: the
 // defaults), and stops it when the test ends (checking that it stopped
-// cleanly). Its log, at debug level, is in [Server.Logs].
+// cleanly). Its log, at debug level, is in [Server.Logs], and written to the
+// test's log when the test failed.
 func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 	tb.Helper()
 	var o ServerOptions
@@ -127,6 +128,9 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 		cancel()
 		if err := <-done; err != nil {
 			tb.Errorf("kilntest: the server's Serve: %v", err)
+		}
+		if tb.Failed() {
+			tb.Logf("kilntest: the server's log:\n%s", s.Logs())
 		}
 	})
 	s.Server, s.Addr, s.URL = srv, ln.Addr().String(), "http://"+ln.Addr().String()

@@ -305,7 +305,7 @@ func TestAuth(t *testing.T) {
 	if status, _ := b.do(http.MethodPut, codes, "application/json", nil); status != http.StatusMethodNotAllowed {
 		t.Errorf("PUT codes: status %d, want 405", status)
 	}
-	if strings.Contains(b.logs.String(), b.token) {
+	if strings.Contains(b.ks.Logs(), b.token) {
 		t.Error("a token reached the server log")
 	}
 }

@@ -7,13 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,22 +17,19 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 func TestMain(m *testing.M) {
 	// The test binary is the trampoline of the runner's task processes.
 	runner.Main()
 	code := m.Run()
-	buildDirs.Lock()
-	for _, dir := range buildDirs.list {
-		_ = os.RemoveAll(dir)
-	}
-	buildDirs.Unlock()
+	testenv.RemoveBuilt()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
@@ -51,24 +44,6 @@ const (
 	project    = "default"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // bundle is one test's server with a runner.
 type bundle struct {
 	t     testing.TB
@@ -77,7 +52,7 @@ type bundle struct {
 	url   string // http://127.0.0.1:port
 	host  string // 127.0.0.1:port
 	token string // a project token of "default"
-	logs  *syncBuffer
+	ks    *kilntest.Server
 
 	evMu   sync.Mutex
 	events []server.Event
@@ -100,74 +75,45 @@ func (b *bundle) eventKinds(id string) []string {
 // two processes, on a loopback port.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	return setupOn(t, st, true)
+	return setupOn(t, kilntest.Embedded(t, nil), true)
 }
 
 // metaStore is a store with store.Meta (every kiln store).
-type metaStore interface {
-	store.Store
-	store.Meta
-}
+type metaStore = kilntest.MetaStore
 
 // setupOn serves a server on st (which the caller closes), with a runner
-// or without.
+// (kilntest's test settings) or without.
 func setupOn(t testing.TB, st metaStore, withRunner bool) *bundle {
 	t.Helper()
-	var rc *hosted.Config
-	if withRunner {
-		rc = &hosted.Config{
-			WorkDir: t.TempDir(), Concurrency: 2, PollInterval: 100 * time.Millisecond,
-			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
-		}
-	}
-	return setupWith(t, st, rc)
+	return serve(t, &kilntest.ServerOptions{Store: st, Runner: withRunner})
 }
 
 // setupWith serves a server on st with runner configuration rc (nil: no
 // runner).
 func setupWith(t testing.TB, st metaStore, rc *hosted.Config) *bundle {
 	t.Helper()
-	logs := &syncBuffer{}
-	b := &bundle{t: t, st: st, logs: logs}
-	srv, err := server.New(&server.Config{
-		EventFunc: func(e server.Event) {
+	return serve(t, &kilntest.ServerOptions{Store: st, Configure: func(c *server.Config) { c.Runner = rc }})
+}
+
+// serve starts a kilntest server with the admin token adminToken and an
+// event log, and returns its bundle.
+func serve(t testing.TB, opts *kilntest.ServerOptions) *bundle {
+	t.Helper()
+	b := &bundle{t: t, st: opts.Store}
+	configure := opts.Configure
+	opts.Configure = func(c *server.Config) {
+		c.BootstrapToken = adminToken
+		c.EventFunc = func(e server.Event) {
 			b.evMu.Lock()
 			b.events = append(b.events, e)
 			b.evMu.Unlock()
-		},
-		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
-		Logger:          slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Runner:          rc,
-		ShutdownTimeout: 10 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
 		}
-	})
-	tok, err := srv.API().CreateToken(context.Background(), project, "test")
-	if err != nil {
-		t.Fatal(err)
+		if configure != nil {
+			configure(c)
+		}
 	}
-	host := ln.Addr().String()
-	b.srv, b.url, b.host, b.token = srv, "http://"+host, host, tok.Token
+	ks := kilntest.StartServer(t, opts)
+	b.ks, b.srv, b.url, b.host, b.token = ks, ks.Server, ks.URL, ks.Addr, ks.Token
 	return b
 }
 
@@ -313,24 +259,14 @@ func (b *bundle) wait(id string) taskInfo {
 	return b.waitFor(id, func(ti taskInfo) bool { return ti.Status != "queued" && ti.Status != "running" })
 }
 
-// waitLimit bounds the polls of wait and waitFor.
-var waitLimit = time.Minute
-
 func (b *bundle) waitFor(id string, done func(taskInfo) bool) taskInfo {
 	b.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ti := b.task(id)
-		if done(ti) {
-			return ti
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("task %s: still %s after a minute; server log:\n%s", id, ti.Status, b.logs.String())
-		}
-		<-tick.C
-	}
+	var ti taskInfo
+	kilntest.Eventually(b.t, "task "+id, func() bool {
+		ti = b.task(id)
+		return done(ti)
+	})
+	return ti
 }
 
 func (b *bundle) log(id string) string {
@@ -454,59 +390,11 @@ chmod +x "worker"
 ./"worker" "$@"
 `
 
-// buildDirs are the folders of the programs the tests built, removed by
-// TestMain.
-var buildDirs struct {
-	sync.Mutex
-	list []string
-}
-
-// buildDir makes a folder for a program the tests build.
-func buildDir(pattern string) (string, error) {
-	dir, err := os.MkdirTemp("", pattern)
-	if err == nil {
-		buildDirs.Lock()
-		buildDirs.list = append(buildDirs.list, dir)
-		buildDirs.Unlock()
-	}
-	return dir, err
-}
-
-// buildWorker compiles seedWorkerSource once per test binary.
-var buildWorker = sync.OnceValues(func() (string, error) {
-	dir, err := buildDir("kiln-ironapi-worker-")
-	if err != nil {
-		return "", err
-	}
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o750); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(seedWorkerSource), 0o600); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module worker\n\ngo 1.26\n"), 0o600); err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "worker")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return out, nil
-})
-
 // seedZip returns worker.zip of seed 000: the compiled worker and
 // __runner__.sh at the root.
 func seedZip(t testing.TB) []byte {
 	t.Helper()
-	bin, err := buildWorker()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bin)
+	data, err := os.ReadFile(testenv.BuildGo(t, seedWorkerSource))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 const (
@@ -439,11 +439,7 @@ func TestSchedules(t *testing.T) {
 // max_concurrency of 1 holds across both: no two tasks overlap.
 func TestSharedStore(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	front := setupOn(t, st, false)
 	// The tasks share a lock folder on the host: no sandbox (it would give
 	// each task a /tmp of its own).
