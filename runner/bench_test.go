@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // concurrentRuns is how many Run calls the throughput benchmarks keep in
@@ -40,10 +42,7 @@ func benchSandboxes(b *testing.B) []Sandbox {
 //
 //	go test -run '^$' -bench 'BenchmarkRunTasks' -benchtime 5s -count 3 ./runner/
 func BenchmarkRunTasks(b *testing.B) {
-	bin, err := buildWorker()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := testenv.BuildGo(b, workerSource)
 	type benchCase struct {
 		name string
 		sb   Sandbox
@@ -86,10 +85,7 @@ func BenchmarkRunTasks(b *testing.B) {
 //
 //	go test -run '^$' -bench 'BenchmarkStartLatency' -benchtime 300x -count 3 ./runner/
 func BenchmarkStartLatency(b *testing.B) {
-	bin, err := buildWorker()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := testenv.BuildGo(b, workerSource)
 	type benchCase struct {
 		name string
 		sb   Sandbox
@@ -133,10 +129,7 @@ func BenchmarkStartLatency(b *testing.B) {
 //
 //	go test -run '^$' -bench 'BenchmarkSpawn' -benchtime 300x -count 3 ./runner/
 func BenchmarkSpawn(b *testing.B) {
-	bin, err := buildWorker()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := testenv.BuildGo(b, workerSource)
 	payload := filepath.Join(b.TempDir(), "payload")
 	if err := os.WriteFile(payload, []byte(`{"mode":"true"}`), 0o600); err != nil {
 		b.Fatal(err)

@@ -18,23 +18,11 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store/embedded"
 )
-
-// waitLimit bounds waits for what should happen promptly; never a measure.
-const waitLimit = 60 * time.Second
-
-// skipOrFail skips a test this machine cannot run, unless
-// KILN_TEST_REQUIRE_ALL is set (make test), where it fails.
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-		t.Fatalf("%s (KILN_TEST_REQUIRE_ALL is set: this test must run; run as root with bubblewrap installed, see scripts/services.sh)", why)
-	}
-	t.Skip(why)
-}
 
 func zipOf(t testing.TB, files map[string]string) []byte {
 	t.Helper()
@@ -88,7 +76,7 @@ echo done
 // another project; the task's log is captured.
 func TestHostedSandbox(t *testing.T) {
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "separate users per project need a root runner")
+		testenv.Missing(t, "separate users per project need a root runner")
 	}
 	root := "/var/lib" // outside /tmp, which the sandbox makes private anyway
 	dir, err := os.MkdirTemp(root, "kiln-hosted-sandbox-test-")
@@ -121,7 +109,7 @@ func TestHostedSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st := h.Sandbox(); st.Mode != runner.SandboxBwrap || !st.SwitchUser {
-		skipOrFail(t, "the default sandbox here is "+st.String()+", not bwrap")
+		testenv.Missing(t, "the default sandbox here is "+st.String()+", not bwrap")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
@@ -158,18 +146,15 @@ func TestHostedSandbox(t *testing.T) {
 	}
 	waitLog := func(project, id, want string) string {
 		t.Helper()
-		for deadline := time.Now().Add(waitLimit); ; time.Sleep(20 * time.Millisecond) {
-			b, _, err := reg.ReadLog(ctx, project, id)
-			if err != nil {
+		var log []byte
+		testenv.Eventually(t, fmt.Sprintf("%q in the log of task %s/%s", want, project, id), func() bool {
+			var err error
+			if log, _, err = reg.ReadLog(ctx, project, id); err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(string(b), want) {
-				return string(b)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("task %s/%s: no %q in its log %q", project, id, want, b)
-			}
-		}
+			return strings.Contains(string(log), want)
+		})
+		return string(log)
 	}
 
 	// Two tasks of alpha run at once, holding their secrets.
@@ -202,7 +187,7 @@ func TestHostedSandbox(t *testing.T) {
 		os.Getpid(), data, tasks[0], filepath.Join(data, "runner", "tasks"),
 		filepath.Join(data, "runner", "packages", holderRev.SHA256), filepath.Join(data, "runner", "packages"))
 	probe := enqueue("beta", "probe", payload)
-	wctx, wcancel := context.WithTimeout(ctx, waitLimit)
+	wctx, wcancel := context.WithTimeout(ctx, testenv.WaitLimit)
 	defer wcancel()
 	info, err := probe.Wait(wctx)
 	if err != nil || info.State != kiln.StateSucceeded {
@@ -245,7 +230,7 @@ func fileUID(fi os.FileInfo) int {
 func TestProjectUIDs(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "separate users per project need a root runner")
+		testenv.Missing(t, "separate users per project need a root runner")
 	}
 	st, err := embedded.Open(t.TempDir(), nil)
 	if err != nil {
@@ -309,7 +294,7 @@ func sharedDir(t testing.TB) string {
 func TestHostedSandboxUserClosedFolder(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "sandbox user needs root")
+		testenv.Missing(t, "sandbox user needs root")
 	}
 	st, err := embedded.Open(t.TempDir(), nil)
 	if err != nil {
