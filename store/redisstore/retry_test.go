@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -83,7 +84,7 @@ func TestLostReplyNotResent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			u := redisURL(t)
+			u := testenv.RedisURL(t)
 			if tc.query != "" {
 				sep := "?"
 				if bytes.ContainsRune([]byte(u), '?') {
