@@ -41,6 +41,9 @@ type ServerOptions struct {
 	// processes, short polls and leases. The test binary must call
 	// runner.Main() in TestMain (see the package documentation).
 	Runner bool
+	// Listen is the address to listen on; empty means "127.0.0.1:0", a
+	// free loopback port.
+	Listen string
 	// Bare leaves the server as its first start made it: no project token
 	// and no registered worker (Token, WorkerID and WorkerSecret stay
 	// empty), for tests that count what the store holds.
@@ -54,9 +57,10 @@ type ServerOptions struct {
 // Server is a kiln server serving on a loopback port for one test, stopped
 // when the test ends.
 type Server struct {
-	// URL is where the server listens: "http://127.0.0.1:port".
+	// URL is where the server listens: "http://127.0.0.1:port" (https://
+	// when the configuration gives the server a certificate).
 	URL string
-	// Addr is the listener's host and port, "127.0.0.1:port".
+	// Addr is the listener's host and port, "127.0.0.1:port" by default.
 	Addr string
 	// AdminToken is the server's admin token (bootstrap token).
 	AdminToken string
@@ -117,7 +121,10 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 	if err != nil {
 		tb.Fatalf("kilntest: server.New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		tb.Fatalf("kilntest: %v", err)
 	}
@@ -133,7 +140,11 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 			tb.Logf("kilntest: the server's log:\n%s", s.Logs())
 		}
 	})
-	s.Server, s.Addr, s.URL = srv, ln.Addr().String(), "http://"+ln.Addr().String()
+	scheme := "http://"
+	if cfg.TLSCertFile != "" {
+		scheme = "https://"
+	}
+	s.Server, s.Addr, s.URL = srv, ln.Addr().String(), scheme+ln.Addr().String()
 	if o.Bare || cfg.BootstrapToken == "" || cfg.DisableBootstrap {
 		return s
 	}

@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,12 +17,12 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
-	"github.com/kilnhq/kiln/store/redisstore"
 	"github.com/kilnhq/kiln/store/remote"
 	"github.com/kilnhq/kiln/store/storetest"
 )
@@ -64,36 +63,14 @@ type backend struct {
 // set, Redis.
 func backends(t *testing.T) []backend {
 	bs := []backend{{"embedded", func(t *testing.T, clock store.Clock) metaStore {
-		st, err := embedded.Open(t.TempDir(), &embedded.Config{Clock: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		return st
+		return kilntest.Embedded(t, &kilntest.StoreOptions{Clock: clock})
 	}}}
-	rawURL := os.Getenv("KILN_TEST_REDIS_URL")
-	if rawURL == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is (scripts/services.sh starts Redis)")
-		}
-		t.Log("KILN_TEST_REDIS_URL is not set: Redis is not tested")
+	if os.Getenv(testenv.RedisEnv) == "" && !testenv.RequireAll() {
+		t.Log(testenv.RedisEnv, "is not set: Redis is not tested")
 		return bs
 	}
 	return append(bs, backend{"redis", func(t *testing.T, clock store.Clock) metaStore {
-		prefix := "kilntest-abandon-" + rand.Text()
-		cfg := &redisstore.Config{Prefix: prefix}
-		if clock != nil {
-			cfg.Clock = clock
-		}
-		st, err := redisstore.Open(context.Background(), rawURL, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = st.Close()
-			deletePrefix(t, rawURL, prefix)
-		})
-		return st
+		return kilntest.Redis(t, &kilntest.StoreOptions{Clock: clock})
 	}})
 }
 

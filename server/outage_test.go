@@ -6,10 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,8 +17,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
-	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/redisstore"
+	"github.com/kilnhq/kiln/kilntest"
 )
 
 // redisProc is a redis-server process of the test's own, on a loopback
@@ -164,25 +161,7 @@ func TestRedisOutage(t *testing.T) {
 	// paused phase fails after about a second instead of go-redis' 3 s
 	// times its retries.
 	url := "redis://" + rp.addr() + "/0?dial_timeout=1s&read_timeout=1s&write_timeout=1s&max_retries=0&pool_timeout=2s"
-	st, err := redisstore.Open(context.Background(), url, &redisstore.Config{Prefix: "kilntest-outage"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &bundle{t: t, logs: &syncBuffer{}, events: make(chan server.Event, 1024)}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: -1,
-		Logger: slog.New(slog.NewJSONHandler(b.logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.srv = srv
-	b.ts = httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		srv.API().Stop()
-		b.ts.Close()
-		_ = st.Close()
-	})
+	b := serveOn(t, kilntest.RedisAt(t, url, "kilntest-outage", nil), nil)
 	tok, _ := b.project("p")
 	bearer := "Bearer " + tok
 	enqueue := `{"tasks":[{"type":"t"}]}`
@@ -258,10 +237,10 @@ func TestRedisOutage(t *testing.T) {
 	rp.start()
 	healthy("restarted")
 
-	if !strings.Contains(b.logs.String(), "the store is unavailable") {
-		t.Errorf("the outage was not logged:\n%s", b.logs.String())
+	if !strings.Contains(b.ts.Logs(), "the store is unavailable") {
+		t.Errorf("the outage was not logged:\n%s", b.ts.Logs())
 	}
 	if t.Failed() {
-		t.Logf("server log:\n%s", b.logs.String())
+		t.Logf("server log:\n%s", b.ts.Logs())
 	}
 }
