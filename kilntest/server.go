@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
@@ -78,7 +78,7 @@ type Server struct {
 	// Store is the server's store.
 	Store MetaStore
 
-	logs *syncBuffer
+	logs *testenv.Buffer
 }
 
 // StartServer starts a kiln server on a loopback port with opts (nil: the
@@ -95,7 +95,7 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 	if st == nil {
 		st = Embedded(tb, &StoreOptions{Clock: o.Clock})
 	}
-	s := &Server{Store: st, logs: &syncBuffer{}}
+	s := &Server{Store: st, logs: &testenv.Buffer{}}
 	cfg := &server.Config{
 		Store: st, Clock: o.Clock,
 		BootstrapToken:  "kilntest-admin-" + rand.Text(),
@@ -230,22 +230,4 @@ func (s *Server) call(tb testing.TB, method, path string, body, out any) {
 			tb.Fatalf("kilntest: %s %s: %v in %s", method, path, err, data)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes (a server's log).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

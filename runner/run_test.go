@@ -71,22 +71,7 @@ func pkgDir(t testing.TB, entries ...entry) string {
 }
 
 // syncBuffer is a Log sink safe to read while Run writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testenv.Buffer
 
 // lineWatcher is a Log sink that calls fn once for the first line holding want.
 type lineWatcher struct {

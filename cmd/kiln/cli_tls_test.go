@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +15,6 @@ import (
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCLIWithTLS runs `kiln server --tls-cert --tls-key` and the CLI
 // against it: with the CA (--ca-cert, or ca_cert in cli.json) the commands
@@ -49,7 +30,7 @@ func TestCLIWithTLS(t *testing.T) {
 	data := filepath.Join(dir, "data")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var srvOut, srvErr lockedBuffer
+	var srvOut, srvErr testenv.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(ctx, []string{"server", "--addr", "127.0.0.1:0", "--data", data, "--runner=false", "--sweep-interval=-1s",

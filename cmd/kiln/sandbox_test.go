@@ -67,7 +67,7 @@ func TestServerSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "server", "--data", data, "--config", config)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0", "KILN_BOOTSTRAP_TOKEN="+testAdminToken)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
