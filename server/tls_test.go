@@ -107,15 +107,7 @@ func TestTLSWorkersEndToEnd(t *testing.T) {
 		tk.SetResult(append(append([]byte(nil), tk.Payload...), tk.Payload...))
 		return nil
 	}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Worker.Run: %v", err)
-		}
-	}()
+	kilntest.RunWorker(t, w)
 	var results []*kiln.Result
 	for i := range 10 {
 		res, err := client.Enqueue(t.Context(), "twice", fmt.Appendf(nil, "%d", i), nil)
