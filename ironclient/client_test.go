@@ -1,7 +1,6 @@
 package ironclient_test
 
 import (
-	"archive/zip"
 	"bytes"
 	"errors"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/ironclient"
 	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
@@ -37,26 +37,6 @@ func startServer(t *testing.T) *ironclient.Client {
 	return c
 }
 
-// zipOf builds a zip of name -> content.
-func zipOf(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, data := range files {
-		w, err := zw.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 // script is the test package: it prints its payload and, by the payload,
 // fails or sleeps.
 const script = `p=$(cat "$PAYLOAD_FILE")
@@ -70,7 +50,7 @@ esac
 func upload(t *testing.T, c *ironclient.Client) {
 	t.Helper()
 	res, err := c.UploadCode(t.Context(), ironclient.Code{Name: "echo", FileName: "run.sh", Runtime: "sh"},
-		bytes.NewReader(zipOf(t, map[string]string{"run.sh": script})))
+		bytes.NewReader(testenv.Zip(t, map[string]string{"run.sh": script})))
 	if err != nil {
 		t.Fatal(err)
 	}

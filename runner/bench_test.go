@@ -28,7 +28,7 @@ const concurrentRuns = 8
 func benchSandboxes(b *testing.B) []Sandbox {
 	out := []Sandbox{SandboxOff}
 	for _, sb := range []Sandbox{SandboxUser, SandboxBwrap} {
-		if r, err := New(&Config{Sandbox: sb, WorkDir: sharedWorkDir(b)}); err == nil && r.Sandbox().Mode == sb {
+		if r, err := New(&Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)}); err == nil && r.Sandbox().Mode == sb {
 			out = append(out, sb)
 		}
 	}
@@ -57,7 +57,7 @@ func BenchmarkRunTasks(b *testing.B) {
 	cases = append(cases, benchCase{"go-binary-no-copy/off", SandboxOff, Spec{Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)}})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: sharedWorkDir(b)})
+			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: testenv.SharedDir(b)})
 			b.SetParallelism((concurrentRuns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 			var id atomic.Int64
 			start := time.Now()
@@ -98,7 +98,7 @@ func BenchmarkStartLatency(b *testing.B) {
 	cases = append(cases, benchCase{"no-copy/off", SandboxOff, Spec{Command: []string{bin}, Payload: []byte(`{"mode":"start"}`)}})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: sharedWorkDir(b)})
+			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: testenv.SharedDir(b)})
 			var handshake, mainStart []time.Duration
 			for i := 0; b.Loop(); i++ {
 				var out syncBuffer
@@ -177,7 +177,7 @@ func BenchmarkSandboxCost(b *testing.B) {
 	sbs := benchSandboxes(b)
 	runners := make([]*Runner, len(sbs))
 	for i, sb := range sbs {
-		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: sharedWorkDir(b)})
+		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)})
 	}
 	handshake := make([][]time.Duration, len(sbs))
 	total := make([][]time.Duration, len(sbs))

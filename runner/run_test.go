@@ -26,21 +26,6 @@ import (
 	"github.com/kilnhq/kiln/internal/testenv"
 )
 
-// sharedWorkDir returns a work directory that another user can traverse
-// (t.TempDir's parents are private to root).
-func sharedWorkDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "kiln-runner-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func newRunner(t testing.TB, cfg Config) *Runner {
 	t.Helper()
 	if cfg.WorkDir == "" {
@@ -599,7 +584,7 @@ func TestRunForkBomb(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
 		cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
-		cfg.WorkDir = sharedWorkDir(t)
+		cfg.WorkDir = testenv.SharedDir(t)
 	}
 	r := newRunner(t, cfg)
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -631,7 +616,7 @@ func TestRunCredential(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("changing user needs root")
 	}
-	r := newRunner(t, Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: sharedWorkDir(t)})
+	r := newRunner(t, Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: testenv.SharedDir(t)})
 	var log syncBuffer
 	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs`),
 		Runtime: "sh", File: "run.sh", Log: &log})

@@ -543,7 +543,7 @@ func TestSandboxUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrSandbox) || !strings.Contains(err.Error(), "bwrap is not installed") {
 		t.Errorf("no bwrap in Path: %v", err)
 	}
-	r, err := New(&Config{Sandbox: SandboxAuto, BwrapPath: "/bin/false", WorkDir: sharedWorkDir(t)})
+	r, err := New(&Config{Sandbox: SandboxAuto, BwrapPath: "/bin/false", WorkDir: testenv.SharedDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +580,7 @@ func TestSandboxUserRules(t *testing.T) {
 		t.Errorf("closed work folder: %v", err)
 	}
 	for _, mode := range []Sandbox{SandboxUser, SandboxBwrap} {
-		r := sandboxRunner(t, Config{Sandbox: mode, WorkDir: sharedWorkDir(t)})
+		r := sandboxRunner(t, Config{Sandbox: mode, WorkDir: testenv.SharedDir(t)})
 		for _, cred := range []*syscall.Credential{{Uid: 0, Gid: 1000}, {Uid: 1000, Gid: 0}, {Uid: 1000, Gid: 1000, Groups: []uint32{0}}} {
 			if _, err := r.Run(context.Background(), Spec{TaskID: "root", Command: []string{"true"}, Credential: cred}); !errors.Is(err, ErrInvalidSpec) {
 				t.Errorf("%s, credential %+v: %v", mode, cred, err)

@@ -3,7 +3,6 @@
 package hosted_test
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"errors"
@@ -23,23 +22,6 @@ import (
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store/embedded"
 )
-
-func zipOf(t testing.TB, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := zip.NewWriter(&buf)
-	for name, data := range files {
-		fw, err := w.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = fw.Write([]byte(data))
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // The tasks of the holder package: a secret in the task directory, its
 // user id, then it waits until cancelled.
@@ -122,7 +104,7 @@ func TestHostedSandbox(t *testing.T) {
 	}()
 	reg := h.Registry()
 	upload := func(project, name, script string) *hosted.Revision {
-		z := zipOf(t, map[string]string{"run.sh": script})
+		z := testenv.Zip(t, map[string]string{"run.sh": script})
 		_, rev, err := reg.Upload(ctx, project, hosted.Revision{Name: name, Runtime: "sh", FileName: "run.sh", Config: "cfg-" + project}, bytes.NewReader(z), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -238,7 +220,7 @@ func TestProjectUIDs(t *testing.T) {
 	}
 	defer func() { _ = st.Close() }()
 	newHosted := func(base, count int) *hosted.Hosted {
-		h, err := hosted.New(&hosted.Config{Store: st, WorkDir: sharedDir(t), UIDBase: base, UIDCount: count,
+		h, err := hosted.New(&hosted.Config{Store: st, WorkDir: testenv.SharedDir(t), UIDBase: base, UIDCount: count,
 			Runner: &runner.Config{Sandbox: runner.SandboxUser}})
 		if err != nil {
 			t.Fatal(err)
@@ -269,24 +251,9 @@ func TestProjectUIDs(t *testing.T) {
 	if _, err := hosted.ProjectCredential(ctx, a, "one-too-many"); err == nil || !strings.Contains(err.Error(), "no free user id") {
 		t.Errorf("a full range: %v", err)
 	}
-	if _, err := hosted.New(&hosted.Config{Store: st, WorkDir: sharedDir(t), UIDBase: 2147483000, UIDCount: 1000}); err == nil {
+	if _, err := hosted.New(&hosted.Config{Store: st, WorkDir: testenv.SharedDir(t), UIDBase: 2147483000, UIDCount: 1000}); err == nil {
 		t.Error("a range past 2^31 was accepted")
 	}
-}
-
-// sharedDir returns a folder other users can traverse (t.TempDir's
-// parents are private to root).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "kiln-hosted-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // Sandbox user with the runner's folder inside a folder closed to other

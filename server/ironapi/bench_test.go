@@ -31,13 +31,13 @@ func main() { fmt.Println(time.Now().UnixNano()) }
 func benchPackages(tb testing.TB, b *bundle) {
 	tb.Helper()
 	b.mustUpload(map[string]any{"name": "sh", "file_name": "run.sh", "runtime": "sh"},
-		zipOf(tb, map[string][]byte{"run.sh": []byte("date +%s%N\n")}))
+		testenv.Zip(tb, map[string][]byte{"run.sh": []byte("date +%s%N\n")}))
 	data, err := os.ReadFile(testenv.BuildGo(tb, nowSource))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	b.mustUpload(map[string]any{"name": "go", "file_name": "worker", "runtime": "binary"},
-		zipOf(tb, map[string][]byte{"worker": data}))
+		testenv.Zip(tb, map[string][]byte{"worker": data}))
 }
 
 func benchServer(tb testing.TB, concurrency int) *bundle {

@@ -1,7 +1,6 @@
 package ironapi_test
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -310,32 +309,6 @@ func (b *bundle) snapshot() string {
 	return sb.String()
 }
 
-// zipOf builds a zip of name -> content; names ending in ".sh" or named
-// "worker" get mode 0755.
-func zipOf(t testing.TB, files map[string][]byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, data := range files {
-		h := &zip.FileHeader{Name: name, Method: zip.Deflate}
-		h.SetMode(0o644)
-		if strings.HasSuffix(name, ".sh") || name == "worker" {
-			h.SetMode(0o755)
-		}
-		w, err := zw.CreateHeader(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 // seedWorkerSource is the Go worker of seed 000 ("Payload Example"), with
 // a greeting, compiled as the package's program.
 const seedWorkerSource = `package main
@@ -398,5 +371,5 @@ func seedZip(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return zipOf(t, map[string][]byte{"worker": data, "__runner__.sh": []byte(seedRunnerScript)})
+	return testenv.Zip(t, map[string][]byte{"worker": data, "__runner__.sh": []byte(seedRunnerScript)})
 }

@@ -44,7 +44,7 @@ func TestRunnerSandboxHidesCLIFile(t *testing.T) {
 
 	script := "echo \"cli: $(cat " + cliFile + ")\"\n" +
 		"test -e /proc/" + strconv.Itoa(os.Getpid()) + " && echo 'server: visible' || echo 'server: hidden'\n"
-	b.mustUpload(map[string]any{"name": "probe", "file_name": "run.sh", "runtime": "sh"}, zipOf(t, map[string][]byte{"run.sh": []byte(script)}))
+	b.mustUpload(map[string]any{"name": "probe", "file_name": "run.sh", "runtime": "sh"}, testenv.Zip(t, map[string][]byte{"run.sh": []byte(script)}))
 	id := b.queue(map[string]any{"code_name": "probe", "payload": ""})[0]
 	if ti := b.wait(id); ti.Status != "complete" {
 		t.Fatalf("task %+v", ti)

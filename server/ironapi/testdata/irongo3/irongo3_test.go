@@ -1,8 +1,6 @@
 package irongo3
 
 import (
-	"archive/zip"
-	"bytes"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"github.com/iron-io/iron_go3/config"
 	"github.com/iron-io/iron_go3/worker"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 )
@@ -42,22 +41,8 @@ func startServer(t *testing.T) (uint16, string) {
 
 func writeZip(t *testing.T, files map[string]string) string {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, data := range files {
-		w, err := zw.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "code.zip")
-	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(path, testenv.Zip(t, files), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
