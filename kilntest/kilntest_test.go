@@ -3,7 +3,6 @@ package kilntest_test
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnhq/kiln"
-	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/store"
@@ -152,33 +150,5 @@ func TestRedisStoresApart(t *testing.T) {
 		if keys, err := rc.Keys(t.Context(), pattern).Result(); err != nil || len(keys) != 0 {
 			t.Errorf("keys %s left after the test: %v, %v", pattern, keys, err)
 		}
-	}
-}
-
-// recordTB records what Missing does instead of doing it.
-type recordTB struct {
-	testing.TB
-	skipped, failed string
-}
-
-func (r *recordTB) Helper()                        {}
-func (r *recordTB) Skip(args ...any)               { r.skipped = args[0].(string) }
-func (r *recordTB) Fatalf(format string, _ ...any) { r.failed = format }
-
-// The rule: a missing service skips with the reason, and fails under
-// KILN_TEST_REQUIRE_ALL=1.
-func TestMissingSkipsOrFails(t *testing.T) {
-	t.Parallel()
-	r := &recordTB{TB: t}
-	testenv.Missing(r, "no Redis")
-	if testenv.RequireAll() {
-		if r.failed == "" || r.skipped != "" {
-			t.Errorf("under %s=1: failed %q, skipped %q; want a failure", testenv.RequireAllEnv, r.failed, r.skipped)
-		}
-	} else if r.skipped != "no Redis" || r.failed != "" {
-		t.Errorf("skipped %q, failed %q; want a skip saying why", r.skipped, r.failed)
-	}
-	if os.Getenv(testenv.RedisEnv) == "" {
-		t.Log(testenv.RedisEnv, "is not set")
 	}
 }

@@ -44,8 +44,14 @@ func RequireAll() bool { return os.Getenv(RequireAllEnv) == "1" }
 // under KILN_TEST_REQUIRE_ALL=1 it fails the test instead.
 func Missing(tb testing.TB, why string) {
 	tb.Helper()
-	if RequireAll() {
+	missing(tb, why, RequireAll())
+}
+
+func missing(tb testing.TB, why string, requireAll bool) {
+	tb.Helper()
+	if requireAll {
 		tb.Fatalf("%s (%s=1: every test must run; scripts/services.sh starts the services)", why, RequireAllEnv)
+		return
 	}
 	tb.Skip(why)
 }
@@ -56,23 +62,17 @@ func Missing(tb testing.TB, why string) {
 // not parse fails the test.
 func RedisURL(tb testing.TB) string {
 	tb.Helper()
-	u := os.Getenv(RedisEnv)
-	if u == "" {
-		Missing(tb, RedisEnv+" is not set (e.g. redis://127.0.0.1:6379/0)")
-		return ""
-	}
-	opts, err := redis.ParseURL(u)
-	if err != nil {
-		tb.Fatalf("%s: %v", RedisEnv, err)
-	}
-	c := redis.NewClient(opts)
-	defer func() { _ = c.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		Missing(tb, fmt.Sprintf("Redis at %s does not answer: %v", RedisEnv, err))
-	}
-	return u
+	return serviceURL(tb, RedisEnv, "Redis", "redis://127.0.0.1:6379/0", func(u string) (func(context.Context) error, error) {
+		opts, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error {
+			c := redis.NewClient(opts)
+			defer func() { _ = c.Close() }()
+			return c.Ping(ctx).Err()
+		}, nil
+	})
 }
 
 // PostgresURL returns the test PostgreSQL's URL from KILN_TEST_POSTGRES_URL.
@@ -81,25 +81,48 @@ func RedisURL(tb testing.TB) string {
 // KILN_TEST_REQUIRE_ALL=1); a URL that does not parse fails the test.
 func PostgresURL(tb testing.TB) string {
 	tb.Helper()
-	u := os.Getenv(PostgresEnv)
+	return serviceURL(tb, PostgresEnv, "PostgreSQL", "postgres://kiln:kiln@127.0.0.1:5432/kiln_test?sslmode=disable", func(u string) (func(context.Context) error, error) {
+		p, err := url.Parse(u)
+		if err != nil {
+			return nil, err
+		}
+		if (p.Scheme != "postgres" && p.Scheme != "postgresql") || p.Host == "" {
+			return nil, fmt.Errorf("%q is not a postgres://host/database URL", u)
+		}
+		host := p.Host
+		if p.Port() == "" {
+			host = net.JoinHostPort(p.Hostname(), "5432")
+		}
+		return func(ctx context.Context) error {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", host)
+			if err == nil {
+				_ = conn.Close()
+			}
+			return err
+		}, nil
+	})
+}
+
+// serviceURL is the rule of RedisURL and PostgresURL: the URL in env, which
+// parse checks (an error fails the test) and whose service must answer
+// within 3 s (or the test is skipped, failed under KILN_TEST_REQUIRE_ALL=1).
+func serviceURL(tb testing.TB, env, name, example string, parse func(u string) (answer func(context.Context) error, err error)) string {
+	tb.Helper()
+	u := os.Getenv(env)
 	if u == "" {
-		Missing(tb, PostgresEnv+" is not set (e.g. postgres://kiln:kiln@127.0.0.1:5432/kiln_test?sslmode=disable)")
+		Missing(tb, env+" is not set (e.g. "+example+")")
 		return ""
 	}
-	p, err := url.Parse(u)
-	if err != nil || (p.Scheme != "postgres" && p.Scheme != "postgresql") || p.Host == "" {
-		tb.Fatalf("%s=%q: not a postgres://host/database URL (%v)", PostgresEnv, u, err)
-	}
-	host := p.Host
-	if p.Port() == "" {
-		host = net.JoinHostPort(p.Hostname(), "5432")
-	}
-	conn, err := net.DialTimeout("tcp", host, 3*time.Second)
+	answer, err := parse(u)
 	if err != nil {
-		Missing(tb, fmt.Sprintf("PostgreSQL at %s does not answer: %v", PostgresEnv, err))
+		tb.Fatalf("%s: %v", env, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := answer(ctx); err != nil {
+		Missing(tb, fmt.Sprintf("%s at %s does not answer: %v", name, env, err))
 		return ""
 	}
-	_ = conn.Close()
 	return u
 }
 
