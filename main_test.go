@@ -53,6 +53,7 @@ type setupOpts struct {
 func setup(t *testing.T, o *setupOpts) *bundle {
 	t.Helper()
 	return setupOn(t, func(t *testing.T, clock store.Clock) store.Store {
+		t.Helper()
 		s, err := embedded.Open(t.TempDir(), &embedded.Config{Clock: clock})
 		if err != nil {
 			t.Fatalf("embedded.Open: %v", err)
@@ -175,7 +176,10 @@ func recv[T any](t *testing.T, c <-chan T, what string) T {
 	return testenv.Recv(t, c, what)
 }
 
-func waitCtx(t *testing.T) context.Context { return testenv.Context(t) }
+func waitCtx(t *testing.T) context.Context {
+	t.Helper()
+	return testenv.Context(t)
+}
 
 // eventLog records events; safe for concurrent use.
 type eventLog struct {

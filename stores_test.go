@@ -14,12 +14,15 @@ import (
 func init() {
 	kiln.TestStores = []kiln.TestStore{
 		{Name: "embedded", Open: func(t *testing.T, clock store.Clock) store.Store {
+			t.Helper()
 			return kilntest.Embedded(t, &kilntest.StoreOptions{Clock: clock})
 		}},
 		{Name: "redis", Open: func(t *testing.T, clock store.Clock) store.Store {
+			t.Helper()
 			return kilntest.Redis(t, &kilntest.StoreOptions{Clock: clock})
 		}},
 		{Name: "remote", Open: func(t *testing.T, clock store.Clock) store.Store {
+			t.Helper()
 			return kilntest.StartServer(t, &kilntest.ServerOptions{Clock: clock, Bare: true}).Remote(t)
 		}},
 	}

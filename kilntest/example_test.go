@@ -16,6 +16,7 @@ import (
 // for it so that the example runs.
 func Example() {
 	testing.Benchmark(func(b *testing.B) {
+		b.Helper()
 		testShout(b)
 		for b.Loop() {
 		}
@@ -24,6 +25,7 @@ func Example() {
 }
 
 func testShout(tb testing.TB) {
+	tb.Helper()
 	st := kilntest.Embedded(tb, nil)
 	client, err := kiln.NewClient(st, nil)
 	if err != nil {

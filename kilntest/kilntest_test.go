@@ -121,34 +121,59 @@ func TestDrainWaitsForRetries(t *testing.T) {
 	}
 }
 
-// Two Redis stores of two tests do not see each other's tasks, and a
-// test's keys are gone when it ends.
+// Two Redis stores do not see each other's tasks, and a test's keys are
+// gone when it ends.
 func TestRedisStoresApart(t *testing.T) {
 	t.Parallel()
 	u := kilntest.RedisURL(t)
-	var prefix string
-	t.Run("inner", func(t *testing.T) {
-		prefix = kilntest.RedisPrefix(t, u)
-		a := kilntest.RedisAt(t, u, prefix, nil)
-		b := kilntest.Redis(t, nil)
-		if _, err := a.Enqueue(t.Context(), store.EnqueueParams{Namespace: "default",
-			Tasks: []store.TaskInput{{ID: "t1", Type: "x", Queue: "default"}}}); err != nil {
-			t.Fatal(err)
-		}
-		res, err := b.Stats(t.Context(), store.StatsParams{Namespace: "default"})
-		if err != nil || len(res.Queues) != 0 {
-			t.Fatalf("the other store's stats: %+v, %v", res, err)
-		}
-	})
+	inner := &cleanupTB{TB: t}
+	prefix := kilntest.RedisPrefix(inner, u)
+	a := kilntest.RedisAt(inner, u, prefix, nil)
+	b := kilntest.Redis(inner, nil)
+	if _, err := a.Enqueue(t.Context(), store.EnqueueParams{Namespace: "default",
+		Tasks: []store.TaskInput{{ID: "t1", Type: "x", Queue: "default"}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Stats(t.Context(), store.StatsParams{Namespace: "default"})
+	if err != nil || len(res.Queues) != 0 {
+		t.Fatalf("the other store's stats: %+v, %v", res, err)
+	}
 	opts, err := redis.ParseURL(u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := redis.NewClient(opts)
 	defer func() { _ = rc.Close() }()
-	for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
-		if keys, err := rc.Keys(t.Context(), pattern).Result(); err != nil || len(keys) != 0 {
-			t.Errorf("keys %s left after the test: %v, %v", pattern, keys, err)
+	keys := func() []string {
+		var all []string
+		for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
+			k, err := rc.Keys(t.Context(), pattern).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, k...)
 		}
+		return all
+	}
+	if len(keys()) == 0 {
+		t.Fatal("no keys under the prefix after an enqueue: the check below would prove nothing")
+	}
+	inner.end()
+	if k := keys(); len(k) != 0 {
+		t.Errorf("keys left after the test: %v", k)
+	}
+}
+
+// cleanupTB runs its cleanups when told to (end), not when the test ends.
+type cleanupTB struct {
+	testing.TB
+	fns []func()
+}
+
+func (c *cleanupTB) Cleanup(f func()) { c.fns = append(c.fns, f) }
+
+func (c *cleanupTB) end() {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		c.fns[i]()
 	}
 }

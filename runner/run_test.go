@@ -523,7 +523,7 @@ func TestRunFileSizeLimit(t *testing.T) {
 // 100 MB of output: the log is capped with a marker, the rest is drained
 // (the program finishes normally) and the runner's memory stays bounded.
 // Not parallel: it measures the process's allocations, so it runs alone.
-func TestRunLogFlood(t *testing.T) {
+func TestRunLogFlood(t *testing.T) { //nolint:paralleltest // it measures the process's allocations, so it runs alone
 	r := newRunner(t, Config{})
 	var n countingWriter
 	var ms0, ms1 runtime.MemStats

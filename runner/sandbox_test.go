@@ -360,7 +360,7 @@ func wantVerdicts(t *testing.T, got map[string]string, skip ...string) {
 // The other task runs as another user (another project), then as the same
 // user (the same project): the mount view (WorkDir hidden but for the
 // task's own directory) and the PID namespace keep even those apart.
-func TestSandboxBwrapProbe(t *testing.T) {
+func TestSandboxBwrapProbe(t *testing.T) { //nolint:paralleltest // the probes watch the process for SIGTERM (catchTERM), which the breach probe sends: alone, so that one's signal is not counted as another's breach
 	for _, same := range []bool{false, true} {
 		t.Run(fmt.Sprintf("same-user=%v", same), func(t *testing.T) {
 			h := newProbeHost(t, true)
@@ -386,7 +386,7 @@ func TestSandboxBwrapProbe(t *testing.T) {
 }
 
 // The same probe without the sandbox finds the breaches: the checks work.
-func TestSandboxProbeDetectsBreaches(t *testing.T) {
+func TestSandboxProbeDetectsBreaches(t *testing.T) { //nolint:paralleltest // it sends the process SIGTERM from an unsandboxed task, which the other probes would count as their breach
 	h := newProbeHost(t, true)
 	r := newRunner(t, Config{Sandbox: SandboxOff, WorkDir: h.work})
 	termed := catchTERM(t)
@@ -436,7 +436,7 @@ func (h *probeHost) decoyKilled(t *testing.T) bool {
 // Without namespaces (sandbox user, root): the task runs as its own user;
 // file modes and the different user stop the same attempts, except what
 // is world-readable or world-writable on the host (see the package doc).
-func TestSandboxUserProbe(t *testing.T) {
+func TestSandboxUserProbe(t *testing.T) { //nolint:paralleltest // the probes watch the process for SIGTERM (catchTERM), which the breach probe sends: alone, so that one's signal is not counted as another's breach
 	h := newProbeHost(t, false)
 	r := sandboxRunner(t, Config{Sandbox: SandboxUser, WorkDir: h.work})
 	termed := catchTERM(t)

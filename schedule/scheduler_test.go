@@ -379,7 +379,7 @@ func TestCancelDeleteAndCleanup(t *testing.T) {
 	}
 }
 
-func TestValidation(t *testing.T) {
+func TestValidation(t *testing.T) { //nolint:tparallel // the rows share one scheduler and the test checks the store after them: they run in order
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()

@@ -62,7 +62,9 @@ type backend struct {
 // backends returns the embedded store and, when KILN_TEST_REDIS_URL is
 // set, Redis.
 func backends(t *testing.T) []backend {
+	t.Helper()
 	bs := []backend{{"embedded", func(t *testing.T, clock store.Clock) metaStore {
+		t.Helper()
 		return kilntest.Embedded(t, &kilntest.StoreOptions{Clock: clock})
 	}}}
 	if os.Getenv(testenv.RedisEnv) == "" && !testenv.RequireAll() {
@@ -70,6 +72,7 @@ func backends(t *testing.T) []backend {
 		return bs
 	}
 	return append(bs, backend{"redis", func(t *testing.T, clock store.Clock) metaStore {
+		t.Helper()
 		return kilntest.Redis(t, &kilntest.StoreOptions{Clock: clock})
 	}})
 }

@@ -17,7 +17,7 @@ import (
 // tmpfs) and fills it: an enqueue fails with 507 storage_full, the server
 // stays up (/healthz ok) and serves reads, /readyz answers 503 with the
 // reason; once space is freed, enqueues work again without a restart.
-func TestFullDisk(t *testing.T) {
+func TestFullDisk(t *testing.T) { //nolint:paralleltest // it fills a 64 MiB tmpfs, which is memory: one at a time
 	mnt := tmpfs.Mount(t, 64<<20)
 	st, err := embedded.Open(filepath.Join(mnt, "data"), &embedded.Config{ReserveBytes: 4 << 20})
 	if err != nil {

@@ -77,7 +77,7 @@ func TestHugeMillisecondsAreRefused(t *testing.T) {
 // it, on a raw connection: the server answers 413 with the catalogue code
 // (IronWorker: its {"msg"}) at once, without asking for the body, so the
 // client never sends it and sees no reset.
-func TestExpectContinueOversizedBody(t *testing.T) {
+func TestExpectContinueOversizedBody(t *testing.T) { //nolint:tparallel // the rows share one server, then the test sends the same through net/http's client: they run in order
 	t.Parallel()
 	b := setup(t)
 	tok, _ := b.project("p")

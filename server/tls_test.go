@@ -326,6 +326,7 @@ func TestTLSConfig(t *testing.T) {
 	t.Parallel()
 	f := newTLSFiles(t, 7)
 	open := func(t *testing.T) *embedded.Store {
+		t.Helper()
 		st, err := embedded.Open(t.TempDir(), nil)
 		if err != nil {
 			t.Fatal(err)

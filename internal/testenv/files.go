@@ -46,7 +46,7 @@ func SharedDir(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil { //nolint:gosec // G302: other users must traverse it, which is what it is for
 		tb.Fatal(err)
 	}
 	return dir

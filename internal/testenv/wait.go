@@ -45,6 +45,7 @@ func Recv[T any](tb testing.TB, c <-chan T, what string) T {
 // Context returns the test's context, bounded by WaitLimit: for calls that
 // wait on something that should happen promptly.
 func Context(tb testing.TB) context.Context {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(tb.Context(), WaitLimit)
 	tb.Cleanup(cancel)
 	return ctx

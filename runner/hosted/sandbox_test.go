@@ -57,6 +57,7 @@ echo done
 // server, its data folder, the package cache, or a running task of
 // another project; the task's log is captured.
 func TestHostedSandbox(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "separate users per project need a root runner")
 	}

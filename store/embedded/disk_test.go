@@ -71,7 +71,7 @@ func getAll(t *testing.T, s store.Store, ns string, ids []string) map[string]*st
 // a restart every acknowledged task is there, and no task whose enqueue
 // failed ever runs. Before the fix the process died on the first failed
 // WAL write ("pebble: fatal commit error: ... no space left on device").
-func TestFullDisk(t *testing.T) {
+func TestFullDisk(t *testing.T) { //nolint:paralleltest // it fills 64 MiB tmpfs disks, which are memory: one at a time
 	for _, watermark := range []bool{true, false} {
 		t.Run(fmt.Sprintf("watermark=%v", watermark), func(t *testing.T) {
 			testFullDisk(t, watermark)
@@ -274,7 +274,7 @@ func openWithin(t *testing.T, dir string, cfg *Config) (*Store, error) {
 // almost full one: it starts, serves reads, refuses writes, and accepts
 // them again by itself once there is room. Before the fix, Open hung
 // (Pebble retried the flush of its WAL without end).
-func TestRestartOnFullDisk(t *testing.T) {
+func TestRestartOnFullDisk(t *testing.T) { //nolint:paralleltest // it fills a 64 MiB tmpfs, which is memory: one at a time
 	mnt := tmpfs.Mount(t, 64<<20)
 	dir := filepath.Join(mnt, "data")
 	cfg := fullDiskConfig(true)

@@ -93,6 +93,7 @@ func mustOpen(t testing.TB, url string, cfg *Config) *Store {
 // Store on the same prefix (Redis keeps the data).
 func harness(url string) storetest.Harness {
 	return storetest.Harness{New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
+		t.Helper()
 		cfg := &Config{Prefix: newPrefix(), Clock: clock}
 		cur := mustOpen(t, url, cfg)
 		t.Cleanup(func() { _ = cur.Close() })
