@@ -151,17 +151,12 @@ func (b *abandonBundle) task(id string) *store.Task {
 // nothing sweeps.
 func (b *abandonBundle) waitNotActive(id string) *store.Task {
 	b.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tk := b.task(id)
-		if tk.State != store.StateActive {
-			return tk
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("task %s is still active (attempt %d) long after its lease's answer was abandoned: it was not handed back", id, tk.Attempt)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var tk *store.Task
+	kilntest.Eventually(b.t, "task "+id+" to be handed back after its lease's answer was abandoned", func() bool {
+		tk = b.task(id)
+		return tk.State != store.StateActive
+	})
+	return tk
 }
 
 // leaseRequest makes a lease request for one task of queue q, waiting up
@@ -529,8 +524,8 @@ func testWorkerStopsMidPoll(t *testing.T, be backend, jsonOnly bool) {
 	ctx, stop := context.WithCancel(context.WithoutCancel(t.Context()))
 	runErr := make(chan error, 1)
 	go func() { runErr <- w.Run(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var finished, all int64
+	kilntest.Eventually(t, fmt.Sprintf("the %d tasks to finish", total), func() bool {
 		if _, err := b.st.Sweep(context.Background(), store.SweepParams{}); err != nil {
 			t.Fatal(err)
 		}
@@ -538,19 +533,13 @@ func testWorkerStopsMidPoll(t *testing.T, be backend, jsonOnly bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var finished, all int64
+		finished, all = 0, 0
 		for _, q := range res.Queues {
 			finished += q.Counts[store.StateSucceeded] + q.Counts[store.StateDead]
 			all += q.Total()
 		}
-		if finished == total && all == total {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d tasks finished within 60 s (%d in the store)", finished, total, all)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return finished == total && all == total
+	})
 	stop()
 	if err := recv(t, runErr, "the last worker's Run"); err != nil {
 		t.Fatalf("Run: %v", err)

@@ -72,26 +72,20 @@ func (p *redisProc) start() {
 		p.t.Fatalf("start redis-server: %v", err)
 	}
 	p.cmd = cmd
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	kilntest.Eventually(p.t, "redis-server on "+p.addr()+" to answer PING", func() bool {
 		c, err := net.DialTimeout("tcp", p.addr(), time.Second)
-		if err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, err = c.Write([]byte("PING\r\n"))
-			buf := make([]byte, 7)
-			if err == nil {
-				_, err = io.ReadFull(c, buf)
-			}
-			_ = c.Close()
-			if err == nil && string(buf) == "+PONG\r\n" {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("redis-server on %s does not answer: %v", p.addr(), err)
+		defer func() { _ = c.Close() }()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 7)
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		_, err = io.ReadFull(c, buf)
+		return err == nil && string(buf) == "+PONG\r\n"
+	})
 }
 
 func (p *redisProc) signal(sig syscall.Signal) {

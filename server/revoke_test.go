@@ -374,18 +374,11 @@ func TestRevokeEndsLongPoll(t *testing.T) {
 			}()
 			// The lease is waiting once the worker's last-seen time is set
 			// (it is written before the store's lease starts).
-			deadline := time.Now().Add(30 * time.Second)
-			for {
+			kilntest.Eventually(t, "the lease to start", func() bool {
 				var l wire.WorkerList
 				c.must(t, 0, http.StatusOK, "GET", "/v1/projects/p/workers", c.token, nil, &l)
-				if len(l.Workers) == 1 && l.Workers[0].LastSeenAt != nil && l.Workers[0].SessionExpiresAt != nil && !l.Workers[0].LastSeenAt.Equal(l.Workers[0].SessionExpiresAt.Add(-time.Hour)) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the lease never started")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return len(l.Workers) == 1 && l.Workers[0].LastSeenAt != nil && l.Workers[0].SessionExpiresAt != nil && !l.Workers[0].LastSeenAt.Equal(l.Workers[0].SessionExpiresAt.Add(-time.Hour))
+			})
 			c.must(t, 0, http.StatusOK, "POST", "/v1/projects/p/workers/"+id+"/revoke", c.token, nil, nil)
 			var enq wire.EnqueueResponse
 			c.must(t, 0, http.StatusOK, "POST", "/v1/projects/p/tasks", c.token, wire.EnqueueRequest{Tasks: []wire.TaskRequest{{Type: "t"}}}, &enq)

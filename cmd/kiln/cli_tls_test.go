@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kilnhq/kiln/internal/testcert"
 	"github.com/kilnhq/kiln/internal/testenv"
@@ -50,13 +49,17 @@ func TestCLIWithTLS(t *testing.T) {
 	defer stop()
 	serving := regexp.MustCompile(`msg=serving addr=(127\.0\.0\.1:\d+) tls=true`)
 	var addr string
-	for deadline := time.Now().Add(time.Minute); addr == ""; time.Sleep(20 * time.Millisecond) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's log:\n%s", srvErr.String())
+		}
+	})
+	testenv.Eventually(t, "kiln server to serve", func() bool {
 		if m := serving.FindStringSubmatch(srvErr.String()); m != nil {
 			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("kiln server is not serving:\n%s", srvErr.String())
 		}
-	}
+		return addr != ""
+	})
 	url := "https://" + addr
 	cliFile := filepath.Join(data, cliFileName)
 	var saved wire.CLIConfig

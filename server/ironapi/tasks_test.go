@@ -393,16 +393,10 @@ func TestSchedules(t *testing.T) {
 			ScheduleID string `json:"schedule_id"`
 		} `json:"tasks"`
 	}
-	deadline := time.Now().Add(time.Minute)
-	for len(tl.Tasks) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the schedule made no task within a minute")
-		}
+	kilntest.Eventually(t, "the schedule's task", func() bool {
 		b.json(http.MethodGet, pp+"/tasks?label=sched", nil, &tl)
-		if len(tl.Tasks) == 0 {
-			<-time.After(20 * time.Millisecond)
-		}
-	}
+		return len(tl.Tasks) > 0
+	})
 	if tl.Tasks[0].ScheduleID != sid {
 		t.Errorf("task schedule_id %q, want %q", tl.Tasks[0].ScheduleID, sid)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/tmpfs"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/storetest"
@@ -232,20 +233,13 @@ func testFullDisk(t *testing.T, watermark bool) {
 // waitWritable waits until the store accepts writes again.
 func waitWritable(t *testing.T, s *Store, ns string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testenv.Eventually(t, "writes to be accepted after space was freed", func() bool {
 		_, err := s.MetaPut(t.Context(), store.MetaPutParams{Namespace: ns, Key: "probe", Value: []byte("1")})
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, store.ErrStorageFull) {
+		if err != nil && !errors.Is(err, store.ErrStorageFull) {
 			t.Fatalf("MetaPut while space comes back: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes still refused a minute after space was freed: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // openWithin opens the store in dir, failing the test if Open takes longer
