@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -37,10 +38,10 @@ func TestEnqueueBadInput(t *testing.T) {
 		{"long type", strings.Repeat("x", 256), nil, TaskOptions{}, ErrInvalidName, "type"},
 		{"bad queue", "t", nil, TaskOptions{Queue: "a/b"}, ErrInvalidName, "queue"},
 		{"bad id", "t", nil, TaskOptions{ID: "a b"}, ErrInvalidName, "id"},
-		{"negative timeout", "t", nil, TaskOptions{Timeout: -time.Second}, ErrInvalidOption, "timeout"},
-		{"absurd timeout", "t", nil, TaskOptions{Timeout: 48 * time.Hour}, ErrInvalidOption, "timeout"},
-		{"negative retries", "t", nil, TaskOptions{MaxRetries: -2}, ErrInvalidOption, "max_retries"},
-		{"absurd retries", "t", nil, TaskOptions{MaxRetries: 1_000_000}, ErrInvalidOption, "max_retries"},
+		{"negative timeout", "t", nil, TaskOptions{Timeout: new(-time.Second)}, ErrInvalidOption, "timeout"},
+		{"absurd timeout", "t", nil, TaskOptions{Timeout: new(48 * time.Hour)}, ErrInvalidOption, "timeout"},
+		{"negative retries", "t", nil, TaskOptions{MaxRetries: new(-2)}, ErrInvalidOption, "max_retries"},
+		{"absurd retries", "t", nil, TaskOptions{MaxRetries: new(1_000_000)}, ErrInvalidOption, "max_retries"},
 		{"priority", "t", nil, TaskOptions{Priority: 10}, ErrInvalidOption, "priority"},
 		{"payload over cap", "t", make([]byte, 1<<20+1), TaskOptions{}, ErrPayloadTooLarge, "payload"},
 		{"process at far ahead", "t", nil, TaskOptions{ProcessAt: now.Add(2 * 366 * 24 * time.Hour)}, ErrInvalidOption, "run_at"},
@@ -85,8 +86,8 @@ func TestEnqueueOptionsStored(t *testing.T) {
 func testEnqueueOptionsStored(t *testing.T, b *bundle) {
 	deadline := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	res, err := b.client.Enqueue(t.Context(), "email:send", []byte(`{"to":"a@b"}`), &TaskOptions{
-		ID: "my-id", Queue: "mail", Priority: 3, ProcessIn: time.Hour, MaxRetries: 7,
-		Timeout: time.Minute, Deadline: deadline, UniqueKey: "u", UniqueTTL: time.Minute, Retention: 2 * time.Hour,
+		ID: "my-id", Queue: "mail", Priority: 3, ProcessIn: time.Hour, MaxRetries: new(7),
+		Timeout: new(time.Minute), Deadline: deadline, UniqueKey: "u", UniqueTTL: time.Minute, Retention: 2 * time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -128,12 +129,12 @@ func testEnqueueOptionsStored(t *testing.T, b *bundle) {
 	if di.Queue != "default" || di.MaxRetries != MaxRetriesDefault || di.Timeout != TimeoutDefault || di.State != StatePending {
 		t.Fatalf("defaults: %+v", di)
 	}
-	none, err := b.client.Enqueue(t.Context(), "t", nil, &TaskOptions{MaxRetries: NoRetries})
+	none, err := b.client.Enqueue(t.Context(), "t", nil, &TaskOptions{MaxRetries: new(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ni, _ := none.Info(t.Context()); ni.MaxRetries != 0 {
-		t.Fatalf("NoRetries stored as %d", ni.MaxRetries)
+		t.Fatalf("MaxRetries new(0) stored as %d", ni.MaxRetries)
 	}
 	if _, err := b.client.Info(t.Context(), "missing"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Info(missing) = %v, want ErrNotFound", err)
@@ -145,7 +146,7 @@ func testEnqueueOptionsStored(t *testing.T, b *bundle) {
 
 func TestTaskOptionsJSON(t *testing.T) {
 	t.Parallel()
-	in := TaskOptions{Queue: "q", MaxRetries: 3, ProcessIn: time.Second, UniqueKey: "k", UniqueTTL: time.Minute}
+	in := TaskOptions{Queue: "q", MaxRetries: new(3), ProcessIn: time.Second, UniqueKey: "k", UniqueTTL: time.Minute}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +155,7 @@ func TestTaskOptionsJSON(t *testing.T) {
 		t.Fatalf("JSON = %s, want %s", b, want)
 	}
 	var out TaskOptions
-	if err := json.Unmarshal(b, &out); err != nil || out != in {
+	if err := json.Unmarshal(b, &out); err != nil || !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip = %+v, %v", out, err)
 	}
 	if b, _ := json.Marshal(TaskOptions{}); string(b) != "{}" {

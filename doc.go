@@ -28,7 +28,10 @@
 // A task has a type (the name its handler is registered under), a payload of
 // bytes, and [TaskOptions]: queue, priority, a delay, retries, a timeout, a
 // deadline, a unique key and a retention. Options are plain data with JSON
-// tags. [Client.Enqueue] and [Client.EnqueueMany] validate them before they
+// tags, and one rule holds for them here, over HTTP and in the command line:
+// an option left out takes its default, an option given takes its value,
+// zero included, so MaxRetries: new(0) means no retries and Timeout:
+// new(time.Duration(0)) means no timeout. [Client.Enqueue] and [Client.EnqueueMany] validate them before they
 // call the store: bad input gives a [*ValidationError] that matches
 // [ErrInvalidName], [ErrInvalidOption] or [ErrPayloadTooLarge] and changes
 // nothing.
@@ -40,6 +43,16 @@
 // both return a [*TaskError] matching [ErrTaskDead] or [ErrTaskCancelled] when
 // the task ended badly. The store has no result notifications, so waiting
 // polls, from every millisecond slowing to every 100 ms.
+//
+// # Inspecting and administering
+//
+// [Client.Inspector] returns an [*Inspector] for the client's namespace:
+// counts per queue and state ([Inspector.Queues], [Inspector.Queue]),
+// listing with filters and a cursor ([Inspector.List], or [Inspector.All]
+// to range over every match), cancel, retry and delete of tasks by id or by
+// filter, and pausing and resuming queues. It is what an asynq user knows as
+// the Inspector, in kiln's states: dead is asynq's archived, succeeded its
+// completed, and retry of a dead task its "run".
 //
 // # Handlers
 //

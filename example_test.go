@@ -113,8 +113,8 @@ func ExampleTaskOptions() {
 		Queue:      "reports",
 		Priority:   5,
 		ProcessIn:  time.Minute,
-		MaxRetries: 3,
-		Timeout:    10 * time.Second,
+		MaxRetries: new(3),
+		Timeout:    new(10 * time.Second),
 		UniqueKey:  "report:2026-11",
 		UniqueTTL:  time.Hour,
 	}
@@ -128,7 +128,7 @@ func ExampleTaskOptions() {
 	_, err = c.Enqueue(context.Background(), "report:build", nil, &opts)
 	fmt.Println(errors.Is(err, kiln.ErrDuplicate))
 
-	_, err = c.Enqueue(context.Background(), "report:build", nil, &kiln.TaskOptions{Timeout: -time.Second})
+	_, err = c.Enqueue(context.Background(), "report:build", nil, &kiln.TaskOptions{Timeout: new(-time.Second)})
 	fmt.Println(errors.Is(err, kiln.ErrInvalidOption))
 	// Output:
 	// scheduled

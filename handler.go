@@ -38,8 +38,10 @@ type Middleware func(Handler) Handler
 // Func adapts a function of one argument to a Handler. The task's payload is
 // decoded from JSON into the argument and the function's result is encoded
 // as JSON and stored as the task's result, where Result.Get decodes it. The
-// argument may be a struct to carry several values. A payload that does not
-// decode fails the task for good (SkipRetry).
+// argument may be a struct to carry several values. An empty (or nil)
+// payload gives the argument's zero value, as JSON null does, so a task of a
+// Func(func(struct{}) ...) handler can be enqueued without a payload. A
+// payload that does not decode fails the task for good (SkipRetry).
 //
 //	func Say(name string) (string, error) { return "Hello " + name + "!", nil }
 //	w.Handle("Say", kiln.Func(Say))
@@ -51,8 +53,10 @@ func Func[A, R any](fn func(A) (R, error)) Handler {
 func FuncCtx[A, R any](fn func(context.Context, A) (R, error)) Handler {
 	return HandlerFunc(func(ctx context.Context, t *Task) error {
 		var a A
-		if err := json.Unmarshal(t.Payload, &a); err != nil {
-			return fmt.Errorf("kiln: decode %s arguments: %w (%w)", t.Type, err, SkipRetry)
+		if len(t.Payload) > 0 { // no payload: the zero argument, as for "null"
+			if err := json.Unmarshal(t.Payload, &a); err != nil {
+				return fmt.Errorf("kiln: decode %s arguments: %w (%w)", t.Type, err, SkipRetry)
+			}
 		}
 		r, err := fn(ctx, a)
 		if err != nil {

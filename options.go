@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/store"
 )
@@ -28,7 +29,8 @@ const (
 	// LeaseWaitDefault is how long an idle worker waits in the store for a
 	// task before asking again.
 	LeaseWaitDefault = 5 * time.Second
-	// SweepIntervalDefault is how often a worker calls the store's Sweep.
+	// SweepIntervalDefault is how often the sweeper among the workers of a
+	// store calls the store's Sweep.
 	SweepIntervalDefault = time.Second
 	// ShutdownTimeoutDefault bounds the graceful stop that starts when the
 	// context passed to Worker.Run is done.
@@ -39,12 +41,26 @@ const (
 	ConcurrencyMax = store.MaxBatch
 )
 
-// NoRetries gives a task a single attempt when set as TaskOptions.MaxRetries.
+// NoRetries gives a task a single attempt when *TaskOptions.MaxRetries is
+// set to it, as new(0) does.
+//
+// Deprecated: write MaxRetries: new(0). NoRetries is kept so that options
+// written before MaxRetries became a pointer (and schedules stored then)
+// keep their meaning.
 const NoRetries = -1
 
 // TaskOptions are the per-task options of an enqueue. They are plain data:
-// they can be stored, sent as JSON and compared. The zero value means every
-// default.
+// they can be stored and sent as JSON. The zero value means every default.
+//
+// One rule holds for every option, here as over HTTP and in the command
+// line (docs/decisions/005-option-defaults.md): an option left out takes
+// its default, and an option given takes the value given, zero included. So
+// the options whose zero is a setting of its own, different from the
+// default, are pointers: MaxRetries: nil means MaxRetriesDefault (25) and
+// new(0) means no retries; Timeout: nil means TimeoutDefault (30 min) and
+// new(time.Duration(0)) means no timeout. For the others the zero value is
+// the default (Priority, ProcessAt, ProcessIn, Deadline) or no setting at
+// all (Retention, UniqueTTL), and means "not given".
 type TaskOptions struct {
 	// ID is the task's id; empty means a new time-sortable id. Enqueueing
 	// an id that exists fails with ErrTaskExists.
@@ -60,35 +76,39 @@ type TaskOptions struct {
 	// combined with ProcessAt.
 	ProcessIn time.Duration `json:"process_in,omitempty"`
 	// MaxRetries is how many times a failed task is retried before it goes
-	// dead; 0 means MaxRetriesDefault (25) and NoRetries (-1) means none.
-	MaxRetries int `json:"max_retries,omitempty"`
+	// dead: nil means MaxRetriesDefault (25), new(0) means none (a single
+	// attempt), new(n) means n. A negative count is refused (but see
+	// NoRetries).
+	MaxRetries *int `json:"max_retries,omitempty"`
 	// Timeout bounds each attempt; the handler's context is cancelled with
-	// cause ErrTaskTimeout when it passes. 0 means TimeoutDefault (30 min)
-	// unless a Deadline is set, in which case only the deadline applies.
-	Timeout time.Duration `json:"timeout,omitempty"`
+	// cause ErrTaskTimeout when it passes. Nil means TimeoutDefault (30 min)
+	// unless a Deadline is set, in which case only the deadline applies;
+	// new(time.Duration(0)) means no timeout; a negative one is refused.
+	Timeout *time.Duration `json:"timeout,omitempty"`
 	// Deadline bounds every attempt: no attempt runs past it, and a task
 	// that reaches it goes dead instead of retrying. Zero means none.
 	Deadline time.Time `json:"deadline,omitzero"`
-	// UniqueKey, when set, makes the enqueue fail with ErrDuplicate while a
-	// task with the same key was enqueued less than UniqueTTL ago.
+	// UniqueKey, when set, makes the enqueue fail with ErrDuplicate while
+	// another task holds the key: see UniqueTTL and UniqueUntilSuccess.
 	UniqueKey string `json:"unique_key,omitempty"`
-	// UniqueTTL is the deduplication window of UniqueKey, 1s to 30 days;
+	// UniqueTTL is how long the task holds UniqueKey, 1s to 30 days;
 	// required with UniqueKey.
 	UniqueTTL time.Duration `json:"unique_ttl,omitempty"`
+	// UniqueUntilSuccess releases UniqueKey as soon as the task succeeds,
+	// as asynq's Unique option does: the key is then held while the task is
+	// waiting, running or retrying, and at most UniqueTTL. Without it the
+	// key is held for the whole UniqueTTL window, whatever becomes of the
+	// task (a fixed deduplication window). It requires UniqueKey.
+	UniqueUntilSuccess bool `json:"unique_until_success,omitempty"`
 	// Retention is how long the task and its result are kept once it has
-	// finished; 0 means the store's default (24 h).
+	// finished; 0 means the store's default (24 h). There is no zero
+	// retention: a negative one is refused.
 	Retention time.Duration `json:"retention,omitempty"`
 }
 
-// Input turns the options of a task of type typ with payload into the
-// store input that Client.Enqueue would send: it applies the same defaults
-// (a new id, the default queue, MaxRetriesDefault, TimeoutDefault) and the
-// same validation against l at time now, and returns every problem at once.
-// The server uses it so that a task enqueued over HTTP gets what a task
-// enqueued in-process gets. It is safe for concurrent use.
-func (o *TaskOptions) Input(typ string, payload []byte, l store.Limits, now time.Time) (store.TaskInput, error) {
-	return o.taskInput(typ, payload, l, now)
-}
+// The server and the scheduler turn options into store inputs as
+// Client.Enqueue does, through internal/hook.
+func init() { hook.SetTaskInput((*TaskOptions).taskInput) }
 
 // taskInput turns a request into a store input, checking what the store does
 // not check itself, and validates the result against l at time now (the
@@ -96,8 +116,8 @@ func (o *TaskOptions) Input(typ string, payload []byte, l store.Limits, now time
 func (o *TaskOptions) taskInput(typ string, payload []byte, l store.Limits, now time.Time) (store.TaskInput, error) {
 	in := store.TaskInput{
 		ID: o.ID, Type: typ, Queue: o.Queue, Payload: payload, Priority: o.Priority,
-		MaxRetries: o.MaxRetries, Timeout: o.Timeout, Deadline: o.Deadline, RunAt: o.ProcessAt,
-		UniqueKey: o.UniqueKey, UniqueTTL: o.UniqueTTL, Retention: o.Retention,
+		MaxRetries: MaxRetriesDefault, Deadline: o.Deadline, RunAt: o.ProcessAt,
+		UniqueKey: o.UniqueKey, UniqueTTL: o.UniqueTTL, UniqueUntilSuccess: o.UniqueUntilSuccess, Retention: o.Retention,
 	}
 	var errs []error
 	if in.ID == "" {
@@ -106,16 +126,21 @@ func (o *TaskOptions) taskInput(typ string, payload []byte, l store.Limits, now 
 	if in.Queue == "" {
 		in.Queue = store.DefaultQueue
 	}
-	switch {
-	case o.MaxRetries == 0:
-		in.MaxRetries = MaxRetriesDefault
-	case o.MaxRetries == NoRetries:
-		in.MaxRetries = 0
-	case o.MaxRetries < 0:
-		errs = append(errs, &ValidationError{Field: "max_retries", Reason: fmt.Sprintf("%d is negative (use NoRetries for none)", o.MaxRetries), Err: ErrInvalidOption})
-		in.MaxRetries = 0
+	if o.MaxRetries != nil {
+		switch n := *o.MaxRetries; {
+		case n == NoRetries:
+			in.MaxRetries = 0
+		case n < 0:
+			errs = append(errs, &ValidationError{Field: "max_retries", Reason: fmt.Sprintf("%d is negative (0 means no retries)", n), Err: ErrInvalidOption})
+			in.MaxRetries = 0
+		default:
+			in.MaxRetries = n
+		}
 	}
-	if o.Timeout == 0 && o.Deadline.IsZero() {
+	switch {
+	case o.Timeout != nil:
+		in.Timeout = *o.Timeout
+	case o.Deadline.IsZero():
 		in.Timeout = TimeoutDefault
 	}
 	if o.ProcessIn != 0 {
@@ -226,10 +251,14 @@ type WorkerConfig struct {
 	// exponential backoff from 1 s, doubling, capped at 1 h, with ±25 %
 	// jitter. It is called from many goroutines at once.
 	RetryDelayFunc func(attempt int, err error, t *Task) time.Duration
-	// SweepInterval is how often the worker calls the store's Sweep (which
-	// promotes due tasks and recovers expired leases); 0 means
-	// SweepIntervalDefault (1 s) and a negative value disables sweeping
-	// (another process must then sweep).
+	// SweepInterval is how often the store's Sweep runs (it promotes due
+	// tasks and recovers expired leases); 0 means SweepIntervalDefault (1 s)
+	// and a negative value keeps this worker out of sweeping (another
+	// process must then sweep). Workers that share a store sweep once per
+	// interval between them, not once each: through a lease in the store's
+	// meta records they elect one sweeper, and another takes over when it
+	// stops (at once when it stops gracefully, after five intervals when it
+	// crashes). On a store without meta records every worker sweeps.
 	SweepInterval time.Duration
 	// ShutdownTimeout bounds the graceful stop that starts when the context
 	// given to Run is done; 0 means ShutdownTimeoutDefault (30 s). It does

@@ -139,7 +139,7 @@ func TestShutdownLeaseEndsWithTasks(t *testing.T) {
 	}})
 	var ids []string
 	for i := range 3 {
-		r, err := b.client.Enqueue(t.Context(), "t", nil, &TaskOptions{ID: fmt.Sprintf("t-%d", i), MaxRetries: NoRetries})
+		r, err := b.client.Enqueue(t.Context(), "t", nil, &TaskOptions{ID: fmt.Sprintf("t-%d", i), MaxRetries: new(0)})
 		if err != nil {
 			t.Fatal(err)
 		}

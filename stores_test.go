@@ -23,7 +23,8 @@ func init() {
 		}},
 		{Name: "remote", Open: func(t *testing.T, clock store.Clock) store.Store {
 			t.Helper()
-			return kilntest.StartServer(t, &kilntest.ServerOptions{Clock: clock, Bare: true}).Remote(t)
+			// "insp" and "other": the namespaces of inspector_test.go.
+			return kilntest.StartServer(t, &kilntest.ServerOptions{Clock: clock, Bare: true, Projects: []string{"insp", "other"}}).Remote(t)
 		}},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/leader"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -57,6 +58,9 @@ type Worker struct {
 	active   map[*job]struct{} // leases held, started or not
 
 	draining atomic.Bool // no more tasks are started; unstarted ones are handed back
+
+	sweeps        atomic.Int64  // calls of the store's Sweep (tests)
+	sweepLeaseTTL time.Duration // the sweeper lease's TTL; 0: sweepLeaseTTLFactor intervals (tests set it)
 }
 
 // runState is what one Run owns.
@@ -801,24 +805,76 @@ func (w *Worker) extend(ctx context.Context, progressOnly bool) {
 	}
 }
 
-// sweep calls the store's Sweep every SweepInterval.
+// sweepLeaseKey names the lease of the sweeper role among the workers (and
+// other users of internal/leader) that share a store.
+const sweepLeaseKey = "sweeper"
+
+// sweepLeaseTTLFactor times SweepInterval is how long a sweeper that stopped
+// without handing the role over keeps it.
+const sweepLeaseTTLFactor = 5
+
+// sweep calls the store's Sweep every SweepInterval, if this worker is the
+// store's sweeper: workers that share a store elect one sweeper among them
+// through a lease in the store's meta records (when the store has them), so
+// that N workers sweep once per interval, not N times. When the sweeper
+// stops, another worker takes over: at once after a graceful stop, after
+// sweepLeaseTTLFactor intervals after a crash.
 func (w *Worker) sweep(ctx context.Context) {
 	ticker := time.NewTicker(w.cfg.SweepInterval)
 	defer ticker.Stop()
-	for {
-		if res, err := w.s.Sweep(ctx, store.SweepParams{}); err != nil {
-			if ctx.Err() != nil {
-				return
+	var el *leader.Elector
+	if m, ok := w.s.(store.Meta); ok {
+		ttl := w.sweepLeaseTTL
+		if ttl == 0 {
+			ttl = sweepLeaseTTLFactor * w.cfg.SweepInterval
+		}
+		el = leader.New(m, sweepLeaseKey, w.cfg.ID, ttl, nil)
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			if err := el.Resign(rctx); err != nil {
+				w.log.Warn("kiln: could not hand the sweeper role over; another worker takes it when the lease runs out", "worker", w.cfg.ID, "err", err)
 			}
-			w.log.Error("kiln: sweep failed", "err", err)
-		} else if res.Total() > 0 {
-			w.log.Debug("kiln: swept", "promoted", res.Promoted, "recovered", res.Recovered, "dead", res.Dead, "cancelled", res.Cancelled, "deleted", res.Deleted)
+		}()
+	}
+	leading := false
+	for {
+		sweep := true
+		if el != nil {
+			lead, err := el.Tick(ctx)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return
+			case err != nil:
+				// Sweep anyway: a sweep too many is harmless, none is not.
+				w.log.Warn("kiln: sweeper election failed; sweeping", "worker", w.cfg.ID, "err", err)
+			default:
+				sweep = lead
+			}
+			if lead != leading {
+				leading = lead
+				w.log.Debug("kiln: sweeper role", "worker", w.cfg.ID, "sweeper", lead)
+			}
+		}
+		if sweep {
+			w.sweepOnce(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
+	}
+}
+
+func (w *Worker) sweepOnce(ctx context.Context) {
+	w.sweeps.Add(1)
+	if res, err := w.s.Sweep(ctx, store.SweepParams{}); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("kiln: sweep failed", "err", err)
+		}
+	} else if res.Total() > 0 {
+		w.log.Debug("kiln: swept", "promoted", res.Promoted, "recovered", res.Recovered, "dead", res.Dead, "cancelled", res.Cancelled, "deleted", res.Deleted)
 	}
 }
 

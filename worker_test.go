@@ -116,7 +116,7 @@ func testRetryThenDead(t *testing.T, b *bundle) {
 			return fmt.Errorf("attempt %d: %w", tk.Attempt, errBoom)
 		}))
 	})
-	res, err := b.client.Enqueue(t.Context(), "fail", nil, &TaskOptions{MaxRetries: 2})
+	res, err := b.client.Enqueue(t.Context(), "fail", nil, &TaskOptions{MaxRetries: new(2)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func testPanicRecovered(t *testing.T, b *bundle) {
 		w.Handle("panic", HandlerFunc(func(context.Context, *Task) error { panic("kaboom") }))
 		w.Handle("ok", HandlerFunc(func(context.Context, *Task) error { return nil }))
 	})
-	res, err := b.client.Enqueue(t.Context(), "panic", nil, &TaskOptions{MaxRetries: NoRetries})
+	res, err := b.client.Enqueue(t.Context(), "panic", nil, &TaskOptions{MaxRetries: new(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func testTimeout(t *testing.T, b *bundle) {
 			return ctx.Err()
 		}))
 	})
-	res, err := b.client.Enqueue(t.Context(), "slow", nil, &TaskOptions{Timeout: 50 * time.Millisecond, MaxRetries: NoRetries})
+	res, err := b.client.Enqueue(t.Context(), "slow", nil, &TaskOptions{Timeout: new(50 * time.Millisecond), MaxRetries: new(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func testTimeoutRetries(t *testing.T, b *bundle) {
 			return nil
 		}))
 	})
-	res, err := b.client.Enqueue(t.Context(), "slow-once", nil, &TaskOptions{Timeout: 20 * time.Millisecond})
+	res, err := b.client.Enqueue(t.Context(), "slow-once", nil, &TaskOptions{Timeout: new(20 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func TestDrainWaitsForRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Enqueue(t.Context(), "flaky", nil, &kiln.TaskOptions{MaxRetries: 3})
+	res, err := c.Enqueue(t.Context(), "flaky", nil, &kiln.TaskOptions{MaxRetries: new(3)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,10 @@ type ServerOptions struct {
 	// processes, short polls and leases. The test binary must call
 	// runner.Main() in TestMain (see the package documentation).
 	Runner bool
+	// Projects are more projects to create at the start, beside the
+	// first one (Project): a server knows only the projects made on it,
+	// and a store reaching it over HTTP can use no other namespace.
+	Projects []string
 	// Listen is the address to listen on; empty means "127.0.0.1:0", a
 	// free loopback port.
 	Listen string
@@ -145,6 +149,11 @@ func StartServer(tb testing.TB, opts *ServerOptions) *Server {
 		scheme = "https://"
 	}
 	s.Server, s.Addr, s.URL = srv, ln.Addr().String(), scheme+ln.Addr().String()
+	for _, p := range o.Projects {
+		if _, _, err := srv.API().CreateProject(ctx, p, p); err != nil {
+			tb.Fatalf("kilntest: project %q: %v", p, err)
+		}
+	}
 	if o.Bare || cfg.BootstrapToken == "" || cfg.DisableBootstrap {
 		return s
 	}

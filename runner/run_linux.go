@@ -273,6 +273,10 @@ func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampoli
 	return t
 }
 
+// start runs the task's program through the trampoline and returns how it
+// ended: it starts the process (spawn), waits for the trampoline's
+// handshake, waits for the end or stops the process (await) and reads its
+// exit status (exitStatus).
 func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path string, argv, env []string, cred *syscall.Credential, timeout time.Duration) (Result, error) {
 	cfg := &r.cfg
 	failed := func(err error) (Result, error) {
@@ -285,75 +289,18 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 			_ = f.Close()
 		}
 	}()
-	pipe := func() (*os.File, *os.File, error) {
-		rd, wr, err := os.Pipe()
-		if err == nil {
-			files = append(files, rd, wr)
-		}
-		return rd, wr, err
-	}
-	logR, logW, err := pipe()
+	c, err := r.spawn(res.TaskDir, tramp, path, argv, env, cred, &files)
 	if err != nil {
-		return failed(fmt.Errorf("%w: %w", ErrStart, err))
+		return failed(err)
 	}
-	statR, statW, err := pipe()
-	if err != nil {
-		return failed(fmt.Errorf("%w: %w", ErrStart, err))
-	}
-	cmd := &exec.Cmd{
-		Path:       tramp,
-		Args:       append([]string{"kiln-runner", path}, argv...),
-		Env:        append(env, trampolineEnv+"="+r.trampolineSpec(cred, env).encode()),
-		Dir:        res.TaskDir,
-		Stdout:     logW,
-		Stderr:     logW,
-		ExtraFiles: []*os.File{statW},
-		// A session of its own: a process group to kill, and no controlling
-		// terminal (no TIOCSTI into the server's terminal).
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-	}
-	var infoR *os.File
-	if bw := r.bw; bw != nil {
-		var infoW *os.File
-		if infoR, infoW, err = pipe(); err != nil {
-			return failed(fmt.Errorf("%w: %w", ErrStart, err))
-		}
-		opts, err := bw.options(res.TaskDir)
-		if err != nil {
-			return failed(fmt.Errorf("%w: %w", ErrSandbox, err))
-		}
-		argsF, err := argsFile(opts)
-		if err != nil {
-			return failed(fmt.Errorf("%w: %w", ErrStart, err))
-		}
-		files = append(files, argsF)
-		exe, err := bw.openExe()
-		if err != nil {
-			return failed(fmt.Errorf("%w: the trampoline: %w", ErrStart, err))
-		}
-		files = append(files, exe)
-		cmd.Path = bw.path
-		cmd.Args = bw.command(path, argv)
-		cmd.ExtraFiles = append(cmd.ExtraFiles, infoW, argsF, exe)
-	}
-	err = cmd.Start()
-	// The child has its copies; the ends kept here must not hold the pipes
-	// open.
-	for _, f := range cmd.ExtraFiles {
-		_ = f.Close()
-	}
-	_ = logW.Close()
-	if err != nil {
-		return failed(fmt.Errorf("%w: %w", ErrStart, err))
-	}
-	pid := cmd.Process.Pid
+	pid := c.cmd.Process.Pid
 	res.PID = pid
 
 	pump := &logPump{sink: spec.Log, limit: cfg.LogLimit}
 	pumpDone := make(chan struct{})
 	go func() {
 		defer close(pumpDone)
-		pump.run(logR)
+		pump.run(c.logR)
 	}()
 	finish := func() {
 		// The leader has exited (it is a zombie until cmd.Wait, so its pid,
@@ -361,8 +308,8 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 		// Under bwrap the leader is bwrap, which exits after the sandbox's
 		// init, whose end kills every process of the sandbox.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		_ = logR.SetReadDeadline(time.Now().Add(cfg.DrainTimeout))
+		_ = c.cmd.Wait()
+		_ = c.logR.SetReadDeadline(time.Now().Add(cfg.DrainTimeout))
 		<-pumpDone
 		res.LogBytes, res.LogDropped, res.LogTruncated, res.LogErr = pump.bytes, pump.dropped, pump.truncated, pump.err
 	}
@@ -371,7 +318,7 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if err := handshake(statR, deadline); err != nil {
+	if err := handshake(c.statR, deadline); err != nil {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		finish()
 		if r.bw != nil && errors.Is(err, ErrNoTrampoline) && bytes.HasPrefix(pump.head, []byte("bwrap:")) {
@@ -385,8 +332,8 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	// own, led by the sandbox's init: SIGTERM goes there (bwrap itself
 	// would die of it and take the sandbox down at once), SIGKILL to both.
 	var sandbox *initProc
-	if infoR != nil {
-		if ipid, err := readBwrapInfo(infoR, deadline); err == nil {
+	if c.infoR != nil {
+		if ipid, err := readBwrapInfo(c.infoR, deadline); err == nil {
 			sandbox = openInit(ipid)
 		}
 		if sandbox != nil {
@@ -405,6 +352,104 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 		}
 	}
 
+	stop, msg, cause := r.await(ctx, pid, timeout, signal)
+	res.Msg, res.Cause = msg, cause
+	res.EndedAt = time.Now()
+	res.Duration = res.EndedAt.Sub(res.StartedAt)
+	finish()
+
+	ps := c.cmd.ProcessState
+	if ps == nil {
+		return failed(fmt.Errorf("%w: no exit status", ErrStart))
+	}
+	r.exitStatus(&res, ps, stop)
+	return res, nil
+}
+
+// child is a started task process and the runner's ends of its pipes.
+type child struct {
+	cmd *exec.Cmd
+	// logR reads the program's stdout and stderr, statR the trampoline's
+	// start handshake, and infoR (nil without bwrap) bwrap's JSON info.
+	logR, statR, infoR *os.File
+}
+
+// spawn starts the trampoline, under bwrap when the runner sandboxes, in
+// dir with the program path, its argv and env. The files it opens are
+// added to *files, which the caller closes once the process has ended; the
+// child's ends of the pipes are closed here once it has them. Its errors
+// wrap ErrStart or ErrSandbox.
+func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscall.Credential, files *[]*os.File) (*child, error) {
+	pipe := func() (*os.File, *os.File, error) {
+		rd, wr, err := os.Pipe()
+		if err == nil {
+			*files = append(*files, rd, wr)
+		}
+		return rd, wr, err
+	}
+	logR, logW, err := pipe()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	statR, statW, err := pipe()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	cmd := &exec.Cmd{
+		Path:       tramp,
+		Args:       append([]string{"kiln-runner", path}, argv...),
+		Env:        append(env, trampolineEnv+"="+r.trampolineSpec(cred, env).encode()),
+		Dir:        dir,
+		Stdout:     logW,
+		Stderr:     logW,
+		ExtraFiles: []*os.File{statW},
+		// A session of its own: a process group to kill, and no controlling
+		// terminal (no TIOCSTI into the server's terminal).
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	var infoR *os.File
+	if bw := r.bw; bw != nil {
+		var infoW *os.File
+		if infoR, infoW, err = pipe(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrStart, err)
+		}
+		opts, err := bw.options(dir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
+		}
+		argsF, err := argsFile(opts)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrStart, err)
+		}
+		*files = append(*files, argsF)
+		exe, err := bw.openExe()
+		if err != nil {
+			return nil, fmt.Errorf("%w: the trampoline: %w", ErrStart, err)
+		}
+		*files = append(*files, exe)
+		cmd.Path = bw.path
+		cmd.Args = bw.command(path, argv)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, infoW, argsF, exe)
+	}
+	err = cmd.Start()
+	// The child has its copies; the ends kept here must not hold the pipes
+	// open.
+	for _, f := range cmd.ExtraFiles {
+		_ = f.Close()
+	}
+	_ = logW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	return &child{cmd: cmd, logR: logR, statR: statR, infoR: infoR}, nil
+}
+
+// await waits until the process pid exits, its timeout passes or ctx is
+// done. In the last two cases it stops the process with signal: SIGTERM,
+// then SIGKILL after the runner's KillGrace. It returns why it stopped the
+// process ("" when the process ended on its own, even just after the
+// timeout or ctx), the message to report and ctx's cause.
+func (r *Runner) await(ctx context.Context, pid int, timeout time.Duration, signal func(syscall.Signal)) (stop Status, msg string, cause error) {
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
@@ -412,45 +457,40 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	var stop Status
 	select {
 	case <-exited:
+		return "", "", nil
 	case <-timer.C:
-		stop = StatusTimeout
-		res.Msg = fmt.Sprintf("timed out after %v", timeout)
+		stop, msg = StatusTimeout, fmt.Sprintf("timed out after %v", timeout)
 	case <-ctx.Done():
-		stop, res.Cause = statusOf(ctx), context.Cause(ctx)
+		stop, cause = statusOf(ctx), context.Cause(ctx)
 		if stop == StatusTimeout {
-			res.Msg = "timed out: " + res.Cause.Error()
+			msg = "timed out: " + cause.Error()
 		} else {
-			res.Msg = "cancelled: " + res.Cause.Error()
+			msg = "cancelled: " + cause.Error()
 		}
 	}
-	if stop != "" {
-		select {
-		case <-exited: // it ended on its own meanwhile: report that
-			stop, res.Msg, res.Cause = "", "", nil
-		default:
-			signal(syscall.SIGTERM)
-			grace := time.NewTimer(cfg.KillGrace)
-			select {
-			case <-exited:
-			case <-grace.C:
-				signal(syscall.SIGKILL)
-				<-exited
-				res.Msg += fmt.Sprintf(" (killed after a %v grace period)", cfg.KillGrace)
-			}
-			grace.Stop()
-		}
+	select {
+	case <-exited: // it ended on its own meanwhile: report that
+		return "", "", nil
+	default:
 	}
-	res.EndedAt = time.Now()
-	res.Duration = res.EndedAt.Sub(res.StartedAt)
-	finish()
+	signal(syscall.SIGTERM)
+	grace := time.NewTimer(r.cfg.KillGrace)
+	defer grace.Stop()
+	select {
+	case <-exited:
+	case <-grace.C:
+		signal(syscall.SIGKILL)
+		<-exited
+		msg += fmt.Sprintf(" (killed after a %v grace period)", r.cfg.KillGrace)
+	}
+	return stop, msg, cause
+}
 
-	ps := cmd.ProcessState
-	if ps == nil {
-		return failed(fmt.Errorf("%w: no exit status", ErrStart))
-	}
+// exitStatus fills in res from the ended process's state: its resource use,
+// exit code or signal, and the status (stop when the runner stopped it).
+func (r *Runner) exitStatus(res *Result, ps *os.ProcessState, stop Status) {
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 		res.UserTime = time.Duration(ru.Utime.Nano())
 		res.SystemTime = time.Duration(ru.Stime.Nano())
@@ -480,7 +520,6 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 		res.Status = StatusError
 		res.Msg = fmt.Sprintf("exit status %d", res.ExitCode)
 	}
-	return res, nil
 }
 
 // maxSignal is the highest signal number on Linux (SIGRTMAX).

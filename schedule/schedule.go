@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -216,7 +217,7 @@ func validateTask(t *Task, l store.Limits, now time.Time) []error {
 		return errs
 	}
 	o.ID = "sched.x.0" // any valid id: only the other options are checked here
-	if _, err := o.Input(t.Type, t.Payload, l, now); err != nil {
+	if _, err := hook.TaskInput(&o, t.Type, t.Payload, l, now); err != nil {
 		errs = append(errs, err)
 	}
 	return errs

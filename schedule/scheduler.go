@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/store"
 )
@@ -553,7 +554,7 @@ func (c *Scheduler) fire(ctx context.Context, e *entry) (int, error) {
 	if won || !old.Enqueued {
 		o := s.Task.Options
 		o.ID = taskID
-		in, err := o.Input(s.Task.Type, s.Task.Payload, c.cfg.Limits, now)
+		in, err := hook.TaskInput(&o, s.Task.Type, s.Task.Payload, c.cfg.Limits, now)
 		if err == nil {
 			var res store.EnqueueResult
 			res, err = c.st.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}})

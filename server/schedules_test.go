@@ -111,7 +111,7 @@ func TestSchedulesBadInput(t *testing.T) { //nolint:tparallel // the rows share 
 		{"max runs negative", "POST", path, `{` + task + `,"every_ms":1000,"max_runs":-1}`, wire.CodeInvalidOption},
 		{"bad type", "POST", path, `{"task":{"type":"a b"},"every_ms":1000}`, wire.CodeInvalidName},
 		{"task id", "POST", path, `{"task":{"type":"t","options":{"id":"x"}},"every_ms":1000}`, wire.CodeInvalidOption},
-		{"timeout zero", "POST", path, `{"task":{"type":"t","options":{"timeout_ms":0}},"every_ms":1000}`, wire.CodeInvalidOption},
+		{"timeout negative", "POST", path, `{"task":{"type":"t","options":{"timeout_ms":-1}},"every_ms":1000}`, wire.CodeInvalidOption},
 		{"bad schedule id", "POST", path, `{"id":"a/b",` + task + `,"every_ms":1000}`, wire.CodeInvalidName},
 		{"payload too large", "POST", path, `{"task":{"type":"t","payload":"` + strings.Repeat("A", 44<<10) + `"},"every_ms":1000}`, wire.CodePayloadTooLarge},
 		{"existing id", "POST", "/v1/projects/b/schedules", `{"id":"theirs",` + task + `,"every_ms":60000}`, wire.CodeConflict},

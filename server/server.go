@@ -38,9 +38,68 @@ const (
 	handshakeGCEvery = 30
 )
 
-// Event is what Config.EventFunc and the event stream see: a task event
-// (Kind "task.*") or a remote worker event (Kind "worker.*").
-type Event = wire.Event
+// Event is what Config.EventFunc sees: a task event (Kind "task.*") or a
+// remote worker event (Kind "worker.*"), the same as the event stream
+// (GET /v1/projects/{p}/events) sends as JSON. The kinds are listed in
+// docs/api.md. It is plain data.
+type Event struct {
+	// Kind is task.enqueued, task.started, ..., worker.registered, ...
+	Kind string `json:"kind"`
+	// Time is when the server raised the event.
+	Time time.Time `json:"time"`
+	// Project is the project of the task or worker; empty for a sweep's
+	// worker.work_timed_out, which counts every project's.
+	Project string `json:"project"`
+	// TaskID, Type, Queue, State and Attempt describe the task of a task
+	// event.
+	TaskID  string `json:"task_id,omitempty"`
+	Type    string `json:"type,omitempty"`
+	Queue   string `json:"queue,omitempty"`
+	State   string `json:"state,omitempty"`
+	Attempt int    `json:"attempt,omitempty"`
+	// WorkerID names the remote worker.
+	WorkerID string `json:"worker_id,omitempty"`
+	// Count is the number of tasks of a worker.work_taken event, or of
+	// those handed back by a worker.lease_abandoned event.
+	Count int `json:"count,omitempty"`
+	// Error says what went wrong, for the events of failures.
+	Error string `json:"error,omitempty"`
+	// Percent and Message are a task.progress event's progress (Message
+	// is also a worker's name on worker.registered and worker.verified).
+	Percent int    `json:"percent,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// eventFunc adapts a hook of Events to the API's events; nil stays nil.
+func eventFunc(f func(Event)) func(wire.Event) {
+	if f == nil {
+		return nil
+	}
+	return func(ev wire.Event) { f(eventFromWire(ev)) }
+}
+
+// eventFromWire copies an event of the API into an Event.
+func eventFromWire(ev wire.Event) Event {
+	return Event{
+		Kind: ev.Kind, Time: ev.Time, Project: ev.Project, TaskID: ev.TaskID, Type: ev.Type,
+		Queue: ev.Queue, State: ev.State, Attempt: ev.Attempt, WorkerID: ev.WorkerID,
+		Count: ev.Count, Error: ev.Error, Percent: ev.Percent, Message: ev.Message,
+	}
+}
+
+// taskEventKinds are the event kinds of the code runner's task events.
+var taskEventKinds = map[kiln.EventKind]string{
+	kiln.EventEnqueued:  wire.EventTaskEnqueued,
+	kiln.EventStarted:   wire.EventTaskStarted,
+	kiln.EventSucceeded: wire.EventTaskSucceeded,
+	kiln.EventFailed:    wire.EventTaskFailed,
+	kiln.EventRetrying:  wire.EventTaskRetrying,
+	kiln.EventDead:      wire.EventTaskDead,
+	kiln.EventTimedOut:  wire.EventTaskTimedOut,
+	kiln.EventCancelled: wire.EventTaskCancelled,
+	kiln.EventLeaseLost: wire.EventTaskLeaseLost,
+	kiln.EventReleased:  wire.EventTaskReleased,
+}
 
 // Config configures a Server. Store is required; the zero value of every
 // other field means its default.
@@ -135,10 +194,6 @@ type Config struct {
 	// Stdout receives the one-time message with a new admin token; nil
 	// discards it.
 	Stdout io.Writer
-	// AutoCreateProjects makes admin tokens create a project on its first
-	// use in a URL. For tests only: store/remote runs the store
-	// conformance suite through it.
-	AutoCreateProjects bool
 	// MaxCodeBytes caps a code package zip uploaded through the
 	// IronWorker API (/2/); default ironapi.MaxCodeBytesDefault (64 MiB).
 	MaxCodeBytes int64
@@ -224,11 +279,10 @@ func New(cfg *Config) (*Server, error) {
 	}
 	a, err := api.New(api.Config{
 		Store: c.Store, Meta: meta, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, Schedules: sched,
-		EventFunc: c.EventFunc, MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
+		EventFunc: eventFunc(c.EventFunc), MaxBodyBytes: c.MaxBodyBytes, HandshakeTimeout: c.HandshakeTimeout,
 		SessionTTL: c.SessionTTL, HeartbeatInterval: c.HeartbeatInterval, EventBuffer: c.EventBuffer,
 		MaxStreams: c.MaxStreams, MaxProjectStreams: c.MaxProjectStreams, StreamWriteTimeout: c.StreamWriteTimeout,
-		AutoCreateProjects: c.AutoCreateProjects,
-		HandshakeRate:      c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
+		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
 		MaxOpenHandshakes: c.MaxOpenHandshakes,
 	})
@@ -237,33 +291,8 @@ func New(cfg *Config) (*Server, error) {
 	}
 	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{}), certs: certs}
 	if c.Runner != nil {
-		rc := *c.Runner
-		rc.Store, rc.Logger = c.Store, c.Logger
-		if c.CLIFile != "" {
-			// The admin token's file: never visible to a task.
-			var run runner.Config
-			if rc.Runner != nil {
-				run = *rc.Runner
-			}
-			abs, err := filepath.Abs(c.CLIFile)
-			if err != nil {
-				return nil, fmt.Errorf("server: %w", err)
-			}
-			run.Hide = append(slices.Clone(run.Hide), abs)
-			rc.Runner = &run
-		}
-		if rc.Clock == nil {
-			rc.Clock = c.Clock
-		}
-		rc.EventFunc = func(project string, e kiln.Event) {
-			ev := wire.Event{Kind: "task." + e.Kind.String(), Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
-			if e.Err != nil {
-				ev.Error = e.Err.Error()
-			}
-			a.Publish(ev)
-		}
-		if s.hosted, err = hosted.New(&rc); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
+		if s.hosted, err = newHosted(&c, a.Publish); err != nil {
+			return nil, err
 		}
 	}
 	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched, EventFunc: a.Publish}
@@ -283,6 +312,42 @@ func New(cfg *Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// newHosted starts the code runner of c.Runner on the server's store, with
+// its logger and clock; CLIFile is hidden from every task, and the runner's
+// task events are published as the API's.
+func newHosted(c *Config, publish func(wire.Event)) (*hosted.Hosted, error) {
+	rc := *c.Runner
+	rc.Store, rc.Logger = c.Store, c.Logger
+	if c.CLIFile != "" {
+		// The admin token's file: never visible to a task.
+		var run runner.Config
+		if rc.Runner != nil {
+			run = *rc.Runner
+		}
+		abs, err := filepath.Abs(c.CLIFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		run.Hide = append(slices.Clone(run.Hide), abs)
+		rc.Runner = &run
+	}
+	if rc.Clock == nil {
+		rc.Clock = c.Clock
+	}
+	rc.EventFunc = func(project string, e kiln.Event) {
+		ev := wire.Event{Kind: taskEventKinds[e.Kind], Project: project, TaskID: e.TaskID, Type: e.Type, Queue: e.Queue, Attempt: e.Attempt}
+		if e.Err != nil {
+			ev.Error = e.Err.Error()
+		}
+		publish(ev)
+	}
+	h, err := hosted.New(&rc)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return h, nil
 }
 
 // API returns the server's API (route list, project and token helpers).
@@ -333,9 +398,25 @@ func certHost(leaf *x509.Certificate, def string) string {
 	return def
 }
 
+// Bootstrap is what a server's first start made: the first project and an
+// admin token, with the URL to reach the server by. It is plain data.
+type Bootstrap struct {
+	// URL is the server's URL as the command line reaches it.
+	URL string
+	// Project is the first project (Config.BootstrapProject).
+	Project string
+	// Token is the new admin token, shown only this once.
+	Token string
+}
+
 // Bootstrapped returns what the first start made (URL, project, admin
 // token), or nil when this New did not bootstrap or the token was given.
-func (s *Server) Bootstrapped() *wire.CLIConfig { return s.boot }
+func (s *Server) Bootstrapped() *Bootstrap {
+	if s.boot == nil {
+		return nil
+	}
+	return &Bootstrap{URL: s.boot.URL, Project: s.boot.Project, Token: s.boot.Token}
+}
 
 // bootstrap makes the first project and admin token.
 func (s *Server) bootstrap(ctx context.Context) error {
@@ -632,7 +713,7 @@ func (s *Server) sweepLoop() {
 		case err == nil && res.Recovered+res.Dead+res.Cancelled > 0:
 			// Sweeps span every project; hooks see the count, the
 			// per-project streams see lease losses when workers report.
-			s.api.Publish(Event{Kind: "worker.work_timed_out", Count: res.Recovered + res.Dead + res.Cancelled})
+			s.api.Publish(wire.Event{Kind: wire.EventWorkerWorkTimedOut, Count: res.Recovered + res.Dead + res.Cancelled})
 		}
 		if n%handshakeGCEvery == 0 {
 			if _, err := s.api.CollectHandshakes(ctx); err != nil && ctx.Err() == nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/server/api"
@@ -414,7 +415,7 @@ func TestBootstrap(t *testing.T) {
 	}
 	var saved wire.CLIConfig
 	raw, err := os.ReadFile(cli)
-	if err != nil || json.Unmarshal(raw, &saved) != nil || saved != *boot {
+	if err != nil || json.Unmarshal(raw, &saved) != nil || saved != (wire.CLIConfig{URL: boot.URL, Project: boot.Project, Token: boot.Token}) {
 		t.Errorf("cli.json = %s, want %+v", raw, boot)
 	}
 	// A second start makes nothing and prints nothing.
@@ -444,7 +445,8 @@ func TestBootstrap(t *testing.T) {
 
 func TestAutoCreateProjects(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *server.Config) { c.AutoCreateProjects = true })
+	b := setup(t)
+	hook.AutoCreateProjects(b.srv.API())
 	b.enqueue("ns-1", adminToken, wire.TaskRequest{Type: "t"})
 	if n := b.counts("ns-1"); n != 1 {
 		t.Errorf("ns-1 holds %d tasks, want 1", n)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -40,6 +42,20 @@ func (s State) String() string {
 	}
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
+
+// GoString returns the Go name of the state's constant (for %#v), or
+// "store.State(n)".
+func (s State) GoString() string {
+	if s.Valid() {
+		name := stateNames[s]
+		return "store.State" + strings.ToUpper(name[:1]) + name[1:]
+	}
+	return fmt.Sprintf("store.State(%d)", uint8(s))
+}
+
+// LogValue implements slog.LogValuer: logs show the state's name, and an
+// invalid state as "State(n)" rather than a marshalling error.
+func (s State) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool { return s >= StateScheduled && s <= StateCancelled }
@@ -100,10 +116,15 @@ type TaskInput struct {
 	// RunAt is when the task becomes ready; zero or past means now.
 	RunAt time.Time
 	// UniqueKey, when set, makes the enqueue fail with ErrDuplicate while
-	// another task with the same key was enqueued less than UniqueTTL ago.
+	// another task holds the key: for UniqueTTL after its enqueue, or, with
+	// UniqueUntilSuccess, until it succeeds if that comes first.
 	UniqueKey string
 	// UniqueTTL is the deduplication window for UniqueKey.
 	UniqueTTL time.Duration
+	// UniqueUntilSuccess releases UniqueKey when the task succeeds (within
+	// the same step that records the success) instead of holding it for the
+	// whole UniqueTTL. Requires UniqueKey.
+	UniqueUntilSuccess bool
 	// Retention is how long the task is kept after it reaches a terminal
 	// state; 0 means the store's default (RetentionDefault).
 	Retention time.Duration
@@ -122,7 +143,10 @@ type Task struct {
 	Deadline   time.Time
 	UniqueKey  string
 	UniqueTTL  time.Duration
-	Retention  time.Duration
+	// UniqueUntilSuccess: the unique key is released when the task
+	// succeeds (see TaskInput).
+	UniqueUntilSuccess bool
+	Retention          time.Duration
 
 	// State is the task's current state.
 	State State

@@ -147,8 +147,13 @@ func (in *TaskInput) Validate(l Limits, now time.Time) error {
 		if in.UniqueTTL < MinUniqueTTL || in.UniqueTTL > MaxUniqueTTL {
 			errs = append(errs, invalid(ErrInvalidOption, "unique_ttl", "%s is outside %s..%s", in.UniqueTTL, MinUniqueTTL, MaxUniqueTTL))
 		}
-	} else if in.UniqueTTL != 0 {
-		errs = append(errs, invalid(ErrInvalidOption, "unique_ttl", "set without unique_key"))
+	} else {
+		if in.UniqueTTL != 0 {
+			errs = append(errs, invalid(ErrInvalidOption, "unique_ttl", "set without unique_key"))
+		}
+		if in.UniqueUntilSuccess {
+			errs = append(errs, invalid(ErrInvalidOption, "unique_until_success", "set without unique_key"))
+		}
 	}
 	if in.Retention < 0 || in.Retention > l.MaxRetention {
 		errs = append(errs, invalid(ErrInvalidOption, "retention", "%s is outside 0..%s", in.Retention, l.MaxRetention))

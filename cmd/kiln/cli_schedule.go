@@ -94,9 +94,10 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 	fs.IntVar(&priority, "priority", 0, "priority 0-9, higher runs first")
 	fs.Var(&delay, "delay", "hold each run's task back this long")
 	fs.IntVar(&maxRetries, "max-retries", -1, "retries after a failed attempt (default: the server's, 25)")
-	fs.Var(&timeout, "timeout", "bound on one attempt (default: the server's, 30m)")
+	fs.Var(&timeout, "timeout", "bound on one attempt (default: the server's, 30m; 0 for none)")
 	fs.StringVar(&uniqueKey, "unique-key", "", "skip a run while a task with this key is within --unique-ttl")
 	fs.Var(&uniqueTTL, "unique-ttl", "deduplication window of --unique-key (1s to 30d)")
+	untilSuccess := fs.Bool("unique-until-success", false, "release --unique-key as soon as the task succeeds, instead of holding it for the whole --unique-ttl")
 	fs.Var(&retention, "retention", "how long to keep each finished task (default 24h)")
 	fs.StringVar(&format, "format", formatRaw, "how to read the payload: raw, json (checked, compacted) or base64")
 	cn, pos, err := start(std, c, fs, &cf, args)
@@ -119,8 +120,8 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 		return usagef("schedule create: --max-runs %d is negative", maxRuns)
 	case maxRetries < -1:
 		return usagef("schedule create: --max-retries %d is negative", maxRetries)
-	case timeout.set && timeout.d <= 0:
-		return usagef("schedule create: --timeout must be positive (leave it out for the default)")
+	case timeout.set && timeout.d < 0:
+		return usagef("schedule create: --timeout %s is negative (0 for none; leave it out for the default)", timeout.d)
 	case uniqueKey == "" && uniqueTTL.set:
 		return usagef("schedule create: --unique-ttl needs --unique-key")
 	case uniqueKey != "" && !uniqueTTL.set:
@@ -156,8 +157,12 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 	if queue == "" && strings.HasPrefix(pos[0], hosted.TypePrefix) {
 		queue = pos[0] // a code package's tasks live in the queue named like their type
 	}
+	if uniqueKey == "" && *untilSuccess {
+		return usagef("schedule create: --unique-until-success needs --unique-key")
+	}
 	opts := &wire.TaskOptions{Queue: queue, Priority: priority, UniqueKey: uniqueKey,
-		ProcessInMS: delay.d.Milliseconds(), UniqueTTLMS: uniqueTTL.d.Milliseconds(), RetentionMS: retention.d.Milliseconds()}
+		ProcessInMS: delay.d.Milliseconds(), UniqueTTLMS: uniqueTTL.d.Milliseconds(), RetentionMS: retention.d.Milliseconds(),
+		UniqueUntilSuccess: *untilSuccess}
 	if maxRetries >= 0 {
 		opts.MaxRetries = &maxRetries
 	}

@@ -47,6 +47,7 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	fs.Var(&timeout, "timeout", "bound on one attempt (default: the server's, 30m; 0 for none)")
 	fs.StringVar(&uniqueKey, "unique-key", "", "refuse the task while another with this key is within --unique-ttl")
 	fs.Var(&uniqueTTL, "unique-ttl", "deduplication window of --unique-key (1s to 30d)")
+	untilSuccess := fs.Bool("unique-until-success", false, "release --unique-key as soon as the task succeeds, instead of holding it for the whole --unique-ttl")
 	fs.Var(&retention, "retention", "how long to keep the finished task (default 24h)")
 	fs.StringVar(&id, "id", "", "the task's id (default: a new one); an existing id is refused")
 	fs.StringVar(&format, "format", formatRaw, "how to read the payload: raw, json (checked, compacted) or base64")
@@ -67,6 +68,9 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	}
 	if uniqueKey != "" && !uniqueTTL.set {
 		return usagef("enqueue: --unique-key needs --unique-ttl (how long the key is held)")
+	}
+	if uniqueKey == "" && *untilSuccess {
+		return usagef("enqueue: --unique-until-success needs --unique-key")
 	}
 	var payload []byte
 	if len(pos) == 2 {
@@ -89,6 +93,7 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	opts := &wire.TaskOptions{
 		ID: id, Queue: queue, Priority: priority, UniqueKey: uniqueKey,
 		ProcessInMS: delay.d.Milliseconds(), UniqueTTLMS: uniqueTTL.d.Milliseconds(), RetentionMS: retention.d.Milliseconds(),
+		UniqueUntilSuccess: *untilSuccess,
 	}
 	if maxRetries >= 0 {
 		opts.MaxRetries = &maxRetries
@@ -597,7 +602,7 @@ func (w *watcher) run(ctx context.Context) error {
 			if ev.TaskID != w.id {
 				continue
 			}
-			if ev.Kind == "task.progress" {
+			if ev.Kind == wire.EventTaskProgress {
 				if err := w.print(fmt.Sprintf("active  progress %d%% %s", ev.Percent, oneLine(ev.Message))); err != nil {
 					return err
 				}

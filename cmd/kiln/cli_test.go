@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/server/api"
@@ -34,10 +35,11 @@ func startCLIServer(t *testing.T) *cliServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Config{Store: emb, Meta: emb, AutoCreateProjects: true, ResultPoll: 50 * time.Millisecond})
+	a, err := api.New(api.Config{Store: emb, Meta: emb, ResultPoll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
+	hook.AutoCreateProjects(a)
 	if _, err := a.AddToken(t.Context(), "", "test", testAdminToken); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,13 @@
 // Package binenc holds the primitives of kiln's compact binary encodings
-// (internal/record for task records, internal/wirebin for the worker
-// routes of the HTTP API): length-prefixed strings and bytes, varints, and
-// times as zig-zag varints of UnixNano, plus a Reader that never panics and
-// reports the first problem as a wrapped corruption sentinel.
+// (internal/record for the embedded store's task records on disk,
+// internal/wirebin for the worker routes of the HTTP API):
+// length-prefixed strings and bytes, varints, and times as zig-zag varints
+// of UnixNano, plus a Reader that never panics and reports the first
+// problem as a wrapped corruption sentinel.
+//
+// Both formats are frozen by golden bytes in their own tests, so what an
+// Append function writes never changes: a format that needs something else
+// gets a new function and a new version of its own.
 package binenc
 
 import (

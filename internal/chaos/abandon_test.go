@@ -69,7 +69,7 @@ func TestChaosAbandonedLease(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			res, err := c.client.Enqueue(ctx, taskType, []byte(`"x"`), &kiln.TaskOptions{ID: fmt.Sprintf("a%06d", seq), MaxRetries: kiln.NoRetries})
+			res, err := c.client.Enqueue(ctx, taskType, []byte(`"x"`), &kiln.TaskOptions{ID: fmt.Sprintf("a%06d", seq), MaxRetries: new(0)})
 			if err != nil {
 				c.ledger.Refused(reason(err), 1)
 				return

@@ -343,7 +343,7 @@ func (c *cluster) startLoad(ctx context.Context, l load) (wait func()) {
 			reqs := make([]kiln.TaskRequest, batch)
 			for i := range reqs {
 				seq++
-				reqs[i] = kiln.TaskRequest{Type: taskType, Payload: []byte(`"x"`), Options: kiln.TaskOptions{ID: fmt.Sprintf("t%07d", seq), MaxRetries: l.maxRetries}}
+				reqs[i] = kiln.TaskRequest{Type: taskType, Payload: []byte(`"x"`), Options: kiln.TaskOptions{ID: fmt.Sprintf("t%07d", seq), MaxRetries: new(l.maxRetries)}}
 			}
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.timeout)
 			sent := time.Now()

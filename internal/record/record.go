@@ -1,5 +1,8 @@
 // Package record is the compact, versioned binary encoding of a task record
-// used by kiln's stores. It encodes every field of store.Task except Namespace
+// that the embedded store keeps on disk. It is a disk format only: the
+// binary worker encoding of the HTTP API (internal/wirebin) has its own
+// codec and version, so that this one can change without changing the
+// protocol. It encodes every field of store.Task except Namespace
 // and Payload, which stores keep in their keys and in a separate value.
 //
 // The format is a version byte followed by the fields in a fixed order, as
@@ -52,6 +55,9 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	if t.Result != nil {
 		flags |= 2
 	}
+	if t.UniqueUntilSuccess {
+		flags |= 4
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -93,6 +99,7 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	t.WorkerID = d.String(maxField)
 	flags := d.Byte()
 	t.CancelRequested = flags&1 != 0
+	t.UniqueUntilSuccess = flags&4 != 0
 	t.CreatedAt = d.Time()
 	t.RunAt = d.Time()
 	t.StartedAt = d.Time()
@@ -113,7 +120,7 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	if !t.State.Valid() {
 		return 0, fmt.Errorf("%w: invalid state %d", ErrCorrupt, t.State)
 	}
-	if flags&^3 != 0 {
+	if flags&^7 != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	return seq, nil

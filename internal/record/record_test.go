@@ -2,6 +2,7 @@ package record
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func full() *store.Task {
 	return &store.Task{
 		ID: "01J0000000000000000000000", Type: "email:send", Queue: "critical",
 		Priority: 9, MaxRetries: 25, Timeout: 30 * time.Minute, Deadline: at.Add(time.Hour),
-		UniqueKey: "user:42", UniqueTTL: time.Minute, Retention: 24 * time.Hour,
+		UniqueKey: "user:42", UniqueTTL: time.Minute, UniqueUntilSuccess: true, Retention: 24 * time.Hour,
 		State: store.StateActive, Attempt: 3, LeaseID: 1<<63 + 5, LeaseExpiresAt: at.Add(30 * time.Second),
 		WorkerID: "host-1:123", CancelRequested: true,
 		CreatedAt: at, RunAt: at, StartedAt: at.Add(time.Second), FinishedAt: time.Time{}, ExpiresAt: time.Time{},
@@ -111,4 +112,29 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("encoding is not stable")
 		}
 	})
+}
+
+// goldenFull is the version 1 record of full() with sequence number 77, as
+// the embedded store writes it to disk. A change here is a disk format
+// change: it needs a new Version (and reading the old one), never an edit
+// of this string. The wire's task encoding (internal/wirebin) has golden
+// bytes of its own; changing the record must not change those.
+const goldenFull = "014d1930314a303030303030303030303030303030303030303030300a656d61696c3a73656e6408637269746963616c123280c0e285e368acb4ff94ef84d7ea3107757365723a343280e0ba84bf038080f89492a527030685808080808080808001ace4d7cb88b5d5ea310a686f73742d313a31323303acb4ba89a9b3d5ea31acb4ba89a9b3d5ea31acdc90c3b0b3d5ea3100000b7b226f6b223a747275657d04626f6f6d540868616c6620776179"
+
+func TestGoldenBytes(t *testing.T) {
+	t.Parallel()
+	want, err := hex.DecodeString(goldenFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Encode(nil, 77, full()); !bytes.Equal(got, want) {
+		t.Errorf("record encoding changed (a disk format change):\n got %x\nwant %x", got, want)
+	}
+	var got store.Task
+	if seq, err := Decode(want, &got); err != nil || seq != 77 {
+		t.Fatalf("Decode(golden) = %d, %v", seq, err)
+	}
+	if diff := cmp.Diff(full(), &got); diff != "" {
+		t.Errorf("golden record (-want +got):\n%s", diff)
+	}
 }

@@ -92,7 +92,7 @@ func FromTask(t *store.Task) *Task {
 		ID: t.ID, Type: t.Type, Queue: t.Queue, State: t.State.String(),
 		Priority: t.Priority, Attempt: t.Attempt, MaxRetries: t.MaxRetries,
 		TimeoutMS: MS(t.Timeout), Deadline: TimePtr(t.Deadline), UniqueKey: t.UniqueKey,
-		UniqueTTLMS: MS(t.UniqueTTL), RetentionMS: MS(t.Retention),
+		UniqueTTLMS: MS(t.UniqueTTL), UniqueUntilSuccess: t.UniqueUntilSuccess, RetentionMS: MS(t.Retention),
 		CreatedAt: TimePtr(t.CreatedAt), RunAt: TimePtr(t.RunAt), StartedAt: TimePtr(t.StartedAt),
 		FinishedAt: TimePtr(t.FinishedAt), ExpiresAt: TimePtr(t.ExpiresAt),
 		LeaseID: t.LeaseID, LeaseExpiresAt: TimePtr(t.LeaseExpiresAt), WorkerID: t.WorkerID,
@@ -127,7 +127,7 @@ func (w *Task) ToTask(ns string) (*store.Task, error) {
 		Namespace: ns, ID: w.ID, Type: w.Type, Queue: w.Queue, Payload: w.Payload,
 		Priority: w.Priority, MaxRetries: w.MaxRetries, Timeout: Dur(w.TimeoutMS),
 		Deadline: TimeVal(w.Deadline), UniqueKey: w.UniqueKey, UniqueTTL: Dur(w.UniqueTTLMS),
-		Retention: Dur(w.RetentionMS), State: st, Attempt: w.Attempt, LeaseID: w.LeaseID,
+		UniqueUntilSuccess: w.UniqueUntilSuccess, Retention: Dur(w.RetentionMS), State: st, Attempt: w.Attempt, LeaseID: w.LeaseID,
 		LeaseExpiresAt: TimeVal(w.LeaseExpiresAt), WorkerID: w.WorkerID, CancelRequested: w.CancelRequested,
 		CreatedAt: TimeVal(w.CreatedAt), RunAt: TimeVal(w.RunAt), StartedAt: TimeVal(w.StartedAt),
 		FinishedAt: TimeVal(w.FinishedAt), ExpiresAt: TimeVal(w.ExpiresAt),
@@ -151,7 +151,8 @@ func OptionsFromInput(in store.TaskInput) TaskRequest {
 		Options: &TaskOptions{
 			ID: in.ID, Queue: in.Queue, Priority: in.Priority, ProcessAt: TimePtr(in.RunAt),
 			MaxRetries: &retries, TimeoutMS: &timeout, Deadline: TimePtr(in.Deadline),
-			UniqueKey: in.UniqueKey, UniqueTTLMS: MS(in.UniqueTTL), RetentionMS: MS(in.Retention),
+			UniqueKey: in.UniqueKey, UniqueTTLMS: MS(in.UniqueTTL), UniqueUntilSuccess: in.UniqueUntilSuccess,
+			RetentionMS: MS(in.Retention),
 		},
 	}
 }

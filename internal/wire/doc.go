@@ -17,5 +17,12 @@
 // against the store sentinel of its code (store.ErrNotFound for
 // "not_found", ...). The table is [Codes].
 //
+// # Generated
+//
+// The Code* and Event* constants, [Codes], [EventKinds] and the order in
+// which errors are matched against the store's sentinels are generated
+// (catalogue_gen.go) from server/api/errors.json and server/api/events.json
+// by go generate; edit the JSON, not the Go file.
+//
 // The package imports only the standard library and package store.
 package wire

@@ -9,32 +9,7 @@ import (
 	"github.com/kilnhq/kiln/store"
 )
 
-// The error codes of the catalogue (docs/api.md, server/api/errors.json).
-const (
-	CodeBadRequest       = "bad_request"
-	CodeInvalidName      = "invalid_name"
-	CodeInvalidOption    = "invalid_option"
-	CodePayloadTooLarge  = "payload_too_large"
-	CodeBodyTooLarge     = "body_too_large"
-	CodeUnauthorized     = "unauthorized"
-	CodeSessionExpired   = "session_expired"
-	CodeVerifyFailed     = "verify_failed"
-	CodeForbidden        = "forbidden"
-	CodeTLSRequired      = "tls_required"
-	CodeNotFound         = "not_found"
-	CodeMethodNotAllowed = "method_not_allowed"
-	CodeTaskExists       = "task_exists"
-	CodeDuplicate        = "duplicate"
-	CodeInvalidState     = "invalid_state"
-	CodeLeaseLost        = "lease_lost"
-	CodeConflict         = "conflict"
-	CodeRateLimited      = "rate_limited"
-	CodeTooManyStreams   = "too_many_streams"
-	CodeUnavailable      = "unavailable"
-	CodeStoreUnavailable = "store_unavailable"
-	CodeStorageFull      = "storage_full"
-	CodeInternal         = "internal"
-)
+//go:generate go run ../catalogue/gencatalogue -errors ../../server/api/errors.json -events ../../server/api/events.json -out catalogue_gen.go
 
 // StorageFullMessage is the message of every storage_full error.
 const StorageFullMessage = "the store's disk is full: writes are refused until space is freed; reads still work"
@@ -48,47 +23,17 @@ type Code struct {
 	Status int
 	// Sentinel is the store error that errors.Is matches, or nil.
 	Sentinel error
-}
-
-// Codes is the error catalogue, in the order of docs/api.md. It must not be
-// modified.
-var Codes = []Code{
-	{CodeBadRequest, http.StatusBadRequest, nil},
-	{CodeInvalidName, http.StatusBadRequest, store.ErrInvalidName},
-	{CodeInvalidOption, http.StatusBadRequest, store.ErrInvalidOption},
-	{CodePayloadTooLarge, http.StatusRequestEntityTooLarge, store.ErrPayloadTooLarge},
-	{CodeBodyTooLarge, http.StatusRequestEntityTooLarge, nil},
-	{CodeUnauthorized, http.StatusUnauthorized, nil},
-	{CodeSessionExpired, http.StatusUnauthorized, nil},
-	{CodeVerifyFailed, http.StatusUnauthorized, nil},
-	{CodeForbidden, http.StatusForbidden, nil},
-	{CodeTLSRequired, http.StatusForbidden, nil},
-	{CodeNotFound, http.StatusNotFound, store.ErrNotFound},
-	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, nil},
-	{CodeTaskExists, http.StatusConflict, store.ErrTaskExists},
-	{CodeDuplicate, http.StatusConflict, store.ErrDuplicate},
-	{CodeInvalidState, http.StatusConflict, store.ErrInvalidState},
-	{CodeLeaseLost, http.StatusConflict, store.ErrLeaseLost},
-	{CodeConflict, http.StatusConflict, nil},
-	{CodeRateLimited, http.StatusTooManyRequests, nil},
-	{CodeTooManyStreams, http.StatusTooManyRequests, nil},
-	{CodeUnavailable, http.StatusServiceUnavailable, store.ErrClosed},
-	{CodeStoreUnavailable, http.StatusServiceUnavailable, store.ErrUnavailable},
-	{CodeStorageFull, http.StatusInsufficientStorage, store.ErrStorageFull},
-	{CodeInternal, http.StatusInternalServerError, nil},
+	// RetryAfter is the Retry-After header's seconds of an answer that
+	// fails with this code, or 0 for none.
+	RetryAfter int
 }
 
 // RetryAfter returns the seconds of the Retry-After header of an answer
 // that fails with code, or 0 for none: the store's outages and a full event
 // stream are worth retrying soon.
 func RetryAfter(code string) int {
-	switch code {
-	case CodeStoreUnavailable, CodeUnavailable:
-		return 1
-	case CodeTooManyStreams:
-		return 5
-	}
-	return 0
+	c, _ := lookup(code)
+	return c.RetryAfter
 }
 
 // StoreUnavailableMessage is the message of every store_unavailable
@@ -170,24 +115,6 @@ func (e *Error) Err() error {
 		}
 	}
 	return e
-}
-
-// sentinelOrder is the order in which ErrorFor tries the sentinels.
-var sentinelOrder = []struct {
-	err  error
-	code string
-}{
-	{store.ErrNotFound, CodeNotFound},
-	{store.ErrTaskExists, CodeTaskExists},
-	{store.ErrDuplicate, CodeDuplicate},
-	{store.ErrInvalidState, CodeInvalidState},
-	{store.ErrLeaseLost, CodeLeaseLost},
-	{store.ErrPayloadTooLarge, CodePayloadTooLarge},
-	{store.ErrInvalidName, CodeInvalidName},
-	{store.ErrInvalidOption, CodeInvalidOption},
-	{store.ErrClosed, CodeUnavailable},
-	{store.ErrUnavailable, CodeStoreUnavailable},
-	{store.ErrStorageFull, CodeStorageFull},
 }
 
 // ErrorFor maps an error to its HTTP status and error object. It never

@@ -29,6 +29,10 @@ type Task struct {
 	Result          []byte     `json:"result"`
 	LastError       string     `json:"last_error"`
 	Progress        *Progress  `json:"progress"`
+
+	// UniqueUntilSuccess: the unique key is released when the task
+	// succeeds; absent means false.
+	UniqueUntilSuccess bool `json:"unique_until_success,omitempty"`
 }
 
 // Progress is what a handler reported while it ran.
@@ -55,6 +59,9 @@ type TaskOptions struct {
 	UniqueKey   string     `json:"unique_key,omitempty"`
 	UniqueTTLMS int64      `json:"unique_ttl_ms,omitempty"`
 	RetentionMS int64      `json:"retention_ms,omitempty"`
+
+	// UniqueUntilSuccess releases the unique key when the task succeeds.
+	UniqueUntilSuccess bool `json:"unique_until_success,omitempty"`
 }
 
 // TaskRequest is one task of an enqueue.

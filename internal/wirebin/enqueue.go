@@ -22,7 +22,8 @@ const (
 	hasTimeout
 	hasProcessAt
 	hasDeadline
-	allFlags = hasOptions | hasMaxRetries | hasTimeout | hasProcessAt | hasDeadline
+	uniqueUntilSuccess // a flag with no value: the option is true
+	allFlags           = hasOptions | hasMaxRetries | hasTimeout | hasProcessAt | hasDeadline | uniqueUntilSuccess
 )
 
 func ptrTimeOK(t *time.Time) bool { return t == nil || (!t.Before(minTime) && !t.After(maxTime)) }
@@ -70,6 +71,9 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 		}
 		if o.Deadline != nil {
 			flags |= hasDeadline
+		}
+		if o.UniqueUntilSuccess {
+			flags |= uniqueUntilSuccess
 		}
 		dst = append(dst, flags)
 		dst = binenc.AppendString(dst, o.ID)
@@ -138,6 +142,7 @@ func DecodeEnqueue(b []byte) ([]wire.TaskRequest, error) {
 			o.UniqueKey = string(d.Raw(math.MaxUint64))
 			o.UniqueTTLMS = d.Varint()
 			o.RetentionMS = d.Varint()
+			o.UniqueUntilSuccess = flags&uniqueUntilSuccess != 0
 			t.Options = o
 		}
 		if d.Err() != nil {

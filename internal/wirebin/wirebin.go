@@ -1,18 +1,24 @@
 // Package wirebin is the optional compact binary encoding of the hot worker
 // routes of kiln's native API (docs/api.md, "Binary encoding for workers"):
 // the answer of POST .../lease (TasksType), the body of POST .../report
-// (OutcomesType) and the body of POST .../tasks (EnqueueType). JSON stays the default and the documented contract; a
-// client asks for these media types with Accept and Content-Type.
+// (OutcomesType) and the body of POST .../tasks (EnqueueType). JSON stays
+// the default and the documented contract; a client asks for these media
+// types with Accept and Content-Type.
 //
-// Both formats start with a version byte and a uvarint count (at most
-// store.MaxBatch). A task is the internal/record encoding of every field
-// but Namespace and Payload (which comes from the URL), length-prefixed,
-// then its payload. Decoders check every length against the bytes left,
-// reject unknown versions, out-of-range values and trailing bytes with
-// ErrCorrupt, and never panic, whatever the input (fuzzed by FuzzDecode).
+// Every body starts with a version byte (Version) and a uvarint count (at
+// most store.MaxBatch). A task is length-prefixed: its own version byte
+// (TaskVersion), then every field but Namespace and Payload (the project
+// comes from the URL), then its payload. The task encoding is the wire's
+// own, versioned apart from the embedded store's on-disk record
+// (internal/record), so that the disk format can change without changing
+// the protocol; version 1 of both happen to lay a task out alike.
+//
+// Decoders check every length against the bytes left, reject unknown
+// versions, out-of-range values and trailing bytes with ErrCorrupt, and
+// never panic, whatever the input (fuzzed by FuzzDecode).
 //
 // The package imports only the standard library, package store,
-// internal/binenc, internal/record and internal/wire.
+// internal/binenc and internal/wire; never internal/record.
 package wirebin
 
 import (
@@ -23,7 +29,6 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/binenc"
-	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -41,11 +46,11 @@ const Version = 1
 // ErrCorrupt is returned for a body that is not a valid encoding.
 var ErrCorrupt = errors.New("wirebin: corrupt")
 
-// maxResult mirrors internal/record's cap on a single field.
-const maxResult = 64 << 20
+// maxResult is the cap on a task's result, as on its other fields.
+const maxResult = maxField
 
 // The range of times the encodings carry: UnixNano must fit, with room for
-// internal/record's +1 of non-negative values.
+// the +1 of non-negative values (internal/binenc.AppendTime).
 var (
 	minTime = time.Unix(0, math.MinInt64)
 	maxTime = time.Unix(0, math.MaxInt64-1)
@@ -65,7 +70,7 @@ func Encodable(ts []*store.Task) bool {
 		return false
 	}
 	for _, t := range ts {
-		if t == nil || !t.State.Valid() || len(t.Result) > maxResult {
+		if t == nil || wireState(t.State) == 0 || len(t.Result) > maxResult {
 			return false
 		}
 		for _, v := range [...]int{t.Priority, t.MaxRetries, t.Attempt, t.ProgressPercent} {
@@ -89,7 +94,7 @@ func AppendTasks(dst []byte, ts []*store.Task) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ts)))
 	var rec []byte
 	for _, t := range ts {
-		rec = record.Encode(rec[:0], 0, t)
+		rec = appendTask(rec[:0], t)
 		dst = binary.AppendUvarint(dst, uint64(len(rec)))
 		dst = append(dst, rec...)
 		dst = binenc.AppendNilBytes(dst, t.Payload)
@@ -112,7 +117,7 @@ func DecodeTasks(b []byte, ns string) ([]*store.Task, error) {
 			return nil, d.Err()
 		}
 		t := &store.Task{Namespace: ns}
-		if _, err := record.Decode(rec, t); err != nil {
+		if err := decodeTask(rec, t); err != nil {
 			return nil, fmt.Errorf("%w: task %d: %w", ErrCorrupt, len(out), err)
 		}
 		t.Payload = payload

@@ -173,7 +173,7 @@ func sampleEnqueue() []wire.TaskRequest {
 		{Type: "t"},
 		{Type: "u", Payload: []byte{0, 1}, Options: &wire.TaskOptions{}},
 		{Type: "v", Payload: []byte("p"), Options: &wire.TaskOptions{ID: "id", Queue: "q", Priority: -4, ProcessAt: &at, ProcessInMS: -7,
-			MaxRetries: &retries, TimeoutMS: &timeout, Deadline: &at, UniqueKey: "k", UniqueTTLMS: 60000, RetentionMS: 1}},
+			MaxRetries: &retries, TimeoutMS: &timeout, Deadline: &at, UniqueKey: "k", UniqueTTLMS: 60000, RetentionMS: 1, UniqueUntilSuccess: true}},
 		wire.OptionsFromInput(store.TaskInput{ID: "x", Type: "w", Queue: "q", RunAt: at, Deadline: at, MaxRetries: 3, Timeout: time.Second}),
 	}
 }

@@ -407,20 +407,51 @@ func retryDelay(_ int, _ error, t *kiln.Task) time.Duration {
 	return time.Duration(env.RetriesDelay) * time.Second
 }
 
-// process runs one attempt of a code package task.
+// process runs one attempt of a code package task: it finds the package
+// revision (revisionOf), takes a runner slot and, with max_concurrency, a
+// slot across runners (takeSlot), runs the program (runProgram) and turns
+// how it ended into the attempt's outcome (outcome).
 func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) error {
+	env, rev, err := h.revisionOf(ctx, project, t)
+	if err != nil {
+		return err
+	}
+	select {
+	case h.sem <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-h.sem }()
+
+	if rev.MaxConcurrency > 0 {
+		release, err := h.takeSlot(ctx, project, rev, t.ID)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	res, err := h.runProgram(ctx, project, rev, &env, t)
+	if err != nil {
+		return err
+	}
+	return outcome(ctx, res, rev, t)
+}
+
+// revisionOf reads the task's envelope and finds the code package revision
+// it runs. A task not queued through the IronWorker API (kiln enqueue
+// code:<name>, the native API, the library) has no envelope: its whole
+// payload is the program's payload, and the package's latest revision
+// runs. A package or revision that does not exist fails for good.
+func (h *Hosted) revisionOf(ctx context.Context, project string, t *kiln.Task) (Envelope, *Revision, error) {
 	var env Envelope
 	if err := json.Unmarshal(t.Payload, &env); err != nil || (env.CodeID == "" && env.CodeName == "") {
-		// Not queued through the IronWorker API (kiln enqueue code:<name>,
-		// the native API, the library): the whole payload is the
-		// program's payload, and the package's latest revision runs.
 		env = Envelope{Payload: string(t.Payload), CodeName: strings.TrimPrefix(t.Type, TypePrefix)}
 		code, err := h.reg.Lookup(ctx, project, env.CodeName)
 		if errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("%sno code package %q in this project (%w)", ErrPrefixError, env.CodeName, kiln.SkipRetry)
+			return env, nil, fmt.Errorf("%sno code package %q in this project (%w)", ErrPrefixError, env.CodeName, kiln.SkipRetry)
 		}
 		if err != nil {
-			return fmt.Errorf("%s%w", ErrPrefixError, err)
+			return env, nil, fmt.Errorf("%s%w", ErrPrefixError, err)
 		}
 		env.CodeID = code.ID
 	}
@@ -432,51 +463,56 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 		rev, err = h.reg.Revision(ctx, project, env.CodeID, env.Rev)
 	}
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("%scode package %s revision %d was deleted (%w)", ErrPrefixError, env.CodeName, env.Rev, kiln.SkipRetry)
+		return env, nil, fmt.Errorf("%scode package %s revision %d was deleted (%w)", ErrPrefixError, env.CodeName, env.Rev, kiln.SkipRetry)
 	}
 	if err != nil {
-		return fmt.Errorf("%s%w", ErrPrefixError, err)
+		return env, nil, fmt.Errorf("%s%w", ErrPrefixError, err)
 	}
-	select {
-	case h.sem <- struct{}{}:
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-	defer func() { <-h.sem }()
+	return env, rev, nil
+}
 
-	// max_concurrency across every runner sharing the store: a slot.
-	if rev.MaxConcurrency > 0 {
-		sl, err := acquireSlot(ctx, h.meta, h.cfg.Clock, project, rev.CodeID, rev.MaxConcurrency, h.cfg.ID+"/"+t.ID, h.cfg.SlotTTL, h.cfg.SlotPoll)
-		if err != nil {
-			if ctx.Err() != nil {
-				return err // cancelled, lease lost or shutdown while waiting
-			}
-			return fmt.Errorf("%scannot take a max_concurrency slot: %w", ErrPrefixError, err)
+// takeSlot takes one of rev's max_concurrency slots, shared by every runner
+// on the store, waiting for one to free up, and holds it (renewing it in
+// the background) until release is called.
+func (h *Hosted) takeSlot(ctx context.Context, project string, rev *Revision, taskID string) (release func(), err error) {
+	holder := h.cfg.ID + "/" + taskID
+	sl, err := acquireSlot(ctx, h.meta, h.cfg.Clock, project, rev.CodeID, rev.MaxConcurrency, holder, h.cfg.SlotTTL, h.cfg.SlotPoll)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err // cancelled, lease lost or shutdown while waiting
 		}
-		hctx, stop := context.WithCancel(ctx)
-		held := make(chan struct{})
-		go func() {
-			defer close(held)
-			sl.hold(hctx, h.cfg.ID+"/"+t.ID, func() {
-				h.log.Warn("hosted: a max_concurrency slot expired while its task ran", "task", t.ID, "code", rev.Name)
-			})
-		}()
-		defer func() {
-			stop()
-			<-held
-		}()
+		return nil, fmt.Errorf("%scannot take a max_concurrency slot: %w", ErrPrefixError, err)
 	}
+	hctx, stop := context.WithCancel(ctx)
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		sl.hold(hctx, holder, func() {
+			h.log.Warn("hosted: a max_concurrency slot expired while its task ran", "task", taskID, "code", rev.Name)
+		})
+	}()
+	return func() {
+		stop()
+		<-held
+	}, nil
+}
 
+// runProgram unpacks rev, opens the task's log and runs the program with
+// the envelope's payload and timeout (at most TimeoutDefault).
+func (h *Hosted) runProgram(ctx context.Context, project string, rev *Revision, env *Envelope, t *kiln.Task) (runner.Result, error) {
+	fail := func(format string, err error) (runner.Result, error) {
+		return runner.Result{}, fmt.Errorf(ErrPrefixError+format, err)
+	}
 	dir, err := h.unpacked(ctx, project, rev)
 	if err != nil {
-		return fmt.Errorf("%scannot get the code package: %w", ErrPrefixError, err)
+		return fail("cannot get the code package: %w", err)
 	}
 	if err := h.reg.MarkTask(ctx, project, t.ID); err != nil {
-		return fmt.Errorf("%s%w", ErrPrefixError, err)
+		return fail("%w", err)
 	}
 	log, err := blob.OpenLog(ctx, h.meta, project, LogKey(t.ID), blob.LogConfig{})
 	if err != nil {
-		return fmt.Errorf("%s%w", ErrPrefixError, err)
+		return fail("%w", err)
 	}
 	if t.Attempt > 1 && log.Size() > 0 {
 		_, _ = fmt.Fprintf(log, "\n[kiln: attempt %d]\n", t.Attempt) // the log's errors surface at Close
@@ -487,7 +523,8 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 	}
 	cred, err := h.projectCredential(ctx, project)
 	if err != nil {
-		return fmt.Errorf("%s%w", ErrPrefixError, err)
+		_ = log.Close(context.WithoutCancel(ctx))
+		return fail("%w", err)
 	}
 	spec := runner.Spec{
 		Credential: cred,
@@ -510,8 +547,14 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 		h.log.Warn("hosted: writing a task log failed", "task", t.ID, "err", cerr)
 	}
 	if err != nil {
-		return fmt.Errorf("%scannot start the program: %w", ErrPrefixError, err)
+		return fail("cannot start the program: %w", err)
 	}
+	return res, nil
+}
+
+// outcome turns how the program ended into the attempt's outcome: nil (and
+// the task's result) when it completed, else the error the task records.
+func outcome(ctx context.Context, res runner.Result, rev *Revision, t *kiln.Task) error {
 	switch res.Status {
 	case runner.StatusComplete:
 		b, _ := json.Marshal(map[string]any{"status": "complete", "duration_ms": res.Duration.Milliseconds(), "rev": rev.Rev}) // cannot fail

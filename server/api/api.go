@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/schedule"
@@ -68,8 +69,20 @@ var catalogueJSON []byte
 
 // CatalogueEntry is one entry of errors.json.
 type CatalogueEntry struct {
-	Code    string `json:"code"`
-	Status  int    `json:"status"`
+	// Code is the stable name of the error.
+	Code string `json:"code"`
+	// Status is the HTTP status of an answer that fails with it.
+	Status int `json:"status"`
+	// Sentinel names the store error that errors.Is matches (ErrNotFound
+	// for store.ErrNotFound), or is empty.
+	Sentinel string `json:"sentinel,omitempty"`
+	// Match orders the codes with a sentinel: an error that matches several
+	// sentinels gets the code of the lowest.
+	Match int `json:"match,omitempty"`
+	// RetryAfter is the Retry-After seconds of an answer that fails with
+	// the code, or 0.
+	RetryAfter int `json:"retry_after,omitempty"`
+	// Message describes the error, for people.
 	Message string `json:"message"`
 }
 
@@ -153,25 +166,28 @@ type Config struct {
 	// store may together overshoot by what they accept within a second.
 	// Default 1000; negative means no cap.
 	MaxOpenHandshakes int
-	// AutoCreateProjects makes an admin token create a project on its
-	// first use of a project URL. For tests only (store/remote runs the
-	// store conformance suite, which invents namespaces, through it).
-	AutoCreateProjects bool
 }
+
+func init() { hook.SetAutoCreateProjects(func(a *API) { a.autoCreate.Store(true) }) }
 
 // API is the native JSON API: an http.Handler with every route of
 // docs/api.md. It is safe for concurrent use.
 type API struct {
-	cfg      Config
-	st       store.Store
-	meta     store.Meta
-	clock    store.Clock
-	log      *slog.Logger
-	hub      *hub
-	mux      *http.ServeMux
-	routes   []Route
-	projects sync.Map // project id -> *projectRecord, found once
-	sched    *schedule.Scheduler
+	cfg Config
+	// autoCreate makes an admin token create a project on its first use
+	// of a project URL: for kiln's own tests only, turned on through
+	// internal/hook (store/remote runs the store conformance suite, which
+	// invents namespaces, through it).
+	autoCreate atomic.Bool
+	st         store.Store
+	meta       store.Meta
+	clock      store.Clock
+	log        *slog.Logger
+	hub        *hub
+	mux        *http.ServeMux
+	routes     []Route
+	projects   sync.Map // project id -> *projectRecord, found once
+	sched      *schedule.Scheduler
 
 	stopOnce sync.Once
 	stopping chan struct{}
@@ -565,7 +581,7 @@ func (a *API) admit(c *call, rt Route) error {
 	case Handshake:
 	}
 	if p != "" {
-		pr, err := a.project(c.ctx(), p, who != nil && who.admin && a.cfg.AutoCreateProjects)
+		pr, err := a.project(c.ctx(), p, who != nil && who.admin && a.autoCreate.Load())
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +35,61 @@ func TestCatalogue(t *testing.T) {
 		}
 		if cat[i].Code != c.Code || cat[i].Status != c.Status || cat[i].Message == "" {
 			t.Errorf("errors.json[%d] = %+v, want code %s status %d", i, cat[i], c.Code, c.Status)
+		}
+	}
+}
+
+// TestCatalogueDocumented checks the two documents that repeat the error
+// catalogue against errors.json: the table of docs/api.md (code, status and
+// store sentinel, in order) and the code enum of docs/openapi.yaml.
+func TestCatalogueDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| ([0-9]{3}) \\| (.*) \\|$")
+	rows := row.FindAllStringSubmatch(string(doc), -1)
+	cat := api.Catalogue()
+	var codes []string
+	for _, e := range cat {
+		codes = append(codes, e.Code)
+	}
+	if len(rows) != len(codes) {
+		t.Errorf("docs/api.md's error table has %d rows, errors.json %d codes", len(rows), len(codes))
+	}
+	for i, e := range cat {
+		if i >= len(rows) {
+			break
+		}
+		code, status, rest := rows[i][1], rows[i][2], rows[i][3]
+		if code != e.Code || status != strconv.Itoa(e.Status) {
+			t.Errorf("docs/api.md row %d = %s %s, want %s %d", i, code, status, e.Code, e.Status)
+		}
+		if e.Sentinel != "" && !strings.HasPrefix(rest, "`store."+e.Sentinel+"`") {
+			t.Errorf("docs/api.md row %s does not start its sentinel column with store.%s: %q", code, e.Sentinel, rest)
+		}
+	}
+	spec, err := os.ReadFile("../../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "code: {type: string, enum: [" + strings.Join(codes, ", ") + "]}"; !strings.Contains(string(spec), want) {
+		t.Errorf("docs/openapi.yaml's error code enum is not %s", want)
+	}
+}
+
+// TestEventKindsDocumented checks that docs/api.md names every event kind
+// of events.json.
+func TestEventKindsDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range wire.EventKinds {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/api.md does not name the event kind %s", k)
 		}
 	}
 }

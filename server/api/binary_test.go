@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/server/api"
@@ -39,10 +40,11 @@ func startBinServer(t *testing.T) *binServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Config{Store: emb, Meta: emb, Clock: clock, AutoCreateProjects: true})
+	a, err := api.New(api.Config{Store: emb, Meta: emb, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
+	hook.AutoCreateProjects(a)
 	if _, err := a.AddToken(context.Background(), "", "test", binToken); err != nil {
 		t.Fatal(err)
 	}

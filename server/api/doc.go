@@ -2,7 +2,8 @@
 // docs/openapi.yaml): its routes, its authentication (bearer tokens stored
 // as SHA-256 hashes, worker session keys from a challenge-response
 // handshake), its strict request decoder and its error catalogue
-// (errors.json, the same table as internal/wire).
+// (errors.json and the event kinds of events.json, from which the Go side
+// in internal/wire is generated).
 //
 // # Requests
 //

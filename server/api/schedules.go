@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/store"
@@ -109,29 +108,9 @@ func (req *ScheduleRequest) ToSchedule(p string) (*schedule.Schedule, error) {
 	}
 	s.Task = schedule.Task{Type: req.Task.Type, Payload: req.Task.Payload}
 	if o := req.Task.Options; o != nil {
-		if err := o.CheckDurations(); err != nil {
+		opts, err := taskOptions(o)
+		if err != nil {
 			return nil, err
-		}
-		opts := kiln.TaskOptions{
-			ID: o.ID, Queue: o.Queue, Priority: o.Priority, ProcessAt: wire.TimeVal(o.ProcessAt),
-			ProcessIn: wire.Dur(o.ProcessInMS), Deadline: wire.TimeVal(o.Deadline), UniqueKey: o.UniqueKey,
-			UniqueTTL: wire.Dur(o.UniqueTTLMS), Retention: wire.Dur(o.RetentionMS),
-		}
-		if o.MaxRetries != nil {
-			switch n := *o.MaxRetries; {
-			case n < 0:
-				return nil, errf(wire.CodeInvalidOption, "max_retries", "%d is negative", n)
-			case n == 0:
-				opts.MaxRetries = kiln.NoRetries
-			default:
-				opts.MaxRetries = n
-			}
-		}
-		if o.TimeoutMS != nil {
-			if *o.TimeoutMS <= 0 {
-				return nil, errf(wire.CodeInvalidOption, "timeout_ms", "%d: the task of a schedule needs a positive timeout_ms, or none for the default", *o.TimeoutMS)
-			}
-			opts.Timeout = wire.Dur(*o.TimeoutMS)
 		}
 		s.Task.Options = opts
 	}
@@ -142,17 +121,14 @@ func (req *ScheduleRequest) ToSchedule(p string) (*schedule.Schedule, error) {
 func FromSchedule(s *schedule.Schedule) *Schedule {
 	o := s.Task.Options
 	wo := &wire.TaskOptions{Queue: o.Queue, Priority: o.Priority, ProcessInMS: wire.MS(o.ProcessIn),
-		UniqueKey: o.UniqueKey, UniqueTTLMS: wire.MS(o.UniqueTTL), RetentionMS: wire.MS(o.Retention)}
-	switch {
-	case o.MaxRetries == kiln.NoRetries:
-		zero := 0
-		wo.MaxRetries = &zero
-	case o.MaxRetries > 0:
-		n := o.MaxRetries
+		UniqueKey: o.UniqueKey, UniqueTTLMS: wire.MS(o.UniqueTTL), UniqueUntilSuccess: o.UniqueUntilSuccess,
+		RetentionMS: wire.MS(o.Retention)}
+	if o.MaxRetries != nil {
+		n := max(*o.MaxRetries, 0) // kiln.NoRetries, in schedules stored before, is 0
 		wo.MaxRetries = &n
 	}
-	if o.Timeout > 0 {
-		ms := wire.MS(o.Timeout)
+	if o.Timeout != nil {
+		ms := wire.MS(*o.Timeout)
 		wo.TimeoutMS = &ms
 	}
 	var every int64

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
@@ -21,35 +22,37 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if req.Options != nil {
 		o = *req.Options
 	}
-	if err := o.CheckDurations(); err != nil {
+	opts, err := taskOptions(&o)
+	if err != nil {
 		return store.TaskInput{}, err
+	}
+	return hook.TaskInput(&opts, req.Type, req.Payload, l, now)
+}
+
+// taskOptions turns the options of a request into kiln's, by the one rule
+// of docs/decisions/005-option-defaults.md: an absent option stays unset
+// (kiln applies its default), a present one is taken as given, 0 included.
+func taskOptions(o *wire.TaskOptions) (kiln.TaskOptions, error) {
+	if err := o.CheckDurations(); err != nil {
+		return kiln.TaskOptions{}, err
 	}
 	opts := kiln.TaskOptions{
 		ID: o.ID, Queue: o.Queue, Priority: o.Priority, ProcessAt: wire.TimeVal(o.ProcessAt),
 		ProcessIn: wire.Dur(o.ProcessInMS), Deadline: wire.TimeVal(o.Deadline), UniqueKey: o.UniqueKey,
-		UniqueTTL: wire.Dur(o.UniqueTTLMS), Retention: wire.Dur(o.RetentionMS),
+		UniqueTTL: wire.Dur(o.UniqueTTLMS), UniqueUntilSuccess: o.UniqueUntilSuccess, Retention: wire.Dur(o.RetentionMS),
 	}
 	if o.MaxRetries != nil {
-		switch n := *o.MaxRetries; {
-		case n < 0:
-			return store.TaskInput{}, errf(wire.CodeInvalidOption, "max_retries", "%d is negative", n)
-		case n == 0:
-			opts.MaxRetries = kiln.NoRetries
-		default:
-			opts.MaxRetries = n
+		n := *o.MaxRetries
+		if n < 0 {
+			return kiln.TaskOptions{}, errf(wire.CodeInvalidOption, "max_retries", "%d is negative (0 means no retries)", n)
 		}
+		opts.MaxRetries = &n
 	}
 	if o.TimeoutMS != nil {
-		opts.Timeout = wire.Dur(*o.TimeoutMS)
+		d := wire.Dur(*o.TimeoutMS)
+		opts.Timeout = &d
 	}
-	in, err := opts.Input(req.Type, req.Payload, l, now)
-	if err != nil {
-		return in, err
-	}
-	if o.TimeoutMS != nil {
-		in.Timeout = wire.Dur(*o.TimeoutMS)
-	}
-	return in, nil
+	return opts, nil
 }
 
 func (a *API) enqueue(c *call) error {
@@ -94,7 +97,7 @@ func (a *API) enqueue(c *call) error {
 			item := wire.EnqueueItem{ID: it.ID, Error: wire.Object(it.Err)}
 			if it.Err == nil {
 				item.State = it.State.String()
-				a.publish(wire.Event{Kind: "task.enqueued", Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
+				a.publish(wire.Event{Kind: wire.EventTaskEnqueued, Project: c.ns(), TaskID: it.ID, Type: inputs[j].Type, Queue: inputs[j].Queue, State: item.State})
 			} else if item.Error.Code == wire.CodeDuplicate {
 				item.Error.ID = it.ID
 			}
@@ -275,7 +278,7 @@ func (a *API) adminOne(c *call, op func(store.IDsParams) (store.AdminResult, err
 		return err
 	}
 	if kind == "cancel" && t.State == store.StateCancelled {
-		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
+		a.publish(wire.Event{Kind: wire.EventTaskCancelled, Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
 	}
 	return c.json(http.StatusOK, wire.FromTask(t))
 }

@@ -69,13 +69,13 @@ func (a *API) register(c *call) error {
 	if _, err := a.putRecord(c.ctx(), c.ns(), keyWorker+w.ID, w, true); err != nil {
 		return err
 	}
-	a.publish(wire.Event{Kind: "worker.registered", Project: c.ns(), WorkerID: w.ID, Message: w.Name})
+	a.publish(wire.Event{Kind: wire.EventWorkerRegistered, Project: c.ns(), WorkerID: w.ID, Message: w.Name})
 	return c.json(http.StatusOK, wire.RegisterResponse{WorkerID: w.ID, Challenge: ch.Challenge, ExpiresAt: ch.ExpiresAt})
 }
 
 // verifyFailed raises worker.verify_failed and returns the error.
 func (a *API) verifyFailed(c *call, workerID, msg string) error {
-	a.publish(wire.Event{Kind: "worker.verify_failed", Project: c.ns(), WorkerID: workerID, Error: msg})
+	a.publish(wire.Event{Kind: wire.EventWorkerVerifyFailed, Project: c.ns(), WorkerID: workerID, Error: msg})
 	return wire.Errorf(wire.CodeVerifyFailed, "%s", msg)
 }
 
@@ -158,7 +158,7 @@ func (a *API) verify(c *call) error {
 		return err
 	}
 	verified = true
-	a.publish(wire.Event{Kind: "worker.verified", Project: c.ns(), WorkerID: w.ID, Message: w.Name})
+	a.publish(wire.Event{Kind: wire.EventWorkerVerified, Project: c.ns(), WorkerID: w.ID, Message: w.Name})
 	return c.json(http.StatusOK, sess)
 }
 
@@ -328,7 +328,7 @@ func (a *API) revokeWorker(c *call) error {
 	if err := a.deleteRecord(c.ctx(), c.ns(), keyChallenge+id); err != nil {
 		return err
 	}
-	a.publish(wire.Event{Kind: "worker.revoked", Project: c.ns(), WorkerID: id})
+	a.publish(wire.Event{Kind: wire.EventWorkerRevoked, Project: c.ns(), WorkerID: id})
 	return c.json(http.StatusOK, w.wire())
 }
 
@@ -438,12 +438,12 @@ func (a *API) answerLease(c *call, p store.LeaseParams, tasks []*store.Task) err
 		return nil
 	}
 	for _, t := range tasks {
-		a.publish(wire.Event{Kind: "task.started", Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: t.State.String(), Attempt: t.Attempt, WorkerID: p.WorkerID})
+		a.publish(wire.Event{Kind: wire.EventTaskStarted, Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: t.State.String(), Attempt: t.Attempt, WorkerID: p.WorkerID})
 	}
 	if len(tasks) > 0 {
-		a.publish(wire.Event{Kind: "worker.work_taken", Project: c.ns(), WorkerID: p.WorkerID, Count: len(tasks)})
+		a.publish(wire.Event{Kind: wire.EventWorkerWorkTaken, Project: c.ns(), WorkerID: p.WorkerID, Count: len(tasks)})
 	} else {
-		a.publish(wire.Event{Kind: "worker.no_work", Project: c.ns(), WorkerID: p.WorkerID})
+		a.publish(wire.Event{Kind: wire.EventWorkerNoWork, Project: c.ns(), WorkerID: p.WorkerID})
 	}
 	var contentType string
 	var body []byte
@@ -490,9 +490,9 @@ func (a *API) abandonLease(c *call, p store.LeaseParams, tasks []*store.Task, wh
 			continue // the lease is no longer this one: nothing to hand back
 		}
 		released++
-		a.publish(wire.Event{Kind: "task.released", Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: store.StatePending.String(), Attempt: t.Attempt - 1, WorkerID: p.WorkerID})
+		a.publish(wire.Event{Kind: wire.EventTaskReleased, Project: c.ns(), TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: store.StatePending.String(), Attempt: t.Attempt - 1, WorkerID: p.WorkerID})
 	}
-	a.publish(wire.Event{Kind: "worker.lease_abandoned", Project: c.ns(), WorkerID: p.WorkerID, Count: released, Error: why})
+	a.publish(wire.Event{Kind: wire.EventWorkerLeaseAbandoned, Project: c.ns(), WorkerID: p.WorkerID, Count: released, Error: why})
 	a.log.Log(ctx, level, "lease answer not delivered; its tasks were handed back, their attempt not counted",
 		"project", c.ns(), "worker", p.WorkerID, "tasks", len(tasks), "released", released, "reason", why, "cause", cause)
 }
@@ -554,7 +554,7 @@ func (a *API) extend(c *call) error {
 		case it.Err != nil:
 			a.leaseLost(c, id, it.Err)
 		case p.Leases[i].Progress != nil:
-			a.publish(wire.Event{Kind: "task.progress", Project: c.ns(), TaskID: id, Percent: p.Leases[i].Progress.Percent, Message: p.Leases[i].Progress.Message})
+			a.publish(wire.Event{Kind: wire.EventTaskProgress, Project: c.ns(), TaskID: id, Percent: p.Leases[i].Progress.Percent, Message: p.Leases[i].Progress.Message})
 		}
 	}
 	return c.json(http.StatusOK, out)
@@ -565,16 +565,16 @@ func (a *API) leaseLost(c *call, id string, err error) {
 	if o := wire.Object(err); o.Code != wire.CodeLeaseLost {
 		return
 	}
-	a.publish(wire.Event{Kind: "task.lease_lost", Project: c.ns(), TaskID: id, Error: err.Error()})
-	a.publish(wire.Event{Kind: "worker.work_timed_out", Project: c.ns(), TaskID: id, WorkerID: c.who.workerID})
+	a.publish(wire.Event{Kind: wire.EventTaskLeaseLost, Project: c.ns(), TaskID: id, Error: err.Error()})
+	a.publish(wire.Event{Kind: wire.EventWorkerWorkTimedOut, Project: c.ns(), TaskID: id, WorkerID: c.who.workerID})
 }
 
 // outcomeEvents are the task events of each outcome kind.
 var outcomeEvents = map[store.OutcomeKind][]string{
-	store.OutcomeSucceeded: {"task.succeeded"},
-	store.OutcomeRetry:     {"task.failed", "task.retrying"},
-	store.OutcomeDead:      {"task.failed", "task.dead"},
-	store.OutcomeCancelled: {"task.cancelled"},
+	store.OutcomeSucceeded: {wire.EventTaskSucceeded},
+	store.OutcomeRetry:     {wire.EventTaskFailed, wire.EventTaskRetrying},
+	store.OutcomeDead:      {wire.EventTaskFailed, wire.EventTaskDead},
+	store.OutcomeCancelled: {wire.EventTaskCancelled},
 	store.OutcomeRelease:   nil,
 }
 
@@ -618,7 +618,7 @@ func (a *API) report(c *call) error {
 		for _, kind := range outcomeEvents[o.Kind] {
 			a.publish(wire.Event{Kind: kind, Project: c.ns(), TaskID: o.ID, Error: o.Error, WorkerID: c.who.workerID})
 		}
-		a.publish(wire.Event{Kind: "worker.work_complete", Project: c.ns(), TaskID: o.ID, WorkerID: c.who.workerID, State: o.Kind.String()})
+		a.publish(wire.Event{Kind: wire.EventWorkerWorkComplete, Project: c.ns(), TaskID: o.ID, WorkerID: c.who.workerID, State: o.Kind.String()})
 	}
 	return c.json(http.StatusOK, out)
 }

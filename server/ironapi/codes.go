@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -169,7 +170,8 @@ func trunc(s string) string {
 
 // uploadCode is POST /codes: multipart with "data" (JSON) and "file" (the
 // zip), in either order, streamed; the zip goes to a temporary file under
-// its cap, is checked by unpacking it, and only then stored.
+// its cap (readUpload), is checked by unpacking it (checkZip), and only
+// then stored.
 func (a *API) uploadCode(c *call) error {
 	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
@@ -189,51 +191,90 @@ func (a *API) uploadCode(c *call) error {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(tmpDir) }()
-	var (
-		data     []byte
-		haveData bool
-		zipFile  *os.File
-		zipSize  int64
-	)
-	defer func() {
-		if zipFile != nil {
-			_ = zipFile.Close()
-		}
-	}()
+	up := &upload{}
+	defer up.close()
+	if err := a.readUpload(mr, tmpDir, up); err != nil {
+		return err
+	}
+	if !up.haveData {
+		return badRequest("Invalid multipart body: the data field (JSON) is missing")
+	}
+	rev, err := decodeCodeData(up.data)
+	if err != nil {
+		return err
+	}
+	if up.zip == nil {
+		return badRequest("Invalid multipart body: the file field (a zip of the code) is missing")
+	}
+	if err := checkZip(up.zip, up.zipSize, filepath.Join(tmpDir, "unpacked"), rev); err != nil {
+		return err
+	}
+	if _, err := up.zip.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	code, stored, err := a.reg.Upload(c.ctx(), c.pid, rev, up.zip, a.cfg.MaxCodeBytes)
+	if err != nil {
+		return err
+	}
+	if a.cfg.OnUpload != nil {
+		a.cfg.OnUpload()
+	}
+	return c.ok(map[string]any{"id": code.ID, "msg": "Upload successful.", "status_code": http.StatusOK, "rev": stored.Rev})
+}
+
+// upload is what readUpload read of a code upload.
+type upload struct {
+	data     []byte
+	haveData bool
+	zip      *os.File // nil when no file field came
+	zipSize  int64
+}
+
+func (u *upload) close() {
+	if u.zip != nil {
+		_ = u.zip.Close()
+	}
+}
+
+// readUpload reads the parts of a code upload into up: the data field into
+// memory (at most maxDataBytes), the file field into a temporary file in
+// tmpDir (at most MaxCodeBytes). A field given twice, an unknown field or
+// one over its cap fails the upload.
+func (a *API) readUpload(mr *multipart.Reader, tmpDir string, up *upload) error {
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
 			return asBodyError(err, "Invalid multipart body: %v", err)
 		}
 		switch part.FormName() {
 		case "data":
-			if haveData {
+			if up.haveData {
 				return badRequest("Invalid multipart body: more than one data field")
 			}
-			haveData = true
-			data, err = io.ReadAll(io.LimitReader(part, maxDataBytes+1))
+			up.haveData = true
+			up.data, err = io.ReadAll(io.LimitReader(part, maxDataBytes+1))
 			if err != nil {
 				return asBodyError(err, "Invalid multipart body: %v", err)
 			}
-			if len(data) > maxDataBytes {
+			if len(up.data) > maxDataBytes {
 				return errStatus(http.StatusRequestEntityTooLarge, "the data field is larger than %d bytes", maxDataBytes)
 			}
 		case "file":
-			if zipFile != nil {
+			if up.zip != nil {
 				return badRequest("Invalid multipart body: more than one file field")
 			}
-			zipFile, err = os.CreateTemp(tmpDir, "code-*.zip")
+			up.zip, err = os.CreateTemp(tmpDir, "code-*.zip")
 			if err != nil {
 				return err
 			}
-			zipSize, err = io.Copy(zipFile, io.LimitReader(part, a.cfg.MaxCodeBytes+1))
+			up.zipSize, err = io.Copy(up.zip, io.LimitReader(part, a.cfg.MaxCodeBytes+1))
 			if err != nil {
 				return asBodyError(err, "Invalid multipart body: %v", err)
 			}
-			if zipSize > a.cfg.MaxCodeBytes {
+			if up.zipSize > a.cfg.MaxCodeBytes {
 				return errStatus(http.StatusRequestEntityTooLarge, "the zip is larger than %d bytes", a.cfg.MaxCodeBytes)
 			}
 		default:
@@ -241,18 +282,13 @@ func (a *API) uploadCode(c *call) error {
 		}
 		_ = part.Close()
 	}
-	if !haveData {
-		return badRequest("Invalid multipart body: the data field (JSON) is missing")
-	}
-	rev, err := decodeCodeData(data)
-	if err != nil {
-		return err
-	}
-	if zipFile == nil {
-		return badRequest("Invalid multipart body: the file field (a zip of the code) is missing")
-	}
-	// Check the archive the way the runner will unpack it.
-	man, err := runner.Unpack(zipFile, zipSize, filepath.Join(tmpDir, "unpacked"), runner.Limits{})
+}
+
+// checkZip unpacks the zip into dir the way the runner will, and checks
+// that the program rev names (file_name, or a command's relative path) is a
+// file in it.
+func checkZip(zip *os.File, size int64, dir string, rev hosted.Revision) error {
+	man, err := runner.Unpack(zip, size, dir, runner.Limits{})
 	if err != nil {
 		return badRequest("Invalid zip: %v", err)
 	}
@@ -266,20 +302,9 @@ func (a *API) uploadCode(c *call) error {
 			return badRequest("Invalid zip: the command's program %q is not a file in the zip", trunc(argv[0]))
 		}
 	}
-	if _, err := zipFile.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	code, stored, err := a.reg.Upload(c.ctx(), c.pid, rev, zipFile, a.cfg.MaxCodeBytes)
-	if err != nil {
-		return err
-	}
-	if a.cfg.OnUpload != nil {
-		a.cfg.OnUpload()
-	}
-	return c.ok(map[string]any{"id": code.ID, "msg": "Upload successful.", "status_code": http.StatusOK, "rev": stored.Rev})
+	return nil
 }
 
-// asBodyError keeps a body-size error (413) and makes any other a 400.
 // checkLength refuses (413) a request whose declared Content-Length is
 // beyond limit, before any of its body is read.
 func checkLength(c *call, limit int64) error {
@@ -289,6 +314,7 @@ func checkLength(c *call, limit int64) error {
 	return nil
 }
 
+// asBodyError keeps a body-size error (413) and makes any other a 400.
 func asBodyError(err error, format string, args ...any) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

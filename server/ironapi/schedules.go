@@ -175,7 +175,9 @@ func (a *API) createSchedules(c *call) error {
 	return c.ok(map[string]any{"msg": "Scheduled", "schedules": out})
 }
 
-// buildSchedule turns one request into a schedule of the engine.
+// buildSchedule turns one request into a schedule of the engine: it checks
+// the request (its rule, checkScheduleRule, and its task's options), finds
+// the code package, and builds the task each run enqueues (scheduleTask).
 func (a *API) buildSchedule(c *call, r scheduleReq, now time.Time) (*schedule.Schedule, error) {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, sprintf(format, args...)) }
@@ -188,6 +190,28 @@ func (a *API) buildSchedule(c *call, r scheduleReq, now time.Time) (*schedule.Sc
 		bad("payload is required (a string)")
 	}
 	s := &schedule.Schedule{ID: "s" + ids.New(), Namespace: c.pid, Cron: r.Cron, TimeZone: r.TimeZone}
+	checkScheduleRule(&r, s, now, bad)
+	timeout, delay := checkRunOptions(r.Timeout, r.Delay, r.Priority, bad)
+	if len(r.Label) > store.MaxNameLen || len(r.Cluster) > store.MaxNameLen || len(r.Name) > store.MaxNameLen {
+		bad("name, label and cluster are at most %d bytes", store.MaxNameLen)
+	}
+	if len(errs) > 0 {
+		return nil, badRequest("%s", strings.Join(errs, "; "))
+	}
+	p, err := a.latestPackage(c, r.CodeName)
+	if err != nil {
+		return nil, err
+	}
+	if s.Task, err = p.scheduleTask(&r, s.ID, timeout, delay); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkScheduleRule sets the start, end, rule and run count of s from r,
+// reporting each problem to bad. A request with neither run_every nor cron
+// runs once, at start_at.
+func checkScheduleRule(r *scheduleReq, s *schedule.Schedule, now time.Time, bad func(format string, args ...any)) {
 	parseTime := func(name string, v *string, dst *time.Time) {
 		if v == nil || *v == "" {
 			return
@@ -226,72 +250,31 @@ func (a *API) buildSchedule(c *call, r scheduleReq, now time.Time) (*schedule.Sc
 			s.MaxRuns = int(v)
 		}
 	}
-	timeout := MaxTimeout
-	if r.Timeout != nil {
-		v := *r.Timeout
-		if math.IsNaN(v) || v <= 0 || v > MaxTimeout {
-			bad("timeout %v is outside 1..%d seconds", v, MaxTimeout)
-		} else {
-			timeout = int(math.Ceil(v))
-		}
-	}
-	delay := 0
-	if r.Delay != nil {
-		v := *r.Delay
-		if math.IsNaN(v) || v < 0 || v > MaxDelay {
-			bad("delay %v is outside 0..%d seconds", v, MaxDelay)
-		} else {
-			delay = int(math.Ceil(v))
-		}
-	}
-	if r.Priority != nil && (*r.Priority < 0 || *r.Priority > 2) {
-		bad("priority %d is outside 0..2", *r.Priority)
-	}
-	if len(r.Label) > store.MaxNameLen || len(r.Cluster) > store.MaxNameLen || len(r.Name) > store.MaxNameLen {
-		bad("name, label and cluster are at most %d bytes", store.MaxNameLen)
-	}
-	if len(errs) > 0 {
-		return nil, badRequest("%s", strings.Join(errs, "; "))
-	}
-	code, err := a.reg.Lookup(c.ctx(), c.pid, r.CodeName)
-	if errors.Is(err, hosted.ErrNotFound) {
-		return nil, notFound("Code not found: no code package named %q in project %s", trunc(r.CodeName), c.pid)
-	}
-	if err != nil {
-		return nil, err
-	}
-	rev, err := a.reg.Latest(c.ctx(), c.pid, code.ID)
-	if errors.Is(err, hosted.ErrNotFound) {
-		return nil, notFound("Code not found: no code package named %q in project %s", trunc(r.CodeName), c.pid)
-	}
-	if err != nil {
-		return nil, err
-	}
-	prio := rev.DefaultPriority
+}
+
+// scheduleTask builds the task each run of schedule scheduleID enqueues:
+// its envelope names the package, not a revision, so each run takes the
+// package's latest revision.
+func (p codePackage) scheduleTask(r *scheduleReq, scheduleID string, timeout, delay int) (schedule.Task, error) {
+	prio := p.rev.DefaultPriority
 	if r.Priority != nil {
 		prio = *r.Priority
 	}
-	// Rev 0: each run takes the package's latest revision.
 	env := hosted.Envelope{
-		Payload: *r.Payload, CodeID: code.ID, CodeName: code.Name, Timeout: timeout, Delay: delay,
-		Label: r.Label, Cluster: r.Cluster, RetriesDelay: rev.RetriesDelay, ScheduleID: s.ID, ScheduleName: r.Name,
+		Payload: *r.Payload, CodeID: p.code.ID, CodeName: p.code.Name, Timeout: timeout, Delay: delay,
+		Label: r.Label, Cluster: r.Cluster, RetriesDelay: p.rev.RetriesDelay, ScheduleID: scheduleID, ScheduleName: r.Name,
 	}
 	body, err := json.Marshal(env)
 	if err != nil {
-		return nil, err
+		return schedule.Task{}, err
 	}
 	if len(body) > schedule.MaxPayloadBytes {
-		return nil, badRequest("payload is too large for a schedule: at most about %d bytes", schedule.MaxPayloadBytes-512)
+		return schedule.Task{}, badRequest("payload is too large for a schedule: at most about %d bytes", schedule.MaxPayloadBytes-512)
 	}
-	retries := rev.Retries
-	if retries == 0 {
-		retries = kiln.NoRetries
-	}
-	s.Task = schedule.Task{Type: hosted.TaskType(code.Name), Payload: body, Options: kiln.TaskOptions{
-		Queue: hosted.TaskType(code.Name), Priority: prio, MaxRetries: retries,
-		Timeout: time.Duration(timeout)*time.Second + timeoutMargin, ProcessIn: time.Duration(delay) * time.Second,
-	}}
-	return s, nil
+	return schedule.Task{Type: hosted.TaskType(p.code.Name), Payload: body, Options: kiln.TaskOptions{
+		Queue: hosted.TaskType(p.code.Name), Priority: prio, MaxRetries: new(p.rev.Retries),
+		Timeout: new(time.Duration(timeout)*time.Second + timeoutMargin), ProcessIn: time.Duration(delay) * time.Second,
+	}}, nil
 }
 
 // schedule reads the route's schedule: 404 for a missing one and for a
@@ -354,7 +337,9 @@ func (a *API) cancelSchedule(c *call) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.cfg.Schedules.Cancel(c.ctx(), c.pid, s.ID); err != nil {
+	// IronWorker answers a cancel of a schedule that has made all its runs
+	// as any other: the schedule stays complete, and the cancel succeeds.
+	if _, err := a.cfg.Schedules.Cancel(c.ctx(), c.pid, s.ID); err != nil && !errors.Is(err, store.ErrInvalidState) {
 		return err
 	}
 	return c.ok(map[string]any{"msg": "Cancelled"})

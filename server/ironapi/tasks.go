@@ -213,7 +213,7 @@ func (a *API) cancelTask(c *call) error {
 	} else if e != nil {
 		return e
 	}
-	a.publish(wire.Event{Kind: "task.cancelled", Project: c.pid, TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: res.Items[0].State.String()})
+	a.publish(wire.Event{Kind: wire.EventTaskCancelled, Project: c.pid, TaskID: t.ID, Type: t.Type, Queue: t.Queue, State: res.Items[0].State.String()})
 	return c.ok(map[string]any{"msg": "Cancelled"})
 }
 
@@ -249,7 +249,7 @@ func (a *API) setProgress(c *call) error {
 	if err := a.reg.SetProgress(c.ctx(), c.pid, t.ID, p); err != nil {
 		return err
 	}
-	a.publish(wire.Event{Kind: "task.progress", Project: c.pid, TaskID: t.ID, Percent: p.Percent, Message: p.Msg})
+	a.publish(wire.Event{Kind: wire.EventTaskProgress, Project: c.pid, TaskID: t.ID, Percent: p.Percent, Message: p.Msg})
 	return c.ok(map[string]any{"msg": "Progress set"})
 }
 
@@ -392,101 +392,38 @@ func (a *API) queueWebhook(c *call) error {
 // invalid task fails the request and nothing is queued.
 func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 	now := a.cfg.Clock.Now()
-	type pkg struct {
-		code *hosted.Code
-		rev  *hosted.Revision
-	}
-	pkgs := make(map[string]pkg)
+	pkgs := make(map[string]codePackage)
 	inputs := make([]store.TaskInput, 0, len(reqs))
 	var problems []string
-	bad := func(i int, format string, args ...any) {
-		if len(problems) < 10 {
-			prefix := ""
-			if len(reqs) > 1 {
-				prefix = "tasks[" + strconv.Itoa(i) + "]: "
-			}
-			problems = append(problems, prefix+sprintf(format, args...))
-		}
-	}
 	for i, r := range reqs {
+		bad := func(format string, args ...any) {
+			if len(problems) < 10 {
+				prefix := ""
+				if len(reqs) > 1 {
+					prefix = "tasks[" + strconv.Itoa(i) + "]: "
+				}
+				problems = append(problems, prefix+sprintf(format, args...))
+			}
+		}
 		n := len(problems)
-		if r.CodeName == "" {
-			bad(i, "code_name is required")
-		} else if err := hosted.CheckName(r.CodeName); err != nil {
-			bad(i, "%v", err)
-		}
-		if r.Payload == nil {
-			bad(i, "payload is required (a string)")
-		} else if len(*r.Payload) > MaxPayloadBytes {
-			bad(i, "payload is %d bytes, more than %d", len(*r.Payload), MaxPayloadBytes)
-		}
-		timeout := MaxTimeout
-		if r.Timeout != nil {
-			v := *r.Timeout
-			if math.IsNaN(v) || v <= 0 || v > MaxTimeout {
-				bad(i, "timeout %v is outside 1..%d seconds", v, MaxTimeout)
-			} else {
-				timeout = int(math.Ceil(v))
-			}
-		}
-		delay := 0
-		if r.Delay != nil {
-			v := *r.Delay
-			if math.IsNaN(v) || v < 0 || v > MaxDelay {
-				bad(i, "delay %v is outside 0..%d seconds", v, MaxDelay)
-			} else {
-				delay = int(math.Ceil(v))
-			}
-		}
-		if r.Priority != nil && (*r.Priority < 0 || *r.Priority > 2) {
-			bad(i, "priority %d is outside 0..2", *r.Priority)
-		}
-		if len(r.Label) > store.MaxNameLen || len(r.Cluster) > store.MaxNameLen {
-			bad(i, "label and cluster are at most %d bytes", store.MaxNameLen)
-		}
+		timeout, delay := checkQueueReq(&r, bad)
 		if len(problems) > n {
 			continue
 		}
 		p, ok := pkgs[r.CodeName]
 		if !ok {
-			code, err := a.reg.Lookup(c.ctx(), c.pid, r.CodeName)
-			if errors.Is(err, hosted.ErrNotFound) {
-				return nil, notFound("Code not found: no code package named %q in project %s", trunc(r.CodeName), c.pid)
-			}
-			if err != nil {
+			var err error
+			if p, err = a.latestPackage(c, r.CodeName); err != nil {
 				return nil, err
 			}
-			rev, err := a.reg.Latest(c.ctx(), c.pid, code.ID)
-			if errors.Is(err, hosted.ErrNotFound) {
-				return nil, notFound("Code not found: no code package named %q in project %s", trunc(r.CodeName), c.pid)
-			}
-			if err != nil {
-				return nil, err
-			}
-			p = pkg{code, rev}
 			pkgs[r.CodeName] = p
 		}
-		prio := p.rev.DefaultPriority
-		if r.Priority != nil {
-			prio = *r.Priority
-		}
-		env := hosted.Envelope{
-			Payload: *r.Payload, CodeID: p.code.ID, CodeName: p.code.Name, Rev: p.rev.Rev,
-			Timeout: timeout, Delay: delay, Label: r.Label, Cluster: r.Cluster, RetriesDelay: p.rev.RetriesDelay,
-		}
-		body, err := json.Marshal(env)
+		in, err := p.taskInput(&r, timeout, delay, now)
 		if err != nil {
 			return nil, err
 		}
-		in := store.TaskInput{
-			ID: ids.New(), Type: hosted.TaskType(p.code.Name), Queue: hosted.TaskType(p.code.Name),
-			Payload: body, Priority: prio, MaxRetries: p.rev.Retries,
-		}
-		if delay > 0 {
-			in.RunAt = now.Add(time.Duration(delay) * time.Second)
-		}
 		if err := in.Validate(a.cfg.Limits, now); err != nil {
-			bad(i, "%v", err)
+			bad("%v", err)
 			continue
 		}
 		inputs = append(inputs, in)
@@ -494,6 +431,112 @@ func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 	if len(problems) > 0 {
 		return nil, badRequest("Invalid task: %s", strings.Join(problems, "; "))
 	}
+	return a.enqueueInputs(c, inputs)
+}
+
+// codePackage is a code package and the revision its new tasks run.
+type codePackage struct {
+	code *hosted.Code
+	rev  *hosted.Revision
+}
+
+// checkQueueReq reports every problem of one task of a queue request to
+// bad and returns its timeout and delay in whole seconds (defaults:
+// MaxTimeout and none).
+func checkQueueReq(r *queueReq, bad func(format string, args ...any)) (timeout, delay int) {
+	if r.CodeName == "" {
+		bad("code_name is required")
+	} else if err := hosted.CheckName(r.CodeName); err != nil {
+		bad("%v", err)
+	}
+	if r.Payload == nil {
+		bad("payload is required (a string)")
+	} else if len(*r.Payload) > MaxPayloadBytes {
+		bad("payload is %d bytes, more than %d", len(*r.Payload), MaxPayloadBytes)
+	}
+	timeout, delay = checkRunOptions(r.Timeout, r.Delay, r.Priority, bad)
+	if len(r.Label) > store.MaxNameLen || len(r.Cluster) > store.MaxNameLen {
+		bad("label and cluster are at most %d bytes", store.MaxNameLen)
+	}
+	return timeout, delay
+}
+
+// checkRunOptions checks the timeout, delay and priority of a task or a
+// schedule, reporting each problem to bad, and returns the timeout and
+// delay in whole seconds (defaults: MaxTimeout and none).
+func checkRunOptions(timeoutSec, delaySec *float64, priority *int, bad func(format string, args ...any)) (timeout, delay int) {
+	timeout = MaxTimeout
+	if timeoutSec != nil {
+		v := *timeoutSec
+		if math.IsNaN(v) || v <= 0 || v > MaxTimeout {
+			bad("timeout %v is outside 1..%d seconds", v, MaxTimeout)
+		} else {
+			timeout = int(math.Ceil(v))
+		}
+	}
+	if delaySec != nil {
+		v := *delaySec
+		if math.IsNaN(v) || v < 0 || v > MaxDelay {
+			bad("delay %v is outside 0..%d seconds", v, MaxDelay)
+		} else {
+			delay = int(math.Ceil(v))
+		}
+	}
+	if priority != nil && (*priority < 0 || *priority > 2) {
+		bad("priority %d is outside 0..2", *priority)
+	}
+	return timeout, delay
+}
+
+// latestPackage finds the code package named name in c's project and its
+// latest revision; a missing one is IronWorker's "Code not found".
+func (a *API) latestPackage(c *call, name string) (codePackage, error) {
+	code, err := a.reg.Lookup(c.ctx(), c.pid, name)
+	if errors.Is(err, hosted.ErrNotFound) {
+		return codePackage{}, notFound("Code not found: no code package named %q in project %s", trunc(name), c.pid)
+	}
+	if err != nil {
+		return codePackage{}, err
+	}
+	rev, err := a.reg.Latest(c.ctx(), c.pid, code.ID)
+	if errors.Is(err, hosted.ErrNotFound) {
+		return codePackage{}, notFound("Code not found: no code package named %q in project %s", trunc(name), c.pid)
+	}
+	if err != nil {
+		return codePackage{}, err
+	}
+	return codePackage{code, rev}, nil
+}
+
+// taskInput builds the store input of a checked task of p: its envelope
+// as payload, the package's priority and retries unless the task names
+// them, and its delay.
+func (p codePackage) taskInput(r *queueReq, timeout, delay int, now time.Time) (store.TaskInput, error) {
+	prio := p.rev.DefaultPriority
+	if r.Priority != nil {
+		prio = *r.Priority
+	}
+	env := hosted.Envelope{
+		Payload: *r.Payload, CodeID: p.code.ID, CodeName: p.code.Name, Rev: p.rev.Rev,
+		Timeout: timeout, Delay: delay, Label: r.Label, Cluster: r.Cluster, RetriesDelay: p.rev.RetriesDelay,
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return store.TaskInput{}, err
+	}
+	in := store.TaskInput{
+		ID: ids.New(), Type: hosted.TaskType(p.code.Name), Queue: hosted.TaskType(p.code.Name),
+		Payload: body, Priority: prio, MaxRetries: p.rev.Retries,
+	}
+	if delay > 0 {
+		in.RunAt = now.Add(time.Duration(delay) * time.Second)
+	}
+	return in, nil
+}
+
+// enqueueInputs enqueues checked tasks in one store call, raises their
+// task.enqueued events and returns their ids.
+func (a *API) enqueueInputs(c *call, inputs []store.TaskInput) ([]string, error) {
 	res, err := a.st.Enqueue(c.ctx(), store.EnqueueParams{Namespace: c.pid, Tasks: inputs})
 	if err != nil {
 		return nil, err
@@ -504,7 +547,7 @@ func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 			return nil, it.Err
 		}
 		out[i] = it.ID
-		a.publish(wire.Event{Kind: "task.enqueued", Project: c.pid, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue, State: it.State.String()})
+		a.publish(wire.Event{Kind: wire.EventTaskEnqueued, Project: c.pid, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue, State: it.State.String()})
 	}
 	return out, nil
 }

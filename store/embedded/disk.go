@@ -374,7 +374,7 @@ func (s *Store) reloadLocked() error {
 	old := s.nss
 	seq := s.seq
 	s.nss = make(map[string]*namespace)
-	s.leases, s.expiry, s.evict = nil, nil, nil
+	s.leases, s.expiry, s.uniqueExp, s.evict = nil, nil, nil, nil
 	s.metaPending = make(map[string][]byte)
 	s.metaGen = make(map[string]uint64)
 	s.seq = 0

@@ -5,7 +5,7 @@
 //
 // Every live task (scheduled, pending, active, retry) is held in memory with
 // its indexes: a heap of ready tasks per queue and type, a heap of delayed
-// tasks per namespace, and heaps of lease and retention expiries. Every change
+// tasks per namespace, and heaps of lease, retention and unique-key expiries. Every change
 // is also written to a durable key-value engine (Pebble; see
 // docs/decisions/001-embedded-engine.md). On Open the store reads the engine
 // once and rebuilds its indexes. Finished tasks stay only on disk; Get and List
@@ -39,7 +39,12 @@
 //
 // # Limits
 //
-// Live tasks, their payloads included, must fit in memory. Only one process
-// may open a data folder at a time; to share tasks between machines use the
-// Redis or PostgreSQL store, or a kiln server.
+// Live tasks, their payloads included, must fit in memory. Only one Store
+// may have a data folder open at a time: Open locks the file kiln.lock in the
+// folder and writes its process id there, and a second Open (in another
+// process or the same one) fails with ErrInUse, naming that process. To share
+// tasks between machines use the Redis or PostgreSQL store, or a kiln server.
+//
+// Unique keys are held in memory with an index by the end of their window,
+// so a sweep forgets the expired ones without looking at the others.
 package embedded

@@ -55,8 +55,14 @@ type Config struct {
 	wrapEngine func(engine) engine
 }
 
+// ErrInUse is returned (wrapped) by Open when another Store, in this
+// process or another one, has the data folder open. The message names the
+// process that holds it.
+var ErrInUse = errors.New("data folder in use")
+
 // Store is the embedded store. It is safe for concurrent use. Only one Store
-// may have a data folder open at a time (the engine locks it).
+// may have a data folder open at a time: Open locks the folder and fails
+// with ErrInUse, naming the process that has it, while another has it open.
 type Store struct {
 	dir        string
 	clock      store.Clock
@@ -67,6 +73,7 @@ type Store struct {
 	retryEvery time.Duration
 	spaceEvery time.Duration
 	wrapEngine func(engine) engine
+	lock       *folderLock   // the data folder's lock, held until Close
 	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
 	d          disk
 
@@ -85,6 +92,7 @@ type Store struct {
 	nss         map[string]*namespace
 	leases      timeHeap // active tasks by lease expiry (lazy)
 	expiry      timeHeap // terminal tasks by ExpiresAt (lazy)
+	uniqueExp   timeHeap // unique keys by the end of their window (lazy; id is the key)
 	evict       []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
 	// metaGen the generation of each key's newest pending write (from
@@ -181,13 +189,18 @@ func Open(dir string, cfg *Config) (*Store, error) {
 	_, _ = rand.Read(b[:])
 	s.leaseSeq = binary.BigEndian.Uint64(b[:]) >> 1
 	s.c.init()
-	eng, err := s.openAtStart()
+	lock, err := lockFolder(dir)
 	if err != nil {
 		return nil, err
 	}
+	s.lock = lock
+	eng, err := s.openAtStart()
+	if err != nil {
+		return nil, errors.Join(err, lock.unlock())
+	}
 	s.d.eng = eng
 	if err := s.load(eng, nil); err != nil {
-		return nil, errors.Join(openError(dir, err), eng.close())
+		return nil, errors.Join(openError(dir, err), eng.close(), lock.unlock())
 	}
 	s.wg.Add(2)
 	go s.commitLoop()
@@ -433,7 +446,9 @@ func (s *Store) load(eng engine, hidden map[string]created) error {
 		if w <= 0 || isHidden(nsName, string(v[w:]), 0) {
 			return true
 		}
-		s.namespace(nsName).unique[string(rest)] = uniqueHold{id: string(v[w:]), until: time.Unix(0, n).UTC()}
+		until := time.Unix(0, n).UTC()
+		s.namespace(nsName).unique[string(rest)] = uniqueHold{id: string(v[w:]), until: until}
+		heap.Push(&s.uniqueExp, timedItem{at: until, ns: nsName, id: string(rest)})
 		return true
 	})
 }
@@ -654,7 +669,7 @@ func (s *Store) Close() error {
 	s.wg.Wait()
 	s.d.mu.Lock()
 	defer s.d.mu.Unlock()
-	return s.d.eng.close()
+	return errors.Join(s.d.eng.close(), s.lock.unlock())
 }
 
 func (s *Store) nextLeaseID() uint64 {

@@ -75,6 +75,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 			}
 			until := now.Add(in.UniqueTTL)
 			ns.unique[in.UniqueKey] = uniqueHold{id: in.ID, until: until}
+			heap.Push(&s.uniqueExp, timedItem{at: until, ns: ns.name, id: in.UniqueKey})
 			ops = append(ops, op{key: nameKey(kUnique, ns.name, in.UniqueKey), val: append(binary.AppendVarint(nil, until.UnixNano()), in.ID...)})
 		}
 		s.seq++
@@ -82,7 +83,8 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 			Namespace: ns.name, ID: in.ID, Type: in.Type, Queue: in.Queue,
 			Payload: cloneBytes(in.Payload), Priority: in.Priority, MaxRetries: in.MaxRetries,
 			Timeout: in.Timeout, Deadline: norm(in.Deadline), UniqueKey: in.UniqueKey,
-			UniqueTTL: in.UniqueTTL, Retention: in.Retention, CreatedAt: now, RunAt: norm(in.RunAt),
+			UniqueTTL: in.UniqueTTL, UniqueUntilSuccess: in.UniqueUntilSuccess, Retention: in.Retention,
+			CreatedAt: now, RunAt: norm(in.RunAt),
 		}}
 		if e.t.Queue == "" {
 			e.t.Queue = store.DefaultQueue
@@ -378,6 +380,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				e.t.Result = []byte{}
 			}
 			s.finish(ns, e, store.StateSucceeded, now)
+			s.releaseUnique(ns, e)
 		case store.OutcomeDead:
 			e.t.LastError = o.Error
 			s.finish(ns, e, store.StateDead, now)
@@ -817,6 +820,18 @@ func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) er
 	return b.wait()
 }
 
+// releaseUnique frees the unique key of e, which just succeeded, when the
+// task asked for that (UniqueUntilSuccess) and still holds the key.
+func (s *Store) releaseUnique(ns *namespace, e *entry) {
+	if !e.t.UniqueUntilSuccess || e.t.UniqueKey == "" {
+		return
+	}
+	if h, ok := ns.unique[e.t.UniqueKey]; ok && h.id == e.t.ID {
+		delete(ns.unique, e.t.UniqueKey)
+		s.write(op{key: nameKey(kUnique, ns.name, e.t.UniqueKey)})
+	}
+}
+
 // Sweep implements store.Maintainer.
 func (s *Store) Sweep(ctx context.Context, p store.SweepParams) (store.SweepResult, error) {
 	limit := p.Limit
@@ -848,12 +863,21 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 	now := s.now()
 	for _, ns := range s.nss {
 		r.Promoted += s.promote(ns, now, limit)
-		for key, h := range ns.unique {
-			if !h.until.After(now) {
-				delete(ns.unique, key)
-				s.write(op{key: nameKey(kUnique, ns.name, key)})
-			}
+	}
+	// Expired unique keys, from the index by expiry: nothing to expire
+	// costs nothing, however many keys are held.
+	for n := 0; len(s.uniqueExp) > 0 && s.uniqueExp[0].at.Compare(now) <= 0 && n < limit; {
+		it := heap.Pop(&s.uniqueExp).(timedItem)
+		ns := s.nss[it.ns]
+		if ns == nil {
+			continue
 		}
+		if h, ok := ns.unique[it.id]; !ok || !h.until.Equal(it.at) {
+			continue // stale: released on success, or taken again since
+		}
+		n++
+		delete(ns.unique, it.id)
+		s.write(op{key: nameKey(kUnique, ns.name, it.id)})
 	}
 	// Expired leases.
 	for n := 0; len(s.leases) > 0 && s.leases[0].at.Compare(now) <= 0 && n < limit; {

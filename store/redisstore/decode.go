@@ -19,13 +19,15 @@ import (
 //
 //	d           the packed immutable part (encodeRecord): id, type, queue,
 //	            priority, max retries, timeout, deadline, unique key and TTL,
-//	            retention
+//	            retention, and an optional flags byte (1: the unique key is
+//	            released on success)
 //	p           payload (absent when empty)
 //	q ty        queue and type (the scripts' counts and ready sets)
 //	m           the task's member in its ready set, kept for the task's life:
 //	            (9-priority digit)(RunAt µs, 17 digits)(seq, 8 bytes big
 //	            endian)<id>; the scripts rebuild it when RunAt changes
 //	mr rtu      max retries and retention µs (only when not 0; for the scripts)
+//	uk          the unique key, only when it is released on success
 //	st a        state, attempt (absent = 0)
 //	l le        lease id and expiry (µs); meaningful only while active
 //	sw          "<started µs>|<worker id>" of the last lease
@@ -61,8 +63,15 @@ func encodeRecord(dst []byte, in *store.TaskInput, queue string) []byte {
 	dst = appendString(dst, in.UniqueKey)
 	dst = binary.AppendVarint(dst, int64(in.UniqueTTL))
 	dst = binary.AppendVarint(dst, int64(in.Retention))
+	if in.UniqueUntilSuccess {
+		dst = append(dst, recordUniqueUntilSuccess) // an optional flags byte
+	}
 	return dst
 }
+
+// recordUniqueUntilSuccess is a bit of the optional flags byte that ends
+// field d: the task's unique key is released when it succeeds.
+const recordUniqueUntilSuccess = 1
 
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
@@ -87,6 +96,13 @@ func decodeRecord(d string, t *store.Task) error {
 	t.UniqueKey = r.string()
 	t.UniqueTTL = time.Duration(r.varint())
 	t.Retention = time.Duration(r.varint())
+	if len(r.s) > 0 {
+		flags := r.byte()
+		t.UniqueUntilSuccess = flags&recordUniqueUntilSuccess != 0
+		if flags&^recordUniqueUntilSuccess != 0 {
+			r.bad = true
+		}
+	}
 	if r.bad || len(r.s) != 0 {
 		return errors.New("corrupt task record")
 	}

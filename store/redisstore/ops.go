@@ -95,9 +95,12 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		}
 		start := len(buf)
 		buf = encodeRecord(buf, in, q)
-		var ttl, mr, rtu any = "", "", ""
+		var ttl, mr, rtu, uk any = "", "", "", ""
 		if in.UniqueKey != "" {
 			ttl = in.UniqueTTL.Microseconds()
+			if in.UniqueUntilSuccess {
+				uk = in.UniqueKey
+			}
 		}
 		if in.MaxRetries != 0 {
 			mr = in.MaxRetries
@@ -106,7 +109,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 			rtu = in.Retention.Microseconds()
 		}
 		args = append(args, in.ID, buf[start:len(buf):len(buf)], in.Payload, q, in.Type,
-			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu)
+			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu, uk)
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {

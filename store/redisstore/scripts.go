@@ -128,7 +128,8 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 
 // enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task: id,
 // record (field d), payload, queue, type, 9-priority digit, RunAt µs ("" for
-// now), unique key, unique TTL µs, max retries, retention µs ("" when zero).
+// now), unique key, unique TTL µs, max retries, retention µs ("" when zero),
+// unique key to release on success ("" for none).
 // It returns {codes, duplicates}: codes has one character per task, its
 // state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
@@ -175,6 +176,7 @@ for j = 0, nt - 1 do
       if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
       if ARGV[i + 9] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 9] end
       if ARGV[i + 10] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 10] end
+      if ARGV[i + 11] ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ARGV[i + 11] end
       if ra == '' then
         m = ARGV[i + 5] .. nowR .. tail
         st = '2'
@@ -226,7 +228,7 @@ return {table.concat(res), dups}
 `)
 
 // enqueueArgs is the number of ARGV values per task of enqueueScript.
-const enqueueArgs = 11
+const enqueueArgs = 12
 
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
@@ -363,7 +365,7 @@ local i = 3
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu')
+  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk')
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
@@ -372,6 +374,14 @@ while i <= #ARGV do
     local q = f[3]
     count('3', q, -1)
     gone[#gone + 1] = id
+    if f[5] and (kind == '0' or kind == '1') then
+      -- Release the unique key on success, if this task still holds it.
+      local h = redis.call('HGET', T .. ':uq', f[5])
+      if h and string.sub(h, -(#id + 1)) == '|' .. id then
+        redis.call('HDEL', T .. ':uq', f[5])
+        redis.call('ZREM', T .. ':uz', f[5])
+      end
+    end
     if kind == '0' or kind == '1' or kind == '3' or kind == '4' then
       local ea = eaDefault
       if f[4] then ea = S(NOW + tonumber(f[4])) end

@@ -184,7 +184,7 @@ func TestMultiProcess(t *testing.T) { //nolint:paralleltest // a server and work
 	ledger := chaos.NewLedger()
 	reqs := make([]kiln.TaskRequest, mpTasks)
 	for i := range reqs {
-		reqs[i] = kiln.TaskRequest{Type: "mp", Options: kiln.TaskOptions{MaxRetries: 100}}
+		reqs[i] = kiln.TaskRequest{Type: "mp", Options: kiln.TaskOptions{MaxRetries: new(100)}}
 	}
 	results, err := client.EnqueueMany(t.Context(), reqs)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/server/api" //nolint:depguard // the tests serve the API in-process to test the client against it; the package itself talks HTTP only
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
@@ -56,7 +57,7 @@ func (ts *testServer) start(t testing.TB) {
 	if err != nil {
 		t.Fatalf("embedded.Open: %v", err)
 	}
-	c := api.Config{Store: emb, Meta: emb, Clock: ts.clock, AutoCreateProjects: true}
+	c := api.Config{Store: emb, Meta: emb, Clock: ts.clock}
 	if ts.cfg != nil {
 		ts.cfg(&c)
 	}
@@ -65,6 +66,7 @@ func (ts *testServer) start(t testing.TB) {
 		_ = emb.Close()
 		t.Fatalf("api.New: %v", err)
 	}
+	hook.AutoCreateProjects(a)
 	if _, err := a.AddToken(context.Background(), "", "test", adminToken); err != nil {
 		_ = emb.Close()
 		t.Fatalf("AddToken: %v", err)

@@ -288,6 +288,7 @@ func badInputs(now time.Time) []struct {
 		{"UniqueTTLTooShort", func(in *store.TaskInput) { in.UniqueKey, in.UniqueTTL = "k", store.MinUniqueTTL-1 }, store.ErrInvalidOption},
 		{"UniqueTTLTooLong", func(in *store.TaskInput) { in.UniqueKey, in.UniqueTTL = "k", store.MaxUniqueTTL+1 }, store.ErrInvalidOption},
 		{"UniqueTTLWithoutKey", func(in *store.TaskInput) { in.UniqueTTL = time.Minute }, store.ErrInvalidOption},
+		{"UniqueUntilSuccessWithoutKey", func(in *store.TaskInput) { in.UniqueUntilSuccess = true }, store.ErrInvalidOption},
 		{"UniqueKeyTooLong", func(in *store.TaskInput) { in.UniqueKey, in.UniqueTTL = long, time.Minute }, store.ErrInvalidName},
 		{"NegativeRetention", func(in *store.TaskInput) { in.Retention = -time.Second }, store.ErrInvalidOption},
 		{"AbsurdRetention", func(in *store.TaskInput) { in.Retention = store.MaxRetentionDefault + time.Second }, store.ErrInvalidOption},

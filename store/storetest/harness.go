@@ -453,6 +453,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Transitions", func(t *testing.T) { testTransitions(t, h) })
 	t.Run("Enqueue", func(t *testing.T) { testEnqueue(t, h) })
 	t.Run("Unique", func(t *testing.T) { testUnique(t, h) })
+	t.Run("UniqueUntilSuccess", func(t *testing.T) { testUniqueUntilSuccess(t, h) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, h) })
 	t.Run("NotFound", func(t *testing.T) { testNotFound(t, h) })
 	t.Run("Lease", func(t *testing.T) { testLease(t, h) })

@@ -1,0 +1,81 @@
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// lockChildEnv names the data folder a child process of the test binary
+// opens, printing the error of Open.
+const lockChildEnv = "KILN_EMBEDDED_LOCK_CHILD"
+
+// lockChild runs the child's part of TestOpenInUse and reports whether this
+// process is that child.
+func lockChild() bool {
+	dir := os.Getenv(lockChildEnv)
+	if dir == "" {
+		return false
+	}
+	s, err := Open(dir, nil)
+	if err == nil {
+		_ = s.Close()
+		fmt.Println("opened")
+		return true
+	}
+	fmt.Println(err)
+	return true
+}
+
+// A second process opening a data folder in use is told which process has
+// it, not "resource temporarily unavailable".
+func TestOpenInUse(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("the store takes its own folder lock on unix systems only")
+	}
+	dir := t.TempDir()
+	s := mustOpen(t, dir, nil)
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	got := strings.TrimSpace(string(out))
+	want := "the data folder " + dir + " is in use by another process (pid "
+	if !strings.Contains(got, want) || strings.Contains(got, "temporarily unavailable") {
+		t.Fatalf("second process's Open: %q, want it to contain %q", got, want)
+	}
+	if !strings.Contains(got, "(pid "+strconv.Itoa(os.Getpid())+")") {
+		t.Fatalf("second process's Open: %q, want this process's pid %d", got, os.Getpid())
+	}
+
+	// A second Open in the same process is refused as well, and says so.
+	if s2, err := Open(dir, nil); err == nil {
+		_ = s2.Close()
+		t.Fatal("a second Open in the same process succeeded")
+	} else if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "in use by this process") {
+		t.Fatalf("second Open in the same process: %v, want ErrInUse naming this process", err)
+	}
+
+	// Once closed, the folder opens again, in another process too.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.CommandContext(t.Context(), exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
+	if out, err = cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "opened" {
+		t.Fatalf("child after Close: %v %q, want it to open the folder", err, out)
+	}
+}
