@@ -8,20 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/ironclient"
 	"github.com/kilnhq/kiln/kilntest"
-	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/server"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // startServer serves a kiln server with a runner of four processes on an
 // embedded store, and returns a client of project "default" with a

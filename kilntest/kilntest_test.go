@@ -9,18 +9,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/kilntest"
-	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/store"
 )
 
-func TestMain(m *testing.M) {
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // The server answers at URL; the admin token reaches every project through
 // Remote; the registered worker is known; a second remote worker joins with

@@ -5,19 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/kilnhq/kiln/ironclient"
 	"github.com/kilnhq/kiln/kilntest"
-	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/server"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // TestFanout deploys the example on a server with a runner: one scheduled
 // run of "fanout" queues 200 "area" tasks, and they all complete.

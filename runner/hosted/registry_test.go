@@ -9,19 +9,13 @@ import (
 	"sync"
 	"testing"
 
-	"go.uber.org/goleak"
-
-	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // TestConcurrentUploads: uploads of one name at once make one package with
 // distinct revisions, each with its own zip; Delete removes every record.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -14,29 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/kilntest"
-	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	code := m.Run()
-	testenv.RemoveBuilt()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 const (
 	adminToken = "kiln_test-admin-token-0123456789abcdef"
