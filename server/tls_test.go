@@ -327,11 +327,7 @@ func TestTLSConfig(t *testing.T) {
 	f := newTLSFiles(t, 7)
 	open := func(t *testing.T) *embedded.Store {
 		t.Helper()
-		st, err := embedded.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
+		st := kilntest.Embedded(t, nil)
 		return st
 	}
 	st := open(t)

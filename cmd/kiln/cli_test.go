@@ -16,8 +16,8 @@ import (
 	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server/api"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 const testAdminToken = "kiln_cli-test-admin-token-0123456789abcdefghij"
@@ -31,10 +31,7 @@ type cliServer struct {
 
 func startCLIServer(t *testing.T) *cliServer {
 	t.Helper()
-	emb, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emb := kilntest.Embedded(t, nil)
 	a, err := api.New(api.Config{Store: emb, Meta: emb, ResultPoll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +68,6 @@ func startCLIServer(t *testing.T) *cliServer {
 		}
 		a.Stop()
 		srv.Close()
-		_ = emb.Close() // the test is over
 	})
 	return &cliServer{url: srv.URL}
 }

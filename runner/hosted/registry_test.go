@@ -12,7 +12,6 @@ import (
 	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 func TestMain(m *testing.M) { kilntest.Main(m) }
@@ -21,11 +20,7 @@ func TestMain(m *testing.M) { kilntest.Main(m) }
 // distinct revisions, each with its own zip; Delete removes every record.
 func TestConcurrentUploads(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	reg := hosted.NewRegistry(st, nil)
 	ctx := context.Background()
 	const n = 8
@@ -115,11 +110,7 @@ func TestParseLastError(t *testing.T) {
 // deleted; those of a task it has are kept.
 func TestCollect(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	ctx := context.Background()
 	h, err := hosted.New(&hosted.Config{Store: st, WorkDir: t.TempDir()})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store/embedded"
@@ -215,11 +216,7 @@ func TestProjectUIDs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "separate users per project need a root runner")
 	}
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	newHosted := func(base, count int) *hosted.Hosted {
 		h, err := hosted.New(&hosted.Config{Store: st, WorkDir: testenv.SharedDir(t), UIDBase: base, UIDCount: count,
 			Runner: &runner.Config{Sandbox: runner.SandboxUser}})
@@ -264,13 +261,9 @@ func TestHostedSandboxUserClosedFolder(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "sandbox user needs root")
 	}
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	data := t.TempDir() // 0700, like a data folder
-	_, err = hosted.New(&hosted.Config{Store: st, WorkDir: filepath.Join(data, "runner"), Runner: &runner.Config{Sandbox: runner.SandboxUser}})
+	_, err := hosted.New(&hosted.Config{Store: st, WorkDir: filepath.Join(data, "runner"), Runner: &runner.Config{Sandbox: runner.SandboxUser}})
 	if !errors.Is(err, runner.ErrSandbox) || !strings.Contains(err.Error(), "closed to other users") {
 		t.Errorf("New: %v", err)
 	}

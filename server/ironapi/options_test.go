@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 // Cancelling a schedule that has made all its runs answers as IronWorker
@@ -16,11 +16,7 @@ import (
 // succeeds as well.
 func TestCancelFinishedSchedule(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	b := setupOn(t, st, false)
 	b.mustUpload(map[string]any{"name": "once", "file_name": "run.sh", "runtime": "sh"},
 		testenv.Zip(t, map[string][]byte{"run.sh": []byte("true\n")}))
@@ -70,11 +66,7 @@ func TestCancelFinishedSchedule(t *testing.T) {
 // "retries": 2 is two; for a queued task and for a scheduled one alike.
 func TestPackageRetries(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	b := setupOn(t, st, false)
 	zip := testenv.Zip(t, map[string][]byte{"run.sh": []byte("true\n")})
 	pp := "/2/projects/" + project
