@@ -205,6 +205,33 @@ func (s *Server) open(tb testing.TB, cfg *remote.Config) *remote.Store {
 	return st
 }
 
+// Do sends a request to the server (path from its root, "/v1/stats") with
+// header and body (nil: none), bounded by WaitLimit, and returns the status
+// and the whole answer. It fails the test when the request cannot be sent
+// or the answer read.
+func (s *Server) Do(tb testing.TB, method, path string, header http.Header, body io.Reader) (int, []byte) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitLimit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := s.Client().Do(req)
+	if err != nil {
+		tb.Fatalf("kilntest: %s %s: %v", method, path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("kilntest: %s %s: reading the answer: %v", method, path, err)
+	}
+	return resp.StatusCode, data
+}
+
 // call sends a JSON request with the admin token and decodes a 2xx answer
 // into out.
 func (s *Server) call(tb testing.TB, method, path string, body, out any) {
@@ -217,22 +244,9 @@ func (s *Server) call(tb testing.TB, method, path string, body, out any) {
 		}
 		r = bytes.NewReader(j)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), WaitLimit)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, r)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+s.AdminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatalf("kilntest: %s %s: %v", method, path, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode/100 != 2 {
-		tb.Fatalf("kilntest: %s %s = %d %s (%v)", method, path, resp.StatusCode, data, err)
+	status, data := s.Do(tb, method, path, http.Header{"Authorization": {"Bearer " + s.AdminToken}, "Content-Type": {"application/json"}}, r)
+	if status/100 != 2 {
+		tb.Fatalf("kilntest: %s %s = %d %s", method, path, status, data)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -96,26 +96,11 @@ func (b *bundle) do(method, path, token string, body any) (int, []byte) {
 		}
 		r = bytes.NewReader(j)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, b.ts.URL+path, r)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	h := http.Header{"Content-Type": {"application/json"}}
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		h.Set("Authorization", "Bearer "+token)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.ts.Client().Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return resp.StatusCode, out
+	return b.ts.Do(b.t, method, path, h, r)
 }
 
 // ok sends a request that must answer want and decodes the answer into out.

@@ -104,24 +104,11 @@ func serve(t testing.TB, opts *kilntest.ServerOptions) *bundle {
 // returns the status and body.
 func (b *bundle) do(method, path, contentType string, body io.Reader) (int, []byte) {
 	b.t.Helper()
-	req, err := http.NewRequest(method, b.url+path, body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "OAuth "+b.token)
+	h := http.Header{"Authorization": {"OAuth " + b.token}}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		h.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return resp.StatusCode, out
+	return b.ks.Do(b.t, method, path, h, body)
 }
 
 // json sends v as JSON (nil: no body) and decodes a 200 answer into out;
