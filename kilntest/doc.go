@@ -15,6 +15,8 @@
 //   - [RunWorker] runs a kiln.Worker for the rest of the test; [Drain] runs
 //     one until its queues are empty.
 //   - [Eventually] waits for a condition, bounded by [WaitLimit].
+//   - [Main] is a whole TestMain: the code runner's trampoline, the tests,
+//     a check for leaked goroutines.
 //
 // # Finding Redis and PostgreSQL
 //
@@ -27,16 +29,16 @@
 // # Code runner
 //
 // A server with a code runner starts task processes through the test binary
-// itself, so the package's TestMain must call runner.Main() first thing:
+// itself, so the package's TestMain must let the binary serve as their
+// trampoline (runner.Main() first thing), as [Main] does:
 //
-//	func TestMain(m *testing.M) {
-//		runner.Main()
-//		os.Exit(m.Run())
-//	}
+//	func TestMain(m *testing.M) { kilntest.Main(m) }
 //
 // # Import cycles
 //
 // kilntest imports kiln, server and the stores. Tests in package kiln itself
 // must therefore be in package kiln_test to use it, and the internal tests
-// of the packages it imports cannot use it at all.
+// of the packages it imports cannot use it at all: kiln's own use the
+// module's internal/testenv, on which kilntest is built (the same rule for
+// Redis, the same waits).
 package kilntest

@@ -10,8 +10,8 @@ import (
 
 // WaitLimit bounds every wait of this package ([Eventually], [Drain], a
 // worker's shutdown at the end of a test). It guards against hanging tests
-// and is never a measurement: it is long, so that a loaded machine does not
-// fail a correct test.
+// and is never a measurement: it is long (a minute), so that a loaded
+// machine does not fail a correct test.
 const WaitLimit = testenv.WaitLimit
 
 // RedisURL returns the test Redis's URL, from KILN_TEST_REDIS_URL. When the
