@@ -1,7 +1,8 @@
 # kiln — everyday commands. `make` (or `make help`) lists them.
 #
 # `make test` is the one command CI runs (.ci/run): it starts the test services,
-# installs the linter on first use, and runs lint, vet, the race-enabled tests
+# installs the linter on first use (once per machine:
+# see tools/golangci-lint), and runs lint, vet, the race-enabled tests
 # and a short fuzz pass. It needs only Go, and apt-get for the services.
 
 SHELL := bash
@@ -118,12 +119,23 @@ tidy: ## go mod tidy (and the modules of bench/ and of the iron_go3 and goworker
 	cd resque/testdata/goworker && $(GO) mod tidy
 
 # Installs golangci-lint only when bin/golangci-lint is missing or another version
-# (read from the binary's build info, so no guessing from its output). The first
-# install compiles it from the Go module proxy: about 1–2 minutes on 2 cores.
+# (read from the binary's build info, so no guessing from its output). The binary
+# is built once per machine and version into TOOLS_CACHE (outside the clone), and
+# bin/golangci-lint links to it: a fresh clone on a machine that already ran
+# `make test` (CI clones afresh every time) reuses it instead of compiling it
+# again, which takes a minute or two on 2 cores. golangci-lint keeps its own
+# analysis cache outside the clone too (GOLANGCI_LINT_CACHE, by default in the
+# user's cache folder), so an unchanged package is not analysed again.
+TOOLS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kiln-tools
 .PHONY: tools/golangci-lint
 tools/golangci-lint:
-	@have=$$({ $(GO) version -m $(GOLANGCI_LINT) 2>/dev/null || true; } | awk '$$1 == "mod" {print $$3}'); \
-	if [ "$$have" != "$(GOLANGCI_LINT_VERSION)" ]; then \
-		echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into bin/ (first use: takes a minute or two)"; \
-		GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	@version() { { $(GO) version -m "$$1" 2>/dev/null || true; } | awk '$$1 == "mod" {print $$3}'; }; \
+	if [ "$$(version $(GOLANGCI_LINT))" != "$(GOLANGCI_LINT_VERSION)" ]; then \
+		cached=$(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION); \
+		if [ "$$(version $$cached/golangci-lint)" != "$(GOLANGCI_LINT_VERSION)" ]; then \
+			echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $$cached (once per machine: takes a minute or two)"; \
+			GOBIN=$$cached $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+		fi; \
+		mkdir -p $(BIN); \
+		ln -sfn $$cached/golangci-lint $(GOLANGCI_LINT); \
 	fi

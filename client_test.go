@@ -72,7 +72,7 @@ func TestEnqueueBadInput(t *testing.T) {
 	if n := faulty.Calls("Enqueue"); n != 0 {
 		t.Fatalf("store Enqueue called %d times for bad input, want 0", n)
 	}
-	st, err := b.emb.Stats(t.Context(), store.StatsParams{Namespace: "default"})
+	st, err := b.raw.Stats(t.Context(), store.StatsParams{Namespace: "default"})
 	if err != nil || len(st.Queues) != 0 {
 		t.Fatalf("store changed: %+v, %v", st, err)
 	}
@@ -80,7 +80,10 @@ func TestEnqueueBadInput(t *testing.T) {
 
 func TestEnqueueOptionsStored(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testEnqueueOptionsStored)
+}
+
+func testEnqueueOptionsStored(t *testing.T, b *bundle) {
 	deadline := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	res, err := b.client.Enqueue(t.Context(), "email:send", []byte(`{"to":"a@b"}`), &TaskOptions{
 		ID: "my-id", Queue: "mail", Priority: 3, ProcessIn: time.Hour, MaxRetries: new(7),
@@ -162,7 +165,10 @@ func TestTaskOptionsJSON(t *testing.T) {
 
 func TestUniqueKey(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testUniqueKey)
+}
+
+func testUniqueKey(t *testing.T, b *bundle) {
 	opts := &TaskOptions{UniqueKey: "report:42", UniqueTTL: time.Hour}
 	first, err := b.client.Enqueue(t.Context(), "report", nil, opts)
 	if err != nil {
@@ -179,7 +185,10 @@ func TestUniqueKey(t *testing.T) {
 
 func TestEnqueueMany(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testEnqueueMany)
+}
+
+func testEnqueueMany(t *testing.T, b *bundle) {
 	if _, err := b.client.Enqueue(t.Context(), "t", nil, &TaskOptions{ID: "taken"}); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +249,10 @@ func TestClientConfig(t *testing.T) {
 
 func TestWaitHonoursContext(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testWaitHonoursContext)
+}
+
+func testWaitHonoursContext(t *testing.T, b *bundle) {
 	res, err := b.client.Enqueue(t.Context(), "nobody-handles-this", nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -73,7 +73,7 @@ var (
 // it (errors.Is) makes the task dead at once.
 //
 //	return fmt.Errorf("bad address %q: %w", addr, kiln.SkipRetry)
-var SkipRetry = errors.New("kiln: skip retry") //nolint:revive,staticcheck // error-naming, ST1012: SkipRetry is the name machinery and asynq users know
+var SkipRetry = errors.New("kiln: skip retry") //nolint:errname,revive,staticcheck // error-naming, ST1012, ErrXxx: SkipRetry is the name machinery and asynq users know
 
 // RetryAfter returns an error that fails the attempt with err and retries the
 // task after d instead of the delay from WorkerConfig.RetryDelayFunc. It does

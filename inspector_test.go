@@ -1,10 +1,7 @@
 package kiln_test
 
 import (
-	"context"
-	"crypto/rand"
 	"errors"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -13,40 +10,7 @@ import (
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
-	"github.com/kilnhq/kiln/store/redisstore"
 )
-
-// inspectorStores opens one fresh store of each kind the inspector is
-// tested on: the embedded store, and Redis when KILN_TEST_REDIS_URL is set.
-func inspectorStores(t *testing.T) map[string]store.Store {
-	t.Helper()
-	emb, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emb.Close() })
-	stores := map[string]store.Store{"embedded": emb}
-	rawURL := os.Getenv("KILN_TEST_REDIS_URL")
-	if rawURL == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is")
-		}
-		t.Log("KILN_TEST_REDIS_URL is not set: the Redis store is not tested")
-		return stores
-	}
-	prefix := "kilntest-inspector-" + rand.Text()
-	rs, err := redisstore.Open(context.Background(), rawURL, &redisstore.Config{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = rs.Close()
-		deleteRedisPrefix(t, rawURL, prefix)
-	})
-	stores["redis"] = rs
-	return stores
-}
 
 // inspectorSetup returns a client of s in a namespace of its own, its
 // inspector, and a second client in another namespace.
@@ -107,8 +71,9 @@ func killTasks(t *testing.T, s store.Store, queue string, n int) {
 
 func TestInspectorQueues(t *testing.T) {
 	t.Parallel()
-	for name, s := range inspectorStores(t) {
-		t.Run(name, func(t *testing.T) {
+	for _, ts := range kiln.TestStores {
+		t.Run(ts.Name, func(t *testing.T) {
+			s := ts.Open(t, nil)
 			t.Parallel()
 			c, insp, other := inspectorSetup(t, s)
 			ctx := t.Context()
@@ -178,8 +143,9 @@ func TestInspectorQueues(t *testing.T) {
 
 func TestInspectorList(t *testing.T) {
 	t.Parallel()
-	for name, s := range inspectorStores(t) {
-		t.Run(name, func(t *testing.T) {
+	for _, ts := range kiln.TestStores {
+		t.Run(ts.Name, func(t *testing.T) {
+			s := ts.Open(t, nil)
 			t.Parallel()
 			c, insp, other := inspectorSetup(t, s)
 			ctx := t.Context()
@@ -259,8 +225,9 @@ func TestInspectorList(t *testing.T) {
 
 func TestInspectorAdmin(t *testing.T) {
 	t.Parallel()
-	for name, s := range inspectorStores(t) {
-		t.Run(name, func(t *testing.T) {
+	for _, ts := range kiln.TestStores {
+		t.Run(ts.Name, func(t *testing.T) {
+			s := ts.Open(t, nil)
 			t.Parallel()
 			c, insp, other := inspectorSetup(t, s)
 			ctx := t.Context()

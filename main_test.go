@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
 	"github.com/kilnhq/kiln/store/storetest"
@@ -18,11 +19,26 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // waitLimit bounds every wait for something that should happen promptly; it
 // guards against hanging tests and is never a measurement.
-const waitLimit = 20 * time.Second
+const waitLimit = testenv.WaitLimit
+
+// TestStore is a kind of store the client and worker tests run on, as
+// forEachStore runs them. Package kiln's own tests cannot import kilntest
+// (it imports kiln), so stores_test.go, in package kiln_test, fills
+// TestStores from kilntest before any test runs.
+type TestStore struct {
+	Name string
+	// Open opens a fresh store for t on clock (nil: the wall clock); it is
+	// closed when t ends.
+	Open func(t *testing.T, clock store.Clock) store.Store
+}
+
+// TestStores are the stores of forEachStore: the embedded store, Redis, and
+// a kiln server reached over HTTP.
+var TestStores []TestStore
 
 type bundle struct {
-	emb    *embedded.Store
-	store  store.Store // what the client and worker use (emb, maybe wrapped)
+	raw    store.Store // the store of the test's kind
+	store  store.Store // what the client and worker use (raw, maybe wrapped)
 	clock  *storetest.FakeClock
 	client *Client
 	events *eventLog
@@ -36,24 +52,50 @@ type setupOpts struct {
 // setup opens a fresh embedded store in a temporary folder, with a client.
 func setup(t *testing.T, o *setupOpts) *bundle {
 	t.Helper()
+	return setupOn(t, func(t *testing.T, clock store.Clock) store.Store {
+		t.Helper()
+		s, err := embedded.Open(t.TempDir(), &embedded.Config{Clock: clock})
+		if err != nil {
+			t.Fatalf("embedded.Open: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}, o)
+}
+
+// forEachStore runs test on every kind of TestStores, each in a parallel
+// subtest of its own with a fresh store and client.
+func forEachStore(t *testing.T, o *setupOpts, test func(t *testing.T, b *bundle)) {
+	t.Helper()
+	if len(TestStores) == 0 {
+		t.Fatal("TestStores is empty: stores_test.go (package kiln_test) fills it")
+	}
+	for _, ts := range TestStores {
+		t.Run(ts.Name, func(t *testing.T) {
+			t.Parallel()
+			test(t, setupOn(t, ts.Open, o))
+		})
+	}
+}
+
+// setupOn opens a store with open, with a client.
+func setupOn(t *testing.T, open func(t *testing.T, clock store.Clock) store.Store, o *setupOpts) *bundle {
+	t.Helper()
 	if o == nil {
 		o = &setupOpts{}
 	}
 	b := &bundle{events: &eventLog{}}
-	cfg := &embedded.Config{}
+	var clock store.Clock
 	if o.fakeClock {
 		b.clock = storetest.NewFakeClock(storetest.Epoch)
-		cfg.Clock = b.clock
+		clock = b.clock
 	}
-	s, err := embedded.Open(t.TempDir(), cfg)
-	if err != nil {
-		t.Fatalf("embedded.Open: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	b.emb, b.store = s, s
+	b.raw = open(t, clock)
+	b.store = b.raw
 	if o.wrap != nil {
-		b.store = o.wrap(s)
+		b.store = o.wrap(b.raw)
 	}
+	var err error
 	b.client, err = NewClient(b.store, &ClientConfig{EventFunc: b.events.add})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
@@ -96,33 +138,15 @@ func (b *bundle) newWorker(t *testing.T, cfg *WorkerConfig) *Worker {
 
 // run runs w in the background and shuts it down (gracefully, bounded) at
 // the end of the test, checking that Run returned.
-func (b *bundle) run(t *testing.T, w *Worker) (runErr <-chan error) {
+func (b *bundle) run(t *testing.T, w *Worker) {
 	t.Helper()
-	errc := make(chan error, 1)
-	ctx := t.Context()
-	go func() { errc <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitLimit)
-		defer cancel()
-		if err := w.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-ctx.Done():
-			t.Errorf("Run did not return after Shutdown")
-		}
-	})
-	return errc
+	testenv.RunBackground(t, w)
 }
 
 // storeTask reads the raw record of a task.
 func (b *bundle) storeTask(t *testing.T, id string) *store.Task {
 	t.Helper()
-	res, err := b.emb.Get(t.Context(), store.GetParams{Namespace: store.DefaultNamespace, IDs: []string{id}})
+	res, err := b.raw.Get(t.Context(), store.GetParams{Namespace: store.DefaultNamespace, IDs: []string{id}})
 	if err != nil || len(res.Tasks) != 1 || res.Tasks[0] == nil {
 		t.Fatalf("Get(%s) = %v, %v", id, res.Tasks, err)
 	}
@@ -132,21 +156,7 @@ func (b *bundle) storeTask(t *testing.T, id string) *store.Task {
 // waitFor polls cond until it is true, failing the test after waitLimit.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	delay := time.Millisecond
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-t.Context().Done():
-			timer.Stop()
-			t.Fatalf("test ended while waiting for %s", what)
-		}
-		delay = min(2*delay, 20*time.Millisecond)
-	}
+	testenv.Eventually(t, what, cond)
 }
 
 // waitState waits until the task is in state want and returns its record.
@@ -163,19 +173,12 @@ func (b *bundle) waitState(t *testing.T, id string, want State) *store.Task {
 // recv waits for a value on c.
 func recv[T any](t *testing.T, c <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-c:
-		return v
-	case <-time.After(waitLimit):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
+	return testenv.Recv(t, c, what)
 }
 
 func waitCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
-	t.Cleanup(cancel)
-	return ctx
+	t.Helper()
+	return testenv.Context(t)
 }
 
 // eventLog records events; safe for concurrent use.

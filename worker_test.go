@@ -20,7 +20,10 @@ func Say(name string) (string, error) { return "Hello " + name + "!", nil }
 
 func TestTypedRoundTrip(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testTypedRoundTrip)
+}
+
+func testTypedRoundTrip(t *testing.T, b *bundle) {
 	b.startWorker(t, nil, func(w *Worker) { w.Handle("Say", Func(Say)) })
 
 	res, err := b.client.EnqueueJSON(t.Context(), "Say", "kiln", nil)
@@ -53,7 +56,10 @@ func TestTypedRoundTrip(t *testing.T) {
 
 func TestFuncCtxAndBadPayload(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testFuncCtxAndBadPayload)
+}
+
+func testFuncCtxAndBadPayload(t *testing.T, b *bundle) {
 	type args struct{ A, B int }
 	b.startWorker(t, nil, func(w *Worker) {
 		w.Handle("add", FuncCtx(func(ctx context.Context, a args) (int, error) {
@@ -92,7 +98,10 @@ func TestFuncCtxAndBadPayload(t *testing.T) {
 
 func TestRetryThenDead(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testRetryThenDead)
+}
+
+func testRetryThenDead(t *testing.T, b *bundle) {
 	var calls atomic.Int32
 	var attempts []int
 	var mu sync.Mutex
@@ -141,7 +150,10 @@ func TestRetryThenDead(t *testing.T) {
 
 func TestRetryBackoffHonoured(t *testing.T) {
 	t.Parallel()
-	b := setup(t, &setupOpts{fakeClock: true})
+	forEachStore(t, &setupOpts{fakeClock: true}, testRetryBackoffHonoured)
+}
+
+func testRetryBackoffHonoured(t *testing.T, b *bundle) {
 	var seen []int
 	var mu sync.Mutex
 	b.startWorker(t, &WorkerConfig{
@@ -176,7 +188,7 @@ func TestRetryBackoffHonoured(t *testing.T) {
 	}
 	// Just before the delay: still waiting.
 	b.clock.Advance(59 * time.Minute)
-	if _, err := b.emb.Sweep(t.Context(), store.SweepParams{}); err != nil {
+	if _, err := b.raw.Sweep(t.Context(), store.SweepParams{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := b.storeTask(t, res.ID()); got.State != StateRetry || got.Attempt != 1 {
@@ -219,7 +231,10 @@ func TestRetryDelayDefault(t *testing.T) {
 
 func TestSkipRetry(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testSkipRetry)
+}
+
+func testSkipRetry(t *testing.T, b *bundle) {
 	var calls atomic.Int32
 	b.startWorker(t, nil, func(w *Worker) {
 		w.Handle("skip", HandlerFunc(func(context.Context, *Task) error {
@@ -242,7 +257,10 @@ func TestSkipRetry(t *testing.T) {
 
 func TestPanicRecovered(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testPanicRecovered)
+}
+
+func testPanicRecovered(t *testing.T, b *bundle) {
 	b.startWorker(t, &WorkerConfig{Concurrency: 1}, func(w *Worker) {
 		w.Handle("panic", HandlerFunc(func(context.Context, *Task) error { panic("kaboom") }))
 		w.Handle("ok", HandlerFunc(func(context.Context, *Task) error { return nil }))
@@ -272,7 +290,10 @@ func TestPanicRecovered(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testTimeout)
+}
+
+func testTimeout(t *testing.T, b *bundle) {
 	type seen struct {
 		hasDeadline bool
 		cause       error
@@ -311,7 +332,10 @@ func TestTimeout(t *testing.T) {
 
 func TestTimeoutRetries(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testTimeoutRetries)
+}
+
+func testTimeoutRetries(t *testing.T, b *bundle) {
 	b.startWorker(t, &WorkerConfig{RetryDelayFunc: func(int, error, *Task) time.Duration { return 0 }}, func(w *Worker) {
 		w.Handle("slow-once", HandlerFunc(func(ctx context.Context, tk *Task) error {
 			if tk.Attempt == 1 {
@@ -333,7 +357,10 @@ func TestTimeoutRetries(t *testing.T) {
 
 func TestDeadlineGoesDead(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testDeadlineGoesDead)
+}
+
+func testDeadlineGoesDead(t *testing.T, b *bundle) {
 	b.startWorker(t, nil, func(w *Worker) {
 		w.Handle("slow", HandlerFunc(func(ctx context.Context, _ *Task) error {
 			<-ctx.Done()
@@ -358,7 +385,10 @@ func TestDeadlineGoesDead(t *testing.T) {
 
 func TestCancelActiveReachesHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testCancelActiveReachesHandler)
+}
+
+func testCancelActiveReachesHandler(t *testing.T, b *bundle) {
 	started := make(chan struct{})
 	cause := make(chan error, 1)
 	b.startWorker(t, &WorkerConfig{LeaseDuration: 300 * time.Millisecond}, func(w *Worker) {
@@ -397,7 +427,10 @@ func TestCancelActiveReachesHandler(t *testing.T) {
 
 func TestCancelWaiting(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testCancelWaiting)
+}
+
+func testCancelWaiting(t *testing.T, b *bundle) {
 	res, err := b.client.Enqueue(t.Context(), "later", nil, &TaskOptions{ProcessIn: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -415,7 +448,10 @@ func TestCancelWaiting(t *testing.T) {
 
 func TestHeartbeatKeepsLeaseAlive(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testHeartbeatKeepsLeaseAlive)
+}
+
+func testHeartbeatKeepsLeaseAlive(t *testing.T, b *bundle) {
 	const lease = 300 * time.Millisecond
 	started := make(chan struct{})
 	release := make(chan struct{})
@@ -452,7 +488,10 @@ func TestHeartbeatKeepsLeaseAlive(t *testing.T) {
 
 func TestProgress(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testProgress)
+}
+
+func testProgress(t *testing.T, b *bundle) {
 	release := make(chan struct{})
 	b.startWorker(t, nil, func(w *Worker) {
 		w.Handle("report", HandlerFunc(func(_ context.Context, tk *Task) error {
@@ -482,7 +521,10 @@ func TestProgress(t *testing.T) {
 
 func TestUnknownTypeLeftPending(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testUnknownTypeLeftPending)
+}
+
+func testUnknownTypeLeftPending(t *testing.T, b *bundle) {
 	other, err := b.client.Enqueue(t.Context(), "not-mine", nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -550,7 +592,10 @@ func TestLeaseParamsPassedThrough(t *testing.T) {
 
 func TestStrictPriorityOrder(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testStrictPriorityOrder)
+}
+
+func testStrictPriorityOrder(t *testing.T, b *bundle) {
 	var reqs []TaskRequest
 	for i := range 5 {
 		reqs = append(reqs,
@@ -581,7 +626,10 @@ func TestStrictPriorityOrder(t *testing.T) {
 
 func TestMiddlewareOrder(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testMiddlewareOrder)
+}
+
+func testMiddlewareOrder(t *testing.T, b *bundle) {
 	var mu sync.Mutex
 	var trace []string
 	rec := func(s string) { mu.Lock(); trace = append(trace, s); mu.Unlock() }
@@ -617,7 +665,10 @@ func TestMiddlewareOrder(t *testing.T) {
 
 func TestRegister(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	forEachStore(t, nil, testRegister)
+}
+
+func testRegister(t *testing.T, b *bundle) {
 	w := b.newWorker(t, nil)
 	h := HandlerFunc(func(context.Context, *Task) error { return nil })
 	if err := w.Register("a", h); err != nil {

@@ -1,97 +1,33 @@
 package ironclient_test
 
 import (
-	"archive/zip"
 	"bytes"
-	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/ironclient"
-	"github.com/kilnhq/kiln/runner"
-	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
-
-const adminToken = "kiln_ironclient-test-admin-token-0123456789"
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // startServer serves a kiln server with a runner of four processes on an
 // embedded store, and returns a client of project "default" with a
 // project token.
 func startServer(t *testing.T) *ironclient.Client {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
-		Runner: &hosted.Config{
-			WorkDir: t.TempDir(), Concurrency: 4, PollInterval: 100 * time.Millisecond,
-			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	tok, err := srv.API().CreateToken(context.Background(), "default", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ironclient.New(ironclient.Config{URL: "http://" + ln.Addr().String(), ProjectID: "default", Token: tok.Token,
+	srv := kilntest.StartServer(t, &kilntest.ServerOptions{Runner: true, Configure: func(c *server.Config) { c.Runner.Concurrency = 4 }})
+	c, err := ironclient.New(ironclient.Config{URL: srv.URL, ProjectID: srv.Project, Token: srv.Token,
 		PollMin: 20 * time.Millisecond, PollMax: 200 * time.Millisecond, MaxWait: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// zipOf builds a zip of name -> content.
-func zipOf(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, data := range files {
-		w, err := zw.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // script is the test package: it prints its payload and, by the payload,
@@ -107,7 +43,7 @@ esac
 func upload(t *testing.T, c *ironclient.Client) {
 	t.Helper()
 	res, err := c.UploadCode(t.Context(), ironclient.Code{Name: "echo", FileName: "run.sh", Runtime: "sh"},
-		bytes.NewReader(zipOf(t, map[string]string{"run.sh": script})))
+		bytes.NewReader(testenv.Zip(t, map[string]string{"run.sh": script})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,22 +191,13 @@ func TestSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(time.Minute)
 	var s *ironclient.Schedule
-	for {
+	kilntest.Eventually(t, "the schedule's first run", func() bool {
 		if s, err = c.ScheduleInfo(ctx, sid); err != nil {
 			t.Fatal(err)
 		}
-		if s.RunCount > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the schedule did not run within a minute: %+v", s)
-		}
-		<-tick.C
-	}
+		return s.RunCount > 0
+	})
 	if s.Status != "scheduled" || s.RunEvery != 3600 || s.RunTimes != 3 || s.Name != "ticker" || s.Priority != 1 || s.Timeout != 60 || s.NextStart == nil {
 		t.Errorf("schedule = %+v", s)
 	}

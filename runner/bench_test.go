@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // concurrentRuns is how many Run calls the throughput benchmarks keep in
@@ -26,7 +28,7 @@ const concurrentRuns = 8
 func benchSandboxes(b *testing.B) []Sandbox {
 	out := []Sandbox{SandboxOff}
 	for _, sb := range []Sandbox{SandboxUser, SandboxBwrap} {
-		if r, err := New(&Config{Sandbox: sb, WorkDir: sharedWorkDir(b)}); err == nil && r.Sandbox().Mode == sb {
+		if r, err := New(&Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)}); err == nil && r.Sandbox().Mode == sb {
 			out = append(out, sb)
 		}
 	}
@@ -40,10 +42,7 @@ func benchSandboxes(b *testing.B) []Sandbox {
 //
 //	go test -run '^$' -bench 'BenchmarkRunTasks' -benchtime 5s -count 3 ./runner/
 func BenchmarkRunTasks(b *testing.B) {
-	bin, err := buildWorker()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := testenv.BuildGo(b, workerSource)
 	type benchCase struct {
 		name string
 		sb   Sandbox
@@ -58,7 +57,7 @@ func BenchmarkRunTasks(b *testing.B) {
 	cases = append(cases, benchCase{"go-binary-no-copy/off", SandboxOff, Spec{Command: []string{bin}, Payload: []byte(`{"mode":"true"}`)}})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: sharedWorkDir(b)})
+			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: testenv.SharedDir(b)})
 			b.SetParallelism((concurrentRuns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 			var id atomic.Int64
 			start := time.Now()
@@ -86,10 +85,7 @@ func BenchmarkRunTasks(b *testing.B) {
 //
 //	go test -run '^$' -bench 'BenchmarkStartLatency' -benchtime 300x -count 3 ./runner/
 func BenchmarkStartLatency(b *testing.B) {
-	bin, err := buildWorker()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := testenv.BuildGo(b, workerSource)
 	type benchCase struct {
 		name string
 		sb   Sandbox
@@ -102,7 +98,7 @@ func BenchmarkStartLatency(b *testing.B) {
 	cases = append(cases, benchCase{"no-copy/off", SandboxOff, Spec{Command: []string{bin}, Payload: []byte(`{"mode":"start"}`)}})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: sharedWorkDir(b)})
+			r := newRunner(b, Config{Sandbox: tc.sb, WorkDir: testenv.SharedDir(b)})
 			var handshake, mainStart []time.Duration
 			for i := 0; b.Loop(); i++ {
 				var out syncBuffer
@@ -133,10 +129,7 @@ func BenchmarkStartLatency(b *testing.B) {
 //
 //	go test -run '^$' -bench 'BenchmarkSpawn' -benchtime 300x -count 3 ./runner/
 func BenchmarkSpawn(b *testing.B) {
-	bin, err := buildWorker()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := testenv.BuildGo(b, workerSource)
 	payload := filepath.Join(b.TempDir(), "payload")
 	if err := os.WriteFile(payload, []byte(`{"mode":"true"}`), 0o600); err != nil {
 		b.Fatal(err)
@@ -184,7 +177,7 @@ func BenchmarkSandboxCost(b *testing.B) {
 	sbs := benchSandboxes(b)
 	runners := make([]*Runner, len(sbs))
 	for i, sb := range sbs {
-		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: sharedWorkDir(b)})
+		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)})
 	}
 	handshake := make([][]time.Duration, len(sbs))
 	total := make([][]time.Duration, len(sbs))

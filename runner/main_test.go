@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"go.uber.org/goleak"
 )
 
@@ -25,9 +26,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	code := m.Run()
-	if dir, err := buildWorker(); err == nil && dir != "" {
-		_ = os.RemoveAll(filepath.Dir(dir))
-	}
+	testenv.RemoveBuilt()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

@@ -12,7 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -24,26 +23,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/kilnhq/kiln/internal/testenv"
 )
-
-// waitLimit bounds every wait for something that should happen promptly;
-// it guards against hanging tests and is never a measurement.
-const waitLimit = 30 * time.Second
-
-// sharedWorkDir returns a work directory that another user can traverse
-// (t.TempDir's parents are private to root).
-func sharedWorkDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "kiln-runner-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 func newRunner(t testing.TB, cfg Config) *Runner {
 	t.Helper()
@@ -54,7 +35,7 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 		cfg.KillGrace = 200 * time.Millisecond
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = waitLimit
+		cfg.Timeout = testenv.WaitLimit
 	}
 	r, err := New(&cfg)
 	if err != nil {
@@ -75,22 +56,7 @@ func pkgDir(t testing.TB, entries ...entry) string {
 }
 
 // syncBuffer is a Log sink safe to read while Run writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testenv.Buffer
 
 // lineWatcher is a Log sink that calls fn once for the first line holding want.
 type lineWatcher struct {
@@ -192,39 +158,10 @@ chmod +x "worker"
 ./"worker" "$@"
 `
 
-var buildWorker = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "kiln-runner-worker-")
-	if err != nil {
-		return "", err
-	}
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o750); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(workerSource), 0o600); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module worker\n\ngo 1.26\n"), 0o600); err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "worker")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return out, nil
-})
-
 // workerPkg returns a package dir holding the Go worker and __runner__.sh.
 func workerPkg(t testing.TB) string {
 	t.Helper()
-	bin, err := buildWorker()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bin)
+	data, err := os.ReadFile(testenv.BuildGo(t, workerSource))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +225,7 @@ func TestRunGoWorkerPackage(t *testing.T) {
 	r := newRunner(t, Config{})
 	var log syncBuffer
 	res := run(context.Background(), t, r, Spec{PackageDir: workerPkg(t), Runtime: "sh", File: "__runner__.sh",
-		Payload: []byte(`{"arg1":"Test","another_arg":["apples","oranges"]}`), Log: &log, Timeout: waitLimit})
+		Payload: []byte(`{"arg1":"Test","another_arg":["apples","oranges"]}`), Log: &log, Timeout: testenv.WaitLimit})
 	if res.Status != StatusComplete {
 		t.Fatalf("result %+v; log:\n%s", res, log.String())
 	}
@@ -586,7 +523,7 @@ func TestRunFileSizeLimit(t *testing.T) {
 // 100 MB of output: the log is capped with a marker, the rest is drained
 // (the program finishes normally) and the runner's memory stays bounded.
 // Not parallel: it measures the process's allocations, so it runs alone.
-func TestRunLogFlood(t *testing.T) {
+func TestRunLogFlood(t *testing.T) { //nolint:paralleltest // it measures the process's allocations, so it runs alone
 	r := newRunner(t, Config{})
 	var n countingWriter
 	var ms0, ms1 runtime.MemStats
@@ -647,7 +584,7 @@ func TestRunForkBomb(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
 		cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
-		cfg.WorkDir = sharedWorkDir(t)
+		cfg.WorkDir = testenv.SharedDir(t)
 	}
 	r := newRunner(t, cfg)
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -658,7 +595,7 @@ func TestRunForkBomb(t *testing.T) {
 		cancel(errors.New("enough"))
 	}}
 	dir := pkgDir(t, entry{name: "bomb.py", data: []byte(forkBomb)})
-	res := run(ctx, t, r, Spec{PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: waitLimit})
+	res := run(ctx, t, r, Spec{PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: testenv.WaitLimit})
 	if res.Status != StatusCancelled {
 		t.Fatalf("result %+v; log %q", res, log.String())
 	}
@@ -679,7 +616,7 @@ func TestRunCredential(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("changing user needs root")
 	}
-	r := newRunner(t, Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: sharedWorkDir(t)})
+	r := newRunner(t, Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: testenv.SharedDir(t)})
 	var log syncBuffer
 	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs`),
 		Runtime: "sh", File: "run.sh", Log: &log})
@@ -771,7 +708,7 @@ func TestRunLogIsLive(t *testing.T) {
 			_ = f.Close()
 		}()
 	}}
-	res := run(ctx, t, r, Spec{Command: []string{"sh", "-c", `echo first; read x < "$0"; echo second`, fifo}, Log: log, Timeout: waitLimit})
+	res := run(ctx, t, r, Spec{Command: []string{"sh", "-c", `echo first; read x < "$0"; echo second`, fifo}, Log: log, Timeout: testenv.WaitLimit})
 	<-released
 	if res.Status != StatusComplete {
 		t.Fatalf("result %+v; log %q", res, log.String())

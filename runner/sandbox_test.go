@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // The sandbox's claims, each tried from inside a task by this script. A
@@ -78,32 +80,22 @@ var probeNames = func() []string {
 	return out
 }()
 
-// skipOrFail skips a test this machine cannot run, unless
-// KILN_TEST_REQUIRE_ALL is set (make test), where it fails.
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-		t.Fatalf("%s (KILN_TEST_REQUIRE_ALL is set: this test must run; run as root with bubblewrap installed, see scripts/services.sh)", why)
-	}
-	t.Skip(why)
-}
-
 // sandboxRunner returns a Runner of cfg whose Sandbox must be in force, or
-// skips (see skipOrFail) when this machine cannot give it.
+// skips (see testenv.Missing) when this machine cannot give it.
 func sandboxRunner(t testing.TB, cfg Config) *Runner {
 	t.Helper()
 	if cfg.Sandbox == SandboxUser && os.Geteuid() != 0 {
-		skipOrFail(t, "sandbox user needs root")
+		testenv.Missing(t, "sandbox user needs root")
 	}
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = 200 * time.Millisecond
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = waitLimit
+		cfg.Timeout = testenv.WaitLimit
 	}
 	r, err := New(&cfg)
 	if errors.Is(err, ErrSandbox) {
-		skipOrFail(t, err.Error())
+		testenv.Missing(t, err.Error())
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +220,7 @@ func (h *probeHost) startOther(t *testing.T, r *Runner, cred *syscall.Credential
 	case <-ready:
 	case <-done:
 		t.Fatalf("the other task ended: %+v; log %q", h.other, log.String())
-	case <-time.After(waitLimit):
+	case <-time.After(testenv.WaitLimit):
 		t.Fatal("the other task did not start")
 	}
 	dirs, _ := filepath.Glob(filepath.Join(h.work, "kiln-task-other-*"))
@@ -237,11 +229,10 @@ func (h *probeHost) startOther(t *testing.T, r *Runner, cred *syscall.Credential
 	}
 	h.otherDir = dirs[0]
 	// "ready" comes just before the exec of sleep.
-	for deadline := time.Now().Add(waitLimit); h.otherPID == 0; time.Sleep(5 * time.Millisecond) {
-		if h.otherPID = pidWithArg(t, marker); h.otherPID == 0 && time.Now().After(deadline) {
-			t.Fatal("no process of the other task")
-		}
-	}
+	testenv.Eventually(t, "a process of the other task", func() bool {
+		h.otherPID = pidWithArg(t, marker)
+		return h.otherPID != 0
+	})
 	return func() {
 		cancel()
 		<-done
@@ -369,7 +360,7 @@ func wantVerdicts(t *testing.T, got map[string]string, skip ...string) {
 // The other task runs as another user (another project), then as the same
 // user (the same project): the mount view (WorkDir hidden but for the
 // task's own directory) and the PID namespace keep even those apart.
-func TestSandboxBwrapProbe(t *testing.T) {
+func TestSandboxBwrapProbe(t *testing.T) { //nolint:paralleltest // the probes watch the process for SIGTERM (catchTERM), which the breach probe sends: alone, so that one's signal is not counted as another's breach
 	for _, same := range []bool{false, true} {
 		t.Run(fmt.Sprintf("same-user=%v", same), func(t *testing.T) {
 			h := newProbeHost(t, true)
@@ -395,7 +386,7 @@ func TestSandboxBwrapProbe(t *testing.T) {
 }
 
 // The same probe without the sandbox finds the breaches: the checks work.
-func TestSandboxProbeDetectsBreaches(t *testing.T) {
+func TestSandboxProbeDetectsBreaches(t *testing.T) { //nolint:paralleltest // it sends the process SIGTERM from an unsandboxed task, which the other probes would count as their breach
 	h := newProbeHost(t, true)
 	r := newRunner(t, Config{Sandbox: SandboxOff, WorkDir: h.work})
 	termed := catchTERM(t)
@@ -445,7 +436,7 @@ func (h *probeHost) decoyKilled(t *testing.T) bool {
 // Without namespaces (sandbox user, root): the task runs as its own user;
 // file modes and the different user stop the same attempts, except what
 // is world-readable or world-writable on the host (see the package doc).
-func TestSandboxUserProbe(t *testing.T) {
+func TestSandboxUserProbe(t *testing.T) { //nolint:paralleltest // the probes watch the process for SIGTERM (catchTERM), which the breach probe sends: alone, so that one's signal is not counted as another's breach
 	h := newProbeHost(t, false)
 	r := sandboxRunner(t, Config{Sandbox: SandboxUser, WorkDir: h.work})
 	termed := catchTERM(t)
@@ -474,22 +465,14 @@ func TestSandboxBwrapTimeoutKillsEverything(t *testing.T) {
 	if res.Status != StatusTimeout {
 		t.Fatalf("result %+v", res)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		left := procsWithArg(t, marker)
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes of the task survived: %v", left)
-		}
-	}
+	testenv.Eventually(t, "the task's processes to end", func() bool { return len(procsWithArg(t, marker)) == 0 })
 }
 
 // The program gets SIGTERM at a timeout and its handler runs (bwrap, which
 // would die of it at once, is not signalled).
 func TestSandboxBwrapGracefulTerm(t *testing.T) {
 	t.Parallel()
-	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, KillGrace: waitLimit})
+	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, KillGrace: testenv.WaitLimit})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	log := &lineWatcher{want: "ready", fn: func(string) { cancel(errors.New("stop")) }}
@@ -560,7 +543,7 @@ func TestSandboxUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrSandbox) || !strings.Contains(err.Error(), "bwrap is not installed") {
 		t.Errorf("no bwrap in Path: %v", err)
 	}
-	r, err := New(&Config{Sandbox: SandboxAuto, BwrapPath: "/bin/false", WorkDir: sharedWorkDir(t)})
+	r, err := New(&Config{Sandbox: SandboxAuto, BwrapPath: "/bin/false", WorkDir: testenv.SharedDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +572,7 @@ func TestSandboxUserRules(t *testing.T) {
 		if !errors.Is(err, ErrSandbox) || !strings.Contains(err.Error(), "root") {
 			t.Errorf("sandbox user, not root: %v", err)
 		}
-		skipOrFail(t, "the rest needs root")
+		testenv.Missing(t, "the rest needs root")
 	}
 	closed := t.TempDir() // its parent is private to root
 	_, err := New(&Config{Sandbox: SandboxUser, WorkDir: closed})
@@ -597,7 +580,7 @@ func TestSandboxUserRules(t *testing.T) {
 		t.Errorf("closed work folder: %v", err)
 	}
 	for _, mode := range []Sandbox{SandboxUser, SandboxBwrap} {
-		r := sandboxRunner(t, Config{Sandbox: mode, WorkDir: sharedWorkDir(t)})
+		r := sandboxRunner(t, Config{Sandbox: mode, WorkDir: testenv.SharedDir(t)})
 		for _, cred := range []*syscall.Credential{{Uid: 0, Gid: 1000}, {Uid: 1000, Gid: 0}, {Uid: 1000, Gid: 1000, Groups: []uint32{0}}} {
 			if _, err := r.Run(context.Background(), Spec{TaskID: "root", Command: []string{"true"}, Credential: cred}); !errors.Is(err, ErrInvalidSpec) {
 				t.Errorf("%s, credential %+v: %v", mode, cred, err)

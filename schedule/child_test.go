@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/redisstore"
@@ -77,7 +78,7 @@ func (s *loggingStore) Enqueue(ctx context.Context, p store.EnqueueParams) (stor
 func runChild(name string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	rs, err := redisstore.Open(ctx, os.Getenv("KILN_TEST_REDIS_URL"), &redisstore.Config{Prefix: os.Getenv(envPrefix)})
+	rs, err := redisstore.Open(ctx, os.Getenv(testenv.RedisEnv), &redisstore.Config{Prefix: os.Getenv(envPrefix)})
 	if err != nil {
 		return err
 	}
@@ -102,34 +103,6 @@ func runChild(name string) error {
 		err = serr
 	}
 	return err
-}
-
-// redisURL returns the test Redis, or skips (fails under
-// KILN_TEST_REQUIRE_ALL=1) when there is none.
-func redisURL(t *testing.T) string {
-	t.Helper()
-	missing := func(why string) {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
-			t.Fatalf("schedule: %s (KILN_TEST_REQUIRE_ALL=1)", why)
-		}
-		t.Skipf("schedule: %s", why)
-	}
-	u := os.Getenv("KILN_TEST_REDIS_URL")
-	if u == "" {
-		missing("KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0; scripts/services.sh starts one)")
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatalf("KILN_TEST_REDIS_URL: %v", err)
-	}
-	c := redis.NewClient(o)
-	defer func() { _ = c.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		missing(fmt.Sprintf("Redis at KILN_TEST_REDIS_URL does not answer: %v", err))
-	}
-	return u
 }
 
 // purge deletes every key of prefix (never FLUSHDB).
@@ -160,7 +133,7 @@ func purge(url, prefix string) {
 // missed.
 func TestExactlyOnceOnRedis(t *testing.T) {
 	t.Parallel()
-	url := redisURL(t)
+	url := testenv.RedisURL(t)
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
 	prefix := "kst-" + hex.EncodeToString(rb[:])

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
@@ -379,7 +380,7 @@ func TestCancelDeleteAndCleanup(t *testing.T) {
 	}
 }
 
-func TestValidation(t *testing.T) {
+func TestValidation(t *testing.T) { //nolint:tparallel // the rows share one scheduler and the test checks the store after them: they run in order
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -473,11 +474,7 @@ func TestConfig(t *testing.T) {
 // twice, then stops it.
 func TestRunAndShutdown(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	s, err := schedule.New(st, &schedule.Config{RescanInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ import (
 // active 2 s later, lost until its lease expires. It runs only when
 // KILN_MEASURE_ROUNDS is set (the number of rounds per store and
 // encoding), logs the counts, and fails if any task was lost.
-func TestLeaseCancelRace(t *testing.T) {
+func TestLeaseCancelRace(t *testing.T) { //nolint:paralleltest // a measurement (KILN_MEASURE_ROUNDS), run alone so that other tests do not change its timing
 	n, _ := strconv.Atoi(os.Getenv("KILN_MEASURE_ROUNDS"))
 	if n <= 0 {
 		t.Skip("a measurement: set KILN_MEASURE_ROUNDS to run it")

@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,12 +17,12 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
-	"github.com/kilnhq/kiln/store/redisstore"
 	"github.com/kilnhq/kiln/store/remote"
 	"github.com/kilnhq/kiln/store/storetest"
 )
@@ -63,37 +62,18 @@ type backend struct {
 // backends returns the embedded store and, when KILN_TEST_REDIS_URL is
 // set, Redis.
 func backends(t *testing.T) []backend {
+	t.Helper()
 	bs := []backend{{"embedded", func(t *testing.T, clock store.Clock) metaStore {
-		st, err := embedded.Open(t.TempDir(), &embedded.Config{Clock: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		return st
+		t.Helper()
+		return kilntest.Embedded(t, &kilntest.StoreOptions{Clock: clock})
 	}}}
-	rawURL := os.Getenv("KILN_TEST_REDIS_URL")
-	if rawURL == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is (scripts/services.sh starts Redis)")
-		}
-		t.Log("KILN_TEST_REDIS_URL is not set: Redis is not tested")
+	if os.Getenv(testenv.RedisEnv) == "" && !testenv.RequireAll() {
+		t.Log(testenv.RedisEnv, "is not set: Redis is not tested")
 		return bs
 	}
 	return append(bs, backend{"redis", func(t *testing.T, clock store.Clock) metaStore {
-		prefix := "kilntest-abandon-" + rand.Text()
-		cfg := &redisstore.Config{Prefix: prefix}
-		if clock != nil {
-			cfg.Clock = clock
-		}
-		st, err := redisstore.Open(context.Background(), rawURL, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = st.Close()
-			deletePrefix(t, rawURL, prefix)
-		})
-		return st
+		t.Helper()
+		return kilntest.Redis(t, &kilntest.StoreOptions{Clock: clock})
 	}})
 }
 
@@ -171,17 +151,12 @@ func (b *abandonBundle) task(id string) *store.Task {
 // nothing sweeps.
 func (b *abandonBundle) waitNotActive(id string) *store.Task {
 	b.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tk := b.task(id)
-		if tk.State != store.StateActive {
-			return tk
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("task %s is still active (attempt %d) long after its lease's answer was abandoned: it was not handed back", id, tk.Attempt)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var tk *store.Task
+	kilntest.Eventually(b.t, "task "+id+" to be handed back after its lease's answer was abandoned", func() bool {
+		tk = b.task(id)
+		return tk.State != store.StateActive
+	})
+	return tk
 }
 
 // leaseRequest makes a lease request for one task of queue q, waiting up
@@ -549,8 +524,8 @@ func testWorkerStopsMidPoll(t *testing.T, be backend, jsonOnly bool) {
 	ctx, stop := context.WithCancel(context.WithoutCancel(t.Context()))
 	runErr := make(chan error, 1)
 	go func() { runErr <- w.Run(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var finished, all int64
+	kilntest.Eventually(t, fmt.Sprintf("the %d tasks to finish", total), func() bool {
 		if _, err := b.st.Sweep(context.Background(), store.SweepParams{}); err != nil {
 			t.Fatal(err)
 		}
@@ -558,19 +533,13 @@ func testWorkerStopsMidPoll(t *testing.T, be backend, jsonOnly bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var finished, all int64
+		finished, all = 0, 0
 		for _, q := range res.Queues {
 			finished += q.Counts[store.StateSucceeded] + q.Counts[store.StateDead]
 			all += q.Total()
 		}
-		if finished == total && all == total {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d tasks finished within 60 s (%d in the store)", finished, total, all)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return finished == total && all == total
+	})
 	stop()
 	if err := recv(t, runErr, "the last worker's Run"); err != nil {
 		t.Fatalf("Run: %v", err)

@@ -13,7 +13,7 @@ import (
 
 // TestBadInput sends malformed and invalid requests: each gets its
 // catalogue error, and the store is left unchanged.
-func TestBadInput(t *testing.T) {
+func TestBadInput(t *testing.T) { //nolint:tparallel // the rows share one server and the test checks after them that nothing changed: they run in order
 	t.Parallel()
 	b := setup(t, func(c *server.Config) { c.MaxBodyBytes = 64 << 10 })
 	tok, _ := b.project("p")

@@ -5,60 +5,32 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/kilnhq/kiln/internal/wire"
-	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
-	"github.com/kilnhq/kiln/store/storetest"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the code runner's task
-	// processes (TestShutdownKeepsDeadlineWithRunningCode).
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
+// TestMain: the test binary is also the trampoline of the code runner's
+// task processes (TestShutdownKeepsDeadlineWithRunningCode).
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // adminToken is the bootstrap admin token of every test server.
 const adminToken = "kiln_test-admin-token-0123456789abcdef"
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // bundle is one test's server.
 type bundle struct {
 	t      *testing.T
-	st     *embedded.Store
-	clock  *storetest.FakeClock
+	st     *embedded.Store // nil on another store
+	clock  *kilntest.FakeClock
 	srv    *server.Server
-	ts     *httptest.Server
-	logs   *syncBuffer
+	ts     *kilntest.Server
 	events chan server.Event
 }
 
@@ -66,36 +38,42 @@ type bundle struct {
 // admin token adminToken and project "default".
 func setup(t *testing.T, mod ...func(*server.Config)) *bundle {
 	t.Helper()
-	clock := storetest.NewFakeClock(storetest.Epoch)
-	st, err := embedded.Open(t.TempDir(), &embedded.Config{Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	b := &bundle{t: t, st: st, clock: clock, logs: &syncBuffer{}, events: make(chan server.Event, 1024)}
-	cfg := &server.Config{
-		Store: st, Clock: clock, BootstrapToken: adminToken, SweepInterval: -1,
-		Logger: slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		EventFunc: func(ev server.Event) {
+	clock := kilntest.NewFakeClock(time.Time{})
+	st := kilntest.Embedded(t, &kilntest.StoreOptions{Clock: clock})
+	b := serveOn(t, st, clock, mod...)
+	b.st, b.clock = st, clock
+	return b
+}
+
+// serveOn starts a server on st (nil clock: the wall clock) with the
+// settings of every test of the package: the admin token adminToken, no
+// sweeper, no project token or worker, events on b.events; mod has the
+// last word.
+func serveOn(t *testing.T, st kilntest.MetaStore, clock store.Clock, mod ...func(*server.Config)) *bundle {
+	t.Helper()
+	return serveWith(t, &kilntest.ServerOptions{Store: st, Clock: clock}, mod...)
+}
+
+// serveWith is serveOn with kilntest's options (Bare and Configure are
+// set here).
+func serveWith(t *testing.T, opts *kilntest.ServerOptions, mod ...func(*server.Config)) *bundle {
+	t.Helper()
+	b := &bundle{t: t, events: make(chan server.Event, 1024)}
+	opts.Bare = true
+	opts.Configure = func(cfg *server.Config) {
+		cfg.BootstrapToken, cfg.SweepInterval = adminToken, -1
+		cfg.EventFunc = func(ev server.Event) {
 			select {
 			case b.events <- ev:
 			default:
 			}
-		},
+		}
+		for _, f := range mod {
+			f(cfg)
+		}
 	}
-	for _, f := range mod {
-		f(cfg)
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.srv = srv
-	b.ts = httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		srv.API().Stop()
-		b.ts.Close()
-	})
+	b.ts = kilntest.StartServer(t, opts)
+	b.srv = b.ts.Server
 	return b
 }
 
@@ -116,26 +94,11 @@ func (b *bundle) do(method, path, token string, body any) (int, []byte) {
 		}
 		r = bytes.NewReader(j)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, b.ts.URL+path, r)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	h := http.Header{"Content-Type": {"application/json"}}
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		h.Set("Authorization", "Bearer "+token)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.ts.Client().Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return resp.StatusCode, out
+	return b.ts.Do(b.t, method, path, h, r)
 }
 
 // ok sends a request that must answer want and decodes the answer into out.
@@ -219,7 +182,7 @@ func (b *bundle) handshake(p, secret string) (workerID, sessionKey string) {
 // waitEvent waits for an event of kind from the hook.
 func (b *bundle) waitEvent(kind string) server.Event {
 	b.t.Helper()
-	timeout := time.After(30 * time.Second)
+	timeout := time.After(kilntest.WaitLimit)
 	for {
 		select {
 		case ev := <-b.events:

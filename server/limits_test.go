@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 )
 
@@ -77,7 +78,7 @@ func TestHugeMillisecondsAreRefused(t *testing.T) {
 // it, on a raw connection: the server answers 413 with the catalogue code
 // (IronWorker: its {"msg"}) at once, without asking for the body, so the
 // client never sends it and sees no reset.
-func TestExpectContinueOversizedBody(t *testing.T) {
+func TestExpectContinueOversizedBody(t *testing.T) { //nolint:tparallel // the rows share one server, then the test sends the same through net/http's client: they run in order
 	t.Parallel()
 	b := setup(t)
 	tok, _ := b.project("p")
@@ -195,13 +196,7 @@ func (c *cancelOnClose) Close() error {
 // waitStreams waits (bounded) until the server has n event streams open.
 func (b *bundle) waitStreams(n int) {
 	b.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for b.srv.API().EventStreams() != n {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("%d event streams open after 30 s, want %d", b.srv.API().EventStreams(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	kilntest.Eventually(b.t, fmt.Sprintf("%d event streams open", n), func() bool { return b.srv.API().EventStreams() == n })
 }
 
 // TestEventStreamCaps opens event streams up to the caps of a project and
@@ -274,16 +269,12 @@ func TestEventStreamDropsStuckClient(t *testing.T) {
 		t.Fatalf("a second stream while the stuck one holds the slot = %d %s, want 429 too_many_streams", status, code)
 	}
 	big := strings.Repeat("x", 64<<10)
-	deadline := time.Now().Add(30 * time.Second)
-	for b.srv.API().EventStreams() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the stuck client still holds its stream 30 s after its socket filled up")
-		}
+	kilntest.Eventually(t, "the stuck client to lose its stream once its socket filled up", func() bool {
 		for range 20 {
 			b.srv.API().Publish(wire.Event{Kind: "task.progress", Project: "p", TaskID: "x", Message: big})
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return b.srv.API().EventStreams() == 0
+	})
 	if b.srv.API().EventsDropped() == 0 {
 		t.Error("no event was dropped for the stuck client")
 	}

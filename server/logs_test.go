@@ -26,7 +26,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	b.fail(wire.CodeBadRequest, "GET", "/v1/projects/p/tasks?oauth="+tok, tok, nil)
 	b.fail(wire.CodeUnauthorized, "GET", "/v1/projects/p/tasks", "kiln_wrong-but-long-enough-token-xxxxxxxx", nil)
 	b.fail(wire.CodeUnauthorized, "GET", "/v1/projects/p/tasks", sess.SessionKey, nil)
-	logs := b.logs.String()
+	logs := b.ts.Logs()
 	if !strings.Contains(logs, `"path":"/v1/projects/p/tasks"`) {
 		t.Fatalf("the requests were not logged:\n%s", logs)
 	}

@@ -6,10 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,8 +17,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
-	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/redisstore"
+	"github.com/kilnhq/kiln/kilntest"
 )
 
 // redisProc is a redis-server process of the test's own, on a loopback
@@ -75,26 +72,20 @@ func (p *redisProc) start() {
 		p.t.Fatalf("start redis-server: %v", err)
 	}
 	p.cmd = cmd
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	kilntest.Eventually(p.t, "redis-server on "+p.addr()+" to answer PING", func() bool {
 		c, err := net.DialTimeout("tcp", p.addr(), time.Second)
-		if err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, err = c.Write([]byte("PING\r\n"))
-			buf := make([]byte, 7)
-			if err == nil {
-				_, err = io.ReadFull(c, buf)
-			}
-			_ = c.Close()
-			if err == nil && string(buf) == "+PONG\r\n" {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("redis-server on %s does not answer: %v", p.addr(), err)
+		defer func() { _ = c.Close() }()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 7)
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		_, err = io.ReadFull(c, buf)
+		return err == nil && string(buf) == "+PONG\r\n"
+	})
 }
 
 func (p *redisProc) signal(sig syscall.Signal) {
@@ -164,25 +155,7 @@ func TestRedisOutage(t *testing.T) {
 	// paused phase fails after about a second instead of go-redis' 3 s
 	// times its retries.
 	url := "redis://" + rp.addr() + "/0?dial_timeout=1s&read_timeout=1s&write_timeout=1s&max_retries=0&pool_timeout=2s"
-	st, err := redisstore.Open(context.Background(), url, &redisstore.Config{Prefix: "kilntest-outage"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &bundle{t: t, logs: &syncBuffer{}, events: make(chan server.Event, 1024)}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: -1,
-		Logger: slog.New(slog.NewJSONHandler(b.logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.srv = srv
-	b.ts = httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		srv.API().Stop()
-		b.ts.Close()
-		_ = st.Close()
-	})
+	b := serveOn(t, kilntest.RedisAt(t, url, "kilntest-outage", nil), nil)
 	tok, _ := b.project("p")
 	bearer := "Bearer " + tok
 	enqueue := `{"tasks":[{"type":"t"}]}`
@@ -258,10 +231,10 @@ func TestRedisOutage(t *testing.T) {
 	rp.start()
 	healthy("restarted")
 
-	if !strings.Contains(b.logs.String(), "the store is unavailable") {
-		t.Errorf("the outage was not logged:\n%s", b.logs.String())
+	if !strings.Contains(b.ts.Logs(), "the store is unavailable") {
+		t.Errorf("the outage was not logged:\n%s", b.ts.Logs())
 	}
 	if t.Failed() {
-		t.Logf("server log:\n%s", b.logs.String())
+		t.Logf("server log:\n%s", b.ts.Logs())
 	}
 }

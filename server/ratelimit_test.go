@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 )
 
@@ -204,27 +204,10 @@ func TestSweeperCollectsHandshakes(t *testing.T) {
 	register(b, "p")
 	register(b, "p")
 	b.clock.Advance(time.Hour)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- b.srv.Serve(t.Context(), ln) }()
-	t.Cleanup(func() { // t.Context is done before cleanups run
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	// setup serves b: its sweeper runs every millisecond.
+	kilntest.Eventually(t, "the sweeper to collect the expired handshakes", func() bool {
 		var workers wire.WorkerList
 		b.ok(http.StatusOK, "GET", "/v1/projects/p/workers", adminToken, nil, &workers)
-		if len(workers.Workers) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s the sweeper has not collected the expired handshakes: %+v", workers.Workers)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(workers.Workers) == 0
+	})
 }

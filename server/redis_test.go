@@ -1,20 +1,12 @@
 package server_test
 
 import (
-	"context"
-	"crypto/rand"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
-	"os"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/redisstore"
 )
 
 // TestTwoServersOnOneRedis runs two kiln servers, each with its own Redis
@@ -23,37 +15,10 @@ import (
 // through one is leased, reported and read back through either.
 func TestTwoServersOnOneRedis(t *testing.T) {
 	t.Parallel()
-	rawURL := os.Getenv("KILN_TEST_REDIS_URL")
-	if rawURL == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is (scripts/services.sh starts Redis)")
-		}
-		t.Skip("KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0; scripts/services.sh starts one)")
-	}
-	prefix := "kilntest-servers-" + rand.Text()
-	t.Cleanup(func() { deletePrefix(t, rawURL, prefix) })
-
-	start := func(name string) *bundle {
-		st, err := redisstore.Open(context.Background(), rawURL, &redisstore.Config{Prefix: prefix})
-		if err != nil {
-			t.Fatalf("server %s: redisstore.Open: %v", name, err)
-		}
-		b := &bundle{t: t, logs: &syncBuffer{}, events: make(chan server.Event, 1024)}
-		srv, err := server.New(&server.Config{
-			Store: st, BootstrapToken: adminToken,
-			Logger: slog.New(slog.NewJSONHandler(b.logs, nil)),
-		})
-		if err != nil {
-			t.Fatalf("server %s: %v", name, err)
-		}
-		b.srv = srv
-		b.ts = httptest.NewServer(srv.Handler())
-		t.Cleanup(func() {
-			srv.API().Stop()
-			b.ts.Close()
-			_ = st.Close()
-		})
-		return b
+	rawURL := kilntest.RedisURL(t)
+	prefix := kilntest.RedisPrefix(t, rawURL)
+	start := func(string) *bundle {
+		return serveOn(t, kilntest.RedisAt(t, rawURL, prefix, nil), nil, func(c *server.Config) { c.SweepInterval = 0 })
 	}
 	a, b := start("A"), start("B")
 
@@ -108,43 +73,4 @@ func TestTwoServersOnOneRedis(t *testing.T) {
 	// Revoking the worker on B ends its session on A.
 	b.ok(http.StatusOK, "POST", "/v1/projects/acme/workers/"+reg.WorkerID+"/revoke", token, nil, nil)
 	a.fail("unauthorized", "POST", "/v1/projects/acme/lease", sess.SessionKey, wire.LeaseRequest{Queues: []string{"default"}, Max: 1, DurationMS: 1000})
-}
-
-// deletePrefix removes every key of a test's prefix (never FLUSHDB: the
-// Redis is shared).
-func deletePrefix(t *testing.T, rawURL, prefix string) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	opts, err := redis.ParseURL(u.String())
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	c := redis.NewClient(opts)
-	defer func() { _ = c.Close() }()
-	ctx := context.Background()
-	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Error(err)
-	}
-	// Keys also live under {prefix:ns} hash tags.
-	iter = c.Scan(ctx, 0, "{"+prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := c.Del(ctx, keys[:n]...).Err(); err != nil {
-			t.Error(err)
-			return
-		}
-		keys = keys[n:]
-	}
 }

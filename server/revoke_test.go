@@ -3,23 +3,18 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
-	"github.com/kilnhq/kiln/store/redisstore"
 )
 
 // node is one server of a cluster, called from any goroutine (no t.Fatal).
@@ -83,34 +78,18 @@ type cluster struct {
 // *embedded.Store shared by the servers) or Redis (one connection each).
 func startCluster(t *testing.T, kind string, n int) *cluster {
 	t.Helper()
-	var stores []store.Store
+	var stores []kilntest.MetaStore
 	switch kind {
 	case "embedded":
-		st, err := embedded.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
+		st := kilntest.Embedded(t, nil)
 		for range n {
 			stores = append(stores, st)
 		}
 	case "redis":
-		rawURL := os.Getenv("KILN_TEST_REDIS_URL")
-		if rawURL == "" {
-			if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-				t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is")
-			}
-			t.Skip("KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)")
-		}
-		prefix := "kilntest-revoke-" + rand.Text()
-		t.Cleanup(func() { deletePrefix(t, rawURL, prefix) })
+		rawURL := kilntest.RedisURL(t)
+		prefix := kilntest.RedisPrefix(t, rawURL)
 		for range n {
-			st, err := redisstore.Open(context.Background(), rawURL, &redisstore.Config{Prefix: prefix})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			stores = append(stores, st)
+			stores = append(stores, kilntest.RedisAt(t, rawURL, prefix, nil))
 		}
 	default:
 		t.Fatalf("unknown store kind %q", kind)
@@ -119,19 +98,10 @@ func startCluster(t *testing.T, kind string, n int) *cluster {
 	for _, st := range stores {
 		// Every handshake of these tests comes from 127.0.0.1, hundreds
 		// of them: no handshake limits.
-		srv, err := server.New(&server.Config{
-			Store: st, BootstrapToken: adminToken, SweepInterval: -1,
-			HandshakeRate: -1, ProjectHandshakeRate: -1, MaxOpenHandshakes: -1,
+		b := serveOn(t, st, nil, func(c *server.Config) {
+			c.HandshakeRate, c.ProjectHandshakeRate, c.MaxOpenHandshakes = -1, -1, -1
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts := httptest.NewServer(srv.Handler())
-		t.Cleanup(func() {
-			srv.API().Stop()
-			ts.Close()
-		})
-		c.nodes = append(c.nodes, node{url: ts.URL, client: ts.Client()})
+		c.nodes = append(c.nodes, node{url: b.ts.URL, client: b.ts.Client()})
 	}
 	var p wire.CreateProjectResponse
 	c.must(t, 0, http.StatusCreated, "POST", "/v1/projects", adminToken, wire.CreateProjectRequest{ID: "p"}, &p)
@@ -404,18 +374,11 @@ func TestRevokeEndsLongPoll(t *testing.T) {
 			}()
 			// The lease is waiting once the worker's last-seen time is set
 			// (it is written before the store's lease starts).
-			deadline := time.Now().Add(30 * time.Second)
-			for {
+			kilntest.Eventually(t, "the lease to start", func() bool {
 				var l wire.WorkerList
 				c.must(t, 0, http.StatusOK, "GET", "/v1/projects/p/workers", c.token, nil, &l)
-				if len(l.Workers) == 1 && l.Workers[0].LastSeenAt != nil && l.Workers[0].SessionExpiresAt != nil && !l.Workers[0].LastSeenAt.Equal(l.Workers[0].SessionExpiresAt.Add(-time.Hour)) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the lease never started")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return len(l.Workers) == 1 && l.Workers[0].LastSeenAt != nil && l.Workers[0].SessionExpiresAt != nil && !l.Workers[0].LastSeenAt.Equal(l.Workers[0].SessionExpiresAt.Add(-time.Hour))
+			})
 			c.must(t, 0, http.StatusOK, "POST", "/v1/projects/p/workers/"+id+"/revoke", c.token, nil, nil)
 			var enq wire.EnqueueResponse
 			c.must(t, 0, http.StatusOK, "POST", "/v1/projects/p/tasks", c.token, wire.EnqueueRequest{Tasks: []wire.TaskRequest{{Type: "t"}}}, &enq)

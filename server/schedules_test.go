@@ -77,7 +77,7 @@ func TestSchedulesOverHTTP(t *testing.T) {
 	}
 }
 
-func TestSchedulesBadInput(t *testing.T) {
+func TestSchedulesBadInput(t *testing.T) { //nolint:tparallel // the rows share one server and the test checks after them that nothing changed: they run in order
 	t.Parallel()
 	b := setup(t)
 	tok, _ := b.project("p")

@@ -388,8 +388,8 @@ func TestBootstrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = st.Close() }()
-	var out syncBuffer
-	logs := &syncBuffer{}
+	var out strings.Builder
+	logs := &strings.Builder{}
 	cli := filepath.Join(dir, "data", "cli.json")
 	cfg := &server.Config{Store: st, Stdout: &out, CLIFile: cli, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	srv, err := server.New(cfg)
@@ -419,7 +419,7 @@ func TestBootstrap(t *testing.T) {
 		t.Errorf("cli.json = %s, want %+v", raw, boot)
 	}
 	// A second start makes nothing and prints nothing.
-	var out2 syncBuffer
+	var out2 strings.Builder
 	cfg.Stdout = &out2
 	srv2, err := server.New(cfg)
 	if err != nil {

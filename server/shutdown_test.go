@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
@@ -31,7 +32,7 @@ func TestShutdownKeepsDeadlineWithRunningCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	srv, err := server.New(&server.Config{
 		Store: st, BootstrapToken: adminToken, SweepInterval: -1, ShutdownTimeout: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),

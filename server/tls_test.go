@@ -22,6 +22,7 @@ import (
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/testcert"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store/embedded"
 	"github.com/kilnhq/kiln/store/remote"
@@ -46,67 +47,23 @@ func newTLSFiles(t *testing.T, serial int64) *tlsFiles {
 }
 
 // running is a server serving on a real listener.
-type running struct {
-	srv  *server.Server
-	addr string // host:port the listener is bound to
-	logs *syncBuffer
-}
+type running struct{ *kilntest.Server }
 
 // serve starts a server on a fresh embedded store (system clock) on a
 // listener bound to listenAddr, until the test ends.
 func serve(t *testing.T, listenAddr string, mod func(*server.Config)) *running {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	cfg := &server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: -1,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
-	if mod != nil {
-		mod(cfg)
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		_ = st.Close()
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", listenAddr)
-	if err != nil {
-		_ = st.Close()
-		t.Skipf("cannot listen on %s: %v", listenAddr, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
+	return &running{serveWith(t, &kilntest.ServerOptions{Listen: listenAddr}, func(c *server.Config) {
+		if mod != nil {
+			mod(c)
 		}
-		_ = st.Close()
-	})
-	return &running{srv: srv, addr: ln.Addr().String(), logs: logs}
+	}).ts}
 }
 
 // port returns the port of the listener.
 func (r *running) port() string {
-	_, p, _ := net.SplitHostPort(r.addr)
+	_, p, _ := net.SplitHostPort(r.Addr)
 	return p
-}
-
-// waitFor calls f until it returns true, failing the test after a minute.
-func waitFor(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestTLSWorkersEndToEnd: a server with TLS on a non-loopback address and
@@ -117,11 +74,11 @@ func TestTLSWorkersEndToEnd(t *testing.T) {
 	f := newTLSFiles(t, 100)
 	r := serve(t, "0.0.0.0:0", func(c *server.Config) { c.TLSCertFile, c.TLSKeyFile = f.cert, f.key })
 	url := "https://127.0.0.1:" + r.port()
-	_, secret, err := r.srv.API().CreateProject(t.Context(), "acme", "Acme")
+	_, secret, err := r.Server.Server.API().CreateProject(t.Context(), "acme", "Acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(r.logs.String(), "tls_required") {
+	if strings.Contains(r.Logs(), "tls_required") {
 		t.Error("a TLS server refuses the worker routes")
 	}
 
@@ -150,15 +107,7 @@ func TestTLSWorkersEndToEnd(t *testing.T) {
 		tk.SetResult(append(append([]byte(nil), tk.Payload...), tk.Payload...))
 		return nil
 	}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Worker.Run: %v", err)
-		}
-	}()
+	kilntest.RunWorker(t, w)
 	var results []*kiln.Result
 	for i := range 10 {
 		res, err := client.Enqueue(t.Context(), "twice", fmt.Appendf(nil, "%d", i), nil)
@@ -215,41 +164,41 @@ func TestTLSReload(t *testing.T) {
 	t.Parallel()
 	f := newTLSFiles(t, 100)
 	r := serve(t, "127.0.0.1:0", func(c *server.Config) { c.TLSCertFile, c.TLSKeyFile = f.cert, f.key })
-	if got := serialOf(t, r.addr, f.ca); got.Int64() != 100 {
+	if got := serialOf(t, r.Addr, f.ca); got.Int64() != 100 {
 		t.Fatalf("serial = %v, want 100", got)
 	}
 
 	// A new pair: new connections get it.
 	f.ca.Leaf(t, 200, "127.0.0.1", "localhost").Write(t, f.cert, f.key)
-	waitFor(t, "the new certificate (serial 200)", func() bool { return serialOf(t, r.addr, f.ca).Int64() == 200 })
-	if !strings.Contains(r.logs.String(), "TLS certificate reloaded") || !strings.Contains(r.logs.String(), "serial=c8") {
-		t.Errorf("the reload was not logged with its serial:\n%s", r.logs)
+	kilntest.Eventually(t, "the new certificate (serial 200)", func() bool { return serialOf(t, r.Addr, f.ca).Int64() == 200 })
+	if !strings.Contains(r.Logs(), "TLS certificate reloaded") || !strings.Contains(r.Logs(), `"serial":"c8"`) {
+		t.Errorf("the reload was not logged with its serial:\n%s", r.Logs())
 	}
 
-	failures := func() int { return strings.Count(r.logs.String(), "TLS certificate not reloaded") }
+	failures := func() int { return strings.Count(r.Logs(), "TLS certificate not reloaded") }
 	// A certificate file that is not one: still serial 200.
 	testcert.Replace(t, f.cert, []byte("not a certificate\n"))
-	waitFor(t, "the failed reload to be logged", func() bool {
-		serialOf(t, r.addr, f.ca)
+	kilntest.Eventually(t, "the failed reload to be logged", func() bool {
+		serialOf(t, r.Addr, f.ca)
 		return failures() >= 1
 	})
-	if got := serialOf(t, r.addr, f.ca); got.Int64() != 200 {
+	if got := serialOf(t, r.Addr, f.ca); got.Int64() != 200 {
 		t.Errorf("after a broken certificate file: serial = %v, want the previous pair's 200", got)
 	}
 	// Half of a new pair (the certificate, with the old key): still 200.
 	next := f.ca.Leaf(t, 300, "127.0.0.1", "localhost")
 	testcert.Replace(t, f.cert, next.CertPEM)
-	waitFor(t, "the mismatched pair to be logged", func() bool {
-		serialOf(t, r.addr, f.ca)
+	kilntest.Eventually(t, "the mismatched pair to be logged", func() bool {
+		serialOf(t, r.Addr, f.ca)
 		return failures() >= 2
 	})
-	if got := serialOf(t, r.addr, f.ca); got.Int64() != 200 {
+	if got := serialOf(t, r.Addr, f.ca); got.Int64() != 200 {
 		t.Errorf("with a certificate and a key that do not match: serial = %v, want the previous pair's 200", got)
 	}
 	// The other half: the new pair is served.
 	testcert.Replace(t, f.key, next.KeyPEM)
-	waitFor(t, "the completed pair (serial 300)", func() bool { return serialOf(t, r.addr, f.ca).Int64() == 300 })
-	if logs := r.logs.String(); strings.Contains(logs, "PRIVATE KEY") || strings.Contains(logs, string(next.KeyPEM[30:60])) {
+	kilntest.Eventually(t, "the completed pair (serial 300)", func() bool { return serialOf(t, r.Addr, f.ca).Int64() == 300 })
+	if logs := r.Logs(); strings.Contains(logs, "PRIVATE KEY") || strings.Contains(logs, string(next.KeyPEM[30:60])) {
 		t.Error("the log holds key material")
 	}
 }
@@ -328,7 +277,7 @@ func TestPlainWorkerRoutes(t *testing.T) {
 				t.Errorf("enqueue = %d %s, want 200", status, code)
 			}
 			// store/remote gets the code back.
-			_, secret, err := r.srv.API().CreateProject(t.Context(), "acme", "Acme")
+			_, secret, err := r.Server.Server.API().CreateProject(t.Context(), "acme", "Acme")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -336,14 +285,14 @@ func TestPlainWorkerRoutes(t *testing.T) {
 			if code := apiclient.CodeOf(err); code != wire.CodeTLSRequired {
 				t.Errorf("remote.Open as a worker = %v (code %q), want %s", err, code, wire.CodeTLSRequired)
 			}
-			if !strings.Contains(r.logs.String(), "the worker routes are refused") {
-				t.Errorf("no warning at start:\n%s", r.logs)
+			if !strings.Contains(r.Logs(), "the worker routes are refused") {
+				t.Errorf("no warning at start:\n%s", r.Logs())
 			}
 		})
 		t.Run("allowed on "+la[0], func(t *testing.T) {
 			t.Parallel()
 			r := serve(t, la[0], func(c *server.Config) { c.AllowInsecureWorkers = true })
-			_, secret, err := r.srv.API().CreateProject(t.Context(), "acme", "Acme")
+			_, secret, err := r.Server.Server.API().CreateProject(t.Context(), "acme", "Acme")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -352,8 +301,8 @@ func TestPlainWorkerRoutes(t *testing.T) {
 				t.Fatalf("remote.Open as a worker with AllowInsecureWorkers: %v", err)
 			}
 			_ = ws.Close()
-			if !strings.Contains(r.logs.String(), "--allow-insecure-workers") {
-				t.Errorf("no warning at start:\n%s", r.logs)
+			if !strings.Contains(r.Logs(), "--allow-insecure-workers") {
+				t.Errorf("no warning at start:\n%s", r.Logs())
 			}
 		})
 	}
@@ -361,11 +310,11 @@ func TestPlainWorkerRoutes(t *testing.T) {
 		t.Run("loopback "+lo, func(t *testing.T) {
 			t.Parallel()
 			r := serve(t, lo, nil)
-			if status, code, _ := post(t, "http://"+r.addr+"/v1/projects/default/workers/register", "", `{"name":"w"}`); status != http.StatusOK {
+			if status, code, _ := post(t, "http://"+r.Addr+"/v1/projects/default/workers/register", "", `{"name":"w"}`); status != http.StatusOK {
 				t.Errorf("register on loopback = %d %s, want 200", status, code)
 			}
-			if strings.Contains(r.logs.String(), "plain HTTP") {
-				t.Errorf("a warning on loopback:\n%s", r.logs)
+			if strings.Contains(r.Logs(), "plain HTTP") {
+				t.Errorf("a warning on loopback:\n%s", r.Logs())
 			}
 		})
 	}
@@ -377,11 +326,8 @@ func TestTLSConfig(t *testing.T) {
 	t.Parallel()
 	f := newTLSFiles(t, 7)
 	open := func(t *testing.T) *embedded.Store {
-		st, err := embedded.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
+		t.Helper()
+		st := kilntest.Embedded(t, nil)
 		return st
 	}
 	st := open(t)
@@ -443,7 +389,7 @@ func TestTLSConfig(t *testing.T) {
 	if err := os.WriteFile(cli, []byte(`{"url":"http://127.0.0.1:7878","project":"default","token":"`+adminToken+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &strings.Builder{}
 	if _, err := server.New(&server.Config{Store: open(t), BootstrapToken: adminToken, CLIFile: cli, Addr: "127.0.0.1:7878", TLSCertFile: f.cert, TLSKeyFile: f.key,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))}); err != nil {
 		t.Fatal(err)

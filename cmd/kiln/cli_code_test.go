@@ -1,53 +1,21 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/kilnhq/kiln/runner"
-	"github.com/kilnhq/kiln/runner/hosted"
-	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/embedded"
+	"github.com/kilnhq/kiln/kilntest"
 )
 
 // TestCodeCommands: code upload (a folder), ls, task log --follow of a
 // task that completes and of one that fails, code rm.
 func TestCodeCommands(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: testAdminToken, SweepInterval: 100 * time.Millisecond,
-		Runner: &hosted.Config{WorkDir: t.TempDir(), PollInterval: 100 * time.Millisecond, LeaseWait: 100 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	s := &cliServer{url: "http://" + ln.Addr().String()}
+	s := &cliServer{url: kilntest.StartServer(t, &kilntest.ServerOptions{Runner: true, Configure: useTestAdminToken}).URL}
 
 	dir := t.TempDir()
 	script := "echo \"hello $GREETING\"\necho \"payload $(cat \"$PAYLOAD_FILE\")\"\n[ \"$(cat \"$PAYLOAD_FILE\")\" = fail ] && exit 4\nexit 0\n"

@@ -1,46 +1,25 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/server/api"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 // startScheduleServer serves a whole kiln server (with its scheduler, no
 // runner) on an embedded store.
 func startScheduleServer(t *testing.T) *cliServer {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(&server.Config{Store: st, BootstrapToken: testAdminToken, SweepInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	return &cliServer{url: "http://" + ln.Addr().String()}
+	return &cliServer{url: kilntest.StartServer(t, &kilntest.ServerOptions{Configure: useTestAdminToken}).URL}
 }
+
+// useTestAdminToken makes testAdminToken the admin token of a test server.
+func useTestAdminToken(c *server.Config) { c.BootstrapToken = testAdminToken }
 
 func scheduleJSON(t *testing.T, s *cliServer, args ...string) api.Schedule {
 	t.Helper()
@@ -83,20 +62,11 @@ func TestScheduleCommands(t *testing.T) {
 	}
 
 	// The scheduler runs the interval schedule twice (max runs).
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(waitLimit)
 	var got api.Schedule
-	for {
+	kilntest.Eventually(t, "the schedule's two runs", func() bool {
 		got = scheduleJSON(t, s, "schedule", "get", id)
-		if got.Status == "done" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the schedule did not finish its two runs: %+v", got)
-		}
-		<-tick.C
-	}
+		return got.Status == "done"
+	})
 	if got.RunCount != 2 || got.LastTaskID == "" || got.Task.Options == nil || got.Task.Options.Queue != "mail" ||
 		got.Task.Options.Priority != 3 || string(got.Task.Payload) != `{"n":1}` {
 		t.Errorf("finished schedule = %+v", got)

@@ -14,13 +14,11 @@ import (
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/hook"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server/api"
-	"github.com/kilnhq/kiln/store/embedded"
 )
-
-// waitLimit bounds each command of the tests; it guards against a hang.
-const waitLimit = 20 * time.Second
 
 const testAdminToken = "kiln_cli-test-admin-token-0123456789abcdefghij"
 
@@ -33,10 +31,7 @@ type cliServer struct {
 
 func startCLIServer(t *testing.T) *cliServer {
 	t.Helper()
-	emb, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emb := kilntest.Embedded(t, nil)
 	a, err := api.New(api.Config{Store: emb, Meta: emb, ResultPoll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +68,6 @@ func startCLIServer(t *testing.T) *cliServer {
 		}
 		a.Stop()
 		srv.Close()
-		_ = emb.Close() // the test is over
 	})
 	return &cliServer{url: srv.URL}
 }
@@ -90,7 +84,7 @@ func (s *cliServer) kiln(t *testing.T, args ...string) (int, string, string) {
 	if !slices.Contains(args, "--token") {
 		all = append(all, "--token", testAdminToken)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	ctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, all, &stdout, &stderr)

@@ -8,31 +8,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/kilnhq/kiln/internal/testcert"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCLIWithTLS runs `kiln server --tls-cert --tls-key` and the CLI
 // against it: with the CA (--ca-cert, or ca_cert in cli.json) the commands
@@ -48,7 +29,7 @@ func TestCLIWithTLS(t *testing.T) {
 	data := filepath.Join(dir, "data")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var srvOut, srvErr lockedBuffer
+	var srvOut, srvErr testenv.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(ctx, []string{"server", "--addr", "127.0.0.1:0", "--data", data, "--runner=false", "--sweep-interval=-1s",
@@ -68,13 +49,17 @@ func TestCLIWithTLS(t *testing.T) {
 	defer stop()
 	serving := regexp.MustCompile(`msg=serving addr=(127\.0\.0\.1:\d+) tls=true`)
 	var addr string
-	for deadline := time.Now().Add(time.Minute); addr == ""; time.Sleep(20 * time.Millisecond) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's log:\n%s", srvErr.String())
+		}
+	})
+	testenv.Eventually(t, "kiln server to serve", func() bool {
 		if m := serving.FindStringSubmatch(srvErr.String()); m != nil {
 			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("kiln server is not serving:\n%s", srvErr.String())
 		}
-	}
+		return addr != ""
+	})
 	url := "https://" + addr
 	cliFile := filepath.Join(data, cliFileName)
 	var saved wire.CLIConfig
@@ -84,7 +69,7 @@ func TestCLIWithTLS(t *testing.T) {
 
 	kiln := func(args ...string) (int, string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+		ctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 		defer cancel()
 		var stdout, stderr bytes.Buffer
 		code := run(ctx, args, &stdout, &stderr)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 func TestResqueFlags(t *testing.T) {
@@ -48,7 +50,7 @@ func TestResqueFlags(t *testing.T) {
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	ctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 	defer cancel()
 	var stdout, stderr strings.Builder
 	code := run(ctx, args, &stdout, &stderr)
@@ -161,7 +163,7 @@ func TestResqueSignals(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
-			deadline := time.Now().Add(waitLimit)
+			deadline := time.Now().Add(testenv.WaitLimit)
 			for rdb.SCard(t.Context(), ns+"workers").Val() == 0 {
 				if time.Now().After(deadline) {
 					_ = cmd.Process.Kill()
@@ -178,12 +180,12 @@ func TestResqueSignals(t *testing.T) {
 				if err != nil {
 					t.Fatalf("after %v: %v\n%s", sig, err, &out)
 				}
-			case <-time.After(waitLimit):
+			case <-time.After(testenv.WaitLimit):
 				_ = cmd.Process.Kill()
 				if err := <-done; err == nil {
 					t.Log("exited by itself before the kill")
 				}
-				t.Fatalf("still running %v after %v:\n%s", waitLimit, sig, &out)
+				t.Fatalf("still running %v after %v:\n%s", testenv.WaitLimit, sig, &out)
 			}
 			if n := rdb.SCard(t.Context(), ns+"workers").Val(); n != 0 {
 				t.Errorf("%d workers still registered", n)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // The probe of TestServerSandbox: each attempt prints "<name>: held" when
@@ -42,16 +44,10 @@ echo done
 func TestServerSandbox(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-			t.Fatal("the server's sandbox test needs root (KILN_TEST_REQUIRE_ALL is set)")
-		}
-		t.Skip("the server's sandbox test needs root")
+		testenv.Missing(t, "the server's sandbox test needs root")
 	}
 	if _, err := exec.LookPath("bwrap"); err != nil {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-			t.Fatal("bwrap is not installed (KILN_TEST_REQUIRE_ALL is set; scripts/services.sh installs bubblewrap)")
-		}
-		t.Skip("bwrap is not installed")
+		testenv.Missing(t, "bwrap is not installed (scripts/services.sh installs bubblewrap)")
 	}
 	// Outside /tmp, which the sandbox makes private anyway.
 	dir, err := os.MkdirTemp("/var/lib", "kiln-server-sandbox-test-")
@@ -71,7 +67,7 @@ func TestServerSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "server", "--data", data, "--config", config)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0", "KILN_BOOTSTRAP_TOKEN="+testAdminToken)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -87,16 +83,16 @@ func TestServerSandbox(t *testing.T) {
 		}
 	}
 	t.Cleanup(stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's log:\n%s", logs.String())
+		}
+	})
 	s := &cliServer{url: "http://" + addr}
-	for deadline := time.Now().Add(waitLimit); ; time.Sleep(50 * time.Millisecond) {
-		if code, _, _ := s.kiln(t, "project", "ls"); code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("the server did not answer; its log:\n%s", logs.String())
-		}
-	}
+	testenv.Eventually(t, "the server to answer", func() bool {
+		code, _, _ := s.kiln(t, "project", "ls")
+		return code == 0
+	})
 	// Readable by everyone, so that only the sandbox keeps it from tasks.
 	if err := os.Chmod(filepath.Join(data, "cli.json"), 0o644); err != nil {
 		t.Fatalf("cli.json: %v", err)
@@ -136,17 +132,9 @@ func TestServerSandbox(t *testing.T) {
 		out, _ := exec.Command("pgrep", "-f", "sleep "+marker).Output()
 		return len(bytes.TrimSpace(out)) > 0
 	}
-	for deadline := time.Now().Add(waitLimit); !running(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the sleeper did not start; the server's log:\n%s", logs.String())
-		}
-	}
+	testenv.Eventually(t, "the sleeper to start", running)
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	stopped = true
-	for deadline := time.Now().Add(10 * time.Second); running(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the task outlived the server")
-		}
-	}
+	testenv.Eventually(t, "the task to end with the server", func() bool { return !running() })
 }

@@ -1,28 +1,16 @@
 package main
 
 import (
-	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/kilnhq/kiln/ironclient"
-	"github.com/kilnhq/kiln/runner"
-	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
-
-const adminToken = "kiln_fanout-test-admin-token-0123456789abc"
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // TestFanout deploys the example on a server with a runner: one scheduled
 // run of "fanout" queues 200 "area" tasks, and they all complete.
@@ -35,69 +23,29 @@ func TestFanout(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
-		Runner: &hosted.Config{
-			WorkDir: t.TempDir(), Concurrency: 4, PollInterval: 100 * time.Millisecond,
-			LeaseDuration: 2 * time.Second, LeaseWait: 200 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	tok, err := srv.API().CreateToken(ctx, "default", "fanout")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	c, err := ironclient.New(ironclient.Config{URL: url, ProjectID: "default", Token: tok.Token,
+	srv := kilntest.StartServer(t, &kilntest.ServerOptions{Runner: true, Configure: func(c *server.Config) {
+		c.Runner.Concurrency, c.Runner.LeaseDuration = 4, 2*time.Second
+	}})
+	url, tok := srv.URL, srv.Token
+	c, err := ironclient.New(ironclient.Config{URL: url, ProjectID: "default", Token: tok,
 		PollMin: 20 * time.Millisecond, PollMax: 200 * time.Millisecond, MaxWait: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	sid, err := Run(ctx, c, Deploy{URL: url, ProjectID: "default", Token: tok.Token, FanoutBinary: bin, Count: count, Label: "run1"})
+	sid, err := Run(ctx, c, Deploy{URL: url, ProjectID: "default", Token: tok, FanoutBinary: bin, Count: count, Label: "run1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// The schedule runs once, now: wait for its fan-out task.
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(time.Minute)
 	var fan []ironclient.Task
-	for {
+	kilntest.Eventually(t, "the schedule's fan-out task", func() bool {
 		if fan, err = c.Tasks(ctx, ironclient.TaskFilter{CodeName: "fanout"}); err != nil {
 			t.Fatal(err)
 		}
-		if len(fan) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			s, _ := c.ScheduleInfo(ctx, sid)
-			t.Fatalf("the schedule queued no fan-out task within a minute: %+v", s)
-		}
-		<-tick.C
-	}
+		return len(fan) > 0
+	})
 	if len(fan) != 1 || fan[0].ScheduleID != sid {
 		t.Fatalf("fan-out tasks = %+v", fan)
 	}
@@ -112,7 +60,7 @@ func TestFanout(t *testing.T) {
 	if ft.Status != ironclient.StatusComplete || !strings.Contains(out, "queued 200 tasks of area") {
 		t.Fatalf("fan-out task %+v, log %q", ft, out)
 	}
-	if strings.Contains(out, tok.Token) {
+	if strings.Contains(out, tok) {
 		t.Error("the fan-out task printed the token")
 	}
 

@@ -13,6 +13,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnhq/kiln/internal/blob"
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
 )
@@ -21,11 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t *testing.T) *embedded.Store {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	return st
 }
 
@@ -146,20 +144,13 @@ func TestLog(t *testing.T) {
 	if _, err := io.WriteString(l, "started\n"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, "the log to hold the first line", func() bool {
 		b, found, err := blob.ReadLog(ctx, st, "ns", "log/1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if found && string(b) == "started\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the log holds %q after 10 s", b)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+		return found && string(b) == "started\n"
+	})
 	// Past the cap: truncated with a marker.
 	big := bytes.Repeat([]byte("y"), 4*blob.ChunkSize)
 	if n, err := l.Write(big); err != nil || n != len(big) {

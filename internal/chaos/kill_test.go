@@ -17,6 +17,7 @@ import (
 // killEvery is how often a scenario kills something: often enough for a
 // few kills in the CI size, every few seconds in a long run.
 func killEvery(t *testing.T, ci time.Duration) time.Duration {
+	t.Helper()
 	if long(t) {
 		return 2 * ci
 	}

@@ -13,6 +13,7 @@ import (
 // TestLedgerCheck checks the analysis on made-up runs: which duplicates and
 // burned attempts a fault explains, and what counts as lost.
 func TestLedgerCheck(t *testing.T) {
+	t.Parallel()
 	succeeded := func(attempt int, lessee string) *store.Task {
 		return &store.Task{State: store.StateSucceeded, Attempt: attempt, WorkerID: lessee}
 	}
@@ -196,6 +197,7 @@ func TestLedgerCheck(t *testing.T) {
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			l := chaos.NewLedger()
 			ids := make([]string, 0, len(tc.tasks)+1)

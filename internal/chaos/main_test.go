@@ -36,7 +36,10 @@ func loadTime(t *testing.T) time.Duration {
 }
 
 // long reports whether this is a long run (more than the CI size).
-func long(t *testing.T) bool { return loadTime(t) > ciDuration }
+func long(t *testing.T) bool {
+	t.Helper()
+	return loadTime(t) > ciDuration
+}
 
 func TestMain(m *testing.M) {
 	if role := os.Getenv(envRole); role != "" {

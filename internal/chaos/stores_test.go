@@ -42,6 +42,7 @@ var backends = []backend{{
 	redis: true,
 	what:  "3 kiln.Worker processes on a private Redis (appendonly yes, appendfsync always), the load through a server process on it",
 	killStore: func(t *testing.T, c *cluster, down time.Duration) {
+		t.Helper()
 		pid := c.redis.Pid()
 		if err := c.redis.Kill(); err != nil {
 			t.Fatalf("kill redis-server: %v", err)

@@ -10,8 +10,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnhq/kiln/internal/leader"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -31,12 +31,7 @@ func (c *fakeNow) advance(d time.Duration) {
 
 func openMeta(t *testing.T) store.Meta {
 	t.Helper()
-	s, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return kilntest.Embedded(t, nil)
 }
 
 // tickAll ticks every elector but those in skip, at once (as workers do),

@@ -9,6 +9,7 @@ import (
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func TestBurstThenRate(t *testing.T) {
+	t.Parallel()
 	k := New(10, 20, 100)
 	for i := range 20 {
 		if ok, _ := k.Allow("a", t0); !ok {
@@ -49,6 +50,7 @@ func TestBurstThenRate(t *testing.T) {
 }
 
 func TestBoundedKeys(t *testing.T) {
+	t.Parallel()
 	const most = 1000
 	k := New(1, 1, most)
 	for i := range 20 * most {
@@ -72,6 +74,7 @@ func TestBoundedKeys(t *testing.T) {
 }
 
 func TestNil(t *testing.T) {
+	t.Parallel()
 	var k *Keyed
 	if ok, wait := k.Allow("a", t0); !ok || wait != 0 || k.Len() != 0 {
 		t.Errorf("nil Keyed: Allow = %v, %v; Len %d", ok, wait, k.Len())

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // Mount mounts a tmpfs of size bytes on a new temporary folder, unmounted
@@ -74,8 +76,5 @@ func Free(t testing.TB, dir, name string) {
 
 func unavailable(t testing.TB, why string) {
 	t.Helper()
-	if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
-		t.Fatalf("tmpfs: %s (KILN_TEST_REQUIRE_ALL=1)", why)
-	}
-	t.Skipf("tmpfs: %s; run the tests as root on Linux to run this one", why)
+	testenv.Missing(t, "tmpfs: "+why+"; run the tests as root on Linux to run this one")
 }

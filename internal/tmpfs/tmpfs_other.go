@@ -5,16 +5,15 @@ package tmpfs
 import (
 	"os"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // Mount mounts a tmpfs of size bytes on a new temporary folder; only on
 // Linux: elsewhere it skips the test (fails it with KILN_TEST_REQUIRE_ALL=1).
 func Mount(t testing.TB, size int64) string {
 	t.Helper()
-	if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
-		t.Fatal("tmpfs: only on Linux (KILN_TEST_REQUIRE_ALL=1)")
-	}
-	t.Skip("tmpfs: only on Linux")
+	testenv.Missing(t, "tmpfs: only on Linux")
 	return ""
 }
 

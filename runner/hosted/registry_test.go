@@ -9,29 +9,18 @@ import (
 	"sync"
 	"testing"
 
-	"go.uber.org/goleak"
-
-	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 // TestConcurrentUploads: uploads of one name at once make one package with
 // distinct revisions, each with its own zip; Delete removes every record.
 func TestConcurrentUploads(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	reg := hosted.NewRegistry(st, nil)
 	ctx := context.Background()
 	const n = 8
@@ -121,11 +110,7 @@ func TestParseLastError(t *testing.T) {
 // deleted; those of a task it has are kept.
 func TestCollect(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	ctx := context.Background()
 	h, err := hosted.New(&hosted.Config{Store: st, WorkDir: t.TempDir()})
 	if err != nil {

@@ -3,7 +3,6 @@
 package hosted_test
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"errors"
@@ -18,40 +17,12 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store/embedded"
 )
-
-// waitLimit bounds waits for what should happen promptly; never a measure.
-const waitLimit = 60 * time.Second
-
-// skipOrFail skips a test this machine cannot run, unless
-// KILN_TEST_REQUIRE_ALL is set (make test), where it fails.
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("KILN_TEST_REQUIRE_ALL") != "" {
-		t.Fatalf("%s (KILN_TEST_REQUIRE_ALL is set: this test must run; run as root with bubblewrap installed, see scripts/services.sh)", why)
-	}
-	t.Skip(why)
-}
-
-func zipOf(t testing.TB, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := zip.NewWriter(&buf)
-	for name, data := range files {
-		fw, err := w.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = fw.Write([]byte(data))
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // The tasks of the holder package: a secret in the task directory, its
 // user id, then it waits until cancelled.
@@ -87,8 +58,9 @@ echo done
 // server, its data folder, the package cache, or a running task of
 // another project; the task's log is captured.
 func TestHostedSandbox(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "separate users per project need a root runner")
+		testenv.Missing(t, "separate users per project need a root runner")
 	}
 	root := "/var/lib" // outside /tmp, which the sandbox makes private anyway
 	dir, err := os.MkdirTemp(root, "kiln-hosted-sandbox-test-")
@@ -121,7 +93,7 @@ func TestHostedSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st := h.Sandbox(); st.Mode != runner.SandboxBwrap || !st.SwitchUser {
-		skipOrFail(t, "the default sandbox here is "+st.String()+", not bwrap")
+		testenv.Missing(t, "the default sandbox here is "+st.String()+", not bwrap")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
@@ -134,7 +106,7 @@ func TestHostedSandbox(t *testing.T) {
 	}()
 	reg := h.Registry()
 	upload := func(project, name, script string) *hosted.Revision {
-		z := zipOf(t, map[string]string{"run.sh": script})
+		z := testenv.Zip(t, map[string]string{"run.sh": script})
 		_, rev, err := reg.Upload(ctx, project, hosted.Revision{Name: name, Runtime: "sh", FileName: "run.sh", Config: "cfg-" + project}, bytes.NewReader(z), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -158,18 +130,15 @@ func TestHostedSandbox(t *testing.T) {
 	}
 	waitLog := func(project, id, want string) string {
 		t.Helper()
-		for deadline := time.Now().Add(waitLimit); ; time.Sleep(20 * time.Millisecond) {
-			b, _, err := reg.ReadLog(ctx, project, id)
-			if err != nil {
+		var log []byte
+		testenv.Eventually(t, fmt.Sprintf("%q in the log of task %s/%s", want, project, id), func() bool {
+			var err error
+			if log, _, err = reg.ReadLog(ctx, project, id); err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(string(b), want) {
-				return string(b)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("task %s/%s: no %q in its log %q", project, id, want, b)
-			}
-		}
+			return strings.Contains(string(log), want)
+		})
+		return string(log)
 	}
 
 	// Two tasks of alpha run at once, holding their secrets.
@@ -202,7 +171,7 @@ func TestHostedSandbox(t *testing.T) {
 		os.Getpid(), data, tasks[0], filepath.Join(data, "runner", "tasks"),
 		filepath.Join(data, "runner", "packages", holderRev.SHA256), filepath.Join(data, "runner", "packages"))
 	probe := enqueue("beta", "probe", payload)
-	wctx, wcancel := context.WithTimeout(ctx, waitLimit)
+	wctx, wcancel := context.WithTimeout(ctx, testenv.WaitLimit)
 	defer wcancel()
 	info, err := probe.Wait(wctx)
 	if err != nil || info.State != kiln.StateSucceeded {
@@ -245,15 +214,11 @@ func fileUID(fi os.FileInfo) int {
 func TestProjectUIDs(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "separate users per project need a root runner")
+		testenv.Missing(t, "separate users per project need a root runner")
 	}
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	newHosted := func(base, count int) *hosted.Hosted {
-		h, err := hosted.New(&hosted.Config{Store: st, WorkDir: sharedDir(t), UIDBase: base, UIDCount: count,
+		h, err := hosted.New(&hosted.Config{Store: st, WorkDir: testenv.SharedDir(t), UIDBase: base, UIDCount: count,
 			Runner: &runner.Config{Sandbox: runner.SandboxUser}})
 		if err != nil {
 			t.Fatal(err)
@@ -284,24 +249,9 @@ func TestProjectUIDs(t *testing.T) {
 	if _, err := hosted.ProjectCredential(ctx, a, "one-too-many"); err == nil || !strings.Contains(err.Error(), "no free user id") {
 		t.Errorf("a full range: %v", err)
 	}
-	if _, err := hosted.New(&hosted.Config{Store: st, WorkDir: sharedDir(t), UIDBase: 2147483000, UIDCount: 1000}); err == nil {
+	if _, err := hosted.New(&hosted.Config{Store: st, WorkDir: testenv.SharedDir(t), UIDBase: 2147483000, UIDCount: 1000}); err == nil {
 		t.Error("a range past 2^31 was accepted")
 	}
-}
-
-// sharedDir returns a folder other users can traverse (t.TempDir's
-// parents are private to root).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "kiln-hosted-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // Sandbox user with the runner's folder inside a folder closed to other
@@ -309,15 +259,11 @@ func sharedDir(t testing.TB) string {
 func TestHostedSandboxUserClosedFolder(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "sandbox user needs root")
+		testenv.Missing(t, "sandbox user needs root")
 	}
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = st.Close() }()
+	st := kilntest.Embedded(t, nil)
 	data := t.TempDir() // 0700, like a data folder
-	_, err = hosted.New(&hosted.Config{Store: st, WorkDir: filepath.Join(data, "runner"), Runner: &runner.Config{Sandbox: runner.SandboxUser}})
+	_, err := hosted.New(&hosted.Config{Store: st, WorkDir: filepath.Join(data, "runner"), Runner: &runner.Config{Sandbox: runner.SandboxUser}})
 	if !errors.Is(err, runner.ErrSandbox) || !strings.Contains(err.Error(), "closed to other users") {
 		t.Errorf("New: %v", err)
 	}

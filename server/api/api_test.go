@@ -148,6 +148,7 @@ func TestTaskInputDefaults(t *testing.T) {
 // accepted body is a single JSON object without duplicate keys that
 // encoding/json accepts too.
 func fuzzDecode(t *testing.T, data []byte, v any) {
+	t.Helper()
 	err := api.Decode(data, v, false)
 	if err == nil {
 		if !json.Valid(data) {

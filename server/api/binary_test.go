@@ -211,6 +211,7 @@ func TestLeaseBinary(t *testing.T) {
 // kind (and two that fail: a stale lease and an unknown task) with send,
 // and returns the per-item errors and the tasks afterwards.
 func reportCase(t *testing.T, send func(s *binServer, outs []store.Outcome) []*wire.Error) ([]*wire.Error, []*store.Task) {
+	t.Helper()
 	s := startBinServer(t)
 	var ids []string
 	for _, q := range []string{"q1", "q2"} {

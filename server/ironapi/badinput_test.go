@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // rawZip builds a zip with raw headers (for hostile entries).
@@ -35,7 +37,7 @@ func rawZip(t *testing.T, entries ...*zip.FileHeader) []byte {
 func TestBadUploads(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	good := zipOf(t, map[string][]byte{"run.sh": []byte("echo hi\n")})
+	good := testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo hi\n")})
 	sym := &zip.FileHeader{Name: "link"}
 	sym.SetMode(0o777 | 1<<27) // fs.ModeSymlink
 	data := func(kv ...any) map[string]any {
@@ -96,7 +98,7 @@ func TestBadUploads(t *testing.T) {
 		data map[string]any
 		zip  []byte
 		want string
-	}{"zip bomb", data(), zipOf(t, map[string][]byte{"run.sh": []byte("true"), "zeros": make([]byte, 20<<20)}), "ratio"})
+	}{"zip bomb", data(), testenv.Zip(t, map[string][]byte{"run.sh": []byte("true"), "zeros": make([]byte, 20<<20)}), "ratio"})
 	many := map[string][]byte{"run.sh": []byte("true")}
 	for i := range 10_001 {
 		many[fmt.Sprintf("f%05d", i)] = nil
@@ -106,7 +108,7 @@ func TestBadUploads(t *testing.T) {
 		data map[string]any
 		zip  []byte
 		want string
-	}{"too many files", data(), zipOf(t, many), "too many files"})
+	}{"too many files", data(), testenv.Zip(t, many), "too many files"})
 	before := b.snapshot()
 	for _, tc := range cases {
 		status, body := b.upload(tc.data, tc.zip)
@@ -151,7 +153,7 @@ func TestBadUploads(t *testing.T) {
 func TestBadTasks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"}, zipOf(t, map[string][]byte{"run.sh": []byte("true\n")}))
+	b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"}, testenv.Zip(t, map[string][]byte{"run.sh": []byte("true\n")}))
 	good := `{"code_name":"ok","payload":"p"}`
 	cases := []struct {
 		name   string
@@ -277,7 +279,7 @@ func TestAuth(t *testing.T) {
 	// Another project's token reaches nothing of this project, whatever the
 	// route; an admin token on another project's URL sees that project's
 	// (empty) namespace, not this one's.
-	code := b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"}, zipOf(t, map[string][]byte{"run.sh": []byte("true\n")}))
+	code := b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"}, testenv.Zip(t, map[string][]byte{"run.sh": []byte("true\n")}))
 	task := b.queue(map[string]any{"code_name": "ok", "payload": ""})[0]
 	b.wait(task)
 	pp := "/2/projects/" + project
@@ -305,7 +307,7 @@ func TestAuth(t *testing.T) {
 	if status, _ := b.do(http.MethodPut, codes, "application/json", nil); status != http.StatusMethodNotAllowed {
 		t.Errorf("PUT codes: status %d, want 405", status)
 	}
-	if strings.Contains(b.logs.String(), b.token) {
+	if strings.Contains(b.ks.Logs(), b.token) {
 		t.Error("a token reached the server log")
 	}
 }

@@ -1,20 +1,17 @@
 package ironapi_test
 
 import (
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner/hosted"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 // nowSource prints the time its process started running main, in Unix
@@ -29,52 +26,23 @@ import (
 func main() { fmt.Println(time.Now().UnixNano()) }
 `
 
-var buildNow = sync.OnceValues(func() (string, error) {
-	dir, err := buildDir("kiln-ironapi-now-")
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(nowSource), 0o600); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module now\n\ngo 1.26\n"), 0o600); err != nil {
-		return "", err
-	}
-	cmd := exec.Command("go", "build", "-o", "now", ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return filepath.Join(dir, "now"), nil
-})
-
 // benchPackages uploads "sh" (a shell script running date +%s%N) and "go"
 // (a compiled Go program printing the time) to b.
 func benchPackages(tb testing.TB, b *bundle) {
 	tb.Helper()
 	b.mustUpload(map[string]any{"name": "sh", "file_name": "run.sh", "runtime": "sh"},
-		zipOf(tb, map[string][]byte{"run.sh": []byte("date +%s%N\n")}))
-	bin, err := buildNow()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	data, err := os.ReadFile(bin)
+		testenv.Zip(tb, map[string][]byte{"run.sh": []byte("date +%s%N\n")}))
+	data, err := os.ReadFile(testenv.BuildGo(tb, nowSource))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	b.mustUpload(map[string]any{"name": "go", "file_name": "worker", "runtime": "binary"},
-		zipOf(tb, map[string][]byte{"worker": data}))
+		testenv.Zip(tb, map[string][]byte{"worker": data}))
 }
 
 func benchServer(tb testing.TB, concurrency int) *bundle {
 	tb.Helper()
-	st, err := embedded.Open(tb.TempDir(), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = st.Close() })
-	b := setupWith(tb, st, &hosted.Config{
+	b := setupWith(tb, kilntest.Embedded(tb, nil), &hosted.Config{
 		WorkDir: tb.TempDir(), Concurrency: concurrency, PollInterval: 100 * time.Millisecond,
 		LeaseWait: 100 * time.Millisecond,
 	})

@@ -1,73 +1,31 @@
 package ironapi_test
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
-	"github.com/kilnhq/kiln/runner"
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is the trampoline of the runner's task processes.
-	runner.Main()
-	code := m.Run()
-	buildDirs.Lock()
-	for _, dir := range buildDirs.list {
-		_ = os.RemoveAll(dir)
-	}
-	buildDirs.Unlock()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kilntest.Main(m) }
 
 const (
 	adminToken = "kiln_test-admin-token-0123456789abcdef"
 	project    = "default"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // bundle is one test's server with a runner.
 type bundle struct {
@@ -77,7 +35,7 @@ type bundle struct {
 	url   string // http://127.0.0.1:port
 	host  string // 127.0.0.1:port
 	token string // a project token of "default"
-	logs  *syncBuffer
+	ks    *kilntest.Server
 
 	evMu   sync.Mutex
 	events []server.Event
@@ -100,74 +58,45 @@ func (b *bundle) eventKinds(id string) []string {
 // two processes, on a loopback port.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	return setupOn(t, st, true)
+	return setupOn(t, kilntest.Embedded(t, nil), true)
 }
 
 // metaStore is a store with store.Meta (every kiln store).
-type metaStore interface {
-	store.Store
-	store.Meta
-}
+type metaStore = kilntest.MetaStore
 
 // setupOn serves a server on st (which the caller closes), with a runner
-// or without.
+// (kilntest's test settings) or without.
 func setupOn(t testing.TB, st metaStore, withRunner bool) *bundle {
 	t.Helper()
-	var rc *hosted.Config
-	if withRunner {
-		rc = &hosted.Config{
-			WorkDir: t.TempDir(), Concurrency: 2, PollInterval: 100 * time.Millisecond,
-			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond}, SlotPoll: 20 * time.Millisecond,
-		}
-	}
-	return setupWith(t, st, rc)
+	return serve(t, &kilntest.ServerOptions{Store: st, Runner: withRunner})
 }
 
 // setupWith serves a server on st with runner configuration rc (nil: no
 // runner).
 func setupWith(t testing.TB, st metaStore, rc *hosted.Config) *bundle {
 	t.Helper()
-	logs := &syncBuffer{}
-	b := &bundle{t: t, st: st, logs: logs}
-	srv, err := server.New(&server.Config{
-		EventFunc: func(e server.Event) {
+	return serve(t, &kilntest.ServerOptions{Store: st, Configure: func(c *server.Config) { c.Runner = rc }})
+}
+
+// serve starts a kilntest server with the admin token adminToken and an
+// event log, and returns its bundle.
+func serve(t testing.TB, opts *kilntest.ServerOptions) *bundle {
+	t.Helper()
+	b := &bundle{t: t, st: opts.Store}
+	configure := opts.Configure
+	opts.Configure = func(c *server.Config) {
+		c.BootstrapToken = adminToken
+		c.EventFunc = func(e server.Event) {
 			b.evMu.Lock()
 			b.events = append(b.events, e)
 			b.evMu.Unlock()
-		},
-		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
-		Logger:          slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Runner:          rc,
-		ShutdownTimeout: 10 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
 		}
-	})
-	tok, err := srv.API().CreateToken(context.Background(), project, "test")
-	if err != nil {
-		t.Fatal(err)
+		if configure != nil {
+			configure(c)
+		}
 	}
-	host := ln.Addr().String()
-	b.srv, b.url, b.host, b.token = srv, "http://"+host, host, tok.Token
+	ks := kilntest.StartServer(t, opts)
+	b.ks, b.srv, b.url, b.host, b.token = ks, ks.Server, ks.URL, ks.Addr, ks.Token
 	return b
 }
 
@@ -175,24 +104,11 @@ func setupWith(t testing.TB, st metaStore, rc *hosted.Config) *bundle {
 // returns the status and body.
 func (b *bundle) do(method, path, contentType string, body io.Reader) (int, []byte) {
 	b.t.Helper()
-	req, err := http.NewRequest(method, b.url+path, body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "OAuth "+b.token)
+	h := http.Header{"Authorization": {"OAuth " + b.token}}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		h.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return resp.StatusCode, out
+	return b.ks.Do(b.t, method, path, h, body)
 }
 
 // json sends v as JSON (nil: no body) and decodes a 200 answer into out;
@@ -313,24 +229,14 @@ func (b *bundle) wait(id string) taskInfo {
 	return b.waitFor(id, func(ti taskInfo) bool { return ti.Status != "queued" && ti.Status != "running" })
 }
 
-// waitLimit bounds the polls of wait and waitFor.
-var waitLimit = time.Minute
-
 func (b *bundle) waitFor(id string, done func(taskInfo) bool) taskInfo {
 	b.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ti := b.task(id)
-		if done(ti) {
-			return ti
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("task %s: still %s after a minute; server log:\n%s", id, ti.Status, b.logs.String())
-		}
-		<-tick.C
-	}
+	var ti taskInfo
+	kilntest.Eventually(b.t, "task "+id, func() bool {
+		ti = b.task(id)
+		return done(ti)
+	})
+	return ti
 }
 
 func (b *bundle) log(id string) string {
@@ -372,32 +278,6 @@ func (b *bundle) snapshot() string {
 		sb.WriteString("task " + t.ID + "\n")
 	}
 	return sb.String()
-}
-
-// zipOf builds a zip of name -> content; names ending in ".sh" or named
-// "worker" get mode 0755.
-func zipOf(t testing.TB, files map[string][]byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, data := range files {
-		h := &zip.FileHeader{Name: name, Method: zip.Deflate}
-		h.SetMode(0o644)
-		if strings.HasSuffix(name, ".sh") || name == "worker" {
-			h.SetMode(0o755)
-		}
-		w, err := zw.CreateHeader(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // seedWorkerSource is the Go worker of seed 000 ("Payload Example"), with
@@ -454,61 +334,13 @@ chmod +x "worker"
 ./"worker" "$@"
 `
 
-// buildDirs are the folders of the programs the tests built, removed by
-// TestMain.
-var buildDirs struct {
-	sync.Mutex
-	list []string
-}
-
-// buildDir makes a folder for a program the tests build.
-func buildDir(pattern string) (string, error) {
-	dir, err := os.MkdirTemp("", pattern)
-	if err == nil {
-		buildDirs.Lock()
-		buildDirs.list = append(buildDirs.list, dir)
-		buildDirs.Unlock()
-	}
-	return dir, err
-}
-
-// buildWorker compiles seedWorkerSource once per test binary.
-var buildWorker = sync.OnceValues(func() (string, error) {
-	dir, err := buildDir("kiln-ironapi-worker-")
-	if err != nil {
-		return "", err
-	}
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o750); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(seedWorkerSource), 0o600); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module worker\n\ngo 1.26\n"), 0o600); err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "worker")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return out, nil
-})
-
 // seedZip returns worker.zip of seed 000: the compiled worker and
 // __runner__.sh at the root.
 func seedZip(t testing.TB) []byte {
 	t.Helper()
-	bin, err := buildWorker()
+	data, err := os.ReadFile(testenv.BuildGo(t, seedWorkerSource))
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return zipOf(t, map[string][]byte{"worker": data, "__runner__.sh": []byte(seedRunnerScript)})
+	return testenv.Zip(t, map[string][]byte{"worker": data, "__runner__.sh": []byte(seedRunnerScript)})
 }

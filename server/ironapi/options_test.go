@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/store"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 // Cancelling a schedule that has made all its runs answers as IronWorker
@@ -15,14 +16,10 @@ import (
 // succeeds as well.
 func TestCancelFinishedSchedule(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	b := setupOn(t, st, false)
 	b.mustUpload(map[string]any{"name": "once", "file_name": "run.sh", "runtime": "sh"},
-		zipOf(t, map[string][]byte{"run.sh": []byte("true\n")}))
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("true\n")}))
 	pp := "/2/projects/" + project
 	var created struct {
 		Schedules []struct {
@@ -69,13 +66,9 @@ func TestCancelFinishedSchedule(t *testing.T) {
 // "retries": 2 is two; for a queued task and for a scheduled one alike.
 func TestPackageRetries(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	b := setupOn(t, st, false)
-	zip := zipOf(t, map[string][]byte{"run.sh": []byte("true\n")})
+	zip := testenv.Zip(t, map[string][]byte{"run.sh": []byte("true\n")})
 	pp := "/2/projects/" + project
 	for _, c := range []struct {
 		name    string

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 // buildSeedProgram builds testdata/seed000/<name>/main.go.txt with the
@@ -22,21 +24,7 @@ func buildSeedProgram(t *testing.T, name, host string) string {
 	if !strings.Contains(string(src), ironHost) {
 		t.Fatalf("%s does not name %s", name, ironHost)
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(strings.ReplaceAll(string(src), ironHost, host)), 0o600); err != nil { //nolint:gosec // G703: dir is the test's own temporary folder
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module "+name+"\n\ngo 1.26\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", name, err, b)
-	}
-	return out
+	return testenv.BuildGo(t, strings.ReplaceAll(string(src), ironHost, host))
 }
 
 // TestSeed000 runs seed 000 end to end: its Go worker and __runner__.sh
@@ -106,10 +94,10 @@ func TestSeed000(t *testing.T) {
 		}
 	}
 	// The token went in the query string: it must not reach the logs.
-	if strings.Contains(b.logs.String(), b.token) {
+	if strings.Contains(b.ks.Logs(), b.token) {
 		t.Error("the oauth token appears in the server log")
 	}
-	if !strings.Contains(b.logs.String(), fmt.Sprintf(`"path":"/2/projects/%s/codes"`, project)) {
+	if !strings.Contains(b.ks.Logs(), fmt.Sprintf(`"path":"/2/projects/%s/codes"`, project)) {
 		t.Error("the upload request was not logged")
 	}
 }

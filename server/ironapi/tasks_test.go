@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 const (
@@ -39,7 +40,7 @@ func TestShellAndPythonPackages(t *testing.T) {
 	b.mustUpload(map[string]any{
 		"name": "echo", "file_name": "run.sh", "runtime": "sh", "config": "the-config",
 		"env_vars": map[string]string{"GREETING": "hi"},
-	}, zipOf(t, map[string][]byte{"run.sh": []byte(echoScript)}))
+	}, testenv.Zip(t, map[string][]byte{"run.sh": []byte(echoScript)}))
 	ids := b.queue(map[string]any{"code_name": "echo", "payload": `{"x":"1"}`, "label": "lbl"})
 	ti := b.wait(ids[0])
 	if ti.Status != "complete" || ti.Label != "lbl" || ti.Payload != `{"x":"1"}` || ti.Timeout != 3600 {
@@ -58,7 +59,7 @@ func TestShellAndPythonPackages(t *testing.T) {
 
 	// The environment is built from scratch: nothing of the server's.
 	b.mustUpload(map[string]any{"name": "env", "file_name": "run.sh", "runtime": "sh", "env_vars": map[string]string{"GREETING": "hi"}},
-		zipOf(t, map[string][]byte{"run.sh": []byte("env\n")}))
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("env\n")}))
 	envTask := b.queue(map[string]any{"code_name": "env", "payload": ""})[0]
 	if ti := b.wait(envTask); ti.Status != "complete" {
 		t.Fatalf("env task: %+v", ti)
@@ -76,7 +77,7 @@ func TestShellAndPythonPackages(t *testing.T) {
 		return
 	}
 	b.mustUpload(map[string]any{"name": "py", "file_name": "main.py", "runtime": "python"},
-		zipOf(t, map[string][]byte{"main.py": []byte(pythonScript)}))
+		testenv.Zip(t, map[string][]byte{"main.py": []byte(pythonScript)}))
 	ids = b.queue(map[string]any{"code_name": "py", "payload": `{"n":21}`})
 	if ti := b.wait(ids[0]); ti.Status != "complete" {
 		t.Fatalf("python task: %+v\n%s", ti, b.log(ids[0]))
@@ -93,11 +94,11 @@ func TestFailingPackages(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.mustUpload(map[string]any{"name": "crash", "file_name": "run.sh", "runtime": "sh", "retries": 1},
-		zipOf(t, map[string][]byte{"run.sh": []byte("echo attempt; exit 3\n")}))
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo attempt; exit 3\n")}))
 	b.mustUpload(map[string]any{"name": "slow", "file_name": "run.sh", "runtime": "sh"},
-		zipOf(t, map[string][]byte{"run.sh": []byte("trap '' TERM; echo started; while :; do sleep 1; done\n")}))
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("trap '' TERM; echo started; while :; do sleep 1; done\n")}))
 	b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"},
-		zipOf(t, map[string][]byte{"run.sh": []byte("echo fine\n")}))
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo fine\n")}))
 
 	crash := b.queue(map[string]any{"code_name": "crash", "payload": ""})[0]
 	timeout := b.queue(map[string]any{"code_name": "slow", "payload": "", "timeout": 1})[0]
@@ -141,9 +142,9 @@ func TestFailingPackages(t *testing.T) {
 	// A program for another machine fails with a clear error; shell
 	// metacharacters in a command are plain arguments.
 	b.mustUpload(map[string]any{"name": "wrongarch", "file_name": "worker", "runtime": "binary"},
-		zipOf(t, map[string][]byte{"worker": []byte("\x7fELF not really a program")}))
+		testenv.Zip(t, map[string][]byte{"worker": []byte("\x7fELF not really a program")}))
 	b.mustUpload(map[string]any{"name": "meta", "command": "echo ; rm -rf / $(id) `id` && true"},
-		zipOf(t, map[string][]byte{"README": []byte("no program here")}))
+		testenv.Zip(t, map[string][]byte{"README": []byte("no program here")}))
 	wrong := b.queue(map[string]any{"code_name": "wrongarch", "payload": ""})[0]
 	if ti := b.wait(wrong); ti.Status != "error" || !strings.Contains(ti.Msg, "exec format error") {
 		t.Errorf("wrong architecture: %s %q", ti.Status, ti.Msg)
@@ -180,8 +181,8 @@ func TestTaskRoutes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	codeID := b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh", "max_concurrency": 1},
-		zipOf(t, map[string][]byte{"run.sh": []byte("echo v1\n")}))
-	zip2 := zipOf(t, map[string][]byte{"run.sh": []byte("echo v2; cat \"$PAYLOAD_FILE\"\n")})
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo v1\n")}))
+	zip2 := testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo v2; cat \"$PAYLOAD_FILE\"\n")})
 	if id := b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"}, zip2); id != codeID {
 		t.Fatalf("a new revision got id %s, want %s", id, codeID)
 	}
@@ -335,7 +336,7 @@ func TestSchedules(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.mustUpload(map[string]any{"name": "ok", "file_name": "run.sh", "runtime": "sh"},
-		zipOf(t, map[string][]byte{"run.sh": []byte("echo scheduled; cat \"$PAYLOAD_FILE\"\n")}))
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo scheduled; cat \"$PAYLOAD_FILE\"\n")}))
 	pp := "/2/projects/" + project
 	for _, bad := range []struct {
 		body   string
@@ -392,16 +393,10 @@ func TestSchedules(t *testing.T) {
 			ScheduleID string `json:"schedule_id"`
 		} `json:"tasks"`
 	}
-	deadline := time.Now().Add(time.Minute)
-	for len(tl.Tasks) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the schedule made no task within a minute")
-		}
+	kilntest.Eventually(t, "the schedule's task", func() bool {
 		b.json(http.MethodGet, pp+"/tasks?label=sched", nil, &tl)
-		if len(tl.Tasks) == 0 {
-			<-time.After(20 * time.Millisecond)
-		}
-	}
+		return len(tl.Tasks) > 0
+	})
 	if tl.Tasks[0].ScheduleID != sid {
 		t.Errorf("task schedule_id %q, want %q", tl.Tasks[0].ScheduleID, sid)
 	}
@@ -439,11 +434,7 @@ func TestSchedules(t *testing.T) {
 // max_concurrency of 1 holds across both: no two tasks overlap.
 func TestSharedStore(t *testing.T) {
 	t.Parallel()
-	st, err := embedded.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := kilntest.Embedded(t, nil)
 	front := setupOn(t, st, false)
 	// The tasks share a lock folder on the host: no sandbox (it would give
 	// each task a /tmp of its own).
@@ -458,7 +449,7 @@ func TestSharedStore(t *testing.T) {
 	front.mustUpload(map[string]any{
 		"name": "locked", "file_name": "run.sh", "runtime": "sh", "max_concurrency": 1,
 		"env_vars": map[string]string{"LOCKDIR": lock},
-	}, zipOf(t, map[string][]byte{"run.sh": []byte(`mkdir "$LOCKDIR/held" || { echo overlap; exit 1; }
+	}, testenv.Zip(t, map[string][]byte{"run.sh": []byte(`mkdir "$LOCKDIR/held" || { echo overlap; exit 1; }
 sleep 0.2
 rmdir "$LOCKDIR/held"
 echo done

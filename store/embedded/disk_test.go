@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/tmpfs"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/storetest"
@@ -71,7 +72,7 @@ func getAll(t *testing.T, s store.Store, ns string, ids []string) map[string]*st
 // a restart every acknowledged task is there, and no task whose enqueue
 // failed ever runs. Before the fix the process died on the first failed
 // WAL write ("pebble: fatal commit error: ... no space left on device").
-func TestFullDisk(t *testing.T) {
+func TestFullDisk(t *testing.T) { //nolint:paralleltest // it fills 64 MiB tmpfs disks, which are memory: one at a time
 	for _, watermark := range []bool{true, false} {
 		t.Run(fmt.Sprintf("watermark=%v", watermark), func(t *testing.T) {
 			testFullDisk(t, watermark)
@@ -232,20 +233,13 @@ func testFullDisk(t *testing.T, watermark bool) {
 // waitWritable waits until the store accepts writes again.
 func waitWritable(t *testing.T, s *Store, ns string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testenv.Eventually(t, "writes to be accepted after space was freed", func() bool {
 		_, err := s.MetaPut(t.Context(), store.MetaPutParams{Namespace: ns, Key: "probe", Value: []byte("1")})
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, store.ErrStorageFull) {
+		if err != nil && !errors.Is(err, store.ErrStorageFull) {
 			t.Fatalf("MetaPut while space comes back: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes still refused a minute after space was freed: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // openWithin opens the store in dir, failing the test if Open takes longer
@@ -274,7 +268,7 @@ func openWithin(t *testing.T, dir string, cfg *Config) (*Store, error) {
 // almost full one: it starts, serves reads, refuses writes, and accepts
 // them again by itself once there is room. Before the fix, Open hung
 // (Pebble retried the flush of its WAL without end).
-func TestRestartOnFullDisk(t *testing.T) {
+func TestRestartOnFullDisk(t *testing.T) { //nolint:paralleltest // it fills a 64 MiB tmpfs, which is memory: one at a time
 	mnt := tmpfs.Mount(t, 64<<20)
 	dir := filepath.Join(mnt, "data")
 	cfg := fullDiskConfig(true)

@@ -27,6 +27,7 @@ func mustOpen(t testing.TB, dir string, cfg *Config) *Store {
 
 func harness(engine string) storetest.Harness {
 	return storetest.Harness{New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
+		t.Helper()
 		dir := t.TempDir()
 		cfg := &Config{Clock: clock, engine: engine}
 		cur := mustOpen(t, dir, cfg)

@@ -92,17 +92,17 @@ type pebbleLog struct{ e *pebbleEngine }
 func (pebbleLog) Infof(string, ...any)  {}
 func (pebbleLog) Errorf(string, ...any) {}
 func (l pebbleLog) Fatalf(format string, args ...any) {
-	l.e.setFault(&engineFault{msg: fmt.Sprintf(format, args...), cause: firstError(args)})
+	l.e.setFault(&engineFaultError{msg: fmt.Sprintf(format, args...), cause: firstError(args)})
 }
 
-// engineFault is a failure Pebble deems fatal for the open engine.
-type engineFault struct {
+// engineFaultError is a failure Pebble deems fatal for the open engine.
+type engineFaultError struct {
 	msg   string
 	cause error // the error among the arguments, if any
 }
 
-func (f *engineFault) Error() string { return "pebble: " + f.msg }
-func (f *engineFault) Unwrap() error { return f.cause }
+func (f *engineFaultError) Error() string { return "pebble: " + f.msg }
+func (f *engineFaultError) Unwrap() error { return f.cause }
 
 func firstError(args []any) error {
 	for _, a := range args {

@@ -14,6 +14,7 @@ import (
 	//nolint:depguard // the multi-process test drives the real kiln.Worker on this store (issue 4); a test file is not compiled into the store
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/chaos"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -55,7 +56,7 @@ func childMain() bool {
 func runWorkerChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	s, err := Open(ctx, os.Getenv("KILN_TEST_REDIS_URL"), &Config{Prefix: os.Getenv(envPrefix)})
+	s, err := Open(ctx, os.Getenv(testenv.RedisEnv), &Config{Prefix: os.Getenv(envPrefix)})
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func TestMultiProcessKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process kill test: skipped with -short")
 	}
-	url := redisURL(t)
+	url := testenv.RedisURL(t)
 	t.Parallel()
 	prefix := newPrefix()
 	dir := t.TempDir()

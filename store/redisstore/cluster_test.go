@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store/storetest"
 )
 
@@ -25,7 +26,7 @@ func startCluster(t *testing.T) string {
 	server, err1 := exec.LookPath("redis-server")
 	cli, err2 := exec.LookPath("redis-cli")
 	if err1 != nil || err2 != nil {
-		missing(t, "redis-server and redis-cli are needed to start a local Redis Cluster")
+		testenv.Missing(t, "redis-server and redis-cli are needed to start a local Redis Cluster")
 	}
 	dir := t.TempDir()
 	ports := freePorts(t, 3)
@@ -130,7 +131,7 @@ func TestConformanceCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Redis Cluster: skipped with -short")
 	}
-	redisURL(t) // the same requirement as the other tests
+	testenv.RedisURL(t) // the same requirement as the other tests
 	t.Parallel()
 	url := startCluster(t)
 	storetest.Run(t, harness(url))

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -51,7 +52,7 @@ func TestConnectForms(t *testing.T) {
 // without enough replicas fails loudly instead of being acknowledged.
 func TestWaitReplicas(t *testing.T) {
 	t.Parallel()
-	url := redisURL(t)
+	url := testenv.RedisURL(t)
 	s := mustOpen(t, url, &Config{Prefix: newPrefix(), WaitReplicas: 1, WaitTimeout: 10 * time.Millisecond})
 	defer func() { _ = s.Close() }()
 	_, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{{ID: "a", Type: "t"}}})

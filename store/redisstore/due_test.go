@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -16,7 +17,7 @@ import (
 // retry published nothing, and the Lease slept until its next check.
 func TestLeaseWakesAtDueTime(t *testing.T) {
 	t.Parallel()
-	s := mustOpen(t, redisURL(t), &Config{Prefix: newPrefix()})
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
 	t.Cleanup(func() { _ = s.Close() })
 	s.wakeCheck = time.Hour
 	const ns = "due"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -44,7 +45,7 @@ func (h *giveUpHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // their lease expired).
 func TestLeaseReplyNotDropped(t *testing.T) {
 	t.Parallel()
-	o, err := redis.ParseURL(redisURL(t))
+	o, err := redis.ParseURL(testenv.RedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

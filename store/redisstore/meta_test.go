@@ -9,6 +9,7 @@ import (
 // TestLexRange checks the ZRANGEBYLEX bounds of MetaList's prefixes against
 // a plain prefix test over keys around the edges (0xff bytes).
 func TestLexRange(t *testing.T) {
+	t.Parallel()
 	keys := []string{"a", "a\x00", "a\x01", "ab", "a\xff", "a\xff\xff", "a\xffb", "b", "\xff", "\xff\xff", "\xff\xffa", "token/", "token/a", "token0", "tokem"}
 	slices.Sort(keys)
 	for _, prefix := range []string{"", "a", "a\xff", "\xff", "\xff\xff", "token/", "z"} {

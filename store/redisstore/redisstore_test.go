@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/storetest"
 )
@@ -49,40 +50,9 @@ func newPrefix() string {
 	return fmt.Sprintf("kt-%s-%d", runToken, prefixSeq.Add(1))
 }
 
-// redisURL returns the test Redis, or skips (fails under
-// KILN_TEST_REQUIRE_ALL=1) when there is none.
-func redisURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("KILN_TEST_REDIS_URL")
-	if u == "" {
-		missing(t, "KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0; scripts/services.sh starts one)")
-		return ""
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatalf("KILN_TEST_REDIS_URL: %v", err)
-	}
-	c := redis.NewClient(o)
-	defer func() { _ = c.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		missing(t, fmt.Sprintf("Redis at KILN_TEST_REDIS_URL does not answer: %v", err))
-	}
-	return u
-}
-
-func missing(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
-		t.Fatalf("redisstore: %s (KILN_TEST_REQUIRE_ALL=1)", why)
-	}
-	t.Skipf("redisstore: %s", why)
-}
-
 // purgeRun deletes every key this run created, by prefix; never FLUSHDB.
 func purgeRun() {
-	u := os.Getenv("KILN_TEST_REDIS_URL")
+	u := os.Getenv(testenv.RedisEnv)
 	if u == "" || os.Getenv("KILN_REDISSTORE_RUN") != "" {
 		return
 	}
@@ -123,6 +93,7 @@ func mustOpen(t testing.TB, url string, cfg *Config) *Store {
 // Store on the same prefix (Redis keeps the data).
 func harness(url string) storetest.Harness {
 	return storetest.Harness{New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
+		t.Helper()
 		cfg := &Config{Prefix: newPrefix(), Clock: clock}
 		cur := mustOpen(t, url, cfg)
 		t.Cleanup(func() { _ = cur.Close() })
@@ -138,9 +109,9 @@ func harness(url string) storetest.Harness {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, harness(redisURL(t)))
+	storetest.Run(t, harness(testenv.RedisURL(t)))
 }
 
 func BenchmarkStore(b *testing.B) {
-	storetest.Bench(b, harness(redisURL(b)))
+	storetest.Bench(b, harness(testenv.RedisURL(b)))
 }

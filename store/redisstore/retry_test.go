@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -53,17 +54,17 @@ func (c *lostReplyConn) Read(b []byte) (int, error) {
 		if _, err := c.Conn.Read(make([]byte, 64<<10)); err != nil {
 			return 0, err
 		}
-		return 0, replyTimeout{}
+		return 0, replyTimeoutError{}
 	}
 	return c.Conn.Read(b)
 }
 
-// replyTimeout is the error of a read whose deadline passed.
-type replyTimeout struct{}
+// replyTimeoutError is the error of a read whose deadline passed.
+type replyTimeoutError struct{}
 
-func (replyTimeout) Error() string   { return "read: i/o timeout (test)" }
-func (replyTimeout) Timeout() bool   { return true }
-func (replyTimeout) Temporary() bool { return true }
+func (replyTimeoutError) Error() string   { return "read: i/o timeout (test)" }
+func (replyTimeoutError) Timeout() bool   { return true }
+func (replyTimeoutError) Temporary() bool { return true }
 
 // TestLostReplyNotResent: a store made by Open does not let go-redis resend
 // a script whose reply was lost. Resent, an enqueue finds its own tasks and
@@ -83,7 +84,7 @@ func TestLostReplyNotResent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			u := redisURL(t)
+			u := testenv.RedisURL(t)
 			if tc.query != "" {
 				sep := "?"
 				if bytes.ContainsRune([]byte(u), '?') {

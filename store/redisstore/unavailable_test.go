@@ -14,11 +14,11 @@ import (
 	"github.com/kilnhq/kiln/store"
 )
 
-// replyErr is an error reply of Redis, as go-redis returns it.
-type replyErr string
+// replyError is an error reply of Redis, as go-redis returns it.
+type replyError string
 
-func (e replyErr) Error() string { return string(e) }
-func (replyErr) RedisError()     {}
+func (e replyError) Error() string { return string(e) }
+func (replyError) RedisError()     {}
 
 // TestWrapUnavailable checks which errors wrap says are an outage
 // (store.ErrUnavailable, with the cause kept) and which it leaves alone.
@@ -35,19 +35,19 @@ func TestWrapUnavailable(t *testing.T) {
 		{io.EOF, true},
 		{io.ErrUnexpectedEOF, true},
 		{redis.ErrPoolTimeout, true},
-		{replyErr("LOADING Redis is loading the dataset in memory"), true},
-		{replyErr("BUSY Redis is busy running a script."), true},
-		{replyErr("CLUSTERDOWN The cluster is down"), true},
-		{replyErr("TRYAGAIN Multiple keys request during rehashing of slot"), true},
-		{replyErr("READONLY You can't write against a read only replica."), true},
-		{replyErr("MASTERDOWN Link with MASTER is down"), true},
-		{replyErr("NOREPLICAS Not enough good replicas to write."), true},
-		{replyErr("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."), true},
-		{replyErr("OOM command not allowed when used memory > 'maxmemory'."), true},
-		{replyErr("ERR max number of clients reached"), true},
-		{replyErr("ERR Error running script: attempt to compare nil with number"), false},
-		{replyErr("WRONGTYPE Operation against a key holding the wrong kind of value"), false},
-		{replyErr("NOPERM this user has no permissions"), false},
+		{replyError("LOADING Redis is loading the dataset in memory"), true},
+		{replyError("BUSY Redis is busy running a script."), true},
+		{replyError("CLUSTERDOWN The cluster is down"), true},
+		{replyError("TRYAGAIN Multiple keys request during rehashing of slot"), true},
+		{replyError("READONLY You can't write against a read only replica."), true},
+		{replyError("MASTERDOWN Link with MASTER is down"), true},
+		{replyError("NOREPLICAS Not enough good replicas to write."), true},
+		{replyError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."), true},
+		{replyError("OOM command not allowed when used memory > 'maxmemory'."), true},
+		{replyError("ERR max number of clients reached"), true},
+		{replyError("ERR Error running script: attempt to compare nil with number"), false},
+		{replyError("WRONGTYPE Operation against a key holding the wrong kind of value"), false},
+		{replyError("NOPERM this user has no permissions"), false},
 		{errors.New("unexpected script reply"), false},
 	} {
 		got := s.wrap("op", tc.err)

@@ -147,7 +147,7 @@ func workerRole() error {
 // must succeed, and every task that ran more than once must have done so
 // because the process of its earlier run was killed (the ledger of
 // internal/chaos).
-func TestMultiProcess(t *testing.T) {
+func TestMultiProcess(t *testing.T) { //nolint:paralleltest // a server and worker processes under load, killed every 2 s: run alone, beside no other test's load
 	if testing.Short() {
 		t.Skip("multi-process test: skipped with -short")
 	}

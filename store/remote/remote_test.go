@@ -122,6 +122,7 @@ func TestConformance(t *testing.T) {
 			cfg := &remote.Config{Token: adminToken, JSONOnly: jsonOnly}
 			storetest.Run(t, storetest.Harness{
 				New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
+					t.Helper()
 					ts := startServer(t, clock, nil)
 					s := ts.open(t, cfg)
 					var cur store.Store = s

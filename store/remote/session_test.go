@@ -14,15 +14,13 @@ import (
 
 	"github.com/kilnhq/kiln" //nolint:depguard // the test runs kiln.Client and kiln.Worker on the remote store, as users do; the package itself does not import kiln
 	"github.com/kilnhq/kiln/internal/apiclient"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/server/api" //nolint:depguard // the tests serve the API in-process to test the client against it; the package itself talks HTTP only
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/remote"
 	"github.com/kilnhq/kiln/store/storetest"
 )
-
-// waitLimit bounds every wait for something that should happen promptly.
-const waitLimit = 20 * time.Second
 
 // newProject creates a project on ts and returns its worker secret.
 func newProject(t *testing.T, ts *testServer, id string) string {
@@ -63,15 +61,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 		tk.SetResult(append(append([]byte(nil), tk.Payload...), tk.Payload...))
 		return nil
 	}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Worker.Run: %v", err)
-		}
-	}()
+	testenv.RunBackground(t, w)
 
 	var results []*kiln.Result
 	for i := range 40 {
@@ -85,7 +75,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(t.Context(), waitLimit)
+	wctx, wcancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 	defer wcancel()
 	for i, r := range results {
 		info, err := r.Wait(wctx)
@@ -196,14 +186,14 @@ func TestSessionRefresh(t *testing.T) {
 	ws := ts.open(t, &remote.Config{Project: "acme", WorkerSecret: secret, HTTPClient: hc})
 	tick := time.NewTicker(20 * time.Millisecond) // a bounded poll: Ping until the store has refreshed
 	defer tick.Stop()
-	deadline := time.After(waitLimit)
+	deadline := time.After(testenv.WaitLimit)
 	for refreshed.Load() == 0 {
 		if err := ws.Ping(t.Context()); err != nil {
 			t.Fatalf("Ping: %v", err)
 		}
 		select {
 		case <-deadline:
-			t.Fatalf("no refresh within %s", waitLimit)
+			t.Fatalf("no refresh within %s", testenv.WaitLimit)
 		case <-tick.C:
 		}
 	}

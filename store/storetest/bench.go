@@ -24,14 +24,17 @@ const ListBenchTasks = 450_000
 //   - ListNoMatchWalk: the same filter walked by cursor to the end (b.N
 //     counts walks), the cost of a whole scan split into bounded calls.
 func Bench(b *testing.B, h Harness) {
+	b.Helper()
 	if h.New == nil {
 		b.Fatal("storetest: Harness.New is nil")
 	}
 	setup := func(b *testing.B) *fixture {
+		b.Helper()
 		s, reopen := h.New(b, store.SystemClock{})
 		return &fixture{t: b, s: s, reopen: reopen, ns: newName("bench")}
 	}
 	report := func(b *testing.B, tasks int) {
+		b.Helper()
 		if sec := b.Elapsed().Seconds(); sec > 0 {
 			b.ReportMetric(float64(tasks)/sec, "tasks/s")
 		}
@@ -106,6 +109,7 @@ func Bench(b *testing.B, h Harness) {
 
 	// listSetup enqueues ListBenchTasks tasks in batches (not timed).
 	listSetup := func(b *testing.B) *fixture {
+		b.Helper()
 		f := setup(b)
 		for left := ListBenchTasks; left > 0; left -= store.MaxBatch {
 			f.add(inputs(min(left, store.MaxBatch))...)

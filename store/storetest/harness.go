@@ -84,6 +84,7 @@ func (h Harness) setup(t testing.TB) *fixture {
 // in returns a fresh session on the same store and clock in namespace ns,
 // for a subtest t.
 func (f *fixture) in(t testing.TB, ns string) *fixture {
+	t.Helper()
 	g := *f
 	g.t, g.ns = t, ns
 	return &g
@@ -445,6 +446,7 @@ func (f *fixture) makeTask(st store.State, in store.TaskInput) *store.Task {
 // Run runs the whole conformance suite against the stores h opens. Subtests
 // run in parallel, each on a fresh store.
 func Run(t *testing.T, h Harness) {
+	t.Helper()
 	if h.New == nil {
 		t.Fatal("storetest: Harness.New is nil")
 	}

@@ -1,12 +1,10 @@
 package irongo3
 
 import (
-	"archive/zip"
-	"bytes"
-	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +12,9 @@ import (
 	"github.com/iron-io/iron_go3/config"
 	"github.com/iron-io/iron_go3/worker"
 
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
-	"github.com/kilnhq/kiln/runner/hosted"
-	"github.com/kilnhq/kiln/server"
-	"github.com/kilnhq/kiln/store/embedded"
 )
 
 func TestMain(m *testing.M) {
@@ -26,66 +23,26 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-const adminToken = "kiln_test-admin-token-0123456789abcdef"
-
 // startServer serves a kiln server with a runner on a loopback port and
 // returns its port and a project token of "default".
 func startServer(t *testing.T) (uint16, string) {
 	t.Helper()
-	st, err := embedded.Open(t.TempDir(), nil)
+	srv := kilntest.StartServer(t, &kilntest.ServerOptions{Runner: true})
+	_, port, err := net.SplitHostPort(srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(&server.Config{
-		Store: st, BootstrapToken: adminToken, SweepInterval: 100 * time.Millisecond,
-		Runner: &hosted.Config{
-			WorkDir: t.TempDir(), Concurrency: 2, PollInterval: 100 * time.Millisecond,
-			LeaseDuration: 900 * time.Millisecond, LeaseWait: 200 * time.Millisecond,
-			Runner: &runner.Config{KillGrace: 500 * time.Millisecond},
-		},
-	})
+	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	tok, err := srv.API().CreateToken(context.Background(), "default", "iron_go3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return uint16(ln.Addr().(*net.TCPAddr).Port), tok.Token
+	return uint16(n), srv.Token
 }
 
 func writeZip(t *testing.T, files map[string]string) string {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, data := range files {
-		w, err := zw.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "code.zip")
-	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(path, testenv.Zip(t, files), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -1,0 +1,28 @@
+package kilntest
+
+import (
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/runner"
+)
+
+// Main runs a package's tests; call it as the whole of TestMain:
+//
+//	func TestMain(m *testing.M) { kilntest.Main(m) }
+//
+// First it lets the test binary serve as the code runner's trampoline
+// (runner.Main: a server started with [ServerOptions].Runner starts its task
+// processes through the binary itself). Then it runs the tests and, when
+// they passed, fails the run if goroutines were left running (goleak).
+// Last it removes the programs the tests compiled, and exits.
+func Main(m *testing.M) {
+	runner.Main()
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		testenv.RemoveBuilt()
+		os.Exit(code) //nolint:forbidigo // Main is the body of TestMain, which ends the test binary with the tests' exit code
+	}))
+}
