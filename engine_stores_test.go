@@ -42,7 +42,7 @@ func newTestStore(tb testing.TB, kind string) *testStore {
 	switch kind {
 	case "embedded":
 		st := kilntest.Embedded(tb, nil)
-		return &testStore{name: kind, open: func(testing.TB) store.Store { return st }}
+		return &testStore{name: kind, open: func(tb testing.TB) store.Store { tb.Helper(); return st }}
 	case "redis":
 		url := kilntest.RedisURL(tb)
 		prefix := kilntest.RedisPrefix(tb, url)
@@ -60,10 +60,10 @@ func newTestStore(tb testing.TB, kind string) *testStore {
 			tb.Cleanup(func() { _ = s.Close() })
 			return s
 		}
-		return &testStore{name: kind, open: func(tb testing.TB) store.Store { return openCfg(tb, nil) }, openRedis: openCfg}
+		return &testStore{name: kind, open: func(tb testing.TB) store.Store { tb.Helper(); return openCfg(tb, nil) }, openRedis: openCfg}
 	case "remote":
 		srv := kilntest.StartServer(tb, &kilntest.ServerOptions{Bare: true})
-		return &testStore{name: kind, open: func(tb testing.TB) store.Store { return srv.Remote(tb) }}
+		return &testStore{name: kind, open: func(tb testing.TB) store.Store { tb.Helper(); return srv.Remote(tb) }}
 	}
 	tb.Fatalf("unknown store kind %q", kind)
 	return nil

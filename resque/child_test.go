@@ -89,6 +89,7 @@ func runWorkerChild() error {
 }
 
 func startChild(t *testing.T, name, ns, dir string, conc int, work time.Duration) *chaos.Proc {
+	t.Helper()
 	return chaos.Start(t, chaos.Cmd{Name: name, Env: []string{
 		envChild + "=worker", envNS + "=" + ns, envRunLog + "=" + dir,
 		envConc + "=" + strconv.Itoa(conc), envWork + "=" + work.String(),
@@ -208,6 +209,7 @@ func TestKillLosesNoJob(t *testing.T) {
 // running a job: it takes no other job, lets the running one finish,
 // unregisters and exits 0.
 func TestSignalsStopGracefully(t *testing.T) {
+	t.Parallel()
 	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			rdb, ns := testClient(t)

@@ -28,6 +28,7 @@ func TestEncodeJob(t *testing.T) {
 		{"control characters escaped", "C", []any{"\n\t\x01"}, `{"class":"C","args":["\n\t\u0001"]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := EncodeJob(tc.class, tc.args)
 			if err != nil {
 				t.Fatal(err)
@@ -68,6 +69,7 @@ func TestEncodeJobErrors(t *testing.T) {
 		{"queue not UTF-8", "\xff", "C", nil, `the queue name "\xff" is not valid UTF-8`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := EncodeDelayedJob(tc.queue, tc.class, tc.args)
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("err = %v, want %q", err, tc.want)

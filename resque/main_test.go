@@ -64,6 +64,7 @@ func testClient(t testing.TB) (*redis.Client, string) {
 
 // deletePrefix deletes every key that starts with prefix.
 func deletePrefix(t testing.TB, rdb redis.UniversalClient, prefix string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()

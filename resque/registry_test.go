@@ -180,6 +180,7 @@ func TestJanitorReturnsJobsOfDeadWorker(t *testing.T) {
 // shutdown timeout: the job goes back to the head of its queue, the
 // handler's context is cancelled, the worker unregisters.
 func TestShutdownTimeoutReturnsJob(t *testing.T) {
+	t.Parallel()
 	for _, plain := range []bool{false, true} {
 		t.Run(fmt.Sprintf("plain=%v", plain), func(t *testing.T) {
 			t.Parallel()

@@ -146,6 +146,7 @@ func TestResqueSignals(t *testing.T) {
 	s := startCLIServer(t)
 	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
 			ns := "kilntest:" + rand.Text()[:12] + ":"
 			t.Cleanup(func() {
 				keys := rdb.Keys(context.Background(), ns+"*").Val()
