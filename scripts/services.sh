@@ -187,7 +187,7 @@ redact() { sed -E 's#(://[^:/@]+):[^@/]*@#\1:***@#' <<<"$1"; }
 
 # ------------------------------------------- browser tests (later issues) ----
 # The dashboard's tests need Debian's Chromium and playwright-core from npm
-# (DESIGN.md, "Real components"). Not installed yet: when the first browser test
+# (real components in the tests, never stand-ins). Not installed yet: when the first browser test
 # lands, add here, in the same style (check first, install only when missing):
 #   - apt_install chromium chromium-driver      (/usr/bin/chromium)
 #   - npm ci (or npm install playwright-core@<pinned>) in the folder holding the
