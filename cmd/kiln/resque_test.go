@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -62,26 +61,14 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 // the queue of the same name, its payload the args.
 func TestResqueBridge(t *testing.T) {
 	t.Parallel()
-	url := os.Getenv("KILN_TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
-			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is")
-		}
-		t.Skip("KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)")
-	}
+	url := testenv.RedisURL(t)
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(o)
-	ns := "kilntest:" + rand.Text()[:12] + ":"
-	t.Cleanup(func() {
-		keys := rdb.Keys(context.Background(), ns+"*").Val()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		_ = rdb.Close()
-	})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ns := testenv.RedisPrefix(t, url) + ":"
 	if err := rdb.RPush(t.Context(), ns+"queue:mail", `{"class":"SendMail","args":["a@b.c",{"n":1}]}`, `{"class":"SendMail","args":[]}`).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,13 +117,7 @@ func TestResqueBridge(t *testing.T) {
 // exits 0 and leaves Resque's worker registry.
 func TestResqueSignals(t *testing.T) {
 	t.Parallel()
-	url := os.Getenv("KILN_TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_ALL") == "1" {
-			t.Fatal("KILN_TEST_REDIS_URL is not set and KILN_TEST_REQUIRE_ALL is")
-		}
-		t.Skip("KILN_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)")
-	}
+	url := testenv.RedisURL(t)
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
@@ -147,13 +128,7 @@ func TestResqueSignals(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
-			ns := "kilntest:" + rand.Text()[:12] + ":"
-			t.Cleanup(func() {
-				keys := rdb.Keys(context.Background(), ns+"*").Val()
-				if len(keys) > 0 {
-					rdb.Del(context.Background(), keys...)
-				}
-			})
+			ns := testenv.RedisPrefix(t, url) + ":"
 			cmd := exec.CommandContext(t.Context(), os.Args[0], "resque", "--bridge", "-queues", "q", "-uri", url,
 				"-namespace", ns, "--url", s.url, "--token", testAdminToken)
 			cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0")
