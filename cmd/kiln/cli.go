@@ -50,6 +50,16 @@ func clientCommands() []*command {
 			run: runTask,
 		},
 		{
+			name:    "workflow",
+			args:    "get|cancel <id>",
+			summary: "show a workflow with each member's state, or cancel it",
+			help: "Subcommands:\n\n" +
+				"  workflow get <id>      the workflow's state and each member's (waiting: not enqueued yet)\n" +
+				"  workflow cancel <id>   cancel every member not finished\n\n" +
+				"Workflows are made with the Go library (kiln.Chain, kiln.Group, kiln.Chord).",
+			run: runWorkflow,
+		},
+		{
 			name:    "queue",
 			args:    "ls|pause|resume [queue]",
 			summary: "list queues with their counts, pause or resume one",

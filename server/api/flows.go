@@ -1,18 +1,13 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 
+	"github.com/kilnhq/kiln/internal/flowspec"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/store"
 )
-
-// FlowView, when set, reads a workflow's spec and answers each member's
-// state for GET /v1/projects/{p}/workflows/{id}. Package kiln sets it (it
-// knows the spec's format); without it the answer has the raw record only.
-var FlowView func(c interface {
-	Get(ns string, ids []string) ([]*store.Task, error)
-}, ns string, f *store.Flow, out *wire.Flow) error
 
 func (a *API) flows() (store.Flows, error) {
 	fl, ok := a.st.(store.Flows)
@@ -40,15 +35,6 @@ func (a *API) createFlow(c *call) error {
 	return c.json(http.StatusCreated, wire.Flow{ID: p.ID, CreatedAt: a.clock.Now().UTC(), Held: []string{}})
 }
 
-type flowGetter struct {
-	c *call
-}
-
-func (g flowGetter) Get(ns string, ids []string) ([]*store.Task, error) {
-	res, err := g.c.a.st.Get(g.c.ctx(), store.GetParams{Namespace: ns, IDs: ids})
-	return res.Tasks, err
-}
-
 // getFlow answers a workflow's record and, where the spec can be read, the
 // state of each of its members.
 func (a *API) getFlow(c *call) error {
@@ -68,9 +54,29 @@ func (a *API) getFlow(c *call) error {
 		return err
 	}
 	out := wire.Flow{ID: f.ID, Spec: f.Spec, CreatedAt: f.CreatedAt, Held: f.Held}
-	if FlowView != nil {
-		if err := FlowView(flowGetter{c}, c.ns(), f, &out); err != nil {
-			return err
+	var spec flowspec.Spec
+	if json.Unmarshal(f.Spec, &spec) == nil && spec.V == flowspec.Version {
+		ids := make([]string, len(spec.Members))
+		for i, m := range spec.Members {
+			ids[i] = m.ID
+		}
+		tasks := make(map[string]*store.Task, len(ids))
+		for start := 0; start < len(ids); start += store.MaxBatch {
+			res, err := a.st.Get(c.ctx(), store.GetParams{Namespace: c.ns(), IDs: ids[start:min(start+store.MaxBatch, len(ids))]})
+			if err != nil {
+				return err
+			}
+			for _, t := range res.Tasks {
+				if t != nil {
+					tasks[t.ID] = t
+				}
+			}
+		}
+		st, ms := flowspec.Summarize(&spec, tasks, f.Held)
+		out.State = st
+		out.Members = make([]wire.FlowMember, len(ms))
+		for i, m := range ms {
+			out.Members[i] = wire.FlowMember{ID: m.ID, Type: m.Type, State: m.State, Error: m.Error}
 		}
 	}
 	return c.json(http.StatusOK, out)
