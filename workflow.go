@@ -643,12 +643,14 @@ func isFlowCancel(err error) bool {
 	return errors.As(err, &fs) && !fs.dead
 }
 
-// flowHandler wraps h for tasks of workflows that wait for others: it
+// flowHandler wraps h: it puts the task in the handler's context (see
+// TaskFromContext) and, for tasks of workflows that wait for others,
 // reads the tasks waited for, applies the task's policy, and hands h the
 // payload made of the task's arguments and the results it takes. Other
 // tasks go to h unchanged.
 func (w *Worker) flowHandler(h Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, t *Task) error {
+		ctx = context.WithValue(ctx, taskKey{}, t) // TaskFromContext
 		if !flowspec.IsEnvelope(t.Payload) {
 			return h.ProcessTask(ctx, t)
 		}
