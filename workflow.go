@@ -356,9 +356,8 @@ func (c *Client) Workflow(id string) *WorkflowResult { return &WorkflowResult{c:
 // WorkflowResult is a handle on an enqueued workflow. It is safe for
 // concurrent use.
 type WorkflowResult struct {
-	c    *Client
-	id   string
-	spec *flowspec.Spec
+	c  *Client
+	id string
 }
 
 // ID returns the workflow's id.
@@ -502,17 +501,31 @@ func (e *WorkflowError) Is(target error) bool {
 // cancelled it also returns a *WorkflowError. It polls the store, every
 // millisecond at first and slowing to every 100 ms.
 func (r *WorkflowResult) Wait(ctx context.Context) (*WorkflowState, error) {
-	const first, most = time.Millisecond, 100 * time.Millisecond
-	delay := first
+	ws, _, err := r.wait(ctx)
+	return ws, err
+}
+
+func (r *WorkflowResult) wait(ctx context.Context) (*WorkflowState, *flowspec.Spec, error) {
+	delay := time.Millisecond
 	var timer *time.Timer
+	var cached *flowspec.Spec
 	for {
+		// Cheap polls first: the workflow's record and its result's
+		// tasks; the whole workflow is read once they are done.
+		if done, err := r.finalDone(ctx, &cached); err != nil {
+			return nil, nil, err
+		} else if !done {
+			if err := sleepPoll(ctx, &timer, &delay, r.id); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
 		spec, held, tasks, err := r.read(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		st, ms := flowspec.Summarize(spec, tasks, held)
 		if st != flowspec.StatePending && st != flowspec.StateRunning {
-			r.spec = spec
 			ws := &WorkflowState{ID: r.id, State: st, Members: make([]MemberState, len(ms))}
 			for i, m := range ms {
 				ws.Members[i] = MemberState{ID: m.ID, Type: m.Type, State: m.State, Error: m.Error, Callback: m.Callback}
@@ -521,7 +534,7 @@ func (r *WorkflowResult) Wait(ctx context.Context) (*WorkflowState, error) {
 				}
 			}
 			if st == flowspec.StateSucceeded {
-				return ws, nil
+				return ws, spec, nil
 			}
 			we := &WorkflowError{ID: r.id, State: st}
 			if rc := flowspec.RootCause(ms); rc != nil {
@@ -533,32 +546,75 @@ func (r *WorkflowResult) Wait(ctx context.Context) (*WorkflowState, error) {
 				}
 				we.Cause = te
 			}
-			return ws, we
+			return ws, spec, we
 		}
-		if timer == nil {
-			timer = time.NewTimer(delay)
-			defer timer.Stop()
-		} else {
-			timer.Reset(delay)
+		if err := sleepPoll(ctx, &timer, &delay, r.id); err != nil {
+			return nil, nil, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("kiln: wait for workflow %s: %w", r.id, context.Cause(ctx))
-		case <-timer.C:
-		}
-		delay = min(delay*2, most)
 	}
+}
+
+// sleepPoll waits *delay (doubling it up to 100 ms) or until ctx is done.
+func sleepPoll(ctx context.Context, timer **time.Timer, delay *time.Duration, id string) error {
+	const most = 100 * time.Millisecond
+	if *timer == nil {
+		*timer = time.NewTimer(*delay)
+	} else {
+		(*timer).Reset(*delay)
+	}
+	select {
+	case <-ctx.Done():
+		(*timer).Stop()
+		return fmt.Errorf("kiln: wait for workflow %s: %w", id, context.Cause(ctx))
+	case <-(*timer).C:
+	}
+	*delay = min(*delay*2, most)
+	return nil
+}
+
+// finalDone reports whether no task of the workflow is held any more and
+// the tasks of its result have finished, reading the spec once.
+func (r *WorkflowResult) finalDone(ctx context.Context, cached **flowspec.Spec) (bool, error) {
+	fl, err := r.flows()
+	if err != nil {
+		return false, err
+	}
+	f, err := fl.GetFlow(ctx, store.FlowGetParams{Namespace: r.c.ns, ID: r.id})
+	if err != nil {
+		return false, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
+	}
+	if len(f.Held) > 0 {
+		return false, nil
+	}
+	spec := *cached
+	if spec == nil {
+		spec = new(flowspec.Spec)
+		if err := json.Unmarshal(f.Spec, spec); err != nil || spec.V != flowspec.Version {
+			return false, fmt.Errorf("kiln: workflow %s: not a workflow of this version of kiln (%v)", r.id, err)
+		}
+		*cached = spec
+	}
+	tasks, err := getTasks(ctx, r.c.s, r.c.ns, spec.Final.IDs())
+	if err != nil {
+		return false, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
+	}
+	for _, t := range tasks {
+		if !t.State.Terminal() {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Get waits for the workflow like Wait and decodes its result into out: a
 // chain's is its last step's result, a group's the list of its members'
 // results in order, a chord's its callback's. A nil out only waits.
 func (r *WorkflowResult) Get(ctx context.Context, out any) error {
-	ws, err := r.Wait(ctx)
+	ws, spec, err := r.wait(ctx)
 	if err != nil {
 		return err
 	}
-	return decodeShape(r.id, r.spec.Final, ws, out)
+	return decodeShape(r.id, spec.Final, ws, out)
 }
 
 // GetAll waits for the workflow like Wait and decodes into out (a pointer
@@ -566,11 +622,11 @@ func (r *WorkflowResult) Get(ctx context.Context, out any) error {
 // each member's result; for a chain, each step's (a group step's is a
 // list).
 func (r *WorkflowResult) GetAll(ctx context.Context, out any) error {
-	ws, err := r.Wait(ctx)
+	ws, spec, err := r.wait(ctx)
 	if err != nil {
 		return err
 	}
-	return decodeShape(r.id, flowspec.Shape{IsList: true, List: r.spec.Top}, ws, out)
+	return decodeShape(r.id, flowspec.Shape{IsList: true, List: spec.Top}, ws, out)
 }
 
 func decodeShape(id string, s flowspec.Shape, ws *WorkflowState, out any) error {
