@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/redisstore"
@@ -30,11 +32,15 @@ func benchStores(b *testing.B, fn func(b *testing.B, open func() store.Store)) {
 	}
 	b.Run("store=redis", func(b *testing.B) {
 		fn(b, func() store.Store {
-			s, err := redisstore.Open(b.Context(), url, &redisstore.Config{Prefix: fmt.Sprintf("kiln-bench-wf-%d", time.Now().UnixNano())})
+			prefix := fmt.Sprintf("kiln-bench-wf-%d", time.Now().UnixNano())
+			s, err := redisstore.Open(b.Context(), url, &redisstore.Config{Prefix: prefix})
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() { _ = s.Close() })
+			b.Cleanup(func() {
+				_ = s.Close()
+				deletePrefix(url, prefix)
+			})
 			return s
 		})
 	})
@@ -170,4 +176,27 @@ func BenchmarkWorkflowChain(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()*1e6/float64(b.N*steps), "µs/step")
 		})
 	})
+}
+
+// deletePrefix deletes the Redis keys of a benchmark's prefix.
+func deletePrefix(url, prefix string) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return
+	}
+	c := redis.NewClient(o)
+	defer func() { _ = c.Close() }()
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, "*"+prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 1000 {
+			c.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		c.Unlink(ctx, keys...)
+	}
 }
