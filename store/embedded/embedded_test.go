@@ -10,7 +10,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if crashChild() {
+	if crashChild() || flowCrashChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)
