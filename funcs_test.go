@@ -137,3 +137,31 @@ func TestFnAndDefine(t *testing.T) {
 		t.Fatalf("Send with callbacks: %v", err)
 	}
 }
+
+// FuzzFnArgs: any payload either decodes into the arguments of each
+// function shape or is refused with an error; never a panic.
+func FuzzFnArgs(f *testing.F) {
+	for _, s := range []string{"null", "[1,2]", "[[1,2]]", `"a b"`, "[1]", "5", "[", `[{"A":1}]`, ""} {
+		f.Add([]byte(s))
+	}
+	fns := []any{
+		func(args ...int64) (int64, error) { return 0, nil },
+		func(string) ([]string, error) { return nil, nil },
+		func(context.Context, int, int) (int, error) { return 0, nil },
+		func([]int) (int, error) { return 0, nil },
+		func(addArgs, ...string) error { return nil },
+		func() error { return nil },
+	}
+	hs := make([]Handler, len(fns))
+	for i, fn := range fns {
+		hs[i] = MustFn(fn)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		for _, h := range hs {
+			err := h.ProcessTask(context.Background(), &Task{Type: "f", Payload: payload})
+			if err != nil && !errors.Is(err, SkipRetry) {
+				t.Fatalf("payload %q: %v does not match SkipRetry", payload, err)
+			}
+		}
+	})
+}
