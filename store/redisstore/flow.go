@@ -81,10 +81,13 @@ for j = 1, nt + nh do
 end
 redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW))
 local sNOW = S(NOW)
+local nowR = R17(NOW)
+local base = redis.call('INCRBY', T .. ':seq', nt) - nt
+local all, delayed, ready, readyKeys, types = {}, {}, {}, {}, {}
 for j = 1, nt do
   local i = starts[j]
   local id, q, ty, ra = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 9]
-  local seq = redis.call('INCR', T .. ':seq')
+  local seq = base + j
   local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
   if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
   if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
@@ -92,27 +95,46 @@ for j = 1, nt do
   if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = '1' end
   local st, m
   local tail = struct.pack('>I8', seq) .. id
-  if ra ~= '' and tonumber(ra) > NOW then
-    st = '1'
+  if ra ~= '' then
     m = ARGV[i + 5] .. R17(tonumber(ra)) .. tail
     f[#f + 1] = 'ra'; f[#f + 1] = ra
-    redis.call('ZADD', T .. ':d', ra, id)
+  else
+    m = ARGV[i + 5] .. nowR .. tail
+  end
+  if ra ~= '' and tonumber(ra) > NOW then
+    st = '1'
+    delayed[#delayed + 1] = ra
+    delayed[#delayed + 1] = id
   else
     st = '2'
-    if ra ~= '' then
-      m = ARGV[i + 5] .. R17(tonumber(ra)) .. tail
-      f[#f + 1] = 'ra'; f[#f + 1] = ra
-    else
-      m = ARGV[i + 5] .. R17(NOW) .. tail
+    local rk = T .. ':r:' .. q .. '/' .. ty
+    local l = ready[rk]
+    if not l then
+      l = {}
+      ready[rk] = l
+      readyKeys[#readyKeys + 1] = rk
+      local tq = types[q]
+      if not tq then tq = {}; types[q] = tq end
+      tq[ty] = true
     end
-    push_ready(q, ty, m)
+    l[#l + 1] = 0
+    l[#l + 1] = m
+    woke = true
   end
   f[#f + 1] = 'm'; f[#f + 1] = m
   f[#f + 1] = 'st'; f[#f + 1] = st
   redis.call('HSET', tkey(id), unpack(f))
-  redis.call('ZADD', T .. ':all', seq, id)
+  all[#all + 1] = seq
+  all[#all + 1] = id
   count(st, q, 1)
 end
+zadd_all(T .. ':all', all)
+zadd_all(T .. ':d', delayed)
+for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
+for q, tys in pairs(types) do
+  for ty in pairs(tys) do redis.call('SADD', T .. ':ty:' .. q, ty) end
+end
+local fh = {}
 for j = nt + 1, nt + nh do
   local i = starts[j]
   local id = ARGV[i]
@@ -123,11 +145,13 @@ for j = nt + 1, nt + nh do
   if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
   if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = '1' end
   redis.call('HSET', T .. ':h:' .. id, unpack(f))
-  redis.call('ZADD', T .. ':fh:' .. fid, j - nt, id)
+  fh[#fh + 1] = j - nt
+  fh[#fh + 1] = id
   for k = 1, na do
     redis.call('SADD', T .. ':dp:' .. ARGV[i + ` + strconv.Itoa(flowTaskArgs) + ` + k], id)
   end
 end
+zadd_all(T .. ':fh:' .. fid, fh)
 flush()
 return 'O'
 `)

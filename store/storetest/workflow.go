@@ -140,6 +140,23 @@ func testFlows(t *testing.T, h Harness) {
 		f.check()
 	})
 
+	t.Run("ScheduledFirstTask", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a, now := input("a", "q"), input("n", "q")
+		a.RunAt = f.now().Add(time.Hour)
+		b := held("b", "q", a.ID)
+		f.mustFlow(store.FlowParams{Tasks: []store.TaskInput{a, now}, Held: []store.HeldTask{b}})
+		f.wantState(a.ID, store.StateScheduled)
+		f.succeed("q", now.ID, "")
+		f.leaseNone("q")
+		f.clock.Advance(2 * time.Hour)
+		f.sweep()
+		f.succeed("q", a.ID, "")
+		f.succeed("q", b.Task.ID, "")
+		f.check()
+	})
+
 	t.Run("ChordOnceUnderConcurrentCompletion", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)
