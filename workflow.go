@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/flowspec"
@@ -423,16 +424,30 @@ func (r *WorkflowResult) read(ctx context.Context) (*flowspec.Spec, []string, ma
 	return &spec, f.Held, tasks, nil
 }
 
-// getTasks reads tasks by id, in batches.
+// getTasks reads tasks by id, in batches of 1000, up to 4 at once (a
+// chord's callback reads every member).
 func getTasks(ctx context.Context, s store.Reader, ns string, idl []string) (map[string]*store.Task, error) {
+	const chunk, parallel = 1000, 4
+	n := (len(idl) + chunk - 1) / chunk
+	res := make([][]*store.Task, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: idl[i*chunk : min((i+1)*chunk, len(idl))]})
+			res[i], errs[i] = r.Tasks, err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	out := make(map[string]*store.Task, len(idl))
-	for start := 0; start < len(idl); start += store.MaxBatch {
-		end := min(start+store.MaxBatch, len(idl))
-		res, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: idl[start:end]})
-		if err != nil {
-			return nil, err
-		}
-		for _, t := range res.Tasks {
+	for _, ts := range res {
+		for _, t := range ts {
 			if t != nil {
 				out[t.ID] = t
 			}
