@@ -32,6 +32,45 @@ type Flows interface {
 	EnqueueFlow(ctx context.Context, p FlowParams) error
 	// GetFlow returns a flow's record, or ErrNotFound.
 	GetFlow(ctx context.Context, p FlowGetParams) (*Flow, error)
+	// ListFlows returns the flows of a namespace in id order, a page at a
+	// time.
+	ListFlows(ctx context.Context, p FlowListParams) (FlowListResult, error)
+}
+
+// FlowListParams is the input of ListFlows.
+type FlowListParams struct {
+	Namespace string
+	// After is the NextCursor of the previous page (the last id it
+	// returned); empty starts at the first flow.
+	After string
+	// Limit is the page size: 0 means 100; at most 1000.
+	Limit int
+}
+
+// FlowListResult is one page of ListFlows.
+type FlowListResult struct {
+	Flows []*Flow
+	// NextCursor continues the listing; empty at the end.
+	NextCursor string
+}
+
+// CheckFlowList validates p and returns its page size.
+func CheckFlowList(p FlowListParams) (int, error) {
+	if err := CheckNamespace(p.Namespace); err != nil {
+		return 0, err
+	}
+	if p.After != "" {
+		if err := CheckName("after", p.After); err != nil {
+			return 0, err
+		}
+	}
+	switch {
+	case p.Limit < 0 || p.Limit > MaxListLimit:
+		return 0, invalid(ErrInvalidOption, "limit", "%d is outside 0..%d", p.Limit, MaxListLimit)
+	case p.Limit == 0:
+		return 100, nil
+	}
+	return p.Limit, nil
 }
 
 // MaxFlowTasks is the most tasks (ready and held) of one flow.

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/wire"
@@ -14,6 +16,7 @@ import (
 func runWorkflow(ctx context.Context, std stdio, args []string) error {
 	return dispatchSub(ctx, std, "workflow", args, map[string]func(context.Context, stdio, []string) error{
 		"get":    runWorkflowGet,
+		"ls":     runWorkflowList,
 		"cancel": runWorkflowCancel,
 	})
 }
@@ -87,4 +90,45 @@ func runWorkflowCancel(ctx context.Context, std stdio, args []string) error {
 			}
 		}
 	}
+}
+
+func runWorkflowList(ctx context.Context, std stdio, args []string) error {
+	c := subcommand("workflow", "ls", "[--after ID] [--limit N]", "Ls lists the project's workflows in id order (oldest first for generated ids), each with its state, a page at a time.")
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	var cf connFlags
+	after := fs.String("after", "", "start after this workflow id (the previous page's next cursor)")
+	limit := fs.Int("limit", 20, "workflows per page, 1..100")
+	cn, pos, err := start(std, c, fs, &cf, args)
+	if err != nil {
+		return helpOK(err)
+	}
+	if err := nargs(c, pos, 0, 0); err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	if *after != "" {
+		q.Set("after", *after)
+	}
+	var resp wire.FlowList
+	if err := cn.do(ctx, "workflow ls", apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "workflows") + "?" + q.Encode()}, &resp); err != nil {
+		return err
+	}
+	if cn.json {
+		for i := range resp.Workflows {
+			resp.Workflows[i].Spec = nil
+		}
+		return printJSON(std.stdout, resp)
+	}
+	tb := newTable(std.stdout, "ID", "CREATED", "STATE", "TASKS", "WAITING")
+	for _, f := range resp.Workflows {
+		tb.row(f.ID, fmtTime(&f.CreatedAt), orDash(f.State), strconv.Itoa(f.Size), strconv.Itoa(len(f.Held)))
+	}
+	if err := tb.flush(); err != nil {
+		return err
+	}
+	if resp.NextCursor != "" {
+		_, err := fmt.Fprintf(std.stdout, "more: kiln workflow ls --after %s\n", resp.NextCursor)
+		return err
+	}
+	return nil
 }

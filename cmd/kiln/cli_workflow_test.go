@@ -69,4 +69,12 @@ func TestCLIWorkflow(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	wantExit(t, s, exitNotFound, "not found", "workflow", "get", "no-such-workflow")
+	out = mustKiln(t, s, "workflow", "ls", "--limit", "1")
+	if !strings.Contains(out, ok.ID()) || !strings.Contains(out, "succeeded") || !strings.Contains(out, "more: kiln workflow ls --after "+ok.ID()) {
+		t.Fatalf("workflow ls --limit 1:\n%s", out)
+	}
+	out = mustKiln(t, s, "workflow", "ls", "--after", ok.ID())
+	if !strings.Contains(out, stuck.ID()) || !strings.Contains(out, "cancelled") || strings.Contains(out, "more:") {
+		t.Fatalf("workflow ls --after:\n%s", out)
+	}
 }

@@ -45,9 +45,16 @@ type Flow struct {
 	// Members, when the server can read the spec, lists every task of the
 	// workflow with its state ("waiting" for a held task).
 	Members []FlowMember `json:"members,omitempty"`
-	// State is the whole workflow's state, when the server can read the
-	// spec.
+	// State is the whole workflow's state, and Size its number of
+	// tasks, when the server can read the spec.
 	State string `json:"state,omitempty"`
+	Size  int    `json:"size,omitempty"`
+}
+
+// FlowList is the answer of GET /v1/projects/{p}/workflows.
+type FlowList struct {
+	Workflows  []Flow `json:"workflows"`
+	NextCursor string `json:"next_cursor"`
 }
 
 // FlowMember is one task of a workflow with its state.

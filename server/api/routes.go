@@ -30,6 +30,7 @@ func (a *API) table() []Route {
 		{"POST", p + "/tasks:delete", Token, a.batchDelete},
 
 		{"POST", p + "/workflows", Token, a.createFlow},
+		{"GET", p + "/workflows", Token, a.listFlows},
 		{"GET", p + "/workflows/{id}", Token, a.getFlow},
 
 		{"POST", p + "/schedules", Token, a.createSchedule},

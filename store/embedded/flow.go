@@ -265,6 +265,55 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	return f, nil
 }
 
+// ListFlows implements store.Flows: a scan of the flow records.
+func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.FlowListResult, error) {
+	limit, err := store.CheckFlowList(p)
+	if err != nil {
+		return store.FlowListResult{}, fmt.Errorf("embedded: list flows: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return store.FlowListResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return store.FlowListResult{}, err
+	}
+	prefix := nsPrefix(kFlow, p.Namespace)
+	var start []byte
+	if p.After != "" {
+		start = append(nameKey(kFlow, p.Namespace, p.After), 0)
+	}
+	fi := s.flows[p.Namespace]
+	out := store.FlowListResult{Flows: []*store.Flow{}}
+	var derr error
+	s.d.mu.RLock()
+	err = s.d.eng.scan(prefix, start, false, func(k, v []byte) bool {
+		if len(out.Flows) == limit {
+			out.NextCursor = out.Flows[limit-1].ID
+			return false
+		}
+		var rec flowRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			derr = fmt.Errorf("%w: flow record %q: %w", errCorrupt, k, err)
+			return false
+		}
+		f := &store.Flow{ID: string(k[len(prefix):]), Spec: rec.Spec, CreatedAt: rec.CreatedAt.UTC(), Held: []string{}}
+		for _, h := range rec.Held {
+			if fi != nil && fi.held[h] != nil {
+				f.Held = append(f.Held, h)
+			}
+		}
+		out.Flows = append(out.Flows, f)
+		return true
+	})
+	s.d.mu.RUnlock()
+	if err = errors.Join(err, derr); err != nil {
+		return store.FlowListResult{}, fmt.Errorf("embedded: list flows: %w", err)
+	}
+	return out, nil
+}
+
 // loadFlows rebuilds the flow indexes from the engine (load's last step).
 func (s *Store) loadFlows(eng engine) error {
 	s.flows = nil

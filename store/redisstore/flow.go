@@ -16,6 +16,7 @@ var _ store.Flows = (*Store)(nil)
 // Keys of flows (see store.Flows), after the namespace's tag T:
 //
 //	T:f:<flow>   hash  the flow record: s (spec), ca (created, µs)
+//	T:fl         zset  every flow id, all scores 0 (ListFlows' order)
 //	T:fh:<flow>  zset  its held tasks not yet released, scored by position
 //	T:h:<id>     hash  a held task: d, p, q, ty, pd (9-priority digit), mr,
 //	                   rtu, dp (has dependents), fl (its flow), w (the
@@ -80,6 +81,7 @@ for j = 1, nt + nh do
   if j > nt then i = i + 1 + tonumber(ARGV[i]) end
 end
 redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW))
+redis.call('ZADD', T .. ':fl', 0, fid)
 local sNOW = S(NOW)
 local nowR = R17(NOW)
 local base = redis.call('INCRBY', T .. ':seq', nt) - nt
@@ -259,4 +261,40 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		h = []string{}
 	}
 	return &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}, nil
+}
+
+// ListFlows implements store.Flows.
+func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.FlowListResult, error) {
+	limit, err := store.CheckFlowList(p)
+	if err != nil {
+		return store.FlowListResult{}, fmt.Errorf("redisstore: list flows: %w", err)
+	}
+	if err := s.usable(ctx); err != nil {
+		return store.FlowListResult{}, err
+	}
+	tag := s.tag(p.Namespace)
+	lo := "-"
+	if p.After != "" {
+		lo = "(" + p.After
+	}
+	ids, err := s.rdb.ZRangeByLex(ctx, tag+":fl", &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(limit + 1)}).Result()
+	if err != nil {
+		return store.FlowListResult{}, s.wrap("list flows", err)
+	}
+	out := store.FlowListResult{Flows: []*store.Flow{}}
+	if len(ids) > limit {
+		ids = ids[:limit]
+		out.NextCursor = ids[limit-1]
+	}
+	for _, id := range ids {
+		f, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: p.Namespace, ID: id})
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return store.FlowListResult{}, err
+		}
+		out.Flows = append(out.Flows, f)
+	}
+	return out, nil
 }

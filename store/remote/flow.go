@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/kilnhq/kiln/internal/apiclient"
 	"github.com/kilnhq/kiln/internal/wire"
@@ -56,4 +58,38 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		held = []string{}
 	}
 	return &store.Flow{ID: out.ID, Spec: out.Spec, CreatedAt: out.CreatedAt.UTC(), Held: held}, nil
+}
+
+// ListFlows implements store.Flows.
+func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.FlowListResult, error) {
+	if err := checkNS("list flows", p.Namespace); err != nil {
+		return store.FlowListResult{}, err
+	}
+	if _, err := store.CheckFlowList(p); err != nil {
+		return store.FlowListResult{}, fmt.Errorf("remote: list flows: %w", err)
+	}
+	q := url.Values{}
+	if p.After != "" {
+		q.Set("after", p.After)
+	}
+	if p.Limit != 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	path := projectPath(p.Namespace, "workflows")
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var resp wire.FlowList
+	if err := s.call(ctx, "list flows", apiclient.Request{Method: http.MethodGet, Path: path}, &resp); err != nil {
+		return store.FlowListResult{}, err
+	}
+	out := store.FlowListResult{Flows: make([]*store.Flow, len(resp.Workflows)), NextCursor: resp.NextCursor}
+	for i, f := range resp.Workflows {
+		held := f.Held
+		if held == nil {
+			held = []string{}
+		}
+		out.Flows[i] = &store.Flow{ID: f.ID, Spec: f.Spec, CreatedAt: f.CreatedAt.UTC(), Held: held}
+	}
+	return out, nil
 }

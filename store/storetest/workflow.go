@@ -468,6 +468,50 @@ func testFlows(t *testing.T, h Harness) {
 		f.wantEmpty()
 	})
 
+	t.Run("List", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		fl := f.flows()
+		var want []string
+		for i := range 7 {
+			id := fmt.Sprintf("flow-%s-%02d", runToken, i)
+			a := input("a", "q")
+			f.mustFlow(store.FlowParams{ID: id, Spec: []byte{byte(i)}, Tasks: []store.TaskInput{a}, Held: []store.HeldTask{held("b", "q", a.ID)}})
+			want = append(want, id)
+		}
+		var got []string
+		after := ""
+		for pages := 0; ; pages++ {
+			res, err := fl.ListFlows(f.ctx(), store.FlowListParams{Namespace: f.ns, After: after, Limit: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Flows) > 3 || pages > 5 {
+				t.Fatalf("page of %d flows (page %d)", len(res.Flows), pages)
+			}
+			for _, fw := range res.Flows {
+				got = append(got, fw.ID)
+				if len(fw.Held) != 1 || len(fw.Spec) != 1 || fw.CreatedAt.IsZero() {
+					t.Fatalf("listed flow %+v", fw)
+				}
+			}
+			if res.NextCursor == "" {
+				break
+			}
+			after = res.NextCursor
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("ListFlows = %v, want %v", got, want)
+		}
+		if _, err := fl.ListFlows(f.ctx(), store.FlowListParams{Namespace: f.ns, Limit: -1}); !errors.Is(err, store.ErrInvalidOption) {
+			t.Fatalf("ListFlows(Limit -1): %v", err)
+		}
+		res, err := fl.ListFlows(f.ctx(), store.FlowListParams{Namespace: newName("ns")})
+		if err != nil || len(res.Flows) != 0 || res.NextCursor != "" {
+			t.Fatalf("ListFlows of an empty namespace = %+v, %v", res, err)
+		}
+	})
+
 	t.Run("Big", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)
