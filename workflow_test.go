@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
 	"github.com/kilnhq/kiln/store/redisstore"
+	"github.com/kilnhq/kiln/store/storetest"
 )
 
 // wfCounts counts handler calls by type, for the tests of workflows.
@@ -469,5 +471,73 @@ func TestWorkflowNeedsFlows(t *testing.T) {
 	b := setup(t, &setupOpts{wrap: func(s store.Store) store.Store { return struct{ store.Store }{s} }})
 	if _, err := b.client.EnqueueWorkflow(t.Context(), NewSignature("x"), nil); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("EnqueueWorkflow on a store without Flows: %v", err)
+	}
+}
+
+// TestWorkflowWorkerLostMidMember: the worker running a chord member is
+// lost (its reports, heartbeats and leases fail from then on); the
+// member's lease expires, another worker runs it again, and the chord's
+// callback is released, and runs, once.
+func TestWorkflowWorkerLostMidMember(t *testing.T) {
+	t.Parallel()
+	s, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	faulty := storetest.Faulty(s)
+	c, err := NewClient(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slowRuns, sumRuns atomic.Int32
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := Func(func(int) (int, error) {
+		if slowRuns.Add(1) == 1 {
+			close(started)
+			<-release
+		}
+		return 1, nil
+	})
+	mk := func(st store.Store, lease time.Duration, register func(w *Worker)) *Worker {
+		w, err := NewWorker(st, &WorkerConfig{Concurrency: 2, LeaseDuration: lease, LeaseWait: 50 * time.Millisecond, SweepInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		register(w)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(context.WithoutCancel(t.Context())) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = w.Shutdown(ctx) // the lost worker cannot report: its error is expected
+			<-done
+		})
+		return w
+	}
+	mk(faulty, time.Second, func(w *Worker) { w.Handle("slow", slow) })
+	r, err := c.EnqueueWorkflow(t.Context(), Chord(Group(NewSignature("slow", 0), NewSignature("add", 1, 1)), NewSignature("sum")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, started, "the first worker to start the member")
+	for _, m := range []string{"Report", "Extend", "Lease"} {
+		faulty.FailAll(m, store.ErrUnavailable)
+	}
+	close(release)
+	mk(s, 10*time.Second, func(w *Worker) {
+		w.Handle("slow", slow)
+		w.Handle("add", Func(sumInts))
+		w.Handle("sum", Func(func(xs []int) (int, error) {
+			sumRuns.Add(1)
+			return sumInts(xs)
+		}))
+	})
+	var total int
+	if err := r.Get(waitCtx(t), &total); err != nil {
+		t.Fatal(err)
+	}
+	if total != 3 || slowRuns.Load() != 2 || sumRuns.Load() != 1 {
+		t.Fatalf("total %d, member ran %d times, callback %d; want 3, 2, 1", total, slowRuns.Load(), sumRuns.Load())
 	}
 }
