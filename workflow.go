@@ -594,14 +594,14 @@ func (r *WorkflowResult) finalDone(ctx context.Context, cached **flowspec.Spec) 
 	if err != nil {
 		return false, err
 	}
-	f, err := fl.GetFlow(ctx, store.FlowGetParams{Namespace: r.c.ns, ID: r.id})
+	spec := *cached
+	f, err := fl.GetFlow(ctx, store.FlowGetParams{Namespace: r.c.ns, ID: r.id, WithoutSpec: spec != nil})
 	if err != nil {
 		return false, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
 	}
 	if len(f.Held) > 0 {
 		return false, nil
 	}
-	spec := *cached
 	if spec == nil {
 		spec = new(flowspec.Spec)
 		if err := json.Unmarshal(f.Spec, spec); err != nil || spec.V != flowspec.Version {

@@ -106,6 +106,8 @@ type HeldTask struct {
 type FlowGetParams struct {
 	Namespace string
 	ID        string
+	// WithoutSpec leaves Flow.Spec nil, for callers that poll Held.
+	WithoutSpec bool
 }
 
 // Flow is the stored record of a flow.

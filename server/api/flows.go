@@ -43,8 +43,17 @@ func (a *API) getFlow(c *call) error {
 	if err != nil {
 		return err
 	}
-	if _, err := query(c.r); err != nil {
+	q, err := query(c.r, "spec")
+	if err != nil {
 		return err
+	}
+	bare := false
+	switch q.Get("spec") {
+	case "", "1":
+	case "0":
+		bare = true
+	default:
+		return errf(wire.CodeInvalidOption, "spec", "%q is not 0 or 1", q.Get("spec"))
 	}
 	id := c.r.PathValue("id")
 	if err := store.CheckName("id", id); err != nil {
@@ -53,6 +62,10 @@ func (a *API) getFlow(c *call) error {
 	f, err := fl.GetFlow(c.ctx(), store.FlowGetParams{Namespace: c.ns(), ID: id})
 	if err != nil {
 		return err
+	}
+	if bare {
+		// The record only, for pollers: no spec, no member states.
+		return c.json(http.StatusOK, wire.Flow{ID: f.ID, CreatedAt: f.CreatedAt, Held: f.Held})
 	}
 	out, err := a.flowView(c, f, true)
 	if err != nil {

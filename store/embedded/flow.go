@@ -256,6 +256,9 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		return nil, fmt.Errorf("embedded: flow %q: %w: %w", p.ID, errCorrupt, err)
 	}
 	f := &store.Flow{ID: p.ID, Spec: rec.Spec, CreatedAt: rec.CreatedAt.UTC(), Held: []string{}}
+	if p.WithoutSpec {
+		f.Spec = nil
+	}
 	fi := s.flows[p.Namespace]
 	for _, h := range rec.Held {
 		if fi != nil && fi.held[h] != nil {

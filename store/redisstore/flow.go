@@ -243,7 +243,11 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	var rec *redis.SliceCmd
 	var held *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		rec = pl.HMGet(ctx, tag+":f:"+p.ID, "s", "ca")
+		spec := "s"
+		if p.WithoutSpec {
+			spec = "-" // no such field: nil
+		}
+		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca")
 		held = pl.ZRange(ctx, tag+":fh:"+p.ID, 0, -1)
 		return nil
 	})
@@ -260,7 +264,11 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	if h == nil {
 		h = []string{}
 	}
-	return &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}, nil
+	f := &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}
+	if p.WithoutSpec {
+		f.Spec = nil
+	}
+	return f, nil
 }
 
 // ListFlows implements store.Flows.

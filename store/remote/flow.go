@@ -49,15 +49,23 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	if err := store.CheckName("flow id", p.ID); err != nil {
 		return nil, fmt.Errorf("remote: get flow: %w", err)
 	}
+	path := projectPath(p.Namespace, "workflows", p.ID)
+	if p.WithoutSpec {
+		path += "?spec=0"
+	}
 	var out wire.Flow
-	if err := s.call(ctx, "get flow", apiclient.Request{Method: http.MethodGet, Path: projectPath(p.Namespace, "workflows", p.ID)}, &out); err != nil {
+	if err := s.call(ctx, "get flow", apiclient.Request{Method: http.MethodGet, Path: path}, &out); err != nil {
 		return nil, err
 	}
 	held := out.Held
 	if held == nil {
 		held = []string{}
 	}
-	return &store.Flow{ID: out.ID, Spec: out.Spec, CreatedAt: out.CreatedAt.UTC(), Held: held}, nil
+	spec := out.Spec
+	if p.WithoutSpec {
+		spec = nil
+	}
+	return &store.Flow{ID: out.ID, Spec: spec, CreatedAt: out.CreatedAt.UTC(), Held: held}, nil
 }
 
 // ListFlows implements store.Flows.

@@ -92,6 +92,10 @@ func testFlows(t *testing.T, h Harness) {
 			t.Fatalf("GetFlow = spec %q held %v, want spec %q held [b c]", fl.Spec, fl.Held, "spec")
 		}
 		f.succeed("q", a.ID, "ra")
+		bare, err := f.flows().GetFlow(f.ctx(), store.FlowGetParams{Namespace: f.ns, ID: fid, WithoutSpec: true})
+		if err != nil || bare.Spec != nil || !slices.Equal(bare.Held, []string{c.Task.ID}) {
+			t.Fatalf("GetFlow(WithoutSpec) = %+v, %v; want no spec and held [c]", bare, err)
+		}
 		f.leaseNone("other")
 		if got := f.wantState(b.Task.ID, store.StatePending); string(got.Payload) != string(b.Task.Payload) {
 			t.Errorf("released task payload = %q, want %q", got.Payload, b.Task.Payload)
