@@ -209,3 +209,43 @@ func checkFlows(t *testing.T, s *Store, flows []store.FlowParams, done bool) {
 		}
 	}
 }
+
+// TestCheckAndRecoverFlows: `kiln store check` knows the records of flows,
+// and `kiln store recover` copies them: the held tasks are still held in
+// the copy, and released there.
+func TestCheckAndRecoverFlows(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := mustOpen(t, dir, nil)
+	p := crashFlow("c", 3)
+	if err := s.EnqueueFlow(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(dir)
+	if err != nil || !rep.OK() {
+		t.Fatalf("Check: %v, %+v", err, rep)
+	}
+	dst := t.TempDir() + "/copy"
+	if rep, err := Recover(dir, dst); err != nil || !rep.OK() {
+		t.Fatalf("Recover: %v, %+v", err, rep)
+	}
+	c := mustOpen(t, dst, nil)
+	defer func() { _ = c.Close() }()
+	f, err := c.GetFlow(t.Context(), store.FlowGetParams{Namespace: "crash", ID: p.ID})
+	if err != nil || len(f.Held) != len(p.Held) {
+		t.Fatalf("GetFlow in the copy = %+v, %v", f, err)
+	}
+	l, err := c.Lease(t.Context(), store.LeaseParams{Namespace: "crash", Queues: []string{"q"}, Max: 1, Duration: time.Minute})
+	if err != nil || len(l.Tasks) != 1 {
+		t.Fatalf("Lease in the copy: %v, %v", l.Tasks, err)
+	}
+	if _, err := c.Report(t.Context(), store.ReportParams{Namespace: "crash", Outcomes: []store.Outcome{{ID: l.Tasks[0].ID, LeaseID: l.Tasks[0].LeaseID, Kind: store.OutcomeSucceeded}}}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := c.GetFlow(t.Context(), store.FlowGetParams{Namespace: "crash", ID: p.ID}); err != nil || len(f.Held) != 2 {
+		t.Fatalf("after the first task, held = %v, %v; want the members released, the callback and the last step held", f.Held, err)
+	}
+}
