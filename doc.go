@@ -67,6 +67,20 @@
 // [WorkerConfig.RetryDelayFunc] (exponential backoff with jitter by default)
 // until its retries run out. A panic is recovered into a [*PanicError].
 //
+// [Fn] adapts a function with several typed arguments and results, as
+// machinery registers them, and [Define] makes a task type's argument and
+// result types part of its definition. [TaskFromContext] gives a typed
+// handler its [*Task].
+//
+// # Workflows
+//
+// [Chain], [Group] and [Chord] build workflows of [*Signature] steps, with
+// OnSuccess and OnError callbacks; [Client.EnqueueWorkflow] writes one to
+// the store at once, and the workers drive it: the store enqueues each
+// step in the same atomic step that records the outcome of the task before
+// it. [WorkflowResult] reads it by id from any process. See
+// docs/workflows.md.
+//
 // # Workers
 //
 // A [Worker] leases batches of tasks of the types it handles from its queues

@@ -291,6 +291,7 @@ func (w *Worker) newRunState() *runState {
 		done:     make(chan struct{}),
 	}
 	for typ, h := range w.handlers {
+		h = w.flowHandler(h) // workflow.go
 		for i := len(w.mws) - 1; i >= 0; i-- {
 			h = w.mws[i](h)
 		}
@@ -748,6 +749,10 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 	case errors.Is(cause, ErrShutdown) || !started:
 		msg.o.Kind, msg.o.NotStarted = store.OutcomeRelease, !started
 		ev.Kind = EventReleased
+	case isFlowCancel(err):
+		// A workflow task that does not run (workflow.go).
+		msg.o.Kind, msg.o.Error = store.OutcomeCancelled, err.Error()
+		ev.Kind, ev.Err = EventCancelled, err
 	default:
 		if errors.Is(err, ErrTaskTimeout) {
 			te := ev

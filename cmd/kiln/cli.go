@@ -50,6 +50,17 @@ func clientCommands() []*command {
 			run: runTask,
 		},
 		{
+			name:    "workflow",
+			args:    "get|ls|cancel [id]",
+			summary: "list workflows, show one with each member's state, or cancel one",
+			help: "Subcommands:\n\n" +
+				"  workflow ls            the project's workflows with their states (--after, --limit)\n" +
+				"  workflow get <id>      the workflow's state and each member's (waiting: not enqueued yet)\n" +
+				"  workflow cancel <id>   cancel every member not finished\n\n" +
+				"Workflows are made with the Go library (kiln.Chain, kiln.Group, kiln.Chord).",
+			run: runWorkflow,
+		},
+		{
 			name:    "queue",
 			args:    "ls|pause|resume [queue]",
 			summary: "list queues with their counts, pause or resume one",

@@ -29,6 +29,10 @@ func (a *API) table() []Route {
 		{"POST", p + "/tasks:retry", Token, a.batchRetry},
 		{"POST", p + "/tasks:delete", Token, a.batchDelete},
 
+		{"POST", p + "/workflows", Token, a.createFlow},
+		{"GET", p + "/workflows", Token, a.listFlows},
+		{"GET", p + "/workflows/{id}", Token, a.getFlow},
+
 		{"POST", p + "/schedules", Token, a.createSchedule},
 		{"GET", p + "/schedules", Token, a.listSchedules},
 		{"GET", p + "/schedules/{id}", Token, a.getSchedule},

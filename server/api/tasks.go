@@ -330,7 +330,7 @@ func (a *API) cancelTask(c *call) error {
 		return wire.Errorf(wire.CodeTaskFinished, "the task ended %s before its handler saw the cancel: the cancel came too late", t.State)
 	}
 	if t.State == store.StateCancelled {
-		a.publish(wire.Event{Kind: "task.cancelled", Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
+		a.publish(wire.Event{Kind: wire.EventTaskCancelled, Project: c.ns(), TaskID: id, Type: t.Type, Queue: t.Queue, State: t.State.String()})
 	}
 	return c.json(http.StatusOK, wire.FromTask(t))
 }

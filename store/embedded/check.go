@@ -411,8 +411,15 @@ func readAll(eng engine, rep *Report, out *sink) {
 			out.other(k, v)
 		}
 	})
+	for _, kind := range flowKinds {
+		scanAround(eng, []byte{kind}, rep, func(k, v []byte) {
+			if out != nil && out.other != nil {
+				out.other(k, v)
+			}
+		})
+	}
 	// Anything else is not kiln's.
-	known := []byte{kID, kMeta, kPayload, kQueue, kTask, kUnique}
+	known := append([]byte{kID, kMeta, kPayload, kQueue, kTask, kUnique}, flowKinds...)
 	scanAround(eng, nil, rep, func(k, _ []byte) {
 		if len(k) == 0 || !slices.Contains(known, k[0]) {
 			rep.problem("", keyName(k), errors.New("a key of no known kind"))

@@ -102,6 +102,10 @@ type Store struct {
 	metaPending map[string][]byte
 	metaGen     map[string]uint64
 	metaSeq     uint64 // the last generation handed out, for every key
+	// flows indexes held tasks by namespace, and flowOps holds the writes
+	// of flow changes that the next write takes (flow.go).
+	flows   map[string]*flowIndex
+	flowOps []op
 
 	c    committer
 	wg   sync.WaitGroup
@@ -440,7 +444,7 @@ func (s *Store) load(eng engine, hidden map[string]created) error {
 	if err != nil {
 		return err
 	}
-	return eng.scan([]byte{kUnique}, nil, false, func(k, v []byte) bool {
+	err = eng.scan([]byte{kUnique}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
 		if !ok {
 			return true
@@ -454,6 +458,10 @@ func (s *Store) load(eng engine, hidden map[string]created) error {
 		heap.Push(&s.uniqueExp, timedItem{at: until, ns: nsName, id: string(rest)})
 		return true
 	})
+	if err != nil {
+		return err
+	}
+	return s.loadFlows(eng)
 }
 
 func (q *queue) pushReady(e *entry) {
@@ -509,6 +517,10 @@ func (s *Store) write(ops ...op) *batch {
 // writeTask is write for the ops of a new task: if their batch fails, the
 // task is dropped (see disk.go).
 func (s *Store) writeTask(c *created, ops ...op) *batch {
+	if len(s.flowOps) > 0 {
+		ops = append(ops, s.flowOps...)
+		s.flowOps = nil
+	}
 	for _, o := range ops {
 		s.written += int64(len(o.key) + len(o.val))
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if crashChild() || lockChild() {
+	if crashChild() || lockChild() || flowCrashChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)

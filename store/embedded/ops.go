@@ -439,6 +439,7 @@ func (s *Store) finish(ns *namespace, e *entry, st store.State, now time.Time) {
 	e.t.ExpiresAt = now.Add(ret)
 	ns.queue(e.t.Queue).counts[st]++
 	heap.Push(&s.expiry, timedItem{at: e.t.ExpiresAt, ns: ns.name, id: e.t.ID, seq: e.seq})
+	s.flowDone(ns, e.t.ID, now)
 }
 
 // Get implements store.Reader.
@@ -796,11 +797,12 @@ func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult
 
 // Delete implements store.Admin.
 func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
-	return s.adminEach(ctx, "delete", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, _ time.Time) (store.AdminItem, *batch) {
+	return s.adminEach(ctx, "delete", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch) {
 		if e != nil {
 			if e.t.State == store.StateActive {
 				return store.AdminItem{State: store.StateActive, Err: store.ErrInvalidState}, nil
 			}
+			s.flowDone(ns, id, now) // a task deleted before it finished never will
 			ns.unindex(e)
 			delete(ns.tasks, id)
 			seq = e.seq

@@ -95,6 +95,7 @@ local function unready(q, ty, m)
   redis.call('ZREM', k, m)
   if redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
 end
+` + flowLua + `
 local function finish(id, st, q, rtu)
   local ret = tonumber(rtu) or 0
   if ret <= 0 then ret = ` + retentionDefaultUS + ` end
@@ -102,6 +103,7 @@ local function finish(id, st, q, rtu)
   redis.call('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', ea)
   redis.call('ZADD', T .. ':x', ea, id)
   count(st, q, 1)
+  flow_done(id)
 end
 local function promote(limit)
   local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
@@ -375,7 +377,7 @@ local i = 3
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk')
+  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp')
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
@@ -409,6 +411,7 @@ while i <= #ARGV do
       expz[#expz + 1] = ea
       expz[#expz + 1] = id
       count(st, q, 1)
+      if f[6] then flow_done(id) end
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a')
       if kind == '2' then
@@ -522,8 +525,10 @@ for i = 3, #ARGV do
   else
     if st == '2' then
       unready(f[2], f[3], f[4])
+      flow_done(id)
     elseif st == '1' or st == '4' then
       redis.call('ZREM', T .. ':d', id)
+      flow_done(id)
     else
       redis.call('ZREM', T .. ':x', id)
     end
@@ -602,4 +607,4 @@ return {promoted, recovered, dead, cancelled, deleted}
 `)
 
 // allScripts lists the scripts to load at Open.
-var allScripts = []*redis.Script{enqueueScript, leaseScript, extendScript, reportScript, cancelScript, retryScript, deleteScript, pauseScript, sweepScript}
+var allScripts = []*redis.Script{enqueueScript, leaseScript, extendScript, reportScript, cancelScript, retryScript, deleteScript, pauseScript, sweepScript, flowScript}

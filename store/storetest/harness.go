@@ -477,4 +477,5 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Limits", func(t *testing.T) { testLimits(t, h) })
 	t.Run("Races", func(t *testing.T) { testRaces(t, h) })
 	t.Run("Random", func(t *testing.T) { testRandom(t, h) })
+	t.Run("Flows", func(t *testing.T) { testFlows(t, h) })
 }

@@ -1,0 +1,362 @@
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/record"
+	"github.com/kilnhq/kiln/store"
+)
+
+var _ store.Flows = (*Store)(nil)
+
+// Keys of flows (see store.Flows):
+//
+//	f ns 0 flow id           -> JSON flowRecord (immutable)
+//	h ns 0 held id           -> JSON heldRecord, while the task is held
+//	e ns 0 after id 0 held id -> empty: the held task still waits for after
+//
+// The waiting count of a held task is the number of its edge keys; an edge
+// is deleted in the same batch as the terminal record of its task, and the
+// held record with the released task's first records: each change is one
+// write, so a crash leaves either both or neither.
+const (
+	kFlow = 'f'
+	kHeld = 'h'
+	kEdge = 'e'
+)
+
+type flowRecord struct {
+	Spec      []byte    `json:"spec"`
+	CreatedAt time.Time `json:"created_at"`
+	Held      []string  `json:"held"`
+}
+
+type heldRecord struct {
+	Flow string          `json:"flow"`
+	Task store.TaskInput `json:"task"`
+}
+
+// heldTask is a held task in memory.
+type heldTask struct {
+	in      store.TaskInput
+	waiting int
+}
+
+// flowIndex holds the flow state of one namespace in memory.
+type flowIndex struct {
+	held map[string]*heldTask // held id -> task
+	deps map[string][]string  // task id -> held ids waiting for it
+}
+
+func (s *Store) flowsOf(ns string) *flowIndex {
+	if s.flows == nil {
+		s.flows = make(map[string]*flowIndex)
+	}
+	f := s.flows[ns]
+	if f == nil {
+		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string)}
+		s.flows[ns] = f
+	}
+	return f
+}
+
+func edgeKey(ns, after, held string) []byte {
+	k := nameKey(kEdge, ns, after)
+	k = append(k, 0)
+	return append(k, held...)
+}
+
+// EnqueueFlow implements store.Flows. It returns once the flow is on disk.
+func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	now := s.now()
+	if err := p.Validate(s.limits, now); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("embedded: enqueue flow: %w", err)
+	}
+	need := int64(len(p.Spec))
+	for i := range p.Tasks {
+		need += int64(len(p.Tasks[i].Payload)) + 256
+	}
+	for i := range p.Held {
+		need += int64(len(p.Held[i].Task.Payload)) + 256
+	}
+	if err := s.canWrite(ctx, need); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	ns := s.namespace(p.Namespace)
+	exists := func(key []byte) (bool, error) {
+		v, err := s.d.get(key)
+		return v != nil, err
+	}
+	fi := s.flowsOf(ns.name)
+	if ok, err := exists(nameKey(kFlow, ns.name, p.ID)); err != nil || ok {
+		s.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("embedded: enqueue flow: %w", err)
+		}
+		return fmt.Errorf("embedded: enqueue flow %q: %w", p.ID, store.ErrTaskExists)
+	}
+	ids := make([]string, 0, len(p.Tasks)+len(p.Held))
+	for i := range p.Tasks {
+		ids = append(ids, p.Tasks[i].ID)
+	}
+	for i := range p.Held {
+		ids = append(ids, p.Held[i].Task.ID)
+	}
+	for _, id := range ids {
+		ok, err := exists(nameKey(kID, ns.name, id))
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("embedded: enqueue flow: %w", err)
+		}
+		if ok || ns.tasks[id] != nil || fi.held[id] != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("embedded: enqueue flow %q: task %q: %w", p.ID, id, store.ErrTaskExists)
+		}
+	}
+	rec := flowRecord{Spec: p.Spec, CreatedAt: now, Held: make([]string, len(p.Held))}
+	var ops []op
+	for i := range p.Held {
+		h := &p.Held[i]
+		rec.Held[i] = h.Task.ID
+		after := h.UniqueAfter()
+		in := h.Task
+		in.Payload = cloneBytes(in.Payload)
+		fi.held[in.ID] = &heldTask{in: in, waiting: len(after)}
+		v, err := json.Marshal(heldRecord{Flow: p.ID, Task: in})
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("embedded: enqueue flow: %w", err)
+		}
+		ops = append(ops, op{key: nameKey(kHeld, ns.name, in.ID), val: v})
+		for _, a := range after {
+			fi.deps[a] = append(fi.deps[a], in.ID)
+			ops = append(ops, op{key: edgeKey(ns.name, a, in.ID), val: []byte{}})
+		}
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("embedded: enqueue flow: %w", err)
+	}
+	ops = append(ops, op{key: nameKey(kFlow, ns.name, p.ID), val: v})
+	for i := range p.Tasks {
+		ops = append(ops, s.addTaskLocked(ns, &p.Tasks[i], now)...)
+	}
+	b := s.write(ops...)
+	s.mu.Unlock()
+	if err := b.wait(); err != nil {
+		return fmt.Errorf("embedded: enqueue flow: %w", err)
+	}
+	return nil
+}
+
+// addTaskLocked creates the task in (already validated, without a unique
+// key) in memory and returns the records to write. The caller holds s.mu.
+func (s *Store) addTaskLocked(ns *namespace, in *store.TaskInput, now time.Time) []op {
+	s.seq++
+	e := &entry{seq: s.seq, idx: -1, t: store.Task{
+		Namespace: ns.name, ID: in.ID, Type: in.Type, Queue: in.Queue,
+		Payload: cloneBytes(in.Payload), Priority: in.Priority, MaxRetries: in.MaxRetries,
+		Timeout: in.Timeout, Deadline: norm(in.Deadline),
+		Retention: in.Retention, CreatedAt: now, RunAt: norm(in.RunAt),
+	}}
+	if e.t.Queue == "" {
+		e.t.Queue = store.DefaultQueue
+	}
+	if e.t.Payload == nil {
+		e.t.Payload = []byte{}
+	}
+	q := ns.queue(e.t.Queue)
+	if e.t.RunAt.After(now) {
+		e.t.State = store.StateScheduled
+		ns.delayed.push(e)
+	} else {
+		if e.t.RunAt.IsZero() {
+			e.t.RunAt = now
+		}
+		e.t.State = store.StatePending
+		q.pushReady(e)
+		ns.notify()
+	}
+	q.counts[e.t.State]++
+	ns.tasks[e.t.ID] = e
+	return []op{
+		{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
+		{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
+		{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
+	}
+}
+
+// flowDone counts task id of ns as finished for the held tasks that wait
+// for it and releases those that wait for nothing more. It queues the
+// records to write in s.flowOps, which the caller's next write takes (in
+// the same batch as the task's own record). The caller holds s.mu.
+func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
+	fi := s.flows[ns.name]
+	if fi == nil {
+		return
+	}
+	hs, ok := fi.deps[id]
+	if !ok {
+		return
+	}
+	delete(fi.deps, id)
+	for _, hid := range hs {
+		s.flowOps = append(s.flowOps, op{key: edgeKey(ns.name, id, hid)})
+		h := fi.held[hid]
+		if h == nil {
+			continue
+		}
+		h.waiting--
+		if h.waiting > 0 {
+			continue
+		}
+		delete(fi.held, hid)
+		s.flowOps = append(s.flowOps, op{key: nameKey(kHeld, ns.name, hid)})
+		s.flowOps = append(s.flowOps, s.addTaskLocked(ns, &h.in, now)...)
+	}
+}
+
+// GetFlow implements store.Flows.
+func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return nil, fmt.Errorf("embedded: get flow: %w", err)
+	}
+	if err := store.CheckName("flow id", p.ID); err != nil {
+		return nil, fmt.Errorf("embedded: get flow: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	v, err := s.d.get(nameKey(kFlow, p.Namespace, p.ID))
+	if err != nil {
+		return nil, fmt.Errorf("embedded: get flow: %w", err)
+	}
+	if v == nil {
+		return nil, fmt.Errorf("embedded: flow %q: %w", p.ID, store.ErrNotFound)
+	}
+	var rec flowRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, fmt.Errorf("embedded: flow %q: %w: %w", p.ID, errCorrupt, err)
+	}
+	f := &store.Flow{ID: p.ID, Spec: rec.Spec, CreatedAt: rec.CreatedAt.UTC(), Held: []string{}}
+	if p.WithoutSpec {
+		f.Spec = nil
+	}
+	fi := s.flows[p.Namespace]
+	for _, h := range rec.Held {
+		if fi != nil && fi.held[h] != nil {
+			f.Held = append(f.Held, h)
+		}
+	}
+	return f, nil
+}
+
+// ListFlows implements store.Flows: a scan of the flow records.
+func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.FlowListResult, error) {
+	limit, err := store.CheckFlowList(p)
+	if err != nil {
+		return store.FlowListResult{}, fmt.Errorf("embedded: list flows: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return store.FlowListResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return store.FlowListResult{}, err
+	}
+	prefix := nsPrefix(kFlow, p.Namespace)
+	var start []byte
+	if p.After != "" {
+		start = append(nameKey(kFlow, p.Namespace, p.After), 0)
+	}
+	fi := s.flows[p.Namespace]
+	out := store.FlowListResult{Flows: []*store.Flow{}}
+	var derr error
+	s.d.mu.RLock()
+	err = s.d.eng.scan(prefix, start, false, func(k, v []byte) bool {
+		if len(out.Flows) == limit {
+			out.NextCursor = out.Flows[limit-1].ID
+			return false
+		}
+		var rec flowRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			derr = fmt.Errorf("%w: flow record %q: %w", errCorrupt, k, err)
+			return false
+		}
+		f := &store.Flow{ID: string(k[len(prefix):]), Spec: rec.Spec, CreatedAt: rec.CreatedAt.UTC(), Held: []string{}}
+		for _, h := range rec.Held {
+			if fi != nil && fi.held[h] != nil {
+				f.Held = append(f.Held, h)
+			}
+		}
+		out.Flows = append(out.Flows, f)
+		return true
+	})
+	s.d.mu.RUnlock()
+	if err = errors.Join(err, derr); err != nil {
+		return store.FlowListResult{}, fmt.Errorf("embedded: list flows: %w", err)
+	}
+	return out, nil
+}
+
+// loadFlows rebuilds the flow indexes from the engine (load's last step).
+func (s *Store) loadFlows(eng engine) error {
+	s.flows = nil
+	var derr error
+	err := eng.scan([]byte{kHeld}, nil, false, func(k, v []byte) bool {
+		nsName, rest, ok := splitKey(k)
+		var rec heldRecord
+		if !ok {
+			derr = fmt.Errorf("%w: bad held key %q", errCorrupt, k)
+			return false
+		}
+		if err := json.Unmarshal(v, &rec); err != nil {
+			derr = fmt.Errorf("%w: held task %q of namespace %q: %w", errCorrupt, rest, nsName, err)
+			return false
+		}
+		s.flowsOf(nsName).held[string(rest)] = &heldTask{in: rec.Task}
+		return true
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return err
+	}
+	return eng.scan([]byte{kEdge}, nil, false, func(k, _ []byte) bool {
+		nsName, rest, ok := splitKey(k)
+		if !ok {
+			return true
+		}
+		for i := range rest {
+			if rest[i] == 0 {
+				after, hid := string(rest[:i]), string(rest[i+1:])
+				fi := s.flowsOf(nsName)
+				if h := fi.held[hid]; h != nil {
+					h.waiting++
+					fi.deps[after] = append(fi.deps[after], hid)
+				}
+				break
+			}
+		}
+		return true
+	})
+}
+
+// flowKinds lists the key kinds of flows, for Check.
+var flowKinds = []byte{kFlow, kHeld, kEdge}

@@ -1,0 +1,308 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+var _ store.Flows = (*Store)(nil)
+
+// Keys of flows (see store.Flows), after the namespace's tag T:
+//
+//	T:f:<flow>   hash  the flow record: s (spec), ca (created, µs)
+//	T:fl         zset  every flow id, all scores 0 (ListFlows' order)
+//	T:fh:<flow>  zset  its held tasks not yet released, scored by position
+//	T:h:<id>     hash  a held task: d, p, q, ty, pd (9-priority digit), mr,
+//	                   rtu, dp (has dependents), fl (its flow), w (the
+//	                   number of tasks it still waits for)
+//	T:dp:<id>    set   the held tasks waiting for task id
+//
+// A task with dependents has the field dp = "1" in its record. Every script
+// that moves a task to a terminal state, or deletes one that had not
+// finished, calls flow_done on it in the same script: it deletes T:dp:<id>
+// (so a later terminal transition counts nothing), decrements w of each
+// held task in it, and enqueues those that reach 0.
+var flowLua = `
+local function flow_done(id)
+  local dk = T .. ':dp:' .. id
+  local hs = redis.call('SMEMBERS', dk)
+  if #hs == 0 then return end
+  redis.call('DEL', dk)
+  for _, h in ipairs(hs) do
+    local hk = T .. ':h:' .. h
+    if redis.call('HINCRBY', hk, 'w', -1) == 0 then
+      local f = redis.call('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp')
+      local seq = redis.call('INCR', T .. ':seq')
+      local m = f[5] .. R17(NOW) .. struct.pack('>I8', seq) .. h
+      local tf = {'d', f[1], 'q', f[3], 'ty', f[4], 'ca', S(NOW), 'm', m, 'st', '2'}
+      if f[2] then tf[#tf + 1] = 'p'; tf[#tf + 1] = f[2] end
+      if f[6] then tf[#tf + 1] = 'mr'; tf[#tf + 1] = f[6] end
+      if f[7] then tf[#tf + 1] = 'rtu'; tf[#tf + 1] = f[7] end
+      if f[9] then tf[#tf + 1] = 'dp'; tf[#tf + 1] = '1' end
+      redis.call('HSET', tkey(h), unpack(tf))
+      redis.call('ZADD', T .. ':all', seq, h)
+      push_ready(f[3], f[4], m)
+      count('2', f[3], 1)
+      redis.call('DEL', hk)
+      if f[8] then redis.call('ZREM', T .. ':fh:' .. f[8], h) end
+    end
+  end
+end
+`
+
+// flowTaskArgs is the number of ARGV values per task of flowScript (held
+// tasks add the count of their dependencies and the ids).
+const flowTaskArgs = 10
+
+// flowScript adds a flow. ARGV[3] is the flow id, ARGV[4] the spec,
+// ARGV[5] and ARGV[6] the numbers of ready and held tasks, then per task:
+// id, record (field d), payload, queue, type, 9-priority digit, max
+// retries, retention µs, "1" when it has dependents, RunAt µs ("" for
+// now); a held task follows with its number of dependencies and their ids.
+// It returns "F" when the flow exists, "E<id>" when a task id is taken, or
+// "O".
+var flowScript = redis.NewScript(prelude + `
+local fid = ARGV[3]
+local nt, nh = tonumber(ARGV[5]), tonumber(ARGV[6])
+if redis.call('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
+local i = 7
+local starts = {}
+for j = 1, nt + nh do
+  starts[j] = i
+  local id = ARGV[i]
+  if redis.call('EXISTS', tkey(id)) == 1 or redis.call('EXISTS', T .. ':h:' .. id) == 1 then return 'E' .. id end
+  i = i + ` + strconv.Itoa(flowTaskArgs) + `
+  if j > nt then i = i + 1 + tonumber(ARGV[i]) end
+end
+redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW))
+redis.call('ZADD', T .. ':fl', 0, fid)
+local sNOW = S(NOW)
+local nowR = R17(NOW)
+local base = redis.call('INCRBY', T .. ':seq', nt) - nt
+local all, delayed, ready, readyKeys, types = {}, {}, {}, {}, {}
+for j = 1, nt do
+  local i = starts[j]
+  local id, q, ty, ra = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 9]
+  local seq = base + j
+  local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
+  if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
+  if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
+  if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
+  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = '1' end
+  local st, m
+  local tail = struct.pack('>I8', seq) .. id
+  if ra ~= '' then
+    m = ARGV[i + 5] .. R17(tonumber(ra)) .. tail
+    f[#f + 1] = 'ra'; f[#f + 1] = ra
+  else
+    m = ARGV[i + 5] .. nowR .. tail
+  end
+  if ra ~= '' and tonumber(ra) > NOW then
+    st = '1'
+    delayed[#delayed + 1] = ra
+    delayed[#delayed + 1] = id
+  else
+    st = '2'
+    local rk = T .. ':r:' .. q .. '/' .. ty
+    local l = ready[rk]
+    if not l then
+      l = {}
+      ready[rk] = l
+      readyKeys[#readyKeys + 1] = rk
+      local tq = types[q]
+      if not tq then tq = {}; types[q] = tq end
+      tq[ty] = true
+    end
+    l[#l + 1] = 0
+    l[#l + 1] = m
+    woke = true
+  end
+  f[#f + 1] = 'm'; f[#f + 1] = m
+  f[#f + 1] = 'st'; f[#f + 1] = st
+  redis.call('HSET', tkey(id), unpack(f))
+  all[#all + 1] = seq
+  all[#all + 1] = id
+  count(st, q, 1)
+end
+zadd_all(T .. ':all', all)
+zadd_all(T .. ':d', delayed)
+for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
+for q, tys in pairs(types) do
+  for ty in pairs(tys) do redis.call('SADD', T .. ':ty:' .. q, ty) end
+end
+local fh = {}
+for j = nt + 1, nt + nh do
+  local i = starts[j]
+  local id = ARGV[i]
+  local na = tonumber(ARGV[i + ` + strconv.Itoa(flowTaskArgs) + `])
+  local f = {'d', ARGV[i + 1], 'q', ARGV[i + 3], 'ty', ARGV[i + 4], 'pd', ARGV[i + 5], 'fl', fid, 'w', na}
+  if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
+  if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
+  if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
+  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = '1' end
+  redis.call('HSET', T .. ':h:' .. id, unpack(f))
+  fh[#fh + 1] = j - nt
+  fh[#fh + 1] = id
+  for k = 1, na do
+    redis.call('SADD', T .. ':dp:' .. ARGV[i + ` + strconv.Itoa(flowTaskArgs) + ` + k], id)
+  end
+end
+zadd_all(T .. ':fh:' .. fid, fh)
+flush()
+return 'O'
+`)
+
+// EnqueueFlow implements store.Flows: one script writes the whole flow.
+func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return fmt.Errorf("redisstore: enqueue flow: %w", err)
+	}
+	if err := s.usable(ctx); err != nil {
+		return err
+	}
+	if err := p.Validate(s.limits, s.localNow()); err != nil {
+		return fmt.Errorf("redisstore: enqueue flow: %w", err)
+	}
+	hasDeps := make(map[string]bool)
+	for i := range p.Held {
+		for _, a := range p.Held[i].After {
+			hasDeps[a] = true
+		}
+	}
+	args := make([]any, 0, 6+(len(p.Tasks)+len(p.Held))*(flowTaskArgs+2))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held))
+	add := func(in *store.TaskInput) {
+		q := in.Queue
+		if q == "" {
+			q = store.DefaultQueue
+		}
+		var mr, rtu, dp, ra any = "", "", "", ""
+		if in.MaxRetries != 0 {
+			mr = in.MaxRetries
+		}
+		if in.Retention != 0 {
+			rtu = in.Retention.Microseconds()
+		}
+		if hasDeps[in.ID] {
+			dp = "1"
+		}
+		if !in.RunAt.IsZero() {
+			ra = itoa(microCeil(in.RunAt))
+		}
+		args = append(args, in.ID, encodeRecord(nil, in, q), in.Payload, q, in.Type,
+			priorityDigits[store.MaxPriority-in.Priority], mr, rtu, dp, ra)
+	}
+	for i := range p.Tasks {
+		add(&p.Tasks[i])
+	}
+	for i := range p.Held {
+		add(&p.Held[i].Task)
+		after := p.Held[i].UniqueAfter()
+		args = append(args, len(after))
+		for _, a := range after {
+			args = append(args, a)
+		}
+	}
+	if err := s.register(ctx, p.Namespace); err != nil {
+		return err
+	}
+	v, err := s.run(ctx, "enqueue flow", flowScript, p.Namespace, true, args)
+	if err != nil {
+		return err
+	}
+	r, _ := v.(string)
+	switch {
+	case r == "O":
+		return nil
+	case r == "F":
+		return fmt.Errorf("redisstore: enqueue flow %q: %w", p.ID, store.ErrTaskExists)
+	case len(r) > 0 && r[0] == 'E':
+		return fmt.Errorf("redisstore: enqueue flow %q: task %q: %w", p.ID, r[1:], store.ErrTaskExists)
+	}
+	return fmt.Errorf("redisstore: enqueue flow: unexpected script result %v", v)
+}
+
+// GetFlow implements store.Flows.
+func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return nil, fmt.Errorf("redisstore: get flow: %w", err)
+	}
+	if err := store.CheckName("flow id", p.ID); err != nil {
+		return nil, fmt.Errorf("redisstore: get flow: %w", err)
+	}
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	tag := s.tag(p.Namespace)
+	var rec *redis.SliceCmd
+	var held *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		spec := "s"
+		if p.WithoutSpec {
+			spec = "-" // no such field: nil
+		}
+		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca")
+		held = pl.ZRange(ctx, tag+":fh:"+p.ID, 0, -1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, s.wrap("get flow", err)
+	}
+	vals := rec.Val()
+	if len(vals) != 2 || vals[1] == nil {
+		return nil, fmt.Errorf("redisstore: flow %q: %w", p.ID, store.ErrNotFound)
+	}
+	spec, _ := vals[0].(string)
+	ca, _ := vals[1].(string)
+	h := held.Val()
+	if h == nil {
+		h = []string{}
+	}
+	f := &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}
+	if p.WithoutSpec {
+		f.Spec = nil
+	}
+	return f, nil
+}
+
+// ListFlows implements store.Flows.
+func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.FlowListResult, error) {
+	limit, err := store.CheckFlowList(p)
+	if err != nil {
+		return store.FlowListResult{}, fmt.Errorf("redisstore: list flows: %w", err)
+	}
+	if err := s.usable(ctx); err != nil {
+		return store.FlowListResult{}, err
+	}
+	tag := s.tag(p.Namespace)
+	lo := "-"
+	if p.After != "" {
+		lo = "(" + p.After
+	}
+	ids, err := s.rdb.ZRangeByLex(ctx, tag+":fl", &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(limit + 1)}).Result()
+	if err != nil {
+		return store.FlowListResult{}, s.wrap("list flows", err)
+	}
+	out := store.FlowListResult{Flows: []*store.Flow{}}
+	if len(ids) > limit {
+		ids = ids[:limit]
+		out.NextCursor = ids[limit-1]
+	}
+	for _, id := range ids {
+		f, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: p.Namespace, ID: id})
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return store.FlowListResult{}, err
+		}
+		out.Flows = append(out.Flows, f)
+	}
+	return out, nil
+}
