@@ -276,6 +276,11 @@ func TestPlainWorkerRoutes(t *testing.T) {
 			if status, code, _ := post(t, base+"/tasks", adminToken, `{"tasks":[{"type":"t"}]}`); status != http.StatusOK {
 				t.Errorf("enqueue = %d %s, want 200", status, code)
 			}
+			// tasks:batchGet, which session keys may call too, is refused
+			// to session keys only: tokens still read through it.
+			if status, code, _ := post(t, base+"/tasks:batchGet", adminToken, `{"ids":["t_x"]}`); status != http.StatusOK {
+				t.Errorf("batchGet with a token = %d %s, want 200", status, code)
+			}
 			// store/remote gets the code back.
 			_, secret, err := r.Server.Server.API().CreateProject(t.Context(), "acme", "Acme")
 			if err != nil {

@@ -309,6 +309,12 @@ const (
 	// anyone gets 503 saying so; once it answers, any valid credential is
 	// needed, as with Any.
 	Probe
+	// TokenOrSession: a token, or a session key of the route's project,
+	// for reads a worker needs besides its leases (tasks:batchGet: a
+	// workflow step reads the states and results of the tasks it waits
+	// for). Unlike WorkerOrToken, only a session key is refused where the
+	// worker routes need TLS (RefuseWorkerRoutes); tokens are not.
+	TokenOrSession
 )
 
 // Route is one route of the API.
@@ -530,6 +536,10 @@ func (a *API) wrap(rt Route) http.Handler {
 			a.writeError(w, r, err)
 			return
 		}
+		if msg := a.refuseWorkers.Load(); msg != nil && rt.Access == TokenOrSession && c.who != nil && c.who.session {
+			a.writeError(w, r, wire.Errorf(wire.CodeTLSRequired, "%s", *msg))
+			return
+		}
 		if rt.Access == Handshake {
 			if err := a.limitProject(c); err != nil {
 				a.writeError(w, r, err)
@@ -564,16 +574,16 @@ func (a *API) admit(c *call, rt Route) error {
 		if !who.admin {
 			return wire.Errorf(wire.CodeForbidden, "this route needs an admin token")
 		}
-	case Token, WorkerOrToken:
+	case Token, WorkerOrToken, TokenOrSession:
 		if who.session {
 			if p == "" || who.project != p {
 				if p != "" {
 					return notFoundProject(p)
 				}
-				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels and refresh")
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels, read its project's tasks by id and refresh")
 			}
 			if rt.Access == Token {
-				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels and refresh")
+				return wire.Errorf(wire.CodeForbidden, "a worker session key may only lease, extend, report, wait for cancels, read its project's tasks by id and refresh")
 			}
 		} else if !who.admin && p != "" && who.project != p {
 			return notFoundProject(p)

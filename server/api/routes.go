@@ -24,7 +24,7 @@ func (a *API) table() []Route {
 		{"POST", p + "/tasks/{id}/cancel", Token, a.cancelTask},
 		{"POST", p + "/tasks/{id}/retry", Token, a.retryTask},
 		{"GET", p + "/tasks/{id}/result", Token, a.result},
-		{"POST", p + "/tasks:batchGet", Token, a.batchGet},
+		{"POST", p + "/tasks:batchGet", TokenOrSession, a.batchGet},
 		{"POST", p + "/tasks:cancel", Token, a.batchCancel},
 		{"POST", p + "/tasks:retry", Token, a.batchRetry},
 		{"POST", p + "/tasks:delete", Token, a.batchDelete},
