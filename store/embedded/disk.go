@@ -193,6 +193,9 @@ type brokenEngine struct{ err error }
 
 func (b brokenEngine) apply([]op, bool) error     { return b.err }
 func (b brokenEngine) get([]byte) ([]byte, error) { return nil, b.err }
+func (b brokenEngine) getMany([][]byte) ([][]byte, error) {
+	return nil, b.err
+}
 func (b brokenEngine) scan([]byte, []byte, bool, func(k, v []byte) bool) error {
 	return b.err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -23,6 +24,11 @@ type engine interface {
 	apply(ops []op, sync bool) error
 	// get returns a copy of the value of key, or nil when absent.
 	get(key []byte) ([]byte, error)
+	// getMany returns, at each index of keys, what get would return for
+	// that key, reading them all with one iterator in key order: many
+	// lookups cost one seek each instead of one read setup each. keys may
+	// repeat and come in any order; every value is a copy of its own.
+	getMany(keys [][]byte) ([][]byte, error)
 	// scan calls fn for every key with the prefix, in key order (reverse
 	// order with reverse), starting at start (inclusive) when not nil. fn's
 	// arguments are valid only during the call. fn returns false to stop.
@@ -271,6 +277,59 @@ func (e *pebbleEngine) get(key []byte) (_ []byte, err error) {
 	return out, closer.Close()
 }
 
+func (e *pebbleEngine) getMany(keys [][]byte) (_ [][]byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: pebble: get: %v", errCorrupt, r)
+		}
+	}()
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	order := keyOrder(keys)
+	// Ascending seeks let the iterator step forward instead of searching
+	// each table again; the bounds keep it within the keys asked for.
+	upper := append(bytes.Clone(keys[order[len(order)-1]]), 0)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: keys[order[0]], UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range order {
+		k := keys[i]
+		if j > 0 && bytes.Equal(k, keys[order[j-1]]) {
+			if prev := out[order[j-1]]; prev != nil {
+				out[i] = bytes.Clone(prev)
+			}
+			continue
+		}
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			continue
+		}
+		v, verr := it.ValueAndErr()
+		if verr != nil {
+			return nil, errors.Join(verr, it.Close())
+		}
+		out[i] = make([]byte, len(v)) // an empty value stays non-nil: it exists
+		copy(out[i], v)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// keyOrder returns the indexes of keys in key order (stable for equal
+// keys).
+func keyOrder(keys [][]byte) []int {
+	order := make([]int, len(keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	return order
+}
+
 func (e *pebbleEngine) scan(prefix, start []byte, reverse bool, fn func(k, v []byte) bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -376,6 +435,28 @@ func (e *boltEngine) get(key []byte) ([]byte, error) {
 		return nil
 	})
 	return out, err
+}
+
+func (e *boltEngine) getMany(keys [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	order := keyOrder(keys)
+	err := e.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(boltBucket).Cursor()
+		for _, i := range order {
+			if k, v := c.Seek(keys[i]); k != nil && bytes.Equal(k, keys[i]) {
+				out[i] = make([]byte, len(v)) // an empty value stays non-nil: it exists
+				copy(out[i], v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (e *boltEngine) scan(prefix, start []byte, reverse bool, fn func(k, v []byte) bool) error {

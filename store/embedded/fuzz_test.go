@@ -37,6 +37,14 @@ func (e *memEngine) get(key []byte) ([]byte, error) {
 	return nil, nil
 }
 
+func (e *memEngine) getMany(keys [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		out[i], _ = e.get(k)
+	}
+	return out, nil
+}
+
 func (e *memEngine) scan(prefix, start []byte, reverse bool, fn func(k, v []byte) bool) error {
 	var in []op
 	for _, o := range e.kvs {

@@ -472,17 +472,89 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 	}
 	s.mu.Unlock()
 	// Tasks not in memory are finished and durable: read them from disk.
+	valid := missing[:0]
 	for _, i := range missing {
-		if !store.ValidName(p.IDs[i]) {
-			continue
+		if store.ValidName(p.IDs[i]) {
+			valid = append(valid, i)
 		}
-		t, _, err := s.readTask(p.Namespace, p.IDs[i], true)
+	}
+	switch len(valid) {
+	case 0:
+	case 1:
+		t, _, err := s.readTask(p.Namespace, p.IDs[valid[0]], true)
 		if err != nil {
 			return store.GetResult{}, fmt.Errorf("embedded: get: %w", err)
 		}
-		out[i] = t
+		out[valid[0]] = t
+	default:
+		ids := make([]string, len(valid))
+		for j, i := range valid {
+			ids[j] = p.IDs[i]
+		}
+		ts, err := s.readTasks(p.Namespace, ids)
+		if err != nil {
+			return store.GetResult{}, fmt.Errorf("embedded: get: %w", err)
+		}
+		for j, i := range valid {
+			out[i] = ts[j]
+		}
 	}
 	return store.GetResult{Tasks: out}, nil
+}
+
+// readTasks reads tasks with their payloads from the engine, as readTask
+// does for each id, in two batched reads: the sequence numbers of all ids,
+// then the records and payloads of all of them. The answer has a task or nil
+// (absent) at each index of ids.
+func (s *Store) readTasks(ns string, ids []string) ([]*store.Task, error) {
+	s.d.mu.RLock()
+	defer s.d.mu.RUnlock()
+	eng := s.d.eng
+	keys := make([][]byte, len(ids))
+	for i, id := range ids {
+		keys[i] = nameKey(kID, ns, id)
+	}
+	seqs, err := eng.getMany(keys)
+	if err != nil {
+		return nil, err
+	}
+	// found[j] is the index in ids of the task whose record and payload
+	// are keys[2j] and keys[2j+1].
+	found := make([]int, 0, len(ids))
+	keys = keys[:0]
+	for i, v := range seqs {
+		if len(v) != 8 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(v)
+		if s.d.isHidden(ns, ids[i], seq) {
+			continue
+		}
+		found = append(found, i)
+		keys = append(keys, seqKey(kTask, ns, seq), seqKey(kPayload, ns, seq))
+	}
+	vals, err := eng.getMany(keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*store.Task, len(ids))
+	for j, i := range found {
+		rec := vals[2*j]
+		if rec == nil {
+			continue
+		}
+		t := &store.Task{Namespace: ns}
+		if _, err := record.Decode(rec, t); err != nil {
+			seq := binary.BigEndian.Uint64(seqs[i])
+			return nil, fmt.Errorf("task %q (record %d of namespace %q): %w", ids[i], seq, ns, err)
+		}
+		t.Payload = vals[2*j+1]
+		if t.Payload == nil {
+			t.Payload = []byte{}
+		}
+		out[i] = t
+	}
+	return out, nil
 }
 
 // readTask reads a task from the engine; nil when absent.
