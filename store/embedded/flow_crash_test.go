@@ -133,10 +133,15 @@ func TestFlowCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Run everything to its end.
-	s := mustOpen(t, dir, nil)
+	// Run everything to its end. A killed child may have held leases (of
+	// an hour) or left retries due later: on a clock two hours ahead, the
+	// sweep hands those tasks back and everything is due.
+	s := mustOpen(t, dir, &Config{Clock: storetest.NewFakeClock(time.Now().Add(2 * time.Hour))})
 	defer func() { _ = s.Close() }()
 	for {
+		if _, err := s.Sweep(t.Context(), store.SweepParams{}); err != nil {
+			t.Fatal(err)
+		}
 		l, err := s.Lease(t.Context(), store.LeaseParams{Namespace: "crash", Queues: []string{"q"}, Max: 1000, Duration: time.Hour})
 		if err != nil {
 			t.Fatal(err)
