@@ -22,6 +22,17 @@ import (
 // completions: a second terminal transition of the same task (after an
 // admin Retry) counts nothing again.
 //
+// A flow's record is kept exactly as long as any of its tasks (ready or
+// held) is stored: the atomic step that deletes the last of them, whether
+// Delete or Sweep past the task's retention, also deletes the record and
+// its indexes, after which GetFlow answers ErrNotFound and ListFlows omits
+// it. A flow therefore never outlives all its tasks, and a flow that has
+// not finished is never deleted by Sweep (its unfinished tasks do not
+// expire, and a held task is stored until released, which happens when the
+// tasks it waits for finish or are deleted). Each task expires by its own
+// retention, counted from its own end, so the tasks that finished first
+// may be gone while the record and the later tasks remain.
+//
 // The store applies no policy: a held task is released whether the tasks
 // it waits for succeeded or not. The code that runs it reads their states
 // and results (Get) and decides.

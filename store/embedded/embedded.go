@@ -517,6 +517,9 @@ func (s *Store) write(ops ...op) *batch {
 // writeTask is write for the ops of a new task: if their batch fails, the
 // task is dropped (see disk.go).
 func (s *Store) writeTask(c *created, ops ...op) *batch {
+	if s.flows != nil {
+		s.flowOps = append(s.flowOps, s.flowGone(ops)...)
+	}
 	if len(s.flowOps) > 0 {
 		ops = append(ops, s.flowOps...)
 		s.flowOps = nil

@@ -24,6 +24,12 @@ var _ store.Flows = (*Store)(nil)
 // is deleted in the same batch as the terminal record of its task, and the
 // held record with the released task's first records: each change is one
 // write, so a crash leaves either both or neither.
+//
+// The flow record lists all its tasks (ready and held). A flow is deleted
+// with the last of them: the write that deletes a task's id key (Delete,
+// or Sweep past its retention) also deletes the record of its flow when no
+// other task of the flow is stored (see flowGone). Records written before
+// the list existed are kept.
 const (
 	kFlow = 'f'
 	kHeld = 'h'
@@ -34,6 +40,8 @@ type flowRecord struct {
 	Spec      []byte    `json:"spec"`
 	CreatedAt time.Time `json:"created_at"`
 	Held      []string  `json:"held"`
+	// Tasks lists every task of the flow, ready and held.
+	Tasks []string `json:"tasks,omitempty"`
 }
 
 type heldRecord struct {
@@ -49,8 +57,10 @@ type heldTask struct {
 
 // flowIndex holds the flow state of one namespace in memory.
 type flowIndex struct {
-	held map[string]*heldTask // held id -> task
-	deps map[string][]string  // task id -> held ids waiting for it
+	held   map[string]*heldTask // held id -> task
+	deps   map[string][]string  // task id -> held ids waiting for it
+	member map[string]string    // task id -> its flow, while stored
+	live   map[string]int       // flow id -> its tasks still stored
 }
 
 func (s *Store) flowsOf(ns string) *flowIndex {
@@ -59,7 +69,8 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 	}
 	f := s.flows[ns]
 	if f == nil {
-		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string)}
+		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string),
+			member: make(map[string]string), live: make(map[string]int)}
 		s.flows[ns] = f
 	}
 	return f
@@ -124,7 +135,11 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 			return fmt.Errorf("embedded: enqueue flow %q: task %q: %w", p.ID, id, store.ErrTaskExists)
 		}
 	}
-	rec := flowRecord{Spec: p.Spec, CreatedAt: now, Held: make([]string, len(p.Held))}
+	rec := flowRecord{Spec: p.Spec, CreatedAt: now, Held: make([]string, len(p.Held)), Tasks: ids}
+	for _, id := range ids {
+		fi.member[id] = p.ID
+	}
+	fi.live[p.ID] = len(ids)
 	var ops []op
 	for i := range p.Held {
 		h := &p.Held[i]
@@ -226,6 +241,36 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 		s.flowOps = append(s.flowOps, op{key: nameKey(kHeld, ns.name, hid)})
 		s.flowOps = append(s.flowOps, s.addTaskLocked(ns, &h.in, now)...)
 	}
+}
+
+// flowGone returns the writes that delete the flows whose last stored task
+// ops delete (a delete of its id key), and forgets those tasks. writeTask
+// adds them to the same batch. The caller holds s.mu.
+func (s *Store) flowGone(ops []op) []op {
+	var out []op
+	for _, o := range ops {
+		if o.val != nil || len(o.key) == 0 || o.key[0] != kID {
+			continue
+		}
+		nsName, rest, ok := splitKey(o.key)
+		if !ok {
+			continue
+		}
+		fi := s.flows[nsName]
+		if fi == nil {
+			continue
+		}
+		fid, ok := fi.member[string(rest)]
+		if !ok {
+			continue
+		}
+		delete(fi.member, string(rest))
+		if fi.live[fid]--; fi.live[fid] <= 0 {
+			delete(fi.live, fid)
+			out = append(out, op{key: nameKey(kFlow, nsName, fid)})
+		}
+	}
+	return out
 }
 
 // GetFlow implements store.Flows.
@@ -338,7 +383,7 @@ func (s *Store) loadFlows(eng engine) error {
 	if err = errors.Join(err, derr); err != nil {
 		return err
 	}
-	return eng.scan([]byte{kEdge}, nil, false, func(k, _ []byte) bool {
+	err = eng.scan([]byte{kEdge}, nil, false, func(k, _ []byte) bool {
 		nsName, rest, ok := splitKey(k)
 		if !ok {
 			return true
@@ -356,6 +401,60 @@ func (s *Store) loadFlows(eng engine) error {
 		}
 		return true
 	})
+	if err != nil {
+		return err
+	}
+	return s.loadFlowMembers(eng)
+}
+
+// loadFlowMembers counts the stored tasks of every flow record that lists
+// its tasks.
+func (s *Store) loadFlowMembers(eng engine) error {
+	type flowTasks struct {
+		ns, id string
+		tasks  []string
+	}
+	var fs []flowTasks
+	var derr error
+	err := eng.scan([]byte{kFlow}, nil, false, func(k, v []byte) bool {
+		nsName, rest, ok := splitKey(k)
+		if !ok {
+			derr = fmt.Errorf("%w: bad flow key %q", errCorrupt, k)
+			return false
+		}
+		var rec struct {
+			Tasks []string `json:"tasks"`
+		}
+		if err := json.Unmarshal(v, &rec); err != nil {
+			derr = fmt.Errorf("%w: flow %q of namespace %q: %w", errCorrupt, rest, nsName, err)
+			return false
+		}
+		if len(rec.Tasks) > 0 {
+			fs = append(fs, flowTasks{ns: nsName, id: string(rest), tasks: rec.Tasks})
+		}
+		return true
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return err
+	}
+	for _, f := range fs {
+		fi := s.flowsOf(f.ns)
+		for _, id := range f.tasks {
+			stored := fi.held[id] != nil
+			if !stored {
+				v, err := eng.get(nameKey(kID, f.ns, id))
+				if err != nil {
+					return err
+				}
+				stored = v != nil
+			}
+			if stored {
+				fi.member[id] = f.id
+				fi.live[f.id]++
+			}
+		}
+	}
+	return nil
 }
 
 // flowKinds lists the key kinds of flows, for Check.

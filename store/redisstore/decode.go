@@ -36,6 +36,7 @@ import (
 //	ra          run at (µs); absent when equal to ca
 //	fa ea       finished, expires (µs)
 //	r e pp pm   result (absent = nil), last error, progress percent and message
+//	dp fl       "1" when held tasks wait for it; the id of its flow (see flow.go)
 
 // listFields are the fields List reads without payloads.
 var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm"}

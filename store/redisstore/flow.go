@@ -23,6 +23,14 @@ var _ store.Flows = (*Store)(nil)
 //	                   number of tasks it still waits for)
 //	T:dp:<id>    set   the held tasks waiting for task id
 //
+// The flow record also has the field n: the number of its tasks (ready or
+// held) still stored. Every task of a flow has the field fl (its flow)
+// in its record, copied when a held task is released. The scripts that
+// delete a task record (Delete, and Sweep's retention) call flow_gone on
+// its fl in the same script: it decrements n, and when it reaches 0 deletes
+// T:f:<flow>, T:fh:<flow> and the id from T:fl. A flow is therefore
+// deleted in the step that deletes the last of its tasks, never earlier.
+//
 // A task with dependents has the field dp = "1" in its record. Every script
 // that moves a task to a terminal state, or deletes one that had not
 // finished, calls flow_done on it in the same script: it deletes T:dp:<id>
@@ -41,6 +49,7 @@ local function flow_done(id)
       local seq = redis.call('INCR', T .. ':seq')
       local m = f[5] .. R17(NOW) .. struct.pack('>I8', seq) .. h
       local tf = {'d', f[1], 'q', f[3], 'ty', f[4], 'ca', S(NOW), 'm', m, 'st', '2'}
+      if f[8] then tf[#tf + 1] = 'fl'; tf[#tf + 1] = f[8] end
       if f[2] then tf[#tf + 1] = 'p'; tf[#tf + 1] = f[2] end
       if f[6] then tf[#tf + 1] = 'mr'; tf[#tf + 1] = f[6] end
       if f[7] then tf[#tf + 1] = 'rtu'; tf[#tf + 1] = f[7] end
@@ -52,6 +61,16 @@ local function flow_done(id)
       redis.call('DEL', hk)
       if f[8] then redis.call('ZREM', T .. ':fh:' .. f[8], h) end
     end
+  end
+end
+
+local function flow_gone(fl)
+  if not fl then return end
+  local fk = T .. ':f:' .. fl
+  if not redis.call('HGET', fk, 'n') then return end
+  if redis.call('HINCRBY', fk, 'n', -1) <= 0 then
+    redis.call('DEL', fk, T .. ':fh:' .. fl)
+    redis.call('ZREM', T .. ':fl', fl)
   end
 end
 `
@@ -80,7 +99,7 @@ for j = 1, nt + nh do
   i = i + ` + strconv.Itoa(flowTaskArgs) + `
   if j > nt then i = i + 1 + tonumber(ARGV[i]) end
 end
-redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW))
+redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh)
 redis.call('ZADD', T .. ':fl', 0, fid)
 local sNOW = S(NOW)
 local nowR = R17(NOW)
@@ -90,7 +109,7 @@ for j = 1, nt do
   local i = starts[j]
   local id, q, ty, ra = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 9]
   local seq = base + j
-  local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
+  local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid}
   if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
   if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
   if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end

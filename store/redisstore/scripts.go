@@ -516,7 +516,7 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
@@ -535,6 +535,7 @@ for i = 3, #ARGV do
     count(st, f[2], -1)
     redis.call('DEL', key)
     redis.call('ZREM', T .. ':all', id)
+    flow_gone(f[5])
     res[#res + 1] = 'O'
   end
 end
@@ -593,11 +594,12 @@ zrem_all(T .. ':l', ls)
 local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', 0, limit)
 for _, id in ipairs(xs) do
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q')
+  local f = redis.call('HMGET', key, 'st', 'q', 'fl')
   if f[1] == '5' or f[1] == '6' or f[1] == '7' then
     count(f[1], f[2], -1)
     redis.call('DEL', key)
     redis.call('ZREM', T .. ':all', id)
+    flow_gone(f[3])
     deleted = deleted + 1
   end
 end

@@ -46,6 +46,31 @@ func (f *fixture) getFlow(id string) *store.Flow {
 	return fl
 }
 
+// wantFlowGone requires GetFlow(id) to fail with ErrNotFound.
+func (f *fixture) wantFlowGone(id string) {
+	f.t.Helper()
+	fl, err := f.flows().GetFlow(f.ctx(), store.FlowGetParams{Namespace: f.ns, ID: id})
+	if !errors.Is(err, store.ErrNotFound) {
+		f.t.Fatalf("GetFlow(%s) = %+v, %v; want ErrNotFound", id, fl, err)
+	}
+}
+
+// wantFlows requires ListFlows to return exactly the flows ids.
+func (f *fixture) wantFlows(ids ...string) {
+	f.t.Helper()
+	res, err := f.flows().ListFlows(f.ctx(), store.FlowListParams{Namespace: f.ns})
+	if err != nil {
+		f.t.Fatalf("ListFlows: %v", err)
+	}
+	got := make([]string, 0, len(res.Flows))
+	for _, fl := range res.Flows {
+		got = append(got, fl.ID)
+	}
+	if want := sorted(ids); !slices.Equal(got, want) {
+		f.t.Fatalf("ListFlows = %v, want %v", got, want)
+	}
+}
+
 // succeed leases the task id (which must be the only ready one in queue q)
 // and reports it succeeded with result r.
 func (f *fixture) succeed(q, id, r string) {
@@ -407,6 +432,94 @@ func testFlows(t *testing.T, h Harness) {
 		if fl := f.getFlow(fid); len(fl.Held) != 0 {
 			t.Fatalf("GetFlow.Held after release and reopen = %v", fl.Held)
 		}
+		f.check()
+	})
+
+	t.Run("Retention", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a := input("a", "qa")
+		a.Retention = time.Hour
+		b := held("b", "qb", a.ID)
+		b.Task.Retention = time.Hour
+		x := input("x", "qx")
+		x.Retention = time.Hour
+		fid, open := newName("flow"), newName("flow")
+		f.mustFlow(store.FlowParams{ID: fid, Spec: []byte("s"), Tasks: []store.TaskInput{a}, Held: []store.HeldTask{b}})
+		f.mustFlow(store.FlowParams{ID: open, Tasks: []store.TaskInput{x}})
+		f.clock.Advance(3 * time.Hour)
+		f.sweep() // nothing finished: nothing goes
+		f.wantFlows(fid, open)
+		f.succeed("qa", a.ID, "ra")
+		f.clock.Advance(30 * time.Minute)
+		f.succeed("qb", b.Task.ID, "rb")
+		// a expires an hour after it finished; its flow and b stay.
+		f.clock.Advance(31 * time.Minute)
+		if res := f.sweep(); res.Deleted != 1 {
+			t.Errorf("Sweep after a's retention: Deleted %d, want 1", res.Deleted)
+		}
+		if got := f.get(a.ID); got != nil {
+			t.Fatalf("a still there after its retention: %s", got.State)
+		}
+		if got := f.wantState(b.Task.ID, store.StateSucceeded); string(got.Result) != "rb" {
+			t.Fatalf("b result = %q, want rb", got.Result)
+		}
+		if fl := f.getFlow(fid); string(fl.Spec) != "s" {
+			t.Fatalf("GetFlow with b stored = %+v", fl)
+		}
+		f.wantFlows(fid, open)
+		// b, its last task, expires: the flow goes with it.
+		f.clock.Advance(30 * time.Minute)
+		f.sweep()
+		if got := f.get(b.Task.ID); got != nil {
+			t.Fatalf("b still there after its retention: %s", got.State)
+		}
+		f.wantFlowGone(fid)
+		f.wantFlows(open)
+		f.wantState(x.ID, store.StatePending)
+		if f.reopen != nil {
+			if err := f.s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f.s = f.reopen()
+			f.wantFlowGone(fid)
+			f.wantFlows(open)
+		}
+		// The open flow goes once its one task finished and expired.
+		f.succeed("qx", x.ID, "rx")
+		f.clock.Advance(59 * time.Minute)
+		f.sweep()
+		f.wantFlows(open)
+		f.clock.Advance(time.Minute)
+		f.sweep()
+		f.wantFlowGone(open)
+		f.wantFlows()
+		f.check()
+	})
+
+	t.Run("DeleteMembers", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a, b := input("a", "q"), input("b", "q")
+		c := held("c", "cq", a.ID, b.ID)
+		fid := newName("flow")
+		f.mustFlow(store.FlowParams{ID: fid, Tasks: []store.TaskInput{a, b}, Held: []store.HeldTask{c}})
+		for _, id := range []string{a.ID, b.ID} {
+			if it := f.del(id)[0]; it.Err != nil {
+				t.Fatalf("Delete(%s): %v", id, it.Err)
+			}
+			f.wantFlows(fid)
+		}
+		// Deleting a and b released c: the flow is kept while c is.
+		f.wantState(c.Task.ID, store.StatePending)
+		if fl := f.getFlow(fid); len(fl.Held) != 0 {
+			t.Fatalf("GetFlow.Held after release = %v", fl.Held)
+		}
+		if it := f.del(c.Task.ID)[0]; it.Err != nil {
+			t.Fatalf("Delete(%s): %v", c.Task.ID, it.Err)
+		}
+		f.wantFlowGone(fid)
+		f.wantFlows()
 		f.check()
 	})
 
