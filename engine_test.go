@@ -360,10 +360,12 @@ func TestCancelTooLate(t *testing.T) {
 	eachStore(t, func(t *testing.T, ts *testStore) {
 		s := ts.open(t)
 		cancelled := make(chan struct{})
+		started := make(chan struct{}, 1)
 		runTestWorker(t, s, &kiln.WorkerConfig{LeaseDuration: time.Hour, LeaseWait: 100 * time.Millisecond, SweepInterval: -1}, func(w *kiln.Worker) {
 			w.Handle("quick", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return nil }))
 			w.Handle("fail", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return fmt.Errorf("no: %w", kiln.SkipRetry) }))
 			w.Handle("stubborn", kiln.HandlerFunc(func(ctx context.Context, _ *kiln.Task) error {
+				started <- struct{}{}
 				<-ctx.Done() // sees the cancel, and finishes its work anyway
 				close(cancelled)
 				return nil
@@ -394,10 +396,13 @@ func TestCancelTooLate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the task to start", func() bool {
-			st, err := res.State(ctx)
-			return err == nil && st == kiln.StateActive
-		})
+		// The handler must be running: a cancel that reaches the worker
+		// before the task's lease answer keeps the handler from starting.
+		select {
+		case <-started:
+		case <-time.After(engineWaitLimit):
+			t.Fatal("the handler did not start")
+		}
 		if err := res.Cancel(ctx); err != nil {
 			t.Fatalf("Cancel(active) = %v", err)
 		}

@@ -23,6 +23,9 @@ const (
 	storeBackoffMin = 50 * time.Millisecond  // first wait after a failed store call
 	storeBackoffMax = 5 * time.Second        // longest wait after failed store calls
 	cancelWait      = 25 * time.Second       // one wait for pushed cancel requests
+	// cancelWatchStartMax bounds how long the first lease waits for the
+	// cancel watcher's first answer (which an empty cursor gets at once).
+	cancelWatchStartMax = 5 * time.Second
 	// handBackShare is the share of the time left when Shutdown is called
 	// that is kept, at the end, for handing back the tasks of the handlers
 	// cancelled when the graceful wait runs out; at most handBackMax.
@@ -256,12 +259,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	hbCtx, rs.hbEnd = context.WithCancel(base)
 	repCtx, rs.repEnd = context.WithCancel(base)
 	bgCtx, rs.bgEnd = context.WithCancel(base)
-	rs.fetchWG.Go(func() { w.fetch(fetchCtx, rs) })
+	// The first lease waits for the cancel watcher's first answer (its
+	// cursor), so that no cancel request made after a task is leased is
+	// missed by the push (it would wait for a heartbeat).
+	watching := make(chan struct{})
+	rs.fetchWG.Go(func() {
+		select {
+		case <-watching:
+		case <-fetchCtx.Done():
+		case <-time.After(cancelWatchStartMax):
+		}
+		w.fetch(fetchCtx, rs)
+	})
 	for range w.cfg.Concurrency {
 		rs.poolWG.Go(func() { w.work(base, rs) })
 	}
 	rs.hbWG.Go(func() { w.heartbeat(hbCtx) })
-	rs.hbWG.Go(func() { w.watchCancels(hbCtx) })
+	rs.hbWG.Go(func() { w.watchCancels(hbCtx, watching) })
 	rs.repWG.Go(func() { w.reportLoop(repCtx, rs) })
 	if w.cfg.SweepInterval > 0 {
 		rs.bgWG.Go(func() { w.sweep(bgCtx) })
@@ -960,12 +974,18 @@ func (w *Worker) extend(ctx context.Context, progressOnly bool) {
 // watchCancels waits for the cancel requests the store pushes and cancels
 // the handlers they name at once, instead of at the next heartbeat (which
 // still sees them, should a push be lost).
-func (w *Worker) watchCancels(ctx context.Context) {
+// It closes started once its first call has answered (or failed).
+func (w *Worker) watchCancels(ctx context.Context, started chan<- struct{}) {
 	cursor := ""
 	backoff := time.Duration(0)
+	first := true
 	for {
 		start := time.Now()
 		res, err := w.s.WaitCancels(ctx, store.WaitCancelsParams{Namespace: w.cfg.Namespace, Cursor: cursor, Wait: cancelWait})
+		if first {
+			first = false
+			close(started)
+		}
 		if err == nil && cursor != "" && len(res.Leases) == 0 && !res.Missed && time.Since(start) < cancelWait/10 {
 			// An empty answer long before the wait's end (a server that is
 			// stopping answers at once): do not spin.
