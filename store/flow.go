@@ -26,12 +26,18 @@ import (
 // held) is stored: the atomic step that deletes the last of them, whether
 // Delete or Sweep past the task's retention, also deletes the record and
 // its indexes, after which GetFlow answers ErrNotFound and ListFlows omits
-// it. A flow therefore never outlives all its tasks, and a flow that has
-// not finished is never deleted by Sweep (its unfinished tasks do not
-// expire, and a held task is stored until released, which happens when the
-// tasks it waits for finish or are deleted). Each task expires by its own
-// retention, counted from its own end, so the tasks that finished first
-// may be gone while the record and the later tasks remain.
+// it. A flow therefore never outlives all its tasks.
+//
+// The results of a flow's tasks are kept as long as the flow: while any
+// task of the flow is not terminal (held ones included), Sweep deletes no
+// task of the flow, whatever its ExpiresAt. The atomic step that moves the
+// flow's last open task to a terminal state (or deletes it before it
+// finished) raises the ExpiresAt of every terminal task of the flow to at
+// least that task's own (now plus its retention), so all its tasks, and
+// with the last of them the record, expire together. An admin Retry of a
+// terminal task of the flow makes the flow open again until it ends.
+// Flows stored before their record listed their tasks keep the older
+// rule: each task expires by its own retention, counted from its own end.
 //
 // The store applies no policy: a held task is released whether the tasks
 // it waits for succeeded or not. The code that runs it reads their states

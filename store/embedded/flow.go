@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -61,6 +62,11 @@ type flowIndex struct {
 	deps   map[string][]string  // task id -> held ids waiting for it
 	member map[string]string    // task id -> its flow, while stored
 	live   map[string]int       // flow id -> its tasks still stored
+	// open counts, per flow that lists its tasks, the tasks not yet in a
+	// terminal state (held ones included); tasks lists its tasks. A
+	// finished member of a flow with open > 0 is not deleted by Sweep.
+	open  map[string]int
+	tasks map[string][]string
 }
 
 func (s *Store) flowsOf(ns string) *flowIndex {
@@ -70,7 +76,8 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 	f := s.flows[ns]
 	if f == nil {
 		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string),
-			member: make(map[string]string), live: make(map[string]int)}
+			member: make(map[string]string), live: make(map[string]int),
+			open: make(map[string]int), tasks: make(map[string][]string)}
 		s.flows[ns] = f
 	}
 	return f
@@ -140,6 +147,8 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		fi.member[id] = p.ID
 	}
 	fi.live[p.ID] = len(ids)
+	fi.open[p.ID] = len(ids)
+	fi.tasks[p.ID] = ids
 	var ops []op
 	for i := range p.Held {
 		h := &p.Held[i]
@@ -243,6 +252,77 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 	}
 }
 
+// flowEnded notes that task id of ns reached a terminal state, or was
+// deleted before it did. When it was the last open task of its flow, every
+// finished member's expiry is raised to at least now+ret, in s.flowOps
+// (the caller's batch), so the members' results go together. The caller
+// holds s.mu.
+//
+// A member whose record cannot be read keeps its own expiry.
+func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.Time) {
+	fi := s.flows[ns.name]
+	if fi == nil {
+		return
+	}
+	fid, ok := fi.member[id]
+	if !ok {
+		return
+	}
+	n, ok := fi.open[fid]
+	if !ok {
+		return
+	}
+	if n > 1 {
+		fi.open[fid] = n - 1
+		return
+	}
+	delete(fi.open, fid)
+	exp := now.Add(ret)
+	for _, m := range fi.tasks[fid] {
+		if _, stored := fi.member[m]; !stored {
+			continue
+		}
+		if e := ns.tasks[m]; e != nil {
+			if !e.t.State.Terminal() || !e.t.ExpiresAt.Before(exp) {
+				continue
+			}
+			e.t.ExpiresAt = exp
+			s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)})
+			heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: e.seq})
+			continue
+		}
+		t, seq, err := s.readTask(ns.name, m, false)
+		if err != nil || t == nil || !t.State.Terminal() || !t.ExpiresAt.Before(exp) {
+			continue
+		}
+		t.ExpiresAt = exp
+		s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, seq), val: record.Encode(nil, seq, t)})
+		heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: seq})
+	}
+}
+
+// flowReopened notes that finished task id of ns runs again (Retry).
+func (s *Store) flowReopened(ns string, id string) {
+	fi := s.flows[ns]
+	if fi == nil {
+		return
+	}
+	if fid, ok := fi.member[id]; ok && fi.tasks[fid] != nil {
+		fi.open[fid]++
+	}
+}
+
+// flowHolds reports whether task id of ns belongs to a flow not finished,
+// whose finished members Sweep keeps.
+func (s *Store) flowHolds(ns, id string) bool {
+	fi := s.flows[ns]
+	if fi == nil {
+		return false
+	}
+	fid, ok := fi.member[id]
+	return ok && fi.open[fid] > 0
+}
+
 // flowGone returns the writes that delete the flows whose last stored task
 // ops delete (a delete of its id key), and forgets those tasks. writeTask
 // adds them to the same batch. The caller holds s.mu.
@@ -267,6 +347,8 @@ func (s *Store) flowGone(ops []op) []op {
 		delete(fi.member, string(rest))
 		if fi.live[fid]--; fi.live[fid] <= 0 {
 			delete(fi.live, fid)
+			delete(fi.open, fid)
+			delete(fi.tasks, fid)
 			out = append(out, op{key: nameKey(kFlow, nsName, fid)})
 		}
 	}
@@ -439,8 +521,13 @@ func (s *Store) loadFlowMembers(eng engine) error {
 	}
 	for _, f := range fs {
 		fi := s.flowsOf(f.ns)
+		fi.tasks[f.id] = f.tasks
+		open := 0
 		for _, id := range f.tasks {
 			stored := fi.held[id] != nil
+			if stored || (s.nss[f.ns] != nil && s.nss[f.ns].tasks[id] != nil) {
+				open++ // held, or stored and not terminal (load keeps only those in memory)
+			}
 			if !stored {
 				v, err := eng.get(nameKey(kID, f.ns, id))
 				if err != nil {
@@ -452,6 +539,9 @@ func (s *Store) loadFlowMembers(eng engine) error {
 				fi.member[id] = f.id
 				fi.live[f.id]++
 			}
+		}
+		if open > 0 {
+			fi.open[f.id] = open
 		}
 	}
 	return nil

@@ -432,14 +432,20 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 func (s *Store) finish(ns *namespace, e *entry, st store.State, now time.Time) {
 	e.t.State = st
 	e.t.FinishedAt = now
-	ret := e.t.Retention
-	if ret == 0 {
-		ret = store.RetentionDefault
-	}
+	ret := retentionOf(&e.t)
 	e.t.ExpiresAt = now.Add(ret)
 	ns.queue(e.t.Queue).counts[st]++
 	heap.Push(&s.expiry, timedItem{at: e.t.ExpiresAt, ns: ns.name, id: e.t.ID, seq: e.seq})
 	s.flowDone(ns, e.t.ID, now)
+	s.flowEnded(ns, e.t.ID, ret, now)
+}
+
+// retentionOf returns t's retention, or the default when it has none.
+func retentionOf(t *store.Task) time.Duration {
+	if t.Retention == 0 {
+		return store.RetentionDefault
+	}
+	return t.Retention
 }
 
 // Get implements store.Reader.
@@ -863,6 +869,7 @@ func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult
 		q.pushReady(e)
 		ns.tasks[id] = e
 		ns.notify()
+		s.flowReopened(ns.name, id)
 		return store.AdminItem{State: store.StatePending}, s.putTask(e)
 	})
 }
@@ -875,6 +882,9 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 				return store.AdminItem{State: store.StateActive, Err: store.ErrInvalidState}, nil
 			}
 			s.flowDone(ns, id, now) // a task deleted before it finished never will
+			if !e.t.State.Terminal() {
+				s.flowEnded(ns, id, retentionOf(&e.t), now)
+			}
 			ns.unindex(e)
 			delete(ns.tasks, id)
 			seq = e.seq
@@ -1017,6 +1027,9 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 	// Retention.
 	for len(s.expiry) > 0 && s.expiry[0].at.Compare(now) <= 0 && r.Deleted < limit {
 		it := heap.Pop(&s.expiry).(timedItem)
+		if s.flowHolds(it.ns, it.id) {
+			continue // kept until its flow finishes, which pushes it again
+		}
 		ns := s.nss[it.ns]
 		if e := ns.tasks[it.id]; e != nil {
 			if e.seq != it.seq || !e.t.State.Terminal() || !e.t.ExpiresAt.Equal(it.at) {

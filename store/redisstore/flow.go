@@ -24,7 +24,12 @@ var _ store.Flows = (*Store)(nil)
 //	T:dp:<id>    set   the held tasks waiting for task id
 //
 // The flow record also has the field n: the number of its tasks (ready or
-// held) still stored. Every task of a flow has the field fl (its flow)
+// held) still stored, and u: the number not yet in a terminal state; T:fm:<flow>
+// (set) lists all its tasks. When u reaches 0 (flow_ended, in the script
+// that finishes or deletes the last open task) every finished member's ea
+// and T:x score are raised to at least that task's; while u > 0, Sweep
+// drops finished members from T:x without deleting them (flow_holds). An
+// admin Retry of a member adds 1 to u again. Every task of a flow has the field fl (its flow)
 // in its record, copied when a held task is released. The scripts that
 // delete a task record (Delete, and Sweep's retention) call flow_gone on
 // its fl in the same script: it decrements n, and when it reaches 0 deletes
@@ -69,9 +74,42 @@ local function flow_gone(fl)
   local fk = T .. ':f:' .. fl
   if not redis.call('HGET', fk, 'n') then return end
   if redis.call('HINCRBY', fk, 'n', -1) <= 0 then
-    redis.call('DEL', fk, T .. ':fh:' .. fl)
+    redis.call('DEL', fk, T .. ':fh:' .. fl, T .. ':fm:' .. fl)
     redis.call('ZREM', T .. ':fl', fl)
   end
+end
+
+-- flow_ended notes that a task of flow fl reached a terminal state (or was
+-- deleted before it did), whose expiry would be ea (µs). When it was the
+-- flow's last open task, every finished member's expiry is raised to at
+-- least ea.
+local function flow_ended(fl, ea)
+  if not fl then return end
+  local fk = T .. ':f:' .. fl
+  if not redis.call('HGET', fk, 'u') then return end
+  if redis.call('HINCRBY', fk, 'u', -1) > 0 then return end
+  local e = tonumber(ea)
+  for _, m in ipairs(redis.call('SMEMBERS', T .. ':fm:' .. fl)) do
+    local g = redis.call('HMGET', tkey(m), 'st', 'ea')
+    if (g[1] == '5' or g[1] == '6' or g[1] == '7') and (tonumber(g[2]) or 0) < e then
+      redis.call('HSET', tkey(m), 'ea', ea)
+      redis.call('ZADD', T .. ':x', ea, m)
+    end
+  end
+end
+
+-- flow_reopened notes that a finished task of flow fl runs again.
+local function flow_reopened(fl)
+  if fl and redis.call('HEXISTS', T .. ':f:' .. fl, 'u') == 1 then
+    redis.call('HINCRBY', T .. ':f:' .. fl, 'u', 1)
+  end
+end
+
+-- flow_holds reports whether flow fl has a task not finished: its finished
+-- members are then not deleted (flow_ended adds them to T:x again).
+local function flow_holds(fl)
+  if not fl then return false end
+  return (tonumber(redis.call('HGET', T .. ':f:' .. fl, 'u')) or 0) > 0
 end
 `
 
@@ -99,7 +137,15 @@ for j = 1, nt + nh do
   i = i + ` + strconv.Itoa(flowTaskArgs) + `
   if j > nt then i = i + 1 + tonumber(ARGV[i]) end
 end
-redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh)
+redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh, 'u', nt + nh)
+local members = {}
+for j = 1, nt + nh do
+  members[#members + 1] = ARGV[starts[j]]
+  if #members == 1000 or j == nt + nh then
+    redis.call('SADD', T .. ':fm:' .. fid, unpack(members))
+    members = {}
+  end
+end
 redis.call('ZADD', T .. ':fl', 0, fid)
 local sNOW = S(NOW)
 local nowR = R17(NOW)

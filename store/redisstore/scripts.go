@@ -96,7 +96,7 @@ local function unready(q, ty, m)
   if redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
 end
 ` + flowLua + `
-local function finish(id, st, q, rtu)
+local function finish(id, st, q, rtu, fl)
   local ret = tonumber(rtu) or 0
   if ret <= 0 then ret = ` + retentionDefaultUS + ` end
   local ea = S(NOW + ret)
@@ -104,6 +104,7 @@ local function finish(id, st, q, rtu)
   redis.call('ZADD', T .. ':x', ea, id)
   count(st, q, 1)
   flow_done(id)
+  flow_ended(fl, ea)
 end
 local function promote(limit)
   local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
@@ -377,7 +378,7 @@ local i = 3
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp')
+  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl')
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
@@ -408,10 +409,16 @@ while i <= #ARGV do
         if kind == '3' then st = '6' else st = '7' end
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3])
       end
-      expz[#expz + 1] = ea
-      expz[#expz + 1] = id
+      if f[7] then
+        -- Now: flow_ended may raise ea of tasks finished earlier here.
+        redis.call('ZADD', T .. ':x', ea, id)
+      else
+        expz[#expz + 1] = ea
+        expz[#expz + 1] = id
+      end
       count(st, q, 1)
       if f[6] then flow_done(id) end
+      flow_ended(f[7], ea)
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a')
       if kind == '2' then
@@ -454,7 +461,7 @@ local marked = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l', 'fl')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
@@ -470,7 +477,7 @@ for i = 3, #ARGV do
     end
     count(st, f[2], -1)
     redis.call('HSET', key, 'e', 'cancelled')
-    finish(id, '7', f[2], f[5])
+    finish(id, '7', f[2], f[5], f[7])
     res[#res + 1] = 'O7'
   else
     res[#res + 1] = 'I' .. st
@@ -488,11 +495,12 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '6' or st == '7' then
+    flow_reopened(f[5])
     count(st, f[2], -1)
     redis.call('ZREM', T .. ':x', id)
     redis.call('HDEL', key, 'c', 'fa', 'ea', 'pp', 'pm')
@@ -516,19 +524,23 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'rtu')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '3' then
     res[#res + 1] = 'I3'
   else
-    if st == '2' then
-      unready(f[2], f[3], f[4])
+    if st == '1' or st == '2' or st == '4' then
+      if st == '2' then
+        unready(f[2], f[3], f[4])
+      else
+        redis.call('ZREM', T .. ':d', id)
+      end
       flow_done(id)
-    elseif st == '1' or st == '4' then
-      redis.call('ZREM', T .. ':d', id)
-      flow_done(id)
+      local ret = tonumber(f[6]) or 0
+      if ret <= 0 then ret = ` + retentionDefaultUS + ` end
+      flow_ended(f[5], S(NOW + ret))
     else
       redis.call('ZREM', T .. ':x', id)
     end
@@ -568,7 +580,7 @@ local recovered, dead, cancelled, deleted = 0, 0, 0, 0
 local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', 0, limit)
 for _, id in ipairs(ls) do
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu', 'fl')
   if f[1] == '3' then
     local q = f[2]
     local a, mr = tonumber(f[5]) or 0, tonumber(f[6]) or 0
@@ -576,11 +588,11 @@ for _, id in ipairs(ls) do
     redis.call('HDEL', key, 'l', 'le')
     if f[7] == '1' then
       redis.call('HSET', key, 'e', 'cancelled (lease expired)')
-      finish(id, '7', q, f[8])
+      finish(id, '7', q, f[8], f[9])
       cancelled = cancelled + 1
     elseif a > mr then
       redis.call('HSET', key, 'e', string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1))
-      finish(id, '6', q, f[8])
+      finish(id, '6', q, f[8], f[9])
       dead = dead + 1
     else
       push_ready(q, f[3], f[4])
@@ -595,7 +607,7 @@ local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', 0, li
 for _, id in ipairs(xs) do
   local key = tkey(id)
   local f = redis.call('HMGET', key, 'st', 'q', 'fl')
-  if f[1] == '5' or f[1] == '6' or f[1] == '7' then
+  if (f[1] == '5' or f[1] == '6' or f[1] == '7') and not flow_holds(f[3]) then
     count(f[1], f[2], -1)
     redis.call('DEL', key)
     redis.call('ZREM', T .. ':all', id)

@@ -453,13 +453,14 @@ func testFlows(t *testing.T, h Harness) {
 		f.succeed("qa", a.ID, "ra")
 		f.clock.Advance(30 * time.Minute)
 		f.succeed("qb", b.Task.ID, "rb")
-		// a expires an hour after it finished; its flow and b stay.
-		f.clock.Advance(31 * time.Minute)
-		if res := f.sweep(); res.Deleted != 1 {
-			t.Errorf("Sweep after a's retention: Deleted %d, want 1", res.Deleted)
+		// The flow finished with b: a, which finished first, is kept as
+		// long as b, an hour after the flow's end.
+		f.clock.Advance(59 * time.Minute)
+		if res := f.sweep(); res.Deleted != 0 {
+			t.Errorf("Sweep before the flow's retention: Deleted %d, want 0", res.Deleted)
 		}
-		if got := f.get(a.ID); got != nil {
-			t.Fatalf("a still there after its retention: %s", got.State)
+		if got := f.wantState(a.ID, store.StateSucceeded); string(got.Result) != "ra" {
+			t.Fatalf("a result = %q, want ra", got.Result)
 		}
 		if got := f.wantState(b.Task.ID, store.StateSucceeded); string(got.Result) != "rb" {
 			t.Fatalf("b result = %q, want rb", got.Result)
@@ -468,9 +469,14 @@ func testFlows(t *testing.T, h Harness) {
 			t.Fatalf("GetFlow with b stored = %+v", fl)
 		}
 		f.wantFlows(fid, open)
-		// b, its last task, expires: the flow goes with it.
-		f.clock.Advance(30 * time.Minute)
-		f.sweep()
+		// An hour after b, the flow goes as a whole.
+		f.clock.Advance(time.Minute)
+		if res := f.sweep(); res.Deleted != 2 {
+			t.Errorf("Sweep after the flow's retention: Deleted %d, want 2", res.Deleted)
+		}
+		if got := f.get(a.ID); got != nil {
+			t.Fatalf("a still there after its flow's retention: %s", got.State)
+		}
 		if got := f.get(b.Task.ID); got != nil {
 			t.Fatalf("b still there after its retention: %s", got.State)
 		}
@@ -493,6 +499,59 @@ func testFlows(t *testing.T, h Harness) {
 		f.clock.Advance(time.Minute)
 		f.sweep()
 		f.wantFlowGone(open)
+		f.wantFlows()
+		f.check()
+	})
+
+	t.Run("KeptTogether", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a := input("a", "qa")
+		a.Retention = time.Hour
+		b := held("b", "qb", a.ID)
+		b.Task.Retention = time.Hour
+		fid := newName("flow")
+		f.mustFlow(store.FlowParams{ID: fid, Tasks: []store.TaskInput{a}, Held: []store.HeldTask{b}})
+		f.succeed("qa", a.ID, "ra")
+		// a's own retention passes while b has not finished: a is kept.
+		f.clock.Advance(90 * time.Minute)
+		if res := f.sweep(); res.Deleted != 0 {
+			t.Errorf("Sweep with the flow unfinished: Deleted %d, want 0", res.Deleted)
+		}
+		if got := f.wantState(a.ID, store.StateSucceeded); string(got.Result) != "ra" {
+			t.Fatalf("a result = %q, want ra", got.Result)
+		}
+		if f.reopen != nil {
+			if err := f.s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f.s = f.reopen()
+			f.sweep()
+			f.wantState(a.ID, store.StateSucceeded)
+		}
+		f.clock.Advance(30 * time.Minute)
+		f.succeed("qb", b.Task.ID, "rb")
+		// The flow finished at t0+2h: both stay an hour after that.
+		f.clock.Advance(59 * time.Minute)
+		if res := f.sweep(); res.Deleted != 0 {
+			t.Errorf("Sweep within the flow's retention: Deleted %d, want 0", res.Deleted)
+		}
+		if got := f.wantState(a.ID, store.StateSucceeded); string(got.Result) != "ra" {
+			t.Fatalf("a result = %q, want ra", got.Result)
+		}
+		f.wantState(b.Task.ID, store.StateSucceeded)
+		f.wantFlows(fid)
+		f.clock.Advance(time.Minute + time.Second)
+		if res := f.sweep(); res.Deleted != 2 {
+			t.Errorf("Sweep after the flow's retention: Deleted %d, want 2", res.Deleted)
+		}
+		if got := f.get(a.ID); got != nil {
+			t.Fatalf("a still there after its flow's retention: %s", got.State)
+		}
+		if got := f.get(b.Task.ID); got != nil {
+			t.Fatalf("b still there after its retention: %s", got.State)
+		}
+		f.wantFlowGone(fid)
 		f.wantFlows()
 		f.check()
 	})
