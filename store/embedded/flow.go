@@ -289,6 +289,13 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 			e.t.ExpiresAt = exp
 			s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)})
 			heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: e.seq})
+			// The caller's write lands in the current batch or, if the
+			// commit loop takes that one first, the next: keep e in
+			// memory until the later of them is durable.
+			s.c.mu.Lock()
+			e.gen = s.c.cur.gen + 1
+			s.c.mu.Unlock()
+			s.evict = append(s.evict, timedItem{ns: ns.name, id: m, seq: e.gen, e: e})
 			continue
 		}
 		t, seq, err := s.readTask(ns.name, m, false)

@@ -556,6 +556,57 @@ func testFlows(t *testing.T, h Harness) {
 		f.check()
 	})
 
+	t.Run("KeptTogetherRetryDelete", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a, c := input("a", "qa"), input("c", "qc")
+		a.Retention, c.Retention = time.Hour, time.Hour
+		b := held("b", "qb", a.ID)
+		b.Task.Retention = time.Hour
+		fid := newName("flow")
+		f.mustFlow(store.FlowParams{ID: fid, Tasks: []store.TaskInput{a, c}, Held: []store.HeldTask{b}})
+		if it := f.cancel(a.ID)[0]; it.Err != nil {
+			t.Fatalf("Cancel(a): %v", it.Err)
+		}
+		f.succeed("qc", c.ID, "rc")
+		f.wantState(b.Task.ID, store.StatePending)
+		f.clock.Advance(2 * time.Hour)
+		if res := f.sweep(); res.Deleted != 0 {
+			t.Errorf("Sweep with b open: Deleted %d, want 0", res.Deleted)
+		}
+		// Deleting b, the last open task, ends the flow: a and c expire an
+		// hour later (b's retention).
+		if it := f.del(b.Task.ID)[0]; it.Err != nil {
+			t.Fatalf("Delete(b): %v", it.Err)
+		}
+		f.clock.Advance(30 * time.Minute)
+		// Retrying a opens the flow again: c is kept past that hour.
+		if it := f.retry(a.ID)[0]; it.Err != nil {
+			t.Fatalf("Retry(a): %v", it.Err)
+		}
+		f.clock.Advance(time.Hour)
+		if res := f.sweep(); res.Deleted != 0 {
+			t.Errorf("Sweep with a retried: Deleted %d, want 0", res.Deleted)
+		}
+		if got := f.wantState(c.ID, store.StateSucceeded); string(got.Result) != "rc" {
+			t.Fatalf("c result = %q, want rc", got.Result)
+		}
+		f.succeed("qa", a.ID, "ra")
+		f.clock.Advance(59 * time.Minute)
+		if res := f.sweep(); res.Deleted != 0 {
+			t.Errorf("Sweep within the flow's retention: Deleted %d, want 0", res.Deleted)
+		}
+		f.wantState(c.ID, store.StateSucceeded)
+		f.wantFlows(fid)
+		f.clock.Advance(time.Minute)
+		if res := f.sweep(); res.Deleted != 2 {
+			t.Errorf("Sweep after the flow's retention: Deleted %d, want 2", res.Deleted)
+		}
+		f.wantFlowGone(fid)
+		f.wantFlows()
+		f.check()
+	})
+
 	t.Run("DeleteMembers", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)
