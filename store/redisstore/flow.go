@@ -18,6 +18,7 @@ var _ store.Flows = (*Store)(nil)
 //	T:f:<flow>   hash  the flow record: s (spec), ca (created, µs)
 //	T:fl         zset  every flow id, all scores 0 (ListFlows' order)
 //	T:fh:<flow>  zset  its held tasks not yet released, scored by position
+//	T:fm:<flow>  set   all its tasks (ready and held)
 //	T:h:<id>     hash  a held task: d, p, q, ty, pd (9-priority digit), mr,
 //	                   rtu, dp (has dependents), fl (its flow), w (the
 //	                   number of tasks it still waits for)
