@@ -175,19 +175,7 @@ for j = 1, nt do
     delayed[#delayed + 1] = id
   else
     st = '2'
-    local rk = T .. ':r:' .. q .. '/' .. ty
-    local l = ready[rk]
-    if not l then
-      l = {}
-      ready[rk] = l
-      readyKeys[#readyKeys + 1] = rk
-      local tq = types[q]
-      if not tq then tq = {}; types[q] = tq end
-      tq[ty] = true
-    end
-    l[#l + 1] = 0
-    l[#l + 1] = m
-    woke = true
+    stage_ready(ready, readyKeys, types, q, ty, m)
   end
   f[#f + 1] = 'm'; f[#f + 1] = m
   f[#f + 1] = 'st'; f[#f + 1] = st

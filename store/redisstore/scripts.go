@@ -90,6 +90,24 @@ local function push_ready(q, ty, m)
   redis.call('SADD', T .. ':ty:' .. q, ty)
   woke = true
 end
+-- stage_ready adds m to the batch of ready members for queue q and type
+-- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
+-- order; types: queue -> set of types), written later by the caller.
+local function stage_ready(ready, readyKeys, types, q, ty, m)
+  local rk = T .. ':r:' .. q .. '/' .. ty
+  local l = ready[rk]
+  if not l then
+    l = {}
+    ready[rk] = l
+    readyKeys[#readyKeys + 1] = rk
+    local tq = types[q]
+    if not tq then tq = {}; types[q] = tq end
+    tq[ty] = true
+  end
+  l[#l + 1] = 0
+  l[#l + 1] = m
+  woke = true
+end
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
   redis.call('ZREM', k, m)
@@ -196,19 +214,7 @@ for j = 0, nt - 1 do
         end
       end
       if st == '2' then
-        local rk = T .. ':r:' .. q .. '/' .. ty
-        local l = ready[rk]
-        if not l then
-          l = {}
-          ready[rk] = l
-          readyKeys[#readyKeys + 1] = rk
-          local tq = types[q]
-          if not tq then tq = {}; types[q] = tq end
-          tq[ty] = true
-        end
-        l[#l + 1] = 0
-        l[#l + 1] = m
-        woke = true
+        stage_ready(ready, readyKeys, types, q, ty, m)
       end
       f[#f + 1] = 'm'; f[#f + 1] = m
       f[#f + 1] = 'st'; f[#f + 1] = st
