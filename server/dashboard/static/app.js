@@ -372,6 +372,8 @@ function enqueueForm() {
         e.preventDefault();
         const opts = {};
         if (queue.value.trim()) opts.queue = queue.value.trim();
+        // A code package's tasks wait in the queue named by their type.
+        else if (type.value.trim().startsWith('code:')) opts.queue = type.value.trim();
         if (+delay.value > 0) opts.process_in_ms = +delay.value * 1000;
         const task = { type: type.value.trim(), options: opts };
         if (payload.value) task.payload = encode(payload.value);
@@ -417,7 +419,8 @@ async function taskPage(id) {
     logTried = true;
   };
   const draw = () => {
-    const pct = t.progress ? Math.max(0, Math.min(100, t.progress.percent)) : (t.state === 'succeeded' ? 100 : 0);
+    // A task that succeeded is done, whatever progress it reported last.
+    const pct = t.state === 'succeeded' ? 100 : (t.progress ? Math.max(0, Math.min(100, t.progress.percent)) : 0);
     const bar = h('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': pct, 'aria-valuemin': 0, 'aria-valuemax': 100 }, h('div', { id: 'progress-fill' }));
     bar.firstChild.style.width = pct + '%';
     const actions = h('div', { class: 'row' },
@@ -476,7 +479,8 @@ async function schedulesPage() {
     class: 'row card', id: 'schedule-form',
     onsubmit: async (e) => {
       e.preventDefault();
-      const body = { task: { type: type.value.trim(), options: queue.value.trim() ? { queue: queue.value.trim() } : {} } };
+      const q = queue.value.trim() || (type.value.trim().startsWith('code:') ? type.value.trim() : '');
+      const body = { task: { type: type.value.trim(), options: q ? { queue: q } : {} } };
       if (payload.value) body.task.payload = encode(payload.value);
       if (id.value.trim()) body.id = id.value.trim();
       if (cron.value.trim()) body.cron = cron.value.trim();
@@ -547,7 +551,7 @@ async function codePage() {
                 replace(revs, h('table', {}, r.revisions.map((v) => h('tr', {}, h('td', {}, 'rev ' + v.rev), h('td', {}, fmtTime(v.created_at)), h('td', { class: 'mono' }, (v.checksum || '').slice(0, 16)),
                   h('td', {}, h('a', { href: '/ui/api' + p2('/codes/' + encodeURIComponent(c.id) + '/download' + qs({ revision: v.rev })), download: c.name + '-' + v.rev + '.zip' }, 'Download'))))));
               } }, 'Revisions'), ' ',
-              h('button', { type: 'button', onclick: async () => { await act('enqueue', () => api('POST', p('/tasks'), { tasks: [{ type: 'code:' + c.name, payload: encode('{}') }] })); flash('Enqueued code:' + c.name); } }, 'Run'))),
+              h('button', { type: 'button', onclick: async () => { await act('enqueue', () => api('POST', p('/tasks'), { tasks: [{ type: 'code:' + c.name, payload: encode('{}'), options: { queue: 'code:' + c.name } }] })); flash('Enqueued code:' + c.name); } }, 'Run'))),
           h('tr', {}, h('td', { colspan: 6 }, revs))];
         })));
   };
