@@ -313,7 +313,7 @@ func New(cfg *Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/", apis)
 	if !c.DisableDashboard {
-		dash, err := dashboard.New(dashboard.Config{Backend: apis, Secure: certs != nil, Logger: c.Logger})
+		dash, err := dashboard.New(dashboard.Config{Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}

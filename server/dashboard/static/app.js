@@ -434,6 +434,8 @@ async function taskPage(id) {
       h('div', { class: 'card' }, h('div', { class: 'row' }, h('span', { id: 'task-state' }, stateBadge(t.state)),
         h('span', {}, 'attempt ', String(t.attempt), ' of ', String(t.max_retries + 1)), t.cancel_requested ? h('span', { class: 'muted' }, 'cancel requested') : null), actions,
       h('div', { class: 'row' }, h('span', {}, 'Progress'), bar, h('span', { id: 'progress-text' }, pct + '%', t.progress?.message ? ' — ' + t.progress.message : ''))),
+      isCode() ? h('div', { class: 'card' }, h('h2', {}, 'Log ', h('span', { class: 'muted', id: 'log-live' }, t.state === 'active' ? '(live)' : '')), logPre) : null,
+      h('div', { class: 'card' }, h('h2', {}, 'Payload'), h('pre', { id: 'payload' }, decode(t.payload) || '(none)')),
       h('div', { class: 'grid' },
         h('div', { class: 'card' }, h('h2', {}, 'Options'), kv([
           ['type', t.type], ['queue', t.queue], ['priority', String(t.priority)], ['max retries', String(t.max_retries)],
@@ -445,14 +447,13 @@ async function taskPage(id) {
           ['finished', fmtTime(t.finished_at)], ['expires', fmtTime(t.expires_at)],
           ['enqueue→start', t.started_at ? fmtMs(new Date(t.started_at) - new Date(t.run_at || t.created_at)) : '—'],
         ]))),
-      h('div', { class: 'card' }, h('h2', {}, 'Payload'), h('pre', { id: 'payload' }, decode(t.payload) || '(none)')),
       h('div', { class: 'card' }, h('h2', {}, 'Attempts'), t.attempt === 0 ? h('p', { class: 'muted' }, 'Not started yet.') :
         h('table', {}, h('tr', {}, h('th', {}, 'attempt'), h('th', {}, 'outcome')),
           Array.from({ length: t.attempt }, (_, i) => i + 1).map((n) => h('tr', {}, h('td', {}, String(n)),
             h('td', {}, n < t.attempt ? h('span', { class: 'muted' }, 'failed (the store keeps the last error only)') :
               (t.last_error ? h('pre', { id: 'last-error' }, t.last_error) : t.state)))))),
       h('div', { class: 'card' }, h('h2', {}, 'Result'), h('pre', { id: 'result' }, decode(t.result) || '(none)')),
-      isCode() ? h('div', { class: 'card' }, h('h2', {}, 'Log ', h('span', { class: 'muted', id: 'log-live' }, t.state === 'active' ? '(live)' : '')), logPre) : null);
+      null);
   };
   const one = async (what, f) => { await act(what, f); flash(what + ': done'); await reload(); };
   const reload = async () => { t = await api('GET', p('/tasks/' + encodeURIComponent(id))); draw(); await readLog(); };
@@ -604,15 +605,24 @@ async function workflowPage(id) {
     const members = w.members || [];
     const byId = Object.fromEntries(members.map((m) => [m.id, m]));
     const flat = (sh) => (!sh ? [] : sh.id ? [sh.id] : (sh.items || sh.list || []).flatMap(flat));
+    // Columns in build order: each top-level step is a column; members
+    // built before a step that are no step themselves (a chord's group)
+    // form the column before it.
+    const top = spec?.top || [];
+    const stepOf = {};
+    top.forEach((sh, i) => flat(sh).forEach((x) => { stepOf[x] = i; }));
     const cols = [];
     const placed = new Set();
-    for (const sh of spec?.top || []) {
-      const ids = flat(sh).filter((x) => byId[x] && !placed.has(x));
+    let pending = [];
+    for (const m of members) {
+      if (placed.has(m.id)) continue;
+      if (stepOf[m.id] === undefined) { pending.push(m.id); placed.add(m.id); continue; }
+      if (pending.length) { cols.push(pending); pending = []; }
+      const ids = flat(top[stepOf[m.id]]).filter((x) => byId[x] && !placed.has(x));
       ids.forEach((x) => placed.add(x));
-      if (ids.length) cols.push(ids);
+      cols.push(ids);
     }
-    const rest = members.map((m) => m.id).filter((x) => !placed.has(x));
-    if (rest.length) cols.push(rest);
+    if (pending.length) cols.push(pending);
     const NW = 170, NH = 44, GX = 60, GY = 14;
     const W = Math.max(1, cols.length) * (NW + GX);
     const H = Math.max(1, ...cols.map((c) => c.length)) * (NH + GY) + 10;
