@@ -36,7 +36,7 @@ func TestBrowser(t *testing.T) {
 	if os.Getenv(browserEnv) != "1" {
 		t.Skipf("the browser tests run with %s=1 (make test does, in its own step)", browserEnv)
 	}
-	chromium := os.Getenv("CHROMIUM")
+	chromium := os.Getenv("KILN_TEST_CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
