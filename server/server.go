@@ -310,18 +310,23 @@ func New(cfg *Config) (*Server, error) {
 	apis := http.NewServeMux()
 	apis.Handle("/2/", s.iron)
 	apis.Handle("/", a)
-	mux := http.NewServeMux()
-	mux.Handle("/", apis)
+	var root http.Handler = apis
 	if !c.DisableDashboard {
 		dash, err := dashboard.New(dashboard.Config{Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
-		for _, p := range dashboard.Patterns() {
-			mux.Handle(p, dash)
-		}
+		// The dashboard's paths go to it, every other to the APIs: a
+		// prefix test, so that an API request pays nothing for it.
+		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if dashboard.Owns(r) {
+				dash.ServeHTTP(w, r)
+				return
+			}
+			apis.ServeHTTP(w, r)
+		})
 	}
-	s.handler = s.logRequests(mux)
+	s.handler = s.logRequests(root)
 	if !c.DisableBootstrap {
 		if err := s.bootstrap(context.Background()); err != nil {
 			return nil, err

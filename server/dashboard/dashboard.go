@@ -136,9 +136,16 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// Patterns are the paths the server routes to the dashboard; the others
-// stay the API's.
-func Patterns() []string { return []string{"GET /{$}", "/assets/", "/ui/"} }
+// Owns reports whether r is the dashboard's: GET or HEAD of /, and every
+// path under /assets/ and /ui/. The server sends every other request to
+// its APIs.
+func Owns(r *http.Request) bool {
+	p := r.URL.Path
+	if p == "/" {
+		return r.Method == http.MethodGet || r.Method == http.MethodHead
+	}
+	return strings.HasPrefix(p, "/ui/") || strings.HasPrefix(p, "/assets/")
+}
 
 // ServeHTTP serves the dashboard's pages, files and proxy.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
