@@ -33,6 +33,7 @@ const browserEnv = "KILN_TEST_BROWSER"
 // CSP. With KILN_DASHBOARD_SHOTS=dir it writes screenshots of the pages
 // there (docs/dashboard/ holds the committed ones).
 func TestBrowser(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(browserEnv) != "1" {
 		t.Skipf("the browser tests run with %s=1 (make test does, in its own step)", browserEnv)
 	}
@@ -40,7 +41,7 @@ func TestBrowser(t *testing.T) {
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
-	if _, err := os.Stat(chromium); err != nil {
+	if _, err := os.Stat(chromium); err != nil { //nolint:gosec // G703: the browser's path is the operator's choice
 		testenv.Missing(t, "Chromium is not installed ("+chromium+"): scripts/services.sh installs it")
 		return
 	}
@@ -145,7 +146,7 @@ func TestBrowser(t *testing.T) {
 	// whole run.
 	nctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(nctx, node, "test.mjs") //nolint:gosec // G204: the test's own script
+	cmd := exec.CommandContext(nctx, node, "test.mjs")
 	cmd.Dir = e2e
 	cmd.Env = append(os.Environ(),
 		"KILN_URL="+ts.URL, "KILN_TOKEN="+ts.AdminToken, "KILN_PROJECT="+ns, "KILN_DEAD_ID="+dead.ID(),

@@ -382,7 +382,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	delete(h.sessions, id)
 	h.mu.Unlock()
-	c := h.cookie("", time.Unix(0, 0))
+	c := h.cookie("", time.Unix(0, 0)) //nolint:gosec // G124: HttpOnly and SameSite=Strict always, Secure whenever the server speaks TLS (h.cookie)
 	c.MaxAge = -1
 	http.SetCookie(w, c)
 	w.WriteHeader(http.StatusNoContent)
