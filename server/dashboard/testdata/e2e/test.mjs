@@ -174,6 +174,19 @@ step('upload a code package', async () => {
   await shot('code');
 });
 
+step('download a code package and list its revisions', async () => {
+  const row = '#codes tr[data-name="logger"]';
+  const dl = await page.evaluate(async (r) => {
+    const a = document.querySelector(r + ' a[download]');
+    const res = await fetch(a.getAttribute('href'));
+    const b = new Uint8Array(await res.arrayBuffer());
+    return { status: res.status, zip: b[0] === 0x50 && b[1] === 0x4b, size: b.length };
+  }, row);
+  check(dl.status === 200 && dl.zip, 'download: ' + JSON.stringify(dl));
+  await page.click(row + ' button:has-text("Revisions")');
+  await page.waitForFunction(() => document.querySelector('#codes').textContent.includes('rev 1'), null, { timeout: T });
+});
+
 step('follow a live log; a <script> in a log line is shown as text', async () => {
   await go('#/tasks');
   await page.waitForSelector('#enqueue', { state: 'attached', timeout: T });
