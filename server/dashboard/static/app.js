@@ -110,6 +110,7 @@ async function route() {
     return;
   }
   connectEvents();
+  window.scrollTo(0, 0);
   replace(main, h('p', { class: 'muted' }, 'Loading…'));
   try {
     await page(arg, params);
@@ -324,9 +325,9 @@ async function tasksPage(_, params, opts = {}) {
     replace(table, h('tr', {}, h('th', {}, all), h('th', {}, 'id'), h('th', {}, 'type'), h('th', {}, 'queue'), h('th', {}, 'state'), h('th', { class: 'num' }, 'attempt'), h('th', {}, 'created'), h('th', {}, 'last error')),
       shown.map((t) => taskRow(t, true)));
     replace(pager,
-      h('button', { type: 'button', disabled: page === 0, onclick: () => { page--; load(); } }, '← Newer'),
+      h('button', { type: 'button', disabled: page === 0, onclick: () => { page--; load().then(() => window.scrollTo(0, 0)); } }, '← Newer'),
       h('span', { class: 'muted' }, 'page ' + (page + 1) + (shown.length === 0 && r.next_cursor ? ' (no match in this stretch; keep going)' : '')),
-      h('button', { type: 'button', id: 'next', disabled: !r.next_cursor, onclick: () => { page++; load(); } }, 'Older →'));
+      h('button', { type: 'button', id: 'next', disabled: !r.next_cursor, onclick: () => { page++; load().then(() => window.scrollTo(0, 0)); } }, 'Older →'));
     newCount = 0;
     replace(banner);
   };

@@ -112,6 +112,21 @@ step('a <script> in a payload is shown as text and does not run', async () => {
   await noXSS('payload');
 });
 
+step('a queue name with HTML is refused, and the refusal shown as text', async () => {
+  // Names are [A-Za-z0-9._:-] only, so a queue cannot be called so; the
+  // API's error echoes the name, and the page shows it as text.
+  await go('#/tasks');
+  await page.waitForSelector('#enqueue', { state: 'attached', timeout: T });
+  await page.click('details summary');
+  await page.fill('#enqueue input[name=type]', 'echo');
+  await page.fill('#enqueue input[name=queue]', '<img src=x onerror="window.__xss=5">');
+  await page.click('#enqueue button[type=submit]');
+  await page.waitForFunction(() => [...document.querySelectorAll('#flash div.err')].some((d) => d.textContent.includes('<img src=x')), null, { timeout: T });
+  check(await page.$('#flash img') === null, 'the error became HTML');
+  await noXSS('queue name');
+  await page.evaluate(() => document.getElementById('flash').replaceChildren());
+});
+
 step('the tasks list pages by cursor and filters by state', async () => {
   await go('#/tasks?state=succeeded');
   await page.waitForSelector(`#tasks tr[data-id="${echoID}"]`, { timeout: T });
@@ -126,6 +141,8 @@ step('the tasks list pages by cursor and filters by state', async () => {
     const rows = [...document.querySelectorAll('#tasks tr[data-id]')].map((e) => e.dataset.id);
     return rows.length > 0 && !rows.some((x) => ids.includes(x));
   }, first, { timeout: T });
+  await go('#/overview');
+  await page.waitForSelector('#overview .stat', { timeout: T });
   await go('#/tasks');
   await page.waitForSelector('#tasks tr[data-id]', { timeout: T });
   await shot('tasks');
