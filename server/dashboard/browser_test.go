@@ -121,10 +121,12 @@ func TestBrowser(t *testing.T) {
 	})
 	// A queue no worker serves, to pause and resume, with 120 tasks: the
 	// task list has more than one page.
-	for i := range 120 {
-		if _, err := c.Enqueue(ctx, "later", []byte(fmt.Sprint(i)), &kiln.TaskOptions{Queue: "pausable"}); err != nil {
-			t.Fatal(err)
-		}
+	later := make([]kiln.TaskRequest, 120)
+	for i := range later {
+		later[i] = kiln.TaskRequest{Type: "later", Payload: []byte(fmt.Sprint(i)), Options: kiln.TaskOptions{Queue: "pausable"}}
+	}
+	if _, err := c.EnqueueMany(ctx, later); err != nil {
+		t.Fatal(err)
 	}
 	// A workflow to draw.
 	wf := kiln.Chain(
