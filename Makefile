@@ -60,7 +60,7 @@ run: ## run kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
 	$(GO) run ./cmd/kiln server
 
 .PHONY: test
-test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), short fuzz
+test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), browser tests, short fuzz
 	@echo '==> services/up'; time $(MAKE) services/up >/dev/null
 	@echo '==> lint'; time $(MAKE) lint
 	@echo '==> go vet ./...'; time $(GO) vet ./...
@@ -70,7 +70,20 @@ test: ## everything CI runs: services/up, lint, vet, race tests (all stores requ
 		time (cd server/ironapi/testdata/irongo3 && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 5m ./...)
 	@echo '==> goworker interop (its own module: resque/testdata/goworker)'; \
 		time (cd resque/testdata/goworker && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -timeout 5m ./...)
+	@echo '==> dashboard browser tests (headless Chromium, playwright-core)'; time $(MAKE) test/browser
 	@echo '==> fuzz ($(TEST_FUZZTIME) per target)'; time scripts/fuzz.sh $(TEST_FUZZTIME)
+
+# The dashboard's browser tests: Chromium comes from scripts/services.sh
+# (Debian's chromium), playwright-core from npm ci with the committed
+# package-lock.json (node_modules stays in the test folder, ignored by git).
+# DASHBOARD_SHOTS=docs/dashboard writes the screenshots docs/dashboard.md shows.
+E2E := server/dashboard/testdata/e2e
+.PHONY: test/browser
+test/browser: ## the dashboard's browser tests in headless Chromium (installs playwright-core with npm ci when missing)
+	@command -v npm >/dev/null || { echo 'npm is missing: apt-get install npm' >&2; exit 1; }
+	@if [ ! -d $(E2E)/node_modules/playwright-core ]; then cd $(E2E) && npm ci --no-audit --no-fund; fi
+	KILN_TEST_BROWSER=1 KILN_TEST_REQUIRE_ALL=1 KILN_DASHBOARD_SHOTS=$(if $(DASHBOARD_SHOTS),$(abspath $(DASHBOARD_SHOTS))) \
+		$(GO) test -count=1 -timeout 5m -run '^TestBrowser$$' ./server/dashboard/
 
 .PHONY: test/short
 test/short: ## quick tests: -short, no race detector; stores that are not running are skipped
