@@ -186,13 +186,14 @@ ensure_postgres() {
 redact() { sed -E 's#(://[^:/@]+):[^@/]*@#\1:***@#' <<<"$1"; }
 
 # ------------------------------------------- browser tests (later issues) ----
-# The dashboard's tests need Debian's Chromium and playwright-core from npm
-# (real components in the tests, never stand-ins). Not installed yet: when the first browser test
-# lands, add here, in the same style (check first, install only when missing):
+# The dashboard (planned) will have browser tests that need Debian's Chromium
+# and playwright-core from npm (real components in the tests, never stand-ins).
+# Nothing of it is in the repository yet: when the first browser test lands,
+# add here, in the same style (check first, install only when missing):
 #   - apt_install chromium chromium-driver      (/usr/bin/chromium)
-#   - npm ci (or npm install playwright-core@<pinned>) in the folder holding the
-#     package.json of the browser tests — never `npx playwright install`: the
-#     machines reach no browser download, only Debian's and npm's packages
+#   - npm ci in the tests' own folder, from the lock file committed with them
+#     (playwright-core pinned) — never `npx playwright install`: the machines
+#     reach no browser download, only Debian's and npm's packages
 #   - export KILN_TEST_CHROMIUM=/usr/bin/chromium
 ensure_browser() { :; }
 

@@ -167,20 +167,21 @@ func dispatchSub(ctx context.Context, std stdio, parent string, args []string, s
 	return f(ctx, std, args[1:])
 }
 
+// lookupClient is lookup for a command that must exist: every command of
+// kiln (not only the client commands of this file), so that `kiln code -h`
+// and `kiln schedule -h` print their own help.
 func lookupClient(name string) *command {
-	for _, c := range clientCommands() {
-		if c.name == name {
-			return c
-		}
+	if c := lookup(name); c != nil {
+		return c
 	}
-	return &command{name: name}
+	panic("kiln: no command " + name)
 }
 
 func sortedJoin(s []string) string { return strings.Join(slices.Sorted(slices.Values(s)), ", ") }
 
 // start parses a client command's flags, resolves the connection and checks
 // that a token is known.
-func start(std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string) (*conn, []string, error) {
+func start(ctx context.Context, std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string) (*conn, []string, error) {
 	cf.register(fs)
 	pos, err := parseArgs(fs, std, c, args)
 	if err != nil {
@@ -191,6 +192,9 @@ func start(std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string
 		return nil, nil, err
 	}
 	if err := cn.needToken(); err != nil {
+		return nil, nil, err
+	}
+	if err := cn.tokenProject(ctx, c.name); err != nil {
 		return nil, nil, err
 	}
 	return cn, pos, nil
@@ -204,7 +208,7 @@ func show[T any](ctx context.Context, std stdio, c *command, args []string, narg
 	route func(cn *conn, pos []string) (what, path string), render func(cn *conn, v *T) error) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -304,6 +308,11 @@ func causeText(err error) string {
 	}
 	return err.Error()
 }
+
+// itemError is the error object of one item of a batch answer as the CLI
+// shows an error of the server, "<message> (<code>)": the object's own
+// Error method starts with "kiln: ", which run adds already.
+func itemError(e *wire.Error) error { return &apiclient.Error{Obj: e} }
 
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {
