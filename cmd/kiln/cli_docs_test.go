@@ -90,7 +90,7 @@ func splitShell(s string) []string {
 				inWord = false
 			}
 		case c == '#' && !inWord:
-			return words
+			return trimBackground(words)
 		default:
 			w.WriteByte(c)
 			inWord = true
@@ -99,8 +99,13 @@ func splitShell(s string) []string {
 	if inWord {
 		words = append(words, w.String())
 	}
+	return trimBackground(words)
+}
+
+// trimBackground drops the & that runs a command in the background.
+func trimBackground(words []string) []string {
 	if len(words) > 0 && words[len(words)-1] == "&" {
-		words = words[:len(words)-1]
+		return words[:len(words)-1]
 	}
 	return words
 }
@@ -112,7 +117,14 @@ func checkDocumentedCommand(t *testing.T, file, line string) {
 		t.Errorf("%s: `kiln %s`: no command", file, line)
 		return
 	}
+	isPlaceholder := func(w string) bool { return strings.ContainsAny(w, "<>[]()|") || strings.HasSuffix(w, "...") }
+	if isPlaceholder(words[0]) {
+		return // `kiln <command> <sub> -h`: no command named
+	}
 	if words[0] == "help" {
+		if len(words) > 1 && isPlaceholder(words[1]) {
+			words = words[:1] // `kiln help <command>`
+		}
 		var stdout, stderr bytes.Buffer
 		if code := run(t.Context(), words, &stdout, &stderr); code != 0 {
 			t.Errorf("%s: `kiln %s`: exit %d: %s", file, line, code, &stderr)
@@ -123,14 +135,13 @@ func checkDocumentedCommand(t *testing.T, file, line string) {
 	var path []string
 	synopsis := false
 	for _, w := range words {
-		if strings.HasPrefix(w, "-") || strings.ContainsAny(w, "<>[]()|") || strings.HasSuffix(w, "...") {
-			synopsis = synopsis || !strings.HasPrefix(w, "-") || strings.ContainsAny(w, "<>[]()|")
+		if strings.HasPrefix(w, "-") || isPlaceholder(w) {
 			break
 		}
 		path = append(path, w)
 	}
 	for _, w := range words[len(path):] {
-		synopsis = synopsis || strings.ContainsAny(w, "<>[]()|") || strings.HasSuffix(w, "...")
+		synopsis = synopsis || isPlaceholder(w)
 	}
 	c := lookup(path[0])
 	if c == nil {

@@ -165,8 +165,8 @@ func TestTaskViewPreviousError(t *testing.T) {
 		{"active", 3, "previous error  boom (of attempt 2; attempt 3 is running)"},
 		{"pending", 2, "previous error  boom (of attempt 2)"},
 		{"succeeded", 2, "previous error  boom (of an earlier attempt; the task succeeded since)"},
-		{"retry", 2, "last error      boom\n"},
-		{"dead", 2, "last error      boom\n"},
+		{"retry", 2, "last error  boom\n"},
+		{"dead", 2, "last error  boom\n"},
 	} {
 		var b bytes.Buffer
 		if err := printTask(&b, &wire.Task{ID: "t1", State: tt.state, Attempt: tt.attempt, MaxRetries: 5, LastError: "boom"}); err != nil {
@@ -183,16 +183,18 @@ func TestTaskViewPreviousError(t *testing.T) {
 func TestErrorFormat(t *testing.T) {
 	t.Parallel()
 	s := startCLIServer(t)
-	out := mustKiln(t, s, "enqueue", "echo", "y", "--unique-key", "k", "--unique-ttl", "1h")
+	out := mustKiln(t, s, "enqueue", "nobody", "{}", "--unique-key", "k", "--unique-ttl", "1h", "--delay", "1h")
 	held := strings.Fields(out)[0]
-	done := strings.Fields(mustKiln(t, s, "enqueue", "nobody", "z", "--delay", "1h"))[0]
-	mustKiln(t, s, "task", "cancel", done)
+	var done wire.Task
+	if err := json.Unmarshal([]byte(mustKiln(t, s, "enqueue", "echo", "{}", "--wait", "--json")), &done); err != nil || done.State != "succeeded" {
+		t.Fatalf("enqueue --wait: %+v, %v", done, err)
+	}
 	for _, tc := range []struct {
 		args []string
 		code string
 	}{
-		{[]string{"enqueue", "echo", "y", "--unique-key", "k", "--unique-ttl", "1h"}, "(duplicate)"},
-		{[]string{"task", "cancel", done}, "(task_finished)"},
+		{[]string{"enqueue", "echo", "{}", "--unique-key", "k", "--unique-ttl", "1h"}, "(duplicate)"},
+		{[]string{"task", "cancel", done.ID}, "(task_finished)"},
 		{[]string{"task", "retry", held, "nosuchtask"}, "(not_found)"},
 		{[]string{"task", "get", "nosuchtask"}, "(not_found)"},
 	} {
@@ -322,5 +324,25 @@ func TestVersionOfPlainBuild(t *testing.T) {
 	}
 	if rev := string(head[:12]); !strings.Contains(string(out), rev) || strings.Contains(string(out), "devel") {
 		t.Errorf("kiln version = %q, want the commit %s and no \"devel\"", out, rev)
+	}
+}
+
+// TestPrintErrorOnePrefix: an error of the library, which starts with its
+// own "kiln: ", is printed with one.
+func TestPrintErrorOnePrefix(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("kiln: enqueue: boom"), "kiln: enqueue: boom\n"},
+		{&cliError{code: exitFailure, msg: "enqueue t", err: &wire.Error{Code: "duplicate", Message: "held"}}, "kiln: enqueue t: duplicate: held\n"},
+		{&cliError{code: exitFailure, msg: "enqueue t", err: itemError(&wire.Error{Code: "duplicate", Message: "held"})}, "kiln: enqueue t: held (duplicate)\n"},
+	} {
+		var b bytes.Buffer
+		printError(&b, tt.err)
+		if b.String() != tt.want {
+			t.Errorf("printError(%q) wrote %q, want %q", tt.err, &b, tt.want)
+		}
 	}
 }

@@ -132,7 +132,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // <message> (<code>)", and a "hint:" line when there is one. An error of a
 // library that starts with its own "kiln: " does not get a second one.
 func printError(w io.Writer, err error) {
-	msg := strings.TrimPrefix(err.Error(), "kiln: ")
+	msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "kiln: "), ": kiln: ", ": ")
 	_, _ = fmt.Fprintf(w, "kiln: %s\n", msg) // nowhere to report a failed write
 }
 

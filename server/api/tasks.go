@@ -525,14 +525,16 @@ func (a *API) setPaused(c *call, paused bool) error {
 		}
 		known := false
 		for _, qs := range res.Queues {
-			known = known || qs.Queue == name
+			// Stats answers for every queue it is asked about, an unknown
+			// one with zero counts.
+			known = known || qs.Queue == name && (qs.Total() > 0 || qs.Paused)
 		}
 		if !known {
 			hint := ""
 			if paused {
 				hint = " (?create=true pauses it before its first task)"
 			}
-			return errf(wire.CodeNotFound, "queue", "queue %q not found: it has no tasks and is not paused%s", name, hint)
+			return wire.Errorf(wire.CodeNotFound, "queue %q not found: it has no tasks and is not paused%s", name, hint)
 		}
 	}
 	if err := a.st.SetQueuePaused(c.ctx(), store.QueuePauseParams{Namespace: c.ns(), Queue: name, Paused: paused}); err != nil {
