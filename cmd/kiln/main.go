@@ -183,7 +183,7 @@ func runVersion(_ context.Context, std stdio, args []string) error {
 		return err
 	}
 	if v == "devel" {
-		_, _ = fmt.Fprintln(std.stderr, "note: built without version information (go run, go test or -buildvcs=false): `make build` or `go install ./cmd/kiln` in a clone records the commit") // a note: nowhere to report a failed write
+		_, _ = fmt.Fprintln(std.stderr, "note: built without version information (go run, go test, -buildvcs=false or a git worktree): `make build` records the commit") // a note: nowhere to report a failed write
 	}
 	return nil
 }
