@@ -190,7 +190,7 @@ func parsePayload(arg string, stdin io.Reader, format string) (b []byte, as stri
 		case len(trimmed) > 0 && json.Valid(trimmed):
 			return raw, formatJSON, nil
 		case looksLikeJSON(trimmed):
-			return nil, "", fmt.Errorf("payload: looks like JSON but is not valid JSON: %v (--raw sends it as it is)", jsonError(trimmed))
+			return nil, "", fmt.Errorf("payload: looks like JSON but is not valid JSON: %w (--raw sends it as it is)", jsonError(trimmed))
 		}
 		return raw, formatRaw, nil
 	case formatRaw:
