@@ -28,9 +28,11 @@ func clientCommands() []*command {
 			args:    "<type> [payload|-] [flags]",
 			summary: "add a task (payload as an argument, or - for standard input)",
 			help: "Enqueue adds one task of the given type to the server. The payload is the second\n" +
-				"argument, or - to read it from standard input; --format json checks that it is\n" +
-				"valid JSON, --format base64 decodes it. Options left out get the server's\n" +
-				"defaults (25 retries, 30 min timeout). It prints the new task's id and state;\n" +
+				"argument, or - to read it from standard input. Valid JSON is sent as it is; what\n" +
+				"starts like JSON ({, [ or \") must be valid JSON unless --raw; other text is sent as\n" +
+				"raw bytes, with a note. --format json also compacts it, --format base64 decodes\n" +
+				"it. Options left out get the server's defaults (25 retries, 30 min timeout).\n" +
+				"It prints the new task's id and state;\n" +
 				"with --wait it waits for the task to finish and prints its result instead.",
 			run: runEnqueue,
 		},
