@@ -56,8 +56,8 @@ build: ## build the kiln binary into bin/kiln
 	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/kiln ./cmd/kiln
 
 .PHONY: run
-run: ## run kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
-	$(GO) run ./cmd/kiln server
+run: build ## build, then run bin/kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
+	$(BIN)/kiln server
 
 .PHONY: test
 test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), browser tests, short fuzz

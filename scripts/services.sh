@@ -192,7 +192,6 @@ ensure_postgres() {
 # redact URL — hide a password in log lines (the printed env keeps it).
 redact() { sed -E 's#(://[^:/@]+):[^@/]*@#\1:***@#' <<<"$1"; }
 
-# ------------------------------------------- browser tests (later issues) ----
 # ------------------------------------------------------- browser tests ----
 # The dashboard's browser tests drive Debian's Chromium (installed above, at
 # KILN_TEST_CHROMIUM, default /usr/bin/chromium) with playwright-core from

@@ -123,7 +123,7 @@ func runCodeUpload(ctx context.Context, std stdio, args []string) error {
 	priority := fs.Int("priority", 0, "default priority of its tasks (0-2)")
 	var envs multiFlag
 	fs.Var(&envs, "env", "KEY=VALUE added to the tasks' environment (repeatable)")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -256,7 +256,7 @@ func runCodeList(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("code", "ls", "", "Ls lists the project's code packages.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -290,7 +290,7 @@ func runCodeRemove(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("code", "rm", "<name|id>", "Rm deletes a code package (every revision) and cancels its unfinished tasks.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -327,7 +327,7 @@ func runTaskLog(ctx context.Context, std stdio, args []string) error {
 	var cf connFlags
 	follow := fs.Bool("follow", false, "print the output as it comes until the task ends")
 	interval := fs.Duration("interval", 500*time.Millisecond, "how often --follow asks")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}

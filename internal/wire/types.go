@@ -137,6 +137,17 @@ type ProjectStats struct {
 	Queues  []Queue `json:"queues"`
 }
 
+// Whoami is the answer of GET /v1/whoami: what the token of the request
+// is, so that a client given only a token knows its project.
+type Whoami struct {
+	// Admin is true for an admin token (every project).
+	Admin bool `json:"admin"`
+	// Project is a project token's project; empty for an admin token.
+	Project string `json:"project"`
+	// TokenID is the token's id (as in GET .../tokens), not its secret.
+	TokenID string `json:"token_id"`
+}
+
 // ServerStats is the answer of GET /v1/stats.
 type ServerStats struct {
 	Projects []ProjectStats `json:"projects"`
@@ -332,7 +343,7 @@ type Session struct {
 type Worker struct {
 	ID               string     `json:"id"`
 	Name             string     `json:"name"`
-	State            string     `json:"state"` // registered, verified or revoked
+	State            string     `json:"state"` // registered, verified, expired (a verified worker whose session ended) or revoked
 	CreatedAt        time.Time  `json:"created_at"`
 	LastSeenAt       *time.Time `json:"last_seen_at"`
 	SessionExpiresAt *time.Time `json:"session_expires_at"`
