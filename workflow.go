@@ -272,16 +272,14 @@ func countTasks(w *Workflow, depth, limit int) int {
 		return 0
 	}
 	n := 0
-	switch w.kind {
-	case wfTask:
+	if w.kind == wfTask {
 		n = countSigs(w.sig, depth, limit)
-	default:
-		for _, p := range w.parts {
-			n += countTasks(p, depth+1, limit-n)
-		}
-		if w.callback != nil {
-			n += countTasks(w.callback, depth+1, limit-n)
-		}
+	}
+	for _, p := range w.parts {
+		n += countTasks(p, depth+1, limit-n)
+	}
+	if w.callback != nil {
+		n += countTasks(w.callback, depth+1, limit-n)
 	}
 	for _, s := range w.onError {
 		n += countSigs(s, depth, limit-n)
