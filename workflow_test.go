@@ -527,6 +527,7 @@ func TestWorkflowWorkerLostMidMember(t *testing.T) {
 // number of tasks it compiles (callbacks and nesting included), and that
 // a workflow whose subtrees repeat stops counting at the limit.
 func TestWorkflowCountTasks(t *testing.T) {
+	t.Parallel()
 	sig := func() *Signature {
 		s := NewSignature("a")
 		s.OnSuccess = []*Signature{NewSignature("ok")}
