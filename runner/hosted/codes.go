@@ -233,6 +233,34 @@ func (r *Registry) Latest(ctx context.Context, project, codeID string) (*Revisio
 	return revs[len(revs)-1], nil
 }
 
+// Retries returns the retries of the latest revision of the code package
+// whose tasks have type typ in project; found is false for a type that is
+// not a code package's (see TaskType) and for a package or revision that
+// does not exist. The server records them as the max_retries of a task
+// queued through its native API, so that a code package's task retries
+// as its package says by every door.
+func (r *Registry) Retries(ctx context.Context, project, typ string) (retries int, found bool, err error) {
+	name, ok := strings.CutPrefix(typ, TypePrefix)
+	if !ok || CheckName(name) != nil {
+		return 0, false, nil
+	}
+	c, err := r.Lookup(ctx, project, name)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	rev, err := r.Latest(ctx, project, c.ID)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return rev.Retries, true, nil
+}
+
 // Revision returns one revision, or ErrNotFound.
 func (r *Registry) Revision(ctx context.Context, project, codeID string, rev int) (*Revision, error) {
 	var rv Revision
@@ -467,6 +495,10 @@ type Envelope struct {
 	// if any.
 	ScheduleID   string `json:"schedule_id,omitempty"`
 	ScheduleName string `json:"schedule_name,omitempty"`
+
+	// native is set on the envelope revisionOf makes for a task that came
+	// without one: the package's retry settings apply when it fails.
+	native bool
 }
 
 // The statuses a task's error text starts with (kiln's LastError), so the

@@ -27,7 +27,11 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if err != nil {
 		return store.TaskInput{}, err
 	}
-	return hook.TaskInput(&opts, req.Type, req.Payload, l, now)
+	payload, err := req.PayloadBytes()
+	if err != nil {
+		return store.TaskInput{}, err
+	}
+	return hook.TaskInput(&opts, req.Type, payload, l, now)
 }
 
 // taskOptions turns the options of a request into kiln's, by the one rule
@@ -85,6 +89,9 @@ func (a *API) enqueue(c *call) error {
 			out[i] = wire.EnqueueItem{ID: in.ID, Error: wire.Object(err)}
 			continue
 		}
+		if err := a.typeRetries(c, &in); err != nil {
+			return err
+		}
 		inputs = append(inputs, in)
 		index = append(index, i)
 	}
@@ -106,6 +113,23 @@ func (a *API) enqueue(c *call) error {
 		}
 	}
 	return c.json(http.StatusOK, wire.EnqueueResponse{Tasks: out})
+}
+
+// typeRetries gives in the retries its type has (Config.TaskRetries): a
+// code package's task retries as its package says, whatever max_retries
+// the request gave (store/remote always sends one).
+func (a *API) typeRetries(c *call, in *store.TaskInput) error {
+	if a.cfg.TaskRetries == nil {
+		return nil
+	}
+	n, found, err := a.cfg.TaskRetries(c.ctx(), c.ns(), in.Type)
+	if err != nil {
+		return err
+	}
+	if found {
+		in.MaxRetries = n
+	}
+	return nil
 }
 
 // query checks a request's query parameters against the allowed names
