@@ -285,7 +285,7 @@ func New(cfg *Config) (*Server, error) {
 		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
 		MaxOpenHandshakes: c.MaxOpenHandshakes,
-		TaskRetries:       hosted.NewRegistry(meta, c.Clock).Retries,
+		TaskDefaults:      hosted.NewRegistry(meta, c.Clock).TaskDefaults,
 	})
 	if err != nil {
 		return nil, err

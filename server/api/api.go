@@ -115,11 +115,12 @@ type Config struct {
 	// events of every project), synchronously on the request's goroutine:
 	// it must be fast and safe for concurrent use.
 	EventFunc func(wire.Event)
-	// TaskRetries, when set, is asked for every task of a native enqueue:
-	// found means the task's type has retry settings of its own (a code
-	// package's task takes its package's retries), which replace the
-	// task's max_retries.
-	TaskRetries func(ctx context.Context, project, typ string) (retries int, found bool, err error)
+	// TaskDefaults, when set, sees every valid task of a native enqueue
+	// before it is stored and may set what its type decides (a code
+	// package's task takes the package's queue, unless queueGiven, and its
+	// retries; see hosted.Registry.TaskDefaults). An error fails the
+	// request.
+	TaskDefaults func(ctx context.Context, project string, in *store.TaskInput, queueGiven bool) error
 	// MaxBodyBytes caps request bodies; default MaxBodyBytesDefault (8 MiB).
 	MaxBodyBytes int64
 	// HandshakeTimeout is how long a worker has to answer its challenge;

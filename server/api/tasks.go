@@ -89,8 +89,11 @@ func (a *API) enqueue(c *call) error {
 			out[i] = wire.EnqueueItem{ID: in.ID, Error: wire.Object(err)}
 			continue
 		}
-		if err := a.typeRetries(c, &in); err != nil {
-			return err
+		if f := a.cfg.TaskDefaults; f != nil {
+			o := req.Tasks[i].Options
+			if err := f(c.ctx(), c.ns(), &in, o != nil && o.Queue != ""); err != nil {
+				return err
+			}
 		}
 		inputs = append(inputs, in)
 		index = append(index, i)
@@ -113,23 +116,6 @@ func (a *API) enqueue(c *call) error {
 		}
 	}
 	return c.json(http.StatusOK, wire.EnqueueResponse{Tasks: out})
-}
-
-// typeRetries gives in the retries its type has (Config.TaskRetries): a
-// code package's task retries as its package says, whatever max_retries
-// the request gave (store/remote always sends one).
-func (a *API) typeRetries(c *call, in *store.TaskInput) error {
-	if a.cfg.TaskRetries == nil {
-		return nil
-	}
-	n, found, err := a.cfg.TaskRetries(c.ctx(), c.ns(), in.Type)
-	if err != nil {
-		return err
-	}
-	if found {
-		in.MaxRetries = n
-	}
-	return nil
 }
 
 // query checks a request's query parameters against the allowed names

@@ -16,7 +16,8 @@ import (
 // package says (retries, retries_delay) whichever door it entered. Queued
 // natively (/v1, as kiln enqueue does; with the max_retries store/remote
 // always sends; or by a library client on the store itself) a package
-// with retries 0 ran 26 times with no pause; now it runs once. A package
+// with retries 0 ran 26 times with no pause; now it runs once. A /v1 task
+// without a queue takes the package's (it sat in "default" for ever). A package
 // with retries runs retries+1 times, with retries_delay between the runs,
 // or kiln's default backoff (about 1 s, then 2 s, ...) without one.
 func TestCodeTaskRetriesByEveryDoor(t *testing.T) {
@@ -38,7 +39,7 @@ func TestCodeTaskRetriesByEveryDoor(t *testing.T) {
 		}
 		return er.Tasks[0].ID
 	}
-	maxRetries := func(id string) int {
+	get := func(id string) wire.Task {
 		t.Helper()
 		status, resp := b.ks.Do(t, http.MethodGet, "/v1/projects/"+project+"/tasks/"+id,
 			http.Header{"Authorization": {"Bearer " + b.token}}, nil)
@@ -46,13 +47,13 @@ func TestCodeTaskRetriesByEveryDoor(t *testing.T) {
 		if status != http.StatusOK || json.Unmarshal(resp, &task) != nil {
 			t.Fatalf("get %s: %d %s", id, status, resp)
 		}
-		return task.MaxRetries
+		return task
 	}
 	client, err := kiln.NewClient(b.st, &kiln.ClientConfig{Namespace: project})
 	if err != nil {
 		t.Fatal(err)
 	}
-	direct, err := client.Enqueue(t.Context(), "code:fail", []byte("{}"), nil)
+	direct, err := client.Enqueue(t.Context(), "code:fail", []byte("{}"), &kiln.TaskOptions{Queue: "code:fail"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +69,10 @@ func TestCodeTaskRetriesByEveryDoor(t *testing.T) {
 			t.Errorf("retries 0, queued by %s: status %s, run_times %d; want error after 1 run", door, ti.Status, ti.RunTimes)
 		}
 	}
-	if n := maxRetries(once["/v1 without max_retries"]); n != 0 {
-		t.Errorf("a task of a package with retries 0 queued by /v1 shows max_retries %d, want 0", n)
+	// Queued by /v1 without a queue, it went to "default", where no
+	// runner looks: it takes its package's queue, as kiln enqueue gives it.
+	if tk := get(once["/v1 without max_retries"]); tk.MaxRetries != 0 || tk.Queue != "code:fail" {
+		t.Errorf("a task of a package with retries 0 queued by /v1: max_retries %d, queue %q; want 0 and code:fail", tk.MaxRetries, tk.Queue)
 	}
 
 	twice := native("code:twice", nil)
@@ -80,7 +83,7 @@ func TestCodeTaskRetriesByEveryDoor(t *testing.T) {
 	if d := ti.EndTime.Sub(ti.CreatedAt); d < 2*time.Second {
 		t.Errorf("retries 2 with retries_delay 1 by /v1: the three runs took %s, want at least 2 s of pauses", d)
 	}
-	if n := maxRetries(twice); n != 2 {
+	if n := get(twice).MaxRetries; n != 2 {
 		t.Errorf("retries 2 by /v1: max_retries %d, want 2", n)
 	}
 
