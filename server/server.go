@@ -290,6 +290,7 @@ func New(cfg *Config) (*Server, error) {
 		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
 		MaxOpenHandshakes: c.MaxOpenHandshakes,
+		TaskDefaults:      hosted.NewRegistry(meta, c.Clock).TaskDefaults,
 	})
 	if err != nil {
 		return nil, err

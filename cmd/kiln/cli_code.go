@@ -118,7 +118,7 @@ func runCodeUpload(ctx context.Context, std stdio, args []string) error {
 	cmdLine := fs.String("command", "", "the program's command line instead of --file")
 	configFile := fs.String("config-file", "", "a file whose content every task gets as its -config file")
 	retries := fs.Int("retries", 0, "how many times a failed task runs again (0-10)")
-	retriesDelay := fs.Int("retries-delay", 0, "seconds between a failure and the next run")
+	retriesDelay := fs.Int("retries-delay", 0, "seconds between a failure and the next run (0: kiln's default backoff, 1 s doubling up to 1 h)")
 	maxConc := fs.Int("max-concurrency", 0, "how many of the package's tasks run at once at most (0: no cap)")
 	priority := fs.Int("priority", 0, "default priority of its tasks (0-2)")
 	var envs multiFlag

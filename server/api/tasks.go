@@ -27,7 +27,11 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if err != nil {
 		return store.TaskInput{}, err
 	}
-	return hook.TaskInput(&opts, req.Type, req.Payload, l, now)
+	payload, err := req.PayloadBytes()
+	if err != nil {
+		return store.TaskInput{}, err
+	}
+	return hook.TaskInput(&opts, req.Type, payload, l, now)
 }
 
 // taskOptions turns the options of a request into kiln's, by the one rule
@@ -84,6 +88,12 @@ func (a *API) enqueue(c *call) error {
 		if err != nil {
 			out[i] = wire.EnqueueItem{ID: in.ID, Error: wire.Object(err)}
 			continue
+		}
+		if f := a.cfg.TaskDefaults; f != nil {
+			o := req.Tasks[i].Options
+			if err := f(c.ctx(), c.ns(), &in, o != nil && o.Queue != ""); err != nil {
+				return err
+			}
 		}
 		inputs = append(inputs, in)
 		index = append(index, i)
