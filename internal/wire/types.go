@@ -362,6 +362,10 @@ type Event struct {
 	Error   string `json:"error,omitempty"`
 	Percent int    `json:"percent,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Seq orders the task changes of a project as the store applied them
+	// (also the event's SSE id); zero for the events the server raises
+	// itself (worker.*, task.progress, task.timed_out).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Health is the answer of /healthz and /readyz.

@@ -215,6 +215,7 @@ func (s *Store) addTaskLocked(ns *namespace, in *store.TaskInput, now time.Time)
 	}
 	q.counts[e.t.State]++
 	ns.tasks[e.t.ID] = e
+	s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
 	return []op{
 		{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 		{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
