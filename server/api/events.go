@@ -20,7 +20,7 @@ import (
 // counted. Every subscriber shares the one copy of each event, and the
 // event streams (not the result waits) are capped per project and in all.
 type hub struct {
-	fn         func(wire.Event)
+	fn func(wire.Event)
 	// fromStore is set when the store has a change feed (store.Feed): the
 	// event streams then read the task changes from it, and the events of
 	// those changes that the server publishes itself go only to the hook
