@@ -337,3 +337,49 @@ func (a *API) events(c *call) error {
 		}
 	}
 }
+
+// waitChanges answers the task changes of the project after the request's
+// cursor, waiting up to wait_ms (at most MaxLeaseWait) for one: the change
+// feed of the store, for store/remote.
+func (a *API) waitChanges(c *call) error {
+	var req wire.ChangesRequest
+	if err := c.decode(&req, false); err != nil {
+		return err
+	}
+	if a.feed == nil {
+		return wire.Errorf(wire.CodeNotFound, "the server's store keeps no change feed")
+	}
+	if req.WaitMS < 0 {
+		return errf(wire.CodeInvalidOption, "wait_ms", "%d is negative", req.WaitMS)
+	}
+	if req.Max < 0 || req.Max > store.MaxBatch {
+		return errf(wire.CodeInvalidOption, "max", "%d is outside 0..%d", req.Max, store.MaxBatch)
+	}
+	wait, err := wire.DurField("wait_ms", req.WaitMS)
+	if err != nil {
+		return err
+	}
+	p := store.ChangesParams{Namespace: c.ns(), Cursor: req.Cursor, Wait: min(wait, MaxLeaseWait), Max: req.Max}
+	// A shutdown ends the wait early, like a lease's.
+	ctx, cancel := context.WithCancel(c.ctx())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := a.feed.Changes(ctx, p)
+	if err != nil {
+		if ctx.Err() == nil || c.ctx().Err() != nil {
+			return err
+		}
+		res = store.ChangesResult{Cursor: req.Cursor} // stopping: nothing new
+	}
+	out := wire.ChangesResponse{Events: make([]wire.Event, len(res.Changes)), Cursor: res.Cursor, Missed: res.Missed}
+	for i := range res.Changes {
+		out.Events[i] = *changeEvent(c.ns(), &res.Changes[i])
+	}
+	return c.json(http.StatusOK, out)
+}
