@@ -33,7 +33,7 @@ func TestEventFromWire(t *testing.T) {
 		case reflect.TypeFor[int]():
 			f.SetInt(int64(i + 1))
 		case reflect.TypeFor[uint64]():
-			f.SetUint(uint64(i + 1)) //nolint:gosec // G115: i is a field index
+			f.SetUint(uint64(i + 1))
 		case reflect.TypeFor[time.Time]():
 			f.Set(reflect.ValueOf(time.Unix(int64(i), 0)))
 		default:

@@ -12,7 +12,7 @@ import (
 // is cancelled by `task cancel` (the batch cancel route), from the event
 // stream: the slow re-read of the task is turned off, so only the event
 // can end the watch. Not parallel: it sets watchRecheck.
-func TestWatchFollowsCancel(t *testing.T) {
+func TestWatchFollowsCancel(t *testing.T) { //nolint:paralleltest // it sets watchRecheck
 	old := watchRecheck
 	watchRecheck = time.Hour
 	defer func() { watchRecheck = old }()

@@ -45,7 +45,7 @@ func New(keep int) *Feed {
 	if keep <= 0 {
 		keep = store.ChangeFeedDefault
 	}
-	return &Feed{keep: keep, base: uint64(time.Now().UnixNano()), ns: make(map[string]*ring), done: make(chan struct{})} //nolint:gosec // G115: the clock is after 1970
+	return &Feed{keep: keep, base: uint64(time.Now().UnixNano()), ns: make(map[string]*ring), done: make(chan struct{})}
 }
 
 func (f *Feed) ring(ns string) *ring {
@@ -78,9 +78,9 @@ func (f *Feed) Add(ns string, c store.Change) {
 
 // Wait serves store.Feed.Changes.
 func (f *Feed) Wait(ctx context.Context, p store.ChangesParams) (store.ChangesResult, error) {
-	max := p.Max
-	if max <= 0 || max > store.MaxBatch {
-		max = store.MaxBatch
+	limit := p.Max
+	if limit <= 0 || limit > store.MaxBatch {
+		limit = store.MaxBatch
 	}
 	var after uint64
 	if p.Cursor != "" {
@@ -101,7 +101,7 @@ func (f *Feed) Wait(ctx context.Context, p store.ChangesParams) (store.ChangesRe
 			f.mu.Unlock()
 			return store.ChangesResult{Cursor: strconv.FormatUint(r.last, 10)}, nil
 		}
-		res := r.after(after, max)
+		res := r.after(after, limit)
 		if len(res.Changes) > 0 || res.Missed || p.Wait <= 0 {
 			f.mu.Unlock()
 			return res, nil
@@ -127,8 +127,8 @@ func (f *Feed) Wait(ctx context.Context, p store.ChangesParams) (store.ChangesRe
 	}
 }
 
-// after returns up to max changes after seq; the caller holds the lock.
-func (r *ring) after(seq uint64, max int) store.ChangesResult {
+// after returns up to limit changes after seq; the caller holds the lock.
+func (r *ring) after(seq uint64, limit int) store.ChangesResult {
 	n := uint64(len(r.buf))
 	oldest := r.last - n + 1 // Seq of r.buf's oldest change
 	res := store.ChangesResult{Cursor: strconv.FormatUint(seq, 10)}
@@ -144,11 +144,11 @@ func (r *ring) after(seq uint64, max int) store.ChangesResult {
 		res.Missed = true
 		seq = oldest - 1
 	}
-	from := seq + 1 - oldest // offset from the oldest change
-	k := min(r.last-seq, uint64(max))
+	from := seq + 1 - oldest            // offset from the oldest change
+	k := min(r.last-seq, uint64(limit)) //nolint:gosec // G115: limit is positive
 	res.Changes = make([]store.Change, 0, k)
 	for i := uint64(0); i < k; i++ {
-		res.Changes = append(res.Changes, r.buf[(uint64(r.start)+from+i)%n])
+		res.Changes = append(res.Changes, r.buf[(uint64(r.start)+from+i)%n]) //nolint:gosec // G115: start is an index
 	}
 	res.Cursor = strconv.FormatUint(res.Changes[len(res.Changes)-1].Seq, 10)
 	return res

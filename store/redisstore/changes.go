@@ -118,7 +118,7 @@ func (s *Store) lastChange(ctx context.Context, key string) (uint64, error) {
 		return 0, fmt.Errorf("redisstore: changes: %w", err)
 	}
 	e, _ := msgs[0].Values["e"].(string)
-	return n<<seqShift | uint64(strings.Count(e, "\x1e")), nil
+	return n<<seqShift | uint64(strings.Count(e, "\x1e")), nil //nolint:gosec // G115: a count
 }
 
 // entrySeq returns n of a stream id "0-n".
@@ -152,7 +152,7 @@ func decodeChanges(msgs []redis.XMessage, after uint64, limit int) (res store.Ch
 		at := time.UnixMicro(us).UTC()
 		e, _ := m.Values["e"].(string)
 		for i, rec := range strings.Split(e, "\x1e") {
-			seq := n<<seqShift | uint64(i) //nolint:gosec // G115: i is small
+			seq := n<<seqShift | uint64(i)
 			if seq <= after {
 				continue
 			}
@@ -179,7 +179,7 @@ func decodeChange(rec string) (store.Change, error) {
 	}
 	a, _ := strconv.Atoi(f[4])
 	c := store.Change{Kind: changeKinds[f[0][0]], State: store.State(f[0][1] - '0'), ID: f[1], Queue: f[2], Type: f[3], Attempt: a}
-	switch c.Kind {
+	switch c.Kind { //nolint:exhaustive // only these two carry the extra field
 	case store.ChangeStarted:
 		c.WorkerID = f[5]
 	case store.ChangeFailed:
