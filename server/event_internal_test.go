@@ -32,6 +32,8 @@ func TestEventFromWire(t *testing.T) {
 			f.SetString(wf.Name)
 		case reflect.TypeFor[int]():
 			f.SetInt(int64(i + 1))
+		case reflect.TypeFor[uint64]():
+			f.SetUint(uint64(i + 1))
 		case reflect.TypeFor[time.Time]():
 			f.Set(reflect.ValueOf(time.Unix(int64(i), 0)))
 		default:

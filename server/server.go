@@ -69,6 +69,9 @@ type Event struct {
 	// is also a worker's name on worker.registered and worker.verified).
 	Percent int    `json:"percent,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Seq is the store's sequence of a task change read from its change
+	// feed; the events of the hook have none (zero).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // eventFunc adapts a hook of Events to the API's events; nil stays nil.
@@ -84,7 +87,7 @@ func eventFromWire(ev wire.Event) Event {
 	return Event{
 		Kind: ev.Kind, Time: ev.Time, Project: ev.Project, TaskID: ev.TaskID, Type: ev.Type,
 		Queue: ev.Queue, State: ev.State, Attempt: ev.Attempt, WorkerID: ev.WorkerID,
-		Count: ev.Count, Error: ev.Error, Percent: ev.Percent, Message: ev.Message,
+		Count: ev.Count, Error: ev.Error, Percent: ev.Percent, Message: ev.Message, Seq: ev.Seq,
 	}
 }
 

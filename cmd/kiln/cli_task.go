@@ -548,6 +548,11 @@ func runTaskWatch(ctx context.Context, std stdio, args []string) error {
 	return w.run(ctx)
 }
 
+// watchRecheck is how often `task watch` reads the task while it follows
+// the event stream, in case the server dropped an event (a variable for
+// the tests).
+var watchRecheck = 5 * time.Second
+
 // watcher follows one task for `task watch`.
 type watcher struct {
 	std  stdio
@@ -650,7 +655,7 @@ func (w *watcher) run(ctx context.Context) error {
 		return <-streamErr
 	}
 	// A slow check of the task guards against events the server dropped.
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(watchRecheck)
 	defer tick.Stop()
 	for {
 		select {

@@ -27,6 +27,7 @@ const testAdminToken = "kiln_cli-test-admin-token-0123456789abcdefghij"
 // fails for good, "slow" reports progress and waits for its context.
 type cliServer struct {
 	url string
+	api *api.API
 }
 
 func startCLIServer(t *testing.T) *cliServer {
@@ -69,7 +70,7 @@ func startCLIServer(t *testing.T) *cliServer {
 		a.Stop()
 		srv.Close()
 	})
-	return &cliServer{url: srv.URL}
+	return &cliServer{url: srv.URL, api: a}
 }
 
 // kiln runs the command line with the server's URL and token and returns

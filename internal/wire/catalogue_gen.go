@@ -134,6 +134,10 @@ const (
 	EventTaskLeaseLost = "task.lease_lost"
 	// EventTaskProgress ("task.progress"): The running task reported its progress (percent and message).
 	EventTaskProgress = "task.progress"
+	// EventTaskRetried ("task.retried"): An operator made the dead or cancelled task pending again (retry).
+	EventTaskRetried = "task.retried"
+	// EventTaskDeleted ("task.deleted"): An operator deleted the task.
+	EventTaskDeleted = "task.deleted"
 	// EventTaskReleased ("task.released"): The task went back to its queue unstarted: a lease's answer was not delivered, or a worker handed it back.
 	EventTaskReleased = "task.released"
 	// EventWorkerRegistered ("worker.registered"): A remote worker registered and was sent a challenge.
@@ -169,6 +173,8 @@ var EventKinds = []string{
 	EventTaskCancelled,
 	EventTaskLeaseLost,
 	EventTaskProgress,
+	EventTaskRetried,
+	EventTaskDeleted,
 	EventTaskReleased,
 	EventWorkerRegistered,
 	EventWorkerVerified,

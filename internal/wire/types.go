@@ -213,6 +213,25 @@ type CancelsRequest struct {
 	WaitMS int64  `json:"wait_ms"`
 }
 
+// ChangesRequest is the body of POST /v1/projects/{p}/changes:wait.
+type ChangesRequest struct {
+	// Cursor is the cursor of the previous answer, or the seq of the last
+	// event seen; empty starts now.
+	Cursor string `json:"cursor"`
+	WaitMS int64  `json:"wait_ms"`
+	// Max is the most events to answer; 0 means 1000.
+	Max int `json:"max,omitempty"`
+}
+
+// ChangesResponse is the answer of changes:wait: the task changes of the
+// project after the cursor, as events (each with its seq), in the order
+// the store applied them.
+type ChangesResponse struct {
+	Events []Event `json:"events"`
+	Cursor string  `json:"cursor"`
+	Missed bool    `json:"missed"`
+}
+
 // LeaseRef names one lease.
 type LeaseRef struct {
 	ID      string `json:"id"`
@@ -403,6 +422,10 @@ type Event struct {
 	Error   string `json:"error,omitempty"`
 	Percent int    `json:"percent,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Seq orders the task changes of a project as the store applied them
+	// (also the event's SSE id); zero for the events the server raises
+	// itself (worker.*, task.progress, task.timed_out).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Health is the answer of /healthz and /readyz.

@@ -190,6 +190,7 @@ type API struct {
 	clock      store.Clock
 	log        *slog.Logger
 	hub        *hub
+	feed       store.Feed // the store's change feed, or nil
 	mux        *http.ServeMux
 	routes     []Route
 	projects   sync.Map // project id -> *projectRecord, found once
@@ -278,6 +279,10 @@ func New(cfg Config) (*API, error) {
 		seen:     make(map[string]time.Time),
 		sched:    cfg.Schedules,
 		open:     make(map[string]*openCount),
+	}
+	if fd, ok := cfg.Store.(store.Feed); ok {
+		a.feed = fd
+		a.hub.fromStore = true
 	}
 	if cfg.HandshakeRate > 0 {
 		a.addrLimit = ratelimit.New(cfg.HandshakeRate, cfg.HandshakeBurst, limiterKeys)

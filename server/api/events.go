@@ -1,14 +1,18 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
+	"github.com/kilnhq/kiln/store"
 )
 
 // hub fans events out to the hook and to subscribers. Publishing never
@@ -16,7 +20,12 @@ import (
 // counted. Every subscriber shares the one copy of each event, and the
 // event streams (not the result waits) are capped per project and in all.
 type hub struct {
-	fn         func(wire.Event)
+	fn func(wire.Event)
+	// fromStore is set when the store has a change feed (store.Feed): the
+	// event streams then read the task changes from it, and the events of
+	// those changes that the server publishes itself go only to the hook
+	// and to the result waits.
+	fromStore  bool
 	buf        int
 	maxAll     int
 	maxProject int
@@ -60,7 +69,11 @@ func (h *hub) publish(ev wire.Event) {
 	p := &ev // shared by every subscriber, which only reads it
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	skip := h.fromStore && storeKinds[ev.Kind]
 	for s := range h.subs[ev.Project] {
+		if s.taskID == "" && skip {
+			continue
+		}
 		if s.taskID != "" {
 			if s.taskID == ev.TaskID {
 				select {
@@ -154,13 +167,94 @@ func (h *hub) close() {
 	h.perProj = map[string]int{}
 }
 
+// storeKinds are the event kinds of the changes of a store.Feed.
+var storeKinds = func() map[string]bool {
+	m := map[string]bool{}
+	for k := store.ChangeEnqueued; k <= store.ChangeDeleted; k++ {
+		m["task."+k.String()] = true
+	}
+	return m
+}()
+
+// changeEvent turns a change of the store's feed into its event.
+func changeEvent(ns string, c *store.Change) *wire.Event {
+	ev := &wire.Event{Kind: "task." + c.Kind.String(), Time: c.Time, Project: ns, TaskID: c.ID, Type: c.Type,
+		Queue: c.Queue, Attempt: c.Attempt, WorkerID: c.WorkerID, Error: c.Error, Seq: c.Seq}
+	if c.State != 0 {
+		ev.State = c.State.String()
+	}
+	return ev
+}
+
+// feedBatch is what a stream's feed reader hands to the stream: changes,
+// or that some were missed, or the error that ended the reader.
+type feedBatch struct {
+	changes []store.Change
+	missed  bool
+	err     error
+}
+
+// readFeed reads the project's change feed after cursor and sends what it
+// finds to out until ctx ends.
+func (a *API) readFeed(ctx context.Context, ns, cursor string, out chan<- feedBatch) {
+	for {
+		res, err := a.feed.Changes(ctx, store.ChangesParams{Namespace: ns, Cursor: cursor, Wait: feedWait})
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			select {
+			case out <- feedBatch{err: err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		if len(res.Changes) == 0 && !res.Missed {
+			continue
+		}
+		cursor = res.Cursor
+		select {
+		case out <- feedBatch{changes: res.Changes, missed: res.Missed}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// feedWait is how long one read of the change feed waits for a change.
+const feedWait = 10 * time.Second
+
 // events serves the project's event stream (Server-Sent Events). Every
 // write has a deadline (Config.StreamWriteTimeout): a client that stops
 // reading is dropped when its socket stays full that long, which frees its
 // slot; until then the events it cannot take are dropped and counted.
+//
+// With a store that has a change feed, the task changes come from it, in
+// the order the store applied them (the same on every server sharing the
+// store), each with an "id:" line: a client that reconnects with the
+// Last-Event-ID header continues after that change.
 func (a *API) events(c *call) error {
 	if _, err := query(c.r); err != nil {
 		return err
+	}
+	var feed chan feedBatch
+	if a.feed != nil {
+		cursor := c.r.Header.Get("Last-Event-ID")
+		if cursor != "" {
+			if _, err := strconv.ParseUint(cursor, 10, 64); err != nil {
+				return wire.Errorf(wire.CodeInvalidOption, "Last-Event-ID %q is not an event id of this stream", cursor)
+			}
+		} else {
+			res, err := a.feed.Changes(c.ctx(), store.ChangesParams{Namespace: c.ns()})
+			if err != nil {
+				return err
+			}
+			cursor = res.Cursor
+		}
+		feed = make(chan feedBatch)
+		ctx, cancel := context.WithCancel(c.ctx())
+		defer cancel()
+		go a.readFeed(ctx, c.ns(), cursor, feed)
 	}
 	sub, err := a.hub.subscribe(c.ns(), "")
 	if err != nil {
@@ -188,6 +282,25 @@ func (a *API) events(c *call) error {
 	beat := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer beat.Stop()
 	var reported int64
+	write := func(ev *wire.Event) error {
+		b, jerr := json.Marshal(ev)
+		if jerr != nil {
+			return nil //nolint:nilerr // an event always encodes; the stream has started, so no error answer is possible
+		}
+		deadline()
+		var err error
+		if d := sub.dropped.Load(); d != reported {
+			_, err = fmt.Fprintf(c.w, ": dropped %d events\n\n", d-reported)
+			reported = d
+		}
+		if err == nil && ev.Seq != 0 {
+			_, err = fmt.Fprintf(c.w, "id: %d\n", ev.Seq)
+		}
+		if err == nil {
+			_, err = fmt.Fprintf(c.w, "event: %s\ndata: %s\n\n", ev.Kind, b)
+		}
+		return err
+	}
 	for {
 		var err error
 		select {
@@ -197,17 +310,20 @@ func (a *API) events(c *call) error {
 			if !ok {
 				return nil // shutting down
 			}
-			b, jerr := json.Marshal(ev)
-			if jerr != nil {
-				return nil //nolint:nilerr // an event always encodes; the stream has started, so no error answer is possible
+			err = write(ev)
+		case fb := <-feed:
+			if fb.err != nil {
+				if !errors.Is(fb.err, store.ErrClosed) {
+					a.log.Warn("event stream: reading the change feed", "project", c.ns(), "err", fb.err)
+				}
+				return nil // the client reconnects with Last-Event-ID
 			}
 			deadline()
-			if d := sub.dropped.Load(); d != reported {
-				_, err = fmt.Fprintf(c.w, ": dropped %d events\n\n", d-reported)
-				reported = d
+			if fb.missed {
+				_, err = fmt.Fprint(c.w, ": missed events (the store no longer holds them)\n\n")
 			}
-			if err == nil {
-				_, err = fmt.Fprintf(c.w, "event: %s\ndata: %s\n\n", ev.Kind, b)
+			for i := 0; err == nil && i < len(fb.changes); i++ {
+				err = write(changeEvent(c.ns(), &fb.changes[i]))
 			}
 		case <-beat.C:
 			deadline()
@@ -220,4 +336,50 @@ func (a *API) events(c *call) error {
 			return nil //nolint:nilerr // the client left, or stopped reading for StreamWriteTimeout
 		}
 	}
+}
+
+// waitChanges answers the task changes of the project after the request's
+// cursor, waiting up to wait_ms (at most MaxLeaseWait) for one: the change
+// feed of the store, for store/remote.
+func (a *API) waitChanges(c *call) error {
+	var req wire.ChangesRequest
+	if err := c.decode(&req, false); err != nil {
+		return err
+	}
+	if a.feed == nil {
+		return wire.Errorf(wire.CodeNotFound, "the server's store keeps no change feed")
+	}
+	if req.WaitMS < 0 {
+		return errf(wire.CodeInvalidOption, "wait_ms", "%d is negative", req.WaitMS)
+	}
+	if req.Max < 0 || req.Max > store.MaxBatch {
+		return errf(wire.CodeInvalidOption, "max", "%d is outside 0..%d", req.Max, store.MaxBatch)
+	}
+	wait, err := wire.DurField("wait_ms", req.WaitMS)
+	if err != nil {
+		return err
+	}
+	p := store.ChangesParams{Namespace: c.ns(), Cursor: req.Cursor, Wait: min(wait, MaxLeaseWait), Max: req.Max}
+	// A shutdown ends the wait early, like a lease's.
+	ctx, cancel := context.WithCancel(c.ctx())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := a.feed.Changes(ctx, p)
+	if err != nil {
+		if ctx.Err() == nil || c.ctx().Err() != nil {
+			return err
+		}
+		res = store.ChangesResult{Cursor: req.Cursor} // stopping: nothing new
+	}
+	out := wire.ChangesResponse{Events: make([]wire.Event, len(res.Changes)), Cursor: res.Cursor, Missed: res.Missed}
+	for i := range res.Changes {
+		out.Events[i] = *changeEvent(c.ns(), &res.Changes[i])
+	}
+	return c.json(http.StatusOK, out)
 }

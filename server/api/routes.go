@@ -53,6 +53,7 @@ func (a *API) table() []Route {
 		{"POST", p + "/extend", WorkerOrToken, a.extend},
 		{"POST", p + "/report", WorkerOrToken, a.report},
 		{"POST", p + "/cancels:wait", WorkerOrToken, a.waitCancels},
+		{"POST", p + "/changes:wait", WorkerOrToken, a.waitChanges},
 
 		{"GET", p + "/events", Token, a.events},
 	}

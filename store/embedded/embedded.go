@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/kilnhq/kiln/internal/cancelfeed"
+	"github.com/kilnhq/kiln/internal/changefeed"
 	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
@@ -78,6 +79,7 @@ type Store struct {
 	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
 	d          disk
 	cancels    *cancelfeed.Feed // cancel requests of active tasks, for WaitCancels
+	changes    *changefeed.Feed // the task changes, for Changes
 
 	// mu guards every field below it, and the entries and namespaces they
 	// reach. Lock order: mu, then d.mu, then c.mu.
@@ -186,6 +188,7 @@ func Open(dir string, cfg *Config) (*Store, error) {
 		noteC:      make(chan struct{}, 1),
 		d:          disk{hidden: make(map[string]created)},
 		cancels:    cancelfeed.New(),
+		changes:    changefeed.New(0),
 		nss:        make(map[string]*namespace),
 
 		metaPending: make(map[string][]byte),
@@ -684,6 +687,7 @@ func (s *Store) Close() error {
 	}
 	s.mu.Unlock()
 	s.cancels.Close()
+	s.changes.Close()
 	close(s.stop)
 	s.wg.Wait()
 	s.d.mu.Lock()

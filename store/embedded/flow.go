@@ -228,6 +228,7 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	}
 	q.counts[e.t.State]++
 	ns.tasks[e.t.ID] = e
+	s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
 	return append(ops,
 		op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 		op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},

@@ -108,6 +108,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		}
 		q.counts[e.t.State]++
 		ns.tasks[e.t.ID] = e
+		s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
 		ops = append(ops,
 			op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 			op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
@@ -179,6 +180,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				e.t.LeaseExpiresAt = now.Add(p.Duration)
 				e.t.StartedAt = now
 				e.t.WorkerID = p.WorkerID
+				s.changed(ns, e, store.ChangeStarted, store.StateActive, now, "")
 				s.putTask(e)
 				heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
 				c := e.t
@@ -381,13 +383,17 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			if e.t.Result == nil {
 				e.t.Result = []byte{}
 			}
+			s.changed(ns, e, store.ChangeSucceeded, store.StateSucceeded, now, "")
 			s.finish(ns, e, store.StateSucceeded, now)
 			s.releaseUnique(ns, e)
 		case store.OutcomeDead:
 			e.t.LastError = o.Error
+			s.changed(ns, e, store.ChangeFailed, store.StateActive, now, o.Error)
+			s.changed(ns, e, store.ChangeDead, store.StateDead, now, "")
 			s.finish(ns, e, store.StateDead, now)
 		case store.OutcomeCancelled:
 			e.t.LastError = o.Error
+			s.changed(ns, e, store.ChangeCancelled, store.StateCancelled, now, "")
 			s.finish(ns, e, store.StateCancelled, now)
 		case store.OutcomeRetry:
 			e.t.LastError = o.Error
@@ -403,6 +409,8 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				woke = true
 			}
 			q.counts[e.t.State]++
+			s.changed(ns, e, store.ChangeFailed, store.StateActive, now, o.Error)
+			s.changed(ns, e, store.ChangeRetrying, e.t.State, now, "")
 		case store.OutcomeRelease:
 			if o.NotStarted && e.t.Attempt > 0 {
 				e.t.Attempt--
@@ -411,6 +419,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			q.pushReady(e)
 			q.counts[store.StatePending]++
 			woke = true
+			s.changed(ns, e, store.ChangeReleased, store.StatePending, now, "")
 		}
 		last = s.putTask(e)
 		if e.t.State.Terminal() {
@@ -834,6 +843,7 @@ func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResul
 		case store.StatePending, store.StateScheduled, store.StateRetry:
 			ns.unindex(e)
 			e.t.LastError = "cancelled"
+			s.changed(ns, e, store.ChangeCancelled, store.StateCancelled, now, "")
 			s.finish(ns, e, store.StateCancelled, now)
 			b := s.putTask(e)
 			s.evict = append(s.evict, timedItem{ns: ns.name, id: id, seq: e.gen, e: e})
@@ -885,6 +895,7 @@ func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult
 		q.counts[store.StatePending]++
 		q.pushReady(e)
 		ns.tasks[id] = e
+		s.changed(ns, e, store.ChangeRetried, store.StatePending, now, "")
 		ns.notify()
 		s.flowReopened(ns.name, id)
 		return store.AdminItem{State: store.StatePending}, s.putTask(e)
@@ -898,6 +909,7 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 			if e.t.State == store.StateActive {
 				return store.AdminItem{State: store.StateActive, Err: store.ErrInvalidState}, nil
 			}
+			s.changed(ns, e, store.ChangeDeleted, 0, now, "")
 			s.flowDone(ns, id, now) // a task deleted before it finished never will
 			if !e.t.State.Terminal() {
 				s.flowEnded(ns, id, retentionOf(&e.t), now)
@@ -907,6 +919,7 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 			seq = e.seq
 		} else {
 			ns.queue(disk.Queue).counts[disk.State]--
+			s.changed(ns, &entry{t: *disk}, store.ChangeDeleted, 0, now, "")
 		}
 		return store.AdminItem{}, s.deleteKeys(ns.name, id, seq)
 	})
@@ -1022,10 +1035,12 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 		switch {
 		case e.t.CancelRequested:
 			e.t.LastError = "cancelled (lease expired)"
+			s.changed(ns, e, store.ChangeLeaseLost, store.StateCancelled, now, "")
 			s.finish(ns, e, store.StateCancelled, now)
 			r.Cancelled++
 		case e.t.Attempt > e.t.MaxRetries:
 			e.t.LastError = fmt.Sprintf("lease expired on attempt %d of %d (worker lost)", e.t.Attempt, e.t.MaxRetries+1)
+			s.changed(ns, e, store.ChangeLeaseLost, store.StateDead, now, "")
 			s.finish(ns, e, store.StateDead, now)
 			r.Dead++
 		default:
@@ -1034,6 +1049,7 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 			q.counts[store.StatePending]++
 			q.pushReady(e)
 			ns.notify()
+			s.changed(ns, e, store.ChangeLeaseLost, store.StatePending, now, "")
 			r.Recovered++
 		}
 		s.putTask(e)
@@ -1241,4 +1257,32 @@ func (s *Store) MetaList(ctx context.Context, p store.MetaListParams) (store.Met
 		return store.MetaListResult{}, fmt.Errorf("embedded: meta list: %w", err)
 	}
 	return store.MetaListResult{Items: items}, nil
+}
+
+// changed records a change of task e in the namespace's change feed, in
+// the order the store applies the changes. The caller holds s.mu.
+func (s *Store) changed(ns *namespace, e *entry, k store.ChangeKind, st store.State, now time.Time, errMsg string) {
+	c := store.Change{Kind: k, Time: now, ID: e.t.ID, Queue: e.t.Queue, Type: e.t.Type, State: st, Attempt: e.t.Attempt, Error: errMsg}
+	if k == store.ChangeStarted {
+		c.WorkerID = e.t.WorkerID
+	}
+	s.changes.Add(ns.name, c)
+}
+
+// Changes implements store.Feed. The feed lives in memory: it holds the
+// last store.ChangeFeedDefault changes of each namespace made since Open,
+// and a change is visible there as soon as it is applied (before it is
+// on disk).
+func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.ChangesResult, error) {
+	if err := store.CheckNamespace(p.Namespace); err != nil {
+		return store.ChangesResult{}, fmt.Errorf("embedded: changes: %w", err)
+	}
+	if p.Wait < 0 {
+		return store.ChangesResult{}, fmt.Errorf("embedded: changes: wait %s: %w", p.Wait, store.ErrInvalidOption)
+	}
+	res, err := s.changes.Wait(ctx, p)
+	if err != nil {
+		return res, fmt.Errorf("embedded: %w", err)
+	}
+	return res, nil
 }

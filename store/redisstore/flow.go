@@ -64,6 +64,7 @@ local function flow_done(id)
       redis.call('ZADD', T .. ':all', seq, h)
       push_ready(f[3], f[4], m)
       count('2', f[3], 1)
+      ev('E', '2', h, f[3], f[4])
       redis.call('DEL', hk)
       if f[8] then redis.call('ZREM', T .. ':fh:' .. f[8], h) end
     end
@@ -183,6 +184,7 @@ for j = 1, nt do
   all[#all + 1] = seq
   all[#all + 1] = id
   count(st, q, 1)
+  ev('E', st, id, q, ty)
 end
 zadd_all(T .. ':all', all)
 zadd_all(T .. ':d', delayed)

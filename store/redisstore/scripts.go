@@ -52,6 +52,13 @@ end
 local WAKE = ARGV[2]
 local woke = false
 local cnt = {}
+-- evs collects the task changes of the script, written by flush() as one
+-- entry of the change feed T:ev (see changes.go for the format).
+local evs = {}
+local function ev(k, st, id, q, ty, a, x)
+  if x then x = (string.gsub(x, '[\30\31]', ' ')) end
+  evs[#evs + 1] = k .. st .. '\31' .. id .. '\31' .. q .. '\31' .. (ty or '') .. '\31' .. (a or '0') .. '\31' .. (x or '')
+end
 local function S(n)
   if n < 1e14 and n > -1e14 then return tostring(n) end
   return string.format('%.0f', n)
@@ -68,6 +75,10 @@ local function flush()
     for q, d in pairs(c) do
       if d ~= 0 then redis.call('HINCRBY', T .. ':c', st .. '/' .. q, d) end
     end
+  end
+  if #evs > 0 then
+    redis.call('XADD', T .. ':ev', 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', S(NOW), 'e', table.concat(evs, '\30'))
+    evs = {}
   end
   if woke then redis.call('PUBLISH', WAKE, '1') end
 end
@@ -222,6 +233,7 @@ for j = 0, nt - 1 do
       all[#all + 1] = seq
       all[#all + 1] = id
       count(st, q, 1)
+      ev('E', st, id, q, ty)
       res[j + 1] = st
     end
   end
@@ -315,14 +327,16 @@ for qi = 1, nq do
         lid = lid + 1
         taken = taken + 1
         local r = redis.call('HGETALL', key)
-        local a = 0
+        local a, ty = 0, ''
         for i = 1, #r, 2 do
-          if r[i] == 'a' then a = tonumber(r[i + 1]); break end
+          local k = r[i]
+          if k == 'a' then a = tonumber(r[i + 1]) elseif k == 'ty' then ty = r[i + 1] end
         end
         local sl = S(lid)
         out[#out + 1] = sl
         out[#out + 1] = r
         redis.call('HSET', key, 'st', '3', 'a', a + 1, 'l', sl, 'le', exp, 'sw', sw)
+        ev('S', '3', id, q, ty, S(a + 1), ARGV[5])
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -384,7 +398,7 @@ local i = 3
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl')
+  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
@@ -408,11 +422,20 @@ while i <= #ARGV do
       if kind == '0' then
         st = '5'
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
+        ev('K', st, id, q, f[8], f[9])
       elseif kind == '1' then
         st = '5'
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3])
+        ev('K', st, id, q, f[8], f[9])
       else
-        if kind == '3' then st = '6' else st = '7' end
+        if kind == '3' then
+          st = '6'
+          ev('F', '3', id, q, f[8], f[9], ARGV[i + 3])
+          ev('D', st, id, q, f[8], f[9])
+        else
+          st = '7'
+          ev('C', st, id, q, f[8], f[9])
+        end
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3])
       end
       if f[7] then
@@ -432,6 +455,8 @@ while i <= #ARGV do
         if at > NOW then
           local m = rerun(g[2], at)
           redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '4', 'ra', S(at), 'm', m)
+          ev('F', '3', id, q, g[1], g[3], ARGV[i + 3])
+          ev('R', '4', id, q, g[1], g[3])
           redis.call('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
           if redis.call('ZRANGE', T .. ':d', 0, 0)[1] == id then woke = true end
@@ -439,6 +464,8 @@ while i <= #ARGV do
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
           redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '2', 'ra', sNOW, 'm', m)
+          ev('F', '3', id, q, g[1], g[3], ARGV[i + 3])
+          ev('R', '2', id, q, g[1], g[3])
           count('2', q, 1)
         end
       else
@@ -447,6 +474,7 @@ while i <= #ARGV do
         push_ready(q, g[1], g[2])
         redis.call('HSET', key, 'st', '2', 'a', S(a))
         count('2', q, 1)
+        ev('Z', '2', id, q, g[1], S(a))
       end
     end
     res[#res + 1] = 'O'
@@ -467,7 +495,7 @@ local marked = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l', 'fl')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l', 'fl', 'a')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
@@ -483,6 +511,7 @@ for i = 3, #ARGV do
     end
     count(st, f[2], -1)
     redis.call('HSET', key, 'e', 'cancelled')
+    ev('C', '7', id, f[2], f[3], f[8])
     finish(id, '7', f[2], f[5], f[7])
     res[#res + 1] = 'O7'
   else
@@ -514,6 +543,7 @@ for i = 3, #ARGV do
     push_ready(f[2], f[3], m)
     redis.call('HSET', key, 'st', '2', 'a', '0', 'ra', S(NOW), 'm', m)
     count('2', f[2], 1)
+    ev('T', '2', id, f[2], f[3])
     res[#res + 1] = 'O2'
   else
     res[#res + 1] = 'I' .. st
@@ -530,13 +560,14 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'rtu')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'rtu', 'a')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '3' then
     res[#res + 1] = 'I3'
   else
+    ev('X', '0', id, f[2], f[3], f[7])
     if st == '1' or st == '2' or st == '4' then
       if st == '2' then
         unready(f[2], f[3], f[4])
@@ -594,16 +625,19 @@ for _, id in ipairs(ls) do
     redis.call('HDEL', key, 'l', 'le')
     if f[7] == '1' then
       redis.call('HSET', key, 'e', 'cancelled (lease expired)')
+      ev('L', '7', id, q, f[3], f[5])
       finish(id, '7', q, f[8], f[9])
       cancelled = cancelled + 1
     elseif a > mr then
       redis.call('HSET', key, 'e', string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1))
+      ev('L', '6', id, q, f[3], f[5])
       finish(id, '6', q, f[8], f[9])
       dead = dead + 1
     else
       push_ready(q, f[3], f[4])
       redis.call('HSET', key, 'st', '2', 'e', string.format('lease expired on attempt %d (worker lost)', a))
       count('2', q, 1)
+      ev('L', '2', id, q, f[3], f[5])
       recovered = recovered + 1
     end
   end

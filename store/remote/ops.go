@@ -512,3 +512,59 @@ func (s *Store) Ping(ctx context.Context) error {
 	var h wire.Health
 	return s.call(ctx, "ping", apiclient.Request{Method: http.MethodGet, Path: "/readyz"}, &h)
 }
+
+var _ store.Feed = (*Store)(nil)
+
+// Changes implements store.Feed with changes:wait, a long poll on the
+// server's store's feed (see WaitCancels for the waits). A server whose
+// store keeps no feed answers not_found.
+func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.ChangesResult, error) {
+	if err := checkNS("changes", p.Namespace); err != nil {
+		return store.ChangesResult{}, err
+	}
+	if p.Wait < 0 || p.Max < 0 || p.Max > store.MaxBatch {
+		return store.ChangesResult{}, fmt.Errorf("remote: changes: wait %s, max %d: %w", p.Wait, p.Max, store.ErrInvalidOption)
+	}
+	wait := min(p.Wait, MaxWaitPerRequest)
+	req := wire.ChangesRequest{Cursor: p.Cursor, WaitMS: ms(wait), Max: p.Max}
+	var resp wire.ChangesResponse
+	if err := s.call(ctx, "changes", apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "changes:wait"), Body: req, Wait: wait}, &resp); err != nil {
+		return store.ChangesResult{}, err
+	}
+	out := store.ChangesResult{Cursor: resp.Cursor, Missed: resp.Missed, Changes: make([]store.Change, len(resp.Events))}
+	for i := range resp.Events {
+		c, err := changeFromEvent(&resp.Events[i])
+		if err != nil {
+			return store.ChangesResult{}, fmt.Errorf("remote: changes: %w", err)
+		}
+		out.Changes[i] = c
+	}
+	return out, nil
+}
+
+// changeKinds maps event kinds to the kinds of change.
+var changeKinds = func() map[string]store.ChangeKind {
+	m := map[string]store.ChangeKind{}
+	for k := store.ChangeEnqueued; k <= store.ChangeDeleted; k++ {
+		m["task."+k.String()] = k
+	}
+	return m
+}()
+
+// changeFromEvent reads a change from its event.
+func changeFromEvent(ev *wire.Event) (store.Change, error) {
+	k, ok := changeKinds[ev.Kind]
+	if !ok {
+		return store.Change{}, fmt.Errorf("server answered an event of kind %q", ev.Kind)
+	}
+	c := store.Change{Seq: ev.Seq, Kind: k, Time: ev.Time, ID: ev.TaskID, Queue: ev.Queue, Type: ev.Type,
+		Attempt: ev.Attempt, WorkerID: ev.WorkerID, Error: ev.Error}
+	if ev.State != "" {
+		st, err := store.ParseState(ev.State)
+		if err != nil {
+			return store.Change{}, err
+		}
+		c.State = st
+	}
+	return c, nil
+}

@@ -478,4 +478,5 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Races", func(t *testing.T) { testRaces(t, h) })
 	t.Run("Random", func(t *testing.T) { testRandom(t, h) })
 	t.Run("Flows", func(t *testing.T) { testFlows(t, h) })
+	t.Run("Changes", func(t *testing.T) { testChanges(t, h) })
 }

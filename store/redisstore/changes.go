@@ -1,0 +1,189 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+)
+
+var _ store.Feed = (*Store)(nil)
+
+// The change feed of a namespace is the stream T:ev. Every script that
+// changes tasks adds one entry (in flush, so in the same atomic step as
+// the changes) holding all its changes, in the order it applied them:
+//
+//	t  the script's time, µs
+//	e  the changes, separated by \x1e; each is
+//	   <kind code><state digit>\x1f<id>\x1f<queue>\x1f<type>\x1f<attempt>\x1f<extra>
+//	   extra being the worker of a start and the error of a failure
+//
+// Entries are added with the id "0-*", so their ids are 0-1, 0-2, ...
+// without gaps: a gap after a cursor means the stream was trimmed past it
+// (MAXLEN ~ store.ChangeFeedDefault entries). The change at index i of entry
+// 0-n has Seq n<<seqShift | i; every process sharing the Redis reads the
+// same changes with the same Seq.
+const seqShift = 20
+
+// changeFeedLenArg is the approximate number of entries a feed keeps.
+var changeFeedLenArg = strconv.Itoa(store.ChangeFeedDefault)
+
+// changeKinds maps the kind codes of the scripts to store.ChangeKind.
+var changeKinds = [256]store.ChangeKind{
+	'E': store.ChangeEnqueued, 'S': store.ChangeStarted, 'K': store.ChangeSucceeded,
+	'F': store.ChangeFailed, 'R': store.ChangeRetrying, 'D': store.ChangeDead,
+	'C': store.ChangeCancelled, 'L': store.ChangeLeaseLost, 'Z': store.ChangeReleased,
+	'T': store.ChangeRetried, 'X': store.ChangeDeleted,
+}
+
+// Changes implements store.Feed.
+func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.ChangesResult, error) {
+	if err := s.begin(ctx, "changes", p.Namespace, 0); err != nil {
+		return store.ChangesResult{}, err
+	}
+	if p.Wait < 0 {
+		return store.ChangesResult{}, fmt.Errorf("redisstore: changes: wait %s: %w", p.Wait, store.ErrInvalidOption)
+	}
+	limit := p.Max
+	if limit <= 0 || limit > store.MaxBatch {
+		limit = store.MaxBatch
+	}
+	key := s.tag(p.Namespace) + ":ev"
+	if p.Cursor == "" {
+		last, err := s.lastChange(ctx, key)
+		if err != nil {
+			return store.ChangesResult{}, err
+		}
+		return store.ChangesResult{Cursor: strconv.FormatUint(last, 10)}, nil
+	}
+	after, err := strconv.ParseUint(p.Cursor, 10, 64)
+	if err != nil {
+		return store.ChangesResult{}, fmt.Errorf("redisstore: changes: cursor %q: %w", p.Cursor, store.ErrInvalidOption)
+	}
+	deadline := time.Now().Add(p.Wait)
+	for {
+		msgs, err := s.rdb.XRangeN(ctx, key, "0-"+strconv.FormatUint(after>>seqShift, 10), "+", int64(limit)+1).Result()
+		if err != nil {
+			return store.ChangesResult{}, s.wrap("changes", err)
+		}
+		res, ok, err := decodeChanges(msgs, after, limit)
+		if err != nil {
+			return store.ChangesResult{}, fmt.Errorf("redisstore: changes: %w", err)
+		}
+		if ok {
+			return res, nil
+		}
+		// Nothing after the cursor: is it beyond the feed (another store's)?
+		last, err := s.lastChange(ctx, key)
+		if err != nil {
+			return store.ChangesResult{}, err
+		}
+		if after>>seqShift > last>>seqShift {
+			return store.ChangesResult{Cursor: strconv.FormatUint(last, 10), Missed: true}, nil
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return store.ChangesResult{Cursor: p.Cursor}, nil
+		}
+		// Block for the next entry, a second at a time so that a closed
+		// store or a done context ends the wait.
+		_, err = s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{key, "0-" + strconv.FormatUint(after>>seqShift, 10)}, Count: 1, Block: min(wait, time.Second)}).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return store.ChangesResult{}, s.wrap("changes", err)
+		}
+		if err := s.usable(ctx); err != nil {
+			return store.ChangesResult{Cursor: p.Cursor}, err
+		}
+	}
+}
+
+// lastChange returns the Seq of the newest change of the stream key (0
+// when it has none).
+func (s *Store) lastChange(ctx context.Context, key string) (uint64, error) {
+	msgs, err := s.rdb.XRevRangeN(ctx, key, "+", "-", 1).Result()
+	if err != nil {
+		return 0, s.wrap("changes", err)
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	n, err := entrySeq(msgs[0].ID)
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: changes: %w", err)
+	}
+	e, _ := msgs[0].Values["e"].(string)
+	return n<<seqShift | uint64(strings.Count(e, "\x1e")), nil //nolint:gosec // G115: a count
+}
+
+// entrySeq returns n of a stream id "0-n".
+func entrySeq(id string) (uint64, error) {
+	rest, ok := strings.CutPrefix(id, "0-")
+	n, err := strconv.ParseUint(rest, 10, 64)
+	if !ok || err != nil {
+		return 0, fmt.Errorf("unexpected change feed entry id %q", id)
+	}
+	return n, nil
+}
+
+// decodeChanges returns up to limit changes of msgs (the entries from the
+// cursor's on) after the cursor after; ok is false when there are none.
+func decodeChanges(msgs []redis.XMessage, after uint64, limit int) (res store.ChangesResult, ok bool, err error) {
+	res.Cursor = strconv.FormatUint(after, 10)
+	want := after>>seqShift + 1 // the next entry expected after the cursor's
+	for _, m := range msgs {
+		n, err := entrySeq(m.ID)
+		if err != nil {
+			return res, false, err
+		}
+		if n >= want {
+			if n > want && len(res.Changes) == 0 {
+				res.Missed = true // trimmed past the cursor
+			}
+			want = n + 1
+		}
+		ts, _ := m.Values["t"].(string)
+		us, _ := strconv.ParseInt(ts, 10, 64)
+		at := time.UnixMicro(us).UTC()
+		e, _ := m.Values["e"].(string)
+		for i, rec := range strings.Split(e, "\x1e") {
+			seq := n<<seqShift | uint64(i)
+			if seq <= after {
+				continue
+			}
+			if len(res.Changes) == limit {
+				return res, true, nil
+			}
+			c, err := decodeChange(rec)
+			if err != nil {
+				return res, false, err
+			}
+			c.Seq, c.Time = seq, at
+			res.Changes = append(res.Changes, c)
+			res.Cursor = strconv.FormatUint(seq, 10)
+		}
+	}
+	return res, len(res.Changes) > 0 || res.Missed, nil
+}
+
+// decodeChange reads one change record of a feed entry.
+func decodeChange(rec string) (store.Change, error) {
+	f := strings.Split(rec, "\x1f")
+	if len(f) != 6 || len(f[0]) != 2 || changeKinds[f[0][0]] == 0 {
+		return store.Change{}, fmt.Errorf("unexpected change record %q", rec)
+	}
+	a, _ := strconv.Atoi(f[4])
+	c := store.Change{Kind: changeKinds[f[0][0]], State: store.State(f[0][1] - '0'), ID: f[1], Queue: f[2], Type: f[3], Attempt: a}
+	switch c.Kind { //nolint:exhaustive // only these two carry the extra field
+	case store.ChangeStarted:
+		c.WorkerID = f[5]
+	case store.ChangeFailed:
+		c.Error = f[5]
+	}
+	return c, nil
+}
