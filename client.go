@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -21,6 +22,7 @@ type Client struct {
 	limits store.Limits
 	log    *slog.Logger
 	event  func(Event)
+	met    *metrics.Set // nil: no metrics
 }
 
 // NewClient returns a client of s. A nil cfg means every default. It returns
@@ -37,7 +39,11 @@ func NewClient(s store.Store, cfg *ClientConfig) (*Client, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("kiln: client config: %w", err)
 	}
-	return &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc}, nil
+	cl := &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc}
+	if c.Metrics != nil {
+		cl.met = c.Metrics.set
+	}
+	return cl, nil
 }
 
 // TaskRequest is one task of a batch given to EnqueueMany. It is plain data.
@@ -123,6 +129,9 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []TaskRequest) ([]*Result
 		end := min(start+store.MaxBatch, len(inputs))
 		out, err := c.s.Enqueue(ctx, store.EnqueueParams{Namespace: c.ns, Tasks: inputs[start:end]})
 		if err != nil {
+			if c.met != nil {
+				c.met.StoreError(metrics.OpEnqueue)
+			}
 			if start == 0 {
 				return nil, fmt.Errorf("kiln: enqueue: %w", err)
 			}
@@ -151,6 +160,9 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []TaskRequest) ([]*Result
 				continue
 			}
 			results[i] = &Result{c: c, id: it.ID}
+			if c.met != nil {
+				c.met.Series(inputs[i].Queue, inputs[i].Type).Enqueued.Inc()
+			}
 			if c.event != nil {
 				c.event(Event{Kind: EventEnqueued, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue})
 			}

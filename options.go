@@ -174,6 +174,9 @@ type ClientConfig struct {
 	// EventFunc, when set, is called with an EventEnqueued event for every
 	// task the client enqueues. It must be fast and safe for concurrent use.
 	EventFunc func(Event)
+	// Metrics, when set, counts the tasks the client enqueues and its
+	// failed store calls (see Metrics). Nil records nothing.
+	Metrics *Metrics
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
@@ -274,6 +277,10 @@ type WorkerConfig struct {
 	// (see EventKind). It is called from many goroutines at once, on the
 	// worker's hot path: it must be fast and must not block.
 	EventFunc func(Event)
+	// Metrics, when set, records the worker's attempts, its failed store
+	// calls, the lease expiries its sweeps find and the depth of its queues
+	// (see Metrics). Nil records nothing.
+	Metrics *Metrics
 }
 
 func (c WorkerConfig) withDefaults() WorkerConfig {

@@ -115,6 +115,9 @@ type Config struct {
 	// events of every project), synchronously on the request's goroutine:
 	// it must be fast and safe for concurrent use.
 	EventFunc func(wire.Event)
+	// Metrics, when set, serves GET /metrics (Prometheus metrics) to admin
+	// tokens; nil answers that route 404 not_found.
+	Metrics http.Handler
 	// MaxBodyBytes caps request bodies; default MaxBodyBytesDefault (8 MiB).
 	MaxBodyBytes int64
 	// HandshakeTimeout is how long a worker has to answer its challenge;
