@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
 )
@@ -23,6 +25,7 @@ type Client struct {
 	log    *slog.Logger
 	event  func(Event)
 	met    *metrics.Set // nil: no metrics
+	tracer trace.Tracer // nil: no tracing
 }
 
 // NewClient returns a client of s. A nil cfg means every default. It returns
@@ -39,7 +42,7 @@ func NewClient(s store.Store, cfg *ClientConfig) (*Client, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("kiln: client config: %w", err)
 	}
-	cl := &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc}
+	cl := &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc, tracer: tracerOf(c.TracerProvider)}
 	if c.Metrics != nil {
 		cl.met = c.Metrics.set
 	}
@@ -123,6 +126,13 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []TaskRequest) ([]*Result
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	ctx, span := startEnqueue(ctx, c.tracer, inputs)
+	res, err := c.enqueueInputs(ctx, reqs, inputs)
+	endSpan(span, err)
+	return res, err
+}
+
+func (c *Client) enqueueInputs(ctx context.Context, reqs []TaskRequest, inputs []store.TaskInput) ([]*Result, error) {
 	results := make([]*Result, len(reqs))
 	var failed []error
 	for start := 0; start < len(inputs); start += store.MaxBatch {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/store"
@@ -177,6 +179,11 @@ type ClientConfig struct {
 	// Metrics, when set, counts the tasks the client enqueues and its
 	// failed store calls (see Metrics). Nil records nothing.
 	Metrics *Metrics
+	// TracerProvider, when set, turns tracing on: each enqueue gets a
+	// span (kiln.enqueue) and its tasks carry that span's W3C trace
+	// context in their record, so that the worker's spans join the
+	// trace. Nil (the default) traces nothing and stores no context.
+	TracerProvider trace.TracerProvider
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
@@ -281,6 +288,12 @@ type WorkerConfig struct {
 	// calls, the lease expiries its sweeps find and the depth of its queues
 	// (see Metrics). Nil records nothing.
 	Metrics *Metrics
+	// TracerProvider, when set, turns tracing on: each task leased gets a
+	// kiln.lease span and each attempt a kiln.handle span, both children
+	// of the span that enqueued the task when its record carries a trace
+	// context; the handler's context carries the kiln.handle span. Nil
+	// (the default) traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (c WorkerConfig) withDefaults() WorkerConfig {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/leader"
 	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
@@ -53,6 +55,7 @@ type Worker struct {
 	log      *slog.Logger
 	event    func(Event)
 	met      *metrics.Set  // nil: no metrics
+	tracer   trace.Tracer  // nil: no tracing
 	progress chan struct{} // signals that a handler set progress
 
 	mu       sync.Mutex
@@ -112,6 +115,7 @@ type job struct {
 	stStart  time.Time       // when the store leased it, by the store's clock
 	leasedAt time.Time       // when the lease came back, by the local (monotonic) clock
 	ser      *metrics.Series // the task's collectors; nil without metrics
+	trace    string          // the task's trace context (W3C traceparent), with tracing on
 
 	mu      sync.Mutex
 	cancel  context.CancelCauseFunc // set while the handler runs
@@ -167,6 +171,7 @@ func NewWorker(s store.Store, cfg *WorkerConfig) (*Worker, error) {
 	if c.Metrics != nil {
 		w.met = c.Metrics.set
 	}
+	w.tracer = tracerOf(c.TracerProvider)
 	for q := range c.Queues {
 		w.queues = append(w.queues, q)
 	}
@@ -583,6 +588,7 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 				break more
 			}
 		}
+		leaseStart := time.Now()
 		res, err := w.s.Lease(ctx, store.LeaseParams{
 			Namespace: w.cfg.Namespace,
 			Queues:    w.queues,
@@ -628,6 +634,10 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 			if w.met != nil {
 				j.ser = w.met.Series(t.Queue, t.Type)
 				metrics.ObserveWait(j.ser, t)
+			}
+			if w.tracer != nil {
+				j.trace = t.TraceParent
+				traceLease(w.tracer, t, leaseStart)
 			}
 			w.addActive(j)
 			if i >= n { // the store gave more than asked: hand the rest back
@@ -714,9 +724,14 @@ func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) 
 		j.ser.Started.Inc()
 	}
 	w.emit(Event{Kind: EventStarted, TaskID: t.ID, Type: t.Type, Queue: t.Queue, Attempt: t.Attempt})
+	var span trace.Span
+	if w.tracer != nil {
+		ctx, span = startHandle(ctx, w.tracer, t, j.trace)
+	}
 	start := time.Now()
 	err := call(ctx, h, t)
 	dur := time.Since(start)
+	endSpan(span, err)
 	cause := context.Cause(ctx)
 	timedOut := errors.Is(cause, ErrTaskTimeout) && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if timedOut && err != nil {
