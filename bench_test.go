@@ -95,6 +95,7 @@ func BenchmarkEndToEnd(b *testing.B) { endToEnd(b, false) }
 func BenchmarkEndToEndMetrics(b *testing.B) { endToEnd(b, true) }
 
 func endToEnd(b *testing.B, withMetrics bool) {
+	b.Helper()
 	const total, batch = 100_000, 1000
 	for b.Loop() {
 		b.StopTimer()
@@ -168,6 +169,7 @@ func endToEnd(b *testing.B, withMetrics bool) {
 // gatherEvery gathers reg every interval until ctx ends, as a Prometheus
 // server scraping it would.
 func gatherEvery(ctx context.Context, b *testing.B, reg *prometheus.Registry, interval time.Duration) {
+	b.Helper()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

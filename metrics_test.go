@@ -38,7 +38,7 @@ func serveMetrics(t *testing.T) (*Metrics, func() map[string]float64) {
 // queue depth gauge shows the store's counts; scraped over HTTP.
 func TestMetricsCountTasks(t *testing.T) {
 	t.Parallel()
-	forEachStore(t, nil, func(t *testing.T, b *bundle) {
+	forEachStore(t, nil, func(t *testing.T, b *bundle) { //nolint:thelper // the test itself, on each store
 		m, scrape := serveMetrics(t)
 		client, err := NewClient(b.store, &ClientConfig{Metrics: m})
 		if err != nil {

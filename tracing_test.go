@@ -18,7 +18,7 @@ import (
 // with the SDK's in-memory exporter, on every store.
 func TestTracingEnqueueToHandle(t *testing.T) {
 	t.Parallel()
-	forEachStore(t, nil, func(t *testing.T, b *bundle) {
+	forEachStore(t, nil, func(t *testing.T, b *bundle) { //nolint:thelper // the test itself, on each store
 		exp := tracetest.NewInMemoryExporter()
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })

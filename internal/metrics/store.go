@@ -139,8 +139,8 @@ func (s *instrumented) Report(ctx context.Context, p store.ReportParams) (store.
 		case store.OutcomeDead:
 			li.ser.Failed.Inc()
 			li.ser.Dead.Inc()
-		default:
-			continue
+		case store.OutcomeCancelled, store.OutcomeRelease:
+			continue // started, but neither succeeded nor failed
 		}
 		if ok {
 			li.ser.Handler.Observe(now.Sub(li.at).Seconds())
