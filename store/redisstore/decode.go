@@ -20,7 +20,8 @@ import (
 //	d           the packed immutable part (encodeRecord): id, type, queue,
 //	            priority, max retries, timeout, deadline, unique key and TTL,
 //	            retention, and an optional flags byte (1: the unique key is
-//	            released on success)
+//	            released on success; 2: the W3C trace context follows, a
+//	            string)
 //	p           payload (absent when empty)
 //	q ty        queue and type (the scripts' counts and ready sets)
 //	m           the task's member in its ready set, kept for the task's life:
