@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
@@ -85,15 +87,32 @@ func BenchmarkEnqueue(b *testing.B) {
 // BenchmarkEndToEnd enqueues 100,000 no-op tasks in batches of 1000 while
 // one worker with concurrency 50 runs them, and stops when the store has
 // recorded every one as succeeded.
-func BenchmarkEndToEnd(b *testing.B) {
+func BenchmarkEndToEnd(b *testing.B) { endToEnd(b, false) }
+
+// BenchmarkEndToEndMetrics is BenchmarkEndToEnd with Prometheus metrics
+// (kiln.Metrics) on the worker and the client, gathered every second as a
+// Prometheus server would scrape them (docs/metrics.md, their cost).
+func BenchmarkEndToEndMetrics(b *testing.B) { endToEnd(b, true) }
+
+func endToEnd(b *testing.B, withMetrics bool) {
+	b.Helper()
 	const total, batch = 100_000, 1000
 	for b.Loop() {
 		b.StopTimer()
 		s := openBenchStore(b)
 		var done atomic.Int64
 		all := make(chan struct{})
+		var m *kiln.Metrics
+		var reg *prometheus.Registry
+		if withMetrics {
+			reg = prometheus.NewRegistry()
+			var err error
+			if m, err = kiln.NewMetrics(reg); err != nil {
+				b.Fatal(err)
+			}
+		}
 		w, err := kiln.NewWorker(s, &kiln.WorkerConfig{
-			Concurrency: 50,
+			Concurrency: 50, Metrics: m,
 			EventFunc: func(e kiln.Event) {
 				if e.Kind == kiln.EventSucceeded && done.Add(1) == total {
 					close(all)
@@ -104,7 +123,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Fatal(err)
 		}
 		w.Handle("noop", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return nil }))
-		c, err := kiln.NewClient(s, nil)
+		c, err := kiln.NewClient(s, &kiln.ClientConfig{Metrics: m})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,6 +135,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = w.Run(ctx) }()
+		if reg != nil {
+			wg.Go(func() { gatherEvery(ctx, b, reg, time.Second) })
+		}
 		b.StartTimer()
 		start := time.Now()
 		for i := 0; i < total; i += batch {
@@ -141,6 +163,25 @@ func BenchmarkEndToEnd(b *testing.B) {
 		wg.Wait()
 		b.ReportMetric(total/elapsed.Seconds(), "tasks/s")
 		b.StartTimer()
+	}
+}
+
+// gatherEvery gathers reg every interval until ctx ends, as a Prometheus
+// server scraping it would.
+func gatherEvery(ctx context.Context, b *testing.B, reg *prometheus.Registry, interval time.Duration) {
+	b.Helper()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := reg.Gather(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
 	}
 }
 

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -21,6 +24,8 @@ type Client struct {
 	limits store.Limits
 	log    *slog.Logger
 	event  func(Event)
+	met    *metrics.Set // nil: no metrics
+	tracer trace.Tracer // nil: no tracing
 }
 
 // NewClient returns a client of s. A nil cfg means every default. It returns
@@ -41,7 +46,11 @@ func NewClient(s store.Store, cfg *ClientConfig) (*Client, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("kiln: client config: %w", err)
 	}
-	return &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc}, nil
+	cl := &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc, tracer: tracerOf(c.TracerProvider)}
+	if c.Metrics != nil {
+		cl.met = c.Metrics.set
+	}
+	return cl, nil
 }
 
 // scopedNamespace is the namespace of a worker or client of s whose config
@@ -141,12 +150,22 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []TaskRequest) ([]*Result
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	ctx, span := startEnqueue(ctx, c.tracer, inputs)
+	res, err := c.enqueueInputs(ctx, reqs, inputs)
+	endSpan(span, err)
+	return res, err
+}
+
+func (c *Client) enqueueInputs(ctx context.Context, reqs []TaskRequest, inputs []store.TaskInput) ([]*Result, error) {
 	results := make([]*Result, len(reqs))
 	var failed []error
 	for start := 0; start < len(inputs); start += store.MaxBatch {
 		end := min(start+store.MaxBatch, len(inputs))
 		out, err := c.s.Enqueue(ctx, store.EnqueueParams{Namespace: c.ns, Tasks: inputs[start:end]})
 		if err != nil {
+			if c.met != nil {
+				c.met.StoreError(metrics.OpEnqueue)
+			}
 			if start == 0 {
 				return nil, fmt.Errorf("kiln: enqueue: %w", err)
 			}
@@ -175,6 +194,9 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []TaskRequest) ([]*Result
 				continue
 			}
 			results[i] = &Result{c: c, id: it.ID}
+			if c.met != nil {
+				c.met.Series(inputs[i].Queue, inputs[i].Type).Enqueued.Inc()
+			}
 			if c.event != nil {
 				c.event(Event{Kind: EventEnqueued, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue})
 			}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/store"
@@ -176,6 +178,14 @@ type ClientConfig struct {
 	// EventFunc, when set, is called with an EventEnqueued event for every
 	// task the client enqueues. It must be fast and safe for concurrent use.
 	EventFunc func(Event)
+	// Metrics, when set, counts the tasks the client enqueues and its
+	// failed store calls (see Metrics). Nil records nothing.
+	Metrics *Metrics
+	// TracerProvider, when set, turns tracing on: each enqueue gets a
+	// span (kiln.enqueue) and its tasks carry that span's W3C trace
+	// context in their record, so that the worker's spans join the
+	// trace. Nil (the default) traces nothing and stores no context.
+	TracerProvider trace.TracerProvider
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
@@ -278,6 +288,16 @@ type WorkerConfig struct {
 	// (see EventKind). It is called from many goroutines at once, on the
 	// worker's hot path: it must be fast and must not block.
 	EventFunc func(Event)
+	// Metrics, when set, records the worker's attempts, its failed store
+	// calls, the lease expiries its sweeps find and the depth of its queues
+	// (see Metrics). Nil records nothing.
+	Metrics *Metrics
+	// TracerProvider, when set, turns tracing on: each task leased gets a
+	// kiln.lease span and each attempt a kiln.handle span, both children
+	// of the span that enqueued the task when its record carries a trace
+	// context; the handler's context carries the kiln.handle span. Nil
+	// (the default) traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (c WorkerConfig) withDefaults() WorkerConfig {

@@ -12,7 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/leader"
+	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -51,6 +54,8 @@ type Worker struct {
 	limits   store.Limits
 	log      *slog.Logger
 	event    func(Event)
+	met      *metrics.Set  // nil: no metrics
+	tracer   trace.Tracer  // nil: no tracing
 	progress chan struct{} // signals that a handler set progress
 
 	mu       sync.Mutex
@@ -96,6 +101,7 @@ type runState struct {
 	hbEnd    context.CancelFunc // heartbeats: once no handler runs
 	repEnd   context.CancelFunc // reports: after the final flush
 	bgEnd    context.CancelFunc // the sweeper's: last
+	depthEnd func()             // removes the queue depth source; nil without metrics
 
 	fetchWG, poolWG, hbWG, repWG, bgWG sync.WaitGroup
 }
@@ -105,9 +111,11 @@ type job struct {
 	task     Task
 	leaseID  uint64
 	timeout  time.Duration
-	deadline time.Time // the task's deadline, by the store's clock
-	stStart  time.Time // when the store leased it, by the store's clock
-	leasedAt time.Time // when the lease came back, by the local (monotonic) clock
+	deadline time.Time       // the task's deadline, by the store's clock
+	stStart  time.Time       // when the store leased it, by the store's clock
+	leasedAt time.Time       // when the lease came back, by the local (monotonic) clock
+	ser      *metrics.Series // the task's collectors; nil without metrics
+	trace    string          // the task's trace context (W3C traceparent), with tracing on
 
 	mu      sync.Mutex
 	cancel  context.CancelCauseFunc // set while the handler runs
@@ -164,6 +172,10 @@ func NewWorker(s store.Store, cfg *WorkerConfig) (*Worker, error) {
 		stopCh:   make(chan struct{}),
 		active:   make(map[*job]struct{}),
 	}
+	if c.Metrics != nil {
+		w.met = c.Metrics.set
+	}
+	w.tracer = tracerOf(c.TracerProvider)
 	for q := range c.Queues {
 		w.queues = append(w.queues, q)
 	}
@@ -283,6 +295,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	rs.repWG.Go(func() { w.reportLoop(repCtx, rs) })
 	if w.cfg.SweepInterval > 0 {
 		rs.bgWG.Go(func() { w.sweep(bgCtx) })
+	}
+	if w.met != nil {
+		rs.depthEnd = w.met.AddDepth(metrics.StoreDepth(w.s, w.cfg.Namespace, w.queues))
 	}
 	w.run = rs
 	w.mu.Unlock()
@@ -439,6 +454,9 @@ func (w *Worker) stop(ctx context.Context, rs *runState) error {
 	w.waitCtx(ctx, bgDone)
 	w.waitCtx(ctx, hbDone)
 	rs.fetchEnd()
+	if rs.depthEnd != nil {
+		rs.depthEnd()
+	}
 	if !flushOK {
 		if err == nil {
 			err = ctx.Err()
@@ -574,6 +592,7 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 				break more
 			}
 		}
+		leaseStart := time.Now()
 		res, err := w.s.Lease(ctx, store.LeaseParams{
 			Namespace: w.cfg.Namespace,
 			Queues:    w.queues,
@@ -590,6 +609,9 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 			}
 			if ctx.Err() != nil {
 				return
+			}
+			if w.met != nil {
+				w.met.StoreError(metrics.OpLease)
 			}
 			backoff = nextBackoff(backoff)
 			w.log.Error("kiln: lease failed", "worker", w.cfg.ID, "err", err, "retry_in", backoff)
@@ -612,6 +634,14 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 			}
 			if j.stStart.IsZero() {
 				j.stStart = now
+			}
+			if w.met != nil {
+				j.ser = w.met.Series(t.Queue, t.Type)
+				metrics.ObserveWait(j.ser, t)
+			}
+			if w.tracer != nil {
+				j.trace = t.TraceParent
+				traceLease(w.tracer, t, leaseStart)
 			}
 			w.addActive(j)
 			if i >= n { // the store gave more than asked: hand the rest back
@@ -694,10 +724,18 @@ func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) 
 		return
 	}
 
+	if j.ser != nil {
+		j.ser.Started.Inc()
+	}
 	w.emit(Event{Kind: EventStarted, TaskID: t.ID, Type: t.Type, Queue: t.Queue, Attempt: t.Attempt})
+	var span trace.Span
+	if w.tracer != nil {
+		ctx, span = startHandle(ctx, w.tracer, t, j.trace)
+	}
 	start := time.Now()
 	err := call(ctx, h, t)
 	dur := time.Since(start)
+	endSpan(span, err)
 	cause := context.Cause(ctx)
 	timedOut := errors.Is(cause, ErrTaskTimeout) && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if timedOut && err != nil {
@@ -758,6 +796,10 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 		// Done is done, even if a cancel or a stop came meanwhile.
 		msg.o.Kind, msg.o.Result = store.OutcomeSucceeded, t.Result()
 		ev.Kind = EventSucceeded
+		if j.ser != nil {
+			j.ser.Succeeded.Inc()
+			j.ser.Handler.Observe(dur.Seconds())
+		}
 	case errors.Is(cause, ErrTaskCancelled):
 		msg.o.Kind, msg.o.Error = store.OutcomeCancelled, "cancelled"
 		if err != nil {
@@ -780,6 +822,10 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 		fe := ev
 		fe.Kind, fe.Err = EventFailed, err
 		w.emit(fe)
+		if j.ser != nil {
+			j.ser.Failed.Inc()
+			j.ser.Handler.Observe(dur.Seconds())
+		}
 		msg.o.Error = err.Error()
 		ev.Err = err
 		var ra *retryAfterError
@@ -787,6 +833,9 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 		case errors.Is(err, SkipRetry), t.Attempt > t.MaxRetries, pastDeadline:
 			msg.o.Kind = store.OutcomeDead
 			ev.Kind = EventDead
+			if j.ser != nil {
+				j.ser.Dead.Inc()
+			}
 		default:
 			var delay time.Duration
 			if errors.As(err, &ra) {
@@ -796,6 +845,9 @@ func (w *Worker) finish(rs *runState, j *job, started bool, err, cause error, du
 			}
 			msg.o.Kind, msg.o.RetryAt = store.OutcomeRetry, j.storeNow().Add(delay)
 			ev.Kind, ev.RetryAt = EventRetrying, msg.o.RetryAt
+			if j.ser != nil {
+				j.ser.Retried.Inc()
+			}
 		}
 	}
 	rs.send(msg)
@@ -877,6 +929,9 @@ func (w *Worker) report(ctx context.Context, batch []outcomeMsg, outs []store.Ou
 			w.log.Error("kiln: outcomes not reported; their leases will expire and the tasks run again", "count", len(outs), "err", err)
 			return false
 		}
+		if w.met != nil {
+			w.met.StoreError(metrics.OpReport)
+		}
 		backoff = nextBackoff(backoff)
 		w.log.Error("kiln: report failed", "count", len(outs), "err", err, "retry_in", backoff)
 		if !sleepCtx(ctx, backoff) {
@@ -948,6 +1003,9 @@ func (w *Worker) extend(ctx context.Context, progressOnly bool) {
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Error("kiln: heartbeat failed", "leases", end-start, "err", err)
+				if w.met != nil {
+					w.met.StoreError(metrics.OpExtend)
+				}
 			}
 			for i := start; i < end; i++ {
 				if leases[i].Progress != nil {
@@ -998,6 +1056,9 @@ func (w *Worker) watchCancels(ctx context.Context, started chan<- struct{}) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if w.met != nil {
+				w.met.StoreError(metrics.OpWaitCancels)
 			}
 			backoff = nextBackoff(backoff)
 			w.log.Debug("kiln: waiting for cancel requests failed; heartbeats still see them", "worker", w.cfg.ID, "err", err, "retry_in", backoff)
@@ -1084,8 +1145,14 @@ func (w *Worker) sweepOnce(ctx context.Context) {
 	if res, err := w.s.Sweep(ctx, store.SweepParams{}); err != nil {
 		if ctx.Err() == nil {
 			w.log.Error("kiln: sweep failed", "err", err)
+			if w.met != nil {
+				w.met.StoreError(metrics.OpSweep)
+			}
 		}
 	} else if res.Total() > 0 {
+		if w.met != nil {
+			w.met.LeaseExpiries(res.Recovered + res.Dead + res.Cancelled)
+		}
 		w.log.Debug("kiln: swept", "promoted", res.Promoted, "recovered", res.Recovered, "dead", res.Dead, "cancelled", res.Cancelled, "deleted", res.Deleted)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/flowspec"
 	"github.com/kilnhq/kiln/internal/ids"
+	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -387,7 +388,18 @@ func (c *Client) EnqueueWorkflow(ctx context.Context, wf Step, opts *WorkflowOpt
 	}
 	p.Namespace = c.ns
 	if err := fl.EnqueueFlow(ctx, p); err != nil {
+		if c.met != nil {
+			c.met.StoreError(metrics.OpEnqueue)
+		}
 		return nil, fmt.Errorf("kiln: enqueue workflow %s: %w", o.ID, err)
+	}
+	if c.met != nil {
+		for _, t := range p.Tasks {
+			c.met.Series(t.Queue, t.Type).Enqueued.Inc()
+		}
+		for _, h := range p.Held {
+			c.met.Series(h.Task.Queue, h.Task.Type).Enqueued.Inc()
+		}
 	}
 	return c.Workflow(o.ID), nil
 }

@@ -17,7 +17,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
@@ -198,6 +203,15 @@ type Config struct {
 	// Stdout receives the one-time message with a new admin token; nil
 	// discards it.
 	Stdout io.Writer
+	// DisableMetrics turns the Prometheus metrics off (docs/metrics.md):
+	// no collectors, and GET /metrics answers 404. By default the server
+	// counts its tasks, store errors and HTTP requests, and serves them at
+	// GET /metrics to admin tokens.
+	DisableMetrics bool
+	// MetricsAddr, when set, is a second address where Run and Serve
+	// serve GET /metrics without a token, for a Prometheus server that
+	// reaches it on a private network; nothing else is served there.
+	MetricsAddr string
 	// MaxCodeBytes caps a code package zip uploaded through the
 	// IronWorker API (/2/); default ironapi.MaxCodeBytesDefault (64 MiB).
 	MaxCodeBytes int64
@@ -230,6 +244,10 @@ type Server struct {
 	stop     chan struct{}
 	boot     *wire.CLIConfig
 	certs    *certReloader // nil without TLS
+
+	metrics     *metrics.Set // nil when metrics are off
+	metricsHTTP http.Handler // GET /metrics; nil when metrics are off
+	metricsAddr net.Addr     // where MetricsAddr is served, once it is
 }
 
 // New checks cfg, bootstraps the first project and admin token when the
@@ -281,6 +299,22 @@ func New(cfg *Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	var met *metrics.Set
+	var metricsHTTP http.Handler
+	if !c.DisableMetrics {
+		var err error
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if met, err = metrics.New(reg); err != nil {
+			return nil, fmt.Errorf("server: metrics: %w", err)
+		}
+		// Every caller of the store (the API, the IronWorker API, the
+		// scheduler, the code runner, the sweeper) goes through the
+		// counting wrapper: remote workers report through it.
+		c.Store = met.Store(c.Store)
+		meta = c.Store.(store.Meta) // the wrapper keeps the interfaces of the store
+		metricsHTTP = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn)})
+	}
 	sched, err := schedule.New(c.Store, &schedule.Config{Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, IndexNamespace: api.SystemNamespace})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -292,13 +326,16 @@ func New(cfg *Config) (*Server, error) {
 		MaxStreams: c.MaxStreams, MaxProjectStreams: c.MaxProjectStreams, StreamWriteTimeout: c.StreamWriteTimeout,
 		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
-		MaxOpenHandshakes: c.MaxOpenHandshakes,
-		TaskDefaults:      hosted.NewRegistry(meta, c.Clock).TaskDefaults,
+		MaxOpenHandshakes: c.MaxOpenHandshakes, Metrics: metricsHTTP,
+		TaskDefaults: hosted.NewRegistry(meta, c.Clock).TaskDefaults,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{}), certs: certs}
+	s := &Server{cfg: c, api: a, log: c.Logger, stop: make(chan struct{}), certs: certs, metrics: met, metricsHTTP: metricsHTTP}
+	if met != nil {
+		met.AddDepth(s.queueDepth)
+	}
 	if c.Runner != nil {
 		if s.hosted, err = newHosted(&c, a.Publish); err != nil {
 			return nil, err
@@ -556,12 +593,96 @@ func (s *Server) logRequests(h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		h.ServeHTTP(sw, r)
+		if s.metrics != nil {
+			// r.Pattern is the route the API's mux matched (it sets it on
+			// this request): a bounded set, never a raw path.
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			s.metrics.HTTPRequest(route, status)
+		}
 		level := slog.LevelDebug
 		if sw.status >= 500 {
 			level = slog.LevelWarn
 		}
 		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start), "remote", r.RemoteAddr)
 	})
+}
+
+// maxDepthProjects bounds the projects whose queues the queue depth gauge
+// counts.
+const maxDepthProjects = 100
+
+// queueDepth counts the queues of the server's projects (at most
+// maxDepthProjects) from the store's counts, for the queue depth gauge.
+func (s *Server) queueDepth(ctx context.Context) ([]metrics.Depth, error) {
+	projects, err := s.api.ProjectIDs(ctx, maxDepthProjects)
+	if err != nil {
+		return nil, err
+	}
+	var out []metrics.Depth
+	for _, p := range projects {
+		ds, err := metrics.StoreDepth(s.cfg.Store, p, nil)(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
+	}
+	return out, nil
+}
+
+// MetricsHandler returns the handler of the Prometheus metrics (GET
+// /metrics, without authentication), or nil when Config.DisableMetrics is
+// set. The API serves it to admin tokens, and Config.MetricsAddr to all.
+func (s *Server) MetricsHandler() http.Handler { return s.metricsHTTP }
+
+// MetricsAddr returns the address Config.MetricsAddr is served on, once
+// Serve or Run listens there; nil before, or without MetricsAddr.
+func (s *Server) MetricsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metricsAddr
+}
+
+// serveMetrics listens on Config.MetricsAddr, when set, and serves GET
+// /metrics there without a token until the returned function is called.
+func (s *Server) serveMetrics(ctx context.Context) (stop func(), err error) {
+	if s.cfg.MetricsAddr == "" || s.metricsHTTP == nil {
+		return func() {}, nil
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("server: metrics address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHTTP)
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.mu.Lock()
+	s.metricsAddr = ln.Addr()
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // ends when hs is closed by stop
+		defer close(done)
+		_ = hs.Serve(ln) // returns ErrServerClosed once stopped
+	}()
+	s.log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() {
+		_ = hs.Close() // a scrape in flight is cut: it is retried at the next interval
+		<-done
+	}, nil
 }
 
 // Run listens on Config.Addr and serves until ctx is done, then shuts
@@ -606,6 +727,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.api.RefuseWorkerRoutes("the server listens on " + addr + " without TLS: remote workers must not send session keys and tasks in the clear; serve TLS (--tls-cert and --tls-key), listen on loopback, or allow it with --allow-insecure-workers")
 		s.log.Warn("serving plain HTTP on a non-loopback address: the worker routes are refused (tls_required); serve TLS with --tls-cert and --tls-key, or allow them with --allow-insecure-workers", "addr", addr)
 	}
+	stopMetrics, err := s.serveMetrics(ctx)
+	if err != nil {
+		s.mu.Lock()
+		s.http = nil
+		s.mu.Unlock()
+		_ = ln.Close() // not served; the error is the one that matters
+		return err
+	}
+	defer stopMetrics()
 	s.startSweeper()
 	s.startScheduler()
 	s.startRunner()
@@ -626,7 +756,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.Shutdown(sctx)
+	err = s.Shutdown(sctx)
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}

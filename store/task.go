@@ -128,6 +128,10 @@ type TaskInput struct {
 	// Retention is how long the task is kept after it reaches a terminal
 	// state; 0 means the store's default (RetentionDefault).
 	Retention time.Duration
+	// TraceParent is the W3C trace context (a traceparent header value,
+	// "00-<trace id>-<span id>-<flags>") of the span that enqueued the
+	// task, carried to the handler; empty means none.
+	TraceParent string
 }
 
 // Task is the stored record of a task.
@@ -147,6 +151,9 @@ type Task struct {
 	// succeeds (see TaskInput).
 	UniqueUntilSuccess bool
 	Retention          time.Duration
+	// TraceParent is the trace context the task was enqueued with (see
+	// TaskInput).
+	TraceParent string
 
 	// State is the task's current state.
 	State State

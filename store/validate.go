@@ -158,7 +158,36 @@ func (in *TaskInput) Validate(l Limits, now time.Time) error {
 	if in.Retention < 0 || in.Retention > l.MaxRetention {
 		errs = append(errs, invalid(ErrInvalidOption, "retention", "%s is outside 0..%s", in.Retention, l.MaxRetention))
 	}
+	if in.TraceParent != "" && !ValidTraceParent(in.TraceParent) {
+		errs = append(errs, invalid(ErrInvalidOption, "traceparent", "%q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, ids not all zeros)", in.TraceParent))
+	}
 	return joinErrs(errs)
+}
+
+// ValidTraceParent reports whether s is a W3C traceparent of version 00:
+// "00-" then a trace id of 32 lower-case hex digits, "-", a span id of 16,
+// "-" and 2 of flags, the ids not all zeros.
+func ValidTraceParent(s string) bool {
+	if len(s) != 55 || s[:3] != "00-" || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	hex := func(part string) (nonZero, ok bool) {
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			switch {
+			case c >= '1' && c <= '9', c >= 'a' && c <= 'f':
+				nonZero = true
+			case c == '0':
+			default:
+				return false, false
+			}
+		}
+		return nonZero, true
+	}
+	tnz, tok := hex(s[3:35])
+	snz, sok := hex(s[36:52])
+	_, fok := hex(s[53:])
+	return tok && sok && fok && tnz && snz
 }
 
 // CheckNamespace validates a namespace name.

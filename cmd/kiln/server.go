@@ -95,6 +95,8 @@ type serverOptions struct {
 	maxCode                          int64
 	tlsCert, tlsKey                  string
 	allowInsecureWorkers             bool
+	metrics                          bool
+	metricsListen                    string
 	sandbox                          runner.Sandbox
 	sandboxNetwork                   bool
 	sandboxUIDBase, sandboxUIDCount  int
@@ -219,6 +221,12 @@ func (o *serverOptions) settings() []setting {
 		}},
 		{"sandbox-uid-base", "the first user id of tasks when the server is root (one per project)", strconv.Itoa(hosted.UIDBaseDefault), positiveInt(&o.sandboxUIDBase)},
 		{"sandbox-uid-count", "how many user ids tasks may use (one per project)", strconv.Itoa(hosted.UIDCountDefault), positiveInt(&o.sandboxUIDCount)},
+		{"metrics", "count tasks, store errors and HTTP requests, and serve them at GET /metrics to admin tokens (true or false; docs/metrics.md)", "true", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			o.metrics = b
+			return err
+		}},
+		{"metrics-listen", "a second address serving GET /metrics without a token, for Prometheus on a private network (default: none)", "", str(&o.metricsListen)},
 		{"max-code", "largest code package zip in bytes", strconv.Itoa(ironapi.MaxCodeBytesDefault), func(v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err == nil && n <= 0 {
@@ -436,6 +444,7 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
 		Runner: rc, MaxCodeBytes: o.maxCode,
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, AllowInsecureWorkers: o.allowInsecureWorkers,
+		DisableMetrics: !o.metrics, MetricsAddr: o.metricsListen,
 	})
 	if err != nil {
 		return err

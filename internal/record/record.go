@@ -29,6 +29,9 @@ var ErrCorrupt = errors.New("record: corrupt")
 
 const maxField = 64 << 20 // no single field is larger than 64 MiB
 
+// maxTraceParent bounds the trace context (a W3C traceparent is 55 bytes).
+const maxTraceParent = 256
+
 // Encode appends the encoding of t (and its store sequence number) to dst.
 func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	dst = append(dst, Version)
@@ -58,6 +61,9 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	if t.UniqueUntilSuccess {
 		flags |= 4
 	}
+	if t.TraceParent != "" {
+		flags |= 8 // added in version 1: the trace context ends the record
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -68,6 +74,9 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	dst = binenc.AppendString(dst, t.LastError)
 	dst = binary.AppendVarint(dst, int64(t.ProgressPercent))
 	dst = binenc.AppendString(dst, t.ProgressMessage)
+	if t.TraceParent != "" {
+		dst = binenc.AppendString(dst, t.TraceParent)
+	}
 	return dst
 }
 
@@ -114,13 +123,17 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	t.LastError = d.String(maxField)
 	t.ProgressPercent = d.Int32()
 	t.ProgressMessage = d.String(maxField)
+	t.TraceParent = ""
+	if flags&8 != 0 {
+		t.TraceParent = d.String(maxTraceParent)
+	}
 	if err := d.End(); err != nil {
 		return 0, err
 	}
 	if !t.State.Valid() {
 		return 0, fmt.Errorf("%w: invalid state %d", ErrCorrupt, t.State)
 	}
-	if flags&^7 != 0 {
+	if flags&^15 != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	return seq, nil

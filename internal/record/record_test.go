@@ -36,6 +36,7 @@ func TestRoundTrip(t *testing.T) {
 		"empty result":  {ID: "a", Type: "t", Queue: "q", State: store.StateSucceeded, Result: []byte{}},
 		"before 1970":   {ID: "a", Type: "t", Queue: "q", State: store.StatePending, CreatedAt: time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)},
 		"at unix epoch": {ID: "a", Type: "t", Queue: "q", State: store.StatePending, CreatedAt: time.Unix(0, 0).UTC()},
+		"traced":        {ID: "a", Type: "t", Queue: "q", State: store.StatePending, TraceParent: testTraceParent},
 	}
 	for name, want := range cases {
 		b := Encode(nil, 77, want)
@@ -161,5 +162,23 @@ func TestGoldenBytes(t *testing.T) {
 	}
 	if diff := cmp.Diff(old, &gotBefore); diff != "" {
 		t.Errorf("golden record before flag 4 (-want +got):\n%s", diff)
+	}
+}
+
+const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+// TestTraceParentFlag: a record with a trace context sets flag 8 and ends
+// with it; one without is byte for byte what it was before the flag.
+func TestTraceParentFlag(t *testing.T) {
+	t.Parallel()
+	plain := &store.Task{ID: "a", Type: "t", Queue: "q", State: store.StatePending}
+	traced := *plain
+	traced.TraceParent = testTraceParent
+	a, b := Encode(nil, 1, plain), Encode(nil, 1, &traced)
+	if !bytes.HasSuffix(b, append([]byte{55}, testTraceParent...)) {
+		t.Errorf("traced record does not end with the trace context: %x", b)
+	}
+	if len(b) != len(a)+56 {
+		t.Errorf("traced record is %d bytes, want %d", len(b), len(a)+56)
 	}
 }

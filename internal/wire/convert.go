@@ -97,6 +97,7 @@ func FromTask(t *store.Task) *Task {
 		FinishedAt: TimePtr(t.FinishedAt), ExpiresAt: TimePtr(t.ExpiresAt),
 		LeaseID: t.LeaseID, LeaseExpiresAt: TimePtr(t.LeaseExpiresAt), WorkerID: t.WorkerID,
 		CancelRequested: t.CancelRequested, Payload: t.Payload, Result: t.Result, LastError: t.LastError,
+		TraceParent: t.TraceParent,
 	}
 	if t.ProgressPercent != 0 || t.ProgressMessage != "" {
 		w.Progress = &Progress{Percent: t.ProgressPercent, Message: t.ProgressMessage}
@@ -131,7 +132,7 @@ func (w *Task) ToTask(ns string) (*store.Task, error) {
 		LeaseExpiresAt: TimeVal(w.LeaseExpiresAt), WorkerID: w.WorkerID, CancelRequested: w.CancelRequested,
 		CreatedAt: TimeVal(w.CreatedAt), RunAt: TimeVal(w.RunAt), StartedAt: TimeVal(w.StartedAt),
 		FinishedAt: TimeVal(w.FinishedAt), ExpiresAt: TimeVal(w.ExpiresAt),
-		Result: w.Result, LastError: w.LastError,
+		Result: w.Result, LastError: w.LastError, TraceParent: w.TraceParent,
 	}
 	if w.Progress != nil {
 		t.ProgressPercent, t.ProgressMessage = w.Progress.Percent, w.Progress.Message
@@ -152,7 +153,7 @@ func OptionsFromInput(in store.TaskInput) TaskRequest {
 			ID: in.ID, Queue: in.Queue, Priority: in.Priority, ProcessAt: TimePtr(in.RunAt),
 			MaxRetries: &retries, TimeoutMS: &timeout, Deadline: TimePtr(in.Deadline),
 			UniqueKey: in.UniqueKey, UniqueTTLMS: MS(in.UniqueTTL), UniqueUntilSuccess: in.UniqueUntilSuccess,
-			RetentionMS: MS(in.Retention),
+			RetentionMS: MS(in.Retention), TraceParent: in.TraceParent,
 		},
 	}
 }

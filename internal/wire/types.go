@@ -38,6 +38,9 @@ type Task struct {
 	// UniqueUntilSuccess: the unique key is released when the task
 	// succeeds; absent means false.
 	UniqueUntilSuccess bool `json:"unique_until_success,omitempty"`
+	// TraceParent is the W3C trace context the task was enqueued with;
+	// absent means none.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Progress is what a handler reported while it ran.
@@ -67,6 +70,10 @@ type TaskOptions struct {
 
 	// UniqueUntilSuccess releases the unique key when the task succeeds.
 	UniqueUntilSuccess bool `json:"unique_until_success,omitempty"`
+	// TraceParent is a W3C traceparent to carry to the handler (the
+	// enqueuing span's); absent means the request's traceparent header,
+	// if any.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // TaskRequest is one task of an enqueue.

@@ -23,7 +23,8 @@ const (
 	hasProcessAt
 	hasDeadline
 	uniqueUntilSuccess // a flag with no value: the option is true
-	allFlags           = hasOptions | hasMaxRetries | hasTimeout | hasProcessAt | hasDeadline | uniqueUntilSuccess
+	hasTraceParent     // the trace context ends the options
+	allFlags           = hasOptions | hasMaxRetries | hasTimeout | hasProcessAt | hasDeadline | uniqueUntilSuccess | hasTraceParent
 )
 
 func ptrTimeOK(t *time.Time) bool { return t == nil || (!t.Before(minTime) && !t.After(maxTime)) }
@@ -75,6 +76,9 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 		if o.UniqueUntilSuccess {
 			flags |= uniqueUntilSuccess
 		}
+		if o.TraceParent != "" {
+			flags |= hasTraceParent
+		}
 		dst = append(dst, flags)
 		dst = binenc.AppendString(dst, o.ID)
 		dst = binenc.AppendString(dst, o.Queue)
@@ -95,6 +99,9 @@ func AppendEnqueue(dst []byte, ts []wire.TaskRequest) []byte {
 		dst = binenc.AppendString(dst, o.UniqueKey)
 		dst = binary.AppendVarint(dst, o.UniqueTTLMS)
 		dst = binary.AppendVarint(dst, o.RetentionMS)
+		if o.TraceParent != "" {
+			dst = binenc.AppendString(dst, o.TraceParent)
+		}
 	}
 	return dst
 }
@@ -143,6 +150,9 @@ func DecodeEnqueue(b []byte) ([]wire.TaskRequest, error) {
 			o.UniqueTTLMS = d.Varint()
 			o.RetentionMS = d.Varint()
 			o.UniqueUntilSuccess = flags&uniqueUntilSuccess != 0
+			if flags&hasTraceParent != 0 {
+				o.TraceParent = string(d.Raw(maxTraceParent))
+			}
 			t.Options = o
 		}
 		if d.Err() != nil {

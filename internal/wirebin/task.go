@@ -23,8 +23,15 @@ const maxField = 64 << 20
 const (
 	taskCancelRequested = 1 << iota
 	taskHasResult
-	taskFlagsKnown = taskCancelRequested | taskHasResult
+	// taskHasTrace: the trace context ends the task. Added to version 1:
+	// a server sends it only to a client whose Accept says it reads it
+	// (TasksTraceParam), others get such tasks in JSON.
+	taskHasTrace
+	taskFlagsKnown = taskCancelRequested | taskHasResult | taskHasTrace
 )
+
+// maxTraceParent bounds a trace context (a W3C traceparent is 55 bytes).
+const maxTraceParent = 256
 
 // appendTask appends the wire encoding of every field of t but Namespace
 // and Payload: TaskVersion, a uvarint that is always 0 (reserved), then the
@@ -54,6 +61,9 @@ func appendTask(dst []byte, t *store.Task) []byte {
 	if t.Result != nil {
 		flags |= taskHasResult
 	}
+	if t.TraceParent != "" {
+		flags |= taskHasTrace
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -64,6 +74,9 @@ func appendTask(dst []byte, t *store.Task) []byte {
 	dst = binenc.AppendString(dst, t.LastError)
 	dst = binary.AppendVarint(dst, int64(t.ProgressPercent))
 	dst = binenc.AppendString(dst, t.ProgressMessage)
+	if t.TraceParent != "" {
+		dst = binenc.AppendString(dst, t.TraceParent)
+	}
 	return dst
 }
 
@@ -110,6 +123,9 @@ func decodeTask(b []byte, t *store.Task) error {
 	t.LastError = d.String(maxField)
 	t.ProgressPercent = d.Int32()
 	t.ProgressMessage = d.String(maxField)
+	if flags&taskHasTrace != 0 {
+		t.TraceParent = d.String(maxTraceParent)
+	}
 	if err := d.End(); err != nil {
 		return err
 	}

@@ -40,6 +40,21 @@ const (
 	OutcomesType = "application/x-kiln-outcomes"
 )
 
+// TasksTraceParam is the media type parameter ("trace=1") with which a
+// client's Accept says that it reads tasks' trace contexts in TasksType.
+const TasksTraceParam = "trace"
+
+// HasTrace reports whether a task of ts carries a trace context, which only
+// a client that accepts TasksType with TasksTraceParam reads.
+func HasTrace(ts []*store.Task) bool {
+	for _, t := range ts {
+		if t != nil && t.TraceParent != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Version is the version byte of both formats.
 const Version = 1
 

@@ -60,6 +60,16 @@ func TestRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(gotO, os) {
 		t.Fatalf("outcomes:\n got %+v\nwant %+v", gotO, os)
 	}
+	// A trace context travels (flag 4), and is told apart by HasTrace.
+	traced := sampleTasks()
+	traced[0].TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if !wirebin.HasTrace(traced) || wirebin.HasTrace(sampleTasks()) {
+		t.Error("HasTrace is wrong")
+	}
+	got, err = wirebin.DecodeTasks(wirebin.AppendTasks(nil, traced), "p")
+	if err != nil || !reflect.DeepEqual(got, traced) {
+		t.Fatalf("traced tasks: %v\n got %+v\nwant %+v", err, got, traced)
+	}
 	// An empty result travels as none, as in JSON.
 	gotO, err = wirebin.DecodeOutcomes(wirebin.AppendOutcomes(nil, []store.Outcome{{ID: "a", Kind: store.OutcomeSucceeded, Result: []byte{}}}))
 	if err != nil || gotO[0].Result != nil {
@@ -191,6 +201,10 @@ func TestEnqueueRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, ts) {
 		t.Fatalf("got %+v\nwant %+v", got, ts)
+	}
+	traced := []wire.TaskRequest{{Type: "t", Options: &wire.TaskOptions{Queue: "q", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}}
+	if got, err := wirebin.DecodeEnqueue(wirebin.AppendEnqueue(nil, traced)); err != nil || !reflect.DeepEqual(got, traced) {
+		t.Fatalf("traced: %v\n got %+v\nwant %+v", err, got, traced)
 	}
 	for name, bad := range map[string][]byte{
 		"truncated": b[:len(b)-1],

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -131,6 +132,27 @@ func (a *API) createProject(c *call) error {
 		return err
 	}
 	return c.json(http.StatusCreated, wire.CreateProjectResponse{Project: p, WorkerSecret: secret})
+}
+
+// metrics serves the Prometheus metrics (docs/metrics.md) to admin tokens.
+func (a *API) metrics(c *call) error {
+	if a.cfg.Metrics == nil {
+		return wire.Errorf(wire.CodeNotFound, "metrics are turned off on this server")
+	}
+	a.cfg.Metrics.ServeHTTP(c.w, c.r)
+	return nil
+}
+
+// ProjectIDs returns the ids of at most limit projects, in id order.
+func (a *API) ProjectIDs(ctx context.Context, limit int) ([]string, error) {
+	var ids []string
+	err := a.listRecords(ctx, SystemNamespace, keyProject, func(k string, _ []byte) error {
+		if len(ids) < limit {
+			ids = append(ids, k[len(keyProject):])
+		}
+		return nil
+	})
+	return ids, err
 }
 
 func (a *API) listProjects(c *call) error {

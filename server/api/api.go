@@ -121,6 +121,9 @@ type Config struct {
 	// retries; see hosted.Registry.TaskDefaults). An error fails the
 	// request.
 	TaskDefaults func(ctx context.Context, project string, in *store.TaskInput, queueGiven bool) error
+	// Metrics, when set, serves GET /metrics (Prometheus metrics) to admin
+	// tokens; nil answers that route 404 not_found.
+	Metrics http.Handler
 	// MaxBodyBytes caps request bodies; default MaxBodyBytesDefault (8 MiB).
 	MaxBodyBytes int64
 	// HandshakeTimeout is how long a worker has to answer its challenge;

@@ -198,7 +198,11 @@ func foldKey(s string) string {
 
 // accepts reports whether r's Accept header names mediaType (without a
 // q=0 parameter). Anything else, or no Accept at all, means JSON.
-func accepts(r *http.Request, mediaType string) bool {
+func accepts(r *http.Request, mediaType string) bool { return acceptsWith(r, mediaType, "") }
+
+// acceptsWith is accepts for a media type listed with the parameter
+// param=1; an empty param asks for none.
+func acceptsWith(r *http.Request, mediaType, param string) bool {
 	for _, h := range r.Header.Values("Accept") {
 		for part := range strings.SplitSeq(h, ",") {
 			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
@@ -206,6 +210,9 @@ func accepts(r *http.Request, mediaType string) bool {
 				continue
 			}
 			if q, err := strconv.ParseFloat(params["q"], 64); err == nil && q <= 0 {
+				continue
+			}
+			if param != "" && params[param] != "1" {
 				continue
 			}
 			return true

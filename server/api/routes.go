@@ -10,6 +10,7 @@ func (a *API) table() []Route {
 		{"GET", "/v1/whoami", Token, a.whoami},
 		{"POST", "/v1/admin/tokens", Admin, a.createAdminToken},
 		{"POST", "/v1/admin/sweep", Admin, a.sweep},
+		{"GET", "/metrics", Admin, a.metrics},
 
 		{"POST", "/v1/projects", Admin, a.createProject},
 		{"GET", "/v1/projects", Token, a.listProjects},

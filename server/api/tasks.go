@@ -31,7 +31,14 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if err != nil {
 		return store.TaskInput{}, err
 	}
-	return hook.TaskInput(&opts, req.Type, payload, l, now)
+	in, err := hook.TaskInput(&opts, req.Type, payload, l, now)
+	if err == nil && o.TraceParent != "" {
+		if !store.ValidTraceParent(o.TraceParent) {
+			return in, errf(wire.CodeInvalidOption, "traceparent", "%q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)", o.TraceParent)
+		}
+		in.TraceParent = o.TraceParent
+	}
+	return in, err
 }
 
 // taskOptions turns the options of a request into kiln's, by the one rule
@@ -80,6 +87,12 @@ func (a *API) enqueue(c *call) error {
 		return errf(wire.CodeInvalidOption, "tasks", "%d tasks; a batch has 1..%d", len(req.Tasks), store.MaxBatch)
 	}
 	now := a.clock.Now()
+	// The request's W3C trace context, for the tasks that bring none of
+	// their own; one that is not valid is ignored, as the W3C says.
+	header := c.r.Header.Get("traceparent")
+	if !store.ValidTraceParent(header) {
+		header = ""
+	}
 	out := make([]wire.EnqueueItem, len(req.Tasks))
 	inputs := make([]store.TaskInput, 0, len(req.Tasks))
 	index := make([]int, 0, len(req.Tasks))
@@ -94,6 +107,9 @@ func (a *API) enqueue(c *call) error {
 			if err := f(c.ctx(), c.ns(), &in, o != nil && o.Queue != ""); err != nil {
 				return err
 			}
+		}
+		if in.TraceParent == "" {
+			in.TraceParent = header
 		}
 		inputs = append(inputs, in)
 		index = append(index, i)

@@ -458,7 +458,10 @@ func (a *API) answerLease(c *call, p store.LeaseParams, tasks []*store.Task) err
 	}
 	var contentType string
 	var body []byte
-	if accepts(c.r, wirebin.TasksType) && wirebin.Encodable(tasks) {
+	// Tasks with a trace context go in binary only to a client that reads
+	// it (wirebin.TasksTraceParam); older ones get them in JSON.
+	if accepts(c.r, wirebin.TasksType) && wirebin.Encodable(tasks) &&
+		(!wirebin.HasTrace(tasks) || acceptsWith(c.r, wirebin.TasksType, wirebin.TasksTraceParam)) {
 		contentType, body = wirebin.TasksType, wirebin.AppendTasks(make([]byte, 0, 256*len(tasks)+16), tasks)
 	} else {
 		ws := wire.FromTasks(tasks)

@@ -206,7 +206,7 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 		Namespace: ns.name, ID: in.ID, Type: in.Type, Queue: in.Queue,
 		Payload: cloneBytes(in.Payload), Priority: in.Priority, MaxRetries: in.MaxRetries,
 		Timeout: in.Timeout, Deadline: norm(in.Deadline),
-		Retention: in.Retention, CreatedAt: now, RunAt: norm(in.RunAt),
+		Retention: in.Retention, TraceParent: in.TraceParent, CreatedAt: now, RunAt: norm(in.RunAt),
 	}}
 	if e.t.Queue == "" {
 		e.t.Queue = store.DefaultQueue

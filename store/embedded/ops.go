@@ -84,7 +84,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 			Payload: cloneBytes(in.Payload), Priority: in.Priority, MaxRetries: in.MaxRetries,
 			Timeout: in.Timeout, Deadline: norm(in.Deadline), UniqueKey: in.UniqueKey,
 			UniqueTTL: in.UniqueTTL, UniqueUntilSuccess: in.UniqueUntilSuccess, Retention: in.Retention,
-			CreatedAt: now, RunAt: norm(in.RunAt),
+			TraceParent: in.TraceParent, CreatedAt: now, RunAt: norm(in.RunAt),
 		}}
 		if e.t.Queue == "" {
 			e.t.Queue = store.DefaultQueue

@@ -20,7 +20,8 @@ import (
 //	d           the packed immutable part (encodeRecord): id, type, queue,
 //	            priority, max retries, timeout, deadline, unique key and TTL,
 //	            retention, and an optional flags byte (1: the unique key is
-//	            released on success)
+//	            released on success; 2: the W3C trace context follows, a
+//	            string)
 //	p           payload (absent when empty)
 //	q ty        queue and type (the scripts' counts and ready sets)
 //	m           the task's member in its ready set, kept for the task's life:
@@ -64,8 +65,18 @@ func encodeRecord(dst []byte, in *store.TaskInput, queue string) []byte {
 	dst = appendString(dst, in.UniqueKey)
 	dst = binary.AppendVarint(dst, int64(in.UniqueTTL))
 	dst = binary.AppendVarint(dst, int64(in.Retention))
+	var flags byte
 	if in.UniqueUntilSuccess {
-		dst = append(dst, recordUniqueUntilSuccess) // an optional flags byte
+		flags |= recordUniqueUntilSuccess
+	}
+	if in.TraceParent != "" {
+		flags |= recordTraceParent
+	}
+	if flags != 0 {
+		dst = append(dst, flags) // an optional flags byte
+	}
+	if in.TraceParent != "" {
+		dst = appendString(dst, in.TraceParent)
 	}
 	return dst
 }
@@ -73,6 +84,10 @@ func encodeRecord(dst []byte, in *store.TaskInput, queue string) []byte {
 // recordUniqueUntilSuccess is a bit of the optional flags byte that ends
 // field d: the task's unique key is released when it succeeds.
 const recordUniqueUntilSuccess = 1
+
+// recordTraceParent is a bit of the flags byte: the task's trace context
+// (a string) follows it.
+const recordTraceParent = 2
 
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
@@ -100,7 +115,10 @@ func decodeRecord(d string, t *store.Task) error {
 	if len(r.s) > 0 {
 		flags := r.byte()
 		t.UniqueUntilSuccess = flags&recordUniqueUntilSuccess != 0
-		if flags&^recordUniqueUntilSuccess != 0 {
+		if flags&recordTraceParent != 0 {
+			t.TraceParent = r.string()
+		}
+		if flags&^(recordUniqueUntilSuccess|recordTraceParent) != 0 {
 			r.bad = true
 		}
 	}
