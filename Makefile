@@ -3,7 +3,9 @@
 # `make test` is the one command CI runs (.ci/run): it starts the test services,
 # installs the linter on first use (once per machine:
 # see tools/golangci-lint), and runs lint, vet, the race-enabled tests
-# and a short fuzz pass. It needs only Go, and apt-get for the services.
+# and a short fuzz pass, side by side where they can (scripts/test.sh), and
+# ends with a summary of the steps and their times. It needs only Go, and
+# apt-get for the services.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -36,9 +38,6 @@ CHAOS_FLAGS ?= -parallel=4
 export KILN_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 export KILN_TEST_POSTGRES_URL ?= postgres://kiln:kiln@127.0.0.1:5432/kiln_test?sslmode=disable
 
-# How `time` reports each step of `make test`.
-export TIMEFORMAT := ==> %1Rs
-
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 .PHONY: help
@@ -60,17 +59,8 @@ run: ## run kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
 	$(GO) run ./cmd/kiln server
 
 .PHONY: test
-test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), short fuzz
-	@echo '==> services/up'; time $(MAKE) services/up >/dev/null
-	@echo '==> lint'; time $(MAKE) lint
-	@echo '==> go vet ./...'; time $(GO) vet ./...
-	@echo '==> go test -race -shuffle=on ./...'; \
-		time KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 15m ./...
-	@echo '==> iron_go3 acceptance (its own module: server/ironapi/testdata/irongo3)'; \
-		time (cd server/ironapi/testdata/irongo3 && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -shuffle=on -timeout 5m ./...)
-	@echo '==> goworker interop (its own module: resque/testdata/goworker)'; \
-		time (cd resque/testdata/goworker && KILN_TEST_REQUIRE_ALL=1 $(GO) test -race -timeout 5m ./...)
-	@echo '==> fuzz ($(TEST_FUZZTIME) per target)'; time scripts/fuzz.sh $(TEST_FUZZTIME)
+test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), short fuzz; then a summary
+	@GO='$(GO)' TEST_FUZZTIME='$(TEST_FUZZTIME)' scripts/test.sh
 
 .PHONY: test/short
 test/short: ## quick tests: -short, no race detector; stores that are not running are skipped
