@@ -55,12 +55,24 @@ build: ## build the kiln binary into bin/kiln
 	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/kiln ./cmd/kiln
 
 .PHONY: run
-run: ## run kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
-	$(GO) run ./cmd/kiln server
+run: build ## build, then run bin/kiln server on 127.0.0.1:7878 (the embedded store in ./kiln-data)
+	$(BIN)/kiln server
 
 .PHONY: test
-test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), short fuzz; then a summary
+test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), browser tests, short fuzz; then a summary
 	@GO='$(GO)' TEST_FUZZTIME='$(TEST_FUZZTIME)' scripts/test.sh
+
+# The dashboard's browser tests: Chromium comes from scripts/services.sh
+# (Debian's chromium), playwright-core from npm ci with the committed
+# package-lock.json (node_modules stays in the test folder, ignored by git).
+# DASHBOARD_SHOTS=docs/dashboard writes the screenshots docs/dashboard.md shows.
+E2E := server/dashboard/testdata/e2e
+.PHONY: test/browser
+test/browser: ## the dashboard's browser tests in headless Chromium (installs playwright-core with npm ci when missing)
+	@command -v npm >/dev/null || { echo 'npm is missing: apt-get install npm' >&2; exit 1; }
+	@if [ ! -d $(E2E)/node_modules/playwright-core ]; then cd $(E2E) && npm ci --no-audit --no-fund; fi
+	KILN_TEST_BROWSER=1 KILN_TEST_REQUIRE_ALL=1 KILN_DASHBOARD_SHOTS=$(if $(DASHBOARD_SHOTS),$(abspath $(DASHBOARD_SHOTS))) \
+		$(GO) test -count=1 -timeout 5m -run '^TestBrowser$$' ./server/dashboard/
 
 .PHONY: test/short
 test/short: ## quick tests: -short, no race detector; stores that are not running are skipped

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,43 +13,56 @@ import (
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/embedded"
 	"github.com/kilnhq/kiln/store/redisstore"
 )
 
 // Workflow benchmarks (docs/benchmarks.md, "Workflows"):
 //
 //	go test -run '^$' -bench 'BenchmarkWorkflow' -benchtime 1x -count 3 .
+//	go test -run '^$' -bench 'BenchmarkWorkflowChordRatio' -benchtime 15x .
 //
 // With KILN_TEST_REDIS_URL set, the Redis store is measured too.
 
-// benchStores opens a fresh store per call: embedded, and Redis when
-// KILN_TEST_REDIS_URL is set.
-func benchStores(b *testing.B, fn func(b *testing.B, open func() store.Store)) {
+// benchStores opens a fresh store per call of open: embedded, and Redis
+// when KILN_TEST_REDIS_URL is set. The store is closed (and its Redis keys
+// deleted) by the function open returns with it, or when the benchmark ends.
+func benchStores(b *testing.B, fn func(b *testing.B, open func() (store.Store, func()))) {
 	b.Run("store=embedded", func(b *testing.B) {
-		fn(b, func() store.Store { return openBenchStore(b) })
+		fn(b, func() (store.Store, func()) {
+			s, err := embedded.Open(b.TempDir(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			closeFn := sync.OnceFunc(func() { _ = s.Close() })
+			b.Cleanup(closeFn)
+			return s, closeFn
+		})
 	})
 	url := os.Getenv("KILN_TEST_REDIS_URL")
 	if url == "" {
 		return
 	}
 	b.Run("store=redis", func(b *testing.B) {
-		fn(b, func() store.Store {
+		fn(b, func() (store.Store, func()) {
 			prefix := fmt.Sprintf("kiln-bench-wf-%d", time.Now().UnixNano())
 			s, err := redisstore.Open(b.Context(), url, &redisstore.Config{Prefix: prefix})
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() {
+			closeFn := sync.OnceFunc(func() {
 				_ = s.Close()
 				deletePrefix(url, prefix)
 			})
-			return s
+			b.Cleanup(closeFn)
+			return s, closeFn
 		})
 	})
 }
 
-// runFlowBenchWorker runs a worker of no-op tasks on s until the benchmark ends.
-func runFlowBenchWorker(b *testing.B, s store.Store, concurrency int) {
+// runFlowBenchWorker runs a worker of no-op tasks on s until the returned
+// function is called or the benchmark ends.
+func runFlowBenchWorker(b *testing.B, s store.Store, concurrency int) (stop func()) {
 	b.Helper()
 	w, err := kiln.NewWorker(s, &kiln.WorkerConfig{Concurrency: concurrency})
 	if err != nil {
@@ -56,7 +71,7 @@ func runFlowBenchWorker(b *testing.B, s store.Store, concurrency int) {
 	w.Handle("noop", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return nil }))
 	done := make(chan error, 1)
 	go func() { done <- w.Run(context.Background()) }()
-	b.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = w.Shutdown(ctx)
@@ -64,6 +79,8 @@ func runFlowBenchWorker(b *testing.B, s store.Store, concurrency int) {
 			b.Errorf("worker: %v", err)
 		}
 	})
+	b.Cleanup(stop)
+	return stop
 }
 
 // waitSucceeded polls the store until n tasks of the default queue have
@@ -82,59 +99,141 @@ func waitSucceeded(b *testing.B, s store.Store, n int64) {
 	}
 }
 
+// chordBenchN is the size of the chord, and of the independent tasks it
+// is compared with.
+const chordBenchN = 10000
+
+// benchTime is the elapsed time of a measured run and the CPU time the
+// process used meanwhile (0 where it is not known).
+type benchTime struct{ wall, cpu time.Duration }
+
+func startBenchTime() (time.Time, time.Duration) { return time.Now(), processCPU() }
+
+func sinceBenchTime(start time.Time, cpu time.Duration) benchTime {
+	return benchTime{wall: time.Since(start), cpu: processCPU() - cpu}
+}
+
+// timeIndependent runs chordBenchN independent no-op tasks, enqueued in
+// batches of 1000, on a fresh store with one worker at concurrency 50,
+// and returns the time from the first enqueue to the last outcome.
+func timeIndependent(b *testing.B, open func() (store.Store, func())) benchTime {
+	b.Helper()
+	s, closeStore := open()
+	defer closeStore()
+	c, _ := kiln.NewClient(s, nil)
+	defer runFlowBenchWorker(b, s, 50)()
+	reqs := make([]kiln.TaskRequest, 1000)
+	for i := range reqs {
+		reqs[i] = kiln.TaskRequest{Type: "noop"}
+	}
+	start, cpu := startBenchTime()
+	for range chordBenchN / 1000 {
+		if _, err := c.EnqueueMany(b.Context(), reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitSucceeded(b, s, chordBenchN)
+	return sinceBenchTime(start, cpu)
+}
+
+// timeChord runs a chord of chordBenchN no-op members and a no-op
+// callback on a fresh store with one worker at concurrency 50, and
+// returns the time from EnqueueWorkflow to the callback's outcome.
+func timeChord(b *testing.B, open func() (store.Store, func())) benchTime {
+	b.Helper()
+	s, closeStore := open()
+	defer closeStore()
+	c, _ := kiln.NewClient(s, nil)
+	defer runFlowBenchWorker(b, s, 50)()
+	members := make([]kiln.Step, chordBenchN)
+	for i := range members {
+		members[i] = kiln.NewSignature("noop")
+	}
+	wf := kiln.Chord(kiln.Group(members...), kiln.NewSignature("noop"))
+	start, cpu := startBenchTime()
+	r, err := c.EnqueueWorkflow(b.Context(), wf, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitSucceeded(b, s, chordBenchN+1) // the callback has run
+	d := sinceBenchTime(start, cpu)
+	if ws, err := r.Wait(b.Context()); err != nil || ws.State != "succeeded" {
+		b.Fatalf("chord: %v, %v", ws, err)
+	}
+	return d
+}
+
 // BenchmarkWorkflowChord compares a chord of 10,000 no-op members (and a
 // no-op callback) with 10,000 independent no-op tasks enqueued in batches
 // of 1000, each from enqueue to the last outcome, one worker at
-// concurrency 50.
+// concurrency 50. BenchmarkWorkflowChordRatio runs both in turn.
 func BenchmarkWorkflowChord(b *testing.B) {
-	const n = 10000
-	benchStores(b, func(b *testing.B, open func() store.Store) {
-		b.Run("tasks", func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				s := open()
-				c, _ := kiln.NewClient(s, nil)
-				runFlowBenchWorker(b, s, 50)
-				reqs := make([]kiln.TaskRequest, 1000)
-				for i := range reqs {
-					reqs[i] = kiln.TaskRequest{Type: "noop"}
+	benchStores(b, func(b *testing.B, open func() (store.Store, func())) {
+		for _, w := range []struct {
+			name string
+			run  func(*testing.B, func() (store.Store, func())) benchTime
+		}{{"tasks", timeIndependent}, {"chord", timeChord}} {
+			b.Run(w.name, func(b *testing.B) {
+				var total time.Duration
+				for b.Loop() {
+					b.StopTimer()
+					total += w.run(b, open).wall
+					b.StartTimer()
 				}
-				b.StartTimer()
-				for range n / 1000 {
-					if _, err := c.EnqueueMany(b.Context(), reqs); err != nil {
-						b.Fatal(err)
-					}
-				}
-				waitSucceeded(b, s, n)
-			}
-			b.ReportMetric(b.Elapsed().Seconds()*1000/float64(b.N), "ms/op")
-		})
-		b.Run("chord", func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				s := open()
-				c, _ := kiln.NewClient(s, nil)
-				runFlowBenchWorker(b, s, 50)
-				members := make([]kiln.Step, n)
-				for i := range members {
-					members[i] = kiln.NewSignature("noop")
-				}
-				wf := kiln.Chord(kiln.Group(members...), kiln.NewSignature("noop"))
-				b.StartTimer()
-				r, err := c.EnqueueWorkflow(b.Context(), wf, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				waitSucceeded(b, s, n+1) // the callback has run
-				b.StopTimer()
-				if _, err := r.Wait(b.Context()); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-			}
-			b.ReportMetric(b.Elapsed().Seconds()*1000/float64(b.N), "ms/op")
-		})
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(total.Seconds()*1000/float64(b.N), "ms/op")
+			})
+		}
 	})
+}
+
+// BenchmarkWorkflowChordRatio runs the two workloads of
+// BenchmarkWorkflowChord alternately (independent tasks, then the chord,
+// b.N times), so that a machine whose load changes weighs on both alike.
+// It reports the medians of their elapsed times and of the chord-to-tasks
+// ratio of each pair (the target is at most 1.5), and the same for the
+// CPU time the process used (less sensitive to other processes on a busy
+// machine). Run it with a count of iterations, for example -benchtime 15x;
+// it prints the machine and its load average before and after.
+func BenchmarkWorkflowChordRatio(b *testing.B) {
+	benchStores(b, func(b *testing.B, open func() (store.Store, func())) {
+		logMachine(b)
+		var tasks, chords, tasksCPU, chordsCPU, ratios, cpuRatios []float64
+		for b.Loop() {
+			b.StopTimer()
+			t := timeIndependent(b, open)
+			c := timeChord(b, open)
+			b.StartTimer()
+			tasks, chords = append(tasks, durMS(t.wall)), append(chords, durMS(c.wall))
+			tasksCPU, chordsCPU = append(tasksCPU, durMS(t.cpu)), append(chordsCPU, durMS(c.cpu))
+			ratios = append(ratios, float64(c.wall)/float64(t.wall))
+			if t.cpu > 0 {
+				cpuRatios = append(cpuRatios, float64(c.cpu)/float64(t.cpu))
+			}
+		}
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(medianOf(tasks), "tasks-ms")
+		b.ReportMetric(medianOf(chords), "chord-ms")
+		b.ReportMetric(medianOf(ratios), "ratio")
+		if len(cpuRatios) > 0 {
+			b.ReportMetric(medianOf(tasksCPU), "tasks-cpu-ms")
+			b.ReportMetric(medianOf(chordsCPU), "chord-cpu-ms")
+			b.ReportMetric(medianOf(cpuRatios), "cpu-ratio")
+		}
+		slices.Sort(ratios)
+		slices.Sort(cpuRatios)
+		fmt.Printf("%s: ratios %.2f; CPU ratios %.2f\n", b.Name(), ratios, cpuRatios)
+		logMachine(b)
+	})
+}
+
+func durMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// medianOf returns the median of xs (the upper one of an even count).
+func medianOf(xs []float64) float64 {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
 
 // BenchmarkWorkflowChain measures a chain of 100 no-op steps, against 100
@@ -142,9 +241,9 @@ func BenchmarkWorkflowChord(b *testing.B) {
 // the one before it has finished; the metric is per step.
 func BenchmarkWorkflowChain(b *testing.B) {
 	const steps = 100
-	benchStores(b, func(b *testing.B, open func() store.Store) {
+	benchStores(b, func(b *testing.B, open func() (store.Store, func())) {
 		b.Run("client-driven", func(b *testing.B) {
-			s := open()
+			s, _ := open()
 			c, _ := kiln.NewClient(s, nil)
 			runFlowBenchWorker(b, s, 4)
 			for b.Loop() {
@@ -161,7 +260,7 @@ func BenchmarkWorkflowChain(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()*1e6/float64(b.N*steps), "µs/step")
 		})
 		b.Run("chain", func(b *testing.B) {
-			s := open()
+			s, _ := open()
 			c, _ := kiln.NewClient(s, nil)
 			runFlowBenchWorker(b, s, 4)
 			parts := make([]kiln.Step, steps)

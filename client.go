@@ -33,11 +33,35 @@ func NewClient(s store.Store, cfg *ClientConfig) (*Client, error) {
 	if cfg != nil {
 		c = *cfg
 	}
+	var err error
+	if c.Namespace, err = scopedNamespace(s, c.Namespace); err != nil {
+		return nil, fmt.Errorf("kiln: client config: %w", err)
+	}
 	c = c.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("kiln: client config: %w", err)
 	}
 	return &Client{s: s, ns: c.Namespace, limits: c.Limits.WithDefaults(), log: c.Logger, event: c.EventFunc}, nil
+}
+
+// scopedNamespace is the namespace of a worker or client of s whose config
+// names ns: a store that reaches one namespace only (store.Scoped, a
+// remote store with a worker secret) gives it when ns is empty, and
+// another ns is refused, since every call would be refused.
+func scopedNamespace(s store.Store, ns string) (string, error) {
+	sc, ok := s.(store.Scoped)
+	if !ok {
+		return ns, nil
+	}
+	scope := sc.ScopedNamespace()
+	switch {
+	case scope == "" || ns == scope:
+		return ns, nil
+	case ns == "":
+		return scope, nil
+	}
+	return "", &ValidationError{Field: "namespace", Err: ErrInvalidOption,
+		Reason: fmt.Sprintf("%q is not the store's project %q: a remote worker's store reaches its own project only (leave Namespace empty to use it)", ns, scope)}
 }
 
 // TaskRequest is one task of a batch given to EnqueueMany. It is plain data.

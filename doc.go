@@ -64,8 +64,12 @@
 // A handler steers what happens after a failure: returning an error that
 // wraps [SkipRetry] makes the task dead at once, [RetryAfter] chooses the
 // delay, and any other error retries the task after
-// [WorkerConfig.RetryDelayFunc] (exponential backoff with jitter by default)
-// until its retries run out. A panic is recovered into a [*PanicError].
+// [WorkerConfig.RetryDelayFunc] until its retries run out (25 by default,
+// [MaxRetriesDefault]). The default, [RetryDelayDefault], is an exponential
+// backoff with jitter: about 1 s before the second attempt, then 2 s, 4 s,
+// ... doubling up to 1 h, each pause drawn within ±25 % of its value, so a
+// task with the default retries keeps trying for about 14 hours. A panic is
+// recovered into a [*PanicError].
 //
 // [Fn] adapts a function with several typed arguments and results, as
 // machinery registers them, and [Define] makes a task type's argument and

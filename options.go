@@ -163,7 +163,9 @@ func (o *TaskOptions) taskInput(typ string, payload []byte, l store.Limits, now 
 // every default.
 type ClientConfig struct {
 	// Namespace scopes every task the client touches; empty means
-	// store.DefaultNamespace ("default").
+	// store.DefaultNamespace ("default"), or the project of a store that
+	// reaches one project only (store.Scoped: a remote store with a worker
+	// secret), which refuses another namespace.
 	Namespace string
 	// Limits bound what the client accepts before it calls the store; the
 	// zero value means store defaults (payloads up to 1 MiB, and so on).
@@ -222,7 +224,9 @@ func validateLimits(l store.Limits) []error {
 // every default.
 type WorkerConfig struct {
 	// Namespace scopes the tasks the worker takes; empty means
-	// store.DefaultNamespace ("default").
+	// store.DefaultNamespace ("default"), or the project of a store that
+	// reaches one project only (store.Scoped: a remote store with a worker
+	// secret), which refuses another namespace.
 	Namespace string
 	// ID names the worker in the store, for operators; empty means
 	// "hostname-pid-random".

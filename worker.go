@@ -149,6 +149,10 @@ func NewWorker(s store.Store, cfg *WorkerConfig) (*Worker, error) {
 	if cfg != nil {
 		c = *cfg
 	}
+	var err error
+	if c.Namespace, err = scopedNamespace(s, c.Namespace); err != nil {
+		return nil, fmt.Errorf("kiln: worker config: %w", err)
+	}
 	c = c.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("kiln: worker config: %w", err)

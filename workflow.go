@@ -264,10 +264,52 @@ func (c *compiler) step(w *Workflow, prev *flowspec.Shape, depth int) flowspec.S
 	return flowspec.Shape{IsList: true}
 }
 
+// countTasks returns the number of tasks of w (with their callbacks), or
+// limit once it reaches limit; a tree too deep or with nil steps counts
+// what it can (compiling it reports the problem).
+func countTasks(w *Workflow, depth, limit int) int {
+	if w == nil || depth > MaxWorkflowDepth || limit <= 0 {
+		return 0
+	}
+	n := 0
+	if w.kind == wfTask {
+		n = countSigs(w.sig, depth, limit)
+	}
+	for _, p := range w.parts {
+		n += countTasks(p, depth+1, limit-n)
+	}
+	if w.callback != nil {
+		n += countTasks(w.callback, depth+1, limit-n)
+	}
+	for _, s := range w.onError {
+		n += countSigs(s, depth, limit-n)
+	}
+	return min(n, limit)
+}
+
+// countSigs counts s and its callbacks, up to limit.
+func countSigs(s *Signature, depth, limit int) int {
+	if s == nil || depth > MaxWorkflowDepth || limit <= 0 {
+		return 0
+	}
+	n := 1
+	for _, cb := range s.OnSuccess {
+		n += countSigs(cb, depth+1, limit-n)
+	}
+	for _, cb := range s.OnError {
+		n += countSigs(cb, depth+1, limit-n)
+	}
+	return min(n, limit)
+}
+
 // compileWorkflow turns w into the store's flow and its spec.
 func compileWorkflow(w *Workflow, id string, ret time.Duration, l store.Limits, now time.Time) (store.FlowParams, error) {
 	c := &compiler{id: id, now: now, limits: l, ret: ret}
 	c.p.ID = id
+	// Room for every task up front: a big group appends many.
+	n := countTasks(w, 1, store.MaxFlowTasks+1)
+	c.spec.Members = make([]flowspec.Member, 0, n)
+	c.p.Tasks = make([]store.TaskInput, 0, n)
 	if w.kind == wfChain {
 		cur := (*flowspec.Shape)(nil)
 		for _, p := range w.parts {

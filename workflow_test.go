@@ -522,3 +522,40 @@ func TestWorkflowWorkerLostMidMember(t *testing.T) {
 		t.Fatalf("total %d, member ran %d times, callback %d; want 3, 2, 1", total, slowRuns.Load(), sumRuns.Load())
 	}
 }
+
+// TestWorkflowCountTasks checks that the compiler's up-front count is the
+// number of tasks it compiles (callbacks and nesting included), and that
+// a workflow whose subtrees repeat stops counting at the limit.
+func TestWorkflowCountTasks(t *testing.T) {
+	t.Parallel()
+	sig := func() *Signature {
+		s := NewSignature("a")
+		s.OnSuccess = []*Signature{NewSignature("ok")}
+		s.OnError = []*Signature{NewSignature("err", 1)}
+		return s
+	}
+	wfs := map[string]*Workflow{
+		"chord":      Chord(Group(sig(), NewSignature("b"), Chain(NewSignature("c"), sig())), NewSignature("cb")),
+		"chain":      Chain(NewSignature("a"), Group(NewSignature("b"), NewSignature("c")), NewSignature("d")).OnError(NewSignature("e")),
+		"task":       Chain(sig()),
+		"group":      Group(Chord(Group(NewSignature("a")), sig()), NewSignature("b")),
+		"chainChord": Chain(Chord(Group(NewSignature("a"), NewSignature("b")), NewSignature("c")), NewSignature("d")),
+	}
+	for name, wf := range wfs {
+		p, err := compileWorkflow(wf, "w", time.Hour, store.Limits{}.WithDefaults(), time.Now())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got, want := countTasks(wf, 1, store.MaxFlowTasks+1), len(p.Tasks)+len(p.Held); got != want {
+			t.Errorf("%s: countTasks = %d, compiled %d tasks", name, got, want)
+		}
+	}
+	// 2^40 tasks by reference: the count stops at the limit.
+	w := Group(NewSignature("a"), NewSignature("b"))
+	for range 39 {
+		w = Group(w, w)
+	}
+	if got := countTasks(w, 1, 1000); got != 1000 {
+		t.Errorf("countTasks of a repeated tree = %d, want the limit 1000", got)
+	}
+}

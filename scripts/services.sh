@@ -7,8 +7,9 @@
 #
 # What it does, in order, and only as much as needed:
 #   0. Install what is missing from Debian's packages, in one apt-get call:
-#      redis-server, postgresql, gcc (the race detector needs cgo) and
-#      bubblewrap (the code package runner's sandbox, whose tests must run).
+#      redis-server, postgresql, gcc (the race detector needs cgo),
+#      bubblewrap (the code package runner's sandbox, whose tests must run),
+#      chromium, nodejs and npm (the dashboard's browser tests).
 #   1. Redis: if KILN_TEST_REDIS_URL answers PING, use it. Otherwise start
 #      redis-server on loopback with nothing kept on disk, and wait until it
 #      answers.
@@ -97,8 +98,14 @@ install_missing() {
 	if ! command -v bwrap >/dev/null; then
 		pkgs+=(bubblewrap)
 	fi
-	# --- browser tests (later issues): add chromium chromium-driver here; see
-	# ensure_browser below.
+	# The dashboard's browser tests (make test/browser) drive Debian's
+	# Chromium with playwright-core (npm), which needs node and npm.
+	if [[ ! -x ${KILN_TEST_CHROMIUM:-/usr/bin/chromium} ]]; then
+		pkgs+=(chromium)
+	fi
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		pkgs+=(nodejs npm)
+	fi
 	if ((${#pkgs[@]} > 0)); then
 		apt_install "${pkgs[@]}"
 	fi
@@ -188,16 +195,22 @@ ensure_postgres() {
 # redact URL — hide a password in log lines (the printed env keeps it).
 redact() { sed -E 's#(://[^:/@]+):[^@/]*@#\1:***@#' <<<"$1"; }
 
-# ------------------------------------------- browser tests (later issues) ----
-# The dashboard's tests need Debian's Chromium and playwright-core from npm
-# (real components in the tests, never stand-ins). Not installed yet: when the first browser test
-# lands, add here, in the same style (check first, install only when missing):
-#   - apt_install chromium chromium-driver      (/usr/bin/chromium)
-#   - npm ci (or npm install playwright-core@<pinned>) in the folder holding the
-#     package.json of the browser tests — never `npx playwright install`: the
-#     machines reach no browser download, only Debian's and npm's packages
-#   - export KILN_TEST_CHROMIUM=/usr/bin/chromium
-ensure_browser() { :; }
+# ------------------------------------------------------- browser tests ----
+# The dashboard's browser tests drive Debian's Chromium (installed above, at
+# KILN_TEST_CHROMIUM, default /usr/bin/chromium) with playwright-core from
+# npm, pinned by the committed package-lock.json of the tests' folder: `npm
+# ci` there when it is missing. Never `npx playwright install`: no browser
+# download, only Debian's and npm's packages.
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/server/dashboard/testdata/e2e"
+ensure_browser() {
+	local chromium=${KILN_TEST_CHROMIUM:-/usr/bin/chromium}
+	[[ -x $chromium ]] || die "chromium is not installed at $chromium"
+	if [[ ! -d $E2E_DIR/node_modules/playwright-core ]]; then
+		log "browser tests: npm ci in $E2E_DIR"
+		(cd "$E2E_DIR" && npm ci --no-audit --no-fund >&2)
+	fi
+	log "browser tests: $chromium, playwright-core in $E2E_DIR"
+}
 
 main() {
 	local start=$EPOCHREALTIME

@@ -9,7 +9,8 @@
 #
 #   checks:  install golangci-lint if missing (once per machine), then lint
 #   builds:  go vet ./..., then build the fuzz test binaries (scripts/fuzz.sh --build)
-#   tests:   services/up, go test -race ./..., the iron_go3 and goworker modules
+#   tests:   services/up, go test -race ./..., the iron_go3 and goworker
+#            modules, the dashboard's browser tests (make test/browser)
 #
 # and then, when the tests and the binaries are done, the short fuzz pass
 # (TEST_FUZZTIME per target) on the binaries just built. Each line's steps
@@ -113,6 +114,7 @@ test_line() {
 		skip "go test -race ./..." "services/up failed"
 		skip "iron_go3 acceptance" "services/up failed"
 		skip "goworker interop" "services/up failed"
+		skip "dashboard browser tests" "services/up failed"
 		return 1
 	}
 	local rc=0
@@ -120,6 +122,7 @@ test_line() {
 	# Modules of their own (their clients never become dependencies of kiln).
 	step "iron_go3 acceptance" gotest_in server/ironapi/testdata/irongo3 -race -shuffle=on -timeout 5m ./... || rc=1
 	step "goworker interop" gotest_in resque/testdata/goworker -race -timeout 5m ./... || rc=1
+	step "dashboard browser tests" "$MAKE" --no-print-directory test/browser || rc=1
 	return "$rc"
 }
 

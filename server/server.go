@@ -23,6 +23,7 @@ import (
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/schedule"
 	"github.com/kilnhq/kiln/server/api"
+	"github.com/kilnhq/kiln/server/dashboard"
 	"github.com/kilnhq/kiln/server/ironapi"
 	"github.com/kilnhq/kiln/store"
 )
@@ -197,6 +198,10 @@ type Config struct {
 	// MaxCodeBytes caps a code package zip uploaded through the
 	// IronWorker API (/2/); default ironapi.MaxCodeBytesDefault (64 MiB).
 	MaxCodeBytes int64
+	// DisableDashboard turns the web dashboard off: GET /, /assets/ and
+	// /ui/ are then the API's (404). By default the server serves it
+	// (server/dashboard; docs/dashboard.md).
+	DisableDashboard bool
 	// Runner, when set, makes the server run the tasks of code packages
 	// itself (runner/hosted) while it serves; its Store and Logger are the
 	// server's. Nil: no runner here (other kiln processes sharing the store
@@ -285,6 +290,7 @@ func New(cfg *Config) (*Server, error) {
 		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
 		MaxOpenHandshakes: c.MaxOpenHandshakes,
+		TaskDefaults:      hosted.NewRegistry(meta, c.Clock).TaskDefaults,
 	})
 	if err != nil {
 		return nil, err
@@ -302,10 +308,26 @@ func New(cfg *Config) (*Server, error) {
 	if s.iron, err = ironapi.New(ironCfg); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/2/", s.iron)
-	mux.Handle("/", a)
-	s.handler = s.logRequests(mux)
+	apis := http.NewServeMux()
+	apis.Handle("/2/", s.iron)
+	apis.Handle("/", a)
+	var root http.Handler = apis
+	if !c.DisableDashboard {
+		dash, err := dashboard.New(dashboard.Config{Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		// The dashboard's paths go to it, every other to the APIs: a
+		// prefix test, so that an API request pays nothing for it.
+		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if dashboard.Owns(r) {
+				dash.ServeHTTP(w, r)
+				return
+			}
+			apis.ServeHTTP(w, r)
+		})
+	}
+	s.handler = s.logRequests(root)
 	if !c.DisableBootstrap {
 		if err := s.bootstrap(context.Background()); err != nil {
 			return nil, err

@@ -20,6 +20,15 @@ type Store interface {
 	Close() error
 }
 
+// Scoped is implemented by a store that reaches one namespace only: a
+// store/remote store that authenticates as a remote worker reaches its
+// project. ScopedNamespace returns that namespace, or "" when the store
+// reaches any. kiln.NewWorker and kiln.NewClient take it as their
+// namespace when their config names none, and refuse another.
+type Scoped interface {
+	ScopedNamespace() string
+}
+
 // Enqueuer adds tasks.
 type Enqueuer interface {
 	// Enqueue adds a batch of tasks. Each input is validated; an invalid or

@@ -28,9 +28,11 @@ func clientCommands() []*command {
 			args:    "<type> [payload|-] [flags]",
 			summary: "add a task (payload as an argument, or - for standard input)",
 			help: "Enqueue adds one task of the given type to the server. The payload is the second\n" +
-				"argument, or - to read it from standard input; --format json checks that it is\n" +
-				"valid JSON, --format base64 decodes it. Options left out get the server's\n" +
-				"defaults (25 retries, 30 min timeout). It prints the new task's id and state;\n" +
+				"argument, or - to read it from standard input. Valid JSON is sent as it is; what\n" +
+				"starts like JSON ({, [ or \") must be valid JSON unless --raw; other text is sent as\n" +
+				"raw bytes, with a note. --format json also compacts it, --format base64 decodes\n" +
+				"it. Options left out get the server's defaults (25 retries, 30 min timeout).\n" +
+				"It prints the new task's id and state;\n" +
 				"with --wait it waits for the task to finish and prints its result instead.",
 			run: runEnqueue,
 		},
@@ -167,20 +169,21 @@ func dispatchSub(ctx context.Context, std stdio, parent string, args []string, s
 	return f(ctx, std, args[1:])
 }
 
+// lookupClient is lookup for a command that must exist: every command of
+// kiln (not only the client commands of this file), so that `kiln code -h`
+// and `kiln schedule -h` print their own help.
 func lookupClient(name string) *command {
-	for _, c := range clientCommands() {
-		if c.name == name {
-			return c
-		}
+	if c := lookup(name); c != nil {
+		return c
 	}
-	return &command{name: name}
+	panic("kiln: no command " + name)
 }
 
 func sortedJoin(s []string) string { return strings.Join(slices.Sorted(slices.Values(s)), ", ") }
 
 // start parses a client command's flags, resolves the connection and checks
 // that a token is known.
-func start(std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string) (*conn, []string, error) {
+func start(ctx context.Context, std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string) (*conn, []string, error) {
 	cf.register(fs)
 	pos, err := parseArgs(fs, std, c, args)
 	if err != nil {
@@ -191,6 +194,9 @@ func start(std stdio, c *command, fs *flag.FlagSet, cf *connFlags, args []string
 		return nil, nil, err
 	}
 	if err := cn.needToken(); err != nil {
+		return nil, nil, err
+	}
+	if err := cn.tokenProject(ctx, c.name); err != nil {
 		return nil, nil, err
 	}
 	return cn, pos, nil
@@ -204,7 +210,7 @@ func show[T any](ctx context.Context, std stdio, c *command, args []string, narg
 	route func(cn *conn, pos []string) (what, path string), render func(cn *conn, v *T) error) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -304,6 +310,11 @@ func causeText(err error) string {
 	}
 	return err.Error()
 }
+
+// itemError is the error object of one item of a batch answer as the CLI
+// shows an error of the server, "<message> (<code>)": the object's own
+// Error method starts with "kiln: ", which run adds already.
+func itemError(e *wire.Error) error { return &apiclient.Error{Obj: e} }
 
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/kilnhq/kiln/internal/apiclient"
@@ -85,10 +87,19 @@ func runQueuePause(ctx context.Context, std stdio, verb string, args []string) e
 	if verb == "resume" {
 		help = "Resume lets workers lease from a paused queue again."
 	}
-	c := subcommand("queue", verb, "<queue>", help)
+	args0 := "<queue>"
+	if verb == "pause" {
+		help += "\nA queue without tasks is refused as a likely typo: --create pauses it before its first task."
+		args0 = "<queue> [--create]"
+	}
+	c := subcommand("queue", verb, args0, help)
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	var create bool
+	if verb == "pause" {
+		fs.BoolVar(&create, "create", false, "pause a queue that has no tasks yet (without it, an unknown queue is an error)")
+	}
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -96,7 +107,20 @@ func runQueuePause(ctx context.Context, std stdio, verb string, args []string) e
 		return err
 	}
 	var q wire.Queue
-	if err := cn.do(ctx, "queue "+verb+" "+pos[0], apiclient.Request{Method: http.MethodPost, Path: projectRoute(cn.project, "queues", pos[0], verb)}, &q); err != nil {
+	req := apiclient.Request{Method: http.MethodPost, Path: projectRoute(cn.project, "queues", pos[0], verb)}
+	if create {
+		req.Query = url.Values{"create": {"true"}}
+	}
+	if err := cn.do(ctx, "queue "+verb+" "+pos[0], req, &q); err != nil {
+		if apiclient.CodeOf(err) == wire.CodeNotFound {
+			var ce *cliError
+			if errors.As(err, &ce) {
+				ce.hint = "`kiln queue ls` lists the project's queues (project " + cn.project + ")"
+				if verb == "pause" {
+					ce.hint += "; --create pauses a queue before its first task"
+				}
+			}
+		}
 		return err
 	}
 	if cn.json {
@@ -139,7 +163,7 @@ func runWorkerRevoke(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("worker", "revoke", "<id>", "Revoke ends a remote worker's session keys at once; its calls get 401 from then on.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -173,7 +197,7 @@ func runProjectCreate(ctx context.Context, std stdio, args []string) error {
 	var cf connFlags
 	var name string
 	fs.StringVar(&name, "name", "", "a display name")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -203,7 +227,7 @@ func runProjectToken(ctx context.Context, std stdio, args []string) error {
 	var cf connFlags
 	var name string
 	fs.StringVar(&name, "name", "", "a name for the token, to tell it apart later")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}

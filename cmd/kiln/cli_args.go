@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -96,6 +97,7 @@ func (f *durationFlag) Set(s string) error {
 
 // Payload formats of `kiln enqueue --format`.
 const (
+	formatAuto   = "auto"
 	formatRaw    = "raw"
 	formatJSON   = "json"
 	formatBase64 = "base64"
@@ -106,51 +108,126 @@ const (
 // say "payload_too_large" with its own cap, without reading a huge input.
 const maxPayloadRead = 64 << 20
 
+// payloadFlags are the flags that say how to read a payload (enqueue,
+// schedule create).
+type payloadFlags struct {
+	format string
+	raw    bool
+}
+
+func (p *payloadFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.format, "format", formatAuto, "how to read the payload: auto (JSON when it is or looks like JSON, else raw), raw, json (checked, compacted) or base64")
+	fs.BoolVar(&p.raw, "raw", false, "send the payload byte for byte, even when it looks like JSON (--format raw)")
+}
+
+// check validates the flags and returns the format they choose.
+func (p *payloadFlags) check() (string, error) {
+	switch {
+	case p.raw && p.format != formatAuto && p.format != formatRaw:
+		return "", fmt.Errorf("--raw and --format %s disagree", p.format)
+	case p.raw:
+		return formatRaw, nil
+	}
+	switch p.format {
+	case formatAuto, formatRaw, formatJSON, formatBase64:
+		return p.format, nil
+	}
+	return "", fmt.Errorf("--format %q: want auto, raw, json or base64", p.format)
+}
+
+// read reads the payload argument (see parsePayload). When auto took a
+// payload that is not JSON as raw bytes, it says so on w, so that a typo in
+// a JSON payload does not pass unseen.
+func (p *payloadFlags) read(arg string, in io.Reader, w io.Writer) ([]byte, error) {
+	format, err := p.check()
+	if err != nil {
+		return nil, err
+	}
+	b, as, err := parsePayload(arg, in, format)
+	if err != nil {
+		return nil, err
+	}
+	if format == formatAuto && as == formatRaw && len(b) > 0 {
+		_, _ = fmt.Fprintf(w, "note: the payload is not JSON: sent as %d raw bytes (--raw: the same, without this note; --format json: refuse what is not JSON)\n", len(b)) // a note: a failed write is no failure
+	}
+	return b, nil
+}
+
+// looksLikeJSON reports whether b starts like a JSON object, array or
+// string: a payload that does is meant as JSON.
+func looksLikeJSON(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[' || b[0] == '"')
+}
+
 // parsePayload turns the payload argument into bytes: "-" reads stdin, and
-// format says how to read the text: raw (as is), json (must be one valid
-// JSON value; sent compacted) or base64 (standard alphabet, decoded).
-func parsePayload(arg string, stdin io.Reader, format string) ([]byte, error) {
+// format says how to read the text: auto ("" too: valid JSON or anything
+// that does not start like JSON is sent as is; what starts like JSON must
+// be valid JSON), raw (as is), json (must be one valid JSON value; sent
+// compacted) or base64 (standard alphabet, decoded). as is how it was
+// taken: formatJSON, formatRaw or formatBase64.
+func parsePayload(arg string, stdin io.Reader, format string) (b []byte, as string, err error) {
 	var raw []byte
 	if arg == "-" {
 		if stdin == nil {
-			return nil, errors.New("payload: no standard input")
+			return nil, "", errors.New("payload: no standard input")
 		}
 		b, err := io.ReadAll(io.LimitReader(stdin, maxPayloadRead+1))
 		if err != nil {
-			return nil, fmt.Errorf("payload: read standard input: %w", err)
+			return nil, "", fmt.Errorf("payload: read standard input: %w", err)
 		}
 		if len(b) > maxPayloadRead {
-			return nil, fmt.Errorf("payload: standard input is larger than %d bytes", maxPayloadRead)
+			return nil, "", fmt.Errorf("payload: standard input is larger than %d bytes", maxPayloadRead)
 		}
 		raw = b
 	} else {
 		raw = []byte(arg)
 	}
 	switch format {
-	case formatRaw, "":
-		return raw, nil
+	case formatAuto, "":
+		trimmed := bytes.TrimSpace(raw)
+		switch {
+		case len(trimmed) > 0 && json.Valid(trimmed):
+			return raw, formatJSON, nil
+		case looksLikeJSON(trimmed):
+			return nil, "", fmt.Errorf("payload: looks like JSON but is not valid JSON: %w (--raw sends it as it is)", jsonError(trimmed))
+		}
+		return raw, formatRaw, nil
+	case formatRaw:
+		return raw, formatRaw, nil
 	case formatJSON:
 		trimmed := bytes.TrimSpace(raw)
 		if len(trimmed) == 0 {
-			return nil, errors.New("payload: empty, want a JSON value (--format json)")
+			return nil, "", errors.New("payload: empty, want a JSON value (--format json)")
 		}
 		if !json.Valid(trimmed) {
-			var v any
-			err := json.Unmarshal(trimmed, &v)
-			return nil, fmt.Errorf("payload: not valid JSON (--format json): %w", err)
+			return nil, "", fmt.Errorf("payload: not valid JSON (--format json): %w", jsonError(trimmed))
 		}
 		var b bytes.Buffer
 		if err := json.Compact(&b, trimmed); err != nil {
-			return nil, fmt.Errorf("payload: %w", err)
+			return nil, "", fmt.Errorf("payload: %w", err)
 		}
-		return b.Bytes(), nil
+		return b.Bytes(), formatJSON, nil
 	case formatBase64:
 		b, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(raw)))
 		if err != nil {
-			return nil, fmt.Errorf("payload: not valid base64 (--format base64): %w", err)
+			return nil, "", fmt.Errorf("payload: not valid base64 (--format base64): %w", err)
 		}
-		return b, nil
+		return b, formatBase64, nil
 	default:
-		return nil, fmt.Errorf("--format %q: want raw, json or base64", format)
+		return nil, "", fmt.Errorf("--format %q: want auto, raw, json or base64", format)
 	}
+}
+
+// jsonError is why b is not one JSON value.
+func jsonError(b []byte) error {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&v); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return errors.New("it ends too soon (unexpected end of JSON input)")
+		}
+		return err
+	}
+	return fmt.Errorf("more after the first JSON value, at byte %d", dec.InputOffset())
 }

@@ -69,11 +69,18 @@ func TestParsePayload(t *testing.T) {
 		{name: "json empty", arg: "  ", format: formatJSON, bad: "empty"},
 		{name: "base64", arg: "AAH/", format: formatBase64, want: "\x00\x01\xff"},
 		{name: "base64 invalid", arg: "***", format: formatBase64, bad: "not valid base64"},
-		{name: "unknown format", arg: "x", format: "yaml", bad: "want raw, json or base64"},
+		{name: "unknown format", arg: "x", format: "yaml", bad: "want auto, raw, json or base64"},
+		{name: "auto JSON", arg: ` {"to": 1} `, format: formatAuto, want: ` {"to": 1} `},
+		{name: "auto text", arg: "hello", format: formatAuto, want: "hello"},
+		{name: "auto number", arg: "42", format: formatAuto, want: "42"},
+		{name: "auto broken object", arg: `{"to":`, format: formatAuto, bad: "looks like JSON but is not valid JSON"},
+		{name: "auto broken array", arg: `[1,`, format: formatAuto, bad: "--raw sends it as it is"},
+		{name: "auto broken stdin", arg: "-", stdin: `"unterminated`, format: formatAuto, bad: "looks like JSON"},
+		{name: "raw broken JSON", arg: `{"to":`, format: formatRaw, want: `{"to":`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := parsePayload(tt.arg, strings.NewReader(tt.stdin), tt.format)
+			got, _, err := parsePayload(tt.arg, strings.NewReader(tt.stdin), tt.format)
 			if tt.bad != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.bad) {
 					t.Fatalf("parsePayload: got (%q, %v), want an error with %q", got, err, tt.bad)
@@ -98,13 +105,16 @@ func FuzzParseArgs(f *testing.F) {
 		if d, err := parseDuration(s); err == nil && d < 0 {
 			t.Errorf("parseDuration(%q) = %s: negative", s, d)
 		}
-		if b, err := parsePayload(s, strings.NewReader(s), formatJSON); err == nil && !json.Valid(b) {
+		if b, _, err := parsePayload(s, strings.NewReader(s), formatJSON); err == nil && !json.Valid(b) {
 			t.Errorf("parsePayload(%q, json) = %q: not valid JSON", s, b)
 		}
-		if b, err := parsePayload(s, strings.NewReader(s), formatRaw); err != nil || (s != "-" && !bytes.Equal(b, []byte(s))) {
+		if b, _, err := parsePayload(s, strings.NewReader(s), formatRaw); err != nil || (s != "-" && !bytes.Equal(b, []byte(s))) {
 			t.Errorf("parsePayload(%q, raw) = (%q, %v)", s, b, err)
 		}
-		_, _ = parsePayload(s, strings.NewReader(s), formatBase64) // must not panic
+		_, _, _ = parsePayload(s, strings.NewReader(s), formatBase64) // must not panic
+		if b, as, err := parsePayload(s, strings.NewReader(s), formatAuto); err == nil && looksLikeJSON(b) && (as != formatJSON || !json.Valid(bytes.TrimSpace(b))) {
+			t.Errorf("parsePayload(%q, auto) = %q taken as %s: looks like JSON, is not valid JSON", s, b, as)
+		}
 	})
 }
 

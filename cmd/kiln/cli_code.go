@@ -118,12 +118,12 @@ func runCodeUpload(ctx context.Context, std stdio, args []string) error {
 	cmdLine := fs.String("command", "", "the program's command line instead of --file")
 	configFile := fs.String("config-file", "", "a file whose content every task gets as its -config file")
 	retries := fs.Int("retries", 0, "how many times a failed task runs again (0-10)")
-	retriesDelay := fs.Int("retries-delay", 0, "seconds between a failure and the next run")
+	retriesDelay := fs.Int("retries-delay", 0, "seconds between a failure and the next run (0: kiln's default backoff, 1 s doubling up to 1 h)")
 	maxConc := fs.Int("max-concurrency", 0, "how many of the package's tasks run at once at most (0: no cap)")
 	priority := fs.Int("priority", 0, "default priority of its tasks (0-2)")
 	var envs multiFlag
 	fs.Var(&envs, "env", "KEY=VALUE added to the tasks' environment (repeatable)")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -256,7 +256,7 @@ func runCodeList(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("code", "ls", "", "Ls lists the project's code packages.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -290,7 +290,7 @@ func runCodeRemove(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("code", "rm", "<name|id>", "Rm deletes a code package (every revision) and cancels its unfinished tasks.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -327,7 +327,7 @@ func runTaskLog(ctx context.Context, std stdio, args []string) error {
 	var cf connFlags
 	follow := fs.Bool("follow", false, "print the output as it comes until the task ends")
 	interval := fs.Duration("interval", 500*time.Millisecond, "how often --follow asks")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}

@@ -77,3 +77,35 @@ func TestCodeCommands(t *testing.T) {
 	wantExit(t, s, exitNotFound, "no code package", "code", "rm", "hello")
 	wantExit(t, s, exitUsage, "--name", "code", "upload", dir)
 }
+
+// TestCodeTaskRetriesCLI: the issue's walk-through. A package that fails
+// and has no retries (code ls: RETRIES 0), queued with kiln enqueue
+// code:<name>, runs once and is dead, with max_retries 0; it ran 26 times
+// in 30 s.
+func TestCodeTaskRetriesCLI(t *testing.T) {
+	t.Parallel()
+	s := &cliServer{url: kilntest.StartServer(t, &kilntest.ServerOptions{Runner: true, Configure: useTestAdminToken}).URL}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fail.sh"), []byte("echo ran\nexit 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustKiln(t, s, "code", "upload", dir, "--name", "fail", "--file", "fail.sh", "--runtime", "sh")
+	id, _, _ := strings.Cut(mustKiln(t, s, "enqueue", "code:fail", "{}"), "\t")
+	id = strings.TrimSpace(id)
+	wantExit(t, s, exitTaskFailed, "exit status 3", "task", "result", id, "--wait")
+	out := mustKiln(t, s, "task", "get", id, "--json")
+	var task struct {
+		State      string `json:"state"`
+		Attempt    int    `json:"attempt"`
+		MaxRetries int    `json:"max_retries"`
+	}
+	if err := json.Unmarshal([]byte(out), &task); err != nil {
+		t.Fatalf("task get --json printed %q: %v", out, err)
+	}
+	if task.State != "dead" || task.Attempt != 1 || task.MaxRetries != 0 {
+		t.Errorf("the task of a package with retries 0: state %s, attempt %d, max_retries %d; want dead after 1 attempt, max_retries 0", task.State, task.Attempt, task.MaxRetries)
+	}
+	if log := mustKiln(t, s, "task", "log", id); strings.Count(log, "ran\n") != 1 {
+		t.Errorf("task log %q: want one run", log)
+	}
+}

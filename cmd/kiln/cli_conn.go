@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -52,9 +53,9 @@ type connFlags struct {
 func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.url, "url", "", "server URL (env "+envURL+"; default from cli.json, else "+defaultURL+")")
 	fs.StringVar(&c.token, "token", "", "API token (env "+envToken+"; default from cli.json)")
-	fs.StringVar(&c.project, "project", "", "project id (env "+envProject+"; default from cli.json, else "+defaultProject+")")
+	fs.StringVar(&c.project, "project", "", "project id (env "+envProject+"; default: cli.json's with its token, else a project token's own, else cli.json's, else "+defaultProject+")")
 	fs.StringVar(&c.caCert, "ca-cert", "", "PEM file of the CA certificates to trust for an https:// server, instead of the system's (env "+envCACert+"; default from cli.json)")
-	fs.StringVar(&c.config, "config", "", "cli.json to read (env "+envCLIConfig+"; default ./"+defaultDataDir+"/"+cliFileName+", then $XDG_CONFIG_HOME/kiln/"+cliFileName+")")
+	fs.StringVar(&c.config, "config", "", "cli.json to read (env "+envCLIConfig+"; default: the first that exists of $"+envData+"/"+cliFileName+", ./"+defaultDataDir+"/"+cliFileName+", $XDG_CONFIG_HOME/kiln/"+cliFileName+" or ~/.config/kiln/"+cliFileName+")")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 }
 
@@ -63,6 +64,7 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 type conn struct {
 	url, token, project string
 	tokenFrom           string // "--token", "KILN_TOKEN", a file path, or ""
+	projectFrom         string // "flag", "KILN_PROJECT", a file path, or "" (the default)
 	caCert              string // the CA file trusted, or ""
 	file                string // the cli.json read, or ""
 	api                 *apiclient.Client
@@ -93,7 +95,7 @@ func (c *connFlags) resolve(getenv getenvFunc) (*conn, error) {
 		return def, ""
 	}
 	out.url, _ = pick(c.url, envURL, file.URL, defaultURL)
-	out.project, _ = pick(c.project, envProject, file.Project, defaultProject)
+	out.project, out.projectFrom = pick(c.project, envProject, file.Project, defaultProject)
 	out.token, out.tokenFrom = pick(c.token, envToken, file.Token, "")
 	if out.tokenFrom == "flag" {
 		out.tokenFrom = "--token"
@@ -188,6 +190,33 @@ func (c *conn) needToken() error {
 		msg:  "no token",
 		hint: "run `kiln server` first (it writes " + filepath.Join(defaultDataDir, cliFileName) + "), or set " + envToken + " or --token",
 	}
+}
+
+// tokenProject makes a project token's own project the project when none
+// was chosen for it: a project token alone works, instead of failing with
+// project "default" not found. The project is the token's unless --project
+// or KILN_PROJECT names one, or the project and the token come from the
+// same cli.json; GET /v1/whoami tells the token's project. An admin token
+// keeps the project it has (default "default").
+func (c *conn) tokenProject(ctx context.Context, what string) error {
+	switch {
+	case c.projectFrom == "flag" || c.projectFrom == envProject:
+		return nil // chosen by the user
+	case c.projectFrom != "" && c.projectFrom == c.tokenFrom:
+		return nil // the pair kiln server wrote, or the user put together
+	}
+	var who wire.Whoami
+	err := c.api.Do(ctx, apiclient.Request{Method: http.MethodGet, Path: apiclient.Path("v1", "whoami")}, &who)
+	switch {
+	case err == nil && !who.Admin && who.Project != "":
+		c.project, c.projectFrom = who.Project, "token"
+		return nil
+	case err == nil || apiclient.CodeOf(err) == wire.CodeNotFound:
+		// An admin token, or a server older than the route: keep the
+		// project, the command's own call says what is wrong with it.
+		return nil
+	}
+	return c.explain(what, err)
 }
 
 // Exit codes of the client commands (docs/cli.md).

@@ -78,7 +78,7 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 	var cf connFlags
 	var (
 		id, cronExpr, tz, startAt, endAt string
-		queue, uniqueKey, format         string
+		queue, uniqueKey                 string
 		priority, maxRetries, maxRuns    int
 		every, delay, timeout, uniqueTTL durationFlag
 		retention                        durationFlag
@@ -99,8 +99,9 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 	fs.Var(&uniqueTTL, "unique-ttl", "deduplication window of --unique-key (1s to 30d)")
 	untilSuccess := fs.Bool("unique-until-success", false, "release --unique-key as soon as the task succeeds, instead of holding it for the whole --unique-ttl")
 	fs.Var(&retention, "retention", "how long to keep each finished task (default 24h)")
-	fs.StringVar(&format, "format", formatRaw, "how to read the payload: raw, json (checked, compacted) or base64")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	var pf payloadFlags
+	pf.register(fs)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -148,11 +149,11 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 		if pos[1] == "-" {
 			in = stdin // read only when used: tests replace it
 		}
-		if payload, err = parsePayload(pos[1], in, format); err != nil {
+		if payload, err = pf.read(pos[1], in, std.stderr); err != nil {
 			return usagef("schedule create: %v", err)
 		}
-	} else if format != formatRaw && format != formatJSON && format != formatBase64 {
-		return usagef("schedule create: --format %q: want raw, json or base64", format)
+	} else if _, err := pf.check(); err != nil {
+		return usagef("schedule create: %v", err)
 	}
 	if queue == "" && strings.HasPrefix(pos[0], hosted.TypePrefix) {
 		queue = pos[0] // a code package's tasks live in the queue named like their type
@@ -265,7 +266,7 @@ func runScheduleChange(ctx context.Context, std stdio, verb string, args []strin
 	c := subcommand("schedule", verb, "<id>...", help)
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -295,7 +296,7 @@ func runScheduleChange(ctx context.Context, std stdio, verb string, args []strin
 		case firstErr == nil:
 			firstErr = err // returned: its exit code is the command's
 		default:
-			_, _ = fmt.Fprintf(std.stderr, "kiln: %v\n", err) // the other ids still run
+			printError(std.stderr, err) // the other ids still run
 		}
 	}
 	if cn.json && verb == "cancel" {

@@ -33,12 +33,12 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
 	var (
-		queue, uniqueKey, id, format string
-		priority, maxRetries         int
-		delay, timeout, uniqueTTL    durationFlag
-		retention                    durationFlag
-		wait                         bool
-		waitFor                      durationFlag
+		queue, uniqueKey, id      string
+		priority, maxRetries      int
+		delay, timeout, uniqueTTL durationFlag
+		retention                 durationFlag
+		wait                      bool
+		waitFor                   durationFlag
 	)
 	fs.StringVar(&queue, "queue", "", "queue (default \"default\", or the type itself for a code package's type code:<name>)")
 	fs.IntVar(&priority, "priority", 0, "priority 0-9, higher runs first")
@@ -50,10 +50,11 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	untilSuccess := fs.Bool("unique-until-success", false, "release --unique-key as soon as the task succeeds, instead of holding it for the whole --unique-ttl")
 	fs.Var(&retention, "retention", "how long to keep the finished task (default 24h)")
 	fs.StringVar(&id, "id", "", "the task's id (default: a new one); an existing id is refused")
-	fs.StringVar(&format, "format", formatRaw, "how to read the payload: raw, json (checked, compacted) or base64")
+	var pf payloadFlags
+	pf.register(fs)
 	fs.BoolVar(&wait, "wait", false, "wait for the task to finish and print its result (exit 5 if it fails)")
 	fs.Var(&waitFor, "wait-timeout", "with --wait, give up after this long (exit 7; default: wait forever)")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -78,12 +79,12 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 		if pos[1] == "-" {
 			in = stdin // read the global only when asked: tests replace it
 		}
-		payload, err = parsePayload(pos[1], in, format)
+		payload, err = pf.read(pos[1], in, std.stderr)
 		if err != nil {
 			return usagef("enqueue: %v", err)
 		}
-	} else if format != formatRaw && format != formatJSON && format != formatBase64 {
-		return usagef("enqueue: --format %q: want raw, json or base64", format)
+	} else if _, err := pf.check(); err != nil {
+		return usagef("enqueue: %v", err)
 	}
 	if queue == "" && strings.HasPrefix(pos[0], hosted.TypePrefix) {
 		// A code package's tasks live in the queue named like their type,
@@ -112,7 +113,7 @@ func runEnqueue(ctx context.Context, std stdio, args []string) error {
 	}
 	it := resp.Tasks[0]
 	if it.Error != nil {
-		e := &cliError{code: exitFailure, msg: "enqueue " + pos[0], err: it.Error}
+		e := &cliError{code: exitFailure, msg: "enqueue " + pos[0], err: itemError(it.Error)}
 		if it.Error.Code == wire.CodeDuplicate {
 			e.hint = "task " + it.ID + " holds the unique key; see it with `kiln task get " + it.ID + "`"
 		}
@@ -201,13 +202,48 @@ func printTask(w io.Writer, t *wire.Task) error {
 		tb.row("progress", fmtProgress(t.Progress))
 	}
 	if t.LastError != "" {
-		tb.row("last error", oneLine(t.LastError))
+		label, text := errorRow(t)
+		tb.row(label, text)
 	}
 	tb.row("payload", showBytes(t.Payload))
 	if t.Result != nil {
 		tb.row("result", showBytes(t.Result))
 	}
 	return tb.flush()
+}
+
+// errorRow is how a task view shows the task's last error. The error is
+// the task's current one only when the task is waiting for a retry, dead or
+// cancelled because of it; a task that is pending, active or succeeded
+// again (after an automatic or a `task retry`) keeps the error of an
+// earlier attempt, shown as such.
+func errorRow(t *wire.Task) (label, text string) {
+	if errorIsCurrent(t.State) {
+		return "last error", oneLine(t.LastError)
+	}
+	return "previous error", oneLine(t.LastError) + " (" + previousAttempt(t) + ")"
+}
+
+func errorIsCurrent(state string) bool {
+	switch state {
+	case store.StateRetry.String(), store.StateDead.String(), store.StateCancelled.String():
+		return true
+	}
+	return false
+}
+
+// previousAttempt says which run the last error of a task that is not in
+// an error state belongs to.
+func previousAttempt(t *wire.Task) string {
+	switch {
+	case t.State == store.StateActive.String() && t.Attempt > 1:
+		return fmt.Sprintf("of attempt %d; attempt %d is running", t.Attempt-1, t.Attempt)
+	case t.State == store.StateActive.String() || t.Attempt == 0:
+		return "of the run before `task retry`"
+	case t.State == store.StateSucceeded.String():
+		return "of an earlier attempt; the task succeeded since"
+	}
+	return fmt.Sprintf("of attempt %d", t.Attempt)
 }
 
 func fmtProgress(p *wire.Progress) string {
@@ -248,7 +284,7 @@ func runTaskList(ctx context.Context, std stdio, args []string) error {
 	fs.StringVar(&cursor, "cursor", "", "continue from the cursor a previous page printed")
 	fs.BoolVar(&newest, "newest", false, "newest first")
 	fs.BoolVar(&all, "all", false, "follow the cursor to the end")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -296,16 +332,45 @@ func runTaskList(ctx context.Context, std stdio, args []string) error {
 	}
 	tb := newTable(std.stdout, "ID", "TYPE", "QUEUE", "STATE", "ATTEMPT", "CREATED", "LAST ERROR")
 	for _, t := range tasks {
-		tb.row(t.ID, t.Type, t.Queue, t.State, strconv.Itoa(t.Attempt), fmtTime(t.CreatedAt), orDash(truncateText(oneLine(t.LastError), 60)))
+		lastErr := oneLine(t.LastError)
+		if lastErr != "" && !errorIsCurrent(t.State) {
+			lastErr = "(previous) " + lastErr
+		}
+		tb.row(t.ID, t.Type, t.Queue, t.State, strconv.Itoa(t.Attempt), fmtTime(t.CreatedAt), orDash(truncateText(lastErr, 60)))
 	}
 	if err := tb.flush(); err != nil {
 		return err
 	}
 	if next != "" {
-		_, err := fmt.Fprintf(std.stderr, "more: kiln task ls --cursor %s (or --all)\n", next)
+		// The next page's command repeats what chose this page: the
+		// filters, the order and the page size (a cursor continues one
+		// listing; without --newest it would go on oldest first).
+		more := []string{"kiln", "task", "ls"}
+		for _, f := range []struct{ name, val string }{{"--queue", queue}, {"--type", typ}, {"--state", states}} {
+			if f.val != "" {
+				more = append(more, f.name, shellQuote(f.val))
+			}
+		}
+		if limit != 50 {
+			more = append(more, "--limit", strconv.Itoa(limit))
+		}
+		if newest {
+			more = append(more, "--newest")
+		}
+		more = append(more, "--cursor", shellQuote(next))
+		_, err := fmt.Fprintf(std.stderr, "more: %s (or --all)\n", strings.Join(more, " "))
 		return err
 	}
 	return nil
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but letters,
+// digits and -_.,:/=@+ (a hint the user may paste).
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,:/=@+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func nonNil[T any](s []T) []T {
@@ -331,7 +396,7 @@ func runTaskAdmin(ctx context.Context, std stdio, verb string, args []string) er
 	c := subcommand("task", verb, "<id>...", help)
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -354,7 +419,7 @@ func runTaskAdmin(ctx context.Context, std stdio, verb string, args []string) er
 		for i, it := range resp.Items {
 			msg := "-"
 			if it.Error != nil {
-				msg = it.Error.Message + " (" + it.Error.Code + ")"
+				msg = itemError(it.Error).Error()
 			}
 			tb.row(pos[i], orDash(it.State), msg)
 		}
@@ -367,7 +432,7 @@ func runTaskAdmin(ctx context.Context, std stdio, verb string, args []string) er
 	code := exitOK
 	for i, it := range resp.Items {
 		if it.Error != nil {
-			failed = append(failed, fmt.Errorf("%s: %w", pos[i], it.Error))
+			failed = append(failed, fmt.Errorf("%s: %w", pos[i], itemError(it.Error)))
 			if code == exitOK || code == exitNotFound && it.Error.Code != wire.CodeNotFound {
 				code = exitFailure
 				if it.Error.Code == wire.CodeNotFound {
@@ -393,7 +458,7 @@ func runTaskResult(ctx context.Context, std stdio, args []string) error {
 	var waitFor durationFlag
 	fs.BoolVar(&wait, "wait", false, "wait until the task has finished")
 	fs.Var(&waitFor, "timeout", "with --wait, give up after this long (exit 7; default: wait forever)")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -472,7 +537,7 @@ func runTaskWatch(ctx context.Context, std stdio, args []string) error {
 			"not available). It exits like `task result`: 0 succeeded, 5 dead or cancelled.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}

@@ -52,7 +52,7 @@ func runWorkflowCancel(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("workflow", "cancel", "<id>", "Cancel cancels a workflow: every member not finished (an active one is asked to stop); members that wait for cancelled ones are cancelled by the workers.")
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -98,7 +98,7 @@ func runWorkflowList(ctx context.Context, std stdio, args []string) error {
 	var cf connFlags
 	after := fs.String("after", "", "start after this workflow id (the previous page's next cursor)")
 	limit := fs.Int("limit", 20, "workflows per page, 1..100")
-	cn, pos, err := start(std, c, fs, &cf, args)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
 	if err != nil {
 		return helpOK(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -119,12 +120,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "kiln: %s\nRun 'kiln help' for usage.\n", ue.msg) // nowhere to report a failed write
 		return 2
 	case errors.As(err, &ce):
-		_, _ = fmt.Fprintf(stderr, "kiln: %v\n", err) // nowhere to report a failed write
+		printError(stderr, err)
 		return ce.ExitCode()
 	default:
-		_, _ = fmt.Fprintf(stderr, "kiln: %v\n", err) // nowhere to report a failed write
+		printError(stderr, err)
 		return 1
 	}
+}
+
+// printError writes err in the one format of docs/cli.md: "kiln: <what>:
+// <message> (<code>)", and a "hint:" line when there is one. An error of a
+// library that starts with its own "kiln: " does not get a second one.
+func printError(w io.Writer, err error) {
+	msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "kiln: "), ": kiln: ", ": ")
+	_, _ = fmt.Fprintf(w, "kiln: %s\n", msg) // nowhere to report a failed write
 }
 
 func dispatch(ctx context.Context, std stdio, args []string) error {
@@ -169,8 +178,14 @@ func runVersion(_ context.Context, std stdio, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("version takes no arguments, got %q", fs.Args())
 	}
-	_, err := fmt.Fprintf(std.stdout, "kiln %s (%s %s/%s)\n", kilnVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return err
+	v := kilnVersion()
+	if _, err := fmt.Fprintf(std.stdout, "kiln %s (%s %s/%s)\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH); err != nil {
+		return err
+	}
+	if v == "devel" {
+		_, _ = fmt.Fprintln(std.stderr, "note: built without version information (go run, go test, -buildvcs=false or a git worktree): `make build` records the commit") // a note: nowhere to report a failed write
+	}
+	return nil
 }
 
 func runHelp(_ context.Context, std stdio, args []string) error {
@@ -230,8 +245,8 @@ func printCommandHelp(w io.Writer, c *command, fs *flag.FlagSet) error {
 	return err
 }
 
-// kilnVersion is the version set at link time, else the module version from
-// the build info (set by `go install ...@version`), else the VCS revision.
+// kilnVersion is the version set at link time (`make build`), else the one
+// the Go toolchain recorded in the binary (versionFromBuild).
 func kilnVersion() string {
 	if version != "" {
 		return version
@@ -240,6 +255,17 @@ func kilnVersion() string {
 	if !ok {
 		return "devel"
 	}
+	return versionFromBuild(info)
+}
+
+// versionFromBuild reads kiln's version from the build info: the main
+// module's version when the toolchain set one (`go install
+// module@version`, or since Go 1.24 a plain `go build` or `go install` in a
+// clone: a pseudo-version with the commit, "+dirty" for uncommitted
+// changes), else the commit the toolchain stamped (vcs.revision, "-dirty"
+// when vcs.modified), else "devel": built without version control
+// information (`go run`, `go test`, -buildvcs=false, no .git).
+func versionFromBuild(info *debug.BuildInfo) string {
 	if v := info.Main.Version; v != "" && v != "(devel)" {
 		return v
 	}
@@ -254,11 +280,11 @@ func kilnVersion() string {
 			}
 		}
 	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
 	if rev == "" {
 		return "devel"
 	}
-	return "devel-" + rev + dirty
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	return rev + dirty
 }

@@ -12,6 +12,8 @@ import (
 const (
 	// CodeBadRequest: The request is malformed: bad JSON, an unknown field, a duplicate key, trailing data or a wrong type.
 	CodeBadRequest = "bad_request"
+	// CodeConflictingFields: The request gives two fields that exclude each other (a task's payload and payload_json): the error's field names the second.
+	CodeConflictingFields = "conflicting_fields"
 	// CodeInvalidName: A name (project, queue, type, task id) is empty, too long or has characters outside [A-Za-z0-9._:-].
 	CodeInvalidName = "invalid_name"
 	// CodeInvalidOption: An option or parameter is out of range.
@@ -64,6 +66,7 @@ const (
 // must not be modified.
 var Codes = []Code{
 	{Code: CodeBadRequest, Status: http.StatusBadRequest, Sentinel: nil, RetryAfter: 0},
+	{Code: CodeConflictingFields, Status: http.StatusBadRequest, Sentinel: nil, RetryAfter: 0},
 	{Code: CodeInvalidName, Status: http.StatusBadRequest, Sentinel: store.ErrInvalidName, RetryAfter: 0},
 	{Code: CodeInvalidOption, Status: http.StatusBadRequest, Sentinel: store.ErrInvalidOption, RetryAfter: 0},
 	{Code: CodePayloadTooLarge, Status: http.StatusRequestEntityTooLarge, Sentinel: store.ErrPayloadTooLarge, RetryAfter: 0},

@@ -1,6 +1,11 @@
 package wire
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
 
 // Task is a task as the API returns it.
 type Task struct {
@@ -66,9 +71,34 @@ type TaskOptions struct {
 
 // TaskRequest is one task of an enqueue.
 type TaskRequest struct {
-	Type    string       `json:"type"`
-	Payload []byte       `json:"payload,omitempty"`
-	Options *TaskOptions `json:"options,omitempty"`
+	Type string `json:"type"`
+	// Payload is the payload's bytes, a base64 string in JSON.
+	Payload []byte `json:"payload,omitempty"`
+	// PayloadJSON is the payload given as JSON, for requests written by
+	// hand: any JSON value, whose compact text becomes the payload
+	// ({"to": "a"} gives the bytes {"to":"a"}). A task gives Payload or
+	// PayloadJSON, not both; see TaskRequest.PayloadBytes.
+	PayloadJSON json.RawMessage `json:"payload_json,omitempty"`
+	Options     *TaskOptions    `json:"options,omitempty"`
+}
+
+// PayloadBytes returns the task's payload: Payload, or the compact text of
+// PayloadJSON. Both given is a conflicting_fields error, a PayloadJSON that
+// is not one JSON value a bad_request error, both naming payload_json.
+func (r *TaskRequest) PayloadBytes() ([]byte, error) {
+	if r.PayloadJSON == nil {
+		return r.Payload, nil
+	}
+	if r.Payload != nil {
+		return nil, &Error{Code: CodeConflictingFields, Field: "payload_json",
+			Message: "payload and payload_json are both given: send the payload once, as base64 bytes in payload or as JSON in payload_json"}
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, r.PayloadJSON); err != nil {
+		return nil, &Error{Code: CodeBadRequest, Field: "payload_json",
+			Message: fmt.Sprintf("payload_json is not one JSON value: %v", err)}
+	}
+	return b.Bytes(), nil
 }
 
 // EnqueueRequest is the body of POST /v1/projects/{p}/tasks.
@@ -135,6 +165,17 @@ type QueueList struct {
 type ProjectStats struct {
 	Project string  `json:"project"`
 	Queues  []Queue `json:"queues"`
+}
+
+// Whoami is the answer of GET /v1/whoami: what the token of the request
+// is, so that a client given only a token knows its project.
+type Whoami struct {
+	// Admin is true for an admin token (every project).
+	Admin bool `json:"admin"`
+	// Project is a project token's project; empty for an admin token.
+	Project string `json:"project"`
+	// TokenID is the token's id (as in GET .../tokens), not its secret.
+	TokenID string `json:"token_id"`
 }
 
 // ServerStats is the answer of GET /v1/stats.
@@ -332,7 +373,7 @@ type Session struct {
 type Worker struct {
 	ID               string     `json:"id"`
 	Name             string     `json:"name"`
-	State            string     `json:"state"` // registered, verified or revoked
+	State            string     `json:"state"` // registered, verified, expired (a verified worker whose session ended) or revoked
 	CreatedAt        time.Time  `json:"created_at"`
 	LastSeenAt       *time.Time `json:"last_seen_at"`
 	SessionExpiresAt *time.Time `json:"session_expires_at"`

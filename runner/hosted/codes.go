@@ -233,6 +233,56 @@ func (r *Registry) Latest(ctx context.Context, project, codeID string) (*Revisio
 	return revs[len(revs)-1], nil
 }
 
+// TaskDefaults gives a task of a code package (type TaskType(name))
+// enqueued through the server's native API what it gets through the
+// IronWorker API: the package's queue (named like the type, where the
+// runner takes its tasks) unless queueGiven, and the retries of the
+// package's latest revision as its MaxRetries, whatever the request said
+// (store/remote always sends one), so that the package's task retries as
+// the package says by every door. Another type, or a package that does
+// not exist (yet), keeps its retries.
+func (r *Registry) TaskDefaults(ctx context.Context, project string, in *store.TaskInput, queueGiven bool) error {
+	if !strings.HasPrefix(in.Type, TypePrefix) {
+		return nil
+	}
+	if !queueGiven {
+		in.Queue = in.Type
+	}
+	n, found, err := r.retries(ctx, project, in.Type)
+	if err != nil {
+		return err
+	}
+	if found {
+		in.MaxRetries = n
+	}
+	return nil
+}
+
+// retries returns the retries of the latest revision of the code package
+// whose tasks have type typ in project; found is false for a type that is
+// not a code package's and for a package or revision that does not exist.
+func (r *Registry) retries(ctx context.Context, project, typ string) (retries int, found bool, err error) {
+	name, ok := strings.CutPrefix(typ, TypePrefix)
+	if !ok || CheckName(name) != nil {
+		return 0, false, nil
+	}
+	c, err := r.Lookup(ctx, project, name)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	rev, err := r.Latest(ctx, project, c.ID)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return rev.Retries, true, nil
+}
+
 // Revision returns one revision, or ErrNotFound.
 func (r *Registry) Revision(ctx context.Context, project, codeID string, rev int) (*Revision, error) {
 	var rv Revision
@@ -467,6 +517,10 @@ type Envelope struct {
 	// if any.
 	ScheduleID   string `json:"schedule_id,omitempty"`
 	ScheduleName string `json:"schedule_name,omitempty"`
+
+	// native is set on the envelope revisionOf makes for a task that came
+	// without one: the package's retry settings apply when it fails.
+	native bool
 }
 
 // The statuses a task's error text starts with (kiln's LastError), so the

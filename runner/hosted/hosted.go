@@ -435,14 +435,62 @@ func (h *Hosted) Shutdown(ctx context.Context) error {
 	}
 }
 
-// retryDelay is the workers' RetryDelayFunc: the package's retries_delay,
-// recorded in the task's envelope.
-func retryDelay(_ int, _ error, t *kiln.Task) time.Duration {
+// retryDelay is the workers' RetryDelayFunc: the package's retries_delay
+// (recorded in the task's envelope, or found by process for a task that
+// has none), or kiln's default backoff when the package has none.
+func retryDelay(attempt int, err error, t *kiln.Task) time.Duration {
+	var pe *packageError
+	if errors.As(err, &pe) {
+		return packageDelay(pe.retriesDelay, attempt, err, t)
+	}
 	var env Envelope
 	if json.Unmarshal(t.Payload, &env) != nil {
-		return 0
+		return kiln.RetryDelayDefault(attempt, err, t)
 	}
-	return time.Duration(env.RetriesDelay) * time.Second
+	return packageDelay(env.RetriesDelay, attempt, err, t)
+}
+
+// packageDelay is the pause before the next attempt of a package whose
+// retries_delay is seconds: that many seconds, or with 0 (not set)
+// kiln.RetryDelayDefault, an exponential backoff with jitter.
+func packageDelay(seconds, attempt int, err error, t *kiln.Task) time.Duration {
+	if seconds > 0 {
+		return time.Duration(seconds) * time.Second
+	}
+	return kiln.RetryDelayDefault(attempt, err, t)
+}
+
+// packageError is the failure of an attempt of a task that entered
+// without an envelope (kiln enqueue, the native API, the library, a
+// native schedule): it carries the package's retry settings, which such a
+// task did not get when it was enqueued. Its text is the failure's own.
+type packageError struct {
+	err          error
+	retriesDelay int  // the package's retries_delay, for retryDelay
+	last         bool // the package's retries are used up: wraps kiln.SkipRetry
+}
+
+func (e *packageError) Error() string { return e.err.Error() }
+
+func (e *packageError) Unwrap() []error {
+	if e.last {
+		return []error{e.err, kiln.SkipRetry}
+	}
+	return []error{e.err}
+}
+
+// packageRetries applies rev's retries and retries_delay to the failure
+// err of attempt t.Attempt of a task without an envelope. A task with an
+// envelope got them when it was queued (its max_retries, its envelope's
+// retries_delay); so do the tasks of the native API, whose server records
+// the package's retries as their max_retries, but not those a library
+// client enqueued into the store directly. A cancelled or stopped attempt
+// is left as it is.
+func packageRetries(ctx context.Context, err error, env *Envelope, rev *Revision, t *kiln.Task) error {
+	if err == nil || !env.native || ctx.Err() != nil || errors.Is(err, kiln.SkipRetry) {
+		return err
+	}
+	return &packageError{err: err, retriesDelay: rev.RetriesDelay, last: t.Attempt > rev.Retries}
 }
 
 // process runs one attempt of a code package task: it finds the package
@@ -470,9 +518,9 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 	}
 	res, err := h.runProgram(ctx, project, rev, &env, t)
 	if err != nil {
-		return err
+		return packageRetries(ctx, err, &env, rev, t)
 	}
-	return outcome(ctx, res, rev, t)
+	return packageRetries(ctx, outcome(ctx, res, rev, t), &env, rev, t)
 }
 
 // revisionOf reads the task's envelope and finds the code package revision
@@ -483,7 +531,7 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 func (h *Hosted) revisionOf(ctx context.Context, project string, t *kiln.Task) (Envelope, *Revision, error) {
 	var env Envelope
 	if err := json.Unmarshal(t.Payload, &env); err != nil || (env.CodeID == "" && env.CodeName == "") {
-		env = Envelope{Payload: string(t.Payload), CodeName: strings.TrimPrefix(t.Type, TypePrefix)}
+		env = Envelope{Payload: string(t.Payload), CodeName: strings.TrimPrefix(t.Type, TypePrefix), native: true}
 		code, err := h.reg.Lookup(ctx, project, env.CodeName)
 		if errors.Is(err, ErrNotFound) {
 			return env, nil, fmt.Errorf("%sno code package %q in this project (%w)", ErrPrefixError, env.CodeName, kiln.SkipRetry)

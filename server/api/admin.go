@@ -67,6 +67,15 @@ func (a *API) visibleProjects(c *call) ([]wire.Project, error) {
 	return out, err
 }
 
+// whoami tells what the request's token is: an admin token, or a project
+// token and its project (the CLI's project when only a token is given).
+func (a *API) whoami(c *call) error {
+	if err := c.noBody(); err != nil {
+		return err
+	}
+	return c.json(http.StatusOK, wire.Whoami{Admin: c.who.admin, Project: c.who.project, TokenID: c.who.tokenID})
+}
+
 func (a *API) stats(c *call) error {
 	if err := c.noBody(); err != nil {
 		return err

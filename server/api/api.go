@@ -115,6 +115,12 @@ type Config struct {
 	// events of every project), synchronously on the request's goroutine:
 	// it must be fast and safe for concurrent use.
 	EventFunc func(wire.Event)
+	// TaskDefaults, when set, sees every valid task of a native enqueue
+	// before it is stored and may set what its type decides (a code
+	// package's task takes the package's queue, unless queueGiven, and its
+	// retries; see hosted.Registry.TaskDefaults). An error fails the
+	// request.
+	TaskDefaults func(ctx context.Context, project string, in *store.TaskInput, queueGiven bool) error
 	// MaxBodyBytes caps request bodies; default MaxBodyBytesDefault (8 MiB).
 	MaxBodyBytes int64
 	// HandshakeTimeout is how long a worker has to answer its challenge;
@@ -306,8 +312,8 @@ const (
 	Admin
 	// Probe (/readyz) checks the store before the credential, since the
 	// credentials live in the store: while the store does not answer,
-	// anyone gets 503 saying so; once it answers, any valid credential is
-	// needed, as with Any.
+	// anyone gets 503 saying so. It needs no credential (a load balancer
+	// has none); a credential that is given must be valid, as with Any.
 	Probe
 	// TokenOrSession: a token, or a session key of the route's project,
 	// for reads a worker needs besides its leases (tasks:batchGet: a
@@ -554,7 +560,10 @@ func (a *API) wrap(rt Route) http.Handler {
 
 func (a *API) admit(c *call, rt Route) error {
 	r := c.r
-	if rt.Access != Public && rt.Access != Handshake {
+	// A probe without a credential (a load balancer's) is answered; one
+	// with a credential checks it, as the remote store's Ping relies on.
+	anonymousProbe := rt.Access == Probe && r.Header.Get("Authorization") == ""
+	if rt.Access != Public && rt.Access != Handshake && !anonymousProbe {
 		who, err := a.authenticate(r)
 		if err != nil {
 			return err

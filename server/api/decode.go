@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -78,6 +79,13 @@ func decodeError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		field := te.Field
+		if te.Type != nil && te.Type.Kind() == reflect.Slice && te.Type.Elem().Kind() == reflect.Uint8 {
+			msg := fmt.Sprintf("%s: a JSON %s where bytes go: bytes are a base64 string", field, te.Value)
+			if field == "payload" || strings.HasSuffix(field, ".payload") {
+				msg += "; to send a JSON payload as it is, use payload_json"
+			}
+			return &wire.Error{Code: wire.CodeBadRequest, Field: field, Message: msg}
+		}
 		return &wire.Error{Code: wire.CodeBadRequest, Field: field,
 			Message: fmt.Sprintf("%s: a JSON %s cannot be a %s", field, te.Value, te.Type)}
 	}

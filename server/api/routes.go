@@ -7,6 +7,7 @@ func (a *API) table() []Route {
 		{"GET", "/healthz", Public, a.healthz},
 		{"GET", "/readyz", Probe, a.readyz},
 		{"GET", "/v1/stats", Token, a.stats},
+		{"GET", "/v1/whoami", Token, a.whoami},
 		{"POST", "/v1/admin/tokens", Admin, a.createAdminToken},
 		{"POST", "/v1/admin/sweep", Admin, a.sweep},
 

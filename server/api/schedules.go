@@ -106,7 +106,11 @@ func (req *ScheduleRequest) ToSchedule(p string) (*schedule.Schedule, error) {
 		}
 		s.MaxRuns = *req.MaxRuns
 	}
-	s.Task = schedule.Task{Type: req.Task.Type, Payload: req.Task.Payload}
+	payload, err := req.Task.PayloadBytes()
+	if err != nil {
+		return nil, err
+	}
+	s.Task = schedule.Task{Type: req.Task.Type, Payload: payload}
 	if o := req.Task.Options; o != nil {
 		opts, err := taskOptions(o)
 		if err != nil {

@@ -27,7 +27,11 @@ func TaskInput(req *wire.TaskRequest, l store.Limits, now time.Time) (store.Task
 	if err != nil {
 		return store.TaskInput{}, err
 	}
-	return hook.TaskInput(&opts, req.Type, req.Payload, l, now)
+	payload, err := req.PayloadBytes()
+	if err != nil {
+		return store.TaskInput{}, err
+	}
+	return hook.TaskInput(&opts, req.Type, payload, l, now)
 }
 
 // taskOptions turns the options of a request into kiln's, by the one rule
@@ -84,6 +88,12 @@ func (a *API) enqueue(c *call) error {
 		if err != nil {
 			out[i] = wire.EnqueueItem{ID: in.ID, Error: wire.Object(err)}
 			continue
+		}
+		if f := a.cfg.TaskDefaults; f != nil {
+			o := req.Tasks[i].Options
+			if err := f(c.ctx(), c.ns(), &in, o != nil && o.Queue != ""); err != nil {
+				return err
+			}
 		}
 		inputs = append(inputs, in)
 		index = append(index, i)
@@ -494,13 +504,48 @@ func (a *API) listQueues(c *call) error {
 	return c.json(http.StatusOK, wire.QueueList{Queues: queues(res.Queues)})
 }
 
+// setPaused pauses or resumes a queue. A queue the store does not know (no
+// task in any state, not paused) is refused with not_found: pausing a name
+// nothing uses is almost always a typo, and it would stay behind in the
+// queue list as an empty paused queue. ?create=true takes such a queue
+// anyway: pause makes it (paused before its first task arrives), resume
+// does nothing; store/remote sends it, for the store's own semantics.
 func (a *API) setPaused(c *call, paused bool) error {
+	q, err := query(c.r, "create")
+	if err != nil {
+		return err
+	}
+	create := false
+	if v := q.Get("create"); v != "" {
+		if create, err = strconv.ParseBool(v); err != nil {
+			return errf(wire.CodeBadRequest, "create", "%q is not true or false", v)
+		}
+	}
 	if err := c.noBody(); err != nil {
 		return err
 	}
 	name := c.r.PathValue("q")
 	if err := store.CheckName("queue", name); err != nil {
 		return err
+	}
+	if !create {
+		res, err := a.st.Stats(c.ctx(), store.StatsParams{Namespace: c.ns(), Queues: []string{name}})
+		if err != nil {
+			return err
+		}
+		known := false
+		for _, qs := range res.Queues {
+			// Stats answers for every queue it is asked about, an unknown
+			// one with zero counts.
+			known = known || qs.Queue == name && (qs.Total() > 0 || qs.Paused)
+		}
+		if !known {
+			hint := ""
+			if paused {
+				hint = " (?create=true pauses it before its first task)"
+			}
+			return wire.Errorf(wire.CodeNotFound, "queue %q not found: it has no tasks and is not paused%s", name, hint)
+		}
 	}
 	if err := a.st.SetQueuePaused(c.ctx(), store.QueuePauseParams{Namespace: c.ns(), Queue: name, Paused: paused}); err != nil {
 		return err

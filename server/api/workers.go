@@ -24,6 +24,9 @@ const (
 	workerRegistered = "registered"
 	workerVerified   = "verified"
 	workerRevoked    = "revoked"
+	// workerExpired is not stored: GET .../workers shows a verified worker
+	// whose session expired so.
+	workerExpired = "expired"
 )
 
 type workerRecord struct {
@@ -289,12 +292,20 @@ func (a *API) refresh(c *call) error {
 
 func (a *API) listWorkers(c *call) error {
 	out := wire.WorkerList{Workers: []wire.Worker{}}
+	now := a.clock.Now()
 	err := a.listRecords(c.ctx(), c.ns(), keyWorker, func(_ string, v []byte) error {
 		var w workerRecord
 		if err := json.Unmarshal(v, &w); err != nil {
 			return err
 		}
-		out.Workers = append(out.Workers, w.wire())
+		ww := w.wire()
+		if ww.State == workerVerified && ww.SessionExpiresAt != nil && !now.Before(*ww.SessionExpiresAt) {
+			// The worker's session ended and it did not refresh it: it
+			// stopped (or lost the server). Verified would claim a worker
+			// that can still take work.
+			ww.State = workerExpired
+		}
+		out.Workers = append(out.Workers, ww)
 		return nil
 	})
 	if err != nil {

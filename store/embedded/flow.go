@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/record"
@@ -131,13 +132,20 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	for i := range p.Held {
 		ids = append(ids, p.Held[i].Task.ID)
 	}
-	for _, id := range ids {
-		ok, err := exists(nameKey(kID, ns.name, id))
-		if err != nil {
-			s.mu.Unlock()
-			return fmt.Errorf("embedded: enqueue flow: %w", err)
-		}
-		if ok || ns.tasks[id] != nil || fi.held[id] != nil {
+	// The ids are checked in one batched read: a chord has many.
+	idKeys := make([][]byte, len(ids))
+	for i, id := range ids {
+		idKeys[i] = nameKey(kID, ns.name, id)
+	}
+	s.d.mu.RLock()
+	stored, err := s.d.eng.getMany(idKeys)
+	s.d.mu.RUnlock()
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("embedded: enqueue flow: %w", err)
+	}
+	for i, id := range ids {
+		if stored[i] != nil || ns.tasks[id] != nil || fi.held[id] != nil {
 			s.mu.Unlock()
 			return fmt.Errorf("embedded: enqueue flow %q: task %q: %w", p.ID, id, store.ErrTaskExists)
 		}
@@ -149,7 +157,11 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	fi.live[p.ID] = len(ids)
 	fi.open[p.ID] = len(ids)
 	fi.tasks[p.ID] = ids
-	var ops []op
+	nops := 1 + 3*len(p.Tasks)
+	for i := range p.Held {
+		nops += 1 + len(p.Held[i].After)
+	}
+	ops := make([]op, 0, nops)
 	for i := range p.Held {
 		h := &p.Held[i]
 		rec.Held[i] = h.Task.ID
@@ -175,7 +187,7 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	}
 	ops = append(ops, op{key: nameKey(kFlow, ns.name, p.ID), val: v})
 	for i := range p.Tasks {
-		ops = append(ops, s.addTaskLocked(ns, &p.Tasks[i], now)...)
+		ops = s.addTaskLocked(ops, ns, &p.Tasks[i], now)
 	}
 	b := s.write(ops...)
 	s.mu.Unlock()
@@ -186,8 +198,9 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 }
 
 // addTaskLocked creates the task in (already validated, without a unique
-// key) in memory and returns the records to write. The caller holds s.mu.
-func (s *Store) addTaskLocked(ns *namespace, in *store.TaskInput, now time.Time) []op {
+// key) in memory and returns ops with the records to write appended. The
+// caller holds s.mu.
+func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now time.Time) []op {
 	s.seq++
 	e := &entry{seq: s.seq, idx: -1, t: store.Task{
 		Namespace: ns.name, ID: in.ID, Type: in.Type, Queue: in.Queue,
@@ -215,11 +228,11 @@ func (s *Store) addTaskLocked(ns *namespace, in *store.TaskInput, now time.Time)
 	}
 	q.counts[e.t.State]++
 	ns.tasks[e.t.ID] = e
-	return []op{
-		{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
-		{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-		{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
-	}
+	return append(ops,
+		op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
+		op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
+		op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
+	)
 }
 
 // flowDone counts task id of ns as finished for the held tasks that wait
@@ -248,7 +261,7 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 		}
 		delete(fi.held, hid)
 		s.flowOps = append(s.flowOps, op{key: nameKey(kHeld, ns.name, hid)})
-		s.flowOps = append(s.flowOps, s.addTaskLocked(ns, &h.in, now)...)
+		s.flowOps = s.addTaskLocked(s.flowOps, ns, &h.in, now)
 	}
 }
 
@@ -258,7 +271,9 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 // (the caller's batch), so the members' results go together. The caller
 // holds s.mu.
 //
-// A member whose record cannot be read keeps its own expiry.
+// The members no longer in memory are read from the engine in one batched
+// read (a chord's members are many); a member whose record cannot be read
+// keeps its own expiry.
 func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.Time) {
 	fi := s.flows[ns.name]
 	if fi == nil {
@@ -278,33 +293,54 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	}
 	delete(fi.open, fid)
 	exp := now.Add(ret)
+	var onDisk []string
 	for _, m := range fi.tasks[fid] {
 		if _, stored := fi.member[m]; !stored {
 			continue
 		}
-		if e := ns.tasks[m]; e != nil {
-			if !e.t.State.Terminal() || !e.t.ExpiresAt.Before(exp) {
-				continue
-			}
-			e.t.ExpiresAt = exp
-			s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)})
-			heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: e.seq})
-			// The caller's write lands in the current batch or, if the
-			// commit loop takes that one first, the next: keep e in
-			// memory until the later of them is durable.
-			s.c.mu.Lock()
-			e.gen = s.c.cur.gen + 1
-			s.c.mu.Unlock()
-			s.evict = append(s.evict, timedItem{ns: ns.name, id: m, seq: e.gen, e: e})
+		e := ns.tasks[m]
+		if e == nil {
+			onDisk = append(onDisk, m)
 			continue
 		}
-		t, seq, err := s.readTask(ns.name, m, false)
-		if err != nil || t == nil || !t.State.Terminal() || !t.ExpiresAt.Before(exp) {
+		if !e.t.State.Terminal() || !e.t.ExpiresAt.Before(exp) {
 			continue
+		}
+		e.t.ExpiresAt = exp
+		s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)})
+		heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: e.seq})
+		// The caller's write lands in the current batch or, if the
+		// commit loop takes that one first, the next: keep e in
+		// memory until the later of them is durable.
+		s.c.mu.Lock()
+		e.gen = s.c.cur.gen + 1
+		s.c.mu.Unlock()
+		s.evict = append(s.evict, timedItem{ns: ns.name, id: m, seq: e.gen, e: e})
+	}
+	if len(onDisk) == 0 {
+		return
+	}
+	raise := func(m string, t *store.Task, seq uint64) {
+		if t == nil || !t.State.Terminal() || !t.ExpiresAt.Before(exp) {
+			return
 		}
 		t.ExpiresAt = exp
 		s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, seq), val: record.Encode(nil, seq, t)})
 		heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: seq})
+	}
+	s.flowOps = slices.Grow(s.flowOps, len(onDisk))
+	ts, seqs, err := s.readTasksSeq(ns.name, onDisk, false)
+	if err != nil {
+		// One bad record fails the batched read: read each on its own.
+		for _, m := range onDisk {
+			if t, seq, err := s.readTask(ns.name, m, false); err == nil {
+				raise(m, t, seq)
+			}
+		}
+		return
+	}
+	for i, m := range onDisk {
+		raise(m, ts[i], seqs[i])
 	}
 }
 

@@ -513,6 +513,13 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 // then the records and payloads of all of them. The answer has a task or nil
 // (absent) at each index of ids.
 func (s *Store) readTasks(ns string, ids []string) ([]*store.Task, error) {
+	ts, _, err := s.readTasksSeq(ns, ids, true)
+	return ts, err
+}
+
+// readTasksSeq is readTasks that also returns each task's sequence number
+// (0 for an absent one) and reads the payloads only when payload is set.
+func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Task, []uint64, error) {
 	s.d.mu.RLock()
 	defer s.d.mu.RUnlock()
 	eng := s.d.eng
@@ -520,15 +527,20 @@ func (s *Store) readTasks(ns string, ids []string) ([]*store.Task, error) {
 	for i, id := range ids {
 		keys[i] = nameKey(kID, ns, id)
 	}
-	seqs, err := eng.getMany(keys)
+	seqVals, err := eng.getMany(keys)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// found[j] is the index in ids of the task whose record and payload
-	// are keys[2j] and keys[2j+1].
+	per := 1
+	if payload {
+		per = 2
+	}
+	// found[j] is the index in ids of the task whose record (and payload)
+	// are keys[per*j] (and keys[per*j+1]).
 	found := make([]int, 0, len(ids))
+	seqs := make([]uint64, len(ids))
 	keys = keys[:0]
-	for i, v := range seqs {
+	for i, v := range seqVals {
 		if len(v) != 8 {
 			continue
 		}
@@ -537,30 +549,35 @@ func (s *Store) readTasks(ns string, ids []string) ([]*store.Task, error) {
 			continue
 		}
 		found = append(found, i)
-		keys = append(keys, seqKey(kTask, ns, seq), seqKey(kPayload, ns, seq))
+		keys = append(keys, seqKey(kTask, ns, seq))
+		if payload {
+			keys = append(keys, seqKey(kPayload, ns, seq))
+		}
 	}
 	vals, err := eng.getMany(keys)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]*store.Task, len(ids))
 	for j, i := range found {
-		rec := vals[2*j]
+		rec := vals[per*j]
 		if rec == nil {
 			continue
 		}
+		seq := binary.BigEndian.Uint64(seqVals[i])
 		t := &store.Task{Namespace: ns}
 		if _, err := record.Decode(rec, t); err != nil {
-			seq := binary.BigEndian.Uint64(seqs[i])
-			return nil, fmt.Errorf("task %q (record %d of namespace %q): %w", ids[i], seq, ns, err)
+			return nil, nil, fmt.Errorf("task %q (record %d of namespace %q): %w", ids[i], seq, ns, err)
 		}
-		t.Payload = vals[2*j+1]
-		if t.Payload == nil {
-			t.Payload = []byte{}
+		if payload {
+			t.Payload = vals[per*j+1]
+			if t.Payload == nil {
+				t.Payload = []byte{}
+			}
 		}
-		out[i] = t
+		out[i], seqs[i] = t, seq
 	}
-	return out, nil
+	return out, seqs, nil
 }
 
 // readTask reads a task from the engine; nil when absent.

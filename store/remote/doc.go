@@ -5,7 +5,7 @@
 //	s, err := remote.Open(ctx, "http://kiln.internal:7878", &remote.Config{
 //		Project: "acme", WorkerSecret: os.Getenv("KILN_WORKER_SECRET"),
 //	})
-//	w, err := kiln.NewWorker(s, &kiln.WorkerConfig{Namespace: "acme"})
+//	w, err := kiln.NewWorker(s, nil) // serves "acme", the store's project
 //
 // # Authentication
 //
@@ -35,7 +35,11 @@
 // The Namespace of every call is the project of the URL
 // (/v1/projects/{namespace}/...). A token of one project gets
 // store.ErrNotFound for another project's tasks, as for a project that does
-// not exist.
+// not exist. A store with a worker secret reaches Config.Project only: it
+// implements store.Scoped, so kiln.NewWorker and kiln.NewClient take the
+// project as their namespace when their config names none, and refuse
+// another namespace with kiln.ErrInvalidOption (a worker on another
+// namespace could never lease a task).
 //
 // # Errors
 //

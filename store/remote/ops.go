@@ -475,7 +475,10 @@ func (s *Store) SetQueuePaused(ctx context.Context, p store.QueuePauseParams) er
 	if p.Paused {
 		verb = "pause"
 	}
-	return s.call(ctx, verb, apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "queues", p.Queue, verb)}, nil)
+	// create=true: a store pauses any queue, also one without tasks yet
+	// (the server refuses that without it, as a likely typo).
+	q := url.Values{"create": {"true"}}
+	return s.call(ctx, verb, apiclient.Request{Method: http.MethodPost, Path: projectPath(p.Namespace, "queues", p.Queue, verb), Query: q}, nil)
 }
 
 // Sweep implements store.Maintainer with POST /v1/admin/sweep, which needs

@@ -122,6 +122,17 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// ScopedNamespace implements store.Scoped: the project of a worker
+// session (Config.Project), the only namespace it can reach, or "" for a
+// store with a token. kiln.NewWorker and kiln.NewClient use it as their
+// namespace when their config names none.
+func (s *Store) ScopedNamespace() string {
+	if s.cfg.WorkerSecret != "" {
+		return s.cfg.Project
+	}
+	return ""
+}
+
 // Store is a store.Store served by a kiln server over its native HTTP API.
 // It is safe for concurrent use.
 type Store struct {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -233,5 +234,62 @@ func TestRevoked(t *testing.T) {
 	_, err = ws.Lease(t.Context(), store.LeaseParams{Namespace: "acme", Queues: []string{"q"}, Max: 1, Duration: time.Minute})
 	if code := apiclient.CodeOf(err); code != wire.CodeUnauthorized {
 		t.Errorf("Lease after revoke: got %v (code %q), want code %q", err, code, wire.CodeUnauthorized)
+	}
+}
+
+// TestWorkerTakesItsProject: a kiln.Worker and a kiln.Client on a remote
+// store with a worker secret and no Namespace use the store's project (they
+// used the namespace "default", where the session may do nothing, so the
+// worker ran without error while the project's tasks stayed pending); one
+// with another Namespace is refused at once with an error that says why.
+func TestWorkerTakesItsProject(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, store.SystemClock{}, nil)
+	secret := newProject(t, ts, "acme")
+	cs := ts.open(t, nil)
+	ws := ts.open(t, &remote.Config{Project: "acme", WorkerSecret: secret, WorkerName: "test-worker"})
+
+	client, err := kiln.NewClient(cs, &kiln.ClientConfig{Namespace: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kiln.NewWorker(ws, &kiln.WorkerConfig{LeaseWait: time.Second})
+	if err != nil {
+		t.Fatalf("NewWorker without a Namespace: %v", err)
+	}
+	w.Handle("echo", kiln.HandlerFunc(func(_ context.Context, tk *kiln.Task) error {
+		tk.SetResult(tk.Payload)
+		return nil
+	}))
+	testenv.RunBackground(t, w)
+	r, err := client.Enqueue(t.Context(), "echo", []byte("hi"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
+	defer cancel()
+	info, err := r.Wait(wctx)
+	if err != nil {
+		t.Fatalf("the task of acme: %v (the worker did not serve its project)", err)
+	}
+	if string(info.Result) != "hi" {
+		t.Fatalf("the task of acme: result %q, want \"hi\"", info.Result)
+	}
+	if _, err := kiln.NewClient(ws, nil); err != nil {
+		t.Fatalf("NewClient without a Namespace on the worker's store: %v", err)
+	}
+
+	for _, ns := range []string{"default", "other"} {
+		_, err := kiln.NewWorker(ws, &kiln.WorkerConfig{Namespace: ns})
+		if !errors.Is(err, kiln.ErrInvalidOption) || !strings.Contains(err.Error(), `"acme"`) || !strings.Contains(err.Error(), strconv.Quote(ns)) {
+			t.Errorf("NewWorker with Namespace %q on acme's worker store: %v; want ErrInvalidOption naming both", ns, err)
+		}
+		if _, err := kiln.NewClient(ws, &kiln.ClientConfig{Namespace: ns}); !errors.Is(err, kiln.ErrInvalidOption) {
+			t.Errorf("NewClient with Namespace %q on acme's worker store: %v; want ErrInvalidOption", ns, err)
+		}
+	}
+	// A store with a token reaches any project: no namespace is imposed.
+	if _, err := kiln.NewWorker(cs, &kiln.WorkerConfig{Namespace: "other"}); err != nil {
+		t.Errorf("NewWorker on a token store: %v", err)
 	}
 }
