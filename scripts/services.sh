@@ -65,10 +65,13 @@ apt_install() {
 	[[ $(id -u) == 0 ]] || die "installing $* needs root (apt-get); run as root or install them by hand"
 	log "installing $* from Debian's packages (one-off, takes a minute)"
 	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y -q "$@" >&2; then
+	# Another apt-get may hold dpkg's lock (a new machine often runs one at
+	# boot): wait for it, up to 5 minutes, instead of failing at once.
+	local apt=(apt-get -o DPkg::Lock::Timeout=300)
+	if ! "${apt[@]}" install -y -q "$@" >&2; then
 		log "apt-get install failed; running apt-get update and trying again"
-		apt-get update -q >&2
-		apt-get install -y -q "$@" >&2
+		"${apt[@]}" update -q >&2
+		"${apt[@]}" install -y -q "$@" >&2
 	fi
 }
 
