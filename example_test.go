@@ -242,7 +242,9 @@ func ExampleWorker_Shutdown() {
 	res, _ := c.Enqueue(ctx, "slow", nil, nil)
 	<-started
 
-	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	// The handler is cancelled a quarter of the time before the deadline
+	// (at most 1 s), which leaves that time to hand its task back.
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	fmt.Println("shutdown:", w.Shutdown(sctx))
 	fmt.Println("run:", <-done)

@@ -322,7 +322,11 @@ func TestVersionOfPlainBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := t.TempDir() + "/kiln"
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if raceOn {
+		args = append(args, "-race")
+	}
+	build := exec.CommandContext(t.Context(), "go", append(args, ".")...)
 	build.Env = append(os.Environ(), "GOFLAGS=-buildvcs=auto")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -208,7 +208,7 @@ func TestCSRF(t *testing.T) {
 	if other.csrf == b.csrf {
 		t.Fatal("two sessions share a CSRF token")
 	}
-	pause := "/ui/api/v1/projects/default/queues/q/pause"
+	pause := "/ui/api/v1/projects/default/queues/q/pause?create=true"
 	u, _ := url.Parse(ts.URL)
 	for name, hdr := range map[string]map[string]string{
 		"no token":            nil,
