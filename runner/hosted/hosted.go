@@ -16,6 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/blob"
 	"github.com/kilnhq/kiln/internal/ids"
@@ -76,6 +80,12 @@ type Config struct {
 	SlotPoll time.Duration
 	// ID names this runner in the slots it holds; default a random id.
 	ID string
+	// TracerProvider, when set, turns tracing on for the packages' tasks:
+	// each package's worker records kiln.lease and kiln.handle spans
+	// (kiln.WorkerConfig.TracerProvider), children of the task's trace
+	// context, and each run of a program gets a kiln.code.run span, child
+	// of kiln.handle. Nil: no spans.
+	TracerProvider trace.TracerProvider
 	// EventFunc, when set, is called for every event of every package
 	// worker (kiln.WorkerConfig.EventFunc) with the task's project: it
 	// must be fast and safe for concurrent use.
@@ -99,6 +109,8 @@ type Hosted struct {
 	log  *slog.Logger
 	sem  chan struct{}
 	kick chan struct{}
+	// tracer is nil unless Config.TracerProvider is set.
+	tracer trace.Tracer
 
 	unpackMu sync.Mutex
 
@@ -202,7 +214,16 @@ func New(cfg *Config) (*Hosted, error) {
 		cfg: c, reg: NewRegistry(meta, c.Clock), meta: meta, run: run, log: c.Logger,
 		sem: make(chan struct{}, c.Concurrency), kick: make(chan struct{}, 1),
 		workers: make(map[string]*served), uids: make(map[string]*syscall.Credential),
+		tracer: tracerOf(c.TracerProvider),
 	}, nil
+}
+
+// tracerOf returns tp's tracer for the runner's spans, or nil for a nil tp.
+func tracerOf(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		return nil
+	}
+	return tp.Tracer("github.com/kilnhq/kiln/runner/hosted")
 }
 
 // Sandbox returns the protection the runner gives its tasks.
@@ -355,6 +376,7 @@ func (h *Hosted) startWorker(e IndexEntry) (*served, error) {
 		SweepInterval:  -1, // the server sweeps
 		RetryDelayFunc: retryDelay,
 		Logger:         h.log,
+		TracerProvider: h.cfg.TracerProvider,
 	}
 	if f := h.cfg.EventFunc; f != nil {
 		wc.EventFunc = func(ev kiln.Event) { f(e.Project, ev) }
@@ -516,11 +538,48 @@ func (h *Hosted) process(ctx context.Context, project string, t *kiln.Task) erro
 		}
 		defer release()
 	}
+	ctx, span := h.startRun(ctx, project, rev, t)
 	res, err := h.runProgram(ctx, project, rev, &env, t)
-	if err != nil {
-		return packageRetries(ctx, err, &env, rev, t)
+	ran := err == nil
+	if ran {
+		err = outcome(ctx, res, rev, t)
 	}
-	return packageRetries(ctx, outcome(ctx, res, rev, t), &env, rev, t)
+	endRun(span, ran, res.ExitCode, err)
+	return packageRetries(ctx, err, &env, rev, t)
+}
+
+// spanRun names the span of one run of a package's program.
+const spanRun = "kiln.code.run"
+
+// startRun starts the span of one run of rev's program for t, child of
+// ctx's (kiln.handle); without a tracer it returns ctx and nil.
+func (h *Hosted) startRun(ctx context.Context, project string, rev *Revision, t *kiln.Task) (context.Context, trace.Span) {
+	if h.tracer == nil {
+		return ctx, nil
+	}
+	return h.tracer.Start(ctx, spanRun, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(
+		attribute.String("kiln.project", project),
+		attribute.String("kiln.code.name", rev.Name),
+		attribute.Int("kiln.code.rev", rev.Rev),
+		attribute.String("messaging.message.id", t.ID),
+		attribute.Int("kiln.task.attempt", t.Attempt),
+	))
+}
+
+// endRun ends span (nil: nothing) with the program's exit status, when it
+// ran, and err as its status.
+func endRun(span trace.Span, ran bool, exitCode int, err error) {
+	if span == nil {
+		return
+	}
+	if ran {
+		span.SetAttributes(attribute.Int("process.exit.code", exitCode))
+	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 // revisionOf reads the task's envelope and finds the code package revision

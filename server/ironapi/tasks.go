@@ -389,9 +389,15 @@ func (a *API) queueWebhook(c *call) error {
 }
 
 // queue checks every task, then enqueues them all in one store call; an
-// invalid task fails the request and nothing is queued.
+// invalid task fails the request and nothing is queued. The request's W3C
+// traceparent header, when valid, is every task's trace context (as on
+// the native API); an invalid one is ignored.
 func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 	now := a.cfg.Clock.Now()
+	traceParent := c.r.Header.Get("traceparent")
+	if !store.ValidTraceParent(traceParent) {
+		traceParent = ""
+	}
 	pkgs := make(map[string]codePackage)
 	inputs := make([]store.TaskInput, 0, len(reqs))
 	var problems []string
@@ -422,6 +428,7 @@ func (a *API) queue(c *call, reqs []queueReq) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		in.TraceParent = traceParent
 		if err := in.Validate(a.cfg.Limits, now); err != nil {
 			bad("%v", err)
 			continue
