@@ -301,6 +301,7 @@ func New(cfg *Config) (*Server, error) {
 	}
 	var met *metrics.Set
 	var metricsHTTP http.Handler
+	var feed store.Feed
 	if !c.DisableMetrics {
 		var err error
 		reg := prometheus.NewRegistry()
@@ -311,6 +312,7 @@ func New(cfg *Config) (*Server, error) {
 		// Every caller of the store (the API, the IronWorker API, the
 		// scheduler, the code runner, the sweeper) goes through the
 		// counting wrapper: remote workers report through it.
+		feed, _ = c.Store.(store.Feed) // the wrapper hides it: the API takes it apart
 		c.Store = met.Store(c.Store)
 		meta = c.Store.(store.Meta) // the wrapper keeps the interfaces of the store
 		metricsHTTP = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn)})
@@ -326,7 +328,7 @@ func New(cfg *Config) (*Server, error) {
 		MaxStreams: c.MaxStreams, MaxProjectStreams: c.MaxProjectStreams, StreamWriteTimeout: c.StreamWriteTimeout,
 		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
-		MaxOpenHandshakes: c.MaxOpenHandshakes, Metrics: metricsHTTP,
+		MaxOpenHandshakes: c.MaxOpenHandshakes, Metrics: metricsHTTP, Feed: feed,
 		TaskDefaults: hosted.NewRegistry(meta, c.Clock).TaskDefaults,
 	})
 	if err != nil {

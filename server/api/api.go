@@ -115,6 +115,10 @@ type Config struct {
 	// events of every project), synchronously on the request's goroutine:
 	// it must be fast and safe for concurrent use.
 	EventFunc func(wire.Event)
+	// Feed is the store's change feed, which the event streams read; nil
+	// takes Store's own when it has one (store.Feed). A server that wraps
+	// its store (to count its calls) passes the store's feed here.
+	Feed store.Feed
 	// TaskDefaults, when set, sees every valid task of a native enqueue
 	// before it is stored and may set what its type decides (a code
 	// package's task takes the package's queue, unless queueGiven, and its
@@ -283,10 +287,12 @@ func New(cfg Config) (*API, error) {
 		sched:    cfg.Schedules,
 		open:     make(map[string]*openCount),
 	}
-	if fd, ok := cfg.Store.(store.Feed); ok {
+	if cfg.Feed != nil {
+		a.feed = cfg.Feed
+	} else if fd, ok := cfg.Store.(store.Feed); ok {
 		a.feed = fd
-		a.hub.fromStore = true
 	}
+	a.hub.fromStore = a.feed != nil
 	if cfg.HandshakeRate > 0 {
 		a.addrLimit = ratelimit.New(cfg.HandshakeRate, cfg.HandshakeBurst, limiterKeys)
 	}
