@@ -361,18 +361,11 @@ func (a *API) waitChanges(c *call) error {
 	}
 	p := store.ChangesParams{Namespace: c.ns(), Cursor: req.Cursor, Wait: min(wait, MaxLeaseWait), Max: req.Max}
 	// A shutdown ends the wait early, like a lease's.
-	ctx, cancel := context.WithCancel(c.ctx())
+	ctx, cancel := a.untilStopping(c)
 	defer cancel()
-	go func() {
-		select {
-		case <-a.stopping:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	res, err := a.feed.Changes(ctx, p)
 	if err != nil {
-		if ctx.Err() == nil || c.ctx().Err() != nil {
+		if !stoppedEarly(ctx, c) {
 			return err
 		}
 		res = store.ChangesResult{Cursor: req.Cursor} // stopping: nothing new

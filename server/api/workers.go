@@ -403,22 +403,14 @@ func (a *API) lease(c *call) error {
 	default:
 	}
 	// A shutdown ends the wait early: the answer is then empty.
-	ctx, cancel := context.WithCancel(c.ctx())
+	ctx, cancel := a.untilStopping(c)
 	defer cancel()
-	go func() {
-		select {
-		case <-a.stopping:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	res, err := a.st.Lease(ctx, p)
 	if err != nil {
-		if ctx.Err() != nil && c.ctx().Err() == nil {
-			res, err = store.LeaseResult{}, nil // stopping
-		} else {
+		if !stoppedEarly(ctx, c) {
 			return err
 		}
+		res = store.LeaseResult{} // stopping
 	}
 	if c.who.session && len(res.Tasks) > 0 {
 		if err := a.stillVerified(c, res.Tasks); err != nil {
@@ -554,18 +546,11 @@ func (a *API) waitCancels(c *call) error {
 	p := store.WaitCancelsParams{Namespace: c.ns(), Cursor: req.Cursor, Wait: min(wait, MaxLeaseWait)}
 	a.touch(c)
 	// A shutdown ends the wait early, like a lease's.
-	ctx, cancel := context.WithCancel(c.ctx())
+	ctx, cancel := a.untilStopping(c)
 	defer cancel()
-	go func() {
-		select {
-		case <-a.stopping:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	res, err := a.st.WaitCancels(ctx, p)
 	if err != nil {
-		if ctx.Err() == nil || c.ctx().Err() != nil {
+		if !stoppedEarly(ctx, c) {
 			return err
 		}
 		res = store.WaitCancelsResult{Cursor: req.Cursor} // stopping: nothing new
@@ -716,4 +701,26 @@ func (a *API) CollectHandshakes(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// untilStopping returns a context for a long poll of c (a lease, a wait for
+// cancels or changes) that a shutdown of the server ends early, as well as
+// the request's end; the caller calls cancel when the wait is over.
+func (a *API) untilStopping(c *call) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(c.ctx())
+	go func() {
+		select {
+		case <-a.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// stoppedEarly says whether a long poll's error came from the server's
+// shutdown ending ctx (see untilStopping) rather than from the store or
+// the request: the wait then answers that nothing is new.
+func stoppedEarly(ctx context.Context, c *call) bool {
+	return ctx.Err() != nil && c.ctx().Err() == nil
 }
