@@ -3,6 +3,7 @@ package kiln_test
 import (
 	"context"
 	"encoding/binary"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -136,7 +137,7 @@ func endToEnd(b *testing.B, withMetrics bool) {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = w.Run(ctx) }()
 		if reg != nil {
-			wg.Go(func() { gatherEvery(ctx, b, reg, time.Second) })
+			wg.Go(func() { gatherEvery(ctx, b, reg, scrapeInterval(b)) })
 		}
 		b.StartTimer()
 		start := time.Now()
@@ -164,6 +165,22 @@ func endToEnd(b *testing.B, withMetrics bool) {
 		b.ReportMetric(total/elapsed.Seconds(), "tasks/s")
 		b.StartTimer()
 	}
+}
+
+// scrapeInterval is how often BenchmarkEndToEndMetrics gathers its
+// registry: every second, as Prometheus scrapes, or KILN_BENCH_SCRAPE_EVERY
+// (a Go duration). Under valgrind, which runs the benchmark about 100 times
+// slower, "100s" keeps the number of scrapes per run what it is natively.
+func scrapeInterval(b *testing.B) time.Duration {
+	v := os.Getenv("KILN_BENCH_SCRAPE_EVERY")
+	if v == "" {
+		return time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		b.Fatalf("KILN_BENCH_SCRAPE_EVERY=%q: want a positive Go duration", v)
+	}
+	return d
 }
 
 // gatherEvery gathers reg every interval until ctx ends, as a Prometheus
