@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -298,6 +299,39 @@ func TestChangeWhileFiring(t *testing.T) {
 	}
 	if got, want := b.taskIDs("default"), append(wantIDs("p", t0), wantIDs("u", t0.Add(5*time.Second))...); !slices.Equal(got, want) {
 		t.Errorf("tasks %v, want %v", got, want)
+	}
+
+	// The run at 30 s is fired late (at 31.5 s). While it is being fired,
+	// an update moves the schedule to every second, and another instance
+	// fires the new rule's first run (32 s) before the late run is
+	// counted: both runs count, and the last run stays the later one.
+	b.create(schedule.Schedule{ID: "o", Task: schedule.Task{Type: "o"}, Every: "30s", StartAt: t0.Add(30 * time.Second)})
+	b.clock.Set(t0.Add(31500 * time.Millisecond))
+	overtake := func() {
+		if _, err := b.sch.Update(ctx, "default", "o", func(s *schedule.Schedule) { s.Every = "1s" }); err != nil {
+			t.Error(err)
+		}
+		b.clock.Set(t0.Add(32 * time.Second))
+		if n := b.fire(b.scheduler("other")); n != 1 {
+			t.Errorf("the other instance fired %d, want the new rule's first run", n)
+		}
+	}
+	hs.before.Store(&overtake)
+	if n := b.fire(firing); n != 1 {
+		t.Fatalf("fired %d, want the late run", n)
+	}
+	o := b.get("o")
+	if o.RunCount != 2 || !o.LastRunTime.Equal(t0.Add(32*time.Second)) || !o.NextStart.Equal(t0.Add(33*time.Second)) {
+		t.Errorf("overtaken run: %+v, want 2 runs, the last at 32 s, next at 33 s", o)
+	}
+	var oTasks []string
+	for _, id := range b.taskIDs("default") {
+		if strings.HasPrefix(id, "sched.o.") {
+			oTasks = append(oTasks, id)
+		}
+	}
+	if want := wantIDs("o", t0.Add(30*time.Second), t0.Add(32*time.Second)); !slices.Equal(oTasks, want) {
+		t.Errorf("tasks of o %v, want %v", oTasks, want)
 	}
 }
 
