@@ -8,8 +8,12 @@
 //
 // A Schedule is plain data. Scheduler.Create validates it (every problem
 // at once, as *store.ValidationError values) and stores it; Get, List,
-// Cancel and Delete manage it. A schedule is active until it has made
-// MaxRuns runs, passed EndAt or been cancelled.
+// Update, Pause, Resume, Cancel and Delete manage it. A schedule is
+// active until it has made MaxRuns runs, passed EndAt or been cancelled;
+// a paused one fires nothing until it is resumed, and the run times that
+// pass meanwhile are skipped, not made up on Resume. Update changes a
+// schedule in place (same id, runs kept); a done or cancelled schedule
+// cannot be paused, resumed or updated (ErrFinished).
 //
 // Cron expressions have five fields (minute hour day-of-month month
 // day-of-week) or six with a seconds field first, or are one of @yearly,

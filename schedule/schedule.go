@@ -23,6 +23,10 @@ const (
 	StatusDone Status = "done"
 	// StatusCancelled: the schedule was cancelled; it fires no more.
 	StatusCancelled Status = "cancelled"
+	// StatusPaused: the schedule was paused; it fires nothing until
+	// Scheduler.Resume, and its NextStart is zero. The run times that
+	// pass while it is paused are skipped, not made up later.
+	StatusPaused Status = "paused"
 	// statusDeleted marks the tombstone a Delete leaves for a while.
 	statusDeleted Status = "deleted"
 )
@@ -133,10 +137,39 @@ func TaskID(id string, at time.Time) string {
 	return "sched." + id + "." + strconv.FormatInt(at.Unix(), 10)
 }
 
+// NextRuns returns up to n of the schedule's coming run times, from
+// NextStart on, within EndAt and the runs MaxRuns leaves. It returns
+// nothing for a schedule that is not active (a paused one included) or
+// whose rule does not parse. A run noticed late by every scheduler
+// (see Config.MissedGrace) may fire later than the time given here.
+func (s *Schedule) NextRuns(n int) []time.Time {
+	if s.Status != StatusActive || s.NextStart.IsZero() || n <= 0 {
+		return nil
+	}
+	if s.MaxRuns > 0 {
+		n = int(min(int64(n), max(int64(s.MaxRuns)-s.RunCount, 0)))
+	}
+	r, err := s.Rule()
+	if err != nil {
+		return nil
+	}
+	var out []time.Time
+	for t := s.NextStart; len(out) < n && !t.IsZero() && (s.EndAt.IsZero() || !t.After(s.EndAt)); t = r.Next(t) {
+		out = append(out, t)
+	}
+	return out
+}
+
 // validate checks a schedule given to Create at time now against the
 // limits and minimum interval, fills StartAt and returns the rule and
 // every problem at once.
 func validate(s *Schedule, l store.Limits, minEvery time.Duration, now time.Time) (*Rule, error) {
+	return validateFrom(s, l, minEvery, now, time.Time{})
+}
+
+// validateFrom is validate for a schedule whose runs may not come before
+// after (non-zero for Update: the last run already made).
+func validateFrom(s *Schedule, l store.Limits, minEvery time.Duration, now, after time.Time) (*Rule, error) {
 	var errs []error
 	if s.ID != "" {
 		if err := store.CheckName("id", s.ID); err != nil {
@@ -175,7 +208,7 @@ func validate(s *Schedule, l store.Limits, minEvery time.Duration, now time.Time
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	first := firstRun(r, s.StartAt, now)
+	first := nextRun(r, s.StartAt, now, after)
 	switch {
 	case first.IsZero():
 		field := "cron"
@@ -196,6 +229,17 @@ func firstRun(r *Rule, start, now time.Time) time.Time {
 		from = n
 	}
 	return r.Next(from.Add(-time.Nanosecond))
+}
+
+// nextRun is firstRun, and after last when last is not zero: the run
+// time a schedule resumed or changed at now continues with, so that the
+// run last made is not made again and none that passed is made up.
+func nextRun(r *Rule, start, now, last time.Time) time.Time {
+	t := firstRun(r, start, now)
+	if !last.IsZero() && !t.IsZero() && !t.After(last) {
+		t = r.Next(last)
+	}
+	return t
 }
 
 func validateTask(t *Task, l store.Limits, now time.Time) []error {

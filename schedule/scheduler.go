@@ -44,6 +44,11 @@ const (
 // was deleted less than Config.Retain ago).
 var ErrExists = errors.New("schedule id already exists")
 
+// ErrFinished is returned by Pause, Resume and Update for a schedule that
+// is done or cancelled: it fires no more, and cannot be changed (create a
+// new one). It matches store.ErrInvalidState too.
+var ErrFinished = fmt.Errorf("schedule is done or cancelled: %w", store.ErrInvalidState)
+
 // Config configures a Scheduler. The zero value (or nil) means every
 // default.
 type Config struct {
@@ -162,7 +167,8 @@ func (c *Config) validate() error {
 // at each run time it enqueues the schedule's task once, however many
 // Schedulers share the store. It is safe for concurrent use.
 //
-// Its methods Create, Get, List, Cancel and Delete manage schedules; Run
+// Its methods Create, Get, List, Update, Pause, Resume, Cancel and Delete
+// manage schedules; Run
 // fires them until Shutdown or the end of its context; FireDue fires what
 // is due now, once (for tests with a fake clock, and for callers that
 // drive the timing themselves).
@@ -360,9 +366,10 @@ func (c *Scheduler) update(ctx context.Context, ns, id string, f func(s *Schedul
 	return nil, fmt.Errorf("schedule: %s: too many concurrent changes", id)
 }
 
-// Cancel stops a schedule: it fires no more. Cancelling a cancelled
-// schedule changes nothing; a done one gives an error that matches
-// store.ErrInvalidState, a missing one store.ErrNotFound.
+// Cancel stops a schedule, active or paused: it fires no more.
+// Cancelling a cancelled schedule changes nothing; a done one gives an
+// error that matches store.ErrInvalidState, a missing one
+// store.ErrNotFound.
 func (c *Scheduler) Cancel(ctx context.Context, ns, id string) (*Schedule, error) {
 	if err := checkRef(ns, id); err != nil {
 		return nil, err
@@ -373,7 +380,7 @@ func (c *Scheduler) Cancel(ctx context.Context, ns, id string) (*Schedule, error
 			return false, nil
 		case StatusDone:
 			return false, fmt.Errorf("schedule %s is done: %w", id, store.ErrInvalidState)
-		case StatusActive, statusDeleted: // update never passes a deleted one
+		case StatusActive, StatusPaused, statusDeleted: // update never passes a deleted one
 		}
 		s.Status, s.NextStart = StatusCancelled, time.Time{}
 		return true, nil
@@ -402,6 +409,174 @@ func (c *Scheduler) Delete(ctx context.Context, ns, id string) error {
 	}
 	c.forget(ns, id)
 	return nil
+}
+
+// finished is the error of Pause, Resume and Update for a schedule that
+// fires no more.
+func finished(s *Schedule) error {
+	return fmt.Errorf("%s is %s: %w", s.ID, s.Status, ErrFinished)
+}
+
+// Pause pauses an active schedule: it fires nothing until Resume, and its
+// NextStart is zero meanwhile. Pausing a paused schedule changes nothing;
+// a done or cancelled one gives an error that matches ErrFinished (and
+// store.ErrInvalidState), a missing one store.ErrNotFound.
+//
+// A run that a scheduler began to fire before the pause was stored (it
+// read the schedule active and due) still enqueues its task and is
+// counted; no run begins after it.
+func (c *Scheduler) Pause(ctx context.Context, ns, id string) (*Schedule, error) {
+	if err := checkRef(ns, id); err != nil {
+		return nil, err
+	}
+	s, err := c.update(ctx, ns, id, func(s *Schedule) (bool, error) {
+		switch s.Status {
+		case StatusPaused:
+			return false, nil
+		case StatusDone, StatusCancelled:
+			return false, finished(s)
+		case StatusActive, statusDeleted:
+		}
+		s.Status, s.NextStart = StatusPaused, time.Time{}
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("schedule: pause %s: %w", id, err)
+	}
+	c.forget(ns, id)
+	return s, nil
+}
+
+// Resume makes a paused schedule active again. Its next run is the first
+// run time from now on (and after its last run): the run times that
+// passed while it was paused are not made up, and are not counted in
+// MissedRuns. A schedule whose EndAt passed or whose rule has no run time
+// left while it was paused becomes done. Resuming an active schedule
+// changes nothing; a done or cancelled one gives an error that matches
+// ErrFinished, a missing one store.ErrNotFound.
+func (c *Scheduler) Resume(ctx context.Context, ns, id string) (*Schedule, error) {
+	if err := checkRef(ns, id); err != nil {
+		return nil, err
+	}
+	var rule *Rule
+	s, err := c.update(ctx, ns, id, func(s *Schedule) (bool, error) {
+		switch s.Status {
+		case StatusActive:
+			return false, nil
+		case StatusDone, StatusCancelled:
+			return false, finished(s)
+		case StatusPaused, statusDeleted:
+		}
+		r, err := s.Rule()
+		if err != nil {
+			return false, err
+		}
+		rule = r
+		s.Status = StatusActive
+		s.NextStart = nextRun(r, s.StartAt, c.clock.Now(), s.LastRunTime)
+		settle(s)
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("schedule: resume %s: %w", id, err)
+	}
+	c.know(s, rule)
+	return s, nil
+}
+
+// settle makes an active schedule done when it has no run left: its
+// NextStart is zero or after EndAt, or it made MaxRuns runs.
+func settle(s *Schedule) {
+	if s.Status != StatusActive {
+		return
+	}
+	if s.NextStart.IsZero() || (s.MaxRuns > 0 && s.RunCount >= int64(s.MaxRuns)) || (!s.EndAt.IsZero() && s.NextStart.After(s.EndAt)) {
+		s.Status, s.NextStart = StatusDone, time.Time{}
+	}
+}
+
+// Update changes a schedule in place: edit is given a copy of the current
+// version and may change its rule and task (Task, Cron, TimeZone, Every,
+// StartAt, EndAt, MaxRuns); changes to any other field are ignored. The
+// schedule keeps its id, status, RunCount, MissedRuns and last run. The
+// result is validated like Create's input (every problem at once, nothing
+// stored), and MaxRuns may not be lower than the runs already made.
+//
+// When the timing rule (Cron, TimeZone, Every, StartAt) changes, the next
+// run of an active schedule is the first run time of the new rule from
+// now on (and after the last run): nothing is made up. When only the task
+// or the bounds change, the next run stays. A paused schedule stays
+// paused. A done or cancelled schedule gives an error that matches
+// ErrFinished, a missing one store.ErrNotFound.
+//
+// edit may be called more than once: a change that another scheduler
+// stored meanwhile (a run) makes Update read the schedule again and apply
+// edit to the newer version, so no change is lost. A run that a scheduler
+// began to fire before the update was stored still enqueues the task of
+// the old version, and counts.
+func (c *Scheduler) Update(ctx context.Context, ns, id string, edit func(s *Schedule)) (*Schedule, error) {
+	if err := checkRef(ns, id); err != nil {
+		return nil, err
+	}
+	if edit == nil {
+		return nil, errors.New("schedule: Update: nil edit")
+	}
+	var rule *Rule
+	s, err := c.update(ctx, ns, id, func(s *Schedule) (bool, error) {
+		switch s.Status {
+		case StatusDone, StatusCancelled:
+			return false, finished(s)
+		case StatusActive, StatusPaused, statusDeleted:
+		}
+		in := s.Clone()
+		edit(in)
+		next := s.Clone()
+		next.Task, next.Cron, next.TimeZone, next.Every = in.Task, in.Cron, in.TimeZone, in.Every
+		next.StartAt, next.EndAt, next.MaxRuns = in.StartAt, in.EndAt, in.MaxRuns
+		if next.Task.Payload != nil {
+			next.Task.Payload = append([]byte(nil), next.Task.Payload...)
+		}
+		now := c.clock.Now()
+		r, err := validateFrom(next, c.cfg.Limits, c.cfg.MinEvery, now, s.LastRunTime)
+		if err == nil && next.MaxRuns > 0 && int64(next.MaxRuns) <= s.RunCount {
+			err = invalid("max_runs", "%d: the schedule has made %d runs already", next.MaxRuns, s.RunCount)
+		}
+		if err != nil {
+			return false, err
+		}
+		rule = r
+		if next.Status == StatusActive {
+			if next.Cron != s.Cron || next.TimeZone != s.TimeZone || next.Every != s.Every || !next.StartAt.Equal(s.StartAt) {
+				next.NextStart = nextRun(r, next.StartAt, now, next.LastRunTime)
+			}
+			if !next.EndAt.IsZero() && next.NextStart.After(next.EndAt) {
+				return false, invalid("end_at", "%s is before the next run time %s", next.EndAt.Format(time.RFC3339), next.NextStart.Format(time.RFC3339))
+			}
+		}
+		*s = *next
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("schedule: update %s: %w", id, err)
+	}
+	c.know(s, rule)
+	return s, nil
+}
+
+// know makes this instance fire an active schedule that Resume or Update
+// stored, and wakes Run to look at its next run time.
+func (c *Scheduler) know(s *Schedule, r *Rule) {
+	if s.Status != StatusActive || s.NextStart.IsZero() || r == nil {
+		c.forget(s.Namespace, s.ID)
+		return
+	}
+	c.mu.Lock()
+	c.known[knownKey(s.Namespace, s.ID)] = &entry{s: s.Clone(), rule: r}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (c *Scheduler) forget(ns, id string) {
@@ -579,17 +754,47 @@ func (c *Scheduler) fire(ctx context.Context, e *entry) (int, error) {
 		}
 	}
 	next, err := c.update(ctx, ns, id, func(s *Schedule) (bool, error) {
-		if !s.LastRunTime.IsZero() && !s.LastRunTime.Before(at) {
+		// A later run counted already means this one was counted too (a
+		// repair), unless this call enqueued its task: then the run was
+		// read before an Update or Resume that another instance fired
+		// the new rule of first. It counts, but is not the last run.
+		late := !s.LastRunTime.IsZero() && !s.LastRunTime.Before(at)
+		if late && (enqueued == 0 || s.LastRunTime.Equal(at)) {
 			return false, nil // counted already
 		}
 		s.RunCount++
 		s.MissedRuns += missed
-		s.LastRunTime, s.LastTaskID, s.LastError = at, taskID, lastErr
-		if s.Status == StatusActive {
-			s.NextStart = e.rule.Next(at)
-			if s.NextStart.IsZero() || (s.MaxRuns > 0 && s.RunCount >= int64(s.MaxRuns)) || (!s.EndAt.IsZero() && s.NextStart.After(s.EndAt)) {
-				s.Status, s.NextStart = StatusDone, time.Time{}
+		if late {
+			if s.Status == StatusActive || s.Status == StatusPaused {
+				if s.MaxRuns > 0 && s.RunCount >= int64(s.MaxRuns) {
+					s.Status, s.NextStart = StatusDone, time.Time{}
+				}
 			}
+			return true, nil
+		}
+		s.LastRunTime, s.LastTaskID, s.LastError = at, taskID, lastErr
+		switch s.Status {
+		case StatusActive:
+			// The rule is the current version's: an Update may have
+			// changed it since this run was read. Its NextStart, set from
+			// the time of that Update, is kept when it is later.
+			r := e.rule
+			if s.Version != e.s.Version {
+				if cur, err := s.Rule(); err == nil {
+					r = cur
+				}
+			}
+			n := r.Next(at)
+			if s.NextStart.After(n) {
+				n = s.NextStart
+			}
+			s.NextStart = n
+			settle(s)
+		case StatusPaused:
+			if s.MaxRuns > 0 && s.RunCount >= int64(s.MaxRuns) {
+				s.Status = StatusDone // the run begun before the pause was the last
+			}
+		case StatusDone, StatusCancelled, statusDeleted:
 		}
 		return true, nil
 	})
@@ -624,6 +829,15 @@ func (c *Scheduler) refresh(e *entry, cur *Schedule) bool {
 		return false
 	}
 	if cur.Version != e.s.Version {
+		if cur.Cron != e.s.Cron || cur.TimeZone != e.s.TimeZone || cur.Every != e.s.Every || !cur.StartAt.Equal(e.s.StartAt) {
+			r, err := cur.Rule() // an Update changed the rule
+			if err != nil {
+				c.log.Warn("schedule: a stored schedule has an invalid rule; skipped", "namespace", cur.Namespace, "id", cur.ID, "err", err)
+				c.drop(e)
+				return false
+			}
+			e.rule = r
+		}
 		e.s = cur
 		e.retryAt = time.Time{}
 	}

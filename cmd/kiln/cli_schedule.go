@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,14 +23,18 @@ import (
 func scheduleCommand() *command {
 	return &command{
 		name:    "schedule",
-		args:    "create|ls|get|cancel|rm [flags] [type|id]",
-		summary: "create, list and cancel schedules (tasks enqueued by cron or interval)",
+		args:    "create|ls|get|update|pause|resume|cancel|rm [flags] [type|id]",
+		summary: "create, list, change, pause and cancel schedules (tasks enqueued by cron or interval)",
 		help: "Subcommands:\n\n" +
 			"  schedule create <type> [payload|-] (--cron EXPR [--tz ZONE] | --every DUR) [flags]\n" +
 			"                            enqueue a task of <type> at each run time\n" +
 			"  schedule ls               list the project's schedules\n" +
-			"  schedule get <id>         show one schedule\n" +
-			"  schedule cancel <id>...   stop schedules (the tasks they enqueued stay)\n" +
+			"  schedule get <id>         show one schedule and its next run times\n" +
+			"  schedule update <id> [payload|-] [flags]\n" +
+			"                            change a schedule's rule, bounds or task in place\n" +
+			"  schedule pause <id>...    stop firing until resumed\n" +
+			"  schedule resume <id>...   fire again, from now on (missed run times are not made up)\n" +
+			"  schedule cancel <id>...   stop schedules for good (the tasks they enqueued stay)\n" +
 			"  schedule rm <id>...       delete schedules\n\n" +
 			"A code package's tasks are scheduled as type code:<name> (raw payload, latest revision).\n" +
 			"Run 'kiln schedule <subcommand> -h' for its flags. See docs/schedules.md.",
@@ -41,8 +47,15 @@ func runSchedule(ctx context.Context, std stdio, args []string) error {
 		"create": runScheduleCreate,
 		"ls":     runScheduleList,
 		"get":    runScheduleGet,
+		"update": runScheduleUpdate,
 		"cancel": func(ctx context.Context, std stdio, args []string) error {
 			return runScheduleChange(ctx, std, "cancel", args)
+		},
+		"pause": func(ctx context.Context, std stdio, args []string) error {
+			return runScheduleChange(ctx, std, "pause", args)
+		},
+		"resume": func(ctx context.Context, std stdio, args []string) error {
+			return runScheduleChange(ctx, std, "resume", args)
 		},
 		"rm": func(ctx context.Context, std stdio, args []string) error {
 			return runScheduleChange(ctx, std, "rm", args)
@@ -61,7 +74,7 @@ func parseWhen(name, s string, now time.Time) (*time.Time, error) {
 	}
 	d, err := parseDuration(strings.TrimPrefix(s, "+"))
 	if err != nil {
-		return nil, usagef("schedule create: --%s %q: want an RFC 3339 time (2030-01-02T15:04:05Z) or a duration from now (10m, 2d)", name, s)
+		return nil, usagef("--%s %q: want an RFC 3339 time (2030-01-02T15:04:05Z) or a duration from now (10m, 2d)", name, s)
 	}
 	t := now.Add(d)
 	return &t, nil
@@ -183,6 +196,169 @@ func runScheduleCreate(ctx context.Context, std stdio, args []string) error {
 	return err
 }
 
+// printScheduleLine writes "id  status", and "next <time>" when the
+// schedule has a next run.
+func printScheduleLine(w io.Writer, s *api.Schedule) error {
+	if s.NextStart == nil {
+		_, err := fmt.Fprintf(w, "%s\t%s\n", s.ID, s.Status)
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%s\t%s\tnext %s\n", s.ID, s.Status, fmtTime(s.NextStart))
+	return err
+}
+
+func runScheduleUpdate(ctx context.Context, std stdio, args []string) error {
+	c := subcommand("schedule", "update", "<id> [payload|-] [flags]",
+		"Update changes a schedule in place: same id, its runs and status kept. Only the flags\n"+
+			"given change. --cron or --every replaces the rule (the next run is then the new rule's\n"+
+			"first from now on: nothing is made up); --tz alone changes the zone of a cron rule.\n"+
+			"--end-at none removes the end, --max-runs 0 the cap. A payload or a task flag (--type,\n"+
+			"--queue, --priority, --delay, --max-retries, --timeout, --retention) changes the task\n"+
+			"and keeps its other options. It prints the schedule's id, status and next run time.")
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	var cf connFlags
+	var (
+		cronExpr, tz, startAt, endAt, typ, queue string
+		priority, maxRetries, maxRuns            int
+		every, delay, timeout, retention         durationFlag
+	)
+	fs.StringVar(&cronExpr, "cron", "", "new cron expression (replaces --every)")
+	fs.StringVar(&tz, "tz", "", "new IANA time zone of the cron expression")
+	fs.Var(&every, "every", "new interval (replaces --cron; whole seconds)")
+	fs.StringVar(&startAt, "start-at", "", "new start: RFC 3339, or a duration from now")
+	fs.StringVar(&endAt, "end-at", "", "new end: RFC 3339, a duration from now, or none")
+	fs.IntVar(&maxRuns, "max-runs", 0, "new run cap, more than the runs made; 0 for no limit")
+	fs.StringVar(&typ, "type", "", "new task type")
+	fs.StringVar(&queue, "queue", "", "new queue of the task")
+	fs.IntVar(&priority, "priority", 0, "new priority 0-9")
+	fs.Var(&delay, "delay", "new delay of each run's task")
+	fs.IntVar(&maxRetries, "max-retries", 0, "new retries after a failed attempt")
+	fs.Var(&timeout, "timeout", "new bound on one attempt (0 for none)")
+	fs.Var(&retention, "retention", "new retention of each finished task")
+	var pf payloadFlags
+	pf.register(fs)
+	cn, pos, err := start(ctx, std, c, fs, &cf, args)
+	if err != nil {
+		return helpOK(err)
+	}
+	if err := nargs(c, pos, 1, 2); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	switch {
+	case given["cron"] && given["every"]:
+		return usagef("schedule update: give --cron or --every, not both")
+	case given["tz"] && given["every"]:
+		return usagef("schedule update: --tz goes with --cron")
+	case every.set && (every.d < time.Second || every.d%time.Second != 0):
+		return usagef("schedule update: --every %v: want whole seconds, at least 1s", every.d)
+	case maxRuns < 0:
+		return usagef("schedule update: --max-runs %d is negative", maxRuns)
+	case maxRetries < 0:
+		return usagef("schedule update: --max-retries %d is negative", maxRetries)
+	case timeout.set && timeout.d < 0:
+		return usagef("schedule update: --timeout %s is negative (0 for none)", timeout.d)
+	}
+	id := pos[0]
+	now := time.Now()
+	var req api.ScheduleUpdate
+	if given["cron"] {
+		req.Cron = &cronExpr
+	}
+	if given["tz"] {
+		req.TimeZone = &tz
+	}
+	if every.set {
+		ms := every.d.Milliseconds()
+		req.EveryMS = &ms
+	}
+	if given["start-at"] {
+		if req.StartAt, err = parseWhen("start-at", startAt, now); err != nil || req.StartAt == nil {
+			return cmp.Or(err, usagef("schedule update: --start-at is empty"))
+		}
+	}
+	if given["end-at"] {
+		if endAt == "none" {
+			req.EndAt = api.Null[time.Time]()
+		} else if t, err := parseWhen("end-at", endAt, now); err != nil || t == nil {
+			return cmp.Or(err, usagef("schedule update: --end-at is empty (none removes the end)"))
+		} else {
+			req.EndAt = api.Of(*t)
+		}
+	}
+	if given["max-runs"] {
+		req.MaxRuns = api.Of(maxRuns)
+		if maxRuns == 0 {
+			req.MaxRuns = api.Null[int]()
+		}
+	}
+	taskFlags := []string{"type", "queue", "priority", "delay", "max-retries", "timeout", "retention"}
+	changesTask := len(pos) == 2 || slices.ContainsFunc(taskFlags, func(f string) bool { return given[f] })
+	if !changesTask {
+		if _, err := pf.check(); err != nil {
+			return usagef("schedule update: %v", err)
+		}
+	}
+	if !changesTask && req.Cron == nil && req.TimeZone == nil && req.EveryMS == nil && req.StartAt == nil && !req.EndAt.Set && !req.MaxRuns.Set {
+		return usagef("schedule update: nothing to change: give a payload or flags (see -h)")
+	}
+	if changesTask {
+		// The task is replaced whole: start from the current one.
+		var cur api.Schedule
+		if err := cn.do(ctx, "schedule "+id, apiclient.Request{Method: http.MethodGet, Path: projectRoute(cn.project, "schedules", id)}, &cur); err != nil {
+			return err
+		}
+		task := cur.Task
+		o := wire.TaskOptions{}
+		if task.Options != nil {
+			o = *task.Options
+		}
+		if len(pos) == 2 {
+			var in io.Reader
+			if pos[1] == "-" {
+				in = stdin // read only when used: tests replace it
+			}
+			if task.Payload, err = pf.read(pos[1], in, std.stderr); err != nil {
+				return usagef("schedule update: %v", err)
+			}
+		}
+		if given["type"] {
+			task.Type = typ
+		}
+		if given["queue"] {
+			o.Queue = queue
+		}
+		if given["priority"] {
+			o.Priority = priority
+		}
+		if delay.set {
+			o.ProcessInMS = delay.d.Milliseconds()
+		}
+		if given["max-retries"] {
+			o.MaxRetries = &maxRetries
+		}
+		if timeout.set {
+			ms := timeout.d.Milliseconds()
+			o.TimeoutMS = &ms
+		}
+		if retention.set {
+			o.RetentionMS = retention.d.Milliseconds()
+		}
+		task.Options = &o
+		task.PayloadJSON = nil
+		req.Task = &task
+	}
+	var s api.Schedule
+	if err := cn.do(ctx, "schedule update "+id, apiclient.Request{Method: http.MethodPatch, Path: projectRoute(cn.project, "schedules", id), Body: req}, &s); err != nil {
+		return err
+	}
+	if cn.json {
+		return printJSON(std.stdout, &s)
+	}
+	return printScheduleLine(std.stdout, &s)
+}
+
 // rule shows a schedule's rule: "cron EXPR [ZONE]" or "every DUR".
 func rule(s *api.Schedule) string {
 	if s.Cron != "" {
@@ -217,7 +393,7 @@ func runScheduleList(ctx context.Context, std stdio, args []string) error {
 func runScheduleGet(ctx context.Context, std stdio, args []string) error {
 	c := subcommand("schedule", "get", "<id>", "Get shows one schedule.")
 	return show(ctx, std, c, args, 1, func(cn *conn, pos []string) (string, string) {
-		return "schedule " + pos[0], projectRoute(cn.project, "schedules", pos[0])
+		return "schedule " + pos[0], projectRoute(cn.project, "schedules", pos[0]) + "?next_runs=5"
 	}, func(cn *conn, s *api.Schedule) error {
 		if cn.json {
 			return printJSON(std.stdout, s)
@@ -246,6 +422,9 @@ func printSchedule(w io.Writer, s *api.Schedule) error {
 	tb.row("start at", fmtTime(s.StartAt))
 	tb.row("end at", fmtTime(s.EndAt))
 	tb.row("next", fmtTime(s.NextStart))
+	for _, t := range s.NextRuns[min(1, len(s.NextRuns)):] {
+		tb.row("then", fmtTime(&t))
+	}
 	tb.row("last run", fmtTime(s.LastRunTime))
 	tb.row("last task", orDash(s.LastTaskID))
 	if s.LastError != "" {
@@ -256,13 +435,19 @@ func printSchedule(w io.Writer, s *api.Schedule) error {
 	return tb.flush()
 }
 
-// runScheduleChange cancels ("cancel") or deletes ("rm") schedules, one
-// call each; the exit code says whether all succeeded.
+// scheduleVerbs are the help texts of the subcommands runScheduleChange
+// serves.
+var scheduleVerbs = map[string]string{
+	"cancel": "Cancel stops schedules for good: no more runs; the tasks they enqueued stay.",
+	"rm":     "Rm deletes schedules; the tasks they enqueued stay, and each id stays taken for an hour.",
+	"pause":  "Pause stops schedules from firing until they are resumed; pausing a paused schedule\nchanges nothing, a done or cancelled one fails (invalid_state).",
+	"resume": "Resume makes paused schedules fire again. The next run is the first run time from\nnow on: the run times that passed while paused are not made up. It prints each\nschedule's id, status and next run time.",
+}
+
+// runScheduleChange cancels, pauses, resumes or deletes ("rm") schedules,
+// one call each; the exit code says whether all succeeded.
 func runScheduleChange(ctx context.Context, std stdio, verb string, args []string) error {
-	help := "Cancel stops schedules: no more runs; the tasks they enqueued stay."
-	if verb == "rm" {
-		help = "Rm deletes schedules; the tasks they enqueued stay, and each id stays taken for an hour."
-	}
+	help := scheduleVerbs[verb]
 	c := subcommand("schedule", verb, "<id>...", help)
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	var cf connFlags
@@ -284,11 +469,11 @@ func runScheduleChange(ctx context.Context, std stdio, verb string, args []strin
 			}
 		} else {
 			var s api.Schedule
-			err = cn.do(ctx, "schedule cancel "+id, apiclient.Request{Method: http.MethodPost, Path: projectRoute(cn.project, "schedules", id, "cancel")}, &s)
+			err = cn.do(ctx, "schedule "+verb+" "+id, apiclient.Request{Method: http.MethodPost, Path: projectRoute(cn.project, "schedules", id, verb)}, &s)
 			if err == nil && cn.json {
 				out = append(out, &s)
 			} else if err == nil {
-				_, err = fmt.Fprintf(std.stdout, "%s\t%s\n", s.ID, s.Status)
+				err = printScheduleLine(std.stdout, &s)
 			}
 		}
 		switch {
@@ -299,7 +484,7 @@ func runScheduleChange(ctx context.Context, std stdio, verb string, args []strin
 			printError(std.stderr, err) // the other ids still run
 		}
 	}
-	if cn.json && verb == "cancel" {
+	if cn.json && verb != "rm" {
 		if err := printJSON(std.stdout, api.ScheduleList{Schedules: nonNil(out)}); err != nil {
 			return err
 		}

@@ -104,3 +104,73 @@ func TestScheduleCommands(t *testing.T) {
 		t.Errorf("after the errors, schedule ls --json printed %q", out)
 	}
 }
+
+// TestScheduleUpdatePauseResume: schedule pause, resume and update (rule,
+// bounds, payload and one task option, the others kept), get with the
+// next run times, and their errors.
+func TestScheduleUpdatePauseResume(t *testing.T) {
+	t.Parallel()
+	s := startScheduleServer(t)
+	created := scheduleJSON(t, s, "schedule", "create", "report", `{"n":1}`, "--id", "upd", "--every", "1h", "--start-at", "1h",
+		"--queue", "mail", "--priority", "3", "--max-retries", "2")
+	if created.Status != "active" {
+		t.Fatalf("created %+v", created)
+	}
+
+	if out := mustKiln(t, s, "schedule", "pause", "upd"); out != "upd\tpaused\n" {
+		t.Errorf("schedule pause printed %q", out)
+	}
+	if out := mustKiln(t, s, "schedule", "pause", "upd"); out != "upd\tpaused\n" {
+		t.Errorf("a second schedule pause printed %q", out)
+	}
+	if got := scheduleJSON(t, s, "schedule", "get", "upd"); got.Status != "paused" || got.NextStart != nil || got.NextRuns != nil {
+		t.Errorf("paused schedule = %+v", got)
+	}
+	if out := mustKiln(t, s, "schedule", "resume", "upd"); !strings.HasPrefix(out, "upd\tactive\tnext ") {
+		t.Errorf("schedule resume printed %q", out)
+	}
+
+	got := scheduleJSON(t, s, "schedule", "update", "upd", "--cron", "0 9 * * *", "--tz", "Europe/London")
+	if got.Cron != "0 9 * * *" || got.TimeZone != "Europe/London" || got.EveryMS != 0 || got.Task.Options.Queue != "mail" ||
+		got.Task.Options.Priority != 3 || string(got.Task.Payload) != `{"n":1}` || got.Status != "active" || got.NextStart == nil {
+		t.Errorf("after update --cron: %+v", got)
+	}
+	got = scheduleJSON(t, s, "schedule", "update", "upd", `{"n":2}`, "--priority", "5")
+	if string(got.Task.Payload) != `{"n":2}` || got.Task.Options.Priority != 5 || got.Task.Options.Queue != "mail" ||
+		got.Task.Options.MaxRetries == nil || *got.Task.Options.MaxRetries != 2 || got.Task.Type != "report" || got.Cron != "0 9 * * *" {
+		t.Errorf("after update of the payload and priority: %+v", got)
+	}
+	got = scheduleJSON(t, s, "schedule", "update", "upd", "--max-runs", "4", "--end-at", "2099-01-01T00:00:00Z")
+	if got.MaxRuns != 4 || got.EndAt == nil || got.EndAt.Year() != 2099 {
+		t.Errorf("after update of the bounds: %+v", got)
+	}
+	out := mustKiln(t, s, "schedule", "get", "upd")
+	if n := strings.Count(out, "\nthen "); n != 3 || !strings.Contains(out, "0 of 4") {
+		t.Errorf("schedule get printed %q, want the next run and 3 more (max runs 4)", out)
+	}
+	got = scheduleJSON(t, s, "schedule", "update", "upd", "--max-runs", "0", "--end-at", "none")
+	if got.MaxRuns != 0 || got.EndAt != nil {
+		t.Errorf("after removing the bounds: %+v", got)
+	}
+	if out := mustKiln(t, s, "schedule", "update", "upd", "--every", "2h"); !strings.HasPrefix(out, "upd\tactive\tnext ") {
+		t.Errorf("schedule update printed %q", out)
+	}
+
+	wantExit(t, s, exitNotFound, "not found", "schedule", "update", "nope", "--every", "1h")
+	wantExit(t, s, exitNotFound, "not found", "schedule", "pause", "nope")
+	wantExit(t, s, exitNotFound, "not found", "schedule", "resume", "nope")
+	wantExit(t, s, exitUsage, "nothing to change", "schedule", "update", "upd")
+	wantExit(t, s, exitUsage, "not both", "schedule", "update", "upd", "--cron", "@daily", "--every", "1h")
+	wantExit(t, s, exitUsage, "whole seconds", "schedule", "update", "upd", "--every", "1500ms")
+	wantExit(t, s, exitUsage, "--end-at", "schedule", "update", "upd", "--end-at", "someday")
+	wantExit(t, s, exitFailure, "cron", "schedule", "update", "upd", "--cron", "61 * * * *")
+	wantExit(t, s, exitFailure, "time_zone", "schedule", "update", "upd", "--cron", "@daily", "--tz", "Mars/Olympus")
+	wantExit(t, s, exitUsage, "negative", "schedule", "update", "upd", "--max-runs", "-1")
+	if got := scheduleJSON(t, s, "schedule", "get", "upd"); got.EveryMS != 2*3600*1000 || got.Status != "active" {
+		t.Errorf("after the failed updates: %+v", got)
+	}
+	mustKiln(t, s, "schedule", "cancel", "upd")
+	wantExit(t, s, exitFailure, "invalid_state", "schedule", "pause", "upd")
+	wantExit(t, s, exitFailure, "cancelled", "schedule", "resume", "upd")
+	wantExit(t, s, exitFailure, "invalid_state", "schedule", "update", "upd", "--every", "1h")
+}

@@ -40,7 +40,7 @@ const (
 	CodeTaskExists = "task_exists"
 	// CodeDuplicate: Another task holds the unique key within its window.
 	CodeDuplicate = "duplicate"
-	// CodeInvalidState: The operation is not allowed in the task's state.
+	// CodeInvalidState: The operation is not allowed in the state of the task or schedule.
 	CodeInvalidState = "invalid_state"
 	// CodeTaskFinished: The task already finished (succeeded or dead): the cancel came too late and changed nothing.
 	CodeTaskFinished = "task_finished"

@@ -38,7 +38,10 @@ func (a *API) table() []Route {
 		{"POST", p + "/schedules", Token, a.createSchedule},
 		{"GET", p + "/schedules", Token, a.listSchedules},
 		{"GET", p + "/schedules/{id}", Token, a.getSchedule},
+		{"PATCH", p + "/schedules/{id}", Token, a.updateSchedule},
 		{"POST", p + "/schedules/{id}/cancel", Token, a.cancelSchedule},
+		{"POST", p + "/schedules/{id}/pause", Token, a.pauseSchedule},
+		{"POST", p + "/schedules/{id}/resume", Token, a.resumeSchedule},
 		{"DELETE", p + "/schedules/{id}", Token, a.deleteSchedule},
 
 		{"GET", p + "/queues", Token, a.listQueues},

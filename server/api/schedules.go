@@ -1,9 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/wire"
@@ -32,6 +35,68 @@ type ScheduleRequest struct {
 	MaxRuns *int `json:"max_runs,omitempty"`
 }
 
+// ScheduleUpdate is the body of PATCH /v1/projects/{p}/schedules/{id}:
+// the fields present replace the schedule's, the others stay. The
+// schedule keeps its id, status, run count and last run.
+type ScheduleUpdate struct {
+	// Task, when present, replaces the whole task (type, payload and
+	// options).
+	Task *wire.TaskRequest `json:"task,omitempty"`
+	// Cron, when present, makes the schedule a cron schedule (its
+	// every_ms goes); its time zone stays unless TimeZone is present.
+	Cron *string `json:"cron,omitempty"`
+	// TimeZone, when present, is the new zone of the cron expression.
+	TimeZone *string `json:"time_zone,omitempty"`
+	// EveryMS, when present, makes the schedule an interval schedule
+	// (its cron and time zone go).
+	EveryMS *int64 `json:"every_ms,omitempty"`
+	// StartAt, when present, is the new start (intervals run on its grid).
+	StartAt *time.Time `json:"start_at,omitempty"`
+	// EndAt, when present, is the new end; null removes the end.
+	EndAt Nullable[time.Time] `json:"end_at,omitzero"`
+	// MaxRuns, when present, is the new cap (> 0, and more than the runs
+	// made); null removes the cap.
+	MaxRuns Nullable[int] `json:"max_runs,omitzero"`
+}
+
+// Nullable is a field of a PATCH body that is absent (Set false: the
+// value stays), null (Null: the value is removed) or a value.
+type Nullable[T any] struct {
+	// Set is true when the field is present.
+	Set bool
+	// Null is true when the field is present as null.
+	Null bool
+	// Value is the field's value when it is present and not null.
+	Value T
+}
+
+// Of returns a Nullable that holds v.
+func Of[T any](v T) Nullable[T] { return Nullable[T]{Set: true, Value: v} }
+
+// Null returns a Nullable that is present as null.
+func Null[T any]() Nullable[T] { return Nullable[T]{Set: true, Null: true} }
+
+// UnmarshalJSON reads null or a value of T.
+func (n *Nullable[T]) UnmarshalJSON(b []byte) error {
+	*n = Nullable[T]{Set: true}
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		n.Null = true
+		return nil
+	}
+	return json.Unmarshal(b, &n.Value)
+}
+
+// MarshalJSON writes null or the value.
+func (n Nullable[T]) MarshalJSON() ([]byte, error) {
+	if !n.Set || n.Null {
+		return []byte("null"), nil
+	}
+	return json.Marshal(n.Value)
+}
+
+// IsZero reports an absent field, which `omitzero` leaves out.
+func (n Nullable[T]) IsZero() bool { return !n.Set }
+
 // Schedule is a schedule as the API returns it.
 type Schedule struct {
 	ID          string           `json:"id"`
@@ -52,6 +117,8 @@ type Schedule struct {
 	LastError   string           `json:"last_error"`
 	CreatedAt   *time.Time       `json:"created_at"`
 	UpdatedAt   *time.Time       `json:"updated_at"`
+	// NextRuns are the coming run times, when asked for with ?next_runs=N.
+	NextRuns []time.Time `json:"next_runs,omitempty"`
 }
 
 // ScheduleList is the answer of GET /v1/projects/{p}/schedules.
@@ -89,16 +156,11 @@ func (req *ScheduleRequest) ToSchedule(p string) (*schedule.Schedule, error) {
 	s := &schedule.Schedule{ID: req.ID, Namespace: p, Cron: req.Cron, TimeZone: req.TimeZone,
 		StartAt: wire.TimeVal(req.StartAt), EndAt: wire.TimeVal(req.EndAt)}
 	if req.EveryMS != nil {
-		ms := *req.EveryMS
-		switch {
-		case ms <= 0:
-			return nil, errf(wire.CodeInvalidOption, "every_ms", "%d is not positive", ms)
-		case ms%1000 != 0:
-			return nil, errf(wire.CodeInvalidOption, "every_ms", "%d is not a whole number of seconds", ms)
-		case ms > schedule.MaxEvery.Milliseconds():
-			return nil, errf(wire.CodeInvalidOption, "every_ms", "%d is more than %d", ms, schedule.MaxEvery.Milliseconds())
+		every, err := everyFromMS(*req.EveryMS)
+		if err != nil {
+			return nil, err
 		}
-		s.Every = wire.Dur(ms).String()
+		s.Every = every
 	}
 	if req.MaxRuns != nil {
 		if *req.MaxRuns <= 0 {
@@ -106,19 +168,100 @@ func (req *ScheduleRequest) ToSchedule(p string) (*schedule.Schedule, error) {
 		}
 		s.MaxRuns = *req.MaxRuns
 	}
-	payload, err := req.Task.PayloadBytes()
+	t, err := toTask(&req.Task)
 	if err != nil {
 		return nil, err
 	}
-	s.Task = schedule.Task{Type: req.Task.Type, Payload: payload}
-	if o := req.Task.Options; o != nil {
+	s.Task = t
+	return s, nil
+}
+
+// everyFromMS turns every_ms into the engine's interval text.
+func everyFromMS(ms int64) (string, error) {
+	switch {
+	case ms <= 0:
+		return "", errf(wire.CodeInvalidOption, "every_ms", "%d is not positive", ms)
+	case ms%1000 != 0:
+		return "", errf(wire.CodeInvalidOption, "every_ms", "%d is not a whole number of seconds", ms)
+	case ms > schedule.MaxEvery.Milliseconds():
+		return "", errf(wire.CodeInvalidOption, "every_ms", "%d is more than %d", ms, schedule.MaxEvery.Milliseconds())
+	}
+	return wire.Dur(ms).String(), nil
+}
+
+// toTask turns the task of a request into a schedule's task.
+func toTask(req *wire.TaskRequest) (schedule.Task, error) {
+	payload, err := req.PayloadBytes()
+	if err != nil {
+		return schedule.Task{}, err
+	}
+	t := schedule.Task{Type: req.Type, Payload: payload}
+	if o := req.Options; o != nil {
 		opts, err := taskOptions(o)
+		if err != nil {
+			return schedule.Task{}, err
+		}
+		t.Options = opts
+	}
+	return t, nil
+}
+
+// edit checks an update request and returns the change it makes to a
+// schedule, or nil when it changes nothing.
+func (req *ScheduleUpdate) edit() (func(s *schedule.Schedule), error) {
+	if req.Cron != nil && req.EveryMS != nil {
+		return nil, errf(wire.CodeInvalidOption, "every_ms", "give cron or every_ms, not both")
+	}
+	var every string
+	if req.EveryMS != nil {
+		var err error
+		if every, err = everyFromMS(*req.EveryMS); err != nil {
+			return nil, err
+		}
+	}
+	if req.MaxRuns.Set && !req.MaxRuns.Null && req.MaxRuns.Value <= 0 {
+		return nil, errf(wire.CodeInvalidOption, "max_runs", "%d is not positive; null removes the limit", req.MaxRuns.Value)
+	}
+	if req.EndAt.Set && !req.EndAt.Null && req.EndAt.Value.IsZero() {
+		return nil, errf(wire.CodeInvalidOption, "end_at", "the zero time; null removes the end")
+	}
+	if req.StartAt != nil && req.StartAt.IsZero() {
+		return nil, errf(wire.CodeInvalidOption, "start_at", "the zero time")
+	}
+	var task *schedule.Task
+	if req.Task != nil {
+		t, err := toTask(req.Task)
 		if err != nil {
 			return nil, err
 		}
-		s.Task.Options = opts
+		task = &t
 	}
-	return s, nil
+	if task == nil && req.Cron == nil && req.TimeZone == nil && req.EveryMS == nil && req.StartAt == nil && !req.EndAt.Set && !req.MaxRuns.Set {
+		return nil, nil
+	}
+	return func(s *schedule.Schedule) {
+		if task != nil {
+			s.Task = *task
+		}
+		if req.Cron != nil {
+			s.Cron, s.Every = *req.Cron, ""
+		}
+		if req.EveryMS != nil {
+			s.Every, s.Cron, s.TimeZone = every, "", ""
+		}
+		if req.TimeZone != nil {
+			s.TimeZone = *req.TimeZone
+		}
+		if req.StartAt != nil {
+			s.StartAt = *req.StartAt
+		}
+		if req.EndAt.Set {
+			s.EndAt = req.EndAt.Value // the zero time when null
+		}
+		if req.MaxRuns.Set {
+			s.MaxRuns = req.MaxRuns.Value // 0 when null
+		}
+	}, nil
 }
 
 // FromSchedule turns a stored schedule into its API form.
@@ -155,6 +298,9 @@ func FromSchedule(s *schedule.Schedule) *Schedule {
 func scheduleError(err error) error {
 	if errors.Is(err, schedule.ErrExists) {
 		return wire.Errorf(wire.CodeConflict, "a schedule with that id exists (or was deleted less than an hour ago)")
+	}
+	if errors.Is(err, schedule.ErrFinished) {
+		return wire.Errorf(wire.CodeInvalidState, "%s", strings.TrimPrefix(err.Error(), "schedule: "))
 	}
 	return err
 }
@@ -202,7 +348,8 @@ func (a *API) createSchedule(c *call) error {
 }
 
 func (a *API) listSchedules(c *call) error {
-	if _, err := query(c.r); err != nil {
+	n, err := nextRuns(c)
+	if err != nil {
 		return err
 	}
 	all, err := a.sched.List(c.ctx(), c.ns())
@@ -211,13 +358,35 @@ func (a *API) listSchedules(c *call) error {
 	}
 	out := ScheduleList{Schedules: make([]*Schedule, len(all))}
 	for i, s := range all {
-		out.Schedules[i] = FromSchedule(s)
+		out.Schedules[i] = withNextRuns(s, n)
 	}
 	return c.json(http.StatusOK, out)
 }
 
+// nextRuns reads ?next_runs=N (0..100): how many coming run times to add
+// to each schedule of the answer.
+func nextRuns(c *call) (int, error) {
+	q, err := query(c.r, "next_runs")
+	if err != nil {
+		return 0, err
+	}
+	n, err := queryInt(q, "next_runs", 0, maxNextRuns)
+	return int(n), err
+}
+
+// maxNextRuns caps ?next_runs.
+const maxNextRuns = 100
+
+// withNextRuns is FromSchedule with up to n coming run times.
+func withNextRuns(s *schedule.Schedule, n int) *Schedule {
+	out := FromSchedule(s)
+	out.NextRuns = s.NextRuns(n)
+	return out
+}
+
 func (a *API) getSchedule(c *call) error {
-	if _, err := query(c.r); err != nil {
+	n, err := nextRuns(c)
+	if err != nil {
 		return err
 	}
 	id, err := c.scheduleID()
@@ -228,10 +397,12 @@ func (a *API) getSchedule(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.json(http.StatusOK, FromSchedule(s))
+	return c.json(http.StatusOK, withNextRuns(s, n))
 }
 
-func (a *API) cancelSchedule(c *call) error {
+// changeSchedule answers a route that changes one schedule with no body:
+// cancel, pause, resume.
+func (a *API) changeSchedule(c *call, change func(ctx context.Context, ns, id string) (*schedule.Schedule, error)) error {
 	id, err := c.scheduleID()
 	if err != nil {
 		return err
@@ -239,9 +410,43 @@ func (a *API) cancelSchedule(c *call) error {
 	if err := c.noBody(); err != nil {
 		return err
 	}
-	s, err := a.sched.Cancel(c.ctx(), c.ns(), id)
+	s, err := change(c.ctx(), c.ns(), id)
+	if err != nil {
+		return scheduleError(err)
+	}
+	return c.json(http.StatusOK, FromSchedule(s))
+}
+
+func (a *API) cancelSchedule(c *call) error { return a.changeSchedule(c, a.sched.Cancel) }
+
+func (a *API) pauseSchedule(c *call) error { return a.changeSchedule(c, a.sched.Pause) }
+
+func (a *API) resumeSchedule(c *call) error { return a.changeSchedule(c, a.sched.Resume) }
+
+func (a *API) updateSchedule(c *call) error {
+	if _, err := query(c.r); err != nil {
+		return err
+	}
+	id, err := c.scheduleID()
 	if err != nil {
 		return err
+	}
+	var req ScheduleUpdate
+	if err := c.decode(&req, false); err != nil {
+		return err
+	}
+	edit, err := req.edit()
+	if err != nil {
+		return err
+	}
+	var s *schedule.Schedule
+	if edit == nil {
+		s, err = a.sched.Get(c.ctx(), c.ns(), id)
+	} else {
+		s, err = a.sched.Update(c.ctx(), c.ns(), id, edit)
+	}
+	if err != nil {
+		return scheduleError(err)
 	}
 	return c.json(http.StatusOK, FromSchedule(s))
 }

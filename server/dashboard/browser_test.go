@@ -30,7 +30,7 @@ const browserEnv = "KILN_TEST_BROWSER"
 // list, pause and resume a queue, re-drive a dead task, upload a code
 // package and follow its log live, HTML from a payload, an error and a
 // log shown as text only, a request without the CSRF token refused, the
-// CSP. With KILN_DASHBOARD_SHOTS=dir it writes screenshots of the pages
+// CSP, a schedule paused, resumed and edited in place. With KILN_DASHBOARD_SHOTS=dir it writes screenshots of the pages
 // there (docs/dashboard/ holds the committed ones).
 func TestBrowser(t *testing.T) {
 	t.Parallel()

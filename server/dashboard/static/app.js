@@ -477,40 +477,78 @@ async function schedulesPage() {
   const tz = h('input', { name: 'tz', placeholder: 'UTC', size: 12 });
   const everyS = h('input', { name: 'every', type: 'number', min: 1, placeholder: 'or every N s', size: 8 });
   const payload = h('input', { name: 'payload', placeholder: 'payload', size: 20 });
+  const title = h('span', { class: 'muted', id: 'schedule-form-title' }, 'New schedule');
+  const stopEditing = h('button', { type: 'button', id: 'schedule-edit-cancel', hidden: true, onclick: () => setEditing(null) }, 'Cancel edit');
+  // editing is the schedule the form changes in place (PATCH), or null
+  // for a new one (POST).
+  let editing = null;
+  const setEditing = (sc) => {
+    editing = sc;
+    id.disabled = !!sc;
+    stopEditing.hidden = !sc;
+    replace(title, sc ? 'Editing ' + sc.id + ' (same id, runs kept)' : 'New schedule');
+    if (!sc) { form.reset(); return; }
+    id.value = sc.id; type.value = sc.task.type; queue.value = sc.task.options?.queue || '';
+    cron.value = sc.cron || ''; tz.value = sc.time_zone || ''; everyS.value = sc.every_ms ? sc.every_ms / 1000 : '';
+    payload.value = decode(sc.task.payload);
+  };
   const form = h('form', {
     class: 'row card', id: 'schedule-form',
     onsubmit: async (e) => {
       e.preventDefault();
       const q = queue.value.trim() || (type.value.trim().startsWith('code:') ? type.value.trim() : '');
-      const body = { task: { type: type.value.trim(), options: q ? { queue: q } : {} } };
+      // An edit replaces the task whole: keep the options the form does not show.
+      const options = { ...(editing?.task.options || {}), queue: q };
+      if (!q) delete options.queue;
+      const body = { task: { type: type.value.trim(), options } };
       if (payload.value) body.task.payload = encode(payload.value);
-      if (id.value.trim()) body.id = id.value.trim();
-      if (cron.value.trim()) body.cron = cron.value.trim();
-      if (tz.value.trim()) body.time_zone = tz.value.trim();
+      if (cron.value.trim()) { body.cron = cron.value.trim(); body.time_zone = tz.value.trim(); }
       if (+everyS.value > 0) body.every_ms = +everyS.value * 1000;
-      const editing = form.dataset.editing;
-      if (editing) await act('edit', () => api('DELETE', p('/schedules/' + encodeURIComponent(editing))));
-      await act('schedule', () => api('POST', p('/schedules'), body));
-      flash(editing ? 'Schedule replaced' : 'Schedule created');
-      delete form.dataset.editing;
+      if (editing) {
+        await act('edit', () => api('PATCH', p('/schedules/' + encodeURIComponent(editing.id)), body));
+        flash('Schedule ' + editing.id + ' saved');
+      } else {
+        if (id.value.trim()) body.id = id.value.trim();
+        if (!body.time_zone) delete body.time_zone;
+        await act('schedule', () => api('POST', p('/schedules'), body));
+        flash('Schedule created');
+      }
+      setEditing(null);
       draw();
     },
-  }, h('label', {}, 'Id', id), h('label', {}, 'Task type', type), h('label', {}, 'Queue', queue), h('label', {}, 'Cron', cron),
-  h('label', {}, 'Time zone', tz), h('label', {}, 'Every (s)', everyS), h('label', {}, 'Payload', payload), h('button', { class: 'primary', type: 'submit' }, 'Save'));
+  }, title, h('label', {}, 'Id', id), h('label', {}, 'Task type', type), h('label', {}, 'Queue', queue), h('label', {}, 'Cron', cron),
+  h('label', {}, 'Time zone', tz), h('label', {}, 'Every (s)', everyS), h('label', {}, 'Payload', payload),
+  h('button', { class: 'primary', type: 'submit' }, 'Save'), stopEditing);
   replace(main, h('h1', {}, 'Schedules'), form, box);
+  const change = async (sc, verb) => {
+    await act(verb, () => api('POST', p('/schedules/' + encodeURIComponent(sc.id) + '/' + verb)));
+    flash(sc.id + ': ' + verb + 'd');
+    draw();
+  };
+  // nextRuns shows the next run and the two after it; a paused schedule
+  // has none until it is resumed.
+  const nextRuns = (sc) => {
+    if (sc.status === 'paused') return h('span', { class: 'muted' }, 'paused: none until resumed');
+    if (!sc.next_start) return '—';
+    const later = (sc.next_runs || []).slice(1);
+    return h('span', { class: 'next-runs' }, fmtTime(sc.next_start) + ' (' + ago(sc.next_start) + ')',
+      later.length ? h('div', { class: 'muted' }, 'then ' + later.map(fmtTime).join(', ')) : null);
+  };
   const draw = async () => {
-    const { schedules } = await api('GET', p('/schedules'));
+    const { schedules } = await api('GET', p('/schedules?next_runs=3'));
     replace(box, schedules.length === 0 ? h('p', { class: 'muted' }, 'No schedules.') :
-      h('table', { id: 'schedules' }, h('tr', {}, ['id', 'task', 'when', 'status', 'next run', 'runs', 'last run', 'last error', ''].map((x) => h('th', {}, x))),
-        schedules.map((sc) => h('tr', { 'data-id': sc.id }, h('td', { class: 'mono' }, sc.id), h('td', {}, sc.task.type, ' → ', sc.task.options?.queue || 'default'),
+      h('table', { id: 'schedules' }, h('tr', {}, ['id', 'task', 'when', 'status', 'next runs', 'runs', 'last run', 'last error', ''].map((x) => h('th', {}, x))),
+        schedules.map((sc) => h('tr', { 'data-id': sc.id, 'data-status': sc.status }, h('td', { class: 'mono' }, sc.id), h('td', {}, sc.task.type, ' → ', sc.task.options?.queue || 'default'),
           h('td', {}, sc.cron ? sc.cron + ' (' + (sc.time_zone || 'UTC') + ')' : 'every ' + fmtMs(sc.every_ms)),
-          h('td', {}, sc.status), h('td', {}, sc.next_start ? fmtTime(sc.next_start) + ' (' + ago(sc.next_start) + ')' : '—'),
-          h('td', { class: 'num' }, String(sc.run_count)), h('td', {}, sc.last_task_id ? h('a', { href: '#/task/' + encodeURIComponent(sc.last_task_id) }, ago(sc.last_run_time)) : '—'),
+          h('td', {}, stateBadge(sc.status)), h('td', { class: 'next' }, nextRuns(sc)),
+          h('td', { class: 'num' }, String(sc.run_count) + (sc.max_runs ? ' / ' + sc.max_runs : '')),
+          h('td', {}, sc.last_task_id ? h('a', { href: '#/task/' + encodeURIComponent(sc.last_task_id) }, ago(sc.last_run_time)) : '—'),
           h('td', {}, sc.last_error || ''),
           h('td', {},
-            h('button', { type: 'button', onclick: () => { form.dataset.editing = sc.id; id.value = sc.id; type.value = sc.task.type; queue.value = sc.task.options?.queue || ''; cron.value = sc.cron || ''; tz.value = sc.time_zone || ''; everyS.value = sc.every_ms ? sc.every_ms / 1000 : ''; payload.value = decode(sc.task.payload); flash('Editing ' + sc.id + ': Save replaces it'); } }, 'Edit'),
-            sc.status === 'active' ? h('button', { type: 'button', onclick: async () => { await act('pause', () => api('POST', p('/schedules/' + encodeURIComponent(sc.id) + '/cancel'))); draw(); } }, 'Pause (cancel)') : null,
-            h('button', { type: 'button', class: 'danger', onclick: async () => { if (!confirm('Delete schedule ' + sc.id + '?')) return; await act('delete', () => api('DELETE', p('/schedules/' + encodeURIComponent(sc.id)))); draw(); } }, 'Delete'))))));
+            ['active', 'paused'].includes(sc.status) ? h('button', { type: 'button', 'data-act': 'edit', onclick: () => { setEditing(sc); flash('Editing ' + sc.id + ': Save changes it in place'); } }, 'Edit') : null,
+            sc.status === 'active' ? h('button', { type: 'button', 'data-act': 'pause', onclick: () => change(sc, 'pause') }, 'Pause') : null,
+            sc.status === 'paused' ? h('button', { type: 'button', 'data-act': 'resume', onclick: () => change(sc, 'resume') }, 'Resume') : null,
+            h('button', { type: 'button', class: 'danger', 'data-act': 'delete', onclick: async () => { if (!confirm('Delete schedule ' + sc.id + '?')) return; await act('delete', () => api('DELETE', p('/schedules/' + encodeURIComponent(sc.id)))); draw(); } }, 'Delete'))))));
   };
   await draw();
   every(30e3, draw);

@@ -257,7 +257,7 @@ step('the page has a strict Content-Security-Policy', async () => {
   check(blocked.some((e) => e.includes('Content Security Policy')), 'no CSP violation was reported: ' + blocked);
 });
 
-step('schedules, workers, workflows and projects pages', async () => {
+step('schedules: create, pause, resume and edit in place', async () => {
   await page.waitForSelector('#overview .stat', { timeout: T });
   await go('#/schedules');
   await page.waitForSelector('#schedule-form', { timeout: T });
@@ -265,8 +265,44 @@ step('schedules, workers, workflows and projects pages', async () => {
   await page.fill('#schedule-form input[name=type]', 'report');
   await page.fill('#schedule-form input[name=cron]', '30 2 * * *');
   await page.click('#schedule-form button[type=submit]');
-  await page.waitForSelector('#schedules tr[data-id="nightly"]', { timeout: T });
+  const row = '#schedules tr[data-id="nightly"]';
+  await page.waitForSelector(row, { timeout: T });
+  const get = () => page.evaluate(async (p) => (await fetch('/ui/api/v1/projects/' + encodeURIComponent(p) + '/schedules/nightly')).json(), PROJECT);
+  const created = await get();
+  check(created.status === 'active' && created.next_start, 'created: ' + JSON.stringify(created));
+  // The next run and the two after it.
+  await page.waitForFunction((sel) => document.querySelector(sel + ' td.next')?.textContent.includes('then'), row, { timeout: T });
+
+  await page.click(row + ' button[data-act=pause]');
+  await page.waitForSelector(row + '[data-status=paused]', { timeout: T });
+  check((await page.textContent(row + ' td.next')).includes('paused'), 'a paused schedule shows next runs');
+  check(!(await page.$(row + ' button[data-act=pause]')) && await page.$(row + ' button[data-act=resume]'), 'a paused schedule offers Pause, or no Resume');
+  const paused = await get();
+  check(paused.status === 'paused' && paused.next_start === null, 'paused: ' + JSON.stringify(paused));
+
+  await page.click(row + ' button[data-act=resume]');
+  await page.waitForSelector(row + '[data-status=active]', { timeout: T });
+  const resumed = await get();
+  check(resumed.status === 'active' && resumed.next_start, 'resumed: ' + JSON.stringify(resumed));
+
+  await page.click(row + ' button[data-act=edit]');
+  check(await page.isDisabled('#schedule-form input[name=id]'), 'the id can be changed while editing');
+  check(await page.inputValue('#schedule-form input[name=cron]') === '30 2 * * *', 'the form does not hold the schedule');
+  await page.fill('#schedule-form input[name=cron]', '15 4 * * *');
+  await page.fill('#schedule-form input[name=tz]', 'Europe/London');
+  await page.fill('#schedule-form input[name=payload]', '{"edited":true}');
+  await page.click('#schedule-form button[type=submit]');
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.includes('15 4 * * * (Europe/London)'), row, { timeout: T });
+  const edited = await get();
+  check(edited.id === 'nightly' && edited.created_at === created.created_at && edited.cron === '15 4 * * *' &&
+    edited.time_zone === 'Europe/London' && atob(edited.task.payload) === '{"edited":true}' && edited.status === 'active' &&
+    edited.run_count === created.run_count, 'edited in place: ' + JSON.stringify(edited));
+  check(await page.$$eval('#schedules tr[data-id="nightly"]', (r) => r.length) === 1, 'the edit made a second schedule');
+  check(!(await page.isDisabled('#schedule-form input[name=id]')), 'the form is still editing after the save');
   await shot('schedules');
+});
+
+step('workers, workflows and projects pages', async () => {
   await go('#/workers');
   await page.waitForSelector('#workers tr[data-id]', { timeout: T });
   await shot('workers');
