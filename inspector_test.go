@@ -2,6 +2,7 @@ package kiln_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -293,6 +294,58 @@ func TestInspectorAdmin(t *testing.T) {
 			}
 			if q, err := other.Inspector().Queue(ctx, "q"); err != nil || q.Pending != 1 {
 				t.Errorf("the other namespace's queue = %+v, %v, want its task", q, err)
+			}
+		})
+	}
+}
+
+// TestInspectorTaskErrors: Inspector.Task and List show a task's failed
+// attempts, oldest first, with the worker that ran each; a task that never
+// failed has none.
+func TestInspectorTaskErrors(t *testing.T) {
+	t.Parallel()
+	for _, ts := range kiln.TestStores {
+		t.Run(ts.Name, func(t *testing.T) {
+			s := ts.Open(t, nil)
+			t.Parallel()
+			c, insp, _ := inspectorSetup(t, s)
+			ctx := t.Context()
+			ids := enqueueIDs(t, c, "errs", 1, kiln.TaskOptions{MaxRetries: new(3)})
+			ok := enqueueIDs(t, c, "fine", 1, kiln.TaskOptions{})[0]
+			for n, msg := range []string{"first", "second"} {
+				out, err := s.Lease(ctx, store.LeaseParams{Namespace: "insp", Queues: []string{"errs"}, Max: 1, Duration: time.Minute, WorkerID: "w" + msg})
+				if err != nil || len(out.Tasks) != 1 {
+					t.Fatalf("lease %d: %v, %v", n, out.Tasks, err)
+				}
+				kind := store.OutcomeRetry
+				if n == 1 {
+					kind = store.OutcomeDead
+				}
+				res, err := s.Report(ctx, store.ReportParams{Namespace: "insp", Outcomes: []store.Outcome{{ID: ids[0], LeaseID: out.Tasks[0].LeaseID, Kind: kind, Error: msg}}})
+				if err != nil || res.Errs[0] != nil {
+					t.Fatalf("report %d: %v, %v", n, res.Errs, err)
+				}
+			}
+			info, err := insp.Task(ctx, ids[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range info.Errors {
+				got = append(got, fmt.Sprintf("%d %s %s", e.Attempt, e.WorkerID, e.Error))
+				if e.At.IsZero() {
+					t.Errorf("attempt %d has no time", e.Attempt)
+				}
+			}
+			if want := []string{"1 wfirst first", "2 wsecond second"}; !slices.Equal(got, want) || info.ErrorsDropped != 0 {
+				t.Errorf("Task(...).Errors = %q (dropped %d), want %q", got, info.ErrorsDropped, want)
+			}
+			page, err := insp.List(ctx, &kiln.ListOptions{Queue: "errs"})
+			if err != nil || len(page.Tasks) != 1 || len(page.Tasks[0].Errors) != 2 {
+				t.Errorf("List(errs) = %+v, %v; want the task with its 2 errors", page.Tasks, err)
+			}
+			if info, err := insp.Task(ctx, ok); err != nil || info.Errors != nil {
+				t.Errorf("a task that never failed: Errors %v, %v; want nil", info.Errors, err)
 			}
 		})
 	}

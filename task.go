@@ -35,6 +35,12 @@ type TaskInfo struct {
 	Result []byte `json:"result,omitempty"`
 	// LastError is the error of the last failed attempt.
 	LastError string `json:"last_error,omitempty"`
+	// Errors are the task's failed attempts, oldest first: the last
+	// store.MaxAttemptErrors of them, each error cut to
+	// store.MaxAttemptErrorBytes. Nil for a task that never failed.
+	Errors []AttemptError `json:"errors,omitempty"`
+	// ErrorsDropped counts the older failed attempts not in Errors.
+	ErrorsDropped int `json:"errors_dropped,omitempty"`
 
 	Priority   int           `json:"priority"`
 	MaxRetries int           `json:"max_retries"`
@@ -62,6 +68,20 @@ type TaskInfo struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
+// AttemptError is one failed attempt of a task (TaskInfo.Errors).
+type AttemptError struct {
+	// Attempt is the attempt's number (an operator's retry counts again
+	// from 1).
+	Attempt int `json:"attempt"`
+	// At is when the store recorded the failure.
+	At time.Time `json:"at"`
+	// Error is the attempt's error: a retry, a dead or cancelled end, or
+	// the lease that expired when its worker was lost.
+	Error string `json:"error"`
+	// WorkerID names the worker that ran the attempt, when it named one.
+	WorkerID string `json:"worker_id,omitempty"`
+}
+
 // Progress is what a handler reports about a running task.
 type Progress struct {
 	// Percent is 0..100.
@@ -71,7 +91,15 @@ type Progress struct {
 }
 
 func infoFromStore(t *store.Task) *TaskInfo {
+	var errs []AttemptError
+	if len(t.Errors) > 0 {
+		errs = make([]AttemptError, len(t.Errors))
+		for i, e := range t.Errors {
+			errs[i] = AttemptError{Attempt: e.Attempt, At: e.At, Error: e.Error, WorkerID: e.WorkerID}
+		}
+	}
 	return &TaskInfo{
+		Errors: errs, ErrorsDropped: t.ErrorsDropped,
 		ID: t.ID, Type: t.Type, Queue: t.Queue, State: t.State,
 		Payload: t.Payload, Result: t.Result, LastError: t.LastError,
 		Priority: t.Priority, MaxRetries: t.MaxRetries, Timeout: t.Timeout, Deadline: t.Deadline,

@@ -183,6 +183,13 @@ type Task struct {
 	Result []byte
 	// LastError is the error of the last failed attempt.
 	LastError string
+	// Errors is the history of the failed attempts, oldest first: the last
+	// MaxAttemptErrors of them, each error text cut to MaxAttemptErrorBytes.
+	// It is nil for a task that never failed. Admin Retry keeps it.
+	Errors []AttemptError
+	// ErrorsDropped counts the older failed attempts that Errors no longer
+	// holds.
+	ErrorsDropped int
 	// ProgressPercent (0..100) and ProgressMessage are the last progress
 	// reported by the handler.
 	ProgressPercent int
@@ -201,7 +208,63 @@ func (t *Task) Clone() *Task {
 	if t.Result != nil {
 		c.Result = append([]byte(nil), t.Result...)
 	}
+	if t.Errors != nil {
+		c.Errors = append([]AttemptError(nil), t.Errors...)
+	}
 	return &c
+}
+
+// AttemptError is one failed attempt of a task, in Task.Errors.
+type AttemptError struct {
+	// Attempt is the attempt's number (Task.Attempt when it failed).
+	Attempt int
+	// At is when the store recorded the failure.
+	At time.Time
+	// Error is the attempt's error, cut to MaxAttemptErrorBytes.
+	Error string
+	// WorkerID names the worker that held the attempt's lease; empty when
+	// the lease named none.
+	WorkerID string
+}
+
+// Bounds of a task's error history (Task.Errors): a task that fails many
+// times with long errors stays small.
+const (
+	// MaxAttemptErrors is the most failed attempts a task keeps; older ones
+	// are dropped and counted in Task.ErrorsDropped.
+	MaxAttemptErrors = 20
+	// MaxAttemptErrorBytes caps the error text of one AttemptError (the
+	// whole text of the last failure stays in Task.LastError).
+	MaxAttemptErrorBytes = 1024
+)
+
+// TruncateAttemptError returns msg cut to at most MaxAttemptErrorBytes
+// bytes, on a UTF-8 character boundary.
+func TruncateAttemptError(msg string) string {
+	if len(msg) <= MaxAttemptErrorBytes {
+		return msg
+	}
+	n := MaxAttemptErrorBytes
+	// Back off over continuation bytes (10xxxxxx) to the start of the
+	// character that crosses the cap.
+	for n > 0 && msg[n]&0xC0 == 0x80 {
+		n--
+	}
+	return msg[:n]
+}
+
+// AddError appends the failure of the current attempt to t.Errors (its
+// number, the worker that held it and msg, cut by TruncateAttemptError),
+// dropping the oldest entry past MaxAttemptErrors.
+func (t *Task) AddError(at time.Time, msg string) {
+	e := AttemptError{Attempt: t.Attempt, At: at, Error: TruncateAttemptError(msg), WorkerID: t.WorkerID}
+	if len(t.Errors) >= MaxAttemptErrors {
+		drop := len(t.Errors) - MaxAttemptErrors + 1
+		t.ErrorsDropped += drop
+		// A new array: a shallow copy of t may still share the old one.
+		t.Errors = append(make([]AttemptError, 0, MaxAttemptErrors), t.Errors[drop:]...)
+	}
+	t.Errors = append(t.Errors, e)
 }
 
 // OutcomeKind says how an attempt ended.

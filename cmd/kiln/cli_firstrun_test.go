@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
@@ -175,6 +176,42 @@ func TestTaskViewPreviousError(t *testing.T) {
 		if !strings.Contains(b.String(), tt.want) {
 			t.Errorf("task %s, attempt %d:\n%s\nwant %q", tt.state, tt.attempt, &b, tt.want)
 		}
+	}
+}
+
+// TestTaskViewErrorHistory: the task view lists every failed attempt that
+// the task keeps, oldest first, with its worker and error on one line, and
+// says how many earlier ones were not kept.
+func TestTaskViewErrorHistory(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 12, 6, 7, 12, 3, 0, time.Local)
+	var b bytes.Buffer
+	err := printTask(&b, &wire.Task{ID: "t1", State: "dead", Attempt: 5, MaxRetries: 4, LastError: "disk full\nat line 3",
+		Errors: []wire.AttemptError{
+			{Attempt: 4, At: at, Error: "lease expired on attempt 4 (worker lost)", WorkerID: "w2"},
+			{Attempt: 5, At: at.Add(time.Minute), Error: "disk full\nat line 3"},
+		}, ErrorsDropped: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"failed attempts  5 (the 3 earliest not kept)\n",
+		"  attempt 4      2026-12-06 07:12:03  w2  lease expired on attempt 4 (worker lost)\n",
+		"  attempt 5      2026-12-06 07:13:03  -  disk full ⏎ at line 3\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("task view:\n%s\nwant a line %q", &b, want)
+		}
+	}
+	if i, j := strings.Index(b.String(), "attempt 4"), strings.Index(b.String(), "attempt 5"); i < 0 || j < i {
+		t.Errorf("attempts are not oldest first:\n%s", &b)
+	}
+	b.Reset()
+	if err := printTask(&b, &wire.Task{ID: "t1", State: "succeeded", Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "failed attempts") {
+		t.Errorf("a task that never failed shows a history:\n%s", &b)
 	}
 }
 

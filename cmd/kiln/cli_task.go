@@ -205,11 +205,30 @@ func printTask(w io.Writer, t *wire.Task) error {
 		label, text := errorRow(t)
 		tb.row(label, text)
 	}
+	errorHistory(tb, t)
 	tb.row("payload", showBytes(t.Payload))
 	if t.Result != nil {
 		tb.row("result", showBytes(t.Result))
 	}
 	return tb.flush()
+}
+
+// errorHistory adds the task's failed attempts to a task view, oldest
+// first: a "failed attempts" row with their count, then one row per
+// attempt with its time, worker and error.
+func errorHistory(tb *table, t *wire.Task) {
+	if len(t.Errors) == 0 && t.ErrorsDropped == 0 {
+		return
+	}
+	n := fmt.Sprint(len(t.Errors) + t.ErrorsDropped)
+	if t.ErrorsDropped > 0 {
+		n += fmt.Sprintf(" (the %d earliest not kept)", t.ErrorsDropped)
+	}
+	tb.row("failed attempts", n)
+	for _, e := range t.Errors {
+		line := fmtTime(&e.At) + "  " + orDash(e.WorkerID) + "  " + oneLine(e.Error)
+		tb.row(fmt.Sprintf("  attempt %d", e.Attempt), line)
+	}
 }
 
 // errorRow is how a task view shows the task's last error. The error is

@@ -15,13 +15,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/binenc"
 	"github.com/kilnhq/kiln/store"
 )
 
-// Version is the encoding version written by Encode.
+// Version is the encoding version written by Encode. Flags added to
+// version 1 since (8: trace context, 16: error history) leave a record
+// without them byte for byte as it was; a reader older than a flag refuses
+// a record that has it.
 const Version = 1
 
 // ErrCorrupt is returned for input that is not a valid record.
@@ -64,6 +68,10 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	if t.TraceParent != "" {
 		flags |= 8 // added in version 1: the trace context ends the record
 	}
+	hasErrors := len(t.Errors) > 0 || t.ErrorsDropped > 0
+	if hasErrors {
+		flags |= 16 // added in version 1: the error history follows
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -77,7 +85,53 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 	if t.TraceParent != "" {
 		dst = binenc.AppendString(dst, t.TraceParent)
 	}
+	if hasErrors {
+		dst = appendErrors(dst, t)
+	}
 	return dst
+}
+
+// appendErrors appends the error history (flag 16): the count of dropped
+// attempts, the count of entries, then per entry its attempt, time,
+// worker id and error.
+func appendErrors(dst []byte, t *store.Task) []byte {
+	dst = binary.AppendUvarint(dst, uint64(max(t.ErrorsDropped, 0)))
+	dst = binary.AppendUvarint(dst, uint64(len(t.Errors)))
+	for i := range t.Errors {
+		e := &t.Errors[i]
+		dst = binary.AppendVarint(dst, int64(e.Attempt))
+		dst = binenc.AppendTime(dst, e.At)
+		dst = binenc.AppendString(dst, e.WorkerID)
+		dst = binenc.AppendString(dst, e.Error)
+	}
+	return dst
+}
+
+// decodeErrors reads appendErrors's encoding into t. A history flag with
+// nothing in it is refused, so that every record has one encoding.
+func decodeErrors(d *binenc.Reader, t *store.Task) {
+	dropped := d.Uvarint()
+	n := d.Uvarint()
+	if d.Err() != nil {
+		return
+	}
+	// Every entry takes at least 4 bytes: a bound before allocating.
+	if dropped > math.MaxInt32 || n > uint64(d.Len()/4) || (n == 0 && dropped == 0) { //nolint:gosec // G115: Len is never negative
+		d.Fail("error history of %d entries (%d dropped)", n, dropped)
+		return
+	}
+	t.ErrorsDropped = int(dropped)
+	if n == 0 {
+		return
+	}
+	t.Errors = make([]store.AttemptError, n)
+	for i := range t.Errors {
+		e := &t.Errors[i]
+		e.Attempt = d.Int32()
+		e.At = d.Time()
+		e.WorkerID = d.String(maxField)
+		e.Error = d.String(maxField)
+	}
 }
 
 // Decode decodes a record into t (Namespace and Payload are left alone) and
@@ -127,13 +181,17 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	if flags&8 != 0 {
 		t.TraceParent = d.String(maxTraceParent)
 	}
+	t.Errors, t.ErrorsDropped = nil, 0
+	if flags&16 != 0 {
+		decodeErrors(d, t)
+	}
 	if err := d.End(); err != nil {
 		return 0, err
 	}
 	if !t.State.Valid() {
 		return 0, fmt.Errorf("%w: invalid state %d", ErrCorrupt, t.State)
 	}
-	if flags&^15 != 0 {
+	if flags&^31 != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	return seq, nil

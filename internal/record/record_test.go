@@ -37,6 +37,8 @@ func TestRoundTrip(t *testing.T) {
 		"before 1970":   {ID: "a", Type: "t", Queue: "q", State: store.StatePending, CreatedAt: time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)},
 		"at unix epoch": {ID: "a", Type: "t", Queue: "q", State: store.StatePending, CreatedAt: time.Unix(0, 0).UTC()},
 		"traced":        {ID: "a", Type: "t", Queue: "q", State: store.StatePending, TraceParent: testTraceParent},
+		"errors":        withErrors(),
+		"only dropped":  {ID: "a", Type: "t", Queue: "q", State: store.StateRetry, ErrorsDropped: 3},
 	}
 	for name, want := range cases {
 		b := Encode(nil, 77, want)
@@ -93,6 +95,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Encode(nil, 1, full()))
 	f.Add(Encode(nil, 0, &store.Task{ID: "a", Type: "b", Queue: "c", State: store.StatePending}))
 	f.Add([]byte{Version})
+	f.Add(Encode(nil, 2, withErrors()))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var task store.Task
 		seq, err := Decode(b, &task)
@@ -180,5 +183,55 @@ func TestTraceParentFlag(t *testing.T) {
 	}
 	if len(b) != len(a)+56 {
 		t.Errorf("traced record is %d bytes, want %d", len(b), len(a)+56)
+	}
+}
+
+// withErrors is full() with an error history and a trace context.
+func withErrors() *store.Task {
+	t := full()
+	t.TraceParent = testTraceParent
+	at := t.CreatedAt
+	t.Errors = []store.AttemptError{
+		{Attempt: 2, At: at.Add(time.Minute), Error: "boom", WorkerID: "host-1:123"},
+		{Attempt: 3, At: at.Add(2 * time.Minute), Error: "lease expired on attempt 3 (worker lost)"},
+	}
+	t.ErrorsDropped = 1
+	return t
+}
+
+// TestErrorsFlag: a record with an error history sets flag 16 and ends
+// with it (after the trace context); one without is byte for byte what it
+// was before the flag (goldenFull still holds), and a history flag with
+// nothing in it is refused.
+func TestErrorsFlag(t *testing.T) {
+	t.Parallel()
+	plain := withErrors()
+	plain.Errors, plain.ErrorsDropped = nil, 0
+	a, b := Encode(nil, 1, plain), Encode(nil, 1, withErrors())
+	if !bytes.HasPrefix(b[len(a):], []byte{1, 2}) || len(b) <= len(a)+2 {
+		t.Errorf("the history does not follow the record: %x", b[len(a):])
+	}
+	var got store.Task
+	if _, err := Decode(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(withErrors(), &got); diff != "" {
+		t.Errorf("history round trip (-want +got):\n%s", diff)
+	}
+	// Reading a record into a task that had a history clears it.
+	if _, err := Decode(a, &got); err != nil || got.Errors != nil || got.ErrorsDropped != 0 {
+		t.Errorf("Decode of a record without history into a task with one: errors %v, dropped %d, err %v", got.Errors, got.ErrorsDropped, err)
+	}
+	// Flag 16 with an empty history, and with a count over the bytes left.
+	flag := bytes.Clone(a)
+	flagAt := bytes.Index(a, []byte("host-1:123")) + len("host-1:123")
+	if flag[flagAt]&16 != 0 {
+		t.Fatalf("flags byte %#x at %d already has 16", flag[flagAt], flagAt)
+	}
+	flag[flagAt] |= 16
+	for name, tail := range map[string][]byte{"empty history": {0, 0}, "count over the bytes left": {0, 50, 1}} {
+		if _, err := Decode(append(bytes.Clone(flag), tail...), &got); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: err = %v, want ErrCorrupt", name, err)
+		}
 	}
 }

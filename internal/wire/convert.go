@@ -102,6 +102,13 @@ func FromTask(t *store.Task) *Task {
 	if t.ProgressPercent != 0 || t.ProgressMessage != "" {
 		w.Progress = &Progress{Percent: t.ProgressPercent, Message: t.ProgressMessage}
 	}
+	if len(t.Errors) > 0 {
+		w.Errors = make([]AttemptError, len(t.Errors))
+		for i, e := range t.Errors {
+			w.Errors[i] = AttemptError{Attempt: e.Attempt, At: e.At, Error: e.Error, WorkerID: e.WorkerID}
+		}
+	}
+	w.ErrorsDropped = t.ErrorsDropped
 	return w
 }
 
@@ -137,6 +144,13 @@ func (w *Task) ToTask(ns string) (*store.Task, error) {
 	if w.Progress != nil {
 		t.ProgressPercent, t.ProgressMessage = w.Progress.Percent, w.Progress.Message
 	}
+	if len(w.Errors) > 0 {
+		t.Errors = make([]store.AttemptError, len(w.Errors))
+		for i, e := range w.Errors {
+			t.Errors[i] = store.AttemptError{Attempt: e.Attempt, At: e.At, Error: e.Error, WorkerID: e.WorkerID}
+		}
+	}
+	t.ErrorsDropped = w.ErrorsDropped
 	return t, nil
 }
 

@@ -41,6 +41,20 @@ type Task struct {
 	// TraceParent is the W3C trace context the task was enqueued with;
 	// absent means none.
 	TraceParent string `json:"traceparent,omitempty"`
+	// Errors are the task's failed attempts, oldest first (the last
+	// store.MaxAttemptErrors); absent means none failed.
+	Errors []AttemptError `json:"errors,omitempty"`
+	// ErrorsDropped counts the older failed attempts not in Errors;
+	// absent means none.
+	ErrorsDropped int `json:"errors_dropped,omitempty"`
+}
+
+// AttemptError is one failed attempt of a task.
+type AttemptError struct {
+	Attempt  int       `json:"attempt"`
+	At       time.Time `json:"at"`
+	Error    string    `json:"error"`
+	WorkerID string    `json:"worker_id,omitempty"`
 }
 
 // Progress is what a handler reported while it ran.

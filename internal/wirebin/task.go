@@ -3,6 +3,7 @@ package wirebin
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/binenc"
@@ -27,7 +28,12 @@ const (
 	// a server sends it only to a client whose Accept says it reads it
 	// (TasksTraceParam), others get such tasks in JSON.
 	taskHasTrace
-	taskFlagsKnown = taskCancelRequested | taskHasResult | taskHasTrace
+	// taskHasErrors: the error history ends the task (after the trace
+	// context). Added to version 1: a server sends it only to a client
+	// whose Accept says it reads it (TasksErrorsParam); others get the
+	// tasks without their history (WithoutErrors).
+	taskHasErrors
+	taskFlagsKnown = taskCancelRequested | taskHasResult | taskHasTrace | taskHasErrors
 )
 
 // maxTraceParent bounds a trace context (a W3C traceparent is 55 bytes).
@@ -64,6 +70,10 @@ func appendTask(dst []byte, t *store.Task) []byte {
 	if t.TraceParent != "" {
 		flags |= taskHasTrace
 	}
+	hasErrors := len(t.Errors) > 0 || t.ErrorsDropped > 0
+	if hasErrors {
+		flags |= taskHasErrors
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -77,7 +87,53 @@ func appendTask(dst []byte, t *store.Task) []byte {
 	if t.TraceParent != "" {
 		dst = binenc.AppendString(dst, t.TraceParent)
 	}
+	if hasErrors {
+		dst = appendErrors(dst, t)
+	}
 	return dst
+}
+
+// appendErrors appends the error history (taskHasErrors): the count of
+// dropped attempts, the count of entries, then per entry its attempt,
+// time, worker id and error.
+func appendErrors(dst []byte, t *store.Task) []byte {
+	dst = binary.AppendUvarint(dst, uint64(max(t.ErrorsDropped, 0)))
+	dst = binary.AppendUvarint(dst, uint64(len(t.Errors)))
+	for i := range t.Errors {
+		e := &t.Errors[i]
+		dst = binary.AppendVarint(dst, int64(e.Attempt))
+		dst = binenc.AppendTime(dst, e.At)
+		dst = binenc.AppendString(dst, e.WorkerID)
+		dst = binenc.AppendString(dst, e.Error)
+	}
+	return dst
+}
+
+// decodeErrors reads appendErrors's encoding into t. A history flag with
+// nothing in it is refused, so that every task has one encoding.
+func decodeErrors(d *binenc.Reader, t *store.Task) {
+	dropped := d.Uvarint()
+	n := d.Uvarint()
+	if d.Err() != nil {
+		return
+	}
+	// Every entry takes at least 4 bytes: a bound before allocating.
+	if dropped > math.MaxInt32 || n > uint64(d.Len()/4) || (n == 0 && dropped == 0) { //nolint:gosec // G115: Len is never negative
+		d.Fail("error history of %d entries (%d dropped)", n, dropped)
+		return
+	}
+	t.ErrorsDropped = int(dropped)
+	if n == 0 {
+		return
+	}
+	t.Errors = make([]store.AttemptError, n)
+	for i := range t.Errors {
+		e := &t.Errors[i]
+		e.Attempt = d.Int32()
+		e.At = d.Time()
+		e.WorkerID = d.String(maxField)
+		e.Error = d.String(maxField)
+	}
 }
 
 // decodeTask decodes appendTask's encoding into t (Namespace and Payload
@@ -125,6 +181,9 @@ func decodeTask(b []byte, t *store.Task) error {
 	t.ProgressMessage = d.String(maxField)
 	if flags&taskHasTrace != 0 {
 		t.TraceParent = d.String(maxTraceParent)
+	}
+	if flags&taskHasErrors != 0 {
+		decodeErrors(d, t)
 	}
 	if err := d.End(); err != nil {
 		return err

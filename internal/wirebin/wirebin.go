@@ -55,6 +55,45 @@ func HasTrace(ts []*store.Task) bool {
 	return false
 }
 
+// TasksErrorsParam is the media type parameter ("errors=1") with which a
+// client's Accept says that it reads tasks' error histories
+// (store.Task.Errors) in TasksType.
+const TasksErrorsParam = "errors"
+
+// HasErrors reports whether a task of ts has an error history, which only
+// a client that accepts TasksType with TasksErrorsParam reads.
+func HasErrors(ts []*store.Task) bool {
+	for _, t := range ts {
+		if t != nil && (len(t.Errors) > 0 || t.ErrorsDropped > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// WithoutErrors returns ts with the tasks that have an error history
+// replaced by shallow copies without it, for a client that does not read
+// it (a worker needs no history to run a task); ts itself when no task
+// has one.
+func WithoutErrors(ts []*store.Task) []*store.Task {
+	var out []*store.Task
+	for i, t := range ts {
+		if t == nil || (len(t.Errors) == 0 && t.ErrorsDropped == 0) {
+			continue
+		}
+		if out == nil {
+			out = append([]*store.Task(nil), ts...)
+		}
+		c := *t
+		c.Errors, c.ErrorsDropped = nil, 0
+		out[i] = &c
+	}
+	if out == nil {
+		return ts
+	}
+	return out
+}
+
 // Version is the version byte of both formats.
 const Version = 1
 
@@ -95,6 +134,11 @@ func Encodable(ts []*store.Task) bool {
 		}
 		for _, tm := range [...]time.Time{t.Deadline, t.LeaseExpiresAt, t.CreatedAt, t.RunAt, t.StartedAt, t.FinishedAt, t.ExpiresAt} {
 			if !timeOK(tm) {
+				return false
+			}
+		}
+		for _, e := range t.Errors {
+			if !timeOK(e.At) || !int32OK(e.Attempt) {
 				return false
 			}
 		}

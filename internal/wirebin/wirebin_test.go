@@ -23,6 +23,18 @@ func sampleTasks() []*store.Task {
 	}
 }
 
+// withErrors is sampleTasks with an error history on the first task.
+func withErrors() []*store.Task {
+	ts := sampleTasks()
+	at := time.Date(2026, 11, 23, 12, 0, 0, 1, time.UTC)
+	ts[0].Errors = []store.AttemptError{
+		{Attempt: 1, At: at, Error: "boom", WorkerID: "wrk_1"},
+		{Attempt: 2, At: at.Add(time.Minute), Error: "lease expired on attempt 2 (worker lost)"},
+	}
+	ts[0].ErrorsDropped = 4
+	return ts
+}
+
 func sampleOutcomes() []store.Outcome {
 	return []store.Outcome{
 		{ID: "a", LeaseID: 1, Kind: store.OutcomeSucceeded, Result: []byte("r")},
@@ -69,6 +81,27 @@ func TestRoundTrip(t *testing.T) {
 	got, err = wirebin.DecodeTasks(wirebin.AppendTasks(nil, traced), "p")
 	if err != nil || !reflect.DeepEqual(got, traced) {
 		t.Fatalf("traced tasks: %v\n got %+v\nwant %+v", err, got, traced)
+	}
+	// An error history travels (flag 8), and is told apart by HasErrors;
+	// WithoutErrors strips it for older clients without touching ts.
+	failed := withErrors()
+	if !wirebin.HasErrors(failed) || wirebin.HasErrors(sampleTasks()) || !wirebin.Encodable(failed) {
+		t.Error("HasErrors or Encodable is wrong")
+	}
+	got, err = wirebin.DecodeTasks(wirebin.AppendTasks(nil, failed), "p")
+	if err != nil || !reflect.DeepEqual(got, failed) {
+		t.Fatalf("tasks with errors: %v\n got %+v\nwant %+v", err, got, failed)
+	}
+	stripped := wirebin.WithoutErrors(failed)
+	if wirebin.HasErrors(stripped) || !wirebin.HasErrors(failed) || stripped[1] != failed[1] {
+		t.Errorf("WithoutErrors: stripped has errors %v, original %v; tasks without errors shared %v", wirebin.HasErrors(stripped), wirebin.HasErrors(failed), stripped[1] == failed[1])
+	}
+	plain := sampleTasks()
+	if a, b := wirebin.AppendTasks(nil, stripped), wirebin.AppendTasks(nil, plain); string(a) != string(b) {
+		t.Errorf("a task without its history encodes as before the flag:\n got %x\nwant %x", a, b)
+	}
+	if ws := wirebin.WithoutErrors(plain); &ws[0] != &plain[0] {
+		t.Error("WithoutErrors copied tasks that have no history")
 	}
 	// An empty result travels as none, as in JSON.
 	gotO, err = wirebin.DecodeOutcomes(wirebin.AppendOutcomes(nil, []store.Outcome{{ID: "a", Kind: store.OutcomeSucceeded, Result: []byte{}}}))
@@ -132,6 +165,7 @@ func TestCorrupt(t *testing.T) {
 // they accept encodes again to bytes that decode to the same values.
 func FuzzDecode(f *testing.F) {
 	f.Add(wirebin.AppendTasks(nil, sampleTasks()))
+	f.Add(wirebin.AppendTasks(nil, withErrors()))
 	f.Add(wirebin.AppendOutcomes(nil, sampleOutcomes()))
 	f.Add(wirebin.AppendEnqueue(nil, sampleEnqueue()))
 	f.Add([]byte{1, 0})

@@ -451,10 +451,16 @@ func (a *API) answerLease(c *call, p store.LeaseParams, tasks []*store.Task) err
 	var contentType string
 	var body []byte
 	// Tasks with a trace context go in binary only to a client that reads
-	// it (wirebin.TasksTraceParam); older ones get them in JSON.
+	// it (wirebin.TasksTraceParam); older ones get them in JSON. Error
+	// histories go only to a client that reads them
+	// (wirebin.TasksErrorsParam); older ones get the tasks without.
 	if accepts(c.r, wirebin.TasksType) && wirebin.Encodable(tasks) &&
 		(!wirebin.HasTrace(tasks) || acceptsWith(c.r, wirebin.TasksType, wirebin.TasksTraceParam)) {
-		contentType, body = wirebin.TasksType, wirebin.AppendTasks(make([]byte, 0, 256*len(tasks)+16), tasks)
+		bin := tasks
+		if wirebin.HasErrors(tasks) && !acceptsWith(c.r, wirebin.TasksType, wirebin.TasksErrorsParam) {
+			bin = wirebin.WithoutErrors(tasks)
+		}
+		contentType, body = wirebin.TasksType, wirebin.AppendTasks(make([]byte, 0, 256*len(tasks)+16), bin)
 	} else {
 		ws := wire.FromTasks(tasks)
 		if ws == nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
@@ -121,6 +122,15 @@ func FuzzReadFolder(f *testing.F) {
 	)
 	f.Add(good)
 	f.Add(append(bytes.Clone(good), 3, 't', 0, 0, 1, 7))
+	// A task with an error history (record flag 16).
+	failed := *task
+	failed.State, failed.Attempt, failed.LastError = store.StateRetry, 2, "boom"
+	failed.Errors = []store.AttemptError{{Attempt: 2, At: time.Unix(1, 0), Error: "boom", WorkerID: "w"}}
+	failed.ErrorsDropped = 1
+	f.Add(encodeKVs(
+		op{key: seqKey(kTask, "n", 1), val: record.Encode(nil, 1, &failed)},
+		op{key: nameKey(kID, "n", "a"), val: binary.BigEndian.AppendUint64(nil, 1)},
+	))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		eng := newMemEngine(kvsOf(b))

@@ -388,15 +388,20 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			s.releaseUnique(ns, e)
 		case store.OutcomeDead:
 			e.t.LastError = o.Error
+			e.t.AddError(now, o.Error)
 			s.changed(ns, e, store.ChangeFailed, store.StateActive, now, o.Error)
 			s.changed(ns, e, store.ChangeDead, store.StateDead, now, "")
 			s.finish(ns, e, store.StateDead, now)
 		case store.OutcomeCancelled:
 			e.t.LastError = o.Error
+			if o.Error != "" {
+				e.t.AddError(now, o.Error)
+			}
 			s.changed(ns, e, store.ChangeCancelled, store.StateCancelled, now, "")
 			s.finish(ns, e, store.StateCancelled, now)
 		case store.OutcomeRetry:
 			e.t.LastError = o.Error
+			e.t.AddError(now, o.Error)
 			e.t.RunAt = now
 			if at := norm(o.RetryAt); at.After(now) {
 				e.t.RunAt = at
@@ -1035,16 +1040,19 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 		switch {
 		case e.t.CancelRequested:
 			e.t.LastError = "cancelled (lease expired)"
+			e.t.AddError(now, e.t.LastError)
 			s.changed(ns, e, store.ChangeLeaseLost, store.StateCancelled, now, "")
 			s.finish(ns, e, store.StateCancelled, now)
 			r.Cancelled++
 		case e.t.Attempt > e.t.MaxRetries:
 			e.t.LastError = fmt.Sprintf("lease expired on attempt %d of %d (worker lost)", e.t.Attempt, e.t.MaxRetries+1)
+			e.t.AddError(now, e.t.LastError)
 			s.changed(ns, e, store.ChangeLeaseLost, store.StateDead, now, "")
 			s.finish(ns, e, store.StateDead, now)
 			r.Dead++
 		default:
 			e.t.LastError = fmt.Sprintf("lease expired on attempt %d (worker lost)", e.t.Attempt)
+			e.t.AddError(now, e.t.LastError)
 			e.t.State = store.StatePending
 			q.counts[store.StatePending]++
 			q.pushReady(e)

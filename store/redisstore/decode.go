@@ -38,9 +38,15 @@ import (
 //	fa ea       finished, expires (µs)
 //	r e pp pm   result (absent = nil), last error, progress percent and message
 //	dp fl       "1" when held tasks wait for it; the id of its flow (see flow.go)
+//	eh en ed    the error history (store.Task.Errors), absent until the first
+//	            failure: eh is its entries, oldest first, each
+//	            "<length>:<attempt> <failed µs> <worker id length> <worker
+//	            id><error>" (length counts the bytes after the colon); en
+//	            the number of entries (at most store.MaxAttemptErrors); ed
+//	            the number of older ones dropped (absent = 0)
 
 // listFields are the fields List reads without payloads.
-var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm"}
+var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm", "eh", "ed"}
 
 // allFields are listFields and the payload and result.
 var allFields = append(append([]string(nil), listFields...), "p", "r")
@@ -249,6 +255,16 @@ func setField(t *store.Task, name string, v string, present bool) error {
 		}
 	case "e":
 		t.LastError = v
+	case "eh":
+		if present {
+			errs, err := decodeErrors(v)
+			if err != nil {
+				return err
+			}
+			t.Errors = errs
+		}
+	case "ed":
+		t.ErrorsDropped = int(atoi(v))
 	case "pp":
 		t.ProgressPercent = int(atoi(v))
 	case "pm":
@@ -316,4 +332,30 @@ func decodeFields(ns string, fields []string, vals []any) (*store.Task, error) {
 	}
 	finishDecode(t, hasRA)
 	return t, nil
+}
+
+// decodeErrors decodes field eh, the error history the scripts append to
+// (add_err in scripts.go).
+func decodeErrors(v string) ([]store.AttemptError, error) {
+	var out []store.AttemptError
+	for v != "" {
+		ls, rest, ok := strings.Cut(v, ":")
+		n, err := strconv.Atoi(ls)
+		if !ok || err != nil || n < 0 || n > len(rest) {
+			return nil, fmt.Errorf("bad error history entry %d", len(out))
+		}
+		body := rest[:n]
+		v = rest[n:]
+		as, body, ok1 := strings.Cut(body, " ")
+		at, body, ok2 := strings.Cut(body, " ")
+		wl, body, ok3 := strings.Cut(body, " ")
+		wn, err := strconv.Atoi(wl)
+		if !ok1 || !ok2 || !ok3 || err != nil || wn < 0 || wn > len(body) {
+			return nil, fmt.Errorf("bad error history entry %d", len(out))
+		}
+		out = append(out, store.AttemptError{
+			Attempt: int(atoi(as)), At: microTime(at), WorkerID: body[:wn], Error: body[wn:],
+		})
+	}
+	return out, nil
 }

@@ -92,6 +92,33 @@ local function zadd_all(key, l)
     redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
   end
 end
+-- add_err appends the failure of attempt a, with error text msg, to the
+-- error history of the task at key (fields eh, en, ed: see decode.go),
+-- dropping the oldest entry past MAXERR. Only failures call it.
+local function add_err(key, a, msg)
+  if #msg > ` + strconv.Itoa(store.MaxAttemptErrorBytes) + ` then
+    -- Cut on a UTF-8 character boundary, as store.TruncateAttemptError.
+    local n = ` + strconv.Itoa(store.MaxAttemptErrorBytes) + `
+    while n > 0 and bit.band(string.byte(msg, n + 1), 192) == 128 do n = n - 1 end
+    msg = string.sub(msg, 1, n)
+  end
+  local g = redis.call('HMGET', key, 'sw', 'en', 'eh')
+  local w = ''
+  if g[1] then
+    local bar = string.find(g[1], '|', 1, true)
+    if bar then w = string.sub(g[1], bar + 1) end
+  end
+  local body = tostring(a or 0) .. ' ' .. S(NOW) .. ' ' .. #w .. ' ' .. w .. msg
+  local h = (g[3] or '') .. #body .. ':' .. body
+  local n = (tonumber(g[2]) or 0) + 1
+  if n > ` + strconv.Itoa(store.MaxAttemptErrors) + ` then
+    local colon = string.find(h, ':', 1, true)
+    h = string.sub(h, colon + 1 + tonumber(string.sub(h, 1, colon - 1)))
+    n = n - 1
+    redis.call('HINCRBY', key, 'ed', 1)
+  end
+  redis.call('HSET', key, 'eh', h, 'en', n)
+end
 -- rerun returns member m with its RunAt replaced by ra.
 local function rerun(m, ra)
   return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
@@ -437,6 +464,7 @@ while i <= #ARGV do
           ev('C', st, id, q, f[8], f[9])
         end
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3])
+        if kind == '3' or ARGV[i + 3] ~= '' then add_err(key, f[9], ARGV[i + 3]) end
       end
       if f[7] then
         -- Now: flow_ended may raise ea of tasks finished earlier here.
@@ -451,6 +479,7 @@ while i <= #ARGV do
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a')
       if kind == '2' then
+        add_err(key, g[3], ARGV[i + 3])
         local at = tonumber(ARGV[i + 4])
         if at > NOW then
           local m = rerun(g[2], at)
@@ -625,17 +654,22 @@ for _, id in ipairs(ls) do
     redis.call('HDEL', key, 'l', 'le')
     if f[7] == '1' then
       redis.call('HSET', key, 'e', 'cancelled (lease expired)')
+      add_err(key, f[5], 'cancelled (lease expired)')
       ev('L', '7', id, q, f[3], f[5])
       finish(id, '7', q, f[8], f[9])
       cancelled = cancelled + 1
     elseif a > mr then
-      redis.call('HSET', key, 'e', string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1))
+      local msg = string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1)
+      redis.call('HSET', key, 'e', msg)
+      add_err(key, f[5], msg)
       ev('L', '6', id, q, f[3], f[5])
       finish(id, '6', q, f[8], f[9])
       dead = dead + 1
     else
       push_ready(q, f[3], f[4])
-      redis.call('HSET', key, 'st', '2', 'e', string.format('lease expired on attempt %d (worker lost)', a))
+      local msg = string.format('lease expired on attempt %d (worker lost)', a)
+      redis.call('HSET', key, 'st', '2', 'e', msg)
+      add_err(key, f[5], msg)
       count('2', q, 1)
       ev('L', '2', id, q, f[3], f[5])
       recovered = recovered + 1

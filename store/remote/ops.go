@@ -163,7 +163,7 @@ func (s *Store) lease(ctx context.Context, ns string, r apiclient.Request) ([]*s
 		}
 		ws = resp.Tasks
 	} else {
-		r.Accept = wirebin.TasksType + ";" + wirebin.TasksTraceParam + "=1, application/json;q=0.5"
+		r.Accept = wirebin.TasksType + ";" + wirebin.TasksTraceParam + "=1;" + wirebin.TasksErrorsParam + "=1, application/json;q=0.5"
 		var raw apiclient.Raw
 		if err := s.call(ctx, "lease", r, &raw); err != nil {
 			return nil, err

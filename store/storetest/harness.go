@@ -479,4 +479,5 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Random", func(t *testing.T) { testRandom(t, h) })
 	t.Run("Flows", func(t *testing.T) { testFlows(t, h) })
 	t.Run("Changes", func(t *testing.T) { testChanges(t, h) })
+	t.Run("ErrorHistory", func(t *testing.T) { testErrorHistory(t, h) })
 }

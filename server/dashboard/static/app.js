@@ -394,6 +394,39 @@ async function deadPage(_, params) {
 
 // --------------------------------------------------------------- task ----
 
+// attemptsTable lists a task's attempts, oldest first: every failed one
+// the store keeps (t.errors) with its time, worker and error as text, then
+// the current one when it has not failed. An attempt number that does not
+// grow means an operator retried the task (the count starts over).
+function attemptsTable(t) {
+  const errs = t.errors || [];
+  if (t.attempt === 0 && errs.length === 0) return h('p', { class: 'muted' }, 'Not started yet.');
+  const rows = [];
+  let prev = 0;
+  const retried = (n) => {
+    if (n <= prev) rows.push(h('tr', { class: 'retried' }, h('td', { colspan: 4, class: 'muted' }, 'retried: the count of attempts started over')));
+    prev = n;
+  };
+  for (const e of errs) {
+    retried(e.attempt);
+    rows.push(h('tr', { class: 'failed' }, h('td', {}, String(e.attempt)), h('td', {}, fmtTime(e.at)), h('td', { class: 'mono' }, e.worker_id || '—'),
+      h('td', {}, h('pre', { class: 'err' }, e.error))));
+  }
+  const last = errs[errs.length - 1];
+  const current = last && last.attempt === t.attempt && ['retry', 'dead', 'cancelled'].includes(t.state);
+  if (!current && t.attempt > 0) {
+    retried(t.attempt);
+    // A task stored before the history was kept has its last error only.
+    const outcome = errs.length === 0 && t.last_error && ['retry', 'dead', 'cancelled'].includes(t.state) ?
+      h('pre', { class: 'err' }, t.last_error) : t.state;
+    rows.push(h('tr', { class: 'current' }, h('td', {}, String(t.attempt)), h('td', {}, fmtTime(t.started_at)), h('td', { class: 'mono' }, t.worker_id || '—'), h('td', {}, outcome)));
+  }
+  return [
+    t.errors_dropped ? h('p', { class: 'muted', id: 'errors-dropped' }, String(t.errors_dropped), t.errors_dropped === 1 ? ' earlier failed attempt is' : ' earlier failed attempts are', ' not kept (a task keeps its last ', String(errs.length), ').') : null,
+    h('table', { id: 'attempts' }, h('tr', {}, h('th', {}, 'attempt'), h('th', {}, 'at'), h('th', {}, 'worker'), h('th', {}, 'outcome')), rows),
+  ];
+}
+
 async function taskPage(id) {
   const box = h('div', { id: 'task' });
   replace(main, h('h1', {}, 'Task ', h('span', { class: 'mono' }, id)), box);
@@ -448,11 +481,7 @@ async function taskPage(id) {
           ['finished', fmtTime(t.finished_at)], ['expires', fmtTime(t.expires_at)],
           ['enqueue→start', t.started_at ? fmtMs(new Date(t.started_at) - new Date(t.run_at || t.created_at)) : '—'],
         ]))),
-      h('div', { class: 'card' }, h('h2', {}, 'Attempts'), t.attempt === 0 ? h('p', { class: 'muted' }, 'Not started yet.') :
-        h('table', {}, h('tr', {}, h('th', {}, 'attempt'), h('th', {}, 'outcome')),
-          Array.from({ length: t.attempt }, (_, i) => i + 1).map((n) => h('tr', {}, h('td', {}, String(n)),
-            h('td', {}, n < t.attempt ? h('span', { class: 'muted' }, 'failed (the store keeps the last error only)') :
-              (t.last_error ? h('pre', { id: 'last-error' }, t.last_error) : t.state)))))),
+      h('div', { class: 'card' }, h('h2', {}, 'Attempts'), attemptsTable(t)),
       h('div', { class: 'card' }, h('h2', {}, 'Result'), h('pre', { id: 'result' }, decode(t.result) || '(none)')),
       null);
   };

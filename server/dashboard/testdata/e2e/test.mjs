@@ -176,6 +176,15 @@ step('the dead set shows an error as text; re-drive a dead task', async () => {
   await page.click('#bulk-retry');
   await go('#/task/' + encodeURIComponent(DEAD));
   await page.waitForSelector('#task-state [data-state=succeeded]', { timeout: T });
+  // The attempts: the failed one with its error as text, the retry's
+  // mark, then the run that succeeded.
+  await page.waitForSelector('#attempts tr.current', { timeout: T });
+  const rows = await page.$$eval('#attempts tr', (trs) => trs.map((tr) => tr.className + ': ' + tr.textContent));
+  check(rows.length === 4 && rows[1].startsWith('failed: 1') && rows[1].includes('boom <img src=x onerror=') &&
+    rows[2].startsWith('retried:') && rows[3].startsWith('current: 1') && rows[3].endsWith('succeeded'),
+  'the attempts are not the failed one, the retry and the success: ' + JSON.stringify(rows));
+  await noXSS('task attempts');
+  await shot('task-attempts');
 });
 
 let codeTask = '';
