@@ -66,6 +66,9 @@ var (
 	scripts     = benchFlags.Bool("scripts", false, "instead of the comparison, measure Redis CPU per task of each kiln script (enqueue, lease, report) in isolation")
 	scriptBatch = benchFlags.Int("script-batch", 50, "tasks per Lease and per Report call with -scripts")
 	checkEvery  = benchFlags.Duration("asynq-task-check-interval", time.Millisecond, "asynq's TaskCheckInterval (default 1 s; lowered for latency)")
+	enqueueOnly = benchFlags.Bool("enqueue-only", false, "instead of the comparison, measure single (non-batched) enqueues only: -tasks tasks, one per call, from -callers goroutines, kiln and asynq alternately -rounds times")
+	callers     = benchFlags.Int("callers", 50, "goroutines enqueueing at once with -enqueue-only")
+	rounds      = benchFlags.Int("rounds", 3, "rounds of kiln and asynq with -enqueue-only")
 )
 
 type result struct {
@@ -92,6 +95,10 @@ func main() {
 	}
 	if *resqueRun {
 		runResque()
+		return
+	}
+	if *enqueueOnly {
+		runEnqueueOnly()
 		return
 	}
 	var rows []result
