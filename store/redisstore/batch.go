@@ -68,9 +68,10 @@ func (s *Store) group(ns string) *enqueueGroup {
 
 // enqueueShared runs the enqueue script for n tasks (args: two values the
 // call fills in, then enqueueArgs values per task; bytes their size),
-// alone when a slot is free, otherwise
-// in a call shared with other callers. It returns one code per task and,
-// per 'D' code in order, the id of the task holding the key.
+// alone when a slot is free, otherwise in a call shared with other
+// callers. It returns one code per task and, per 'D' code in order, the id
+// of the task holding the key. A caller whose context ends while its call
+// waits for a slot withdraws its tasks when nobody joined it.
 func (s *Store) enqueueShared(ctx context.Context, ns string, args []any, n, bytes int) (string, []string, error) {
 	g := s.group(ns)
 	s.groupMu.Lock()
@@ -109,16 +110,41 @@ func (s *Store) enqueueShared(ctx context.Context, ns string, args []any, n, byt
 	s.groupMu.Unlock()
 	select {
 	case g.slots <- struct{}{}:
-	case <-s.closed:
+	case <-ctx.Done():
 		s.groupMu.Lock()
 		if g.pending == c {
-			g.pending = nil
+			g.pending = nil // nobody joins it from now on
 		}
+		alone := !c.multi
 		s.groupMu.Unlock()
-		c.err = store.ErrClosed
-		close(c.done)
+		if !alone {
+			// Others joined: send the call for them. This caller's tasks
+			// go too: they may be enqueued, as those of a call whose
+			// context ends after it was sent may.
+			go func() {
+				select {
+				case g.slots <- struct{}{}:
+					s.sendShared(context.WithoutCancel(ctx), g, ns, c)
+				case <-s.closed:
+					s.endShared(g, c, store.ErrClosed)
+				}
+			}()
+		}
+		return "", nil, ctx.Err()
+	case <-s.closed:
+		s.endShared(g, c, store.ErrClosed)
 		return "", nil, store.ErrClosed
 	}
+	s.sendShared(ctx, g, ns, c)
+	if c.err != nil {
+		return "", nil, c.err
+	}
+	return c.codes[:n], c.dupsOf(0, n), nil
+}
+
+// sendShared sends the pending call c, for which the caller holds a slot
+// of g, and frees the slot.
+func (s *Store) sendShared(ctx context.Context, g *enqueueGroup, ns string, c *sharedCall) {
 	s.groupMu.Lock()
 	if g.pending == c {
 		g.pending = nil
@@ -133,13 +159,21 @@ func (s *Store) enqueueShared(ctx context.Context, ns string, args []any, n, byt
 		callCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), leaseCallTimeout)
 		defer cancel()
 	}
-	c.codes, c.dups, c.err = s.enqueueCall(callCtx, ns, c.args, c.n)
+	codes, dups, err := s.enqueueCall(callCtx, ns, c.args, c.n)
 	<-g.slots
+	c.codes, c.dups, c.err = codes, dups, err
 	close(c.done)
-	if c.err != nil {
-		return "", nil, c.err
+}
+
+// endShared ends the pending call c unsent, with err.
+func (s *Store) endShared(g *enqueueGroup, c *sharedCall, err error) {
+	s.groupMu.Lock()
+	if g.pending == c {
+		g.pending = nil
 	}
-	return c.codes[:n], c.dupsOf(0, n), nil
+	s.groupMu.Unlock()
+	c.err = err
+	close(c.done)
 }
 
 // dupsOf returns the duplicate holders of tasks [off, off+n) of the call.
