@@ -96,8 +96,21 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		}
 		start := len(buf)
 		buf = encodeRecord(buf, in, q)
+		var ttl, mr, rtu, uk any = "", "", "", ""
+		if in.UniqueKey != "" {
+			ttl = in.UniqueTTL.Microseconds()
+			if in.UniqueUntilSuccess {
+				uk = in.UniqueKey
+			}
+		}
+		if in.MaxRetries != 0 {
+			mr = in.MaxRetries
+		}
+		if in.Retention != 0 {
+			rtu = in.Retention.Microseconds()
+		}
 		args = append(args, in.ID, buf[start:len(buf):len(buf)], in.Payload, q, in.Type,
-			priorityDigits[store.MaxPriority-in.Priority], enqueueOptions(in, ra))
+			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu, uk)
 		size += len(buf) - start + len(in.Payload)
 		idx = append(idx, i)
 	}
@@ -126,30 +139,6 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		}
 	}
 	return store.EnqueueResult{Items: items}, nil
-}
-
-// enqueueOptions is the options argument of a task for enqueueScript: ""
-// when it has none, otherwise its RunAt µs (ra), unique TTL µs, max
-// retries, retention µs, "1" when its unique key is released on success,
-// and the unique key, separated by "|".
-func enqueueOptions(in *store.TaskInput, ra string) string {
-	if ra == "" && in.UniqueKey == "" && in.MaxRetries == 0 && in.Retention == 0 {
-		return ""
-	}
-	var ttl, mr, rtu, rel string
-	if in.UniqueKey != "" {
-		ttl = itoa(in.UniqueTTL.Microseconds())
-		if in.UniqueUntilSuccess {
-			rel = "1"
-		}
-	}
-	if in.MaxRetries != 0 {
-		mr = strconv.Itoa(in.MaxRetries)
-	}
-	if in.Retention != 0 {
-		rtu = itoa(in.Retention.Microseconds())
-	}
-	return ra + "|" + ttl + "|" + mr + "|" + rtu + "|" + rel + "|" + in.UniqueKey
 }
 
 // Lease implements store.Leaser. One script call per attempt promotes due

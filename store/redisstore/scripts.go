@@ -170,12 +170,9 @@ var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds()
 var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
 // enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task: id,
-// record (field d), payload, queue, type, 9-priority digit, and the
-// options: "" when the task has none of them, otherwise
-// "<RunAt µs>|<unique TTL µs>|<max retries>|<retention µs>|<1 to release
-// the unique key on success>|<unique key>", each empty when not set (the
-// key last, so that it may hold any byte). Tasks without options, the
-// common case, cost Redis five arguments less.
+// record (field d), payload, queue, type, 9-priority digit, RunAt µs ("" for
+// now), unique key, unique TTL µs, max retries, retention µs ("" when zero),
+// unique key to release on success ("" for none).
 // It returns {codes, duplicates}: codes has one character per task, its
 // state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
@@ -196,17 +193,7 @@ for j = 0, nt - 1 do
   if redis.call('EXISTS', key) == 1 then
     res[j + 1] = 'E'
   else
-    local x = ARGV[i + 6]
-    local ra, ttl, mr, rtu, rel, uk = '', '', '', '', '', ''
-    if x ~= '' then
-      local p1 = string.find(x, '|', 1, true)
-      local p2 = string.find(x, '|', p1 + 1, true)
-      local p3 = string.find(x, '|', p2 + 1, true)
-      local p4 = string.find(x, '|', p3 + 1, true)
-      local p5 = string.find(x, '|', p4 + 1, true)
-      ra, ttl, mr = string.sub(x, 1, p1 - 1), string.sub(x, p1 + 1, p2 - 1), string.sub(x, p2 + 1, p3 - 1)
-      rtu, rel, uk = string.sub(x, p3 + 1, p4 - 1), string.sub(x, p4 + 1, p5 - 1), string.sub(x, p5 + 1)
-    end
+    local uk = ARGV[i + 7]
     local dup = nil
     if uk ~= '' then
       local h = redis.call('HGET', T .. ':uq', uk)
@@ -215,7 +202,7 @@ for j = 0, nt - 1 do
         if tonumber(string.sub(h, 1, sep - 1)) > NOW then dup = string.sub(h, sep + 1) end
       end
       if not dup then
-        local untl = S(NOW + tonumber(ttl))
+        local untl = S(NOW + tonumber(ARGV[i + 8]))
         redis.call('HSET', T .. ':uq', uk, untl .. '|' .. id)
         redis.call('ZADD', T .. ':uz', untl, uk)
       end
@@ -225,14 +212,14 @@ for j = 0, nt - 1 do
       dups[#dups + 1] = dup
     else
       local seq = base + j + 1
-      local q, ty = ARGV[i + 3], ARGV[i + 4]
+      local q, ty, ra = ARGV[i + 3], ARGV[i + 4], ARGV[i + 6]
       local tail = struct.pack('>I8', seq) .. id
       local st, m
       local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
       if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
-      if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
-      if rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
-      if rel == '1' then f[#f + 1] = 'uk'; f[#f + 1] = uk end
+      if ARGV[i + 9] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 9] end
+      if ARGV[i + 10] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 10] end
+      if ARGV[i + 11] ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ARGV[i + 11] end
       if ra == '' then
         m = ARGV[i + 5] .. nowR .. tail
         st = '2'
@@ -280,7 +267,7 @@ return {table.concat(res), dups}
 `)
 
 // enqueueArgs is the number of ARGV values per task of enqueueScript.
-const enqueueArgs = 7
+const enqueueArgs = 12
 
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
