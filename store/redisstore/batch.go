@@ -50,7 +50,7 @@ type sharedCall struct {
 
 	done  chan struct{} // closed when the results are in
 	codes string
-	dups  []string // per task: the holder of the unique key for a 'D'
+	dups  []string // per 'D' code in order: the id of the task holding the key
 	err   error
 }
 
