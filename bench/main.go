@@ -66,6 +66,10 @@ var (
 	scripts     = benchFlags.Bool("scripts", false, "instead of the comparison, measure Redis CPU per task of each kiln script (enqueue, lease, report) in isolation")
 	scriptBatch = benchFlags.Int("script-batch", 50, "tasks per Lease and per Report call with -scripts")
 	checkEvery  = benchFlags.Duration("asynq-task-check-interval", time.Millisecond, "asynq's TaskCheckInterval (default 1 s; lowered for latency)")
+	enqueueOnly = benchFlags.Bool("enqueue-only", false, "instead of the comparison, measure single (non-batched) enqueues only: -tasks tasks, one per call, from -callers goroutines, kiln and asynq alternately -rounds times")
+	callers     = benchFlags.Int("callers", 50, "goroutines enqueueing at once with -enqueue-only")
+	rounds      = benchFlags.Int("rounds", 3, "rounds of kiln and asynq with -enqueue-only and -latency-only")
+	latencyOnly = benchFlags.Bool("latency-only", false, "run only the latency phase, kiln and asynq alternately -rounds times, with the load average of each")
 )
 
 type result struct {
@@ -92,6 +96,14 @@ func main() {
 	}
 	if *resqueRun {
 		runResque()
+		return
+	}
+	if *enqueueOnly {
+		runEnqueueOnly()
+		return
+	}
+	if *latencyOnly {
+		runLatencyOnly()
 		return
 	}
 	var rows []result
@@ -124,6 +136,31 @@ func main() {
 	}
 }
 
+// runLatencyOnly runs the latency phase of kiln and asynq alternately,
+// -rounds times, and prints one row per run with the load average at its
+// end.
+func runLatencyOnly() {
+	type row struct {
+		r    result
+		load string
+	}
+	var rows []row
+	for range *rounds {
+		if *only == "" || *only == "kiln" {
+			rows = append(rows, row{runKiln(), loadAverage()})
+		}
+		if *only == "" || *only == "asynq" {
+			rows = append(rows, row{runAsynq(), loadAverage()})
+		}
+	}
+	fmt.Printf("\nlatency: single tasks at %d tasks/s for %s to an idle worker (concurrency %d)\n\n", *rate, *latencyFor, *concurrency)
+	fmt.Println("| system | latency p50 | latency p99 | latency max | load average |")
+	fmt.Println("|---|---:|---:|---:|---|")
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.r.name, ms(r.r.p50), ms(r.r.p99), ms(r.r.max), r.load)
+	}
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
 func token() string {
@@ -152,7 +189,7 @@ func runKiln() result {
 	}
 
 	// Batch enqueue.
-	{
+	if !*latencyOnly {
 		s := open("enq")
 		c := must(kiln.NewClient(s, nil))
 		before := sampleRedis(*redisURL)
@@ -169,7 +206,7 @@ func runKiln() result {
 	}
 
 	// End to end.
-	{
+	if !*latencyOnly {
 		s := open("e2e")
 		var done atomic.Int64
 		all := make(chan struct{})
@@ -377,7 +414,7 @@ func runAsynq() result {
 	}
 
 	// Enqueue.
-	{
+	if !*latencyOnly {
 		newClient()
 		before := sampleRedis(*redisURL)
 		start := time.Now()
@@ -389,7 +426,7 @@ func runAsynq() result {
 	}
 
 	// End to end.
-	{
+	if !*latencyOnly {
 		var done atomic.Int64
 		all := make(chan struct{})
 		total := int64(*tasks)

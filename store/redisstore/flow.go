@@ -188,10 +188,7 @@ for j = 1, nt do
 end
 zadd_all(T .. ':all', all)
 zadd_all(T .. ':d', delayed)
-for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
-for q, tys in pairs(types) do
-  for ty in pairs(tys) do redis.call('SADD', T .. ':ty:' .. q, ty) end
-end
+add_ready(ready, readyKeys, types)
 local fh = {}
 for j = nt + 1, nt + nh do
   local i = starts[j]

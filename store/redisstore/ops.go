@@ -69,16 +69,17 @@ func enqueueReply(v any, n int) (string, []string, error) {
 
 // Enqueue implements store.Enqueuer. One script call adds the whole batch;
 // each task is checked for an existing id and a held unique key inside it.
+// Concurrent calls of a namespace may share one script call (batch.go).
 func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.EnqueueResult, error) {
 	if err := s.begin(ctx, "enqueue", p.Namespace, len(p.Tasks)); err != nil {
 		return store.EnqueueResult{}, err
 	}
 	items := make([]store.EnqueueItem, len(p.Tasks))
 	now := s.localNow()
-	args := make([]any, 2, 2+len(p.Tasks)*enqueueArgs)
-	args[0], args[1] = s.nowArg(), s.wakeChannel(p.Namespace)
+	args := make([]any, 2, 2+len(p.Tasks)*enqueueArgs) // the first two: see enqueueCall
 	var idx []int
 	var buf []byte
+	size := 0
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
 		if err := in.Validate(s.limits, now); err != nil {
@@ -110,6 +111,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		}
 		args = append(args, in.ID, buf[start:len(buf):len(buf)], in.Payload, q, in.Type,
 			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu, uk)
+		size += len(buf) - start + len(in.Payload)
 		idx = append(idx, i)
 	}
 	if len(idx) == 0 {
@@ -118,13 +120,9 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	if err := s.register(ctx, p.Namespace); err != nil {
 		return store.EnqueueResult{}, err
 	}
-	v, err := s.run(ctx, "enqueue", enqueueScript, p.Namespace, true, args)
+	codes, dups, err := s.enqueueShared(ctx, p.Namespace, args, len(idx), size)
 	if err != nil {
 		return store.EnqueueResult{}, err
-	}
-	codes, dups, err := enqueueReply(v, len(idx))
-	if err != nil {
-		return store.EnqueueResult{}, fmt.Errorf("redisstore: enqueue: %w", err)
 	}
 	for j := range len(idx) {
 		i := idx[j]

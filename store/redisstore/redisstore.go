@@ -111,6 +111,9 @@ type Store struct {
 	known map[string]bool // namespaces registered in the namespace set
 
 	wk *waker
+
+	groupMu sync.Mutex
+	groups  map[string]*enqueueGroup // by namespace; see batch.go
 	// wakeCheck is wakeCheckMax; tests lengthen it to show that a Lease
 	// wakes by notification and due time, not by this fallback.
 	wakeCheck time.Duration
@@ -239,6 +242,7 @@ func newStore(ctx context.Context, rdb redis.UniversalClient, cfg *Config, own b
 		log:       c.Logger,
 		closed:    make(chan struct{}),
 		known:     make(map[string]bool),
+		groups:    make(map[string]*enqueueGroup),
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		if unavailable(err) {

@@ -123,10 +123,13 @@ end
 local function rerun(m, ra)
   return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
 end
+-- Ready tasks wake the waiting leasers only when their type's ready set was
+-- empty (the type joins T:ty:<queue>): a leaser waits only after it found
+-- every ready set it may take from empty, so a set that already had tasks
+-- either woke it when it got its first one or is not one it waits for.
 local function push_ready(q, ty, m)
   redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, 0, m)
-  redis.call('SADD', T .. ':ty:' .. q, ty)
-  woke = true
+  if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
 end
 -- stage_ready adds m to the batch of ready members for queue q and type
 -- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
@@ -144,7 +147,15 @@ local function stage_ready(ready, readyKeys, types, q, ty, m)
   end
   l[#l + 1] = 0
   l[#l + 1] = m
-  woke = true
+end
+-- add_ready writes what stage_ready staged.
+local function add_ready(ready, readyKeys, types)
+  for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
+  for q, tys in pairs(types) do
+    for ty in pairs(tys) do
+      if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+    end
+  end
 end
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
@@ -277,10 +288,7 @@ if #delayed > 0 then
   if #first == 0 or least < tonumber(first[2]) then woke = true end
 end
 zadd_all(T .. ':d', delayed)
-for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
-for q, tys in pairs(types) do
-  for ty in pairs(tys) do redis.call('SADD', T .. ':ty:' .. q, ty) end
-end
+add_ready(ready, readyKeys, types)
 flush()
 return {table.concat(res), dups}
 `)
@@ -318,12 +326,16 @@ for qi = 1, nq do
       local k = T .. ':r:' .. q .. '/' .. tys[1]
       local r = redis.call('ZPOPMIN', k, need)
       for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
-      if #r > 0 and redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
+      -- Also when nothing was taken: T:ty:<queue> holds exactly the types
+      -- with ready tasks (push_ready relies on it).
+      if #r == 0 or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
     elseif #tys > 1 then
       local cands = {}
       for _, ty in ipairs(tys) do
         local k = T .. ':r:' .. q .. '/' .. ty
-        for _, m in ipairs(redis.call('ZRANGE', k, 0, need - 1)) do
+        local ms = redis.call('ZRANGE', k, 0, need - 1)
+        if #ms == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
+        for _, m in ipairs(ms) do
           cands[#cands + 1] = {m, k, ty}
         end
       end

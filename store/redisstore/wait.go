@@ -40,12 +40,19 @@ func startWaker(ctx context.Context, rdb redis.UniversalClient, prefix string) (
 	return w, nil
 }
 
+// wakeHook, when set (by a benchmark, before the store opens), is called
+// with the namespace of every wake-up message the waker receives.
+var wakeHook func(ns string)
+
 func (w *waker) loop(msgs <-chan *redis.Message) {
 	defer close(w.done)
 	for m := range msgs {
 		ns, ok := strings.CutPrefix(m.Channel, w.prefix)
 		if !ok {
 			continue
+		}
+		if wakeHook != nil {
+			wakeHook(ns)
 		}
 		if rest, ok := strings.CutPrefix(m.Payload, "c "); ok {
 			w.cancels.Publish(ns, parseCancels(rest)...)

@@ -3,7 +3,9 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,5 +274,117 @@ func testRaces(t *testing.T, h Harness) {
 			}
 		}
 		f.check()
+	})
+
+	// Single-task enqueues from many goroutines at once, as a server's
+	// handlers make them (a store may send concurrent calls together): each
+	// id is taken once, each unique key held by one task, whose id the
+	// others get with ErrDuplicate; the counts are exact and the change
+	// feed has one enqueue per task that went in.
+	t.Run("ConcurrentEnqueue", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		const (
+			callers = 32
+			ids     = 300 // each enqueued twice under the same id
+			keys    = 40  // each the unique key of 4 different tasks
+		)
+		var cursor string
+		if _, ok := f.s.(store.Feed); ok {
+			cursor = f.feedStart()
+		}
+		var calls []store.TaskInput
+		for range ids {
+			in := input("t", "q")
+			calls = append(calls, in, in)
+		}
+		for k := range keys {
+			for range 4 {
+				in := input("u", "q")
+				in.UniqueKey = fmt.Sprintf("key-%d", k)
+				in.UniqueTTL = time.Hour
+				calls = append(calls, in)
+			}
+		}
+		items := make([]store.EnqueueItem, len(calls))
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= len(calls) {
+						return
+					}
+					res, err := f.s.Enqueue(f.ctx(), store.EnqueueParams{Namespace: f.ns, Tasks: calls[i : i+1]})
+					if err != nil {
+						t.Errorf("Enqueue: %v", err)
+						return
+					}
+					if len(res.Items) != 1 {
+						t.Errorf("Enqueue of one task: %d items", len(res.Items))
+						return
+					}
+					items[i] = res.Items[0]
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		in := map[string]bool{} // the ids enqueued
+		for i := 0; i < 2*ids; i += 2 {
+			a, b := items[i], items[i+1]
+			if (a.Err == nil) == (b.Err == nil) || !errors.Is(a.Err, store.ErrTaskExists) && !errors.Is(b.Err, store.ErrTaskExists) {
+				t.Errorf("id %s enqueued twice at once: got (%v, %v); want one nil and one %v", calls[i].ID, a.Err, b.Err, store.ErrTaskExists)
+			}
+			in[calls[i].ID] = true
+		}
+		for k := range keys {
+			group := items[2*ids+4*k : 2*ids+4*k+4]
+			var holder string
+			for j, it := range group {
+				if it.Err == nil {
+					if holder != "" {
+						t.Errorf("unique key-%d: two tasks enqueued (%s and %s)", k, holder, it.ID)
+					}
+					holder = calls[2*ids+4*k+j].ID
+				}
+			}
+			if holder == "" {
+				t.Errorf("unique key-%d: no task enqueued", k)
+				continue
+			}
+			in[holder] = true
+			for _, it := range group {
+				if it.Err != nil && (!errors.Is(it.Err, store.ErrDuplicate) || it.ID != holder) {
+					t.Errorf("unique key-%d: got (%s, %v); want (%s, %v)", k, it.ID, it.Err, holder, store.ErrDuplicate)
+				}
+			}
+		}
+		if got := f.stats("q")[0].Counts[store.StatePending]; got != int64(len(in)) {
+			t.Errorf("Stats: %d pending; want %d", got, len(in))
+		}
+		f.check()
+		if cursor == "" {
+			return
+		}
+		changes, _ := f.changesSince(cursor)
+		seen := map[string]int{}
+		for _, c := range changes {
+			if c.Kind != store.ChangeEnqueued || c.State != store.StatePending {
+				t.Errorf("change %s; want only enqueues of pending tasks", changeLine(c))
+			}
+			seen[c.ID]++
+		}
+		for id := range in {
+			if seen[id] != 1 {
+				t.Errorf("task %s: %d enqueue changes; want 1", id, seen[id])
+			}
+		}
+		if len(seen) != len(in) {
+			t.Errorf("changes for %d tasks; want %d", len(seen), len(in))
+		}
 	})
 }
