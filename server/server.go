@@ -372,7 +372,12 @@ func New(cfg *Config) (*Server, error) {
 	apis.Handle("/", a)
 	var root http.Handler = apis
 	if !c.DisableDashboard {
-		dash, err := dashboard.New(dashboard.Config{Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger})
+		// The sessions are records of the store: every server sharing it
+		// knows them.
+		dash, err := dashboard.New(dashboard.Config{
+			Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger,
+			Meta: meta, MetaNamespace: api.SystemNamespace,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
