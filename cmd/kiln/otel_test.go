@@ -83,7 +83,8 @@ func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // server with SIGTERM: the receiver got, in the header's trace, the
 // request's server span, kiln.enqueue as its child, and kiln.lease,
 // kiln.handle (children of kiln.enqueue) and kiln.code.run (child of
-// kiln.handle), from service kiln; the last spans are sent at the stop.
+// kiln.handle), from service kiln; the same for a task queued through the
+// IronWorker API; the last spans are sent at the stop.
 func TestServerOTLPExporter(t *testing.T) {
 	t.Parallel()
 	recv := &otlpReceiver{}
@@ -160,41 +161,69 @@ func TestServerOTLPExporter(t *testing.T) {
 	if out := mustKiln(t, s, "task", "result", id, "--wait"); !strings.Contains(out, "succeeded") && !strings.Contains(out, `"status":"complete"`) {
 		t.Fatalf("the task: %q", out)
 	}
+	// The same through the IronWorker API, in a second trace.
+	const ironTraceID = "0af7651916cd43dd8448eb211c80319c"
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, s.url+"/2/projects/default/tasks",
+		strings.NewReader(`{"tasks":[{"code_name":"hello","payload":"y"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "OAuth "+testAdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Traceparent", "00-"+ironTraceID+"-b7ad6b7169203331-01")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	var ironID string
+	if _, err := fmt.Sscanf(string(b), `{"msg":"Queued up","tasks":[{"id":%q`, &ironID); resp.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("IronWorker queue = %s %s (%v)", resp.Status, b, err)
+	}
+	if out := mustKiln(t, s, "task", "result", ironID, "--wait"); !strings.Contains(out, "succeeded") && !strings.Contains(out, `"status":"complete"`) {
+		t.Fatalf("the IronWorker task: %q", out)
+	}
 	stop() // flushes the batch
 
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
-	byName := map[string]*tracepb.Span{}
-	for _, sp := range recv.spans {
-		if hex.EncodeToString(sp.GetTraceId()) == traceID {
-			if byName[sp.GetName()] != nil {
-				t.Errorf("two spans named %q in the trace", sp.GetName())
-			}
-			byName[sp.GetName()] = sp
-		}
-	}
-	var names []string
-	for n := range byName {
-		names = append(names, n)
-	}
-	child := func(name, parent string) {
+	checkTrace := func(traceID, route, headerSpan string) {
 		t.Helper()
-		c, p := byName[name], byName[parent]
-		if c == nil || p == nil {
-			t.Fatalf("the trace %s lacks %q or %q; it has %q", traceID, name, parent, names)
+		byName := map[string]*tracepb.Span{}
+		for _, sp := range recv.spans {
+			if hex.EncodeToString(sp.GetTraceId()) == traceID {
+				if byName[sp.GetName()] != nil {
+					t.Errorf("two spans named %q in the trace", sp.GetName())
+				}
+				byName[sp.GetName()] = sp
+			}
 		}
-		if !bytes.Equal(c.GetParentSpanId(), p.GetSpanId()) {
-			t.Errorf("%s's parent is %x, want %s (%x)", name, c.GetParentSpanId(), parent, p.GetSpanId())
+		var names []string
+		for n := range byName {
+			names = append(names, n)
 		}
+		child := func(name, parent string) {
+			t.Helper()
+			c, p := byName[name], byName[parent]
+			if c == nil || p == nil {
+				t.Fatalf("the trace %s lacks %q or %q; it has %q", traceID, name, parent, names)
+			}
+			if !bytes.Equal(c.GetParentSpanId(), p.GetSpanId()) {
+				t.Errorf("%s's parent is %x, want %s (%x)", name, c.GetParentSpanId(), parent, p.GetSpanId())
+			}
+		}
+		srv := byName[route]
+		if srv == nil || hex.EncodeToString(srv.GetParentSpanId()) != headerSpan || srv.GetKind() != tracepb.Span_SPAN_KIND_SERVER {
+			t.Fatalf("no server span %q, child of the header's span, in %q", route, names)
+		}
+		child("kiln.enqueue", route)
+		child("kiln.lease", "kiln.enqueue")
+		child("kiln.handle", "kiln.enqueue")
+		child("kiln.code.run", "kiln.handle")
 	}
-	srv := byName["POST /v1/projects/{p}/tasks"]
-	if srv == nil || hex.EncodeToString(srv.GetParentSpanId()) != "00f067aa0ba902b7" || srv.GetKind() != tracepb.Span_SPAN_KIND_SERVER {
-		t.Fatalf("no server span of the enqueue request, child of the header's span, in %q", names)
-	}
-	child("kiln.enqueue", "POST /v1/projects/{p}/tasks")
-	child("kiln.lease", "kiln.enqueue")
-	child("kiln.handle", "kiln.enqueue")
-	child("kiln.code.run", "kiln.handle")
+	checkTrace(traceID, "POST /v1/projects/{p}/tasks", "00f067aa0ba902b7")
+	checkTrace(ironTraceID, "POST /2/projects/{pid}/tasks", "b7ad6b7169203331")
 	for i, n := range recv.service {
 		if n != "kiln" {
 			t.Errorf("batch %d: service.name %q, want kiln", i, n)
