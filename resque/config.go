@@ -103,8 +103,9 @@ type Config struct {
 	Metrics *kiln.Metrics
 	// TracerProvider, when set, records a kiln.handle span (consumer) per
 	// job, with messaging.system "resque", the queue and the class
-	// (kiln.task.type); the handler's context carries it, and a failed job
-	// has an error status. A Resque payload has no trace context, so each
+	// (kiln.task.type); the handler's context carries it, a failed job
+	// has an error status, and a job handed back to its queue at a stop
+	// has kiln.released true. A Resque payload has no trace context, so each
 	// job's span starts a trace.
 	TracerProvider trace.TracerProvider
 }

@@ -682,14 +682,14 @@ func (w *worker) run(ctx context.Context, r *running, slot int) {
 	if err == nil {
 		class = j.Class
 	}
-	ob := w.observe(ctx, r.job.queue, class)
+	ctx, ob := w.observe(ctx, r.job.queue, class)
 	if err == nil {
 		rec.send(op{key: w.ids.workerKey(id), val: workingOn(j.Queue, payload, time.Now())})
 		h := w.cfg.Registry.get(j.Class)
 		if h == nil {
 			err = &unregisteredError{class: j.Class, queue: j.Queue}
 		} else {
-			err = call(context.WithValue(ob.ctx, jobKey{}, j), h, j, w.cfg.UseNumber)
+			err = call(context.WithValue(ctx, jobKey{}, j), h, j, w.cfg.UseNumber)
 		}
 	}
 	if !r.state.CompareAndSwap(stateRunning, stateFinishing) {
@@ -735,26 +735,26 @@ const invalidClass = "_invalid"
 // observation is the metrics and span of one job; the zero value records
 // nothing.
 type observation struct {
-	ctx   context.Context // the handler's: carries the span
 	ser   *metrics.Series // nil without metrics
 	span  trace.Span      // nil without tracing
 	start time.Time
 }
 
-// observe starts the metrics and span of a job of class taken from queue.
-func (w *worker) observe(ctx context.Context, queue, class string) observation {
-	ob := observation{ctx: ctx, start: time.Now()}
+// observe starts the metrics and span of a job of class taken from queue;
+// the context it returns, the handler's, carries the span.
+func (w *worker) observe(ctx context.Context, queue, class string) (context.Context, observation) {
+	ob := observation{start: time.Now()}
 	if w.met != nil {
 		ob.ser = w.met.Series(queue, class)
 		ob.ser.Started.Inc()
 	}
 	if w.tracer != nil {
-		ob.ctx, ob.span = w.tracer.Start(ctx, "kiln.handle", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		ctx, ob.span = w.tracer.Start(ctx, "kiln.handle", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 			attribute.String("messaging.system", "resque"),
 			attribute.String("messaging.destination.name", queue),
 			attribute.String("kiln.task.type", class)))
 	}
-	return ob
+	return ctx, ob
 }
 
 // end records the outcome of a job that finished (done), failed when err

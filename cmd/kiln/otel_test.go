@@ -100,7 +100,7 @@ func TestServerOTLPExporter(t *testing.T) {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	var logs testenv.Buffer
-	cmd := exec.Command(os.Args[0], //nolint:gosec,noctx // the test binary as kiln; stop ends it with SIGTERM
+	cmd := exec.Command(os.Args[0], // the test binary as kiln; stop ends it with SIGTERM
 		"server", "--addr", addr, "--data", data, "--sweep-interval=-1s",
 		"--sandbox", "off", "--otel-exporter", "otlp")
 	cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0", "KILN_BOOTSTRAP_TOKEN="+testAdminToken,

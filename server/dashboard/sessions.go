@@ -29,8 +29,8 @@ type session struct {
 // sessions keeps the sessions by their id (the cookie's value).
 type sessions interface {
 	// add keeps s under id, after dropping the expired sessions and, beyond
-	// max - 1, the oldest.
-	add(ctx context.Context, id string, s *session, now time.Time, max int) error
+	// limit - 1, the oldest.
+	add(ctx context.Context, id string, s *session, now time.Time, limit int) error
 	// get returns the session of id, or nil when there is none or it
 	// expired (then it is dropped).
 	get(ctx context.Context, id string, now time.Time) (*session, error)
@@ -46,7 +46,7 @@ type memSessions struct {
 	m  map[string]*session
 }
 
-func (ms *memSessions) add(_ context.Context, id string, s *session, now time.Time, max int) error {
+func (ms *memSessions) add(_ context.Context, id string, s *session, now time.Time, limit int) error {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	for id, s := range ms.m {
@@ -54,7 +54,7 @@ func (ms *memSessions) add(_ context.Context, id string, s *session, now time.Ti
 			delete(ms.m, id)
 		}
 	}
-	for len(ms.m) >= max {
+	for len(ms.m) >= limit {
 		var oldest string
 		for id, s := range ms.m {
 			if oldest == "" || s.created.Before(ms.m[oldest].created) {
@@ -133,8 +133,8 @@ func sessionAEAD(id string) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-func (m *metaSessions) add(ctx context.Context, id string, s *session, now time.Time, max int) error {
-	if err := m.prune(ctx, now, max); err != nil {
+func (m *metaSessions) add(ctx context.Context, id string, s *session, now time.Time, limit int) error {
+	if err := m.prune(ctx, now, limit); err != nil {
 		return err
 	}
 	aead, err := sessionAEAD(id)
@@ -161,10 +161,10 @@ func (m *metaSessions) add(ctx context.Context, id string, s *session, now time.
 	return nil
 }
 
-// prune drops the expired sessions, and the oldest beyond max - 1 (room
+// prune drops the expired sessions, and the oldest beyond limit - 1 (room
 // for one more). A session another server drops at the same time is
 // skipped: the deletes are conditional on the value read.
-func (m *metaSessions) prune(ctx context.Context, now time.Time, max int) error {
+func (m *metaSessions) prune(ctx context.Context, now time.Time, limit int) error {
 	res, err := m.meta.MetaList(ctx, store.MetaListParams{Namespace: m.ns, Prefix: sessionKeyPrefix})
 	if err != nil {
 		return err
@@ -184,11 +184,11 @@ func (m *metaSessions) prune(ctx context.Context, now time.Time, max int) error 
 			return err
 		}
 	}
-	if len(live) < max {
+	if len(live) < limit {
 		return nil
 	}
 	slices.SortFunc(live, func(a, b kept) int { return a.created.Compare(b.created) })
-	for _, k := range live[:len(live)-max+1] {
+	for _, k := range live[:len(live)-limit+1] {
 		if _, err := m.meta.MetaDelete(ctx, store.MetaDeleteParams{Namespace: m.ns, Key: k.item.Key, IfValue: k.item.Value}); err != nil {
 			return err
 		}
