@@ -426,7 +426,7 @@ func newTracerProvider(ctx context.Context, exporter string) (*sdktrace.TracerPr
 	}
 	res, err := resource.New(ctx, resource.WithAttributes(attribute.String("service.name", "kiln"),
 		attribute.String("service.version", kilnVersion())), resource.WithTelemetrySDK(), resource.WithFromEnv())
-	if err != nil {
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) { // partial: a bad OTEL_RESOURCE_ATTRIBUTES entry is left out
 		_ = exp.Shutdown(ctx) // nothing was sent; the error that matters is the resource's
 		return nil, fmt.Errorf("server: otel resource: %w", err)
 	}
