@@ -1,6 +1,7 @@
 package kiln
 
 import (
+	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,3 +34,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	return &Metrics{set: set}, nil
 }
+
+// Package resque counts into a Metrics through internal/hook.
+func init() { hook.SetMetricsSet(func(m *Metrics) *metrics.Set { return m.set }) }

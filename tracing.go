@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -17,7 +18,7 @@ const tracerName = "github.com/kilnhq/kiln"
 
 // The span names.
 const (
-	spanEnqueue = "kiln.enqueue"
+	spanEnqueue = tracing.SpanEnqueue
 	spanLease   = "kiln.lease"
 	spanHandle  = "kiln.handle"
 )
@@ -61,21 +62,7 @@ func taskAttrs(id, typ, queue string, attempt int) []attribute.KeyValue {
 // startEnqueue starts the span of an enqueue of inputs and sets their trace
 // context to it. It returns ctx unchanged and a nil span without a tracer.
 func startEnqueue(ctx context.Context, tr trace.Tracer, inputs []store.TaskInput) (context.Context, trace.Span) {
-	if tr == nil {
-		return ctx, nil
-	}
-	attrs := []attribute.KeyValue{attribute.String("messaging.system", "kiln"), attribute.Int("messaging.batch.message_count", len(inputs))}
-	if len(inputs) == 1 {
-		attrs = append(attrs, attribute.String("messaging.message.id", inputs[0].ID),
-			attribute.String("messaging.destination.name", inputs[0].Queue), attribute.String("kiln.task.type", inputs[0].Type))
-	}
-	ctx, span := tr.Start(ctx, spanEnqueue, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-	if tp := traceParentOf(ctx); tp != "" {
-		for i := range inputs {
-			inputs[i].TraceParent = tp
-		}
-	}
-	return ctx, span
+	return tracing.StartEnqueue(ctx, tr, inputs, true)
 }
 
 // endSpan ends span (nil: nothing) with err as its status.

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kilnhq/kiln"
 )
 
 // Config configures [Work]. The zero value works: it serves no queue, so
@@ -89,6 +92,22 @@ type Config struct {
 	// Any number of workers may run one at once: each due job is moved
 	// exactly once.
 	Scheduler bool
+	// Metrics, when set, counts the jobs the worker runs in kiln's
+	// Prometheus collectors (docs/metrics.md), with the job's queue as
+	// queue and its class as type: kiln_tasks_started_total when a job is
+	// taken, kiln_tasks_succeeded_total, or kiln_tasks_failed_total and
+	// kiln_tasks_dead_total when it fails (Resque does not retry: the job
+	// goes to the failed list), and kiln_task_handler_duration_seconds. A
+	// job handed back to its queue at a stop is in started only. Resque
+	// jobs carry no enqueue time, so kiln_task_wait_seconds stays empty.
+	Metrics *kiln.Metrics
+	// TracerProvider, when set, records a kiln.handle span (consumer) per
+	// job, with messaging.system "resque", the queue and the class
+	// (kiln.task.type); the handler's context carries it, a failed job
+	// has an error status, and a job handed back to its queue at a stop
+	// has kiln.released true. A Resque payload has no trace context, so each
+	// job's span starts a trace.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of Config.

@@ -12,6 +12,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln"
+	"github.com/kilnhq/kiln/internal/hook"
+	"github.com/kilnhq/kiln/internal/metrics"
 )
 
 // namespaceOf is the key prefix of a namespace option: DefaultNamespace
@@ -37,6 +41,11 @@ type ClientConfig struct {
 	// NowFunc is the clock EnqueueIn counts from and EnqueueAt compares with;
 	// default time.Now. It exists for tests.
 	NowFunc func() time.Time
+	// Metrics, when set, counts the jobs that Enqueue and EnqueueMany
+	// push onto a queue in kiln_tasks_enqueued_total, with the queue as
+	// queue and the class as type (docs/metrics.md). Delayed jobs count
+	// nowhere until a Scheduler moves them.
+	Metrics *kiln.Metrics
 }
 
 // Client writes Resque jobs to Redis: to a queue (Enqueue), where Ruby
@@ -53,6 +62,7 @@ type Client struct {
 	rdb redis.UniversalClient
 	ns  string
 	now func() time.Time
+	met *metrics.Set // nil without ClientConfig.Metrics
 }
 
 // NewClient returns a Client that writes through rdb. cfg may be nil.
@@ -66,6 +76,7 @@ func NewClient(rdb redis.UniversalClient, cfg *ClientConfig) (*Client, error) {
 		if cfg.NowFunc != nil {
 			c.now = cfg.NowFunc
 		}
+		c.met = hook.MetricsSet(cfg.Metrics)
 	}
 	return c, nil
 }
@@ -82,7 +93,7 @@ func (c *Client) Enqueue(ctx context.Context, queue, class string, args ...any) 
 	if err != nil {
 		return fmt.Errorf("resque: enqueue to %q: %w", queue, err)
 	}
-	return c.push(ctx, queue, job)
+	return c.push(ctx, queue, class, job)
 }
 
 // EnqueueMany appends one job of class per element of argLists to the tail
@@ -100,10 +111,11 @@ func (c *Client) EnqueueMany(ctx context.Context, queue, class string, argLists 
 		}
 		jobs[i] = job
 	}
-	return c.push(ctx, queue, jobs...)
+	return c.push(ctx, queue, class, jobs...)
 }
 
-func (c *Client) push(ctx context.Context, queue string, jobs ...any) error {
+// push appends jobs of class to queue, and counts them.
+func (c *Client) push(ctx context.Context, queue, class string, jobs ...any) error {
 	if err := checkQueueName(queue); err != nil {
 		return fmt.Errorf("resque: enqueue: %w", err)
 	}
@@ -114,6 +126,9 @@ func (c *Client) push(ctx context.Context, queue string, jobs ...any) error {
 	})
 	if err != nil {
 		return fmt.Errorf("resque: enqueue to %q: %w", queue, err)
+	}
+	if c.met != nil {
+		c.met.Series(queue, class).Enqueued.Add(float64(len(jobs)))
 	}
 	return nil
 }

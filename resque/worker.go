@@ -14,6 +14,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kilnhq/kiln/internal/hook"
+	"github.com/kilnhq/kiln/internal/metrics"
+	"github.com/kilnhq/kiln/internal/tracing"
 )
 
 // fetchScript takes up to ARGV[1] jobs, trying the queues in the order of
@@ -130,6 +136,9 @@ type worker struct {
 
 	paused atomic.Bool // <ns>pause-all-workers is "true"
 
+	met    *metrics.Set // nil without Config.Metrics
+	tracer trace.Tracer // nil without Config.TracerProvider
+
 	mu       sync.Mutex
 	active   map[*running]struct{}
 	blockers map[string]*blocker
@@ -168,6 +177,10 @@ func Work(ctx context.Context, cfg Config) error {
 		free:     make(chan int, cfg.Concurrency),
 		active:   map[*running]struct{}{},
 		blockers: map[string]*blocker{},
+		met:      hook.MetricsSet(cfg.Metrics),
+	}
+	if cfg.TracerProvider != nil {
+		w.tracer = cfg.TracerProvider.Tracer("github.com/kilnhq/kiln/resque")
 	}
 	return w.work(ctx)
 }
@@ -665,6 +678,11 @@ func (w *worker) run(ctx context.Context, r *running, slot int) {
 	rec := w.recs[slot%len(w.recs)]
 	payload := []byte(r.job.payload)
 	j, err := DecodeJob(r.job.queue, payload)
+	class := invalidClass
+	if err == nil {
+		class = j.Class
+	}
+	ctx, ob := w.observe(ctx, r.job.queue, class)
 	if err == nil {
 		rec.send(op{key: w.ids.workerKey(id), val: workingOn(j.Queue, payload, time.Now())})
 		h := w.cfg.Registry.get(j.Class)
@@ -675,8 +693,10 @@ func (w *worker) run(ctx context.Context, r *running, slot int) {
 		}
 	}
 	if !r.state.CompareAndSwap(stateRunning, stateFinishing) {
+		ob.end(nil, false)
 		return // abandoned at the shutdown timeout: back in its queue
 	}
+	ob.end(err, true)
 	ok := "1"
 	var failed []byte
 	if err != nil {
@@ -705,6 +725,56 @@ func (w *worker) run(ctx context.Context, r *running, slot int) {
 		}
 		time.Sleep(pause)
 		pause *= 2
+	}
+}
+
+// invalidClass is the type label and span attribute of a payload that is
+// not a valid job (it has no class).
+const invalidClass = "_invalid"
+
+// observation is the metrics and span of one job; the zero value records
+// nothing.
+type observation struct {
+	ser   *metrics.Series // nil without metrics
+	span  trace.Span      // nil without tracing
+	start time.Time
+}
+
+// observe starts the metrics and span of a job of class taken from queue;
+// the context it returns, the handler's, carries the span.
+func (w *worker) observe(ctx context.Context, queue, class string) (context.Context, observation) {
+	ob := observation{start: time.Now()}
+	if w.met != nil {
+		ob.ser = w.met.Series(queue, class)
+		ob.ser.Started.Inc()
+	}
+	if w.tracer != nil {
+		ctx, ob.span = w.tracer.Start(ctx, "kiln.handle", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+			attribute.String("messaging.system", "resque"),
+			attribute.String("messaging.destination.name", queue),
+			attribute.String("kiln.task.type", class)))
+	}
+	return ctx, ob
+}
+
+// end records the outcome of a job that finished (done), failed when err
+// is set; a job that did not finish (handed back at a stop) has no
+// outcome.
+func (ob observation) end(err error, done bool) {
+	if ob.ser != nil && done {
+		ob.ser.Handler.Observe(time.Since(ob.start).Seconds())
+		if err == nil {
+			ob.ser.Succeeded.Inc()
+		} else {
+			ob.ser.Failed.Inc()
+			ob.ser.Dead.Inc()
+		}
+	}
+	if ob.span != nil {
+		if !done {
+			ob.span.SetAttributes(attribute.Bool("kiln.released", true))
+		}
+		tracing.End(ob.span, err)
 	}
 }
 

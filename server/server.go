@@ -20,9 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/metrics"
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
@@ -212,6 +214,16 @@ type Config struct {
 	// serve GET /metrics without a token, for a Prometheus server that
 	// reaches it on a private network; nothing else is served there.
 	MetricsAddr string
+	// TracerProvider, when set, turns OpenTelemetry tracing on
+	// (docs/metrics.md): a server span per HTTP request, named after its
+	// route ("POST /v1/projects/{p}/tasks", never the raw path) and child
+	// of the request's W3C traceparent header; a kiln.enqueue span per
+	// enqueue request, child of it and the trace context of the tasks; and,
+	// unless Runner sets its own, the code runner's kiln.lease, kiln.handle
+	// and kiln.code.run spans. No header, token or query string goes into
+	// a span. Nil: no spans (the traceparent header is still stored with
+	// the tasks). The caller owns the provider (flushes and shuts it down).
+	TracerProvider trace.TracerProvider
 	// MaxCodeBytes caps a code package zip uploaded through the
 	// IronWorker API (/2/); default ironapi.MaxCodeBytesDefault (64 MiB).
 	MaxCodeBytes int64
@@ -248,6 +260,8 @@ type Server struct {
 	metrics     *metrics.Set // nil when metrics are off
 	metricsHTTP http.Handler // GET /metrics; nil when metrics are off
 	metricsAddr net.Addr     // where MetricsAddr is served, once it is
+
+	tracer trace.Tracer // nil without Config.TracerProvider
 }
 
 // New checks cfg, bootstraps the first project and admin token when the
@@ -328,7 +342,7 @@ func New(cfg *Config) (*Server, error) {
 		MaxStreams: c.MaxStreams, MaxProjectStreams: c.MaxProjectStreams, StreamWriteTimeout: c.StreamWriteTimeout,
 		HandshakeRate: c.HandshakeRate, HandshakeBurst: c.HandshakeBurst,
 		ProjectHandshakeRate: c.ProjectHandshakeRate, ProjectHandshakeBurst: c.ProjectHandshakeBurst,
-		MaxOpenHandshakes: c.MaxOpenHandshakes, Metrics: metricsHTTP, Feed: feed,
+		MaxOpenHandshakes: c.MaxOpenHandshakes, Metrics: metricsHTTP, Feed: feed, TracerProvider: c.TracerProvider,
 		TaskDefaults: hosted.NewRegistry(meta, c.Clock).TaskDefaults,
 	})
 	if err != nil {
@@ -338,12 +352,15 @@ func New(cfg *Config) (*Server, error) {
 	if met != nil {
 		met.AddDepth(s.queueDepth)
 	}
+	if c.TracerProvider != nil {
+		s.tracer = c.TracerProvider.Tracer("github.com/kilnhq/kiln/server")
+	}
 	if c.Runner != nil {
 		if s.hosted, err = newHosted(&c, a.Publish); err != nil {
 			return nil, err
 		}
 	}
-	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched, EventFunc: a.Publish}
+	ironCfg := ironapi.Config{Store: c.Store, Authorize: a.AuthorizeToken, Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, MaxCodeBytes: c.MaxCodeBytes, Schedules: sched, EventFunc: a.Publish, TracerProvider: c.TracerProvider}
 	if s.hosted != nil {
 		ironCfg.OnUpload = s.hosted.Kick
 	}
@@ -355,7 +372,12 @@ func New(cfg *Config) (*Server, error) {
 	apis.Handle("/", a)
 	var root http.Handler = apis
 	if !c.DisableDashboard {
-		dash, err := dashboard.New(dashboard.Config{Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger})
+		// The sessions are records of the store: every server sharing it
+		// knows them.
+		dash, err := dashboard.New(dashboard.Config{
+			Backend: apis, Identify: a.Identify, Secure: certs != nil, Logger: c.Logger,
+			Meta: meta, MetaNamespace: api.SystemNamespace,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
@@ -384,6 +406,9 @@ func New(cfg *Config) (*Server, error) {
 func newHosted(c *Config, publish func(wire.Event)) (*hosted.Hosted, error) {
 	rc := *c.Runner
 	rc.Store, rc.Logger = c.Store, c.Logger
+	if rc.TracerProvider == nil {
+		rc.TracerProvider = c.TracerProvider
+	}
 	if c.CLIFile != "" {
 		// The admin token's file: never visible to a task.
 		var run runner.Config
@@ -589,12 +614,24 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // logRequests logs each request: method, path (never the query string,
-// never a header), status and duration.
+// never a header), status and duration; counts it (metrics) and records
+// its server span (tracing).
 func (s *Server) logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		var span trace.Span
+		if s.tracer != nil {
+			r, span = tracing.StartServer(s.tracer, r)
+		}
 		h.ServeHTTP(sw, r)
+		if span != nil {
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			tracing.EndServer(span, r, status)
+		}
 		if s.metrics != nil {
 			// r.Pattern is the route the API's mux matched (it sets it on
 			// this request): a bounded set, never a raw path.

@@ -2,15 +2,24 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
+	"github.com/kilnhq/kiln/server"
 )
 
 const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -84,3 +93,143 @@ func TestTraceParentOverHTTP(t *testing.T) {
 		t.Fatalf("binary lease answer: %v %+v", err, ts)
 	}
 }
+
+// tracedServer starts a server on the embedded store whose spans go to
+// the returned in-memory exporter.
+func tracedServer(t *testing.T) (*bundle, *tracetest.InMemoryExporter) {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return setup(t, func(c *server.Config) { c.TracerProvider = tp }), exp
+}
+
+// spanNamed returns the one span named name, failing the test otherwise.
+func spanNamed(t *testing.T, spans tracetest.SpanStubs, name string) tracetest.SpanStub {
+	t.Helper()
+	var found []tracetest.SpanStub
+	for _, s := range spans {
+		if s.Name == name {
+			found = append(found, s)
+		}
+	}
+	if len(found) != 1 {
+		names := make([]string, len(spans))
+		for i, s := range spans {
+			names[i] = s.Name
+		}
+		t.Fatalf("%d spans named %q, want 1; spans: %q", len(found), name, names)
+	}
+	return found[0]
+}
+
+func spanAttr(s tracetest.SpanStub, key string) (attribute.Value, bool) {
+	for _, kv := range s.Attributes {
+		if string(kv.Key) == key {
+			return kv.Value, true
+		}
+	}
+	return attribute.Value{}, false
+}
+
+// TestServerSpans: with a TracerProvider each request of the native API,
+// the IronWorker API and the worker routes makes a server span named after
+// its route template (never the raw path with its ids), with its status;
+// an enqueue request's traceparent header is the parent of that span, whose
+// child kiln.enqueue span is the task's trace context. No token, session
+// key, Authorization header or query string reaches a span.
+func TestServerSpans(t *testing.T) {
+	t.Parallel()
+	b, exp := tracedServer(t)
+	tok, secret := b.project("p")
+	_, sess := b.handshake("p", secret)
+
+	body, _ := json.Marshal(wire.EnqueueRequest{Tasks: []wire.TaskRequest{{Type: "t"}, {Type: "own", Options: &wire.TaskOptions{TraceParent: otherTraceParent}}}})
+	status, resp := b.ts.Do(t, "POST", "/v1/projects/p/tasks", http.Header{
+		"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"}, "Traceparent": {testTraceParent},
+	}, bytes.NewReader(body))
+	var er wire.EnqueueResponse
+	if status != http.StatusOK || json.Unmarshal(resp, &er) != nil || len(er.Tasks) != 2 {
+		t.Fatalf("enqueue = %d %s", status, resp)
+	}
+	id := er.Tasks[0].ID
+	var task, own wire.Task
+	b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/"+id, tok, nil, &task)
+	b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/"+er.Tasks[1].ID, tok, nil, &own)
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/lease", sess, wire.LeaseRequest{Queues: []string{"default"}, Max: 1, DurationMS: 60000}, nil)
+	b.fail(wire.CodeNotFound, "GET", "/v1/projects/p/tasks/nope-"+id, tok, nil)
+	b.fail(wire.CodeUnauthorized, "GET", "/v1/projects/p/tasks", "", nil)
+	if status, _ := b.ts.Do(t, "GET", "/2/projects/p/codes?oauth="+tok, nil, nil); status != http.StatusOK {
+		t.Fatalf("IronWorker codes with ?oauth= = %d", status)
+	}
+	if status, _ := b.ts.Do(t, "GET", "/no/such/"+id, nil, nil); status != http.StatusNotFound {
+		t.Fatalf("an unknown path = %d", status)
+	}
+
+	spans := exp.GetSpans()
+	want := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": testTraceParent}))
+	srvSpan := spanNamed(t, spans, "POST /v1/projects/{p}/tasks")
+	if srvSpan.SpanKind != trace.SpanKindServer || srvSpan.SpanContext.TraceID() != want.TraceID() || srvSpan.Parent.SpanID() != want.SpanID() {
+		t.Errorf("the enqueue request's span: kind %v, trace %v, parent %v; want a server span, child of the traceparent header %v",
+			srvSpan.SpanKind, srvSpan.SpanContext.TraceID(), srvSpan.Parent.SpanID(), want.SpanID())
+	}
+	if v, _ := spanAttr(srvSpan, "http.response.status_code"); v.AsInt64() != http.StatusOK {
+		t.Errorf("http.response.status_code = %v, want 200", v.Emit())
+	}
+	if v, _ := spanAttr(srvSpan, "http.route"); v.AsString() != "/v1/projects/{p}/tasks" {
+		t.Errorf("http.route = %q", v.Emit())
+	}
+	enq := spanNamed(t, spans, "kiln.enqueue")
+	if enq.Parent.SpanID() != srvSpan.SpanContext.SpanID() || enq.SpanContext.TraceID() != want.TraceID() || enq.SpanKind != trace.SpanKindProducer {
+		t.Errorf("kiln.enqueue: kind %v, parent %v, want a producer child of the server span %v", enq.SpanKind, enq.Parent.SpanID(), srvSpan.SpanContext.SpanID())
+	}
+	if wantTP := "00-" + want.TraceID().String() + "-" + enq.SpanContext.SpanID().String() + "-01"; task.TraceParent != wantTP {
+		t.Errorf("the task's traceparent = %q, want the kiln.enqueue span's %q", task.TraceParent, wantTP)
+	}
+	if own.TraceParent != otherTraceParent {
+		t.Errorf("a task with its own traceparent got %q, want it kept", own.TraceParent)
+	}
+	var gets []int64
+	for _, s := range spans {
+		if s.Name == "GET /v1/projects/{p}/tasks/{id}" {
+			v, _ := spanAttr(s, "http.response.status_code")
+			gets = append(gets, v.AsInt64())
+		}
+	}
+	if !slices.Equal(gets, []int64{200, 200, 404}) {
+		t.Errorf("the GET task spans have the statuses %v, want [200 200 404]", gets)
+	}
+	spanNamed(t, spans, "POST /v1/projects/{p}/lease")
+	spanNamed(t, spans, "POST /v1/projects/{p}/workers/verify")
+	spanNamed(t, spans, "GET /2/projects/{pid}/codes")
+	spanNamed(t, spans, "GET /v1/projects/{p}/tasks")
+	if v, _ := spanAttr(spanNamed(t, spans, "GET /v1/projects/{p}/tasks"), "http.response.status_code"); v.AsInt64() != http.StatusUnauthorized {
+		t.Errorf("the refused request's status = %v, want 401", v.Emit())
+	}
+	spanNamed(t, spans, "GET") // the unknown path: the method only
+
+	for _, s := range spans {
+		texts := []string{s.Name}
+		for _, kv := range s.Attributes {
+			texts = append(texts, string(kv.Key)+"="+kv.Value.Emit())
+		}
+		for _, ev := range s.Events {
+			texts = append(texts, ev.Name)
+			for _, kv := range ev.Attributes {
+				texts = append(texts, kv.Value.Emit())
+			}
+		}
+		for _, x := range texts {
+			for _, secret := range []string{tok, sess, adminToken, "Bearer", "oauth", "nope-"} {
+				if strings.Contains(x, secret) {
+					t.Errorf("span %q holds %q: %s", s.Name, secret, x)
+				}
+			}
+			if strings.HasPrefix(s.Name, "GET ") && strings.Contains(s.Name, id) {
+				t.Errorf("span %q names the raw path", s.Name)
+			}
+		}
+	}
+}
+
+const otherTraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

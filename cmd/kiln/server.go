@@ -15,6 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/server"
@@ -70,7 +75,16 @@ root always runs each project's tasks as a user of its own
 (--sandbox-uid-base + n, one of --sandbox-uid-count), never as root; bwrap
 and user insist on one protection (the server does not start without it);
 off runs tasks as the server's user. --sandbox-network=false gives tasks
-in the bwrap sandbox no network.`,
+in the bwrap sandbox no network.
+
+--otel-exporter otlp turns OpenTelemetry tracing on (docs/metrics.md): a
+span per HTTP request, per enqueue and per code package task, sent in
+batches over OTLP/HTTP (protobuf) to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, else
+http://localhost:4318/v1/traces; the other standard OTEL_EXPORTER_OTLP_*
+variables (headers, timeout, compression, certificates), OTEL_SERVICE_NAME
+(default kiln), OTEL_RESOURCE_ATTRIBUTES and OTEL_TRACES_SAMPLER apply. The
+spans still queued are sent when the server stops.`,
 		run: runServer,
 	}
 }
@@ -97,6 +111,7 @@ type serverOptions struct {
 	allowInsecureWorkers             bool
 	metrics                          bool
 	metricsListen                    string
+	otelExporter                     string
 	sandbox                          runner.Sandbox
 	sandboxNetwork                   bool
 	sandboxUIDBase, sandboxUIDCount  int
@@ -227,6 +242,13 @@ func (o *serverOptions) settings() []setting {
 			return err
 		}},
 		{"metrics-listen", "a second address serving GET /metrics without a token, for Prometheus on a private network (default: none)", "", str(&o.metricsListen)},
+		{"otel-exporter", "where OpenTelemetry spans go: none, or otlp (OTLP over HTTP to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; docs/metrics.md)", "none", func(v string) error {
+			if v != "none" && v != "otlp" {
+				return errors.New("want none or otlp")
+			}
+			o.otelExporter = v
+			return nil
+		}},
 		{"max-code", "largest code package zip in bytes", strconv.Itoa(ironapi.MaxCodeBytesDefault), func(v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err == nil && n <= 0 {
@@ -385,6 +407,32 @@ func secretPaths(o *serverOptions) []string {
 	return out
 }
 
+// tracesFlushTimeout bounds the sending of the last spans when the server
+// stops.
+const tracesFlushTimeout = 5 * time.Second
+
+// newTracerProvider returns the tracer provider of --otel-exporter: nil
+// for none; for otlp, the SDK's with a batch span processor in front of
+// the OTLP/HTTP exporter, which reads the standard OTEL_EXPORTER_OTLP_*
+// variables itself. The resource is service.name kiln, which
+// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override.
+func newTracerProvider(ctx context.Context, exporter string) (*sdktrace.TracerProvider, error) {
+	if exporter != "otlp" {
+		return nil, nil
+	}
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("server: otel-exporter: %w", err)
+	}
+	res, err := resource.New(ctx, resource.WithAttributes(attribute.String("service.name", "kiln"),
+		attribute.String("service.version", kilnVersion())), resource.WithTelemetrySDK(), resource.WithFromEnv())
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) { // partial: a bad OTEL_RESOURCE_ATTRIBUTES entry is left out
+		_ = exp.Shutdown(ctx) // nothing was sent; the error that matters is the resource's
+		return nil, fmt.Errorf("server: otel resource: %w", err)
+	}
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
+}
+
 // redactURL drops a URL's user information, which may hold a password.
 func redactURL(u string) string {
 	scheme, rest, ok := strings.Cut(u, "://")
@@ -420,6 +468,21 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		}
 	}()
 	data := o.data // cli.json goes here, wherever the store is
+	tp, err := newTracerProvider(ctx, o.otelExporter)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer func() {
+			// Sends the spans still in the batch, within a bound: a
+			// collector that is down must not hold the exit.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracesFlushTimeout)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil {
+				log.Warn("sending the last spans", "err", err)
+			}
+		}()
+	}
 	var rc *hosted.Config
 	if o.runner {
 		dir := o.runnerDir
@@ -444,7 +507,7 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
 		Runner: rc, MaxCodeBytes: o.maxCode,
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, AllowInsecureWorkers: o.allowInsecureWorkers,
-		DisableMetrics: !o.metrics, MetricsAddr: o.metricsListen,
+		DisableMetrics: !o.metrics, MetricsAddr: o.metricsListen, TracerProvider: tp,
 	})
 	if err != nil {
 		return err

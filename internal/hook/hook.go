@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/metrics"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -57,4 +58,25 @@ func AutoCreateProjects[A any](a *A) {
 		panic(fmt.Sprintf("hook: no AutoCreateProjects registered for %T (package server/api registers it)", a))
 	}
 	f(a)
+}
+
+// metricsSet is kiln's func(*kiln.Metrics) *metrics.Set.
+var metricsSet any
+
+// SetMetricsSet registers f, which returns the collectors of a
+// kiln.Metrics. Package kiln calls it.
+func SetMetricsSet[M any](f func(m *M) *metrics.Set) { metricsSet = f }
+
+// MetricsSet returns the collectors of m (a *kiln.Metrics), or nil for a
+// nil m: the packages that count what kiln counts (package resque) record
+// into the Metrics their user gave them. M is kiln.Metrics.
+func MetricsSet[M any](m *M) *metrics.Set {
+	if m == nil {
+		return nil
+	}
+	f, ok := metricsSet.(func(*M) *metrics.Set)
+	if !ok {
+		panic(fmt.Sprintf("hook: no MetricsSet registered for %T (package kiln registers it)", m))
+	}
+	return f(m)
 }

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/wire"
@@ -128,6 +130,12 @@ type Config struct {
 	// Metrics, when set, serves GET /metrics (Prometheus metrics) to admin
 	// tokens; nil answers that route 404 not_found.
 	Metrics http.Handler
+	// TracerProvider, when set, makes each enqueue request record a
+	// kiln.enqueue span, child of the request's span (or of its W3C
+	// traceparent header), which becomes the trace context of the tasks
+	// that bring none of their own. Nil: the header's traceparent is
+	// stored as it is.
+	TracerProvider trace.TracerProvider
 	// MaxBodyBytes caps request bodies; default MaxBodyBytesDefault (8 MiB).
 	MaxBodyBytes int64
 	// HandshakeTimeout is how long a worker has to answer its challenge;
@@ -202,6 +210,7 @@ type API struct {
 	routes     []Route
 	projects   sync.Map // project id -> *projectRecord, found once
 	sched      *schedule.Scheduler
+	tracer     trace.Tracer // nil without Config.TracerProvider
 
 	stopOnce sync.Once
 	stopping chan struct{}
@@ -286,6 +295,9 @@ func New(cfg Config) (*API, error) {
 		seen:     make(map[string]time.Time),
 		sched:    cfg.Schedules,
 		open:     make(map[string]*openCount),
+	}
+	if cfg.TracerProvider != nil {
+		a.tracer = cfg.TracerProvider.Tracer("github.com/kilnhq/kiln/server/api")
 	}
 	if cfg.Feed != nil {
 		a.feed = cfg.Feed

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -8,8 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/internal/hook"
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/internal/wirebin"
 	"github.com/kilnhq/kiln/store"
@@ -115,7 +119,9 @@ func (a *API) enqueue(c *call) error {
 		index = append(index, i)
 	}
 	if len(inputs) > 0 {
-		res, err := a.st.Enqueue(c.ctx(), store.EnqueueParams{Namespace: c.ns(), Tasks: inputs})
+		ctx, span := a.startEnqueue(c, inputs)
+		res, err := a.st.Enqueue(ctx, store.EnqueueParams{Namespace: c.ns(), Tasks: inputs})
+		tracing.End(span, err)
 		if err != nil {
 			return err
 		}
@@ -132,6 +138,30 @@ func (a *API) enqueue(c *call) error {
 		}
 	}
 	return c.json(http.StatusOK, wire.EnqueueResponse{Tasks: out})
+}
+
+// startEnqueue starts the kiln.enqueue span of an enqueue request, when
+// tracing is on: the child of the request's server span, else of its
+// traceparent header. The tasks that bring no trace context of their own
+// (or only the header's) take the span's. Without tracing it returns the
+// request's context and a nil span.
+func (a *API) startEnqueue(c *call, inputs []store.TaskInput) (context.Context, trace.Span) {
+	ctx := c.ctx()
+	if a.tracer == nil {
+		return ctx, nil
+	}
+	header := c.r.Header.Get("traceparent")
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		ctx = tracing.WithTraceParent(ctx, header)
+	}
+	if header != "" {
+		for i := range inputs {
+			if inputs[i].TraceParent == header {
+				inputs[i].TraceParent = ""
+			}
+		}
+	}
+	return tracing.StartEnqueue(ctx, a.tracer, inputs, false)
 }
 
 // query checks a request's query parameters against the allowed names

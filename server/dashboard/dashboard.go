@@ -25,8 +25,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/kilnhq/kiln/store"
 )
 
 //go:embed static
@@ -76,6 +77,16 @@ type Config struct {
 	// MaxSessions caps the sessions kept at once; signing in beyond it
 	// drops the oldest. Default MaxSessionsDefault.
 	MaxSessions int
+	// Meta, when set, keeps the sessions as records of a store, in
+	// MetaNamespace, so that every server sharing the store knows them (a
+	// load balancer may send a browser's requests to any): a record is
+	// found by a hash of the session id, holds the token sealed with a key
+	// derived from the id, and is deleted at sign-out and once expired.
+	// Nil: the sessions live in this process's memory.
+	Meta store.Meta
+	// MetaNamespace is the store namespace of the session records;
+	// required with Meta (the server's own, which no project can use).
+	MetaNamespace string
 	// Logger receives sign-in and sign-out records (never a token or a
 	// session id); nil discards them.
 	Logger *slog.Logger
@@ -89,15 +100,7 @@ type Handler struct {
 	static http.Handler
 	mux    *http.ServeMux
 
-	mu       sync.Mutex
-	sessions map[string]*session
-}
-
-type session struct {
-	token   string // the bearer token the proxy sends; never logged
-	csrf    string
-	expires time.Time
-	created time.Time
+	sessions sessions
 }
 
 // New returns the dashboard's handler. It serves GET / (the page),
@@ -106,6 +109,9 @@ type session struct {
 func New(cfg Config) (*Handler, error) {
 	if cfg.Backend == nil {
 		return nil, errors.New("dashboard: Config.Backend is required")
+	}
+	if cfg.Meta != nil && cfg.MetaNamespace == "" {
+		return nil, errors.New("dashboard: Config.MetaNamespace is required with Config.Meta")
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = SessionTTLDefault
@@ -123,7 +129,12 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, static: http.FileServerFS(sub), mux: http.NewServeMux(), sessions: map[string]*session{}}
+	h := &Handler{cfg: cfg, static: http.FileServerFS(sub), mux: http.NewServeMux()}
+	if cfg.Meta != nil {
+		h.sessions = &metaSessions{meta: cfg.Meta, ns: cfg.MetaNamespace}
+	} else {
+		h.sessions = &memSessions{m: map[string]*session{}}
+	}
 	h.mux.HandleFunc("GET /{$}", h.page)
 	h.mux.HandleFunc("GET /assets/", h.asset)
 	h.mux.HandleFunc("POST /ui/login", h.login)
@@ -240,10 +251,11 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	now := h.cfg.Now()
 	s := &session{token: req.Token, csrf: rand.Text(), created: now, expires: now.Add(h.cfg.SessionTTL)}
 	id := rand.Text() + rand.Text()
-	h.mu.Lock()
-	h.pruneLocked(now)
-	h.sessions[id] = s
-	h.mu.Unlock()
+	if err := h.sessions.add(r.Context(), id, s, now, h.cfg.MaxSessions); err != nil {
+		h.cfg.Logger.Warn("dashboard: keeping a session failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session could not be kept; try again")
+		return
+	}
 	http.SetCookie(w, h.cookie(id, s.expires))
 	h.cfg.Logger.Info("dashboard: signed in", "admin", admin, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, sessionInfo{CSRF: s.csrf, Admin: admin, Projects: projects, Expires: s.expires})
@@ -291,47 +303,27 @@ func (h *Handler) cookie(id string, expires time.Time) *http.Cookie {
 	return c
 }
 
-// pruneLocked drops expired sessions, and the oldest ones beyond
-// MaxSessions - 1 (room for one more).
-func (h *Handler) pruneLocked(now time.Time) {
-	for id, s := range h.sessions {
-		if !now.Before(s.expires) {
-			delete(h.sessions, id)
-		}
-	}
-	for len(h.sessions) >= h.cfg.MaxSessions {
-		var oldest string
-		for id, s := range h.sessions {
-			if oldest == "" || s.created.Before(h.sessions[oldest].created) {
-				oldest = id
-			}
-		}
-		delete(h.sessions, oldest)
-	}
-}
-
-// current returns the request's session and its id, or nil.
-func (h *Handler) current(r *http.Request) (string, *session) {
+// current returns the request's session and its id, or nil. When the
+// sessions cannot be read it answers 503 itself and returns ok false.
+func (h *Handler) current(w http.ResponseWriter, r *http.Request) (id string, s *session, ok bool) {
 	name := CookieName
 	if h.cfg.Secure {
 		name = SecureCookieName
 	}
 	c, err := r.Cookie(name)
-	if err != nil || c.Value == "" {
-		return "", nil
+	if err != nil || c.Value == "" || len(c.Value) > 256 {
+		return "", nil, true
 	}
-	now := h.cfg.Now()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s := h.sessions[c.Value]
+	s, err = h.sessions.get(r.Context(), c.Value, h.cfg.Now())
+	if err != nil {
+		h.cfg.Logger.Warn("dashboard: reading a session failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session could not be read; try again")
+		return "", nil, false
+	}
 	if s == nil {
-		return "", nil
+		return "", nil, true
 	}
-	if !now.Before(s.expires) {
-		delete(h.sessions, c.Value)
-		return "", nil
-	}
-	return c.Value, s
+	return c.Value, s, true
 }
 
 // checkAction refuses a request that changes something unless it comes
@@ -371,7 +363,10 @@ func sameOrigin(r *http.Request) bool {
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
-	id, s := h.current(r)
+	id, s, ok := h.current(w, r)
+	if !ok {
+		return
+	}
 	if s == nil {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "not signed in")
 		return
@@ -379,9 +374,11 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if !checkAction(w, r, s) {
 		return
 	}
-	h.mu.Lock()
-	delete(h.sessions, id)
-	h.mu.Unlock()
+	if err := h.sessions.remove(r.Context(), id); err != nil {
+		h.cfg.Logger.Warn("dashboard: ending a session failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session could not be ended; try again")
+		return
+	}
 	c := h.cookie("", time.Unix(0, 0)) //nolint:gosec // G124: HttpOnly and SameSite=Strict always, Secure whenever the server speaks TLS (h.cookie)
 	c.MaxAge = -1
 	http.SetCookie(w, c)
@@ -389,7 +386,10 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) session(w http.ResponseWriter, r *http.Request) {
-	_, s := h.current(r)
+	_, s, ok := h.current(w, r)
+	if !ok {
+		return
+	}
 	if s == nil {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "not signed in")
 		return
@@ -406,7 +406,10 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request) {
 // proxy forwards /ui/api/v1/... and /ui/api/2/... to the backend with the
 // session's token, after the CSRF check for actions.
 func (h *Handler) proxy(w http.ResponseWriter, r *http.Request) {
-	_, s := h.current(r)
+	_, s, ok := h.current(w, r)
+	if !ok {
+		return
+	}
 	if s == nil {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "not signed in")
 		return
@@ -432,11 +435,15 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request) {
 	h.cfg.Backend.ServeHTTP(w, b)
 }
 
-// Sessions returns how many sessions are open (for tests and stats).
+// Sessions returns how many sessions are kept (for tests and stats): in
+// the store with Config.Meta (expired ones not yet dropped included; -1
+// when the store fails), else in memory.
 func (h *Handler) Sessions() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.sessions)
+	n, err := h.sessions.count(context.Background())
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 type errorBody struct {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/schedule"
@@ -66,6 +68,10 @@ type Config struct {
 	// Schedules is the schedule engine the schedule routes use; nil makes
 	// them answer 404.
 	Schedules *schedule.Scheduler
+	// TracerProvider, when set, makes each request that queues tasks
+	// record a kiln.enqueue span, child of the request's span (or of its
+	// W3C traceparent header), which becomes the tasks' trace context.
+	TracerProvider trace.TracerProvider
 }
 
 // API is the IronWorker API v2 as an http.Handler serving /2/... It is
@@ -77,6 +83,8 @@ type API struct {
 	reg  *hosted.Registry
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// tracer is nil without Config.TracerProvider.
+	tracer trace.Tracer
 }
 
 // New returns the API.
@@ -99,6 +107,9 @@ func New(cfg Config) (*API, error) {
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	a := &API{cfg: cfg, st: cfg.Store, meta: meta, reg: hosted.NewRegistry(meta, cfg.Clock), log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.TracerProvider != nil {
+		a.tracer = cfg.TracerProvider.Tracer("github.com/kilnhq/kiln/server/ironapi")
+	}
 	for _, rt := range a.routes() {
 		a.mux.Handle(rt.pattern, a.wrap(rt.h))
 	}

@@ -1,6 +1,7 @@
 package ironapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/ids"
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/runner/hosted"
 	"github.com/kilnhq/kiln/store"
@@ -544,7 +548,9 @@ func (p codePackage) taskInput(r *queueReq, timeout, delay int, now time.Time) (
 // enqueueInputs enqueues checked tasks in one store call, raises their
 // task.enqueued events and returns their ids.
 func (a *API) enqueueInputs(c *call, inputs []store.TaskInput) ([]string, error) {
-	res, err := a.st.Enqueue(c.ctx(), store.EnqueueParams{Namespace: c.pid, Tasks: inputs})
+	ctx, span := a.startEnqueue(c, inputs)
+	res, err := a.st.Enqueue(ctx, store.EnqueueParams{Namespace: c.pid, Tasks: inputs})
+	tracing.End(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -557,6 +563,22 @@ func (a *API) enqueueInputs(c *call, inputs []store.TaskInput) ([]string, error)
 		a.publish(wire.Event{Kind: wire.EventTaskEnqueued, Project: c.pid, TaskID: it.ID, Type: inputs[i].Type, Queue: inputs[i].Queue, State: it.State.String()})
 	}
 	return out, nil
+}
+
+// startEnqueue starts the kiln.enqueue span of an enqueue, when tracing is
+// on (Config.TracerProvider): the child of the request's server span, else
+// of its valid traceparent header; every task takes the span's trace
+// context. Without tracing it returns the request's context and a nil
+// span.
+func (a *API) startEnqueue(c *call, inputs []store.TaskInput) (context.Context, trace.Span) {
+	ctx := c.ctx()
+	if a.tracer == nil {
+		return ctx, nil
+	}
+	if h := c.r.Header.Get("traceparent"); !trace.SpanContextFromContext(ctx).IsValid() && store.ValidTraceParent(h) {
+		ctx = tracing.WithTraceParent(ctx, h)
+	}
+	return tracing.StartEnqueue(ctx, a.tracer, inputs, true)
 }
 
 // maxListCalls bounds the store List calls of one task listing: each
