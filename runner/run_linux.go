@@ -65,10 +65,6 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := spec.validate(); err != nil {
 		return failed(err)
 	}
-	tramp, err := r.trampolinePath()
-	if err != nil {
-		return failed(err)
-	}
 	if err := ctx.Err(); err != nil {
 		res.Status, res.Cause = statusOf(ctx), context.Cause(ctx)
 		res.Msg = "not started: " + res.Cause.Error()
@@ -95,6 +91,15 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	cred, err := r.credential(&spec)
 	if err != nil {
 		return failed(err)
+	}
+	// LimiterPtrace, unless the task runs as another user (a Spec.Credential)
+	// whose process this runner may not limit: then the trampoline.
+	traced := r.rlimits != nil && (cred == nil || r.limitOthers)
+	tramp := ""
+	if !traced {
+		if tramp, err = r.trampolinePath(); err != nil {
+			return failed(err)
+		}
 	}
 	path, argv, env, err := r.prepare(spec, dir, cred)
 	if err != nil {
@@ -318,13 +323,23 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if err := handshake(c.statR, deadline); err != nil {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	if c.startErr != nil {
+		// LimiterPtrace: the program started but its limits could not be
+		// set; it has been killed.
 		finish()
-		if r.bw != nil && errors.Is(err, ErrNoTrampoline) && bytes.HasPrefix(pump.head, []byte("bwrap:")) {
-			err = fmt.Errorf("%w: %s", ErrSandbox, firstLine(pump.head))
+		return failed(c.startErr)
+	}
+	// Under LimiterPtrace (no status pipe) the exec had succeeded when
+	// spawn returned.
+	if c.statR != nil {
+		if err := handshake(c.statR, deadline); err != nil {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			finish()
+			if r.bw != nil && errors.Is(err, ErrNoTrampoline) && bytes.HasPrefix(pump.head, []byte("bwrap:")) {
+				err = fmt.Errorf("%w: %s", ErrSandbox, firstLine(pump.head))
+			}
+			return failed(err)
 		}
-		return failed(err)
 	}
 	res.StartedAt = time.Now()
 
@@ -370,12 +385,17 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 type child struct {
 	cmd *exec.Cmd
 	// logR reads the program's stdout and stderr, statR the trampoline's
-	// start handshake, and infoR (nil without bwrap) bwrap's JSON info.
+	// start handshake (nil under LimiterPtrace), and infoR (nil without
+	// bwrap) bwrap's JSON info.
 	logR, statR, infoR *os.File
+	// startErr (LimiterPtrace) is why the started program was killed
+	// before it ran: its limits could not be set.
+	startErr error
 }
 
 // spawn starts the trampoline, under bwrap when the runner sandboxes, in
-// dir with the program path, its argv and env. The files it opens are
+// dir with the program path, its argv and env; without a trampoline
+// (LimiterPtrace) the program itself (spawnTraced). The files it opens are
 // added to *files, which the caller closes once the process has ended; the
 // child's ends of the pipes are closed here once it has them. Its errors
 // wrap ErrStart or ErrSandbox.
@@ -390,6 +410,9 @@ func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscal
 	logR, logW, err := pipe()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	if tramp == "" {
+		return r.spawnTraced(dir, path, argv, env, cred, logR, logW)
 	}
 	statR, statW, err := pipe()
 	if err != nil {
@@ -442,6 +465,43 @@ func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscal
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	return &child{cmd: cmd, logR: logR, statR: statR, infoR: infoR}, nil
+}
+
+// spawnTraced is spawn under LimiterPtrace: the program itself, stopped at
+// its exec to take its limits (startTraced).
+func (r *Runner) spawnTraced(dir, path string, argv, env []string, cred *syscall.Credential, logR, logW *os.File) (*child, error) {
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   argv,
+		Env:    env,
+		Dir:    dir,
+		Stdout: logW,
+		Stderr: logW,
+		// A session of its own, as under the trampoline; the user is set
+		// before the exec.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: cred},
+	}
+	err := startTraced(cmd, r.rlimits)
+	_ = logW.Close()
+	switch {
+	case cmd.Process == nil && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)):
+		return nil, fmt.Errorf("%w: exec the program: %w", ErrNoProgram, unwrapPath(err))
+	case cmd.Process == nil:
+		return nil, fmt.Errorf("%w: exec the program: %w", ErrStart, unwrapPath(err))
+	case err != nil:
+		return &child{cmd: cmd, logR: logR, startErr: fmt.Errorf("%w: %w", ErrStart, err)}, nil
+	}
+	return &child{cmd: cmd, logR: logR}, nil
+}
+
+// unwrapPath drops os.StartProcess's "fork/exec <path>:" from err: the
+// path is the runner's, and the messages match the trampoline's.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // await waits until the process pid exits, its timeout passes or ctx is

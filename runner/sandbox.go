@@ -66,6 +66,12 @@ type SandboxState struct {
 	// Note explains the choice in one line, for the runner's log: why auto
 	// did not pick bwrap, or that tasks run as root.
 	Note string
+	// Limiter is how the limits are applied: LimiterPtrace or
+	// LimiterTrampoline, never LimiterAuto.
+	Limiter Limiter
+	// LimiterNote says why LimiterAuto did not pick LimiterPtrace, for the
+	// runner's log; "" otherwise.
+	LimiterNote string
 }
 
 // String describes the state in a few words.
@@ -76,6 +82,12 @@ func (s SandboxState) String() string {
 	}
 	if s.Note != "" {
 		out += " (" + s.Note + ")"
+	}
+	if s.Limiter != "" {
+		out += ", limits by " + string(s.Limiter)
+	}
+	if s.LimiterNote != "" {
+		out += " (" + s.LimiterNote + ")"
 	}
 	return out
 }

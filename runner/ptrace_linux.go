@@ -1,0 +1,218 @@
+//go:build linux
+
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The ptrace limiter (LimiterPtrace, docs/decisions/003-runner-limits.md):
+// the child calls PTRACE_TRACEME right before its exec (os/exec's
+// SysProcAttr.Ptrace), so the kernel stops it with SIGTRAP once the exec has
+// succeeded, before the program's first instruction. The runner then sets
+// the limits on the stopped process with prlimit and detaches: the program
+// runs under them from its start, and no second process is started. The
+// user is set by os/exec in the child before the exec (as the trampoline
+// did before its own), and no_new_privs, which a process can only set on
+// itself, is inherited from the thread that forks: a thread of its own that
+// ends with the start.
+
+// resolveLimiter picks how the limits are applied, after resolveSandbox.
+func (r *Runner) resolveLimiter() error {
+	c := &r.cfg
+	why := ""
+	switch {
+	case c.Limiter == LimiterTrampoline:
+		r.sb.Limiter = LimiterTrampoline
+		return nil
+	case r.bw != nil:
+		why = "under bwrap the trampoline sets the task's user inside the sandbox"
+	case c.TrampolinePath != "":
+		why = "Config.TrampolinePath is set"
+	case (r.sb.SwitchUser || c.Credential != nil) && !limitsOthers():
+		why = "tasks run as another user, whose process only a runner with CAP_SYS_RESOURCE may limit"
+	default:
+		err := r.probePtrace()
+		if err == nil {
+			r.sb.Limiter = LimiterPtrace
+			r.rlimits = r.ptraceLimits()
+			r.limitOthers = limitsOthers()
+			return nil
+		}
+		why = "ptrace unusable: " + err.Error()
+	}
+	if c.Limiter == LimiterPtrace {
+		return fmt.Errorf("%w: limiter ptrace: %s", ErrSandbox, why)
+	}
+	r.sb.Limiter = LimiterTrampoline
+	r.sb.LimiterNote = why
+	return nil
+}
+
+// limitsOthers reports whether this process may set the limits of a
+// process of another user (prlimit needs CAP_SYS_RESOURCE for that; a
+// container often lacks it, root or not).
+func limitsOthers() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
+}
+
+// ptraceProbes caches the trial runs of the ptrace limiter by the program
+// they ran: the answer does not change while a process runs.
+var ptraceProbes sync.Map // string -> error (or nil)
+
+// probePtrace starts "true" (from Config.Path) the way Run starts a
+// program under LimiterPtrace and checks that it stopped at its exec, took
+// its limits and exited 0.
+func (r *Runner) probePtrace() error {
+	path, err := lookPath("true", r.cfg.Path)
+	if err != nil {
+		return fmt.Errorf("no program to try it with: %w", err)
+	}
+	if v, ok := ptraceProbes.Load(path); ok {
+		err, _ := v.(error)
+		return err
+	}
+	err = probePtrace(path, r.ptraceLimits())
+	ptraceProbes.Store(path, err)
+	return err
+}
+
+func probePtrace(path string, lim *ptraceRlimits) error {
+	cmd := &exec.Cmd{Path: path, Args: []string{path}, Env: []string{}, SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+	if err := startTraced(cmd, lim); err != nil {
+		if cmd.Process != nil {
+			_ = cmd.Wait()
+		}
+		return err
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// ptraceRlimits are the limits startTraced sets, in rlimitOrder, then
+// RLIMIT_CORE; set[i] false leaves one alone.
+type ptraceRlimits struct {
+	rl  [len(rlimitOrder) + 1]unix.Rlimit
+	set [len(rlimitOrder) + 1]bool
+}
+
+var ptraceResources = append(rlimitOrder[:len(rlimitOrder):len(rlimitOrder)], unix.RLIMIT_CORE)
+
+// ptraceLimits computes the limits of Config.Limits as the trampoline
+// does: soft and hard alike, lowered to the runner's own hard limit unless
+// the runner is root (who may raise it); no core dumps.
+func (r *Runner) ptraceLimits() *ptraceRlimits {
+	t := r.trampolineSpec(nil, nil)
+	root := unix.Geteuid() == 0
+	out := &ptraceRlimits{}
+	for i, res := range rlimitOrder {
+		want := t.limits[i]
+		if want < 0 {
+			continue
+		}
+		w := uint64(want)
+		var cur unix.Rlimit
+		if !root && unix.Getrlimit(res, &cur) == nil && w > cur.Max {
+			w = cur.Max
+		}
+		out.rl[i] = unix.Rlimit{Cur: w, Max: w}
+		out.set[i] = true
+	}
+	out.set[len(rlimitOrder)] = true // RLIMIT_CORE 0
+	return out
+}
+
+// startTraced starts cmd stopped at the exec of its program, sets lim on
+// it and lets it run; cmd.Process is set even when a later step fails (the
+// process is then killed, and the caller still waits for it). It runs on a
+// thread of its own, locked for the ptrace requests (only the thread that
+// started a tracee may make them) and ended with the start because it keeps
+// no_new_privs.
+func startTraced(cmd *exec.Cmd, lim *ptraceRlimits) error {
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with this goroutine, taking its
+		// no_new_privs with it.
+		runtime.LockOSThread()
+		done <- startTracedLocked(cmd, lim)
+	}()
+	return <-done
+}
+
+func startTracedLocked(cmd *exec.Cmd, lim *ptraceRlimits) error {
+	// Inherited by the child at its fork, kept across its exec: no
+	// set-user-id program can give the task more privileges.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	// os/exec passes on every descriptor without close-on-exec, which only
+	// those this process inherited lack (Go opens its own with it): mark
+	// them as the trampoline does in the child, for every later start too.
+	if err := cloexecFrom(3); err != nil {
+		return fmt.Errorf("set close-on-exec: %w", err)
+	}
+	cmd.SysProcAttr.Ptrace = true
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pid := cmd.Process.Pid
+	if err := limitStopped(pid, lim); err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL) // a stopped tracee dies of it too
+		return err
+	}
+	return nil
+}
+
+// limitStopped waits for the tracee pid's stop at its exec, sets the
+// limits, clears its signal mask (as the trampoline did) and detaches.
+func limitStopped(pid int, lim *ptraceRlimits) error {
+	var ws unix.WaitStatus
+	for {
+		// A stop is consumed here, an exit cannot be: waitid with WNOWAIT
+		// would leave it for cmd.Wait, but only the exit needs that, and
+		// the program cannot exit before the stop unless it is killed.
+		_, err := unix.Wait4(pid, &ws, unix.WALL|unix.WUNTRACED, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait for the exec's stop: %w", err)
+		}
+		break
+	}
+	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
+		return fmt.Errorf("the program did not stop at its exec (wait status %#x)", uint32(ws))
+	}
+	for i, res := range ptraceResources {
+		if !lim.set[i] {
+			continue
+		}
+		if err := unix.Prlimit(pid, res, &lim.rl[i], nil); err != nil {
+			return fmt.Errorf("set a resource limit: %w", err)
+		}
+	}
+	var mask uint64 // the kernel's sigset_t: 64 signals
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETSIGMASK, uintptr(pid), unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)), 0, 0); e != 0 { //nolint:gosec // G103: ptrace takes a pointer to the mask
+		return fmt.Errorf("reset the signal mask: %w", e)
+	}
+	// The SIGTRAP of the exec is dropped (data 0).
+	if err := unix.PtraceDetach(pid); err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	return nil
+}
