@@ -37,14 +37,17 @@ func (r *Runner) resolveLimiter() error {
 		why = "under bwrap the trampoline sets the task's user inside the sandbox"
 	case c.TrampolinePath != "":
 		why = "Config.TrampolinePath is set"
-	case (r.sb.SwitchUser || c.Credential != nil) && !limitsOthers():
+	case (r.sb.SwitchUser || c.Credential != nil) && !limitsOthers() && !injectSupported:
 		why = "tasks run as another user, whose process only a runner with CAP_SYS_RESOURCE may limit"
 	default:
 		err := r.probePtrace()
 		if err == nil {
 			r.sb.Limiter = LimiterPtrace
-			r.rlimits = r.ptraceLimits()
+			r.rlimits = r.ptraceLimits(false)
 			r.limitOthers = limitsOthers()
+			if !r.limitOthers && injectSupported {
+				r.selfRlimits = r.ptraceLimits(true)
+			}
 			return nil
 		}
 		why = "ptrace unusable: " + err.Error()
@@ -75,24 +78,30 @@ var ptraceProbes sync.Map // string -> error (or nil)
 
 // probePtrace starts "true" (from Config.Path) the way Run starts a
 // program under LimiterPtrace and checks that it stopped at its exec, took
-// its limits and exited 0.
+// its limits and exited 0: set by the runner, and by the task itself when
+// the runner cannot set another user's (limitAsTracee).
 func (r *Runner) probePtrace() error {
 	path, err := lookPath("true", r.cfg.Path)
 	if err != nil {
 		return fmt.Errorf("no program to try it with: %w", err)
 	}
-	if v, ok := ptraceProbes.Load(path); ok {
+	self := !limitsOthers() && injectSupported
+	key := fmt.Sprint(path, self)
+	if v, ok := ptraceProbes.Load(key); ok {
 		err, _ := v.(error)
 		return err
 	}
-	err = probePtrace(path, r.ptraceLimits())
-	ptraceProbes.Store(path, err)
+	err = probePtrace(path, &tracing{lim: r.ptraceLimits(false)})
+	if err == nil && self {
+		err = probePtrace(path, &tracing{lim: r.ptraceLimits(true), self: true})
+	}
+	ptraceProbes.Store(key, err)
 	return err
 }
 
-func probePtrace(path string, lim *ptraceRlimits) error {
+func probePtrace(path string, tr *tracing) error {
 	cmd := &exec.Cmd{Path: path, Args: []string{path}, Env: []string{}, SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
-	if err := startTraced(cmd, lim); err != nil {
+	if err := startTraced(cmd, tr); err != nil {
 		if cmd.Process != nil {
 			_ = cmd.Wait()
 		}
@@ -115,10 +124,11 @@ var ptraceResources = append(rlimitOrder[:len(rlimitOrder):len(rlimitOrder)], un
 
 // ptraceLimits computes the limits of Config.Limits as the trampoline
 // does: soft and hard alike, lowered to the runner's own hard limit unless
-// the runner is root (who may raise it); no core dumps.
-func (r *Runner) ptraceLimits() *ptraceRlimits {
+// the runner is root (who may raise it) and sets them itself (not self);
+// no core dumps.
+func (r *Runner) ptraceLimits(self bool) *ptraceRlimits {
 	t := r.trampolineSpec(nil, nil)
-	root := unix.Geteuid() == 0
+	root := unix.Geteuid() == 0 && !self
 	out := &ptraceRlimits{}
 	for i, res := range rlimitOrder {
 		want := t.limits[i]
@@ -143,18 +153,18 @@ func (r *Runner) ptraceLimits() *ptraceRlimits {
 // thread of its own, locked for the ptrace requests (only the thread that
 // started a tracee may make them) and ended with the start because it keeps
 // no_new_privs.
-func startTraced(cmd *exec.Cmd, lim *ptraceRlimits) error {
+func startTraced(cmd *exec.Cmd, tr *tracing) error {
 	done := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread ends with this goroutine, taking its
 		// no_new_privs with it.
 		runtime.LockOSThread()
-		done <- startTracedLocked(cmd, lim)
+		done <- startTracedLocked(cmd, tr)
 	}()
 	return <-done
 }
 
-func startTracedLocked(cmd *exec.Cmd, lim *ptraceRlimits) error {
+func startTracedLocked(cmd *exec.Cmd, tr *tracing) error {
 	// Inherited by the child at its fork, kept across its exec: no
 	// set-user-id program can give the task more privileges.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
@@ -171,33 +181,37 @@ func startTracedLocked(cmd *exec.Cmd, lim *ptraceRlimits) error {
 		return err
 	}
 	pid := cmd.Process.Pid
-	if err := limitStopped(pid, lim); err != nil {
+	if err := limitStopped(pid, tr); err != nil {
 		_ = unix.Kill(pid, unix.SIGKILL) // a stopped tracee dies of it too
 		return err
 	}
 	return nil
 }
 
-// limitStopped waits for the tracee pid's stop at its exec, sets the
-// limits, clears its signal mask (as the trampoline did) and detaches.
-func limitStopped(pid int, lim *ptraceRlimits) error {
+// waitTrap waits for the tracee pid's next stop, which must be a SIGTRAP
+// (its exec, or a step). A stop is consumed, an exit cannot be (waitid
+// with WNOWAIT would leave it for cmd.Wait, but only an exit needs that,
+// and the program cannot exit before it is let go unless it is killed).
+func waitTrap(pid int) error {
 	var ws unix.WaitStatus
 	for {
-		// A stop is consumed here, an exit cannot be: waitid with WNOWAIT
-		// would leave it for cmd.Wait, but only the exit needs that, and
-		// the program cannot exit before the stop unless it is killed.
 		_, err := unix.Wait4(pid, &ws, unix.WALL|unix.WUNTRACED, nil)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("wait for the exec's stop: %w", err)
+			return fmt.Errorf("wait for the program to stop: %w", err)
 		}
 		break
 	}
 	if !ws.Stopped() || ws.StopSignal() != unix.SIGTRAP {
 		return fmt.Errorf("the program did not stop at its exec (wait status %#x)", uint32(ws))
 	}
+	return nil
+}
+
+// prlimitAll sets lim on process pid.
+func prlimitAll(pid int, lim *ptraceRlimits) error {
 	for i, res := range ptraceResources {
 		if !lim.set[i] {
 			continue
@@ -206,7 +220,24 @@ func limitStopped(pid int, lim *ptraceRlimits) error {
 			return fmt.Errorf("set a resource limit: %w", err)
 		}
 	}
-	var mask uint64 // the kernel's sigset_t: 64 signals
+	return nil
+}
+
+// limitStopped waits for the tracee pid's stop at its exec, sets the
+// limits, clears its signal mask (as the trampoline did) and detaches.
+func limitStopped(pid int, tr *tracing) error {
+	if err := waitTrap(pid); err != nil {
+		return err
+	}
+	set := prlimitAll
+	if tr.self {
+		set = limitAsTracee
+	}
+	if err := set(pid, tr.lim); err != nil {
+		return err
+	}
+	// The kernel's sigset_t: 64 signals.
+	var mask uint64
 	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETSIGMASK, uintptr(pid), unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)), 0, 0); e != 0 { //nolint:gosec // G103: ptrace takes a pointer to the mask
 		return fmt.Errorf("reset the signal mask: %w", e)
 	}

@@ -427,8 +427,11 @@ type Runner struct {
 	// rlimits are the limits LimiterPtrace sets (nil under the trampoline).
 	rlimits *ptraceRlimits
 	// limitOthers: LimiterPtrace may limit a process of another user
-	// (CAP_SYS_RESOURCE); if not, such a task goes through the trampoline.
+	// (CAP_SYS_RESOURCE); if not, such a task sets selfRlimits itself
+	// (limitAsTracee), or goes through the trampoline when selfRlimits is
+	// nil (an architecture without limitAsTracee).
 	limitOthers bool
+	selfRlimits *ptraceRlimits
 }
 
 // New returns a Runner with cfg (nil: all defaults), or every problem of

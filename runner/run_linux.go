@@ -92,11 +92,21 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return failed(err)
 	}
-	// LimiterPtrace, unless the task runs as another user (a Spec.Credential)
-	// whose process this runner may not limit: then the trampoline.
-	traced := r.rlimits != nil && (cred == nil || r.limitOthers)
+	// LimiterPtrace: the runner sets the limits on a task of its own user,
+	// or of another one with CAP_SYS_RESOURCE; without it the task sets
+	// them itself (limitAsTracee) where the architecture allows, else
+	// the trampoline does.
+	var tr *tracing
+	if r.rlimits != nil {
+		switch {
+		case cred == nil || r.limitOthers:
+			tr = &tracing{lim: r.rlimits}
+		case r.selfRlimits != nil:
+			tr = &tracing{lim: r.selfRlimits, self: true}
+		}
+	}
 	tramp := ""
-	if !traced {
+	if tr == nil {
 		if tramp, err = r.trampolinePath(); err != nil {
 			return failed(err)
 		}
@@ -105,7 +115,26 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return failed(err)
 	}
-	return r.start(ctx, spec, res, tramp, path, argv, env, cred, timeout)
+	return r.start(ctx, spec, res, launch{tramp: tramp, tr: tr, path: path, argv: argv, env: env, cred: cred}, timeout)
+}
+
+// launch is how start starts a task's program: through the trampoline
+// tramp, or (tr not nil) under LimiterPtrace; path, argv and env are the
+// program's, cred its user (nil: the runner's).
+type launch struct {
+	tramp string
+	tr    *tracing
+	path  string
+	argv  []string
+	env   []string
+	cred  *syscall.Credential
+}
+
+// tracing is how LimiterPtrace limits a task: lim set by the runner, or
+// with self by the task itself (limitAsTracee).
+type tracing struct {
+	lim  *ptraceRlimits
+	self bool
 }
 
 // credential returns the user a task runs as: Spec.Credential, else
@@ -282,7 +311,7 @@ func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampoli
 // ended: it starts the process (spawn), waits for the trampoline's
 // handshake, waits for the end or stops the process (await) and reads its
 // exit status (exitStatus).
-func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path string, argv, env []string, cred *syscall.Credential, timeout time.Duration) (Result, error) {
+func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, timeout time.Duration) (Result, error) {
 	cfg := &r.cfg
 	failed := func(err error) (Result, error) {
 		res.Msg = err.Error()
@@ -294,7 +323,7 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 			_ = f.Close()
 		}
 	}()
-	c, err := r.spawn(res.TaskDir, tramp, path, argv, env, cred, &files)
+	c, err := r.spawn(res.TaskDir, l, &files)
 	if err != nil {
 		return failed(err)
 	}
@@ -399,7 +428,8 @@ type child struct {
 // added to *files, which the caller closes once the process has ended; the
 // child's ends of the pipes are closed here once it has them. Its errors
 // wrap ErrStart or ErrSandbox.
-func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscall.Credential, files *[]*os.File) (*child, error) {
+func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) {
+	tramp, path, argv, env, cred := l.tramp, l.path, l.argv, l.env, l.cred
 	pipe := func() (*os.File, *os.File, error) {
 		rd, wr, err := os.Pipe()
 		if err == nil {
@@ -411,8 +441,8 @@ func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscal
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	if tramp == "" {
-		return r.spawnTraced(dir, path, argv, env, cred, logR, logW)
+	if l.tr != nil {
+		return spawnTraced(dir, l, logR, logW)
 	}
 	statR, statW, err := pipe()
 	if err != nil {
@@ -469,19 +499,19 @@ func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscal
 
 // spawnTraced is spawn under LimiterPtrace: the program itself, stopped at
 // its exec to take its limits (startTraced).
-func (r *Runner) spawnTraced(dir, path string, argv, env []string, cred *syscall.Credential, logR, logW *os.File) (*child, error) {
+func spawnTraced(dir string, l launch, logR, logW *os.File) (*child, error) {
 	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   argv,
-		Env:    env,
+		Path:   l.path,
+		Args:   l.argv,
+		Env:    l.env,
 		Dir:    dir,
 		Stdout: logW,
 		Stderr: logW,
 		// A session of its own, as under the trampoline; the user is set
 		// before the exec.
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: cred},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: l.cred},
 	}
-	err := startTraced(cmd, r.rlimits)
+	err := startTraced(cmd, l.tr)
 	_ = logW.Close()
 	switch {
 	case cmd.Process == nil && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)):

@@ -38,7 +38,7 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 		cfg.Timeout = testenv.WaitLimit
 	}
 	r, err := New(&cfg)
-	if err != nil && cfg.Limiter == LimiterPtrace && cfg.Credential != nil && !limitsOthers() {
+	if err != nil && cfg.Limiter == LimiterPtrace && cfg.Credential != nil && !limitsOthers() && !injectSupported {
 		t.Skipf("LimiterPtrace with another user needs CAP_SYS_RESOURCE: %v", err)
 	}
 	if err != nil {
@@ -531,20 +531,31 @@ func TestRunKeepTaskDir(t *testing.T) {
 func TestRunLimitsApplied(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
-		r := newRunner(t, base.with(Config{Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 4 << 30, CPUTime: 90 * time.Second, OpenFiles: 100, Processes: 500, FileSize: 1 << 20}}))
-		var log syncBuffer
-		res := run(context.Background(), t, r, Spec{PackageDir: workerPkg(t), File: "worker", Payload: []byte(`{"mode":"limits"}`), Log: &log})
-		if res.Status != StatusComplete {
-			t.Fatalf("result %+v; log %q", res, log.String())
+		cfg := Config{Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 4 << 30, CPUTime: 90 * time.Second, OpenFiles: 100, Processes: 500, FileSize: 1 << 20}}
+		users := []*syscall.Credential{nil}
+		if os.Geteuid() == 0 {
+			// And as another user (LimiterPtrace without CAP_SYS_RESOURCE:
+			// the task sets its limits itself).
+			users = append(users, &syscall.Credential{Uid: 65534, Gid: 65534})
+			cfg.WorkDir = testenv.SharedDir(t)
 		}
-		var got map[string]uint64
-		if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
-			t.Fatalf("%v: %q", err, log.String())
-		}
-		want := map[string]uint64{"data": 300 << 20, "as": 4 << 30, "cpu": 90, "nofile": 100, "nproc": 500, "fsize": 1 << 20, "core": 0}
-		for k, v := range want {
-			if got[k] != v || got[k+"_cur"] != v {
-				t.Errorf("%s: hard %d soft %d, want %d", k, got[k], got[k+"_cur"], v)
+		r := newRunner(t, base.with(cfg))
+		pkg := workerPkg(t)
+		for _, cred := range users {
+			var log syncBuffer
+			res := run(context.Background(), t, r, Spec{PackageDir: pkg, File: "worker", Payload: []byte(`{"mode":"limits"}`), Log: &log, Credential: cred})
+			if res.Status != StatusComplete {
+				t.Fatalf("credential %v: result %+v; log %q", cred, res, log.String())
+			}
+			var got map[string]uint64
+			if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
+				t.Fatalf("%v: %q", err, log.String())
+			}
+			want := map[string]uint64{"data": 300 << 20, "as": 4 << 30, "cpu": 90, "nofile": 100, "nproc": 500, "fsize": 1 << 20, "core": 0}
+			for k, v := range want {
+				if got[k] != v || got[k+"_cur"] != v {
+					t.Errorf("credential %v: %s: hard %d soft %d, want %d", cred, k, got[k], got[k+"_cur"], v)
+				}
 			}
 		}
 	})
