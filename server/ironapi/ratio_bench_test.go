@@ -68,12 +68,13 @@ func waitComplete(tb testing.TB, b *bundle, id string, n int) {
 // a copy of trueProgram ("binary" runtime), queued through the IronWorker
 // API in batches of 1000 and run by a server with --runner-concurrency 8,
 // end to end (queue, lease, task directory, start with the limits, log,
-// report). The raw starts run before and after the tasks; "ratio-%" is
+// report). Each sandbox the machine gives, with each limiter it allows.
+// The raw starts run before and after the tasks; "ratio-%" is
 // kiln's tasks/s against their mean rate, "cpu-ratio" kiln's CPU time per
 // task against the CPU time of one raw start: both hold up on a loaded
 // machine, where wall-clock rates do not. CPU time is the whole process
 // tree's (through a cgroup of the benchmark's own where the machine allows
-// it, see the log line). One case per sandbox the machine gives.
+// it, see the log line).
 //
 //	go test -run '^$' -bench 'BenchmarkHostedVsRaw' -benchtime 1000x -count 3 ./server/ironapi/
 func BenchmarkHostedVsRaw(b *testing.B) {
@@ -82,14 +83,23 @@ func BenchmarkHostedVsRaw(b *testing.B) {
 		b.Skip(err)
 	}
 	const concurrency = 8
-	for _, sb := range []runner.Sandbox{runner.SandboxOff, runner.SandboxUser, runner.SandboxBwrap} {
-		b.Run(string(sb), func(b *testing.B) {
-			if r, err := runner.New(&runner.Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)}); err != nil || r.Sandbox().Mode != sb {
-				b.Skipf("sandbox %s: %v", sb, err)
+	for _, sc := range []struct {
+		sb  runner.Sandbox
+		lim runner.Limiter
+	}{
+		{runner.SandboxOff, runner.LimiterPtrace}, {runner.SandboxOff, runner.LimiterTrampoline},
+		{runner.SandboxUser, runner.LimiterPtrace}, {runner.SandboxUser, runner.LimiterTrampoline},
+		{runner.SandboxBwrap, runner.LimiterTrampoline},
+	} {
+		b.Run(string(sc.sb)+"/"+string(sc.lim), func(b *testing.B) {
+			rc := runner.Config{Sandbox: sc.sb, Limiter: sc.lim}
+			probe := rc
+			probe.WorkDir = testenv.SharedDir(b)
+			if r, err := runner.New(&probe); err != nil || r.Sandbox().Mode != sc.sb {
+				b.Skipf("sandbox %s, limiter %s: %v", sc.sb, sc.lim, err)
 			}
 			s := setupWith(b, kilntest.Embedded(b, nil), &hosted.Config{
-				WorkDir: testenv.SharedDir(b), Concurrency: concurrency,
-				Runner: &runner.Config{Sandbox: sb},
+				WorkDir: testenv.SharedDir(b), Concurrency: concurrency, Runner: &rc,
 			})
 			id := s.mustUpload(map[string]any{"name": "true", "file_name": "true", "runtime": "binary"},
 				testenv.Zip(b, map[string][]byte{"true": prog}))
