@@ -187,9 +187,8 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 		path string
 		data []byte
 	}{{filepath.Join(dir, PayloadFileName), spec.Payload}, {filepath.Join(dir, ConfigFileName), spec.Config}} {
-		if err := os.RemoveAll(f.path); err != nil {
-			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
-		}
+		// The task directory is new and copyPackage leaves these names out:
+		// nothing to remove first.
 		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
