@@ -22,8 +22,8 @@ import (
 // runs under them from its start, and no second process is started. The
 // user is set by os/exec in the child before the exec (as the trampoline
 // did before its own), and no_new_privs, which a process can only set on
-// itself, is inherited from the thread that forks: a thread of its own that
-// ends with the start.
+// itself, is inherited from the thread that forks: the spawner's, which
+// does nothing else (spawnLoop).
 
 // resolveLimiter picks how the limits are applied, after resolveSandbox.
 func (r *Runner) resolveLimiter() error {
@@ -47,6 +47,7 @@ func (r *Runner) resolveLimiter() error {
 			r.limitOthers = limitsOthers()
 			if !r.limitOthers && injectSupported {
 				r.selfRlimits = r.ptraceLimits(true)
+				r.sb.LimiterNote = "no CAP_SYS_RESOURCE: a task of another user sets its own limits, stopped at its exec"
 			}
 			return nil
 		}
@@ -147,29 +148,60 @@ func (r *Runner) ptraceLimits(self bool) *ptraceRlimits {
 	return out
 }
 
-// startTraced starts cmd stopped at the exec of its program, sets lim on
-// it and lets it run; cmd.Process is set even when a later step fails (the
-// process is then killed, and the caller still waits for it). It runs on a
-// thread of its own, locked for the ptrace requests (only the thread that
-// started a tracee may make them) and ended with the start because it keeps
-// no_new_privs.
+// startTraced starts cmd stopped at the exec of its program, sets tr's
+// limits on it and lets it run; cmd.Process is set even when a later step
+// fails (the process is then killed, and the caller still waits for it).
+// The start runs on the spawner's thread (spawnLoop).
 func startTraced(cmd *exec.Cmd, tr *tracing) error {
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawnReq)
+		go spawnLoop(spawner.reqs)
+	})
 	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread ends with this goroutine, taking its
-		// no_new_privs with it.
-		runtime.LockOSThread()
-		done <- startTracedLocked(cmd, tr)
-	}()
+	spawner.reqs <- spawnReq{cmd: cmd, tr: tr, done: done}
 	return <-done
 }
 
-func startTracedLocked(cmd *exec.Cmd, tr *tracing) error {
-	// Inherited by the child at its fork, kept across its exec: no
-	// set-user-id program can give the task more privileges.
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("set no_new_privs: %w", err)
+// spawner is the one thread that starts LimiterPtrace's programs, for the
+// life of the process.
+var spawner struct {
+	once sync.Once
+	reqs chan spawnReq
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	tr   *tracing
+	done chan error
+}
+
+// spawnLoop serves startTraced on a thread of its own, locked for good:
+// only the thread that started a tracee may make ptrace requests on it,
+// and the thread keeps no_new_privs, which its children inherit at fork
+// and which must not reach anything else this process starts. Neither
+// can its thread end: a thread that exits takes with it the children it
+// forked that asked for a parent-death signal (bwrap's --die-with-parent
+// is one), so a thread that may have forked other children before being
+// locked must never be ended.
+func spawnLoop(reqs <-chan spawnReq) {
+	runtime.LockOSThread()
+	err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	if err != nil {
+		err = fmt.Errorf("set no_new_privs: %w", err)
 	}
+	for r := range reqs {
+		if err != nil {
+			r.done <- err
+			continue
+		}
+		r.done <- startTracedLocked(r.cmd, r.tr)
+	}
+}
+
+// startTracedLocked is startTraced on the spawner's thread, whose
+// no_new_privs the child inherits at its fork and keeps across its exec:
+// no set-user-id program can give the task more privileges.
+func startTracedLocked(cmd *exec.Cmd, tr *tracing) error {
 	// os/exec passes on every descriptor without close-on-exec, which only
 	// those this process inherited lack (Go opens its own with it): mark
 	// them as the trampoline does in the child, for every later start too.

@@ -48,6 +48,12 @@ const (
 	FileSizeDefault = 1 << 30
 )
 
+// SpawnLoopFunc names the function of the goroutine that starts the
+// programs of LimiterPtrace, for goroutine leak checks in tests
+// (goleak.IgnoreAnyFunction): it lives as long as the process, once a
+// Runner has used LimiterPtrace (or tried it in New).
+const SpawnLoopFunc = "github.com/kilnhq/kiln/runner.spawnLoop"
+
 // Unlimited is the ProcLimits value that leaves a limit as the runner's own.
 const Unlimited = -1
 

@@ -69,8 +69,9 @@ type SandboxState struct {
 	// Limiter is how the limits are applied: LimiterPtrace or
 	// LimiterTrampoline, never LimiterAuto.
 	Limiter Limiter
-	// LimiterNote says why LimiterAuto did not pick LimiterPtrace, for the
-	// runner's log; "" otherwise.
+	// LimiterNote explains the limiter in one line, for the runner's log:
+	// why LimiterAuto did not pick LimiterPtrace, or how LimiterPtrace
+	// limits a task of another user; "" otherwise.
 	LimiterNote string
 }
 
