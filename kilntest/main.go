@@ -17,11 +17,12 @@ import (
 // First it lets the test binary serve as the code runner's trampoline
 // (runner.Main: a server started with [ServerOptions].Runner starts its task
 // processes through the binary itself). Then it runs the tests and, when
-// they passed, fails the run if goroutines were left running (goleak).
+// they passed, fails the run if goroutines were left running (goleak; the
+// runner's spawner, which lives as long as the process, excepted).
 // Last it removes the programs the tests compiled, and exits.
 func Main(m *testing.M) {
 	runner.Main()
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(runner.SpawnLoopFunc), goleak.Cleanup(func(code int) {
 		testenv.RemoveBuilt()
 		os.Exit(code) //nolint:forbidigo // Main is the body of TestMain, which ends the test binary with the tests' exit code
 	}))

@@ -66,8 +66,12 @@
 //     program's handler, not bwrap), and the end of the PID namespace kills
 //     every process in it, also those that started a session of their own,
 //     and also when the runner dies (--die-with-parent).
-//   - Resource exhaustion by one task, through setrlimit applied before the
-//     program's first instruction: memory (RLIMIT_DATA, 512 MiB), CPU time
+//   - Resource exhaustion by one task, through rlimits applied before the
+//     program's first instruction (LimiterPtrace: the program stopped by
+//     the kernel at its exec takes them by prlimit; LimiterTrampoline, and
+//     always under bwrap: a re-exec of the runner's binary sets them and
+//     execs the program; SandboxState.Limiter says which): memory
+//     (RLIMIT_DATA, 512 MiB), CPU time
 //     (3600 s), open files (1024), processes (256), file size (1 GiB), no
 //     core dumps. Flooding the log costs only the cap (8 MiB): the rest is
 //     read and discarded, and the program is never blocked on a full pipe.
@@ -105,7 +109,7 @@
 //     bwrap: anything that user can read outside the hidden paths, the
 //     task can read.
 //
-// The reasoning behind the trampoline that applies the limits is in
-// docs/decisions/003-runner-limits.md, the sandbox's in
+// The reasoning behind the exec stop and the trampoline that apply the
+// limits is in docs/decisions/003-runner-limits.md, the sandbox's in
 // docs/decisions/004-runner-sandbox.md.
 package runner

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	testenv.RemoveBuilt()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction(SpawnLoopFunc)); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}

@@ -48,6 +48,12 @@ const (
 	FileSizeDefault = 1 << 30
 )
 
+// SpawnLoopFunc names the function of the goroutine that starts the
+// programs of LimiterPtrace, for goroutine leak checks in tests
+// (goleak.IgnoreAnyFunction): it lives as long as the process, once a
+// Runner has used LimiterPtrace (or tried it in New).
+const SpawnLoopFunc = "github.com/kilnhq/kiln/runner.spawnLoop"
+
 // Unlimited is the ProcLimits value that leaves a limit as the runner's own.
 const Unlimited = -1
 
@@ -168,9 +174,49 @@ type Config struct {
 	// false: tasks share the host's network.
 	IsolateNetwork bool
 	// TrampolinePath is the binary started to apply the limits before the
-	// program runs; it must call Main first thing in main. Default: the
-	// running binary, provided it has called Main.
+	// program runs under LimiterTrampoline; it must call Main first thing
+	// in main. Default: the running binary, provided it has called Main.
+	// Setting it picks LimiterTrampoline under LimiterAuto.
 	TrampolinePath string
+	// Limiter is how the limits, the user and no_new_privs are put on a
+	// task's program before its first instruction; default LimiterAuto.
+	// See SandboxState.Limiter for the one a Runner uses.
+	Limiter Limiter
+}
+
+// Limiter says how a Runner puts a task's limits (ProcLimits, no core
+// dumps), its user and no_new_privs on the program before the program's
+// first instruction (docs/decisions/003-runner-limits.md).
+type Limiter string
+
+// Limiters of Config.Limiter.
+const (
+	// LimiterAuto, the default, picks LimiterPtrace where it works and the
+	// trampoline is not needed, else LimiterTrampoline.
+	LimiterAuto Limiter = "auto"
+	// LimiterPtrace starts the program itself, stopped by the kernel at
+	// its exec (PTRACE_TRACEME), sets the limits on the stopped process
+	// with prlimit and lets it go: one process start per task. The user
+	// is set before the exec, no_new_privs comes from the starting thread.
+	// Not under SandboxBwrap, where the user is changed inside the
+	// sandbox by the trampoline. New fails with it when a trial run does.
+	LimiterPtrace Limiter = "ptrace"
+	// LimiterTrampoline starts a copy of the running binary (or
+	// Config.TrampolinePath), whose Main sets the limits, the user and
+	// no_new_privs and then execs the program: two process starts per
+	// task, and it needs Main called first thing in main.
+	LimiterTrampoline Limiter = "trampoline"
+)
+
+var limiters = []Limiter{LimiterAuto, LimiterPtrace, LimiterTrampoline}
+
+// ParseLimiter returns the Limiter that s names: auto, ptrace or
+// trampoline.
+func ParseLimiter(s string) (Limiter, error) {
+	if !slices.Contains(limiters, Limiter(s)) {
+		return "", fmt.Errorf("%w: limiter %q: want auto, ptrace or trampoline", ErrInvalidSpec, s)
+	}
+	return Limiter(s), nil
 }
 
 func (c *Config) withDefaults() Config {
@@ -196,6 +242,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.Sandbox == "" {
 		out.Sandbox = SandboxAuto
+	}
+	if out.Limiter == "" {
+		out.Limiter = LimiterAuto
 	}
 	out.Runtimes = maps.Clone(out.Runtimes)
 	out.Hide = slices.Clone(out.Hide)
@@ -226,6 +275,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := ParseSandbox(string(c.Sandbox)); err != nil {
 		errs = append(errs, fmt.Errorf("Config.Sandbox: %w", err))
+	}
+	if _, err := ParseLimiter(string(c.Limiter)); err != nil {
+		errs = append(errs, fmt.Errorf("Config.Limiter: %w", err))
 	}
 	for _, h := range c.Hide {
 		if !filepath.IsAbs(h) || filepath.Clean(h) == "/" {
@@ -378,11 +430,20 @@ type Runner struct {
 	cfg Config
 	sb  SandboxState
 	bw  *bwrapSetup // under SandboxBwrap
+	// rlimits are the limits LimiterPtrace sets (nil under the trampoline).
+	rlimits *ptraceRlimits
+	// limitOthers: LimiterPtrace may limit a process of another user
+	// (CAP_SYS_RESOURCE); if not, such a task sets selfRlimits itself
+	// (limitAsTracee), or goes through the trampoline when selfRlimits is
+	// nil (an architecture without limitAsTracee).
+	limitOthers bool
+	selfRlimits *ptraceRlimits
 }
 
 // New returns a Runner with cfg (nil: all defaults), or every problem of
 // cfg at once. It resolves Config.Sandbox, trying bwrap once when the mode
-// is auto or bwrap; an explicit mode that cannot work here is an error
+// is auto or bwrap, then Config.Limiter, trying ptrace once when it is
+// auto or ptrace; an explicit mode that cannot work here is an error
 // wrapping ErrSandbox that says why.
 func New(cfg *Config) (*Runner, error) {
 	c := cfg.withDefaults()
@@ -391,6 +452,9 @@ func New(cfg *Config) (*Runner, error) {
 	}
 	r := &Runner{cfg: c}
 	if err := r.resolveSandbox(); err != nil {
+		return nil, err
+	}
+	if err := r.resolveLimiter(); err != nil {
 		return nil, err
 	}
 	return r, nil

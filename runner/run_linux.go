@@ -65,10 +65,6 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := spec.validate(); err != nil {
 		return failed(err)
 	}
-	tramp, err := r.trampolinePath()
-	if err != nil {
-		return failed(err)
-	}
 	if err := ctx.Err(); err != nil {
 		res.Status, res.Cause = statusOf(ctx), context.Cause(ctx)
 		res.Msg = "not started: " + res.Cause.Error()
@@ -96,11 +92,49 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return failed(err)
 	}
+	// LimiterPtrace: the runner sets the limits on a task of its own user,
+	// or of another one with CAP_SYS_RESOURCE; without it the task sets
+	// them itself (limitAsTracee) where the architecture allows, else
+	// the trampoline does.
+	var tr *tracing
+	if r.rlimits != nil {
+		switch {
+		case cred == nil || r.limitOthers:
+			tr = &tracing{lim: r.rlimits}
+		case r.selfRlimits != nil:
+			tr = &tracing{lim: r.selfRlimits, self: true}
+		}
+	}
+	tramp := ""
+	if tr == nil {
+		if tramp, err = r.trampolinePath(); err != nil {
+			return failed(err)
+		}
+	}
 	path, argv, env, err := r.prepare(spec, dir, cred)
 	if err != nil {
 		return failed(err)
 	}
-	return r.start(ctx, spec, res, tramp, path, argv, env, cred, timeout)
+	return r.start(ctx, spec, res, launch{tramp: tramp, tr: tr, path: path, argv: argv, env: env, cred: cred}, timeout)
+}
+
+// launch is how start starts a task's program: through the trampoline
+// tramp, or (tr not nil) under LimiterPtrace; path, argv and env are the
+// program's, cred its user (nil: the runner's).
+type launch struct {
+	tramp string
+	tr    *tracing
+	path  string
+	argv  []string
+	env   []string
+	cred  *syscall.Credential
+}
+
+// tracing is how LimiterPtrace limits a task: lim set by the runner, or
+// with self by the task itself (limitAsTracee).
+type tracing struct {
+	lim  *ptraceRlimits
+	self bool
 }
 
 // credential returns the user a task runs as: Spec.Credential, else
@@ -153,9 +187,8 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 		path string
 		data []byte
 	}{{filepath.Join(dir, PayloadFileName), spec.Payload}, {filepath.Join(dir, ConfigFileName), spec.Config}} {
-		if err := os.RemoveAll(f.path); err != nil {
-			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
-		}
+		// The task directory is new and copyPackage leaves these names out:
+		// nothing to remove first.
 		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
@@ -277,7 +310,7 @@ func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampoli
 // ended: it starts the process (spawn), waits for the trampoline's
 // handshake, waits for the end or stops the process (await) and reads its
 // exit status (exitStatus).
-func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path string, argv, env []string, cred *syscall.Credential, timeout time.Duration) (Result, error) {
+func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, timeout time.Duration) (Result, error) {
 	cfg := &r.cfg
 	failed := func(err error) (Result, error) {
 		res.Msg = err.Error()
@@ -289,7 +322,7 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 			_ = f.Close()
 		}
 	}()
-	c, err := r.spawn(res.TaskDir, tramp, path, argv, env, cred, &files)
+	c, err := r.spawn(res.TaskDir, l, &files)
 	if err != nil {
 		return failed(err)
 	}
@@ -318,13 +351,23 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if err := handshake(c.statR, deadline); err != nil {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	if c.startErr != nil {
+		// LimiterPtrace: the program started but its limits could not be
+		// set; it has been killed.
 		finish()
-		if r.bw != nil && errors.Is(err, ErrNoTrampoline) && bytes.HasPrefix(pump.head, []byte("bwrap:")) {
-			err = fmt.Errorf("%w: %s", ErrSandbox, firstLine(pump.head))
+		return failed(c.startErr)
+	}
+	// Under LimiterPtrace (no status pipe) the exec had succeeded when
+	// spawn returned.
+	if c.statR != nil {
+		if err := handshake(c.statR, deadline); err != nil {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			finish()
+			if r.bw != nil && errors.Is(err, ErrNoTrampoline) && bytes.HasPrefix(pump.head, []byte("bwrap:")) {
+				err = fmt.Errorf("%w: %s", ErrSandbox, firstLine(pump.head))
+			}
+			return failed(err)
 		}
-		return failed(err)
 	}
 	res.StartedAt = time.Now()
 
@@ -370,16 +413,22 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, tramp, path s
 type child struct {
 	cmd *exec.Cmd
 	// logR reads the program's stdout and stderr, statR the trampoline's
-	// start handshake, and infoR (nil without bwrap) bwrap's JSON info.
+	// start handshake (nil under LimiterPtrace), and infoR (nil without
+	// bwrap) bwrap's JSON info.
 	logR, statR, infoR *os.File
+	// startErr (LimiterPtrace) is why the started program was killed
+	// before it ran: its limits could not be set.
+	startErr error
 }
 
 // spawn starts the trampoline, under bwrap when the runner sandboxes, in
-// dir with the program path, its argv and env. The files it opens are
+// dir with the program path, its argv and env; without a trampoline
+// (LimiterPtrace) the program itself (spawnTraced). The files it opens are
 // added to *files, which the caller closes once the process has ended; the
 // child's ends of the pipes are closed here once it has them. Its errors
 // wrap ErrStart or ErrSandbox.
-func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscall.Credential, files *[]*os.File) (*child, error) {
+func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) {
+	tramp, path, argv, env, cred := l.tramp, l.path, l.argv, l.env, l.cred
 	pipe := func() (*os.File, *os.File, error) {
 		rd, wr, err := os.Pipe()
 		if err == nil {
@@ -390,6 +439,9 @@ func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscal
 	logR, logW, err := pipe()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	if l.tr != nil {
+		return spawnTraced(dir, l, logR, logW)
 	}
 	statR, statW, err := pipe()
 	if err != nil {
@@ -442,6 +494,43 @@ func (r *Runner) spawn(dir, tramp, path string, argv, env []string, cred *syscal
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	return &child{cmd: cmd, logR: logR, statR: statR, infoR: infoR}, nil
+}
+
+// spawnTraced is spawn under LimiterPtrace: the program itself, stopped at
+// its exec to take its limits (startTraced).
+func spawnTraced(dir string, l launch, logR, logW *os.File) (*child, error) {
+	cmd := &exec.Cmd{
+		Path:   l.path,
+		Args:   l.argv,
+		Env:    l.env,
+		Dir:    dir,
+		Stdout: logW,
+		Stderr: logW,
+		// A session of its own, as under the trampoline; the user is set
+		// before the exec.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: l.cred},
+	}
+	err := startTraced(cmd, l.tr)
+	_ = logW.Close()
+	switch {
+	case cmd.Process == nil && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)):
+		return nil, fmt.Errorf("%w: exec the program: %w", ErrNoProgram, unwrapPath(err))
+	case cmd.Process == nil:
+		return nil, fmt.Errorf("%w: exec the program: %w", ErrStart, unwrapPath(err))
+	case err != nil:
+		return &child{cmd: cmd, logR: logR, startErr: fmt.Errorf("%w: %w", ErrStart, err)}, nil
+	}
+	return &child{cmd: cmd, logR: logR}, nil
+}
+
+// unwrapPath drops os.StartProcess's "fork/exec <path>:" from err: the
+// path is the runner's, and the messages match the trampoline's.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // await waits until the process pid exits, its timeout passes or ctx is

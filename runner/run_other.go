@@ -24,6 +24,9 @@ func (r *Runner) Run(_ context.Context, _ Spec) (Result, error) {
 // bwrapSetup is Linux-only.
 type bwrapSetup struct{}
 
+// ptraceRlimits is Linux-only.
+type ptraceRlimits struct{}
+
 // resolveSandbox: off Linux there is no sandbox (and Run is unsupported).
 func (r *Runner) resolveSandbox() error {
 	switch r.cfg.Sandbox {
@@ -31,5 +34,14 @@ func (r *Runner) resolveSandbox() error {
 		return fmt.Errorf("%w: sandbox %s needs Linux: %w", ErrSandbox, r.cfg.Sandbox, errors.ErrUnsupported)
 	}
 	r.sb = SandboxState{Mode: SandboxOff}
+	return nil
+}
+
+// resolveLimiter: off Linux there are no limits (and Run is unsupported).
+func (r *Runner) resolveLimiter() error {
+	if r.cfg.Limiter == LimiterPtrace {
+		return fmt.Errorf("%w: limiter ptrace needs Linux: %w", ErrSandbox, errors.ErrUnsupported)
+	}
+	r.sb.Limiter = LimiterTrampoline
 	return nil
 }

@@ -38,6 +38,9 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 		cfg.Timeout = testenv.WaitLimit
 	}
 	r, err := New(&cfg)
+	if err != nil && cfg.Limiter == LimiterPtrace && cfg.Credential != nil && !limitsOthers() && !injectSupported {
+		t.Skipf("LimiterPtrace with another user needs CAP_SYS_RESOURCE: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +48,39 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 }
 
 // pkgDir unpacks a package built from entries and returns its directory.
+// forEachLimiter runs f as parallel subtests, once per way of applying the
+// limits: "default" (Config's defaults: the trampoline under bwrap where
+// bwrap works), and without a sandbox once with the trampoline and once
+// with LimiterPtrace. base holds the choice: pass a test's Config through
+// base.with.
+func forEachLimiter(t *testing.T, f func(t *testing.T, base Config)) {
+	t.Helper()
+	for _, c := range []struct {
+		name string
+		base Config
+	}{
+		{"default", Config{}},
+		{"trampoline", Config{Sandbox: SandboxOff, Limiter: LimiterTrampoline}},
+		{"ptrace", Config{Sandbox: SandboxOff, Limiter: LimiterPtrace}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, c.base)
+		})
+	}
+}
+
+// with returns cfg with the sandbox and limiter of b, when cfg sets none.
+func (b Config) with(cfg Config) Config {
+	if cfg.Sandbox == "" {
+		cfg.Sandbox = b.Sandbox
+	}
+	if cfg.Limiter == "" {
+		cfg.Limiter = b.Limiter
+	}
+	return cfg
+}
+
 func pkgDir(t testing.TB, entries ...entry) string {
 	t.Helper()
 	z := buildZip(t, entries...)
@@ -198,24 +234,26 @@ func run(ctx context.Context, t testing.TB, r *Runner, spec Spec) Result {
 
 func TestRunShellPackage(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{})
-	var log syncBuffer
-	dir := shPkg(t, `echo "args: $*"; echo "payload: $(cat "$PAYLOAD_FILE")"; echo "config: $(cat "$CONFIG_FILE")"; echo oops >&2; pwd`)
-	res := run(context.Background(), t, r, Spec{TaskID: "sh-1", PackageDir: dir, Runtime: "sh", File: "run.sh",
-		Payload: []byte(`{"a":1}`), Config: []byte("cfg"), Log: &log})
-	if res.Status != StatusComplete || res.ExitCode != 0 || res.Msg != "" {
-		t.Fatalf("result %+v; log:\n%s", res, log.String())
-	}
-	want := fmt.Sprintf("args: -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id sh-1\npayload: {\"a\":1}\nconfig: cfg\noops\n%[1]s\n", seenDir(r, res))
-	if diff := cmp.Diff(want, log.String()); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
-	if res.LogBytes != int64(len(want)) || res.LogTruncated || res.PID == 0 || res.StartedAt.IsZero() || res.Duration <= 0 {
-		t.Errorf("result %+v", res)
-	}
-	if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("task dir %s still there: %v", res.TaskDir, err)
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{}))
+		var log syncBuffer
+		dir := shPkg(t, `echo "args: $*"; echo "payload: $(cat "$PAYLOAD_FILE")"; echo "config: $(cat "$CONFIG_FILE")"; echo oops >&2; pwd`)
+		res := run(context.Background(), t, r, Spec{TaskID: "sh-1", PackageDir: dir, Runtime: "sh", File: "run.sh",
+			Payload: []byte(`{"a":1}`), Config: []byte("cfg"), Log: &log})
+		if res.Status != StatusComplete || res.ExitCode != 0 || res.Msg != "" {
+			t.Fatalf("result %+v; log:\n%s", res, log.String())
+		}
+		want := fmt.Sprintf("args: -d %[1]s -payload %[1]s/__payload__ -config %[1]s/__config__ -id sh-1\npayload: {\"a\":1}\nconfig: cfg\noops\n%[1]s\n", seenDir(r, res))
+		if diff := cmp.Diff(want, log.String()); diff != "" {
+			t.Errorf("log (-want +got):\n%s", diff)
+		}
+		if res.LogBytes != int64(len(want)) || res.LogTruncated || res.PID == 0 || res.StartedAt.IsZero() || res.Duration <= 0 {
+			t.Errorf("result %+v", res)
+		}
+		if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("task dir %s still there: %v", res.TaskDir, err)
+		}
+	})
 }
 
 // The seed's packaging: a Go binary and a __runner__.sh that loops forever
@@ -268,41 +306,43 @@ with open(os.environ["PAYLOAD_FILE"]) as f:
 // Arguments exactly, in order; environment exactly, nothing of the runner's.
 func TestRunArgsAndEnv(t *testing.T) {
 	t.Parallel()
-	if os.Getenv(testSecretEnv) == "" {
-		t.Fatal("the test secret is not set in the test process")
-	}
-	r := newRunner(t, Config{})
-	var log syncBuffer
-	res := run(context.Background(), t, r, Spec{TaskID: "env.1", PackageDir: workerPkg(t), File: "worker",
-		Payload: []byte(`{"mode":"env"}`), Env: map[string]string{"GREETING": "hi there", "PATH": "/bin"}, Log: &log})
-	if res.Status != StatusComplete {
-		t.Fatalf("result %+v; log:\n%s", res, log.String())
-	}
-	var got struct {
-		Args []string `json:"args"`
-		Env  []string `json:"env"`
-		Cwd  string   `json:"cwd"`
-	}
-	if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
-		t.Fatalf("%v: %q", err, log.String())
-	}
-	d := seenDir(r, res)
-	wantArgs := []string{"-d", d, "-payload", d + "/__payload__", "-config", d + "/__config__", "-id", "env.1"}
-	if diff := cmp.Diff(wantArgs, got.Args); diff != "" {
-		t.Errorf("args (-want +got):\n%s", diff)
-	}
-	wantEnv := []string{"CONFIG_FILE=" + d + "/__config__", "GREETING=hi there", "HOME=" + d, "PATH=/bin",
-		"PAYLOAD_FILE=" + d + "/__payload__", "TASK_DIR=" + d, "TASK_ID=env.1"}
-	slices.Sort(got.Env)
-	if diff := cmp.Diff(wantEnv, got.Env); diff != "" {
-		t.Errorf("env (-want +got):\n%s", diff)
-	}
-	if got.Cwd != d {
-		t.Errorf("cwd %q, want %q", got.Cwd, d)
-	}
-	if strings.Contains(log.String(), "hunter2") {
-		t.Error("the task saw the runner's secret")
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		if os.Getenv(testSecretEnv) == "" {
+			t.Fatal("the test secret is not set in the test process")
+		}
+		r := newRunner(t, base.with(Config{}))
+		var log syncBuffer
+		res := run(context.Background(), t, r, Spec{TaskID: "env.1", PackageDir: workerPkg(t), File: "worker",
+			Payload: []byte(`{"mode":"env"}`), Env: map[string]string{"GREETING": "hi there", "PATH": "/bin"}, Log: &log})
+		if res.Status != StatusComplete {
+			t.Fatalf("result %+v; log:\n%s", res, log.String())
+		}
+		var got struct {
+			Args []string `json:"args"`
+			Env  []string `json:"env"`
+			Cwd  string   `json:"cwd"`
+		}
+		if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
+			t.Fatalf("%v: %q", err, log.String())
+		}
+		d := seenDir(r, res)
+		wantArgs := []string{"-d", d, "-payload", d + "/__payload__", "-config", d + "/__config__", "-id", "env.1"}
+		if diff := cmp.Diff(wantArgs, got.Args); diff != "" {
+			t.Errorf("args (-want +got):\n%s", diff)
+		}
+		wantEnv := []string{"CONFIG_FILE=" + d + "/__config__", "GREETING=hi there", "HOME=" + d, "PATH=/bin",
+			"PAYLOAD_FILE=" + d + "/__payload__", "TASK_DIR=" + d, "TASK_ID=env.1"}
+		slices.Sort(got.Env)
+		if diff := cmp.Diff(wantEnv, got.Env); diff != "" {
+			t.Errorf("env (-want +got):\n%s", diff)
+		}
+		if got.Cwd != d {
+			t.Errorf("cwd %q, want %q", got.Cwd, d)
+		}
+		if strings.Contains(log.String(), "hunter2") {
+			t.Error("the task saw the runner's secret")
+		}
+	})
 }
 
 // Metacharacters in Command are literal: there is no shell.
@@ -322,26 +362,28 @@ func TestRunCommandNoShell(t *testing.T) {
 
 func TestRunExitStatus(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{})
-	tests := []struct {
-		script   string
-		code     int
-		signal   syscall.Signal
-		msg      string
-		wantStat Status
-	}{
-		{"exit 0", 0, 0, "", StatusComplete},
-		{"exit 7", 7, 0, "exit status 7", StatusError},
-		{"exit 255", 255, 0, "exit status 255", StatusError},
-		{"kill -SEGV $$", -1, syscall.SIGSEGV, "killed by signal: segmentation fault", StatusError},
-	}
-	for _, tc := range tests {
-		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, tc.script), Runtime: "sh", File: "run.sh"})
-		if res.Status != tc.wantStat || res.ExitCode != tc.code || res.Signal != tc.signal || res.Msg != tc.msg {
-			t.Errorf("%q: got status %s, code %d, signal %v, msg %q; want %s, %d, %v, %q",
-				tc.script, res.Status, res.ExitCode, res.Signal, res.Msg, tc.wantStat, tc.code, tc.signal, tc.msg)
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{}))
+		tests := []struct {
+			script   string
+			code     int
+			signal   syscall.Signal
+			msg      string
+			wantStat Status
+		}{
+			{"exit 0", 0, 0, "", StatusComplete},
+			{"exit 7", 7, 0, "exit status 7", StatusError},
+			{"exit 255", 255, 0, "exit status 255", StatusError},
+			{"kill -SEGV $$", -1, syscall.SIGSEGV, "killed by signal: segmentation fault", StatusError},
 		}
-	}
+		for _, tc := range tests {
+			res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, tc.script), Runtime: "sh", File: "run.sh"})
+			if res.Status != tc.wantStat || res.ExitCode != tc.code || res.Signal != tc.signal || res.Msg != tc.msg {
+				t.Errorf("%q: got status %s, code %d, signal %v, msg %q; want %s, %d, %v, %q",
+					tc.script, res.Status, res.ExitCode, res.Signal, res.Msg, tc.wantStat, tc.code, tc.signal, tc.msg)
+			}
+		}
+	})
 }
 
 // groupGone reports whether no live process is left in process group pgid.
@@ -387,16 +429,18 @@ func groupGoneNow(t testing.TB, pgid int) bool {
 
 func TestRunTimeout(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{})
-	// A background child too: the whole group must go.
-	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh",
-		Timeout: 100 * time.Millisecond})
-	if res.Status != StatusTimeout || res.Signal != syscall.SIGTERM || !strings.HasPrefix(res.Msg, "timed out after 100ms") {
-		t.Fatalf("result %+v", res)
-	}
-	if !groupGone(t, res.PID) {
-		t.Error("processes of the task's group survived")
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{}))
+		// A background child too: the whole group must go.
+		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh",
+			Timeout: 100 * time.Millisecond})
+		if res.Status != StatusTimeout || res.Signal != syscall.SIGTERM || !strings.HasPrefix(res.Msg, "timed out after 100ms") {
+			t.Fatalf("result %+v", res)
+		}
+		if !groupGone(t, res.PID) {
+			t.Error("processes of the task's group survived")
+		}
+	})
 }
 
 func TestRunCancel(t *testing.T) {
@@ -419,41 +463,45 @@ func TestRunCancel(t *testing.T) {
 // period; a ctx whose cause is DeadlineExceeded means status timeout.
 func TestRunIgnoresSIGTERM(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{KillGrace: 300 * time.Millisecond})
-	for _, spec := range []Spec{
-		{PackageDir: shPkg(t, "trap '' TERM; echo ready; sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh"},
-		{PackageDir: workerPkg(t), File: "worker", Payload: []byte(`{"mode":"ignore-term"}`)},
-	} {
-		ctx, cancel := context.WithCancelCause(context.Background())
-		log := &lineWatcher{want: "ready", fn: func(string) { cancel(context.DeadlineExceeded) }}
-		spec.Log = log
-		start := time.Now()
-		res := run(ctx, t, r, spec)
-		cancel(nil)
-		if res.Status != StatusTimeout || res.Signal != syscall.SIGKILL || !strings.Contains(res.Msg, "grace period") {
-			t.Fatalf("result %+v; log %q", res, log.String())
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{KillGrace: 300 * time.Millisecond}))
+		for _, spec := range []Spec{
+			{PackageDir: shPkg(t, "trap '' TERM; echo ready; sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh"},
+			{PackageDir: workerPkg(t), File: "worker", Payload: []byte(`{"mode":"ignore-term"}`)},
+		} {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			log := &lineWatcher{want: "ready", fn: func(string) { cancel(context.DeadlineExceeded) }}
+			spec.Log = log
+			start := time.Now()
+			res := run(ctx, t, r, spec)
+			cancel(nil)
+			if res.Status != StatusTimeout || res.Signal != syscall.SIGKILL || !strings.Contains(res.Msg, "grace period") {
+				t.Fatalf("result %+v; log %q", res, log.String())
+			}
+			// Correctness, not speed: SIGKILL must not come before the grace period.
+			if el := time.Since(start); el < 300*time.Millisecond {
+				t.Errorf("killed after %v, before the grace period", el)
+			}
+			if !groupGone(t, res.PID) {
+				t.Error("processes of the task's group survived")
+			}
 		}
-		// Correctness, not speed: SIGKILL must not come before the grace period.
-		if el := time.Since(start); el < 300*time.Millisecond {
-			t.Errorf("killed after %v, before the grace period", el)
-		}
-		if !groupGone(t, res.PID) {
-			t.Error("processes of the task's group survived")
-		}
-	}
+	})
 }
 
 // Leftover background processes are killed when the program exits.
 func TestRunKillsLeftovers(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{})
-	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 >/dev/null 2>&1 & echo started"), Runtime: "sh", File: "run.sh"})
-	if res.Status != StatusComplete {
-		t.Fatalf("result %+v", res)
-	}
-	if !groupGone(t, res.PID) {
-		t.Error("a background process outlived its task")
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{}))
+		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 >/dev/null 2>&1 & echo started"), Runtime: "sh", File: "run.sh"})
+		if res.Status != StatusComplete {
+			t.Fatalf("result %+v", res)
+		}
+		if !groupGone(t, res.PID) {
+			t.Error("a background process outlived its task")
+		}
+	})
 }
 
 func TestRunKeepTaskDir(t *testing.T) {
@@ -482,42 +530,59 @@ func TestRunKeepTaskDir(t *testing.T) {
 
 func TestRunLimitsApplied(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 4 << 30, CPUTime: 90 * time.Second, OpenFiles: 100, Processes: 500, FileSize: 1 << 20}})
-	var log syncBuffer
-	res := run(context.Background(), t, r, Spec{PackageDir: workerPkg(t), File: "worker", Payload: []byte(`{"mode":"limits"}`), Log: &log})
-	if res.Status != StatusComplete {
-		t.Fatalf("result %+v; log %q", res, log.String())
-	}
-	var got map[string]uint64
-	if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
-		t.Fatalf("%v: %q", err, log.String())
-	}
-	want := map[string]uint64{"data": 300 << 20, "as": 4 << 30, "cpu": 90, "nofile": 100, "nproc": 500, "fsize": 1 << 20, "core": 0}
-	for k, v := range want {
-		if got[k] != v || got[k+"_cur"] != v {
-			t.Errorf("%s: hard %d soft %d, want %d", k, got[k], got[k+"_cur"], v)
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		cfg := Config{Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 4 << 30, CPUTime: 90 * time.Second, OpenFiles: 100, Processes: 500, FileSize: 1 << 20}}
+		users := []*syscall.Credential{nil}
+		if os.Geteuid() == 0 {
+			// And as another user (LimiterPtrace without CAP_SYS_RESOURCE:
+			// the task sets its limits itself).
+			users = append(users, &syscall.Credential{Uid: 65534, Gid: 65534})
+			cfg.WorkDir = testenv.SharedDir(t)
 		}
-	}
+		r := newRunner(t, base.with(cfg))
+		pkg := workerPkg(t)
+		for _, cred := range users {
+			var log syncBuffer
+			res := run(context.Background(), t, r, Spec{PackageDir: pkg, File: "worker", Payload: []byte(`{"mode":"limits"}`), Log: &log, Credential: cred})
+			if res.Status != StatusComplete {
+				t.Fatalf("credential %v: result %+v; log %q", cred, res, log.String())
+			}
+			var got map[string]uint64
+			if err := json.Unmarshal([]byte(log.String()), &got); err != nil {
+				t.Fatalf("%v: %q", err, log.String())
+			}
+			want := map[string]uint64{"data": 300 << 20, "as": 4 << 30, "cpu": 90, "nofile": 100, "nproc": 500, "fsize": 1 << 20, "core": 0}
+			for k, v := range want {
+				if got[k] != v || got[k+"_cur"] != v {
+					t.Errorf("credential %v: %s: hard %d soft %d, want %d", cred, k, got[k], got[k+"_cur"], v)
+				}
+			}
+		}
+	})
 }
 
 func TestRunMemoryLimit(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{Limits: ProcLimits{Memory: 256 << 20}})
-	var log syncBuffer
-	dir := pkgDir(t, entry{name: "hog.py", data: []byte("x = bytearray(1 << 30)\nprint('allocated')\n")})
-	res := run(context.Background(), t, r, Spec{PackageDir: dir, Runtime: "python", File: "hog.py", Log: &log})
-	if res.Status != StatusError || !strings.Contains(log.String(), "MemoryError") {
-		t.Fatalf("result %+v; log %q", res, log.String())
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{Limits: ProcLimits{Memory: 256 << 20}}))
+		var log syncBuffer
+		dir := pkgDir(t, entry{name: "hog.py", data: []byte("x = bytearray(1 << 30)\nprint('allocated')\n")})
+		res := run(context.Background(), t, r, Spec{PackageDir: dir, Runtime: "python", File: "hog.py", Log: &log})
+		if res.Status != StatusError || !strings.Contains(log.String(), "MemoryError") {
+			t.Fatalf("result %+v; log %q", res, log.String())
+		}
+	})
 }
 
 func TestRunFileSizeLimit(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{Limits: ProcLimits{FileSize: 1 << 20}})
-	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "exec head -c 2000000 /dev/zero > big"), Runtime: "sh", File: "run.sh"})
-	if res.Status != StatusError || res.Signal != syscall.SIGXFSZ {
-		t.Fatalf("result %+v", res)
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{Limits: ProcLimits{FileSize: 1 << 20}}))
+		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "exec head -c 2000000 /dev/zero > big"), Runtime: "sh", File: "run.sh"})
+		if res.Status != StatusError || res.Signal != syscall.SIGXFSZ {
+			t.Fatalf("result %+v", res)
+		}
+	})
 }
 
 // 100 MB of output: the log is capped with a marker, the rest is drained
@@ -580,96 +645,126 @@ while True:
 // runner still works afterwards.
 func TestRunForkBomb(t *testing.T) {
 	t.Parallel()
-	cfg := Config{Limits: ProcLimits{Processes: 64}}
-	if os.Geteuid() == 0 {
-		// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
-		cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
-		cfg.WorkDir = testenv.SharedDir(t)
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		cfg := Config{Limits: ProcLimits{Processes: 64}}
+		if os.Geteuid() == 0 {
+			// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
+			cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+			cfg.WorkDir = testenv.SharedDir(t)
+		}
+		r := newRunner(t, base.with(cfg))
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		var count int
+		log := &lineWatcher{want: "fork failed", fn: func(line string) {
+			_, _ = fmt.Sscanf(line, "fork failed after %d", &count)
+			cancel(errors.New("enough"))
+		}}
+		dir := pkgDir(t, entry{name: "bomb.py", data: []byte(forkBomb)})
+		res := run(ctx, t, r, Spec{PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: testenv.WaitLimit})
+		if res.Status != StatusCancelled {
+			t.Fatalf("result %+v; log %q", res, log.String())
+		}
+		if !strings.Contains(log.String(), "fork failed") || count >= 64 {
+			t.Errorf("the process limit did not hold: %q", log.String())
+		}
+		if !groupGone(t, res.PID) {
+			t.Error("processes of the bomb survived")
+		}
+		after := run(context.Background(), t, r, Spec{Command: []string{"true"}})
+		if after.Status != StatusComplete {
+			t.Errorf("a task after the bomb: %+v", after)
+		}
+	})
+}
+
+// The program gets no_new_privs, an empty signal mask, and none of the
+// runner's descriptors that lack close-on-exec, whatever the limiter.
+func TestRunProcessState(t *testing.T) {
+	t.Parallel()
+	// A descriptor as a process inherits it: without close-on-exec.
+	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	r := newRunner(t, cfg)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	var count int
-	log := &lineWatcher{want: "fork failed", fn: func(line string) {
-		_, _ = fmt.Sscanf(line, "fork failed after %d", &count)
-		cancel(errors.New("enough"))
-	}}
-	dir := pkgDir(t, entry{name: "bomb.py", data: []byte(forkBomb)})
-	res := run(ctx, t, r, Spec{PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: testenv.WaitLimit})
-	if res.Status != StatusCancelled {
-		t.Fatalf("result %+v; log %q", res, log.String())
-	}
-	if !strings.Contains(log.String(), "fork failed") || count >= 64 {
-		t.Errorf("the process limit did not hold: %q", log.String())
-	}
-	if !groupGone(t, res.PID) {
-		t.Error("processes of the bomb survived")
-	}
-	after := run(context.Background(), t, r, Spec{Command: []string{"true"}})
-	if after.Status != StatusComplete {
-		t.Errorf("a task after the bomb: %+v", after)
-	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{}))
+		var log syncBuffer
+		script := fmt.Sprintf(`grep -E '^(NoNewPrivs|SigBlk):' /proc/self/status; test -e /proc/self/fd/%d && echo leaked; echo done`, fd)
+		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, script), Runtime: "sh", File: "run.sh", Log: &log})
+		if res.Status != StatusComplete {
+			t.Fatalf("result %+v; log %q", res, log.String())
+		}
+		if want := []string{"SigBlk:", "0000000000000000", "NoNewPrivs:", "1", "done"}; !slices.Equal(strings.Fields(log.String()), want) {
+			t.Errorf("log %q, want %q", strings.Fields(log.String()), want)
+		}
+	})
 }
 
 func TestRunCredential(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("changing user needs root")
-	}
-	r := newRunner(t, Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: testenv.SharedDir(t)})
-	var log syncBuffer
-	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs`),
-		Runtime: "sh", File: "run.sh", Log: &log})
-	if res.Status != StatusComplete {
-		t.Fatalf("result %+v; log %q", res, log.String())
-	}
-	fields := strings.Fields(log.String())
-	if want := []string{"65534", "65534", "wrote", "NoNewPrivs:", "1"}; !slices.Equal(fields, want) {
-		t.Errorf("log %q, want %q", fields, want)
-	}
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		if os.Geteuid() != 0 {
+			t.Skip("changing user needs root")
+		}
+		r := newRunner(t, base.with(Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: testenv.SharedDir(t)}))
+		var log syncBuffer
+		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs`),
+			Runtime: "sh", File: "run.sh", Log: &log})
+		if res.Status != StatusComplete {
+			t.Fatalf("result %+v; log %q", res, log.String())
+		}
+		fields := strings.Fields(log.String())
+		if want := []string{"65534", "65534", "wrote", "NoNewPrivs:", "1"}; !slices.Equal(fields, want) {
+			t.Errorf("log %q, want %q", fields, want)
+		}
+	})
 }
 
 func TestRunStartErrors(t *testing.T) {
 	t.Parallel()
-	r := newRunner(t, Config{})
-	ctx := context.Background()
-	tests := []struct {
-		name string
-		spec Spec
-		want error
-	}{
-		{"missing file", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), Runtime: "sh", File: "nope.sh"}, ErrNoProgram},
-		{"missing interpreter", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), Runtime: "cobol", File: "run.sh"}, ErrInvalidSpec},
-		{"missing command", Spec{TaskID: "a", Command: []string{"no-such-program-kiln"}}, ErrNoProgram},
-		{"not executable format", Spec{TaskID: "a", PackageDir: shPkg(t, "no shebang here"), Runtime: "binary", File: "run.sh"}, ErrStart},
-		{"bad task id", Spec{TaskID: "../x", Command: []string{"true"}}, ErrInvalidSpec},
-		{"file outside", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), File: "../run.sh"}, ErrInvalidSpec},
-		{"command outside", Spec{TaskID: "a", Command: []string{"../../bin/true"}}, ErrInvalidSpec},
-		{"reserved env", Spec{TaskID: "a", Command: []string{"true"}, Env: map[string]string{"TASK_ID": "x"}}, ErrInvalidSpec},
-		{"env name with =", Spec{TaskID: "a", Command: []string{"true"}, Env: map[string]string{"A=B": "x"}}, ErrInvalidSpec},
-	}
-	for _, tc := range tests {
-		res, err := r.Run(ctx, tc.spec)
-		if !errors.Is(err, tc.want) || res.Status != StatusError || res.Msg == "" {
-			t.Errorf("%s: got %v (result %+v), want %v", tc.name, err, res, tc.want)
+	forEachLimiter(t, func(t *testing.T, base Config) {
+		r := newRunner(t, base.with(Config{}))
+		ctx := context.Background()
+		tests := []struct {
+			name string
+			spec Spec
+			want error
+		}{
+			{"missing file", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), Runtime: "sh", File: "nope.sh"}, ErrNoProgram},
+			{"missing interpreter", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), Runtime: "cobol", File: "run.sh"}, ErrInvalidSpec},
+			{"missing command", Spec{TaskID: "a", Command: []string{"no-such-program-kiln"}}, ErrNoProgram},
+			{"not executable format", Spec{TaskID: "a", PackageDir: shPkg(t, "no shebang here"), Runtime: "binary", File: "run.sh"}, ErrStart},
+			{"bad task id", Spec{TaskID: "../x", Command: []string{"true"}}, ErrInvalidSpec},
+			{"file outside", Spec{TaskID: "a", PackageDir: shPkg(t, "true"), File: "../run.sh"}, ErrInvalidSpec},
+			{"command outside", Spec{TaskID: "a", Command: []string{"../../bin/true"}}, ErrInvalidSpec},
+			{"reserved env", Spec{TaskID: "a", Command: []string{"true"}, Env: map[string]string{"TASK_ID": "x"}}, ErrInvalidSpec},
+			{"env name with =", Spec{TaskID: "a", Command: []string{"true"}, Env: map[string]string{"A=B": "x"}}, ErrInvalidSpec},
 		}
-		if res.TaskDir != "" {
-			if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("%s: task dir left behind", tc.name)
+		for _, tc := range tests {
+			res, err := r.Run(ctx, tc.spec)
+			if !errors.Is(err, tc.want) || res.Status != StatusError || res.Msg == "" {
+				t.Errorf("%s: got %v (result %+v), want %v", tc.name, err, res, tc.want)
+			}
+			if res.TaskDir != "" {
+				if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s: task dir left behind", tc.name)
+				}
 			}
 		}
-	}
-	// A trampoline binary that does not call Main.
-	bad := newRunner(t, Config{TrampolinePath: "/bin/true"})
-	if _, err := bad.Run(ctx, Spec{TaskID: "a", Command: []string{"true"}}); !errors.Is(err, ErrNoTrampoline) {
-		t.Errorf("no trampoline: got %v", err)
-	}
-	// A done ctx: not started.
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	if res, err := r.Run(cctx, Spec{TaskID: "a", Command: []string{"true"}}); err != nil || res.Status != StatusCancelled {
-		t.Errorf("done ctx: got %+v, %v", res, err)
-	}
+		// A trampoline binary that does not call Main.
+		bad := newRunner(t, Config{Sandbox: base.Sandbox, TrampolinePath: "/bin/true"})
+		if _, err := bad.Run(ctx, Spec{TaskID: "a", Command: []string{"true"}}); !errors.Is(err, ErrNoTrampoline) {
+			t.Errorf("no trampoline: got %v", err)
+		}
+		// A done ctx: not started.
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if res, err := r.Run(cctx, Spec{TaskID: "a", Command: []string{"true"}}); err != nil || res.Status != StatusCancelled {
+			t.Errorf("done ctx: got %+v, %v", res, err)
+		}
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

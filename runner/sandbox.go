@@ -66,6 +66,13 @@ type SandboxState struct {
 	// Note explains the choice in one line, for the runner's log: why auto
 	// did not pick bwrap, or that tasks run as root.
 	Note string
+	// Limiter is how the limits are applied: LimiterPtrace or
+	// LimiterTrampoline, never LimiterAuto.
+	Limiter Limiter
+	// LimiterNote explains the limiter in one line, for the runner's log:
+	// why LimiterAuto did not pick LimiterPtrace, or how LimiterPtrace
+	// limits a task of another user; "" otherwise.
+	LimiterNote string
 }
 
 // String describes the state in a few words.
@@ -76,6 +83,12 @@ func (s SandboxState) String() string {
 	}
 	if s.Note != "" {
 		out += " (" + s.Note + ")"
+	}
+	if s.Limiter != "" {
+		out += ", limits by " + string(s.Limiter)
+	}
+	if s.LimiterNote != "" {
+		out += " (" + s.LimiterNote + ")"
 	}
 	return out
 }

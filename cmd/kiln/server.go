@@ -75,7 +75,11 @@ root always runs each project's tasks as a user of its own
 (--sandbox-uid-base + n, one of --sandbox-uid-count), never as root; bwrap
 and user insist on one protection (the server does not start without it);
 off runs tasks as the server's user. --sandbox-network=false gives tasks
-in the bwrap sandbox no network.
+in the bwrap sandbox no network. --sandbox-limits says how the resource
+limits reach a task's program (docs/decisions/003-runner-limits.md): auto
+(the default) stops the program at its exec to limit it (ptrace) where that
+works and bwrap is not used, else re-executes the server as a trampoline;
+the server logs which.
 
 --otel-exporter otlp turns OpenTelemetry tracing on (docs/metrics.md): a
 span per HTTP request, per enqueue and per code package task, sent in
@@ -113,6 +117,7 @@ type serverOptions struct {
 	metricsListen                    string
 	otelExporter                     string
 	sandbox                          runner.Sandbox
+	sandboxLimits                    runner.Limiter
 	sandboxNetwork                   bool
 	sandboxUIDBase, sandboxUIDCount  int
 }
@@ -226,6 +231,14 @@ func (o *serverOptions) settings() []setting {
 			o.sandbox = sb
 			if err != nil {
 				return errors.New("want auto, bwrap, user or off")
+			}
+			return nil
+		}},
+		{"sandbox-limits", "how the limits reach a task's program: auto, ptrace or trampoline (docs/decisions/003-runner-limits.md)", string(runner.LimiterAuto), func(v string) error {
+			l, err := runner.ParseLimiter(v)
+			o.sandboxLimits = l
+			if err != nil {
+				return errors.New("want auto, ptrace or trampoline")
 			}
 			return nil
 		}},
@@ -492,7 +505,7 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		rc = &hosted.Config{
 			Concurrency: o.runnerConcurrency, WorkDir: dir,
 			UIDBase: o.sandboxUIDBase, UIDCount: o.sandboxUIDCount,
-			Runner: &runner.Config{Sandbox: o.sandbox, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o)},
+			Runner: &runner.Config{Sandbox: o.sandbox, Limiter: o.sandboxLimits, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o)},
 		}
 	}
 	srv, err := server.New(&server.Config{

@@ -240,6 +240,11 @@ func (h *Hosted) logSandbox() {
 	if st.Note != "" {
 		attrs = append(attrs, "note", st.Note)
 	}
+	// How the limits reach a task's program (docs/decisions/003-runner-limits.md).
+	attrs = append(attrs, "limits", string(st.Limiter))
+	if st.LimiterNote != "" {
+		attrs = append(attrs, "limits_note", st.LimiterNote)
+	}
 	if st.Mode == runner.SandboxOff {
 		h.log.Warn("hosted: code package tasks are not sandboxed", attrs...)
 		return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/kilntest"
+	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
 )
 
@@ -42,9 +43,15 @@ func benchPackages(tb testing.TB, b *bundle) {
 
 func benchServer(tb testing.TB, concurrency int) *bundle {
 	tb.Helper()
+	return benchServerIn(tb, concurrency, runner.SandboxAuto)
+}
+
+// benchServerIn is benchServer with the runner's sandbox sb.
+func benchServerIn(tb testing.TB, concurrency int, sb runner.Sandbox) *bundle {
+	tb.Helper()
 	b := setupWith(tb, kilntest.Embedded(tb, nil), &hosted.Config{
-		WorkDir: tb.TempDir(), Concurrency: concurrency, PollInterval: 100 * time.Millisecond,
-		LeaseWait: 100 * time.Millisecond,
+		WorkDir: testenv.SharedDir(tb), Concurrency: concurrency, PollInterval: 100 * time.Millisecond,
+		LeaseWait: 100 * time.Millisecond, Runner: &runner.Config{Sandbox: sb},
 	})
 	benchPackages(tb, b)
 	return b
@@ -109,11 +116,21 @@ func BenchmarkHostedThroughput(b *testing.B) {
 
 // BenchmarkHostedStartLatency: from a task's created_at (the queue
 // request) to its program's first instruction (the time it prints), one
-// task at a time on an idle runner; p50 and p99.
+// task at a time on an idle runner; p50 and p99; in each sandbox the
+// machine gives.
 func BenchmarkHostedStartLatency(b *testing.B) {
-	for _, code := range []string{"sh", "go"} {
-		b.Run(code, func(b *testing.B) {
-			s := benchServer(b, 8)
+	for _, sc := range []struct {
+		code string
+		sb   runner.Sandbox
+	}{{"sh", runner.SandboxAuto}, {"go", runner.SandboxAuto}, {"go", runner.SandboxOff}, {"go", runner.SandboxUser}, {"go", runner.SandboxBwrap}} {
+		code := sc.code
+		b.Run(code+"/"+string(sc.sb), func(b *testing.B) {
+			if r, err := runner.New(&runner.Config{Sandbox: sc.sb, WorkDir: testenv.SharedDir(b)}); err != nil {
+				b.Skipf("sandbox %s: %v", sc.sb, err)
+			} else {
+				b.Logf("sandbox %s, %s", r.Sandbox(), testenv.Machine())
+			}
+			s := benchServerIn(b, 8, sc.sb)
 			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for range b.N {
