@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
@@ -485,7 +486,11 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 	if err != nil {
 		return err
 	}
+	// tracing stays a nil interface without an exporter: a nil
+	// *sdktrace.TracerProvider in it would be a provider that panics.
+	var tracing trace.TracerProvider
 	if tp != nil {
+		tracing = tp
 		defer func() {
 			// Sends the spans still in the batch, within a bound: a
 			// collector that is down must not hold the exit.
@@ -520,7 +525,7 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		CLIFile: filepath.Join(data, "cli.json"), Stdout: std.stdout,
 		Runner: rc, MaxCodeBytes: o.maxCode,
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, AllowInsecureWorkers: o.allowInsecureWorkers,
-		DisableMetrics: !o.metrics, MetricsAddr: o.metricsListen, TracerProvider: tp,
+		DisableMetrics: !o.metrics, MetricsAddr: o.metricsListen, TracerProvider: tracing,
 	})
 	if err != nil {
 		return err
