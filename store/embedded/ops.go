@@ -25,7 +25,11 @@ func checkBatch(n int) error {
 }
 
 // Enqueue implements store.Enqueuer. It returns once every added task is on
-// disk; concurrent enqueues share one sync.
+// disk; concurrent enqueues share one sync. No task of the call is leasable
+// before then, and none ever is when the call fails.
+//
+// An id is checked against the tasks in memory and, unless the input says
+// it was made for this call (store.TaskInput.NewID), against those on disk.
 func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.EnqueueResult, error) {
 	if err := store.CheckNamespace(p.Namespace); err != nil {
 		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
@@ -48,22 +52,26 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	}
 	now := s.now()
 	ns := s.namespace(p.Namespace)
+	for i := range p.Tasks {
+		if err := p.Tasks[i].Validate(s.limits, now); err != nil {
+			items[i].Err = err
+		}
+	}
+	// Every disk read comes before the first change, so that a failed read
+	// changes nothing.
+	onDisk, err := s.storedIDs(ns, p.Tasks, items)
+	if err != nil {
+		s.mu.Unlock()
+		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+	}
 	var last *batch
 	woke := false
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
-		if err := in.Validate(s.limits, now); err != nil {
-			items[i].Err = err
+		if items[i].Err != nil {
 			continue
 		}
-		if ns.tasks[in.ID] != nil {
-			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
-			continue
-		}
-		if v, err := s.d.get(nameKey(kID, ns.name, in.ID)); err != nil {
-			s.mu.Unlock()
-			return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
-		} else if v != nil {
+		if ns.tasks[in.ID] != nil || onDisk[i] {
 			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
 			continue
 		}
@@ -103,8 +111,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 				e.t.RunAt = now
 			}
 			e.t.State = store.StatePending
-			q.pushReady(e)
-			woke = true
+			s.stage(e) // leasable once durable
 		}
 		q.counts[e.t.State]++
 		ns.tasks[e.t.ID] = e
@@ -126,6 +133,44 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
 	}
 	return store.EnqueueResult{Items: items}, nil
+}
+
+// storedIDs reports, at each index of ins, whether the engine holds a task
+// with that id, for the inputs that need the check: valid ones (items[i].Err
+// nil) whose id is not in memory (a live task: the caller sees that one)
+// and was not made for this call (NewID). The reads are one lookup, or one
+// batched read for many. The caller holds s.mu, so no task can reach the
+// engine unseen between the check and the enqueue.
+func (s *Store) storedIDs(ns *namespace, ins []store.TaskInput, items []store.EnqueueItem) ([]bool, error) {
+	var idx []int
+	for i := range ins {
+		if items[i].Err == nil && !ins[i].NewID && ns.tasks[ins[i].ID] == nil {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	out := make([]bool, len(ins))
+	if len(idx) == 1 {
+		v, err := s.d.get(nameKey(kID, ns.name, ins[idx[0]].ID))
+		out[idx[0]] = v != nil
+		return out, err
+	}
+	keys := make([][]byte, len(idx))
+	for j, i := range idx {
+		keys[j] = nameKey(kID, ns.name, ins[i].ID)
+	}
+	s.d.mu.RLock()
+	vals, err := s.d.eng.getMany(keys)
+	s.d.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range idx {
+		out[i] = vals[j] != nil
+	}
+	return out, nil
 }
 
 // Lease implements store.Leaser. The lease record is written without waiting
@@ -260,6 +305,7 @@ func (q *queue) best(list []string, allowed map[string]bool) *entry {
 // no limit. It returns how many it moved.
 func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 	n := 0
+	woke := false
 	for {
 		e := ns.delayed.peek()
 		if e == nil || e.t.RunAt.After(now) || (limit > 0 && n >= limit) {
@@ -270,11 +316,15 @@ func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 		q.counts[e.t.State]--
 		e.t.State = store.StatePending
 		q.counts[store.StatePending]++
-		q.pushReady(e)
+		// Due, it is leasable once the write that scheduled it is durable.
+		scheduled := e.gen
 		s.putTask(e)
+		if s.readyAfter(q, e, scheduled) {
+			woke = true
+		}
 		n++
 	}
-	if n > 0 {
+	if woke {
 		ns.notify()
 	}
 	return n
@@ -405,8 +455,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				woke = woke || ns.delayed.peek() == e
 			} else {
 				e.t.State = store.StatePending
-				q.pushReady(e)
-				woke = true
+				s.stage(e)
 			}
 			q.counts[e.t.State]++
 			s.changed(ns, e, store.ChangeFailed, store.StateActive, now, o.Error)
@@ -416,9 +465,8 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				e.t.Attempt--
 			}
 			e.t.State = store.StatePending
-			q.pushReady(e)
+			s.stage(e)
 			q.counts[store.StatePending]++
-			woke = true
 			s.changed(ns, e, store.ChangeReleased, store.StatePending, now, "")
 		}
 		last = s.putTask(e)
@@ -893,10 +941,9 @@ func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult
 		e.t.RunAt = now
 		e.t.ProgressPercent, e.t.ProgressMessage = 0, ""
 		q.counts[store.StatePending]++
-		q.pushReady(e)
+		s.stage(e)
 		ns.tasks[id] = e
 		s.changed(ns, e, store.ChangeRetried, store.StatePending, now, "")
-		ns.notify()
 		s.flowReopened(ns.name, id)
 		return store.AdminItem{State: store.StatePending}, s.putTask(e)
 	})
@@ -1047,8 +1094,7 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 			e.t.LastError = fmt.Sprintf("lease expired on attempt %d (worker lost)", e.t.Attempt)
 			e.t.State = store.StatePending
 			q.counts[store.StatePending]++
-			q.pushReady(e)
-			ns.notify()
+			s.stage(e)
 			s.changed(ns, e, store.ChangeLeaseLost, store.StatePending, now, "")
 			r.Recovered++
 		}
