@@ -354,3 +354,73 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 		}
 	}
 }
+
+// countingEngine counts the engine's point reads.
+type countingEngine struct {
+	engine
+	reads *atomic.Int64
+}
+
+func (c countingEngine) get(key []byte) ([]byte, error) {
+	c.reads.Add(1)
+	return c.engine.get(key)
+}
+
+func (c countingEngine) getMany(keys [][]byte) ([][]byte, error) {
+	c.reads.Add(1)
+	return c.engine.getMany(keys)
+}
+
+// TestNewIDSkipsDiskRead checks the id check of Enqueue: an id made for the
+// call (NewID) is not looked up on disk, but is still refused while a task
+// in memory has it; a caller's id is looked up (one read for a batch), and
+// refused when a finished task, on disk only, has it.
+func TestNewIDSkipsDiskRead(t *testing.T) {
+	t.Parallel()
+	var reads atomic.Int64
+	s := mustOpen(t, t.TempDir(), &Config{wrapEngine: func(e engine) engine { return countingEngine{engine: e, reads: &reads} }})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	enqueue := func(ins ...store.TaskInput) []store.EnqueueItem {
+		t.Helper()
+		r, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: durableNS, Tasks: ins})
+		if err != nil {
+			t.Fatalf("Enqueue: %v", err)
+		}
+		return r.Items
+	}
+	mustEnqueue(t, s, store.TaskInput{ID: "done", Type: "t", Queue: "q"})
+	tk := leaseNow(t, s)[0]
+	if _, err := s.Report(ctx, store.ReportParams{Namespace: durableNS, Outcomes: []store.Outcome{{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	inMemory := s.nss[durableNS].tasks["done"] != nil
+	s.mu.Unlock()
+	if inMemory {
+		t.Fatal("the finished task is still in memory: the test needs it on disk only")
+	}
+
+	before := reads.Load()
+	if it := enqueue(store.TaskInput{ID: "fresh", Type: "t", Queue: "q", NewID: true})[0]; it.Err != nil {
+		t.Fatalf("Enqueue with NewID: %v", it.Err)
+	}
+	if n := reads.Load() - before; n != 0 {
+		t.Fatalf("Enqueue with NewID read the engine %d times; want none", n)
+	}
+	if it := enqueue(store.TaskInput{ID: "fresh", Type: "t", Queue: "q", NewID: true})[0]; !errors.Is(it.Err, store.ErrTaskExists) {
+		t.Fatalf("Enqueue with NewID of a live task's id: %v, want ErrTaskExists", it.Err)
+	}
+	before = reads.Load()
+	items := enqueue(
+		store.TaskInput{ID: "done", Type: "t", Queue: "q"},
+		store.TaskInput{ID: "other", Type: "t", Queue: "q"},
+		store.TaskInput{ID: "new2", Type: "t", Queue: "q", NewID: true},
+	)
+	if n := reads.Load() - before; n != 1 {
+		t.Fatalf("a batch with two callers' ids read the engine %d times; want one batched read", n)
+	}
+	if !errors.Is(items[0].Err, store.ErrTaskExists) || items[1].Err != nil || items[2].Err != nil {
+		t.Fatalf("items %+v: want the finished task's id refused, the others in", items)
+	}
+}

@@ -71,7 +71,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		if items[i].Err != nil {
 			continue
 		}
-		if ns.tasks[in.ID] != nil || onDisk[i] {
+		if ns.tasks[in.ID] != nil || (onDisk != nil && onDisk[i]) {
 			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
 			continue
 		}
@@ -136,7 +136,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 }
 
 // storedIDs reports, at each index of ins, whether the engine holds a task
-// with that id, for the inputs that need the check: valid ones (items[i].Err
+// with that id (nil: none of them), for the inputs that need the check: valid ones (items[i].Err
 // nil) whose id is not in memory (a live task: the caller sees that one)
 // and was not made for this call (NewID). The reads are one lookup, or one
 // batched read for many. The caller holds s.mu, so no task can reach the
