@@ -424,3 +424,35 @@ func TestNewIDSkipsDiskRead(t *testing.T) {
 		t.Fatalf("items %+v: want the finished task's id refused, the others in", items)
 	}
 }
+
+// TestEnqueueReadBeforeLockStale checks Enqueue's read of ids before the
+// store's lock: when a task with the id was created, finished and left
+// memory between that read and the lock, the read is stale and the id is
+// read again (and refused).
+func TestEnqueueReadBeforeLockStale(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t, t.TempDir(), nil)
+	t.Cleanup(func() { _ = s.Close() })
+	in := []store.TaskInput{{ID: "x", Type: "t", Queue: "q"}}
+	pre := s.readIDs(durableNS, in)
+	if !pre.ok || pre.onDisk != nil {
+		t.Fatalf("read before the task exists: %+v", pre)
+	}
+	mustEnqueue(t, s, in...)
+	tk := leaseNow(t, s)[0]
+	if _, err := s.Report(t.Context(), store.ReportParams{Namespace: durableNS, Outcomes: []store.Outcome{{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	if s.nss[durableNS].tasks["x"] != nil {
+		s.mu.Unlock()
+		t.Fatal("the finished task is still in memory: the test needs it on disk only")
+	}
+	r, err := s.enqueueLocked(store.EnqueueParams{Namespace: durableNS, Tasks: in}, make([]store.EnqueueItem, 1), pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(r.Items[0].Err, store.ErrTaskExists) {
+		t.Fatalf("Enqueue with a stale read of its id: %v, want ErrTaskExists", r.Items[0].Err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -116,6 +117,10 @@ type Store struct {
 	committed  uint64
 	staged     []*entry
 	unassigned []*entry
+	// diskEpoch counts the times a task left memory while staying on disk
+	// (evictDurable, a rebuild of memory); Enqueue's read of its ids
+	// before the lock stands while it is unchanged. Written under mu.
+	diskEpoch atomic.Uint64
 
 	c    committer
 	wg   sync.WaitGroup
@@ -728,6 +733,7 @@ func (s *Store) evictDurable(gen uint64) {
 		}
 		if e := ns.tasks[it.id]; e != nil && e == it.e && e.t.State.Terminal() && e.gen <= gen {
 			delete(ns.tasks, it.id)
+			s.diskEpoch.Add(1)
 		}
 	}
 	s.evict = append(s.evict[:0], s.evict[n:]...)

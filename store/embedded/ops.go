@@ -45,11 +45,18 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	for i := range p.Tasks {
 		need += int64(len(p.Tasks[i].Payload)) + 256
 	}
+	pre := s.readIDs(p.Namespace, p.Tasks)
 	s.mu.Lock()
 	if err := s.canWrite(ctx, need); err != nil {
 		s.mu.Unlock()
 		return store.EnqueueResult{}, err
 	}
+	return s.enqueueLocked(p, items, pre)
+}
+
+// enqueueLocked is Enqueue once it holds s.mu (which it releases); pre is
+// the read of the ids made before the lock.
+func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, pre idRead) (store.EnqueueResult, error) {
 	now := s.now()
 	ns := s.namespace(p.Namespace)
 	for i := range p.Tasks {
@@ -58,11 +65,15 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		}
 	}
 	// Every disk read comes before the first change, so that a failed read
-	// changes nothing.
-	onDisk, err := s.storedIDs(ns, p.Tasks, items)
-	if err != nil {
-		s.mu.Unlock()
-		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+	// changes nothing. The read made before the lock stands while no task
+	// has reached the disk alone since; else the ids are read again here.
+	onDisk := pre.onDisk
+	if !pre.ok || s.diskEpoch.Load() != pre.epoch {
+		var err error
+		if onDisk, err = s.storedIDs(ns, p.Tasks, items); err != nil {
+			s.mu.Unlock()
+			return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+		}
 	}
 	var last *batch
 	woke := false
@@ -133,6 +144,62 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
 	}
 	return store.EnqueueResult{Items: items}, nil
+}
+
+// idRead is a read of the ids of an enqueue made before the store's lock.
+// It stands if no task went from memory to the disk alone (an eviction, a
+// rebuild of memory) between the read and the lock: a task the read missed
+// was then created since, and is in memory, where Enqueue looks too. A task
+// the read found and that was deleted since is refused as it was then.
+type idRead struct {
+	ok     bool   // the read was made, without error
+	epoch  uint64 // s.diskEpoch before the read
+	onDisk []bool // at each index of the inputs; nil: none is stored
+}
+
+// readIDs reads, without s.mu, whether the engine holds the ids of ins
+// that need the check (valid names, not NewID): one lookup, or one batched
+// read for many.
+func (s *Store) readIDs(ns string, ins []store.TaskInput) idRead {
+	r := idRead{epoch: s.diskEpoch.Load()}
+	var idx []int
+	for i := range ins {
+		if !ins[i].NewID && store.ValidName(ins[i].ID) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		r.ok = true
+		return r
+	}
+	keys := make([][]byte, len(idx))
+	for j, i := range idx {
+		keys[j] = nameKey(kID, ns, ins[i].ID)
+	}
+	var vals [][]byte
+	var err error
+	if len(keys) == 1 {
+		var v []byte
+		v, err = s.d.get(keys[0])
+		vals = [][]byte{v}
+	} else {
+		s.d.mu.RLock()
+		vals, err = s.d.eng.getMany(keys)
+		s.d.mu.RUnlock()
+	}
+	if err != nil {
+		return r // read again under the lock, which reports the error
+	}
+	for j, i := range idx {
+		if vals[j] != nil {
+			if r.onDisk == nil {
+				r.onDisk = make([]bool, len(ins))
+			}
+			r.onDisk[i] = true
+		}
+	}
+	r.ok = true
+	return r
 }
 
 // storedIDs reports, at each index of ins, whether the engine holds a task
