@@ -37,9 +37,11 @@
 // keeps its enqueued change.
 //
 // Enqueue checks that a task's id is free against the live tasks in memory
-// and, with a read of the engine, against the finished ones on disk. An id
-// made for the call (store.TaskInput.NewID, which kiln's Client and server
-// set when they make the id) skips the read: no stored task can have it.
+// and, with a read of the engine, against the finished ones on disk. The read
+// is made before the store's lock is taken; under the lock it is made again
+// only if a task left memory for the disk alone since. An id made for the
+// call (store.TaskInput.NewID, which kiln's Client and server set when they
+// make the id) skips the read: no stored task can have it.
 //
 // # Full disk and damage
 //
