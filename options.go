@@ -124,6 +124,7 @@ func (o *TaskOptions) taskInput(typ string, payload []byte, l store.Limits, now 
 	var errs []error
 	if in.ID == "" {
 		in.ID = ids.New()
+		in.NewID = true // never seen: the store need not look for it
 	}
 	if in.Queue == "" {
 		in.Queue = store.DefaultQueue

@@ -124,3 +124,17 @@ func TestZeroOptionsRun(t *testing.T) {
 		t.Fatal("the handler of a task without a timeout had a deadline")
 	}
 }
+
+// TestTaskInputNewID checks that an input says its id is new only when
+// taskInput made the id: a caller's id keeps the store's check.
+func TestTaskInputNewID(t *testing.T) {
+	t.Parallel()
+	made, err := (&TaskOptions{}).taskInput("t", nil, store.Limits{}, time.Now())
+	if err != nil || made.ID == "" || !made.NewID {
+		t.Fatalf("without an id: %+v, %v; want a made id marked NewID", made, err)
+	}
+	given, err := (&TaskOptions{ID: "mine"}).taskInput("t", nil, store.Limits{}, time.Now())
+	if err != nil || given.ID != "mine" || given.NewID {
+		t.Fatalf("with an id: %+v, %v; want it, not marked NewID", given, err)
+	}
+}

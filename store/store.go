@@ -34,7 +34,11 @@ type Enqueuer interface {
 	// Enqueue adds a batch of tasks. Each input is validated; an invalid or
 	// conflicting input fails alone (its Err is set) and the others are added.
 	// When Enqueue returns, every added task is durable as far as the store
-	// promises durability.
+	// promises durability, and no Lease gets a task before then
+	// (docs/reliability.md says what durable means for each store, and
+	// where Redis with Config.WaitReplicas falls short). A call that fails
+	// may still have added tasks on a store over the network (retry with
+	// the same ids); the embedded store's failed calls add none.
 	Enqueue(ctx context.Context, p EnqueueParams) (EnqueueResult, error)
 }
 

@@ -132,6 +132,15 @@ type TaskInput struct {
 	// "00-<trace id>-<span id>-<flags>") of the span that enqueued the
 	// task, carried to the handler; empty means none.
 	TraceParent string
+
+	// NewID says that ID was made for this very call from fresh random bits
+	// (internal/ids; kiln's Client and server set it when they make the id
+	// because the caller gave none), so that no stored task can have it: a
+	// store may skip the read that checks the id is free. A task in memory
+	// with the id is still refused. Never set it on an id a caller
+	// supplied, nor on an input sent again after a call that may have
+	// stored it. It is neither stored nor sent over the wire.
+	NewID bool `json:"-"`
 }
 
 // Task is the stored record of a task.

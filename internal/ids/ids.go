@@ -2,12 +2,17 @@
 // creation time. The first 10 characters encode the milliseconds since the
 // Unix epoch (48 bits), the last 16 encode 80 bits from crypto/rand. Ids made
 // by one process in the same millisecond are strictly increasing: the random
-// part of the previous id is incremented instead of drawn again.
+// part of the previous id is increased by a random step of 1 to 2^32 (from a
+// ChaCha8 stream seeded by crypto/rand) instead of drawn again, so that the
+// next id cannot be told from the last one. Stores rely on that: an id made
+// here for an enqueue is one no caller can have used before
+// (store.TaskInput.NewID).
 package ids
 
 import (
 	"crypto/rand"
 	"encoding/binary"
+	mrand "math/rand/v2"
 	"sync"
 	"time"
 )
@@ -64,7 +69,8 @@ var digits = func() (d [256]byte) {
 type generator struct {
 	mu     sync.Mutex
 	lastMs uint64
-	rnd    [10]byte // big-endian 80-bit random part of the last id
+	rnd    [10]byte       // big-endian 80-bit random part of the last id
+	steps  *mrand.ChaCha8 // the steps within one millisecond; seeded on first use
 }
 
 func (g *generator) next(now time.Time) string {
@@ -74,7 +80,12 @@ func (g *generator) next(now time.Time) string {
 		// Same millisecond (or the wall clock stepped back): keep the
 		// order by incrementing the random part of the last id.
 		ms = g.lastMs
-		if !increment(&g.rnd) {
+		if g.steps == nil {
+			var seed [32]byte
+			_, _ = rand.Read(seed[:]) // never fails (Go 1.24 and later)
+			g.steps = mrand.NewChaCha8(seed)
+		}
+		if !add(&g.rnd, g.steps.Uint64()&0xffffffff+1) {
 			ms++ // 80 bits ran over: move to the next millisecond
 			fill(&g.rnd)
 		}
@@ -95,9 +106,15 @@ func fill(r *[10]byte) {
 	r[0] &= 0x7f // leave room for increments within one millisecond
 }
 
-// increment adds one to r and reports false when it overflowed.
-func increment(r *[10]byte) bool {
-	for i := len(r) - 1; i >= 0; i-- {
+// add adds n to r and reports false when it overflowed.
+func add(r *[10]byte, n uint64) bool {
+	lo := binary.BigEndian.Uint64(r[2:])
+	sum := lo + n
+	binary.BigEndian.PutUint64(r[2:], sum)
+	if sum >= lo {
+		return true
+	}
+	for i := 1; i >= 0; i-- { // carry into the top 16 bits
 		r[i]++
 		if r[i] != 0 {
 			return true

@@ -1,6 +1,7 @@
 package ids
 
 import (
+	"encoding/binary"
 	"sort"
 	"sync"
 	"testing"
@@ -78,6 +79,38 @@ func TestSameMillisecondIncrements(t *testing.T) {
 	d := g.next(now)
 	if c >= d {
 		t.Fatalf("id after overflow %q is not after %q", d, c)
+	}
+}
+
+// TestSameMillisecondStepsVary checks that ids of one millisecond do not
+// follow each other by a fixed step: the next cannot be told from the last.
+func TestSameMillisecondStepsVary(t *testing.T) {
+	t.Parallel()
+	var g generator
+	now := time.UnixMilli(1_700_000_000_000)
+	g.next(now)
+	steps := map[uint64]bool{}
+	for range 20 {
+		before := binary.BigEndian.Uint64(g.rnd[2:])
+		g.next(now)
+		after := binary.BigEndian.Uint64(g.rnd[2:])
+		steps[after-before] = true
+	}
+	if len(steps) < 10 {
+		t.Fatalf("20 steps within a millisecond take %d values: %v", len(steps), steps)
+	}
+}
+
+// TestAddCarries checks the 80-bit addition across its 64-bit boundary.
+func TestAddCarries(t *testing.T) {
+	t.Parallel()
+	r := [10]byte{0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if !add(&r, 2) || r != [10]byte{0, 2, 0, 0, 0, 0, 0, 0, 0, 1} {
+		t.Fatalf("carry: %x", r)
+	}
+	full := [10]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if add(&full, 1) {
+		t.Fatal("an overflow of 80 bits was not reported")
 	}
 }
 

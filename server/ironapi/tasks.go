@@ -536,7 +536,7 @@ func (p codePackage) taskInput(r *queueReq, timeout, delay int, now time.Time) (
 		return store.TaskInput{}, err
 	}
 	in := store.TaskInput{
-		ID: ids.New(), Type: hosted.TaskType(p.code.Name), Queue: hosted.TaskType(p.code.Name),
+		ID: ids.New(), NewID: true, Type: hosted.TaskType(p.code.Name), Queue: hosted.TaskType(p.code.Name),
 		Payload: body, Priority: prio, MaxRetries: p.rev.Retries,
 	}
 	if delay > 0 {

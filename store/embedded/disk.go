@@ -378,6 +378,10 @@ func (s *Store) reloadLocked() error {
 	seq := s.seq
 	s.nss = make(map[string]*namespace)
 	s.leases, s.expiry, s.uniqueExp, s.evict = nil, nil, nil, nil
+	// The staged entries go with the old memory: what is on disk is durable,
+	// and load puts its pending tasks in their ready heaps.
+	s.staged, s.unassigned = nil, nil
+	s.diskEpoch.Add(1)
 	s.metaPending = make(map[string][]byte)
 	s.metaGen = make(map[string]uint64)
 	s.seq = 0

@@ -21,6 +21,28 @@
 // window the lease is forgotten and the task is pending again, which
 // at-least-once delivery allows.
 //
+// A task is durable before it is visible to a leaser: every change that makes
+// a task pending (an enqueue, a workflow releasing a held task, a retry or a
+// hand-back by a worker, an expired lease, an admin retry) keeps it out of
+// its queue until the commit that holds the change is synced; the committer
+// then queues it and wakes the waiting leasers, before the call that made the
+// change returns. So no handler ever runs a task whose enqueue a crash could
+// still undo, or whose enqueue failed: a failed commit queues nothing, and
+// memory is rebuilt from the disk (see below). A scheduled or retry task that
+// falls due is leasable at once when the write that scheduled it is synced
+// (its promotion to pending need not be: the disk has it due either way).
+// Readers are not held back: Get, Stats and the change feed (Changes) see a
+// change as soon as it is made, before it is synced (List waits for the
+// sync). A task whose enqueue then fails leaves Get and Stats; the feed
+// keeps its enqueued change.
+//
+// Enqueue checks that a task's id is free against the live tasks in memory
+// and, with a read of the engine, against the finished ones on disk. The read
+// is made before the store's lock is taken; under the lock it is made again
+// only if a task left memory for the disk alone since. An id made for the
+// call (store.TaskInput.NewID, which kiln's Client and server set when they
+// make the id) skips the read: no stored task can have it.
+//
 // # Full disk and damage
 //
 // The store keeps Config.ReserveBytes of disk space for itself: it refuses

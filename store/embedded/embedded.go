@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -108,6 +109,18 @@ type Store struct {
 	// of flow changes that the next write takes (flow.go).
 	flows   map[string]*flowIndex
 	flowOps []op
+	// committed is the generation of the last batch made durable. staged
+	// holds the pending entries kept out of their ready heaps until the
+	// write that made them pending is durable (see stage), and unassigned
+	// the entries whose write the caller has not queued yet: writeTask
+	// gives them its batch's generation (gen, and readyGen when staged).
+	committed  uint64
+	staged     []*entry
+	unassigned []*entry
+	// diskEpoch counts the times a task left memory while staying on disk
+	// (evictDurable, a rebuild of memory); Enqueue's read of its ids
+	// before the lock stands while it is unchanged. Written under mu.
+	diskEpoch atomic.Uint64
 
 	c    committer
 	wg   sync.WaitGroup
@@ -145,6 +158,11 @@ type entry struct {
 	seq uint64
 	idx int    // index in the heap the entry is in, -1 if none
 	gen uint64 // commit generation of the entry's last write
+	// staged is set while the entry is pending but out of its ready heap:
+	// it is leasable once the batch of generation readyGen is durable (0:
+	// the caller's next write, not yet queued). See stage.
+	staged   bool
+	readyGen uint64
 }
 
 // Open opens (creating if needed) the embedded store in the data folder dir.
@@ -478,9 +496,78 @@ func (q *queue) pushReady(e *entry) {
 }
 
 func (q *queue) removeReady(e *entry) {
+	if e.staged {
+		e.staged = false // releaseDurable drops it
+		return
+	}
 	if h := q.ready[e.t.Type]; h != nil {
 		h.remove(e)
 	}
+}
+
+// ---- durable before visible ----
+//
+// A task reaches a leaser only once the write that made it pending is
+// durable: an enqueue whose commit fails, or that a crash cuts short, never
+// runs. The transitions to pending (enqueue, a flow releasing a held task,
+// a retry or release by a worker, an expired lease, an admin retry) stage
+// the entry instead of pushing it to its ready heap; the committer pushes
+// it there, and wakes the leasers, after the batch that holds the write is
+// synced and before that batch's writers hear of it. A batch that fails
+// releases nothing: memory is rebuilt from the disk (degrade), and the
+// staged entries go with the old memory. A scheduled or retry task that
+// becomes due changes nothing a crash could lose (the disk has it due, and
+// it is promoted again after a restart): it is leasable at once when the
+// write that scheduled it is durable, else when that write is.
+
+// stage keeps pending entry e out of its ready heap until the caller's next
+// write (which writes e's pending record) is durable. The caller holds s.mu
+// and queues that write before it releases the lock.
+func (s *Store) stage(e *entry) {
+	e.staged = true
+	e.readyGen = 0
+	s.staged = append(s.staged, e)
+	s.unassigned = append(s.unassigned, e)
+}
+
+// readyAfter makes pending entry e of q leasable once the batch of
+// generation gen is durable: at once when it is already. It reports
+// whether e is leasable now. The caller holds s.mu.
+func (s *Store) readyAfter(q *queue, e *entry, gen uint64) bool {
+	if gen <= s.committed {
+		q.pushReady(e)
+		return true
+	}
+	e.staged = true
+	e.readyGen = gen
+	s.staged = append(s.staged, e)
+	return false
+}
+
+// releaseDurable pushes the staged entries whose write is in a batch up to
+// gen, now durable, to their ready heaps and wakes their leasers. The
+// caller holds s.mu.
+func (s *Store) releaseDurable(gen uint64) {
+	n := 0
+	for _, e := range s.staged {
+		if !e.staged {
+			continue // left the pending state, or staged again (a later item)
+		}
+		if e.readyGen == 0 || e.readyGen > gen {
+			s.staged[n] = e
+			n++
+			continue
+		}
+		e.staged = false
+		ns := s.nss[e.t.Namespace]
+		if ns == nil {
+			continue
+		}
+		ns.queue(e.t.Queue).pushReady(e)
+		ns.notify()
+	}
+	clear(s.staged[n:])
+	s.staged = s.staged[:n]
 }
 
 // ---- group commit ----
@@ -537,6 +624,14 @@ func (s *Store) writeTask(c *created, ops ...op) *batch {
 		b.created = append(b.created, *c)
 	}
 	s.c.mu.Unlock()
+	for _, e := range s.unassigned {
+		e.gen = b.gen
+		if e.staged && e.readyGen == 0 {
+			e.readyGen = b.gen
+		}
+	}
+	clear(s.unassigned)
+	s.unassigned = s.unassigned[:0]
 	select {
 	case s.c.kick <- struct{}{}:
 	default:
@@ -612,15 +707,20 @@ func (s *Store) commitOne() {
 		close(b.done)
 		return
 	}
-	close(b.done)
+	// The batch is durable: its tasks become leasable before its writers
+	// return, so that a task is leasable once its enqueue returned.
+	s.mu.Lock()
+	s.committed = b.gen
+	s.releaseDurable(b.gen)
 	s.evictDurable(b.gen)
+	s.mu.Unlock()
+	close(b.done)
 }
 
 // evictDurable drops finished tasks from memory once their final record is
-// durable; Get and List read them from the engine from then on.
+// durable; Get and List read them from the engine from then on. The caller
+// holds s.mu.
 func (s *Store) evictDurable(gen uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	n := 0
 	for _, it := range s.evict {
 		if it.seq > gen { // seq holds the generation in evict items
@@ -633,6 +733,7 @@ func (s *Store) evictDurable(gen uint64) {
 		}
 		if e := ns.tasks[it.id]; e != nil && e == it.e && e.t.State.Terminal() && e.gen <= gen {
 			delete(ns.tasks, it.id)
+			s.diskEpoch.Add(1)
 		}
 	}
 	s.evict = append(s.evict[:0], s.evict[n:]...)

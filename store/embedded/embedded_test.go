@@ -10,7 +10,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if crashChild() || lockChild() || flowCrashChild() {
+	if crashChild() || lockChild() || flowCrashChild() || leaseCrashChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)

@@ -218,13 +218,13 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	if e.t.RunAt.After(now) {
 		e.t.State = store.StateScheduled
 		ns.delayed.push(e)
+		s.unassigned = append(s.unassigned, e) // its gen, for promote
 	} else {
 		if e.t.RunAt.IsZero() {
 			e.t.RunAt = now
 		}
 		e.t.State = store.StatePending
-		q.pushReady(e)
-		ns.notify()
+		s.stage(e) // leasable once the caller's write is durable
 	}
 	q.counts[e.t.State]++
 	ns.tasks[e.t.ID] = e

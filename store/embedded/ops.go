@@ -25,7 +25,11 @@ func checkBatch(n int) error {
 }
 
 // Enqueue implements store.Enqueuer. It returns once every added task is on
-// disk; concurrent enqueues share one sync.
+// disk; concurrent enqueues share one sync. No task of the call is leasable
+// before then, and none ever is when the call fails.
+//
+// An id is checked against the tasks in memory and, unless the input says
+// it was made for this call (store.TaskInput.NewID), against those on disk.
 func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.EnqueueResult, error) {
 	if err := store.CheckNamespace(p.Namespace); err != nil {
 		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
@@ -41,29 +45,44 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	for i := range p.Tasks {
 		need += int64(len(p.Tasks[i].Payload)) + 256
 	}
+	pre := s.readIDs(p.Namespace, p.Tasks)
 	s.mu.Lock()
 	if err := s.canWrite(ctx, need); err != nil {
 		s.mu.Unlock()
 		return store.EnqueueResult{}, err
 	}
+	return s.enqueueLocked(p, items, pre)
+}
+
+// enqueueLocked is Enqueue once it holds s.mu (which it releases); pre is
+// the read of the ids made before the lock.
+func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, pre idRead) (store.EnqueueResult, error) {
 	now := s.now()
 	ns := s.namespace(p.Namespace)
+	for i := range p.Tasks {
+		if err := p.Tasks[i].Validate(s.limits, now); err != nil {
+			items[i].Err = err
+		}
+	}
+	// Every disk read comes before the first change, so that a failed read
+	// changes nothing. The read made before the lock stands while no task
+	// has reached the disk alone since; else the ids are read again here.
+	onDisk := pre.onDisk
+	if !pre.ok || s.diskEpoch.Load() != pre.epoch {
+		var err error
+		if onDisk, err = s.storedIDs(ns, p.Tasks, items); err != nil {
+			s.mu.Unlock()
+			return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
+		}
+	}
 	var last *batch
 	woke := false
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
-		if err := in.Validate(s.limits, now); err != nil {
-			items[i].Err = err
+		if items[i].Err != nil {
 			continue
 		}
-		if ns.tasks[in.ID] != nil {
-			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
-			continue
-		}
-		if v, err := s.d.get(nameKey(kID, ns.name, in.ID)); err != nil {
-			s.mu.Unlock()
-			return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
-		} else if v != nil {
+		if ns.tasks[in.ID] != nil || (onDisk != nil && onDisk[i]) {
 			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
 			continue
 		}
@@ -103,8 +122,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 				e.t.RunAt = now
 			}
 			e.t.State = store.StatePending
-			q.pushReady(e)
-			woke = true
+			s.stage(e) // leasable once durable
 		}
 		q.counts[e.t.State]++
 		ns.tasks[e.t.ID] = e
@@ -126,6 +144,100 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		return store.EnqueueResult{}, fmt.Errorf("embedded: enqueue: %w", err)
 	}
 	return store.EnqueueResult{Items: items}, nil
+}
+
+// idRead is a read of the ids of an enqueue made before the store's lock.
+// It stands if no task went from memory to the disk alone (an eviction, a
+// rebuild of memory) between the read and the lock: a task the read missed
+// was then created since, and is in memory, where Enqueue looks too. A task
+// the read found and that was deleted since is refused as it was then.
+type idRead struct {
+	ok     bool   // the read was made, without error
+	epoch  uint64 // s.diskEpoch before the read
+	onDisk []bool // at each index of the inputs; nil: none is stored
+}
+
+// readIDs reads, without s.mu, whether the engine holds the ids of ins
+// that need the check (valid names, not NewID): one lookup, or one batched
+// read for many.
+func (s *Store) readIDs(ns string, ins []store.TaskInput) idRead {
+	r := idRead{epoch: s.diskEpoch.Load()}
+	var idx []int
+	for i := range ins {
+		if !ins[i].NewID && store.ValidName(ins[i].ID) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		r.ok = true
+		return r
+	}
+	keys := make([][]byte, len(idx))
+	for j, i := range idx {
+		keys[j] = nameKey(kID, ns, ins[i].ID)
+	}
+	var vals [][]byte
+	var err error
+	if len(keys) == 1 {
+		var v []byte
+		v, err = s.d.get(keys[0])
+		vals = [][]byte{v}
+	} else {
+		s.d.mu.RLock()
+		vals, err = s.d.eng.getMany(keys)
+		s.d.mu.RUnlock()
+	}
+	if err != nil {
+		return r // read again under the lock, which reports the error
+	}
+	for j, i := range idx {
+		if vals[j] != nil {
+			if r.onDisk == nil {
+				r.onDisk = make([]bool, len(ins))
+			}
+			r.onDisk[i] = true
+		}
+	}
+	r.ok = true
+	return r
+}
+
+// storedIDs reports, at each index of ins, whether the engine holds a task
+// with that id (nil: none of them), for the inputs that need the check: valid ones (items[i].Err
+// nil) whose id is not in memory (a live task: the caller sees that one)
+// and was not made for this call (NewID). The reads are one lookup, or one
+// batched read for many. The caller holds s.mu, so no task can reach the
+// engine unseen between the check and the enqueue.
+func (s *Store) storedIDs(ns *namespace, ins []store.TaskInput, items []store.EnqueueItem) ([]bool, error) {
+	var idx []int
+	for i := range ins {
+		if items[i].Err == nil && !ins[i].NewID && ns.tasks[ins[i].ID] == nil {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	out := make([]bool, len(ins))
+	if len(idx) == 1 {
+		v, err := s.d.get(nameKey(kID, ns.name, ins[idx[0]].ID))
+		out[idx[0]] = v != nil
+		return out, err
+	}
+	keys := make([][]byte, len(idx))
+	for j, i := range idx {
+		keys[j] = nameKey(kID, ns.name, ins[i].ID)
+	}
+	s.d.mu.RLock()
+	vals, err := s.d.eng.getMany(keys)
+	s.d.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range idx {
+		out[i] = vals[j] != nil
+	}
+	return out, nil
 }
 
 // Lease implements store.Leaser. The lease record is written without waiting
@@ -260,6 +372,7 @@ func (q *queue) best(list []string, allowed map[string]bool) *entry {
 // no limit. It returns how many it moved.
 func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 	n := 0
+	woke := false
 	for {
 		e := ns.delayed.peek()
 		if e == nil || e.t.RunAt.After(now) || (limit > 0 && n >= limit) {
@@ -270,11 +383,15 @@ func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 		q.counts[e.t.State]--
 		e.t.State = store.StatePending
 		q.counts[store.StatePending]++
-		q.pushReady(e)
+		// Due, it is leasable once the write that scheduled it is durable.
+		scheduled := e.gen
 		s.putTask(e)
+		if s.readyAfter(q, e, scheduled) {
+			woke = true
+		}
 		n++
 	}
-	if n > 0 {
+	if woke {
 		ns.notify()
 	}
 	return n
@@ -410,8 +527,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				woke = woke || ns.delayed.peek() == e
 			} else {
 				e.t.State = store.StatePending
-				q.pushReady(e)
-				woke = true
+				s.stage(e)
 			}
 			q.counts[e.t.State]++
 			s.changed(ns, e, store.ChangeFailed, store.StateActive, now, o.Error)
@@ -421,9 +537,8 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 				e.t.Attempt--
 			}
 			e.t.State = store.StatePending
-			q.pushReady(e)
+			s.stage(e)
 			q.counts[store.StatePending]++
-			woke = true
 			s.changed(ns, e, store.ChangeReleased, store.StatePending, now, "")
 		}
 		last = s.putTask(e)
@@ -898,10 +1013,9 @@ func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult
 		e.t.RunAt = now
 		e.t.ProgressPercent, e.t.ProgressMessage = 0, ""
 		q.counts[store.StatePending]++
-		q.pushReady(e)
+		s.stage(e)
 		ns.tasks[id] = e
 		s.changed(ns, e, store.ChangeRetried, store.StatePending, now, "")
-		ns.notify()
 		s.flowReopened(ns.name, id)
 		return store.AdminItem{State: store.StatePending}, s.putTask(e)
 	})
@@ -1055,8 +1169,7 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 			e.t.AddError(now, e.t.LastError)
 			e.t.State = store.StatePending
 			q.counts[store.StatePending]++
-			q.pushReady(e)
-			ns.notify()
+			s.stage(e)
 			s.changed(ns, e, store.ChangeLeaseLost, store.StatePending, now, "")
 			r.Recovered++
 		}

@@ -15,6 +15,9 @@ const ListBenchTasks = 450_000
 // each on a fresh store driven by the system clock, and reports tasks/s:
 //
 //   - Enqueue: one task per call;
+//   - EnqueueParallel: one task per call from 16 goroutines per
+//     GOMAXPROCS (b.RunParallel), the callers a group commit serves
+//     together;
 //   - EnqueueBatch1000: batches of 1000 tasks (b.N counts batches);
 //   - LeaseReport: tasks enqueued beforehand (not timed), then leased in
 //     batches of 50 and reported in batches of 50;
@@ -72,6 +75,27 @@ func Bench(b *testing.B, h Harness) {
 			b.StartTimer()
 			f.add(in...)
 		}
+		report(b, b.N)
+	})
+
+	b.Run("EnqueueParallel", func(b *testing.B) {
+		f := setup(b)
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				in := inputs(1)
+				r, err := f.s.Enqueue(b.Context(), store.EnqueueParams{Namespace: f.ns, Tasks: in})
+				if err == nil && r.Items[0].Err != nil {
+					err = r.Items[0].Err
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 		report(b, b.N)
 	})
 

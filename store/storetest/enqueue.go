@@ -109,6 +109,35 @@ func testEnqueue(t *testing.T, h Harness) {
 		f.check()
 	})
 
+	// NewID marks an id made for the call: the store may skip its disk
+	// check, but the task is stored and runs like any other, a task alive
+	// with the id is still refused, and so is a caller's later enqueue of
+	// the id, live or finished.
+	t.Run("NewID", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		in := input("t", "q")
+		in.NewID = true
+		f.add(in)
+		if it := f.enqueue(in)[0]; !errors.Is(it.Err, store.ErrTaskExists) {
+			t.Errorf("NewID enqueue of a live task's id: got error %v, want %v", it.Err, store.ErrTaskExists)
+		}
+		tk := f.leaseOne("q")
+		if tk.ID != in.ID {
+			t.Fatalf("leased %s, want %s", tk.ID, in.ID)
+		}
+		f.mustReport(store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded})
+		again := in
+		again.NewID = false
+		if it := f.enqueue(again)[0]; !errors.Is(it.Err, store.ErrTaskExists) {
+			t.Errorf("Enqueue of a finished task's id: got error %v, want %v", it.Err, store.ErrTaskExists)
+		}
+		if got := f.mustGet(in.ID); got.State != store.StateSucceeded {
+			t.Errorf("after the refused enqueues: state %s, want succeeded", got.State)
+		}
+		f.check()
+	})
+
 	t.Run("PayloadAtCap", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)
