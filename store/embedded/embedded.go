@@ -108,6 +108,9 @@ type Store struct {
 	// of flow changes that the next write takes (flow.go).
 	flows   map[string]*flowIndex
 	flowOps []op
+	// flowKept is the estimated size of the finished members of open
+	// flows kept in memory (flowKeep), at most flowKeepBytes.
+	flowKept int64
 
 	c    committer
 	wg   sync.WaitGroup
@@ -631,7 +634,7 @@ func (s *Store) evictDurable(gen uint64) {
 		if ns == nil {
 			continue
 		}
-		if e := ns.tasks[it.id]; e != nil && e == it.e && e.t.State.Terminal() && e.gen <= gen {
+		if e := ns.tasks[it.id]; e != nil && e == it.e && e.t.State.Terminal() && e.gen <= gen && !s.flowKeep(ns, e) {
 			delete(ns.tasks, it.id)
 		}
 	}

@@ -83,6 +83,50 @@ type flowIndex struct {
 	// again drops its parked item: finish pushed a new one.
 	ended  map[string]time.Time
 	parked map[string]map[string]timedItem
+	// kept lists, per open flow, its finished members kept in memory
+	// after their records were durable (flowKeep), and keptBytes their
+	// estimated size.
+	kept      map[string][]string
+	keptBytes map[string]int64
+}
+
+// flowKeepBytes bounds the memory of the finished members of open flows
+// that the store keeps (flowKeep), across all flows.
+const flowKeepBytes = 64 << 20
+
+// flowKeep keeps e, a finished task whose record is durable, in memory
+// while its flow is open (and the memory bound allows), instead of
+// evicting it: the steps that wait for it read it (a chord's callback
+// reads every member) from memory rather than from the engine. The flow's
+// end evicts them (flowEnded). It reports whether it kept e. The caller
+// holds s.mu.
+func (s *Store) flowKeep(ns *namespace, e *entry) bool {
+	fi := s.flows[ns.name]
+	if fi == nil {
+		return false
+	}
+	fid, ok := fi.member[e.t.ID]
+	if !ok || fi.open[fid] <= 0 {
+		return false
+	}
+	size := int64(256 + len(e.t.ID) + len(e.t.Type) + len(e.t.Queue) + len(e.t.Payload) + len(e.t.Result) + len(e.t.LastError) + len(e.t.ProgressMessage))
+	if s.flowKept+size > flowKeepBytes {
+		return false
+	}
+	s.flowKept += size
+	fi.keptBytes[fid] += size
+	fi.kept[fid] = append(fi.kept[fid], e.t.ID)
+	return true
+}
+
+// flowUnkeep forgets the members of flow fid of ns kept in memory and
+// returns their ids. The caller holds s.mu.
+func (s *Store) flowUnkeep(fi *flowIndex, fid string) []string {
+	ids := fi.kept[fid]
+	s.flowKept -= fi.keptBytes[fid]
+	delete(fi.kept, fid)
+	delete(fi.keptBytes, fid)
+	return ids
 }
 
 func (s *Store) flowsOf(ns string) *flowIndex {
@@ -94,7 +138,8 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string),
 			member: make(map[string]string), live: make(map[string]int),
 			open: make(map[string]int), tasks: make(map[string][]string),
-			ended: make(map[string]time.Time), parked: make(map[string]map[string]timedItem)}
+			ended: make(map[string]time.Time), parked: make(map[string]map[string]timedItem),
+			kept: make(map[string][]string), keptBytes: make(map[string]int64)}
 		s.flows[ns] = f
 	}
 	return f
@@ -320,6 +365,22 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 		heap.Push(&s.expiry, it)
 	}
 	delete(fi.parked, fid)
+	// The members kept in memory go once their latest records are
+	// durable: those written since they were kept (a retried member)
+	// may be in the current batch.
+	kept := s.flowUnkeep(fi, fid)
+	if len(kept) == 0 {
+		return
+	}
+	s.c.mu.Lock()
+	gen := s.c.cur.gen + 1
+	s.c.mu.Unlock()
+	for _, m := range kept {
+		if e := ns.tasks[m]; e != nil && e.t.State.Terminal() {
+			e.gen = max(e.gen, gen)
+			s.evict = append(s.evict, timedItem{ns: ns.name, id: m, seq: e.gen, e: e})
+		}
+	}
 }
 
 // flowExpiry returns the expiry of the flow of task id of ns once all its
@@ -419,6 +480,7 @@ func (s *Store) flowGone(ops []op) []op {
 			delete(fi.tasks, fid)
 			delete(fi.ended, fid)
 			delete(fi.parked, fid)
+			s.flowUnkeep(fi, fid)
 			out = append(out, op{key: nameKey(kFlow, nsName, fid)}, op{key: nameKey(kFlowEnd, nsName, fid)})
 		}
 	}
@@ -516,7 +578,7 @@ func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.Fl
 
 // loadFlows rebuilds the flow indexes from the engine (load's last step).
 func (s *Store) loadFlows(eng engine) error {
-	s.flows = nil
+	s.flows, s.flowKept = nil, 0
 	var derr error
 	err := eng.scan([]byte{kHeld}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
