@@ -20,7 +20,7 @@ var _ store.Flows = (*Store)(nil)
 //	f ns 0 flow id           -> JSON flowRecord (immutable)
 //	h ns 0 held id           -> JSON heldRecord, while the task is held
 //	e ns 0 after id 0 held id -> empty: the held task still waits for after
-//	g ns 0 flow id           -> the flow's expiry (unix ns, 8 bytes), once
+//	g ns 0 flow id           -> the flow's expiry (unix ns, varint), once
 //	                            its last open task ended
 //
 // The waiting count of a held task is the number of its edge keys; an edge
@@ -359,7 +359,7 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 		exp = old // a retried member ended earlier runs raised it already
 	}
 	fi.ended[fid] = exp
-	s.flowOps = append(s.flowOps, op{key: nameKey(kFlowEnd, ns.name, fid), val: binary.BigEndian.AppendUint64(nil, uint64(exp.UnixNano()))})
+	s.flowOps = append(s.flowOps, op{key: nameKey(kFlowEnd, ns.name, fid), val: binary.AppendVarint(nil, exp.UnixNano())})
 	for _, it := range fi.parked[fid] {
 		it.at = exp
 		heap.Push(&s.expiry, it)
@@ -679,11 +679,12 @@ func (s *Store) loadFlowMembers(eng engine) error {
 	var derr2 error
 	err = eng.scan([]byte{kFlowEnd}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
-		if !ok || len(v) != 8 {
+		n, w := binary.Varint(v)
+		if !ok || w <= 0 {
 			derr2 = fmt.Errorf("%w: bad flow end key %q", errCorrupt, k)
 			return false
 		}
-		s.flowsOf(nsName).ended[string(rest)] = time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()
+		s.flowsOf(nsName).ended[string(rest)] = time.Unix(0, n).UTC()
 		return true
 	})
 	return errors.Join(err, derr2)
