@@ -32,9 +32,12 @@ import (
 // task of the flow is not terminal (held ones included), Sweep deletes no
 // task of the flow, whatever its ExpiresAt. The atomic step that moves the
 // flow's last open task to a terminal state (or deletes it before it
-// finished) raises the ExpiresAt of every terminal task of the flow to at
-// least that task's own (now plus its retention), so all its tasks, and
-// with the last of them the record, expire together. An admin Retry of a
+// finished) sets the flow's expiry to at least that task's own (now plus
+// its retention); every terminal task of the flow is kept until the later
+// of its own ExpiresAt and the flow's expiry, and Get and List report that
+// later time as its ExpiresAt, so all its tasks, and with the last of them
+// the record, expire together. (The stores keep the flow's expiry once,
+// in the flow, rather than rewriting every member.) An admin Retry of a
 // terminal task of the flow makes the flow open again until it ends.
 // Flows stored before their record listed their tasks keep the older
 // rule: each task expires by its own retention, counted from its own end.

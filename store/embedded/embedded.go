@@ -121,6 +121,9 @@ type Store struct {
 	// (evictDurable, a rebuild of memory); Enqueue's read of its ids
 	// before the lock stands while it is unchanged. Written under mu.
 	diskEpoch atomic.Uint64
+	// flowKept is the estimated size of the finished members of open
+	// flows kept in memory (flowKeep), at most flowKeepBytes.
+	flowKept int64
 
 	c    committer
 	wg   sync.WaitGroup
@@ -731,7 +734,7 @@ func (s *Store) evictDurable(gen uint64) {
 		if ns == nil {
 			continue
 		}
-		if e := ns.tasks[it.id]; e != nil && e == it.e && e.t.State.Terminal() && e.gen <= gen {
+		if e := ns.tasks[it.id]; e != nil && e == it.e && e.t.State.Terminal() && e.gen <= gen && !s.flowKeep(ns, e) {
 			delete(ns.tasks, it.id)
 			s.diskEpoch.Add(1)
 		}

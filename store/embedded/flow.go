@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/record"
@@ -21,6 +20,8 @@ var _ store.Flows = (*Store)(nil)
 //	f ns 0 flow id           -> JSON flowRecord (immutable)
 //	h ns 0 held id           -> JSON heldRecord, while the task is held
 //	e ns 0 after id 0 held id -> empty: the held task still waits for after
+//	g ns 0 flow id           -> the flow's expiry (unix ns, varint), once
+//	                            its last open task ended
 //
 // The waiting count of a held task is the number of its edge keys; an edge
 // is deleted in the same batch as the terminal record of its task, and the
@@ -32,10 +33,18 @@ var _ store.Flows = (*Store)(nil)
 // or Sweep past its retention) also deletes the record of its flow when no
 // other task of the flow is stored (see flowGone). Records written before
 // the list existed are kept.
+//
+// When the last open task of a flow that lists its tasks ends, one g key
+// records the flow's expiry (that task's end plus its retention), instead
+// of a rewrite of every finished member's record: Sweep keeps a member
+// until the later of its own ExpiresAt and its flow's, and Get and List
+// report that later time as its ExpiresAt. The g key goes with the flow
+// record.
 const (
-	kFlow = 'f'
-	kHeld = 'h'
-	kEdge = 'e'
+	kFlow    = 'f'
+	kHeld    = 'h'
+	kEdge    = 'e'
+	kFlowEnd = 'g'
 )
 
 type flowRecord struct {
@@ -68,6 +77,56 @@ type flowIndex struct {
 	// finished member of a flow with open > 0 is not deleted by Sweep.
 	open  map[string]int
 	tasks map[string][]string
+	// ended is the expiry of each flow whose tasks all ended (kFlowEnd);
+	// parked holds, by flow and task id, the expiry items that Sweep took
+	// while the flow was open, pushed again at its end. A task that ends
+	// again drops its parked item: finish pushed a new one.
+	ended  map[string]time.Time
+	parked map[string]map[string]timedItem
+	// kept lists, per open flow, its finished members kept in memory
+	// after their records were durable (flowKeep), and keptBytes their
+	// estimated size.
+	kept      map[string][]string
+	keptBytes map[string]int64
+}
+
+// flowKeepBytes bounds the memory of the finished members of open flows
+// that the store keeps (flowKeep), across all flows.
+const flowKeepBytes = 64 << 20
+
+// flowKeep keeps e, a finished task whose record is durable, in memory
+// while its flow is open (and the memory bound allows), instead of
+// evicting it: the steps that wait for it read it (a chord's callback
+// reads every member) from memory rather than from the engine. The flow's
+// end evicts them (flowEnded). It reports whether it kept e. The caller
+// holds s.mu.
+func (s *Store) flowKeep(ns *namespace, e *entry) bool {
+	fi := s.flows[ns.name]
+	if fi == nil {
+		return false
+	}
+	fid, ok := fi.member[e.t.ID]
+	if !ok || fi.open[fid] <= 0 {
+		return false
+	}
+	size := int64(256 + len(e.t.ID) + len(e.t.Type) + len(e.t.Queue) + len(e.t.Payload) + len(e.t.Result) + len(e.t.LastError) + len(e.t.ProgressMessage))
+	if s.flowKept+size > flowKeepBytes {
+		return false
+	}
+	s.flowKept += size
+	fi.keptBytes[fid] += size
+	fi.kept[fid] = append(fi.kept[fid], e.t.ID)
+	return true
+}
+
+// flowUnkeep forgets the members of flow fid of ns kept in memory and
+// returns their ids. The caller holds s.mu.
+func (s *Store) flowUnkeep(fi *flowIndex, fid string) []string {
+	ids := fi.kept[fid]
+	s.flowKept -= fi.keptBytes[fid]
+	delete(fi.kept, fid)
+	delete(fi.keptBytes, fid)
+	return ids
 }
 
 func (s *Store) flowsOf(ns string) *flowIndex {
@@ -78,7 +137,9 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 	if f == nil {
 		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string),
 			member: make(map[string]string), live: make(map[string]int),
-			open: make(map[string]int), tasks: make(map[string][]string)}
+			open: make(map[string]int), tasks: make(map[string][]string),
+			ended: make(map[string]time.Time), parked: make(map[string]map[string]timedItem),
+			kept: make(map[string][]string), keptBytes: make(map[string]int64)}
 		s.flows[ns] = f
 	}
 	return f
@@ -267,14 +328,11 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 }
 
 // flowEnded notes that task id of ns reached a terminal state, or was
-// deleted before it did. When it was the last open task of its flow, every
-// finished member's expiry is raised to at least now+ret, in s.flowOps
-// (the caller's batch), so the members' results go together. The caller
-// holds s.mu.
-//
-// The members no longer in memory are read from the engine in one batched
-// read (a chord's members are many); a member whose record cannot be read
-// keeps its own expiry.
+// deleted before it did. When it was the last open task of its flow, the
+// flow's expiry becomes at least now+ret: one kFlowEnd write in s.flowOps
+// (the caller's batch), which Sweep, Get and List apply to every member
+// (see flowExpiry), and the expiry items Sweep parked while the flow was
+// open go back in the heap at that time. The caller holds s.mu.
 func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.Time) {
 	fi := s.flows[ns.name]
 	if fi == nil {
@@ -288,61 +346,99 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	if !ok {
 		return
 	}
+	if p := fi.parked[fid]; p != nil {
+		delete(p, id)
+	}
 	if n > 1 {
 		fi.open[fid] = n - 1
 		return
 	}
 	delete(fi.open, fid)
-	exp := now.Add(ret)
-	var onDisk []string
-	for _, m := range fi.tasks[fid] {
-		if _, stored := fi.member[m]; !stored {
-			continue
-		}
-		e := ns.tasks[m]
-		if e == nil {
-			onDisk = append(onDisk, m)
-			continue
-		}
-		if !e.t.State.Terminal() || !e.t.ExpiresAt.Before(exp) {
-			continue
-		}
-		e.t.ExpiresAt = exp
-		s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)})
-		heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: e.seq})
-		// The caller's write lands in the current batch or, if the
-		// commit loop takes that one first, the next: keep e in
-		// memory until the later of them is durable.
-		s.c.mu.Lock()
-		e.gen = s.c.cur.gen + 1
-		s.c.mu.Unlock()
-		s.evict = append(s.evict, timedItem{ns: ns.name, id: m, seq: e.gen, e: e})
+	exp := norm(now.Add(ret))
+	if old, ok := fi.ended[fid]; ok && old.After(exp) {
+		exp = old // a retried member ended earlier runs raised it already
 	}
-	if len(onDisk) == 0 {
+	fi.ended[fid] = exp
+	s.flowOps = append(s.flowOps, op{key: nameKey(kFlowEnd, ns.name, fid), val: binary.AppendVarint(nil, exp.UnixNano())})
+	for _, it := range fi.parked[fid] {
+		it.at = exp
+		heap.Push(&s.expiry, it)
+	}
+	delete(fi.parked, fid)
+	// The members kept in memory go once their latest records are
+	// durable: those written since they were kept (a retried member)
+	// may be in the current batch.
+	kept := s.flowUnkeep(fi, fid)
+	if len(kept) == 0 {
 		return
 	}
-	raise := func(m string, t *store.Task, seq uint64) {
-		if t == nil || !t.State.Terminal() || !t.ExpiresAt.Before(exp) {
-			return
+	s.c.mu.Lock()
+	gen := s.c.cur.gen + 1
+	s.c.mu.Unlock()
+	for _, m := range kept {
+		if e := ns.tasks[m]; e != nil && e.t.State.Terminal() {
+			e.gen = max(e.gen, gen)
+			s.evict = append(s.evict, timedItem{ns: ns.name, id: m, seq: e.gen, e: e})
 		}
-		t.ExpiresAt = exp
-		s.flowOps = append(s.flowOps, op{key: seqKey(kTask, ns.name, seq), val: record.Encode(nil, seq, t)})
-		heap.Push(&s.expiry, timedItem{at: exp, ns: ns.name, id: m, seq: seq})
 	}
-	s.flowOps = slices.Grow(s.flowOps, len(onDisk))
-	ts, seqs, err := s.readTasksSeq(ns.name, onDisk, false)
-	if err != nil {
-		// One bad record fails the batched read: read each on its own.
-		for _, m := range onDisk {
-			if t, seq, err := s.readTask(ns.name, m, false); err == nil {
-				raise(m, t, seq)
-			}
-		}
+}
+
+// flowExpiry returns the expiry of the flow of task id of ns once all its
+// tasks ended (zero otherwise): a finished member is kept until the later
+// of it and its own ExpiresAt. The caller holds s.mu.
+func (s *Store) flowExpiry(ns, id string) time.Time {
+	fi := s.flows[ns]
+	if fi == nil || len(fi.ended) == 0 {
+		return time.Time{}
+	}
+	fid, ok := fi.member[id]
+	if !ok {
+		return time.Time{}
+	}
+	if _, open := fi.open[fid]; open {
+		return time.Time{}
+	}
+	return fi.ended[fid]
+}
+
+// raiseExpiry sets the ExpiresAt of each finished task of ts (of namespace
+// ns) to its flow's expiry when that is later (see flowExpiry). It takes
+// s.mu.
+func (s *Store) raiseExpiry(ns string, ts []*store.Task) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fi := s.flows[ns]; fi == nil || len(fi.ended) == 0 {
 		return
 	}
-	for i, m := range onDisk {
-		raise(m, ts[i], seqs[i])
+	for _, t := range ts {
+		if t == nil || !t.State.Terminal() {
+			continue
+		}
+		if fe := s.flowExpiry(ns, t.ID); fe.After(t.ExpiresAt) {
+			t.ExpiresAt = fe
+		}
 	}
+}
+
+// flowPark keeps the expiry item it of a finished member of a flow not
+// finished, for flowEnded to push again; it reports whether it did. The
+// caller holds s.mu.
+func (s *Store) flowPark(it timedItem) bool {
+	fi := s.flows[it.ns]
+	if fi == nil {
+		return false
+	}
+	fid, ok := fi.member[it.id]
+	if !ok || fi.open[fid] <= 0 {
+		return false
+	}
+	p := fi.parked[fid]
+	if p == nil {
+		p = make(map[string]timedItem)
+		fi.parked[fid] = p
+	}
+	p[it.id] = it
+	return true
 }
 
 // flowReopened notes that finished task id of ns runs again (Retry).
@@ -354,17 +450,6 @@ func (s *Store) flowReopened(ns string, id string) {
 	if fid, ok := fi.member[id]; ok && fi.tasks[fid] != nil {
 		fi.open[fid]++
 	}
-}
-
-// flowHolds reports whether task id of ns belongs to a flow not finished,
-// whose finished members Sweep keeps.
-func (s *Store) flowHolds(ns, id string) bool {
-	fi := s.flows[ns]
-	if fi == nil {
-		return false
-	}
-	fid, ok := fi.member[id]
-	return ok && fi.open[fid] > 0
 }
 
 // flowGone returns the writes that delete the flows whose last stored task
@@ -393,7 +478,10 @@ func (s *Store) flowGone(ops []op) []op {
 			delete(fi.live, fid)
 			delete(fi.open, fid)
 			delete(fi.tasks, fid)
-			out = append(out, op{key: nameKey(kFlow, nsName, fid)})
+			delete(fi.ended, fid)
+			delete(fi.parked, fid)
+			s.flowUnkeep(fi, fid)
+			out = append(out, op{key: nameKey(kFlow, nsName, fid)}, op{key: nameKey(kFlowEnd, nsName, fid)})
 		}
 	}
 	return out
@@ -490,7 +578,7 @@ func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.Fl
 
 // loadFlows rebuilds the flow indexes from the engine (load's last step).
 func (s *Store) loadFlows(eng engine) error {
-	s.flows = nil
+	s.flows, s.flowKept = nil, 0
 	var derr error
 	err := eng.scan([]byte{kHeld}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
@@ -588,8 +676,19 @@ func (s *Store) loadFlowMembers(eng engine) error {
 			fi.open[f.id] = open
 		}
 	}
-	return nil
+	var derr2 error
+	err = eng.scan([]byte{kFlowEnd}, nil, false, func(k, v []byte) bool {
+		nsName, rest, ok := splitKey(k)
+		n, w := binary.Varint(v)
+		if !ok || w <= 0 {
+			derr2 = fmt.Errorf("%w: bad flow end key %q", errCorrupt, k)
+			return false
+		}
+		s.flowsOf(nsName).ended[string(rest)] = time.Unix(0, n).UTC()
+		return true
+	})
+	return errors.Join(err, derr2)
 }
 
 // flowKinds lists the key kinds of flows, for Check.
-var flowKinds = []byte{kFlow, kHeld, kEdge}
+var flowKinds = []byte{kFlow, kHeld, kEdge, kFlowEnd}

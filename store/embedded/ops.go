@@ -634,6 +634,7 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 			out[i] = ts[j]
 		}
 	}
+	s.raiseExpiry(p.Namespace, out)
 	return store.GetResult{Tasks: out}, nil
 }
 
@@ -779,6 +780,16 @@ func (s *Store) List(ctx context.Context, p store.ListParams) (store.ListResult,
 	// A failed write was reported to its writer, and memory and engine
 	// were rebuilt from the disk before b ended: read what is there.
 	_ = b.wait()
+	res, err := s.listScan(ctx, p, start, limit)
+	if err != nil {
+		return store.ListResult{}, err
+	}
+	s.raiseExpiry(p.Namespace, res.Tasks)
+	return res, nil
+}
+
+// listScan is List's scan of the task records from start.
+func (s *Store) listScan(ctx context.Context, p store.ListParams, start []byte, limit int) (store.ListResult, error) {
 	var out []*store.Task
 	var seqs []uint64
 	var derr error
@@ -1179,32 +1190,65 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 		}
 	}
 	// Retention.
+	var swept map[sweptKey]struct{}
 	for len(s.expiry) > 0 && s.expiry[0].at.Compare(now) <= 0 && r.Deleted < limit {
 		it := heap.Pop(&s.expiry).(timedItem)
-		if s.flowHolds(it.ns, it.id) {
+		if s.flowPark(it) {
 			continue // kept until its flow finishes, which pushes it again
 		}
+		// A member of a finished flow is kept until the flow's expiry
+		// too: its own item moves there, and the item at the flow's
+		// expiry (from flowEnded) counts like its own.
+		fe := s.flowExpiry(it.ns, it.id)
 		ns := s.nss[it.ns]
-		if e := ns.tasks[it.id]; e != nil {
-			if e.seq != it.seq || !e.t.State.Terminal() || !e.t.ExpiresAt.Equal(it.at) {
-				continue
-			}
-			delete(ns.tasks, it.id)
-			ns.queue(e.t.Queue).counts[e.t.State]--
+		t, seq := (*store.Task)(nil), uint64(0)
+		e := ns.tasks[it.id]
+		if e != nil {
+			t, seq = &e.t, e.seq
 		} else {
-			t, seq, err := s.readTask(it.ns, it.id, false)
-			if err != nil {
+			var err error
+			if t, seq, err = s.readTask(it.ns, it.id, false); err != nil {
 				return r, fmt.Errorf("embedded: sweep: %w", err)
 			}
-			if t == nil || seq != it.seq || !t.State.Terminal() || !t.ExpiresAt.Equal(it.at) {
-				continue
-			}
-			ns.queue(t.Queue).counts[t.State]--
 		}
+		if t == nil || seq != it.seq || !t.State.Terminal() || (!t.ExpiresAt.Equal(it.at) && !fe.Equal(it.at)) {
+			continue
+		}
+		if fe.After(now) {
+			if !t.ExpiresAt.After(now) {
+				it.at = fe
+				heap.Push(&s.expiry, it)
+			} // else its own item, still in the heap, comes later
+			continue
+		}
+		if t.ExpiresAt.After(now) {
+			continue // the flow's item; its own comes later
+		}
+		// A member can have two items due at once (its own, and one of
+		// its flow's): the record is still on disk until the batch is
+		// written, so count it once.
+		k := sweptKey{ns: it.ns, id: it.id, seq: seq}
+		if _, done := swept[k]; done {
+			continue
+		}
+		if swept == nil {
+			swept = make(map[sweptKey]struct{})
+		}
+		swept[k] = struct{}{}
+		if e != nil {
+			delete(ns.tasks, it.id)
+		}
+		ns.queue(t.Queue).counts[t.State]--
 		s.deleteKeys(it.ns, it.id, it.seq)
 		r.Deleted++
 	}
 	return r, nil
+}
+
+// sweptKey names a task record that Sweep deleted.
+type sweptKey struct {
+	ns, id string
+	seq    uint64
 }
 
 func cloneBytes(b []byte) []byte {

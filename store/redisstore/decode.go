@@ -46,7 +46,9 @@ import (
 //	            the number of older ones dropped (absent = 0)
 
 // listFields are the fields List reads without payloads.
-var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm", "eh", "ed"}
+// The field fl (the task's flow) is not decoded: read uses it to report a
+// finished member's ExpiresAt as its flow's expiry when that is later.
+var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm", "eh", "ed", "fl"}
 
 // allFields are listFields and the payload and result.
 var allFields = append(append([]string(nil), listFields...), "p", "r")

@@ -27,10 +27,13 @@ var _ store.Flows = (*Store)(nil)
 // The flow record also has the field n: the number of its tasks (ready or
 // held) still stored, and u: the number not yet in a terminal state; T:fm:<flow>
 // (set) lists all its tasks. When u reaches 0 (flow_ended, in the script
-// that finishes or deletes the last open task) every finished member's ea
-// and T:x score are raised to at least that task's; while u > 0, Sweep
-// drops finished members from T:x without deleting them (flow_holds). An
-// admin Retry of a member adds 1 to u again. Every task of a flow has the field fl (its flow)
+// that finishes or deletes the last open task) the record's field xe (µs)
+// becomes at least that task's ea: one write, not one per member. Sweep
+// keeps a finished member until the later of its own ea and its flow's xe
+// (moving its T:x score there), and Get and List report that later time as
+// its ExpiresAt. While u > 0, Sweep moves finished members from T:x to the
+// set T:fx:<flow> without deleting them (flow_holds), and flow_ended puts
+// them back in T:x at xe. An admin Retry of a member adds 1 to u again. Every task of a flow has the field fl (its flow)
 // in its record, copied when a held task is released. The scripts that
 // delete a task record (Delete, and Sweep's retention) call flow_gone on
 // its fl in the same script: it decrements n, and when it reaches 0 deletes
@@ -76,28 +79,39 @@ local function flow_gone(fl)
   local fk = T .. ':f:' .. fl
   if not redis.call('HGET', fk, 'n') then return end
   if redis.call('HINCRBY', fk, 'n', -1) <= 0 then
-    redis.call('DEL', fk, T .. ':fh:' .. fl, T .. ':fm:' .. fl)
+    redis.call('DEL', fk, T .. ':fh:' .. fl, T .. ':fm:' .. fl, T .. ':fx:' .. fl)
     redis.call('ZREM', T .. ':fl', fl)
   end
 end
 
 -- flow_ended notes that a task of flow fl reached a terminal state (or was
 -- deleted before it did), whose expiry would be ea (µs). When it was the
--- flow's last open task, every finished member's expiry is raised to at
--- least ea.
+-- flow's last open task, the flow's expiry xe becomes at least ea (Sweep
+-- keeps every finished member until then), and the members Sweep parked
+-- in T:fx:<flow> while the flow was open go back in T:x at xe.
 local function flow_ended(fl, ea)
   if not fl then return end
   local fk = T .. ':f:' .. fl
   if not redis.call('HGET', fk, 'u') then return end
   if redis.call('HINCRBY', fk, 'u', -1) > 0 then return end
-  local e = tonumber(ea)
-  for _, m in ipairs(redis.call('SMEMBERS', T .. ':fm:' .. fl)) do
-    local g = redis.call('HMGET', tkey(m), 'st', 'ea')
-    if (g[1] == '5' or g[1] == '6' or g[1] == '7') and (tonumber(g[2]) or 0) < e then
-      redis.call('HSET', tkey(m), 'ea', ea)
-      redis.call('ZADD', T .. ':x', ea, m)
-    end
+  local old = redis.call('HGET', fk, 'xe')
+  if old and tonumber(old) > tonumber(ea) then ea = old end
+  redis.call('HSET', fk, 'xe', ea)
+  local pk = T .. ':fx:' .. fl
+  local l = {}
+  for _, m in ipairs(redis.call('SMEMBERS', pk)) do
+    l[#l + 1] = ea
+    l[#l + 1] = m
   end
+  zadd_all(T .. ':x', l)
+  redis.call('DEL', pk)
+end
+
+-- flow_expiry returns the expiry xe of flow fl once all its tasks ended
+-- (a number, µs), or nil.
+local function flow_expiry(fl)
+  if not fl then return nil end
+  return tonumber(redis.call('HGET', T .. ':f:' .. fl, 'xe'))
 end
 
 -- flow_reopened notes that a finished task of flow fl runs again.
@@ -108,7 +122,8 @@ local function flow_reopened(fl)
 end
 
 -- flow_holds reports whether flow fl has a task not finished: its finished
--- members are then not deleted (flow_ended adds them to T:x again).
+-- members are then not deleted (Sweep parks them in T:fx:<flow>, and
+-- flow_ended adds them to T:x again).
 local function flow_holds(fl)
   if not fl then return false end
   return (tonumber(redis.call('HGET', T .. ':f:' .. fl, 'u')) or 0) > 0

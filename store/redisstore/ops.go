@@ -420,6 +420,8 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 		return nil, err
 	}
 	out := make([]*store.Task, len(ids))
+	fl := slices.Index(fields, "fl")
+	var members map[string][]*store.Task // flow -> its finished tasks read
 	for i, c := range cmds {
 		t, err := decodeFields(ns, fields, c.Val())
 		if err != nil {
@@ -429,8 +431,54 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 			t.Payload = []byte{}
 		}
 		out[i] = t
+		if t != nil && fl >= 0 && t.State.Terminal() {
+			if f, ok := c.Val()[fl].(string); ok && f != "" {
+				if members == nil {
+					members = make(map[string][]*store.Task)
+				}
+				members[f] = append(members[f], t)
+			}
+		}
+	}
+	if len(members) > 0 {
+		if err := s.raiseExpiry(ctx, tag, members); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// raiseExpiry sets the ExpiresAt of finished flow members to their flow's
+// expiry (field xe of the flow record, once all its tasks ended) when that
+// is later: Sweep keeps them until then.
+func (s *Store) raiseExpiry(ctx context.Context, tag string, members map[string][]*store.Task) error {
+	flows := make([]string, 0, len(members))
+	for f := range members {
+		flows = append(flows, f)
+	}
+	cmds := make([]*redis.StringCmd, len(flows))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, f := range flows {
+			cmds[i] = p.HGet(ctx, tag+":f:"+f, "xe")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	for i, f := range flows {
+		xe, err := cmds[i].Result()
+		if err != nil || xe == "" {
+			continue
+		}
+		at := microTime(xe)
+		for _, t := range members[f] {
+			if at.After(t.ExpiresAt) {
+				t.ExpiresAt = at
+			}
+		}
+	}
+	return nil
 }
 
 // List implements store.Reader. It walks the namespace's tasks in enqueue

@@ -690,18 +690,30 @@ for _, id in ipairs(ls) do
 end
 zrem_all(T .. ':l', ls)
 local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', 0, limit)
+local later = {}
 for _, id in ipairs(xs) do
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'fl')
-  if (f[1] == '5' or f[1] == '6' or f[1] == '7') and not flow_holds(f[3]) then
-    count(f[1], f[2], -1)
-    redis.call('DEL', key)
-    redis.call('ZREM', T .. ':all', id)
-    flow_gone(f[3])
-    deleted = deleted + 1
+  local f = redis.call('HMGET', key, 'st', 'q', 'fl', 'ea')
+  if f[1] == '5' or f[1] == '6' or f[1] == '7' then
+    local keep = tonumber(f[4]) or 0
+    local xe = flow_expiry(f[3])
+    if xe and xe > keep then keep = xe end
+    if flow_holds(f[3]) then
+      redis.call('SADD', T .. ':fx:' .. f[3], id)
+    elseif keep > NOW then
+      later[#later + 1] = S(keep)
+      later[#later + 1] = id
+    else
+      count(f[1], f[2], -1)
+      redis.call('DEL', key)
+      redis.call('ZREM', T .. ':all', id)
+      flow_gone(f[3])
+      deleted = deleted + 1
+    end
   end
 end
 zrem_all(T .. ':x', xs)
+zadd_all(T .. ':x', later)
 flush()
 return {promoted, recovered, dead, cancelled, deleted}
 `)

@@ -531,7 +531,15 @@ func testFlows(t *testing.T, h Harness) {
 		}
 		f.clock.Advance(30 * time.Minute)
 		f.succeed("qb", b.Task.ID, "rb")
-		// The flow finished at t0+2h: both stay an hour after that.
+		// The flow finished at t0+2h: both stay an hour after that, and
+		// a's record says so.
+		gotB := f.wantState(b.Task.ID, store.StateSucceeded)
+		if gotA := f.wantState(a.ID, store.StateSucceeded); !gotA.ExpiresAt.Equal(gotB.ExpiresAt) {
+			t.Errorf("a expires at %v after the flow's end, want b's %v", gotA.ExpiresAt, gotB.ExpiresAt)
+		}
+		if l := f.list(store.ListParams{Namespace: f.ns, Queue: "qa"}).Tasks; len(l) != 1 || !l[0].ExpiresAt.Equal(gotB.ExpiresAt) {
+			t.Errorf("List(qa) after the flow's end = %v, want a expiring at %v", l, gotB.ExpiresAt)
+		}
 		f.clock.Advance(59 * time.Minute)
 		if res := f.sweep(); res.Deleted != 0 {
 			t.Errorf("Sweep within the flow's retention: Deleted %d, want 0", res.Deleted)
