@@ -172,6 +172,7 @@ func endToEnd(b *testing.B, withMetrics bool) {
 // (a Go duration). Under valgrind, which runs the benchmark about 100 times
 // slower, "100s" keeps the number of scrapes per run what it is natively.
 func scrapeInterval(b *testing.B) time.Duration {
+	b.Helper()
 	v := os.Getenv("KILN_BENCH_SCRAPE_EVERY")
 	if v == "" {
 		return time.Second

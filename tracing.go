@@ -25,14 +25,6 @@ const (
 
 var traceContext propagation.TraceContext
 
-// traceParentOf returns the W3C traceparent of ctx's span, or "" when ctx
-// has no valid span.
-func traceParentOf(ctx context.Context) string {
-	c := propagation.MapCarrier{}
-	traceContext.Inject(ctx, c)
-	return c["traceparent"]
-}
-
 // contextWithTraceParent returns ctx with the remote span context of a
 // traceparent; an empty or invalid one leaves ctx alone.
 func contextWithTraceParent(ctx context.Context, tp string) context.Context {

@@ -120,7 +120,7 @@ func TestWorkMetricsAndSpans(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, kv := range s.Attributes {
-			attrs[string(kv.Key)] = kv.Value.Emit()
+			attrs[string(kv.Key)] = kv.Value.String()
 		}
 		if attrs["messaging.system"] != "resque" {
 			t.Errorf("messaging.system = %q", attrs["messaging.system"])

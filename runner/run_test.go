@@ -235,6 +235,7 @@ func run(ctx context.Context, t testing.TB, r *Runner, spec Spec) Result {
 func TestRunShellPackage(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{}))
 		var log syncBuffer
 		dir := shPkg(t, `echo "args: $*"; echo "payload: $(cat "$PAYLOAD_FILE")"; echo "config: $(cat "$CONFIG_FILE")"; echo oops >&2; pwd`)
@@ -307,6 +308,7 @@ with open(os.environ["PAYLOAD_FILE"]) as f:
 func TestRunArgsAndEnv(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		if os.Getenv(testSecretEnv) == "" {
 			t.Fatal("the test secret is not set in the test process")
 		}
@@ -363,6 +365,7 @@ func TestRunCommandNoShell(t *testing.T) {
 func TestRunExitStatus(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{}))
 		tests := []struct {
 			script   string
@@ -430,6 +433,7 @@ func groupGoneNow(t testing.TB, pgid int) bool {
 func TestRunTimeout(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{}))
 		// A background child too: the whole group must go.
 		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh",
@@ -464,6 +468,7 @@ func TestRunCancel(t *testing.T) {
 func TestRunIgnoresSIGTERM(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{KillGrace: 300 * time.Millisecond}))
 		for _, spec := range []Spec{
 			{PackageDir: shPkg(t, "trap '' TERM; echo ready; sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh"},
@@ -493,6 +498,7 @@ func TestRunIgnoresSIGTERM(t *testing.T) {
 func TestRunKillsLeftovers(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{}))
 		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 >/dev/null 2>&1 & echo started"), Runtime: "sh", File: "run.sh"})
 		if res.Status != StatusComplete {
@@ -531,6 +537,7 @@ func TestRunKeepTaskDir(t *testing.T) {
 func TestRunLimitsApplied(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		cfg := Config{Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 4 << 30, CPUTime: 90 * time.Second, OpenFiles: 100, Processes: 500, FileSize: 1 << 20}}
 		users := []*syscall.Credential{nil}
 		if os.Geteuid() == 0 {
@@ -564,6 +571,7 @@ func TestRunLimitsApplied(t *testing.T) {
 func TestRunMemoryLimit(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{Limits: ProcLimits{Memory: 256 << 20}}))
 		var log syncBuffer
 		dir := pkgDir(t, entry{name: "hog.py", data: []byte("x = bytearray(1 << 30)\nprint('allocated')\n")})
@@ -577,6 +585,7 @@ func TestRunMemoryLimit(t *testing.T) {
 func TestRunFileSizeLimit(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{Limits: ProcLimits{FileSize: 1 << 20}}))
 		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "exec head -c 2000000 /dev/zero > big"), Runtime: "sh", File: "run.sh"})
 		if res.Status != StatusError || res.Signal != syscall.SIGXFSZ {
@@ -646,6 +655,7 @@ while True:
 func TestRunForkBomb(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		cfg := Config{Limits: ProcLimits{Processes: 64}}
 		if os.Geteuid() == 0 {
 			// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
@@ -689,6 +699,7 @@ func TestRunProcessState(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = syscall.Close(fd) })
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{}))
 		var log syncBuffer
 		script := fmt.Sprintf(`grep -E '^(NoNewPrivs|SigBlk):' /proc/self/status; test -e /proc/self/fd/%d && echo leaked; echo done`, fd)
@@ -705,6 +716,7 @@ func TestRunProcessState(t *testing.T) {
 func TestRunCredential(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		if os.Geteuid() != 0 {
 			t.Skip("changing user needs root")
 		}
@@ -725,6 +737,7 @@ func TestRunCredential(t *testing.T) {
 func TestRunStartErrors(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
+		t.Helper()
 		r := newRunner(t, base.with(Config{}))
 		ctx := context.Background()
 		tests := []struct {

@@ -174,10 +174,10 @@ func TestServerSpans(t *testing.T) {
 			srvSpan.SpanKind, srvSpan.SpanContext.TraceID(), srvSpan.Parent.SpanID(), want.SpanID())
 	}
 	if v, _ := spanAttr(srvSpan, "http.response.status_code"); v.AsInt64() != http.StatusOK {
-		t.Errorf("http.response.status_code = %v, want 200", v.Emit())
+		t.Errorf("http.response.status_code = %v, want 200", v.String())
 	}
 	if v, _ := spanAttr(srvSpan, "http.route"); v.AsString() != "/v1/projects/{p}/tasks" {
-		t.Errorf("http.route = %q", v.Emit())
+		t.Errorf("http.route = %q", v.String())
 	}
 	enq := spanNamed(t, spans, "kiln.enqueue")
 	if enq.Parent.SpanID() != srvSpan.SpanContext.SpanID() || enq.SpanContext.TraceID() != want.TraceID() || enq.SpanKind != trace.SpanKindProducer {
@@ -204,19 +204,19 @@ func TestServerSpans(t *testing.T) {
 	spanNamed(t, spans, "GET /2/projects/{pid}/codes")
 	spanNamed(t, spans, "GET /v1/projects/{p}/tasks")
 	if v, _ := spanAttr(spanNamed(t, spans, "GET /v1/projects/{p}/tasks"), "http.response.status_code"); v.AsInt64() != http.StatusUnauthorized {
-		t.Errorf("the refused request's status = %v, want 401", v.Emit())
+		t.Errorf("the refused request's status = %v, want 401", v.String())
 	}
 	spanNamed(t, spans, "GET") // the unknown path: the method only
 
 	for _, s := range spans {
 		texts := []string{s.Name}
 		for _, kv := range s.Attributes {
-			texts = append(texts, string(kv.Key)+"="+kv.Value.Emit())
+			texts = append(texts, string(kv.Key)+"="+kv.Value.String())
 		}
 		for _, ev := range s.Events {
 			texts = append(texts, ev.Name)
 			for _, kv := range ev.Attributes {
-				texts = append(texts, kv.Value.Emit())
+				texts = append(texts, kv.Value.String())
 			}
 		}
 		for _, x := range texts {

@@ -81,7 +81,7 @@ func TestSessionsTwoServersOneRedis(t *testing.T) {
 	}
 	// The old cookie, replayed on a, is dead too.
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL+"/ui/api/v1/projects", nil)
-	req.AddCookie(&http.Cookie{Name: dashboard.CookieName, Value: id})
+	req.AddCookie(&http.Cookie{Name: dashboard.CookieName, Value: id, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

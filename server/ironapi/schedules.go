@@ -101,6 +101,9 @@ func (c *call) scheduleJSON(s *schedule.Schedule) scheduleJSON {
 		out.Status, out.Msg = "complete", "Ran max times."
 	case schedule.StatusCancelled:
 		out.Status = "cancelled"
+	case schedule.StatusPaused:
+		// IronWorker has no paused schedule; kiln's own word is shown.
+		out.Status = "paused"
 	default:
 		out.Status = string(s.Status)
 	}

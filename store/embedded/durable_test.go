@@ -253,6 +253,7 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 		want    string
 	}{
 		{"retry now", func(t *testing.T, u setup) func() error {
+			t.Helper()
 			mustEnqueue(t, u.s, store.TaskInput{ID: "r", Type: "t", Queue: "q", MaxRetries: 3})
 			tk := leaseOne(t, u.s)
 			return func() error {
@@ -260,6 +261,7 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 			}
 		}, "r"},
 		{"release", func(t *testing.T, u setup) func() error {
+			t.Helper()
 			mustEnqueue(t, u.s, store.TaskInput{ID: "h", Type: "t", Queue: "q"})
 			tk := leaseOne(t, u.s)
 			return func() error {
@@ -267,6 +269,7 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 			}
 		}, "h"},
 		{"expired lease", func(t *testing.T, u setup) func() error {
+			t.Helper()
 			mustEnqueue(t, u.s, store.TaskInput{ID: "x", Type: "t", Queue: "q", MaxRetries: 3})
 			leaseOne(t, u.s)
 			u.clock.Advance(2 * time.Minute)
@@ -276,6 +279,7 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 			}
 		}, "x"},
 		{"admin retry", func(t *testing.T, u setup) func() error {
+			t.Helper()
 			mustEnqueue(t, u.s, store.TaskInput{ID: "d", Type: "t", Queue: "q"})
 			tk := leaseOne(t, u.s)
 			if err := report(u.s, store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeDead, Error: "no"}); err != nil {
@@ -290,6 +294,7 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 			}
 		}, "d"},
 		{"workflow step", func(t *testing.T, u setup) func() error {
+			t.Helper()
 			if err := u.s.EnqueueFlow(t.Context(), store.FlowParams{Namespace: durableNS, ID: "f", Spec: []byte("{}"),
 				Tasks: []store.TaskInput{{ID: "f.a", Type: "t", Queue: "q"}},
 				Held:  []store.HeldTask{{Task: store.TaskInput{ID: "f.b", Type: "t", Queue: "q"}, After: []string{"f.a"}}},
@@ -301,7 +306,7 @@ func TestTransitionsLeasableOnceDurable(t *testing.T) {
 				return report(u.s, store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded})
 			}
 		}, "f.b"},
-		{"scheduled, enqueue not durable", func(t *testing.T, u setup) func() error {
+		{"scheduled, enqueue not durable", func(_ *testing.T, u setup) func() error {
 			return func() error {
 				_, err := u.s.Enqueue(context.Background(), store.EnqueueParams{Namespace: durableNS, Tasks: []store.TaskInput{
 					{ID: "s", Type: "t", Queue: "q", RunAt: u.clock.Now().Add(time.Second)},

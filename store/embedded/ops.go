@@ -61,7 +61,7 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 	ns := s.namespace(p.Namespace)
 	for i := range p.Tasks {
 		if err := p.Tasks[i].Validate(s.limits, now); err != nil {
-			items[i].Err = err
+			items[i].Err = err //nolint:gosec // G602: items has one entry per task
 		}
 	}
 	// Every disk read comes before the first change, so that a failed read
@@ -79,17 +79,17 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 	woke := false
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
-		if items[i].Err != nil {
+		if items[i].Err != nil { //nolint:gosec // G602: items has one entry per task
 			continue
 		}
 		if ns.tasks[in.ID] != nil || (onDisk != nil && onDisk[i]) {
-			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists}
+			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists} //nolint:gosec // G602: items has one entry per task
 			continue
 		}
 		var ops []op
 		if in.UniqueKey != "" {
 			if h, ok := ns.unique[in.UniqueKey]; ok && h.until.After(now) {
-				items[i] = store.EnqueueItem{ID: h.id, Err: store.ErrDuplicate}
+				items[i] = store.EnqueueItem{ID: h.id, Err: store.ErrDuplicate} //nolint:gosec // G602: items has one entry per task
 				continue
 			}
 			until := now.Add(in.UniqueTTL)
@@ -134,7 +134,7 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		)
 		last = s.writeTask(&created{ns: ns.name, id: e.t.ID, unique: e.t.UniqueKey, seq: e.seq}, ops...)
 		e.gen = last.gen
-		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State}
+		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State} //nolint:gosec // G602: items has one entry per task
 	}
 	if woke {
 		ns.notify()
