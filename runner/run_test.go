@@ -434,7 +434,10 @@ func TestRunTimeout(t *testing.T) {
 	t.Parallel()
 	forEachLimiter(t, func(t *testing.T, base Config) {
 		t.Helper()
-		r := newRunner(t, base.with(Config{}))
+		// SIGTERM must end the group: a long grace, so that a busy
+		// machine's slow exit is not taken for an escalation to SIGKILL
+		// (the test's 200 ms default was exceeded once in CI).
+		r := newRunner(t, base.with(Config{KillGrace: 10 * time.Second}))
 		// A background child too: the whole group must go.
 		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "sleep 1000 & sleep 1000"), Runtime: "sh", File: "run.sh",
 			Timeout: 100 * time.Millisecond})
