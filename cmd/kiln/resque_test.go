@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -171,4 +174,76 @@ func TestResqueSignals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResqueBridgeMetrics: kiln resque --bridge -metrics-listen serves the
+// worker's jobs by queue and class, and the process's Go figures, at GET
+// /metrics for Prometheus.
+func TestResqueBridgeMetrics(t *testing.T) {
+	t.Parallel()
+	url := testenv.RedisURL(t)
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { _ = rdb.Close() })
+	ns := testenv.RedisPrefix(t, url) + ":"
+	if err := rdb.RPush(t.Context(), ns+"queue:mail", `{"class":"SendMail","args":["a@b.c"]}`, `{"class":"SendMail","args":[]}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := startCLIServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stderr bytes.Buffer // written by run only, read after it returns
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"resque", "--bridge", "-queues", "mail", "-uri", url, "-namespace", ns,
+			"-metrics-listen", addr, "--url", s.url, "--token", testAdminToken}, io.Discard, &stderr)
+	}()
+	want := []string{
+		`kiln_tasks_started_total{queue="mail",type="SendMail"} 2`,
+		`kiln_tasks_succeeded_total{queue="mail",type="SendMail"} 2`,
+		`go_goroutines `,
+	}
+	deadline := time.Now().Add(testenv.WaitLimit)
+	var body string
+	for !containsAll(body, want) {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("GET /metrics never had %q; last:\n%s\nstderr: %s", want, body, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue // not listening yet
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		body = string(b)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("kiln resque exited %d after its context ended: %s", code, stderr.String())
+	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
