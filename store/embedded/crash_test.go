@@ -103,41 +103,14 @@ func TestCrashRecovery(t *testing.T) {
 	enq := map[string]bool{}
 	succ := map[string]bool{}
 	for round := 0; round < 4; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashEnv+"="+dir, "KILN_EMBEDDED_CRASH_ROUND="+strconv.Itoa(round))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// Kill after a different number of acknowledged writes each round.
-		killAfter := 500 + round*1700
-		sc := bufio.NewScanner(stdout)
-		seen := 0
-		for sc.Scan() {
-			kind, id, ok := strings.Cut(sc.Text(), " ")
-			if !ok {
-				t.Fatalf("bad line %q", sc.Text())
-			}
+		killChildAfter(t, crashEnv+"="+dir, round, 500+round*1700, func(kind, id string) {
 			if kind == "E" {
 				enq[id] = true
 			} else {
 				succ[id] = true
 			}
-			if seen++; seen == killAfter {
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		err = cmd.Wait()
-		if seen < killAfter {
-			t.Fatalf("round %d: child stopped after %d lines: %v\n%s", round, seen, err, stderr.String())
-		}
+		})
 
 		s := mustOpen(t, dir, nil)
 		ids := make([]string, 0, len(enq))
@@ -172,5 +145,42 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("round %d: %d acknowledged tasks, %d acknowledged successes intact", round, len(enq), len(succ))
+	}
+}
+
+// killChildAfter runs this test binary as a child with env (the child's
+// part of a crash test, for round), hands each line it prints to line, and
+// kills it with SIGKILL after killAfter lines; it fails the test when the
+// child stops before that.
+func killChildAfter(t *testing.T, env string, round, killAfter int, line func(kind, id string)) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env, "KILN_EMBEDDED_CRASH_ROUND="+strconv.Itoa(round))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	seen := 0
+	for sc.Scan() {
+		kind, id, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			t.Fatalf("bad line %q", sc.Text())
+		}
+		line(kind, id)
+		if seen++; seen == killAfter {
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	if seen < killAfter {
+		t.Fatalf("round %d: child stopped after %d lines: %v\n%s", round, seen, err, stderr.String())
 	}
 }

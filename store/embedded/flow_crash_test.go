@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,34 +96,10 @@ func TestFlowCrash(t *testing.T) {
 	dir := t.TempDir()
 	var flows []store.FlowParams
 	for round := range 4 {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), flowCrashEnv+"="+dir, "KILN_EMBEDDED_CRASH_ROUND="+strconv.Itoa(round))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		killAfter := 40 + round*70
-		sc := bufio.NewScanner(stdout)
-		seen := 0
-		for sc.Scan() {
-			_, id, _ := strings.Cut(sc.Text(), " ")
+		killChildAfter(t, flowCrashEnv+"="+dir, round, 40+round*70, func(_, id string) {
 			i, _ := strconv.Atoi(id[strings.IndexByte(id, '-')+1:])
 			flows = append(flows, crashFlow(strconv.Itoa(round), i))
-			if seen++; seen == killAfter {
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		_ = cmd.Wait()
-		if seen < killAfter {
-			t.Fatalf("round %d: child stopped after %d flows\n%s", round, seen, stderr.String())
-		}
+		})
 		s := mustOpen(t, dir, nil)
 		checkFlows(t, s, flows, false)
 		storetest.CheckInvariants(t, s, "crash")

@@ -5,11 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -109,36 +105,7 @@ func TestCrashLeasedSurvive(t *testing.T) {
 	dir := t.TempDir()
 	leased := map[string]bool{}
 	for round := range 3 {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), leaseCrashEnv+"="+dir, "KILN_EMBEDDED_CRASH_ROUND="+strconv.Itoa(round))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		killAfter := 300 + round*400
-		sc := bufio.NewScanner(stdout)
-		seen := 0
-		for sc.Scan() {
-			_, id, ok := strings.Cut(sc.Text(), " ")
-			if !ok {
-				t.Fatalf("bad line %q", sc.Text())
-			}
-			leased[id] = true
-			if seen++; seen == killAfter {
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		err = cmd.Wait()
-		if seen < killAfter {
-			t.Fatalf("round %d: child stopped after %d lines: %v\n%s", round, seen, err, stderr.String())
-		}
+		killChildAfter(t, leaseCrashEnv+"="+dir, round, 300+round*400, func(_, id string) { leased[id] = true })
 		s := mustOpen(t, dir, nil)
 		ids := make([]string, 0, len(leased))
 		for id := range leased {
