@@ -94,6 +94,14 @@ func main() {
 		runScripts()
 		return
 	}
+	if *scalePhase != "" {
+		runScalePhase()
+		return
+	}
+	if *scaleStore != "" {
+		runScale()
+		return
+	}
 	if *resqueRun {
 		runResque()
 		return
