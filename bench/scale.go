@@ -108,6 +108,8 @@ type phaseResult struct {
 	// ReadyPeakRSS is VmHWM when the ready phase's lease returned.
 	ReadyPeakRSS int64  `json:"ready_peak_rss,omitempty"`
 	GCs          uint32 `json:"gcs"`
+	// SlowestCall is the enqueue phase's longest EnqueueMany call, seconds.
+	SlowestCall float64 `json:"slowest_call,omitempty"`
 	// DiskBytes is the embedded store's data folder size after Close.
 	DiskBytes int64  `json:"disk_bytes,omitempty"`
 	Load      string `json:"load"` // at the end
@@ -243,6 +245,7 @@ func runScale() {
 	fmt.Printf("process phase: Open took %.3f s before the worker started; counts at its end: %v\n", proc.r.OpenSeconds, proc.r.Counts)
 	fmt.Printf("first / last %s: enqueue, the first and last %s tasks enqueued (the queue holding 0 and %s tasks as they went in); process, the first and last %s tasks whose handlers returned (the queue holding %s and %s)\n",
 		count(w), count(w), count(n-w), count(w), count(n), count(w))
+	fmt.Printf("slowest EnqueueMany call: %.3f s\n", enq.r.SlowestCall)
 	fmt.Printf("enqueue and process wall times exclude the store's Open; CPU and peak RSS are the whole phase process's (Open included)\n")
 	if *scaleStore == "embedded" {
 		fmt.Printf("data folder on disk: %s after the enqueue, %s after processing\n", mib(enq.r.DiskBytes), mib(proc.r.DiskBytes))
@@ -365,11 +368,13 @@ func scaleEnqueue(ctx context.Context, s store.Store, r *phaseResult) {
 			}
 			reqs[i] = kiln.TaskRequest{Type: "noop", Payload: p}
 		}
+		callStart := time.Now()
 		if _, err := c.EnqueueMany(ctx, reqs[:k]); err != nil {
 			log.Fatalf("scale: enqueue after %d tasks: %v", done, err)
 		}
 		done += k
 		now := time.Now()
+		r.SlowestCall = max(r.SlowestCall, now.Sub(callStart).Seconds())
 		if done >= w && firstEnd.IsZero() {
 			firstN, firstEnd = done, now
 		}
@@ -422,12 +427,10 @@ func scaleProcess(ctx context.Context, s store.Store, r *phaseResult) {
 	wk := must(kiln.NewWorker(s, &kiln.WorkerConfig{
 		Concurrency: *concurrency,
 		EventFunc: func(e kiln.Event) {
-			switch e.Kind {
-			case kiln.EventSucceeded:
-			case kiln.EventFailed:
+			if e.Kind == kiln.EventFailed {
 				failed.Add(1)
-				return
-			default:
+			}
+			if e.Kind != kiln.EventSucceeded {
 				return
 			}
 			now := time.Now().UnixNano()
