@@ -221,8 +221,8 @@ func runScale() {
 	fmt.Printf("load average: %s at the start, %s at the end (%s in all)\n\n", startLoad, loadAverage(), time.Since(started).Round(time.Second))
 
 	w := enq.r.Window
-	fmt.Println("| phase | wall time | tasks/s | first / last " + count(w) + " tasks/s | CPU s (user+sys) | peak RSS (VmHWM) | load average at its end |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| phase | wall time | tasks/s | first / last " + count(w) + " tasks/s | CPU s (user+sys) | CPU µs/task | peak RSS (VmHWM) | load average at its end |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|")
 	row := func(name string, p phaseRun, secs float64, rate bool) {
 		r := p.r
 		rateS, fl := "—", "—"
@@ -230,8 +230,9 @@ func runScale() {
 			rateS = fmt.Sprintf("%.0f", float64(n)/secs)
 			fl = fmt.Sprintf("%.0f / %.0f", r.FirstRate, r.LastRate)
 		}
-		fmt.Printf("| %s | %.2f s | %s | %s | %.1f (%.1f+%.1f) | %s | %s |\n", name, secs, rateS, fl,
-			r.UserSeconds+r.SysSeconds, r.UserSeconds, r.SysSeconds, mib(r.PeakRSS), r.Load)
+		cpu := r.UserSeconds + r.SysSeconds
+		fmt.Printf("| %s | %.2f s | %s | %s | %.1f (%.1f+%.1f) | %.1f | %s | %s |\n", name, secs, rateS, fl,
+			cpu, r.UserSeconds, r.SysSeconds, cpu*1e6/float64(n), mib(r.PeakRSS), r.Load)
 	}
 	row("enqueue", enq, enq.r.Seconds, true)
 	row("ready after a restart (fresh process)", ready, float64(ready.r.LeaseAt-ready.execAt.UnixNano())/1e9, false)
@@ -246,18 +247,19 @@ func runScale() {
 	fmt.Printf("first / last %s: enqueue, the first and last %s tasks enqueued (the queue holding 0 and %s tasks as they went in); process, the first and last %s tasks whose handlers returned (the queue holding %s and %s)\n",
 		count(w), count(w), count(n-w), count(w), count(n), count(w))
 	fmt.Printf("slowest EnqueueMany call: %.3f s\n", enq.r.SlowestCall)
-	fmt.Printf("enqueue and process wall times exclude the store's Open; CPU and peak RSS are the whole phase process's (Open included)\n")
+	fmt.Printf("enqueue and process wall times exclude the store's Open; CPU and peak RSS are the whole phase process's (Open included); CPU µs/task divides by all %d tasks in every row\n", n)
 	if *scaleStore == "embedded" {
 		fmt.Printf("data folder on disk: %s after the enqueue, %s after processing\n", mib(enq.r.DiskBytes), mib(proc.r.DiskBytes))
 	}
 	if rs != nil || *scaleStore == "redis" {
 		fmt.Println("\nRedis (INFO memory and cpu after each phase; used_memory_peak is the server's peak since it started):")
 		fmt.Println()
-		fmt.Println("| phase | used_memory | used_memory_peak | used_memory_rss | redis-server VmHWM | Redis CPU s in the phase | keys |")
-		fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+		fmt.Println("| phase | used_memory | used_memory_peak | used_memory_rss | redis-server VmHWM | Redis CPU s in the phase | Redis CPU µs/task | keys |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
 		for i, name := range []string{"enqueue", "ready", "process"} {
 			m := runs[i].redis
-			fmt.Printf("| %s | %s | %s | %s | %s | %.1f | %d |\n", name, mib(m.used), mib(m.peak), mib(m.rss), mib(m.hwm), m.cpu-runs[i].redis0.cpu, m.keys)
+			cpu := m.cpu - runs[i].redis0.cpu
+			fmt.Printf("| %s | %s | %s | %s | %s | %.1f | %.1f | %d |\n", name, mib(m.used), mib(m.peak), mib(m.rss), mib(m.hwm), cpu, cpu*1e6/float64(n), m.keys)
 		}
 	}
 	if proc.r.Counts["succeeded"] != int64(n) {
@@ -347,15 +349,12 @@ func scaleEnqueue(ctx context.Context, s store.Store, r *phaseResult) {
 	c := must(kiln.NewClient(s, nil))
 	rng := rand.NewChaCha8([32]byte{'k', 'i', 'l', 'n'})
 	reqs := make([]kiln.TaskRequest, batch)
-	// The first window ends, and the last begins, at the end of the first
-	// batch that reaches it (with -batch 1000 and a window of 100,000 both
-	// are batch boundaries).
+	// The first window ends at the end of the batch that reaches it, the
+	// last begins with the batch that crosses into it (with -batch 1000 and
+	// a window of 100,000 both are batch boundaries).
 	var firstN, lastFrom int
 	var firstEnd, lastStart time.Time
 	start := time.Now()
-	if n-w <= 0 {
-		lastStart = start
-	}
 	for done := 0; done < n; {
 		k := min(batch, n-done)
 		// A fresh buffer per batch: a store may keep the payloads it is given.
@@ -369,6 +368,9 @@ func scaleEnqueue(ctx context.Context, s store.Store, r *phaseResult) {
 			reqs[i] = kiln.TaskRequest{Type: "noop", Payload: p}
 		}
 		callStart := time.Now()
+		if lastStart.IsZero() && done+k > n-w {
+			lastFrom, lastStart = done, callStart
+		}
 		if _, err := c.EnqueueMany(ctx, reqs[:k]); err != nil {
 			log.Fatalf("scale: enqueue after %d tasks: %v", done, err)
 		}
@@ -377,9 +379,6 @@ func scaleEnqueue(ctx context.Context, s store.Store, r *phaseResult) {
 		r.SlowestCall = max(r.SlowestCall, now.Sub(callStart).Seconds())
 		if done >= w && firstEnd.IsZero() {
 			firstN, firstEnd = done, now
-		}
-		if done >= n-w && lastStart.IsZero() {
-			lastFrom, lastStart = done, now
 		}
 		if step := max(n/10, 1); done/step != (done-k)/step {
 			log.Printf("scale: enqueued %d of %d (%.0f tasks/s so far)", done, n, float64(done)/now.Sub(start).Seconds())
