@@ -231,8 +231,12 @@ func runScale() {
 			fl = fmt.Sprintf("%.0f / %.0f", r.FirstRate, r.LastRate)
 		}
 		cpu := r.UserSeconds + r.SysSeconds
-		fmt.Printf("| %s | %.2f s | %s | %s | %.1f (%.1f+%.1f) | %.1f | %s | %s |\n", name, secs, rateS, fl,
-			cpu, r.UserSeconds, r.SysSeconds, cpu*1e6/float64(n), mib(r.PeakRSS), r.Load)
+		perTask := "—" // the ready phase is not per task
+		if rate {
+			perTask = fmt.Sprintf("%.1f", cpu*1e6/float64(n))
+		}
+		fmt.Printf("| %s | %.2f s | %s | %s | %.1f (%.1f+%.1f) | %s | %s | %s |\n", name, secs, rateS, fl,
+			cpu, r.UserSeconds, r.SysSeconds, perTask, mib(r.PeakRSS), r.Load)
 	}
 	row("enqueue", enq, enq.r.Seconds, true)
 	row("ready after a restart (fresh process)", ready, float64(ready.r.LeaseAt-ready.execAt.UnixNano())/1e9, false)
@@ -259,7 +263,11 @@ func runScale() {
 		for i, name := range []string{"enqueue", "ready", "process"} {
 			m := runs[i].redis
 			cpu := m.cpu - runs[i].redis0.cpu
-			fmt.Printf("| %s | %s | %s | %s | %s | %.1f | %.1f | %d |\n", name, mib(m.used), mib(m.peak), mib(m.rss), mib(m.hwm), cpu, cpu*1e6/float64(n), m.keys)
+			perTask := "—"
+			if name != "ready" {
+				perTask = fmt.Sprintf("%.1f", cpu*1e6/float64(n))
+			}
+			fmt.Printf("| %s | %s | %s | %s | %s | %.1f | %s | %d |\n", name, mib(m.used), mib(m.peak), mib(m.rss), mib(m.hwm), cpu, perTask, m.keys)
 		}
 	}
 	if proc.r.Counts["succeeded"] != int64(n) {
