@@ -214,6 +214,9 @@ func runScale() {
 
 	n := *scaleTasks
 	enq, ready, proc := runs[0], runs[1], runs[2]
+	if got := ready.r.Counts["pending"]; got != int64(n) {
+		log.Fatalf("scale: the restarted store counts %d pending tasks, want %d (%v)", got, n, ready.r.Counts)
+	}
 	fmt.Printf("\nkiln scale run, %s store: %d tasks (no-op, %d-byte payloads), enqueued in batches of %d (Client.EnqueueMany, one caller) before any is processed; one worker at concurrency %d\n",
 		*scaleStore, n, *scalePayload, *scaleBatch, *concurrency)
 	fmt.Printf("machine: %s, GOMAXPROCS %d, %s %s/%s%s\n", cpuModel(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH, buildRevision())
