@@ -23,12 +23,12 @@ func TestMain(m *testing.M) {
 // in a fresh data folder. runScale ends the process (log.Fatal) unless the
 // restarted process saw every task pending and the worker left every task
 // succeeded.
-func TestScaleEmbedded(t *testing.T) {
+func TestScaleEmbedded(t *testing.T) { //nolint:paralleltest // it sets the flags of the run (benchFlags, shared): one at a time
 	scaleRun(t, "-scale", "embedded", "-scale-tasks", "3000", "-batch", "500", "-dir", t.TempDir(), "-redis-port", "0")
 }
 
 // TestScaleRedis is the same on a redis-server of the run's own.
-func TestScaleRedis(t *testing.T) {
+func TestScaleRedis(t *testing.T) { //nolint:paralleltest // it sets the flags of the run (benchFlags, shared): one at a time
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("no redis-server on PATH")
 	}
