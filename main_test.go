@@ -15,7 +15,7 @@ import (
 	"github.com/kilnhq/kiln/store/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testenv.BenchMain(m)) }
 
 // waitLimit bounds every wait for something that should happen promptly; it
 // guards against hanging tests and is never a measurement.

@@ -18,7 +18,10 @@
 //	cd bench && go run . -redis redis://127.0.0.1:6379/0
 //
 // With -resque it compares kiln's Resque worker with goworker instead (see
-// resque.go).
+// resque.go). With -scale embedded or -scale redis it runs a backlog of
+// 1,000,000 tasks through one store instead: enqueue all, restart, process
+// (see scale.go). Every mode prints the CPU model and the load average
+// beside its figures.
 package main
 
 import (
@@ -90,12 +93,24 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if *scripts {
-		runScripts()
+	if *scalePhase != "" {
+		runScalePhase()
 		return
 	}
-	if *resqueRun {
+	if *scaleStore != "" { // prints the machine and the load itself
+		runScale()
+		return
+	}
+	if *resqueRun { // the same
 		runResque()
+		return
+	}
+	load0 := loadAverage()
+	defer func() {
+		fmt.Printf("\nmachine: %s; load average %s at the start, %s at the end\n", cpuModel(), load0, loadAverage())
+	}()
+	if *scripts {
+		runScripts()
 		return
 	}
 	if *enqueueOnly {

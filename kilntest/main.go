@@ -18,11 +18,13 @@ import (
 // (runner.Main: a server started with [ServerOptions].Runner starts its task
 // processes through the binary itself). Then it runs the tests and, when
 // they passed, fails the run if goroutines were left running (goleak; the
-// runner's spawner, which lives as long as the process, excepted).
+// runner's spawner, which lives as long as the process, excepted). When
+// the binary runs benchmarks (-test.bench), it prints the load average and
+// the CPU model before them and the load average after them.
 // Last it removes the programs the tests compiled, and exits.
 func Main(m *testing.M) {
 	runner.Main()
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(runner.SpawnLoopFunc), goleak.Cleanup(func(code int) {
+	goleak.VerifyTestMain(testenv.BenchMain(m), goleak.IgnoreAnyFunction(runner.SpawnLoopFunc), goleak.Cleanup(func(code int) {
 		testenv.RemoveBuilt()
 		os.Exit(code) //nolint:forbidigo // Main is the body of TestMain, which ends the test binary with the tests' exit code
 	}))

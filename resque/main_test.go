@@ -10,13 +10,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/kilnhq/kiln/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	if childMain() {
 		return
 	}
-	code := m.Run()
+	code := testenv.BenchMain(m).Run()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	if err := os.Setenv(testSecretEnv, "hunter2"); err != nil {
 		panic(err)
 	}
-	code := m.Run()
+	code := testenv.BenchMain(m).Run()
 	testenv.RemoveBuilt()
 	if code == 0 {
 		if err := goleak.Find(goleak.IgnoreAnyFunction(SpawnLoopFunc)); err != nil {

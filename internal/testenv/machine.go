@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -12,6 +13,11 @@ import (
 // Machine describes the machine for a benchmark's log: the CPU model, the
 // number of CPUs and the load average.
 func Machine() string {
+	return fmt.Sprintf("%s, load average %s", cpuAndCount(), LoadAvg())
+}
+
+// cpuAndCount is the CPU model and the number of CPUs.
+func cpuAndCount() string {
 	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range bytes.Lines(b) {
@@ -21,7 +27,7 @@ func Machine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("%s, %d CPUs, load average %s", model, runtime.NumCPU(), LoadAvg())
+	return fmt.Sprintf("%s, %d CPUs", model, runtime.NumCPU())
 }
 
 // LoadAvg returns the 1, 5 and 15 minute load averages as /proc/loadavg
@@ -49,4 +55,32 @@ func Load1() float64 {
 		return -1
 	}
 	return v
+}
+
+// TestingM is what a TestMain runs: a *testing.M, or a wrapper of one
+// (goleak.VerifyTestMain takes it too).
+type TestingM interface{ Run() int }
+
+// BenchMain wraps a test binary's m for TestMain. When the binary runs
+// benchmarks (-test.bench is set) it prints the load average and the
+// machine (CPU model, CPUs) before them and the load average after them, so
+// that every benchmark's figures stand beside the load they were taken
+// under; otherwise it only runs m. Its lines are not benchfmt configuration
+// lines (their keys have spaces), so benchstat ignores them.
+func BenchMain(m TestingM) TestingM { return benchMain{m} }
+
+type benchMain struct{ m TestingM }
+
+func (b benchMain) Run() int {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		return b.m.Run()
+	}
+	// Printed beside go test's own benchmark output, in test binaries only.
+	fmt.Printf("load average before the benchmarks: %s (%s)\n", LoadAvg(), cpuAndCount()) //nolint:forbidigo // a test binary's output, not the library's
+	code := b.m.Run()
+	fmt.Printf("load average after the benchmarks: %s\n", LoadAvg()) //nolint:forbidigo // a test binary's output, not the library's
+	return code
 }

@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/storetest"
 )
@@ -13,7 +14,7 @@ func TestMain(m *testing.M) {
 	if crashChild() || lockChild() || flowCrashChild() || leaseCrashChild() {
 		return
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testenv.BenchMain(m))
 }
 
 func mustOpen(t testing.TB, dir string, cfg *Config) *Store {

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 	if childMain() {
 		return
 	}
-	code := m.Run()
+	code := testenv.BenchMain(m).Run()
 	purgeRun()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kilnhq/kiln/internal/hook"
+	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/server/api" //nolint:depguard // the tests serve the API in-process to test the client against it; the package itself talks HTTP only
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/embedded"
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) {
 	if runRole() { // a child process of TestMultiProcess
 		return
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testenv.BenchMain(m))
 }
 
 // adminToken is the admin token of every test server.
