@@ -90,7 +90,7 @@ func limitsLoop(pid int, lim *ptraceRlimits) (err error) {
 		if !lim.set[i] {
 			continue
 		}
-		res = append(res, byte(r))
+		res = append(res, byte(r)) //nolint:gosec // G115: resource numbers are below 16
 		rl = binary.LittleEndian.AppendUint64(rl, lim.rl[i].Cur)
 		rl = binary.LittleEndian.AppendUint64(rl, lim.rl[i].Max)
 	}

@@ -21,8 +21,8 @@ import (
 
 // runSelfLimited starts the Go worker in mode "limits" stopped at its
 // exec (as cred when not nil), has it set lim on itself with set, lets it
-// go and returns set's error and the limits the worker then reports.
-func runSelfLimited(t *testing.T, set func(int, *ptraceRlimits) error, lim *ptraceRlimits, cred *syscall.Credential) (error, map[string]uint64) {
+// go and returns the limits the worker then reports and set's error.
+func runSelfLimited(t *testing.T, set func(int, *ptraceRlimits) error, lim *ptraceRlimits, cred *syscall.Credential) (map[string]uint64, error) {
 	t.Helper()
 	dir := testenv.SharedDir(t)
 	// A copy the task's user may run.
@@ -35,7 +35,7 @@ func runSelfLimited(t *testing.T, set func(int, *ptraceRlimits) error, lim *ptra
 		t.Fatal(err)
 	}
 	payload := filepath.Join(dir, "payload")
-	if err := os.WriteFile(payload, []byte(`{"mode":"limits"}`), 0o644); err != nil { //nolint:gosec // G306: read by the worker's user
+	if err := os.WriteFile(payload, []byte(`{"mode":"limits"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
@@ -69,7 +69,7 @@ func runSelfLimited(t *testing.T, set func(int, *ptraceRlimits) error, lim *ptra
 	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
 		t.Fatalf("%v: %q", err, out.String())
 	}
-	return setErr, got
+	return got, setErr
 }
 
 // Both ways for a task to set its own limits (the loop at the entry point,
@@ -82,7 +82,8 @@ func TestLimitAsTracee(t *testing.T) {
 	want := map[string]uint64{"data": 300 << 20, "as": 4 << 30, "cpu": 90, "nofile": 100, "nproc": 500, "fsize": 1 << 20, "core": 0}
 	for name, set := range map[string]func(int, *ptraceRlimits) error{"loop": limitsLoop, "stepping": limitByStepping} {
 		t.Run(name, func(t *testing.T) {
-			err, got := runSelfLimited(t, set, lim, nil)
+			t.Parallel()
+			got, err := runSelfLimited(t, set, lim, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +117,8 @@ func TestLimitAsTraceeFails(t *testing.T) {
 	lim.set[1] = true
 	for name, set := range map[string]func(int, *ptraceRlimits) error{"loop": limitsLoop, "stepping": limitByStepping} {
 		t.Run(name, func(t *testing.T) {
-			err, _ := runSelfLimited(t, set, lim, &syscall.Credential{Uid: NobodyID, Gid: NobodyID})
+			t.Parallel()
+			_, err := runSelfLimited(t, set, lim, &syscall.Credential{Uid: NobodyID, Gid: NobodyID})
 			if !errors.Is(err, syscall.EPERM) {
 				t.Fatalf("error %v, want EPERM", err)
 			}
