@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,5 +196,96 @@ func BenchmarkSandboxCost(b *testing.B) {
 	for j, sb := range sbs {
 		reportPercentiles(b, string(sb)+"-handshake", handshake[j])
 		reportPercentiles(b, string(sb)+"-run", total[j])
+	}
+}
+
+// BenchmarkRunVsRaw sets Run beside the machine's own process starts in
+// the same run: /bin/true started 8 at a time by os/exec from this
+// process (raw, before and after), then through Run with 8 calls in flight
+// (no package: task directory, payload and config files, the start with
+// the limits, the log pipe, the wait), for each sandbox and limiter this
+// machine gives. "cpu-ratio" is the CPU time of a Run against that of a
+// raw start (the process tree's, see testenv.CPUMeter), which load
+// changes far less than the rates.
+//
+//	go test -run '^$' -bench 'BenchmarkRunVsRaw' -benchtime 2000x -count 3 ./runner/
+func BenchmarkRunVsRaw(b *testing.B) {
+	type benchCase struct {
+		sb  Sandbox
+		lim Limiter
+	}
+	var cases []benchCase
+	for _, sb := range benchSandboxes(b) {
+		for _, lim := range []Limiter{LimiterPtrace, LimiterTrampoline} {
+			cases = append(cases, benchCase{sb, lim})
+		}
+	}
+	raw := func(n int) time.Duration {
+		var next atomic.Int64
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range concurrentRuns {
+			wg.Go(func() {
+				for next.Add(1) <= int64(n) {
+					if err := exec.Command("/bin/true").Run(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	for _, tc := range cases {
+		b.Run(string(tc.sb)+"/"+string(tc.lim), func(b *testing.B) {
+			r, err := New(&Config{Sandbox: tc.sb, Limiter: tc.lim, WorkDir: testenv.SharedDir(b)})
+			if err != nil || r.Sandbox().Mode != tc.sb || r.Sandbox().Limiter != tc.lim {
+				b.Skipf("sandbox %s, limiter %s: %v", tc.sb, tc.lim, err)
+			}
+			run := func(n int) time.Duration {
+				var next atomic.Int64
+				start := time.Now()
+				var wg sync.WaitGroup
+				for range concurrentRuns {
+					wg.Go(func() {
+						for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+							res, err := r.Run(context.Background(), Spec{TaskID: "v" + strconv.FormatInt(i, 10), Command: []string{"/bin/true"}})
+							if err != nil || res.Status != StatusComplete {
+								b.Errorf("Run: %v, %+v", err, res)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				return time.Since(start)
+			}
+			run(20)
+			raw(20)
+			cpu := testenv.NewCPUMeter(b)
+			load0 := testenv.Machine()
+			c0 := cpu.Used()
+			raw1 := raw(b.N)
+			c1 := cpu.Used()
+			b.ResetTimer()
+			wall := run(b.N)
+			b.StopTimer()
+			c2 := cpu.Used()
+			raw2 := raw(b.N)
+			c3 := cpu.Used()
+			n := float64(b.N)
+			rawRate := 2 * n / (raw1 + raw2).Seconds()
+			rate := n / wall.Seconds()
+			rawCPU := (c1 - c0 + c3 - c2).Seconds() / (2 * n)
+			runCPU := (c2 - c1).Seconds() / n
+			b.ReportMetric(rate, "runs/s")
+			b.ReportMetric(rawRate, "raw-starts/s")
+			b.ReportMetric(100*rate/rawRate, "ratio-%")
+			b.ReportMetric(runCPU*1000, "cpu-ms/run")
+			b.ReportMetric(rawCPU*1000, "cpu-ms/raw-start")
+			b.ReportMetric(runCPU/rawCPU, "cpu-ratio")
+			b.Logf("%s; CPU time by %s; load average after %s", load0, cpu.Source(), testenv.LoadAvg())
+		})
 	}
 }

@@ -151,22 +151,47 @@ func (r *Runner) ptraceLimits(self bool) *ptraceRlimits {
 // startTraced starts cmd stopped at the exec of its program, sets tr's
 // limits on it and lets it run; cmd.Process is set even when a later step
 // fails (the process is then killed, and the caller still waits for it).
-// The start runs on the spawner's thread (spawnLoop).
+// The start runs on one of the spawner threads (spawnLoop): an idle one,
+// or a new one while there are fewer than maxSpawners.
 func startTraced(cmd *exec.Cmd, tr *tracing) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnReq)
-		go spawnLoop(spawner.reqs)
-	})
 	done := make(chan error, 1)
-	spawner.reqs <- spawnReq{cmd: cmd, tr: tr, done: done}
+	req := spawnReq{cmd: cmd, tr: tr, done: done}
+	select {
+	case spawner.reqs <- req: // an idle spawner took it
+	default:
+		spawner.grow()
+		spawner.reqs <- req
+	}
 	return <-done
 }
 
-// spawner is the one thread that starts LimiterPtrace's programs, for the
-// life of the process.
-var spawner struct {
-	once sync.Once
+// maxSpawners bounds the spawner threads. A spawner is busy from the fork
+// until the program has stopped at its exec and been let go, most of it
+// waiting for the kernel to load the program: with one thread the starts
+// of concurrent tasks queue behind each other's execs (on a busy machine
+// a single thread also gets a single thread's share of the CPU), with a
+// few they overlap, as os/exec's own starts from several goroutines do.
+// Threads are added only while every one is busy, and never end.
+var maxSpawners = max(4, 2*runtime.GOMAXPROCS(0))
+
+// spawner is the pool of threads that start LimiterPtrace's programs, for
+// the life of the process.
+var spawner = &spawnPool{reqs: make(chan spawnReq)}
+
+type spawnPool struct {
 	reqs chan spawnReq
+	mu   sync.Mutex
+	n    int // threads started
+}
+
+// grow starts another spawner thread unless there are maxSpawners.
+func (s *spawnPool) grow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n < maxSpawners {
+		s.n++
+		go spawnLoop(s.reqs)
+	}
 }
 
 type spawnReq struct {
@@ -175,7 +200,8 @@ type spawnReq struct {
 	done chan error
 }
 
-// spawnLoop serves startTraced on a thread of its own, locked for good:
+// spawnLoop serves startTraced on a thread of its own, locked for good
+// (each thread of the pool runs one):
 // only the thread that started a tracee may make ptrace requests on it,
 // and the thread keeps no_new_privs, which its children inherit at fork
 // and which must not reach anything else this process starts. Neither

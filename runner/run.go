@@ -48,10 +48,11 @@ const (
 	FileSizeDefault = 1 << 30
 )
 
-// SpawnLoopFunc names the function of the goroutine that starts the
-// programs of LimiterPtrace, for goroutine leak checks in tests
-// (goleak.IgnoreAnyFunction): it lives as long as the process, once a
-// Runner has used LimiterPtrace (or tried it in New).
+// SpawnLoopFunc names the function of the goroutines that start the
+// programs of LimiterPtrace (a small pool, grown while every one is busy),
+// for goroutine leak checks in tests (goleak.IgnoreAnyFunction): they live
+// as long as the process, once a Runner has used LimiterPtrace (or tried
+// it in New).
 const SpawnLoopFunc = "github.com/kilnhq/kiln/runner.spawnLoop"
 
 // Unlimited is the ProcLimits value that leaves a limit as the runner's own.

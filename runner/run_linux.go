@@ -178,8 +178,14 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 	if r.bw != nil {
 		tdir = SandboxTaskDir
 	}
+	// Everything in the task directory is the task's user's from its
+	// creation (fchown on the new file), and the directory itself last.
+	own := owner{uid: -1, gid: -1}
+	if c := cred; c != nil {
+		own = owner{uid: int(c.Uid), gid: int(c.Gid)}
+	}
 	if spec.PackageDir != "" {
-		if err := copyPackage(dir, spec.PackageDir); err != nil {
+		if err := copyPackage(dir, spec.PackageDir, own); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: copy the package: %w", ErrStart, err)
 		}
 	}
@@ -189,7 +195,7 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 	}{{filepath.Join(dir, PayloadFileName), spec.Payload}, {filepath.Join(dir, ConfigFileName), spec.Config}} {
 		// The task directory is new and copyPackage leaves these names out:
 		// nothing to remove first.
-		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
+		if err := writeNew(f.path, f.data, own); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
 	}
@@ -263,8 +269,8 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 		env = append(env, k+"="+vars[k])
 	}
 
-	if c := cred; c != nil {
-		if err := chownTree(dir, int(c.Uid), int(c.Gid)); err != nil {
+	if own.uid >= 0 {
+		if err := os.Lchown(dir, own.uid, own.gid); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
 	}
@@ -713,9 +719,41 @@ func (p *logPump) write(b []byte) {
 	}
 }
 
+// owner is the user and group a task directory's files are given as they
+// are made; -1 leaves them the runner's.
+type owner struct{ uid, gid int }
+
+// writeNew creates the file path (which must not exist), mode 0600, with
+// data, owned by own. Plain system calls: a file the runner only writes
+// needs none of the poller set-up of an os.File.
+func writeNew(path string, data []byte, own owner) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	for len(data) > 0 && err == nil {
+		var n int
+		n, err = unix.Write(fd, data)
+		if errors.Is(err, unix.EINTR) {
+			err = nil
+		}
+		data = data[max(n, 0):]
+	}
+	if err == nil && own.uid >= 0 {
+		err = unix.Fchown(fd, own.uid, own.gid)
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
 // copyPackage copies the package's directories and regular files into the
-// task directory, modes kept (Unpack made them 0644 or 0755).
-func copyPackage(dst, src string) error {
+// task directory, modes kept (Unpack made them 0644 or 0755), owned by own.
+func copyPackage(dst, src string, own owner) error {
 	root, err := os.OpenRoot(src)
 	if err != nil {
 		return err
@@ -739,9 +777,12 @@ func copyPackage(dst, src string) error {
 		}
 		switch {
 		case info.IsDir():
-			return out.Mkdir(p, 0o750)
+			if err := out.Mkdir(p, 0o750); err != nil || own.uid < 0 {
+				return err
+			}
+			return out.Lchown(p, own.uid, own.gid)
 		case info.Mode().IsRegular():
-			return copyFile(root, out, p, info.Mode().Perm())
+			return copyFile(root, out, p, info.Mode().Perm(), own)
 		default:
 			return fmt.Errorf("%s: not a regular file or directory", p)
 		}
@@ -754,7 +795,7 @@ func copyPackage(dst, src string) error {
 // the descriptor until its own exec, and executing this file during that
 // window would fail with ETXTBSY (golang/go#22315). Copies run in parallel;
 // a fork waits for the copies in progress.
-func copyFile(src, dst *os.Root, name string, perm fs.FileMode) error {
+func copyFile(src, dst *os.Root, name string, perm fs.FileMode, own owner) error {
 	in, err := src.Open(name)
 	if err != nil {
 		return err
@@ -774,23 +815,13 @@ func copyFile(src, dst *os.Root, name string, perm fs.FileMode) error {
 		_ = out.Close()
 		return err
 	}
-	return out.Close()
-}
-
-// chownTree gives the task's user the task directory (before the task
-// starts: nothing else writes in it yet).
-func chownTree(dir string, uid, gid int) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = root.Close() }()
-	return fs.WalkDir(root.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
+	if own.uid >= 0 {
+		if err := out.Chown(own.uid, own.gid); err != nil {
+			_ = out.Close()
 			return err
 		}
-		return root.Lchown(p, uid, gid)
-	})
+	}
+	return out.Close()
 }
 
 // removeAll removes a task directory, even one whose modes the task has

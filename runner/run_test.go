@@ -725,13 +725,18 @@ func TestRunCredential(t *testing.T) {
 		}
 		r := newRunner(t, base.with(Config{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, WorkDir: testenv.SharedDir(t)}))
 		var log syncBuffer
-		res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs`),
-			Runtime: "sh", File: "run.sh", Log: &log})
+		// Everything in the task directory is the task's user's: the
+		// directory, the package's folders and files, payload and config.
+		script := `id -u; id -g; echo x > "$TASK_DIR/w" && echo wrote; cat /proc/self/status | grep NoNewPrivs
+stat -c %u:%g "$TASK_DIR" sub sub/f run.sh "$PAYLOAD_FILE" "$CONFIG_FILE"`
+		pkg := pkgDir(t, entry{name: "run.sh", data: []byte(script), mode: 0o644}, entry{name: "sub/f", data: []byte("f"), mode: 0o644})
+		res := run(context.Background(), t, r, Spec{PackageDir: pkg, Runtime: "sh", File: "run.sh", Log: &log, Payload: []byte("p")})
 		if res.Status != StatusComplete {
 			t.Fatalf("result %+v; log %q", res, log.String())
 		}
 		fields := strings.Fields(log.String())
-		if want := []string{"65534", "65534", "wrote", "NoNewPrivs:", "1"}; !slices.Equal(fields, want) {
+		own := "65534:65534"
+		if want := []string{"65534", "65534", "wrote", "NoNewPrivs:", "1", own, own, own, own, own, own}; !slices.Equal(fields, want) {
 			t.Errorf("log %q, want %q", fields, want)
 		}
 	})
