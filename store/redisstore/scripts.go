@@ -52,6 +52,9 @@ end
 local WAKE = ARGV[2]
 local woke = false
 local cnt = {}
+-- flow_apply (flow.go) writes the flow counts the script gathered; flush
+-- calls it first.
+local flow_apply
 -- evs collects the task changes of the script, written by flush() as one
 -- entry of the change feed T:ev (see changes.go for the format).
 local evs = {}
@@ -71,6 +74,7 @@ local function count(st, q, d)
   c[q] = (c[q] or 0) + d
 end
 local function flush()
+  if flow_apply then flow_apply() end
   for st, c in pairs(cnt) do
     for q, d in pairs(c) do
       if d ~= 0 then redis.call('HINCRBY', T .. ':c', st .. '/' .. q, d) end
@@ -478,15 +482,10 @@ while i <= #ARGV do
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3])
         if kind == '3' or ARGV[i + 3] ~= '' then add_err(key, f[9], ARGV[i + 3]) end
       end
-      if f[7] then
-        -- Now: flow_ended may raise ea of tasks finished earlier here.
-        redis.call('ZADD', T .. ':x', ea, id)
-      else
-        expz[#expz + 1] = ea
-        expz[#expz + 1] = id
-      end
+      expz[#expz + 1] = ea
+      expz[#expz + 1] = id
       count(st, q, 1)
-      if f[6] then flow_done(id) end
+      if f[6] then flow_done(id, f[6]) end
       flow_ended(f[7], ea)
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a')
