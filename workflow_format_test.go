@@ -17,6 +17,7 @@ import (
 func TestWorkflowFullFormat(t *testing.T) {
 	t.Parallel()
 	wfStores(t, func(t *testing.T, open func(t *testing.T) (store.Store, func() store.Store)) {
+		t.Helper()
 		s, _ := open(t)
 		e := newEnv(t, s)
 		members := make([]Step, 20)

@@ -25,12 +25,12 @@ func fanIn(n int) (store.FlowParams, []string) {
 	return p, after
 }
 
-// succeed leases up to max pending tasks of queue q and succeeds those
+// succeed leases up to most pending tasks of queue q and succeeds those
 // whose id keep accepts (nil: all); it returns the ids it succeeded.
-func succeed(t *testing.T, s *Store, q string, max int, keep func(string) bool) (done []string) {
+func succeed(t *testing.T, s *Store, q string, most int, keep func(string) bool) (done []string) {
 	t.Helper()
 	ctx := context.Background()
-	l, err := s.Lease(ctx, store.LeaseParams{Namespace: "ns", Queues: []string{q}, Max: max, Duration: time.Minute})
+	l, err := s.Lease(ctx, store.LeaseParams{Namespace: "ns", Queues: []string{q}, Max: most, Duration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,11 +25,11 @@ func fanIn(n int) store.FlowParams {
 	return p
 }
 
-// succeedIn leases up to max tasks of queue q and succeeds them.
-func succeedIn(t *testing.T, s *Store, q string, max int) []string {
+// succeedIn leases up to most tasks of queue q and succeeds them.
+func succeedIn(t *testing.T, s *Store, q string, most int) []string {
 	t.Helper()
 	ctx := t.Context()
-	l, err := s.Lease(ctx, store.LeaseParams{Namespace: "ns", Queues: []string{q}, Max: max, Duration: time.Minute})
+	l, err := s.Lease(ctx, store.LeaseParams{Namespace: "ns", Queues: []string{q}, Max: most, Duration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
