@@ -46,9 +46,9 @@ var _ store.Flows = (*Store)(nil)
 // A task with dependents lists them in its field dp, each id after a
 // space (a chord's member: the callback). Every script that moves a task
 // to a terminal state, or deletes one that had not finished, calls
-// flow_done on it in the same script: it deletes dp (so a later terminal
-// transition counts nothing) and counts the task for each held task in
-// it. The counts of the script are written at its end (flow_apply, called
+// flow_done on it in the same script: it empties or deletes dp (so a later
+// terminal transition counts nothing; Report empties it in the write of
+// the outcome) and counts the task for each held task in it. The counts of the script are written at its end (flow_apply, called
 // by flush, still in the script): w of each such held task drops by the
 // number counted, and those that reach 0 are enqueued; u of each flow
 // drops by its tasks that ended. A report of 50 members of a chord is then
@@ -62,12 +62,14 @@ local fd_w, fd_order, fe_n, fe_ea, fe_order = {}, {}, {}, {}, {}
 
 -- flow_done counts task id (whose field dp is dp; nil: read it) as
 -- finished for each held task that waits for it, once: its dependents are
--- then forgotten (new records: HDEL of dp, which lists them after a
--- space; records written before: dp is "1" and the set T:dp:<id> lists
--- them, deleted). flow_apply releases those that wait for nothing more.
-local function flow_done(id, dp)
+-- then forgotten (new records: dp, which lists them each after a space,
+-- is deleted, or emptied by the caller's own write of the record when
+-- cleared is set; records written before: dp is "1" and the set
+-- T:dp:<id> lists them, deleted). flow_apply releases those that wait for
+-- nothing more.
+local function flow_done(id, dp, cleared)
   if dp == nil then dp = redis.call('HGET', tkey(id), 'dp') end
-  if not dp then return end
+  if not dp or dp == '' then return end
   local hs
   if dp == '1' then
     local dk = T .. ':dp:' .. id
@@ -75,7 +77,7 @@ local function flow_done(id, dp)
     if #hs == 0 then return end
     redis.call('DEL', dk)
   else
-    redis.call('HDEL', tkey(id), 'dp')
+    if not cleared then redis.call('HDEL', tkey(id), 'dp') end
     hs = {}
     for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
   end

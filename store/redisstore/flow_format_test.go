@@ -60,8 +60,8 @@ func pendingIn(t *testing.T, s *Store, q string) int64 {
 }
 
 // TestFlowDependentsInRecord checks the format: a task's dependents are in
-// its dp field (no set per task), and dp goes when it is counted, so a
-// second terminal transition (after an admin Retry) counts nothing.
+// its dp field (no set per task), and dp is emptied when it is counted, so
+// a second terminal transition (after an admin Retry) counts nothing.
 func TestFlowDependentsInRecord(t *testing.T) {
 	t.Parallel()
 	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
@@ -94,8 +94,8 @@ func TestFlowDependentsInRecord(t *testing.T) {
 	if _, err := s.Report(ctx, store.ReportParams{Namespace: "ns", Outcomes: []store.Outcome{first}}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := s.rdb.HExists(ctx, tag+":t:f.0", "dp").Result(); ok {
-		t.Fatalf("dp of f.0 still there once it was counted")
+	if dp, _ := s.rdb.HGet(ctx, tag+":t:f.0", "dp").Result(); dp != "" {
+		t.Fatalf("dp of f.0 = %q once it was counted, want it empty", dp)
 	}
 	// Retried, f.0 ends again before the others: the callback still waits
 	// for them.
