@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,11 +116,23 @@ func redisServerStats(url string) (time.Duration, int64) {
 // function is called or the benchmark ends.
 func runFlowBenchWorker(b *testing.B, s store.Store, concurrency int) (stop func()) {
 	b.Helper()
+	return runFlowBenchWorkerFirst(b, s, concurrency, nil)
+}
+
+// runFlowBenchWorkerFirst is runFlowBenchWorker that also stores in first,
+// when not nil, the time its handler first ran (unix ns).
+func runFlowBenchWorkerFirst(b *testing.B, s store.Store, concurrency int, first *atomic.Int64) (stop func()) {
+	b.Helper()
 	w, err := kiln.NewWorker(s, &kiln.WorkerConfig{Concurrency: concurrency})
 	if err != nil {
 		b.Fatal(err)
 	}
-	w.Handle("noop", kiln.HandlerFunc(func(context.Context, *kiln.Task) error { return nil }))
+	w.Handle("noop", kiln.HandlerFunc(func(context.Context, *kiln.Task) error {
+		if first != nil && first.Load() == 0 {
+			first.CompareAndSwap(0, time.Now().UnixNano())
+		}
+		return nil
+	}))
 	done := make(chan error, 1)
 	go func() { done <- w.Run(context.Background()) }()
 	stop = sync.OnceFunc(func() {
@@ -160,6 +173,7 @@ const chordBenchN = 10000
 // server (see benchStore).
 type benchTime struct {
 	wall, cpu     time.Duration
+	first         time.Duration // until the first task started
 	written       int64
 	srvCPU        time.Duration
 	srvCalls      int64
@@ -197,7 +211,8 @@ func timeIndependent(b *testing.B, bs benchStore) benchTime {
 	s, closeStore := bs.open()
 	defer closeStore()
 	c, _ := kiln.NewClient(s, nil)
-	defer runFlowBenchWorker(b, s, 50)()
+	var first atomic.Int64
+	defer runFlowBenchWorkerFirst(b, s, 50, &first)()
 	reqs := make([]kiln.TaskRequest, 1000)
 	for i := range reqs {
 		reqs[i] = kiln.TaskRequest{Type: "noop"}
@@ -209,7 +224,9 @@ func timeIndependent(b *testing.B, bs benchStore) benchTime {
 		}
 	}
 	waitSucceeded(b, s, chordBenchN)
-	return sinceBenchTime(bs, start)
+	t := sinceBenchTime(bs, start)
+	t.first = time.Duration(first.Load() - int64(start.wall))
+	return t
 }
 
 // timeChord runs a chord of chordBenchN no-op members and a no-op
@@ -220,7 +237,8 @@ func timeChord(b *testing.B, bs benchStore) benchTime {
 	s, closeStore := bs.open()
 	defer closeStore()
 	c, _ := kiln.NewClient(s, nil)
-	defer runFlowBenchWorker(b, s, 50)()
+	var first atomic.Int64
+	defer runFlowBenchWorkerFirst(b, s, 50, &first)()
 	members := make([]kiln.Step, chordBenchN)
 	for i := range members {
 		members[i] = kiln.NewSignature("noop")
@@ -233,6 +251,7 @@ func timeChord(b *testing.B, bs benchStore) benchTime {
 	}
 	waitSucceeded(b, s, chordBenchN+1) // the callback has run
 	d := sinceBenchTime(bs, start)
+	d.first = time.Duration(first.Load() - int64(start.wall))
 	if ws, err := r.Wait(b.Context()); err != nil || ws.State != "succeeded" {
 		b.Fatalf("chord: %v, %v", ws, err)
 	}
@@ -269,7 +288,9 @@ func BenchmarkWorkflowChord(b *testing.B) {
 // It reports the medians of their elapsed times and of the chord-to-tasks
 // ratio of each pair (the target is at most 1.5), and the same for the
 // CPU time the process used (less sensitive to other processes on a busy
-// machine), and, measures that load does not change, the bytes the
+// machine), the time until the first task started (first-ms: a chord's
+// members wait for the whole workflow to be written), and, measures that
+// load does not change, the bytes the
 // process wrote (wMB: the embedded store's log, flushes and compactions)
 // and on Redis the server's CPU time and commands (srv-cpu-ms, srv-calls;
 // a server of its own for the benchmark, else other clients count too)
@@ -281,6 +302,7 @@ func BenchmarkWorkflowChordRatio(b *testing.B) {
 		logMachine(b)
 		var tasks, chords, tasksCPU, chordsCPU, ratios, cpuRatios []float64
 		var tasksMB, chordsMB, tasksSrv, chordsSrv, tasksCalls, chordsCalls, allRatios []float64
+		var tasksFirst, chordsFirst []float64
 		for b.Loop() {
 			b.StopTimer()
 			t := timeIndependent(b, bs)
@@ -289,6 +311,7 @@ func BenchmarkWorkflowChordRatio(b *testing.B) {
 			tasks, chords = append(tasks, durMS(t.wall)), append(chords, durMS(c.wall))
 			tasksCPU, chordsCPU = append(tasksCPU, durMS(t.cpu)), append(chordsCPU, durMS(c.cpu))
 			tasksMB, chordsMB = append(tasksMB, float64(t.written)/1e6), append(chordsMB, float64(c.written)/1e6)
+			tasksFirst, chordsFirst = append(tasksFirst, durMS(t.first)), append(chordsFirst, durMS(c.first))
 			ratios = append(ratios, float64(c.wall)/float64(t.wall))
 			if t.cpu > 0 {
 				cpuRatios = append(cpuRatios, float64(c.cpu)/float64(t.cpu))
@@ -303,6 +326,8 @@ func BenchmarkWorkflowChordRatio(b *testing.B) {
 		b.ReportMetric(medianOf(tasks), "tasks-ms")
 		b.ReportMetric(medianOf(chords), "chord-ms")
 		b.ReportMetric(medianOf(ratios), "ratio")
+		b.ReportMetric(medianOf(tasksFirst), "tasks-first-ms")
+		b.ReportMetric(medianOf(chordsFirst), "chord-first-ms")
 		if len(cpuRatios) > 0 {
 			b.ReportMetric(medianOf(tasksCPU), "tasks-cpu-ms")
 			b.ReportMetric(medianOf(chordsCPU), "chord-cpu-ms")
