@@ -345,8 +345,7 @@ func compileWorkflow(w *Workflow, id string, ret time.Duration, l store.Limits, 
 	if len(c.p.Tasks)+len(c.p.Held) > store.MaxFlowTasks {
 		return store.FlowParams{}, fmt.Errorf("%d tasks; a workflow has at most %d: %w", len(c.p.Tasks)+len(c.p.Held), store.MaxFlowTasks, ErrInvalidOption)
 	}
-	c.spec.V = flowspec.Version
-	spec, err := json.Marshal(c.spec)
+	spec, err := flowspec.EncodeSpec(id, &c.spec)
 	if err != nil {
 		return store.FlowParams{}, err
 	}
@@ -463,8 +462,8 @@ func (r *WorkflowResult) read(ctx context.Context) (*flowspec.Spec, []string, ma
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
 	}
-	var spec flowspec.Spec
-	if err := json.Unmarshal(f.Spec, &spec); err != nil || spec.V != flowspec.Version {
+	spec, err := flowspec.DecodeSpec(r.id, f.Spec)
+	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kiln: workflow %s: not a workflow of this version of kiln (%w)", r.id, err)
 	}
 	idl := make([]string, len(spec.Members))
@@ -475,7 +474,7 @@ func (r *WorkflowResult) read(ctx context.Context) (*flowspec.Spec, []string, ma
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
 	}
-	return &spec, f.Held, tasks, nil
+	return spec, f.Held, tasks, nil
 }
 
 // getTasks reads tasks by id, in batches of 1000, up to 4 at once (a
@@ -657,8 +656,8 @@ func (r *WorkflowResult) finalDone(ctx context.Context, cached **flowspec.Spec) 
 		return false, nil
 	}
 	if spec == nil {
-		spec = new(flowspec.Spec)
-		if err := json.Unmarshal(f.Spec, spec); err != nil || spec.V != flowspec.Version {
+		spec, err = flowspec.DecodeSpec(r.id, f.Spec)
+		if err != nil {
 			return false, fmt.Errorf("kiln: workflow %s: not a workflow of this version of kiln (%w)", r.id, err)
 		}
 		*cached = spec

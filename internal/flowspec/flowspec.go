@@ -14,9 +14,6 @@ import (
 	"github.com/kilnhq/kiln/store"
 )
 
-// Version is the spec format's version.
-const Version = 1
-
 // Spec is a workflow's record.
 type Spec struct {
 	V int `json:"v"`
@@ -117,9 +114,41 @@ type Envelope struct {
 	RunIf string `json:"run_if,omitempty"`
 }
 
-// Encode returns the payload that carries e.
+// envelopeJSON is the JSON of an Envelope. The compact fields CIn and
+// CAfter name the tasks by position in the flow (see EncodeSpec) and
+// replace In and After when every id follows that rule: a worker older
+// than the compact form finds no After and fails the task, rather than
+// running it without its input.
+type envelopeJSON struct {
+	Flow   string            `json:"flow"`
+	Args   []json.RawMessage `json:"args,omitempty"`
+	In     *Shape            `json:"in,omitempty"`
+	After  []string          `json:"after,omitempty"`
+	RunIf  string            `json:"run_if,omitempty"`
+	CIn    json.RawMessage   `json:"cin,omitempty"`
+	CAfter json.RawMessage   `json:"cafter,omitempty"`
+}
+
+// Encode returns the payload that carries e, in the compact form when
+// its ids allow.
 func (e *Envelope) Encode() ([]byte, error) {
-	b, err := json.Marshal(e)
+	j := envelopeJSON{Flow: e.Flow, Args: e.Args, RunIf: e.RunIf}
+	p := positions{prefix: e.Flow + "."}
+	after := Shape{IsList: true, List: make([]Shape, len(e.After))}
+	for i, id := range e.After {
+		after.List[i] = Shape{ID: id}
+	}
+	ca, ok := p.appendShape(nil, after)
+	var ci []byte
+	if ok && e.In != nil {
+		ci, ok = p.appendShape(nil, *e.In)
+	}
+	if ok {
+		j.CAfter, j.CIn = ca, ci
+	} else {
+		j.In, j.After = e.In, e.After
+	}
+	b, err := json.Marshal(&j)
 	if err != nil {
 		return nil, err
 	}
@@ -134,9 +163,28 @@ func DecodeEnvelope(payload []byte) (*Envelope, error) {
 	if !IsEnvelope(payload) {
 		return nil, errors.New("not a workflow envelope")
 	}
-	var e Envelope
-	if err := json.Unmarshal(payload[len(Magic):], &e); err != nil {
+	var j envelopeJSON
+	if err := json.Unmarshal(payload[len(Magic):], &j); err != nil {
 		return nil, fmt.Errorf("workflow envelope: %w", err)
+	}
+	e := Envelope{Flow: j.Flow, Args: j.Args, In: j.In, After: j.After, RunIf: j.RunIf}
+	p := positions{prefix: j.Flow + "."}
+	if len(j.CAfter) > 0 {
+		s, err := p.decodeShape(j.CAfter, 0)
+		if err == nil && !s.IsList {
+			err = errors.New("not a list")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("workflow envelope: the tasks it waits for: %w", err)
+		}
+		e.After = s.IDs()
+	}
+	if len(j.CIn) > 0 {
+		s, err := p.decodeShape(j.CIn, 0)
+		if err != nil {
+			return nil, fmt.Errorf("workflow envelope: its input: %w", err)
+		}
+		e.In = &s
 	}
 	if len(e.After) == 0 {
 		return nil, errors.New("workflow envelope: no task to wait for")

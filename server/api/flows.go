@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 
@@ -78,9 +77,9 @@ func (a *API) getFlow(c *call) error {
 // member's, when the spec is one kiln can read.
 func (a *API) flowView(c *call, f *store.Flow, members bool) (wire.Flow, error) {
 	out := wire.Flow{ID: f.ID, Spec: f.Spec, CreatedAt: f.CreatedAt, Held: f.Held}
-	var spec flowspec.Spec
-	if json.Unmarshal(f.Spec, &spec) != nil || spec.V != flowspec.Version {
-		return out, nil
+	spec, err := flowspec.DecodeSpec(f.ID, f.Spec)
+	if err != nil {
+		return out, nil //nolint:nilerr // a spec of another kind is answered as it is
 	}
 	ids := make([]string, len(spec.Members))
 	for i, m := range spec.Members {
@@ -98,7 +97,7 @@ func (a *API) flowView(c *call, f *store.Flow, members bool) (wire.Flow, error) 
 			}
 		}
 	}
-	st, ms := flowspec.Summarize(&spec, tasks, f.Held)
+	st, ms := flowspec.Summarize(spec, tasks, f.Held)
 	out.State = st
 	out.Size = len(ms)
 	if members {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/record"
@@ -19,20 +21,33 @@ var _ store.Flows = (*Store)(nil)
 //
 //	f ns 0 flow id           -> JSON flowRecord (immutable)
 //	h ns 0 held id           -> JSON heldRecord, while the task is held
-//	e ns 0 after id 0 held id -> empty: the held task still waits for after
+//	c ns 0 task id           -> empty: the task, a flow member retried
+//	                            after it ended, was counted already
 //	g ns 0 flow id           -> the flow's expiry (unix ns, varint), once
 //	                            its last open task ended
+//	e ns 0 after id 0 held id -> empty: the held task still waits for after
+//	                            (held records written before they listed
+//	                            the tasks they wait for)
 //
-// The waiting count of a held task is the number of its edge keys; an edge
-// is deleted in the same batch as the terminal record of its task, and the
-// held record with the released task's first records: each change is one
-// write, so a crash leaves either both or neither.
+// A held record lists the tasks it waits for (After). How many it still
+// waits for is not written: it is the number of those tasks that are held
+// or stored and not in a terminal state, which the store counts down in
+// memory as they end (flowDone) and counts again when it opens (loadFlows).
+// The held record is deleted with the released task's first records, in
+// the batch of the terminal record of the last task it waited for, so a
+// crash leaves either both or neither. A member that an admin Retry runs
+// again after it ended (and was counted) is not waited for again: the
+// retry's batch writes its c key, which the count at open skips. Held
+// records written before After existed keep their edge keys, one per task
+// waited for, each deleted in the batch of that task's terminal record.
 //
 // The flow record lists all its tasks (ready and held). A flow is deleted
 // with the last of them: the write that deletes a task's id key (Delete,
 // or Sweep past its retention) also deletes the record of its flow when no
 // other task of the flow is stored (see flowGone). Records written before
-// the list existed are kept.
+// the list existed are kept. The lists of ids (the flow's tasks, its held
+// tasks, a held task's After) are packed (packIDs): each id written as
+// what it adds to the one before it.
 //
 // When the last open task of a flow that lists its tasks ends, one g key
 // records the flow's expiry (that task's end plus its retention), instead
@@ -45,25 +60,90 @@ const (
 	kHeld    = 'h'
 	kEdge    = 'e'
 	kFlowEnd = 'g'
+	kCounted = 'c'
 )
 
 type flowRecord struct {
 	Spec      []byte    `json:"spec"`
 	CreatedAt time.Time `json:"created_at"`
-	Held      []string  `json:"held"`
-	// Tasks lists every task of the flow, ready and held.
-	Tasks []string `json:"tasks,omitempty"`
+	// Held lists the held tasks, Tasks every task of the flow, ready and
+	// held; records written before the lists were packed. HeldP and TasksP
+	// are the same lists, packed (packIDs).
+	Held   []string `json:"held,omitempty"`
+	Tasks  []string `json:"tasks,omitempty"`
+	HeldP  string   `json:"hp,omitempty"`
+	TasksP string   `json:"tp,omitempty"`
+}
+
+// held returns the held ids of r, in either form.
+func (r *flowRecord) held() ([]string, error) {
+	if r.HeldP != "" {
+		return unpackIDs(r.HeldP)
+	}
+	return r.Held, nil
 }
 
 type heldRecord struct {
 	Flow string          `json:"flow"`
 	Task store.TaskInput `json:"task"`
+	// After is the packed list of the tasks it waits for (packIDs);
+	// empty in records written before, whose waits are edge keys.
+	After string `json:"after,omitempty"`
 }
 
 // heldTask is a held task in memory.
 type heldTask struct {
 	in      store.TaskInput
 	waiting int
+	// edges marks a task held by a record written before After: each
+	// task it waits for has an edge key, deleted when that task ends.
+	edges bool
+}
+
+// packIDs returns ids as one string: each id is the number of leading
+// bytes it shares with the one before it, a slash, and the rest of it,
+// the ids separated by spaces (neither character is allowed in an id). A
+// chord's member ids (the flow's id, a dot and a number) take a few bytes
+// each.
+func packIDs(ids []string) string {
+	var b []byte
+	prev := ""
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		n := 0
+		for n < len(prev) && n < len(id) && prev[n] == id[n] {
+			n++
+		}
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, '/')
+		b = append(b, id[n:]...)
+		prev = id
+	}
+	return string(b)
+}
+
+// unpackIDs reverses packIDs.
+func unpackIDs(p string) ([]string, error) {
+	if p == "" {
+		return nil, nil
+	}
+	out := make([]string, 0, strings.Count(p, " ")+1)
+	prev := ""
+	for len(p) > 0 {
+		e, rest, _ := strings.Cut(p, " ")
+		p = rest
+		ns, suffix, ok := strings.Cut(e, "/")
+		n, err := strconv.Atoi(ns)
+		if !ok || err != nil || n < 0 || n > len(prev) {
+			return nil, fmt.Errorf("%w: packed id list: bad entry %q", errCorrupt, e)
+		}
+		id := prev[:n] + suffix
+		out = append(out, id)
+		prev = id
+	}
+	return out, nil
 }
 
 // flowIndex holds the flow state of one namespace in memory.
@@ -88,6 +168,9 @@ type flowIndex struct {
 	// estimated size.
 	kept      map[string][]string
 	keptBytes map[string]int64
+	// counted holds the flow members with a c key: retried after they
+	// ended, they are not waited for again.
+	counted map[string]bool
 }
 
 // flowKeepBytes bounds the memory of the finished members of open flows
@@ -139,7 +222,8 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 			member: make(map[string]string), live: make(map[string]int),
 			open: make(map[string]int), tasks: make(map[string][]string),
 			ended: make(map[string]time.Time), parked: make(map[string]map[string]timedItem),
-			kept: make(map[string][]string), keptBytes: make(map[string]int64)}
+			kept: make(map[string][]string), keptBytes: make(map[string]int64),
+			counted: make(map[string]bool)}
 		s.flows[ns] = f
 	}
 	return f
@@ -211,26 +295,23 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 			return fmt.Errorf("embedded: enqueue flow %q: task %q: %w", p.ID, id, store.ErrTaskExists)
 		}
 	}
-	rec := flowRecord{Spec: p.Spec, CreatedAt: now, Held: make([]string, len(p.Held)), Tasks: ids}
+	heldIDs := make([]string, len(p.Held))
+	rec := flowRecord{Spec: p.Spec, CreatedAt: now, TasksP: packIDs(ids)}
 	for _, id := range ids {
 		fi.member[id] = p.ID
 	}
 	fi.live[p.ID] = len(ids)
 	fi.open[p.ID] = len(ids)
 	fi.tasks[p.ID] = ids
-	nops := 1 + 3*len(p.Tasks)
-	for i := range p.Held {
-		nops += 1 + len(p.Held[i].After)
-	}
-	ops := make([]op, 0, nops)
+	ops := make([]op, 0, 1+3*len(p.Tasks)+len(p.Held))
 	for i := range p.Held {
 		h := &p.Held[i]
-		rec.Held[i] = h.Task.ID
+		heldIDs[i] = h.Task.ID
 		after := h.UniqueAfter()
 		in := h.Task
 		in.Payload = cloneBytes(in.Payload)
 		fi.held[in.ID] = &heldTask{in: in, waiting: len(after)}
-		v, err := json.Marshal(heldRecord{Flow: p.ID, Task: in})
+		v, err := json.Marshal(heldRecord{Flow: p.ID, Task: in, After: packIDs(after)})
 		if err != nil {
 			s.mu.Unlock()
 			return fmt.Errorf("embedded: enqueue flow: %w", err)
@@ -238,9 +319,9 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		ops = append(ops, op{key: nameKey(kHeld, ns.name, in.ID), val: v})
 		for _, a := range after {
 			fi.deps[a] = append(fi.deps[a], in.ID)
-			ops = append(ops, op{key: edgeKey(ns.name, a, in.ID), val: []byte{}})
 		}
 	}
+	rec.HeldP = packIDs(heldIDs)
 	v, err := json.Marshal(rec)
 	if err != nil {
 		s.mu.Unlock()
@@ -312,10 +393,12 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 	}
 	delete(fi.deps, id)
 	for _, hid := range hs {
-		s.flowOps = append(s.flowOps, op{key: edgeKey(ns.name, id, hid)})
 		h := fi.held[hid]
 		if h == nil {
 			continue
+		}
+		if h.edges {
+			s.flowOps = append(s.flowOps, op{key: edgeKey(ns.name, id, hid)})
 		}
 		h.waiting--
 		if h.waiting > 0 {
@@ -441,14 +524,25 @@ func (s *Store) flowPark(it timedItem) bool {
 	return true
 }
 
-// flowReopened notes that finished task id of ns runs again (Retry).
+// flowReopened notes that finished task id of ns runs again (Retry). It
+// was counted for the held tasks that waited for it, and is not waited for
+// again: its c key (in s.flowOps, the caller's batch) tells loadFlows.
+// The caller holds s.mu.
 func (s *Store) flowReopened(ns string, id string) {
 	fi := s.flows[ns]
 	if fi == nil {
 		return
 	}
-	if fid, ok := fi.member[id]; ok && fi.tasks[fid] != nil {
+	fid, ok := fi.member[id]
+	if !ok {
+		return
+	}
+	if fi.tasks[fid] != nil {
 		fi.open[fid]++
+	}
+	if !fi.counted[id] {
+		fi.counted[id] = true
+		s.flowOps = append(s.flowOps, op{key: nameKey(kCounted, ns, id), val: []byte{}})
 	}
 }
 
@@ -474,6 +568,10 @@ func (s *Store) flowGone(ops []op) []op {
 			continue
 		}
 		delete(fi.member, string(rest))
+		if fi.counted[string(rest)] {
+			delete(fi.counted, string(rest))
+			out = append(out, op{key: nameKey(kCounted, nsName, string(rest))})
+		}
 		if fi.live[fid]--; fi.live[fid] <= 0 {
 			delete(fi.live, fid)
 			delete(fi.open, fid)
@@ -518,8 +616,12 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	if p.WithoutSpec {
 		f.Spec = nil
 	}
+	held, err := rec.held()
+	if err != nil {
+		return nil, fmt.Errorf("embedded: flow %q: %w", p.ID, err)
+	}
 	fi := s.flows[p.Namespace]
-	for _, h := range rec.Held {
+	for _, h := range held {
 		if fi != nil && fi.held[h] != nil {
 			f.Held = append(f.Held, h)
 		}
@@ -561,7 +663,12 @@ func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.Fl
 			return false
 		}
 		f := &store.Flow{ID: string(k[len(prefix):]), Spec: rec.Spec, CreatedAt: rec.CreatedAt.UTC(), Held: []string{}}
-		for _, h := range rec.Held {
+		held, err := rec.held()
+		if err != nil {
+			derr = fmt.Errorf("flow record %q: %w", k, err)
+			return false
+		}
+		for _, h := range held {
 			if fi != nil && fi.held[h] != nil {
 				f.Held = append(f.Held, h)
 			}
@@ -576,9 +683,15 @@ func (s *Store) ListFlows(ctx context.Context, p store.FlowListParams) (store.Fl
 	return out, nil
 }
 
-// loadFlows rebuilds the flow indexes from the engine (load's last step).
+// loadFlows rebuilds the flow indexes from the engine (load's last step,
+// once the tasks not in a terminal state are in memory).
 func (s *Store) loadFlows(eng engine) error {
 	s.flows, s.flowKept = nil, 0
+	type heldAfter struct {
+		ns, id string
+		after  []string
+	}
+	var counts []heldAfter
 	var derr error
 	err := eng.scan([]byte{kHeld}, nil, false, func(k, v []byte) bool {
 		nsName, rest, ok := splitKey(k)
@@ -591,7 +704,16 @@ func (s *Store) loadFlows(eng engine) error {
 			derr = fmt.Errorf("%w: held task %q of namespace %q: %w", errCorrupt, rest, nsName, err)
 			return false
 		}
-		s.flowsOf(nsName).held[string(rest)] = &heldTask{in: rec.Task}
+		h := &heldTask{in: rec.Task, edges: rec.After == ""}
+		if !h.edges {
+			after, err := unpackIDs(rec.After)
+			if err != nil {
+				derr = fmt.Errorf("held task %q of namespace %q: %w", rest, nsName, err)
+				return false
+			}
+			counts = append(counts, heldAfter{ns: nsName, id: string(rest), after: after})
+		}
+		s.flowsOf(nsName).held[string(rest)] = h
 		return true
 	})
 	if err = errors.Join(err, derr); err != nil {
@@ -606,7 +728,7 @@ func (s *Store) loadFlows(eng engine) error {
 			if rest[i] == 0 {
 				after, hid := string(rest[:i]), string(rest[i+1:])
 				fi := s.flowsOf(nsName)
-				if h := fi.held[hid]; h != nil {
+				if h := fi.held[hid]; h != nil && h.edges {
 					h.waiting++
 					fi.deps[after] = append(fi.deps[after], hid)
 				}
@@ -617,6 +739,32 @@ func (s *Store) loadFlows(eng engine) error {
 	})
 	if err != nil {
 		return err
+	}
+	err = eng.scan([]byte{kCounted}, nil, false, func(k, _ []byte) bool {
+		if nsName, rest, ok := splitKey(k); ok {
+			s.flowsOf(nsName).counted[string(rest)] = true
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	// A held task still waits for each task of its After that is held, or
+	// stored and not in a terminal state (those are in memory now), and
+	// not counted already (its c key).
+	for _, c := range counts {
+		fi := s.flowsOf(c.ns)
+		ns := s.nss[c.ns]
+		h := fi.held[c.id]
+		for _, a := range c.after {
+			if fi.counted[a] {
+				continue
+			}
+			if fi.held[a] != nil || (ns != nil && ns.tasks[a] != nil) {
+				h.waiting++
+				fi.deps[a] = append(fi.deps[a], c.id)
+			}
+		}
 	}
 	return s.loadFlowMembers(eng)
 }
@@ -637,11 +785,20 @@ func (s *Store) loadFlowMembers(eng engine) error {
 			return false
 		}
 		var rec struct {
-			Tasks []string `json:"tasks"`
+			Tasks  []string `json:"tasks"`
+			TasksP string   `json:"tp"`
 		}
 		if err := json.Unmarshal(v, &rec); err != nil {
 			derr = fmt.Errorf("%w: flow %q of namespace %q: %w", errCorrupt, rest, nsName, err)
 			return false
+		}
+		if rec.TasksP != "" {
+			ids, err := unpackIDs(rec.TasksP)
+			if err != nil {
+				derr = fmt.Errorf("flow %q of namespace %q: %w", rest, nsName, err)
+				return false
+			}
+			rec.Tasks = ids
 		}
 		if len(rec.Tasks) > 0 {
 			fs = append(fs, flowTasks{ns: nsName, id: string(rest), tasks: rec.Tasks})
@@ -691,4 +848,4 @@ func (s *Store) loadFlowMembers(eng engine) error {
 }
 
 // flowKinds lists the key kinds of flows, for Check.
-var flowKinds = []byte{kFlow, kHeld, kEdge, kFlowEnd}
+var flowKinds = []byte{kFlow, kHeld, kEdge, kFlowEnd, kCounted}

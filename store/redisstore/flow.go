@@ -18,60 +18,100 @@ var _ store.Flows = (*Store)(nil)
 //	T:f:<flow>   hash  the flow record: s (spec), ca (created, µs)
 //	T:fl         zset  every flow id, all scores 0 (ListFlows' order)
 //	T:fh:<flow>  zset  its held tasks not yet released, scored by position
-//	T:fm:<flow>  set   all its tasks (ready and held)
 //	T:h:<id>     hash  a held task: d, p, q, ty, pd (9-priority digit), mr,
-//	                   rtu, dp (has dependents), fl (its flow), w (the
+//	                   rtu, dp (its dependents), fl (its flow), w (the
 //	                   number of tasks it still waits for)
-//	T:dp:<id>    set   the held tasks waiting for task id
+//
+// Flows written before this format may also have T:fm:<flow> (set: all its
+// tasks, deleted with the flow) and T:dp:<id> (set: the held tasks waiting
+// for task id, whose record then has dp = "1").
 //
 // The flow record also has the field n: the number of its tasks (ready or
-// held) still stored, and u: the number not yet in a terminal state; T:fm:<flow>
-// (set) lists all its tasks. When u reaches 0 (flow_ended, in the script
-// that finishes or deletes the last open task) the record's field xe (µs)
-// becomes at least that task's ea: one write, not one per member. Sweep
-// keeps a finished member until the later of its own ea and its flow's xe
-// (moving its T:x score there), and Get and List report that later time as
-// its ExpiresAt. While u > 0, Sweep moves finished members from T:x to the
-// set T:fx:<flow> without deleting them (flow_holds), and flow_ended puts
-// them back in T:x at xe. An admin Retry of a member adds 1 to u again. Every task of a flow has the field fl (its flow)
-// in its record, copied when a held task is released. The scripts that
-// delete a task record (Delete, and Sweep's retention) call flow_gone on
-// its fl in the same script: it decrements n, and when it reaches 0 deletes
-// T:f:<flow>, T:fh:<flow> and the id from T:fl. A flow is therefore
-// deleted in the step that deletes the last of its tasks, never earlier.
+// held) still stored, and u: the number not yet in a terminal state. When
+// u reaches 0 (flow_ended, in the script that finishes or deletes the last
+// open task) the record's field xe (µs) becomes at least that task's ea:
+// one write, not one per member. Sweep keeps a finished member until the
+// later of its own ea and its flow's xe (moving its T:x score there), and
+// Get and List report that later time as its ExpiresAt. While u > 0, Sweep
+// moves finished members from T:x to the set T:fx:<flow> without deleting
+// them (flow_holds), and flow_ended puts them back in T:x at xe. An admin
+// Retry of a member adds 1 to u again. Every task of a flow has the field
+// fl (its flow) in its record, copied when a held task is released. The
+// scripts that delete a task record (Delete, and Sweep's retention) call
+// flow_gone on its fl in the same script: it decrements n, and when it
+// reaches 0 deletes T:f:<flow>, T:fh:<flow> and the id from T:fl. A flow is
+// therefore deleted in the step that deletes the last of its tasks, never
+// earlier.
 //
-// A task with dependents has the field dp = "1" in its record. Every script
-// that moves a task to a terminal state, or deletes one that had not
-// finished, calls flow_done on it in the same script: it deletes T:dp:<id>
-// (so a later terminal transition counts nothing), decrements w of each
-// held task in it, and enqueues those that reach 0.
+// A task with dependents lists them in its field dp, each id after a
+// space (a chord's member: the callback). Every script that moves a task
+// to a terminal state, or deletes one that had not finished, calls
+// flow_done on it in the same script: it empties or deletes dp (so a later
+// terminal transition counts nothing; Report empties it in the write of
+// the outcome) and counts the task for each held task in it. The counts of the script are written at its end (flow_apply, called
+// by flush, still in the script): w of each such held task drops by the
+// number counted, and those that reach 0 are enqueued; u of each flow
+// drops by its tasks that ended. A report of 50 members of a chord is then
+// one write of the callback's w and one of the flow's u.
 var flowLua = `
-local function flow_done(id)
-  local dk = T .. ':dp:' .. id
-  local hs = redis.call('SMEMBERS', dk)
-  if #hs == 0 then return end
-  redis.call('DEL', dk)
-  for _, h in ipairs(hs) do
-    local hk = T .. ':h:' .. h
-    if redis.call('HINCRBY', hk, 'w', -1) == 0 then
-      local f = redis.call('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp')
-      local seq = redis.call('INCR', T .. ':seq')
-      local m = f[5] .. R17(NOW) .. struct.pack('>I8', seq) .. h
-      local tf = {'d', f[1], 'q', f[3], 'ty', f[4], 'ca', S(NOW), 'm', m, 'st', '2'}
-      if f[8] then tf[#tf + 1] = 'fl'; tf[#tf + 1] = f[8] end
-      if f[2] then tf[#tf + 1] = 'p'; tf[#tf + 1] = f[2] end
-      if f[6] then tf[#tf + 1] = 'mr'; tf[#tf + 1] = f[6] end
-      if f[7] then tf[#tf + 1] = 'rtu'; tf[#tf + 1] = f[7] end
-      if f[9] then tf[#tf + 1] = 'dp'; tf[#tf + 1] = '1' end
-      redis.call('HSET', tkey(h), unpack(tf))
-      redis.call('ZADD', T .. ':all', seq, h)
-      push_ready(f[3], f[4], m)
-      count('2', f[3], 1)
-      ev('E', '2', h, f[3], f[4])
-      redis.call('DEL', hk)
-      if f[8] then redis.call('ZREM', T .. ':fh:' .. f[8], h) end
-    end
+-- The counts of a script are gathered and written once, by flow_apply
+-- (which flush calls first): fd_w[h] is the number of tasks finished here
+-- that held task h waited for, fe_n[fl] the number of tasks of flow fl
+-- that ended here and fe_ea[fl] the latest of their expiries.
+local fd_w, fd_order, fe_n, fe_ea, fe_order = {}, {}, {}, {}, {}
+
+-- flow_done counts task id (whose field dp is dp; nil: read it) as
+-- finished for each held task that waits for it, once: its dependents are
+-- then forgotten (new records: dp, which lists them each after a space,
+-- is deleted, or emptied by the caller's own write of the record when
+-- cleared is set; records written before: dp is "1" and the set
+-- T:dp:<id> lists them, deleted). flow_apply releases those that wait for
+-- nothing more.
+local function flow_done(id, dp, cleared)
+  if dp == nil then dp = redis.call('HGET', tkey(id), 'dp') end
+  if not dp or dp == '' then return end
+  local hs
+  if dp == '1' then
+    local dk = T .. ':dp:' .. id
+    hs = redis.call('SMEMBERS', dk)
+    if #hs == 0 then return end
+    redis.call('DEL', dk)
+  else
+    if not cleared then redis.call('HDEL', tkey(id), 'dp') end
+    hs = {}
+    for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
   end
+  for _, h in ipairs(hs) do
+    local c = fd_w[h]
+    if not c then
+      c = 0
+      fd_order[#fd_order + 1] = h
+    end
+    fd_w[h] = c + 1
+  end
+end
+
+local function flow_release(h, n)
+  local hk = T .. ':h:' .. h
+  if redis.call('EXISTS', hk) == 0 then return end
+  if redis.call('HINCRBY', hk, 'w', -n) > 0 then return end
+  local f = redis.call('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp')
+  if not f[1] then return end
+  local seq = redis.call('INCR', T .. ':seq')
+  local m = f[5] .. R17(NOW) .. struct.pack('>I8', seq) .. h
+  local tf = {'d', f[1], 'q', f[3], 'ty', f[4], 'ca', S(NOW), 'm', m, 'st', '2'}
+  if f[8] then tf[#tf + 1] = 'fl'; tf[#tf + 1] = f[8] end
+  if f[2] then tf[#tf + 1] = 'p'; tf[#tf + 1] = f[2] end
+  if f[6] then tf[#tf + 1] = 'mr'; tf[#tf + 1] = f[6] end
+  if f[7] then tf[#tf + 1] = 'rtu'; tf[#tf + 1] = f[7] end
+  if f[9] then tf[#tf + 1] = 'dp'; tf[#tf + 1] = f[9] end
+  redis.call('HSET', tkey(h), unpack(tf))
+  redis.call('ZADD', T .. ':all', seq, h)
+  push_ready(f[3], f[4], m)
+  count('2', f[3], 1)
+  ev('E', '2', h, f[3], f[4])
+  redis.call('DEL', hk)
+  if f[8] then redis.call('ZREM', T .. ':fh:' .. f[8], h) end
 end
 
 local function flow_gone(fl)
@@ -85,15 +125,28 @@ local function flow_gone(fl)
 end
 
 -- flow_ended notes that a task of flow fl reached a terminal state (or was
--- deleted before it did), whose expiry would be ea (µs). When it was the
--- flow's last open task, the flow's expiry xe becomes at least ea (Sweep
--- keeps every finished member until then), and the members Sweep parked
--- in T:fx:<flow> while the flow was open go back in T:x at xe.
+-- deleted before it did), whose expiry would be ea (µs). flow_apply
+-- subtracts them from the flow's open count u; when that reaches 0, the
+-- flow's expiry xe becomes at least the latest such ea (Sweep keeps every
+-- finished member until then), and the members Sweep parked in
+-- T:fx:<flow> while the flow was open go back in T:x at xe.
 local function flow_ended(fl, ea)
   if not fl then return end
+  local n = fe_n[fl]
+  if not n then
+    n = 0
+    fe_order[#fe_order + 1] = fl
+    fe_ea[fl] = ea
+  elseif tonumber(ea) > tonumber(fe_ea[fl]) then
+    fe_ea[fl] = ea
+  end
+  fe_n[fl] = n + 1
+end
+
+local function flow_end_apply(fl, n, ea)
   local fk = T .. ':f:' .. fl
   if not redis.call('HGET', fk, 'u') then return end
-  if redis.call('HINCRBY', fk, 'u', -1) > 0 then return end
+  if redis.call('HINCRBY', fk, 'u', -n) > 0 then return end
   local old = redis.call('HGET', fk, 'xe')
   if old and tonumber(old) > tonumber(ea) then ea = old end
   redis.call('HSET', fk, 'xe', ea)
@@ -105,6 +158,13 @@ local function flow_ended(fl, ea)
   end
   zadd_all(T .. ':x', l)
   redis.call('DEL', pk)
+end
+
+flow_apply = function()
+  for _, h in ipairs(fd_order) do flow_release(h, fd_w[h]) end
+  fd_w, fd_order = {}, {}
+  for _, fl in ipairs(fe_order) do flow_end_apply(fl, fe_n[fl], fe_ea[fl]) end
+  fe_n, fe_ea, fe_order = {}, {}, {}
 end
 
 -- flow_expiry returns the expiry xe of flow fl once all its tasks ended
@@ -131,14 +191,15 @@ end
 `
 
 // flowTaskArgs is the number of ARGV values per task of flowScript (held
-// tasks add the count of their dependencies and the ids).
+// tasks add the count of the tasks they wait for).
 const flowTaskArgs = 10
 
 // flowScript adds a flow. ARGV[3] is the flow id, ARGV[4] the spec,
 // ARGV[5] and ARGV[6] the numbers of ready and held tasks, then per task:
 // id, record (field d), payload, queue, type, 9-priority digit, max
-// retries, retention µs, "1" when it has dependents, RunAt µs ("" for
-// now); a held task follows with its number of dependencies and their ids.
+// retries, retention µs, its dependents (the held tasks that wait for it,
+// each after a space; "" for none), RunAt µs ("" for now); a held task
+// follows with the number of tasks it waits for.
 // It returns "F" when the flow exists, "E<id>" when a task id is taken, or
 // "O".
 var flowScript = redis.NewScript(prelude + `
@@ -150,19 +211,11 @@ local starts = {}
 for j = 1, nt + nh do
   starts[j] = i
   local id = ARGV[i]
-  if redis.call('EXISTS', tkey(id)) == 1 or redis.call('EXISTS', T .. ':h:' .. id) == 1 then return 'E' .. id end
+  if redis.call('EXISTS', tkey(id), T .. ':h:' .. id) > 0 then return 'E' .. id end
   i = i + ` + strconv.Itoa(flowTaskArgs) + `
-  if j > nt then i = i + 1 + tonumber(ARGV[i]) end
+  if j > nt then i = i + 1 end
 end
 redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh, 'u', nt + nh)
-local members = {}
-for j = 1, nt + nh do
-  members[#members + 1] = ARGV[starts[j]]
-  if #members == 1000 or j == nt + nh then
-    redis.call('SADD', T .. ':fm:' .. fid, unpack(members))
-    members = {}
-  end
-end
 redis.call('ZADD', T .. ':fl', 0, fid)
 local sNOW = S(NOW)
 local nowR = R17(NOW)
@@ -176,7 +229,7 @@ for j = 1, nt do
   if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
   if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
   if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
-  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = '1' end
+  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = ARGV[i + 8] end
   local st, m
   local tail = struct.pack('>I8', seq) .. id
   if ra ~= '' then
@@ -213,13 +266,10 @@ for j = nt + 1, nt + nh do
   if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
   if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
   if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
-  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = '1' end
+  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = ARGV[i + 8] end
   redis.call('HSET', T .. ':h:' .. id, unpack(f))
   fh[#fh + 1] = j - nt
   fh[#fh + 1] = id
-  for k = 1, na do
-    redis.call('SADD', T .. ':dp:' .. ARGV[i + ` + strconv.Itoa(flowTaskArgs) + ` + k], id)
-  end
 end
 zadd_all(T .. ':fh:' .. fid, fh)
 flush()
@@ -237,28 +287,33 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	if err := p.Validate(s.limits, s.localNow()); err != nil {
 		return fmt.Errorf("redisstore: enqueue flow: %w", err)
 	}
-	hasDeps := make(map[string]bool)
+	// Each task's dependents go in its record (field dp), each after a
+	// space: a chord's members name the callback, with no key of their own.
+	afters := make([][]string, len(p.Held))
+	deps := make(map[string][]byte)
 	for i := range p.Held {
-		for _, a := range p.Held[i].After {
-			hasDeps[a] = true
+		afters[i] = p.Held[i].UniqueAfter()
+		for _, a := range afters[i] {
+			deps[a] = append(append(deps[a], ' '), p.Held[i].Task.ID...)
 		}
 	}
-	args := make([]any, 0, 6+(len(p.Tasks)+len(p.Held))*(flowTaskArgs+2))
+	args := make([]any, 0, 6+len(p.Tasks)*flowTaskArgs+len(p.Held)*(flowTaskArgs+1))
 	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held))
 	add := func(in *store.TaskInput) {
 		q := in.Queue
 		if q == "" {
 			q = store.DefaultQueue
 		}
-		var mr, rtu, dp, ra any = "", "", "", ""
+		var mr, rtu, ra any = "", "", ""
+		var dp any = ""
 		if in.MaxRetries != 0 {
 			mr = in.MaxRetries
 		}
 		if in.Retention != 0 {
 			rtu = in.Retention.Microseconds()
 		}
-		if hasDeps[in.ID] {
-			dp = "1"
+		if d := deps[in.ID]; d != nil {
+			dp = d
 		}
 		if !in.RunAt.IsZero() {
 			ra = itoa(microCeil(in.RunAt))
@@ -271,11 +326,7 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	}
 	for i := range p.Held {
 		add(&p.Held[i].Task)
-		after := p.Held[i].UniqueAfter()
-		args = append(args, len(after))
-		for _, a := range after {
-			args = append(args, a)
-		}
+		args = append(args, len(afters[i]))
 	}
 	if err := s.register(ctx, p.Namespace); err != nil {
 		return err

@@ -52,6 +52,9 @@ end
 local WAKE = ARGV[2]
 local woke = false
 local cnt = {}
+-- flow_apply (flow.go) writes the flow counts the script gathered; flush
+-- calls it first.
+local flow_apply
 -- evs collects the task changes of the script, written by flush() as one
 -- entry of the change feed T:ev (see changes.go for the format).
 local evs = {}
@@ -71,6 +74,7 @@ local function count(st, q, d)
   c[q] = (c[q] or 0) + d
 end
 local function flush()
+  if flow_apply then flow_apply() end
   for st, c in pairs(cnt) do
     for q, d in pairs(c) do
       if d ~= 0 then redis.call('HINCRBY', T .. ':c', st .. '/' .. q, d) end
@@ -458,13 +462,17 @@ while i <= #ARGV do
       local ea = eaDefault
       if f[4] then ea = S(NOW + tonumber(f[4])) end
       local st
+      -- The dependents listed in dp are counted once: the record's write
+      -- empties dp (else it sets st twice).
+      local dk, dv = 'st', nil
+      if f[6] and f[6] ~= '1' then dk, dv = 'dp', '' end
       if kind == '0' then
         st = '5'
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, dk, dv or st)
         ev('K', st, id, q, f[8], f[9])
       elseif kind == '1' then
         st = '5'
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3])
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3], dk, dv or st)
         ev('K', st, id, q, f[8], f[9])
       else
         if kind == '3' then
@@ -475,18 +483,13 @@ while i <= #ARGV do
           st = '7'
           ev('C', st, id, q, f[8], f[9])
         end
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3])
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3], dk, dv or st)
         if kind == '3' or ARGV[i + 3] ~= '' then add_err(key, f[9], ARGV[i + 3]) end
       end
-      if f[7] then
-        -- Now: flow_ended may raise ea of tasks finished earlier here.
-        redis.call('ZADD', T .. ':x', ea, id)
-      else
-        expz[#expz + 1] = ea
-        expz[#expz + 1] = id
-      end
+      expz[#expz + 1] = ea
+      expz[#expz + 1] = id
       count(st, q, 1)
-      if f[6] then flow_done(id) end
+      if f[6] then flow_done(id, f[6], true) end
       flow_ended(f[7], ea)
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a')
