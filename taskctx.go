@@ -35,13 +35,20 @@ type taskCtx struct {
 	deadline time.Time // zero: none
 	index    int       // in the run's deadlines heap; -1 when not in it
 
-	err    atomic.Pointer[error]           // set once, at the cancel
-	causer atomic.Pointer[context.Context] // carries the cause; set before err
+	state  atomic.Uint32                   // live, or how it was cancelled (set once)
+	causer atomic.Pointer[context.Context] // carries the cause; set before state
 
 	mu    sync.Mutex
 	done  chan struct{} // made on demand; closed at the cancel
 	after []*func()     // AfterFunc's functions not run or stopped yet
 }
+
+// taskCtx states.
+const (
+	ctxLive      = iota
+	ctxCancelled // Err is context.Canceled
+	ctxTimedOut  // Err is context.DeadlineExceeded
+)
 
 // closedDone is the done channel of a context cancelled before anyone
 // asked for its channel.
@@ -59,7 +66,7 @@ func (c *taskCtx) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done == nil {
-		if c.err.Load() != nil {
+		if c.state.Load() != ctxLive {
 			c.done = closedDone
 		} else {
 			c.done = make(chan struct{})
@@ -71,8 +78,11 @@ func (c *taskCtx) Done() <-chan struct{} {
 // Err returns nil until the context is cancelled, then
 // context.DeadlineExceeded or context.Canceled.
 func (c *taskCtx) Err() error {
-	if e := c.err.Load(); e != nil {
-		return *e
+	switch c.state.Load() {
+	case ctxCancelled:
+		return context.Canceled
+	case ctxTimedOut:
+		return context.DeadlineExceeded
 	}
 	return nil
 }
@@ -99,7 +109,7 @@ func (c *taskCtx) String() string { return "kiln.taskCtx(" + c.task.ID + ")" }
 // from this one (see context.AfterFunc and its afterFuncer).
 func (c *taskCtx) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
-	if c.err.Load() != nil {
+	if c.state.Load() != ctxLive {
 		c.mu.Unlock()
 		go f()
 		return func() bool { return false }
@@ -125,17 +135,21 @@ func (c *taskCtx) AfterFunc(f func()) (stop func() bool) {
 // already. The functions given to AfterFunc run before it returns, as the
 // standard contexts cancel their children.
 func (c *taskCtx) cancel(err, cause error) {
+	state := uint32(ctxCancelled)
+	if err == context.DeadlineExceeded { //nolint:errorlint // one of two values
+		state = ctxTimedOut
+	}
 	c.mu.Lock()
-	if c.err.Load() != nil {
+	if c.state.Load() != ctxLive {
 		c.mu.Unlock()
 		return
 	}
-	if cause != nil && cause != err {
+	if cause != nil && cause != err { //nolint:errorlint // the very value
 		cc, set := context.WithCancelCause(c.base)
 		set(cause)
 		c.causer.Store(&cc)
 	}
-	c.err.Store(&err)
+	c.state.Store(state)
 	if c.done == nil {
 		c.done = closedDone
 	} else {
@@ -152,7 +166,7 @@ func (c *taskCtx) cancel(err, cause error) {
 // cause returns the cancel's cause: nil while the context is not
 // cancelled.
 func (c *taskCtx) cause() error {
-	if c.err.Load() == nil {
+	if c.state.Load() == ctxLive {
 		return nil
 	}
 	return context.Cause(c)
