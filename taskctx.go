@@ -30,7 +30,7 @@ import (
 //     register there (no goroutine); context.AfterFunc works as for any
 //     context.
 type taskCtx struct {
-	base     context.Context // values only: never cancelled
+	base     context.Context //nolint:containedctx // a context is made of its parent: values only, never cancelled
 	task     *Task
 	deadline time.Time // zero: none
 	index    int       // in the run's deadlines heap; -1 when not in it

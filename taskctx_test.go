@@ -11,9 +11,10 @@ type ctxTestKey struct{}
 
 // stdTaskCtx is what taskCtx stands for: the handler's context as the
 // standard library builds it.
-func stdTaskCtx(tb testing.TB, base context.Context, t *Task, dl time.Time) (context.Context, func(error)) {
+func stdTaskCtx(base context.Context, tb testing.TB, t *Task, dl time.Time) (context.Context, func(error)) {
+	tb.Helper()
 	ctx, cancel := context.WithCancelCause(base)
-	var c context.Context = ctx
+	c := context.Context(ctx)
 	if !dl.IsZero() {
 		var stop context.CancelFunc
 		c, stop = context.WithDeadlineCause(ctx, dl, ErrTaskTimeout)
@@ -40,7 +41,7 @@ type ctxView struct {
 // directly or by its deadline), waits for everything to be cancelled and
 // returns what it saw. It returns false when ctx's deadline came before it
 // derived the contexts (a busy machine): try again with a later one.
-func observe(t *testing.T, ctx context.Context, cancel func()) (ctxView, bool) {
+func observe(ctx context.Context, t *testing.T, cancel func()) (ctxView, bool) {
 	t.Helper()
 	child, stopChild := context.WithCancel(ctx)
 	defer stopChild()
@@ -101,8 +102,8 @@ func TestTaskCtxAsStandard(t *testing.T) {
 						dl = time.Now().Add(time.Hour)
 					}
 				}
-				std, stdCancel := stdTaskCtx(t, base, task, dl)
-				want, ok := observe(t, std, func() {
+				std, stdCancel := stdTaskCtx(base, t, task, dl)
+				want, ok := observe(std, t, func() {
 					if !c.deadline || c.cause != nil {
 						stdCancel(c.cause)
 					}
@@ -117,7 +118,7 @@ func TestTaskCtxAsStandard(t *testing.T) {
 				if !dl.IsZero() {
 					d.add(&tc)
 				}
-				got, ok := observe(t, &tc, func() {
+				got, ok := observe(&tc, t, func() {
 					if !c.deadline || c.cause != nil {
 						tc.cancel(context.Canceled, c.cause)
 					}

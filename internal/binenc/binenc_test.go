@@ -99,7 +99,7 @@ func TestLens(t *testing.T) {
 		if got, want := UvarintLen(u), len(binary.AppendUvarint(nil, u)); got != want {
 			t.Errorf("UvarintLen(%d) = %d, want %d", u, got, want)
 		}
-		for _, v := range []int64{int64(u), -int64(u)} { //nolint:gosec // G115: wrapping is what the test wants
+		for _, v := range []int64{int64(u), -int64(u)} {
 			if got, want := VarintLen(v), len(binary.AppendVarint(nil, v)); got != want {
 				t.Errorf("VarintLen(%d) = %d, want %d", v, got, want)
 			}

@@ -126,7 +126,7 @@ func FuzzDecode(f *testing.F) {
 
 // TestEncodeAllocs: Encode sizes its buffer once, and appending to a
 // buffer with room does not allocate.
-func TestEncodeAllocs(t *testing.T) {
+func TestEncodeAllocs(t *testing.T) { //nolint:paralleltest // it counts the process's allocations, so it runs alone
 	task := withErrors()
 	if n := testing.AllocsPerRun(100, func() { _ = Encode(nil, 77, task) }); n != 1 {
 		t.Errorf("Encode(nil) makes %v allocations, want 1", n)
