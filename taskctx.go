@@ -28,7 +28,11 @@ import (
 //   - Contexts derived from it are cancelled with it, with its Err and
 //     cause: context.WithCancel and the like find its AfterFunc method and
 //     register there (no goroutine); context.AfterFunc works as for any
-//     context.
+//     context. A cancelable context derived through a context.WithValue
+//     of it (a middleware's) is cancelled as well, but the context
+//     package then watches it with a goroutine, as it does for every
+//     context type of its own; the worker itself never wraps it (the
+//     task and the handler's span are in its values).
 type taskCtx struct {
 	base     context.Context //nolint:containedctx // a context is made of its parent: values only, never cancelled
 	task     *Task
@@ -56,6 +60,14 @@ var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 func (c *taskCtx) init(base context.Context, t *Task, deadline time.Time) {
 	c.base, c.task, c.deadline, c.index = base, t, deadline, -1
+}
+
+// setBase replaces the context whose values c gives (the worker adds the
+// handler's span to them) before the handler is called.
+func (c *taskCtx) setBase(base context.Context) {
+	c.mu.Lock()
+	c.base = base
+	c.mu.Unlock()
 }
 
 // Deadline returns the attempt's deadline, if it has one.

@@ -735,13 +735,17 @@ func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) 
 		j.ser.Started.Inc()
 	}
 	w.emit(Event{Kind: EventStarted, TaskID: t.ID, Type: t.Type, Queue: t.Queue, Attempt: t.Attempt})
-	var ctx context.Context = tc
 	var span trace.Span
 	if w.tracer != nil {
-		ctx, span = startHandle(ctx, w.tracer, t, j.trace)
+		// The span goes into the values under the handler's context, not
+		// around it, so that what the handler derives from it is still a
+		// child the context package knows (see taskCtx).
+		var vals context.Context
+		vals, span = startHandle(base, w.tracer, t, j.trace)
+		tc.setBase(vals)
 	}
 	start := time.Now()
-	err := call(ctx, h, t)
+	err := call(tc, h, t)
 	dur := time.Since(start)
 	if !dl.IsZero() {
 		rs.deadlines.remove(tc)
