@@ -67,7 +67,18 @@ func (c *taskCtx) init(base context.Context, t *Task, deadline time.Time) {
 func (c *taskCtx) setBase(base context.Context) {
 	c.mu.Lock()
 	c.base = base
+	if cc := c.causer.Load(); cc != nil { // cancelled already: the cause's carrier takes the new values
+		c.causer.Store(causeCarrier(base, context.Cause(*cc)))
+	}
 	c.mu.Unlock()
+}
+
+// causeCarrier returns a context with base's values, cancelled with cause,
+// for context.Cause to find.
+func causeCarrier(base context.Context, cause error) *context.Context {
+	cc, set := context.WithCancelCause(base)
+	set(cause)
+	return &cc
 }
 
 // Deadline returns the attempt's deadline, if it has one.
@@ -157,9 +168,7 @@ func (c *taskCtx) cancel(err, cause error) {
 		return
 	}
 	if cause != nil && cause != err { //nolint:errorlint // the very value
-		cc, set := context.WithCancelCause(c.base)
-		set(cause)
-		c.causer.Store(&cc)
+		c.causer.Store(causeCarrier(c.base, cause))
 	}
 	c.state.Store(state)
 	if c.done == nil {

@@ -246,3 +246,19 @@ func TestDeadlinesFire(t *testing.T) {
 		t.Errorf("after fire: %d watched, timer at %v; want 1 at %v", len(d.heap), d.at, latest.deadline)
 	}
 }
+
+// TestTaskCtxSetBase: values set after a cancel are seen, and the cause
+// stays.
+func TestTaskCtxSetBase(t *testing.T) {
+	t.Parallel()
+	var tc taskCtx
+	tc.init(context.Background(), &Task{ID: "t"}, time.Time{})
+	tc.cancel(context.Canceled, ErrTaskCancelled)
+	tc.setBase(context.WithValue(context.Background(), ctxTestKey{}, 3))
+	if v := tc.Value(ctxTestKey{}); v != 3 {
+		t.Errorf("value after setBase = %v, want 3", v)
+	}
+	if cause := context.Cause(&tc); cause != ErrTaskCancelled { //nolint:errorlint // the very value
+		t.Errorf("cause after setBase = %v, want ErrTaskCancelled", cause)
+	}
+}
