@@ -28,6 +28,12 @@ func TestTracingEnqueueToHandle(t *testing.T) {
 		}
 		b.startWorker(t, &WorkerConfig{TracerProvider: tp}, func(w *Worker) {
 			w.Handle("traced", HandlerFunc(func(ctx context.Context, _ *Task) error {
+				// The span is in the handler's context's values, not
+				// wrapped around it: contexts derived from it register
+				// with its AfterFunc (no goroutine of the context package).
+				if _, ok := ctx.(interface{ AfterFunc(func()) func() bool }); !ok {
+					t.Errorf("the handler's context is a %T, not the worker's own", ctx)
+				}
 				_, span := tp.Tracer("app").Start(ctx, "inside")
 				span.End()
 				return nil

@@ -104,6 +104,8 @@ type runState struct {
 	depthEnd func()             // removes the queue depth source; nil without metrics
 
 	fetchWG, poolWG, hbWG, repWG, bgWG sync.WaitGroup
+
+	deadlines deadlines // of the running handlers' contexts
 }
 
 // job is one leased task.
@@ -117,9 +119,11 @@ type job struct {
 	ser      *metrics.Series // the task's collectors; nil without metrics
 	trace    string          // the task's trace context (W3C traceparent), with tracing on
 
+	ctx taskCtx // the handler's context
+
 	mu      sync.Mutex
-	cancel  context.CancelCauseFunc // set while the handler runs
-	pending error                   // a cancel cause that came before the start
+	running bool  // the handler started: cancels go to ctx
+	pending error // a cancel cause that came before the start
 }
 
 // storeNow estimates the store clock's current time: the lease time by the
@@ -132,8 +136,8 @@ func (j *job) storeNow() time.Time { return j.stStart.Add(time.Since(j.leasedAt)
 // cause if the handler has not started.
 func (j *job) cancelWith(cause error) {
 	j.mu.Lock()
-	if j.cancel != nil {
-		j.cancel(cause)
+	if j.running {
+		j.ctx.cancel(context.Canceled, cause)
 	} else if j.pending == nil {
 		j.pending = cause
 	}
@@ -457,6 +461,7 @@ func (w *Worker) stop(ctx context.Context, rs *runState) error {
 	if rs.depthEnd != nil {
 		rs.depthEnd()
 	}
+	rs.deadlines.stop()
 	if !flushOK {
 		if err == nil {
 			err = ctx.Err()
@@ -692,8 +697,6 @@ func (w *Worker) emit(e Event) {
 // execute runs one attempt and queues its outcome.
 func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) {
 	t := &j.task
-	ctx, cancel := context.WithCancelCause(base)
-	defer cancel(nil)
 
 	// The attempt's deadline, on the local clock.
 	var dl time.Time
@@ -707,21 +710,25 @@ func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) 
 			dl, deadlineBound = d, true
 		}
 	}
-	if !dl.IsZero() {
-		var stop context.CancelFunc
-		ctx, stop = context.WithDeadlineCause(ctx, dl, ErrTaskTimeout)
-		defer stop()
-	}
+	tc := &j.ctx
+	tc.init(base, t, dl)
 
 	j.mu.Lock()
 	pending := j.pending
 	if pending == nil {
-		j.cancel = cancel
+		j.running = true
 	}
 	j.mu.Unlock()
 	if pending != nil { // cancelled or lost before it started
 		w.finish(rs, j, false, nil, pending, 0, false)
 		return
+	}
+	if !dl.IsZero() {
+		if !dl.After(time.Now()) {
+			tc.cancel(context.DeadlineExceeded, ErrTaskTimeout)
+		} else {
+			rs.deadlines.add(tc)
+		}
 	}
 
 	if j.ser != nil {
@@ -730,17 +737,28 @@ func (w *Worker) execute(base context.Context, rs *runState, j *job, h Handler) 
 	w.emit(Event{Kind: EventStarted, TaskID: t.ID, Type: t.Type, Queue: t.Queue, Attempt: t.Attempt})
 	var span trace.Span
 	if w.tracer != nil {
-		ctx, span = startHandle(ctx, w.tracer, t, j.trace)
+		// The span goes into the values under the handler's context, not
+		// around it, so that what the handler derives from it is still a
+		// child the context package knows (see taskCtx).
+		var vals context.Context
+		vals, span = startHandle(base, w.tracer, t, j.trace)
+		tc.setBase(vals)
 	}
 	start := time.Now()
-	err := call(ctx, h, t)
+	err := call(tc, h, t)
 	dur := time.Since(start)
+	if !dl.IsZero() {
+		rs.deadlines.remove(tc)
+	}
 	endSpan(span, err)
-	cause := context.Cause(ctx)
-	timedOut := errors.Is(cause, ErrTaskTimeout) && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	cause := tc.cause()
+	timedOut := errors.Is(cause, ErrTaskTimeout) && errors.Is(tc.Err(), context.DeadlineExceeded)
 	if timedOut && err != nil {
 		err = timeoutError{err: err, deadline: deadlineBound}
 	}
+	// What the handler left running sees its context end, as the
+	// attempt has.
+	tc.cancel(context.Canceled, nil)
 	w.finish(rs, j, true, err, cause, dur, timedOut && deadlineBound)
 }
 

@@ -774,7 +774,11 @@ func isFlowCancel(err error) bool {
 // tasks go to h unchanged.
 func (w *Worker) flowHandler(h Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, t *Task) error {
-		ctx = context.WithValue(ctx, taskKey{}, t) // TaskFromContext
+		if got, _ := ctx.Value(taskKey{}).(*Task); got != t {
+			// The worker's handler context (taskCtx) holds the task already;
+			// wrapping it would cost its derived contexts a goroutine each.
+			ctx = context.WithValue(ctx, taskKey{}, t) // TaskFromContext
+		}
 		if !flowspec.IsEnvelope(t.Payload) {
 			return h.ProcessTask(ctx, t)
 		}

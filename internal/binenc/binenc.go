@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"time"
 )
 
@@ -52,6 +53,34 @@ func AppendTime(dst []byte, t time.Time) []byte {
 		n++
 	}
 	return binary.AppendVarint(dst, n)
+}
+
+// UvarintLen returns the number of bytes binary.AppendUvarint writes for x.
+func UvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+// VarintLen returns the number of bytes binary.AppendVarint writes for x.
+func VarintLen(x int64) int {
+	ux := uint64(x) << 1 //nolint:gosec // G115: the zig-zag encoding, as encoding/binary does
+	if x < 0 {
+		ux = ^ux
+	}
+	return UvarintLen(ux)
+}
+
+// StringLen returns the number of bytes AppendString writes for s (and
+// AppendBytes for a slice of the same length).
+func StringLen(s string) int { return UvarintLen(uint64(len(s))) + len(s) }
+
+// TimeLen returns the number of bytes AppendTime writes for t.
+func TimeLen(t time.Time) int {
+	if t.IsZero() {
+		return 1
+	}
+	n := t.UnixNano()
+	if n >= 0 {
+		n++
+	}
+	return VarintLen(n)
 }
 
 // Reader reads what the Append functions wrote. After the first problem

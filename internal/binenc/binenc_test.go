@@ -2,7 +2,10 @@ package binenc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +81,43 @@ func TestFailures(t *testing.T) {
 		// After a failure every read is a zero value.
 		if r.Byte() != 0 || r.Uvarint() != 0 || r.String(10) != "" {
 			t.Errorf("%s: reads after a failure are not zero", name)
+		}
+	}
+}
+
+// TestLens: the Len functions give what the Append functions write, at
+// every varint boundary and for negative values.
+func TestLens(t *testing.T) {
+	t.Parallel()
+	var us []uint64
+	for shift := range 64 {
+		v := uint64(1) << shift
+		us = append(us, v-1, v, v+1)
+	}
+	us = append(us, math.MaxUint64)
+	for _, u := range us {
+		if got, want := UvarintLen(u), len(binary.AppendUvarint(nil, u)); got != want {
+			t.Errorf("UvarintLen(%d) = %d, want %d", u, got, want)
+		}
+		for _, v := range []int64{int64(u), -int64(u)} {
+			if got, want := VarintLen(v), len(binary.AppendVarint(nil, v)); got != want {
+				t.Errorf("VarintLen(%d) = %d, want %d", v, got, want)
+			}
+		}
+	}
+	for _, v := range []int64{math.MinInt64, math.MaxInt64} {
+		if got, want := VarintLen(v), len(binary.AppendVarint(nil, v)); got != want {
+			t.Errorf("VarintLen(%d) = %d, want %d", v, got, want)
+		}
+	}
+	for _, s := range []string{"", "a", strings.Repeat("x", 127), strings.Repeat("x", 128), strings.Repeat("x", 20000)} {
+		if got, want := StringLen(s), len(AppendString(nil, s)); got != want {
+			t.Errorf("StringLen of %d bytes = %d, want %d", len(s), got, want)
+		}
+	}
+	for _, at := range []time.Time{{}, time.Unix(0, 0), time.Unix(0, -1), time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 23, 12, 0, 0, 5, time.UTC)} {
+		if got, want := TimeLen(at), len(AppendTime(nil, at)); got != want {
+			t.Errorf("TimeLen(%v) = %d, want %d", at, got, want)
 		}
 	}
 }

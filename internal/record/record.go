@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/binenc"
@@ -37,7 +38,10 @@ const maxField = 64 << 20 // no single field is larger than 64 MiB
 const maxTraceParent = 256
 
 // Encode appends the encoding of t (and its store sequence number) to dst.
+// It grows dst at most once: to the record's exact size when it has not
+// the room.
 func Encode(dst []byte, seq uint64, t *store.Task) []byte {
+	dst = slices.Grow(dst, Size(seq, t))
 	dst = append(dst, Version)
 	dst = binary.AppendUvarint(dst, seq)
 	dst = binenc.AppendString(dst, t.ID)
@@ -89,6 +93,32 @@ func Encode(dst []byte, seq uint64, t *store.Task) []byte {
 		dst = appendErrors(dst, t)
 	}
 	return dst
+}
+
+// Size returns the number of bytes Encode appends for t and seq.
+func Size(seq uint64, t *store.Task) int {
+	n := 1 + binenc.UvarintLen(seq) +
+		binenc.StringLen(t.ID) + binenc.StringLen(t.Type) + binenc.StringLen(t.Queue) +
+		binenc.VarintLen(int64(t.Priority)) + binenc.VarintLen(int64(t.MaxRetries)) + binenc.VarintLen(int64(t.Timeout)) +
+		binenc.TimeLen(t.Deadline) + binenc.StringLen(t.UniqueKey) +
+		binenc.VarintLen(int64(t.UniqueTTL)) + binenc.VarintLen(int64(t.Retention)) +
+		1 + binenc.VarintLen(int64(t.Attempt)) + binenc.UvarintLen(t.LeaseID) +
+		binenc.TimeLen(t.LeaseExpiresAt) + binenc.StringLen(t.WorkerID) +
+		1 + binenc.TimeLen(t.CreatedAt) + binenc.TimeLen(t.RunAt) + binenc.TimeLen(t.StartedAt) +
+		binenc.TimeLen(t.FinishedAt) + binenc.TimeLen(t.ExpiresAt) +
+		binenc.UvarintLen(uint64(len(t.Result))) + len(t.Result) +
+		binenc.StringLen(t.LastError) + binenc.VarintLen(int64(t.ProgressPercent)) + binenc.StringLen(t.ProgressMessage)
+	if t.TraceParent != "" {
+		n += binenc.StringLen(t.TraceParent)
+	}
+	if len(t.Errors) > 0 || t.ErrorsDropped > 0 {
+		n += binenc.UvarintLen(uint64(max(t.ErrorsDropped, 0))) + binenc.UvarintLen(uint64(len(t.Errors)))
+		for i := range t.Errors {
+			e := &t.Errors[i]
+			n += binenc.VarintLen(int64(e.Attempt)) + binenc.TimeLen(e.At) + binenc.StringLen(e.WorkerID) + binenc.StringLen(e.Error)
+		}
+	}
+	return n
 }
 
 // appendErrors appends the error history (flag 16): the count of dropped

@@ -42,6 +42,9 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for name, want := range cases {
 		b := Encode(nil, 77, want)
+		if len(b) != Size(77, want) {
+			t.Errorf("%s: Size = %d, Encode wrote %d bytes", name, Size(77, want), len(b))
+		}
 		var got store.Task
 		seq, err := Decode(b, &got)
 		if err != nil {
@@ -115,7 +118,26 @@ func FuzzDecode(f *testing.F) {
 		if !bytes.Equal(again, Encode(nil, seq2, &task2)) {
 			t.Fatalf("encoding is not stable")
 		}
+		if len(again) != Size(seq, &task) {
+			t.Fatalf("Size = %d, Encode wrote %d bytes", Size(seq, &task), len(again))
+		}
 	})
+}
+
+// TestEncodeAllocs: Encode sizes its buffer once, and appending to a
+// buffer with room does not allocate.
+func TestEncodeAllocs(t *testing.T) { //nolint:paralleltest // it counts the process's allocations, so it runs alone
+	if raceOn {
+		t.Skip("the race detector's instrumentation allocates on its own")
+	}
+	task := withErrors()
+	if n := testing.AllocsPerRun(100, func() { _ = Encode(nil, 77, task) }); n != 1 {
+		t.Errorf("Encode(nil) makes %v allocations, want 1", n)
+	}
+	buf := make([]byte, 0, Size(77, task)+1)
+	if n := testing.AllocsPerRun(100, func() { _ = Encode(buf[:1], 77, task) }); n != 0 {
+		t.Errorf("Encode into a buffer with room makes %v allocations, want 0", n)
+	}
 }
 
 // goldenFull is the version 1 record of full() with sequence number 77, as
