@@ -1,13 +1,16 @@
 package redisstore
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,11 +80,226 @@ func commandCalls(t *testing.T, c *redis.Client) map[string]int64 {
 	return out
 }
 
+// scriptMonitor records the commands that scripts run on a server (the
+// "[0 lua]" lines of MONITOR), each as its arguments.
+type scriptMonitor struct {
+	conn net.Conn
+	done chan struct{}
+	mu   sync.Mutex
+	cmds [][]string
+	seen string // the last ECHO argument seen from a client
+	err  error
+}
+
+func startMonitor(t *testing.T, addr string) *scriptMonitor {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
+		t.Fatalf("MONITOR: %q, %v", line, err)
+	}
+	m := &scriptMonitor{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			_, rest, ok := strings.Cut(line, "] ")
+			if !ok {
+				continue
+			}
+			args, err := monitorArgs(strings.TrimRight(rest, "\r\n"))
+			m.mu.Lock()
+			switch {
+			case err != nil:
+				m.err = fmt.Errorf("MONITOR line %q: %w", line, err)
+			case strings.Contains(line, " lua] "):
+				m.cmds = append(m.cmds, args)
+			case len(args) == 2 && strings.EqualFold(args[0], "echo"):
+				m.seen = args[1]
+			}
+			m.mu.Unlock()
+		}
+	}()
+	return m
+}
+
+// stop waits until MONITOR has shown the ECHO of marker that c sends (so
+// that every earlier command is recorded), ends the monitor and returns the
+// scripts' commands.
+func (m *scriptMonitor) stop(t *testing.T, c *redis.Client, marker string) [][]string {
+	t.Helper()
+	if err := c.Echo(t.Context(), marker).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err := poll(ctx, func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.seen == marker
+	})
+	_ = m.conn.Close()
+	<-m.done
+	if err != nil {
+		t.Fatalf("MONITOR did not show the marker: %v", err)
+	}
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	return m.cmds
+}
+
+// monitorArgs splits the quoted arguments of a MONITOR line: "a" "b\"c".
+func monitorArgs(s string) ([]string, error) {
+	var out []string
+	for s = strings.TrimSpace(s); s != ""; s = strings.TrimSpace(s) {
+		if s[0] != '"' {
+			return nil, fmt.Errorf("argument not quoted at %q", s)
+		}
+		var b strings.Builder
+		i := 1
+		for ; i < len(s) && s[i] != '"'; i++ {
+			if s[i] == '\\' && i+1 < len(s) {
+				i++
+				if s[i] == 'x' && i+2 < len(s) {
+					v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+					if err != nil {
+						return nil, err
+					}
+					b.WriteByte(byte(v))
+					i += 2
+					continue
+				}
+			}
+			b.WriteByte(s[i])
+		}
+		if i == len(s) {
+			return nil, fmt.Errorf("unterminated argument in %q", s)
+		}
+		out = append(out, b.String())
+		s = s[i+1:]
+	}
+	return out, nil
+}
+
+// boundedRead is the most elements one command of the lease, report and
+// sweep scripts may read: Sweep's default limit per kind.
+const boundedRead = 10000
+
+// unbounded says why the command args (as a script ran it) reads or walks
+// more than boundedRead elements, or a set that grows with the tasks, or ""
+// when it does not.
+func unbounded(args []string) string {
+	cmd := strings.ToUpper(args[0])
+	key := ""
+	if len(args) > 1 {
+		key = args[1]
+	}
+	num := func(s string) (int64, bool) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil
+	}
+	limit := func(from int) string {
+		for i := from; i+2 < len(args); i++ {
+			if strings.EqualFold(args[i], "LIMIT") {
+				n, ok := num(args[i+2])
+				if !ok || n < 0 || n > boundedRead {
+					return "LIMIT count " + args[i+2]
+				}
+				return ""
+			}
+		}
+		return "no LIMIT"
+	}
+	switch cmd {
+	case "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX":
+		return limit(4)
+	case "ZRANGE", "ZREVRANGE":
+		for _, a := range args[4:] {
+			if u := strings.ToUpper(a); u == "BYSCORE" || u == "BYLEX" {
+				return limit(4)
+			}
+		}
+		start, ok1 := num(args[2])
+		stop, ok2 := num(args[3])
+		if !ok1 || !ok2 || start < 0 || stop < 0 || stop-start >= boundedRead {
+			return "index range " + args[2] + " " + args[3]
+		}
+	case "ZPOPMIN", "ZPOPMAX":
+		if len(args) > 2 {
+			if n, ok := num(args[2]); !ok || n > boundedRead {
+				return "count " + args[2]
+			}
+		}
+	case "SMEMBERS":
+		if !strings.Contains(key, ":ty:") && !strings.HasSuffix(key, ":namespaces") {
+			return "reads a whole set that is not a queue's types"
+		}
+	case "HGETALL":
+		if !strings.Contains(key, ":t:") {
+			return "reads a whole hash that is not a task record"
+		}
+	case "XADD":
+		if len(args) < 3 || !strings.EqualFold(args[2], "MAXLEN") {
+			return "adds to the change feed without trimming it"
+		}
+	case "SCAN", "KEYS", "HKEYS", "HVALS", "LRANGE", "SORT", "SORT_RO", "SUNION", "SINTER", "SDIFF",
+		"ZUNION", "ZINTER", "ZDIFF", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE", "ZRANGESTORE",
+		"XRANGE", "XREVRANGE", "SSCAN", "HSCAN", "ZSCAN":
+		return "walks a key or the keyspace"
+	}
+	return ""
+}
+
+func TestUnbounded(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		bad  bool
+	}{
+		{[]string{"ZRANGEBYSCORE", "T:d", "-inf", "5", "LIMIT", "0", "1000"}, false},
+		{[]string{"ZRANGEBYSCORE", "T:d", "-inf", "5"}, true},
+		{[]string{"ZRANGEBYSCORE", "T:d", "-inf", "5", "LIMIT", "0", "-1"}, true},
+		{[]string{"ZRANGE", "T:d", "0", "0", "WITHSCORES"}, false},
+		{[]string{"ZRANGE", "T:r:q/a", "0", "24"}, false},
+		{[]string{"ZRANGE", "T:r:q/a", "0", "-1"}, true},
+		{[]string{"ZRANGE", "T:d", "-inf", "5", "BYSCORE"}, true},
+		{[]string{"ZPOPMIN", "T:r:q/a", "25"}, false},
+		{[]string{"ZPOPMIN", "T:r:q/a", "1000000"}, true},
+		{[]string{"SMEMBERS", "T:ty:q"}, false},
+		{[]string{"SMEMBERS", "T:all"}, true},
+		{[]string{"HGETALL", "T:t:x"}, false},
+		{[]string{"HGETALL", "T:c"}, true},
+		{[]string{"XADD", "T:ev", "MAXLEN", "~", "10000", "0-*", "t", "1"}, false},
+		{[]string{"XADD", "T:ev", "0-*", "t", "1"}, true},
+		{[]string{"ZCARD", "T:r:q/a"}, false},
+		{[]string{"SCAN", "0"}, true},
+	} {
+		if got := unbounded(c.args) != ""; got != c.bad {
+			t.Errorf("unbounded(%q) = %q, want flagged %v", c.args, unbounded(c.args), c.bad)
+		}
+	}
+	args, err := monitorArgs(`"ZADD" "{p:n}:x" "1" "a\"b\x00c"`)
+	if err != nil || !slices.Equal(args, []string{"ZADD", "{p:n}:x", "1", "a\"b\x00c"}) {
+		t.Errorf("monitorArgs = %q, %v", args, err)
+	}
+}
+
 // backlogWork fills a fresh namespace on url with a backlog of n pending
 // tasks (plus, whatever n, the same few scheduled, running and finished
 // tasks of other kinds), then counts the Redis commands, the scripts'
 // included, that processing 250 tasks takes: ten Leases of 25, each
-// followed by a Report of their successes, and a Sweep.
+// followed by a Report of their successes, and a Sweep. Every command the
+// scripts run meanwhile must read a bounded number of elements (see
+// unbounded).
 func backlogWork(t *testing.T, url string, n int) map[string]int64 {
 	t.Helper()
 	ctx := t.Context()
@@ -125,11 +343,13 @@ func backlogWork(t *testing.T, url string, n int) map[string]int64 {
 	}
 	clock.Advance(time.Second)
 
-	c := redis.NewClient(must(redis.ParseURL(url)))
+	opts := must(redis.ParseURL(url))
+	c := redis.NewClient(opts)
 	defer func() { _ = c.Close() }()
 	if err := c.ConfigResetStat(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
+	mon := startMonitor(t, opts.Addr)
 	for range 10 {
 		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{q}, Max: 25, Duration: time.Minute, WorkerID: "w1"})
 		if err != nil || len(res.Tasks) != 25 {
@@ -152,6 +372,21 @@ func backlogWork(t *testing.T, url string, n int) map[string]int64 {
 	sw, err := s.Sweep(ctx, store.SweepParams{})
 	if err != nil || sw.Total() != 0 {
 		t.Fatalf("backlog %d: sweep = %+v, %v (nothing is due)", n, sw, err)
+	}
+	cmds := mon.stop(t, c, fmt.Sprintf("end of backlog %d", n))
+	if len(cmds) == 0 {
+		t.Fatal("MONITOR showed no command of the scripts")
+	}
+	bad := 0
+	for _, args := range cmds {
+		if why := unbounded(args); why != "" {
+			if bad++; bad <= 5 {
+				t.Errorf("backlog %d: a script ran %q: %s", n, args, why)
+			}
+		}
+	}
+	if bad > 5 {
+		t.Errorf("backlog %d: %d such commands in all", n, bad)
 	}
 	return commandCalls(t, c)
 }
