@@ -176,7 +176,7 @@ func runScale() {
 		url := ""
 		if *scaleStore == "redis" {
 			url = args[slices.Index(args, "-redis")+1]
-			pr.redis0 = readRedisMemory(url)
+			pr.redis0 = readRedisMemory(url, "")
 		}
 		log.Printf("scale: %s phase (load average %s)", phase, loadAverage())
 		cmd := exec.Command(self, append(slices.Clone(args), "-scale-phase", phase)...)
@@ -207,7 +207,7 @@ func runScale() {
 			log.Fatalf("scale: the %s phase's figures: %v (%q)", phase, err, line)
 		}
 		if url != "" {
-			pr.redis = readRedisMemory(url)
+			pr.redis = readRedisMemory(url, args[slices.Index(args, "-scale-prefix")+1])
 		}
 		runs = append(runs, pr)
 	}
@@ -259,10 +259,11 @@ func runScale() {
 		fmt.Printf("data folder on disk: %s after the enqueue, %s after processing\n", mib(enq.r.DiskBytes), mib(proc.r.DiskBytes))
 	}
 	if rs != nil || *scaleStore == "redis" {
+		var others int64
 		fmt.Println("\nRedis (INFO memory and cpu after each phase; used_memory_peak is the server's peak since it started):")
 		fmt.Println()
-		fmt.Println("| phase | used_memory | used_memory_peak | used_memory_rss | redis-server VmHWM | Redis CPU s in the phase | Redis CPU µs/task | keys |")
-		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Println("| phase | used_memory | used_memory_peak | used_memory_rss | redis-server VmHWM | Redis CPU s in the phase | Redis CPU µs/task | keys | other clients' keys |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for i, name := range []string{"enqueue", "ready", "process"} {
 			m := runs[i].redis
 			cpu := m.cpu - runs[i].redis0.cpu
@@ -270,7 +271,11 @@ func runScale() {
 			if name != "ready" {
 				perTask = fmt.Sprintf("%.1f", cpu*1e6/float64(n))
 			}
-			fmt.Printf("| %s | %s | %s | %s | %s | %.1f | %s | %d |\n", name, mib(m.used), mib(m.peak), mib(m.rss), mib(m.hwm), cpu, perTask, m.keys)
+			fmt.Printf("| %s | %s | %s | %s | %s | %.1f | %s | %d | %d |\n", name, mib(m.used), mib(m.peak), mib(m.rss), mib(m.hwm), cpu, perTask, m.keys, m.keys-m.own)
+			others = max(others, m.keys-m.own)
+		}
+		if others > 0 {
+			fmt.Printf("\nWARNING: the Redis held up to %d keys that are not the run's: other clients use it, and the Redis CPU and memory figures include their work\n", others)
 		}
 	}
 	if proc.r.Counts["succeeded"] != int64(n) {
@@ -660,10 +665,14 @@ func (rs *redisServer) stop() {
 type redisMemory struct {
 	used, peak, rss, hwm int64
 	cpu                  float64 // used_cpu_user + used_cpu_sys
-	keys                 int64
+	keys                 int64   // DBSIZE
+	own                  int64   // the run's keys (under its prefix), when counted
 }
 
-func readRedisMemory(url string) redisMemory {
+// readRedisMemory reads the server's INFO and DBSIZE; with the run's key
+// prefix, it then counts the run's own keys (SCAN, after the INFO: its CPU
+// is not in the reading).
+func readRedisMemory(url, prefix string) redisMemory {
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		log.Fatal(err)
@@ -696,5 +705,18 @@ func readRedisMemory(url string) redisMemory {
 		}
 	}
 	m.keys = c.DBSize(context.Background()).Val()
+	m.own = m.keys
+	if prefix != "" {
+		m.own = 0
+		for _, pat := range []string{"{" + prefix + ":*", prefix + ":*"} {
+			iter := c.Scan(context.Background(), 0, pat, 10000).Iterator()
+			for iter.Next(context.Background()) {
+				m.own++
+			}
+			if err := iter.Err(); err != nil {
+				log.Fatalf("SCAN: %v", err)
+			}
+		}
+	}
 	return m
 }
