@@ -76,7 +76,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	}
 	items := make([]store.EnqueueItem, len(p.Tasks))
 	now := s.localNow()
-	args := make([]any, 2, 2+len(p.Tasks)*enqueueArgs) // the first two: see enqueueCall
+	tasks := make([]enqueueTask, 0, len(p.Tasks))
 	var idx []int
 	var buf []byte
 	size := 0
@@ -90,27 +90,30 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		if q == "" {
 			q = store.DefaultQueue
 		}
-		ra := ""
-		if !in.RunAt.IsZero() {
-			ra = itoa(microCeil(in.RunAt))
-		}
 		start := len(buf)
 		buf = encodeRecord(buf, in, q)
-		var ttl, mr, rtu, uk any = "", "", "", ""
-		if in.UniqueKey != "" {
-			ttl = in.UniqueTTL.Microseconds()
-			if in.UniqueUntilSuccess {
-				uk = in.UniqueKey
-			}
-		}
+		t := enqueueTask{id: in.ID, d: buf[start:len(buf):len(buf)], p: in.Payload, q: q, ty: in.Type,
+			prio: priorityDigits[store.MaxPriority-in.Priority][0]}
 		if in.MaxRetries != 0 {
-			mr = in.MaxRetries
+			t.mr = strconv.Itoa(in.MaxRetries)
 		}
-		if in.Retention != 0 {
-			rtu = in.Retention.Microseconds()
+		if !in.RunAt.IsZero() || in.UniqueKey != "" || in.Retention != 0 {
+			var ra, ttl, rtu, uk any = "", "", "", ""
+			if !in.RunAt.IsZero() {
+				ra = itoa(microCeil(in.RunAt))
+			}
+			if in.UniqueKey != "" {
+				ttl = in.UniqueTTL.Microseconds()
+				if in.UniqueUntilSuccess {
+					uk = in.UniqueKey
+				}
+			}
+			if in.Retention != 0 {
+				rtu = in.Retention.Microseconds()
+			}
+			t.opts = []any{ra, in.UniqueKey, ttl, rtu, uk}
 		}
-		args = append(args, in.ID, buf[start:len(buf):len(buf)], in.Payload, q, in.Type,
-			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu, uk)
+		tasks = append(tasks, t)
 		size += len(buf) - start + len(in.Payload)
 		idx = append(idx, i)
 	}
@@ -120,7 +123,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	if err := s.register(ctx, p.Namespace); err != nil {
 		return store.EnqueueResult{}, err
 	}
-	codes, dups, err := s.enqueueShared(ctx, p.Namespace, args, len(idx), size)
+	codes, dups, err := s.enqueueShared(ctx, p.Namespace, tasks, size)
 	if err != nil {
 		return store.EnqueueResult{}, err
 	}

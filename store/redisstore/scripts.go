@@ -59,11 +59,37 @@ local function ev(k, st, id, q, ty, a, x)
   if x then x = (string.gsub(x, '[\30\31]', ' ')) end
   evs[#evs + 1] = k .. st .. '\31' .. id .. '\31' .. q .. '\31' .. (ty or '') .. '\31' .. (a or '0') .. '\31' .. (x or '')
 end
+-- digits returns a function that turns a non-negative integer below 2^53
+-- into its decimal string. Lua's own conversions (tostring, concatenation,
+-- a number passed to redis.call) format a double through sprintf("%.14g")
+-- or ("%.17g"), which costs Redis more than a hash write; this one keeps
+-- the decimal string of n / 10 of its last call, so numbers that follow
+-- each other (sequences, lease ids) cost one table look-up and one
+-- concatenation, and others one integer string.format.
+local DIG = {[0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
+local function digits()
+  local hi, hs = 0, ''
+  return function(n)
+    local lo = n % 10
+    local h = (n - lo) / 10
+    if h ~= hi then
+      hi = h
+      if h == 0 then hs = '' else hs = string.format('%d', h) end
+    end
+    return hs .. DIG[lo]
+  end
+end
+local I = digits()
 local function S(n)
+  if n >= 0 and n < 1e15 and n % 1 == 0 then return I(n) end
   if n < 1e14 and n > -1e14 then return tostring(n) end
   return string.format('%.0f', n)
 end
-local function R17(ra) return string.format('%017.0f', math.max(ra, 0)) end
+local function R17(ra)
+  if ra <= 0 then return '00000000000000000' end
+  if ra < 1e17 and ra % 1 == 0 then return string.format('%017d', ra) end
+  return string.format('%017.0f', ra)
+end
 local function tkey(id) return T .. ':t:' .. id end
 local function count(st, q, d)
   local c = cnt[st]
@@ -128,7 +154,7 @@ end
 -- every ready set it may take from empty, so a set that already had tasks
 -- either woke it when it got its first one or is not one it waits for.
 local function push_ready(q, ty, m)
-  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, 0, m)
+  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
   if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
 end
 -- stage_ready adds m to the batch of ready members for queue q and type
@@ -145,7 +171,7 @@ local function stage_ready(ready, readyKeys, types, q, ty, m)
     if not tq then tq = {}; types[q] = tq end
     tq[ty] = true
   end
-  l[#l + 1] = 0
+  l[#l + 1] = '0'
   l[#l + 1] = m
 end
 -- add_ready writes what stage_ready staged.
@@ -196,31 +222,54 @@ var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds()
 // 9 - priority.
 var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
-// enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task: id,
-// record (field d), payload, queue, type, 9-priority digit, RunAt µs ("" for
-// now), unique key, unique TTL µs, max retries, retention µs ("" when zero),
-// unique key to release on success ("" for none).
+// enqueueScript adds ARGV[3] tasks. ARGV[4..] holds per task (see
+// enqueueCall.add): id, record (field d), x, then the arguments x names.
+// x is the 9-priority digit, a flags character ('@' plus 1: the payload
+// follows, 2: the queue and the type follow, else they are the previous
+// task's; 4: the options follow) and the max retries ("" when 0); the
+// options are RunAt µs ("" for now), unique key, unique TTL µs, retention
+// µs ("" when zero) and the unique key to release on success ("" for
+// none). Most tasks need three arguments: every argument costs Redis
+// its parsing, its Lua string and its release.
 // It returns {codes, duplicates}: codes has one character per task, its
 // state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
 // key.
 var enqueueScript = redis.NewScript(prelude + `
-local nt = (#ARGV - 2) / ` + strconv.Itoa(enqueueArgs) + `
+local nt = tonumber(ARGV[3])
 local base = redis.call('INCRBY', T .. ':seq', nt) - nt
 local res, dups = {}, {}
 local all, delayed = {}, {}
+local na = 0
 local ready, readyKeys = {}, {}
 local types = {}
 local sNOW = S(NOW)
 local nowR = R17(NOW)
-for j = 0, nt - 1 do
-  local i = 3 + j * ` + strconv.Itoa(enqueueArgs) + `
-  local id = ARGV[i]
-  local key = tkey(id)
+local TK = T .. ':t:'
+local q, ty, evq
+local i = 4
+for j = 1, nt do
+  local id, x = ARGV[i], ARGV[i + 2]
+  local d = ARGV[i + 1]
+  i = i + 3
+  local fb = string.byte(x, 2) - 64
+  local p = ''
+  if fb % 2 == 1 then p = ARGV[i]; i = i + 1 end
+  if fb % 4 >= 2 then
+    q, ty = ARGV[i], ARGV[i + 1]
+    i = i + 2
+    evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
+  end
+  local ra, uk = '', ''
+  local ttl, rtu, ukr
+  if fb >= 4 then
+    ra, uk, ttl, rtu, ukr = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    i = i + 5
+  end
+  local key = TK .. id
   if redis.call('EXISTS', key) == 1 then
-    res[j + 1] = 'E'
+    res[j] = 'E'
   else
-    local uk = ARGV[i + 7]
     local dup = nil
     if uk ~= '' then
       local h = redis.call('HGET', T .. ':uq', uk)
@@ -229,31 +278,25 @@ for j = 0, nt - 1 do
         if tonumber(string.sub(h, 1, sep - 1)) > NOW then dup = string.sub(h, sep + 1) end
       end
       if not dup then
-        local untl = S(NOW + tonumber(ARGV[i + 8]))
+        local untl = S(NOW + tonumber(ttl))
         redis.call('HSET', T .. ':uq', uk, untl .. '|' .. id)
         redis.call('ZADD', T .. ':uz', untl, uk)
       end
     end
     if dup then
-      res[j + 1] = 'D'
+      res[j] = 'D'
       dups[#dups + 1] = dup
     else
-      local seq = base + j + 1
-      local q, ty, ra = ARGV[i + 3], ARGV[i + 4], ARGV[i + 6]
+      local seq = base + j
       local tail = struct.pack('>I8', seq) .. id
+      local mr = string.sub(x, 3)
       local st, m
-      local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
-      if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
-      if ARGV[i + 9] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 9] end
-      if ARGV[i + 10] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 10] end
-      if ARGV[i + 11] ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ARGV[i + 11] end
       if ra == '' then
-        m = ARGV[i + 5] .. nowR .. tail
+        m = string.sub(x, 1, 1) .. nowR .. tail
         st = '2'
       else
-        f[#f + 1] = 'ra'; f[#f + 1] = ra
         local nra = tonumber(ra)
-        m = ARGV[i + 5] .. R17(nra) .. tail
+        m = string.sub(x, 1, 1) .. R17(nra) .. tail
         if nra > NOW then
           st = '1'
           delayed[#delayed + 1] = ra
@@ -262,17 +305,33 @@ for j = 0, nt - 1 do
           st = '2'
         end
       end
+      if p == '' and fb < 4 then
+        -- The common task: no payload, no options.
+        if mr ~= '' then
+          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'ca', sNOW, 'mr', mr, 'm', m, 'st', st)
+        else
+          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'ca', sNOW, 'm', m, 'st', st)
+        end
+      else
+        local f = {'d', d, 'q', q, 'ty', ty, 'ca', sNOW}
+        if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
+        if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
+        if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
+        if rtu and rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
+        if ukr and ukr ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ukr end
+        f[#f + 1] = 'm'; f[#f + 1] = m
+        f[#f + 1] = 'st'; f[#f + 1] = st
+        redis.call('HSET', key, unpack(f))
+      end
       if st == '2' then
         stage_ready(ready, readyKeys, types, q, ty, m)
       end
-      f[#f + 1] = 'm'; f[#f + 1] = m
-      f[#f + 1] = 'st'; f[#f + 1] = st
-      redis.call('HSET', key, unpack(f))
-      all[#all + 1] = seq
-      all[#all + 1] = id
+      all[na + 1] = I(seq)
+      all[na + 2] = id
+      na = na + 2
       count(st, q, 1)
-      ev('E', st, id, q, ty)
-      res[j + 1] = st
+      evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq
+      res[j] = st
     end
   end
 end
@@ -293,8 +352,12 @@ flush()
 return {table.concat(res), dups}
 `)
 
-// enqueueArgs is the number of ARGV values per task of enqueueScript.
-const enqueueArgs = 12
+// Flags of an enqueued task's x argument (see enqueueScript), added to '@'.
+const (
+	enqueueHasPayload = 1
+	enqueueHasQueue   = 2
+	enqueueHasOptions = 4
+)
 
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
