@@ -36,11 +36,18 @@ import (
 //	T:seq, T:lseq     string enqueue sequence and lease id counters
 //	T:mv, T:mk        hash, zset  meta records (see meta.go)
 //
-// The hot paths (enqueue, lease, report) avoid string.format per task (the
-// costliest Lua operation they did): numbers below 1e14 are turned into
-// strings with tostring (exact there), the sequence in a member is packed
-// with struct.pack, and the strings shared by a batch are built once.
-var prelude = `
+// The hot paths (enqueue, lease, report) turn no number into a string
+// through Lua's own conversions (tostring, concatenation, or a number
+// passed to redis.call: each formats a double with sprintf, which costs
+// Redis more than a hash write): numbers become strings with digits()
+// (consecutive numbers, such as sequences and lease ids, nearly for free),
+// the sequence in a member is packed with struct.pack, and the strings
+// shared by a batch are built once.
+// preludeCore is what every script starts with; the enqueue script needs
+// nothing else. Every definition costs each call of a script that has it
+// (a closure made, and later collected), so the enqueue script, the most
+// frequent call, leaves out the helpers it does not use.
+var preludeCore = `
 local T = KEYS[1]
 local NOW
 if ARGV[1] ~= '' then
@@ -118,6 +125,36 @@ local function zadd_all(key, l)
     redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
   end
 end
+-- stage_ready adds m to the batch of ready members for queue q and type
+-- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
+-- order; types: queue -> set of types), written later by the caller.
+local function stage_ready(ready, readyKeys, types, q, ty, m)
+  local rk = T .. ':r:' .. q .. '/' .. ty
+  local l = ready[rk]
+  if not l then
+    l = {}
+    ready[rk] = l
+    readyKeys[#readyKeys + 1] = rk
+    local tq = types[q]
+    if not tq then tq = {}; types[q] = tq end
+    tq[ty] = true
+  end
+  l[#l + 1] = '0'
+  l[#l + 1] = m
+end
+-- add_ready writes what stage_ready staged.
+local function add_ready(ready, readyKeys, types)
+  for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
+  for q, tys in pairs(types) do
+    for ty in pairs(tys) do
+      if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+    end
+  end
+end
+`
+
+// prelude is preludeCore and the helpers of the scripts other than enqueue.
+var prelude = preludeCore + `
 -- add_err appends the failure of attempt a, with error text msg, to the
 -- error history of the task at key (fields eh, en, ed: see decode.go),
 -- dropping the oldest entry past MAXERR. Only failures call it.
@@ -156,32 +193,6 @@ end
 local function push_ready(q, ty, m)
   redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
   if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
-end
--- stage_ready adds m to the batch of ready members for queue q and type
--- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
--- order; types: queue -> set of types), written later by the caller.
-local function stage_ready(ready, readyKeys, types, q, ty, m)
-  local rk = T .. ':r:' .. q .. '/' .. ty
-  local l = ready[rk]
-  if not l then
-    l = {}
-    ready[rk] = l
-    readyKeys[#readyKeys + 1] = rk
-    local tq = types[q]
-    if not tq then tq = {}; types[q] = tq end
-    tq[ty] = true
-  end
-  l[#l + 1] = '0'
-  l[#l + 1] = m
-end
--- add_ready writes what stage_ready staged.
-local function add_ready(ready, readyKeys, types)
-  for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
-  for q, tys in pairs(types) do
-    for ty in pairs(tys) do
-      if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
-    end
-  end
 end
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
@@ -235,7 +246,7 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 // state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
 // key.
-var enqueueScript = redis.NewScript(prelude + `
+var enqueueScript = redis.NewScript(preludeCore + `
 local nt = tonumber(ARGV[3])
 local base = redis.call('INCRBY', T .. ':seq', nt) - nt
 local res, dups = {}, {}
@@ -368,6 +379,7 @@ const (
 var leaseScript = redis.NewScript(prelude + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
+local IA = digits() -- attempts: I keeps the lease ids
 local nq = tonumber(ARGV[6])
 local filtered = ARGV[7 + nq] == '1'
 local types = {}
@@ -435,10 +447,11 @@ for qi = 1, nq do
           if k == 'a' then a = tonumber(r[i + 1]) elseif k == 'ty' then ty = r[i + 1] end
         end
         local sl = S(lid)
+        local sa = IA(a + 1)
         out[#out + 1] = sl
         out[#out + 1] = r
-        redis.call('HSET', key, 'st', '3', 'a', a + 1, 'l', sl, 'le', exp, 'sw', sw)
-        ev('S', '3', id, q, ty, S(a + 1), ARGV[5])
+        redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
+        ev('S', '3', id, q, ty, sa, ARGV[5])
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
