@@ -228,9 +228,22 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 	} else {
 		args = append(args, "0")
 	}
-	v, err := s.run(ctx, "lease", leaseScript, p.Namespace, false, args)
-	if err != nil {
-		return nil, 0, 0, err
+	var sc redis.Scripter = s.rdb
+	var conn *redis.Conn
+	if s.cfg.WaitReplicas > 0 {
+		// WAIT counts the replicas that have every write made on its
+		// connection, the lease script's and so every enqueue before it.
+		c, err := s.master(ctx, p.Namespace)
+		if err != nil {
+			return nil, 0, 0, s.wrap("lease", err)
+		}
+		conn = c.Conn()
+		defer func() { _ = conn.Close() }()
+		sc = conn
+	}
+	v, err := leaseScript.Run(ctx, sc, []string{s.tag(p.Namespace)}, args...).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, 0, s.wrap("lease", err)
 	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) != 3 {
@@ -267,7 +280,30 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		t.WorkerID = p.WorkerID
 		tasks = append(tasks, t)
 	}
+	if conn != nil && len(tasks) > 0 {
+		if err := s.waitReplicas(ctx, conn, "lease"); err != nil {
+			// The replicas may not have the tasks' enqueues: a failover
+			// could lose them after their handlers ran. Hand nothing over;
+			// give the tasks back unstarted (their attempt restored).
+			s.releaseUnstarted(ctx, p.Namespace, tasks)
+			return nil, 0, 0, fmt.Errorf("%w (the leased tasks were given back unstarted): %w", err, store.ErrUnavailable)
+		}
+	}
 	return tasks, now, next, nil
+}
+
+// releaseUnstarted gives leased tasks back, pending with their attempt
+// restored, as a worker that did not start them does.
+func (s *Store) releaseUnstarted(ctx context.Context, ns string, tasks []*store.Task) {
+	outs := make([]store.Outcome, len(tasks))
+	for i, t := range tasks {
+		outs[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeRelease, NotStarted: true}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseCallTimeout)
+	defer cancel()
+	// The release is made on the master whatever its WAIT says; if it
+	// fails, the leases expire and the tasks run later (one attempt more).
+	_, _ = s.Report(rctx, store.ReportParams{Namespace: ns, Outcomes: outs})
 }
 
 // Extend implements store.Leaser, the whole batch in one script call.
