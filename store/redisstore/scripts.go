@@ -186,14 +186,7 @@ end
 local function rerun(m, ra)
   return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
 end
--- Ready tasks wake the waiting leasers only when their type's ready set was
--- empty (the type joins T:ty:<queue>): a leaser waits only after it found
--- every ready set it may take from empty, so a set that already had tasks
--- either woke it when it got its first one or is not one it waits for.
-local function push_ready(q, ty, m)
-  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
-  if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
-end
+` + pushReadyLua + `
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
   redis.call('ZREM', k, m)
@@ -210,6 +203,22 @@ local function finish(id, st, q, rtu, fl)
   flow_done(id)
   flow_ended(fl, ea)
 end
+` + promoteLua
+
+// pushReadyLua and promoteLua are parts of prelude that the lease script
+// takes too (it starts with preludeCore and them only).
+var pushReadyLua = `
+-- Ready tasks wake the waiting leasers only when their type's ready set was
+-- empty (the type joins T:ty:<queue>): a leaser waits only after it found
+-- every ready set it may take from empty, so a set that already had tasks
+-- either woke it when it got its first one or is not one it waits for.
+local function push_ready(q, ty, m)
+  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
+  if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+end
+`
+
+var promoteLua = `
 local function promote(limit)
   local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
@@ -376,7 +385,7 @@ const (
 // {now, next due time or -1, {lease id, task, lease id, task...}}, each task
 // as HGETALL gives it before the lease fields (state, attempt, lease id,
 // lease expiry, start and worker) were written: the caller sets those itself.
-var leaseScript = redis.NewScript(prelude + `
+var leaseScript = redis.NewScript(preludeCore + pushReadyLua + promoteLua + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
 local IA = digits() -- attempts: I keeps the lease ids
