@@ -9,6 +9,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/storetest"
 )
 
 // legacyEnqueueScript is the enqueue script of the previous release (twelve
@@ -245,4 +246,80 @@ func TestLegacyEnqueuedTasks(t *testing.T) {
 	if err != nil || res.Items[0].Err != nil {
 		t.Fatalf("Enqueue with full's released unique key: %+v, %v; want it enqueued", res.Items, err)
 	}
+}
+
+// TestCreatedAtKept: a task enqueued to run at once has no field ca (its
+// creation time is the RunAt in its member); a retry at a later time, a
+// retry now, and an admin retry of a dead task change its RunAt but not
+// its CreatedAt, and Get, List and Lease all report it.
+func TestCreatedAtKept(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	clock := storetest.NewFakeClock(created)
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix(), Clock: clock})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	const ns = "ns"
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{{ID: "a", Type: "t", MaxRetries: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.rdb.HExists(ctx, s.tag(ns)+":t:a", "ca").Result(); err != nil || n {
+		t.Fatalf("field ca of a task to run at once: exists %v, %v; want none", n, err)
+	}
+	check := func(what string, runAt time.Time) {
+		t.Helper()
+		got, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: []string{"a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk := got.Tasks[0]; !tk.CreatedAt.Equal(created) || !tk.RunAt.Equal(runAt) {
+			t.Errorf("%s: Get: created %v, run at %v; want %v, %v", what, tk.CreatedAt, tk.RunAt, created, runAt)
+		}
+		list, err := s.List(ctx, store.ListParams{Namespace: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk := list.Tasks[0]; !tk.CreatedAt.Equal(created) || !tk.RunAt.Equal(runAt) {
+			t.Errorf("%s: List: created %v, run at %v; want %v, %v", what, tk.CreatedAt, tk.RunAt, created, runAt)
+		}
+	}
+	lease := func(what string) *store.Task {
+		t.Helper()
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 1, Duration: time.Minute, WorkerID: "w"})
+		if err != nil || len(res.Tasks) != 1 {
+			t.Fatalf("%s: Lease = %+v, %v; want task a", what, res.Tasks, err)
+		}
+		if tk := res.Tasks[0]; !tk.CreatedAt.Equal(created) {
+			t.Errorf("%s: leased with CreatedAt %v; want %v", what, tk.CreatedAt, created)
+		}
+		return res.Tasks[0]
+	}
+	report := func(o store.Outcome) {
+		t.Helper()
+		res, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{o}})
+		if err != nil || res.Errs[0] != nil {
+			t.Fatalf("Report(%+v): %+v, %v", o, res.Errs, err)
+		}
+	}
+	check("enqueued", created)
+
+	clock.Advance(time.Second)
+	tk := lease("first")
+	later := clock.Now().Add(time.Minute)
+	report(store.Outcome{ID: "a", LeaseID: tk.LeaseID, Kind: store.OutcomeRetry, Error: "x", RetryAt: later})
+	check("retry later", later)
+
+	clock.Set(later.Add(time.Second))
+	tk = lease("second")
+	report(store.Outcome{ID: "a", LeaseID: tk.LeaseID, Kind: store.OutcomeRetry, Error: "x"})
+	check("retry now", clock.Now())
+
+	tk = lease("third")
+	report(store.Outcome{ID: "a", LeaseID: tk.LeaseID, Kind: store.OutcomeDead, Error: "x"})
+	clock.Advance(time.Second)
+	if _, err := s.Retry(ctx, store.IDsParams{Namespace: ns, IDs: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	check("admin retry", clock.Now())
+	lease("after the admin retry")
 }

@@ -182,6 +182,13 @@ local function add_err(key, a, msg)
   end
   redis.call('HSET', key, 'eh', h, 'en', n)
 end
+-- keep_ca writes the creation time of the task at key (field ca, given as
+-- ca) from its member m when it has no field ca, before m's RunAt
+-- changes: a task enqueued to run at once has none, its creation time is
+-- the RunAt in its member (see decode.go).
+local function keep_ca(key, ca, m)
+  if not ca then redis.call('HSET', key, 'ca', S(tonumber(string.sub(m, 2, 18)))) end
+end
 -- rerun returns member m with its RunAt replaced by ra.
 local function rerun(m, ra)
   return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
@@ -326,17 +333,18 @@ for j = 1, nt do
         end
       end
       if p == '' and fb < 4 then
-        -- The common task: no payload, no options.
+        -- The common task: no payload, no options. Its creation time is
+        -- the RunAt in its member (no field ca: see decode.go).
         if mr ~= '' then
-          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'ca', sNOW, 'mr', mr, 'm', m, 'st', st)
+          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m, 'st', st)
         else
-          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'ca', sNOW, 'm', m, 'st', st)
+          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'm', m, 'st', st)
         end
       else
-        local f = {'d', d, 'q', q, 'ty', ty, 'ca', sNOW}
+        local f = {'d', d, 'q', q, 'ty', ty}
         if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
         if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
-        if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
+        if ra ~= '' then f[#f + 1] = 'ca'; f[#f + 1] = sNOW; f[#f + 1] = 'ra'; f[#f + 1] = ra end
         if rtu and rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
         if ukr and ukr ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ukr end
         f[#f + 1] = 'm'; f[#f + 1] = m
@@ -574,8 +582,9 @@ while i <= #ARGV do
       if f[6] then flow_done(id) end
       flow_ended(f[7], ea)
     else
-      local g = redis.call('HMGET', key, 'ty', 'm', 'a')
+      local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
       if kind == '2' then
+        keep_ca(key, g[4], g[2])
         add_err(key, g[3], ARGV[i + 3])
         local at = tonumber(ARGV[i + 4])
         if at > NOW then
@@ -656,11 +665,12 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'ca')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '6' or st == '7' then
+    keep_ca(key, f[6], f[4])
     flow_reopened(f[5])
     count(st, f[2], -1)
     redis.call('ZREM', T .. ':x', id)
