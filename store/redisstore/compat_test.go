@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -168,7 +169,7 @@ func TestLegacyEnqueuedTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Items[0].Err != store.ErrTaskExists || res.Items[1].Err != store.ErrDuplicate || res.Items[1].ID != "full" {
+	if !errors.Is(res.Items[0].Err, store.ErrTaskExists) || !errors.Is(res.Items[1].Err, store.ErrDuplicate) || res.Items[1].ID != "full" {
 		t.Fatalf("Enqueue over legacy tasks: %+v; want ErrTaskExists, then ErrDuplicate held by full", res.Items)
 	}
 
