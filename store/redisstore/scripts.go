@@ -106,7 +106,11 @@ end
 local function flush()
   for st, c in pairs(cnt) do
     for q, d in pairs(c) do
-      if d ~= 0 then redis.call('HINCRBY', T .. ':c', st .. '/' .. q, d) end
+      if d > 0 then
+        redis.call('HINCRBY', T .. ':c', st .. '/' .. q, I(d))
+      elseif d < 0 then
+        redis.call('HINCRBY', T .. ':c', st .. '/' .. q, '-' .. I(-d))
+      end
     end
   end
   if #evs > 0 then
@@ -227,7 +231,7 @@ end
 
 var promoteLua = `
 local function promote(limit)
-  local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
+  local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', '0', limit)
   for _, id in ipairs(ids) do
     local key = tkey(id)
     local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
@@ -264,7 +268,7 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 // key.
 var enqueueScript = redis.NewScript(preludeCore + `
 local nt = tonumber(ARGV[3])
-local base = redis.call('INCRBY', T .. ':seq', nt) - nt
+local base = redis.call('INCRBY', T .. ':seq', ARGV[3]) - nt
 local res, dups = {}, {}
 local all, delayed = {}, {}
 local na = 0
@@ -366,7 +370,7 @@ end
 zadd_all(T .. ':all', all)
 if #delayed > 0 then
   -- A new earliest due time wakes the waiting leasers: they wait less.
-  local first = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
   local least = nil
   for k = 1, #delayed, 2 do
     local v = tonumber(delayed[k])
@@ -401,7 +405,7 @@ local nq = tonumber(ARGV[6])
 local filtered = ARGV[7 + nq] == '1'
 local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
-promote(1000)
+promote('1000')
 local out = {}
 local taken = 0
 local exp = S(NOW + dur)
@@ -416,7 +420,7 @@ for qi = 1, nq do
     local picked = {}
     if #tys == 1 then
       local k = T .. ':r:' .. q .. '/' .. tys[1]
-      local r = redis.call('ZPOPMIN', k, need)
+      local r = redis.call('ZPOPMIN', k, I(need))
       for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
       -- Also when nothing was taken: T:ty:<queue> holds exactly the types
       -- with ready tasks (push_ready relies on it).
@@ -425,7 +429,7 @@ for qi = 1, nq do
       local cands = {}
       for _, ty in ipairs(tys) do
         local k = T .. ':r:' .. q .. '/' .. ty
-        local ms = redis.call('ZRANGE', k, 0, need - 1)
+        local ms = redis.call('ZRANGE', k, '0', I(need - 1))
         if #ms == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
         for _, m in ipairs(ms) do
           cands[#cands + 1] = {m, k, ty}
@@ -450,7 +454,7 @@ for qi = 1, nq do
       end
     end
     if #picked > 0 then
-      local lid = redis.call('INCRBY', T .. ':lseq', #picked) - #picked
+      local lid = redis.call('INCRBY', T .. ':lseq', I(#picked)) - #picked
       local lz = {}
       for _, m in ipairs(picked) do
         local id = string.sub(m, 27)
@@ -481,7 +485,7 @@ end
 woke = false
 flush()
 local nextDue = -1
-local d = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
 return {S(NOW), nextDue, out}
 `)
@@ -594,7 +598,7 @@ while i <= #ARGV do
           ev('R', '4', id, q, g[1], g[3])
           redis.call('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
-          if redis.call('ZRANGE', T .. ':d', 0, 0)[1] == id then woke = true end
+          if redis.call('ZRANGE', T .. ':d', '0', '0')[1] == id then woke = true end
         else
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
@@ -742,15 +746,15 @@ return 1
 // sweepScript does a namespace's share of Sweep with at most ARGV[3] changes
 // of each kind. It returns {promoted, recovered, dead, cancelled, deleted}.
 var sweepScript = redis.NewScript(prelude + `
-local limit = tonumber(ARGV[3])
+local limit = ARGV[3]
 local promoted = promote(limit)
-local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', 0, limit)
+local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', '0', limit)
 for i = 1, #us, 1000 do
   redis.call('HDEL', T .. ':uq', unpack(us, i, math.min(i + 999, #us)))
 end
 zrem_all(T .. ':uz', us)
 local recovered, dead, cancelled, deleted = 0, 0, 0, 0
-local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', 0, limit)
+local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', '0', limit)
 for _, id in ipairs(ls) do
   local key = tkey(id)
   local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu', 'fl')
@@ -784,7 +788,7 @@ for _, id in ipairs(ls) do
   end
 end
 zrem_all(T .. ':l', ls)
-local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', 0, limit)
+local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit)
 local later = {}
 for _, id in ipairs(xs) do
   local key = tkey(id)
