@@ -73,6 +73,8 @@ var (
 	callers     = benchFlags.Int("callers", 50, "goroutines enqueueing at once with -enqueue-only")
 	rounds      = benchFlags.Int("rounds", 3, "rounds of kiln and asynq with -enqueue-only and -latency-only")
 	latencyOnly = benchFlags.Bool("latency-only", false, "run only the latency phase, kiln and asynq alternately -rounds times, with the load average of each")
+	callgrind   = benchFlags.String("callgrind-pid", "", "instead of the comparison, count the instructions per kiln script call of the Redis at -redis, run under valgrind --tool=callgrind with this process id (see callgrind.go)")
+	cgDir       = benchFlags.String("callgrind-dir", ".", "the folder of that Redis' callgrind dumps (its --callgrind-out-file=DIR/cg.out.%p)")
 )
 
 type result struct {
@@ -119,6 +121,10 @@ func main() {
 	}
 	if *latencyOnly {
 		runLatencyOnly()
+		return
+	}
+	if *callgrind != "" {
+		runCallgrind(*callgrind, *cgDir)
 		return
 	}
 	var rows []result

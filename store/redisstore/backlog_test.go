@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,35 +20,15 @@ import (
 	"github.com/kilnhq/kiln/store/storetest"
 )
 
-// startServer starts a redis-server of the test's own on a free loopback
-// port (no persistence) and returns its URL; it is stopped when the test
-// ends. Its INFO commandstats count only the test's commands. Like the
+// ownServerURL starts a redis-server of the test's own (startServer, no
+// persistence, no eviction) and returns its URL; it is stopped when the
+// test ends. Its INFO commandstats count only the test's commands. Like the
 // cluster test, it needs what the other tests need (KILN_TEST_REDIS_URL).
-func startServer(t *testing.T) string {
+func ownServerURL(t *testing.T) string {
 	t.Helper()
 	testenv.RedisURL(t)
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		testenv.Missing(t, "redis-server is needed to start a Redis of the test's own")
-	}
-	port := freePorts(t, 1)[0]
-	cmd := exec.Command(server, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
-		"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port)})
-	defer func() { _ = c.Close() }()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := poll(ctx, func() bool { return c.Ping(ctx).Err() == nil }); err != nil {
-		t.Fatalf("redis-server on port %d does not answer: %v", port, err)
-	}
-	return fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	addr, _ := startServer(t, "--maxmemory-policy", "noeviction")
+	return "redis://" + addr + "/0"
 }
 
 // commandCalls reads INFO commandstats: calls by command, leaving out the
@@ -409,7 +388,7 @@ func must[T any](v T, err error) T {
 // so that INFO commandstats counts nothing else.
 func TestBacklogWorkPerTask(t *testing.T) {
 	t.Parallel()
-	url := startServer(t)
+	url := ownServerURL(t)
 	small := backlogWork(t, url, 300)
 	large := backlogWork(t, url, 20_000)
 	if !maps.Equal(small, large) {
@@ -440,7 +419,7 @@ func TestBacklogWorkPerTask(t *testing.T) {
 // sequences and the change feed remain.
 func TestNoKeysLeftBehind(t *testing.T) {
 	t.Parallel()
-	url := startServer(t)
+	url := ownServerURL(t)
 	ctx := t.Context()
 	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	prefix := newPrefix()

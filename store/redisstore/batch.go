@@ -43,10 +43,9 @@ type enqueueGroup struct {
 
 // sharedCall is one enqueue script call that several callers share.
 type sharedCall struct {
-	args  []any // two common arguments, then enqueueArgs values per task, every caller's in turn
-	n     int   // tasks
-	bytes int   // payload and record bytes
-	multi bool  // a second caller joined
+	enqueueCall      // every caller's tasks in turn
+	bytes       int  // payload and record bytes
+	multi       bool // a second caller joined
 
 	done  chan struct{} // closed when the results are in
 	codes string
@@ -66,19 +65,18 @@ func (s *Store) group(ns string) *enqueueGroup {
 	return g
 }
 
-// enqueueShared runs the enqueue script for n tasks (args: two values the
-// call fills in, then enqueueArgs values per task; bytes their size),
+// enqueueShared runs the enqueue script for tasks (bytes: their size),
 // alone when a slot is free, otherwise in a call shared with other
 // callers. It returns one code per task and, per 'D' code in order, the id
 // of the task holding the key. A caller whose context ends while its call
 // waits for a slot withdraws its tasks when nobody joined it.
-func (s *Store) enqueueShared(ctx context.Context, ns string, args []any, n, bytes int) (string, []string, error) {
+func (s *Store) enqueueShared(ctx context.Context, ns string, tasks []enqueueTask, bytes int) (string, []string, error) {
+	n := len(tasks)
 	g := s.group(ns)
 	s.groupMu.Lock()
 	if c := g.pending; c != nil && c.n+n <= store.MaxBatch && c.bytes+bytes <= sharedBatchBytes {
 		off := c.n
-		c.args = append(c.args, args[2:]...)
-		c.n += n
+		c.addAll(tasks)
 		c.bytes += bytes
 		c.multi = true
 		s.groupMu.Unlock()
@@ -100,12 +98,15 @@ func (s *Store) enqueueShared(ctx context.Context, ns string, args []any, n, byt
 	case g.slots <- struct{}{}:
 		s.groupMu.Unlock()
 		defer func() { <-g.slots }()
-		return s.enqueueCall(ctx, ns, args, n)
+		var call enqueueCall
+		call.addAll(tasks)
+		return s.runEnqueue(ctx, ns, &call)
 	default:
 	}
 	// Every slot is taken: start a pending call that later callers join,
 	// and send it when a slot frees.
-	c := &sharedCall{args: args, n: n, bytes: bytes, done: make(chan struct{})}
+	c := &sharedCall{bytes: bytes, done: make(chan struct{})}
+	c.addAll(tasks)
 	g.pending = c
 	s.groupMu.Unlock()
 	select {
@@ -159,7 +160,7 @@ func (s *Store) sendShared(ctx context.Context, g *enqueueGroup, ns string, c *s
 		callCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), leaseCallTimeout)
 		defer cancel()
 	}
-	codes, dups, err := s.enqueueCall(callCtx, ns, c.args, c.n)
+	codes, dups, err := s.runEnqueue(callCtx, ns, &c.enqueueCall)
 	<-g.slots
 	c.codes, c.dups, c.err = codes, dups, err
 	close(c.done)
@@ -182,15 +183,64 @@ func (c *sharedCall) dupsOf(off, n int) []string {
 	return c.dups[before : before+strings.Count(c.codes[off:off+n], "D")]
 }
 
-// enqueueCall runs the enqueue script once for n tasks; it sets the first
-// two values of args, the common arguments.
-func (s *Store) enqueueCall(ctx context.Context, ns string, args []any, n int) (string, []string, error) {
-	args[0], args[1] = s.nowArg(), s.wakeChannel(ns)
-	v, err := s.run(ctx, "enqueue", enqueueScript, ns, true, args)
+// enqueueTask is one task of an enqueue script call, as Enqueue prepared
+// it.
+type enqueueTask struct {
+	id, q, ty string
+	d, p      []byte
+	prio      byte   // the 9-priority digit
+	mr        string // max retries; "" for 0
+	opts      []any  // nil, or RunAt, unique key, unique TTL, retention, released unique key
+}
+
+// enqueueCall is the arguments of one enqueue script call.
+type enqueueCall struct {
+	args  []any  // three common values (runEnqueue fills them in), then per task
+	n     int    // tasks
+	q, ty string // the last task's queue and type
+}
+
+// addAll appends tasks to the call: id, record, x and the arguments x
+// names (see enqueueScript). A task of the same queue and type as the one
+// before it, in the same caller's batch or another's, leaves them out.
+func (c *enqueueCall) addAll(tasks []enqueueTask) {
+	if c.args == nil {
+		c.args = make([]any, 3, 3+len(tasks)*4)
+	}
+	for i := range tasks {
+		t := &tasks[i]
+		flags := byte('@')
+		if len(t.p) > 0 {
+			flags += enqueueHasPayload
+		}
+		if c.n == 0 || t.q != c.q || t.ty != c.ty {
+			flags += enqueueHasQueue
+		}
+		if t.opts != nil {
+			flags += enqueueHasOptions
+		}
+		x := string([]byte{t.prio, flags}) + t.mr
+		c.args = append(c.args, t.id, t.d, x)
+		if len(t.p) > 0 {
+			c.args = append(c.args, t.p)
+		}
+		if flags&enqueueHasQueue != 0 {
+			c.args = append(c.args, t.q, t.ty)
+			c.q, c.ty = t.q, t.ty
+		}
+		c.args = append(c.args, t.opts...)
+		c.n++
+	}
+}
+
+// runEnqueue runs the enqueue script once for the call's tasks.
+func (s *Store) runEnqueue(ctx context.Context, ns string, c *enqueueCall) (string, []string, error) {
+	c.args[0], c.args[1], c.args[2] = s.nowArg(), s.wakeChannel(ns), c.n
+	v, err := s.run(ctx, "enqueue", enqueueScript, ns, true, c.args)
 	if err != nil {
 		return "", nil, err
 	}
-	codes, dups, err := enqueueReply(v, n)
+	codes, dups, err := enqueueReply(v, c.n)
 	if err != nil {
 		return "", nil, fmt.Errorf("redisstore: enqueue: %w", err)
 	}

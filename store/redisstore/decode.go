@@ -33,7 +33,9 @@ import (
 //	l le        lease id and expiry (µs); meaningful only while active
 //	sw          "<started µs>|<worker id>" of the last lease
 //	c           "1" when cancel was requested
-//	ca          created (µs)
+//	ca          created (µs); absent while m's RunAt is the creation time
+//	            (a task enqueued to run at once, until its RunAt changes:
+//	            the scripts that change it write ca first)
 //	ra          run at (µs); absent when equal to ca
 //	fa ea       finished, expires (µs)
 //	r e pp pm   result (absent = nil), last error, progress percent and message
@@ -48,7 +50,7 @@ import (
 // listFields are the fields List reads without payloads.
 // The field fl (the task's flow) is not decoded: read uses it to report a
 // finished member's ExpiresAt as its flow's expiry when that is later.
-var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm", "eh", "ed", "fl"}
+var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa", "ea", "e", "pp", "pm", "eh", "ed", "fl", "m"}
 
 // allFields are listFields and the payload and result.
 var allFields = append(append([]string(nil), listFields...), "p", "r")
@@ -275,9 +277,22 @@ func setField(t *store.Task, name string, v string, present bool) error {
 	return nil
 }
 
-// finishDecode applies the rules of the fields' absence: RunAt absent is
-// CreatedAt, and the lease fields count only while the task is active.
-func finishDecode(t *store.Task, raPresent bool) {
+// memberCreated is the creation time of a task without field ca: the RunAt
+// in its ready-set member m (9-priority digit, then 17 digits of µs).
+func memberCreated(m string) time.Time {
+	if len(m) < 18 {
+		return time.Time{}
+	}
+	return microTime(strings.TrimLeft(m[1:18], "0"))
+}
+
+// finishDecode applies the rules of the fields' absence: CreatedAt absent
+// is the RunAt in member m, RunAt absent is CreatedAt, and the lease
+// fields count only while the task is active.
+func finishDecode(t *store.Task, caPresent, raPresent bool, m string) {
+	if !caPresent {
+		t.CreatedAt = memberCreated(m)
+	}
 	if !raPresent {
 		t.RunAt = t.CreatedAt
 	}
@@ -295,20 +310,29 @@ func decodePairs(ns string, v any) (*store.Task, error) {
 		return nil, fmt.Errorf("bad task record %T", v)
 	}
 	t := &store.Task{Namespace: ns}
-	hasD, hasRA := false, false
+	hasD, hasCA, hasRA := false, false, false
+	var m string
 	for i := 0; i < len(arr); i += 2 {
 		name, _ := arr[i].(string)
 		val, _ := arr[i+1].(string)
 		if err := setField(t, name, val, true); err != nil {
 			return nil, err
 		}
-		hasD = hasD || name == "d"
-		hasRA = hasRA || name == "ra"
+		switch name {
+		case "d":
+			hasD = true
+		case "ca":
+			hasCA = true
+		case "ra":
+			hasRA = true
+		case "m":
+			m = val
+		}
 	}
 	if !hasD {
 		return nil, errors.New("task record without field d")
 	}
-	finishDecode(t, hasRA)
+	finishDecode(t, hasCA, hasRA, m)
 	if t.Payload == nil {
 		t.Payload = []byte{}
 	}
@@ -322,17 +346,23 @@ func decodeFields(ns string, fields []string, vals []any) (*store.Task, error) {
 		return nil, nil
 	}
 	t := &store.Task{Namespace: ns}
-	hasRA := false
+	hasCA, hasRA := false, false
+	var m string
 	for i, name := range fields {
 		s, ok := vals[i].(string)
 		if err := setField(t, name, s, ok); err != nil {
 			return nil, err
 		}
-		if name == "ra" {
+		switch name {
+		case "ca":
+			hasCA = ok
+		case "ra":
 			hasRA = ok
+		case "m":
+			m = s
 		}
 	}
-	finishDecode(t, hasRA)
+	finishDecode(t, hasCA, hasRA, m)
 	return t, nil
 }
 

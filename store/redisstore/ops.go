@@ -76,7 +76,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	}
 	items := make([]store.EnqueueItem, len(p.Tasks))
 	now := s.localNow()
-	args := make([]any, 2, 2+len(p.Tasks)*enqueueArgs) // the first two: see enqueueCall
+	tasks := make([]enqueueTask, 0, len(p.Tasks))
 	var idx []int
 	var buf []byte
 	size := 0
@@ -90,27 +90,30 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		if q == "" {
 			q = store.DefaultQueue
 		}
-		ra := ""
-		if !in.RunAt.IsZero() {
-			ra = itoa(microCeil(in.RunAt))
-		}
 		start := len(buf)
 		buf = encodeRecord(buf, in, q)
-		var ttl, mr, rtu, uk any = "", "", "", ""
-		if in.UniqueKey != "" {
-			ttl = in.UniqueTTL.Microseconds()
-			if in.UniqueUntilSuccess {
-				uk = in.UniqueKey
-			}
-		}
+		t := enqueueTask{id: in.ID, d: buf[start:len(buf):len(buf)], p: in.Payload, q: q, ty: in.Type,
+			prio: priorityDigits[store.MaxPriority-in.Priority][0]}
 		if in.MaxRetries != 0 {
-			mr = in.MaxRetries
+			t.mr = strconv.Itoa(in.MaxRetries)
 		}
-		if in.Retention != 0 {
-			rtu = in.Retention.Microseconds()
+		if !in.RunAt.IsZero() || in.UniqueKey != "" || in.Retention != 0 {
+			var ra, ttl, rtu, uk any = "", "", "", ""
+			if !in.RunAt.IsZero() {
+				ra = itoa(microCeil(in.RunAt))
+			}
+			if in.UniqueKey != "" {
+				ttl = in.UniqueTTL.Microseconds()
+				if in.UniqueUntilSuccess {
+					uk = in.UniqueKey
+				}
+			}
+			if in.Retention != 0 {
+				rtu = in.Retention.Microseconds()
+			}
+			t.opts = []any{ra, in.UniqueKey, ttl, rtu, uk}
 		}
-		args = append(args, in.ID, buf[start:len(buf):len(buf)], in.Payload, q, in.Type,
-			priorityDigits[store.MaxPriority-in.Priority], ra, in.UniqueKey, ttl, mr, rtu, uk)
+		tasks = append(tasks, t)
 		size += len(buf) - start + len(in.Payload)
 		idx = append(idx, i)
 	}
@@ -120,7 +123,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 	if err := s.register(ctx, p.Namespace); err != nil {
 		return store.EnqueueResult{}, err
 	}
-	codes, dups, err := s.enqueueShared(ctx, p.Namespace, args, len(idx), size)
+	codes, dups, err := s.enqueueShared(ctx, p.Namespace, tasks, size)
 	if err != nil {
 		return store.EnqueueResult{}, err
 	}
@@ -225,9 +228,22 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 	} else {
 		args = append(args, "0")
 	}
-	v, err := s.run(ctx, "lease", leaseScript, p.Namespace, false, args)
-	if err != nil {
-		return nil, 0, 0, err
+	var sc redis.Scripter = s.rdb
+	var conn *redis.Conn
+	if s.cfg.WaitReplicas > 0 {
+		// WAIT counts the replicas that have every write made on its
+		// connection, the lease script's and so every enqueue before it.
+		c, err := s.master(ctx, p.Namespace)
+		if err != nil {
+			return nil, 0, 0, s.wrap("lease", err)
+		}
+		conn = c.Conn()
+		defer func() { _ = conn.Close() }()
+		sc = conn
+	}
+	v, err := leaseScript.Run(ctx, sc, []string{s.tag(p.Namespace)}, args...).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, 0, s.wrap("lease", err)
 	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) != 3 {
@@ -264,7 +280,30 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		t.WorkerID = p.WorkerID
 		tasks = append(tasks, t)
 	}
+	if conn != nil && len(tasks) > 0 {
+		if err := s.waitReplicas(ctx, conn, "lease"); err != nil {
+			// The replicas may not have the tasks' enqueues: a failover
+			// could lose them after their handlers ran. Hand nothing over;
+			// give the tasks back unstarted (their attempt restored).
+			s.releaseUnstarted(ctx, p.Namespace, tasks)
+			return nil, 0, 0, fmt.Errorf("%w (the leased tasks were given back unstarted): %w", err, store.ErrUnavailable)
+		}
+	}
 	return tasks, now, next, nil
+}
+
+// releaseUnstarted gives leased tasks back, pending with their attempt
+// restored, as a worker that did not start them does.
+func (s *Store) releaseUnstarted(ctx context.Context, ns string, tasks []*store.Task) {
+	outs := make([]store.Outcome, len(tasks))
+	for i, t := range tasks {
+		outs[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeRelease, NotStarted: true}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseCallTimeout)
+	defer cancel()
+	// The release is made on the master whatever its WAIT says; if it
+	// fails, the leases expire and the tasks run later (one attempt more).
+	_, _ = s.Report(rctx, store.ReportParams{Namespace: ns, Outcomes: outs})
 }
 
 // Extend implements store.Leaser, the whole batch in one script call.

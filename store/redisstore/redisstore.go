@@ -60,7 +60,11 @@ type Config struct {
 	AllowEviction bool
 	// WaitReplicas, when positive, makes every call that changes tasks wait
 	// (Redis WAIT) until that many replicas have the change, and fail when
-	// fewer acknowledge within WaitTimeout. Default 0: no waiting.
+	// fewer acknowledge within WaitTimeout. Lease waits too, after its
+	// script and before it returns tasks: a task is handed to a worker
+	// only once that many replicas have its enqueue (and the lease); when
+	// they do not acknowledge in time, Lease gives the tasks back unstarted
+	// and fails with store.ErrUnavailable. Default 0: no waiting.
 	WaitReplicas int
 	// WaitTimeout bounds WAIT; default WaitTimeoutDefault (1 s).
 	WaitTimeout time.Duration
@@ -473,13 +477,40 @@ func (s *Store) run(ctx context.Context, op string, sc *redis.Script, ns string,
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, s.wrap(op, err)
 		}
-		n, err := wait.Int64()
-		if err != nil {
-			return nil, s.wrap(op+": wait", err)
-		}
-		if n < int64(s.cfg.WaitReplicas) {
-			return nil, fmt.Errorf("redisstore: %s: WAIT: %d of %d replicas acknowledged within %s; the change was made on the master but may be lost in a failover", op, n, s.cfg.WaitReplicas, s.cfg.WaitTimeout)
+		if err := s.checkWait(op, wait); err != nil {
+			return nil, err
 		}
 		return v, nil
 	}
+}
+
+// master returns the client of the master that holds namespace ns: the
+// store's own client, or on a Redis Cluster the master of the namespace's
+// slot.
+func (s *Store) master(ctx context.Context, ns string) (*redis.Client, error) {
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.MasterForKey(ctx, s.tag(ns))
+	case *redis.Client:
+		return c, nil
+	default:
+		return nil, fmt.Errorf("redisstore: WaitReplicas needs a *redis.Client or a *redis.ClusterClient, not %T: %w", s.rdb, store.ErrInvalidOption)
+	}
+}
+
+// waitReplicas runs WAIT on conn, after the writes it must cover.
+func (s *Store) waitReplicas(ctx context.Context, conn *redis.Conn, op string) error {
+	return s.checkWait(op, conn.Do(ctx, "WAIT", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds()))
+}
+
+// checkWait checks WAIT's answer: at least Config.WaitReplicas replicas.
+func (s *Store) checkWait(op string, wait *redis.Cmd) error {
+	n, err := wait.Int64()
+	if err != nil {
+		return s.wrap(op+": wait", err)
+	}
+	if n < int64(s.cfg.WaitReplicas) {
+		return fmt.Errorf("redisstore: %s: WAIT: %d of %d replicas acknowledged within %s; the change was made on the master but may be lost in a failover", op, n, s.cfg.WaitReplicas, s.cfg.WaitTimeout)
+	}
+	return nil
 }

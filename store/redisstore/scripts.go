@@ -36,11 +36,18 @@ import (
 //	T:seq, T:lseq     string enqueue sequence and lease id counters
 //	T:mv, T:mk        hash, zset  meta records (see meta.go)
 //
-// The hot paths (enqueue, lease, report) avoid string.format per task (the
-// costliest Lua operation they did): numbers below 1e14 are turned into
-// strings with tostring (exact there), the sequence in a member is packed
-// with struct.pack, and the strings shared by a batch are built once.
-var prelude = `
+// The hot paths (enqueue, lease, report) turn no number into a string
+// through Lua's own conversions (tostring, concatenation, or a number
+// passed to redis.call: each formats a double with sprintf, which costs
+// Redis more than a hash write): numbers become strings with digits()
+// (consecutive numbers, such as sequences and lease ids, nearly for free),
+// the sequence in a member is packed with struct.pack, and the strings
+// shared by a batch are built once.
+// preludeCore is what every script starts with; the enqueue script needs
+// nothing else. Every definition costs each call of a script that has it
+// (a closure made, and later collected), so the enqueue script, the most
+// frequent call, leaves out the helpers it does not use.
+var preludeCore = `
 local T = KEYS[1]
 local NOW
 if ARGV[1] ~= '' then
@@ -62,11 +69,37 @@ local function ev(k, st, id, q, ty, a, x)
   if x then x = (string.gsub(x, '[\30\31]', ' ')) end
   evs[#evs + 1] = k .. st .. '\31' .. id .. '\31' .. q .. '\31' .. (ty or '') .. '\31' .. (a or '0') .. '\31' .. (x or '')
 end
+-- digits returns a function that turns a non-negative integer below 2^53
+-- into its decimal string. Lua's own conversions (tostring, concatenation,
+-- a number passed to redis.call) format a double through sprintf("%.14g")
+-- or ("%.17g"), which costs Redis more than a hash write; this one keeps
+-- the decimal string of n / 10 of its last call, so numbers that follow
+-- each other (sequences, lease ids) cost one table look-up and one
+-- concatenation, and others one integer string.format.
+local DIG = {[0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
+local function digits()
+  local hi, hs = 0, ''
+  return function(n)
+    local lo = n % 10
+    local h = (n - lo) / 10
+    if h ~= hi then
+      hi = h
+      if h == 0 then hs = '' else hs = string.format('%d', h) end
+    end
+    return hs .. DIG[lo]
+  end
+end
+local I = digits()
 local function S(n)
+  if n >= 0 and n < 1e15 and n % 1 == 0 then return I(n) end
   if n < 1e14 and n > -1e14 then return tostring(n) end
   return string.format('%.0f', n)
 end
-local function R17(ra) return string.format('%017.0f', math.max(ra, 0)) end
+local function R17(ra)
+  if ra <= 0 then return '00000000000000000' end
+  if ra < 1e17 and ra % 1 == 0 then return string.format('%017d', ra) end
+  return string.format('%017.0f', ra)
+end
 local function tkey(id) return T .. ':t:' .. id end
 local function count(st, q, d)
   local c = cnt[st]
@@ -77,7 +110,11 @@ local function flush()
   if flow_apply then flow_apply() end
   for st, c in pairs(cnt) do
     for q, d in pairs(c) do
-      if d ~= 0 then redis.call('HINCRBY', T .. ':c', st .. '/' .. q, d) end
+      if d > 0 then
+        redis.call('HINCRBY', T .. ':c', st .. '/' .. q, I(d))
+      elseif d < 0 then
+        redis.call('HINCRBY', T .. ':c', st .. '/' .. q, '-' .. I(-d))
+      end
     end
   end
   if #evs > 0 then
@@ -96,6 +133,36 @@ local function zadd_all(key, l)
     redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
   end
 end
+-- stage_ready adds m to the batch of ready members for queue q and type
+-- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
+-- order; types: queue -> set of types), written later by the caller.
+local function stage_ready(ready, readyKeys, types, q, ty, m)
+  local rk = T .. ':r:' .. q .. '/' .. ty
+  local l = ready[rk]
+  if not l then
+    l = {}
+    ready[rk] = l
+    readyKeys[#readyKeys + 1] = rk
+    local tq = types[q]
+    if not tq then tq = {}; types[q] = tq end
+    tq[ty] = true
+  end
+  l[#l + 1] = '0'
+  l[#l + 1] = m
+end
+-- add_ready writes what stage_ready staged.
+local function add_ready(ready, readyKeys, types)
+  for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
+  for q, tys in pairs(types) do
+    for ty in pairs(tys) do
+      if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+    end
+  end
+end
+`
+
+// prelude is preludeCore and the helpers of the scripts other than enqueue.
+var prelude = preludeCore + `
 -- add_err appends the failure of attempt a, with error text msg, to the
 -- error history of the task at key (fields eh, en, ed: see decode.go),
 -- dropping the oldest entry past MAXERR. Only failures call it.
@@ -123,44 +190,18 @@ local function add_err(key, a, msg)
   end
   redis.call('HSET', key, 'eh', h, 'en', n)
 end
+-- keep_ca writes the creation time of the task at key (field ca, given as
+-- ca) from its member m when it has no field ca, before m's RunAt
+-- changes: a task enqueued to run at once has none, its creation time is
+-- the RunAt in its member (see decode.go).
+local function keep_ca(key, ca, m)
+  if not ca then redis.call('HSET', key, 'ca', S(tonumber(string.sub(m, 2, 18)))) end
+end
 -- rerun returns member m with its RunAt replaced by ra.
 local function rerun(m, ra)
   return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
 end
--- Ready tasks wake the waiting leasers only when their type's ready set was
--- empty (the type joins T:ty:<queue>): a leaser waits only after it found
--- every ready set it may take from empty, so a set that already had tasks
--- either woke it when it got its first one or is not one it waits for.
-local function push_ready(q, ty, m)
-  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, 0, m)
-  if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
-end
--- stage_ready adds m to the batch of ready members for queue q and type
--- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
--- order; types: queue -> set of types), written later by the caller.
-local function stage_ready(ready, readyKeys, types, q, ty, m)
-  local rk = T .. ':r:' .. q .. '/' .. ty
-  local l = ready[rk]
-  if not l then
-    l = {}
-    ready[rk] = l
-    readyKeys[#readyKeys + 1] = rk
-    local tq = types[q]
-    if not tq then tq = {}; types[q] = tq end
-    tq[ty] = true
-  end
-  l[#l + 1] = 0
-  l[#l + 1] = m
-end
--- add_ready writes what stage_ready staged.
-local function add_ready(ready, readyKeys, types)
-  for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
-  for q, tys in pairs(types) do
-    for ty in pairs(tys) do
-      if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
-    end
-  end
-end
+` + pushReadyLua + `
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
   redis.call('ZREM', k, m)
@@ -177,8 +218,24 @@ local function finish(id, st, q, rtu, fl)
   flow_done(id)
   flow_ended(fl, ea)
 end
+` + promoteLua
+
+// pushReadyLua and promoteLua are parts of prelude that the lease script
+// takes too (it starts with preludeCore and them only).
+var pushReadyLua = `
+-- Ready tasks wake the waiting leasers only when their type's ready set was
+-- empty (the type joins T:ty:<queue>): a leaser waits only after it found
+-- every ready set it may take from empty, so a set that already had tasks
+-- either woke it when it got its first one or is not one it waits for.
+local function push_ready(q, ty, m)
+  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
+  if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+end
+`
+
+var promoteLua = `
 local function promote(limit)
-  local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', 0, limit)
+  local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', '0', limit)
   for _, id in ipairs(ids) do
     local key = tkey(id)
     local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
@@ -200,31 +257,54 @@ var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds()
 // 9 - priority.
 var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
-// enqueueScript adds tasks. ARGV[3..] holds enqueueArgs values per task: id,
-// record (field d), payload, queue, type, 9-priority digit, RunAt µs ("" for
-// now), unique key, unique TTL µs, max retries, retention µs ("" when zero),
-// unique key to release on success ("" for none).
+// enqueueScript adds ARGV[3] tasks. ARGV[4..] holds per task (see
+// enqueueCall.add): id, record (field d), x, then the arguments x names.
+// x is the 9-priority digit, a flags character ('@' plus 1: the payload
+// follows, 2: the queue and the type follow, else they are the previous
+// task's; 4: the options follow) and the max retries ("" when 0); the
+// options are RunAt µs ("" for now), unique key, unique TTL µs, retention
+// µs ("" when zero) and the unique key to release on success ("" for
+// none). Most tasks need three arguments: every argument costs Redis
+// its parsing, its Lua string and its release.
 // It returns {codes, duplicates}: codes has one character per task, its
 // state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
 // key.
-var enqueueScript = redis.NewScript(prelude + `
-local nt = (#ARGV - 2) / ` + strconv.Itoa(enqueueArgs) + `
-local base = redis.call('INCRBY', T .. ':seq', nt) - nt
+var enqueueScript = redis.NewScript(preludeCore + `
+local nt = tonumber(ARGV[3])
+local base = redis.call('INCRBY', T .. ':seq', ARGV[3]) - nt
 local res, dups = {}, {}
 local all, delayed = {}, {}
+local na = 0
 local ready, readyKeys = {}, {}
 local types = {}
 local sNOW = S(NOW)
 local nowR = R17(NOW)
-for j = 0, nt - 1 do
-  local i = 3 + j * ` + strconv.Itoa(enqueueArgs) + `
-  local id = ARGV[i]
-  local key = tkey(id)
+local TK = T .. ':t:'
+local q, ty, evq
+local i = 4
+for j = 1, nt do
+  local id, x = ARGV[i], ARGV[i + 2]
+  local d = ARGV[i + 1]
+  i = i + 3
+  local fb = string.byte(x, 2) - 64
+  local p = ''
+  if fb % 2 == 1 then p = ARGV[i]; i = i + 1 end
+  if fb % 4 >= 2 then
+    q, ty = ARGV[i], ARGV[i + 1]
+    i = i + 2
+    evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
+  end
+  local ra, uk = '', ''
+  local ttl, rtu, ukr
+  if fb >= 4 then
+    ra, uk, ttl, rtu, ukr = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    i = i + 5
+  end
+  local key = TK .. id
   if redis.call('EXISTS', key) == 1 then
-    res[j + 1] = 'E'
+    res[j] = 'E'
   else
-    local uk = ARGV[i + 7]
     local dup = nil
     if uk ~= '' then
       local h = redis.call('HGET', T .. ':uq', uk)
@@ -233,31 +313,25 @@ for j = 0, nt - 1 do
         if tonumber(string.sub(h, 1, sep - 1)) > NOW then dup = string.sub(h, sep + 1) end
       end
       if not dup then
-        local untl = S(NOW + tonumber(ARGV[i + 8]))
+        local untl = S(NOW + tonumber(ttl))
         redis.call('HSET', T .. ':uq', uk, untl .. '|' .. id)
         redis.call('ZADD', T .. ':uz', untl, uk)
       end
     end
     if dup then
-      res[j + 1] = 'D'
+      res[j] = 'D'
       dups[#dups + 1] = dup
     else
-      local seq = base + j + 1
-      local q, ty, ra = ARGV[i + 3], ARGV[i + 4], ARGV[i + 6]
+      local seq = base + j
       local tail = struct.pack('>I8', seq) .. id
+      local mr = string.sub(x, 3)
       local st, m
-      local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW}
-      if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
-      if ARGV[i + 9] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 9] end
-      if ARGV[i + 10] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 10] end
-      if ARGV[i + 11] ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ARGV[i + 11] end
       if ra == '' then
-        m = ARGV[i + 5] .. nowR .. tail
+        m = string.sub(x, 1, 1) .. nowR .. tail
         st = '2'
       else
-        f[#f + 1] = 'ra'; f[#f + 1] = ra
         local nra = tonumber(ra)
-        m = ARGV[i + 5] .. R17(nra) .. tail
+        m = string.sub(x, 1, 1) .. R17(nra) .. tail
         if nra > NOW then
           st = '1'
           delayed[#delayed + 1] = ra
@@ -266,24 +340,41 @@ for j = 0, nt - 1 do
           st = '2'
         end
       end
+      if p == '' and fb < 4 then
+        -- The common task: no payload, no options. Its creation time is
+        -- the RunAt in its member (no field ca: see decode.go).
+        if mr ~= '' then
+          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m, 'st', st)
+        else
+          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'm', m, 'st', st)
+        end
+      else
+        local f = {'d', d, 'q', q, 'ty', ty}
+        if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
+        if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
+        if ra ~= '' then f[#f + 1] = 'ca'; f[#f + 1] = sNOW; f[#f + 1] = 'ra'; f[#f + 1] = ra end
+        if rtu and rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
+        if ukr and ukr ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ukr end
+        f[#f + 1] = 'm'; f[#f + 1] = m
+        f[#f + 1] = 'st'; f[#f + 1] = st
+        redis.call('HSET', key, unpack(f))
+      end
       if st == '2' then
         stage_ready(ready, readyKeys, types, q, ty, m)
       end
-      f[#f + 1] = 'm'; f[#f + 1] = m
-      f[#f + 1] = 'st'; f[#f + 1] = st
-      redis.call('HSET', key, unpack(f))
-      all[#all + 1] = seq
-      all[#all + 1] = id
+      all[na + 1] = I(seq)
+      all[na + 2] = id
+      na = na + 2
       count(st, q, 1)
-      ev('E', st, id, q, ty)
-      res[j + 1] = st
+      evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq
+      res[j] = st
     end
   end
 end
 zadd_all(T .. ':all', all)
 if #delayed > 0 then
   -- A new earliest due time wakes the waiting leasers: they wait less.
-  local first = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
   local least = nil
   for k = 1, #delayed, 2 do
     local v = tonumber(delayed[k])
@@ -297,8 +388,12 @@ flush()
 return {table.concat(res), dups}
 `)
 
-// enqueueArgs is the number of ARGV values per task of enqueueScript.
-const enqueueArgs = 12
+// Flags of an enqueued task's x argument (see enqueueScript), added to '@'.
+const (
+	enqueueHasPayload = 1
+	enqueueHasQueue   = 2
+	enqueueHasOptions = 4
+)
 
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
@@ -306,14 +401,15 @@ const enqueueArgs = 12
 // {now, next due time or -1, {lease id, task, lease id, task...}}, each task
 // as HGETALL gives it before the lease fields (state, attempt, lease id,
 // lease expiry, start and worker) were written: the caller sets those itself.
-var leaseScript = redis.NewScript(prelude + `
+var leaseScript = redis.NewScript(preludeCore + pushReadyLua + promoteLua + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
+local IA = digits() -- attempts: I keeps the lease ids
 local nq = tonumber(ARGV[6])
 local filtered = ARGV[7 + nq] == '1'
 local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
-promote(1000)
+promote('1000')
 local out = {}
 local taken = 0
 local exp = S(NOW + dur)
@@ -328,7 +424,7 @@ for qi = 1, nq do
     local picked = {}
     if #tys == 1 then
       local k = T .. ':r:' .. q .. '/' .. tys[1]
-      local r = redis.call('ZPOPMIN', k, need)
+      local r = redis.call('ZPOPMIN', k, I(need))
       for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
       -- Also when nothing was taken: T:ty:<queue> holds exactly the types
       -- with ready tasks (push_ready relies on it).
@@ -337,7 +433,7 @@ for qi = 1, nq do
       local cands = {}
       for _, ty in ipairs(tys) do
         local k = T .. ':r:' .. q .. '/' .. ty
-        local ms = redis.call('ZRANGE', k, 0, need - 1)
+        local ms = redis.call('ZRANGE', k, '0', I(need - 1))
         if #ms == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
         for _, m in ipairs(ms) do
           cands[#cands + 1] = {m, k, ty}
@@ -362,7 +458,7 @@ for qi = 1, nq do
       end
     end
     if #picked > 0 then
-      local lid = redis.call('INCRBY', T .. ':lseq', #picked) - #picked
+      local lid = redis.call('INCRBY', T .. ':lseq', I(#picked)) - #picked
       local lz = {}
       for _, m in ipairs(picked) do
         local id = string.sub(m, 27)
@@ -376,10 +472,11 @@ for qi = 1, nq do
           if k == 'a' then a = tonumber(r[i + 1]) elseif k == 'ty' then ty = r[i + 1] end
         end
         local sl = S(lid)
+        local sa = IA(a + 1)
         out[#out + 1] = sl
         out[#out + 1] = r
-        redis.call('HSET', key, 'st', '3', 'a', a + 1, 'l', sl, 'le', exp, 'sw', sw)
-        ev('S', '3', id, q, ty, S(a + 1), ARGV[5])
+        redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
+        ev('S', '3', id, q, ty, sa, ARGV[5])
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -392,7 +489,7 @@ end
 woke = false
 flush()
 local nextDue = -1
-local d = redis.call('ZRANGE', T .. ':d', 0, 0, 'WITHSCORES')
+local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
 return {S(NOW), nextDue, out}
 `)
@@ -492,8 +589,9 @@ while i <= #ARGV do
       if f[6] then flow_done(id, f[6], true) end
       flow_ended(f[7], ea)
     else
-      local g = redis.call('HMGET', key, 'ty', 'm', 'a')
+      local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
       if kind == '2' then
+        keep_ca(key, g[4], g[2])
         add_err(key, g[3], ARGV[i + 3])
         local at = tonumber(ARGV[i + 4])
         if at > NOW then
@@ -503,7 +601,7 @@ while i <= #ARGV do
           ev('R', '4', id, q, g[1], g[3])
           redis.call('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
-          if redis.call('ZRANGE', T .. ':d', 0, 0)[1] == id then woke = true end
+          if redis.call('ZRANGE', T .. ':d', '0', '0')[1] == id then woke = true end
         else
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
@@ -574,11 +672,12 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl')
+  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'ca')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '6' or st == '7' then
+    keep_ca(key, f[6], f[4])
     flow_reopened(f[5])
     count(st, f[2], -1)
     redis.call('ZREM', T .. ':x', id)
@@ -650,15 +749,15 @@ return 1
 // sweepScript does a namespace's share of Sweep with at most ARGV[3] changes
 // of each kind. It returns {promoted, recovered, dead, cancelled, deleted}.
 var sweepScript = redis.NewScript(prelude + `
-local limit = tonumber(ARGV[3])
+local limit = ARGV[3]
 local promoted = promote(limit)
-local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', 0, limit)
+local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', '0', limit)
 for i = 1, #us, 1000 do
   redis.call('HDEL', T .. ':uq', unpack(us, i, math.min(i + 999, #us)))
 end
 zrem_all(T .. ':uz', us)
 local recovered, dead, cancelled, deleted = 0, 0, 0, 0
-local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', 0, limit)
+local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', '0', limit)
 for _, id in ipairs(ls) do
   local key = tkey(id)
   local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu', 'fl')
@@ -692,7 +791,7 @@ for _, id in ipairs(ls) do
   end
 end
 zrem_all(T .. ':l', ls)
-local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', 0, limit)
+local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit)
 local later = {}
 for _, id in ipairs(xs) do
   local key = tkey(id)

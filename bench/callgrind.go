@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/redisstore"
+)
+
+// runCallgrind counts the instructions a Redis run under valgrind's
+// callgrind executes per kiln script call, a measure the machine's load
+// does not change: callgrind's counters are zeroed (callgrind_control -z)
+// before each phase and dumped (-d) after it, and the dump's totals line
+// is divided by the phase's calls or tasks. Phases, on the store directly
+// and serially: 1,000 enqueue calls of one task, 100 of 20 tasks, 100
+// lease calls of 20 tasks each followed by a report of the 20, and 500
+// times the idle path of one task (enqueue, lease, report). The dumps go
+// where redis-server was started with --callgrind-out-file=DIR/cg.out.%p.
+func runCallgrind(pid, dir string) {
+	ctx := context.Background()
+	o := must(redis.ParseURL(*redisURL))
+	o.MaxRetries = -1
+	rdb := redis.NewClient(o)
+	defer func() { _ = rdb.Close() }()
+	prefix := "kbench-" + token()
+	defer deleteKeys(*redisURL, "{"+prefix+"*", prefix+"*")
+	s, err := redisstore.New(ctx, rdb, &redisstore.Config{Prefix: prefix})
+	if err != nil {
+		log.Fatalf("kiln: open: %v", err)
+	}
+	defer func() { _ = s.Close() }()
+	seq := 0
+	task := func() store.TaskInput {
+		seq++
+		return store.TaskInput{ID: fmt.Sprintf("01JBENCHCALLGRIND%09d", seq), Type: "noop", MaxRetries: 25}
+	}
+	enqueue := func(ns string, n int) {
+		ts := make([]store.TaskInput, n)
+		for i := range ts {
+			ts[i] = task()
+		}
+		if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: ts}); err != nil {
+			log.Fatalf("kiln: enqueue: %v", err)
+		}
+	}
+	leaseReport := func(ns string, n int) {
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: n, Duration: time.Minute, WorkerID: "w"})
+		if err != nil || len(res.Tasks) != n {
+			log.Fatalf("kiln: lease: %d tasks, %v; want %d", len(res.Tasks), err, n)
+		}
+		outs := make([]store.Outcome, len(res.Tasks))
+		for i, t := range res.Tasks {
+			outs[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded}
+		}
+		if _, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: outs}); err != nil {
+			log.Fatalf("kiln: report: %v", err)
+		}
+	}
+	for range 20 { // scripts loaded, namespaces registered
+		enqueue("a", 1)
+		enqueue("b", 1)
+		enqueue("c", 1)
+	}
+	leaseReport("b", 20)
+	leaseReport("c", 20)
+	phase := func(per int, run func()) float64 {
+		control(pid, "-z")
+		run()
+		control(pid, "-d")
+		return float64(dumpTotal(dir, pid)) / float64(per)
+	}
+	one := phase(1000, func() {
+		for range 1000 {
+			enqueue("a", 1)
+		}
+	})
+	twenty := phase(100, func() {
+		for range 100 {
+			enqueue("b", 20)
+		}
+	})
+	lr := phase(2000, func() {
+		for range 100 {
+			leaseReport("b", 20)
+		}
+	})
+	path := phase(500, func() {
+		for range 500 {
+			enqueue("c", 1)
+			leaseReport("c", 1)
+		}
+	})
+	fmt.Printf("Redis instructions: enqueue call of 1 task %.0f; of 20 tasks %.0f (%.0f per task, %.0f per task added to a call); lease and report of 20 per call, per task %.0f; idle path (enqueue, lease, report of 1 task) %.0f; load average %s\n",
+		one, twenty, twenty/20, (twenty-one)/19, lr, path, loadAverage())
+}
+
+func control(pid, op string) {
+	if out, err := exec.Command("callgrind_control", op, pid).CombinedOutput(); err != nil {
+		log.Fatalf("callgrind_control %s %s: %v: %s", op, pid, err, out)
+	}
+}
+
+// dumpTotal reads the totals line of the newest callgrind dump of pid.
+func dumpTotal(dir, pid string) int64 {
+	files, err := filepath.Glob(filepath.Join(dir, "cg.out."+pid+".*"))
+	if err != nil || len(files) == 0 {
+		log.Fatalf("no callgrind dump of %s in %s", pid, dir)
+	}
+	newest, at := "", time.Time{}
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.ModTime().After(at) {
+			newest, at = f, st.ModTime()
+		}
+	}
+	raw := must(os.ReadFile(newest))
+	for _, l := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(l, "totals: "); ok {
+			return must(strconv.ParseInt(strings.Fields(v)[0], 10, 64))
+		}
+	}
+	log.Fatalf("no totals line in %s", newest)
+	return 0
+}
