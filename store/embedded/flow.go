@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -290,11 +289,11 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	q.counts[e.t.State]++
 	ns.tasks[e.t.ID] = e
 	s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
-	return append(ops,
+	ops = append(ops,
 		op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 		op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-		op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
 	)
+	return taskOps(ops, e)
 }
 
 // flowDone counts task id of ns as finished for the held tasks that wait
@@ -420,25 +419,15 @@ func (s *Store) raiseExpiry(ns string, ts []*store.Task) {
 	}
 }
 
-// flowPark keeps the expiry item it of a finished member of a flow not
-// finished, for flowEnded to push again; it reports whether it did. The
-// caller holds s.mu.
-func (s *Store) flowPark(it timedItem) bool {
-	fi := s.flows[it.ns]
+// flowOpen reports whether task id of ns is a member of a flow not
+// finished: Sweep keeps it. The caller holds s.mu.
+func (s *Store) flowOpen(ns, id string) bool {
+	fi := s.flows[ns]
 	if fi == nil {
 		return false
 	}
-	fid, ok := fi.member[it.id]
-	if !ok || fi.open[fid] <= 0 {
-		return false
-	}
-	p := fi.parked[fid]
-	if p == nil {
-		p = make(map[string]timedItem)
-		fi.parked[fid] = p
-	}
-	p[it.id] = it
-	return true
+	fid, ok := fi.member[id]
+	return ok && fi.open[fid] > 0
 }
 
 // flowReopened notes that finished task id of ns runs again (Retry).
@@ -657,15 +646,15 @@ func (s *Store) loadFlowMembers(eng engine) error {
 		open := 0
 		for _, id := range f.tasks {
 			stored := fi.held[id] != nil
-			if stored || (s.nss[f.ns] != nil && s.nss[f.ns].tasks[id] != nil) {
-				open++ // held, or stored and not terminal (load keeps only those in memory)
-			}
+			live := stored
 			if !stored {
-				v, err := eng.get(nameKey(kID, f.ns, id))
-				if err != nil {
+				var err error
+				if stored, live, err = storedLive(eng, f.ns, id); err != nil {
 					return err
 				}
-				stored = v != nil
+			}
+			if live {
+				open++ // held, or stored and not terminal
 			}
 			if stored {
 				fi.member[id] = f.id
