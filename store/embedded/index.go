@@ -293,7 +293,7 @@ func (s *Store) refillFrom(eng engine, d *disk, ns *namespace, q *queue, typ str
 		w.more = false
 		return nil
 	}
-	w.hi = orderKey{prio: 255 - int(last[len(last)-17]), runAt: int64(binary.BigEndian.Uint64(last[len(last)-16:])^(1<<63)), seq: keySeq(last)} //nolint:gosec // G115: sign flip
+	w.hi = orderKey{prio: 255 - int(last[len(last)-17]), runAt: int64(binary.BigEndian.Uint64(last[len(last)-16:]) ^ (1 << 63)), seq: keySeq(last)} //nolint:gosec // G115: sign flip
 	return nil
 }
 
