@@ -382,7 +382,7 @@ func (s *Store) reloadLocked() error {
 	// The staged entries go with the old memory: what is on disk is durable,
 	// and load puts its pending tasks in their ready heaps.
 	s.staged, s.unassigned = nil, nil
-	s.gone, s.goneList = make(map[goneKey]uint64), nil
+	s.gone, s.goneList, s.spill = make(map[goneKey]uint64), nil, nil
 	s.diskEpoch.Add(1)
 	s.metaPending = make(map[string][]byte)
 	s.metaGen = make(map[string]uint64)

@@ -135,6 +135,9 @@ type Store struct {
 	// refill does not read them back.
 	gone     map[goneKey]uint64
 	goneList []goneItem
+	// spill holds the scheduled entries pushed to a delayed window before
+	// their write was durable, for spillDurable.
+	spill []*entry
 
 	c    committer
 	wg   sync.WaitGroup
@@ -146,7 +149,7 @@ type namespace struct {
 	name    string
 	tasks   map[string]*entry // live tasks, and finished ones not yet durable
 	queues  map[string]*queue
-	delayed taskHeap // scheduled and retry tasks by RunAt
+	delayed delayedWindow // scheduled and retry tasks by RunAt
 	unique  map[string]uniqueHold
 	wake    chan struct{} // closed when tasks become ready, if waiting > 0
 	waiting int
@@ -343,7 +346,7 @@ func (s *Store) namespace(name string) *namespace {
 			name:    name,
 			tasks:   make(map[string]*entry),
 			queues:  make(map[string]*queue),
-			delayed: taskHeap{less: delayedLess},
+			delayed: delayedWindow{taskHeap: taskHeap{less: delayedLess}},
 			unique:  make(map[string]uniqueHold),
 		}
 		s.nss[name] = ns
@@ -637,6 +640,7 @@ func (s *Store) commitOne() {
 	s.forgetGone(b.gen)
 	s.releaseDurable(b.gen)
 	s.evictDurable(b.gen)
+	s.spillDurable(b.gen)
 	s.mu.Unlock()
 	close(b.done)
 }

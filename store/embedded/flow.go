@@ -277,7 +277,7 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	q := ns.queue(e.t.Queue)
 	if e.t.RunAt.After(now) {
 		e.t.State = store.StateScheduled
-		ns.delayed.push(e)
+		s.pushDelayed(ns, e)
 		s.unassigned = append(s.unassigned, e) // its gen, for promote
 	} else {
 		if e.t.RunAt.IsZero() {

@@ -289,6 +289,11 @@ func (s *Store) refillFrom(eng engine, d *disk, ns *namespace, q *queue, typ str
 		ns.tasks[e.t.ID] = e
 		w.push(e)
 	}
+	defer func() {
+		if w.Len() > 2*s.windowSize {
+			s.trim(ns, w)
+		}
+	}()
 	if n < s.windowSize {
 		w.more = false
 		return nil
@@ -466,44 +471,62 @@ func (s *Store) loadIndexed(eng engine, hidden map[string]created) error {
 	if err = errors.Join(err, derr); err != nil {
 		return err
 	}
-	// Scheduled and active tasks: all of them.
-	for _, kind := range []byte{kDelayed, kLeased} {
-		byNS := make(map[string][][]byte)
-		err := eng.scan([]byte{kind}, nil, false, func(k, _ []byte) bool {
-			if nsName, _, ok := splitKey(k); ok {
-				byNS[nsName] = append(byNS[nsName], bytes.Clone(k))
-			}
-			return true
-		})
-		if err != nil {
-			return err
+	// Active tasks: all of them (as many as the workers' leases).
+	byNS := make(map[string][][]byte)
+	err = eng.scan([]byte{kLeased}, nil, false, func(k, _ []byte) bool {
+		if nsName, _, ok := splitKey(k); ok {
+			byNS[nsName] = append(byNS[nsName], bytes.Clone(k))
 		}
-		for nsName, keys := range byNS {
-			ns := s.namespace(nsName)
-			for len(keys) > 0 {
-				part := keys[:min(len(keys), 4096)]
-				keys = keys[len(part):]
-				es, err := loadEntries(eng, nsName, part, d)
-				if err != nil {
-					return err
-				}
-				for _, e := range es {
-					if e == nil {
-						continue
-					}
-					s.seq = max(s.seq, e.seq)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for nsName, keys := range byNS {
+		ns := s.namespace(nsName)
+		for len(keys) > 0 {
+			part := keys[:min(len(keys), 4096)]
+			keys = keys[len(part):]
+			es, err := loadEntries(eng, nsName, part, d)
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				if e != nil {
 					ns.tasks[e.t.ID] = e
-					if e.t.State == store.StateActive {
-						heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
-					} else {
-						ns.delayed.push(e)
-					}
+					heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
 				}
 			}
 		}
 	}
+	// The window of scheduled and retry tasks of each namespace.
+	start := []byte{kDelayed}
+	for {
+		var first []byte
+		if err := eng.scan([]byte{kDelayed}, start, false, func(k, _ []byte) bool {
+			first = bytes.Clone(k)
+			return false
+		}); err != nil {
+			return err
+		}
+		if first == nil {
+			break
+		}
+		nsName, _, ok := splitKey(first)
+		if !ok {
+			return fmt.Errorf("%w: bad delayed key %x", errCorrupt, first)
+		}
+		ns := s.namespace(nsName)
+		ns.delayed.more = true
+		ns.delayed.hi = dueKey{at: math.MinInt64}
+		if err := s.refillDelayed(eng, d, ns); err != nil {
+			return err
+		}
+		start = nsPrefix(kDelayed, nsName)
+		start[len(start)-1] = 1 // past every key of the namespace
+	}
 	// The window of each queue and type.
-	start := []byte{kReady}
+	start = []byte{kReady}
 	for {
 		var first []byte
 		if err := eng.scan([]byte{kReady}, start, false, func(k, _ []byte) bool {
@@ -675,8 +698,6 @@ func (s *Store) loadRest(eng engine, hidden map[string]created) error {
 	return s.loadFlows(eng)
 }
 
-// farFuture is later than any expiry.
-var farFuture = time.Unix(0, math.MaxInt64).UTC()
 
 // goneItem is an entry of s.goneList.
 type goneItem struct {
@@ -723,4 +744,161 @@ func storedLive(eng engine, ns, id string) (stored, live bool, err error) {
 		return false, false, fmt.Errorf("task %q of namespace %q: %w", id, ns, err)
 	}
 	return true, !t.State.Terminal(), nil
+}
+
+// ---- the delayed window ----
+
+// delayedWindow is the part of the scheduled and retry tasks of a
+// namespace held in memory, as a heap by due time: as window, for the
+// delayed index.
+type delayedWindow struct {
+	taskHeap
+	more bool
+	hi   dueKey
+}
+
+// dueKey is the order of a delayed task (delayedLess).
+type dueKey struct {
+	at  int64
+	seq uint64
+}
+
+func dueOf(e *entry) dueKey { return dueKey{at: e.t.RunAt.UnixNano(), seq: e.seq} }
+
+func (a dueKey) after(b dueKey) bool {
+	if a.at != b.at {
+		return a.at > b.at
+	}
+	return a.seq > b.seq
+}
+
+// pushDelayed adds scheduled or retry entry e to the delayed window of ns.
+// Its write is not durable yet: once it is, spillDurable drops it from
+// memory if it comes after the window. The caller holds s.mu.
+func (s *Store) pushDelayed(ns *namespace, e *entry) {
+	ns.delayed.push(e)
+	if s.windowSize == 0 {
+		return
+	}
+	s.spill = append(s.spill, e)
+	if ns.delayed.Len() > 2*s.windowSize {
+		s.trimDelayed(ns)
+	}
+}
+
+// spillDurable drops from memory the delayed entries, durable at gen, that
+// come after their window. The caller holds s.mu.
+func (s *Store) spillDurable(gen uint64) {
+	n := 0
+	for _, e := range s.spill {
+		if e.gen > gen {
+			s.spill[n] = e
+			n++
+			continue
+		}
+		ns := s.nss[e.t.Namespace]
+		if ns == nil || ns.tasks[e.t.ID] != e || (e.t.State != store.StateScheduled && e.t.State != store.StateRetry) {
+			continue
+		}
+		if w := &ns.delayed; w.more && dueOf(e).after(w.hi) {
+			w.remove(e)
+			s.dropEntry(ns, e)
+		}
+	}
+	clear(s.spill[n:])
+	s.spill = s.spill[:n]
+}
+
+// trimDelayed keeps the first windowSize entries of the delayed window of
+// ns (and those whose records are not durable yet) and forgets the others.
+func (s *Store) trimDelayed(ns *namespace) {
+	w := &ns.delayed
+	items := slices.Clone(w.items)
+	slices.SortFunc(items, func(a, b *entry) int {
+		if delayedLess(a, b) {
+			return -1
+		}
+		return 1
+	})
+	w.hi = dueOf(items[s.windowSize-1])
+	w.more = true
+	keep := items[:0]
+	for i, e := range items {
+		if i < s.windowSize || e.gen > s.committed {
+			keep = append(keep, e)
+			continue
+		}
+		e.idx = -1
+		s.dropEntry(ns, e)
+	}
+	w.items = keep
+	for i, e := range w.items {
+		e.idx = i
+	}
+	heap.Init(&w.taskHeap)
+}
+
+// nextDelayed returns the first scheduled or retry task of ns, reading the
+// delayed index when the window does not hold it. A failed read is logged
+// and leaves the window as it is (the task is promoted later). The caller
+// holds s.mu.
+func (s *Store) nextDelayed(ns *namespace) *entry {
+	w := &ns.delayed
+	for {
+		e := w.peek()
+		if !w.more || (e != nil && !dueOf(e).after(w.hi)) {
+			return e
+		}
+		s.d.mu.RLock()
+		err := s.refillDelayed(s.d.eng, &s.d, ns)
+		s.d.mu.RUnlock()
+		if err != nil {
+			s.log.Error("embedded: reading the delayed index failed", "namespace", ns.name, "err", err)
+			return e
+		}
+	}
+}
+
+// refillDelayed loads the next windowSize delayed tasks of ns after its
+// window's hi from the delayed index of eng, whose hidden tasks d names.
+func (s *Store) refillDelayed(eng engine, d *disk, ns *namespace) error {
+	w := &ns.delayed
+	prefix := nsPrefix(kDelayed, ns.name)
+	start := binary.BigEndian.AppendUint64(appendTime(bytes.Clone(prefix), time.Unix(0, w.hi.at)), w.hi.seq)
+	start = append(start, 0)
+	var keys [][]byte
+	var ids []string
+	var last []byte
+	n := 0
+	err := eng.scan(prefix, start, false, func(k, v []byte) bool {
+		n++
+		last = append(last[:0], k...)
+		id := string(v)
+		if ns.tasks[id] == nil && s.gone[goneKey{ns: ns.name, seq: keySeq(k)}] == 0 {
+			keys = append(keys, bytes.Clone(k))
+			ids = append(ids, id)
+		}
+		return n < s.windowSize
+	})
+	if err != nil {
+		return fmt.Errorf("reading the delayed index of namespace %q: %w", ns.name, err)
+	}
+	es, err := loadEntries(eng, ns.name, keys, d)
+	if err != nil {
+		return err
+	}
+	for i, e := range es {
+		if e == nil || e.t.ID != ids[i] {
+			continue
+		}
+		ns.tasks[e.t.ID] = e
+		s.seq = max(s.seq, e.seq)
+		w.push(e)
+	}
+	if n < s.windowSize {
+		w.more = false
+		return nil
+	}
+	w.hi = dueKey{at: keyTime(last).UnixNano(), seq: keySeq(last)}
+	return nil
 }

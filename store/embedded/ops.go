@@ -114,7 +114,7 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		q := ns.queue(e.t.Queue)
 		if e.t.RunAt.After(now) {
 			e.t.State = store.StateScheduled
-			ns.delayed.push(e)
+			s.pushDelayed(ns, e)
 			// A new earliest due time: waiting leasers wait less.
 			woke = woke || ns.delayed.peek() == e
 		} else {
@@ -271,7 +271,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		}
 		now := s.now()
 		ns := s.namespace(p.Namespace)
-		s.promote(ns, now, 0)
+		s.promote(ns, now, s.windowSize)
 		var out []*store.Task
 		for _, qname := range store.OrderQueues(p.Queues, p.Weights, nil) {
 			q := ns.queues[qname]
@@ -313,7 +313,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		// Nothing ready: wait for a wake-up, the next due task, the end of
 		// the wait, or the context.
 		wait := time.Until(deadline)
-		if next := ns.delayed.peek(); next != nil {
+		if next := s.nextDelayed(ns); next != nil {
 			if d := next.t.RunAt.Sub(now); d < wait {
 				wait = max(d, time.Millisecond)
 			}
@@ -387,8 +387,11 @@ func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 	n := 0
 	woke := false
 	for {
-		e := ns.delayed.peek()
-		if e == nil || e.t.RunAt.After(now) || (limit > 0 && n >= limit) {
+		if limit > 0 && n >= limit {
+			break
+		}
+		e := s.nextDelayed(ns)
+		if e == nil || e.t.RunAt.After(now) {
 			break
 		}
 		ns.delayed.pop()
@@ -536,7 +539,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			if at := norm(o.RetryAt); at.After(now) {
 				e.t.RunAt = at
 				e.t.State = store.StateRetry
-				ns.delayed.push(e)
+				s.pushDelayed(ns, e)
 				woke = woke || ns.delayed.peek() == e
 			} else {
 				e.t.State = store.StatePending

@@ -412,3 +412,93 @@ func TestMigrateOldFolder(t *testing.T) {
 		t.Fatalf("leased %d after migration, want 45", n)
 	}
 }
+
+// TestDelayedWindow: many scheduled tasks, far more than the window, stay
+// on disk until they are nearly due; they are promoted and leased in due
+// order, after a restart too.
+func TestDelayedWindow(t *testing.T) {
+	t.Parallel()
+	const w, total = 8, 500
+	clock := storetest.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	dir := t.TempDir()
+	cfg := &Config{Clock: clock, window: w, ReserveBytes: -1}
+	s := mustOpen(t, dir, cfg)
+	ctx := t.Context()
+	rng := rand.New(rand.NewPCG(3, 4))
+	due := make(map[string]time.Time)
+	for range 10 {
+		var in []store.TaskInput
+		for range total / 10 {
+			id := fmt.Sprintf("d%04d", len(due))
+			at := clock.Now().Add(time.Duration(1+rng.IntN(3600)) * time.Second).Round(0).UTC()
+			in = append(in, store.TaskInput{ID: id, Type: "x", RunAt: at})
+			due[id] = at
+		}
+		res, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "d", Tasks: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range res.Items {
+			if it.Err != nil {
+				t.Fatal(it.Err)
+			}
+		}
+		if got := memTasks(s, "d"); got > 2*w {
+			t.Fatalf("%d scheduled tasks in memory; want at most %d", got, 2*w)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, cfg)
+	defer func() { _ = s.Close() }()
+	if got := memTasks(s, "d"); got > 2*w {
+		t.Fatalf("Open loaded %d scheduled tasks; want at most %d", got, 2*w)
+	}
+	var last time.Time
+	leased := 0
+	for leased < total {
+		clock.Advance(7 * time.Second)
+		for {
+			res, err := s.Lease(ctx, store.LeaseParams{Namespace: "d", Queues: []string{store.DefaultQueue}, WorkerID: "w", Max: 3, Duration: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Tasks) == 0 {
+				break
+			}
+			var out []store.Outcome
+			for _, task := range res.Tasks {
+				at, ok := due[task.ID]
+				if !ok {
+					t.Fatalf("task %s leased twice", task.ID)
+				}
+				if at.After(clock.Now()) {
+					t.Fatalf("task %s leased before it is due", task.ID)
+				}
+				delete(due, task.ID)
+				if at.Before(last.Add(-7 * time.Second)) {
+					t.Fatalf("task %s (due %s) leased after one due %s", task.ID, at, last)
+				}
+				if at.After(last) {
+					last = at
+				}
+				leased++
+				out = append(out, store.Outcome{ID: task.ID, LeaseID: task.LeaseID, Kind: store.OutcomeSucceeded})
+			}
+			if _, err := s.Report(ctx, store.ReportParams{Namespace: "d", Outcomes: out}); err != nil {
+				t.Fatal(err)
+			}
+			if got := memTasks(s, "d"); got > 4*w+3 {
+				t.Fatalf("%d tasks in memory while leasing", got)
+			}
+		}
+		if clock.Now().After(time.Date(2026, 1, 2, 5, 0, 0, 0, time.UTC)) {
+			t.Fatalf("%d tasks never leased", len(due))
+		}
+	}
+	rep, err := checkOpen(s)
+	if err != nil || !rep.OK() {
+		t.Fatalf("Check: %v %v", rep, err)
+	}
+}
