@@ -698,7 +698,6 @@ func (s *Store) loadRest(eng engine, hidden map[string]created) error {
 	return s.loadFlows(eng)
 }
 
-
 // goneItem is an entry of s.goneList.
 type goneItem struct {
 	k   goneKey
