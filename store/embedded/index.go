@@ -345,8 +345,9 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 	return out, nil
 }
 
-// goneKey names a task deleted in memory whose deletion is not durable
-// yet: a refill must not read it back from the disk.
+// goneKey names a pending or delayed task deleted in memory whose
+// deletion is not durable yet: a refill must not read it back from the
+// disk.
 type goneKey struct {
 	ns  string
 	seq uint64

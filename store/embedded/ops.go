@@ -946,9 +946,9 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 			items[i].Err = store.ErrNotFound
 			continue
 		}
-		// A live task on disk alone (a pending one after its queue's
-		// window) is handled as one in memory, and leaves memory again
-		// if it stays pending.
+		// A live task on disk alone (after the window of its queue or
+		// of the delayed tasks) is handled as one in memory, and leaves
+		// memory again if it stays where it was.
 		loaded := false
 		if e == nil && !disk.State.Terminal() {
 			e = &entry{t: *disk, seq: seq, idx: -1, ikey: indexKey(ns.name, disk, seq)}
@@ -960,7 +960,7 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 		if b != nil {
 			last = b
 		}
-		if loaded && ns.tasks[id] == e && e.t.State == store.StatePending && !e.staged && e.idx < 0 {
+		if loaded && ns.tasks[id] == e && !e.t.State.Terminal() && e.t.State != store.StateActive && !e.staged && e.idx < 0 {
 			delete(ns.tasks, id)
 		}
 	}
@@ -1096,7 +1096,7 @@ func (s *Store) deleteKeys(ns, id string, seq uint64, ikey []byte) *batch {
 		ops = append(ops, op{key: ikey})
 	}
 	b := s.write(ops...)
-	if len(ikey) > 0 && ikey[0] == kReady {
+	if len(ikey) > 0 && (ikey[0] == kReady || ikey[0] == kDelayed) {
 		s.markGone(ns, seq, b.gen)
 	}
 	return b
