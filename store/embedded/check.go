@@ -99,7 +99,8 @@ func (r *Report) count(ns string, st store.State) {
 // Check verifies the data folder dir without changing it: the checksums
 // of every table of the engine, its MANIFEST and its WAL, then, opening
 // the engine read-only, that every record decodes and that the id index,
-// payloads and tasks agree. The error is for a folder that is not a data
+// payloads and tasks agree, as do the task indexes and queue counts
+// (index.go). The error is for a folder that is not a data
 // folder, is in use, or cannot be read at all; damage is in the report.
 func Check(dir string) (*Report, error) {
 	if err := isDataFolder(dir); err != nil {
@@ -580,7 +581,8 @@ func fileOf(err error) string {
 // Recover copies every readable task, with its payload, and every readable
 // queue, unique key and meta record of the data folder src into a new data
 // folder dst (which must not exist, or be empty), and rebuilds the id
-// index. src is not changed. A task whose record or payload cannot be read
+// index; the task indexes and queue counts are built by the Open that
+// checks the copy. src is not changed. A task whose record or payload cannot be read
 // is left out, and reported. The report counts what was copied.
 func Recover(src, dst string) (*Report, error) {
 	if err := isDataFolder(src); err != nil {

@@ -53,9 +53,10 @@ var indexKinds = []byte{kReady, kDelayed, kLeased, kExpiry}
 // memory holds at least when the disk has more (at most twice that).
 const windowDefault = 2048
 
-// orderBytes encodes a time so that byte order is time order.
+// appendTime appends t so that byte order is time order (the sign bit
+// flipped).
 func appendTime(k []byte, t time.Time) []byte {
-	return binary.BigEndian.AppendUint64(k, uint64(t.UnixNano())^(1<<63)) //nolint:gosec // G115: sign flip, by design
+	return binary.BigEndian.AppendUint64(k, uint64(t.UnixNano())^(1<<63))
 }
 
 func readyPrefix(ns, queue, typ string) []byte {

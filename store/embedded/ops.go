@@ -386,10 +386,7 @@ func (s *Store) best(ns *namespace, q *queue, list []string, allowed map[string]
 func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 	n := 0
 	woke := false
-	for {
-		if limit > 0 && n >= limit {
-			break
-		}
+	for limit <= 0 || n < limit {
 		e := s.nextDelayed(ns)
 		if e == nil || e.t.RunAt.After(now) {
 			break
