@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,9 @@ func BenchmarkBacklog(b *testing.B) {
 		firstRate, firstCPU := fill(0, tenth)
 		fill(tenth, total-tenth)
 		lastRate, lastCPU := fill(total-tenth, total)
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		heapAfterFill, rssAfterFill := ms.HeapInuse, procValue("/proc/self/status", "VmRSS:")<<10
 		if err := s.Close(); err != nil {
 			b.Fatal(err)
 		}
@@ -116,6 +120,8 @@ func BenchmarkBacklog(b *testing.B) {
 		b.ReportMetric(ready.Seconds(), "s-to-ready")
 		b.ReportMetric(processRate, "done/s")
 		b.ReportMetric((cpuTime() - cpu0).Seconds(), "cpu-s-total")
+		b.ReportMetric(float64(heapAfterFill)/(1<<20), "MiB-heap-after-enqueue")
+		b.ReportMetric(float64(rssAfterFill)/(1<<20), "MiB-RSS-after-enqueue")
 		b.ReportMetric(float64(peakRSS())/(1<<20), "MiB-peak-RSS")
 		b.ReportMetric(float64(procValue("/proc/self/io", "write_bytes:"))/(1<<20), "MiB-written")
 	}

@@ -111,7 +111,9 @@ func taskOps(ops []op, e *entry) []op {
 		if e.ikey != nil {
 			ops = append(ops, op{key: e.ikey})
 		}
-		ops = append(ops, op{key: nk, val: []byte(e.t.ID)})
+		if nk != nil {
+			ops = append(ops, op{key: nk, val: []byte(e.t.ID)})
+		}
 		e.ikey = nk
 	}
 	return ops
