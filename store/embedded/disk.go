@@ -378,7 +378,7 @@ func (s *Store) reloadLocked() error {
 	old := s.nss
 	seq := s.seq
 	s.nss = make(map[string]*namespace)
-	s.leases, s.expiry, s.uniqueExp, s.evict = nil, nil, nil, nil
+	s.leases, s.uniqueExp, s.evict = nil, nil, nil
 	// The staged entries go with the old memory: what is on disk is durable,
 	// and load puts its pending tasks in their ready heaps.
 	s.staged, s.unassigned = nil, nil

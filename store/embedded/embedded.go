@@ -99,7 +99,6 @@ type Store struct {
 	leaseSeq    uint64
 	nss         map[string]*namespace
 	leases      timeHeap // active tasks by lease expiry (lazy)
-	expiry      timeHeap // terminal tasks by ExpiresAt (lazy)
 	uniqueExp   timeHeap // unique keys by the end of their window (lazy; id is the key)
 	evict       []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
@@ -187,7 +186,9 @@ type entry struct {
 }
 
 // Open opens (creating if needed) the embedded store in the data folder dir.
-// It loads every live task into memory; see the package documentation.
+// It loads the queue counts, the first pending and scheduled tasks of each
+// queue and the active tasks into memory, not the whole backlog; see the
+// package documentation.
 func Open(dir string, cfg *Config) (*Store, error) {
 	var c Config
 	if cfg != nil {

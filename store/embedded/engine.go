@@ -14,8 +14,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// engine is the durable key-value layer under the store. The store keeps its
-// indexes in memory and writes every change through an engine; an engine only
+// engine is the durable key-value layer under the store. The store keeps
+// windows of its indexes in memory and writes every change, index keys
+// included, through an engine; an engine only
 // has to apply ordered batches atomically and durably and to scan by prefix.
 // docs/decisions/001-embedded-engine.md records why Pebble is the default.
 type engine interface {

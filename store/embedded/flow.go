@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"container/heap"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -76,12 +75,8 @@ type flowIndex struct {
 	// finished member of a flow with open > 0 is not deleted by Sweep.
 	open  map[string]int
 	tasks map[string][]string
-	// ended is the expiry of each flow whose tasks all ended (kFlowEnd);
-	// parked holds, by flow and task id, the expiry items that Sweep took
-	// while the flow was open, pushed again at its end. A task that ends
-	// again drops its parked item: finish pushed a new one.
-	ended  map[string]time.Time
-	parked map[string]map[string]timedItem
+	// ended is the expiry of each flow whose tasks all ended (kFlowEnd).
+	ended map[string]time.Time
 	// kept lists, per open flow, its finished members kept in memory
 	// after their records were durable (flowKeep), and keptBytes their
 	// estimated size.
@@ -137,8 +132,8 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string),
 			member: make(map[string]string), live: make(map[string]int),
 			open: make(map[string]int), tasks: make(map[string][]string),
-			ended: make(map[string]time.Time), parked: make(map[string]map[string]timedItem),
-			kept: make(map[string][]string), keptBytes: make(map[string]int64)}
+			ended: make(map[string]time.Time),
+			kept:  make(map[string][]string), keptBytes: make(map[string]int64)}
 		s.flows[ns] = f
 	}
 	return f
@@ -330,8 +325,8 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 // deleted before it did. When it was the last open task of its flow, the
 // flow's expiry becomes at least now+ret: one kFlowEnd write in s.flowOps
 // (the caller's batch), which Sweep, Get and List apply to every member
-// (see flowExpiry), and the expiry items Sweep parked while the flow was
-// open go back in the heap at that time. The caller holds s.mu.
+// (see flowExpiry): Sweep moves a member's expiry index key there. The
+// caller holds s.mu.
 func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.Time) {
 	fi := s.flows[ns.name]
 	if fi == nil {
@@ -345,9 +340,6 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	if !ok {
 		return
 	}
-	if p := fi.parked[fid]; p != nil {
-		delete(p, id)
-	}
 	if n > 1 {
 		fi.open[fid] = n - 1
 		return
@@ -359,11 +351,6 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	}
 	fi.ended[fid] = exp
 	s.flowOps = append(s.flowOps, op{key: nameKey(kFlowEnd, ns.name, fid), val: binary.AppendVarint(nil, exp.UnixNano())})
-	for _, it := range fi.parked[fid] {
-		it.at = exp
-		heap.Push(&s.expiry, it)
-	}
-	delete(fi.parked, fid)
 	// The members kept in memory go once their latest records are
 	// durable: those written since they were kept (a retried member)
 	// may be in the current batch.
@@ -468,7 +455,6 @@ func (s *Store) flowGone(ops []op) []op {
 			delete(fi.open, fid)
 			delete(fi.tasks, fid)
 			delete(fi.ended, fid)
-			delete(fi.parked, fid)
 			s.flowUnkeep(fi, fid)
 			out = append(out, op{key: nameKey(kFlow, nsName, fid)}, op{key: nameKey(kFlowEnd, nsName, fid)})
 		}
