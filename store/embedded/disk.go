@@ -378,7 +378,8 @@ func (s *Store) reloadLocked() error {
 	old := s.nss
 	seq := s.seq
 	s.nss = make(map[string]*namespace)
-	s.leases, s.uniqueExp, s.evict = nil, nil, nil
+	s.leases = taskHeap{less: leaseLess}
+	s.uniqueExp, s.evict = nil, nil
 	// The staged entries go with the old memory: what is on disk is durable,
 	// and load puts its pending tasks in their ready heaps.
 	s.staged, s.unassigned = nil, nil

@@ -98,7 +98,7 @@ type Store struct {
 	seq         uint64
 	leaseSeq    uint64
 	nss         map[string]*namespace
-	leases      timeHeap // active tasks by lease expiry (lazy)
+	leases      taskHeap // active tasks by lease expiry
 	uniqueExp   timeHeap // unique keys by the end of their window (lazy; id is the key)
 	evict       []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
@@ -235,6 +235,7 @@ func Open(dir string, cfg *Config) (*Store, error) {
 		cancels:    cancelfeed.New(),
 		changes:    changefeed.New(0),
 		nss:        make(map[string]*namespace),
+		leases:     taskHeap{less: leaseLess},
 
 		metaPending: make(map[string][]byte),
 		metaGen:     make(map[string]uint64),

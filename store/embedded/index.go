@@ -498,7 +498,7 @@ func (s *Store) loadIndexed(eng engine, hidden map[string]created) error {
 			for _, e := range es {
 				if e != nil {
 					ns.tasks[e.t.ID] = e
-					heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+					s.leases.push(e)
 				}
 			}
 		}
@@ -644,7 +644,7 @@ func (s *Store) loadAll(eng engine, hidden map[string]created) error {
 		case store.StateScheduled, store.StateRetry:
 			ns.delayed.push(e)
 		case store.StateActive:
-			heap.Push(&s.leases, timedItem{at: t.LeaseExpiresAt, leaseID: t.LeaseID, e: e})
+			s.leases.push(e)
 		case store.StateSucceeded, store.StateDead, store.StateCancelled:
 			// Terminal: handled above.
 		}

@@ -298,7 +298,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				e.t.WorkerID = p.WorkerID
 				s.changed(ns, e, store.ChangeStarted, store.StateActive, now, "")
 				s.putTask(e)
-				heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+				s.leases.push(e)
 				c := e.t
 				out = append(out, &c)
 			}
@@ -460,7 +460,7 @@ func (s *Store) Extend(ctx context.Context, p store.ExtendParams) (store.ExtendR
 			e.t.ProgressMessage = l.Progress.Message
 		}
 		e.t.LeaseExpiresAt = now.Add(p.Duration)
-		heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+		s.leases.fix(e)
 		s.putTask(e)
 		items[i] = store.ExtendItem{ExpiresAt: e.t.LeaseExpiresAt, CancelRequested: e.t.CancelRequested}
 	}
@@ -503,6 +503,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			}
 			continue
 		}
+		s.leases.remove(e)
 		q := ns.queue(e.t.Queue)
 		q.counts[store.StateActive]--
 		e.t.LeaseID = 0
@@ -1186,13 +1187,12 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 		s.write(op{key: nameKey(kUnique, ns.name, it.id)})
 	}
 	// Expired leases.
-	for n := 0; len(s.leases) > 0 && s.leases[0].at.Compare(now) <= 0 && n < limit; {
-		it := heap.Pop(&s.leases).(timedItem)
-		e := it.e
-		if e.t.State != store.StateActive || e.t.LeaseID != it.leaseID || !e.t.LeaseExpiresAt.Equal(it.at) {
-			continue // stale: the lease was renewed or ended
+	for n := 0; n < limit; n++ {
+		e := s.leases.peek()
+		if e == nil || e.t.LeaseExpiresAt.After(now) {
+			break
 		}
-		n++
+		s.leases.pop()
 		ns := s.nss[e.t.Namespace]
 		q := ns.queue(e.t.Queue)
 		q.counts[store.StateActive]--

@@ -135,9 +135,15 @@ func TestWindowOrderAndBound(t *testing.T) {
 	if err != nil || len(res.Tasks) != 0 {
 		t.Fatalf("after all: %d tasks, %v", len(res.Tasks), err)
 	}
-	// Finished tasks left memory once durable.
+	// Finished tasks left memory once durable, the heap of leases too.
 	if got := memTasks(s, "w"); got != 0 {
 		t.Fatalf("%d finished tasks still in memory", got)
+	}
+	s.mu.Lock()
+	leases := s.leases.Len()
+	s.mu.Unlock()
+	if leases != 0 {
+		t.Fatalf("%d finished tasks still in the heap of leases", leases)
 	}
 	st, err := s.Stats(ctx, store.StatsParams{Namespace: "w"})
 	if err != nil {
