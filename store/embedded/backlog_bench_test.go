@@ -166,3 +166,76 @@ func enqueueFrom(ctx context.Context, s *Store, next *atomic.Int64, to int) erro
 		}
 	}
 }
+
+// BenchmarkSoak processes KILN_SOAK no-op tasks (default 200,000) in rounds
+// of 100,000 (enqueue them from 8 goroutines, then lease and finish them,
+// 100 at a time) and reports the resident memory after the first and the
+// last round, the peak (VmHWM), the Go heap in use at the end, and the CPU
+// time per task: finished tasks must not stay in memory.
+//
+//	KILN_SOAK=10000000 go test -run '^$' -bench 'Soak$' -benchtime 1x ./store/embedded/
+func BenchmarkSoak(b *testing.B) {
+	total := 200_000
+	if v := os.Getenv("KILN_SOAK"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 100_000 {
+			b.Fatalf("KILN_SOAK=%q: want a number of at least 100000", v)
+		}
+		total = n
+	}
+	const round = 100_000
+	for b.Loop() {
+		s, err := Open(b.TempDir(), &Config{ReserveBytes: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := b.Context()
+		cpu0 := cpuTime()
+		var firstRSS, lastRSS int64
+		for done := 0; done < total; done += round {
+			var next atomic.Int64
+			next.Store(int64(done))
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for range 8 {
+				wg.Go(func() { errs <- enqueueFrom(ctx, s, &next, done+round) })
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			for n := 0; n < round; {
+				res, err := s.Lease(ctx, store.LeaseParams{Namespace: "b", Queues: []string{store.DefaultQueue}, WorkerID: "w", Max: 100, Duration: time.Minute})
+				if err != nil || len(res.Tasks) == 0 {
+					b.Fatalf("lease: %d tasks, %v", len(res.Tasks), err)
+				}
+				out := make([]store.Outcome, len(res.Tasks))
+				for i, t := range res.Tasks {
+					out[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded}
+				}
+				if _, err := s.Report(ctx, store.ReportParams{Namespace: "b", Outcomes: out}); err != nil {
+					b.Fatal(err)
+				}
+				n += len(res.Tasks)
+			}
+			lastRSS = procValue("/proc/self/status", "VmRSS:") << 10
+			if done == 0 {
+				firstRSS = lastRSS
+			}
+		}
+		cpu := cpuTime() - cpu0
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(firstRSS)/(1<<20), "MiB-RSS-first-round")
+		b.ReportMetric(float64(lastRSS)/(1<<20), "MiB-RSS-last-round")
+		b.ReportMetric(float64(peakRSS())/(1<<20), "MiB-peak-RSS")
+		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "MiB-heap-end")
+		b.ReportMetric(float64(cpu)/1e3/float64(total), "cpu-µs/task")
+	}
+}
