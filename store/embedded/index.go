@@ -28,7 +28,7 @@ import (
 // each big-endian, so a scan of a queue and type reads its tasks in the
 // order they are leased. Memory holds only a window of each queue and type
 // (see window), the scheduled and active tasks, and per-queue counts, which
-// the committer writes with each batch (c ns 0 queue -> counts). Open reads
+// the committer writes with each batch (n ns 0 queue -> counts). Open reads
 // the counts, the windows, the scheduled and the active tasks: its time
 // does not grow with the backlog of pending or finished tasks.
 //
