@@ -40,7 +40,7 @@ const (
 	kDelayed = 'd'
 	kLeased  = 'l'
 	kExpiry  = 'x'
-	kCounts  = 'c'
+	kCounts  = 'n'
 	kVersion = 'v'
 
 	formatVersion = 1
