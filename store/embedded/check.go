@@ -99,7 +99,8 @@ func (r *Report) count(ns string, st store.State) {
 // Check verifies the data folder dir without changing it: the checksums
 // of every table of the engine, its MANIFEST and its WAL, then, opening
 // the engine read-only, that every record decodes and that the id index,
-// payloads and tasks agree. The error is for a folder that is not a data
+// payloads and tasks agree, as do the task indexes and queue counts
+// (index.go). The error is for a folder that is not a data
 // folder, is in use, or cannot be read at all; damage is in the report.
 func Check(dir string) (*Report, error) {
 	if err := isDataFolder(dir); err != nil {
@@ -269,12 +270,13 @@ func keyName(k []byte) string {
 	if len(k) == 0 {
 		return "(empty key)"
 	}
-	kind := map[byte]string{kTask: "task", kPayload: "payload", kID: "id", kQueue: "queue", kUnique: "unique", kMeta: "meta"}[k[0]]
+	kind := map[byte]string{kTask: "task", kPayload: "payload", kID: "id", kQueue: "queue", kUnique: "unique", kMeta: "meta",
+		kReady: "ready index", kDelayed: "delayed index", kLeased: "lease index", kExpiry: "expiry index", kCounts: "counts"}[k[0]]
 	ns, rest, ok := splitKey(k)
 	if kind == "" || !ok {
 		return strconv.Quote(string(k))
 	}
-	if (k[0] == kTask || k[0] == kPayload) && len(rest) == 8 {
+	if (k[0] == kTask || k[0] == kPayload || k[0] == kLeased) && len(rest) == 8 {
 		return fmt.Sprintf("%s %s/%d", kind, ns, binary.BigEndian.Uint64(rest))
 	}
 	return fmt.Sprintf("%s %s/%s", kind, ns, strconv.Quote(string(rest)))
@@ -292,8 +294,12 @@ type sink struct {
 // counts what it reads into rep.
 func readAll(eng engine, rep *Report, out *sink) {
 	type taskRef struct {
-		id     string
-		hasPay bool
+		id      string
+		hasPay  bool
+		ikey    []byte // the index key the record needs (nil: finished)
+		indexed bool   // an index key names it
+		state   store.State
+		queue   string
 	}
 	tasks := make(map[string]map[uint64]*taskRef) // ns -> seq -> task
 	ref := func(ns string, seq uint64) *taskRef {
@@ -321,7 +327,11 @@ func readAll(eng engine, rep *Report, out *sink) {
 		if tasks[ns] == nil {
 			tasks[ns] = make(map[uint64]*taskRef)
 		}
-		tasks[ns][seq] = &taskRef{id: t.ID}
+		r := &taskRef{id: t.ID, state: t.State, queue: t.Queue}
+		if !t.State.Terminal() {
+			r.ikey = indexKey(ns, t, seq)
+		}
+		tasks[ns][seq] = r
 		rep.count(ns, t.State)
 		if out != nil && out.task != nil {
 			out.task(ns, seq, v, t)
@@ -381,6 +391,60 @@ func readAll(eng engine, rep *Report, out *sink) {
 			}
 		}
 	}
+	// The indexes: each key names a task record of its state (a finished
+	// task's key may be at its flow's expiry rather than its own), and
+	// each live task has its key.
+	for _, kind := range indexKinds {
+		scanAround(eng, []byte{kind}, rep, func(k, v []byte) {
+			ns, _, ok := splitKey(k)
+			if !ok || len(k) < 9 {
+				rep.problem("", keyName(k), errors.New("an index key of the wrong form"))
+				return
+			}
+			seq := keySeq(k)
+			r := ref(ns, seq)
+			switch {
+			case r == nil:
+				rep.problem("", keyName(k), fmt.Errorf("the index names task record %d, which is missing or unreadable", seq))
+			case r.id != string(v):
+				rep.problem("", keyName(k), fmt.Errorf("the index names task %q at record %d, which is task %q", v, seq, r.id))
+			case r.ikey == nil && kind == kExpiry, bytes.Equal(r.ikey, k):
+				r.indexed = true
+			default:
+				rep.problem("", keyName(k), fmt.Errorf("the index key of task %q does not match its record (state %s)", r.id, r.state))
+			}
+		})
+	}
+	counted := make(map[[2]string][store.NumStates + 1]int64)
+	for ns, m := range tasks {
+		for _, r := range m {
+			c := counted[[2]string{ns, r.queue}]
+			c[r.state]++
+			counted[[2]string{ns, r.queue}] = c
+			if r.ikey != nil && !r.indexed {
+				rep.problem("", keyName(r.ikey), fmt.Errorf("task %q (state %s) is not in its index", r.id, r.state))
+			}
+		}
+	}
+	scanAround(eng, []byte{kCounts}, rep, func(k, v []byte) {
+		ns, rest, ok := splitKey(k)
+		var got [store.NumStates + 1]int64
+		for i := range got {
+			x, w := binary.Varint(v)
+			if w <= 0 {
+				ok = false
+				break
+			}
+			got[i], v = x, v[w:]
+		}
+		if !ok {
+			rep.problem("", keyName(k), errors.New("a counts record of the wrong form"))
+			return
+		}
+		if want := counted[[2]string{ns, string(rest)}]; got != want && len(rep.Problems) == 0 {
+			rep.problem("", keyName(k), fmt.Errorf("the counts %v do not match the task records %v", got, want))
+		}
+	})
 	scanAround(eng, []byte{kQueue}, rep, func(k, v []byte) {
 		if _, _, ok := splitKey(k); !ok || len(v) != 1 || v[0] != 1 {
 			rep.problem("", keyName(k), fmt.Errorf("a queue record of the wrong form (%d bytes)", len(v)))
@@ -419,7 +483,8 @@ func readAll(eng engine, rep *Report, out *sink) {
 		})
 	}
 	// Anything else is not kiln's.
-	known := append([]byte{kID, kMeta, kPayload, kQueue, kTask, kUnique}, flowKinds...)
+	known := append([]byte{kID, kMeta, kPayload, kQueue, kTask, kUnique, kCounts, kVersion}, flowKinds...)
+	known = append(known, indexKinds...)
 	scanAround(eng, nil, rep, func(k, _ []byte) {
 		if len(k) == 0 || !slices.Contains(known, k[0]) {
 			rep.problem("", keyName(k), errors.New("a key of no known kind"))
@@ -516,7 +581,8 @@ func fileOf(err error) string {
 // Recover copies every readable task, with its payload, and every readable
 // queue, unique key and meta record of the data folder src into a new data
 // folder dst (which must not exist, or be empty), and rebuilds the id
-// index. src is not changed. A task whose record or payload cannot be read
+// index; the task indexes and queue counts are built by the Open that
+// checks the copy. src is not changed. A task whose record or payload cannot be read
 // is left out, and reported. The report counts what was copied.
 func Recover(src, dst string) (*Report, error) {
 	if err := isDataFolder(src); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -377,10 +378,12 @@ func (s *Store) reloadLocked() error {
 	old := s.nss
 	seq := s.seq
 	s.nss = make(map[string]*namespace)
-	s.leases, s.expiry, s.uniqueExp, s.evict = nil, nil, nil, nil
+	s.leases = taskHeap{less: leaseLess}
+	s.uniqueExp, s.evict = nil, nil
 	// The staged entries go with the old memory: what is on disk is durable,
 	// and load puts its pending tasks in their ready heaps.
 	s.staged, s.unassigned = nil, nil
+	s.gone, s.goneList, s.spill = make(map[goneKey]uint64), nil, nil
 	s.diskEpoch.Add(1)
 	s.metaPending = make(map[string][]byte)
 	s.metaGen = make(map[string]uint64)
@@ -503,7 +506,16 @@ func (s *Store) purgeHiddenLocked() error {
 		if len(v) == 8 && binary.BigEndian.Uint64(v) == c.seq {
 			ops = append(ops, op{key: nameKey(kID, c.ns, c.id)})
 		}
-		// The records under seq belong to that task alone.
+		// The records under seq belong to that task alone, and so does
+		// the index key its record names.
+		rec, err := s.d.eng.get(seqKey(kTask, c.ns, c.seq))
+		if err != nil {
+			return err
+		}
+		var t store.Task
+		if _, err := record.Decode(rec, &t); rec != nil && err == nil {
+			ops = append(ops, op{key: indexKey(c.ns, &t, c.seq)})
+		}
 		ops = append(ops, op{key: seqKey(kTask, c.ns, c.seq)}, op{key: seqKey(kPayload, c.ns, c.seq)})
 		if c.unique != "" {
 			v, err := s.d.eng.get(nameKey(kUnique, c.ns, c.unique))

@@ -3,13 +3,28 @@
 //
 // # Design
 //
-// Every live task (scheduled, pending, active, retry) is held in memory with
-// its indexes: a heap of ready tasks per queue and type, a heap of delayed
-// tasks per namespace, and heaps of lease, retention and unique-key expiries. Every change
-// is also written to a durable key-value engine (Pebble; see
-// docs/decisions/001-embedded-engine.md). On Open the store reads the engine
-// once and rebuilds its indexes. Finished tasks stay only on disk; Get and List
-// read them from there.
+// Every task is written to a durable key-value engine (Pebble; see
+// docs/decisions/001-embedded-engine.md) with one index key chosen by its
+// state, in the same batch as its record: pending tasks in the order they
+// are leased (per queue and type: priority, then RunAt, then enqueue
+// order), scheduled and retry tasks by due time, active tasks, and
+// finished ones by the end of their retention (index.go). Memory holds a
+// window of the first pending tasks of each queue and type and of the
+// first due tasks of each namespace (a constant, 2048 by default, up to
+// twice that), the active tasks, and per-queue counts, which each commit
+// writes to the engine too. A window that runs out is filled again from
+// its index; a task that comes after a full window stays on disk alone.
+// So memory does not grow with the backlog: it grows with the number of
+// queues and types, the leases held by workers, and the unique keys (see
+// Limits). Finished tasks leave memory once their last record is
+// durable, and Sweep deletes them by reading the retention index, not a
+// list in memory. Open reads the counts, the windows and the active
+// tasks, whatever the backlog. Get, List, and the admin calls read tasks
+// that are not in memory from the engine.
+//
+// A data folder written before the indexes existed gets them once, when
+// it is opened (every task record is read then); opened read-only (a full
+// disk), it is loaded whole into memory instead, as before.
 //
 // # Durability
 //
@@ -28,18 +43,21 @@
 // then queues it and wakes the waiting leasers, before the call that made the
 // change returns. So no handler ever runs a task whose enqueue a crash could
 // still undo, or whose enqueue failed: a failed commit queues nothing, and
-// memory is rebuilt from the disk (see below). A scheduled or retry task that
-// falls due is leasable at once when the write that scheduled it is synced
+// memory is rebuilt from the disk (see below). A task that leaves memory
+// for its index (after a full window) leaves only once its records are
+// durable, and a window is filled again from durable records only. A
+// scheduled or retry task that falls due is leasable at once when the write that scheduled it is synced
 // (its promotion to pending need not be: the disk has it due either way).
 // Readers are not held back: Get, Stats and the change feed (Changes) see a
 // change as soon as it is made, before it is synced (List waits for the
 // sync). A task whose enqueue then fails leaves Get and Stats; the feed
 // keeps its enqueued change.
 //
-// Enqueue checks that a task's id is free against the live tasks in memory
-// and, with a read of the engine, against the finished ones on disk. The read
-// is made before the store's lock is taken; under the lock it is made again
-// only if a task left memory for the disk alone since. An id made for the
+// Enqueue checks that a task's id is free against the tasks in memory and,
+// with a read of the engine, against those on disk. The read is made before
+// the store's lock is taken; under the lock it is made again only if a task
+// left memory for the disk alone since (which, with a backlog larger than
+// the windows, happens at nearly every commit). An id made for the
 // call (store.TaskInput.NewID, which kiln's Client and server set when they
 // make the id) skips the read: no stored task can have it.
 //
@@ -55,18 +73,25 @@
 // there is room, without a restart. The tasks of a failed enqueue never run.
 // See disk.go and docs/reliability.md.
 //
-// Open fails, with the damaged file or record and what to do, on a damaged
-// data folder; Check verifies a folder and Recover copies what can be read
+// Open fails, with the damaged file or record and what to do, when what it
+// reads of a data folder is damaged (see Limits); Check verifies a folder and Recover copies what can be read
 // of it into a new one (`kiln store check`, `kiln store recover`).
 //
 // # Limits
 //
-// Live tasks, their payloads included, must fit in memory. Only one Store
-// may have a data folder open at a time: Open locks the file kiln.lock in the
-// folder and writes its process id there, and a second Open (in another
-// process or the same one) fails with ErrInUse, naming that process. To share
-// tasks between machines use the Redis or PostgreSQL store, or a kiln server.
+// Only one Store may have a data folder open at a time: Open locks the file
+// kiln.lock in the folder and writes its process id there, and a second Open
+// (in another process or the same one) fails with ErrInUse, naming that
+// process. To share tasks between machines use the Redis or PostgreSQL
+// store, or a kiln server.
 //
-// Unique keys are held in memory with an index by the end of their window,
-// so a sweep forgets the expired ones without looking at the others.
+// Memory still holds, besides the windows: the active tasks with their
+// payloads, every unique key still within its window (with an index by the
+// end of the window, so a sweep forgets the expired ones without looking at
+// the others), the flows' held tasks and members, and the last changes of
+// the change feed. Open reads the unique keys and flows whole.
+//
+// Open reads only what it loads: damage in the records of tasks it does not
+// load is found when they are read (the read fails, naming the damaged
+// file), or by Check.
 package embedded

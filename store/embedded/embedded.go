@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -56,6 +55,9 @@ type Config struct {
 	// wrapEngine, when set, wraps every engine the store opens (tests
 	// inject failures with it).
 	wrapEngine func(engine) engine
+	// window is the number of pending tasks of a queue and type held in
+	// memory while the disk holds more; default windowDefault.
+	window int
 }
 
 // ErrInUse is returned (wrapped) by Open when another Store, in this
@@ -76,6 +78,7 @@ type Store struct {
 	retryEvery time.Duration
 	spaceEvery time.Duration
 	wrapEngine func(engine) engine
+	windowConf int           // Config.window
 	lock       *folderLock   // the data folder's lock, held until Close
 	noteC      chan struct{} // the engine's notes to the monitor (disk.go)
 	d          disk
@@ -95,8 +98,7 @@ type Store struct {
 	seq         uint64
 	leaseSeq    uint64
 	nss         map[string]*namespace
-	leases      timeHeap // active tasks by lease expiry (lazy)
-	expiry      timeHeap // terminal tasks by ExpiresAt (lazy)
+	leases      taskHeap // active tasks by lease expiry
 	uniqueExp   timeHeap // unique keys by the end of their window (lazy; id is the key)
 	evict       []timedItem
 	// metaPending holds meta writes not yet committed (nil: a delete), and
@@ -124,6 +126,17 @@ type Store struct {
 	// flowKept is the estimated size of the finished members of open
 	// flows kept in memory (flowKeep), at most flowKeepBytes.
 	flowKept int64
+	// windowSize bounds the ready windows (index.go); 0: no bound (every
+	// pending task in memory, for a folder without indexes).
+	windowSize int
+	// gone holds the tasks deleted in memory whose deletion is not
+	// durable yet, with its generation (goneList in order), so that a
+	// refill does not read them back.
+	gone     map[goneKey]uint64
+	goneList []goneItem
+	// spill holds the scheduled entries pushed to a delayed window before
+	// their write was durable, for spillDurable.
+	spill []*entry
 
 	c    committer
 	wg   sync.WaitGroup
@@ -135,7 +148,7 @@ type namespace struct {
 	name    string
 	tasks   map[string]*entry // live tasks, and finished ones not yet durable
 	queues  map[string]*queue
-	delayed taskHeap // scheduled and retry tasks by RunAt
+	delayed delayedWindow // scheduled and retry tasks by RunAt
 	unique  map[string]uniqueHold
 	wake    chan struct{} // closed when tasks become ready, if waiting > 0
 	waiting int
@@ -144,9 +157,10 @@ type namespace struct {
 type queue struct {
 	name   string
 	paused bool
-	ready  map[string]*taskHeap // pending tasks by type
-	types  []string             // keys of ready, in first-seen order
+	ready  map[string]*window // pending tasks by type
+	types  []string           // keys of ready, in first-seen order
 	counts [store.NumStates + 1]int64
+	saved  [store.NumStates + 1]int64 // counts as last written (countsOps)
 }
 
 type uniqueHold struct {
@@ -166,10 +180,15 @@ type entry struct {
 	// the caller's next write, not yet queued). See stage.
 	staged   bool
 	readyGen uint64
+	// ikey is the index key of the task's last record written (see
+	// index.go), to delete when the next one has another.
+	ikey []byte
 }
 
 // Open opens (creating if needed) the embedded store in the data folder dir.
-// It loads every live task into memory; see the package documentation.
+// It loads the queue counts, the first pending and scheduled tasks of each
+// queue and the active tasks into memory, not the whole backlog; see the
+// package documentation.
 func Open(dir string, cfg *Config) (*Store, error) {
 	var c Config
 	if cfg != nil {
@@ -196,6 +215,9 @@ func Open(dir string, cfg *Config) (*Store, error) {
 	if c.spaceEvery == 0 {
 		c.spaceEvery = spaceCheckEvery
 	}
+	if c.window <= 0 {
+		c.window = windowDefault
+	}
 	s := &Store{
 		dir:        dir,
 		clock:      c.Clock,
@@ -206,11 +228,14 @@ func Open(dir string, cfg *Config) (*Store, error) {
 		retryEvery: c.retryEvery,
 		spaceEvery: c.spaceEvery,
 		wrapEngine: c.wrapEngine,
+		windowConf: c.window,
+		gone:       make(map[goneKey]uint64),
 		noteC:      make(chan struct{}, 1),
 		d:          disk{hidden: make(map[string]created)},
 		cancels:    cancelfeed.New(),
 		changes:    changefeed.New(0),
 		nss:        make(map[string]*namespace),
+		leases:     taskHeap{less: leaseLess},
 
 		metaPending: make(map[string][]byte),
 		metaGen:     make(map[string]uint64),
@@ -323,7 +348,7 @@ func (s *Store) namespace(name string) *namespace {
 			name:    name,
 			tasks:   make(map[string]*entry),
 			queues:  make(map[string]*queue),
-			delayed: taskHeap{less: delayedLess},
+			delayed: delayedWindow{taskHeap: taskHeap{less: delayedLess}},
 			unique:  make(map[string]uniqueHold),
 		}
 		s.nss[name] = ns
@@ -334,7 +359,7 @@ func (s *Store) namespace(name string) *namespace {
 func (ns *namespace) queue(name string) *queue {
 	q := ns.queues[name]
 	if q == nil {
-		q = &queue{name: name, ready: make(map[string]*taskHeap)}
+		q = &queue{name: name, ready: make(map[string]*window)}
 		ns.queues[name] = q
 	}
 	return q
@@ -392,119 +417,13 @@ func splitKey(k []byte) (string, []byte, bool) {
 	return "", nil, false
 }
 
-// ---- load ----
-
-// load reads the engine and builds the in-memory indexes, skipping the
-// hidden tasks (whose enqueue failed; see disk.go).
-func (s *Store) load(eng engine, hidden map[string]created) error {
-	isHidden := func(ns, id string, seq uint64) bool {
-		c, ok := hidden[hiddenKey(ns, id)]
-		return ok && (seq == 0 || c.seq == seq)
-	}
-	bySeq := make(map[uint64]*entry)
-	var derr error
-	err := eng.scan([]byte{kTask}, nil, false, func(k, v []byte) bool {
-		nsName, rest, ok := splitKey(k)
-		if !ok || len(rest) != 8 {
-			derr = fmt.Errorf("%w: bad task key %q", errCorrupt, k)
-			return false
-		}
-		var t store.Task
-		seq, err := record.Decode(v, &t)
-		if err != nil {
-			derr = fmt.Errorf("task record %d of namespace %q (key %x): %w", binary.BigEndian.Uint64(rest), nsName, k, err)
-			return false
-		}
-		if isHidden(nsName, t.ID, seq) {
-			return true
-		}
-		t.Namespace = nsName
-		ns := s.namespace(nsName)
-		q := ns.queue(t.Queue)
-		q.counts[t.State]++
-		if seq > s.seq {
-			s.seq = seq
-		}
-		if t.State.Terminal() {
-			heap.Push(&s.expiry, timedItem{at: t.ExpiresAt, ns: nsName, id: t.ID, seq: seq})
-			return true
-		}
-		e := &entry{t: t, seq: seq, idx: -1}
-		ns.tasks[t.ID] = e
-		bySeq[seq] = e
-		switch t.State {
-		case store.StatePending:
-			q.pushReady(e)
-		case store.StateScheduled, store.StateRetry:
-			ns.delayed.push(e)
-		case store.StateActive:
-			heap.Push(&s.leases, timedItem{at: t.LeaseExpiresAt, leaseID: t.LeaseID, e: e})
-		case store.StateSucceeded, store.StateDead, store.StateCancelled:
-			// Terminal: handled above.
-		}
-		return true
-	})
-	if err = errors.Join(err, derr); err != nil {
-		return err
-	}
-	err = eng.scan([]byte{kPayload}, nil, false, func(k, v []byte) bool {
-		_, rest, ok := splitKey(k)
-		if ok && len(rest) == 8 {
-			if e := bySeq[binary.BigEndian.Uint64(rest)]; e != nil {
-				e.t.Payload = append([]byte(nil), v...)
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	err = eng.scan([]byte{kQueue}, nil, false, func(k, v []byte) bool {
-		if nsName, rest, ok := splitKey(k); ok && len(v) == 1 && v[0] == 1 {
-			s.namespace(nsName).queue(string(rest)).paused = true
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	err = eng.scan([]byte{kUnique}, nil, false, func(k, v []byte) bool {
-		nsName, rest, ok := splitKey(k)
-		if !ok {
-			return true
-		}
-		n, w := binary.Varint(v)
-		if w <= 0 || isHidden(nsName, string(v[w:]), 0) {
-			return true
-		}
-		until := time.Unix(0, n).UTC()
-		s.namespace(nsName).unique[string(rest)] = uniqueHold{id: string(v[w:]), until: until}
-		heap.Push(&s.uniqueExp, timedItem{at: until, ns: nsName, id: string(rest)})
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return s.loadFlows(eng)
-}
-
-func (q *queue) pushReady(e *entry) {
-	h := q.ready[e.t.Type]
-	if h == nil {
-		h = &taskHeap{less: readyLess}
-		q.ready[e.t.Type] = h
-		q.types = append(q.types, e.t.Type)
-	}
-	h.push(e)
-}
-
 func (q *queue) removeReady(e *entry) {
 	if e.staged {
 		e.staged = false // releaseDurable drops it
 		return
 	}
-	if h := q.ready[e.t.Type]; h != nil {
-		h.remove(e)
+	if w := q.ready[e.t.Type]; w != nil {
+		w.remove(e)
 	}
 }
 
@@ -538,7 +457,7 @@ func (s *Store) stage(e *entry) {
 // whether e is leasable now. The caller holds s.mu.
 func (s *Store) readyAfter(q *queue, e *entry, gen uint64) bool {
 	if gen <= s.committed {
-		q.pushReady(e)
+		s.pushReady(s.nss[e.t.Namespace], q, e)
 		return true
 	}
 	e.staged = true
@@ -566,7 +485,7 @@ func (s *Store) releaseDurable(gen uint64) {
 		if ns == nil {
 			continue
 		}
-		ns.queue(e.t.Queue).pushReady(e)
+		s.pushReady(ns, ns.queue(e.t.Queue), e)
 		ns.notify()
 	}
 	clear(s.staged[n:])
@@ -644,7 +563,7 @@ func (s *Store) writeTask(c *created, ops ...op) *batch {
 
 // putTask queues the record of e and returns its batch.
 func (s *Store) putTask(e *entry) *batch {
-	b := s.write(op{key: seqKey(kTask, e.t.Namespace, e.seq), val: record.Encode(nil, e.seq, &e.t)})
+	b := s.write(taskOps(nil, e)...)
 	e.gen = b.gen
 	return b
 }
@@ -674,15 +593,21 @@ func (s *Store) commitLoop() {
 }
 
 func (s *Store) commitOne() {
+	s.mu.Lock()
 	s.c.mu.Lock()
 	b := s.c.cur
 	if len(b.ops) == 0 {
 		s.c.mu.Unlock()
+		s.mu.Unlock()
 		return
 	}
 	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{})}
 	s.c.last = b
 	s.c.mu.Unlock()
+	// The counts as of the batch's last write: every write is queued
+	// under s.mu with the changes of counts it makes.
+	b.ops = s.countsOps(b.ops)
+	s.mu.Unlock()
 
 	s.d.mu.RLock()
 	var err error
@@ -714,8 +639,10 @@ func (s *Store) commitOne() {
 	// return, so that a task is leasable once its enqueue returned.
 	s.mu.Lock()
 	s.committed = b.gen
+	s.forgetGone(b.gen)
 	s.releaseDurable(b.gen)
 	s.evictDurable(b.gen)
+	s.spillDurable(b.gen)
 	s.mu.Unlock()
 	close(b.done)
 }

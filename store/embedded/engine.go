@@ -14,8 +14,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// engine is the durable key-value layer under the store. The store keeps its
-// indexes in memory and writes every change through an engine; an engine only
+// engine is the durable key-value layer under the store. The store keeps
+// windows of its indexes in memory and writes every change, index keys
+// included, through an engine; an engine only
 // has to apply ordered batches atomically and durably and to scan by prefix.
 // docs/decisions/001-embedded-engine.md records why Pebble is the default.
 type engine interface {
@@ -177,6 +178,12 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	// Each task's index key is written and deleted as the task moves
+	// between states (index.go): with Pebble's default 4 MiB memtables,
+	// the compactions of those short-lived keys doubled the CPU time of a
+	// busy store; 32 MiB ones (two at most in memory) bring it back to
+	// what it was without the indexes (docs/benchmarks.md).
+	opts.MemTableSize = 32 << 20
 	return opts
 }
 

@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"container/heap"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnhq/kiln/internal/record"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -157,12 +155,8 @@ type flowIndex struct {
 	// finished member of a flow with open > 0 is not deleted by Sweep.
 	open  map[string]int
 	tasks map[string][]string
-	// ended is the expiry of each flow whose tasks all ended (kFlowEnd);
-	// parked holds, by flow and task id, the expiry items that Sweep took
-	// while the flow was open, pushed again at its end. A task that ends
-	// again drops its parked item: finish pushed a new one.
-	ended  map[string]time.Time
-	parked map[string]map[string]timedItem
+	// ended is the expiry of each flow whose tasks all ended (kFlowEnd).
+	ended map[string]time.Time
 	// kept lists, per open flow, its finished members kept in memory
 	// after their records were durable (flowKeep), and keptBytes their
 	// estimated size.
@@ -221,8 +215,8 @@ func (s *Store) flowsOf(ns string) *flowIndex {
 		f = &flowIndex{held: make(map[string]*heldTask), deps: make(map[string][]string),
 			member: make(map[string]string), live: make(map[string]int),
 			open: make(map[string]int), tasks: make(map[string][]string),
-			ended: make(map[string]time.Time), parked: make(map[string]map[string]timedItem),
-			kept: make(map[string][]string), keptBytes: make(map[string]int64),
+			ended: make(map[string]time.Time),
+			kept:  make(map[string][]string), keptBytes: make(map[string]int64),
 			counted: make(map[string]bool)}
 		s.flows[ns] = f
 	}
@@ -359,7 +353,7 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	q := ns.queue(e.t.Queue)
 	if e.t.RunAt.After(now) {
 		e.t.State = store.StateScheduled
-		ns.delayed.push(e)
+		s.pushDelayed(ns, e)
 		s.unassigned = append(s.unassigned, e) // its gen, for promote
 	} else {
 		if e.t.RunAt.IsZero() {
@@ -371,11 +365,11 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	q.counts[e.t.State]++
 	ns.tasks[e.t.ID] = e
 	s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
-	return append(ops,
+	ops = append(ops,
 		op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 		op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-		op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
 	)
+	return taskOps(ops, e)
 }
 
 // flowDone counts task id of ns as finished for the held tasks that wait
@@ -414,8 +408,8 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 // deleted before it did. When it was the last open task of its flow, the
 // flow's expiry becomes at least now+ret: one kFlowEnd write in s.flowOps
 // (the caller's batch), which Sweep, Get and List apply to every member
-// (see flowExpiry), and the expiry items Sweep parked while the flow was
-// open go back in the heap at that time. The caller holds s.mu.
+// (see flowExpiry): Sweep moves a member's expiry index key there. The
+// caller holds s.mu.
 func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.Time) {
 	fi := s.flows[ns.name]
 	if fi == nil {
@@ -429,9 +423,6 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	if !ok {
 		return
 	}
-	if p := fi.parked[fid]; p != nil {
-		delete(p, id)
-	}
 	if n > 1 {
 		fi.open[fid] = n - 1
 		return
@@ -443,11 +434,6 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	}
 	fi.ended[fid] = exp
 	s.flowOps = append(s.flowOps, op{key: nameKey(kFlowEnd, ns.name, fid), val: binary.AppendVarint(nil, exp.UnixNano())})
-	for _, it := range fi.parked[fid] {
-		it.at = exp
-		heap.Push(&s.expiry, it)
-	}
-	delete(fi.parked, fid)
 	// The members kept in memory go once their latest records are
 	// durable: those written since they were kept (a retried member)
 	// may be in the current batch.
@@ -503,25 +489,15 @@ func (s *Store) raiseExpiry(ns string, ts []*store.Task) {
 	}
 }
 
-// flowPark keeps the expiry item it of a finished member of a flow not
-// finished, for flowEnded to push again; it reports whether it did. The
-// caller holds s.mu.
-func (s *Store) flowPark(it timedItem) bool {
-	fi := s.flows[it.ns]
+// flowOpen reports whether task id of ns is a member of a flow not
+// finished: Sweep keeps it. The caller holds s.mu.
+func (s *Store) flowOpen(ns, id string) bool {
+	fi := s.flows[ns]
 	if fi == nil {
 		return false
 	}
-	fid, ok := fi.member[it.id]
-	if !ok || fi.open[fid] <= 0 {
-		return false
-	}
-	p := fi.parked[fid]
-	if p == nil {
-		p = make(map[string]timedItem)
-		fi.parked[fid] = p
-	}
-	p[it.id] = it
-	return true
+	fid, ok := fi.member[id]
+	return ok && fi.open[fid] > 0
 }
 
 // flowReopened notes that finished task id of ns runs again (Retry). It
@@ -577,7 +553,6 @@ func (s *Store) flowGone(ops []op) []op {
 			delete(fi.open, fid)
 			delete(fi.tasks, fid)
 			delete(fi.ended, fid)
-			delete(fi.parked, fid)
 			s.flowUnkeep(fi, fid)
 			out = append(out, op{key: nameKey(kFlow, nsName, fid)}, op{key: nameKey(kFlowEnd, nsName, fid)})
 		}
@@ -750,17 +725,24 @@ func (s *Store) loadFlows(eng engine) error {
 		return err
 	}
 	// A held task still waits for each task of its After that is held, or
-	// stored and not in a terminal state (those are in memory now), and
-	// not counted already (its c key).
+	// stored and not in a terminal state (read from the disk: a pending
+	// task may be on disk only, beyond its queue's window), and not
+	// counted already (its c key).
 	for _, c := range counts {
 		fi := s.flowsOf(c.ns)
-		ns := s.nss[c.ns]
 		h := fi.held[c.id]
 		for _, a := range c.after {
 			if fi.counted[a] {
 				continue
 			}
-			if fi.held[a] != nil || (ns != nil && ns.tasks[a] != nil) {
+			live := fi.held[a] != nil
+			if !live {
+				var err error
+				if _, live, err = storedLive(eng, c.ns, a); err != nil {
+					return err
+				}
+			}
+			if live {
 				h.waiting++
 				fi.deps[a] = append(fi.deps[a], c.id)
 			}
@@ -814,15 +796,15 @@ func (s *Store) loadFlowMembers(eng engine) error {
 		open := 0
 		for _, id := range f.tasks {
 			stored := fi.held[id] != nil
-			if stored || (s.nss[f.ns] != nil && s.nss[f.ns].tasks[id] != nil) {
-				open++ // held, or stored and not terminal (load keeps only those in memory)
-			}
+			live := stored
 			if !stored {
-				v, err := eng.get(nameKey(kID, f.ns, id))
-				if err != nil {
+				var err error
+				if stored, live, err = storedLive(eng, f.ns, id); err != nil {
 					return err
 				}
-				stored = v != nil
+			}
+			if live {
+				open++ // held, or stored and not terminal
 			}
 			if stored {
 				fi.member[id] = f.id

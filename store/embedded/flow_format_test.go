@@ -254,3 +254,34 @@ func TestFlowOldRecords(t *testing.T) {
 		t.Fatalf("GetFlow: %+v, %v", f, err)
 	}
 }
+
+// TestFlowCountsDiskOnlyMembers checks that a held task counts, when the
+// store opens, the tasks it waits for that are pending on disk only
+// (beyond their queue's window in memory): it is released with the last of
+// them, not once the few in memory have ended.
+func TestFlowCountsDiskOnlyMembers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := &Config{window: 2, ReserveBytes: -1}
+	s := mustOpen(t, dir, cfg)
+	p, _ := fanIn(12)
+	if err := s.EnqueueFlow(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, cfg)
+	defer func() { _ = s.Close() }()
+	for round := range 6 {
+		if len(heldNow(t, s)) != 1 || pendingIn(t, s, "cb") != 0 {
+			t.Fatalf("round %d: callback released (held %v) before its last task ended", round, heldNow(t, s))
+		}
+		if got := succeed(t, s, "m", 2, nil); len(got) != 2 {
+			t.Fatalf("round %d: succeeded %v, want 2 tasks", round, got)
+		}
+	}
+	if n := pendingIn(t, s, "cb"); n != 1 || len(heldNow(t, s)) != 0 {
+		t.Fatalf("after the last task: %d callbacks pending, held %v; want 1 and none", n, heldNow(t, s))
+	}
+}

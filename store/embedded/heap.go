@@ -7,7 +7,8 @@ import (
 
 // taskHeap is a binary heap of entries that tracks each entry's index, so an
 // entry can be removed or fixed in O(log n). An entry is in at most one
-// taskHeap at a time (a queue's ready heap or a namespace's delayed heap).
+// taskHeap at a time (a queue's ready window, a namespace's delayed window,
+// or the heap of leases).
 type taskHeap struct {
 	items []*entry
 	less  func(a, b *entry) bool
@@ -43,10 +44,27 @@ func (h *taskHeap) peek() *entry {
 }
 func (h *taskHeap) pop() *entry { return heap.Pop(h).(*entry) }
 func (h *taskHeap) remove(e *entry) {
-	if e.idx >= 0 && e.idx < len(h.items) && h.items[e.idx] == e {
+	if h.holds(e) {
 		heap.Remove(h, e.idx)
 	}
 }
+
+func (h *taskHeap) holds(e *entry) bool {
+	return e.idx >= 0 && e.idx < len(h.items) && h.items[e.idx] == e
+}
+
+// fix restores the order after e's key changed (pushing e if it is not
+// in h).
+func (h *taskHeap) fix(e *entry) {
+	if h.holds(e) {
+		heap.Fix(h, e.idx)
+		return
+	}
+	h.push(e)
+}
+
+// leaseLess orders active tasks by the end of their lease.
+func leaseLess(a, b *entry) bool { return a.t.LeaseExpiresAt.Before(b.t.LeaseExpiresAt) }
 
 // readyLess orders pending tasks: higher priority first, then earlier RunAt,
 // then enqueue order.
@@ -71,12 +89,11 @@ func delayedLess(a, b *entry) bool {
 // timedItem is an element of a lazily cleaned time heap: it may be stale, and
 // whoever pops it checks that it still describes the task.
 type timedItem struct {
-	at      time.Time
-	ns      string
-	id      string
-	seq     uint64
-	leaseID uint64
-	e       *entry
+	at  time.Time
+	ns  string
+	id  string
+	seq uint64
+	e   *entry
 }
 
 type timeHeap []timedItem

@@ -114,7 +114,7 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		q := ns.queue(e.t.Queue)
 		if e.t.RunAt.After(now) {
 			e.t.State = store.StateScheduled
-			ns.delayed.push(e)
+			s.pushDelayed(ns, e)
 			// A new earliest due time: waiting leasers wait less.
 			woke = woke || ns.delayed.peek() == e
 		} else {
@@ -130,8 +130,8 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		ops = append(ops,
 			op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
 			op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-			op{key: seqKey(kTask, ns.name, e.seq), val: record.Encode(nil, e.seq, &e.t)},
 		)
+		ops = taskOps(ops, e)
 		last = s.writeTask(&created{ns: ns.name, id: e.t.ID, unique: e.t.UniqueKey, seq: e.seq}, ops...)
 		e.gen = last.gen
 		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State} //nolint:gosec // G602: items has one entry per task
@@ -271,7 +271,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		}
 		now := s.now()
 		ns := s.namespace(p.Namespace)
-		s.promote(ns, now, 0)
+		s.promote(ns, now, s.windowSize)
 		var out []*store.Task
 		for _, qname := range store.OrderQueues(p.Queues, p.Weights, nil) {
 			q := ns.queues[qname]
@@ -279,7 +279,11 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				continue
 			}
 			for len(out) < p.Max {
-				e := q.best(p.Types, types)
+				e, err := s.best(ns, q, p.Types, types)
+				if err != nil {
+					s.mu.Unlock()
+					return store.LeaseResult{}, fmt.Errorf("embedded: lease: %w", err)
+				}
 				if e == nil {
 					break
 				}
@@ -294,7 +298,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				e.t.WorkerID = p.WorkerID
 				s.changed(ns, e, store.ChangeStarted, store.StateActive, now, "")
 				s.putTask(e)
-				heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+				s.leases.push(e)
 				c := e.t
 				out = append(out, &c)
 			}
@@ -309,7 +313,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		// Nothing ready: wait for a wake-up, the next due task, the end of
 		// the wait, or the context.
 		wait := time.Until(deadline)
-		if next := ns.delayed.peek(); next != nil {
+		if next := s.nextDelayed(ns); next != nil {
 			if d := next.t.RunAt.Sub(now); d < wait {
 				wait = max(d, time.Millisecond)
 			}
@@ -337,35 +341,44 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 	}
 }
 
-// best returns the pending task to lease next from q among the allowed
-// types (all when list is nil), or nil.
-func (q *queue) best(list []string, allowed map[string]bool) *entry {
+// best returns the pending task to lease next from q of ns among the
+// allowed types (all when list is nil), or nil. It refills the windows
+// that need it from the disk. The caller holds s.mu.
+func (s *Store) best(ns *namespace, q *queue, list []string, allowed map[string]bool) (*entry, error) {
 	var best *entry
-	consider := func(h *taskHeap) {
-		if e := h.peek(); e != nil && (best == nil || readyLess(e, best)) {
+	consider := func(typ string, w *window) error {
+		e, err := s.ready(ns, q, typ, w)
+		if err == nil && e != nil && (best == nil || readyLess(e, best)) {
 			best = e
 		}
+		return err
 	}
 	if list == nil {
 		for _, t := range q.types {
-			consider(q.ready[t])
+			if err := consider(t, q.ready[t]); err != nil {
+				return nil, err
+			}
 		}
-		return best
+		return best, nil
 	}
 	if len(list) < len(q.types) {
 		for _, t := range list {
-			if h := q.ready[t]; h != nil {
-				consider(h)
+			if w := q.ready[t]; w != nil {
+				if err := consider(t, w); err != nil {
+					return nil, err
+				}
 			}
 		}
-		return best
+		return best, nil
 	}
 	for _, t := range q.types {
 		if allowed[t] {
-			consider(q.ready[t])
+			if err := consider(t, q.ready[t]); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return best
+	return best, nil
 }
 
 // promote makes due scheduled and retry tasks of ns pending; limit 0 means
@@ -373,9 +386,9 @@ func (q *queue) best(list []string, allowed map[string]bool) *entry {
 func (s *Store) promote(ns *namespace, now time.Time, limit int) int {
 	n := 0
 	woke := false
-	for {
-		e := ns.delayed.peek()
-		if e == nil || e.t.RunAt.After(now) || (limit > 0 && n >= limit) {
+	for limit <= 0 || n < limit {
+		e := s.nextDelayed(ns)
+		if e == nil || e.t.RunAt.After(now) {
 			break
 		}
 		ns.delayed.pop()
@@ -447,7 +460,7 @@ func (s *Store) Extend(ctx context.Context, p store.ExtendParams) (store.ExtendR
 			e.t.ProgressMessage = l.Progress.Message
 		}
 		e.t.LeaseExpiresAt = now.Add(p.Duration)
-		heap.Push(&s.leases, timedItem{at: e.t.LeaseExpiresAt, leaseID: e.t.LeaseID, e: e})
+		s.leases.fix(e)
 		s.putTask(e)
 		items[i] = store.ExtendItem{ExpiresAt: e.t.LeaseExpiresAt, CancelRequested: e.t.CancelRequested}
 	}
@@ -490,6 +503,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			}
 			continue
 		}
+		s.leases.remove(e)
 		q := ns.queue(e.t.Queue)
 		q.counts[store.StateActive]--
 		e.t.LeaseID = 0
@@ -523,7 +537,7 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			if at := norm(o.RetryAt); at.After(now) {
 				e.t.RunAt = at
 				e.t.State = store.StateRetry
-				ns.delayed.push(e)
+				s.pushDelayed(ns, e)
 				woke = woke || ns.delayed.peek() == e
 			} else {
 				e.t.State = store.StatePending
@@ -564,7 +578,6 @@ func (s *Store) finish(ns *namespace, e *entry, st store.State, now time.Time) {
 	ret := retentionOf(&e.t)
 	e.t.ExpiresAt = now.Add(ret)
 	ns.queue(e.t.Queue).counts[st]++
-	heap.Push(&s.expiry, timedItem{at: e.t.ExpiresAt, ns: ns.name, id: e.t.ID, seq: e.seq})
 	s.flowDone(ns, e.t.ID, now)
 	s.flowEnded(ns, e.t.ID, ret, now)
 }
@@ -924,14 +937,29 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 				return store.AdminResult{}, fmt.Errorf("embedded: %s: %w", what, err)
 			}
 		}
+		if disk != nil && s.gone[goneKey{ns: ns.name, seq: seq}] != 0 {
+			disk = nil // deleted, not yet durably
+		}
 		if e == nil && disk == nil {
 			items[i].Err = store.ErrNotFound
 			continue
+		}
+		// A live task on disk alone (after the window of its queue or
+		// of the delayed tasks) is handled as one in memory, and leaves
+		// memory again if it stays where it was.
+		loaded := false
+		if e == nil && !disk.State.Terminal() {
+			e = &entry{t: *disk, seq: seq, idx: -1, ikey: indexKey(ns.name, disk, seq)}
+			ns.tasks[id] = e
+			loaded = true
 		}
 		var b *batch
 		items[i], b = fn(ns, id, e, disk, seq, now)
 		if b != nil {
 			last = b
+		}
+		if loaded && ns.tasks[id] == e && !e.t.State.Terminal() && e.t.State != store.StateActive && !e.staged && e.idx < 0 {
+			delete(ns.tasks, id)
 		}
 	}
 	s.mu.Unlock()
@@ -1010,7 +1038,7 @@ func (s *Store) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (sto
 func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
 	return s.adminEach(ctx, "retry", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch) {
 		if e == nil {
-			e = &entry{t: *disk, seq: seq, idx: -1}
+			e = &entry{t: *disk, seq: seq, idx: -1, ikey: indexKey(ns.name, disk, seq)}
 		}
 		if e.t.State != store.StateDead && e.t.State != store.StateCancelled {
 			return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
@@ -1046,21 +1074,30 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 			}
 			ns.unindex(e)
 			delete(ns.tasks, id)
-			seq = e.seq
-		} else {
-			ns.queue(disk.Queue).counts[disk.State]--
-			s.changed(ns, &entry{t: *disk}, store.ChangeDeleted, 0, now, "")
+			return store.AdminItem{}, s.deleteKeys(ns.name, id, e.seq, e.ikey)
 		}
-		return store.AdminItem{}, s.deleteKeys(ns.name, id, seq)
+		ns.queue(disk.Queue).counts[disk.State]--
+		s.changed(ns, &entry{t: *disk}, store.ChangeDeleted, 0, now, "")
+		return store.AdminItem{}, s.deleteKeys(ns.name, id, seq, indexKey(ns.name, disk, seq))
 	})
 }
 
-func (s *Store) deleteKeys(ns, id string, seq uint64) *batch {
-	return s.write(
-		op{key: seqKey(kTask, ns, seq)},
-		op{key: seqKey(kPayload, ns, seq)},
-		op{key: nameKey(kID, ns, id)},
-	)
+// deleteKeys deletes the keys of the task id of ns stored at seq, whose
+// index key is ikey.
+func (s *Store) deleteKeys(ns, id string, seq uint64, ikey []byte) *batch {
+	ops := []op{
+		{key: seqKey(kTask, ns, seq)},
+		{key: seqKey(kPayload, ns, seq)},
+		{key: nameKey(kID, ns, id)},
+	}
+	if ikey != nil {
+		ops = append(ops, op{key: ikey})
+	}
+	b := s.write(ops...)
+	if len(ikey) > 0 && (ikey[0] == kReady || ikey[0] == kDelayed) {
+		s.markGone(ns, seq, b.gen)
+	}
+	return b
 }
 
 // SetQueuePaused implements store.Admin.
@@ -1150,13 +1187,12 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 		s.write(op{key: nameKey(kUnique, ns.name, it.id)})
 	}
 	// Expired leases.
-	for n := 0; len(s.leases) > 0 && s.leases[0].at.Compare(now) <= 0 && n < limit; {
-		it := heap.Pop(&s.leases).(timedItem)
-		e := it.e
-		if e.t.State != store.StateActive || e.t.LeaseID != it.leaseID || !e.t.LeaseExpiresAt.Equal(it.at) {
-			continue // stale: the lease was renewed or ended
+	for n := 0; n < limit; n++ {
+		e := s.leases.peek()
+		if e == nil || e.t.LeaseExpiresAt.After(now) {
+			break
 		}
-		n++
+		s.leases.pop()
 		ns := s.nss[e.t.Namespace]
 		q := ns.queue(e.t.Queue)
 		q.counts[store.StateActive]--
@@ -1189,66 +1225,105 @@ func (s *Store) sweepLocked(ctx context.Context, limit int) (store.SweepResult, 
 			s.evict = append(s.evict, timedItem{ns: ns.name, id: e.t.ID, seq: e.gen, e: e})
 		}
 	}
-	// Retention.
-	var swept map[sweptKey]struct{}
-	for len(s.expiry) > 0 && s.expiry[0].at.Compare(now) <= 0 && r.Deleted < limit {
-		it := heap.Pop(&s.expiry).(timedItem)
-		if s.flowPark(it) {
-			continue // kept until its flow finishes, which pushes it again
+	// Retention, from the expiry index by time.
+	for _, ns := range s.nss {
+		if r.Deleted >= limit {
+			break
 		}
-		// A member of a finished flow is kept until the flow's expiry
-		// too: its own item moves there, and the item at the flow's
-		// expiry (from flowEnded) counts like its own.
-		fe := s.flowExpiry(it.ns, it.id)
-		ns := s.nss[it.ns]
-		t, seq := (*store.Task)(nil), uint64(0)
-		e := ns.tasks[it.id]
-		if e != nil {
-			t, seq = &e.t, e.seq
-		} else {
-			var err error
-			if t, seq, err = s.readTask(it.ns, it.id, false); err != nil {
-				return r, fmt.Errorf("embedded: sweep: %w", err)
-			}
+		if err := s.sweepExpired(ns, now, limit, &r); err != nil {
+			return r, fmt.Errorf("embedded: sweep: %w", err)
 		}
-		if t == nil || seq != it.seq || !t.State.Terminal() || (!t.ExpiresAt.Equal(it.at) && !fe.Equal(it.at)) {
-			continue
-		}
-		if fe.After(now) {
-			if !t.ExpiresAt.After(now) {
-				it.at = fe
-				heap.Push(&s.expiry, it)
-			} // else its own item, still in the heap, comes later
-			continue
-		}
-		if t.ExpiresAt.After(now) {
-			continue // the flow's item; its own comes later
-		}
-		// A member can have two items due at once (its own, and one of
-		// its flow's): the record is still on disk until the batch is
-		// written, so count it once.
-		k := sweptKey{ns: it.ns, id: it.id, seq: seq}
-		if _, done := swept[k]; done {
-			continue
-		}
-		if swept == nil {
-			swept = make(map[sweptKey]struct{})
-		}
-		swept[k] = struct{}{}
-		if e != nil {
-			delete(ns.tasks, it.id)
-		}
-		ns.queue(t.Queue).counts[t.State]--
-		s.deleteKeys(it.ns, it.id, it.seq)
-		r.Deleted++
 	}
 	return r, nil
 }
 
-// sweptKey names a task record that Sweep deleted.
-type sweptKey struct {
-	ns, id string
-	seq    uint64
+// sweepExpired deletes the finished tasks of ns whose retention ended,
+// reading the expiry index from its start, until r.Deleted reaches limit.
+// A finished member of a flow is kept until the later of its own expiry
+// and its flow's (flowExpiry): its index key moves to that time; a member
+// of a flow still open is kept, and looked at again by the next sweep.
+// The caller holds s.mu.
+func (s *Store) sweepExpired(ns *namespace, now time.Time, limit int, r *store.SweepResult) error {
+	type due struct {
+		key []byte
+		id  string
+	}
+	var ds []due
+	var recs [][]byte
+	s.d.mu.RLock()
+	err := s.d.eng.scan(nsPrefix(kExpiry, ns.name), nil, false, func(k, v []byte) bool {
+		if keyTime(k).After(now) {
+			return false
+		}
+		ds = append(ds, due{key: bytes.Clone(k), id: string(v)})
+		return len(ds) < 2*limit
+	})
+	if err == nil && len(ds) > 0 {
+		keys := make([][]byte, len(ds))
+		for i, d := range ds {
+			keys[i] = seqKey(kTask, ns.name, keySeq(d.key))
+		}
+		recs, err = s.d.eng.getMany(keys)
+	}
+	s.d.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	for i, d := range ds {
+		if r.Deleted >= limit {
+			break
+		}
+		seq := keySeq(d.key)
+		if s.gone[goneKey{ns: ns.name, seq: seq}] != 0 {
+			continue
+		}
+		var t *store.Task
+		e := ns.tasks[d.id]
+		if e != nil && e.seq == seq {
+			t = &e.t
+		} else {
+			e = nil
+			if recs[i] != nil {
+				t = &store.Task{Namespace: ns.name}
+				if _, err := record.Decode(recs[i], t); err != nil {
+					return fmt.Errorf("task record %d of namespace %q: %w", seq, ns.name, err)
+				}
+			}
+		}
+		if e != nil && !t.State.Terminal() {
+			continue // its write, queued, deletes the key
+		}
+		at := keyTime(d.key)
+		fe := s.flowExpiry(ns.name, d.id)
+		valid := t != nil && t.State.Terminal() && t.ID == d.id &&
+			(bytes.Equal(d.key, expiryKey(ns.name, t.ExpiresAt, seq)) || at.Equal(fe) || (e != nil && bytes.Equal(d.key, e.ikey)))
+		if !valid {
+			s.write(op{key: d.key}) // left by a change made since
+			continue
+		}
+		if s.flowOpen(ns.name, d.id) {
+			continue
+		}
+		exp := t.ExpiresAt
+		if fe.After(exp) {
+			exp = fe
+		}
+		if exp.After(now) {
+			nk := expiryKey(ns.name, exp, seq)
+			s.write(op{key: d.key}, op{key: nk, val: []byte(d.id)})
+			if e != nil {
+				e.ikey = nk
+			}
+			continue
+		}
+		if e != nil {
+			delete(ns.tasks, d.id)
+		}
+		ns.queue(t.Queue).counts[t.State]--
+		s.deleteKeys(ns.name, d.id, seq, d.key)
+		r.Deleted++
+	}
+	return nil
 }
 
 func cloneBytes(b []byte) []byte {
