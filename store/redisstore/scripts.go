@@ -118,7 +118,16 @@ local function flush()
     end
   end
   if #evs > 0 then
-    redis.call('XADD', T .. ':ev', 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', S(NOW), 'e', table.concat(evs, '\30'))
+    -- One entry per ` + changeEntryBytesArg + ` bytes of changes at most
+    -- (see changes.go): a big batch is several entries, a small one one.
+    local ek, et, from, size = T .. ':ev', S(NOW), 1, 0
+    for k = 1, #evs do
+      size = size + #evs[k] + 1
+      if size >= ` + changeEntryBytesArg + ` or k == #evs then
+        redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', et, 'e', table.concat(evs, '\30', from, k))
+        from, size = k + 1, 0
+      end
+    end
     evs = {}
   end
   if woke then redis.call('PUBLISH', WAKE, '1') end
