@@ -34,13 +34,14 @@ func feedBatch(t *testing.T, s *Store, ns, prefix string, n int) []string {
 	return ids
 }
 
-// readFeed reads every change of ns after cursor, max at a time, and
+// readFeed reads every change of ns after cursor, limit at a time, and
 // returns their ids; it fails on Missed.
-func readFeed(t *testing.T, s *Store, ns, cursor string, max int) (ids []string, last string) {
+func readFeed(t *testing.T, s *Store, ns, cursor string, limit int) []string {
 	t.Helper()
 	var prev uint64
+	var ids []string
 	for {
-		res, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns, Cursor: cursor, Max: max})
+		res, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns, Cursor: cursor, Max: limit})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,10 +49,10 @@ func readFeed(t *testing.T, s *Store, ns, cursor string, max int) (ids []string,
 			t.Fatalf("Changes(%s): Missed", cursor)
 		}
 		if len(res.Changes) == 0 {
-			return ids, cursor
+			return ids
 		}
-		if len(res.Changes) > max {
-			t.Fatalf("Changes(Max %d) returned %d", max, len(res.Changes))
+		if len(res.Changes) > limit {
+			t.Fatalf("Changes(Max %d) returned %d", limit, len(res.Changes))
 		}
 		for _, c := range res.Changes {
 			if c.Seq <= prev {
@@ -125,7 +126,7 @@ func TestChangeFeedBytesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := feedBatch(t, s, ns, "last", 1000)
-	got, _ := readFeed(t, s, ns, before.Cursor, 333)
+	got := readFeed(t, s, ns, before.Cursor, 333)
 	if strings.Join(got, " ") != strings.Join(last, " ") {
 		t.Fatalf("changes of the last batch: %d ids, want its %d in order", len(got), len(last))
 	}
@@ -160,7 +161,7 @@ func TestChangeFeedOldEntries(t *testing.T) {
 		t.Fatalf("feed has %d entries after an old one and a batch of 1,000; want the batch split", n)
 	}
 	want := append(append([]string(nil), old...), ids...)
-	got, _ := readFeed(t, s, ns, start.Cursor, 700)
+	got := readFeed(t, s, ns, start.Cursor, 700)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("read %d changes, want the old entry's 1,500 then the batch's 1,000 in order", len(got))
 	}
@@ -170,7 +171,7 @@ func TestChangeFeedOldEntries(t *testing.T) {
 	if err != nil || len(mid.Changes) != 700 {
 		t.Fatalf("Changes = %d, %v", len(mid.Changes), err)
 	}
-	got, _ = readFeed(t, s, ns, strconv.FormatUint(mid.Changes[699].Seq, 10), 1000)
+	got = readFeed(t, s, ns, strconv.FormatUint(mid.Changes[699].Seq, 10), 1000)
 	if strings.Join(got, " ") != strings.Join(want[700:], " ") {
 		t.Fatalf("resumed in the old entry: %d changes, want %d in order", len(got), len(want)-700)
 	}
