@@ -93,6 +93,7 @@ type Change struct {
 	Error string
 }
 
-// ChangeFeedDefault is the number of changes per namespace that the stores
-// keep by default.
+// ChangeFeedDefault is the number of changes per namespace that the
+// embedded store keeps by default. (The Redis store bounds its feed by
+// entries of bounded size instead: see docs/redis.md.)
 const ChangeFeedDefault = 10000

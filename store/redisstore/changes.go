@@ -16,23 +16,42 @@ import (
 var _ store.Feed = (*Store)(nil)
 
 // The change feed of a namespace is the stream T:ev. Every script that
-// changes tasks adds one entry (in flush, so in the same atomic step as
-// the changes) holding all its changes, in the order it applied them:
+// changes tasks adds its changes (in flush, so in the same atomic step as
+// the changes), in the order it applied them, as entries of
 //
 //	t  the script's time, µs
 //	e  the changes, separated by \x1e; each is
 //	   <kind code><state digit>\x1f<id>\x1f<queue>\x1f<type>\x1f<attempt>\x1f<extra>
 //	   extra being the worker of a start and the error of a failure
 //
+// A script's changes go in one entry until it holds changeEntryBytes
+// bytes; the changes after those start another entry (so an enqueue of
+// 1,000 tasks is about 30 entries, and a call that changes a few tasks one
+// entry, as before). An entry is therefore shorter than changeEntryBytes
+// plus one change (at most about 2 KB: three names, an attempt and an
+// error of store.MaxAttemptErrorBytes), and the stream, trimmed to about
+// changeFeedLen entries, holds at most about changeFeedLen times that
+// (docs/redis.md states the bound). Entries written before this rule (one
+// per script, whatever its size) have the same format and are read alike.
+//
 // Entries are added with the id "0-*", so their ids are 0-1, 0-2, ...
 // without gaps: a gap after a cursor means the stream was trimmed past it
-// (MAXLEN ~ store.ChangeFeedDefault entries). The change at index i of entry
-// 0-n has Seq n<<seqShift | i; every process sharing the Redis reads the
-// same changes with the same Seq.
+// (MAXLEN ~ changeFeedLen entries). The change at index i of entry 0-n has
+// Seq n<<seqShift | i; every process sharing the Redis reads the same
+// changes with the same Seq.
 const seqShift = 20
 
-// changeFeedLenArg is the approximate number of entries a feed keeps.
-var changeFeedLenArg = strconv.Itoa(store.ChangeFeedDefault)
+// changeFeedLen is the approximate number of entries a feed keeps, and
+// changeEntryBytes the size at which an entry takes no more changes.
+const (
+	changeFeedLen    = 2000
+	changeEntryBytes = 1536
+)
+
+var (
+	changeFeedLenArg    = strconv.Itoa(changeFeedLen)
+	changeEntryBytesArg = strconv.Itoa(changeEntryBytes)
+)
 
 // changeKinds maps the kind codes of the scripts to store.ChangeKind.
 var changeKinds = [256]store.ChangeKind{

@@ -118,7 +118,16 @@ local function flush()
     end
   end
   if #evs > 0 then
-    redis.call('XADD', T .. ':ev', 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', S(NOW), 'e', table.concat(evs, '\30'))
+    -- One entry per ` + changeEntryBytesArg + ` bytes of changes at most
+    -- (see changes.go): a big batch is several entries, a small one one.
+    local ek, et, from, size = T .. ':ev', S(NOW), 1, 0
+    for k = 1, #evs do
+      size = size + #evs[k] + 1
+      if size >= ` + changeEntryBytesArg + ` or k == #evs then
+        redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', et, 'e', table.concat(evs, '\30', from, k))
+        from, size = k + 1, 0
+      end
+    end
     evs = {}
   end
   if woke then redis.call('PUBLISH', WAKE, '1') end
@@ -267,7 +276,8 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 // none). Most tasks need three arguments: every argument costs Redis
 // its parsing, its Lua string and its release.
 // It returns {codes, duplicates}: codes has one character per task, its
-// state ("1" scheduled, "2" pending), "E" (id exists) or "D" (unique key
+// state ("1" scheduled, "2" pending), "E" (the id is that of a task or of
+// a held task of a flow) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
 // key.
 var enqueueScript = redis.NewScript(preludeCore + `
@@ -280,7 +290,7 @@ local ready, readyKeys = {}, {}
 local types = {}
 local sNOW = S(NOW)
 local nowR = R17(NOW)
-local TK = T .. ':t:'
+local TK, TH = T .. ':t:', T .. ':h:'
 local q, ty, evq
 local i = 4
 for j = 1, nt do
@@ -302,7 +312,9 @@ for j = 1, nt do
     i = i + 5
   end
   local key = TK .. id
-  if redis.call('EXISTS', key) == 1 then
+  -- The id is taken by a task record or by a held task of a flow (T:h:<id>,
+  -- see flow.go): one EXISTS looks at both.
+  if redis.call('EXISTS', key, TH .. id) > 0 then
     res[j] = 'E'
   else
     local dup = nil

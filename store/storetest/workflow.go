@@ -669,6 +669,60 @@ func testFlows(t *testing.T, h Harness) {
 		f.check()
 	})
 
+	// HeldIDTaken: a held task's id is taken from the moment its flow is
+	// written, as a live task's is: a plain Enqueue of it fails for that
+	// item with ErrTaskExists (the other tasks of the batch are enqueued),
+	// and so does a flow that names it, as a ready or a held task, leaving
+	// nothing behind. The held task is released as its flow wrote it.
+	t.Run("HeldIDTaken", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a := input("a", "qa")
+		b := held("b", "qb", a.ID)
+		b.Task.Payload = []byte("held b")
+		fid := newName("flow")
+		f.mustFlow(store.FlowParams{ID: fid, Tasks: []store.TaskInput{a}, Held: []store.HeldTask{b}})
+		plain := store.TaskInput{ID: b.Task.ID, Type: "plain", Queue: "qo", Payload: []byte("plain")}
+		other := input("o", "qo")
+		items := f.enqueue(other, plain)
+		if items[0].Err != nil || !errors.Is(items[1].Err, store.ErrTaskExists) {
+			t.Fatalf("Enqueue of (a new id, a held task's id): got errors (%v, %v), want (nil, %v)", items[0].Err, items[1].Err, store.ErrTaskExists)
+		}
+		if it := f.enqueue(plain)[0]; !errors.Is(it.Err, store.ErrTaskExists) {
+			t.Fatalf("Enqueue of a held task's id: got error %v, want %v", it.Err, store.ErrTaskExists)
+		}
+		if got := f.get(b.Task.ID); got != nil {
+			t.Fatalf("after the refused enqueues, %s reads as a task in state %s; want it still held", b.Task.ID, got.State)
+		}
+		c := input("c", "qo")
+		asReady := store.FlowParams{ID: newName("flow"), Tasks: []store.TaskInput{c, plain}}
+		asHeld := store.FlowParams{ID: newName("flow"), Tasks: []store.TaskInput{c}, Held: []store.HeldTask{{Task: plain, After: []string{c.ID}}}}
+		for _, p := range []store.FlowParams{asReady, asHeld} {
+			if err := f.enqueueFlow(p); !errors.Is(err, store.ErrTaskExists) {
+				t.Fatalf("EnqueueFlow naming another flow's held task %s: %v, want %v", b.Task.ID, err, store.ErrTaskExists)
+			}
+			f.wantFlowGone(p.ID)
+		}
+		if got := f.get(c.ID); got != nil {
+			t.Fatalf("a refused flow left task %s behind", c.ID)
+		}
+		if fl := f.getFlow(fid); !slices.Equal(fl.Held, []string{b.Task.ID}) {
+			t.Fatalf("GetFlow.Held = %v, want [%s]", fl.Held, b.Task.ID)
+		}
+		f.succeed("qa", a.ID, "")
+		got := f.wantState(b.Task.ID, store.StatePending)
+		if got.Type != "b" || got.Queue != "qb" || string(got.Payload) != "held b" {
+			t.Errorf("released task = type %q queue %q payload %q, want the flow's (b, qb, %q)", got.Type, got.Queue, got.Payload, "held b")
+		}
+		if it := f.enqueue(plain)[0]; !errors.Is(it.Err, store.ErrTaskExists) {
+			t.Errorf("Enqueue of the released task's id: got error %v, want %v", it.Err, store.ErrTaskExists)
+		}
+		f.succeed("qb", b.Task.ID, "")
+		f.succeed("qo", other.ID, "")
+		f.leaseNone("qa", "qb", "qo")
+		f.check()
+	})
+
 	t.Run("BadInput", func(t *testing.T) {
 		t.Parallel()
 		f := h.setup(t)

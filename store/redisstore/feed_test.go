@@ -1,0 +1,178 @@
+package redisstore
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/store"
+)
+
+// feedBatch enqueues n tasks named prefix-<i> (26-byte ids, as the
+// client's) into namespace ns in one call and returns their ids.
+func feedBatch(t *testing.T, s *Store, ns, prefix string, n int) []string {
+	t.Helper()
+	tasks := make([]store.TaskInput, n)
+	ids := make([]string, n)
+	for i := range tasks {
+		ids[i] = fmt.Sprintf("%s-%0*d", prefix, 25-len(prefix), i)
+		tasks[i] = store.TaskInput{ID: ids[i], Type: "noop"}
+	}
+	res, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: ns, Tasks: tasks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range res.Items {
+		if it.Err != nil {
+			t.Fatal(it.Err)
+		}
+	}
+	return ids
+}
+
+// readFeed reads every change of ns after cursor, limit at a time, and
+// returns their ids; it fails on Missed.
+func readFeed(t *testing.T, s *Store, ns, cursor string, limit int) []string {
+	t.Helper()
+	var prev uint64
+	var ids []string
+	for {
+		res, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns, Cursor: cursor, Max: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Missed {
+			t.Fatalf("Changes(%s): Missed", cursor)
+		}
+		if len(res.Changes) == 0 {
+			return ids
+		}
+		if len(res.Changes) > limit {
+			t.Fatalf("Changes(Max %d) returned %d", limit, len(res.Changes))
+		}
+		for _, c := range res.Changes {
+			if c.Seq <= prev {
+				t.Fatalf("change %s has Seq %d after %d", c.ID, c.Seq, prev)
+			}
+			prev = c.Seq
+			ids = append(ids, c.ID)
+		}
+		cursor = res.Cursor
+	}
+}
+
+// TestChangeFeedBytesBounded: enqueuing 200 batches of 1,000 tasks (26-byte
+// ids), about 9 MB of changes, leaves a change feed of at most 4 MiB (the
+// bound docs/redis.md states for changes of this size: about changeFeedLen
+// entries of at most changeEntryBytes plus one change), and its newest
+// changes read back whole and in order.
+func TestChangeFeedBytesBounded(t *testing.T) {
+	t.Parallel()
+	url := testenv.RedisURL(t)
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	defer func() { _ = s.Close() }()
+	const ns = "n"
+	start, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written int
+	var ids []string
+	for b := range 200 {
+		ids = feedBatch(t, s, ns, "b"+strconv.Itoa(b), 1000)
+		for _, id := range ids {
+			written += len(id) + len("E2\x1f\x1fdefault\x1fnoop\x1f0\x1f\x1e")
+		}
+	}
+	key := s.tag(ns) + ":ev"
+	c := s.rdb
+	n, err := c.XLen(t.Context(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := c.MemoryUsage(t.Context(), key, 0).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bound = 4 << 20
+	t.Logf("%d bytes of changes written; feed: %d entries, MEMORY USAGE %d bytes (bound %d)", written, n, mem, bound)
+	if written < 2*bound {
+		t.Fatalf("the test wrote %d bytes of changes: too few to test the bound", written)
+	}
+	if mem > bound || n > changeFeedLen+100 {
+		t.Errorf("feed after 200 batches of 1,000: %d entries, %d bytes; want at most %d entries (and trimming slack) and %d bytes", n, mem, changeFeedLen, bound)
+	}
+	msgs, err := c.XRange(t.Context(), key, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if e, _ := m.Values["e"].(string); len(e) >= changeEntryBytes+100 {
+			t.Fatalf("entry %s holds %d bytes of changes, want under %d plus one change", m.ID, len(e), changeEntryBytes)
+		}
+	}
+	// The first cursor is long trimmed: the reader learns it missed some.
+	res, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns, Cursor: start.Cursor, Max: 10})
+	if err != nil || !res.Missed {
+		t.Fatalf("Changes(from before the batches) = Missed %v, %v; want Missed", res.Missed, err)
+	}
+	// A cursor inside the feed reads the last batch whole, in order.
+	before, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := feedBatch(t, s, ns, "last", 1000)
+	got := readFeed(t, s, ns, before.Cursor, 333)
+	if strings.Join(got, " ") != strings.Join(last, " ") {
+		t.Fatalf("changes of the last batch: %d ids, want its %d in order", len(got), len(last))
+	}
+}
+
+// TestChangeFeedOldEntries: an entry written by the previous version (all
+// the changes of a script in one entry, here 1,500) is read as before, and
+// a cursor inside it continues into the entries written since.
+func TestChangeFeedOldEntries(t *testing.T) {
+	t.Parallel()
+	url := testenv.RedisURL(t)
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	defer func() { _ = s.Close() }()
+	const ns = "n"
+	start, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []string
+	recs := make([]string, 1500)
+	for i := range recs {
+		old = append(old, fmt.Sprintf("old-%d", i))
+		recs[i] = "E2\x1f" + old[i] + "\x1fdefault\x1fnoop\x1f0\x1f"
+	}
+	key := s.tag(ns) + ":ev"
+	if err := s.rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: key, MaxLen: 10000, Approx: true, ID: "0-*",
+		Values: []any{"t", "1", "e", strings.Join(recs, "\x1e")}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ids := feedBatch(t, s, ns, "new", 1000)
+	if n := s.rdb.XLen(t.Context(), key).Val(); n < 3 {
+		t.Fatalf("feed has %d entries after an old one and a batch of 1,000; want the batch split", n)
+	}
+	want := append(append([]string(nil), old...), ids...)
+	got := readFeed(t, s, ns, start.Cursor, 700)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("read %d changes, want the old entry's 1,500 then the batch's 1,000 in order", len(got))
+	}
+	// A cursor in the middle of the old entry (as an event stream's
+	// Last-Event-ID) resumes right after it.
+	mid, err := s.Changes(t.Context(), store.ChangesParams{Namespace: ns, Cursor: start.Cursor, Max: 700})
+	if err != nil || len(mid.Changes) != 700 {
+		t.Fatalf("Changes = %d, %v", len(mid.Changes), err)
+	}
+	got = readFeed(t, s, ns, strconv.FormatUint(mid.Changes[699].Seq, 10), 1000)
+	if strings.Join(got, " ") != strings.Join(want[700:], " ") {
+		t.Fatalf("resumed in the old entry: %d changes, want %d in order", len(got), len(want)-700)
+	}
+}
