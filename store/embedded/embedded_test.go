@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -30,7 +29,6 @@ func mustOpen(t testing.TB, dir string, cfg *Config) *Store {
 func harness(engine string) storetest.Harness {
 	return storetest.Harness{New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
 		t.Helper()
-		skipKnown(t)
 		dir := t.TempDir()
 		cfg := &Config{Clock: clock, engine: engine}
 		cur := mustOpen(t, dir, cfg)
@@ -43,16 +41,6 @@ func harness(engine string) storetest.Harness {
 			return cur
 		}
 	}}
-}
-
-// skipKnown skips the conformance cases the embedded store does not pass
-// yet.
-func skipKnown(t testing.TB) {
-	t.Helper()
-	if strings.HasSuffix(t.Name(), "/Flows/HeldIDTaken") {
-		t.Skip("known defect, see the redis-fixes report: embedded Enqueue accepts the id of a flow's held task " +
-			"(fix: the id check of Enqueue in ops.go must also refuse ids in flowIndex.held)")
-	}
 }
 
 func TestConformance(t *testing.T) {

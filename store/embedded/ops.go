@@ -77,12 +77,13 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 	}
 	var last *batch
 	woke := false
+	fi := s.flows[ns.name] // a flow's held task has its id taken too
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
 		if items[i].Err != nil { //nolint:gosec // G602: items has one entry per task
 			continue
 		}
-		if ns.tasks[in.ID] != nil || (onDisk != nil && onDisk[i]) {
+		if ns.tasks[in.ID] != nil || (onDisk != nil && onDisk[i]) || (fi != nil && fi.held[in.ID] != nil) {
 			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists} //nolint:gosec // G602: items has one entry per task
 			continue
 		}

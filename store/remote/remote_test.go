@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 
@@ -125,11 +124,6 @@ func TestConformance(t *testing.T) {
 			storetest.Run(t, storetest.Harness{
 				New: func(t testing.TB, clock store.Clock) (store.Store, func() store.Store) {
 					t.Helper()
-					if strings.HasSuffix(t.Name(), "/Flows/HeldIDTaken") {
-						// The test server's store is an embedded one.
-						t.Skip("known defect of the embedded store, see the redis-fixes report: " +
-							"its Enqueue accepts the id of a flow's held task")
-					}
 					ts := startServer(t, clock, nil)
 					s := ts.open(t, cfg)
 					var cur store.Store = s
