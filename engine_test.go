@@ -70,12 +70,15 @@ func TestShutdownKeepsDeadline(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, ts *testStore) {
 		s := ts.open(t)
-		shutdownRefusingStore(t, s, refuseReports{s}, false)
+		shutdownRefusingStore(t, s, refuseReports{s})
 	})
 }
 
-// TestShutdownKeepsDeadlineRedisNoReplica: the same with a real refusal:
-// a Redis store that waits for one replica, where there is none.
+// TestShutdownKeepsDeadlineRedisNoReplica: the same store refusal for
+// real, a Redis store that waits for one replica where there is none. Lease
+// waits for the replicas too (a task runs only once the replicas have it),
+// so here no task runs at all: every lease is refused and its tasks given
+// back untouched, and Shutdown returns at once with nothing to report.
 func TestShutdownKeepsDeadlineRedisNoReplica(t *testing.T) {
 	t.Parallel()
 	ts := newTestStore(t, "redis")
@@ -83,14 +86,76 @@ func TestShutdownKeepsDeadlineRedisNoReplica(t *testing.T) {
 	waiting := ts.openRedis(t, func(c *redisstore.Config) {
 		c.WaitReplicas, c.WaitTimeout = 1, 20*time.Millisecond
 	})
-	// Redis applies a report before WAIT fails it: some tasks may end
-	// succeeded although the worker was told the report failed.
-	shutdownRefusingStore(t, s, waiting, true)
+	const total = 50
+	c, err := kiln.NewClient(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := make([]kiln.TaskRequest, total)
+	for i := range reqs {
+		reqs[i] = kiln.TaskRequest{Type: "quick"}
+	}
+	if _, err := c.EnqueueMany(t.Context(), reqs); err != nil {
+		t.Fatal(err)
+	}
+	refused := &countLeaseErrors{Store: waiting}
+	w, err := kiln.NewWorker(refused, &kiln.WorkerConfig{
+		Concurrency: 4, LeaseWait: 50 * time.Millisecond, SweepInterval: -1,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran atomic.Int64
+	w.Handle("quick", kiln.HandlerFunc(func(context.Context, *kiln.Task) error {
+		ran.Add(1)
+		return nil
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(context.WithoutCancel(t.Context())) }()
+	eventually(t, "three refused leases", func() bool { return refused.n.Load() >= 3 })
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), engineWaitLimit)
+	defer cancel()
+	if err := w.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v, want nil (nothing to report)", err)
+	}
+	if err := <-runErr; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if n := ran.Load(); n != 0 {
+		t.Errorf("%d handlers ran although no lease was confirmed by a replica", n)
+	}
+	got, err := s.List(t.Context(), store.ListParams{Namespace: store.DefaultNamespace, Limit: total + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Tasks) != total {
+		t.Fatalf("%d tasks in the store, want %d", len(got.Tasks), total)
+	}
+	for _, tk := range got.Tasks {
+		if tk.State != store.StatePending || tk.Attempt != 0 {
+			t.Errorf("task %s: state %v, attempt %d; want pending, attempt 0 (given back untouched)", tk.ID, tk.State, tk.Attempt)
+		}
+	}
+}
+
+// countLeaseErrors is a store that counts its failed Lease calls.
+type countLeaseErrors struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (c *countLeaseErrors) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResult, error) {
+	r, err := c.Store.Lease(ctx, p)
+	if err != nil && errors.Is(err, store.ErrUnavailable) {
+		c.n.Add(1)
+	}
+	return r, err
 }
 
 // shutdownRefusingStore enqueues through s and runs a worker on refusing,
-// a store that refuses reports (and, unless applied, does not record them).
-func shutdownRefusingStore(t *testing.T, s, refusing store.Store, applied bool) {
+// a store that refuses reports and does not record them.
+func shutdownRefusingStore(t *testing.T, s, refusing store.Store) {
 	t.Helper()
 	const total = 600
 	c, err := kiln.NewClient(s, nil)
@@ -157,7 +222,7 @@ func shutdownRefusingStore(t *testing.T, s, refusing store.Store, applied bool) 
 		n += q.Total()
 		done += q.Counts[store.StateSucceeded]
 	}
-	if n != total || (done != 0 && !applied) {
+	if n != total || done != 0 {
 		t.Errorf("after the stop: %d tasks, %d succeeded; want %d, none succeeded", n, done, total)
 	}
 }

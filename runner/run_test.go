@@ -661,8 +661,18 @@ func TestRunForkBomb(t *testing.T) {
 		t.Helper()
 		cfg := Config{Limits: ProcLimits{Processes: 64}}
 		if os.Geteuid() == 0 {
-			// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
-			cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+			// RLIMIT_NPROC does not apply to root: run the bomb as a user
+			// of its own. The limit counts every process of that user, so
+			// the bombs of the limiters, which run in parallel, and other
+			// tests' tasks (as nobody) must not share one: each would
+			// find the others' processes counted against its own limit.
+			uid := uint32(65500)
+			for i, l := range []string{"/default", "/trampoline", "/ptrace"} {
+				if strings.HasSuffix(t.Name(), l) {
+					uid = uint32(65501 + i) //nolint:gosec // G115: small
+				}
+			}
+			cfg.Credential = &syscall.Credential{Uid: uid, Gid: 65534}
 			cfg.WorkDir = testenv.SharedDir(t)
 		}
 		r := newRunner(t, base.with(cfg))
