@@ -669,7 +669,7 @@ func TestRunForkBomb(t *testing.T) {
 			uid := uint32(65500)
 			for i, l := range []string{"/default", "/trampoline", "/ptrace"} {
 				if strings.HasSuffix(t.Name(), l) {
-					uid = uint32(65501 + i) //nolint:gosec // G115: small
+					uid = uint32(65501 + i)
 				}
 			}
 			cfg.Credential = &syscall.Credential{Uid: uid, Gid: 65534}
