@@ -41,6 +41,9 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 	if err != nil && cfg.Limiter == LimiterPtrace && cfg.Credential != nil && !limitsOthers() && !injectSupported {
 		t.Skipf("LimiterPtrace with another user needs CAP_SYS_RESOURCE: %v", err)
 	}
+	if err != nil && cfg.Sandbox == SandboxBwrap && errors.Is(err, ErrSandbox) {
+		testenv.Missing(t, err.Error())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,10 +52,13 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 
 // pkgDir unpacks a package built from entries and returns its directory.
 // forEachLimiter runs f as parallel subtests, once per way of applying the
-// limits: "default" (Config's defaults: the trampoline under bwrap where
-// bwrap works), and without a sandbox once with the trampoline and once
-// with LimiterPtrace. base holds the choice: pass a test's Config through
-// base.with.
+// limits: "default" (Config's defaults), without a sandbox once with the
+// trampoline and once with LimiterPtrace, and under bwrap likewise (bwrap
+// started through the trampoline, or stopped at its own exec: skipped
+// where bwrap does not work, see testenv.Missing). base holds the choice:
+// pass a test's Config through base.with. Under bwrap the work folder is
+// one other users can traverse (bwrap runs as the task's user under
+// LimiterPtrace).
 func forEachLimiter(t *testing.T, f func(t *testing.T, base Config)) {
 	t.Helper()
 	for _, c := range []struct {
@@ -62,10 +68,16 @@ func forEachLimiter(t *testing.T, f func(t *testing.T, base Config)) {
 		{"default", Config{}},
 		{"trampoline", Config{Sandbox: SandboxOff, Limiter: LimiterTrampoline}},
 		{"ptrace", Config{Sandbox: SandboxOff, Limiter: LimiterPtrace}},
+		{"bwrap-trampoline", Config{Sandbox: SandboxBwrap, Limiter: LimiterTrampoline}},
+		{"bwrap-ptrace", Config{Sandbox: SandboxBwrap, Limiter: LimiterPtrace}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f(t, c.base)
+			base := c.base
+			if base.Sandbox == SandboxBwrap {
+				base.WorkDir = testenv.SharedDir(t)
+			}
+			f(t, base)
 		})
 	}
 }
@@ -77,6 +89,9 @@ func (b Config) with(cfg Config) Config {
 	}
 	if cfg.Limiter == "" {
 		cfg.Limiter = b.Limiter
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = b.WorkDir
 	}
 	return cfg
 }
@@ -334,6 +349,10 @@ func TestRunArgsAndEnv(t *testing.T) {
 		}
 		wantEnv := []string{"CONFIG_FILE=" + d + "/__config__", "GREETING=hi there", "HOME=" + d, "PATH=/bin",
 			"PAYLOAD_FILE=" + d + "/__payload__", "TASK_DIR=" + d, "TASK_ID=env.1"}
+		if r.bw != nil && r.bw.direct {
+			// bwrap execs the program itself and sets PWD (documented on Run).
+			wantEnv = slices.Insert(wantEnv, 5, "PWD="+d)
+		}
 		slices.Sort(got.Env)
 		if diff := cmp.Diff(wantEnv, got.Env); diff != "" {
 			t.Errorf("env (-want +got):\n%s", diff)
