@@ -110,6 +110,9 @@ func (r *Runner) resolveDirect() string {
 	if err := r.probePtrace(); err != nil {
 		return "ptrace unusable: " + err.Error()
 	}
+	if err := subreaper(); err != nil {
+		return "cannot become a child subreaper, to reap the sandboxes' init: " + err.Error()
+	}
 	bw.direct, bw.userns = true, r.sb.SwitchUser
 	r.usePtrace()
 	if err := r.probeDirect(); err != nil {

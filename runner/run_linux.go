@@ -424,7 +424,12 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 			return failed(fmt.Errorf("%w: bwrap's info: %w", ErrSandbox, err))
 		}
 		if sandbox != nil {
-			defer sandbox.close()
+			if r.bw.direct {
+				// Reaped (and closed) once bwrap has been: see reap.
+				defer func() { go sandbox.reap() }()
+			} else {
+				defer sandbox.close()
+			}
 			res.PID = sandbox.pid
 		}
 	}

@@ -393,6 +393,29 @@ func (p *initProc) signalGroup(sig syscall.Signal) {
 	}
 }
 
+// reap waits for the sandbox's init, which bwrap leaves behind: bwrap
+// exits as soon as init has passed it the program's exit status, before
+// init has ended, so init is handed to the nearest subreaper, this process
+// under direct (setSubreaper), else the system's init. Until reaped it
+// counts as a process of the task's user (RLIMIT_NPROC), which under direct
+// is bwrap's own. Called once bwrap has been waited for; it closes the
+// pidfd. A pid that is not this process's child (ECHILD) is left alone.
+func (p *initProc) reap() {
+	defer p.close()
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, p.pidfd, &info, unix.WEXITED, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// subreaper makes this process a child subreaper once (resolveDirect).
+var subreaper = sync.OnceValue(func() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+})
+
 func (p *initProc) close() {
 	if p != nil {
 		_ = unix.Close(p.pidfd)

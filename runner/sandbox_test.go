@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -656,5 +657,49 @@ func TestSandboxBwrapLimits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Under LimiterPtrace bwrap runs as the task's user, and the sandbox's
+// init, which bwrap leaves behind when it exits, counts as one of that
+// user's processes until reaped: the runner reaps it (a subreaper), or a
+// system init that reaps slowly (this VM's) lets them pile up past
+// RLIMIT_NPROC and bwrap's forks fail. Many short tasks, 8 at a time, with
+// the default limits; then every init is gone.
+func TestSandboxBwrapReapsInit(t *testing.T) {
+	t.Parallel()
+	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, Limiter: LimiterPtrace, WorkDir: testenv.SharedDir(t)})
+	var mu sync.Mutex
+	var inits []int
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				var log syncBuffer
+				res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprint("r", g, "-", i), Command: []string{"/bin/true"}, Log: &log})
+				if err != nil || res.Status != StatusComplete {
+					t.Errorf("Run: %v, %s; log %q", err, res.Msg, log.String())
+					return
+				}
+				mu.Lock()
+				inits = append(inits, res.PID)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(testenv.WaitLimit)
+	for _, pid := range inits {
+		for {
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			// Gone, or the pid reused by a process that is not a zombie.
+			if err != nil || !strings.Contains(string(st), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the sandbox's init %d is still a zombie", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
