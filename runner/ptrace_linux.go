@@ -11,9 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -132,7 +134,7 @@ func (r *Runner) probeDirect() error {
 	if err != nil {
 		return err
 	}
-	args := append(append([]string{bw.path}, opts...), "--", bw.path, "--version")
+	args := append(append([]string{bw.path}, opts...), "--info-fd", strconv.Itoa(directInfoFD), "--", bw.path, "--version")
 	key := "direct\x00" + strings.Join(args, "\x00")
 	if v, ok := probes.Load(key); ok {
 		err, _ := v.(error)
@@ -146,12 +148,25 @@ func (r *Runner) probeDirect() error {
 			tr = &tracing{lim: r.selfRlimits, self: true}
 		}
 	}
+	infoR, infoW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = infoR.Close() }()
 	var out bytes.Buffer
-	cmd := &exec.Cmd{Path: bw.path, Args: args, Env: []string{}, Stdout: &out, Stderr: &out,
+	cmd := &exec.Cmd{Path: bw.path, Args: args, Env: []string{}, Stdout: &out, Stderr: &out, ExtraFiles: []*os.File{infoW},
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: cred}}
 	err = startTraced(cmd, tr)
+	_ = infoW.Close()
 	if cmd.Process != nil {
+		var init *initProc
+		if pid, err := readBwrapInfo(infoR, time.Now().Add(probeTimeout)); err == nil {
+			init = openInit(pid)
+		}
 		werr := cmd.Wait()
+		if init != nil {
+			init.reap()
+		}
 		if err == nil {
 			err = werr
 		}
