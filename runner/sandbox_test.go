@@ -703,3 +703,34 @@ func TestSandboxBwrapReapsInit(t *testing.T) {
 		}
 	}
 }
+
+// A set-user-id bwrap (some distributions install it so) would lose its
+// privilege under the exec stop (and no_new_privs): auto keeps the
+// trampoline for it and says why, an explicit LimiterPtrace is refused.
+func TestSandboxBwrapSetuidKeepsTrampoline(t *testing.T) {
+	t.Parallel()
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		testenv.Missing(t, "bwrap is not installed")
+	}
+	data, err := os.ReadFile(bwrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Outside /tmp, which the sandbox makes private (the probe runs it inside).
+	suid := filepath.Join(probeRoot(t), "bwrap")
+	if err := os.WriteFile(suid, data, 0o755); err != nil { //nolint:gosec // G306: a program
+		t.Fatal(err)
+	}
+	if err := os.Chmod(suid, 0o4755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, BwrapPath: suid, WorkDir: testenv.SharedDir(t)})
+	if sb := r.Sandbox(); sb.Limiter != LimiterTrampoline || !strings.Contains(sb.LimiterNote, "set-user-id") {
+		t.Errorf("limiter %s (%s), want the trampoline for a set-user-id bwrap", sb.Limiter, sb.LimiterNote)
+	}
+	_, err = New(&Config{Sandbox: SandboxBwrap, BwrapPath: suid, Limiter: LimiterPtrace, WorkDir: testenv.SharedDir(t)})
+	if !errors.Is(err, ErrSandbox) || !strings.Contains(err.Error(), "set-user-id") {
+		t.Errorf("explicit ptrace with a set-user-id bwrap: %v", err)
+	}
+}
