@@ -419,6 +419,11 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			finish()
 			if line := firstLine(pump.head); strings.HasPrefix(line, "bwrap:") {
+				if strings.HasSuffix(line, "Resource temporarily unavailable") {
+					// bwrap's forks count against the task's user's
+					// RLIMIT_NPROC, as the program's do.
+					line += " (the task's user is at its process limit, RLIMIT_NPROC)"
+				}
 				return failed(fmt.Errorf("%w: %s", ErrSandbox, line))
 			}
 			return failed(fmt.Errorf("%w: bwrap's info: %w", ErrSandbox, err))

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -139,6 +140,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -676,12 +678,16 @@ while True:
 // runner still works afterwards.
 func TestRunForkBomb(t *testing.T) {
 	t.Parallel()
+	var next atomic.Uint32
 	forEachLimiter(t, func(t *testing.T, base Config) {
 		t.Helper()
 		cfg := Config{Limits: ProcLimits{Processes: 64}}
 		if os.Geteuid() == 0 {
-			// RLIMIT_NPROC does not apply to root: run the bomb as nobody.
-			cfg.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+			// RLIMIT_NPROC does not apply to root: run the bomb as another
+			// user, one per subtest (the limit counts per user: the bombs
+			// running in parallel would stop each other's starts).
+			uid := 1900000300 + next.Add(1)
+			cfg.Credential = &syscall.Credential{Uid: uid, Gid: uid}
 			cfg.WorkDir = testenv.SharedDir(t)
 		}
 		r := newRunner(t, base.with(cfg))
