@@ -429,12 +429,10 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 			return failed(fmt.Errorf("%w: bwrap's info: %w", ErrSandbox, err))
 		}
 		if sandbox != nil {
-			if r.bw.direct {
-				// Reaped (and closed) once bwrap has been: see reap.
-				defer func() { go sandbox.reap() }()
-			} else {
-				defer sandbox.close()
-			}
+			// Reaped (and closed) once bwrap has been: see reap. Under the
+			// trampoline too: once a Runner under direct has made this
+			// process a subreaper, every sandbox's init comes here.
+			defer func() { go sandbox.reap() }()
 			res.PID = sandbox.pid
 		}
 	}

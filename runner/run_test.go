@@ -675,8 +675,13 @@ while True:
 
 // A fork bomb: the process limit holds, the whole group is killed, the
 // runner still works afterwards.
-func TestRunForkBomb(t *testing.T) {
-	t.Parallel()
+func TestRunForkBomb(t *testing.T) { //nolint:paralleltest // not parallel when not root: see below
+	if os.Geteuid() == 0 {
+		t.Parallel()
+	}
+	// Not root, every process of the test (and of every other test) is
+	// the runner's user's, which the bomb's limit counts: it runs alone,
+	// before the parallel tests.
 	var next atomic.Uint32
 	var sameUser sync.Mutex
 	forEachLimiter(t, func(t *testing.T, base Config) {
@@ -688,7 +693,8 @@ func TestRunForkBomb(t *testing.T) {
 			// without the trampoline bwrap's own forks count).
 			sameUser.Lock()
 			defer sameUser.Unlock()
-			// And the runner's own threads count too: room for them.
+			// And the runner's own threads count too: room for them (under
+			// bwrap without the trampoline, bwrap's forks need it).
 			cfg.Limits.Processes += int64(ownThreads(t)) + 16
 		}
 		if os.Geteuid() == 0 {
@@ -700,6 +706,12 @@ func TestRunForkBomb(t *testing.T) {
 			cfg.WorkDir = testenv.SharedDir(t)
 		}
 		r := newRunner(t, base.with(cfg))
+		if os.Geteuid() != 0 && r.bw != nil && r.bw.direct {
+			// Known limit (docs/decisions/003, update 3): bwrap's own forks
+			// count against the runner's user, whom this test process and
+			// the bombs share; the start is not reliable at this limit.
+			t.Skip("not root: bwrap without the trampoline shares the runner's user's RLIMIT_NPROC")
+		}
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
 		var count int
@@ -708,7 +720,24 @@ func TestRunForkBomb(t *testing.T) {
 			cancel(errors.New("enough"))
 		}}
 		dir := pkgDir(t, entry{name: "bomb.py", data: []byte(forkBomb)})
-		res := run(ctx, t, r, Spec{PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: testenv.WaitLimit})
+		// The previous bomb's processes (when not root, the same user's)
+		// may still be going away: under bwrap without the trampoline a
+		// start fails on them until they are gone.
+		runNPROC := func(ctx context.Context, spec Spec) (Result, error) {
+			deadline := time.Now().Add(testenv.WaitLimit)
+			for {
+				res, err := r.Run(ctx, spec)
+				if err != nil && errors.Is(err, ErrSandbox) && strings.Contains(err.Error(), "RLIMIT_NPROC") && time.Now().Before(deadline) {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				return res, err
+			}
+		}
+		res, err := runNPROC(ctx, Spec{TaskID: "bomb", PackageDir: dir, Runtime: "python", File: "bomb.py", Log: log, Timeout: testenv.WaitLimit})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
 		if res.Status != StatusCancelled {
 			t.Fatalf("result %+v; log %q", res, log.String())
 		}
@@ -718,20 +747,9 @@ func TestRunForkBomb(t *testing.T) {
 		if !groupGone(t, res.PID) {
 			t.Error("processes of the bomb survived")
 		}
-		// A task after the bomb works, once the bomb's processes are gone
-		// (reaped: until then they count, and under bwrap without the
-		// trampoline bwrap's own forks may fail on them).
-		deadline := time.Now().Add(testenv.WaitLimit)
-		for {
-			after, err := r.Run(context.Background(), Spec{TaskID: "after", Command: []string{"true"}})
-			if err != nil && errors.Is(err, ErrSandbox) && strings.Contains(err.Error(), "RLIMIT_NPROC") && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-			if err != nil || after.Status != StatusComplete {
-				t.Errorf("a task after the bomb: %v, %+v", err, after)
-			}
-			break
+		// A task after the bomb works, once the bomb's processes are gone.
+		if after, err := runNPROC(context.Background(), Spec{TaskID: "after", Command: []string{"true"}}); err != nil || after.Status != StatusComplete {
+			t.Errorf("a task after the bomb: %v, %+v", err, after)
 		}
 	})
 }
