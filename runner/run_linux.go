@@ -43,7 +43,9 @@ const startTimeout = 30 * time.Second
 // the task directory, and environment exactly TASK_ID, TASK_DIR,
 // PAYLOAD_FILE, CONFIG_FILE, PATH (Config.Path), HOME (the task directory)
 // and Spec.Env: nothing of the runner's own environment. Under bwrap the
-// task directory is SandboxTaskDir in all of these.
+// task directory is SandboxTaskDir in all of these; under bwrap with
+// LimiterPtrace (bwrap stopped at its own exec, no trampoline) bwrap also
+// sets PWD to it and the program's argv[0] is its path.
 //
 // When Spec.Timeout passes or ctx is done, the program's process group gets
 // SIGTERM, then SIGKILL after Config.KillGrace. When the program exits,
@@ -292,7 +294,7 @@ func (r *Runner) checkExecFormat(file string) error {
 	if r.bw == nil || !r.bw.direct {
 		return nil
 	}
-	f, err := os.Open(file)
+	f, err := os.Open(file) //nolint:gosec // G304: a file of the task directory, which the runner made
 	if err != nil {
 		return nil // the exec reports it
 	}

@@ -675,7 +675,7 @@ while True:
 
 // A fork bomb: the process limit holds, the whole group is killed, the
 // runner still works afterwards.
-func TestRunForkBomb(t *testing.T) { //nolint:paralleltest // not parallel when not root: see below
+func TestRunForkBomb(t *testing.T) { //nolint:paralleltest,tparallel // not parallel when not root: see below
 	if os.Geteuid() == 0 {
 		t.Parallel()
 	}
