@@ -175,10 +175,22 @@ func reportPercentiles(b *testing.B, name string, d []time.Duration) {
 //
 //	go test -run '^$' -bench 'BenchmarkSandboxCost' -benchtime 300x -count 3 ./runner/
 func BenchmarkSandboxCost(b *testing.B) {
-	sbs := benchSandboxes(b)
-	runners := make([]*Runner, len(sbs))
-	for i, sb := range sbs {
-		runners[i] = newRunner(b, Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)})
+	var sbs []string
+	var runners []*Runner
+	for _, sb := range benchSandboxes(b) {
+		lims := []Limiter{LimiterAuto}
+		if sb == SandboxBwrap {
+			lims = []Limiter{LimiterTrampoline, LimiterPtrace}
+		}
+		for _, lim := range lims {
+			r, err := New(&Config{Sandbox: sb, Limiter: lim, WorkDir: testenv.SharedDir(b)})
+			if err != nil {
+				b.Logf("sandbox %s, limiter %s: %v", sb, lim, err)
+				continue
+			}
+			sbs = append(sbs, string(sb)+"/"+string(r.Sandbox().Limiter))
+			runners = append(runners, r)
+		}
 	}
 	handshake := make([][]time.Duration, len(sbs))
 	total := make([][]time.Duration, len(sbs))
@@ -194,8 +206,8 @@ func BenchmarkSandboxCost(b *testing.B) {
 		}
 	}
 	for j, sb := range sbs {
-		reportPercentiles(b, string(sb)+"-handshake", handshake[j])
-		reportPercentiles(b, string(sb)+"-run", total[j])
+		reportPercentiles(b, sb+"-handshake", handshake[j])
+		reportPercentiles(b, sb+"-run", total[j])
 	}
 }
 

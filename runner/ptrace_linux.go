@@ -3,12 +3,19 @@
 package runner
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -33,22 +40,19 @@ func (r *Runner) resolveLimiter() error {
 	case c.Limiter == LimiterTrampoline:
 		r.sb.Limiter = LimiterTrampoline
 		return nil
-	case r.bw != nil:
-		why = "under bwrap the trampoline sets the task's user inside the sandbox"
 	case c.TrampolinePath != "":
 		why = "Config.TrampolinePath is set"
+	case r.bw != nil:
+		why = r.resolveDirect()
+		if why == "" {
+			return nil
+		}
 	case (r.sb.SwitchUser || c.Credential != nil) && !limitsOthers() && !injectSupported:
 		why = "tasks run as another user, whose process only a runner with CAP_SYS_RESOURCE may limit"
 	default:
 		err := r.probePtrace()
 		if err == nil {
-			r.sb.Limiter = LimiterPtrace
-			r.rlimits = r.ptraceLimits(false)
-			r.limitOthers = limitsOthers()
-			if !r.limitOthers && injectSupported {
-				r.selfRlimits = r.ptraceLimits(true)
-				r.sb.LimiterNote = "no CAP_SYS_RESOURCE: a task of another user sets its own limits, stopped at its exec"
-			}
+			r.usePtrace()
 			return nil
 		}
 		why = "ptrace unusable: " + err.Error()
@@ -59,6 +63,122 @@ func (r *Runner) resolveLimiter() error {
 	r.sb.Limiter = LimiterTrampoline
 	r.sb.LimiterNote = why
 	return nil
+}
+
+// usePtrace sets up LimiterPtrace, once its trial run has worked.
+func (r *Runner) usePtrace() {
+	r.sb.Limiter = LimiterPtrace
+	r.rlimits = r.ptraceLimits(false)
+	r.limitOthers = limitsOthers()
+	if !r.limitOthers && injectSupported {
+		r.selfRlimits = r.ptraceLimits(true)
+		r.sb.LimiterNote = "no CAP_SYS_RESOURCE: a task of another user sets its own limits, stopped at its exec"
+	}
+}
+
+// resolveDirect tries LimiterPtrace under bwrap (bwrapSetup.direct): bwrap
+// is started as the task's user, stopped at its exec, given the limits
+// (which every process of the sandbox inherits: limits pass through fork,
+// exec and the creation of namespaces) and the empty signal mask, and
+// execs the program itself. no_new_privs comes from the spawner thread,
+// and bwrap sets it too. It returns why not ("" when in use).
+func (r *Runner) resolveDirect() string {
+	bw := r.bw
+	st, err := os.Stat(bw.path)
+	if err != nil {
+		return "bwrap: " + err.Error()
+	}
+	if st.Mode()&fs.ModeSetuid != 0 {
+		// Under ptrace (and no_new_privs) its exec would not take the
+		// set-user-id privilege it relies on.
+		return bw.path + " is set-user-id, which the exec stop would drop: the trampoline sets the limits inside the sandbox"
+	}
+	others := r.sb.SwitchUser || r.cfg.Credential != nil
+	if others && !limitsOthers() && !injectSupported {
+		return "tasks run as another user, whose process only a runner with CAP_SYS_RESOURCE may limit"
+	}
+	if r.sb.SwitchUser {
+		// bwrap runs as the task's user: it must reach the task folder and
+		// every hidden path to mount over them.
+		for _, p := range bw.hide { // Config.Hide and the work folder
+			if err := checkSearchable(filepath.Dir(filepath.Clean(p))); err != nil {
+				return "bwrap runs as the task's user without the trampoline, and cannot reach " + p + ": " + err.Error()
+			}
+		}
+		if err := checkSearchable(r.workDir()); err != nil {
+			return "bwrap runs as the task's user without the trampoline: " + err.Error()
+		}
+	}
+	if err := r.probePtrace(); err != nil {
+		return "ptrace unusable: " + err.Error()
+	}
+	if err := subreaper(); err != nil {
+		return "cannot become a child subreaper, to reap the sandboxes' init: " + err.Error()
+	}
+	bw.direct, bw.userns = true, r.sb.SwitchUser
+	r.usePtrace()
+	if err := r.probeDirect(); err != nil {
+		bw.direct, bw.userns = false, false
+		r.rlimits, r.selfRlimits, r.limitOthers = nil, nil, false
+		r.sb.Limiter, r.sb.LimiterNote = "", ""
+		return "bwrap under the exec stop: " + err.Error()
+	}
+	return ""
+}
+
+// probeDirect runs bwrap once as Run does under direct ("bwrap --version"
+// inside), as nobody when tasks run as other users.
+func (r *Runner) probeDirect() error {
+	bw := r.bw
+	opts, err := bw.sandboxOptions()
+	if err != nil {
+		return err
+	}
+	args := append(append([]string{bw.path}, opts...), "--info-fd", strconv.Itoa(directInfoFD), "--", bw.path, "--version")
+	key := "direct\x00" + strings.Join(args, "\x00")
+	if v, ok := probes.Load(key); ok {
+		err, _ := v.(error)
+		return err
+	}
+	tr := &tracing{lim: r.rlimits}
+	var cred *syscall.Credential
+	if r.sb.SwitchUser {
+		cred = &syscall.Credential{Uid: NobodyID, Gid: NobodyID}
+		if !r.limitOthers {
+			tr = &tracing{lim: r.selfRlimits, self: true}
+		}
+	}
+	infoR, infoW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = infoR.Close() }()
+	var out bytes.Buffer
+	cmd := &exec.Cmd{Path: bw.path, Args: args, Env: []string{}, Stdout: &out, Stderr: &out, ExtraFiles: []*os.File{infoW},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: cred}}
+	err = startTraced(cmd, tr)
+	_ = infoW.Close()
+	if cmd.Process != nil {
+		var init *initProc
+		if pid, err := readBwrapInfo(infoR, time.Now().Add(probeTimeout)); err == nil {
+			init = openInit(pid)
+		}
+		werr := cmd.Wait()
+		if init != nil {
+			init.reap()
+		}
+		if err == nil {
+			err = werr
+		}
+	}
+	if err == nil && !bytes.HasPrefix(out.Bytes(), []byte("bubblewrap")) {
+		err = errors.New("unexpected output")
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, firstLine(out.Bytes()))
+	}
+	probes.Store(key, err)
+	return err
 }
 
 // limitsOthers reports whether this process may set the limits of a

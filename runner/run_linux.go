@@ -43,7 +43,9 @@ const startTimeout = 30 * time.Second
 // the task directory, and environment exactly TASK_ID, TASK_DIR,
 // PAYLOAD_FILE, CONFIG_FILE, PATH (Config.Path), HOME (the task directory)
 // and Spec.Env: nothing of the runner's own environment. Under bwrap the
-// task directory is SandboxTaskDir in all of these.
+// task directory is SandboxTaskDir in all of these; under bwrap with
+// LimiterPtrace (bwrap stopped at its own exec, no trampoline) bwrap also
+// sets PWD to it and the program's argv[0] is its path.
 //
 // When Spec.Timeout passes or ctx is done, the program's process group gets
 // SIGTERM, then SIGKILL after Config.KillGrace. When the program exits,
@@ -211,6 +213,9 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 			if !filepath.IsLocal(c0) {
 				return "", nil, nil, fmt.Errorf("%w: Command[0] %q leaves the task directory", ErrInvalidSpec, c0)
 			}
+			if err := r.checkExecFormat(filepath.Join(dir, c0)); err != nil {
+				return "", nil, nil, err
+			}
 			path = filepath.Join(tdir, c0)
 		default:
 			p, err := lookPath(c0, cfg.Path)
@@ -238,6 +243,9 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 			// shared (zips made on Windows have no execute bits).
 			if err := os.Chmod(file, 0o755); err != nil { //nolint:gosec // G302: the program must be executable
 				return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+			}
+			if err := r.checkExecFormat(file); err != nil {
+				return "", nil, nil, err
 			}
 			path = filepath.Join(tdir, filepath.FromSlash(spec.File))
 			argv = []string{path}
@@ -275,6 +283,28 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 		}
 	}
 	return path, argv, env, nil
+}
+
+// checkExecFormat refuses, under bwrap without the trampoline
+// (bwrapSetup.direct), a file of the task directory that the kernel would
+// not execute: bwrap's execvp would run it with /bin/sh instead of
+// failing, as the trampoline's execve (or LimiterPtrace's) does. Only the
+// two formats a package carries are allowed: ELF and "#!".
+func (r *Runner) checkExecFormat(file string) error {
+	if r.bw == nil || !r.bw.direct {
+		return nil
+	}
+	f, err := os.Open(file) //nolint:gosec // G304: a file of the task directory, which the runner made
+	if err != nil {
+		return nil // the exec reports it
+	}
+	defer func() { _ = f.Close() }()
+	var head [4]byte
+	n, _ := io.ReadFull(f, head[:])
+	if (n == 4 && string(head[:]) == "\x7fELF") || (n >= 2 && string(head[:2]) == "#!") {
+		return nil
+	}
+	return fmt.Errorf("%w: exec the program: %w", ErrStart, syscall.ENOEXEC)
 }
 
 // lookPath finds an executable in the given PATH (never the runner's own).
@@ -382,11 +412,29 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 	// would die of it and take the sandbox down at once), SIGKILL to both.
 	var sandbox *initProc
 	if c.infoR != nil {
-		if ipid, err := readBwrapInfo(c.infoR, deadline); err == nil {
+		ipid, err := readBwrapInfo(c.infoR, deadline)
+		if err == nil {
 			sandbox = openInit(ipid)
+		} else if c.statR == nil {
+			// Direct (no trampoline): bwrap ended, or is stuck, before the
+			// sandbox was set up.
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			finish()
+			if line := firstLine(pump.head); strings.HasPrefix(line, "bwrap:") {
+				if strings.HasSuffix(line, "Resource temporarily unavailable") {
+					// bwrap's forks count against the task's user's
+					// RLIMIT_NPROC, as the program's do.
+					line += " (the task's user is at its process limit, RLIMIT_NPROC)"
+				}
+				return failed(fmt.Errorf("%w: %s", ErrSandbox, line))
+			}
+			return failed(fmt.Errorf("%w: bwrap's info: %w", ErrSandbox, err))
 		}
 		if sandbox != nil {
-			defer sandbox.close()
+			// Reaped (and closed) once bwrap has been: see reap. Under the
+			// trampoline too: once a Runner under direct has made this
+			// process a subreaper, every sandbox's init comes here.
+			defer func() { go sandbox.reap() }()
 			res.PID = sandbox.pid
 		}
 	}
@@ -412,6 +460,17 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 		return failed(fmt.Errorf("%w: no exit status", ErrStart))
 	}
 	r.exitStatus(&res, ps, stop)
+	if c.statR == nil && r.bw != nil && stop == "" && res.ExitCode == 1 {
+		// Direct: bwrap's own exec of the program failed, as the
+		// trampoline's handshake would have said.
+		if line := firstLine(pump.head); strings.HasPrefix(line, "bwrap: execvp ") {
+			err := ErrStart
+			if strings.HasSuffix(line, "No such file or directory") || strings.HasSuffix(line, "Not a directory") {
+				err = ErrNoProgram
+			}
+			return failed(fmt.Errorf("%w: exec the program: %s", err, strings.TrimPrefix(line, "bwrap: ")))
+		}
+	}
 	return res, nil
 }
 
@@ -445,6 +504,9 @@ func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) 
 	logR, logW, err := pipe()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	if l.tr != nil && r.bw != nil {
+		return r.spawnDirect(dir, l, logR, logW, pipe, files)
 	}
 	if l.tr != nil {
 		return spawnTraced(dir, l, logR, logW)
@@ -502,16 +564,51 @@ func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) 
 	return &child{cmd: cmd, logR: logR, statR: statR, infoR: infoR}, nil
 }
 
+// spawnDirect is spawn under bwrap with LimiterPtrace (bwrapSetup.direct):
+// bwrap itself, as the task's user, stopped at its exec to take the limits
+// that every process of the sandbox inherits; it execs the program.
+func (r *Runner) spawnDirect(dir string, l launch, logR, logW *os.File, pipe func() (*os.File, *os.File, error), files *[]*os.File) (*child, error) {
+	bw := r.bw
+	infoR, infoW, err := pipe()
+	if err != nil {
+		_ = logW.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	opts, err := bw.options(dir)
+	if err != nil {
+		_ = logW.Close()
+		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
+	}
+	argsF, err := argsFile(opts)
+	if err != nil {
+		_ = logW.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	*files = append(*files, argsF)
+	c, err := spawnTraced(dir, launch{tr: l.tr, path: bw.path, argv: bw.command(l.path, l.argv), env: l.env, cred: l.cred},
+		logR, logW, infoW, argsF)
+	_ = infoW.Close()
+	if err != nil {
+		if errors.Is(err, ErrNoProgram) {
+			err = fmt.Errorf("%w: %s: %w", ErrSandbox, bw.path, err)
+		}
+		return nil, err
+	}
+	c.infoR = infoR
+	return c, nil
+}
+
 // spawnTraced is spawn under LimiterPtrace: the program itself, stopped at
 // its exec to take its limits (startTraced).
-func spawnTraced(dir string, l launch, logR, logW *os.File) (*child, error) {
+func spawnTraced(dir string, l launch, logR, logW *os.File, extra ...*os.File) (*child, error) {
 	cmd := &exec.Cmd{
-		Path:   l.path,
-		Args:   l.argv,
-		Env:    l.env,
-		Dir:    dir,
-		Stdout: logW,
-		Stderr: logW,
+		Path:       l.path,
+		Args:       l.argv,
+		Env:        l.env,
+		Dir:        dir,
+		Stdout:     logW,
+		Stderr:     logW,
+		ExtraFiles: extra,
 		// A session of its own, as under the trampoline; the user is set
 		// before the exec.
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: l.cred},

@@ -69,6 +69,10 @@ type SandboxState struct {
 	// Limiter is how the limits are applied: LimiterPtrace or
 	// LimiterTrampoline, never LimiterAuto.
 	Limiter Limiter
+	// Under SandboxBwrap, LimiterPtrace means bwrap itself is stopped at
+	// its exec and limited, and runs as the task's user in a user
+	// namespace (docs/decisions/004-runner-sandbox.md, "Update 2").
+	//
 	// LimiterNote explains the limiter in one line, for the runner's log:
 	// why LimiterAuto did not pick LimiterPtrace, or how LimiterPtrace
 	// limits a task of another user; "" otherwise.

@@ -31,13 +31,24 @@ type bwrapSetup struct {
 	private []string // the private folders
 	exeSrc  string   // the trampoline on the host
 	exe     string   // the trampoline's path inside the sandbox
+	// direct (LimiterPtrace under bwrap, resolveLimiter): bwrap itself is
+	// started as the task's user and stopped at its exec to take the
+	// limits, which everything in the sandbox inherits, and execs the
+	// program; no trampoline. A root runner then needs a user namespace
+	// too (userns): bwrap runs as the task's user.
+	direct bool
+	userns bool // --unshare-user added for direct (a root runner)
 }
 
-// Descriptors of the started bwrap: ExtraFiles[1:].
+// Descriptors of the started bwrap: ExtraFiles[1:] under the trampoline
+// (ExtraFiles[0] is its status pipe), ExtraFiles under direct.
 const (
 	bwrapInfoFD = 4 // --info-fd
 	bwrapArgsFD = 5 // --args
 	bwrapExeFD  = 6 // --ro-bind-fd: the trampoline
+
+	directInfoFD = 3 // --info-fd, direct
+	directArgsFD = 4 // --args, direct
 )
 
 // openExe opens the trampoline, bound into the sandbox from this
@@ -176,6 +187,9 @@ func (bw *bwrapSetup) sandboxOptions() ([]string, error) {
 		return nil, err
 	}
 	a := slices.Clip(bw.static)
+	if bw.userns {
+		a = append(a, "--unshare-user", "--disable-userns")
+	}
 	for _, h := range hides {
 		if h.dir {
 			a = append(a, "--perms", "0755", "--tmpfs", h.path)
@@ -187,6 +201,9 @@ func (bw *bwrapSetup) sandboxOptions() ([]string, error) {
 	}
 	for _, p := range bw.private {
 		a = append(a, "--perms", "1777", "--tmpfs", p)
+	}
+	if bw.direct {
+		return a, nil
 	}
 	return append(a, "--ro-bind-fd", strconv.Itoa(bwrapExeFD), bw.exe), nil
 }
@@ -279,13 +296,22 @@ func (bw *bwrapSetup) options(taskDir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	info := bwrapInfoFD
+	if bw.direct {
+		info = directInfoFD
+	}
 	return append(a, "--bind", taskDir, SandboxTaskDir, "--chdir", SandboxTaskDir,
-		"--info-fd", strconv.Itoa(bwrapInfoFD)), nil
+		"--info-fd", strconv.Itoa(info)), nil
 }
 
 // command returns bwrap's command line: the options from argsFD, then the
-// trampoline that starts the program (path, argv).
+// trampoline that starts the program (path, argv), or under direct the
+// program itself, whose argv[0] is then its path (bwrap has no way to set
+// another).
 func (bw *bwrapSetup) command(path string, argv []string) []string {
+	if bw.direct {
+		return append([]string{"bwrap", "--args", strconv.Itoa(directArgsFD), "--", path}, argv[1:]...)
+	}
 	return append([]string{"bwrap", "--args", strconv.Itoa(bwrapArgsFD), "--", bw.exe, path}, argv...)
 }
 
@@ -366,6 +392,29 @@ func (p *initProc) signalGroup(sig syscall.Signal) {
 		_ = syscall.Kill(-p.pid, sig)
 	}
 }
+
+// reap waits for the sandbox's init, which bwrap leaves behind: bwrap
+// exits as soon as init has passed it the program's exit status, before
+// init has ended, so init is handed to the nearest subreaper, this process
+// under direct (setSubreaper), else the system's init. Until reaped it
+// counts as a process of the task's user (RLIMIT_NPROC), which under direct
+// is bwrap's own. Called once bwrap has been waited for; it closes the
+// pidfd. A pid that is not this process's child (ECHILD) is left alone.
+func (p *initProc) reap() {
+	defer p.close()
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, p.pidfd, &info, unix.WEXITED, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// subreaper makes this process a child subreaper once (resolveDirect).
+var subreaper = sync.OnceValue(func() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+})
 
 func (p *initProc) close() {
 	if p != nil {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -360,11 +361,21 @@ func wantVerdicts(t *testing.T, got map[string]string, skip ...string) {
 // The other task runs as another user (another project), then as the same
 // user (the same project): the mount view (WorkDir hidden but for the
 // task's own directory) and the PID namespace keep even those apart.
+//
+// Both limiters: bwrap through the trampoline, and bwrap stopped at its own
+// exec (LimiterPtrace, as the task's user).
 func TestSandboxBwrapProbe(t *testing.T) { //nolint:paralleltest // the probes watch the process for SIGTERM (catchTERM), which the breach probe sends: alone, so that one's signal is not counted as another's breach
-	for _, same := range []bool{false, true} {
-		t.Run(fmt.Sprintf("same-user=%v", same), func(t *testing.T) {
+	for _, tc := range []struct {
+		same bool
+		lim  Limiter
+	}{{false, LimiterTrampoline}, {true, LimiterTrampoline}, {false, LimiterPtrace}, {true, LimiterPtrace}} {
+		same := tc.same
+		t.Run(fmt.Sprintf("%s/same-user=%v", tc.lim, same), func(t *testing.T) {
 			h := newProbeHost(t, true)
-			r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, WorkDir: h.work, Hide: []string{h.data, h.packages, h.hidden}})
+			r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, Limiter: tc.lim, WorkDir: h.work, Hide: []string{h.data, h.packages, h.hidden}})
+			if r.Sandbox().Limiter != tc.lim {
+				t.Fatalf("limiter %s, want %s", r.Sandbox().Limiter, tc.lim)
+			}
 			termed := catchTERM(t)
 			other := &syscall.Credential{Uid: 1900000101, Gid: 1900000101}
 			probe := &syscall.Credential{Uid: 1900000102, Gid: 1900000102}
@@ -592,5 +603,134 @@ func TestSandboxUserRules(t *testing.T) {
 		if res.Status != StatusComplete || strings.TrimSpace(log.String()) != strconv.Itoa(NobodyID) {
 			t.Errorf("%s: default user %q (%+v)", mode, log.String(), res)
 		}
+	}
+}
+
+// The limits a task sees inside the bwrap sandbox, in /proc/self/limits of
+// a process the program started, are exactly Config.Limits, soft and hard,
+// whichever limiter: under LimiterPtrace they were set on bwrap, and
+// reached the program through bwrap's forks, its namespaces and its exec.
+// Also the task's user, no_new_privs and an empty signal mask.
+func TestSandboxBwrapLimits(t *testing.T) {
+	t.Parallel()
+	for _, lim := range []Limiter{LimiterTrampoline, LimiterPtrace} {
+		t.Run(string(lim), func(t *testing.T) {
+			t.Parallel()
+			r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, Limiter: lim, WorkDir: testenv.SharedDir(t),
+				Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 3 << 30, CPUTime: 77 * time.Second, OpenFiles: 123, Processes: 456, FileSize: 5 << 20}})
+			if r.Sandbox().Limiter != lim {
+				t.Fatalf("limiter %s, want %s", r.Sandbox().Limiter, lim)
+			}
+			var log syncBuffer
+			res := run(context.Background(), t, r, Spec{Command: []string{"sh", "-c", `id -u; grep -E '^(NoNewPrivs|SigBlk):' /proc/self/status; cat /proc/self/limits`, "sh"}, Log: &log})
+			if res.Status != StatusComplete {
+				t.Fatalf("result %+v; log %q", res, log.String())
+			}
+			uid := strconv.Itoa(os.Geteuid())
+			if r.Sandbox().SwitchUser {
+				uid = strconv.Itoa(NobodyID)
+			}
+			want := map[string]string{
+				"uid": uid, "NoNewPrivs:": "1", "SigBlk:": "0000000000000000",
+				"Max cpu time": "77 77", "Max file size": "5242880 5242880", "Max data size": "314572800 314572800",
+				"Max core file size": "0 0", "Max processes": "456 456", "Max open files": "123 123",
+				"Max address space": "3221225472 3221225472",
+			}
+			got := map[string]string{}
+			lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+			got["uid"] = lines[0]
+			for _, line := range lines[1:] {
+				for k := range want {
+					if rest, ok := strings.CutPrefix(line, k); ok {
+						f := strings.Fields(rest)
+						if strings.HasSuffix(k, ":") {
+							got[k] = strings.Join(f, " ")
+						} else if len(f) >= 2 {
+							got[k] = f[0] + " " + f[1]
+						}
+					}
+				}
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s: %q, want %q", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+// Under LimiterPtrace bwrap runs as the task's user, and the sandbox's
+// init, which bwrap leaves behind when it exits, counts as one of that
+// user's processes until reaped: the runner reaps it (a subreaper), or a
+// system init that reaps slowly (this VM's) lets them pile up past
+// RLIMIT_NPROC and bwrap's forks fail. Many short tasks, 8 at a time, with
+// the default limits; then every init is gone.
+func TestSandboxBwrapReapsInit(t *testing.T) {
+	t.Parallel()
+	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, Limiter: LimiterPtrace, WorkDir: testenv.SharedDir(t)})
+	var mu sync.Mutex
+	var inits []int
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				var log syncBuffer
+				res, err := r.Run(context.Background(), Spec{TaskID: fmt.Sprint("r", g, "-", i), Command: []string{"/bin/true"}, Log: &log})
+				if err != nil || res.Status != StatusComplete {
+					t.Errorf("Run: %v, %s; log %q", err, res.Msg, log.String())
+					return
+				}
+				mu.Lock()
+				inits = append(inits, res.PID)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(testenv.WaitLimit)
+	for _, pid := range inits {
+		for {
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			// Gone, or the pid reused by a process that is not a zombie.
+			if err != nil || !strings.Contains(string(st), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the sandbox's init %d is still a zombie", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// A set-user-id bwrap (some distributions install it so) would lose its
+// privilege under the exec stop (and no_new_privs): auto keeps the
+// trampoline for it and says why, an explicit LimiterPtrace is refused.
+func TestSandboxBwrapSetuidKeepsTrampoline(t *testing.T) {
+	t.Parallel()
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		testenv.Missing(t, "bwrap is not installed")
+	}
+	data, err := os.ReadFile(bwrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Outside /tmp, which the sandbox makes private (the probe runs it inside).
+	suid := filepath.Join(probeRoot(t), "bwrap")
+	if err := os.WriteFile(suid, data, 0o755); err != nil { //nolint:gosec // G306: a program
+		t.Fatal(err)
+	}
+	if err := os.Chmod(suid, 0o4755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, BwrapPath: suid, WorkDir: testenv.SharedDir(t)})
+	if sb := r.Sandbox(); sb.Limiter != LimiterTrampoline || !strings.Contains(sb.LimiterNote, "set-user-id") {
+		t.Errorf("limiter %s (%s), want the trampoline for a set-user-id bwrap", sb.Limiter, sb.LimiterNote)
+	}
+	_, err = New(&Config{Sandbox: SandboxBwrap, BwrapPath: suid, Limiter: LimiterPtrace, WorkDir: testenv.SharedDir(t)})
+	if !errors.Is(err, ErrSandbox) || !strings.Contains(err.Error(), "set-user-id") {
+		t.Errorf("explicit ptrace with a set-user-id bwrap: %v", err)
 	}
 }

@@ -89,13 +89,13 @@ func BenchmarkHostedVsRaw(b *testing.B) {
 	}{
 		{runner.SandboxOff, runner.LimiterPtrace}, {runner.SandboxOff, runner.LimiterTrampoline},
 		{runner.SandboxUser, runner.LimiterPtrace}, {runner.SandboxUser, runner.LimiterTrampoline},
-		{runner.SandboxBwrap, runner.LimiterTrampoline},
+		{runner.SandboxBwrap, runner.LimiterPtrace}, {runner.SandboxBwrap, runner.LimiterTrampoline},
 	} {
 		b.Run(string(sc.sb)+"/"+string(sc.lim), func(b *testing.B) {
 			rc := runner.Config{Sandbox: sc.sb, Limiter: sc.lim}
 			probe := rc
 			probe.WorkDir = testenv.SharedDir(b)
-			if r, err := runner.New(&probe); err != nil || r.Sandbox().Mode != sc.sb {
+			if r, err := runner.New(&probe); err != nil || r.Sandbox().Mode != sc.sb || r.Sandbox().Limiter != sc.lim {
 				b.Skipf("sandbox %s, limiter %s: %v", sc.sb, sc.lim, err)
 			}
 			s := setupWith(b, kilntest.Embedded(b, nil), &hosted.Config{
