@@ -79,3 +79,38 @@ func TestOpenInUse(t *testing.T) {
 		t.Fatalf("child after Close: %v %q, want it to open the folder", err, out)
 	}
 }
+
+// Closing and opening a data folder again while the process starts other
+// programs: a fork copies the lock's descriptor into the child until the
+// child's exec, so the lock Close released can stay held for a moment;
+// Open must not take that for a second Store of this process.
+func TestReopenWhileForking(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("the store takes its own folder lock on unix systems only")
+	}
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = exec.Command("true").Run() //nolint:noctx // a fork and exec, nothing more
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 200 {
+		s, err := Open(dir, &Config{ReserveBytes: -1})
+		if err != nil {
+			t.Fatalf("Open #%d after Close: %v", i, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close #%d: %v", i, err)
+		}
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // lockFileName is the file in the data folder that the open store holds an
@@ -17,7 +19,29 @@ import (
 const lockFileName = "kiln.lock"
 
 // folderLock is the lock of a data folder, held while a Store has it open.
-type folderLock struct{ f *os.File }
+type folderLock struct {
+	f  *os.File
+	id fileID
+}
+
+// fileID identifies a lock file whatever the path it was opened by.
+type fileID struct{ dev, ino uint64 }
+
+// heldFolders holds the lock files this process has locked. A flock is
+// tied to the open file description, and a process that forks (to start
+// any program) gives the child a copy of every descriptor until the
+// child's exec closes it: a lock released by Close while such a copy
+// exists stays held for that moment. So when the lock is taken but this
+// process holds none on the file, Open tries again for lockRetryFor
+// instead of reporting a second Open in the same process.
+var heldFolders struct {
+	sync.Mutex
+	ids map[fileID]bool
+}
+
+// lockRetryFor is how long Open waits for a lock held only by a fork's
+// copy of a closed descriptor (see heldFolders).
+const lockRetryFor = 2 * time.Second
 
 // lockFolder takes the data folder's lock, or says which process holds it.
 // The lock is tied to the open file, so a second Open in the same process
@@ -28,11 +52,42 @@ func lockFolder(dir string) (*folderLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(path) //nolint:gosec // G304: as above
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN) {
-			return nil, inUseError(dir, strings.TrimSpace(string(b)))
+		return nil, fmt.Errorf("embedded: open %s: stat %s: %w", dir, lockFileName, err)
+	}
+	id := fileID{dev: uint64(st.Dev), ino: st.Ino} //nolint:unconvert // Dev's type varies by platform
+	for deadline := time.Now().Add(lockRetryFor); ; {
+		heldFolders.Lock()
+		held := heldFolders.ids[id]
+		if !held {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+			if err == nil {
+				if heldFolders.ids == nil {
+					heldFolders.ids = make(map[fileID]bool)
+				}
+				heldFolders.ids[id] = true
+			}
+		}
+		heldFolders.Unlock()
+		if err == nil && !held {
+			break
+		}
+		b, _ := os.ReadFile(path) //nolint:gosec // G304: as above
+		pid := strings.TrimSpace(string(b))
+		if held {
+			_ = f.Close()
+			return nil, inUseError(dir, pid)
+		}
+		busy := errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN)
+		if busy && pid == strconv.Itoa(os.Getpid()) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // a fork's copy of a descriptor this process closed
+			continue
+		}
+		_ = f.Close()
+		if busy {
+			return nil, inUseError(dir, pid)
 		}
 		return nil, fmt.Errorf("embedded: open %s: lock %s: %w", dir, lockFileName, err)
 	}
@@ -40,7 +95,7 @@ func lockFolder(dir string) (*folderLock, error) {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &folderLock{f: f}, nil
+	return &folderLock{f: f, id: id}, nil
 }
 
 // unlock releases the lock. The file stays, so that another process
@@ -49,6 +104,9 @@ func (l *folderLock) unlock() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
+	heldFolders.Lock()
+	delete(heldFolders.ids, l.id)
+	heldFolders.Unlock()
 	err := l.f.Close() // closing the file releases the lock
 	l.f = nil
 	return err
