@@ -211,7 +211,8 @@ local starts = {}
 local TK, TH = T .. ':t:', T .. ':h:'
 -- Every id must be free (no task record, no held task): one EXISTS per
 -- 500 ids, and only a chunk that has a taken id is looked at id by id,
--- so the first taken id in order is the one reported.
+-- so the first taken id in order is the one reported. The task keys
+-- built here (ek[2j - 1] of member j) serve its HSET below.
 local ek = {}
 for j = 1, nt + nh do
   starts[j] = i
@@ -229,7 +230,6 @@ for c = 1, #ek, 1000 do
     end
   end
 end
-ek = nil
 redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh, 'u', nt + nh)
 redis.call('ZADD', T .. ':fl', 0, fid)
 local sNOW = S(NOW)
@@ -245,6 +245,7 @@ for j = 1, nt do
   local i = starts[j]
   local id, q, ty, ra = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 9]
   local seq = base + j
+  local key = ek[j + j - 1]
   if q ~= lq or ty ~= lty then
     lq, lty = q, ty
     evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
@@ -252,13 +253,12 @@ for j = 1, nt do
   end
   local p, mr, rtu, dp = ARGV[i + 2], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local st, m
-  local tail = struct.pack('>I8', seq) .. id
   if ra == '' then
-    m = ARGV[i + 5] .. nowR .. tail
+    m = ARGV[i + 5] .. nowR .. struct.pack('>I8', seq) .. id
     st = '2'
   else
     local nra = tonumber(ra)
-    m = ARGV[i + 5] .. R17(nra) .. tail
+    m = ARGV[i + 5] .. R17(nra) .. struct.pack('>I8', seq) .. id
     if nra > NOW then
       st = '1'
       delayed[#delayed + 1] = ra
@@ -271,14 +271,14 @@ for j = 1, nt do
     -- The common member: its fields without a table.
     if p == '' then
       if dp == '' then
-        redis.call('HSET', TK .. id, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'm', m, 'st', st)
+        redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'm', m, 'st', st)
       else
-        redis.call('HSET', TK .. id, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
+        redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
       end
     elseif dp == '' then
-      redis.call('HSET', TK .. id, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'm', m, 'st', st)
+      redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'm', m, 'st', st)
     else
-      redis.call('HSET', TK .. id, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
+      redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
     end
   else
     local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid}
@@ -289,7 +289,7 @@ for j = 1, nt do
     if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
     f[#f + 1] = 'm'; f[#f + 1] = m
     f[#f + 1] = 'st'; f[#f + 1] = st
-    redis.call('HSET', TK .. id, unpack(f))
+    redis.call('HSET', key, unpack(f))
   end
   if st == '2' then
     if not rl then
@@ -308,6 +308,7 @@ for j = 1, nt do
   count(st, q, 1)
   evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq
 end
+ek = nil
 zadd_all(T .. ':all', all)
 zadd_all(T .. ':d', delayed)
 add_ready(ready, readyKeys, types)
