@@ -208,12 +208,27 @@ local nt, nh = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
 local i = 7
 local starts = {}
+local TK, TH = T .. ':t:', T .. ':h:'
+-- Every id must be free (no task record, no held task): one EXISTS per
+-- 500 ids, and only a chunk that has a taken id is looked at id by id,
+-- so the first taken id in order is the one reported. The task keys
+-- built here (ek[2j - 1] of member j) serve its HSET below.
+local ek = {}
 for j = 1, nt + nh do
   starts[j] = i
   local id = ARGV[i]
-  if redis.call('EXISTS', tkey(id), T .. ':h:' .. id) > 0 then return 'E' .. id end
+  ek[#ek + 1] = TK .. id
+  ek[#ek + 1] = TH .. id
   i = i + ` + strconv.Itoa(flowTaskArgs) + `
   if j > nt then i = i + 1 end
+end
+for c = 1, #ek, 1000 do
+  local e = math.min(c + 999, #ek)
+  if redis.call('EXISTS', unpack(ek, c, e)) > 0 then
+    for k = c, e, 2 do
+      if redis.call('EXISTS', ek[k], ek[k + 1]) > 0 then return 'E' .. ARGV[starts[(k + 1) / 2]] end
+    end
+  end
 end
 redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh, 'u', nt + nh)
 redis.call('ZADD', T .. ':fl', 0, fid)
@@ -221,39 +236,79 @@ local sNOW = S(NOW)
 local nowR = R17(NOW)
 local base = redis.call('INCRBY', T .. ':seq', nt) - nt
 local all, delayed, ready, readyKeys, types = {}, {}, {}, {}, {}
+local na = 0
+-- The strings shared by members of the same queue and type (the change
+-- feed's tail of their entries, their ready set) are built once per run
+-- of such members.
+local lq, lty, evq, rl, rn
 for j = 1, nt do
   local i = starts[j]
   local id, q, ty, ra = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 9]
   local seq = base + j
-  local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid}
-  if ARGV[i + 2] ~= '' then f[#f + 1] = 'p'; f[#f + 1] = ARGV[i + 2] end
-  if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
-  if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
-  if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = ARGV[i + 8] end
+  local key = ek[j + j - 1]
+  if q ~= lq or ty ~= lty then
+    lq, lty = q, ty
+    evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
+    rl = nil
+  end
+  local p, mr, rtu, dp = ARGV[i + 2], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local st, m
-  local tail = struct.pack('>I8', seq) .. id
-  if ra ~= '' then
-    m = ARGV[i + 5] .. R17(tonumber(ra)) .. tail
-    f[#f + 1] = 'ra'; f[#f + 1] = ra
-  else
-    m = ARGV[i + 5] .. nowR .. tail
-  end
-  if ra ~= '' and tonumber(ra) > NOW then
-    st = '1'
-    delayed[#delayed + 1] = ra
-    delayed[#delayed + 1] = id
-  else
+  if ra == '' then
+    m = ARGV[i + 5] .. nowR .. struct.pack('>I8', seq) .. id
     st = '2'
-    stage_ready(ready, readyKeys, types, q, ty, m)
+  else
+    local nra = tonumber(ra)
+    m = ARGV[i + 5] .. R17(nra) .. struct.pack('>I8', seq) .. id
+    if nra > NOW then
+      st = '1'
+      delayed[#delayed + 1] = ra
+      delayed[#delayed + 1] = id
+    else
+      st = '2'
+    end
   end
-  f[#f + 1] = 'm'; f[#f + 1] = m
-  f[#f + 1] = 'st'; f[#f + 1] = st
-  redis.call('HSET', tkey(id), unpack(f))
-  all[#all + 1] = seq
-  all[#all + 1] = id
+  if ra == '' and mr == '' and rtu == '' then
+    -- The common member: its fields without a table.
+    if p == '' then
+      if dp == '' then
+        redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'm', m, 'st', st)
+      else
+        redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
+      end
+    elseif dp == '' then
+      redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'm', m, 'st', st)
+    else
+      redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
+    end
+  else
+    local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid}
+    if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
+    if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
+    if rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
+    if dp ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = dp end
+    if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
+    f[#f + 1] = 'm'; f[#f + 1] = m
+    f[#f + 1] = 'st'; f[#f + 1] = st
+    redis.call('HSET', key, unpack(f))
+  end
+  if st == '2' then
+    if not rl then
+      stage_ready(ready, readyKeys, types, q, ty, m)
+      rl = ready[T .. ':r:' .. q .. '/' .. ty]
+      rn = #rl
+    else
+      rl[rn + 1] = '0'
+      rl[rn + 2] = m
+      rn = rn + 2
+    end
+  end
+  all[na + 1] = I(seq)
+  all[na + 2] = id
+  na = na + 2
   count(st, q, 1)
-  ev('E', st, id, q, ty)
+  evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq
 end
+ek = nil
 zadd_all(T .. ':all', all)
 zadd_all(T .. ':d', delayed)
 add_ready(ready, readyKeys, types)

@@ -2,8 +2,10 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +165,43 @@ func TestFlowOldRecords(t *testing.T) {
 	}
 	if n, _ := s.rdb.Exists(ctx, tag+":fm:f", tag+":f:f").Result(); n != 0 {
 		t.Fatalf("%d flow keys left after its tasks were deleted", n)
+	}
+}
+
+// TestFlowTakenIDsInLargeFlow: the flow script checks its ids in chunks;
+// a taken id past the first chunk (a task's or a held task's) still fails
+// the whole flow, names the first taken id in the flow's order, and
+// writes nothing.
+func TestFlowTakenIDsInLargeFlow(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
+	defer func() { _ = s.Close() }()
+	ctx := t.Context()
+	// f.1700 is a task record, f.cb a held task of another flow.
+	other := store.FlowParams{Namespace: "ns", ID: "g", Spec: []byte("s"),
+		Tasks: []store.TaskInput{{ID: "f.1700", Type: "t", Queue: "m"}},
+		Held:  []store.HeldTask{{Task: store.TaskInput{ID: "f.cb", Type: "t", Queue: "cb"}, After: []string{"f.1700"}}}}
+	if err := s.EnqueueFlow(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	err := s.EnqueueFlow(ctx, fanIn(2000))
+	if !errors.Is(err, store.ErrTaskExists) || !strings.Contains(err.Error(), `task "f.1700"`) {
+		t.Fatalf("EnqueueFlow: %v, want ErrTaskExists naming f.1700", err)
+	}
+	tag := s.tag("ns")
+	if n, _ := s.rdb.Exists(ctx, tag+":f:f", tag+":t:f.0", tag+":t:f.1999").Result(); n != 0 {
+		t.Fatalf("%d keys of the failed flow written", n)
+	}
+	p := fanIn(1600) // only the held task's id is taken
+	err = s.EnqueueFlow(ctx, p)
+	if !errors.Is(err, store.ErrTaskExists) || !strings.Contains(err.Error(), `task "f.cb"`) {
+		t.Fatalf("EnqueueFlow: %v, want ErrTaskExists naming f.cb", err)
+	}
+	p.Held[0].Task.ID = "f.cb2"
+	if err := s.EnqueueFlow(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if n := pendingIn(t, s, "m"); n != 1601 {
+		t.Fatalf("%d pending in m, want 1601", n)
 	}
 }

@@ -1,0 +1,71 @@
+package redisstore
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/store"
+)
+
+// BenchmarkEnqueueFlowChord enqueues a chord of 10,000 ready members and
+// one held callback per op, and reports the Redis server's time in
+// EVALSHA per op (srv-us/op, from INFO commandstats: other clients of the
+// same server are counted too, so use a server of its own):
+//
+//	KILN_TEST_REDIS_URL=redis://127.0.0.1:6490/0 go test -run '^$' -bench EnqueueFlowChord ./store/redisstore/
+func BenchmarkEnqueueFlowChord(b *testing.B) {
+	url := testenv.RedisURL(b)
+	s := mustOpen(b, url, &Config{Prefix: newPrefix()})
+	defer func() { _ = s.Close() }()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer func() { _ = c.Close() }()
+	const n = 10000
+	var srv float64
+	k := 0
+	for b.Loop() {
+		k++
+		p := store.FlowParams{Namespace: "ns", ID: fmt.Sprintf("f%d", k), Spec: []byte("s")}
+		after := make([]string, n)
+		for i := range n {
+			id := fmt.Sprintf("f%d.%d", k, i)
+			p.Tasks = append(p.Tasks, store.TaskInput{ID: id, Type: "noop", Payload: []byte("[]")})
+			after[i] = id
+		}
+		p.Held = []store.HeldTask{{Task: store.TaskInput{ID: fmt.Sprintf("f%d.cb", k), Type: "noop"}, After: after}}
+		before := evalshaUsec(b, c)
+		if err := s.EnqueueFlow(b.Context(), p); err != nil {
+			b.Fatal(err)
+		}
+		srv += evalshaUsec(b, c) - before
+	}
+	b.ReportMetric(srv/float64(b.N), "srv-us/op")
+}
+
+// evalshaUsec returns the total µs the server has spent in EVALSHA.
+func evalshaUsec(b *testing.B, c *redis.Client) float64 {
+	b.Helper()
+	info, err := c.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:"); ok {
+			for f := range strings.SplitSeq(strings.TrimSpace(rest), ",") {
+				if v, ok := strings.CutPrefix(f, "usec="); ok {
+					u, _ := strconv.ParseFloat(v, 64)
+					return u
+				}
+			}
+		}
+	}
+	return 0
+}
