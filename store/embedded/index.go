@@ -210,15 +210,24 @@ func (s *Store) dropEntry(ns *namespace, e *entry) {
 // trim keeps the first windowSize entries of w (and those whose records
 // are not durable yet) and forgets the others.
 func (s *Store) trim(ns *namespace, w *window) {
-	items := slices.Clone(w.items)
+	s.trimHeap(ns, &w.taskHeap, func(last *entry) {
+		w.hi = orderOf(last)
+		w.more = true
+	})
+}
+
+// trimHeap keeps the first windowSize entries of h in its order (and
+// those whose records are not durable yet) and forgets the others; mark
+// is given the last entry kept by the count before any is forgotten.
+func (s *Store) trimHeap(ns *namespace, h *taskHeap, mark func(last *entry)) {
+	items := slices.Clone(h.items)
 	slices.SortFunc(items, func(a, b *entry) int {
-		if readyLess(a, b) {
+		if h.less(a, b) {
 			return -1
 		}
 		return 1
 	})
-	w.hi = orderOf(items[s.windowSize-1])
-	w.more = true
+	mark(items[s.windowSize-1])
 	keep := items[:0]
 	for i, e := range items {
 		if i < s.windowSize || e.gen > s.committed {
@@ -228,11 +237,11 @@ func (s *Store) trim(ns *namespace, w *window) {
 		e.idx = -1
 		s.dropEntry(ns, e)
 	}
-	w.items = keep
-	for i, e := range w.items {
+	h.items = keep
+	for i, e := range h.items {
 		e.idx = i
 	}
-	heap.Init(&w.taskHeap)
+	heap.Init(h)
 }
 
 // ready returns w's first entry once every pending task of w that comes
@@ -816,29 +825,10 @@ func (s *Store) spillDurable(gen uint64) {
 // ns (and those whose records are not durable yet) and forgets the others.
 func (s *Store) trimDelayed(ns *namespace) {
 	w := &ns.delayed
-	items := slices.Clone(w.items)
-	slices.SortFunc(items, func(a, b *entry) int {
-		if delayedLess(a, b) {
-			return -1
-		}
-		return 1
+	s.trimHeap(ns, &w.taskHeap, func(last *entry) {
+		w.hi = dueOf(last)
+		w.more = true
 	})
-	w.hi = dueOf(items[s.windowSize-1])
-	w.more = true
-	keep := items[:0]
-	for i, e := range items {
-		if i < s.windowSize || e.gen > s.committed {
-			keep = append(keep, e)
-			continue
-		}
-		e.idx = -1
-		s.dropEntry(ns, e)
-	}
-	w.items = keep
-	for i, e := range w.items {
-		e.idx = i
-	}
-	heap.Init(&w.taskHeap)
 }
 
 // nextDelayed returns the first scheduled or retry task of ns, reading the
