@@ -87,17 +87,7 @@ func TestShutdownKeepsDeadlineRedisNoReplica(t *testing.T) {
 		c.WaitReplicas, c.WaitTimeout = 1, 20*time.Millisecond
 	})
 	const total = 50
-	c, err := kiln.NewClient(s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reqs := make([]kiln.TaskRequest, total)
-	for i := range reqs {
-		reqs[i] = kiln.TaskRequest{Type: "quick"}
-	}
-	if _, err := c.EnqueueMany(t.Context(), reqs); err != nil {
-		t.Fatal(err)
-	}
+	enqueueQuick(t, s, total)
 	refused := &countLeaseErrors{Store: waiting}
 	w, err := kiln.NewWorker(refused, &kiln.WorkerConfig{
 		Concurrency: 4, LeaseWait: 50 * time.Millisecond, SweepInterval: -1,
@@ -153,22 +143,28 @@ func (c *countLeaseErrors) Lease(ctx context.Context, p store.LeaseParams) (stor
 	return r, err
 }
 
-// shutdownRefusingStore enqueues through s and runs a worker on refusing,
-// a store that refuses reports and does not record them.
-func shutdownRefusingStore(t *testing.T, s, refusing store.Store) {
+// enqueueQuick enqueues n tasks of type "quick" through s.
+func enqueueQuick(t *testing.T, s store.Store, n int) {
 	t.Helper()
-	const total = 600
 	c, err := kiln.NewClient(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqs := make([]kiln.TaskRequest, total)
+	reqs := make([]kiln.TaskRequest, n)
 	for i := range reqs {
 		reqs[i] = kiln.TaskRequest{Type: "quick"}
 	}
 	if _, err := c.EnqueueMany(t.Context(), reqs); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// shutdownRefusingStore enqueues through s and runs a worker on refusing,
+// a store that refuses reports and does not record them.
+func shutdownRefusingStore(t *testing.T, s, refusing store.Store) {
+	t.Helper()
+	const total = 600
+	enqueueQuick(t, s, total)
 	logs := &lockedBuffer{}
 	w, err := kiln.NewWorker(refusing, &kiln.WorkerConfig{
 		Concurrency: 4, LeaseWait: 50 * time.Millisecond, SweepInterval: -1,
