@@ -195,7 +195,7 @@ func TestLogBeforeFirstPut(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
 	var calls []int // chunks in the store at each call
-	hook := func(ctx context.Context) error {
+	hook := func(context.Context) error {
 		calls = append(calls, len(keys(t, st, "log/h/")))
 		return nil
 	}
