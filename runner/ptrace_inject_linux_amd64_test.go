@@ -31,7 +31,12 @@ func runSelfLimited(t *testing.T, set func(int, *ptraceRlimits) error, lim *ptra
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "worker")
-	if err := os.WriteFile(bin, data, 0o755); err != nil { //nolint:gosec // G306: run by the task's user
+	// Under ForkLock, as copyFile: a child forked by a parallel test while
+	// the file is open for writing would make its exec fail with ETXTBSY.
+	syscall.ForkLock.RLock()
+	err = os.WriteFile(bin, data, 0o755) //nolint:gosec // G306: run by the task's user
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	payload := filepath.Join(dir, "payload")

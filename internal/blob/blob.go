@@ -247,6 +247,7 @@ type Log struct {
 	timer     *time.Timer // flushes buffered output that no later write flushes
 	closed    bool
 	err       error
+	before    func(ctx context.Context) error // LogConfig.BeforeFirstPut, until it ran
 }
 
 // LogConfig configures OpenLog; zero fields mean the defaults.
@@ -256,6 +257,12 @@ type LogConfig struct {
 	// Flush is the longest time buffered output waits; default
 	// LogFlushDefault.
 	Flush time.Duration
+	// BeforeFirstPut, if set, runs once before this Log writes its first
+	// chunk to the store (with the context of that write); its error fails
+	// that write, and the log keeps failing. A Log that is never written to
+	// never runs it: a task's log records, for instance, that the task
+	// has a log only when it has one.
+	BeforeFirstPut func(ctx context.Context) error
 }
 
 // OpenLog opens the log under key for appending: output goes after what
@@ -271,7 +278,7 @@ func OpenLog(ctx context.Context, m store.Meta, ns, key string, cfg LogConfig) (
 	if err != nil {
 		return nil, fmt.Errorf("blob: open log %s: %w", key, err)
 	}
-	l := &Log{m: m, ns: ns, key: key, cap: cfg.Cap, flush: cfg.Flush, ctx: ctx, n: len(res.Items)}
+	l := &Log{m: m, ns: ns, key: key, cap: cfg.Cap, flush: cfg.Flush, ctx: ctx, n: len(res.Items), before: cfg.BeforeFirstPut}
 	for _, it := range res.Items {
 		l.total += int64(len(it.Value))
 	}
@@ -354,6 +361,13 @@ func (l *Log) tick() {
 func (l *Log) put() error {
 	if !l.dirty {
 		return nil
+	}
+	if l.before != nil {
+		if err := l.before(l.ctx); err != nil {
+			l.err = fmt.Errorf("blob: log %s: %w", l.key, err)
+			return l.err
+		}
+		l.before = nil
 	}
 	if _, err := l.m.MetaPut(l.ctx, store.MetaPutParams{Namespace: l.ns, Key: chunkKey(l.key, l.n), Value: bytes.Clone(l.cur)}); err != nil {
 		l.err = fmt.Errorf("blob: log %s: %w", l.key, err)

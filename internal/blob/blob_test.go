@@ -186,3 +186,56 @@ func TestLog(t *testing.T) {
 		t.Errorf("appended log ends %q", b2[max(len(b2)-60, 0):])
 	}
 }
+
+// TestLogBeforeFirstPut: the hook runs once, before the first chunk is
+// written, never for a log nothing was written to, and its error fails the
+// write without a chunk reaching the store.
+func TestLogBeforeFirstPut(t *testing.T) {
+	t.Parallel()
+	st := open(t)
+	ctx := context.Background()
+	var calls []int // chunks in the store at each call
+	hook := func(context.Context) error {
+		calls = append(calls, len(keys(t, st, "log/h/")))
+		return nil
+	}
+	silent, err := blob.OpenLog(ctx, st, "ns", "log/s", blob.LogConfig{BeforeFirstPut: hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 0 {
+		t.Fatalf("the hook ran %d times for a log nothing was written to", len(calls))
+	}
+	l, err := blob.OpenLog(ctx, st, "ns", "log/h", blob.LogConfig{BeforeFirstPut: hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Write(bytes.Repeat([]byte("x"), 2*blob.ChunkSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || calls[0] != 0 {
+		t.Fatalf("hook calls (chunks stored at each) = %v, want one before the first chunk", calls)
+	}
+	if n := len(keys(t, st, "log/h/")); n != 3 {
+		t.Errorf("%d chunks stored, want 3", n)
+	}
+
+	boom := errors.New("boom")
+	failing, err := blob.OpenLog(ctx, st, "ns", "log/f", blob.LogConfig{BeforeFirstPut: func(context.Context) error { return boom }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(failing, "lost\n")
+	if err := failing.Close(ctx); !errors.Is(err, boom) {
+		t.Errorf("Close after a failing hook: %v, want %v", err, boom)
+	}
+	if _, found, _ := blob.ReadLog(ctx, st, "ns", "log/f"); found {
+		t.Error("a chunk was written although the hook failed")
+	}
+}

@@ -657,10 +657,12 @@ func (h *Hosted) runProgram(ctx context.Context, project string, rev *Revision, 
 	if err != nil {
 		return fail("cannot get the code package: %w", err)
 	}
-	if err := h.reg.MarkTask(ctx, project, t.ID); err != nil {
-		return fail("%w", err)
-	}
-	log, err := blob.OpenLog(ctx, h.meta, project, LogKey(t.ID), blob.LogConfig{})
+	// The task is marked for Collect only once its log has something to
+	// keep, right before the first chunk is written: a task that prints
+	// nothing costs no store write here.
+	log, err := blob.OpenLog(ctx, h.meta, project, LogKey(t.ID), blob.LogConfig{
+		BeforeFirstPut: func(ctx context.Context) error { return h.reg.MarkTask(ctx, project, t.ID) },
+	})
 	if err != nil {
 		return fail("%w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/kilnhq/kiln/kilntest"
 	"github.com/kilnhq/kiln/runner"
 	"github.com/kilnhq/kiln/runner/hosted"
+	"github.com/kilnhq/kiln/store"
 )
 
 const (
@@ -462,5 +463,42 @@ echo done
 		if ti := front.wait(id); ti.Status != "complete" {
 			t.Errorf("task %s: %s %q, log %q", id, ti.Status, ti.Msg, front.log(id))
 		}
+	}
+}
+
+// TestTaskMarkOnlyWithLog: a task is marked for the registry's Collect
+// (iron/task/<id>) when its log has something to keep, and only then: a
+// task that prints nothing costs no such store write.
+func TestTaskMarkOnlyWithLog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustUpload(map[string]any{"name": "silent", "file_name": "run.sh", "runtime": "sh"},
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("exit 0\n")}))
+	b.mustUpload(map[string]any{"name": "talks", "file_name": "run.sh", "runtime": "sh"},
+		testenv.Zip(t, map[string][]byte{"run.sh": []byte("echo hello\n")}))
+	silent := b.queue(map[string]any{"code_name": "silent", "payload": ""})[0]
+	talks := b.queue(map[string]any{"code_name": "talks", "payload": ""})[0]
+	for _, id := range []string{silent, talks} {
+		if ti := b.wait(id); ti.Status != "complete" {
+			t.Fatalf("task %s: %+v", id, ti)
+		}
+	}
+	if log := b.log(talks); log != "hello\n" {
+		t.Errorf("log = %q", log)
+	}
+	// The log is closed (and the mark written) before the outcome is
+	// reported.
+	marked := func(id string) bool {
+		res, err := b.st.MetaList(t.Context(), store.MetaListParams{Namespace: project, Prefix: "iron/task/" + id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res.Items) > 0
+	}
+	if !marked(talks) {
+		t.Error("a task with a log is not marked for Collect")
+	}
+	if marked(silent) {
+		t.Error("a task that printed nothing was marked for Collect")
 	}
 }
