@@ -90,8 +90,13 @@ local function flow_done(id, dp, cleared)
     redis.call('DEL', dk)
   else
     if not cleared then redis.call('HDEL', tkey(id), 'dp') end
-    hs = {}
-    for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
+    if string.byte(dp, 1) == 32 and not string.find(dp, ' ', 2, true) then
+      -- One dependent (a chord's member: its callback).
+      hs = {string.sub(dp, 2)}
+    else
+      hs = {}
+      for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
+    end
   end
   for _, h in ipairs(hs) do
     local c = fd_w[h]
@@ -149,7 +154,8 @@ local function flow_ended(fl, ea)
     n = 0
     fe_order[#fe_order + 1] = fl
     fe_ea[fl] = ea
-  elseif tonumber(ea) > tonumber(fe_ea[fl]) then
+  elseif ea ~= fe_ea[fl] and tonumber(ea) > tonumber(fe_ea[fl]) then
+    -- (The tasks of one script mostly share their expiry.)
     fe_ea[fl] = ea
   end
   fe_n[fl] = n + 1
@@ -533,7 +539,7 @@ func (m *flowMember) appendArgs(args []any) []any {
 func (m *flowMember) reserved() []byte {
 	b := make([]byte, 0, 36+len(m.d)+len(m.p)+len(m.q)+len(m.ty)+len(m.pd)+len(m.mr)+len(m.rtu)+len(m.dp)+len(m.ra))
 	for _, v := range [...][]byte{m.d, m.p, []byte(m.q), []byte(m.ty), []byte(m.pd), []byte(m.mr), []byte(m.rtu), m.dp, []byte(m.ra)} {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v))) //nolint:gosec // G115: Validate keeps payloads far below 4 GiB
 		b = append(b, v...)
 	}
 	return b
