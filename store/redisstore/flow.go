@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -653,7 +654,7 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		if p.WithoutSpec {
 			spec = "-" // no such field: nil
 		}
-		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca")
+		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca", "rv")
 		held = pl.ZRange(ctx, tag+":fh:"+p.ID, 0, -1)
 		return nil
 	})
@@ -661,7 +662,7 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		return nil, s.wrap("get flow", err)
 	}
 	vals := rec.Val()
-	if len(vals) != 2 || vals[1] == nil {
+	if len(vals) != 3 || vals[1] == nil {
 		return nil, fmt.Errorf("redisstore: flow %q: %w", p.ID, store.ErrNotFound)
 	}
 	spec, _ := vals[0].(string)
@@ -670,11 +671,37 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	if h == nil {
 		h = []string{}
 	}
+	if rv, _ := vals[2].(string); rv != "" {
+		// Being written in parts: its ready tasks not written yet are
+		// not enqueued either.
+		if h, err = s.reservedOf(ctx, tag, h, strings.Fields(rv)); err != nil {
+			return nil, s.wrap("get flow", err)
+		}
+	}
 	f := &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}
 	if p.WithoutSpec {
 		f.Spec = nil
 	}
 	return f, nil
+}
+
+// reservedOf appends to dst those of ids that are still reserved (in
+// T:rv: not written yet).
+func (s *Store) reservedOf(ctx context.Context, tag string, dst, ids []string) ([]string, error) {
+	for len(ids) > 0 {
+		n := min(len(ids), 1000)
+		v, err := s.rdb.HMGet(ctx, tag+":rv", ids[:n]...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for i, x := range v {
+			if x != nil {
+				dst = append(dst, ids[i])
+			}
+		}
+		ids = ids[n:]
+	}
+	return dst, nil
 }
 
 // ListFlows implements store.Flows.

@@ -106,6 +106,11 @@ func TestFlowPartsRecovered(t *testing.T) {
 	if r, err := s.Get(ctx, store.GetParams{Namespace: "ns", IDs: []string{"f.2599"}}); err != nil || r.Tasks[0] != nil {
 		t.Fatalf("Get of a reserved task: %+v, %v; want none", r.Tasks, err)
 	}
+	// GetFlow counts them as not enqueued yet, after the held task.
+	fl, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"})
+	if err != nil || len(fl.Held) != 1+2600-flowFirstPart || fl.Held[0] != "f.cb" || fl.Held[1] != "f.500" || fl.Held[len(fl.Held)-1] != "f.2599" {
+		t.Fatalf("GetFlow: %d held, %v; want f.cb, f.500 ... f.2599", len(fl.Held), err)
+	}
 	// Not yet: the client may still be writing them.
 	if _, err := s.Sweep(ctx, store.SweepParams{}); err != nil {
 		t.Fatal(err)
@@ -121,6 +126,9 @@ func TestFlowPartsRecovered(t *testing.T) {
 	}
 	if n := pendingIn(t, s, "m"); n != 2600 {
 		t.Fatalf("%d pending in m after Sweep, want 2600", n)
+	}
+	if fl, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"}); err != nil || !slices.Equal(fl.Held, []string{"f.cb"}) {
+		t.Fatalf("GetFlow after Sweep: %+v, %v; want held [f.cb]", fl, err)
 	}
 	// A part that comes late writes nothing.
 	v, err := s.run(ctx, "enqueue flow", flowPartScript, "ns", true, []any{s.nowArg(), s.wakeChannel("ns"), "f", "1", "f.600", "f.2599"})
