@@ -187,3 +187,53 @@ func TestFlowPartsRaceRecovery(t *testing.T) {
 		t.Fatalf("callback leased %v, want [f.cb]", ids)
 	}
 }
+
+// TestFlowMemberCreatedAt: a member enqueued at once has no field ca (its
+// creation time, the flow's, is in its ready-set member, as a plain
+// task's), keeps it when a retry changes its member, and a member of the
+// format before, with the field ca, is read from it.
+func TestFlowMemberCreatedAt(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := storetest.NewFakeClock(created)
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix(), Clock: clock})
+	defer func() { _ = s.Close() }()
+	ctx := t.Context()
+	if err := s.EnqueueFlow(ctx, fanIn(2)); err != nil {
+		t.Fatal(err)
+	}
+	tag := s.tag("ns")
+	if n, _ := s.rdb.Exists(ctx, tag+":t:f.0").Result(); n != 1 {
+		t.Fatal("f.0 not written")
+	}
+	if has, _ := s.rdb.HExists(ctx, tag+":t:f.0", "ca").Result(); has {
+		t.Fatal("f.0 has a field ca")
+	}
+	// f.1 as the format before wrote it: with ca.
+	old := created.Add(-time.Hour)
+	if err := s.rdb.HSet(ctx, tag+":t:f.1", "ca", old.UnixMicro()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	l, err := s.Lease(ctx, store.LeaseParams{Namespace: "ns", Queues: []string{"m"}, Max: 2, Duration: time.Minute})
+	if err != nil || len(l.Tasks) != 2 {
+		t.Fatalf("Lease: %d, %v", len(l.Tasks), err)
+	}
+	var outs []store.Outcome
+	for _, tk := range l.Tasks {
+		outs = append(outs, store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeRetry, Error: "again", RetryAt: clock.Now().Add(time.Hour)})
+	}
+	if _, err := s.Report(ctx, store.ReportParams{Namespace: "ns", Outcomes: outs}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Get(ctx, store.GetParams{Namespace: "ns", IDs: []string{"f.0", "f.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Tasks[0]; got == nil || !got.CreatedAt.Equal(created) || got.State != store.StateRetry {
+		t.Fatalf("f.0: %+v, want retry, created %v", got, created)
+	}
+	if got := r.Tasks[1]; got == nil || !got.CreatedAt.Equal(old) {
+		t.Fatalf("f.1: %+v, want created %v (its field ca)", got, old)
+	}
+}
