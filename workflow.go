@@ -470,7 +470,7 @@ func (r *WorkflowResult) read(ctx context.Context) (*flowspec.Spec, []string, ma
 	for i, m := range spec.Members {
 		idl[i] = m.ID
 	}
-	tasks, err := getTasks(ctx, r.c.s, r.c.ns, idl)
+	tasks, err := getTasks(ctx, r.c.s, r.c.ns, idl, false)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
 	}
@@ -478,8 +478,9 @@ func (r *WorkflowResult) read(ctx context.Context) (*flowspec.Spec, []string, ma
 }
 
 // getTasks reads tasks by id, in batches of 1000, up to 4 at once (a
-// chord's callback reads every member).
-func getTasks(ctx context.Context, s store.Reader, ns string, idl []string) (map[string]*store.Task, error) {
+// chord's callback reads every member); with outcomes, only what
+// GetParams.Outcomes names is needed.
+func getTasks(ctx context.Context, s store.Reader, ns string, idl []string, outcomes bool) (map[string]*store.Task, error) {
 	const chunk, parallel = 1000, 4
 	n := (len(idl) + chunk - 1) / chunk
 	res := make([][]*store.Task, n)
@@ -490,7 +491,7 @@ func getTasks(ctx context.Context, s store.Reader, ns string, idl []string) (map
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			r, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: idl[i*chunk : min((i+1)*chunk, len(idl))]})
+			r, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: idl[i*chunk : min((i+1)*chunk, len(idl))], Outcomes: outcomes})
 			res[i], errs[i] = r.Tasks, err
 		})
 	}
@@ -662,7 +663,7 @@ func (r *WorkflowResult) finalDone(ctx context.Context, cached **flowspec.Spec) 
 		}
 		*cached = spec
 	}
-	tasks, err := getTasks(ctx, r.c.s, r.c.ns, spec.Final.IDs())
+	tasks, err := getTasks(ctx, r.c.s, r.c.ns, spec.Final.IDs(), true)
 	if err != nil {
 		return false, fmt.Errorf("kiln: workflow %s: %w", r.id, err)
 	}
@@ -786,7 +787,7 @@ func (w *Worker) flowHandler(h Handler) Handler {
 		if err != nil {
 			return fmt.Errorf("kiln: task %s: %w (%w)", t.ID, err, SkipRetry)
 		}
-		tasks, err := getTasks(ctx, w.s, w.cfg.Namespace, env.After)
+		tasks, err := getTasks(ctx, w.s, w.cfg.Namespace, env.After, true)
 		if err != nil {
 			return fmt.Errorf("kiln: task %s: read the tasks it waits for: %w", t.ID, err)
 		}

@@ -135,8 +135,10 @@ type Flow struct {
 	ID        string
 	Spec      []byte
 	CreatedAt time.Time
-	// Held lists the ids of the held tasks not yet released, in the
-	// order they were given.
+	// Held lists the ids of the flow's tasks not yet enqueued: the held
+	// tasks not yet released, in the order they were given, then (a store
+	// that writes a large flow in parts, while it does) the ready tasks
+	// not yet written.
 	Held []string
 }
 

@@ -234,6 +234,11 @@ type WaitCancelsResult struct {
 type GetParams struct {
 	Namespace string
 	IDs       []string
+	// Outcomes says that the caller needs only each task's ID, Type,
+	// Queue, Priority, State, LastError and Result: a store may then leave
+	// the other fields zero, and read less (a chord's callback reads its
+	// members so). Stores may ignore it.
+	Outcomes bool
 }
 
 // GetResult has one task per id, in order; nil where no task has the id.

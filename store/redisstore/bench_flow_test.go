@@ -14,8 +14,9 @@ import (
 
 // BenchmarkEnqueueFlowChord enqueues a chord of 10,000 ready members and
 // one held callback per op, and reports the Redis server's time in
-// EVALSHA per op (srv-us/op, from INFO commandstats: other clients of the
-// same server are counted too, so use a server of its own):
+// EVALSHA per op (srv-us/op, from INFO commandstats) and its CPU time
+// per op (srv-cpu-us/op, from INFO cpu); other clients of the same server
+// are counted too, so use a server of its own:
 //
 //	KILN_TEST_REDIS_URL=redis://127.0.0.1:6490/0 go test -run '^$' -bench EnqueueFlowChord ./store/redisstore/
 func BenchmarkEnqueueFlowChord(b *testing.B) {
@@ -29,7 +30,7 @@ func BenchmarkEnqueueFlowChord(b *testing.B) {
 	c := redis.NewClient(o)
 	defer func() { _ = c.Close() }()
 	const n = 10000
-	var srv float64
+	var srv, cpu float64
 	k := 0
 	for b.Loop() {
 		k++
@@ -41,13 +42,35 @@ func BenchmarkEnqueueFlowChord(b *testing.B) {
 			after[i] = id
 		}
 		p.Held = []store.HeldTask{{Task: store.TaskInput{ID: fmt.Sprintf("f%d.cb", k), Type: "noop"}, After: after}}
-		before := evalshaUsec(b, c)
+		before, cpu0 := evalshaUsec(b, c), serverCPUUsec(b, c)
 		if err := s.EnqueueFlow(b.Context(), p); err != nil {
 			b.Fatal(err)
 		}
 		srv += evalshaUsec(b, c) - before
+		cpu += serverCPUUsec(b, c) - cpu0
 	}
 	b.ReportMetric(srv/float64(b.N), "srv-us/op")
+	b.ReportMetric(cpu/float64(b.N), "srv-cpu-us/op")
+}
+
+// serverCPUUsec returns the CPU time (user and system, µs) the server has
+// used: unlike EVALSHA's time, which counts the time the server waited for
+// a CPU on a busy machine, it changes little with the load.
+func serverCPUUsec(b *testing.B, c *redis.Client) float64 {
+	b.Helper()
+	info, err := c.Info(b.Context(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var us float64
+	for line := range strings.SplitSeq(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			us += f * 1e6
+		}
+	}
+	return us
 }
 
 // evalshaUsec returns the total µs the server has spent in EVALSHA.

@@ -55,6 +55,11 @@ var listFields = []string{"d", "st", "a", "l", "le", "sw", "c", "ca", "ra", "fa"
 // allFields are listFields and the payload and result.
 var allFields = append(append([]string(nil), listFields...), "p", "r")
 
+// outcomeFields are the fields Get reads with GetParams.Outcomes: the
+// record (id, type, queue, priority), the state, the last error and the
+// result.
+var outcomeFields = []string{"d", "st", "e", "r"}
+
 // recordVersion starts field d; a record of another version is corrupt.
 const recordVersion = 1
 

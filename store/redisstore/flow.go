@@ -2,9 +2,12 @@ package redisstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,6 +24,16 @@ var _ store.Flows = (*Store)(nil)
 //	T:h:<id>     hash  a held task: d, p, q, ty, pd (9-priority digit), mr,
 //	                   rtu, dp (its dependents), fl (its flow), w (the
 //	                   number of tasks it still waits for)
+//
+// A flow of more than flowPart ready tasks is written in parts (see
+// flowScript): until its last part is written, the tasks not yet written
+// are in
+//
+//	T:rv         hash  task id -> its values, packed (flowMember.reserved),
+//	                   for every flow being written; its ids are taken
+//	T:rvq        zset  the flows being written, scored by creation (µs)
+//
+// and the flow record has the field rv: their ids, separated by spaces.
 //
 // Flows written before this format may also have T:fm:<flow> (set: all its
 // tasks, deleted with the flow) and T:dp:<id> (set: the held tasks waiting
@@ -78,8 +91,13 @@ local function flow_done(id, dp, cleared)
     redis.call('DEL', dk)
   else
     if not cleared then redis.call('HDEL', tkey(id), 'dp') end
-    hs = {}
-    for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
+    if string.byte(dp, 1) == 32 and not string.find(dp, ' ', 2, true) then
+      -- One dependent (a chord's member: its callback).
+      hs = {string.sub(dp, 2)}
+    else
+      hs = {}
+      for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
+    end
   end
   for _, h in ipairs(hs) do
     local c = fd_w[h]
@@ -137,7 +155,8 @@ local function flow_ended(fl, ea)
     n = 0
     fe_order[#fe_order + 1] = fl
     fe_ea[fl] = ea
-  elseif tonumber(ea) > tonumber(fe_ea[fl]) then
+  elseif ea ~= fe_ea[fl] and tonumber(ea) > tonumber(fe_ea[fl]) then
+    -- (The tasks of one script mostly share their expiry.)
     fe_ea[fl] = ea
   end
   fe_n[fl] = n + 1
@@ -190,128 +209,242 @@ local function flow_holds(fl)
 end
 `
 
-// flowTaskArgs is the number of ARGV values per task of flowScript (held
-// tasks add the count of the tasks they wait for).
+// flowWriteLua writes the ready tasks of a flow: the flow script writes
+// its first part, the part script (and Sweep's recovery) the others.
+var flowWriteLua = `
+-- flow_write writes n ready tasks of flow fid, member j's ten values
+-- (id, record, payload, queue, type, 9-priority digit, max retries,
+-- retention µs, dependents, RunAt µs or "") from a[starts[j]] on. sca is
+-- their creation time (µs, a string): the flow's, whichever part of the
+-- flow writes them.
+local function flow_write(fid, a, starts, n, sca)
+  if n == 0 then return end
+  local caR = R17(tonumber(sca))
+  local base = redis.call('INCRBY', T .. ':seq', I(n)) - n
+  local TK = T .. ':t:'
+  local all, delayed, ready, readyKeys, types = {}, {}, {}, {}, {}
+  local na = 0
+  -- The strings shared by members of the same queue and type (the change
+  -- feed's tail of their entries, their ready set) are built once per run
+  -- of such members.
+  local lq, lty, evq, rl, rn
+  local n1, n2, ne = 0, 0, #evs
+  for j = 1, n do
+    local i = starts[j]
+    local id, q, ty, ra = a[i], a[i + 3], a[i + 4], a[i + 9]
+    local seq = base + j
+    local key = TK .. id
+    if q ~= lq or ty ~= lty then
+      -- The counts of the run of the queue before.
+      if lq and q ~= lq then
+        count('1', lq, n1); count('2', lq, n2)
+        n1, n2 = 0, 0
+      end
+      lq, lty = q, ty
+      evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
+      rl = nil
+    end
+    local p, mr, rtu, dp = a[i + 2], a[i + 6], a[i + 7], a[i + 8]
+    local st, m
+    if ra == '' then
+      m = a[i + 5] .. caR .. struct.pack('>I8', seq) .. id
+      st = '2'
+    else
+      local nra = tonumber(ra)
+      m = a[i + 5] .. R17(nra) .. struct.pack('>I8', seq) .. id
+      if nra > NOW then
+        st = '1'
+        delayed[#delayed + 1] = ra
+        delayed[#delayed + 1] = id
+      else
+        st = '2'
+      end
+    end
+    if ra == '' and mr == '' and rtu == '' then
+      -- The common member: its fields without a table, and no field ca
+      -- (its creation time is the RunAt in m, as for an enqueued task:
+      -- see decode.go).
+      if p == '' then
+        if dp == '' then
+          redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'm', m, 'st', st)
+        else
+          redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
+        end
+      elseif dp == '' then
+        redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'm', m, 'st', st)
+      else
+        redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
+      end
+    else
+      local f = {'d', a[i + 1], 'q', q, 'ty', ty, 'ca', sca, 'fl', fid}
+      if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
+      if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
+      if rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
+      if dp ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = dp end
+      if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
+      f[#f + 1] = 'm'; f[#f + 1] = m
+      f[#f + 1] = 'st'; f[#f + 1] = st
+      redis.call('HSET', key, unpack(f))
+    end
+    if st == '2' then
+      n2 = n2 + 1
+      if not rl then
+        stage_ready(ready, readyKeys, types, q, ty, m)
+        rl = ready[T .. ':r:' .. q .. '/' .. ty]
+        rn = #rl
+      else
+        rl[rn + 1] = '0'
+        rl[rn + 2] = m
+        rn = rn + 2
+      end
+    else
+      n1 = n1 + 1
+    end
+    all[na + 1] = I(seq)
+    all[na + 2] = id
+    na = na + 2
+    ne = ne + 1
+    evs[ne] = 'E' .. st .. '\31' .. id .. evq
+  end
+  if lq then count('1', lq, n1); count('2', lq, n2) end
+  zadd_all(T .. ':all', all)
+  zadd_all(T .. ':d', delayed)
+  add_ready(ready, readyKeys, types)
+end
+
+-- flow_materialize writes the reserved members ids of flow fid (created
+-- at sca) that are still in T:rv, and deletes them from it: a member is
+-- written once, by whichever script takes its entry first. It returns the
+-- number written.
+local function flow_materialize(fid, sca, ids)
+  local rk = T .. ':rv'
+  local done = 0
+  for c = 1, #ids, 1000 do
+    local e = math.min(c + 999, #ids)
+    local bs = redis.call('HMGET', rk, unpack(ids, c, e))
+    local a, starts, got = {}, {}, {}
+    local k = 0
+    for x = 1, #bs do
+      local b = bs[x]
+      if b then
+        local id = ids[c + x - 1]
+        got[#got + 1] = id
+        starts[#starts + 1] = k + 1
+        a[k + 1] = id
+        a[k + 2], a[k + 3], a[k + 4], a[k + 5], a[k + 6], a[k + 7], a[k + 8], a[k + 9], a[k + 10] =
+          struct.unpack('>I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0', b)
+        k = k + 10
+      end
+    end
+    if #got > 0 then
+      redis.call('HDEL', rk, unpack(got))
+      flow_write(fid, a, starts, #got, sca)
+      done = done + #got
+    end
+  end
+  return done
+end
+`
+
+// flowTaskArgs is the number of ARGV values per task of flowScript that
+// it writes (held tasks add the count of the tasks they wait for).
 const flowTaskArgs = 10
 
+// A flow of more than flowPart ready tasks is written in parts, so that
+// its first tasks can start while the others are written: flowScript
+// stores the whole flow (the commit point) but writes only the first
+// flowFirstPart ready tasks, and reserves the others; flowPartScript then
+// writes flowPart of them per call. Sweep writes the reserved tasks of a
+// flow whose parts were not all written flowRecoverAfter after it was
+// stored (the client that enqueued it stopped, or lost its connection).
+const (
+	flowFirstPart    = 500
+	flowPart         = 1000
+	flowRecoverAfter = 10 * time.Second
+)
+
 // flowScript adds a flow. ARGV[3] is the flow id, ARGV[4] the spec,
-// ARGV[5] and ARGV[6] the numbers of ready and held tasks, then per task:
+// ARGV[5] and ARGV[6] the numbers of ready and held tasks, ARGV[7] the
+// number np of ready tasks written now, then per ready task written now:
 // id, record (field d), payload, queue, type, 9-priority digit, max
 // retries, retention µs, its dependents (the held tasks that wait for it,
-// each after a space; "" for none), RunAt µs ("" for now); a held task
-// follows with the number of tasks it waits for.
+// each after a space; "" for none), RunAt µs ("" for now); per other
+// ready task (reserved): id and the same nine values after the id packed
+// in one string (flowReserved); per held task the ten values of a ready
+// one and the number of tasks it waits for.
+//
+// The reserved tasks go in the hash T:rv (id -> packed values), their ids
+// in the flow record's field rv (each after a space, the first without)
+// and the flow in the set T:rvq, scored by its creation time (µs); an id
+// in T:rv is taken (Enqueue and this script check it). flowPartScript
+// and Sweep write them from there.
+//
 // It returns "F" when the flow exists, "E<id>" when a task id is taken, or
 // "O".
-var flowScript = redis.NewScript(prelude + `
+var flowScript = redis.NewScript(prelude + flowWriteLua + `
 local fid = ARGV[3]
-local nt, nh = tonumber(ARGV[5]), tonumber(ARGV[6])
+local nt, nh, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
-local i = 7
-local starts = {}
+local i = 8
+local starts, ids = {}, {}
 local TK, TH = T .. ':t:', T .. ':h:'
--- Every id must be free (no task record, no held task): one EXISTS per
--- 500 ids, and only a chunk that has a taken id is looked at id by id,
--- so the first taken id in order is the one reported. The task keys
--- built here (ek[2j - 1] of member j) serve its HSET below.
+-- Every id must be free (no task record, no held task, not reserved by
+-- a flow being written): one EXISTS (and, while some flow has reserved
+-- tasks, one HMGET of T:rv) per 500 ids, and only a chunk that has a
+-- taken id is looked at id by id, so the first taken id in order is the
+-- one reported.
 local ek = {}
 for j = 1, nt + nh do
   starts[j] = i
   local id = ARGV[i]
+  ids[j] = id
   ek[#ek + 1] = TK .. id
   ek[#ek + 1] = TH .. id
-  i = i + ` + strconv.Itoa(flowTaskArgs) + `
-  if j > nt then i = i + 1 end
-end
-for c = 1, #ek, 1000 do
-  local e = math.min(c + 999, #ek)
-  if redis.call('EXISTS', unpack(ek, c, e)) > 0 then
-    for k = c, e, 2 do
-      if redis.call('EXISTS', ek[k], ek[k + 1]) > 0 then return 'E' .. ARGV[starts[(k + 1) / 2]] end
-    end
-  end
-end
-redis.call('HSET', T .. ':f:' .. fid, 's', ARGV[4], 'ca', S(NOW), 'n', nt + nh, 'u', nt + nh)
-redis.call('ZADD', T .. ':fl', 0, fid)
-local sNOW = S(NOW)
-local nowR = R17(NOW)
-local base = redis.call('INCRBY', T .. ':seq', nt) - nt
-local all, delayed, ready, readyKeys, types = {}, {}, {}, {}, {}
-local na = 0
--- The strings shared by members of the same queue and type (the change
--- feed's tail of their entries, their ready set) are built once per run
--- of such members.
-local lq, lty, evq, rl, rn
-for j = 1, nt do
-  local i = starts[j]
-  local id, q, ty, ra = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 9]
-  local seq = base + j
-  local key = ek[j + j - 1]
-  if q ~= lq or ty ~= lty then
-    lq, lty = q, ty
-    evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
-    rl = nil
-  end
-  local p, mr, rtu, dp = ARGV[i + 2], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  local st, m
-  if ra == '' then
-    m = ARGV[i + 5] .. nowR .. struct.pack('>I8', seq) .. id
-    st = '2'
+  if j <= np then
+    i = i + ` + strconv.Itoa(flowTaskArgs) + `
+  elseif j <= nt then
+    i = i + 2
   else
-    local nra = tonumber(ra)
-    m = ARGV[i + 5] .. R17(nra) .. struct.pack('>I8', seq) .. id
-    if nra > NOW then
-      st = '1'
-      delayed[#delayed + 1] = ra
-      delayed[#delayed + 1] = id
-    else
-      st = '2'
+    i = i + ` + strconv.Itoa(flowTaskArgs+1) + `
+  end
+end
+local rk = T .. ':rv'
+local rv = redis.call('EXISTS', rk) == 1
+for c = 1, #ids, 500 do
+  local e = math.min(c + 499, #ids)
+  local taken = redis.call('EXISTS', unpack(ek, c + c - 1, e + e)) > 0
+  if not taken and rv then
+    for _, b in ipairs(redis.call('HMGET', rk, unpack(ids, c, e))) do
+      if b then taken = true; break end
     end
   end
-  if ra == '' and mr == '' and rtu == '' then
-    -- The common member: its fields without a table.
-    if p == '' then
-      if dp == '' then
-        redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'm', m, 'st', st)
-      else
-        redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
+  if taken then
+    for j = c, e do
+      if redis.call('EXISTS', ek[j + j - 1], ek[j + j]) > 0 or (rv and redis.call('HEXISTS', rk, ids[j]) == 1) then
+        return 'E' .. ids[j]
       end
-    elseif dp == '' then
-      redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'm', m, 'st', st)
-    else
-      redis.call('HSET', key, 'd', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
-    end
-  else
-    local f = {'d', ARGV[i + 1], 'q', q, 'ty', ty, 'ca', sNOW, 'fl', fid}
-    if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
-    if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
-    if rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
-    if dp ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = dp end
-    if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
-    f[#f + 1] = 'm'; f[#f + 1] = m
-    f[#f + 1] = 'st'; f[#f + 1] = st
-    redis.call('HSET', key, unpack(f))
-  end
-  if st == '2' then
-    if not rl then
-      stage_ready(ready, readyKeys, types, q, ty, m)
-      rl = ready[T .. ':r:' .. q .. '/' .. ty]
-      rn = #rl
-    else
-      rl[rn + 1] = '0'
-      rl[rn + 2] = m
-      rn = rn + 2
     end
   end
-  all[na + 1] = I(seq)
-  all[na + 2] = id
-  na = na + 2
-  count(st, q, 1)
-  evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq
 end
 ek = nil
-zadd_all(T .. ':all', all)
-zadd_all(T .. ':d', delayed)
-add_ready(ready, readyKeys, types)
+local sNOW = S(NOW)
+local fk = T .. ':f:' .. fid
+redis.call('HSET', fk, 's', ARGV[4], 'ca', sNOW, 'n', nt + nh, 'u', nt + nh)
+redis.call('ZADD', T .. ':fl', 0, fid)
+flow_write(fid, ARGV, starts, np, sNOW)
+if nt > np then
+  local l = {}
+  for j = np + 1, nt do
+    local s = starts[j]
+    l[#l + 1] = ARGV[s]
+    l[#l + 1] = ARGV[s + 1]
+  end
+  for c = 1, #l, 2000 do
+    redis.call('HSET', rk, unpack(l, c, math.min(c + 1999, #l)))
+  end
+  redis.call('HSET', fk, 'rv', table.concat(ids, ' ', np + 1, nt))
+  redis.call('ZADD', T .. ':rvq', sNOW, fid)
+end
 local fh = {}
 for j = nt + 1, nt + nh do
   local i = starts[j]
@@ -331,7 +464,94 @@ flush()
 return 'O'
 `)
 
-// EnqueueFlow implements store.Flows: one script writes the whole flow.
+// flowPartScript writes reserved tasks of flow ARGV[3] (see flowScript):
+// those of ids ARGV[5..] still reserved. With ARGV[4] == "1" (the last
+// part) the flow's list of reserved tasks (field rv, and its entry in
+// T:rvq) is deleted. It returns the number of tasks written.
+var flowPartScript = redis.NewScript(prelude + flowWriteLua + `
+local fid = ARGV[3]
+local fk = T .. ':f:' .. fid
+local ca = redis.call('HGET', fk, 'ca')
+local n = 0
+if ca then
+  local ids = {}
+  for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+  n = flow_materialize(fid, ca, ids)
+end
+if ARGV[4] == '1' then
+  redis.call('HDEL', fk, 'rv')
+  redis.call('ZREM', T .. ':rvq', fid)
+end
+flush()
+return n
+`)
+
+// flowRecoverLua is the part of the sweep script that writes the reserved
+// tasks of one flow stored flowRecoverAfter ago or more whose parts were
+// not all written.
+var flowRecoverLua = `
+for _, fid in ipairs(redis.call('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` +
+	strconv.FormatInt(flowRecoverAfter.Microseconds(), 10) + `), 'LIMIT', '0', '1')) do
+  local fk = T .. ':f:' .. fid
+  local g = redis.call('HMGET', fk, 'ca', 'rv')
+  if g[1] and g[2] then
+    local ids = {}
+    for id in string.gmatch(g[2], '%S+') do ids[#ids + 1] = id end
+    flow_materialize(fid, g[1], ids)
+  end
+  redis.call('HDEL', fk, 'rv')
+  redis.call('ZREM', T .. ':rvq', fid)
+end
+`
+
+// flowMember is a ready task of a flow as flowScript and flowPartScript
+// take it.
+type flowMember struct {
+	id, q, ty, pd, mr, rtu, ra string
+	d, p, dp                   []byte
+}
+
+func newFlowMember(in *store.TaskInput, dp []byte) flowMember {
+	m := flowMember{id: in.ID, q: in.Queue, ty: in.Type, pd: priorityDigits[store.MaxPriority-in.Priority], p: in.Payload, dp: dp}
+	if m.q == "" {
+		m.q = store.DefaultQueue
+	}
+	if in.MaxRetries != 0 {
+		m.mr = strconv.Itoa(in.MaxRetries)
+	}
+	if in.Retention != 0 {
+		m.rtu = itoa(in.Retention.Microseconds())
+	}
+	if !in.RunAt.IsZero() {
+		m.ra = itoa(microCeil(in.RunAt))
+	}
+	m.d = encodeRecord(nil, in, m.q)
+	return m
+}
+
+// appendArgs appends m's ten values.
+func (m *flowMember) appendArgs(args []any) []any {
+	return append(args, m.id, m.d, m.p, m.q, m.ty, m.pd, m.mr, m.rtu, m.dp, m.ra)
+}
+
+// reserved returns m's values after its id packed in one string, each as
+// its length (4 bytes, big-endian) and its bytes, as flow_materialize
+// unpacks them.
+func (m *flowMember) reserved() []byte {
+	b := make([]byte, 0, 36+len(m.d)+len(m.p)+len(m.q)+len(m.ty)+len(m.pd)+len(m.mr)+len(m.rtu)+len(m.dp)+len(m.ra))
+	for _, v := range [...][]byte{m.d, m.p, []byte(m.q), []byte(m.ty), []byte(m.pd), []byte(m.mr), []byte(m.rtu), m.dp, []byte(m.ra)} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v))) //nolint:gosec // G115: Validate keeps payloads far below 4 GiB
+		b = append(b, v...)
+	}
+	return b
+}
+
+// EnqueueFlow implements store.Flows. One script stores the whole flow
+// and writes its first ready tasks; a flow of more than flowPart ready
+// tasks has the others written flowPart at a time after it (see
+// flowScript), before EnqueueFlow returns. The flow is stored whole once
+// the first script ran: if a later part fails, EnqueueFlow still returns
+// nil and Sweep writes the tasks left.
 func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	if err := store.CheckNamespace(p.Namespace); err != nil {
 		return fmt.Errorf("redisstore: enqueue flow: %w", err)
@@ -352,36 +572,23 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 			deps[a] = append(append(deps[a], ' '), p.Held[i].Task.ID...)
 		}
 	}
-	args := make([]any, 0, 6+len(p.Tasks)*flowTaskArgs+len(p.Held)*(flowTaskArgs+1))
-	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held))
-	add := func(in *store.TaskInput) {
-		q := in.Queue
-		if q == "" {
-			q = store.DefaultQueue
-		}
-		var mr, rtu, ra any = "", "", ""
-		var dp any = ""
-		if in.MaxRetries != 0 {
-			mr = in.MaxRetries
-		}
-		if in.Retention != 0 {
-			rtu = in.Retention.Microseconds()
-		}
-		if d := deps[in.ID]; d != nil {
-			dp = d
-		}
-		if !in.RunAt.IsZero() {
-			ra = itoa(microCeil(in.RunAt))
-		}
-		args = append(args, in.ID, encodeRecord(nil, in, q), in.Payload, q, in.Type,
-			priorityDigits[store.MaxPriority-in.Priority], mr, rtu, dp, ra)
+	np := len(p.Tasks)
+	if np > flowPart {
+		np = flowFirstPart
 	}
+	args := make([]any, 0, 7+np*flowTaskArgs+(len(p.Tasks)-np)*2+len(p.Held)*(flowTaskArgs+1))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held), np)
 	for i := range p.Tasks {
-		add(&p.Tasks[i])
+		m := newFlowMember(&p.Tasks[i], deps[p.Tasks[i].ID])
+		if i < np {
+			args = m.appendArgs(args)
+		} else {
+			args = append(args, m.id, m.reserved())
+		}
 	}
 	for i := range p.Held {
-		add(&p.Held[i].Task)
-		args = append(args, len(afters[i]))
+		m := newFlowMember(&p.Held[i].Task, deps[p.Held[i].Task.ID])
+		args = append(m.appendArgs(args), len(afters[i]))
 	}
 	if err := s.register(ctx, p.Namespace); err != nil {
 		return err
@@ -393,6 +600,7 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	r, _ := v.(string)
 	switch {
 	case r == "O":
+		s.writeFlowParts(ctx, p.Namespace, p.ID, p.Tasks[np:])
 		return nil
 	case r == "F":
 		return fmt.Errorf("redisstore: enqueue flow %q: %w", p.ID, store.ErrTaskExists)
@@ -400,6 +608,31 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		return fmt.Errorf("redisstore: enqueue flow %q: task %q: %w", p.ID, r[1:], store.ErrTaskExists)
 	}
 	return fmt.Errorf("redisstore: enqueue flow: unexpected script result %v", v)
+}
+
+// writeFlowParts writes the reserved tasks of flow id, flowPart at a time.
+// It stops at the first error: the flow is stored whole, and Sweep writes
+// what is left.
+func (s *Store) writeFlowParts(ctx context.Context, ns, id string, rest []store.TaskInput) {
+	for off := 0; off < len(rest); off += flowPart {
+		if s.flowPartsHook != nil && !s.flowPartsHook(off) {
+			return
+		}
+		part := rest[off:min(off+flowPart, len(rest))]
+		last := "0"
+		if off+flowPart >= len(rest) {
+			last = "1"
+		}
+		args := make([]any, 0, 4+len(part))
+		args = append(args, s.nowArg(), s.wakeChannel(ns), id, last)
+		for i := range part {
+			args = append(args, part[i].ID)
+		}
+		if _, err := s.run(ctx, "enqueue flow", flowPartScript, ns, true, args); err != nil {
+			s.log.Warn("redisstore: enqueue flow: a part of the flow's tasks was not written; Sweep will write it", "flow", id, "err", err)
+			return
+		}
+	}
 }
 
 // GetFlow implements store.Flows.
@@ -421,7 +654,7 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		if p.WithoutSpec {
 			spec = "-" // no such field: nil
 		}
-		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca")
+		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca", "rv")
 		held = pl.ZRange(ctx, tag+":fh:"+p.ID, 0, -1)
 		return nil
 	})
@@ -429,7 +662,7 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		return nil, s.wrap("get flow", err)
 	}
 	vals := rec.Val()
-	if len(vals) != 2 || vals[1] == nil {
+	if len(vals) != 3 || vals[1] == nil {
 		return nil, fmt.Errorf("redisstore: flow %q: %w", p.ID, store.ErrNotFound)
 	}
 	spec, _ := vals[0].(string)
@@ -438,11 +671,37 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 	if h == nil {
 		h = []string{}
 	}
+	if rv, _ := vals[2].(string); rv != "" {
+		// Being written in parts: its ready tasks not written yet are
+		// not enqueued either.
+		if h, err = s.reservedOf(ctx, tag, h, strings.Fields(rv)); err != nil {
+			return nil, s.wrap("get flow", err)
+		}
+	}
 	f := &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}
 	if p.WithoutSpec {
 		f.Spec = nil
 	}
 	return f, nil
+}
+
+// reservedOf appends to dst those of ids that are still reserved (in
+// T:rv: not written yet).
+func (s *Store) reservedOf(ctx context.Context, tag string, dst, ids []string) ([]string, error) {
+	for len(ids) > 0 {
+		n := min(len(ids), 1000)
+		v, err := s.rdb.HMGet(ctx, tag+":rv", ids[:n]...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for i, x := range v {
+			if x != nil {
+				dst = append(dst, ids[i])
+			}
+		}
+		ids = ids[n:]
+	}
+	return dst, nil
 }
 
 // ListFlows implements store.Flows.

@@ -432,7 +432,11 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 			ids = append(ids, id)
 		}
 	}
-	tasks, err := s.read(ctx, p.Namespace, ids, allFields)
+	fields := allFields
+	if p.Outcomes {
+		fields = outcomeFields
+	}
+	tasks, err := s.read(ctx, p.Namespace, ids, fields)
 	if err != nil {
 		return store.GetResult{}, s.wrap("get", err)
 	}

@@ -121,6 +121,10 @@ type Store struct {
 	// wakeCheck is wakeCheckMax; tests lengthen it to show that a Lease
 	// wakes by notification and due time, not by this fallback.
 	wakeCheck time.Duration
+	// flowPartsHook, when set (tests), is called before each part of a
+	// flow written in parts (off: the index of its first reserved task);
+	// false stops the parts there, as if the client had stopped.
+	flowPartsHook func(off int) bool
 }
 
 // Open connects to the Redis that url names and returns a store on it. The

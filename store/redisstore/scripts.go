@@ -291,6 +291,7 @@ local types = {}
 local sNOW = S(NOW)
 local nowR = R17(NOW)
 local TK, TH = T .. ':t:', T .. ':h:'
+local RV = redis.call('EXISTS', T .. ':rv') == 1
 local q, ty, evq
 local i = 4
 for j = 1, nt do
@@ -313,8 +314,9 @@ for j = 1, nt do
   end
   local key = TK .. id
   -- The id is taken by a task record or by a held task of a flow (T:h:<id>,
-  -- see flow.go): one EXISTS looks at both.
-  if redis.call('EXISTS', key, TH .. id) > 0 then
+  -- see flow.go): one EXISTS looks at both; or, while a flow is being
+  -- written in parts, by one of its tasks not yet written (T:rv).
+  if redis.call('EXISTS', key, TH .. id) > 0 or (RV and redis.call('HEXISTS', T .. ':rv', id) == 1) then
     res[j] = 'E'
   else
     local dup = nil
@@ -760,7 +762,7 @@ return 1
 
 // sweepScript does a namespace's share of Sweep with at most ARGV[3] changes
 // of each kind. It returns {promoted, recovered, dead, cancelled, deleted}.
-var sweepScript = redis.NewScript(prelude + `
+var sweepScript = redis.NewScript(prelude + flowWriteLua + flowRecoverLua + `
 local limit = ARGV[3]
 local promoted = promote(limit)
 local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', '0', limit)
@@ -833,4 +835,4 @@ return {promoted, recovered, dead, cancelled, deleted}
 `)
 
 // allScripts lists the scripts to load at Open.
-var allScripts = []*redis.Script{enqueueScript, leaseScript, extendScript, reportScript, cancelScript, retryScript, deleteScript, pauseScript, sweepScript, flowScript}
+var allScripts = []*redis.Script{enqueueScript, leaseScript, extendScript, reportScript, cancelScript, retryScript, deleteScript, pauseScript, sweepScript, flowScript, flowPartScript}
