@@ -77,3 +77,25 @@ func TestBindFlags(t *testing.T) {
 		t.Errorf("missing -tls-cert file: %v", err)
 	}
 }
+
+// TestBlockSeconds checks the timeout of a blocking read sent as text: a
+// timeout under a millisecond must not become "0.000", which Redis reads
+// as "block for ever".
+func TestBlockSeconds(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0.001"},
+		{300 * time.Microsecond, "0.001"},
+		{time.Millisecond, "0.001"},
+		{250 * time.Millisecond, "0.250"},
+		{1500 * time.Millisecond, "1.500"},
+	} {
+		d, want := c.d, c.want
+		if got := seconds(d); got != want {
+			t.Errorf("seconds(%s) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -648,9 +648,10 @@ func (w *worker) reconcile(ctx context.Context, q string, pending []taken) {
 }
 
 // seconds formats a blocking command's timeout (go-redis' own BLMove
-// rounds it to whole seconds).
+// rounds it to whole seconds), at least a millisecond: a timeout of 0
+// blocks for ever.
 func seconds(d time.Duration) string {
-	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
+	return strconv.FormatFloat(max(d, time.Millisecond).Seconds(), 'f', 3, 64)
 }
 
 // start runs t on slot.

@@ -111,8 +111,11 @@ func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.Chang
 			return store.ChangesResult{Cursor: p.Cursor}, nil
 		}
 		// Block for the next entry, a second at a time so that a closed
-		// store or a done context ends the wait.
-		_, err = s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{key, "0-" + strconv.FormatUint(after>>seqShift, 10)}, Count: 1, Block: min(wait, time.Second)}).Result()
+		// store or a done context ends the wait; and at least a
+		// millisecond: BLOCK takes whole milliseconds, and BLOCK 0 waits
+		// for ever (until go-redis' read timeout of 10 s past the block).
+		block := max(min(wait, time.Second), time.Millisecond)
+		_, err = s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{key, "0-" + strconv.FormatUint(after>>seqShift, 10)}, Count: 1, Block: block}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return store.ChangesResult{}, s.wrap("changes", err)
 		}

@@ -1,10 +1,12 @@
 package redisstore
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -174,5 +176,33 @@ func TestChangeFeedOldEntries(t *testing.T) {
 	got = readFeed(t, s, ns, strconv.FormatUint(mid.Changes[699].Seq, 10), 1000)
 	if strings.Join(got, " ") != strings.Join(want[700:], " ") {
 		t.Fatalf("resumed in the old entry: %d changes, want %d in order", len(got), len(want)-700)
+	}
+}
+
+// TestChangesShortWait asks for changes with waits of under a millisecond
+// (a caller's deadline nearly reached): XREAD's BLOCK takes whole
+// milliseconds and BLOCK 0 waits for ever, so a remaining wait that
+// rounded to 0 blocked the call until go-redis' read timeout, 10 s later
+// (the conformance suite's Changes/Wait failed that way now and then).
+// Each call must return before the context's deadline.
+func TestChangesShortWait(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
+	defer func() { _ = s.Close() }()
+	feedBatch(t, s, "ns", "w", 1)
+	start, err := s.Changes(t.Context(), store.ChangesParams{Namespace: "ns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (A wait that reaches XREAD blocks up to Redis' 100 ms tick: few calls.)
+	for range 3 {
+		for _, w := range []time.Duration{100 * time.Microsecond, 300 * time.Microsecond, 500 * time.Microsecond, 700 * time.Microsecond, 900 * time.Microsecond} {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			res, err := s.Changes(ctx, store.ChangesParams{Namespace: "ns", Cursor: start.Cursor, Wait: w})
+			cancel()
+			if err != nil || len(res.Changes) != 0 {
+				t.Fatalf("Changes(wait %s) with nothing new = %+v, %v; want nothing", w, res, err)
+			}
+		}
 	}
 }

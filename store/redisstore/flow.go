@@ -600,7 +600,13 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	r, _ := v.(string)
 	switch {
 	case r == "O":
-		s.writeFlowParts(ctx, p.Namespace, p.ID, p.Tasks[np:])
+		rest := make([]string, len(p.Tasks)-np)
+		for i := range rest {
+			rest[i] = p.Tasks[np+i].ID
+		}
+		if err := s.writeFlowParts(ctx, p.Namespace, p.ID, rest, s.flowPartsHook); err != nil {
+			s.log.Warn("redisstore: enqueue flow: a part of the flow's tasks was not written; Sweep or the next GetFlow will write it", "flow", p.ID, "err", err)
+		}
 		return nil
 	case r == "F":
 		return fmt.Errorf("redisstore: enqueue flow %q: %w", p.ID, store.ErrTaskExists)
@@ -610,29 +616,31 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	return fmt.Errorf("redisstore: enqueue flow: unexpected script result %v", v)
 }
 
-// writeFlowParts writes the reserved tasks of flow id, flowPart at a time.
-// It stops at the first error: the flow is stored whole, and Sweep writes
-// what is left.
-func (s *Store) writeFlowParts(ctx context.Context, ns, id string, rest []store.TaskInput) {
-	for off := 0; off < len(rest); off += flowPart {
-		if s.flowPartsHook != nil && !s.flowPartsHook(off) {
-			return
+// writeFlowParts writes the reserved tasks ids of flow id, flowPart at a
+// time, the last part deleting the flow's list of reserved tasks. It stops
+// at the first error (or when hook, if set, says so before a part): the
+// flow is stored whole, and Sweep or the next GetFlow writes what is left.
+// A task already written by another call is skipped.
+func (s *Store) writeFlowParts(ctx context.Context, ns, id string, ids []string, hook func(off int) bool) error {
+	for off := 0; off < len(ids); off += flowPart {
+		if hook != nil && !hook(off) {
+			return nil
 		}
-		part := rest[off:min(off+flowPart, len(rest))]
+		part := ids[off:min(off+flowPart, len(ids))]
 		last := "0"
-		if off+flowPart >= len(rest) {
+		if off+flowPart >= len(ids) {
 			last = "1"
 		}
 		args := make([]any, 0, 4+len(part))
 		args = append(args, s.nowArg(), s.wakeChannel(ns), id, last)
-		for i := range part {
-			args = append(args, part[i].ID)
+		for _, x := range part {
+			args = append(args, x)
 		}
 		if _, err := s.run(ctx, "enqueue flow", flowPartScript, ns, true, args); err != nil {
-			s.log.Warn("redisstore: enqueue flow: a part of the flow's tasks was not written; Sweep will write it", "flow", id, "err", err)
-			return
+			return err
 		}
 	}
+	return nil
 }
 
 // GetFlow implements store.Flows.
@@ -672,10 +680,16 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		h = []string{}
 	}
 	if rv, _ := vals[2].(string); rv != "" {
-		// Being written in parts: its ready tasks not written yet are
-		// not enqueued either.
-		if h, err = s.reservedOf(ctx, tag, h, strings.Fields(rv)); err != nil {
-			return nil, s.wrap("get flow", err)
+		// Being written in parts, by a client still writing them or one
+		// that stopped: the reader writes what is left (each task once,
+		// whoever takes it first), so that what it reads next — a Cancel
+		// of the pending members, a State — finds every ready task. If
+		// that fails, the tasks not written yet are listed as held.
+		ids := strings.Fields(rv)
+		if werr := s.writeFlowParts(ctx, p.Namespace, p.ID, ids, nil); werr != nil {
+			if h, err = s.reservedOf(ctx, tag, h, ids); err != nil {
+				return nil, s.wrap("get flow", err)
+			}
 		}
 	}
 	f := &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}
