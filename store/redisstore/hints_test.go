@@ -8,6 +8,7 @@ import (
 // TestHints: a note is taken once, only under the lease it was noted for,
 // and a Store keeps at most maxHints of them.
 func TestHints(t *testing.T) {
+	t.Parallel()
 	var h hints
 	h.put("n", []string{"a", "b", "c"}, []leaseHint{{lid: 1, q: "q", ty: "t", a: "1"}, {lid: 2, q: "q", ty: "t", a: "2"}, {}})
 	if n, ok := h.take("n", "a", 1); !ok || n.q != "q" || n.ty != "t" || n.a != "1" {
