@@ -308,20 +308,21 @@ func finishDecode(t *store.Task, caPresent, raPresent bool, m string) {
 }
 
 // decodePairs decodes a record given as HGETALL returns it from a script:
-// field, value, field, value...
-func decodePairs(ns string, v any) (*store.Task, error) {
+// field, value, field, value... extra tells whether the record has a field
+// that a lease note cannot carry (see hints.go).
+func decodePairs(ns string, v any) (t *store.Task, extra bool, err error) {
 	arr, ok := v.([]any)
 	if !ok || len(arr)%2 != 0 {
-		return nil, fmt.Errorf("bad task record %T", v)
+		return nil, false, fmt.Errorf("bad task record %T", v)
 	}
-	t := &store.Task{Namespace: ns}
+	t = &store.Task{Namespace: ns}
 	hasD, hasCA, hasRA := false, false, false
 	var m string
 	for i := 0; i < len(arr); i += 2 {
 		name, _ := arr[i].(string)
 		val, _ := arr[i+1].(string)
 		if err := setField(t, name, val, true); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		switch name {
 		case "d":
@@ -332,16 +333,18 @@ func decodePairs(ns string, v any) (*store.Task, error) {
 			hasRA = true
 		case "m":
 			m = val
+		case "rtu", "uk", "dp", "fl":
+			extra = true
 		}
 	}
 	if !hasD {
-		return nil, errors.New("task record without field d")
+		return nil, false, errors.New("task record without field d")
 	}
 	finishDecode(t, hasCA, hasRA, m)
 	if t.Payload == nil {
 		t.Payload = []byte{}
 	}
-	return t, nil
+	return t, extra, nil
 }
 
 // decodeFields decodes a record read with HMGET fields (fields[0] is "d");

@@ -266,9 +266,11 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 	start := microTime(nowS)
 	exp := microTime(itoa(now + p.Duration.Microseconds()))
 	tasks := make([]*store.Task, 0, len(raw)/2)
+	notes := make([]leaseHint, 0, len(raw)/2)
+	noted := make([]string, 0, len(raw)/2)
 	for i := 0; i < len(raw); i += 2 {
 		lid, _ := raw[i].(string)
-		t, err := decodePairs(p.Namespace, raw[i+1])
+		t, extra, err := decodePairs(p.Namespace, raw[i+1])
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}
@@ -279,7 +281,10 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		t.StartedAt = start
 		t.WorkerID = p.WorkerID
 		tasks = append(tasks, t)
+		notes = append(notes, hintOf(t.Queue, t.Type, t.Attempt, t.LeaseID, extra))
+		noted = append(noted, t.ID)
 	}
+	s.hints.put(p.Namespace, noted, notes)
 	if conn != nil && len(tasks) > 0 {
 		if err := s.waitReplicas(ctx, conn, "lease"); err != nil {
 			// The replicas may not have the tasks' enqueues: a failover
@@ -367,29 +372,55 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 	args := make([]any, 0, 2+5*len(p.Outcomes))
 	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace))
 	var idx []int
+	var hq, hty string // the queue and type the last note sent
 	for i := range p.Outcomes {
 		o := &p.Outcomes[i]
 		if err := o.Validate(s.limits); err != nil {
 			errs[i] = err
 			continue
 		}
+		var kind string
 		switch o.Kind {
 		case store.OutcomeSucceeded:
-			if o.Result == nil {
-				args = append(args, o.ID, o.LeaseID, "0")
-			} else {
-				args = append(args, o.ID, o.LeaseID, "1", o.Result)
+			kind = "0"
+			if o.Result != nil {
+				kind = "1"
 			}
 		case store.OutcomeRetry:
-			args = append(args, o.ID, o.LeaseID, "2", o.Error, microCeil(o.RetryAt))
+			kind = "2"
 		case store.OutcomeDead, store.OutcomeCancelled:
-			args = append(args, o.ID, o.LeaseID, strconv.Itoa(int(o.Kind)), o.Error)
+			kind = strconv.Itoa(int(o.Kind))
+		case store.OutcomeRelease:
+			kind = "5"
+		}
+		// The lease note, when this Store leased the task (see hints.go):
+		// kind, then "h" (the queue and type of the note before) or "H"
+		// (they follow), then the attempt.
+		if h, ok := s.hints.take(p.Namespace, o.ID, o.LeaseID); ok {
+			if len(idx) > 0 && hq == h.q && hty == h.ty && hq != "" {
+				args = append(args, o.ID, o.LeaseID, kind+"h"+h.a)
+			} else {
+				args = append(args, o.ID, o.LeaseID, kind+"H"+h.a, h.q, h.ty)
+				hq, hty = h.q, h.ty
+			}
+		} else {
+			args = append(args, o.ID, o.LeaseID, kind)
+		}
+		switch o.Kind {
+		case store.OutcomeSucceeded:
+			if o.Result != nil {
+				args = append(args, o.Result)
+			}
+		case store.OutcomeRetry:
+			args = append(args, o.Error, microCeil(o.RetryAt))
+		case store.OutcomeDead, store.OutcomeCancelled:
+			args = append(args, o.Error)
 		case store.OutcomeRelease:
 			notStarted := "0"
 			if o.NotStarted {
 				notStarted = "1"
 			}
-			args = append(args, o.ID, o.LeaseID, "5", notStarted)
+			args = append(args, notStarted)
 		}
 		idx = append(idx, i)
 	}

@@ -118,6 +118,8 @@ type Store struct {
 
 	groupMu sync.Mutex
 	groups  map[string]*enqueueGroup // by namespace; see batch.go
+
+	hints hints // of the tasks this Store leased; see hints.go
 	// wakeCheck is wakeCheckMax; tests lengthen it to show that a Lease
 	// wakes by notification and due time, not by this fallback.
 	wakeCheck time.Duration

@@ -435,11 +435,11 @@ for qi = 1, nq do
     local tys = types
     if not filtered then tys = redis.call('SMEMBERS', T .. ':ty:' .. q) end
     local need = maxn - taken
-    local picked = {}
+    local picked, pty = {}, {}
     if #tys == 1 then
       local k = T .. ':r:' .. q .. '/' .. tys[1]
       local r = redis.call('ZPOPMIN', k, I(need))
-      for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+      for i = 1, #r, 2 do picked[#picked + 1] = r[i]; pty[#pty + 1] = tys[1] end
       -- Also when nothing was taken: T:ty:<queue> holds exactly the types
       -- with ready tasks (push_ready relies on it).
       if #r == 0 or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
@@ -459,6 +459,7 @@ for qi = 1, nq do
       for i = 1, math.min(need, #cands) do
         local c = cands[i]
         picked[#picked + 1] = c[1]
+        pty[#pty + 1] = c[3]
         if not bykey[c[2]] then
           bykey[c[2]] = {}
           keys[#keys + 1] = {c[2], c[3]}
@@ -474,23 +475,22 @@ for qi = 1, nq do
     if #picked > 0 then
       local lid = redis.call('INCRBY', T .. ':lseq', I(#picked)) - #picked
       local lz = {}
-      for _, m in ipairs(picked) do
+      for j, m in ipairs(picked) do
         local id = string.sub(m, 27)
         local key = tkey(id)
         lid = lid + 1
         taken = taken + 1
         local r = redis.call('HGETALL', key)
-        local a, ty = 0, ''
+        local a = 0
         for i = 1, #r, 2 do
-          local k = r[i]
-          if k == 'a' then a = tonumber(r[i + 1]) elseif k == 'ty' then ty = r[i + 1] end
+          if r[i] == 'a' then a = tonumber(r[i + 1]) end
         end
         local sl = S(lid)
         local sa = IA(a + 1)
         out[#out + 1] = sl
         out[#out + 1] = r
         redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
-        ev('S', '3', id, q, ty, sa, ARGV[5])
+        ev('S', '3', id, q, pty[j], sa, ARGV[5])
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -539,9 +539,13 @@ return res
 // reportScript records outcomes. ARGV[3..] holds per outcome: id, lease id,
 // kind, then by kind: "0" (succeeded, nil result): nothing; "1" (succeeded):
 // result; "2" (retry): error, retry at (µs, 0 for now); "3" (dead), "4"
-// (cancelled): error; "5" (release): not started ("1"). It returns one
-// string with a character per outcome: "O", "N" or "L". The lease fields are left as they are: they count
-// only while the task is active.
+// (cancelled): error; "5" (release): not started ("1"). The kind may carry
+// the lease note of the Store that leased the task (see hints.go): the kind,
+// "H" (the queue and the type follow the kind) or "h" (those of the note
+// before in the call), then the attempt; the script then reads only the
+// state and the lease id. It returns one string with a character per
+// outcome: "O", "N" or "L". The lease fields are left as they are: they
+// count only while the task is active.
 var reportScript = redis.NewScript(prelude + `
 local res = {}
 local sNOW = S(NOW)
@@ -549,10 +553,20 @@ local gone, expz = {}, {}
 local eaDefault = S(NOW + ` + retentionDefaultUS + `)
 local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
 local i = 3
+local hq, hty
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
+  local j = i + 3
+  local f
+  if #kind > 1 then
+    if string.byte(kind, 2) == 72 then hq, hty = ARGV[j], ARGV[j + 1]; j = j + 2 end
+    local g = redis.call('HMGET', key, 'st', 'l')
+    f = {g[1], g[2], hq, false, false, false, false, hty, string.sub(kind, 3)}
+    kind = string.sub(kind, 1, 1)
+  else
+    f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
+  end
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
@@ -579,23 +593,27 @@ while i <= #ARGV do
       if f[6] and f[6] ~= '1' then dk, dv = 'dp', '' end
       if kind == '0' then
         st = '5'
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, dk, dv or st)
+        if dv then
+          redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, dk, dv)
+        else
+          redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
+        end
         ev('K', st, id, q, f[8], f[9])
       elseif kind == '1' then
         st = '5'
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[i + 3], dk, dv or st)
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
         ev('K', st, id, q, f[8], f[9])
       else
         if kind == '3' then
           st = '6'
-          ev('F', '3', id, q, f[8], f[9], ARGV[i + 3])
+          ev('F', '3', id, q, f[8], f[9], ARGV[j])
           ev('D', st, id, q, f[8], f[9])
         else
           st = '7'
           ev('C', st, id, q, f[8], f[9])
         end
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[i + 3], dk, dv or st)
-        if kind == '3' or ARGV[i + 3] ~= '' then add_err(key, f[9], ARGV[i + 3]) end
+        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[j], dk, dv or st)
+        if kind == '3' or ARGV[j] ~= '' then add_err(key, f[9], ARGV[j]) end
       end
       expz[#expz + 1] = ea
       expz[#expz + 1] = id
@@ -606,12 +624,12 @@ while i <= #ARGV do
       local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
       if kind == '2' then
         keep_ca(key, g[4], g[2])
-        add_err(key, g[3], ARGV[i + 3])
-        local at = tonumber(ARGV[i + 4])
+        add_err(key, g[3], ARGV[j])
+        local at = tonumber(ARGV[j + 1])
         if at > NOW then
           local m = rerun(g[2], at)
-          redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '4', 'ra', S(at), 'm', m)
-          ev('F', '3', id, q, g[1], g[3], ARGV[i + 3])
+          redis.call('HSET', key, 'e', ARGV[j], 'st', '4', 'ra', S(at), 'm', m)
+          ev('F', '3', id, q, g[1], g[3], ARGV[j])
           ev('R', '4', id, q, g[1], g[3])
           redis.call('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
@@ -619,14 +637,14 @@ while i <= #ARGV do
         else
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
-          redis.call('HSET', key, 'e', ARGV[i + 3], 'st', '2', 'ra', sNOW, 'm', m)
-          ev('F', '3', id, q, g[1], g[3], ARGV[i + 3])
+          redis.call('HSET', key, 'e', ARGV[j], 'st', '2', 'ra', sNOW, 'm', m)
+          ev('F', '3', id, q, g[1], g[3], ARGV[j])
           ev('R', '2', id, q, g[1], g[3])
           count('2', q, 1)
         end
       else
         local a = tonumber(g[3]) or 0
-        if ARGV[i + 3] == '1' and a > 0 then a = a - 1 end
+        if ARGV[j] == '1' and a > 0 then a = a - 1 end
         push_ready(q, g[1], g[2])
         redis.call('HSET', key, 'st', '2', 'a', S(a))
         count('2', q, 1)
@@ -635,7 +653,7 @@ while i <= #ARGV do
     end
     res[#res + 1] = 'O'
   end
-  i = i + 3 + (extra[kind] or 0)
+  i = j + (extra[kind] or 0)
 end
 zrem_all(T .. ':l', gone)
 zadd_all(T .. ':x', expz)
