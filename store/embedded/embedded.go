@@ -510,7 +510,13 @@ type committer struct {
 	cur  *batch
 	last *batch // the batch being or last committed
 	kick chan struct{}
+	// spare is the ops slice of the batch committed last, emptied, for the
+	// next batch to fill without growing a new one.
+	spare []op
 }
+
+// spareOpsMax bounds the capacity of the ops slice kept for the next batch.
+const spareOpsMax = 1 << 16
 
 func (c *committer) init() {
 	c.cur = &batch{gen: 1, done: make(chan struct{})}
@@ -563,7 +569,8 @@ func (s *Store) writeTask(c *created, ops ...op) *batch {
 
 // putTask queues the record of e and returns its batch.
 func (s *Store) putTask(e *entry) *batch {
-	b := s.write(taskOps(nil, e)...)
+	var buf [3]op // the record, the old index key's delete, the new one
+	b := s.write(taskOps(buf[:0], e)...)
 	e.gen = b.gen
 	return b
 }
@@ -601,7 +608,8 @@ func (s *Store) commitOne() {
 		s.mu.Unlock()
 		return
 	}
-	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{})}
+	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare}
+	s.c.spare = nil
 	s.c.last = b
 	s.c.mu.Unlock()
 	// The counts as of the batch's last write: every write is queued
@@ -621,6 +629,12 @@ func (s *Store) commitOne() {
 		err = s.d.eng.apply(b.ops, true)
 	}
 	s.d.mu.RUnlock()
+	if cap(b.ops) <= spareOpsMax {
+		clear(b.ops)
+		s.c.mu.Lock()
+		s.c.spare = b.ops[:0]
+		s.c.mu.Unlock()
+	}
 	b.ops = nil
 	if err != nil {
 		// Memory holds changes the disk may not: degrade rebuilds it from
