@@ -307,9 +307,11 @@ func sortOps(ops []op) {
 		start[k] = n
 		n += count[k]
 	}
-	tmp := make([]op, len(ops))
+	var tmp []op
 	if p := sortBuf.Swap(nil); p != nil && cap(*p) >= len(ops) {
 		tmp = (*p)[:len(ops)]
+	} else {
+		tmp = make([]op, len(ops))
 	}
 	next := start
 	for _, o := range ops {
@@ -408,10 +410,16 @@ func (e *pebbleEngine) getMany(keys [][]byte) (_ [][]byte, err error) {
 // keys).
 func keyOrder(keys [][]byte) []int {
 	order := make([]int, len(keys))
+	sorted := true
 	for i := range order {
 		order[i] = i
+		if sorted && i > 0 && bytes.Compare(keys[i-1], keys[i]) > 0 {
+			sorted = false
+		}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	if !sorted {
+		slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	}
 	return order
 }
 
