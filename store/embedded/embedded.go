@@ -510,9 +510,10 @@ type committer struct {
 	cur  *batch
 	last *batch // the batch being or last committed
 	kick chan struct{}
-	// spare is the ops slice of the batch committed last, emptied, for the
-	// next batch to fill without growing a new one.
-	spare []op
+	// spare and spareCreated are the slices of the batch committed last,
+	// emptied, for the next batch to fill without growing new ones.
+	spare        []op
+	spareCreated []created
 }
 
 // spareOpsMax bounds the capacity of the ops slice kept for the next batch.
@@ -608,8 +609,8 @@ func (s *Store) commitOne() {
 		s.mu.Unlock()
 		return
 	}
-	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare}
-	s.c.spare = nil
+	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare, created: s.c.spareCreated}
+	s.c.spare, s.c.spareCreated = nil, nil
 	s.c.last = b
 	s.c.mu.Unlock()
 	// The counts as of the batch's last write: every write is queued
@@ -651,6 +652,13 @@ func (s *Store) commitOne() {
 	}
 	// The batch is durable: its tasks become leasable before its writers
 	// return, so that a task is leasable once its enqueue returned.
+	if cap(b.created) <= spareOpsMax {
+		clear(b.created)
+		s.c.mu.Lock()
+		s.c.spareCreated = b.created[:0]
+		s.c.mu.Unlock()
+	}
+	b.created = nil
 	s.mu.Lock()
 	s.committed = b.gen
 	s.forgetGone(b.gen)
