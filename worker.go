@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -581,6 +582,7 @@ func (w *Worker) removeActive(j *job) {
 func (w *Worker) fetch(ctx context.Context, rs *runState) {
 	defer close(rs.jobs) // the only sender: the pool drains what is left and returns
 	backoff := time.Duration(0)
+	full := false // the last lease got every task it asked for
 	for {
 		select {
 		case <-ctx.Done():
@@ -588,13 +590,21 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 		case <-rs.slots:
 		}
 		n := 1
+		yielded := !full // yield at most once, and only while the store has a backlog
 	more:
 		for n < w.cfg.Concurrency {
 			select {
 			case <-rs.slots:
 				n++
 			default:
-				break more
+				if yielded {
+					break more
+				}
+				// The store had more tasks than the last lease asked for:
+				// let the handlers that are about to end free their slots,
+				// so that one lease takes their tasks together.
+				runtime.Gosched()
+				yielded = true
 			}
 		}
 		leaseStart := time.Now()
@@ -628,6 +638,7 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 		backoff = 0
 		now := time.Now()
 		tasks := res.Tasks
+		full = len(tasks) >= n
 		for i, t := range tasks {
 			j := &job{
 				task: Task{

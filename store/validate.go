@@ -73,16 +73,26 @@ func ValidName(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == ':', c == '-':
-		default:
+		if !nameByte[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// nameByte says which bytes a name may hold: [A-Za-z0-9._:-] (one lookup
+// per byte; every task's id, type and queue are checked on each enqueue).
+var nameByte = func() (t [256]bool) {
+	for c := range t {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			t[c] = true
+		case c == '.', c == '_', c == ':', c == '-':
+			t[c] = true
+		}
+	}
+	return t
+}()
 
 // CheckName returns a ValidationError for field unless name is valid.
 func CheckName(field, name string) error {

@@ -510,7 +510,14 @@ type committer struct {
 	cur  *batch
 	last *batch // the batch being or last committed
 	kick chan struct{}
+	// spare and spareCreated are the slices of the batch committed last,
+	// emptied, for the next batch to fill without growing new ones.
+	spare        []op
+	spareCreated []created
 }
+
+// spareOpsMax bounds the capacity of the ops slice kept for the next batch.
+const spareOpsMax = 1 << 16
 
 func (c *committer) init() {
 	c.cur = &batch{gen: 1, done: make(chan struct{})}
@@ -563,7 +570,8 @@ func (s *Store) writeTask(c *created, ops ...op) *batch {
 
 // putTask queues the record of e and returns its batch.
 func (s *Store) putTask(e *entry) *batch {
-	b := s.write(taskOps(nil, e)...)
+	var buf [3]op // the record, the old index key's delete, the new one
+	b := s.write(taskOps(buf[:0], e)...)
 	e.gen = b.gen
 	return b
 }
@@ -601,7 +609,8 @@ func (s *Store) commitOne() {
 		s.mu.Unlock()
 		return
 	}
-	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{})}
+	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare, created: s.c.spareCreated}
+	s.c.spare, s.c.spareCreated = nil, nil
 	s.c.last = b
 	s.c.mu.Unlock()
 	// The counts as of the batch's last write: every write is queued
@@ -621,6 +630,12 @@ func (s *Store) commitOne() {
 		err = s.d.eng.apply(b.ops, true)
 	}
 	s.d.mu.RUnlock()
+	if cap(b.ops) <= spareOpsMax {
+		clear(b.ops)
+		s.c.mu.Lock()
+		s.c.spare = b.ops[:0]
+		s.c.mu.Unlock()
+	}
 	b.ops = nil
 	if err != nil {
 		// Memory holds changes the disk may not: degrade rebuilds it from
@@ -637,6 +652,13 @@ func (s *Store) commitOne() {
 	}
 	// The batch is durable: its tasks become leasable before its writers
 	// return, so that a task is leasable once its enqueue returned.
+	if cap(b.created) <= spareOpsMax {
+		clear(b.created)
+		s.c.mu.Lock()
+		s.c.spareCreated = b.created[:0]
+		s.c.mu.Unlock()
+	}
+	b.created = nil
 	s.mu.Lock()
 	s.committed = b.gen
 	s.forgetGone(b.gen)

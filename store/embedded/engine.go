@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -21,7 +22,9 @@ import (
 // docs/decisions/001-embedded-engine.md records why Pebble is the default.
 type engine interface {
 	// apply writes a batch atomically; with sync it returns once the batch is
-	// on stable storage. A nil value deletes the key.
+	// on stable storage. A nil value deletes the key. It may reorder the
+	// ops on different keys (the order of the ops on one key is kept: the
+	// last one wins).
 	apply(ops []op, sync bool) error
 	// get returns a copy of the value of key, or nil when absent.
 	get(key []byte) ([]byte, error)
@@ -246,7 +249,12 @@ func (e *pebbleEngine) apply(ops []op, sync bool) (err error) {
 			e.setFault(err)
 		}
 	}()
-	b := e.db.NewBatch()
+	sortOps(ops)
+	size := 12 // the batch header
+	for _, o := range ops {
+		size += 1 + 2*binary.MaxVarintLen32 + len(o.key) + len(o.val)
+	}
+	b := e.db.NewBatchWithSize(size) // grown once, not step by step
 	defer func() { _ = b.Close() }()
 	for _, o := range ops {
 		var err error
@@ -264,6 +272,78 @@ func (e *pebbleEngine) apply(ops []op, sync bool) (err error) {
 		wo = pebble.Sync
 	}
 	return b.Commit(wo)
+}
+
+// sortOps puts ops in key order, keeping the order of the ops on one key,
+// which changes nothing a batch means (it is applied at once). Pebble
+// inserts a batch into its memtable, a skiplist, key by key: a key that
+// comes right after the one inserted before it is linked in a few steps,
+// while one elsewhere is searched from the top of the list. Most keys of a
+// batch are new and ascending within their kind (sequence numbers, ids and
+// times only grow), so in key order most of them are such appends; in the
+// order the store queued them (each task's keys of every kind in turn),
+// none is.
+//
+// The ops are first grouped by their first byte (the key kind), keeping
+// their order; a group is then sorted only when it is not in order already.
+func sortOps(ops []op) {
+	if len(ops) < 2 {
+		return
+	}
+	var count [256]int
+	sorted := true
+	for i := range ops {
+		count[firstByte(ops[i].key)]++
+		if sorted && i > 0 && bytes.Compare(ops[i-1].key, ops[i].key) > 0 {
+			sorted = false
+		}
+	}
+	if sorted {
+		return
+	}
+	var start [256]int
+	n := 0
+	for k := range count {
+		start[k] = n
+		n += count[k]
+	}
+	var tmp []op
+	if p := sortBuf.Swap(nil); p != nil && cap(*p) >= len(ops) {
+		tmp = (*p)[:len(ops)]
+	} else {
+		tmp = make([]op, len(ops))
+	}
+	next := start
+	for _, o := range ops {
+		k := firstByte(o.key)
+		tmp[next[k]] = o
+		next[k]++
+	}
+	copy(ops, tmp)
+	clear(tmp)
+	if cap(tmp) <= spareOpsMax {
+		sortBuf.Store(&tmp)
+	}
+	cmp := func(a, b op) int { return bytes.Compare(a.key, b.key) }
+	for k := range count {
+		if count[k] < 2 {
+			continue
+		}
+		g := ops[start[k] : start[k]+count[k]]
+		if !slices.IsSortedFunc(g, cmp) {
+			slices.SortStableFunc(g, cmp)
+		}
+	}
+}
+
+// sortBuf keeps sortOps's scratch slice for its next call.
+var sortBuf atomic.Pointer[[]op]
+
+func firstByte(k []byte) byte {
+	if len(k) == 0 {
+		return 0
+	}
+	return k[0]
 }
 
 func (e *pebbleEngine) get(key []byte) (_ []byte, err error) {
@@ -330,10 +410,16 @@ func (e *pebbleEngine) getMany(keys [][]byte) (_ [][]byte, err error) {
 // keys).
 func keyOrder(keys [][]byte) []int {
 	order := make([]int, len(keys))
+	sorted := true
 	for i := range order {
 		order[i] = i
+		if sorted && i > 0 && bytes.Compare(keys[i-1], keys[i]) > 0 {
+			sorted = false
+		}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	if !sorted {
+		slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	}
 	return order
 }
 

@@ -74,19 +74,40 @@ func readyKey(ns string, t *store.Task, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// indexKey returns the index key of task t of namespace ns stored at seq.
+// indexKey returns the index key of task t of namespace ns stored at seq
+// (nil for a state without one), allocated once at its size.
 func indexKey(ns string, t *store.Task, seq uint64) []byte {
+	n := 2 + len(ns) + 8 // kind, namespace, 0, seq
 	switch t.State {
 	case store.StatePending:
-		return readyKey(ns, t, seq)
-	case store.StateScheduled, store.StateRetry:
-		return binary.BigEndian.AppendUint64(appendTime(nsPrefix(kDelayed, ns), t.RunAt), seq)
+		n += len(t.Queue) + 1 + len(t.Type) + 1 + 1 + 8
+	case store.StateScheduled, store.StateRetry, store.StateSucceeded, store.StateDead, store.StateCancelled:
+		n += 8
 	case store.StateActive:
-		return seqKey(kLeased, ns, seq)
-	case store.StateSucceeded, store.StateDead, store.StateCancelled:
-		return expiryKey(ns, t.ExpiresAt, seq)
+	default:
+		return nil
 	}
-	return nil
+	return appendIndexKey(make([]byte, 0, n), ns, t, seq)
+}
+
+// appendIndexKey appends indexKey(ns, t, seq) to k; t's state has an
+// index key.
+func appendIndexKey(k []byte, ns string, t *store.Task, seq uint64) []byte {
+	switch t.State {
+	case store.StatePending:
+		k = append(append(append(k, kReady), ns...), 0)
+		k = append(append(k, t.Queue...), 0)
+		k = append(append(k, t.Type...), 0)
+		k = append(k, byte(255-t.Priority)) //nolint:gosec // G115: 0..MaxPriority
+		k = appendTime(k, t.RunAt)
+	case store.StateScheduled, store.StateRetry:
+		k = appendTime(append(append(append(k, kDelayed), ns...), 0), t.RunAt)
+	case store.StateActive:
+		k = append(append(append(k, kLeased), ns...), 0)
+	case store.StateSucceeded, store.StateDead, store.StateCancelled:
+		k = appendTime(append(append(append(k, kExpiry), ns...), 0), t.ExpiresAt)
+	}
+	return binary.BigEndian.AppendUint64(k, seq)
 }
 
 func expiryKey(ns string, at time.Time, seq uint64) []byte {
@@ -272,32 +293,11 @@ func (s *Store) refillFrom(eng engine, d *disk, ns *namespace, q *queue, typ str
 	prefix := readyPrefix(ns.name, q.name, typ)
 	start := readyKey(ns.name, &store.Task{Queue: q.name, Type: typ, Priority: w.hi.prio, RunAt: time.Unix(0, w.hi.runAt)}, w.hi.seq)
 	start = append(start, 0) // just after hi
-	var keys [][]byte
-	var ids []string
-	var last []byte
-	n := 0
-	err := eng.scan(prefix, start, false, func(k, v []byte) bool {
-		n++
-		last = append(last[:0], k...)
-		id := string(v)
-		if ns.tasks[id] != nil || s.gone[goneKey{ns: ns.name, seq: keySeq(k)}] != 0 {
-			return n < s.windowSize // in memory already, or deleted
-		}
-		keys = append(keys, bytes.Clone(k))
-		ids = append(ids, id)
-		return n < s.windowSize
-	})
+	es, n, last, err := s.scanWindow(eng, d, ns, prefix, start)
 	if err != nil {
 		return fmt.Errorf("reading the ready index of queue %q: %w", q.name, err)
 	}
-	es, err := loadEntries(eng, ns.name, keys, d)
-	if err != nil {
-		return err
-	}
-	for i, e := range es {
-		if e == nil || e.t.State != store.StatePending || e.t.ID != ids[i] {
-			continue // a key left by a change not yet durable
-		}
+	for _, e := range es {
 		ns.tasks[e.t.ID] = e
 		w.push(e)
 	}
@@ -314,6 +314,41 @@ func (s *Store) refillFrom(eng engine, d *disk, ns *namespace, q *queue, typ str
 	return nil
 }
 
+// scanWindow reads up to windowSize keys of the index with prefix from
+// start in eng (whose hidden tasks d names), and loads the tasks they name
+// that memory holds neither as live nor as deleted (s.gone): a refill of a
+// ready or delayed window. It returns the tasks whose record has that very
+// index key and id (another key is left by a change not yet durable), the
+// number of keys read and the last one.
+func (s *Store) scanWindow(eng engine, d *disk, ns *namespace, prefix, start []byte) (es []*entry, n int, last []byte, err error) {
+	var keys, ids [][]byte
+	err = eng.scan(prefix, start, false, func(k, v []byte) bool {
+		n++
+		last = append(last[:0], k...)
+		if ns.tasks[string(v)] == nil && s.gone[goneKey{ns: ns.name, seq: keySeq(k)}] == 0 {
+			kv := make([]byte, 0, len(k)+len(v)) // one buffer: the key, then its id
+			kv = append(append(kv, k...), v...)
+			keys = append(keys, kv[:len(k):len(k)])
+			ids = append(ids, kv[len(k):])
+		}
+		return n < s.windowSize
+	})
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	loaded, err := loadEntries(eng, ns.name, keys, d)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	es = loaded[:0]
+	for i, e := range loaded {
+		if e != nil && e.t.ID == string(ids[i]) {
+			es = append(es, e)
+		}
+	}
+	return es, n, last, nil
+}
+
 // loadEntries reads the tasks, with their payloads, that the index keys
 // name (by the sequence number that ends each key): nil where the record is
 // missing, hidden, or not indexed by that key.
@@ -321,18 +356,29 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 	if len(ikeys) == 0 {
 		return nil, nil
 	}
-	keys := make([][]byte, 0, 2*len(ikeys))
-	for _, k := range ikeys {
-		seq := keySeq(k)
-		keys = append(keys, seqKey(kTask, ns, seq), seqKey(kPayload, ns, seq))
+	// The records' keys, then the payloads' (so in key order when the
+	// index keys are in sequence order, as a queue's mostly are), in one
+	// buffer.
+	n := len(ikeys)
+	kl := 2 + len(ns) + 8
+	buf := make([]byte, 0, 2*n*kl)
+	keys := make([][]byte, 2*n)
+	for i, k := range ikeys {
+		for j, kind := range [2]byte{kTask, kPayload} {
+			at := len(buf)
+			buf = append(append(append(buf, kind), ns...), 0)
+			buf = binary.BigEndian.AppendUint64(buf, keySeq(k))
+			keys[j*n+i] = buf[at:len(buf):len(buf)]
+		}
 	}
 	vals, err := eng.getMany(keys)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*entry, len(ikeys))
+	out := make([]*entry, n)
+	var ik []byte
 	for i, k := range ikeys {
-		rec := vals[2*i]
+		rec := vals[i]
 		if rec == nil {
 			continue
 		}
@@ -344,15 +390,18 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 		if d != nil && d.isHidden(ns, t.ID, seq) {
 			continue
 		}
-		ik := indexKey(ns, &t, seq)
+		if !t.State.Valid() {
+			continue
+		}
+		ik = appendIndexKey(ik[:0], ns, &t, seq)
 		if !bytes.Equal(ik, k) {
 			continue
 		}
-		t.Payload = vals[2*i+1]
+		t.Payload = vals[n+i]
 		if t.Payload == nil {
 			t.Payload = []byte{}
 		}
-		out[i] = &entry{t: t, seq: seq, idx: -1, ikey: ik}
+		out[i] = &entry{t: t, seq: seq, idx: -1, ikey: k}
 	}
 	return out, nil
 }
@@ -859,31 +908,11 @@ func (s *Store) refillDelayed(eng engine, d *disk, ns *namespace) error {
 	prefix := nsPrefix(kDelayed, ns.name)
 	start := binary.BigEndian.AppendUint64(appendTime(bytes.Clone(prefix), time.Unix(0, w.hi.at)), w.hi.seq)
 	start = append(start, 0)
-	var keys [][]byte
-	var ids []string
-	var last []byte
-	n := 0
-	err := eng.scan(prefix, start, false, func(k, v []byte) bool {
-		n++
-		last = append(last[:0], k...)
-		id := string(v)
-		if ns.tasks[id] == nil && s.gone[goneKey{ns: ns.name, seq: keySeq(k)}] == 0 {
-			keys = append(keys, bytes.Clone(k))
-			ids = append(ids, id)
-		}
-		return n < s.windowSize
-	})
+	es, n, last, err := s.scanWindow(eng, d, ns, prefix, start)
 	if err != nil {
 		return fmt.Errorf("reading the delayed index of namespace %q: %w", ns.name, err)
 	}
-	es, err := loadEntries(eng, ns.name, keys, d)
-	if err != nil {
-		return err
-	}
-	for i, e := range es {
-		if e == nil || e.t.ID != ids[i] {
-			continue
-		}
+	for _, e := range es {
 		ns.tasks[e.t.ID] = e
 		s.seq = max(s.seq, e.seq)
 		w.push(e)

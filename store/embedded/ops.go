@@ -78,6 +78,8 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 	var last *batch
 	woke := false
 	fi := s.flows[ns.name] // a flow's held task has its id taken too
+	// A task's writes: its unique key, payload, id, record and index key.
+	var buf [5]op
 	for i := range p.Tasks {
 		in := &p.Tasks[i]
 		if items[i].Err != nil { //nolint:gosec // G602: items has one entry per task
@@ -87,7 +89,7 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 			items[i] = store.EnqueueItem{ID: in.ID, Err: store.ErrTaskExists} //nolint:gosec // G602: items has one entry per task
 			continue
 		}
-		var ops []op
+		ops := buf[:0]
 		if in.UniqueKey != "" {
 			if h, ok := ns.unique[in.UniqueKey]; ok && h.until.After(now) {
 				items[i] = store.EnqueueItem{ID: h.id, Err: store.ErrDuplicate} //nolint:gosec // G602: items has one entry per task
