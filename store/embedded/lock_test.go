@@ -114,3 +114,35 @@ func TestReopenWhileForking(t *testing.T) {
 		}
 	}
 }
+
+// A child process that holds a copy of the lock file's descriptor (as any
+// child forked by this process does until its exec) must not keep the
+// folder locked once the Store is closed: another process opens it at
+// once (TestOpenInUse and the crash tests failed now and then with "in use
+// by another process" while parallel tests started programs).
+func TestCloseUnlocksForkedCopies(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("the store takes its own folder lock on unix systems only")
+	}
+	dir := t.TempDir()
+	s := mustOpen(t, dir, nil)
+	holder := exec.CommandContext(t.Context(), "sleep", "60")
+	holder.ExtraFiles = []*os.File{s.lock.f}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), lockChildEnv+"="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "opened" {
+		t.Fatalf("another process's Open after Close, while a child holds a copy of the lock's descriptor: %v %q, want it opened", err, out)
+	}
+}

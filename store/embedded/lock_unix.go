@@ -33,7 +33,9 @@ type fileID struct{ dev, ino uint64 }
 // child's exec closes it: a lock released by Close while such a copy
 // exists stays held for that moment. So when the lock is taken but this
 // process holds none on the file, Open tries again for lockRetryFor
-// instead of reporting a second Open in the same process.
+// instead of reporting a second Open in the same process. (unlock now
+// releases the lock explicitly, in every copy at once; the retry stays
+// for a lock released in any other way.)
 var heldFolders struct {
 	sync.Mutex
 	ids map[fileID]bool
@@ -107,7 +109,12 @@ func (l *folderLock) unlock() error {
 	heldFolders.Lock()
 	delete(heldFolders.ids, l.id)
 	heldFolders.Unlock()
-	err := l.f.Close() // closing the file releases the lock
+	// An explicit unlock first: closing releases the lock only once every
+	// descriptor of the open file is closed, and a child this process
+	// forked keeps a copy until its exec; LOCK_UN releases it for all of
+	// them, so another process may open the folder at once.
+	_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	err := l.f.Close()
 	l.f = nil
 	return err
 }
