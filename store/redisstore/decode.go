@@ -307,13 +307,21 @@ func finishDecode(t *store.Task, caPresent, raPresent bool, m string) {
 	}
 }
 
+// noteFields is what decodePairs tells Lease for the task's lease note
+// (see hints.go): whether the record has a field the note cannot carry
+// (extra), and its workflow fields dp and fl, which the note carries.
+type noteFields struct {
+	extra        bool
+	dp, fl       string
+	hasDP, hasFL bool
+}
+
 // decodePairs decodes a record given as HGETALL returns it from a script:
-// field, value, field, value... extra tells whether the record has a field
-// that a lease note cannot carry (see hints.go).
-func decodePairs(ns string, v any) (t *store.Task, extra bool, err error) {
+// field, value, field, value...
+func decodePairs(ns string, v any) (t *store.Task, nf noteFields, err error) {
 	arr, ok := v.([]any)
 	if !ok || len(arr)%2 != 0 {
-		return nil, false, fmt.Errorf("bad task record %T", v)
+		return nil, nf, fmt.Errorf("bad task record %T", v)
 	}
 	t = &store.Task{Namespace: ns}
 	hasD, hasCA, hasRA := false, false, false
@@ -322,7 +330,7 @@ func decodePairs(ns string, v any) (t *store.Task, extra bool, err error) {
 		name, _ := arr[i].(string)
 		val, _ := arr[i+1].(string)
 		if err := setField(t, name, val, true); err != nil {
-			return nil, false, err
+			return nil, nf, err
 		}
 		switch name {
 		case "d":
@@ -333,18 +341,22 @@ func decodePairs(ns string, v any) (t *store.Task, extra bool, err error) {
 			hasRA = true
 		case "m":
 			m = val
-		case "rtu", "uk", "dp", "fl":
-			extra = true
+		case "rtu", "uk":
+			nf.extra = true
+		case "dp":
+			nf.dp, nf.hasDP = val, true
+		case "fl":
+			nf.fl, nf.hasFL = val, true
 		}
 	}
 	if !hasD {
-		return nil, false, errors.New("task record without field d")
+		return nil, nf, errors.New("task record without field d")
 	}
 	finishDecode(t, hasCA, hasRA, m)
 	if t.Payload == nil {
 		t.Payload = []byte{}
 	}
-	return t, extra, nil
+	return t, nf, nil
 }
 
 // decodeFields decodes a record read with HMGET fields (fields[0] is "d");

@@ -7,7 +7,8 @@ import (
 
 // Report needs, besides a task's state and lease id, its queue (for the
 // counts), type and attempt (for the change feed) and whether it has a
-// retention, a unique key to release, dependents or a flow. Reading those
+// retention, a unique key to release, and its workflow fields (dependents
+// and flow). Reading those
 // nine fields in the report script costs Redis about three times what
 // reading the first two does (every field is a string the script takes
 // from Redis), and the Store that leased the task has just read them all.
@@ -17,7 +18,9 @@ import (
 // lease it was taken for (the script checks the lease id as always), and
 // the fields it carries do not change while a task holds a lease (queue,
 // type, retention, unique key, flow and dependents are written when the
-// task is created; the attempt only when a lease is taken or given up).
+// task is created, the dependents emptied only by the report that ends
+// the lease; the attempt only when a lease is taken or given up). A task
+// with a retention or a unique key takes the full read.
 // An outcome without a note (another process leased the task, the Store
 // was reopened, the note was dropped) takes the full read.
 
@@ -31,6 +34,16 @@ type leaseHint struct {
 	lid   uint64
 	q, ty string
 	a     string // the attempt, as the record writes it
+	// dp and fl are the workflow fields (a member's dependents and its
+	// workflow), when the record has them.
+	dp, fl       string
+	hasDP, hasFL bool
+}
+
+// sameNote reports whether h carries the same queue, type and workflow
+// fields as o (Report then sends "the note before").
+func (h *leaseHint) sameNote(o *leaseHint) bool {
+	return h.q == o.q && h.ty == o.ty && h.dp == o.dp && h.fl == o.fl && h.hasDP == o.hasDP && h.hasFL == o.hasFL
 }
 
 // hints holds the notes of a Store's leased tasks, by namespace and id.
@@ -68,10 +81,19 @@ func (h *hints) take(ns, id string, lid uint64) (leaseHint, bool) {
 }
 
 // hintOf returns the note for a leased task t, or none (lid 0) when its
-// record has a field the note cannot carry (extra).
-func hintOf(q, ty string, attempt int, lid uint64, extra bool) leaseHint {
-	if extra || lid == 0 {
+// record has a field the note cannot carry (nf.extra).
+func hintOf(q, ty string, attempt int, lid uint64, nf noteFields) leaseHint {
+	if nf.extra || lid == 0 {
 		return leaseHint{}
 	}
-	return leaseHint{lid: lid, q: q, ty: ty, a: strconv.Itoa(attempt)}
+	return leaseHint{lid: lid, q: q, ty: ty, a: strconv.Itoa(attempt), dp: nf.dp, fl: nf.fl, hasDP: nf.hasDP, hasFL: nf.hasFL}
+}
+
+// optField is a workflow field of a note as the report script takes it:
+// "-" when the record has none, else "+" and its value.
+func optField(v string, has bool) string {
+	if !has {
+		return "-"
+	}
+	return "+" + v
 }

@@ -270,7 +270,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 	noted := make([]string, 0, len(raw)/2)
 	for i := 0; i < len(raw); i += 2 {
 		lid, _ := raw[i].(string)
-		t, extra, err := decodePairs(p.Namespace, raw[i+1])
+		t, nf, err := decodePairs(p.Namespace, raw[i+1])
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}
@@ -281,7 +281,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		t.StartedAt = start
 		t.WorkerID = p.WorkerID
 		tasks = append(tasks, t)
-		notes = append(notes, hintOf(t.Queue, t.Type, t.Attempt, t.LeaseID, extra))
+		notes = append(notes, hintOf(t.Queue, t.Type, t.Attempt, t.LeaseID, nf))
 		noted = append(noted, t.ID)
 	}
 	s.hints.put(p.Namespace, noted, notes)
@@ -372,7 +372,8 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 	args := make([]any, 0, 2+5*len(p.Outcomes))
 	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace))
 	var idx []int
-	var hq, hty string // the queue and type the last note sent
+	var prev leaseHint // the last note sent in this call, if havePrev
+	havePrev := false
 	for i := range p.Outcomes {
 		o := &p.Outcomes[i]
 		if err := o.Validate(s.limits); err != nil {
@@ -394,15 +395,20 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			kind = "5"
 		}
 		// The lease note, when this Store leased the task (see hints.go):
-		// kind, then "h" (the queue and type of the note before) or "H"
-		// (they follow), then the attempt.
+		// kind, then "h" (the queue, type and workflow fields of the note
+		// before), "H" (the queue and type follow; no workflow fields) or
+		// "G" (the queue, type, dp and fl follow, each of the last two
+		// "-" when absent or "+" and its value), then the attempt.
 		if h, ok := s.hints.take(p.Namespace, o.ID, o.LeaseID); ok {
-			if len(idx) > 0 && hq == h.q && hty == h.ty && hq != "" {
+			switch {
+			case havePrev && h.sameNote(&prev):
 				args = append(args, o.ID, o.LeaseID, kind+"h"+h.a)
-			} else {
+			case !h.hasDP && !h.hasFL:
 				args = append(args, o.ID, o.LeaseID, kind+"H"+h.a, h.q, h.ty)
-				hq, hty = h.q, h.ty
+			default:
+				args = append(args, o.ID, o.LeaseID, kind+"G"+h.a, h.q, h.ty, optField(h.dp, h.hasDP), optField(h.fl, h.hasFL))
 			}
+			prev, havePrev = h, true
 		} else {
 			args = append(args, o.ID, o.LeaseID, kind)
 		}

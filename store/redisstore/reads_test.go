@@ -145,3 +145,78 @@ func TestReportReads(t *testing.T) {
 		}
 	}
 }
+
+// TestReportReadsFlowMembers checks that the members of a workflow take
+// the lease note too: the note carries their dependents (dp) and workflow
+// (fl), the report script reads only their state and lease id, and the
+// chord's callback is released once the last member is reported, exactly
+// as with the full read (one member reported through another Store, which
+// has no note, takes the full read).
+func TestReportReadsFlowMembers(t *testing.T) {
+	t.Parallel()
+	url := ownServerURL(t)
+	ctx := t.Context()
+	prefix := newPrefix()
+	a := mustOpen(t, url, &Config{Prefix: prefix})
+	t.Cleanup(func() { _ = a.Close() })
+	b := mustOpen(t, url, &Config{Prefix: prefix})
+	t.Cleanup(func() { _ = b.Close() })
+	if err := a.EnqueueFlow(ctx, fanIn(4)); err != nil {
+		t.Fatal(err)
+	}
+	opts := must(redis.ParseURL(url))
+	c := redis.NewClient(opts)
+	defer func() { _ = c.Close() }()
+	mon := startMonitor(t, opts.Addr)
+	res, err := a.Lease(ctx, store.LeaseParams{Namespace: "ns", Queues: []string{"m"}, Max: 10, Duration: time.Hour})
+	if err != nil || len(res.Tasks) != 4 {
+		t.Fatalf("Lease = %d tasks, %v; want 4", len(res.Tasks), err)
+	}
+	var outs []store.Outcome
+	var other store.Outcome
+	for _, tk := range res.Tasks {
+		o := store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded, Result: []byte(`"` + tk.ID + `"`)}
+		if tk.ID == "f.3" {
+			other = o
+			continue
+		}
+		outs = append(outs, o)
+	}
+	if rep, err := a.Report(ctx, store.ReportParams{Namespace: "ns", Outcomes: outs}); err != nil || slices.ContainsFunc(rep.Errs, func(e error) bool { return e != nil }) {
+		t.Fatalf("Report = %v, %v", rep.Errs, err)
+	}
+	if ids := succeedIn(t, a, "cb", 10); len(ids) != 0 {
+		t.Fatalf("callback leased %v before its last member ended", ids)
+	}
+	if rep, err := b.Report(ctx, store.ReportParams{Namespace: "ns", Outcomes: []store.Outcome{other}}); err != nil || rep.Errs[0] != nil {
+		t.Fatalf("Report through another Store = %v, %v", rep.Errs, err)
+	}
+	cmds := mon.stop(t, c, "end")
+	short, full := 0, 0
+	for _, args := range cmds {
+		if !strings.EqualFold(args[0], "HMGET") {
+			continue
+		}
+		switch strings.Join(args[2:], " ") {
+		case "st l":
+			short++
+		case "st l q rtu uk dp fl ty a":
+			full++
+		}
+	}
+	if short != 3 || full != 1 {
+		t.Errorf("report scripts read state and lease id only %d times, all nine fields %d times; want 3 and 1", short, full)
+	}
+	if ids := succeedIn(t, a, "cb", 10); len(ids) != 1 || ids[0] != "f.cb" {
+		t.Fatalf("callback leased %v, want [f.cb]", ids)
+	}
+	for _, id := range []string{"f.0", "f.1", "f.2", "f.3"} {
+		if dp, _ := c.HGet(ctx, a.tag("ns")+":t:"+id, "dp").Result(); dp != "" {
+			t.Errorf("%s: dp %q after its report, want it emptied", id, dp)
+		}
+	}
+	got, err := a.Get(ctx, store.GetParams{Namespace: "ns", IDs: []string{"f.0", "f.3"}})
+	if err != nil || got.Tasks[0] == nil || got.Tasks[0].State != store.StateSucceeded || string(got.Tasks[0].Result) != `"f.0"` || got.Tasks[1].State != store.StateSucceeded {
+		t.Fatalf("members after their reports: %+v, %v", got.Tasks, err)
+	}
+}
