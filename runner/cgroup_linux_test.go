@@ -1,0 +1,203 @@
+//go:build linux
+
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/testenv"
+)
+
+// groupKillRunner returns a Runner of cfg (Sandbox set) that kills its
+// tasks' cgroups, or skips when this machine cannot (no writable cgroup
+// v2 hierarchy, a kernel before 5.14).
+func groupKillRunner(t *testing.T, cfg Config) *Runner {
+	t.Helper()
+	r := sandboxRunner(t, cfg)
+	st := r.Sandbox()
+	if cfg.Limiter != "" && cfg.Limiter != LimiterAuto && st.Limiter != cfg.Limiter {
+		testenv.Missing(t, fmt.Sprintf("limiter %s: got %s (%s)", cfg.Limiter, st.Limiter, st.LimiterNote))
+	}
+	if !st.GroupKill {
+		testenv.Missing(t, "no group kills here: "+st.GroupKillNote)
+	}
+	return r
+}
+
+// escapeScript starts a process that leaves the task's process group and
+// session (setsid), with marker as its argument, waits until it has, and
+// prints the task's cgroup; then runs tail.
+func escapeScript(marker, tail string) string {
+	return `setsid sh -c 'echo x > escaped; exec sleep ` + marker + `' </dev/null >/dev/null 2>&1 &
+while [ ! -s escaped ]; do sleep 0.01; done
+echo "cgroup $(grep "^0::" /proc/self/cgroup)"
+` + tail
+}
+
+// procsWithMarker lists the live processes whose command line holds
+// marker, and kills them when the test ends (a failing test leaves none).
+func procsWithMarker(t *testing.T, marker string) []int {
+	t.Helper()
+	pids := procsWithArg(t, marker)
+	t.Cleanup(func() {
+		for _, p := range procsWithArg(t, marker) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
+	return pids
+}
+
+// taskCgroupDir returns the cgroup folder that escapeScript printed.
+func taskCgroupDir(t *testing.T, log string) string {
+	t.Helper()
+	for line := range strings.Lines(log) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cgroup "); ok {
+			for f := range strings.FieldsSeq(rest) {
+				if p, ok := strings.CutPrefix(f, "0::"); ok {
+					mount, err := cgroup2Mount()
+					if err != nil {
+						t.Fatal(err)
+					}
+					return filepath.Join(mount, p)
+				}
+			}
+		}
+	}
+	t.Fatalf("no cgroup in the log %q", log)
+	return ""
+}
+
+func newMarker() string {
+	return fmt.Sprintf("2000.%d", time.Now().UnixNano()%1e9+1)
+}
+
+// Without bwrap, a process of the task that starts its own session
+// (setsid) is killed when the task ends, and the task's cgroup is removed:
+// under each limiter, as the runner's user and as another.
+func TestGroupKillSetsid(t *testing.T) {
+	t.Parallel()
+	for _, sb := range []Sandbox{SandboxOff, SandboxUser} {
+		for _, lim := range []Limiter{LimiterPtrace, LimiterTrampoline} {
+			t.Run(string(sb)+"/"+string(lim), func(t *testing.T) {
+				t.Parallel()
+				r := groupKillRunner(t, Config{Sandbox: sb, Limiter: lim})
+				marker := newMarker()
+				var log strings.Builder
+				res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, escapeScript(marker, "exit 0")),
+					Runtime: "sh", File: "run.sh", Log: &log})
+				if res.Status != StatusComplete {
+					t.Fatalf("result %+v; log %q", res, log.String())
+				}
+				// Run has waited until the cgroup was empty: no wait here.
+				if pids := procsWithMarker(t, marker); len(pids) > 0 {
+					t.Fatalf("the process that called setsid outlived its task: %v", pids)
+				}
+				dir := taskCgroupDir(t, log.String())
+				if !strings.HasPrefix(dir, r.Sandbox().Cgroup+"/") {
+					t.Fatalf("the task ran in cgroup %s, not under %s", dir, r.Sandbox().Cgroup)
+				}
+				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("the task's cgroup %s is still there: %v", dir, err)
+				}
+			})
+		}
+	}
+}
+
+// A timeout kills the process that left the task's process group too.
+func TestGroupKillTimeout(t *testing.T) {
+	t.Parallel()
+	for _, sb := range []Sandbox{SandboxOff, SandboxUser} {
+		t.Run(string(sb), func(t *testing.T) {
+			t.Parallel()
+			r := groupKillRunner(t, Config{Sandbox: sb})
+			marker := newMarker()
+			var log strings.Builder
+			res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, escapeScript(marker, "sleep 1000 & wait")),
+				Runtime: "sh", File: "run.sh", Log: &log, Timeout: 300 * time.Millisecond})
+			if res.Status != StatusTimeout {
+				t.Fatalf("result %+v; log %q", res, log.String())
+			}
+			if pids := procsWithMarker(t, marker); len(pids) > 0 {
+				t.Fatalf("the process that called setsid outlived its task: %v", pids)
+			}
+			if dir := taskCgroupDir(t, log.String()); dirExists(dir) {
+				t.Fatalf("the task's cgroup %s is still there", dir)
+			}
+		})
+	}
+}
+
+func dirExists(dir string) bool {
+	_, err := os.Stat(dir)
+	return err == nil
+}
+
+// Where no cgroup can be made, tasks run as before, and the Runner says
+// why there are no group kills.
+func TestGroupKillFallback(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		cgroup, note string
+	}{
+		"off":           {CgroupOff, "off (Config.Cgroup)"},
+		"not a cgroup":  {t.TempDir(), "is not in a cgroup v2 hierarchy"},
+		"missing":       {"/nonexistent/kiln-cgroup", "no such file"},
+		"no new groups": {noNewCgroups(t), "cannot make a cgroup in"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if c.cgroup == "" {
+				testenv.Missing(t, "no cgroup v2 hierarchy that this test may write")
+			}
+			r := sandboxRunner(t, Config{Sandbox: SandboxOff, Cgroup: c.cgroup})
+			st := r.Sandbox()
+			if st.GroupKill || !strings.Contains(st.GroupKillNote, c.note) || !strings.Contains(st.String(), "group kills off") {
+				t.Fatalf("sandbox state %+v, want no group kills because %q", st, c.note)
+			}
+			res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "echo hi"), Runtime: "sh", File: "run.sh"})
+			if res.Status != StatusComplete {
+				t.Fatalf("result %+v", res)
+			}
+		})
+	}
+}
+
+// noNewCgroups returns a cgroup v2 folder under which no cgroup can be made
+// (cgroup.max.descendants 0), removed when the test ends, or "" when this
+// machine has none the test may make.
+func noNewCgroups(t *testing.T) string {
+	t.Helper()
+	mount, err := cgroup2Mount()
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Join(mount, "kiln-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return ""
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.max.descendants"), []byte("0"), 0o644); err != nil {
+		return ""
+	}
+	return dir
+}
+
+// Under bwrap the PID namespace does the group kill: no cgroup is made.
+func TestGroupKillNotUnderBwrap(t *testing.T) {
+	t.Parallel()
+	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap})
+	if st := r.Sandbox(); st.GroupKill || !strings.Contains(st.GroupKillNote, "bwrap") {
+		t.Fatalf("sandbox state %+v", st)
+	}
+}
