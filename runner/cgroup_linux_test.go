@@ -137,6 +137,54 @@ func TestGroupKillTimeout(t *testing.T) {
 	}
 }
 
+// A cancel (a runner shutting down cancels its tasks) kills the process
+// that left the task's process group too.
+func TestGroupKillCancel(t *testing.T) {
+	t.Parallel()
+	r := groupKillRunner(t, Config{Sandbox: SandboxUser})
+	marker := newMarker()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	log := &lineWatcher{want: "cgroup 0::", fn: func(string) { cancel(errors.New("shutdown")) }}
+	res := run(ctx, t, r, Spec{PackageDir: shPkg(t, escapeScript(marker, "sleep 1000 & wait")),
+		Runtime: "sh", File: "run.sh", Log: log})
+	if res.Status != StatusCancelled {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+	if pids := procsWithMarker(t, marker); len(pids) > 0 {
+		t.Fatalf("the process that called setsid outlived its task: %v", pids)
+	}
+	if dir := taskCgroupDir(t, log.String()); dirExists(dir) {
+		t.Fatalf("the task's cgroup %s is still there", dir)
+	}
+}
+
+// A task of another user cannot move itself out of its cgroup: not to the
+// root of the hierarchy, nor to the runner's cgroup.
+func TestGroupKillUserStaysInCgroup(t *testing.T) {
+	t.Parallel()
+	r := groupKillRunner(t, Config{Sandbox: SandboxUser})
+	mount, err := cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := r.Sandbox().Cgroup
+	var log strings.Builder
+	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, `for d in "$ROOT_CG" "$PARENT_CG" "$TREE_CG"; do
+  sh -c 'echo $$ > "$1/cgroup.procs" && echo "moved to $1"; echo "cgroup $(grep "^0::" /proc/self/cgroup)"' x "$d" 2>/dev/null
+done
+`), Runtime: "sh", File: "run.sh", Log: &log,
+		Env: map[string]string{"ROOT_CG": mount, "PARENT_CG": filepath.Dir(tree), "TREE_CG": tree}})
+	if res.Status != StatusComplete || strings.Contains(log.String(), "moved") || strings.Count(log.String(), "cgroup 0::") != 3 {
+		t.Fatalf("result %+v; log %q", res, log.String())
+	}
+	for line := range strings.Lines(log.String()) {
+		if !strings.HasPrefix(line, "cgroup 0::"+strings.TrimPrefix(tree, mount)+"/t") {
+			t.Errorf("a process of the task left its cgroup: %q", line)
+		}
+	}
+}
+
 func dirExists(dir string) bool {
 	_, err := os.Stat(dir)
 	return err == nil
