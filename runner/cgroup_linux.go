@@ -190,6 +190,22 @@ func (r *Runner) openCgroupTree(parent string) (*cgroupTree, error) {
 	return t, nil
 }
 
+// RemoveCgroups removes the cgroup sub-trees of this process's Runners
+// (Config.Cgroup) that no task uses any more: a server calls it once its
+// tasks have ended, before it exits. A sub-tree still in use is left alone
+// (a Run made later makes it again); the next runner removes what is left
+// empty.
+func RemoveCgroups() {
+	cgroupTrees.Range(func(_, v any) bool {
+		if res, ok := v.(*cgroupTreeResult); ok && res.tree != nil {
+			res.tree.mu.Lock()
+			_ = unix.Rmdir(res.tree.dir)
+			res.tree.mu.Unlock()
+		}
+		return true
+	})
+}
+
 // removeStaleTrees removes the empty sub-trees that runners which are
 // gone left under parent (a runner that was killed): only empty cgroups
 // can be removed, so the processes of a live runner, or those a dead one

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -200,7 +201,7 @@ func TestGroupKillFallback(t *testing.T) {
 		"off":           {CgroupOff, "off (Config.Cgroup)"},
 		"not a cgroup":  {t.TempDir(), "is not in a cgroup v2 hierarchy"},
 		"missing":       {"/nonexistent/kiln-cgroup", "no such file"},
-		"no new groups": {noNewCgroups(t), "cannot make a cgroup in"},
+		"no new groups": {testCgroup(t, "kiln-test-none", "0"), "cannot make a cgroup in"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -221,21 +222,22 @@ func TestGroupKillFallback(t *testing.T) {
 	}
 }
 
-// noNewCgroups returns a cgroup v2 folder under which no cgroup can be made
-// (cgroup.max.descendants 0), removed when the test ends, or "" when this
-// machine has none the test may make.
-func noNewCgroups(t *testing.T) string {
+// testCgroup returns a new cgroup v2 folder for the test, name-<pid> at the
+// root of the hierarchy, that allows maxDescendants cgroups under it,
+// removed when the test ends; "" when this machine has none the test may
+// make.
+func testCgroup(t *testing.T, name, maxDescendants string) string {
 	t.Helper()
 	mount, err := cgroup2Mount()
 	if err != nil {
 		return ""
 	}
-	dir := filepath.Join(mount, "kiln-test-"+strconv.Itoa(os.Getpid()))
+	dir := filepath.Join(mount, name+"-"+strconv.Itoa(os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return ""
 	}
 	t.Cleanup(func() { _ = os.Remove(dir) })
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.max.descendants"), []byte("0"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.max.descendants"), []byte(maxDescendants), 0o644); err != nil {
 		return ""
 	}
 	return dir
@@ -247,5 +249,46 @@ func TestGroupKillNotUnderBwrap(t *testing.T) {
 	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap})
 	if st := r.Sandbox(); st.GroupKill || !strings.Contains(st.GroupKillNote, "bwrap") {
 		t.Fatalf("sandbox state %+v", st)
+	}
+}
+
+// A runner removes the empty cgroups that a runner which is gone left, and
+// never one in which a process still runs.
+func TestGroupKillRemovesStaleTrees(t *testing.T) {
+	t.Parallel()
+	parent := testCgroup(t, "kiln-test-stale", "max")
+	if parent == "" {
+		testenv.Missing(t, "no cgroup v2 hierarchy that this test may write")
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(parent, fmt.Sprintf("kiln-runner-%d", gone.Process.Pid))
+	busy := filepath.Join(parent, fmt.Sprintf("kiln-runner-%d", gone.Process.Pid+1_000_000_000))
+	for _, d := range []string{dead, dead + "/t1", busy, busy + "/t1"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sleeper := exec.Command("sleep", "1000")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sleeper.Process.Kill()
+		_ = sleeper.Wait()
+		_ = os.Remove(busy + "/t1")
+		_ = os.Remove(busy)
+	})
+	if err := os.WriteFile(busy+"/t1/cgroup.procs", []byte(strconv.Itoa(sleeper.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	removeStaleTrees(parent)
+	if dirExists(dead) {
+		t.Errorf("%s, empty, of a pid that is gone, is still there", dead)
+	}
+	if !dirExists(busy + "/t1") {
+		t.Errorf("%s, with a process in it, was removed", busy)
 	}
 }

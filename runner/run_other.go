@@ -53,3 +53,6 @@ type cgroupTree struct{}
 func (r *Runner) resolveCgroup() {
 	r.sb.GroupKillNote = "off: cgroups need Linux"
 }
+
+// RemoveCgroups does nothing off Linux.
+func RemoveCgroups() {}

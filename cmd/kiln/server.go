@@ -542,5 +542,8 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		return err
 	}
 	log.Info("kiln server", "version", kilnVersion(), "addr", o.addr, "url", srv.URL(), "tls", o.tlsCert != "", "store", redactURL(o.store), "data", data)
-	return srv.Run(ctx)
+	err = srv.Run(ctx)
+	// The tasks have ended: remove the runner's empty cgroups.
+	runner.RemoveCgroups()
+	return err
 }
