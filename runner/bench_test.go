@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,18 +219,24 @@ func BenchmarkSandboxCost(b *testing.B) {
 // the limits, the log pipe, the wait), for each sandbox and limiter this
 // machine gives. "cpu-ratio" is the CPU time of a Run against that of a
 // raw start (the process tree's, see testenv.CPUMeter), which load
-// changes far less than the rates.
+// changes far less than the rates. Without bwrap each case runs also with
+// Config.Cgroup off ("/cgroup-off"): the cost of the group kills.
 //
 //	go test -run '^$' -bench 'BenchmarkRunVsRaw' -benchtime 2000x -count 3 ./runner/
 func BenchmarkRunVsRaw(b *testing.B) {
 	type benchCase struct {
 		sb  Sandbox
 		lim Limiter
+		cg  string // Config.Cgroup
 	}
 	var cases []benchCase
 	for _, sb := range benchSandboxes(b) {
 		for _, lim := range []Limiter{LimiterPtrace, LimiterTrampoline} {
-			cases = append(cases, benchCase{sb, lim})
+			cases = append(cases, benchCase{sb, lim, CgroupAuto})
+			if sb != SandboxBwrap {
+				// The cost of the group kills (a cgroup per task).
+				cases = append(cases, benchCase{sb, lim, CgroupOff})
+			}
 		}
 	}
 	raw := func(n int) time.Duration {
@@ -250,10 +257,17 @@ func BenchmarkRunVsRaw(b *testing.B) {
 		return time.Since(start)
 	}
 	for _, tc := range cases {
-		b.Run(string(tc.sb)+"/"+string(tc.lim), func(b *testing.B) {
-			r, err := New(&Config{Sandbox: tc.sb, Limiter: tc.lim, WorkDir: testenv.SharedDir(b)})
+		name := string(tc.sb) + "/" + string(tc.lim)
+		if tc.cg == CgroupOff {
+			name += "/cgroup-off"
+		}
+		b.Run(name, func(b *testing.B) {
+			r, err := New(&Config{Sandbox: tc.sb, Limiter: tc.lim, WorkDir: testenv.SharedDir(b), Cgroup: tc.cg})
 			if err != nil || r.Sandbox().Mode != tc.sb || r.Sandbox().Limiter != tc.lim {
 				b.Skipf("sandbox %s, limiter %s: %v", tc.sb, tc.lim, err)
+			}
+			if tc.cg == CgroupAuto && tc.sb != SandboxBwrap && !r.Sandbox().GroupKill {
+				b.Logf("no group kills here: %s", r.Sandbox().GroupKillNote)
 			}
 			run := func(n int) time.Duration {
 				var next atomic.Int64
@@ -300,4 +314,73 @@ func BenchmarkRunVsRaw(b *testing.B) {
 			b.Logf("%s; CPU time by %s; load average after %s", load0, cpu.Source(), testenv.LoadAvg())
 		})
 	}
+}
+
+// BenchmarkGroupKillCost isolates what the group kills add to a task,
+// sequentially: "cgroup" makes a task's cgroup, kills it and removes it
+// (no process); "start/plain" and "start/cgroup" start /bin/true and wait
+// for it, the second in a cgroup of its own made, killed and removed as
+// Run does. "cpu-us/op" is this process's CPU time and its children's
+// (getrusage): the kernel's deferred work to free a cgroup runs in its own
+// workers and is not counted.
+//
+//	go test -run '^$' -bench 'BenchmarkGroupKillCost' -benchtime 2000x -count 3 ./runner/
+func BenchmarkGroupKillCost(b *testing.B) {
+	r, err := New(&Config{Sandbox: SandboxOff, WorkDir: testenv.SharedDir(b)})
+	if err != nil || r.cg == nil {
+		b.Skipf("no group kills here: %v %s", err, r.Sandbox().GroupKillNote)
+	}
+	start := func(b *testing.B, cg *taskCgroup) {
+		b.Helper()
+		cmd := &exec.Cmd{Path: "/bin/true", Args: []string{"true"}, SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+		cg.into(cmd.SysProcAttr)
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, bc := range []struct {
+		name string
+		fn   func(b *testing.B)
+	}{
+		{"cgroup", func(b *testing.B) {
+			b.Helper()
+			cg, err := r.cg.newTask()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cg.kill(); err != nil {
+				b.Fatal(err)
+			}
+		}},
+		{"start/plain", func(b *testing.B) { b.Helper(); start(b, nil) }},
+		{"start/cgroup", func(b *testing.B) {
+			b.Helper()
+			cg, err := r.cg.newTask()
+			if err != nil {
+				b.Fatal(err)
+			}
+			start(b, cg)
+			if err := cg.kill(); err != nil {
+				b.Fatal(err)
+			}
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			load0 := testenv.LoadAvg()
+			c0 := cpuSelfChildren()
+			for b.Loop() {
+				bc.fn(b)
+			}
+			b.ReportMetric(float64((cpuSelfChildren()-c0).Microseconds())/float64(b.N), "cpu-us/op")
+			b.Logf("load average %s, after %s", load0, testenv.LoadAvg())
+		})
+	}
+}
+
+// cpuSelfChildren is the CPU time of this process and its reaped children.
+func cpuSelfChildren() time.Duration {
+	var self, children syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + children.Utime.Nano() + children.Stime.Nano())
 }

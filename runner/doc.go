@@ -65,7 +65,11 @@
 //     program's group is led by the sandbox's init (SIGTERM reaches the
 //     program's handler, not bwrap), and the end of the PID namespace kills
 //     every process in it, also those that started a session of their own,
-//     and also when the runner dies (--die-with-parent).
+//     and also when the runner dies (--die-with-parent). Without bwrap, each
+//     task starts in a cgroup v2 of its own where the runner can make one
+//     (Config.Cgroup, SandboxState.GroupKill): at the task's end its
+//     cgroup.kill ends every process in it, also those that left the
+//     group, and Run returns once the cgroup is empty and removed.
 //   - Resource exhaustion by one task, through rlimits applied before the
 //     program's first instruction (LimiterPtrace: the program stopped by
 //     the kernel at its exec takes them by prlimit; LimiterTrampoline, and
@@ -92,8 +96,8 @@
 //     user can, signal the runner, and RLIMIT_NPROC does not hold for root.
 //   - SandboxUser: no mount or PID isolation: a task sees every process,
 //     reads every world-readable file, writes every world-writable folder
-//     (/tmp is shared), and a process that leaves its group (setsid)
-//     survives the task. Tasks sharing a user (a project) can read each
+//     (/tmp is shared), and, without group kills (SandboxState.GroupKill),
+//     a process that leaves its group (setsid) survives the task. Tasks sharing a user (a project) can read each
 //     other's task directories through /proc/<pid>/cwd and signal each
 //     other.
 //   - Every mode: the network is the host's unless IsolateNetwork (the
@@ -104,7 +108,8 @@
 //     host allows them); limits are per process (and RLIMIT_NPROC per
 //     user), not per task: a task's processes together can use more memory
 //     than Memory, and there is no disk quota beyond the file-size limit.
-//     cgroups would close these gaps; they are not used yet.
+//     cgroup controllers would close these gaps; a task's cgroup serves only
+//     to kill it.
 //   - A runner that is not root runs tasks as its own user even under
 //     bwrap: anything that user can read outside the hidden paths, the
 //     task can read.

@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 	}
 	code := testenv.BenchMain(m).Run()
 	testenv.RemoveBuilt()
+	RemoveCgroups()
 	if code == 0 {
 		if err := goleak.Find(goleak.IgnoreAnyFunction(SpawnLoopFunc)); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

@@ -183,7 +183,24 @@ type Config struct {
 	// task's program before its first instruction; default LimiterAuto.
 	// See SandboxState.Limiter for the one a Runner uses.
 	Limiter Limiter
+	// Cgroup is where the runner makes a cgroup v2 for each task, to kill
+	// every process of the task at its end (cgroup.kill), including those
+	// that left its process group (setsid): CgroupAuto (the default) under
+	// the runner's own cgroup in the cgroup2 mount, CgroupOff for none, or
+	// the absolute path of a cgroup v2 folder. The runner makes its
+	// sub-tree kiln-runner-<pid> there. Where that cannot work (no cgroup2
+	// mount, no right to make cgroups there, a kernel before 5.14) tasks
+	// run without, as with CgroupOff, and SandboxState.GroupKillNote says
+	// why. Not used under SandboxBwrap, whose PID namespace ends every
+	// process of a task.
+	Cgroup string
 }
+
+// Values of Config.Cgroup besides a path.
+const (
+	CgroupAuto = "auto"
+	CgroupOff  = "off"
+)
 
 // Limiter says how a Runner puts a task's limits (ProcLimits, no core
 // dumps), its user and no_new_privs on the program before the program's
@@ -247,6 +264,9 @@ func (c *Config) withDefaults() Config {
 	if out.Limiter == "" {
 		out.Limiter = LimiterAuto
 	}
+	if out.Cgroup == "" {
+		out.Cgroup = CgroupAuto
+	}
 	out.Runtimes = maps.Clone(out.Runtimes)
 	out.Hide = slices.Clone(out.Hide)
 	return out
@@ -279,6 +299,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := ParseLimiter(string(c.Limiter)); err != nil {
 		errs = append(errs, fmt.Errorf("Config.Limiter: %w", err))
+	}
+	if c.Cgroup != CgroupAuto && c.Cgroup != CgroupOff && !filepath.IsAbs(c.Cgroup) {
+		errs = append(errs, fmt.Errorf("%w: Config.Cgroup %q: want auto, off or an absolute path", ErrInvalidSpec, c.Cgroup))
 	}
 	for _, h := range c.Hide {
 		if !filepath.IsAbs(h) || filepath.Clean(h) == "/" {
@@ -439,6 +462,9 @@ type Runner struct {
 	// nil (an architecture without limitAsTracee).
 	limitOthers bool
 	selfRlimits *ptraceRlimits
+	// cg is the sub-tree in which each task gets a cgroup of its own (nil:
+	// no group kills, see SandboxState.GroupKill).
+	cg *cgroupTree
 }
 
 // New returns a Runner with cfg (nil: all defaults), or every problem of
@@ -458,6 +484,7 @@ func New(cfg *Config) (*Runner, error) {
 	if err := r.resolveLimiter(); err != nil {
 		return nil, err
 	}
+	r.resolveCgroup()
 	return r, nil
 }
 

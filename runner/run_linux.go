@@ -117,12 +117,23 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return failed(err)
 	}
-	return r.start(ctx, spec, res, launch{tramp: tramp, tr: tr, path: path, argv: argv, env: env, cred: cred}, timeout)
+	// A cgroup of its own (Config.Cgroup), killed at the task's end with
+	// every process in it; start does it first, once the program has
+	// ended, this if the program never started.
+	var cg *taskCgroup
+	if r.cg != nil {
+		if cg, err = r.cg.newTask(); err != nil {
+			return failed(err)
+		}
+		defer func() { _ = cg.kill() }()
+	}
+	return r.start(ctx, spec, res, launch{tramp: tramp, tr: tr, path: path, argv: argv, env: env, cred: cred, cg: cg}, timeout)
 }
 
 // launch is how start starts a task's program: through the trampoline
 // tramp, or (tr not nil) under LimiterPtrace; path, argv and env are the
-// program's, cred its user (nil: the runner's).
+// program's, cred its user (nil: the runner's), cg the cgroup it starts in
+// (nil: the runner's).
 type launch struct {
 	tramp string
 	tr    *tracing
@@ -130,6 +141,7 @@ type launch struct {
 	argv  []string
 	env   []string
 	cred  *syscall.Credential
+	cg    *taskCgroup
 }
 
 // tracing is how LimiterPtrace limits a task: lim set by the runner, or
@@ -377,6 +389,9 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 		// Under bwrap the leader is bwrap, which exits after the sandbox's
 		// init, whose end kills every process of the sandbox.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		// Without bwrap, a process that left the group (setsid) is still
+		// in the task's cgroup.
+		_ = l.cg.kill()
 		_ = c.cmd.Wait()
 		_ = c.logR.SetReadDeadline(time.Now().Add(cfg.DrainTimeout))
 		<-pumpDone
@@ -527,6 +542,7 @@ func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) 
 		// terminal (no TIOCSTI into the server's terminal).
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
+	l.cg.into(cmd.SysProcAttr)
 	var infoR *os.File
 	if bw := r.bw; bw != nil {
 		var infoW *os.File
@@ -613,6 +629,7 @@ func spawnTraced(dir string, l launch, logR, logW *os.File, extra ...*os.File) (
 		// before the exec.
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: l.cred},
 	}
+	l.cg.into(cmd.SysProcAttr)
 	err := startTraced(cmd, l.tr)
 	_ = logW.Close()
 	switch {

@@ -45,3 +45,14 @@ func (r *Runner) resolveLimiter() error {
 	r.sb.Limiter = LimiterTrampoline
 	return nil
 }
+
+// cgroupTree is Linux-only.
+type cgroupTree struct{}
+
+// resolveCgroup: off Linux there are no cgroups (and Run is unsupported).
+func (r *Runner) resolveCgroup() {
+	r.sb.GroupKillNote = "off: cgroups need Linux"
+}
+
+// RemoveCgroups does nothing off Linux.
+func RemoveCgroups() {}

@@ -77,6 +77,14 @@ type SandboxState struct {
 	// why LimiterAuto did not pick LimiterPtrace, or how LimiterPtrace
 	// limits a task of another user; "" otherwise.
 	LimiterNote string
+	// GroupKill is true when every task runs in a cgroup v2 of its own
+	// (Config.Cgroup), whose processes are all killed at the task's end,
+	// including those that left its process group. Cgroup is then the
+	// runner's sub-tree of these cgroups; otherwise GroupKillNote says
+	// why not, for the runner's log.
+	GroupKill     bool
+	Cgroup        string
+	GroupKillNote string
 }
 
 // String describes the state in a few words.
@@ -93,6 +101,11 @@ func (s SandboxState) String() string {
 	}
 	if s.LimiterNote != "" {
 		out += " (" + s.LimiterNote + ")"
+	}
+	if s.GroupKill {
+		out += ", a cgroup per task in " + s.Cgroup
+	} else if s.GroupKillNote != "" {
+		out += ", group kills " + s.GroupKillNote
 	}
 	return out
 }

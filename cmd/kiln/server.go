@@ -80,7 +80,10 @@ in the bwrap sandbox no network. --sandbox-limits says how the resource
 limits reach a task's program (docs/decisions/003-runner-limits.md): auto
 (the default) stops the program at its exec to limit it (ptrace) where that
 works and bwrap is not used, else re-executes the server as a trampoline;
-the server logs which.
+the server logs which. Without bwrap each task runs in a cgroup v2 of its
+own where the server can make one (--sandbox-cgroup: auto, off or a cgroup
+folder), so that every process of the task ends with it, even one that
+called setsid; the server logs whether (group_kill=...).
 
 --otel-exporter otlp turns OpenTelemetry tracing on (docs/metrics.md): a
 span per HTTP request, per enqueue and per code package task, sent in
@@ -120,6 +123,7 @@ type serverOptions struct {
 	sandbox                          runner.Sandbox
 	sandboxLimits                    runner.Limiter
 	sandboxNetwork                   bool
+	sandboxCgroup                    string
 	sandboxUIDBase, sandboxUIDCount  int
 }
 
@@ -247,6 +251,13 @@ func (o *serverOptions) settings() []setting {
 			b, err := strconv.ParseBool(v)
 			o.sandboxNetwork = b
 			return err
+		}},
+		{"sandbox-cgroup", "where each task without bwrap gets a cgroup v2 of its own, killed with every process in it at the task's end: auto (under the server's own cgroup), off, or the path of a cgroup v2 folder (docs/sandbox.md)", runner.CgroupAuto, func(v string) error {
+			if v != runner.CgroupAuto && v != runner.CgroupOff && !filepath.IsAbs(v) {
+				return errors.New("want auto, off or an absolute path")
+			}
+			o.sandboxCgroup = v
+			return nil
 		}},
 		{"sandbox-uid-base", "the first user id of tasks when the server is root (one per project)", strconv.Itoa(hosted.UIDBaseDefault), positiveInt(&o.sandboxUIDBase)},
 		{"sandbox-uid-count", "how many user ids tasks may use (one per project)", strconv.Itoa(hosted.UIDCountDefault), positiveInt(&o.sandboxUIDCount)},
@@ -510,7 +521,7 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		rc = &hosted.Config{
 			Concurrency: o.runnerConcurrency, WorkDir: dir,
 			UIDBase: o.sandboxUIDBase, UIDCount: o.sandboxUIDCount,
-			Runner: &runner.Config{Sandbox: o.sandbox, Limiter: o.sandboxLimits, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o)},
+			Runner: &runner.Config{Sandbox: o.sandbox, Limiter: o.sandboxLimits, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o), Cgroup: o.sandboxCgroup},
 		}
 	}
 	srv, err := server.New(&server.Config{
@@ -531,5 +542,8 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		return err
 	}
 	log.Info("kiln server", "version", kilnVersion(), "addr", o.addr, "url", srv.URL(), "tls", o.tlsCert != "", "store", redactURL(o.store), "data", data)
-	return srv.Run(ctx)
+	err = srv.Run(ctx)
+	// The tasks have ended: remove the runner's empty cgroups.
+	runner.RemoveCgroups()
+	return err
 }

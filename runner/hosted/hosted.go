@@ -245,6 +245,14 @@ func (h *Hosted) logSandbox() {
 	if st.LimiterNote != "" {
 		attrs = append(attrs, "limits_note", st.LimiterNote)
 	}
+	// Whether every process of a task ends with it, even one that left its
+	// process group (docs/sandbox.md, "Group kills").
+	attrs = append(attrs, "group_kill", st.GroupKill)
+	if st.GroupKill {
+		attrs = append(attrs, "cgroup", st.Cgroup)
+	} else {
+		attrs = append(attrs, "group_kill_note", st.GroupKillNote)
+	}
 	if st.Mode == runner.SandboxOff {
 		h.log.Warn("hosted: code package tasks are not sandboxed", attrs...)
 		return

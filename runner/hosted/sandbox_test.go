@@ -268,3 +268,39 @@ func TestHostedSandboxUserClosedFolder(t *testing.T) {
 		t.Errorf("New: %v", err)
 	}
 }
+
+// The server says at start whether a task's processes all end with it
+// (group kills), and why not when they do not.
+func TestHostedLogsGroupKill(t *testing.T) {
+	t.Parallel()
+	st := kilntest.Embedded(t, nil)
+	for _, c := range []struct {
+		cgroup string
+		want   []string
+	}{
+		{runner.CgroupOff, []string{"group_kill=false", `group_kill_note="off (Config.Cgroup)`}},
+		{runner.CgroupAuto, []string{"group_kill="}},
+	} {
+		var logs bytes.Buffer
+		h, err := hosted.New(&hosted.Config{Store: st, WorkDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+			Runner: &runner.Config{Sandbox: runner.SandboxOff, Cgroup: c.cgroup}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb := h.Sandbox(); sb.GroupKill {
+			c.want = append(c.want, "group_kill=true", "cgroup="+sb.Cgroup)
+		} else if c.cgroup == runner.CgroupAuto {
+			c.want = append(c.want, "group_kill=false", "group_kill_note=")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := h.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(logs.String(), w) {
+				t.Errorf("cgroup %s: no %q in the log:\n%s", c.cgroup, w, logs.String())
+			}
+		}
+	}
+}
