@@ -77,6 +77,23 @@ func TestFlowInParts(t *testing.T) {
 	}
 }
 
+// stoppedFlow opens a store on a fake clock and enqueues fanIn(2600) as a
+// client that stops after the flow's first script would.
+func stoppedFlow(t *testing.T) (*Store, *storetest.FakeClock) {
+	t.Helper()
+	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix(), Clock: clock})
+	t.Cleanup(func() { _ = s.Close() })
+	s.flowPartsHook = func(int) bool { return false }
+	if err := s.EnqueueFlow(t.Context(), fanIn(2600)); err != nil {
+		t.Fatal(err)
+	}
+	if n := pendingIn(t, s, "m"); n != flowFirstPart {
+		t.Fatalf("%d pending in m, want %d", n, flowFirstPart)
+	}
+	return s, clock
+}
+
 // TestFlowPartsRecovered stops a flow's parts after the first script, as a
 // client that stops there would: the tasks not written stay reserved (no
 // task may take their ids), Sweep writes them once the flow is
@@ -84,17 +101,8 @@ func TestFlowInParts(t *testing.T) {
 // its callback released once.
 func TestFlowPartsRecovered(t *testing.T) {
 	t.Parallel()
-	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix(), Clock: clock})
-	defer func() { _ = s.Close() }()
+	s, clock := stoppedFlow(t)
 	ctx := t.Context()
-	s.flowPartsHook = func(int) bool { return false }
-	if err := s.EnqueueFlow(ctx, fanIn(2600)); err != nil {
-		t.Fatal(err)
-	}
-	if n := pendingIn(t, s, "m"); n != flowFirstPart {
-		t.Fatalf("%d pending in m, want %d", n, flowFirstPart)
-	}
 	// The reserved ids are taken, for a task and for a flow.
 	res, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{{ID: "f.1234", Type: "t"}, {ID: "free", Type: "t"}}})
 	if err != nil || len(res.Items) != 2 || !errors.Is(res.Items[0].Err, store.ErrTaskExists) || res.Items[1].Err != nil {
@@ -157,17 +165,8 @@ func TestFlowPartsRecovered(t *testing.T) {
 // would run).
 func TestFlowPartsWrittenByReader(t *testing.T) {
 	t.Parallel()
-	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix(), Clock: clock})
-	defer func() { _ = s.Close() }()
+	s, clock := stoppedFlow(t)
 	ctx := t.Context()
-	s.flowPartsHook = func(int) bool { return false }
-	if err := s.EnqueueFlow(ctx, fanIn(2600)); err != nil {
-		t.Fatal(err)
-	}
-	if n := pendingIn(t, s, "m"); n != flowFirstPart {
-		t.Fatalf("%d pending in m, want %d", n, flowFirstPart)
-	}
 	fl, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"})
 	if err != nil || !slices.Equal(fl.Held, []string{"f.cb"}) {
 		t.Fatalf("GetFlow: %+v, %v; want held [f.cb]", fl, err)

@@ -70,19 +70,7 @@ func TestReportReads(t *testing.T) {
 	if rep, err := b.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{{ID: "other", LeaseID: lid["other"], Kind: store.OutcomeSucceeded}}}); err != nil || rep.Errs[0] != nil {
 		t.Fatalf("Report through another Store = %v, %v", rep.Errs, err)
 	}
-	cmds := mon.stop(t, c, "end")
-	short, full := 0, 0
-	for _, args := range cmds {
-		if !strings.EqualFold(args[0], "HMGET") {
-			continue
-		}
-		switch strings.Join(args[2:], " ") {
-		case "st l":
-			short++
-		case "st l q rtu uk dp fl ty a":
-			full++
-		}
-	}
+	short, full := reportReads(mon.stop(t, c, "end"))
 	// ok, retry and dead with the note; kept (retention), uniq (unique
 	// key) and other (leased by a) without.
 	if short != 3 || full != 3 {
@@ -191,19 +179,7 @@ func TestReportReadsFlowMembers(t *testing.T) {
 	if rep, err := b.Report(ctx, store.ReportParams{Namespace: "ns", Outcomes: []store.Outcome{other}}); err != nil || rep.Errs[0] != nil {
 		t.Fatalf("Report through another Store = %v, %v", rep.Errs, err)
 	}
-	cmds := mon.stop(t, c, "end")
-	short, full := 0, 0
-	for _, args := range cmds {
-		if !strings.EqualFold(args[0], "HMGET") {
-			continue
-		}
-		switch strings.Join(args[2:], " ") {
-		case "st l":
-			short++
-		case "st l q rtu uk dp fl ty a":
-			full++
-		}
-	}
+	short, full := reportReads(mon.stop(t, c, "end"))
 	if short != 3 || full != 1 {
 		t.Errorf("report scripts read state and lease id only %d times, all nine fields %d times; want 3 and 1", short, full)
 	}
@@ -219,4 +195,22 @@ func TestReportReadsFlowMembers(t *testing.T) {
 	if err != nil || got.Tasks[0] == nil || got.Tasks[0].State != store.StateSucceeded || string(got.Tasks[0].Result) != `"f.0"` || got.Tasks[1].State != store.StateSucceeded {
 		t.Fatalf("members after their reports: %+v, %v", got.Tasks, err)
 	}
+}
+
+// reportReads counts, among the commands MONITOR saw, the report script's
+// reads of a task's state and lease id only (short) and of all nine fields
+// (full).
+func reportReads(cmds [][]string) (short, full int) {
+	for _, args := range cmds {
+		if !strings.EqualFold(args[0], "HMGET") {
+			continue
+		}
+		switch strings.Join(args[2:], " ") {
+		case "st l":
+			short++
+		case "st l q rtu uk dp fl ty a":
+			full++
+		}
+	}
+	return short, full
 }
