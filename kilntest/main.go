@@ -21,11 +21,13 @@ import (
 // runner's spawner, which lives as long as the process, excepted). When
 // the binary runs benchmarks (-test.bench), it prints the load average and
 // the CPU model before them and the load average after them.
-// Last it removes the programs the tests compiled, and exits.
+// Last it removes the programs the tests compiled and the cgroups its
+// Runners made for their tasks (runner.RemoveCgroups), and exits.
 func Main(m *testing.M) {
 	runner.Main()
 	goleak.VerifyTestMain(testenv.BenchMain(m), goleak.IgnoreAnyFunction(runner.SpawnLoopFunc), goleak.Cleanup(func(code int) {
 		testenv.RemoveBuilt()
+		runner.RemoveCgroups()
 		os.Exit(code) //nolint:forbidigo // Main is the body of TestMain, which ends the test binary with the tests' exit code
 	}))
 }
