@@ -488,19 +488,33 @@ return n
 
 // flowRecoverLua is the part of the sweep script that writes the reserved
 // tasks of one flow stored flowRecoverAfter ago or more whose parts were
-// not all written.
+// not all written: at most the sweep's limit (ARGV[3]) of them per call,
+// so that a large flow does not block Redis for long; the flow stays in
+// T:rvq, with the ids left in its field rv, until the last is written.
 var flowRecoverLua = `
 for _, fid in ipairs(redis.call('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` +
 	strconv.FormatInt(flowRecoverAfter.Microseconds(), 10) + `), 'LIMIT', '0', '1')) do
   local fk = T .. ':f:' .. fid
   local g = redis.call('HMGET', fk, 'ca', 'rv')
+  local left = false
   if g[1] and g[2] then
     local ids = {}
     for id in string.gmatch(g[2], '%S+') do ids[#ids + 1] = id end
-    flow_materialize(fid, g[1], ids)
+    local most = tonumber(ARGV[3])
+    if #ids > most then
+      local part = {}
+      for k = 1, most do part[k] = ids[k] end
+      flow_materialize(fid, g[1], part)
+      redis.call('HSET', fk, 'rv', table.concat(ids, ' ', most + 1))
+      left = true
+    else
+      flow_materialize(fid, g[1], ids)
+    end
   end
-  redis.call('HDEL', fk, 'rv')
-  redis.call('ZREM', T .. ':rvq', fid)
+  if not left then
+    redis.call('HDEL', fk, 'rv')
+    redis.call('ZREM', T .. ':rvq', fid)
+  end
 end
 `
 

@@ -123,13 +123,18 @@ func TestFlowPartsRecovered(t *testing.T) {
 		t.Fatalf("%d pending in m before flowRecoverAfter, want %d", n, flowFirstPart)
 	}
 	clock.Advance(flowRecoverAfter)
-	for range 2 {
-		if _, err := s.Sweep(ctx, store.SweepParams{}); err != nil {
+	// At most the sweep's limit per call: 1000, 1000, then the last 100.
+	tag := s.tag("ns")
+	for i, want := range []int64{1500, 2500, 2600, 2600} {
+		if _, err := s.Sweep(ctx, store.SweepParams{Limit: 1000}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if n := pendingIn(t, s, "m"); n != 2600 {
-		t.Fatalf("%d pending in m after Sweep, want 2600", n)
+		if n := pendingIn(t, s, "m"); n != want {
+			t.Fatalf("%d pending in m after sweep %d, want %d", n, i+1, want)
+		}
+		if n, _ := s.rdb.ZCard(ctx, tag+":rvq").Result(); (n == 1) != (i < 2) {
+			t.Fatalf("after sweep %d: %d flows still being written, want %d", i+1, n, map[bool]int{true: 1}[i < 2])
+		}
 	}
 	if fl, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"}); err != nil || !slices.Equal(fl.Held, []string{"f.cb"}) {
 		t.Fatalf("GetFlow after Sweep: %+v, %v; want held [f.cb]", fl, err)
@@ -139,7 +144,6 @@ func TestFlowPartsRecovered(t *testing.T) {
 	if err != nil || v != int64(0) {
 		t.Fatalf("late part: %v, %v; want 0", v, err)
 	}
-	tag := s.tag("ns")
 	if n, _ := s.rdb.Exists(ctx, tag+":rv", tag+":rvq").Result(); n != 0 {
 		t.Fatalf("%d keys of the parts left", n)
 	}
