@@ -642,7 +642,9 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 		for j, i := range valid {
 			ids[j] = p.IDs[i]
 		}
-		ts, err := s.readTasks(p.Namespace, ids)
+		// With Outcomes (a chord's callback reading its members), the
+		// payloads are not read: one engine read per task instead of two.
+		ts, _, err := s.readTasksSeq(p.Namespace, ids, !p.Outcomes)
 		if err != nil {
 			return store.GetResult{}, fmt.Errorf("embedded: get: %w", err)
 		}
@@ -654,17 +656,11 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 	return store.GetResult{Tasks: out}, nil
 }
 
-// readTasks reads tasks with their payloads from the engine, as readTask
-// does for each id, in two batched reads: the sequence numbers of all ids,
-// then the records and payloads of all of them. The answer has a task or nil
-// (absent) at each index of ids.
-func (s *Store) readTasks(ns string, ids []string) ([]*store.Task, error) {
-	ts, _, err := s.readTasksSeq(ns, ids, true)
-	return ts, err
-}
-
-// readTasksSeq is readTasks that also returns each task's sequence number
-// (0 for an absent one) and reads the payloads only when payload is set.
+// readTasksSeq reads tasks from the engine, as readTask does for each id,
+// in two batched reads: the sequence numbers of all ids, then the records
+// (and, when payload is set, the payloads) of all of them. The answer has a
+// task or nil (absent) at each index of ids, and each task's sequence
+// number (0 for an absent one).
 func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Task, []uint64, error) {
 	s.d.mu.RLock()
 	defer s.d.mu.RUnlock()
