@@ -9,9 +9,9 @@ import (
 )
 
 // TestGetOutcomesFromDisk reads finished tasks (on disk only, after a
-// reopen) with GetParams.Outcomes: each outcome as a full Get gives it
-// (state, error, result, type, queue, priority), without the payload,
-// which Outcomes does not read.
+// reopen) with GetParams.Outcomes: their outcomes without their payloads,
+// which Outcomes does not read (the conformance case GetOutcomes compares
+// the outcomes with a full Get's).
 func TestGetOutcomesFromDisk(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -32,9 +32,10 @@ func TestGetOutcomesFromDisk(t *testing.T) {
 		t.Fatalf("Lease: %d tasks, %v", len(l.Tasks), err)
 	}
 	var outs []store.Outcome
-	for i, tk := range l.Tasks {
+	dead := map[string]bool{"t1": true, "t3": true, "t5": true}
+	for _, tk := range l.Tasks {
 		o := store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded, Result: []byte("r-" + tk.ID)}
-		if i%2 == 1 {
+		if dead[tk.ID] {
 			o = store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeDead, Error: "boom " + tk.ID}
 		}
 		outs = append(outs, o)
@@ -47,32 +48,16 @@ func TestGetOutcomesFromDisk(t *testing.T) {
 	}
 	s = mustOpen(t, dir, nil)
 	defer func() { _ = s.Close() }()
-	ids = append(ids, "none")
-	full, err := s.Get(ctx, store.GetParams{Namespace: "ns", IDs: ids})
+	res, err := s.Get(ctx, store.GetParams{Namespace: "ns", IDs: ids, Outcomes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Get(ctx, store.GetParams{Namespace: "ns", IDs: ids, Outcomes: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, id := range ids {
-		f, g := full.Tasks[i], got.Tasks[i]
-		if id == "none" {
-			if f != nil || g != nil {
-				t.Fatalf("none: %+v, %+v; want nil", f, g)
-			}
-			continue
+	for i, g := range res.Tasks {
+		if g == nil || !g.State.Terminal() || g.Payload != nil {
+			t.Fatalf("%s: %+v; want it finished, without its payload", ids[i], g)
 		}
-		if f == nil || g == nil || string(f.Payload) != "payload-"+id {
-			t.Fatalf("%s: full %+v, outcomes %+v", id, f, g)
-		}
-		if g.ID != f.ID || g.Type != f.Type || g.Queue != f.Queue || g.Priority != f.Priority || g.State != f.State ||
-			g.LastError != f.LastError || string(g.Result) != string(f.Result) || !f.State.Terminal() {
-			t.Fatalf("%s: outcomes %+v, want those of %+v", id, g, f)
-		}
-		if g.Payload != nil {
-			t.Fatalf("%s: payload %q read with Outcomes", id, g.Payload)
+		if !dead[g.ID] && string(g.Result) != "r-"+g.ID || dead[g.ID] && g.LastError != "boom "+g.ID {
+			t.Fatalf("%s: result %q, error %q", ids[i], g.Result, g.LastError)
 		}
 	}
 }

@@ -467,6 +467,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, h) })
 	t.Run("List", func(t *testing.T) { testList(t, h) })
 	t.Run("ListBounded", func(t *testing.T) { testListBounded(t, h) })
+	t.Run("GetOutcomes", func(t *testing.T) { testGetOutcomes(t, h) })
 	t.Run("Stats", func(t *testing.T) { testStats(t, h) })
 	t.Run("Namespaces", func(t *testing.T) { testNamespaces(t, h) })
 	t.Run("Retention", func(t *testing.T) { testRetention(t, h) })

@@ -417,3 +417,45 @@ func testRetention(t *testing.T, h Harness) {
 	f.wantState(revived.ID, store.StatePending)
 	f.check()
 }
+
+// testGetOutcomes checks Get with GetParams.Outcomes: for every task, in
+// every state and after a reopen (durable stores), the outcome fields are
+// those a full Get gives; the payload is either left out or the task's.
+func testGetOutcomes(t *testing.T, h Harness) {
+	t.Parallel()
+	f := h.setup(t)
+	var ids []string
+	for _, st := range []store.State{store.StatePending, store.StateActive, store.StateRetry, store.StateSucceeded, store.StateDead, store.StateCancelled} {
+		tk := f.makeTask(st, store.TaskInput{Queue: "q", Priority: 2, Payload: []byte(`"p-` + st.String() + `"`), MaxRetries: 1})
+		ids = append(ids, tk.ID)
+	}
+	ids = append(ids, newID()) // none
+	check := func(when string) {
+		full := f.gets(ids...)
+		res, err := f.s.Get(f.ctx(), store.GetParams{Namespace: f.ns, IDs: ids, Outcomes: true})
+		if err != nil || len(res.Tasks) != len(ids) {
+			t.Fatalf("%s: Get with Outcomes: %d tasks, %v; want %d", when, len(res.Tasks), err, len(ids))
+		}
+		for i, g := range res.Tasks {
+			w := full[i]
+			if (g == nil) != (w == nil) {
+				t.Fatalf("%s: %s: Get with Outcomes %+v, full Get %+v", when, ids[i], g, w)
+			}
+			if g == nil {
+				continue
+			}
+			if g.ID != w.ID || g.Type != w.Type || g.Queue != w.Queue || g.Priority != w.Priority || g.State != w.State ||
+				g.LastError != w.LastError || string(g.Result) != string(w.Result) {
+				t.Errorf("%s: %s: outcome %+v, want that of %+v", when, ids[i], g, w)
+			}
+			if g.Payload != nil && string(g.Payload) != string(w.Payload) {
+				t.Errorf("%s: %s: payload %q with Outcomes, want none or %q", when, ids[i], g.Payload, w.Payload)
+			}
+		}
+	}
+	check("open")
+	if f.reopen != nil {
+		f.s = f.reopen()
+		check("reopened")
+	}
+}
