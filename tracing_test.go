@@ -108,3 +108,58 @@ func TestTracingOffByDefault(t *testing.T) {
 		t.Errorf("trace context %q stored with tracing off", rec.TraceParent)
 	}
 }
+
+// TestTracingWorkflow: a workflow enqueued with a TracerProvider is one
+// kiln.enqueue span, and every task of it, the first step and the step held
+// until it ends alike, is handled in that trace as the span's child.
+func TestTracingWorkflow(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, nil, func(t *testing.T, b *bundle) { //nolint:thelper // the test itself, on each store
+		exp := tracetest.NewInMemoryExporter()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		client, err := NewClient(b.store, &ClientConfig{TracerProvider: tp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.startWorker(t, &WorkerConfig{TracerProvider: tp}, func(w *Worker) {
+			for _, ty := range []string{"wf-first", "wf-second"} {
+				w.Handle(ty, HandlerFunc(func(context.Context, *Task) error { return nil }))
+			}
+		})
+		ctx := waitCtx(t)
+		root, rootSpan := tp.Tracer("app").Start(ctx, "request")
+		r, err := client.EnqueueWorkflow(root, Chain(NewSignature("wf-first"), NewSignature("wf-second")), nil)
+		rootSpan.End()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Get(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		var enq []tracetest.SpanStub
+		var handles []tracetest.SpanStub
+		waitFor(t, "the spans", func() bool {
+			enq, handles = nil, nil
+			for _, s := range exp.GetSpans() {
+				switch s.Name {
+				case spanEnqueue:
+					enq = append(enq, s)
+				case spanHandle:
+					handles = append(handles, s)
+				}
+			}
+			return len(handles) == 2
+		})
+		if len(enq) != 1 {
+			t.Fatalf("%d enqueue spans, want 1 for the workflow", len(enq))
+		}
+		trace0 := enq[0].SpanContext.TraceID()
+		for _, h := range handles {
+			if h.SpanContext.TraceID() != trace0 || h.Parent.SpanID() != enq[0].SpanContext.SpanID() {
+				t.Errorf("handle span in trace %s with parent %s, want trace %s and the workflow's enqueue span %s",
+					h.SpanContext.TraceID(), h.Parent.SpanID(), trace0, enq[0].SpanContext.SpanID())
+			}
+		}
+	})
+}

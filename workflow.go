@@ -10,9 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/kilnhq/kiln/internal/flowspec"
 	"github.com/kilnhq/kiln/internal/ids"
 	"github.com/kilnhq/kiln/internal/metrics"
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -386,7 +389,19 @@ func (c *Client) EnqueueWorkflow(ctx context.Context, wf Step, opts *WorkflowOpt
 		return nil, fmt.Errorf("kiln: enqueue workflow: %w", err)
 	}
 	p.Namespace = c.ns
-	if err := fl.EnqueueFlow(ctx, p); err != nil {
+	// With a TracerProvider, one enqueue span for the whole workflow, and
+	// its trace context on every task of it (held ones too), as Enqueue
+	// does for the tasks of a batch.
+	ctx, span := startEnqueue(ctx, c.tracer, p.Tasks)
+	if tp := tracing.TraceParent(ctx); tp != "" && span != nil {
+		span.SetAttributes(attribute.String("kiln.workflow.id", o.ID), attribute.Int("kiln.workflow.held_count", len(p.Held)))
+		for i := range p.Held {
+			p.Held[i].Task.TraceParent = tp
+		}
+	}
+	err = fl.EnqueueFlow(ctx, p)
+	endSpan(span, err)
+	if err != nil {
 		if c.met != nil {
 			c.met.StoreError(metrics.OpEnqueue)
 		}

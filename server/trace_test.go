@@ -233,3 +233,57 @@ func TestServerSpans(t *testing.T) {
 }
 
 const otherTraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+// TestFlowTraceParentOverHTTP: the tasks of a workflow keep the trace
+// context they bring and take the request's traceparent header when they
+// bring none, held tasks too; a task's bad traceparent refuses the whole
+// workflow.
+func TestFlowTraceParentOverHTTP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok, _ := b.project("p")
+	const own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	req := wire.FlowRequest{ID: "wf", Spec: []byte("s"), Tasks: []wire.FlowTask{
+		{ID: "wf.a", Type: "t", Queue: "default", TraceParent: own},
+		{ID: "wf.b", Type: "t", Queue: "default"},
+	}, Held: []wire.FlowTask{{ID: "wf.c", Type: "t", Queue: "default", After: []string{"wf.a", "wf.b"}}}}
+	body, _ := json.Marshal(req)
+	status, resp := b.ts.Do(t, "POST", "/v1/projects/p/workflows", http.Header{
+		"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"}, "Traceparent": {testTraceParent},
+	}, bytes.NewReader(body))
+	if status != http.StatusCreated {
+		t.Fatalf("create workflow = %d %s", status, resp)
+	}
+	for id, want := range map[string]string{"wf.a": own, "wf.b": testTraceParent} {
+		var task wire.Task
+		b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/"+id, tok, nil, &task)
+		if task.TraceParent != want {
+			t.Errorf("%s: traceparent %q, want %q", id, task.TraceParent, want)
+		}
+	}
+	// The held task is not a task yet; once its tasks end, it carries the
+	// header's trace context too.
+	var lr wire.LeaseResponse
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/lease", tok, wire.LeaseRequest{Queues: []string{"default"}, Max: 2, DurationMS: 60000}, &lr)
+	if len(lr.Tasks) != 2 {
+		t.Fatalf("leased %d tasks, want 2", len(lr.Tasks))
+	}
+	var outs []wire.Outcome
+	for _, tk := range lr.Tasks {
+		outs = append(outs, wire.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: "succeeded"})
+	}
+	b.ok(http.StatusOK, "POST", "/v1/projects/p/report", tok, wire.ReportRequest{Outcomes: outs}, nil)
+	var held wire.Task
+	b.ok(http.StatusOK, "GET", "/v1/projects/p/tasks/wf.c", tok, nil, &held)
+	if held.TraceParent != testTraceParent {
+		t.Errorf("held task: traceparent %q, want the header's", held.TraceParent)
+	}
+
+	bad := wire.FlowRequest{ID: "wf2", Spec: []byte("s"), Tasks: []wire.FlowTask{{ID: "wf2.a", Type: "t", Queue: "default", TraceParent: "00-nope"}}}
+	var e wire.ErrorBody
+	b.ok(http.StatusBadRequest, "POST", "/v1/projects/p/workflows", tok, bad, &e)
+	if e.Error == nil || e.Error.Code != wire.CodeInvalidOption || e.Error.Field != "traceparent" {
+		t.Errorf("a workflow with a bad traceparent: %+v, want invalid_option on traceparent", e.Error)
+	}
+	b.ok(http.StatusNotFound, "GET", "/v1/projects/p/tasks/wf2.a", tok, nil, nil)
+}

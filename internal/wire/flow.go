@@ -22,6 +22,9 @@ type FlowTask struct {
 	// UniqueKey is refused by the store (tasks of a workflow cannot have
 	// one); it travels so that the refusal is the store's.
 	UniqueKey string `json:"unique_key,omitempty"`
+	// TraceParent is the W3C trace context to carry to the task's handler
+	// (the enqueuing span's), if any.
+	TraceParent string `json:"traceparent,omitempty"`
 	// After, for a held task, lists the tasks it waits for.
 	After []string `json:"after,omitempty"`
 }
@@ -70,7 +73,7 @@ func FromFlowTask(in *store.TaskInput, after []string) FlowTask {
 	return FlowTask{
 		ID: in.ID, Type: in.Type, Queue: in.Queue, Payload: in.Payload, Priority: in.Priority,
 		MaxRetries: in.MaxRetries, TimeoutMS: MS(in.Timeout), Deadline: TimePtr(in.Deadline),
-		RunAt: TimePtr(in.RunAt), RetentionMS: MS(in.Retention), UniqueKey: in.UniqueKey, After: after,
+		RunAt: TimePtr(in.RunAt), RetentionMS: MS(in.Retention), UniqueKey: in.UniqueKey, TraceParent: in.TraceParent, After: after,
 	}
 }
 
@@ -79,7 +82,7 @@ func (t *FlowTask) Input() store.TaskInput {
 	return store.TaskInput{
 		ID: t.ID, Type: t.Type, Queue: t.Queue, Payload: t.Payload, Priority: t.Priority,
 		MaxRetries: t.MaxRetries, Timeout: Dur(t.TimeoutMS), Deadline: TimeVal(t.Deadline),
-		RunAt: TimeVal(t.RunAt), Retention: Dur(t.RetentionMS), UniqueKey: t.UniqueKey,
+		RunAt: TimeVal(t.RunAt), Retention: Dur(t.RetentionMS), UniqueKey: t.UniqueKey, TraceParent: t.TraceParent,
 	}
 }
 

@@ -29,6 +29,20 @@ func (a *API) createFlow(c *call) error {
 		return err
 	}
 	p := req.ToFlowParams(c.ns())
+	// The request's W3C trace context, for the tasks that bring none of
+	// their own (as for a batch of tasks); one that is not valid is ignored.
+	if h := c.r.Header.Get("traceparent"); store.ValidTraceParent(h) {
+		for i := range p.Tasks {
+			if p.Tasks[i].TraceParent == "" {
+				p.Tasks[i].TraceParent = h
+			}
+		}
+		for i := range p.Held {
+			if p.Held[i].Task.TraceParent == "" {
+				p.Held[i].Task.TraceParent = h
+			}
+		}
+	}
 	if err := fl.EnqueueFlow(c.ctx(), p); err != nil {
 		return err
 	}
