@@ -13,8 +13,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/hook"
 	"github.com/kilnhq/kiln/internal/ids"
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -92,6 +96,11 @@ type Config struct {
 	InstanceID string
 	// Logger receives the scheduler's logs; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, traces every run: the enqueue of its task
+	// is a kiln.enqueue span, the root of a trace of its own (attributes
+	// kiln.schedule.id and kiln.schedule.run), whose trace context the task
+	// carries to its handler. Nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -173,11 +182,12 @@ func (c *Config) validate() error {
 // is due now, once (for tests with a fake clock, and for callers that
 // drive the timing themselves).
 type Scheduler struct {
-	st    store.Store
-	rec   records
-	cfg   Config
-	clock store.Clock
-	log   *slog.Logger
+	st     store.Store
+	rec    records
+	cfg    Config
+	clock  store.Clock
+	log    *slog.Logger
+	tracer trace.Tracer // nil: no tracing
 
 	wake chan struct{} // a Create on this instance: look again
 
@@ -220,8 +230,12 @@ func New(st store.Store, cfg *Config) (*Scheduler, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("schedule: config: %w", err)
 	}
+	var tr trace.Tracer
+	if c.TracerProvider != nil {
+		tr = c.TracerProvider.Tracer("github.com/kilnhq/kiln/schedule")
+	}
 	return &Scheduler{
-		st: st, rec: records{meta: meta}, cfg: c, clock: c.Clock, log: c.Logger,
+		st: st, rec: records{meta: meta}, cfg: c, clock: c.Clock, log: c.Logger, tracer: tr,
 		wake: make(chan struct{}, 1), known: make(map[string]*entry),
 	}, nil
 }
@@ -732,11 +746,19 @@ func (c *Scheduler) fire(ctx context.Context, e *entry) (int, error) {
 		in, err := hook.TaskInput(&o, s.Task.Type, s.Task.Payload, c.cfg.Limits, now)
 		if err == nil {
 			var res store.EnqueueResult
-			res, err = c.st.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}})
+			tasks := []store.TaskInput{in}
+			// A run starts a trace of its own (it has no caller).
+			sctx, span := tracing.StartEnqueue(trace.ContextWithSpanContext(ctx, trace.SpanContext{}), c.tracer, tasks, false)
+			if span != nil {
+				span.SetAttributes(attribute.String("kiln.schedule.id", id), attribute.String("kiln.schedule.run", at.UTC().Format(time.RFC3339Nano)))
+			}
+			res, err = c.st.Enqueue(sctx, store.EnqueueParams{Namespace: ns, Tasks: tasks})
 			if err != nil {
+				tracing.End(span, err)
 				return 0, err // the claim stays: this or another instance finishes the run
 			}
 			err = res.Items[0].Err
+			tracing.End(span, err)
 		}
 		switch {
 		case err == nil:

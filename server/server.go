@@ -331,7 +331,7 @@ func New(cfg *Config) (*Server, error) {
 		meta = c.Store.(store.Meta) // the wrapper keeps the interfaces of the store
 		metricsHTTP = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn)})
 	}
-	sched, err := schedule.New(c.Store, &schedule.Config{Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, IndexNamespace: api.SystemNamespace})
+	sched, err := schedule.New(c.Store, &schedule.Config{Clock: c.Clock, Limits: c.Limits, Logger: c.Logger, IndexNamespace: api.SystemNamespace, TracerProvider: c.TracerProvider})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
