@@ -205,6 +205,9 @@ type Request struct {
 	Token string
 	// NoAuth sends no Authorization header at all.
 	NoAuth bool
+	// TraceParent, when set, is sent as the W3C traceparent header (the
+	// caller's client span).
+	TraceParent string
 	// Wait, for a long poll, is how long the server may hold the request;
 	// the request's timeout is then Wait + LongPollSlack.
 	Wait time.Duration
@@ -338,6 +341,9 @@ func (c *Client) send(ctx context.Context, r Request) (*http.Response, error) {
 	}
 	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", c.agent)
+	if r.TraceParent != "" {
+		req.Header.Set("traceparent", r.TraceParent)
+	}
 	if !r.NoAuth {
 		tok := r.Token
 		if tok == "" {

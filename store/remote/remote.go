@@ -15,7 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kilnhq/kiln/internal/apiclient"
+	"github.com/kilnhq/kiln/internal/tracing"
 	"github.com/kilnhq/kiln/internal/wire"
 	"github.com/kilnhq/kiln/store"
 )
@@ -76,6 +80,12 @@ type Config struct {
 	// Logger receives the store's few log lines (handshakes, refreshes);
 	// nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, makes every call to the server a client
+	// span "kiln.remote <operation>" (child of the caller's span, if any)
+	// and sends its trace context as the request's traceparent header, so
+	// the server's spans of the request are its children. Nil traces
+	// nothing and sends no traceparent.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -137,6 +147,7 @@ func (s *Store) ScopedNamespace() string {
 // It is safe for concurrent use.
 type Store struct {
 	api     *apiclient.Client
+	tracer  trace.Tracer // nil without Config.TracerProvider
 	cfg     Config
 	ownHTTP bool
 	log     *slog.Logger
@@ -184,6 +195,9 @@ func Open(ctx context.Context, url string, cfg *Config) (*Store, error) {
 		return nil, fmt.Errorf("remote: config: %w", err)
 	}
 	s := &Store{cfg: c, log: c.Logger, inflight: map[uint64]context.CancelFunc{}}
+	if c.TracerProvider != nil {
+		s.tracer = c.TracerProvider.Tracer("github.com/kilnhq/kiln/store/remote")
+	}
 	hc := c.HTTPClient
 	if hc == nil {
 		var tc *tls.Config
@@ -270,12 +284,19 @@ func (s *Store) isClosed() bool {
 // call sends one request with the store's credentials, redoing the worker
 // handshake once when the server says the session expired, and maps the
 // failure to the store's errors.
-func (s *Store) call(ctx context.Context, op string, r apiclient.Request, out any) error {
+func (s *Store) call(ctx context.Context, op string, r apiclient.Request, out any) (err error) {
 	ctx, done, err := s.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.tracer.Start(ctx, "kiln.remote "+op, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("kiln.remote.operation", op), attribute.String("http.request.method", r.Method)))
+		r.TraceParent = tracing.TraceParent(ctx)
+		defer func() { tracing.End(span, err) }()
+	}
 	for attempt := 0; ; attempt++ {
 		if s.cfg.WorkerSecret != "" {
 			key, err := s.sessionKey(ctx)
