@@ -77,6 +77,15 @@ func readyKey(ns string, t *store.Task, seq uint64) []byte {
 // indexKey returns the index key of task t of namespace ns stored at seq
 // (nil for a state without one), allocated once at its size.
 func indexKey(ns string, t *store.Task, seq uint64) []byte {
+	n := indexKeyLen(ns, t)
+	if n == 0 {
+		return nil
+	}
+	return appendIndexKey(make([]byte, 0, n), ns, t, seq)
+}
+
+// indexKeyLen is the length of t's index key, 0 for a state without one.
+func indexKeyLen(ns string, t *store.Task) int {
 	n := 2 + len(ns) + 8 // kind, namespace, 0, seq
 	switch t.State {
 	case store.StatePending:
@@ -85,9 +94,9 @@ func indexKey(ns string, t *store.Task, seq uint64) []byte {
 		n += 8
 	case store.StateActive:
 	default:
-		return nil
+		return 0
 	}
-	return appendIndexKey(make([]byte, 0, n), ns, t, seq)
+	return n
 }
 
 // appendIndexKey appends indexKey(ns, t, seq) to k; t's state has an
@@ -125,15 +134,28 @@ func keyTime(k []byte) time.Time {
 
 // taskOps appends the writes of e's record and of its index key (the old
 // one deleted when it changed) to ops.
+//
+// The record's key, the index key and its value (the task's id) share one
+// allocation: each is a full slice of its own part of it, and the engine
+// copies them into its batch.
 func taskOps(ops []op, e *entry) []op {
-	ops = append(ops, op{key: seqKey(kTask, e.t.Namespace, e.seq), val: record.Encode(nil, e.seq, &e.t)})
-	nk := indexKey(e.t.Namespace, &e.t, e.seq)
+	ns := e.t.Namespace
+	skLen, nkLen := 2+len(ns)+8, indexKeyLen(ns, &e.t)
+	buf := make([]byte, 0, skLen+nkLen+len(e.t.ID))
+	sk := binary.BigEndian.AppendUint64(append(append(append(buf, kTask), ns...), 0), e.seq)
+	ops = append(ops, op{key: sk[:skLen:skLen], val: record.Encode(nil, e.seq, &e.t)})
+	var nk []byte
+	if nkLen > 0 {
+		nk = appendIndexKey(buf[skLen:skLen], ns, &e.t, e.seq)
+		nk = nk[:len(nk):len(nk)]
+	}
 	if !bytes.Equal(nk, e.ikey) {
 		if e.ikey != nil {
 			ops = append(ops, op{key: e.ikey})
 		}
 		if nk != nil {
-			ops = append(ops, op{key: nk, val: []byte(e.t.ID)})
+			at := skLen + nkLen
+			ops = append(ops, op{key: nk, val: append(buf[at:at], e.t.ID...)})
 		}
 		e.ikey = nk
 	}
