@@ -11,6 +11,22 @@ import (
 	"github.com/kilnhq/kiln/store"
 )
 
+// traced gives b a TracerProvider whose spans go to the returned in-memory
+// exporter, a client and a started worker (its handlers set by handle) that
+// use it.
+func traced(t *testing.T, b *bundle, handle func(w *Worker, tp trace.TracerProvider)) (*tracetest.InMemoryExporter, *sdktrace.TracerProvider, *Client) {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	client, err := NewClient(b.store, &ClientConfig{TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, &WorkerConfig{TracerProvider: tp}, func(w *Worker) { handle(w, tp) })
+	return exp, tp, client
+}
+
 // TestTracingEnqueueToHandle: with a TracerProvider on the client and the
 // worker, the task's record carries the enqueue span's trace context, and
 // the worker's kiln.lease and kiln.handle spans are its children in the
@@ -19,14 +35,7 @@ import (
 func TestTracingEnqueueToHandle(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, nil, func(t *testing.T, b *bundle) { //nolint:thelper // the test itself, on each store
-		exp := tracetest.NewInMemoryExporter()
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-		client, err := NewClient(b.store, &ClientConfig{TracerProvider: tp})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.startWorker(t, &WorkerConfig{TracerProvider: tp}, func(w *Worker) {
+		exp, tp, client := traced(t, b, func(w *Worker, tp trace.TracerProvider) {
 			w.Handle("traced", HandlerFunc(func(ctx context.Context, _ *Task) error {
 				// The span is in the handler's context's values, not
 				// wrapped around it: contexts derived from it register
@@ -115,14 +124,7 @@ func TestTracingOffByDefault(t *testing.T) {
 func TestTracingWorkflow(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, nil, func(t *testing.T, b *bundle) { //nolint:thelper // the test itself, on each store
-		exp := tracetest.NewInMemoryExporter()
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-		client, err := NewClient(b.store, &ClientConfig{TracerProvider: tp})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.startWorker(t, &WorkerConfig{TracerProvider: tp}, func(w *Worker) {
+		exp, tp, client := traced(t, b, func(w *Worker, _ trace.TracerProvider) {
 			for _, ty := range []string{"wf-first", "wf-second"} {
 				w.Handle(ty, HandlerFunc(func(context.Context, *Task) error { return nil }))
 			}
