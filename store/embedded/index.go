@@ -586,11 +586,8 @@ func (s *Store) loadIndexed(eng engine, hidden map[string]created) error {
 	// The window of scheduled and retry tasks of each namespace.
 	start := []byte{kDelayed}
 	for {
-		var first []byte
-		if err := eng.scan([]byte{kDelayed}, start, false, func(k, _ []byte) bool {
-			first = bytes.Clone(k)
-			return false
-		}); err != nil {
+		first, err := firstKey(eng, kDelayed, start)
+		if err != nil {
 			return err
 		}
 		if first == nil {
@@ -612,11 +609,8 @@ func (s *Store) loadIndexed(eng engine, hidden map[string]created) error {
 	// The window of each queue and type.
 	start = []byte{kReady}
 	for {
-		var first []byte
-		if err := eng.scan([]byte{kReady}, start, false, func(k, _ []byte) bool {
-			first = bytes.Clone(k)
-			return false
-		}); err != nil {
+		first, err := firstKey(eng, kReady, start)
+		if err != nil {
 			return err
 		}
 		if first == nil {
@@ -945,4 +939,15 @@ func (s *Store) refillDelayed(eng engine, d *disk, ns *namespace) error {
 	}
 	w.hi = dueKey{at: keyTime(last).UnixNano(), seq: keySeq(last)}
 	return nil
+}
+
+// firstKey returns a copy of the first key of kind at or after start, or
+// nil when there is none.
+func firstKey(eng engine, kind byte, start []byte) ([]byte, error) {
+	var first []byte
+	err := eng.scan([]byte{kind}, start, false, func(k, _ []byte) bool {
+		first = bytes.Clone(k)
+		return false
+	})
+	return first, err
 }
