@@ -541,10 +541,11 @@ return res
 // result; "2" (retry): error, retry at (µs, 0 for now); "3" (dead), "4"
 // (cancelled): error; "5" (release): not started ("1"). The kind may carry
 // the lease note of the Store that leased the task (see hints.go): the kind,
-// "H" (the queue and the type follow the kind), "G" (the queue, the type
-// and the workflow fields dp and fl follow, each "-" when absent or "+"
-// and its value) or "h" (those of the note before in the call), then the
-// attempt; the script then reads only the state and the lease id. It returns one string with a character per
+// "H" (the queue and the type follow the kind), "G" (the queue, the type,
+// the workflow fields dp and fl and the retention rtu follow, each of the
+// last three "-" when absent or "+" and its value) or "h" (those of the
+// note before in the call), then the attempt; the script then reads only
+// the state and the lease id. It returns one string with a character per
 // outcome: "O", "N" or "L". The lease fields are left as they are: they
 // count only while the task is active.
 var reportScript = redis.NewScript(prelude + `
@@ -554,7 +555,7 @@ local gone, expz = {}, {}
 local eaDefault = S(NOW + ` + retentionDefaultUS + `)
 local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
 local i = 3
-local hq, hty, hdp, hfl
+local hq, hty, hdp, hfl, hrtu
 local function opt(x)
   if x == '-' then return false end
   return string.sub(x, 2)
@@ -567,14 +568,14 @@ while i <= #ARGV do
   if #kind > 1 then
     local c = string.byte(kind, 2)
     if c == 72 then
-      hq, hty, hdp, hfl = ARGV[j], ARGV[j + 1], false, false
+      hq, hty, hdp, hfl, hrtu = ARGV[j], ARGV[j + 1], false, false, false
       j = j + 2
     elseif c == 71 then
-      hq, hty, hdp, hfl = ARGV[j], ARGV[j + 1], opt(ARGV[j + 2]), opt(ARGV[j + 3])
-      j = j + 4
+      hq, hty, hdp, hfl, hrtu = ARGV[j], ARGV[j + 1], opt(ARGV[j + 2]), opt(ARGV[j + 3]), opt(ARGV[j + 4])
+      j = j + 5
     end
     local g = redis.call('HMGET', key, 'st', 'l')
-    f = {g[1], g[2], hq, false, false, hdp, hfl, hty, string.sub(kind, 3)}
+    f = {g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)}
     kind = string.sub(kind, 1, 1)
   else
     f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
