@@ -276,7 +276,9 @@ local function flow_write(fid, a, starts, n, sca)
         redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
       end
     else
-      local f = {'d', a[i + 1], 'q', q, 'ty', ty, 'ca', sca, 'fl', fid}
+      -- No field ca either while m's RunAt is the creation time.
+      local f = {'d', a[i + 1], 'q', q, 'ty', ty, 'fl', fid}
+      if ra ~= '' then f[#f + 1] = 'ca'; f[#f + 1] = sca end
       if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
       if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
       if rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
