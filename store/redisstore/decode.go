@@ -220,7 +220,12 @@ func parseState(s string) store.State {
 	return store.State(n)
 }
 
+// atoi parses a number field; empty (absent) or malformed is 0. An absent
+// field is the common case, and strconv's error for it allocates.
 func atoi(s string) int64 {
+	if s == "" {
+		return 0
+	}
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
 }

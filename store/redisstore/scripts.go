@@ -280,7 +280,7 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 // a held task of a flow) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
 // key.
-var enqueueScript = redis.NewScript(preludeCore + `
+var enqueueScript = redis.NewScript(preludeCore + rbTakenLua + `
 local nt = tonumber(ARGV[3])
 local base = redis.call('INCRBY', T .. ':seq', ARGV[3]) - nt
 local res, dups = {}, {}
@@ -291,7 +291,10 @@ local types = {}
 local sNOW = S(NOW)
 local nowR = R17(NOW)
 local TK, TH = T .. ':t:', T .. ':h:'
-local RV = redis.call('EXISTS', T .. ':rv') == 1
+-- While flows are being written in parts (T:rvq), their tasks not
+-- written yet are reserved: in T:rv, or in the compact format (rb_taken).
+local RVQ = redis.call('EXISTS', T .. ':rvq') == 1
+local RV = RVQ and redis.call('EXISTS', T .. ':rv') == 1
 local q, ty, evq
 local i = 4
 for j = 1, nt do
@@ -315,8 +318,8 @@ for j = 1, nt do
   local key = TK .. id
   -- The id is taken by a task record or by a held task of a flow (T:h:<id>,
   -- see flow.go): one EXISTS looks at both; or, while a flow is being
-  -- written in parts, by one of its tasks not yet written (T:rv).
-  if redis.call('EXISTS', key, TH .. id) > 0 or (RV and redis.call('HEXISTS', T .. ':rv', id) == 1) then
+  -- written in parts, by one of its tasks not yet written.
+  if redis.call('EXISTS', key, TH .. id) > 0 or (RV and redis.call('HEXISTS', T .. ':rv', id) == 1) or (RVQ and rb_taken(id)) then
     res[j] = 'E'
   else
     local dup = nil
