@@ -689,12 +689,17 @@ func (m *flowMember) appendArgs(args []any) []any {
 // length (4 bytes, big-endian) and its bytes, as flow_materialize and
 // flow_write_blob unpack them.
 func (m *flowMember) appendReserved(b []byte) []byte {
-	b = slices.Grow(b, 36+len(m.d)+len(m.p)+len(m.q)+len(m.ty)+len(m.pd)+len(m.mr)+len(m.rtu)+len(m.dp)+len(m.ra))
+	b = slices.Grow(b, m.reservedLen())
 	b = appendPacked(appendPacked(b, m.d), m.p)
 	for _, v := range [...]string{m.q, m.ty, m.pd, m.mr, m.rtu} {
 		b = appendPacked(b, v)
 	}
 	return appendPacked(appendPacked(b, m.dp), m.ra)
+}
+
+// reservedLen is the length of what appendReserved appends.
+func (m *flowMember) reservedLen() int {
+	return 36 + len(m.d) + len(m.p) + len(m.q) + len(m.ty) + len(m.pd) + len(m.mr) + len(m.rtu) + len(m.dp) + len(m.ra)
 }
 
 // appendPacked appends v's length (4 bytes, big-endian) and v.
@@ -769,12 +774,19 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	}
 	// Each task's dependents go in its record (field dp), each after a
 	// space: a chord's members name the callback, with no key of their own.
+	// A task with one dependent (a chord's member) shares the held task's
+	// " <id>"; a second one makes it a list of its own.
 	afters := make([][]string, len(p.Held))
 	deps := make(map[string][]byte)
 	for i := range p.Held {
 		afters[i] = p.Held[i].UniqueAfter()
+		one := []byte(" " + p.Held[i].Task.ID)
 		for _, a := range afters[i] {
-			deps[a] = append(append(deps[a], ' '), p.Held[i].Task.ID...)
+			if d, ok := deps[a]; ok {
+				deps[a] = append(slices.Clip(d), one...)
+			} else {
+				deps[a] = one
+			}
 		}
 	}
 	np := len(p.Tasks)
@@ -794,6 +806,10 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		case i < np:
 			args = m.appendArgs(args)
 		case compact:
+			if blob == nil {
+				// A part's tasks are mostly alike: room for as many as m.
+				blob = make([]byte, 0, min(flowPart, len(p.Tasks)-i)*m.reservedLen()+64)
+			}
 			blob = m.appendReserved(blob)
 			if (i-np+1)%flowPart == 0 || i == len(p.Tasks)-1 {
 				args = append(args, blob)

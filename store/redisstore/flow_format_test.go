@@ -243,3 +243,28 @@ func TestFlowMemberWithOptionsCreatedAt(t *testing.T) {
 		}
 	}
 }
+
+// TestFlowDependentsShared checks the dependents written in each task's
+// field dp when held tasks share some of the tasks they wait for: a list
+// of two does not leak into the tasks that have one.
+func TestFlowDependentsShared(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	p := store.FlowParams{Namespace: "ns", ID: "f", Spec: []byte("s"),
+		Tasks: []store.TaskInput{{ID: "a", Type: "t"}, {ID: "b", Type: "t"}, {ID: "c", Type: "t"}, {ID: "d", Type: "t"}},
+		Held: []store.HeldTask{
+			{Task: store.TaskInput{ID: "h1", Type: "t"}, After: []string{"a", "b", "d"}},
+			{Task: store.TaskInput{ID: "h2", Type: "t"}, After: []string{"b", "c"}},
+			{Task: store.TaskInput{ID: "h3", Type: "t"}, After: []string{"d"}},
+		}}
+	if err := s.EnqueueFlow(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"a": " h1", "b": " h1 h2", "c": " h2", "d": " h1 h3"} {
+		if dp, err := s.rdb.HGet(ctx, s.tag("ns")+":t:"+id, "dp").Result(); err != nil || dp != want {
+			t.Errorf("dp of %s = %q (%v), want %q", id, dp, err, want)
+		}
+	}
+}
