@@ -220,7 +220,12 @@ func parseState(s string) store.State {
 	return store.State(n)
 }
 
+// atoi parses a number field; empty (absent) or malformed is 0. An absent
+// field is the common case, and strconv's error for it allocates.
 func atoi(s string) int64 {
+	if s == "" {
+		return 0
+	}
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
 }
@@ -311,9 +316,9 @@ func finishDecode(t *store.Task, caPresent, raPresent bool, m string) {
 // (see hints.go): whether the record has a field the note cannot carry
 // (extra), and its workflow fields dp and fl, which the note carries.
 type noteFields struct {
-	extra        bool
-	dp, fl       string
-	hasDP, hasFL bool
+	extra                bool
+	dp, fl, rtu          string
+	hasDP, hasFL, hasRTU bool
 }
 
 // decodePairs decodes a record given as HGETALL returns it from a script:
@@ -341,8 +346,10 @@ func decodePairs(ns string, v any) (t *store.Task, nf noteFields, err error) {
 			hasRA = true
 		case "m":
 			m = val
-		case "rtu", "uk":
+		case "uk":
 			nf.extra = true
+		case "rtu":
+			nf.rtu, nf.hasRTU = val, true
 		case "dp":
 			nf.dp, nf.hasDP = val, true
 		case "fl":

@@ -51,7 +51,7 @@ func TestEnqueueCommands(t *testing.T) {
 		}
 		t.Logf("enqueue of %d tasks: %d commands: %v", n, total, calls)
 		// One EXISTS per task (its record and held task), and one per call
-		// for the ids reserved by flows being written in parts (T:rv).
+		// for the ids reserved by flows being written in parts (T:rvq).
 		if calls["evalsha"] != 1 || calls["exists"] != int64(n+1) {
 			t.Errorf("enqueue of %d tasks: evalsha %d, exists %d; want 1 and %d", n, calls["evalsha"], calls["exists"], n+1)
 		}

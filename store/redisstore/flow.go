@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,13 +28,20 @@ var _ store.Flows = (*Store)(nil)
 //
 // A flow of more than flowPart ready tasks is written in parts (see
 // flowScript): until its last part is written, the tasks not yet written
-// are in
+// are, in the compact format (ids <flow>.<index>, consecutive), in
 //
-//	T:rv         hash  task id -> its values, packed (flowMember.reserved),
-//	                   for every flow being written; its ids are taken
+//	T:rb         hash  "<flow> <part>" -> the values of the part's tasks,
+//	                   packed (flowMember.appendReserved)
+//
+// with the fields rb ("<first index> <count>": those ids are taken) and
+// rbn (the parts left) in the flow record; otherwise in
+//
+//	T:rv         hash  task id -> its values, packed; its ids are taken
+//
+// with the field rv (their ids, separated by spaces) in the flow record;
+// and either way the flow is in
+//
 //	T:rvq        zset  the flows being written, scored by creation (µs)
-//
-// and the flow record has the field rv: their ids, separated by spaces.
 //
 // Flows written before this format may also have T:fm:<flow> (set: all its
 // tasks, deleted with the flow) and T:dp:<id> (set: the held tasks waiting
@@ -276,7 +284,9 @@ local function flow_write(fid, a, starts, n, sca)
         redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
       end
     else
-      local f = {'d', a[i + 1], 'q', q, 'ty', ty, 'ca', sca, 'fl', fid}
+      -- No field ca either while m's RunAt is the creation time.
+      local f = {'d', a[i + 1], 'q', q, 'ty', ty, 'fl', fid}
+      if ra ~= '' then f[#f + 1] = 'ca'; f[#f + 1] = sca end
       if p ~= '' then f[#f + 1] = 'p'; f[#f + 1] = p end
       if mr ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = mr end
       if rtu ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = rtu end
@@ -344,6 +354,69 @@ local function flow_materialize(fid, sca, ids)
   end
   return done
 end
+
+-- flow_write_blob writes part p of the reserved tasks of flow fid (created
+-- at sca) stored in the compact format (see flowScript) if it is still in
+-- T:rb, deletes it, and once no part is left deletes the flow's
+-- bookkeeping of its parts. rb is the flow record's field rb. It returns
+-- the number of tasks written: a part is written once, by whichever
+-- script takes it first.
+local function flow_write_blob(fid, sca, rb, p)
+  local bk = fid .. ' ' .. p
+  local b = redis.call('HGET', T .. ':rb', bk)
+  if not b then return 0 end
+  redis.call('HDEL', T .. ':rb', bk)
+  local sp = string.find(rb, ' ', 1, true)
+  local lo, cnt = tonumber(string.sub(rb, 1, sp - 1)), tonumber(string.sub(rb, sp + 1))
+  local first = lo + p * ` + strconv.Itoa(flowPart) + `
+  local n = math.min(` + strconv.Itoa(flowPart) + `, lo + cnt - first)
+  local a, starts = {}, {}
+  local pos, k = 1, 0
+  local pre = fid .. '.'
+  for x = 1, n do
+    starts[x] = k + 1
+    a[k + 1] = pre .. I(first + x - 1)
+    a[k + 2], a[k + 3], a[k + 4], a[k + 5], a[k + 6], a[k + 7], a[k + 8], a[k + 9], a[k + 10], pos =
+      struct.unpack('>I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0', b, pos)
+    k = k + 10
+  end
+  flow_write(fid, a, starts, n, sca)
+  local fk = T .. ':f:' .. fid
+  if redis.call('HINCRBY', fk, 'rbn', -1) <= 0 then
+    redis.call('HDEL', fk, 'rb', 'rbn')
+    redis.call('ZREM', T .. ':rvq', fid)
+  end
+  return n
+end
+`
+
+// rbTakenLua defines rb_taken, which Enqueue and flowScript use to find
+// the ids of tasks reserved in the compact format by flows being written
+// (see flowScript).
+var rbTakenLua = `
+-- rb_taken reports whether id is <flow>.<index> with an index among the
+-- reserved tasks of a flow written in parts in the compact format (its
+-- record's field rb, "<first index> <count>"): such a task is either not
+-- written yet or written, taken either way. The flow records looked at
+-- are kept in rbc for the rest of the script.
+local rbc = {}
+local function rb_taken(id)
+  local fl, k = string.match(id, '^(.+)%.(%d+)$')
+  if not fl or (#k > 1 and string.byte(k, 1) == 48) then return false end
+  local r = rbc[fl]
+  if r == nil then
+    r = false
+    local v = redis.call('HGET', T .. ':f:' .. fl, 'rb')
+    if v then
+      local sp = string.find(v, ' ', 1, true)
+      r = {tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))}
+    end
+    rbc[fl] = r
+  end
+  if not r then return false end
+  local n = tonumber(k)
+  return n >= r[1] and n < r[1] + r[2]
+end
 `
 
 // flowTaskArgs is the number of ARGV values per task of flowScript that
@@ -365,51 +438,79 @@ const (
 
 // flowScript adds a flow. ARGV[3] is the flow id, ARGV[4] the spec,
 // ARGV[5] and ARGV[6] the numbers of ready and held tasks, ARGV[7] the
-// number np of ready tasks written now, then per ready task written now:
-// id, record (field d), payload, queue, type, 9-priority digit, max
-// retries, retention µs, its dependents (the held tasks that wait for it,
-// each after a space; "" for none), RunAt µs ("" for now); per other
-// ready task (reserved): id and the same nine values after the id packed
-// in one string (flowReserved); per held task the ten values of a ready
-// one and the number of tasks it waits for.
+// number np of ready tasks written now, ARGV[8] the format of the others
+// (reserved): "" or the first index lo of the compact format (below);
+// then per ready task written now: id, record (field d), payload, queue,
+// type, 9-priority digit, max retries, retention µs, its dependents (the
+// held tasks that wait for it, each after a space; "" for none), RunAt µs
+// ("" for now); the reserved tasks; per held task the ten values of a
+// ready one and the number of tasks it waits for.
 //
-// The reserved tasks go in the hash T:rv (id -> packed values), their ids
-// in the flow record's field rv (each after a space, the first without)
-// and the flow in the set T:rvq, scored by its creation time (µs); an id
-// in T:rv is taken (Enqueue and this script check it). flowPartScript
-// and Sweep write them from there.
+// Reserved tasks of the compact format are those whose ids are
+// <flow>.<lo>, <flow>.<lo+1>... in order (a kiln Client's group or chord):
+// they come as one string per part of flowPart tasks, each task's nine
+// values after its id packed (flowMember.reserved). The parts go in the
+// hash T:rb (field "<flow> <part>"), the flow record gets the fields rb
+// ("<lo> <count>") and rbn (the parts not written yet), and an id
+// <flow>.<index> in that range is taken (rb_taken: Enqueue and this
+// script check it).
+//
+// Other reserved tasks come as id and packed values each, and go in the
+// hash T:rv (id -> packed values), their ids in the flow record's field rv
+// (each after a space, the first without); an id in T:rv is taken. Either
+// way the flow is in the set T:rvq, scored by its creation time (µs),
+// until its reserved tasks are written; flowPartScript and Sweep write
+// them.
 //
 // It returns "F" when the flow exists, "E<id>" when a task id is taken, or
 // "O".
-var flowScript = redis.NewScript(prelude + flowWriteLua + `
+var flowScript = redis.NewScript(prelude + flowWriteLua + rbTakenLua + `
 local fid = ARGV[3]
 local nt, nh, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local lo = tonumber(ARGV[8])
 if redis.call('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
-local i = 8
+local i = 9
 local starts, ids = {}, {}
 local TK, TH = T .. ':t:', T .. ':h:'
 -- Every id must be free (no task record, no held task, not reserved by
 -- a flow being written): one EXISTS (and, while some flow has reserved
 -- tasks, one HMGET of T:rv) per 500 ids, and only a chunk that has a
 -- taken id is looked at id by id, so the first taken id in order is the
--- one reported.
+-- one reported. The ids of this flow's compact reserved tasks are
+-- <fid>.<index>: no other flow reserves those in the compact format.
 local ek = {}
+local blobs, nb = 0, 0
+local pre = fid .. '.'
 for j = 1, nt + nh do
-  starts[j] = i
-  local id = ARGV[i]
+  local id
+  if j > np and j <= nt and lo then
+    if j == np + 1 then
+      nb = math.ceil((nt - np) / ` + strconv.Itoa(flowPart) + `)
+      blobs = i
+      i = i + nb
+    end
+    id = pre .. I(lo + j - np - 1)
+  else
+    starts[j] = i
+    id = ARGV[i]
+    if j <= np then
+      i = i + ` + strconv.Itoa(flowTaskArgs) + `
+    elseif j <= nt then
+      i = i + 2
+    else
+      i = i + ` + strconv.Itoa(flowTaskArgs+1) + `
+    end
+  end
   ids[j] = id
   ek[#ek + 1] = TK .. id
   ek[#ek + 1] = TH .. id
-  if j <= np then
-    i = i + ` + strconv.Itoa(flowTaskArgs) + `
-  elseif j <= nt then
-    i = i + 2
-  else
-    i = i + ` + strconv.Itoa(flowTaskArgs+1) + `
-  end
 end
 local rk = T .. ':rv'
-local rv = redis.call('EXISTS', rk) == 1
+local rvq = redis.call('EXISTS', T .. ':rvq') == 1
+local rv = rvq and redis.call('EXISTS', rk) == 1
+local function rbt(j)
+  return rvq and not (lo and j > np and j <= nt) and rb_taken(ids[j])
+end
 for c = 1, #ids, 500 do
   local e = math.min(c + 499, #ids)
   local taken = redis.call('EXISTS', unpack(ek, c + c - 1, e + e)) > 0
@@ -418,9 +519,14 @@ for c = 1, #ids, 500 do
       if b then taken = true; break end
     end
   end
+  if not taken and rvq then
+    for j = c, e do
+      if rbt(j) then taken = true; break end
+    end
+  end
   if taken then
     for j = c, e do
-      if redis.call('EXISTS', ek[j + j - 1], ek[j + j]) > 0 or (rv and redis.call('HEXISTS', rk, ids[j]) == 1) then
+      if redis.call('EXISTS', ek[j + j - 1], ek[j + j]) > 0 or (rv and redis.call('HEXISTS', rk, ids[j]) == 1) or rbt(j) then
         return 'E' .. ids[j]
       end
     end
@@ -432,7 +538,16 @@ local fk = T .. ':f:' .. fid
 redis.call('HSET', fk, 's', ARGV[4], 'ca', sNOW, 'n', nt + nh, 'u', nt + nh)
 redis.call('ZADD', T .. ':fl', 0, fid)
 flow_write(fid, ARGV, starts, np, sNOW)
-if nt > np then
+if nt > np and lo then
+  local l = {}
+  for p = 0, nb - 1 do
+    l[#l + 1] = fid .. ' ' .. p
+    l[#l + 1] = ARGV[blobs + p]
+  end
+  redis.call('HSET', T .. ':rb', unpack(l))
+  redis.call('HSET', fk, 'rb', ARGV[8] .. ' ' .. (nt - np), 'rbn', nb)
+  redis.call('ZADD', T .. ':rvq', sNOW, fid)
+elseif nt > np then
   local l = {}
   for j = np + 1, nt do
     local s = starts[j]
@@ -464,15 +579,25 @@ flush()
 return 'O'
 `)
 
-// flowPartScript writes reserved tasks of flow ARGV[3] (see flowScript):
-// those of ids ARGV[5..] still reserved. With ARGV[4] == "1" (the last
-// part) the flow's list of reserved tasks (field rv, and its entry in
-// T:rvq) is deleted. It returns the number of tasks written.
+// flowPartScript writes reserved tasks of flow ARGV[3] (see flowScript).
+// With ARGV[4] == "P" (the compact format) it writes the parts numbered
+// ARGV[5..] still in T:rb. Otherwise it writes those of ids ARGV[5..]
+// still reserved in T:rv, and with ARGV[4] == "1" (the last part) deletes
+// the flow's list of reserved tasks (field rv, and its entry in T:rvq).
+// It returns the number of tasks written.
 var flowPartScript = redis.NewScript(prelude + flowWriteLua + `
 local fid = ARGV[3]
 local fk = T .. ':f:' .. fid
-local ca = redis.call('HGET', fk, 'ca')
 local n = 0
+if ARGV[4] == 'P' then
+  local g = redis.call('HMGET', fk, 'ca', 'rb')
+  if g[1] and g[2] then
+    for x = 5, #ARGV do n = n + flow_write_blob(fid, g[1], g[2], tonumber(ARGV[x])) end
+  end
+  flush()
+  return n
+end
+local ca = redis.call('HGET', fk, 'ca')
 if ca then
   local ids = {}
   for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -495,9 +620,21 @@ var flowRecoverLua = `
 for _, fid in ipairs(redis.call('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` +
 	strconv.FormatInt(flowRecoverAfter.Microseconds(), 10) + `), 'LIMIT', '0', '1')) do
   local fk = T .. ':f:' .. fid
-  local g = redis.call('HMGET', fk, 'ca', 'rv')
+  local g = redis.call('HMGET', fk, 'ca', 'rv', 'rb')
   local left = false
-  if g[1] and g[2] then
+  if g[1] and g[3] then
+    -- The compact format: whole parts, until the limit is reached (at
+    -- least one part per call); flow_write_blob removes the flow from
+    -- T:rvq with its last part.
+    local sp = string.find(g[3], ' ', 1, true)
+    local nb = math.ceil(tonumber(string.sub(g[3], sp + 1)) / ` + strconv.Itoa(flowPart) + `)
+    local most, done = tonumber(ARGV[3]), 0
+    for p = 0, nb - 1 do
+      if done >= most then break end
+      done = done + flow_write_blob(fid, g[1], g[3], p)
+    end
+    left = redis.call('HEXISTS', fk, 'rb') == 1
+  elseif g[1] and g[2] then
     local ids = {}
     for id in string.gmatch(g[2], '%S+') do ids[#ids + 1] = id end
     local most = tonumber(ARGV[3])
@@ -548,16 +685,75 @@ func (m *flowMember) appendArgs(args []any) []any {
 	return append(args, m.id, m.d, m.p, m.q, m.ty, m.pd, m.mr, m.rtu, m.dp, m.ra)
 }
 
-// reserved returns m's values after its id packed in one string, each as
-// its length (4 bytes, big-endian) and its bytes, as flow_materialize
-// unpacks them.
-func (m *flowMember) reserved() []byte {
-	b := make([]byte, 0, 36+len(m.d)+len(m.p)+len(m.q)+len(m.ty)+len(m.pd)+len(m.mr)+len(m.rtu)+len(m.dp)+len(m.ra))
-	for _, v := range [...][]byte{m.d, m.p, []byte(m.q), []byte(m.ty), []byte(m.pd), []byte(m.mr), []byte(m.rtu), m.dp, []byte(m.ra)} {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(v))) //nolint:gosec // G115: Validate keeps payloads far below 4 GiB
-		b = append(b, v...)
+// appendReserved appends to b m's values after its id packed, each as its
+// length (4 bytes, big-endian) and its bytes, as flow_materialize and
+// flow_write_blob unpack them.
+func (m *flowMember) appendReserved(b []byte) []byte {
+	b = slices.Grow(b, m.reservedLen())
+	b = appendPacked(appendPacked(b, m.d), m.p)
+	for _, v := range [...]string{m.q, m.ty, m.pd, m.mr, m.rtu} {
+		b = appendPacked(b, v)
 	}
-	return b
+	return appendPacked(appendPacked(b, m.dp), m.ra)
+}
+
+// reservedLen is the length of what appendReserved appends.
+func (m *flowMember) reservedLen() int {
+	return 36 + len(m.d) + len(m.p) + len(m.q) + len(m.ty) + len(m.pd) + len(m.mr) + len(m.rtu) + len(m.dp) + len(m.ra)
+}
+
+// appendPacked appends v's length (4 bytes, big-endian) and v.
+func appendPacked[S ~string | ~[]byte](b []byte, v S) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v))) //nolint:gosec // G115: Validate keeps payloads far below 4 GiB
+	return append(b, v...)
+}
+
+// compactReserved reports whether the reserved tasks of p (those after its
+// first np) have the ids <flow>.<lo>, <flow>.<lo+1>... in order, and lo:
+// flowScript then stores them in the compact format.
+func compactReserved(p store.FlowParams, np int) (lo int, ok bool) {
+	if np >= len(p.Tasks) {
+		return 0, false
+	}
+	pre := p.ID + "."
+	for i, t := range p.Tasks[np:] {
+		k, found := strings.CutPrefix(t.ID, pre)
+		if !found {
+			return 0, false
+		}
+		if i == 0 {
+			n, err := strconv.Atoi(k)
+			if err != nil || n < 0 || strconv.Itoa(n) != k {
+				return 0, false
+			}
+			lo = n
+			continue
+		}
+		if k != strconv.Itoa(lo+i) {
+			return 0, false
+		}
+	}
+	return lo, true
+}
+
+// blobParts is the number of parts of n reserved tasks.
+func blobParts(n int) int { return (n + flowPart - 1) / flowPart }
+
+// writeFlowBlobs writes the parts 0 to n-1 of flow id's reserved tasks
+// stored in the compact format, one per script call, skipping those
+// another call wrote. It stops at the first error, or when hook (if set)
+// says so before a part, which it is given as the offset of its first
+// task (as writeFlowParts): Sweep or the next GetFlow writes what is left.
+func (s *Store) writeFlowBlobs(ctx context.Context, ns, id string, n int, hook func(off int) bool) error {
+	for p := range n {
+		if hook != nil && !hook(p*flowPart) {
+			return nil
+		}
+		if _, err := s.run(ctx, "enqueue flow", flowPartScript, ns, true, []any{s.nowArg(), s.wakeChannel(ns), id, "P", p}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // EnqueueFlow implements store.Flows. One script stores the whole flow
@@ -578,26 +774,49 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	}
 	// Each task's dependents go in its record (field dp), each after a
 	// space: a chord's members name the callback, with no key of their own.
+	// A task with one dependent (a chord's member) shares the held task's
+	// " <id>"; a second one makes it a list of its own.
 	afters := make([][]string, len(p.Held))
 	deps := make(map[string][]byte)
 	for i := range p.Held {
 		afters[i] = p.Held[i].UniqueAfter()
+		one := []byte(" " + p.Held[i].Task.ID)
 		for _, a := range afters[i] {
-			deps[a] = append(append(deps[a], ' '), p.Held[i].Task.ID...)
+			if d, ok := deps[a]; ok {
+				deps[a] = append(slices.Clip(d), one...)
+			} else {
+				deps[a] = one
+			}
 		}
 	}
 	np := len(p.Tasks)
 	if np > flowPart {
 		np = flowFirstPart
 	}
-	args := make([]any, 0, 7+np*flowTaskArgs+(len(p.Tasks)-np)*2+len(p.Held)*(flowTaskArgs+1))
-	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held), np)
+	lo, compact := compactReserved(p, np)
+	args := make([]any, 0, 8+np*flowTaskArgs+(len(p.Tasks)-np)*2+len(p.Held)*(flowTaskArgs+1))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held), np, "")
+	if compact {
+		args[len(args)-1] = strconv.Itoa(lo)
+	}
+	var blob []byte
 	for i := range p.Tasks {
 		m := newFlowMember(&p.Tasks[i], deps[p.Tasks[i].ID])
-		if i < np {
+		switch {
+		case i < np:
 			args = m.appendArgs(args)
-		} else {
-			args = append(args, m.id, m.reserved())
+		case compact:
+			if blob == nil {
+				// A part's tasks are mostly alike: room for as many as m.
+				blob = make([]byte, 0, min(flowPart, len(p.Tasks)-i)*m.reservedLen()+64)
+			}
+			blob = m.appendReserved(blob)
+			if (i-np+1)%flowPart == 0 || i == len(p.Tasks)-1 {
+				args = append(args, blob)
+				blob = nil
+			}
+		default:
+			args = append(args, m.id, m.appendReserved(nil))
 		}
 	}
 	for i := range p.Held {
@@ -614,11 +833,17 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	r, _ := v.(string)
 	switch {
 	case r == "O":
-		rest := make([]string, len(p.Tasks)-np)
-		for i := range rest {
-			rest[i] = p.Tasks[np+i].ID
+		var err error
+		if compact {
+			err = s.writeFlowBlobs(ctx, p.Namespace, p.ID, blobParts(len(p.Tasks)-np), s.flowPartsHook)
+		} else {
+			rest := make([]string, len(p.Tasks)-np)
+			for i := range rest {
+				rest[i] = p.Tasks[np+i].ID
+			}
+			err = s.writeFlowParts(ctx, p.Namespace, p.ID, rest, s.flowPartsHook)
 		}
-		if err := s.writeFlowParts(ctx, p.Namespace, p.ID, rest, s.flowPartsHook); err != nil {
+		if err != nil {
 			s.log.Warn("redisstore: enqueue flow: a part of the flow's tasks was not written; Sweep or the next GetFlow will write it", "flow", p.ID, "err", err)
 		}
 		return nil
@@ -676,7 +901,7 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		if p.WithoutSpec {
 			spec = "-" // no such field: nil
 		}
-		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca", "rv")
+		rec = pl.HMGet(ctx, tag+":f:"+p.ID, spec, "ca", "rv", "rb")
 		held = pl.ZRange(ctx, tag+":fh:"+p.ID, 0, -1)
 		return nil
 	})
@@ -684,7 +909,7 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 		return nil, s.wrap("get flow", err)
 	}
 	vals := rec.Val()
-	if len(vals) != 3 || vals[1] == nil {
+	if len(vals) != 4 || vals[1] == nil {
 		return nil, fmt.Errorf("redisstore: flow %q: %w", p.ID, store.ErrNotFound)
 	}
 	spec, _ := vals[0].(string)
@@ -706,11 +931,49 @@ func (s *Store) GetFlow(ctx context.Context, p store.FlowGetParams) (*store.Flow
 			}
 		}
 	}
+	if rb, _ := vals[3].(string); rb != "" {
+		// The same in the compact format.
+		lo, n, ok := parseRB(rb)
+		if !ok {
+			return nil, fmt.Errorf("redisstore: flow %q: bad field rb %q", p.ID, rb)
+		}
+		if werr := s.writeFlowBlobs(ctx, p.Namespace, p.ID, blobParts(n), nil); werr != nil {
+			if h, err = s.blobsLeft(ctx, tag, p.ID, h, lo, n); err != nil {
+				return nil, s.wrap("get flow", err)
+			}
+		}
+	}
 	f := &store.Flow{ID: p.ID, Spec: []byte(spec), CreatedAt: microTime(ca), Held: h}
 	if p.WithoutSpec {
 		f.Spec = nil
 	}
 	return f, nil
+}
+
+// parseRB parses field rb of a flow record: "<first index> <count>".
+func parseRB(rb string) (lo, n int, ok bool) {
+	a, b, found := strings.Cut(rb, " ")
+	lo, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	return lo, n, found && err1 == nil && err2 == nil && lo >= 0 && n > 0
+}
+
+// blobsLeft appends to dst the ids of flow id's reserved tasks in the
+// compact format (n of them from index lo) whose part is still in T:rb
+// (not written yet).
+func (s *Store) blobsLeft(ctx context.Context, tag, id string, dst []string, lo, n int) ([]string, error) {
+	for p := range blobParts(n) {
+		left, err := s.rdb.HExists(ctx, tag+":rb", id+" "+strconv.Itoa(p)).Result()
+		if err != nil {
+			return nil, err
+		}
+		if left {
+			for k := lo + p*flowPart; k < min(lo+(p+1)*flowPart, lo+n); k++ {
+				dst = append(dst, id+"."+strconv.Itoa(k))
+			}
+		}
+	}
+	return dst, nil
 }
 
 // reservedOf appends to dst those of ids that are still reserved (in

@@ -205,3 +205,66 @@ func TestFlowTakenIDsInLargeFlow(t *testing.T) {
 		t.Fatalf("%d pending in m, want 1601", n)
 	}
 }
+
+// TestFlowMemberWithOptionsCreatedAt checks that a member written with options (a
+// retention, max retries) has no field ca unless it has its own RunAt: its
+// creation time is then the RunAt in its member field m, and Get reports
+// the flow's creation time as its CreatedAt and RunAt.
+func TestFlowMemberWithOptionsCreatedAt(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	p := store.FlowParams{Namespace: "ns", ID: "f", Spec: []byte("s"), Tasks: []store.TaskInput{
+		{ID: "f.0", Type: "t", Retention: time.Hour, MaxRetries: 2},
+		{ID: "f.1", Type: "t", Retention: time.Hour, RunAt: later},
+	}}
+	if err := s.EnqueueFlow(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, store.GetParams{Namespace: "ns", IDs: []string{"f.0", "f.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := got.Tasks[0]; !m.CreatedAt.Equal(f.CreatedAt) || !m.RunAt.Equal(f.CreatedAt) || m.Retention != time.Hour || m.MaxRetries != 2 {
+		t.Errorf("f.0: created %v, run at %v, retention %v, max retries %d; want created and run at %v", m.CreatedAt, m.RunAt, m.Retention, m.MaxRetries, f.CreatedAt)
+	}
+	if m := got.Tasks[1]; !m.CreatedAt.Equal(f.CreatedAt) || !m.RunAt.Equal(later) || m.State != store.StateScheduled {
+		t.Errorf("f.1: created %v, run at %v, state %v; want created %v, run at %v, scheduled", m.CreatedAt, m.RunAt, m.State, f.CreatedAt, later)
+	}
+	for id, want := range map[string]bool{"f.0": false, "f.1": true} {
+		if n, err := s.rdb.HExists(ctx, s.tag("ns")+":t:"+id, "ca").Result(); err != nil || n != want {
+			t.Errorf("%s: field ca present %v (%v), want %v", id, n, err, want)
+		}
+	}
+}
+
+// TestFlowDependentsShared checks the dependents written in each task's
+// field dp when held tasks share some of the tasks they wait for: a list
+// of two does not leak into the tasks that have one.
+func TestFlowDependentsShared(t *testing.T) {
+	t.Parallel()
+	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	p := store.FlowParams{Namespace: "ns", ID: "f", Spec: []byte("s"),
+		Tasks: []store.TaskInput{{ID: "a", Type: "t"}, {ID: "b", Type: "t"}, {ID: "c", Type: "t"}, {ID: "d", Type: "t"}},
+		Held: []store.HeldTask{
+			{Task: store.TaskInput{ID: "h1", Type: "t"}, After: []string{"a", "b", "d"}},
+			{Task: store.TaskInput{ID: "h2", Type: "t"}, After: []string{"b", "c"}},
+			{Task: store.TaskInput{ID: "h3", Type: "t"}, After: []string{"d"}},
+		}}
+	if err := s.EnqueueFlow(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"a": " h1", "b": " h1 h2", "c": " h2", "d": " h1 h3"} {
+		if dp, err := s.rdb.HGet(ctx, s.tag("ns")+":t:"+id, "dp").Result(); err != nil || dp != want {
+			t.Errorf("dp of %s = %q (%v), want %q", id, dp, err, want)
+		}
+	}
+}

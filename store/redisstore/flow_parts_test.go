@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,27 @@ func drainIn(t *testing.T, s *Store, q string) int {
 	}
 }
 
+// partsLeft returns what is left of the bookkeeping of flow f's parts: the
+// keys T:rv, T:rb and T:rvq that exist, and the fields rv, rb and rbn of
+// its record.
+func partsLeft(t *testing.T, s *Store) []string {
+	t.Helper()
+	ctx := t.Context()
+	tag := s.tag("ns")
+	var left []string
+	for _, k := range []string{"rv", "rb", "rvq"} {
+		if n, err := s.rdb.Exists(ctx, tag+":"+k).Result(); err != nil || n != 0 {
+			left = append(left, "T:"+k)
+		}
+	}
+	for _, f := range []string{"rv", "rb", "rbn"} {
+		if has, err := s.rdb.HExists(ctx, tag+":f:f", f).Result(); err != nil || has {
+			left = append(left, "field "+f)
+		}
+	}
+	return left
+}
+
 // TestFlowInParts checks a flow written in parts: every task is written
 // before EnqueueFlow returns, with the flow's creation time, and nothing of
 // the parts' bookkeeping is left.
@@ -46,11 +68,8 @@ func TestFlowInParts(t *testing.T) {
 		t.Fatalf("%d pending in m, want 2600", n)
 	}
 	tag := s.tag("ns")
-	if n, _ := s.rdb.Exists(ctx, tag+":rv", tag+":rvq").Result(); n != 0 {
-		t.Fatalf("%d keys of the parts left", n)
-	}
-	if rv, _ := s.rdb.HExists(ctx, tag+":f:f", "rv").Result(); rv {
-		t.Fatal("field rv of the flow left")
+	if left := partsLeft(t, s); len(left) != 0 {
+		t.Fatalf("left of the parts: %v", left)
 	}
 	fl, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"})
 	if err != nil {
@@ -78,15 +97,29 @@ func TestFlowInParts(t *testing.T) {
 }
 
 // stoppedFlow opens a store on a fake clock and enqueues fanIn(2600) as a
-// client that stops after the flow's first script would.
-func stoppedFlow(t *testing.T) (*Store, *storetest.FakeClock) {
+// client that stops after the flow's first script would. With listed, the
+// reserved tasks are stored in the listed format (T:rv): task 499 is
+// moved to the end, so that the reserved ids are not in order.
+func stoppedFlow(t *testing.T, listed bool) (*Store, *storetest.FakeClock) {
 	t.Helper()
 	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := mustOpen(t, testenv.RedisURL(t), &Config{Prefix: newPrefix(), Clock: clock})
 	t.Cleanup(func() { _ = s.Close() })
 	s.flowPartsHook = func(int) bool { return false }
-	if err := s.EnqueueFlow(t.Context(), fanIn(2600)); err != nil {
+	p := fanIn(2600)
+	if listed {
+		t499 := p.Tasks[499]
+		p.Tasks = append(slices.Delete(p.Tasks, 499, 500), t499)
+	}
+	if err := s.EnqueueFlow(t.Context(), p); err != nil {
 		t.Fatal(err)
+	}
+	tag := s.tag("ns")
+	if n, _ := s.rdb.Exists(t.Context(), tag+":rv").Result(); (n == 1) != listed {
+		t.Fatalf("T:rv exists %v, want %v", n == 1, listed)
+	}
+	if rb, _ := s.rdb.HGet(t.Context(), tag+":f:f", "rb").Result(); (rb == "500 2100") == listed {
+		t.Fatalf("field rb %q (listed %v)", rb, listed)
 	}
 	if n := pendingIn(t, s, "m"); n != flowFirstPart {
 		t.Fatalf("%d pending in m, want %d", n, flowFirstPart)
@@ -101,7 +134,16 @@ func stoppedFlow(t *testing.T) (*Store, *storetest.FakeClock) {
 // its callback released once.
 func TestFlowPartsRecovered(t *testing.T) {
 	t.Parallel()
-	s, clock := stoppedFlow(t)
+	for _, listed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "compact", true: "listed"}[listed], func(t *testing.T) {
+			t.Parallel()
+			testFlowPartsRecovered(t, listed)
+		})
+	}
+}
+
+func testFlowPartsRecovered(t *testing.T, listed bool) {
+	s, clock := stoppedFlow(t, listed)
 	ctx := t.Context()
 	// The reserved ids are taken, for a task and for a flow.
 	res, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{{ID: "f.1234", Type: "t"}, {ID: "free", Type: "t"}}})
@@ -140,12 +182,14 @@ func TestFlowPartsRecovered(t *testing.T) {
 		t.Fatalf("GetFlow after Sweep: %+v, %v; want held [f.cb]", fl, err)
 	}
 	// A part that comes late writes nothing.
-	v, err := s.run(ctx, "enqueue flow", flowPartScript, "ns", true, []any{s.nowArg(), s.wakeChannel("ns"), "f", "1", "f.600", "f.2599"})
-	if err != nil || v != int64(0) {
-		t.Fatalf("late part: %v, %v; want 0", v, err)
+	for _, late := range [][]any{{"1", "f.600", "f.2599"}, {"P", 0, 1, 2}} {
+		v, err := s.run(ctx, "enqueue flow", flowPartScript, "ns", true, append([]any{s.nowArg(), s.wakeChannel("ns"), "f"}, late...))
+		if err != nil || v != int64(0) {
+			t.Fatalf("late part %v: %v, %v; want 0", late, v, err)
+		}
 	}
-	if n, _ := s.rdb.Exists(ctx, tag+":rv", tag+":rvq").Result(); n != 0 {
-		t.Fatalf("%d keys of the parts left", n)
+	if left := partsLeft(t, s); len(left) != 0 {
+		t.Fatalf("left of the parts: %v", left)
 	}
 	if n, _ := s.rdb.ZCard(ctx, tag+":all").Result(); n != 2600+1 {
 		t.Fatalf("%d tasks listed, want 2601 (the flow's and free)", n)
@@ -169,7 +213,16 @@ func TestFlowPartsRecovered(t *testing.T) {
 // would run).
 func TestFlowPartsWrittenByReader(t *testing.T) {
 	t.Parallel()
-	s, clock := stoppedFlow(t)
+	for _, listed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "compact", true: "listed"}[listed], func(t *testing.T) {
+			t.Parallel()
+			testFlowPartsWrittenByReader(t, listed)
+		})
+	}
+}
+
+func testFlowPartsWrittenByReader(t *testing.T, listed bool) {
+	s, clock := stoppedFlow(t, listed)
 	ctx := t.Context()
 	fl, err := s.GetFlow(ctx, store.FlowGetParams{Namespace: "ns", ID: "f"})
 	if err != nil || !slices.Equal(fl.Held, []string{"f.cb"}) {
@@ -178,9 +231,8 @@ func TestFlowPartsWrittenByReader(t *testing.T) {
 	if n := pendingIn(t, s, "m"); n != 2600 {
 		t.Fatalf("%d pending in m after GetFlow, want 2600", n)
 	}
-	tag := s.tag("ns")
-	if n, _ := s.rdb.Exists(ctx, tag+":rv", tag+":rvq").Result(); n != 0 {
-		t.Fatalf("%d keys of the parts left", n)
+	if left := partsLeft(t, s); len(left) != 0 {
+		t.Fatalf("left of the parts: %v", left)
 	}
 	var ids []string
 	for i := range 2600 {
@@ -291,5 +343,35 @@ func TestFlowMemberCreatedAt(t *testing.T) {
 	}
 	if got := r.Tasks[1]; got == nil || !got.CreatedAt.Equal(old) {
 		t.Fatalf("f.1: %+v, want created %v (its field ca)", got, old)
+	}
+}
+
+// TestFlowCompactReservedIDs checks which ids the reserved tasks of a
+// flow in the compact format take while it is written: exactly
+// <flow>.<index> for the indexes reserved (written or not), for a task and
+// for another flow's task.
+func TestFlowCompactReservedIDs(t *testing.T) {
+	t.Parallel()
+	s, _ := stoppedFlow(t, false)
+	ctx := t.Context()
+	for id, taken := range map[string]bool{
+		"f.500": true, "f.1234": true, "f.2599": true, // reserved
+		"f.499": true, "f.cb": true, // written, held
+		"f.01234": false, "f.2600": false, "f.-1": false, "f.1234x": false, "g.1234": false, "f": false, "f.": false,
+	} {
+		res, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{{ID: id, Type: "t"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := errors.Is(res.Items[0].Err, store.ErrTaskExists); got != taken || (!taken && res.Items[0].Err != nil) {
+			t.Errorf("Enqueue %q: %v; want taken %v", id, res.Items[0].Err, taken)
+		}
+	}
+	other := store.FlowParams{Namespace: "ns", ID: "g2", Spec: []byte("s"), Tasks: []store.TaskInput{{ID: "g2.0", Type: "t"}, {ID: "f.700", Type: "t"}}}
+	if err := s.EnqueueFlow(ctx, other); !errors.Is(err, store.ErrTaskExists) || !strings.Contains(err.Error(), `"f.700"`) {
+		t.Fatalf("EnqueueFlow with a reserved id: %v, want ErrTaskExists naming f.700", err)
+	}
+	if n := pendingIn(t, s, "m"); n != flowFirstPart {
+		t.Fatalf("%d pending in m, want %d", n, flowFirstPart)
 	}
 }

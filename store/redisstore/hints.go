@@ -20,7 +20,8 @@ import (
 // type, retention, unique key, flow and dependents are written when the
 // task is created, the dependents emptied only by the report that ends
 // the lease; the attempt only when a lease is taken or given up). A task
-// with a retention or a unique key takes the full read.
+// with a unique key takes the full read; one with a retention (every
+// workflow member has one) has it in its note.
 // An outcome without a note (another process leased the task, the Store
 // was reopened, the note was dropped) takes the full read.
 
@@ -38,12 +39,16 @@ type leaseHint struct {
 	// workflow), when the record has them.
 	dp, fl       string
 	hasDP, hasFL bool
+	// rtu is the retention (µs, field rtu), when the record has one.
+	rtu    string
+	hasRTU bool
 }
 
 // sameNote reports whether h carries the same queue, type and workflow
 // fields as o (Report then sends "the note before").
 func (h *leaseHint) sameNote(o *leaseHint) bool {
-	return h.q == o.q && h.ty == o.ty && h.dp == o.dp && h.fl == o.fl && h.hasDP == o.hasDP && h.hasFL == o.hasFL
+	return h.q == o.q && h.ty == o.ty && h.dp == o.dp && h.fl == o.fl && h.hasDP == o.hasDP && h.hasFL == o.hasFL &&
+		h.rtu == o.rtu && h.hasRTU == o.hasRTU
 }
 
 // hints holds the notes of a Store's leased tasks, by namespace and id.
@@ -86,7 +91,8 @@ func hintOf(q, ty string, attempt int, lid uint64, nf noteFields) leaseHint {
 	if nf.extra || lid == 0 {
 		return leaseHint{}
 	}
-	return leaseHint{lid: lid, q: q, ty: ty, a: strconv.Itoa(attempt), dp: nf.dp, fl: nf.fl, hasDP: nf.hasDP, hasFL: nf.hasFL}
+	return leaseHint{lid: lid, q: q, ty: ty, a: strconv.Itoa(attempt), dp: nf.dp, fl: nf.fl, hasDP: nf.hasDP, hasFL: nf.hasFL,
+		rtu: nf.rtu, hasRTU: nf.hasRTU}
 }
 
 // optField is a workflow field of a note as the report script takes it:

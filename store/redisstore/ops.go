@@ -395,18 +395,19 @@ func (s *Store) Report(ctx context.Context, p store.ReportParams) (store.ReportR
 			kind = "5"
 		}
 		// The lease note, when this Store leased the task (see hints.go):
-		// kind, then "h" (the queue, type and workflow fields of the note
-		// before), "H" (the queue and type follow; no workflow fields) or
-		// "G" (the queue, type, dp and fl follow, each of the last two
-		// "-" when absent or "+" and its value), then the attempt.
+		// kind, then "h" (the queue, type, workflow fields and retention
+		// of the note before), "H" (the queue and type follow; no workflow
+		// fields or retention) or "G" (the queue, type, dp, fl and rtu
+		// follow, each of the last three "-" when absent or "+" and its
+		// value), then the attempt.
 		if h, ok := s.hints.take(p.Namespace, o.ID, o.LeaseID); ok {
 			switch {
 			case havePrev && h.sameNote(&prev):
 				args = append(args, o.ID, o.LeaseID, kind+"h"+h.a)
-			case !h.hasDP && !h.hasFL:
+			case !h.hasDP && !h.hasFL && !h.hasRTU:
 				args = append(args, o.ID, o.LeaseID, kind+"H"+h.a, h.q, h.ty)
 			default:
-				args = append(args, o.ID, o.LeaseID, kind+"G"+h.a, h.q, h.ty, optField(h.dp, h.hasDP), optField(h.fl, h.hasFL))
+				args = append(args, o.ID, o.LeaseID, kind+"G"+h.a, h.q, h.ty, optField(h.dp, h.hasDP), optField(h.fl, h.hasFL), optField(h.rtu, h.hasRTU))
 			}
 			prev, havePrev = h, true
 		} else {

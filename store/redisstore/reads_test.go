@@ -71,10 +71,10 @@ func TestReportReads(t *testing.T) {
 		t.Fatalf("Report through another Store = %v, %v", rep.Errs, err)
 	}
 	short, full := reportReads(mon.stop(t, c, "end"))
-	// ok, retry and dead with the note; kept (retention), uniq (unique
-	// key) and other (leased by a) without.
-	if short != 3 || full != 3 {
-		t.Errorf("report scripts read state and lease id only %d times, all nine fields %d times; want 3 and 3", short, full)
+	// ok, retry, dead and kept (its retention in the note) with the note;
+	// uniq (unique key) and other (leased by a) without.
+	if short != 4 || full != 2 {
+		t.Errorf("report scripts read state and lease id only %d times, all nine fields %d times; want 4 and 2", short, full)
 	}
 
 	got, err := a.Get(ctx, store.GetParams{Namespace: ns, IDs: []string{"ok", "retry", "dead", "other", "kept", "uniq"}})
@@ -149,7 +149,11 @@ func TestReportReadsFlowMembers(t *testing.T) {
 	t.Cleanup(func() { _ = a.Close() })
 	b := mustOpen(t, url, &Config{Prefix: prefix})
 	t.Cleanup(func() { _ = b.Close() })
-	if err := a.EnqueueFlow(ctx, fanIn(4)); err != nil {
+	p := fanIn(4)
+	for i := range p.Tasks[:2] {
+		p.Tasks[i].Retention = 2 * time.Hour // as a kiln Client's members have
+	}
+	if err := a.EnqueueFlow(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	opts := must(redis.ParseURL(url))
@@ -194,6 +198,11 @@ func TestReportReadsFlowMembers(t *testing.T) {
 	got, err := a.Get(ctx, store.GetParams{Namespace: "ns", IDs: []string{"f.0", "f.3"}})
 	if err != nil || got.Tasks[0] == nil || got.Tasks[0].State != store.StateSucceeded || string(got.Tasks[0].Result) != `"f.0"` || got.Tasks[1].State != store.StateSucceeded {
 		t.Fatalf("members after their reports: %+v, %v", got.Tasks, err)
+	}
+	// f.0's retention came from its note: it expires 2h after it finished
+	// (its record's own expiry; the flow's may be later).
+	if ea, _ := c.HGet(ctx, a.tag("ns")+":t:f.0", "ea").Result(); microTime(ea).Sub(got.Tasks[0].FinishedAt) != 2*time.Hour {
+		t.Errorf("f.0 expires %v after it finished, want its retention of 2h", microTime(ea).Sub(got.Tasks[0].FinishedAt))
 	}
 }
 

@@ -280,7 +280,7 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 // a held task of a flow) or "D" (unique key
 // held); duplicates lists, per "D" in order, the id of the task holding the
 // key.
-var enqueueScript = redis.NewScript(preludeCore + `
+var enqueueScript = redis.NewScript(preludeCore + rbTakenLua + `
 local nt = tonumber(ARGV[3])
 local base = redis.call('INCRBY', T .. ':seq', ARGV[3]) - nt
 local res, dups = {}, {}
@@ -291,7 +291,10 @@ local types = {}
 local sNOW = S(NOW)
 local nowR = R17(NOW)
 local TK, TH = T .. ':t:', T .. ':h:'
-local RV = redis.call('EXISTS', T .. ':rv') == 1
+-- While flows are being written in parts (T:rvq), their tasks not
+-- written yet are reserved: in T:rv, or in the compact format (rb_taken).
+local RVQ = redis.call('EXISTS', T .. ':rvq') == 1
+local RV = RVQ and redis.call('EXISTS', T .. ':rv') == 1
 local q, ty, evq
 local i = 4
 for j = 1, nt do
@@ -315,8 +318,8 @@ for j = 1, nt do
   local key = TK .. id
   -- The id is taken by a task record or by a held task of a flow (T:h:<id>,
   -- see flow.go): one EXISTS looks at both; or, while a flow is being
-  -- written in parts, by one of its tasks not yet written (T:rv).
-  if redis.call('EXISTS', key, TH .. id) > 0 or (RV and redis.call('HEXISTS', T .. ':rv', id) == 1) then
+  -- written in parts, by one of its tasks not yet written.
+  if redis.call('EXISTS', key, TH .. id) > 0 or (RV and redis.call('HEXISTS', T .. ':rv', id) == 1) or (RVQ and rb_taken(id)) then
     res[j] = 'E'
   else
     local dup = nil
@@ -541,10 +544,11 @@ return res
 // result; "2" (retry): error, retry at (µs, 0 for now); "3" (dead), "4"
 // (cancelled): error; "5" (release): not started ("1"). The kind may carry
 // the lease note of the Store that leased the task (see hints.go): the kind,
-// "H" (the queue and the type follow the kind), "G" (the queue, the type
-// and the workflow fields dp and fl follow, each "-" when absent or "+"
-// and its value) or "h" (those of the note before in the call), then the
-// attempt; the script then reads only the state and the lease id. It returns one string with a character per
+// "H" (the queue and the type follow the kind), "G" (the queue, the type,
+// the workflow fields dp and fl and the retention rtu follow, each of the
+// last three "-" when absent or "+" and its value) or "h" (those of the
+// note before in the call), then the attempt; the script then reads only
+// the state and the lease id. It returns one string with a character per
 // outcome: "O", "N" or "L". The lease fields are left as they are: they
 // count only while the task is active.
 var reportScript = redis.NewScript(prelude + `
@@ -554,7 +558,7 @@ local gone, expz = {}, {}
 local eaDefault = S(NOW + ` + retentionDefaultUS + `)
 local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
 local i = 3
-local hq, hty, hdp, hfl
+local hq, hty, hdp, hfl, hrtu
 local function opt(x)
   if x == '-' then return false end
   return string.sub(x, 2)
@@ -567,14 +571,14 @@ while i <= #ARGV do
   if #kind > 1 then
     local c = string.byte(kind, 2)
     if c == 72 then
-      hq, hty, hdp, hfl = ARGV[j], ARGV[j + 1], false, false
+      hq, hty, hdp, hfl, hrtu = ARGV[j], ARGV[j + 1], false, false, false
       j = j + 2
     elseif c == 71 then
-      hq, hty, hdp, hfl = ARGV[j], ARGV[j + 1], opt(ARGV[j + 2]), opt(ARGV[j + 3])
-      j = j + 4
+      hq, hty, hdp, hfl, hrtu = ARGV[j], ARGV[j + 1], opt(ARGV[j + 2]), opt(ARGV[j + 3]), opt(ARGV[j + 4])
+      j = j + 5
     end
     local g = redis.call('HMGET', key, 'st', 'l')
-    f = {g[1], g[2], hq, false, false, hdp, hfl, hty, string.sub(kind, 3)}
+    f = {g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)}
     kind = string.sub(kind, 1, 1)
   else
     f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
