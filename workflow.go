@@ -842,11 +842,12 @@ func (w *Worker) flowHandler(h Handler) Handler {
 				return &flowSkipError{msg: flowspec.Upstream + "task " + cancelled.ID + " (" + cancelled.Type + ") was cancelled"}
 			}
 			if env.In != nil {
-				results := make(map[string][]byte, len(tasks))
-				for id, p := range tasks {
-					results[id] = p.Result
-				}
-				input = env.In.Render(results)
+				input = env.In.RenderWith(func(id string) []byte {
+					if p := tasks[id]; p != nil {
+						return p.Result
+					}
+					return nil
+				})
 			}
 		}
 		t.Payload = flowspec.Payload(env.Args, input)
