@@ -72,10 +72,10 @@ var _ store.Flows = (*Store)(nil)
 const (
 	kFlowPart = 'w'
 	kFlow     = 'f'
-	kHeld    = 'h'
-	kEdge    = 'e'
-	kFlowEnd = 'g'
-	kCounted = 'c'
+	kHeld     = 'h'
+	kEdge     = 'e'
+	kFlowEnd  = 'g'
+	kCounted  = 'c'
 )
 
 type flowRecord struct {
