@@ -543,15 +543,16 @@ func (s *Store) write(ops ...op) *batch {
 // writeTask is write for the ops of a new task: if their batch fails, the
 // task is dropped (see disk.go).
 func (s *Store) writeTask(c *created, ops ...op) *batch {
-	b := s.queueOps(c, ops)
+	b := s.queueOps(c, ops, false)
 	s.kick()
 	return b
 }
 
 // writeSealed is write, with the batch sealed (see seal) before the
-// committer is woken: it can commit it without waiting for s.mu.
-func (s *Store) writeSealed(ops ...op) *batch {
-	b := s.queueOps(nil, ops)
+// committer is woken: it can commit it without waiting for s.mu. It takes
+// ops: the caller does not use them again.
+func (s *Store) writeSealed(ops []op) *batch {
+	b := s.queueOps(nil, ops, true)
 	s.seal()
 	s.kick()
 	return b
@@ -565,9 +566,10 @@ func (s *Store) kick() {
 	}
 }
 
-// queueOps adds ops to the current batch and returns it (see writeTask).
-// The caller holds s.mu.
-func (s *Store) queueOps(c *created, ops []op) *batch {
+// queueOps adds ops to the current batch and returns it (see writeTask);
+// with own, ops become the batch's when it has none yet. The caller holds
+// s.mu.
+func (s *Store) queueOps(c *created, ops []op, own bool) *batch {
 	if s.flows != nil {
 		s.flowOps = append(s.flowOps, s.flowGone(ops)...)
 	}
@@ -580,7 +582,11 @@ func (s *Store) queueOps(c *created, ops []op) *batch {
 	}
 	s.c.mu.Lock()
 	b := s.c.cur
-	b.ops = append(b.ops, ops...)
+	if own && len(b.ops) == 0 {
+		b.ops = ops
+	} else {
+		b.ops = append(b.ops, ops...)
+	}
 	if c != nil {
 		b.created = append(b.created, *c)
 	}
@@ -663,7 +669,7 @@ func (s *Store) commitLoop() {
 }
 
 // commitOne commits the oldest sealed batch, or else the current one, and
-// reports whether a sealed batch is left.
+// reports whether writes are left to commit.
 func (s *Store) commitOne() bool {
 	// A sealed batch has its counts (seal) and is taken without s.mu: its
 	// commit starts while the writer that sealed it still holds s.mu (a
@@ -742,7 +748,7 @@ func (s *Store) commitOne() bool {
 	s.mu.Unlock()
 	close(b.done)
 	s.c.mu.Lock()
-	more := len(s.c.sealed) > 0
+	more := len(s.c.sealed) > 0 || len(s.c.cur.ops) > 0
 	s.c.mu.Unlock()
 	return more
 }

@@ -330,7 +330,8 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	fi.live[p.ID] = len(ids)
 	fi.open[p.ID] = len(ids)
 	fi.tasks[p.ID] = ids
-	ops := make([]op, 0, 1+3*len(p.Tasks)+len(p.Held))
+	first := min(len(p.Tasks), flowPartTasks)
+	ops := make([]op, 0, 4*first+len(p.Held)+2+(len(p.Tasks)-first+flowPartTasks-1)/flowPartTasks)
 	for i := range p.Held {
 		h := &p.Held[i]
 		heldIDs[i] = h.Task.ID
@@ -344,8 +345,16 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 			return fmt.Errorf("embedded: enqueue flow: %w", err)
 		}
 		ops = append(ops, op{key: nameKey(kHeld, ns.name, in.ID), val: v})
-		for _, a := range after {
-			fi.deps[a] = append(fi.deps[a], in.ID)
+		// The tasks waited for by this task alone (a chord's members)
+		// share one array.
+		one := make([]string, len(after))
+		for j, a := range after {
+			if d := fi.deps[a]; d != nil {
+				fi.deps[a] = append(d, in.ID)
+			} else {
+				one[j] = in.ID
+				fi.deps[a] = one[j : j+1 : j+1]
+			}
 		}
 	}
 	rec.HeldP = packIDs(heldIDs)
@@ -355,7 +364,6 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		return fmt.Errorf("embedded: enqueue flow: %w", err)
 	}
 	ops = append(ops, op{key: nameKey(kFlow, ns.name, p.ID), val: v})
-	first := min(len(p.Tasks), flowPartTasks)
 	for from := first; from < len(p.Tasks); from += flowPartTasks {
 		v, err := encodePart(p.Tasks[from:min(from+flowPartTasks, len(p.Tasks))], now)
 		if err != nil {
@@ -374,15 +382,15 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		// The commit point is durable with b, sealed so that it commits
 		// while the parts are queued; each part is a batch of its own,
 		// after it (see kFlowPart).
-		b = s.writeSealed(ops...)
+		b = s.writeSealed(ops)
 		for from := first; from < len(p.Tasks); from += flowPartTasks {
 			to := min(from+flowPartTasks, len(p.Tasks))
-			ops := make([]op, 0, 4*(to-from)+1)
+			ops := make([]op, 0, 4*(to-from)+8) // room for the counts (seal)
 			for i := from; i < to; i++ {
 				ops = s.addTaskLocked(ops, ns, &p.Tasks[i], now, p.ID)
 			}
 			ops = append(ops, op{key: partKey(ns.name, p.ID, from)})
-			s.writeSealed(ops...)
+			s.writeSealed(ops)
 		}
 	}
 	s.mu.Unlock()
