@@ -262,7 +262,9 @@ func edgeKey(ns, after, held string) []byte {
 	return append(k, held...)
 }
 
-// EnqueueFlow implements store.Flows. It returns once the flow is on disk.
+// EnqueueFlow implements store.Flows. It returns once the flow is on disk:
+// for a flow written in parts (see kFlowPart), once its commit point is,
+// the batches of its later parts queued behind it.
 func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	if err := ctx.Err(); err != nil {
 		return err
