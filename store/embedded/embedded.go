@@ -543,7 +543,7 @@ func (s *Store) write(ops ...op) *batch {
 // writeTask is write for the ops of a new task: if their batch fails, the
 // task is dropped (see disk.go).
 func (s *Store) writeTask(c *created, ops ...op) *batch {
-	b := s.queueOps(c, ops, false)
+	b := s.queueOps(c, ops)
 	s.kick()
 	return b
 }
@@ -552,7 +552,12 @@ func (s *Store) writeTask(c *created, ops ...op) *batch {
 // committer is woken: it can commit it without waiting for s.mu. It takes
 // ops: the caller does not use them again.
 func (s *Store) writeSealed(ops []op) *batch {
-	b := s.queueOps(nil, ops, true)
+	s.c.mu.Lock()
+	if cur := s.c.cur; len(cur.ops) == 0 && cap(cur.ops) < len(ops) {
+		cur.ops = ops[:0] // queueOps copies ops onto themselves
+	}
+	s.c.mu.Unlock()
+	b := s.queueOps(nil, ops)
 	s.seal()
 	s.kick()
 	return b
@@ -566,10 +571,9 @@ func (s *Store) kick() {
 	}
 }
 
-// queueOps adds ops to the current batch and returns it (see writeTask);
-// with own, ops become the batch's when it has none yet. The caller holds
-// s.mu.
-func (s *Store) queueOps(c *created, ops []op, own bool) *batch {
+// queueOps adds ops to the current batch and returns it (see writeTask).
+// It keeps no reference to ops. The caller holds s.mu.
+func (s *Store) queueOps(c *created, ops []op) *batch {
 	if s.flows != nil {
 		s.flowOps = append(s.flowOps, s.flowGone(ops)...)
 	}
@@ -582,11 +586,7 @@ func (s *Store) queueOps(c *created, ops []op, own bool) *batch {
 	}
 	s.c.mu.Lock()
 	b := s.c.cur
-	if own && len(b.ops) == 0 {
-		b.ops = ops
-	} else {
-		b.ops = append(b.ops, ops...)
-	}
+	b.ops = append(b.ops, ops...)
 	if c != nil {
 		b.created = append(b.created, *c)
 	}
