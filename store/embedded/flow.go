@@ -28,8 +28,10 @@ var _ store.Flows = (*Store)(nil)
 //	e ns 0 after id 0 held id -> empty: the held task still waits for after
 //	                            (held records written before they listed
 //	                            the tasks they wait for)
-//	w ns 0 flow id 0 part      -> JSON partRecord: ready tasks of the flow
-//	                            not written yet (a flow written in parts)
+//	w ns 0 flow id 0 first     -> JSON partRecord: ready tasks of the flow
+//	                            not written yet (a flow written in parts;
+//	                            first: the index of the part's first task
+//	                            among them, in decimal)
 //
 // A flow with more than flowPartTasks ready tasks is written in parts, so
 // that its first tasks run while the rest are written. The first batch is
@@ -421,7 +423,7 @@ type partRecord struct {
 // from of the flow's ready tasks.
 func partKey(ns, fid string, from int) []byte {
 	k := append(nameKey(kFlowPart, ns, fid), 0)
-	return binary.BigEndian.AppendUint32(k, uint32(from))
+	return strconv.AppendInt(k, int64(from), 10)
 }
 
 // sameInput reports whether a and b are equal but for their ids.
