@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,14 +176,29 @@ type benchTime struct {
 	wall, cpu     time.Duration
 	first         time.Duration // until the first task started
 	written       int64
+	allocBytes    uint64 // heap allocations of the process (processAllocs)
+	allocObjects  uint64
 	srvCPU        time.Duration
 	srvCalls      int64
 	srvCPUStarted time.Duration
 	srvStarted    int64
 }
 
+// processAllocs returns the bytes and objects the process has allocated on
+// its heap so far: unlike CPU time, a measure the machine's load does not
+// change.
+func processAllocs() (bytes, objects uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0, 0
+	}
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
+}
+
 func startBenchTime(bs benchStore) benchTime {
 	t := benchTime{cpu: processCPU(), written: processWritten()}
+	t.allocBytes, t.allocObjects = processAllocs()
 	if bs.server != nil {
 		t.srvCPUStarted, t.srvStarted = bs.server()
 	}
@@ -196,6 +212,8 @@ func sinceBenchTime(bs benchStore, start benchTime) benchTime {
 		cpu:     processCPU() - start.cpu,
 		written: processWritten() - start.written,
 	}
+	ab, ao := processAllocs()
+	t.allocBytes, t.allocObjects = ab-start.allocBytes, ao-start.allocObjects
 	if bs.server != nil {
 		c, n := bs.server()
 		t.srvCPU, t.srvCalls = c-start.srvCPUStarted, n-start.srvStarted
@@ -289,8 +307,9 @@ func BenchmarkWorkflowChord(b *testing.B) {
 // ratio of each pair (the target is at most 1.5), and the same for the
 // CPU time the process used (less sensitive to other processes on a busy
 // machine), the time until the first task started (first-ms: a chord's
-// members wait for the whole workflow to be written), and, measures that
-// load does not change, the bytes the
+// first members wait for the workflow's commit point), and, measures that
+// load does not change, the heap allocations of the process (allocMB,
+// kallocs: thousands of objects), the bytes the
 // process wrote (wMB: the embedded store's log, flushes and compactions)
 // and on Redis the server's CPU time and commands (srv-cpu-ms, srv-calls;
 // a server of its own for the benchmark, else other clients count too)
@@ -302,7 +321,7 @@ func BenchmarkWorkflowChordRatio(b *testing.B) {
 		logMachine(b)
 		var tasks, chords, tasksCPU, chordsCPU, ratios, cpuRatios []float64
 		var tasksMB, chordsMB, tasksSrv, chordsSrv, tasksCalls, chordsCalls, allRatios []float64
-		var tasksFirst, chordsFirst []float64
+		var tasksFirst, chordsFirst, tasksAllocMB, chordsAllocMB, tasksAllocs, chordsAllocs []float64
 		for b.Loop() {
 			b.StopTimer()
 			t := timeIndependent(b, bs)
@@ -312,6 +331,8 @@ func BenchmarkWorkflowChordRatio(b *testing.B) {
 			tasksCPU, chordsCPU = append(tasksCPU, durMS(t.cpu)), append(chordsCPU, durMS(c.cpu))
 			tasksMB, chordsMB = append(tasksMB, float64(t.written)/1e6), append(chordsMB, float64(c.written)/1e6)
 			tasksFirst, chordsFirst = append(tasksFirst, durMS(t.first)), append(chordsFirst, durMS(c.first))
+			tasksAllocMB, chordsAllocMB = append(tasksAllocMB, float64(t.allocBytes)/1e6), append(chordsAllocMB, float64(c.allocBytes)/1e6)
+			tasksAllocs, chordsAllocs = append(tasksAllocs, float64(t.allocObjects)/1e3), append(chordsAllocs, float64(c.allocObjects)/1e3)
 			ratios = append(ratios, float64(c.wall)/float64(t.wall))
 			if t.cpu > 0 {
 				cpuRatios = append(cpuRatios, float64(c.cpu)/float64(t.cpu))
@@ -332,6 +353,12 @@ func BenchmarkWorkflowChordRatio(b *testing.B) {
 			b.ReportMetric(medianOf(tasksCPU), "tasks-cpu-ms")
 			b.ReportMetric(medianOf(chordsCPU), "chord-cpu-ms")
 			b.ReportMetric(medianOf(cpuRatios), "cpu-ratio")
+		}
+		if medianOf(tasksAllocMB) > 0 {
+			b.ReportMetric(medianOf(tasksAllocMB), "tasks-allocMB")
+			b.ReportMetric(medianOf(chordsAllocMB), "chord-allocMB")
+			b.ReportMetric(medianOf(tasksAllocs), "tasks-kallocs")
+			b.ReportMetric(medianOf(chordsAllocs), "chord-kallocs")
 		}
 		if medianOf(tasksMB) > 0 {
 			b.ReportMetric(medianOf(tasksMB), "tasks-wMB")

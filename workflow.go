@@ -159,7 +159,8 @@ func (c *compiler) errorf(format string, args ...any) {
 // task adds sig waiting for the tasks of prev (nil: a first task), with
 // input the results in shape in (nil: none), run under policy runIf.
 func (c *compiler) task(sig *Signature, prev *flowspec.Shape, in *flowspec.Shape, runIf string, callback bool) string {
-	id := c.id + "." + strconv.Itoa(len(c.spec.Members))
+	var num [20]byte
+	id := c.id + "." + string(strconv.AppendInt(num[:0], int64(len(c.spec.Members)), 10)) // one allocation
 	c.spec.Members = append(c.spec.Members, flowspec.Member{ID: id, Type: sig.Type, Callback: callback})
 	o := sig.Options
 	if o.ID != "" || o.UniqueKey != "" || !o.ProcessAt.IsZero() || o.ProcessIn != 0 {
@@ -842,11 +843,12 @@ func (w *Worker) flowHandler(h Handler) Handler {
 				return &flowSkipError{msg: flowspec.Upstream + "task " + cancelled.ID + " (" + cancelled.Type + ") was cancelled"}
 			}
 			if env.In != nil {
-				results := make(map[string][]byte, len(tasks))
-				for id, p := range tasks {
-					results[id] = p.Result
-				}
-				input = env.In.Render(results)
+				input = env.In.RenderWith(func(id string) []byte {
+					if p := tasks[id]; p != nil {
+						return p.Result
+					}
+					return nil
+				})
 			}
 		}
 		t.Payload = flowspec.Payload(env.Args, input)

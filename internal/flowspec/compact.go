@@ -145,8 +145,17 @@ func (p positions) decodeShape(raw json.RawMessage, depth int) (Shape, error) {
 				if !ok || err1 != nil || err2 != nil || lo < 0 || hi < lo || hi >= maxCompactTasks || len(out.List)+hi-lo >= maxCompactTasks {
 					return Shape{}, fmt.Errorf("bad range %q", r)
 				}
+				// The ids of the range in one string, each a part of it.
+				size := (hi - lo + 1) * (len(p.prefix) + len(z))
+				buf := make([]byte, 0, size)
 				for n := lo; n <= hi; n++ {
-					out.List = append(out.List, Shape{ID: p.prefix + strconv.Itoa(n)})
+					buf = strconv.AppendInt(append(buf, p.prefix...), int64(n), 10)
+				}
+				all, at := string(buf), 0
+				for n := lo; n <= hi; n++ {
+					l := len(p.prefix) + digits(n)
+					out.List = append(out.List, Shape{ID: all[at : at+l]})
+					at += l
 				}
 				continue
 			}
@@ -164,6 +173,16 @@ func (p positions) decodeShape(raw json.RawMessage, depth int) (Shape, error) {
 		}
 		return Shape{ID: p.prefix + strconv.Itoa(n)}, nil
 	}
+}
+
+// digits returns the number of decimal digits of n >= 0.
+func digits(n int) int {
+	d := 1
+	for n >= 10 {
+		n /= 10
+		d++
+	}
+	return d
 }
 
 // EncodeSpec returns the stored form of the spec of workflow id: compact

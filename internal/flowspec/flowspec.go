@@ -45,6 +45,9 @@ type Shape struct {
 // IDs returns the task ids of s, depth first.
 func (s Shape) IDs() []string {
 	var out []string
+	if s.IsList {
+		out = make([]string, 0, len(s.List))
+	}
 	var walk func(Shape)
 	walk = func(s Shape) {
 		if !s.IsList {
@@ -62,11 +65,17 @@ func (s Shape) IDs() []string {
 // Render returns the JSON value of s: a task's result (null when it has
 // none), or a JSON array of the values of the list.
 func (s Shape) Render(results map[string][]byte) []byte {
+	return s.RenderWith(func(id string) []byte { return results[id] })
+}
+
+// RenderWith is Render with the result of each task given by result (nil
+// when it has none).
+func (s Shape) RenderWith(result func(id string) []byte) []byte {
 	var b bytes.Buffer
 	var walk func(Shape)
 	walk = func(s Shape) {
 		if !s.IsList {
-			r := bytes.TrimSpace(results[s.ID])
+			r := bytes.TrimSpace(result(s.ID))
 			if len(r) == 0 {
 				r = []byte("null")
 			}
@@ -169,6 +178,7 @@ func DecodeEnvelope(payload []byte) (*Envelope, error) {
 	}
 	e := Envelope{Flow: j.Flow, Args: j.Args, In: j.In, After: j.After, RunIf: j.RunIf}
 	p := positions{prefix: j.Flow + "."}
+	var after Shape
 	if len(j.CAfter) > 0 {
 		s, err := p.decodeShape(j.CAfter, 0)
 		if err == nil && !s.IsList {
@@ -178,8 +188,13 @@ func DecodeEnvelope(payload []byte) (*Envelope, error) {
 			return nil, fmt.Errorf("workflow envelope: the tasks it waits for: %w", err)
 		}
 		e.After = s.IDs()
+		after = s
 	}
-	if len(j.CIn) > 0 {
+	if len(j.CIn) > 0 && len(j.CAfter) > 0 && bytes.Equal(j.CIn, j.CAfter) {
+		// A chord's callback takes as input the list it waits for: the
+		// shape is decoded once, for both.
+		e.In = &after
+	} else if len(j.CIn) > 0 {
 		s, err := p.decodeShape(j.CIn, 0)
 		if err != nil {
 			return nil, fmt.Errorf("workflow envelope: its input: %w", err)

@@ -335,15 +335,21 @@ func (s *Store) degrade(failed *batch, cause error) {
 	// below, without them.
 	s.c.mu.Lock()
 	cur := s.c.cur
+	sealed := s.c.sealed
+	s.c.sealed = nil
 	s.c.cur = &batch{gen: cur.gen + 1, done: make(chan struct{})}
 	if len(cur.ops) > 0 {
 		s.c.last = cur
+	} else if len(sealed) > 0 {
+		s.c.last = sealed[len(sealed)-1]
 	}
 	s.c.mu.Unlock()
-	drop(cur)
-	cur.ops = nil
-	cur.err = s.fault
-	close(cur.done)
+	for _, b := range append(sealed, cur) {
+		drop(b)
+		b.ops = nil
+		b.err = s.fault
+		close(b.done)
+	}
 	s.reopenLocked(true)
 }
 

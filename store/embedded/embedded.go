@@ -183,6 +183,10 @@ type entry struct {
 	// ikey is the index key of the task's last record written (see
 	// index.go), to delete when the next one has another.
 	ikey []byte
+	// flow caches the id of the task's flow ("" for none) once flowKnown
+	// (see memberOf): a task's flow never changes.
+	flow      string
+	flowKnown bool
 }
 
 // Open opens (creating if needed) the embedded store in the data folder dir.
@@ -506,10 +510,13 @@ type batch struct {
 // committer collects writes into batches; one goroutine commits them in
 // order, so every write that arrives while a sync runs shares the next one.
 type committer struct {
-	mu   sync.Mutex
-	cur  *batch
-	last *batch // the batch being or last committed
-	kick chan struct{}
+	mu  sync.Mutex
+	cur *batch
+	// sealed holds the batches closed to further writes (seal) and not
+	// yet taken for commit, oldest first; every one is older than cur.
+	sealed []*batch
+	last   *batch // the batch being or last committed
+	kick   chan struct{}
 	// spare and spareCreated are the slices of the batch committed last,
 	// emptied, for the next batch to fill without growing new ones.
 	spare        []op
@@ -536,6 +543,37 @@ func (s *Store) write(ops ...op) *batch {
 // writeTask is write for the ops of a new task: if their batch fails, the
 // task is dropped (see disk.go).
 func (s *Store) writeTask(c *created, ops ...op) *batch {
+	b := s.queueOps(c, ops)
+	s.kick()
+	return b
+}
+
+// writeSealed is write, with the batch sealed (see seal) before the
+// committer is woken: it can commit it without waiting for s.mu. It takes
+// ops: the caller does not use them again.
+func (s *Store) writeSealed(ops []op) *batch {
+	s.c.mu.Lock()
+	if cur := s.c.cur; len(cur.ops) == 0 && cap(cur.ops) < len(ops) {
+		cur.ops = ops[:0] // queueOps copies ops onto themselves
+	}
+	s.c.mu.Unlock()
+	b := s.queueOps(nil, ops)
+	s.seal()
+	s.kick()
+	return b
+}
+
+// kick wakes the committer.
+func (s *Store) kick() {
+	select {
+	case s.c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// queueOps adds ops to the current batch and returns it (see writeTask).
+// It keeps no reference to ops. The caller holds s.mu.
+func (s *Store) queueOps(c *created, ops []op) *batch {
 	if s.flows != nil {
 		s.flowOps = append(s.flowOps, s.flowGone(ops)...)
 	}
@@ -561,11 +599,36 @@ func (s *Store) writeTask(c *created, ops ...op) *batch {
 	}
 	clear(s.unassigned)
 	s.unassigned = s.unassigned[:0]
-	select {
-	case s.c.kick <- struct{}{}:
-	default:
-	}
 	return b
+}
+
+// takeSealed removes the oldest sealed batch and returns it, as the one
+// being committed; nil when there is none. The caller holds s.c.mu.
+func (s *Store) takeSealed() *batch {
+	if len(s.c.sealed) == 0 {
+		return nil
+	}
+	b := s.c.sealed[0]
+	s.c.sealed[0] = nil
+	s.c.sealed = s.c.sealed[1:]
+	s.c.last = b
+	return b
+}
+
+// seal closes the batch that the writes so far joined: later writes go to
+// the next one, committed after it (a flow written in parts; see
+// EnqueueFlow). The sealed batch carries the queue counts as of its last
+// write. The caller holds s.mu.
+func (s *Store) seal() {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	b := s.c.cur
+	if len(b.ops) == 0 {
+		return
+	}
+	b.ops = s.countsOps(b.ops)
+	s.c.sealed = append(s.c.sealed, b)
+	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{})}
 }
 
 // putTask queues the record of e and returns its batch.
@@ -584,6 +647,9 @@ func (s *Store) barrier() *batch {
 	if len(s.c.cur.ops) > 0 {
 		return s.c.cur
 	}
+	if n := len(s.c.sealed); n > 0 {
+		return s.c.sealed[n-1]
+	}
 	return s.c.last
 }
 
@@ -593,30 +659,44 @@ func (s *Store) commitLoop() {
 		select {
 		case <-s.c.kick:
 		case <-s.stop:
-			s.commitOne()
+			for s.commitOne() {
+			}
 			return
 		}
-		s.commitOne()
+		for s.commitOne() {
+		}
 	}
 }
 
-func (s *Store) commitOne() {
-	s.mu.Lock()
+// commitOne commits the oldest sealed batch, or else the current one, and
+// reports whether writes are left to commit.
+func (s *Store) commitOne() bool {
+	// A sealed batch has its counts (seal) and is taken without s.mu: its
+	// commit starts while the writer that sealed it still holds s.mu (a
+	// flow written in parts queues its later parts).
 	s.c.mu.Lock()
-	b := s.c.cur
-	if len(b.ops) == 0 {
+	b := s.takeSealed()
+	s.c.mu.Unlock()
+	if b == nil {
+		s.mu.Lock()
+		s.c.mu.Lock()
+		if b = s.takeSealed(); b == nil {
+			b = s.c.cur
+			if len(b.ops) == 0 {
+				s.c.mu.Unlock()
+				s.mu.Unlock()
+				return false
+			}
+			s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare, created: s.c.spareCreated}
+			s.c.spare, s.c.spareCreated = nil, nil
+			s.c.last = b
+			// The counts as of the batch's last write: every write is
+			// queued under s.mu with the changes of counts it makes.
+			b.ops = s.countsOps(b.ops)
+		}
 		s.c.mu.Unlock()
 		s.mu.Unlock()
-		return
 	}
-	s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare, created: s.c.spareCreated}
-	s.c.spare, s.c.spareCreated = nil, nil
-	s.c.last = b
-	s.c.mu.Unlock()
-	// The counts as of the batch's last write: every write is queued
-	// under s.mu with the changes of counts it makes.
-	b.ops = s.countsOps(b.ops)
-	s.mu.Unlock()
 
 	s.d.mu.RLock()
 	var err error
@@ -648,7 +728,7 @@ func (s *Store) commitOne() {
 			b.err = faultError(s.dir, err)
 		}
 		close(b.done)
-		return
+		return false
 	}
 	// The batch is durable: its tasks become leasable before its writers
 	// return, so that a task is leasable once its enqueue returned.
@@ -667,6 +747,10 @@ func (s *Store) commitOne() {
 	s.spillDurable(b.gen)
 	s.mu.Unlock()
 	close(b.done)
+	s.c.mu.Lock()
+	more := len(s.c.sealed) > 0 || len(s.c.cur.ops) > 0
+	s.c.mu.Unlock()
+	return more
 }
 
 // evictDurable drops finished tasks from memory once their final record is

@@ -1,11 +1,13 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +28,22 @@ var _ store.Flows = (*Store)(nil)
 //	e ns 0 after id 0 held id -> empty: the held task still waits for after
 //	                            (held records written before they listed
 //	                            the tasks they wait for)
+//	w ns 0 flow id 0 first     -> JSON partRecord: ready tasks of the flow
+//	                            not written yet (a flow written in parts;
+//	                            first: the index of the part's first task
+//	                            among them, in decimal)
+//
+// A flow with more than flowPartTasks ready tasks is written in parts, so
+// that its first tasks run while the rest are written. The first batch is
+// the commit point: the flow record, its held records, its first
+// flowPartTasks ready tasks, and one w record per further part holding
+// that part's task inputs. Each later batch writes one part's tasks and
+// deletes its w record. The tasks of all parts are in memory from the
+// start (a part's become leasable when its batch is durable), and every
+// later write of one of them is queued after its part's, so on disk a
+// task's records never precede its creation. After a crash between the
+// batches, Open writes the tasks of the w records left (recoverParts)
+// before it reads anything else.
 //
 // A held record lists the tasks it waits for (After). How many it still
 // waits for is not written: it is the number of those tasks that are held
@@ -54,11 +72,12 @@ var _ store.Flows = (*Store)(nil)
 // report that later time as its ExpiresAt. The g key goes with the flow
 // record.
 const (
-	kFlow    = 'f'
-	kHeld    = 'h'
-	kEdge    = 'e'
-	kFlowEnd = 'g'
-	kCounted = 'c'
+	kFlowPart = 'w'
+	kFlow     = 'f'
+	kHeld     = 'h'
+	kEdge     = 'e'
+	kFlowEnd  = 'g'
+	kCounted  = 'c'
 )
 
 type flowRecord struct {
@@ -178,11 +197,14 @@ const flowKeepBytes = 64 << 20
 // end evicts them (flowEnded). It reports whether it kept e. The caller
 // holds s.mu.
 func (s *Store) flowKeep(ns *namespace, e *entry) bool {
+	if e.flowKnown && e.flow == "" {
+		return false
+	}
 	fi := s.flows[ns.name]
 	if fi == nil {
 		return false
 	}
-	fid, ok := fi.member[e.t.ID]
+	fid, ok := fi.memberOf(e)
 	if !ok || fi.open[fid] <= 0 {
 		return false
 	}
@@ -192,8 +214,21 @@ func (s *Store) flowKeep(ns *namespace, e *entry) bool {
 	}
 	s.flowKept += size
 	fi.keptBytes[fid] += size
-	fi.kept[fid] = append(fi.kept[fid], e.t.ID)
+	kept := fi.kept[fid]
+	if kept == nil {
+		kept = make([]string, 0, len(fi.tasks[fid]))
+	}
+	fi.kept[fid] = append(kept, e.t.ID)
 	return true
+}
+
+// memberOf returns the flow of entry e, if it is a flow's member, and
+// caches it in e. The caller holds s.mu.
+func (fi *flowIndex) memberOf(e *entry) (string, bool) {
+	if !e.flowKnown {
+		e.flow, e.flowKnown = fi.member[e.t.ID], true
+	}
+	return e.flow, e.flow != ""
 }
 
 // flowUnkeep forgets the members of flow fid of ns kept in memory and
@@ -229,7 +264,9 @@ func edgeKey(ns, after, held string) []byte {
 	return append(k, held...)
 }
 
-// EnqueueFlow implements store.Flows. It returns once the flow is on disk.
+// EnqueueFlow implements store.Flows. It returns once the flow is on disk:
+// for a flow written in parts (see kFlowPart), once its commit point is,
+// the batches of its later parts queued behind it.
 func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -297,7 +334,8 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	fi.live[p.ID] = len(ids)
 	fi.open[p.ID] = len(ids)
 	fi.tasks[p.ID] = ids
-	ops := make([]op, 0, 1+3*len(p.Tasks)+len(p.Held))
+	first := min(len(p.Tasks), flowPartTasks)
+	ops := make([]op, 0, 4*first+len(p.Held)+2+(len(p.Tasks)-first+flowPartTasks-1)/flowPartTasks)
 	for i := range p.Held {
 		h := &p.Held[i]
 		heldIDs[i] = h.Task.ID
@@ -311,8 +349,16 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 			return fmt.Errorf("embedded: enqueue flow: %w", err)
 		}
 		ops = append(ops, op{key: nameKey(kHeld, ns.name, in.ID), val: v})
-		for _, a := range after {
-			fi.deps[a] = append(fi.deps[a], in.ID)
+		// The tasks waited for by this task alone (a chord's members)
+		// share one array.
+		one := make([]string, len(after))
+		for j, a := range after {
+			if d := fi.deps[a]; d != nil {
+				fi.deps[a] = append(d, in.ID)
+			} else {
+				one[j] = in.ID
+				fi.deps[a] = one[j : j+1 : j+1]
+			}
 		}
 	}
 	rec.HeldP = packIDs(heldIDs)
@@ -322,10 +368,35 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		return fmt.Errorf("embedded: enqueue flow: %w", err)
 	}
 	ops = append(ops, op{key: nameKey(kFlow, ns.name, p.ID), val: v})
-	for i := range p.Tasks {
-		ops = s.addTaskLocked(ops, ns, &p.Tasks[i], now)
+	for from := first; from < len(p.Tasks); from += flowPartTasks {
+		v, err := encodePart(p.Tasks[from:min(from+flowPartTasks, len(p.Tasks))], now)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("embedded: enqueue flow: %w", err)
+		}
+		ops = append(ops, op{key: partKey(ns.name, p.ID, from), val: v})
 	}
-	b := s.write(ops...)
+	for i := range first {
+		ops = s.addTaskLocked(ops, ns, &p.Tasks[i], now, p.ID)
+	}
+	var b *batch
+	if first == len(p.Tasks) {
+		b = s.write(ops...)
+	} else {
+		// The commit point is durable with b, sealed so that it commits
+		// while the parts are queued; each part is a batch of its own,
+		// after it (see kFlowPart).
+		b = s.writeSealed(ops)
+		for from := first; from < len(p.Tasks); from += flowPartTasks {
+			to := min(from+flowPartTasks, len(p.Tasks))
+			ops := make([]op, 0, 4*(to-from)+8) // room for the counts (seal)
+			for i := from; i < to; i++ {
+				ops = s.addTaskLocked(ops, ns, &p.Tasks[i], now, p.ID)
+			}
+			ops = append(ops, op{key: partKey(ns.name, p.ID, from)})
+			s.writeSealed(ops)
+		}
+	}
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return fmt.Errorf("embedded: enqueue flow: %w", err)
@@ -333,13 +404,214 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	return nil
 }
 
+// flowPartTasks is the number of ready tasks of each part of a flow
+// written in parts (see kFlowPart).
+const flowPartTasks = 1000
+
+// partRecord holds the inputs of the tasks of one part of a flow not yet
+// written (see kFlowPart): IDs (packed, packIDs), the distinct inputs
+// without their ids (Inputs), and which input each task has, as runs
+// (Runs: input index, number of tasks; each run follows the one before).
+type partRecord struct {
+	At     time.Time         `json:"at"`
+	IDs    string            `json:"ids"`
+	Inputs []store.TaskInput `json:"in"`
+	Runs   []int             `json:"runs"`
+}
+
+// partKey is the key of the part of flow fid whose first task is task
+// from of the flow's ready tasks.
+func partKey(ns, fid string, from int) []byte {
+	k := append(nameKey(kFlowPart, ns, fid), 0)
+	return strconv.AppendInt(k, int64(from), 10)
+}
+
+// sameInput reports whether a and b are equal but for their ids.
+func sameInput(a, b *store.TaskInput) bool {
+	return a.Type == b.Type && a.Queue == b.Queue && bytes.Equal(a.Payload, b.Payload) && a.Priority == b.Priority &&
+		a.MaxRetries == b.MaxRetries && a.Timeout == b.Timeout && a.Deadline.Equal(b.Deadline) && a.RunAt.Equal(b.RunAt) &&
+		a.UniqueKey == b.UniqueKey && a.UniqueTTL == b.UniqueTTL && a.UniqueUntilSuccess == b.UniqueUntilSuccess &&
+		a.Retention == b.Retention && a.TraceParent == b.TraceParent && a.NewID == b.NewID
+}
+
+// encodePart returns the partRecord of tasks, created at now.
+func encodePart(tasks []store.TaskInput, now time.Time) ([]byte, error) {
+	r := partRecord{At: now}
+	ids := make([]string, len(tasks))
+	for i := range tasks {
+		t := &tasks[i]
+		ids[i] = t.ID
+		in := -1
+		for j := len(r.Inputs) - 1; j >= 0 && j >= len(r.Inputs)-4; j-- {
+			if sameInput(&r.Inputs[j], t) {
+				in = j
+				break
+			}
+		}
+		if in < 0 {
+			c := *t
+			c.ID = ""
+			r.Inputs = append(r.Inputs, c)
+			in = len(r.Inputs) - 1
+		}
+		if n := len(r.Runs); n > 0 && r.Runs[n-2] == in {
+			r.Runs[n-1]++
+		} else {
+			r.Runs = append(r.Runs, in, 1)
+		}
+	}
+	r.IDs = packIDs(ids)
+	return json.Marshal(&r)
+}
+
+// decodePart returns the task inputs of a partRecord, and its time.
+func decodePart(v []byte) ([]store.TaskInput, time.Time, error) {
+	var r partRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, time.Time{}, fmt.Errorf("%w: flow part: %w", errCorrupt, err)
+	}
+	ids, err := unpackIDs(r.IDs)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	out := make([]store.TaskInput, 0, len(ids))
+	for i := 0; i+1 < len(r.Runs); i += 2 {
+		in, n := r.Runs[i], r.Runs[i+1]
+		if in < 0 || in >= len(r.Inputs) || n < 0 || n > len(ids)-len(out) {
+			return nil, time.Time{}, fmt.Errorf("%w: flow part: bad run %d×%d", errCorrupt, in, n)
+		}
+		for range n {
+			t := r.Inputs[in]
+			t.ID = ids[len(out)]
+			out = append(out, t)
+		}
+	}
+	if len(out) != len(ids) {
+		return nil, time.Time{}, fmt.Errorf("%w: flow part: %d ids, %d inputs", errCorrupt, len(ids), len(out))
+	}
+	return out, r.At.UTC(), nil
+}
+
+// recoverParts writes the tasks of the parts of flows left unwritten by a
+// crash (see kFlowPart), with their queues' counts, in one batch that
+// deletes the parts, and returns how many it wrote. It runs at load,
+// before anything is read, on a writable engine.
+func (s *Store) recoverParts(eng engine) (int, error) {
+	type part struct {
+		key []byte
+		ns  string
+		in  []store.TaskInput
+		at  time.Time
+	}
+	var parts []part
+	var derr error
+	err := eng.scan([]byte{kFlowPart}, nil, false, func(k, v []byte) bool {
+		nsName, _, ok := splitKey(k)
+		if !ok {
+			derr = fmt.Errorf("%w: bad flow part key %q", errCorrupt, k)
+			return false
+		}
+		in, at, err := decodePart(v)
+		if err != nil {
+			derr = fmt.Errorf("flow part %q: %w", k, err)
+			return false
+		}
+		parts = append(parts, part{key: bytes.Clone(k), ns: nsName, in: in, at: at})
+		return true
+	})
+	if err = errors.Join(err, derr); err != nil || len(parts) == 0 {
+		return 0, err
+	}
+	// The highest sequence number of each namespace involved.
+	seqs := make(map[string]uint64)
+	for _, p := range parts {
+		if _, ok := seqs[p.ns]; ok {
+			continue
+		}
+		var last uint64
+		if err := eng.scan(nsPrefix(kTask, p.ns), nil, true, func(k, _ []byte) bool {
+			last = keySeq(k)
+			return false
+		}); err != nil {
+			return 0, err
+		}
+		seqs[p.ns] = last
+	}
+	counts := make(map[[2]string]*[store.NumStates + 1]int64)
+	var ops []op
+	n := 0
+	for _, p := range parts {
+		for i := range p.in {
+			in := &p.in[i]
+			if v, err := eng.get(nameKey(kID, p.ns, in.ID)); err != nil {
+				return 0, err
+			} else if v != nil {
+				continue // written already (cannot be: the part goes with them)
+			}
+			seqs[p.ns]++
+			e := newEntry(p.ns, in, seqs[p.ns], p.at)
+			ops = createOps(ops, e)
+			qk := [2]string{p.ns, e.t.Queue}
+			c := counts[qk]
+			if c == nil {
+				c = new([store.NumStates + 1]int64)
+				v, err := eng.get(nameKey(kCounts, p.ns, e.t.Queue))
+				if err != nil {
+					return 0, err
+				}
+				for j := range c {
+					x, w := binary.Varint(v)
+					if w <= 0 {
+						break // no counts yet
+					}
+					c[j], v = x, v[w:]
+				}
+				counts[qk] = c
+			}
+			c[e.t.State]++
+			n++
+		}
+		ops = append(ops, op{key: p.key})
+	}
+	for k, c := range counts {
+		v := make([]byte, 0, 2*len(c))
+		for _, x := range c {
+			v = binary.AppendVarint(v, x)
+		}
+		ops = append(ops, op{key: nameKey(kCounts, k[0], k[1]), val: v})
+	}
+	if err := eng.apply(ops, true); err != nil {
+		return 0, writeError{err}
+	}
+	return n, nil
+}
+
 // addTaskLocked creates the task in (already validated, without a unique
-// key) in memory and returns ops with the records to write appended. The
-// caller holds s.mu.
-func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now time.Time) []op {
+// key) in memory and returns ops with the records to write appended; flow,
+// when not empty, is the flow it is a member of. The caller holds s.mu.
+func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now time.Time, flow string) []op {
 	s.seq++
-	e := &entry{seq: s.seq, idx: -1, t: store.Task{
-		Namespace: ns.name, ID: in.ID, Type: in.Type, Queue: in.Queue,
+	e := newEntry(ns.name, in, s.seq, now)
+	e.flow, e.flowKnown = flow, flow != ""
+	q := ns.queue(e.t.Queue)
+	if e.t.State == store.StateScheduled {
+		s.pushDelayed(ns, e)
+		s.unassigned = append(s.unassigned, e) // its gen, for promote
+	} else {
+		s.stage(e) // leasable once the caller's write is durable
+	}
+	q.counts[e.t.State]++
+	ns.tasks[e.t.ID] = e
+	s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
+	return createOps(ops, e)
+}
+
+// newEntry returns the entry of task in (validated, without a unique key)
+// of namespace ns created at now with sequence number seq: scheduled when
+// it runs later, else pending.
+func newEntry(ns string, in *store.TaskInput, seq uint64, now time.Time) *entry {
+	e := &entry{seq: seq, idx: -1, t: store.Task{
+		Namespace: ns, ID: in.ID, Type: in.Type, Queue: in.Queue,
 		Payload: cloneBytes(in.Payload), Priority: in.Priority, MaxRetries: in.MaxRetries,
 		Timeout: in.Timeout, Deadline: norm(in.Deadline),
 		Retention: in.Retention, TraceParent: in.TraceParent, CreatedAt: now, RunAt: norm(in.RunAt),
@@ -350,24 +622,24 @@ func (s *Store) addTaskLocked(ops []op, ns *namespace, in *store.TaskInput, now 
 	if e.t.Payload == nil {
 		e.t.Payload = []byte{}
 	}
-	q := ns.queue(e.t.Queue)
 	if e.t.RunAt.After(now) {
 		e.t.State = store.StateScheduled
-		s.pushDelayed(ns, e)
-		s.unassigned = append(s.unassigned, e) // its gen, for promote
 	} else {
 		if e.t.RunAt.IsZero() {
 			e.t.RunAt = now
 		}
 		e.t.State = store.StatePending
-		s.stage(e) // leasable once the caller's write is durable
 	}
-	q.counts[e.t.State]++
-	ns.tasks[e.t.ID] = e
-	s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
+	return e
+}
+
+// createOps appends to ops the records of new entry e: its payload, its id
+// and its task record with its index key.
+func createOps(ops []op, e *entry) []op {
+	ns := e.t.Namespace
 	ops = append(ops,
-		op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
-		op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
+		op{key: seqKey(kPayload, ns, e.seq), val: e.t.Payload},
+		op{key: nameKey(kID, ns, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
 	)
 	return taskOps(ops, e)
 }
@@ -400,22 +672,25 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 		}
 		delete(fi.held, hid)
 		s.flowOps = append(s.flowOps, op{key: nameKey(kHeld, ns.name, hid)})
-		s.flowOps = s.addTaskLocked(s.flowOps, ns, &h.in, now)
+		s.flowOps = s.addTaskLocked(s.flowOps, ns, &h.in, now, "")
 	}
 }
 
-// flowEnded notes that task id of ns reached a terminal state, or was
+// flowEnded notes that task e of ns reached a terminal state, or was
 // deleted before it did. When it was the last open task of its flow, the
 // flow's expiry becomes at least now+ret: one kFlowEnd write in s.flowOps
 // (the caller's batch), which Sweep, Get and List apply to every member
 // (see flowExpiry): Sweep moves a member's expiry index key there. The
 // caller holds s.mu.
-func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.Time) {
+func (s *Store) flowEnded(ns *namespace, e *entry, ret time.Duration, now time.Time) {
+	if e.flowKnown && e.flow == "" {
+		return
+	}
 	fi := s.flows[ns.name]
 	if fi == nil {
 		return
 	}
-	fid, ok := fi.member[id]
+	fid, ok := fi.memberOf(e)
 	if !ok {
 		return
 	}
@@ -444,6 +719,7 @@ func (s *Store) flowEnded(ns *namespace, id string, ret time.Duration, now time.
 	s.c.mu.Lock()
 	gen := s.c.cur.gen + 1
 	s.c.mu.Unlock()
+	s.evict = slices.Grow(s.evict, len(kept))
 	for _, m := range kept {
 		if e := ns.tasks[m]; e != nil && e.t.State.Terminal() {
 			e.gen = max(e.gen, gen)
@@ -830,4 +1106,4 @@ func (s *Store) loadFlowMembers(eng engine) error {
 }
 
 // flowKinds lists the key kinds of flows, for Check.
-var flowKinds = []byte{kFlow, kHeld, kEdge, kFlowEnd, kCounted}
+var flowKinds = []byte{kFlow, kHeld, kEdge, kFlowEnd, kCounted, kFlowPart}

@@ -31,7 +31,9 @@ func flowCrashChild() bool {
 }
 
 // crashFlow returns flow i of a round: a chain a -> chord(m0..m(k-1)) -> cb
-// -> z, with k from 1 to 8.
+// -> z, with k from 1 to 8. Flow 39 and every 70th after it, the last
+// acknowledged before each kill of TestFlowCrash, also has 1,200 ready
+// tasks of its own: it is written in parts, which the kill may interrupt.
 func crashFlow(round string, i int) store.FlowParams {
 	id := fmt.Sprintf("f%s-%d", round, i)
 	k := 1 + i%8
@@ -47,6 +49,11 @@ func crashFlow(round string, i int) store.FlowParams {
 	p.Held = append(p.Held,
 		store.HeldTask{Task: store.TaskInput{ID: id + ".cb", Type: "t", Queue: "q", MaxRetries: 3}, After: ms},
 		store.HeldTask{Task: store.TaskInput{ID: id + ".z", Type: "t", Queue: "q", MaxRetries: 3}, After: []string{id + ".cb"}})
+	if i%70 == 39 {
+		for j := range flowPartTasks + 200 {
+			p.Tasks = append(p.Tasks, store.TaskInput{ID: fmt.Sprintf("%s.r%d", id, j), Type: "t", Queue: "q", MaxRetries: 3})
+		}
+	}
 	return p
 }
 
@@ -147,22 +154,31 @@ func checkFlows(t *testing.T, s *Store, flows []store.FlowParams, done bool) {
 		for _, h := range f.Held {
 			held[h] = true
 		}
-		ids := []string{p.Tasks[0].ID}
+		var ids []string
+		for _, in := range p.Tasks {
+			ids = append(ids, in.ID)
+		}
 		for _, h := range p.Held {
 			ids = append(ids, h.Task.ID)
 		}
-		g, err := s.Get(ctx, store.GetParams{Namespace: "crash", IDs: ids})
-		if err != nil {
-			t.Fatal(err)
-		}
 		tasks := map[string]*store.Task{}
-		for _, tk := range g.Tasks {
-			if tk != nil {
-				tasks[tk.ID] = tk
+		for from := 0; from < len(ids); from += store.MaxBatch {
+			g, err := s.Get(ctx, store.GetParams{Namespace: "crash", IDs: ids[from:min(from+store.MaxBatch, len(ids))]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tk := range g.Tasks {
+				if tk != nil {
+					tasks[tk.ID] = tk
+				}
 			}
 		}
-		if tasks[p.Tasks[0].ID] == nil {
-			t.Fatalf("flow %s: first task lost", p.ID)
+		for _, in := range p.Tasks {
+			if tk := tasks[in.ID]; tk == nil {
+				t.Fatalf("flow %s: ready task %s lost", p.ID, in.ID)
+			} else if done && tk.State != store.StateSucceeded {
+				t.Fatalf("flow %s: ready task %s did not finish", p.ID, in.ID)
+			}
 		}
 		for _, h := range p.Held {
 			id := h.Task.ID

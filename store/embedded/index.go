@@ -465,6 +465,17 @@ func (s *Store) load(eng engine, hidden map[string]created) error {
 	} else if len(v) != 1 || v[0] != formatVersion {
 		return fmt.Errorf("%w: format version %x, this version reads %d", errCorrupt, v, formatVersion)
 	}
+	// The parts of flows that a crash left unwritten are written first:
+	// what follows reads their tasks like any other.
+	if n, err := s.recoverParts(eng); err != nil {
+		var werr writeError
+		if !errors.As(err, &werr) {
+			return err
+		}
+		s.log.Warn("embedded: the unwritten parts of workflows cannot be written now: their tasks are missing until the store can write", "dir", s.dir, "err", err)
+	} else if n > 0 {
+		s.log.Info("embedded: wrote the parts of workflows left unwritten", "dir", s.dir, "tasks", n)
+	}
 	s.windowSize = s.windowConf
 	return s.loadIndexed(eng, hidden)
 }

@@ -582,7 +582,7 @@ func (s *Store) finish(ns *namespace, e *entry, st store.State, now time.Time) {
 	e.t.ExpiresAt = now.Add(ret)
 	ns.queue(e.t.Queue).counts[st]++
 	s.flowDone(ns, e.t.ID, now)
-	s.flowEnded(ns, e.t.ID, ret, now)
+	s.flowEnded(ns, e, ret, now)
 }
 
 // retentionOf returns t's retention, or the default when it has none.
@@ -608,7 +608,20 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 		s.mu.Unlock()
 		return store.GetResult{}, err
 	}
-	if ns := s.nss[p.Namespace]; ns != nil {
+	if ns := s.nss[p.Namespace]; ns != nil && p.Outcomes {
+		// Only the outcome fields, in one allocation for the whole call:
+		// a chord's callback reads every member, most of them kept in
+		// memory (flowKeep).
+		slab := make([]store.Task, len(p.IDs))
+		for i, id := range p.IDs {
+			if e := ns.tasks[id]; e != nil {
+				outcomeOf(&slab[i], &e.t)
+				out[i] = &slab[i]
+			} else {
+				missing = append(missing, i)
+			}
+		}
+	} else if ns != nil {
 		for i, id := range p.IDs {
 			if e := ns.tasks[id]; e != nil {
 				out[i] = e.t.Clone()
@@ -652,8 +665,20 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 			out[i] = ts[j]
 		}
 	}
-	s.raiseExpiry(p.Namespace, out)
+	if !p.Outcomes { // ExpiresAt is no outcome field
+		s.raiseExpiry(p.Namespace, out)
+	}
 	return store.GetResult{Tasks: out}, nil
+}
+
+// outcomeOf sets in dst the fields of src that GetParams.Outcomes names
+// (and its namespace), the result copied.
+func outcomeOf(dst, src *store.Task) {
+	dst.Namespace, dst.ID, dst.Type, dst.Queue = src.Namespace, src.ID, src.Type, src.Queue
+	dst.Priority, dst.State, dst.LastError = src.Priority, src.State, src.LastError
+	if src.Result != nil {
+		dst.Result = append([]byte(nil), src.Result...)
+	}
 }
 
 // readTasksSeq reads tasks from the engine, as readTask does for each id,
@@ -1069,7 +1094,7 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 			s.changed(ns, e, store.ChangeDeleted, 0, now, "")
 			s.flowDone(ns, id, now) // a task deleted before it finished never will
 			if !e.t.State.Terminal() {
-				s.flowEnded(ns, id, retentionOf(&e.t), now)
+				s.flowEnded(ns, e, retentionOf(&e.t), now)
 			}
 			ns.unindex(e)
 			delete(ns.tasks, id)
