@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	bolt "go.etcd.io/bbolt"
 )
@@ -57,6 +58,12 @@ type engineHooks struct {
 
 type op struct {
 	key, val []byte
+	// once marks a delete (val nil) of a key set exactly once since it
+	// was last deleted, if ever: the engine may then delete it in a way
+	// that takes that one set with it (Pebble's SingleDelete: the set and
+	// its delete both vanish when they meet in a flush or compaction,
+	// where a plain delete would leave a tombstone to carry down).
+	once bool
 }
 
 const (
@@ -180,7 +187,13 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		opts.Levels[i].Compression = snappy
 	}
+	// The tables of L0 are what the flushes write: each is read once, by
+	// the compaction that moves it down, which writes its keys compressed.
+	// Compressing them too cost the flush and that compaction about a
+	// twentieth of a busy store's CPU (docs/benchmarks.md).
+	opts.Levels[0].Compression = noCompression
 	// Each task's index key is written and deleted as the task moves
 	// between states (index.go): with Pebble's default 4 MiB memtables,
 	// the compactions of those short-lived keys doubled the CPU time of a
@@ -189,6 +202,9 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	opts.MemTableSize = 32 << 20
 	return opts
 }
+
+func snappy() *sstable.CompressionProfile        { return sstable.SnappyCompression }
+func noCompression() *sstable.CompressionProfile { return sstable.NoCompression }
 
 func openPebble(dir string, readOnly bool, hooks engineHooks) (e *pebbleEngine, err error) {
 	e = &pebbleEngine{dir: dir, ro: readOnly, hooks: hooks}
@@ -258,9 +274,12 @@ func (e *pebbleEngine) apply(ops []op, sync bool) (err error) {
 	defer func() { _ = b.Close() }()
 	for _, o := range ops {
 		var err error
-		if o.val == nil {
+		switch {
+		case o.val == nil && o.once:
+			err = b.SingleDelete(o.key, nil)
+		case o.val == nil:
 			err = b.Delete(o.key, nil)
-		} else {
+		default:
 			err = b.Set(o.key, o.val, nil)
 		}
 		if err != nil {

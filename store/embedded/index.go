@@ -138,28 +138,70 @@ func keyTime(k []byte) time.Time {
 // The record's key, the index key and its value (the task's id) share one
 // allocation: each is a full slice of its own part of it, and the engine
 // copies them into its batch.
-func taskOps(ops []op, e *entry) []op {
+func taskOps(ops []op, e *entry) []op { return taskOpsIn(ops, e, nil) }
+
+// taskOpsIn is taskOps with the record's key and value and the index key's
+// value taken from opBuf (Store.opBuf), when not nil; the index key, which
+// e keeps, has an allocation of its own.
+func taskOpsIn(ops []op, e *entry, opBuf func(n int) []byte) []op {
 	ns := e.t.Namespace
 	skLen, nkLen := 2+len(ns)+8, indexKeyLen(ns, &e.t)
-	buf := make([]byte, 0, skLen+nkLen+len(e.t.ID))
+	var buf, nbuf []byte
+	if opBuf == nil {
+		buf = make([]byte, 0, skLen+nkLen+len(e.t.ID))
+		nbuf = buf[skLen:skLen]
+	} else {
+		size := record.Size(e.seq, &e.t)
+		buf = opBuf(skLen + len(e.t.ID) + size)
+		if nkLen > 0 {
+			nbuf = make([]byte, 0, nkLen)
+		}
+	}
 	sk := binary.BigEndian.AppendUint64(append(append(append(buf, kTask), ns...), 0), e.seq)
-	ops = append(ops, op{key: sk[:skLen:skLen], val: record.Encode(nil, e.seq, &e.t)})
+	sk = sk[:skLen:skLen]
+	var rec []byte
+	if opBuf == nil {
+		rec = record.Encode(nil, e.seq, &e.t)
+	} else {
+		at := skLen + len(e.t.ID)
+		rec = record.Append(buf[at:at], e.seq, &e.t) // buf has room for it
+	}
+	ops = append(ops, op{key: sk, val: rec})
 	var nk []byte
 	if nkLen > 0 {
-		nk = appendIndexKey(buf[skLen:skLen], ns, &e.t, e.seq)
+		nk = appendIndexKey(nbuf, ns, &e.t, e.seq)
 		nk = nk[:len(nk):len(nk)]
 	}
 	if !bytes.Equal(nk, e.ikey) {
 		if e.ikey != nil {
-			ops = append(ops, op{key: e.ikey})
+			ops = append(ops, op{key: e.ikey, once: setOnce(e.ikey)})
 		}
 		if nk != nil {
-			at := skLen + nkLen
-			ops = append(ops, op{key: nk, val: append(buf[at:at], e.t.ID...)})
+			var id []byte
+			if opBuf == nil {
+				at := skLen + nkLen
+				id = append(buf[at:at], e.t.ID...)
+			} else {
+				id = append(buf[skLen:skLen], e.t.ID...)
+				id = id[:len(id):len(id)]
+			}
+			ops = append(ops, op{key: nk, val: id})
 		}
 		e.ikey = nk
 	}
 	return ops
+}
+
+// setOnce reports whether the index key k is of a kind that is set only
+// by taskOps (and by migrate, in a folder that has no index keys yet), and
+// only when it is not the task's index key already: such a key is set once
+// between two deletes, so taskOps may delete it with op.once. The kinds
+// of the pending, scheduled and active tasks qualify; the expiry keys do
+// not (the sweep rewrites them). A pending task's key is set when it is
+// enqueued and deleted when it is leased, most often within one memtable,
+// so with op.once neither reaches the disk's tables.
+func setOnce(k []byte) bool {
+	return len(k) > 0 && (k[0] == kReady || k[0] == kDelayed || k[0] == kLeased)
 }
 
 // countsOps appends the writes of the queue counts that changed since they
@@ -399,14 +441,17 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 	}
 	out := make([]*entry, n)
 	var ik []byte
+	var last store.Task // the strings of the record decoded last, for Decode to keep
 	for i, k := range ikeys {
 		rec := vals[i]
 		if rec == nil {
 			continue
 		}
 		seq := keySeq(k)
-		t := store.Task{Namespace: ns}
-		if _, err := record.Decode(rec, &t); err != nil {
+		t := store.Task{Namespace: ns, Type: last.Type, Queue: last.Queue, WorkerID: last.WorkerID}
+		_, err := record.Decode(rec, &t)
+		last.Type, last.Queue, last.WorkerID = t.Type, t.Queue, t.WorkerID
+		if err != nil {
 			return nil, fmt.Errorf("task record %d of namespace %q: %w", seq, ns, err)
 		}
 		if d != nil && d.isHidden(ns, t.ID, seq) {
@@ -501,8 +546,12 @@ func (s *Store) migrate(eng engine) (int, error) {
 			counts[[2]string{nsName, t.Queue}] = c
 		}
 		c[t.State]++
-		ops = append(ops, op{key: indexKey(nsName, &t, seq), val: []byte(t.ID)})
-		if len(ops) >= 10000 {
+		// A delete before the set: a migration cut short by a crash may
+		// have set the key already, and taskOps deletes it with op.once,
+		// which needs one set since the last delete.
+		ik := indexKey(nsName, &t, seq)
+		ops = append(ops, op{key: ik}, op{key: ik, val: []byte(t.ID)})
+		if len(ops) >= 20000 {
 			if err := eng.apply(ops, false); err != nil {
 				werr = writeError{err}
 				return false

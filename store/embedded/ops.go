@@ -130,11 +130,14 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		q.counts[e.t.State]++
 		ns.tasks[e.t.ID] = e
 		s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
-		ops = append(ops,
-			op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
-			op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-		)
-		ops = taskOps(ops, e)
+		// The payload's key, the id's key and its value in one buffer.
+		kb := s.opBuf(2*(2+len(ns.name)) + 8 + len(e.t.ID) + 8)
+		pk := binary.BigEndian.AppendUint64(append(append(append(kb, kPayload), ns.name...), 0), e.seq)
+		ik := append(append(append(pk[len(pk):], kID), ns.name...), 0)
+		ik = append(ik, e.t.ID...)
+		iv := binary.BigEndian.AppendUint64(ik[len(ik):], e.seq)
+		ops = append(ops, op{key: pk[:len(pk):len(pk)], val: e.t.Payload}, op{key: ik[:len(ik):len(ik)], val: iv})
+		ops = taskOpsIn(ops, e, s.opBuf)
 		last = s.writeTask(&created{ns: ns.name, id: e.t.ID, unique: e.t.UniqueKey, seq: e.seq}, ops...)
 		e.gen = last.gen
 		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State} //nolint:gosec // G602: items has one entry per task
