@@ -137,6 +137,9 @@ type Store struct {
 	// spill holds the scheduled entries pushed to a delayed window before
 	// their write was durable, for spillDurable.
 	spill []*entry
+	// dropped holds the entries releaseDurable dropped from memory, and
+	// freeEntries those kept for newEntry (recycleDropped).
+	dropped, freeEntries []*entry
 
 	c    committer
 	wg   sync.WaitGroup
@@ -485,7 +488,9 @@ func (s *Store) releaseDurable(gen uint64) {
 		if ns == nil {
 			continue
 		}
-		s.pushReady(ns, ns.queue(e.t.Queue), e)
+		if s.pushReady(ns, ns.queue(e.t.Queue), e) {
+			s.dropped = append(s.dropped, e)
+		}
 		ns.notify()
 	}
 	clear(s.staged[n:])
@@ -732,6 +737,7 @@ func (s *Store) commitOne() {
 	s.releaseDurable(b.gen)
 	s.evictDurable(b.gen)
 	s.spillDurable(b.gen)
+	s.recycleDropped()
 	s.mu.Unlock()
 	close(b.done)
 }

@@ -271,17 +271,48 @@ func (q *queue) window(typ string) *window {
 // pushReady makes pending entry e of ns, whose write is queued, leasable:
 // it joins its window, or, when it comes after the window and its record
 // is durable, it leaves memory (a refill reads it from disk). The caller
-// holds s.mu.
-func (s *Store) pushReady(ns *namespace, q *queue, e *entry) {
+// holds s.mu. It reports whether e left memory.
+func (s *Store) pushReady(ns *namespace, q *queue, e *entry) (dropped bool) {
 	w := q.window(e.t.Type)
 	if s.windowSize > 0 && w.more && orderOf(e).after(w.hi) && e.gen <= s.committed {
 		s.dropEntry(ns, e)
-		return
+		return true
 	}
 	w.push(e)
 	if s.windowSize > 0 && w.Len() > 2*s.windowSize {
 		s.trim(ns, w)
 	}
+	return false
+}
+
+// newEntry returns a zero entry: one that recycleDropped kept, else a new
+// one. The caller holds s.mu.
+func (s *Store) newEntry() *entry {
+	if k := len(s.freeEntries); k > 0 {
+		e := s.freeEntries[k-1]
+		s.freeEntries[k-1] = nil
+		s.freeEntries = s.freeEntries[:k-1]
+		return e
+	}
+	return new(entry)
+}
+
+// recycleDropped keeps the entries that releaseDurable dropped from memory
+// (they went to the disk alone once their enqueue was durable, which a
+// backlog's new tasks do) for newEntry, up to windowSize of them: a refill
+// that reads the backlog back fills them again instead of allocating. Once
+// releaseDurable dropped it, nothing refers to such an entry: it is in no
+// heap, no map and no list (spillDurable, which runs before this, let go
+// of it). The caller holds s.mu.
+func (s *Store) recycleDropped() {
+	for i, e := range s.dropped {
+		if len(s.freeEntries) < s.windowSize {
+			*e = entry{}
+			s.freeEntries = append(s.freeEntries, e)
+		}
+		s.dropped[i] = nil
+	}
+	s.dropped = s.dropped[:0]
 }
 
 // dropEntry forgets e, whose records are durable: it is on disk alone.
@@ -400,7 +431,7 @@ func (s *Store) scanWindow(eng engine, d *disk, ns *namespace, prefix, start []b
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	loaded, err := loadEntries(eng, ns.name, keys, d)
+	loaded, err := loadEntries(eng, ns.name, keys, d, s.newEntry)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -415,8 +446,9 @@ func (s *Store) scanWindow(eng engine, d *disk, ns *namespace, prefix, start []b
 
 // loadEntries reads the tasks, with their payloads, that the index keys
 // name (by the sequence number that ends each key): nil where the record is
-// missing, hidden, or not indexed by that key.
-func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, error) {
+// missing, hidden, or not indexed by that key. newEntry, when not nil,
+// returns the zero entries to fill (Store.newEntry).
+func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk, newEntry func() *entry) ([]*entry, error) {
 	if len(ikeys) == 0 {
 		return nil, nil
 	}
@@ -468,7 +500,14 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 		if t.Payload == nil {
 			t.Payload = []byte{}
 		}
-		out[i] = &entry{t: t, seq: seq, idx: -1, ikey: k}
+		var e *entry
+		if newEntry != nil {
+			e = newEntry()
+		} else {
+			e = new(entry)
+		}
+		*e = entry{t: t, seq: seq, idx: -1, ikey: k}
+		out[i] = e
 	}
 	return out, nil
 }
@@ -620,7 +659,7 @@ func (s *Store) loadIndexed(eng engine, hidden map[string]created) error {
 		for len(keys) > 0 {
 			part := keys[:min(len(keys), 4096)]
 			keys = keys[len(part):]
-			es, err := loadEntries(eng, nsName, part, d)
+			es, err := loadEntries(eng, nsName, part, d, nil)
 			if err != nil {
 				return err
 			}

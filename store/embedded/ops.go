@@ -278,13 +278,14 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		now := s.now()
 		ns := s.namespace(p.Namespace)
 		s.promote(ns, now, s.windowSize)
-		var out []*store.Task
+		var stack [64]*entry
+		leased := stack[:0]
 		for _, qname := range store.OrderQueues(p.Queues, p.Weights, nil) {
 			q := ns.queues[qname]
 			if q == nil || q.paused {
 				continue
 			}
-			for len(out) < p.Max {
+			for len(leased) < p.Max {
 				e, err := s.best(ns, q, p.Types, types)
 				if err != nil {
 					s.mu.Unlock()
@@ -305,14 +306,23 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				s.changed(ns, e, store.ChangeStarted, store.StateActive, now, "")
 				s.putTask(e)
 				s.leases.push(e)
-				c := e.t
-				out = append(out, &c)
+				leased = append(leased, e)
 			}
-			if len(out) == p.Max {
+			if len(leased) == p.Max {
 				break
 			}
 		}
-		if len(out) > 0 || p.Wait <= 0 || !time.Now().Before(deadline) {
+		if len(leased) > 0 || p.Wait <= 0 || !time.Now().Before(deadline) {
+			// The copies handed out, in one allocation.
+			var out []*store.Task
+			if len(leased) > 0 {
+				copies := make([]store.Task, len(leased))
+				out = make([]*store.Task, len(leased))
+				for i, e := range leased {
+					copies[i] = e.t
+					out[i] = &copies[i]
+				}
+			}
 			s.mu.Unlock()
 			return store.LeaseResult{Tasks: out}, nil
 		}
