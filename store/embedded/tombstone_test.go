@@ -162,3 +162,66 @@ func TestOpArena(t *testing.T) {
 		t.Errorf("the chunks freed by reset were not used again")
 	}
 }
+
+// TestIDFilter checks the tables' filter: it may contain every id key
+// added and every key of another kind (it cannot tell those), and rules
+// out most absent id keys; through the engine, after a flush, present
+// keys of every kind are found and absent ones are not.
+func TestIDFilter(t *testing.T) {
+	t.Parallel()
+	w := idFilter{}.NewWriter(pebble.TableFilter)
+	for i := range 500 {
+		w.AddKey(fmt.Appendf(nil, "i\x00id%04d", i))
+		w.AddKey(fmt.Appendf(nil, "t\x00%08d", i))
+	}
+	f := w.Finish(nil)
+	for i := range 500 {
+		if k := fmt.Appendf(nil, "i\x00id%04d", i); !(idFilter{}).MayContain(pebble.TableFilter, f, k) {
+			t.Fatalf("the filter rules out %q, which was added", k)
+		}
+		if k := fmt.Appendf(nil, "t\x00%08d", i+1000); !(idFilter{}).MayContain(pebble.TableFilter, f, k) {
+			t.Fatalf("the filter rules out %q, a key of another kind", k)
+		}
+	}
+	maybe := 0
+	for i := range 1000 {
+		if (idFilter{}).MayContain(pebble.TableFilter, f, fmt.Appendf(nil, "i\x00other%04d", i)) {
+			maybe++
+		}
+	}
+	if maybe > 50 {
+		t.Errorf("the filter may contain %d of 1000 absent id keys, want about 1%%", maybe)
+	}
+	empty := idFilter{}.NewWriter(pebble.TableFilter).Finish(nil)
+	if (idFilter{}).MayContain(pebble.TableFilter, empty, []byte("i\x00a")) || !(idFilter{}).MayContain(pebble.TableFilter, empty, []byte("t\x00a")) {
+		t.Errorf("a filter of no id key: wrong answer")
+	}
+
+	eng, err := openEngine(enginePebble, t.TempDir(), false, engineHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = eng.close() }()
+	var ops []op
+	for _, kind := range []byte{kID, kTask, kPayload, kExpiry, kReady} {
+		for i := range 100 {
+			ops = append(ops, op{key: fmt.Appendf(nil, "%c\x00k%03d", kind, i), val: []byte{kind}})
+		}
+	}
+	if err := eng.apply(ops, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.(*pebbleEngine).db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []byte{kID, kTask, kPayload, kExpiry, kReady} {
+		for i := range 100 {
+			if v, err := eng.get(fmt.Appendf(nil, "%c\x00k%03d", kind, i)); err != nil || len(v) != 1 || v[0] != kind {
+				t.Fatalf("get %c k%03d = %q, %v", kind, i, v, err)
+			}
+			if v, err := eng.get(fmt.Appendf(nil, "%c\x00k%03d", kind, i+500)); err != nil || v != nil {
+				t.Fatalf("get absent %c k%03d = %q, %v", kind, i+500, v, err)
+			}
+		}
+	}
+}
