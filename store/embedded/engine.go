@@ -11,7 +11,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
-	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	bolt "go.etcd.io/bbolt"
 )
@@ -188,15 +187,9 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = idFilter{}
-		opts.Levels[i].Compression = snappy
 	}
 	// The tables written before idFilter have bloom filters of every key.
 	opts.Filters = map[string]pebble.FilterPolicy{bloomPolicy.Name(): bloomPolicy}
-	// The tables of L0 are what the flushes write: each is read once, by
-	// the compaction that moves it down, which writes its keys compressed.
-	// Compressing them too cost the flush and that compaction about 3 %
-	// of the instructions per task end to end (docs/benchmarks.md).
-	opts.Levels[0].Compression = noCompression
 	// Each task's index key is written and deleted as the task moves
 	// between states (index.go): with Pebble's default 4 MiB memtables,
 	// the compactions of those short-lived keys doubled the CPU time of a
@@ -240,9 +233,6 @@ func (w idFilterWriter) AddKey(key []byte) {
 }
 
 func (w idFilterWriter) Finish(dst []byte) []byte { return w.w.Finish(dst) }
-
-func snappy() *sstable.CompressionProfile        { return sstable.SnappyCompression }
-func noCompression() *sstable.CompressionProfile { return sstable.NoCompression }
 
 func openPebble(dir string, readOnly bool, hooks engineHooks) (e *pebbleEngine, err error) {
 	e = &pebbleEngine{dir: dir, ro: readOnly, hooks: hooks}
