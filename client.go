@@ -158,6 +158,7 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []TaskRequest) ([]*Result
 
 func (c *Client) enqueueInputs(ctx context.Context, reqs []TaskRequest, inputs []store.TaskInput) ([]*Result, error) {
 	results := make([]*Result, len(reqs))
+	made := make([]Result, len(reqs)) // what results point to, in one allocation
 	var failed []error
 	for start := 0; start < len(inputs); start += store.MaxBatch {
 		end := min(start+store.MaxBatch, len(inputs))
@@ -189,11 +190,13 @@ func (c *Client) enqueueInputs(ctx context.Context, reqs []TaskRequest, inputs [
 				}
 				failed[i] = fmt.Errorf("kiln: enqueue %q: %w", reqs[i].Type, it.Err)
 				if errors.Is(it.Err, store.ErrDuplicate) && it.ID != "" {
-					results[i] = &Result{c: c, id: it.ID}
+					made[i] = Result{c: c, id: it.ID}
+					results[i] = &made[i]
 				}
 				continue
 			}
-			results[i] = &Result{c: c, id: it.ID}
+			made[i] = Result{c: c, id: it.ID}
+			results[i] = &made[i]
 			if c.met != nil {
 				c.met.Series(inputs[i].Queue, inputs[i].Type).Enqueued.Inc()
 			}

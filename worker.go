@@ -639,15 +639,15 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 		now := time.Now()
 		tasks := res.Tasks
 		full = len(tasks) >= n
+		jobs := make([]job, len(tasks)) // one allocation for the lease's jobs
 		for i, t := range tasks {
-			j := &job{
-				task: Task{
-					ID: t.ID, Type: t.Type, Queue: t.Queue, Payload: t.Payload,
-					Attempt: t.Attempt, MaxRetries: t.MaxRetries, Priority: t.Priority, w: w,
-				},
-				leaseID: t.LeaseID, timeout: t.Timeout, deadline: t.Deadline,
-				stStart: t.StartedAt, leasedAt: now,
+			j := &jobs[i]
+			j.task = Task{
+				ID: t.ID, Type: t.Type, Queue: t.Queue, Payload: t.Payload,
+				Attempt: t.Attempt, MaxRetries: t.MaxRetries, Priority: t.Priority, w: w,
 			}
+			j.leaseID, j.timeout, j.deadline = t.LeaseID, t.Timeout, t.Deadline
+			j.stStart, j.leasedAt = t.StartedAt, now
 			if j.stStart.IsZero() {
 				j.stStart = now
 			}

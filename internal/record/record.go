@@ -41,7 +41,13 @@ const maxTraceParent = 256
 // It grows dst at most once: to the record's exact size when it has not
 // the room.
 func Encode(dst []byte, seq uint64, t *store.Task) []byte {
-	dst = slices.Grow(dst, Size(seq, t))
+	return Append(slices.Grow(dst, Size(seq, t)), seq, t)
+}
+
+// Append appends the encoding of t (and its store sequence number) to dst
+// as Encode does, without computing its size first: for a dst that has
+// room for Size(seq, t) more bytes already (else it grows as append does).
+func Append(dst []byte, seq uint64, t *store.Task) []byte {
 	dst = append(dst, Version)
 	dst = binary.AppendUvarint(dst, seq)
 	dst = binenc.AppendString(dst, t.ID)
@@ -137,6 +143,14 @@ func appendErrors(dst []byte, t *store.Task) []byte {
 	return dst
 }
 
+// same returns s when b holds the same bytes, else a new string of b.
+func same(b []byte, s string) string {
+	if string(b) == s {
+		return s
+	}
+	return string(b)
+}
+
 // decodeErrors reads appendErrors's encoding into t. A history flag with
 // nothing in it is refused, so that every record has one encoding.
 func decodeErrors(d *binenc.Reader, t *store.Task) {
@@ -165,7 +179,9 @@ func decodeErrors(d *binenc.Reader, t *store.Task) {
 }
 
 // Decode decodes a record into t (Namespace and Payload are left alone) and
-// returns its sequence number.
+// returns its sequence number. The type, queue and worker id keep the
+// strings t has when they are equal, without allocating: a caller decoding
+// many records of one queue passes the queue and type of the last one.
 func Decode(b []byte, t *store.Task) (uint64, error) {
 	d := binenc.NewReader(b, ErrCorrupt)
 	if v := d.Byte(); v != Version {
@@ -176,8 +192,8 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	}
 	seq := d.Uvarint()
 	t.ID = d.String(maxField)
-	t.Type = d.String(maxField)
-	t.Queue = d.String(maxField)
+	t.Type = same(d.Raw(maxField), t.Type)
+	t.Queue = same(d.Raw(maxField), t.Queue)
 	t.Priority = d.Int32()
 	t.MaxRetries = d.Int32()
 	t.Timeout = time.Duration(d.Varint())
@@ -189,7 +205,7 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	t.Attempt = d.Int32()
 	t.LeaseID = d.Uvarint()
 	t.LeaseExpiresAt = d.Time()
-	t.WorkerID = d.String(maxField)
+	t.WorkerID = same(d.Raw(maxField), t.WorkerID)
 	flags := d.Byte()
 	t.CancelRequested = flags&1 != 0
 	t.UniqueUntilSuccess = flags&4 != 0

@@ -257,3 +257,53 @@ func TestErrorsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendIsEncode: Append writes what Encode writes, into a buffer with
+// room for it and after what the buffer holds.
+func TestAppendIsEncode(t *testing.T) {
+	t.Parallel()
+	for _, task := range []*store.Task{full(), withErrors(), {ID: "a", State: store.StatePending}} {
+		want := Encode([]byte("x"), 9, task)
+		buf := make([]byte, 1, 1+Size(9, task))
+		buf[0] = 'x'
+		got := Append(buf, 9, task)
+		if !bytes.Equal(got, want) {
+			t.Errorf("Append = %x, want %x", got, want)
+		}
+		if &got[0] != &buf[0] {
+			t.Errorf("Append into a buffer with room moved it")
+		}
+	}
+}
+
+// TestDecodeKeepsEqualStrings: Decode keeps the type, queue and worker id
+// that t has when the record's are equal (no new strings for the records
+// of one queue), and replaces them otherwise.
+func TestDecodeKeepsEqualStrings(t *testing.T) { //nolint:paralleltest // it counts the process's allocations, so it runs alone
+	src := full()
+	rec := Encode(nil, 3, src)
+	typ, queue, worker := string([]byte(src.Type)), string([]byte(src.Queue)), string([]byte(src.WorkerID))
+	other := store.Task{Type: "other", Queue: "other", WorkerID: "other"}
+	if _, err := Decode(rec, &other); err != nil {
+		t.Fatal(err)
+	}
+	if other.Type != src.Type || other.Queue != src.Queue || other.WorkerID != src.WorkerID {
+		t.Errorf("Decode kept strings that differ from the record's: %q %q %q", other.Type, other.Queue, other.WorkerID)
+	}
+	if raceOn {
+		return // the race detector's instrumentation allocates on its own
+	}
+	withStrings := func() int {
+		return int(testing.AllocsPerRun(100, func() {
+			got := store.Task{Type: typ, Queue: queue, WorkerID: worker}
+			_, _ = Decode(rec, &got)
+		}))
+	}
+	fresh := int(testing.AllocsPerRun(100, func() {
+		var got store.Task
+		_, _ = Decode(rec, &got)
+	}))
+	if n := withStrings(); n != fresh-3 {
+		t.Errorf("Decode with equal strings makes %d allocations, from scratch %d: want 3 fewer", n, fresh)
+	}
+}

@@ -137,6 +137,9 @@ type Store struct {
 	// spill holds the scheduled entries pushed to a delayed window before
 	// their write was durable, for spillDurable.
 	spill []*entry
+	// dropped holds the entries releaseDurable dropped from memory, and
+	// freeEntries those kept for newEntry (recycleDropped).
+	dropped, freeEntries []*entry
 
 	c    committer
 	wg   sync.WaitGroup
@@ -489,7 +492,9 @@ func (s *Store) releaseDurable(gen uint64) {
 		if ns == nil {
 			continue
 		}
-		s.pushReady(ns, ns.queue(e.t.Queue), e)
+		if s.pushReady(ns, ns.queue(e.t.Queue), e) {
+			s.dropped = append(s.dropped, e)
+		}
 		ns.notify()
 	}
 	clear(s.staged[n:])
@@ -503,9 +508,72 @@ type batch struct {
 	gen     uint64
 	ops     []op
 	created []created // the tasks enqueued in the batch (disk.go)
-	done    chan struct{}
-	err     error
+	// buf holds keys and values of ops that nothing keeps after the
+	// engine has copied them (see opBuf).
+	buf  opArena
+	done chan struct{}
+	err  error
 }
+
+// opArena hands out byte slices from a few large chunks, for the keys and
+// values of a batch's ops: the engine copies them when it applies the
+// batch, after which the chunks serve the next batch but one. A task's
+// record and most of its keys need no allocation of their own this way.
+type opArena struct {
+	cur  []byte   // the chunk being filled
+	used [][]byte // the chunks filled before cur
+	free [][]byte // emptied chunks, to fill after cur
+}
+
+const (
+	arenaChunk = 64 << 10 // the size of a chunk
+	arenaKeep  = 16       // chunks kept for the next batch, at most
+)
+
+// take returns a slice of length 0 and capacity n.
+func (a *opArena) take(n int) []byte {
+	if n > arenaChunk/8 {
+		return make([]byte, 0, n)
+	}
+	if cap(a.cur)-len(a.cur) < n {
+		if a.cur != nil {
+			a.used = append(a.used, a.cur)
+		}
+		if k := len(a.free); k > 0 {
+			a.cur = a.free[k-1][:0]
+			a.free[k-1] = nil
+			a.free = a.free[:k-1]
+		} else {
+			a.cur = make([]byte, 0, arenaChunk)
+		}
+	}
+	at := len(a.cur)
+	a.cur = a.cur[:at+n]
+	return a.cur[at : at : at+n]
+}
+
+// reset makes every chunk free again (at most arenaKeep of them are kept).
+// Nothing may use the slices handed out before.
+func (a *opArena) reset() {
+	if a.cur != nil {
+		a.used = append(a.used, a.cur)
+		a.cur = nil
+	}
+	for _, c := range a.used {
+		if len(a.free) < arenaKeep {
+			a.free = append(a.free, c[:0])
+		}
+	}
+	clear(a.used)
+	a.used = a.used[:0]
+}
+
+// opBuf returns a slice of length 0 and capacity n for a key or value of
+// an op that the caller queues, before it releases s.mu, with write or
+// writeTask, and that nothing keeps once the engine has it (an index key
+// an entry keeps as ikey does not qualify). The caller holds s.mu, under
+// which the batch being filled stays the same.
+func (s *Store) opBuf(n int) []byte { return s.c.cur.buf.take(n) }
 
 // committer collects writes into batches; one goroutine commits them in
 // order, so every write that arrives while a sync runs shares the next one.
@@ -517,10 +585,12 @@ type committer struct {
 	sealed []*batch
 	last   *batch // the batch being or last committed
 	kick   chan struct{}
-	// spare and spareCreated are the slices of the batch committed last,
-	// emptied, for the next batch to fill without growing new ones.
+	// spare, spareCreated and spareBuf are the slices and the arena of
+	// the batch committed last, emptied, for the next batch to fill
+	// without growing new ones.
 	spare        []op
 	spareCreated []created
+	spareBuf     opArena
 }
 
 // spareOpsMax bounds the capacity of the ops slice kept for the next batch.
@@ -634,7 +704,7 @@ func (s *Store) seal() {
 // putTask queues the record of e and returns its batch.
 func (s *Store) putTask(e *entry) *batch {
 	var buf [3]op // the record, the old index key's delete, the new one
-	b := s.write(taskOps(buf[:0], e)...)
+	b := s.write(taskOpsIn(buf[:0], e, s.opBuf)...)
 	e.gen = b.gen
 	return b
 }
@@ -687,8 +757,8 @@ func (s *Store) commitOne() bool {
 				s.mu.Unlock()
 				return false
 			}
-			s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare, created: s.c.spareCreated}
-			s.c.spare, s.c.spareCreated = nil, nil
+			s.c.cur = &batch{gen: b.gen + 1, done: make(chan struct{}), ops: s.c.spare, created: s.c.spareCreated, buf: s.c.spareBuf}
+			s.c.spare, s.c.spareCreated, s.c.spareBuf = nil, nil, opArena{}
 			s.c.last = b
 			// The counts as of the batch's last write: every write is
 			// queued under s.mu with the changes of counts it makes.
@@ -710,13 +780,15 @@ func (s *Store) commitOne() bool {
 		err = s.d.eng.apply(b.ops, true)
 	}
 	s.d.mu.RUnlock()
+	b.buf.reset() // the engine has copied the ops
 	if cap(b.ops) <= spareOpsMax {
 		clear(b.ops)
 		s.c.mu.Lock()
 		s.c.spare = b.ops[:0]
+		s.c.spareBuf = b.buf
 		s.c.mu.Unlock()
 	}
-	b.ops = nil
+	b.ops, b.buf = nil, opArena{}
 	if err != nil {
 		// Memory holds changes the disk may not: degrade rebuilds it from
 		// the disk before the writers hear of the failure.
@@ -745,6 +817,7 @@ func (s *Store) commitOne() bool {
 	s.releaseDurable(b.gen)
 	s.evictDurable(b.gen)
 	s.spillDurable(b.gen)
+	s.recycleDropped()
 	s.mu.Unlock()
 	close(b.done)
 	s.c.mu.Lock()

@@ -138,28 +138,70 @@ func keyTime(k []byte) time.Time {
 // The record's key, the index key and its value (the task's id) share one
 // allocation: each is a full slice of its own part of it, and the engine
 // copies them into its batch.
-func taskOps(ops []op, e *entry) []op {
+func taskOps(ops []op, e *entry) []op { return taskOpsIn(ops, e, nil) }
+
+// taskOpsIn is taskOps with the record's key and value and the index key's
+// value taken from opBuf (Store.opBuf), when not nil; the index key, which
+// e keeps, has an allocation of its own.
+func taskOpsIn(ops []op, e *entry, opBuf func(n int) []byte) []op {
 	ns := e.t.Namespace
 	skLen, nkLen := 2+len(ns)+8, indexKeyLen(ns, &e.t)
-	buf := make([]byte, 0, skLen+nkLen+len(e.t.ID))
+	var buf, nbuf []byte
+	if opBuf == nil {
+		buf = make([]byte, 0, skLen+nkLen+len(e.t.ID))
+		nbuf = buf[skLen:skLen]
+	} else {
+		size := record.Size(e.seq, &e.t)
+		buf = opBuf(skLen + len(e.t.ID) + size)
+		if nkLen > 0 {
+			nbuf = make([]byte, 0, nkLen)
+		}
+	}
 	sk := binary.BigEndian.AppendUint64(append(append(append(buf, kTask), ns...), 0), e.seq)
-	ops = append(ops, op{key: sk[:skLen:skLen], val: record.Encode(nil, e.seq, &e.t)})
+	sk = sk[:skLen:skLen]
+	var rec []byte
+	if opBuf == nil {
+		rec = record.Encode(nil, e.seq, &e.t)
+	} else {
+		at := skLen + len(e.t.ID)
+		rec = record.Append(buf[at:at], e.seq, &e.t) // buf has room for it
+	}
+	ops = append(ops, op{key: sk, val: rec})
 	var nk []byte
 	if nkLen > 0 {
-		nk = appendIndexKey(buf[skLen:skLen], ns, &e.t, e.seq)
+		nk = appendIndexKey(nbuf, ns, &e.t, e.seq)
 		nk = nk[:len(nk):len(nk)]
 	}
 	if !bytes.Equal(nk, e.ikey) {
 		if e.ikey != nil {
-			ops = append(ops, op{key: e.ikey})
+			ops = append(ops, op{key: e.ikey, once: setOnce(e.ikey)})
 		}
 		if nk != nil {
-			at := skLen + nkLen
-			ops = append(ops, op{key: nk, val: append(buf[at:at], e.t.ID...)})
+			var id []byte
+			if opBuf == nil {
+				at := skLen + nkLen
+				id = append(buf[at:at], e.t.ID...)
+			} else {
+				id = append(buf[skLen:skLen], e.t.ID...)
+				id = id[:len(id):len(id)]
+			}
+			ops = append(ops, op{key: nk, val: id})
 		}
 		e.ikey = nk
 	}
 	return ops
+}
+
+// setOnce reports whether the index key k is of a kind that is set only
+// by taskOps (and by migrate, in a folder that has no index keys yet), and
+// only when it is not the task's index key already: such a key is set once
+// between two deletes, so taskOps may delete it with op.once. The kinds
+// of the pending, scheduled and active tasks qualify; the expiry keys do
+// not (the sweep rewrites them). A pending task's key is set when it is
+// enqueued and deleted when it is leased, most often within one memtable,
+// so with op.once neither reaches the disk's tables.
+func setOnce(k []byte) bool {
+	return len(k) > 0 && (k[0] == kReady || k[0] == kDelayed || k[0] == kLeased)
 }
 
 // countsOps appends the writes of the queue counts that changed since they
@@ -229,17 +271,48 @@ func (q *queue) window(typ string) *window {
 // pushReady makes pending entry e of ns, whose write is queued, leasable:
 // it joins its window, or, when it comes after the window and its record
 // is durable, it leaves memory (a refill reads it from disk). The caller
-// holds s.mu.
-func (s *Store) pushReady(ns *namespace, q *queue, e *entry) {
+// holds s.mu. It reports whether e left memory.
+func (s *Store) pushReady(ns *namespace, q *queue, e *entry) (dropped bool) {
 	w := q.window(e.t.Type)
 	if s.windowSize > 0 && w.more && orderOf(e).after(w.hi) && e.gen <= s.committed {
 		s.dropEntry(ns, e)
-		return
+		return true
 	}
 	w.push(e)
 	if s.windowSize > 0 && w.Len() > 2*s.windowSize {
 		s.trim(ns, w)
 	}
+	return false
+}
+
+// newEntry returns a zero entry: one that recycleDropped kept, else a new
+// one. The caller holds s.mu.
+func (s *Store) newEntry() *entry {
+	if k := len(s.freeEntries); k > 0 {
+		e := s.freeEntries[k-1]
+		s.freeEntries[k-1] = nil
+		s.freeEntries = s.freeEntries[:k-1]
+		return e
+	}
+	return new(entry)
+}
+
+// recycleDropped keeps the entries that releaseDurable dropped from memory
+// (they went to the disk alone once their enqueue was durable, which a
+// backlog's new tasks do) for newEntry, up to windowSize of them: a refill
+// that reads the backlog back fills them again instead of allocating. Once
+// releaseDurable dropped it, nothing refers to such an entry: it is in no
+// heap, no map and no list (spillDurable, which runs before this, let go
+// of it). The caller holds s.mu.
+func (s *Store) recycleDropped() {
+	for i, e := range s.dropped {
+		if len(s.freeEntries) < s.windowSize {
+			*e = entry{}
+			s.freeEntries = append(s.freeEntries, e)
+		}
+		s.dropped[i] = nil
+	}
+	s.dropped = s.dropped[:0]
 }
 
 // dropEntry forgets e, whose records are durable: it is on disk alone.
@@ -358,7 +431,7 @@ func (s *Store) scanWindow(eng engine, d *disk, ns *namespace, prefix, start []b
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	loaded, err := loadEntries(eng, ns.name, keys, d)
+	loaded, err := loadEntries(eng, ns.name, keys, d, s.newEntry)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -373,8 +446,9 @@ func (s *Store) scanWindow(eng engine, d *disk, ns *namespace, prefix, start []b
 
 // loadEntries reads the tasks, with their payloads, that the index keys
 // name (by the sequence number that ends each key): nil where the record is
-// missing, hidden, or not indexed by that key.
-func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, error) {
+// missing, hidden, or not indexed by that key. newEntry, when not nil,
+// returns the zero entries to fill (Store.newEntry).
+func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk, newEntry func() *entry) ([]*entry, error) {
 	if len(ikeys) == 0 {
 		return nil, nil
 	}
@@ -399,14 +473,17 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 	}
 	out := make([]*entry, n)
 	var ik []byte
+	var last store.Task // the strings of the record decoded last, for Decode to keep
 	for i, k := range ikeys {
 		rec := vals[i]
 		if rec == nil {
 			continue
 		}
 		seq := keySeq(k)
-		t := store.Task{Namespace: ns}
-		if _, err := record.Decode(rec, &t); err != nil {
+		t := store.Task{Namespace: ns, Type: last.Type, Queue: last.Queue, WorkerID: last.WorkerID}
+		_, err := record.Decode(rec, &t)
+		last.Type, last.Queue, last.WorkerID = t.Type, t.Queue, t.WorkerID
+		if err != nil {
 			return nil, fmt.Errorf("task record %d of namespace %q: %w", seq, ns, err)
 		}
 		if d != nil && d.isHidden(ns, t.ID, seq) {
@@ -423,7 +500,14 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk) ([]*entry, erro
 		if t.Payload == nil {
 			t.Payload = []byte{}
 		}
-		out[i] = &entry{t: t, seq: seq, idx: -1, ikey: k}
+		var e *entry
+		if newEntry != nil {
+			e = newEntry()
+		} else {
+			e = new(entry)
+		}
+		*e = entry{t: t, seq: seq, idx: -1, ikey: k}
+		out[i] = e
 	}
 	return out, nil
 }
@@ -512,8 +596,12 @@ func (s *Store) migrate(eng engine) (int, error) {
 			counts[[2]string{nsName, t.Queue}] = c
 		}
 		c[t.State]++
-		ops = append(ops, op{key: indexKey(nsName, &t, seq), val: []byte(t.ID)})
-		if len(ops) >= 10000 {
+		// A delete before the set: a migration cut short by a crash may
+		// have set the key already, and taskOps deletes it with op.once,
+		// which needs one set since the last delete.
+		ik := indexKey(nsName, &t, seq)
+		ops = append(ops, op{key: ik}, op{key: ik, val: []byte(t.ID)})
+		if len(ops) >= 20000 {
 			if err := eng.apply(ops, false); err != nil {
 				werr = writeError{err}
 				return false
@@ -582,7 +670,7 @@ func (s *Store) loadIndexed(eng engine, hidden map[string]created) error {
 		for len(keys) > 0 {
 			part := keys[:min(len(keys), 4096)]
 			keys = keys[len(part):]
-			es, err := loadEntries(eng, nsName, part, d)
+			es, err := loadEntries(eng, nsName, part, d, nil)
 			if err != nil {
 				return err
 			}

@@ -130,11 +130,14 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		q.counts[e.t.State]++
 		ns.tasks[e.t.ID] = e
 		s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
-		ops = append(ops,
-			op{key: seqKey(kPayload, ns.name, e.seq), val: e.t.Payload},
-			op{key: nameKey(kID, ns.name, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-		)
-		ops = taskOps(ops, e)
+		// The payload's key, the id's key and its value in one buffer.
+		kb := s.opBuf(2*(2+len(ns.name)) + 8 + len(e.t.ID) + 8)
+		pk := binary.BigEndian.AppendUint64(append(append(append(kb, kPayload), ns.name...), 0), e.seq)
+		ik := append(append(append(pk[len(pk):], kID), ns.name...), 0)
+		ik = append(ik, e.t.ID...)
+		iv := binary.BigEndian.AppendUint64(ik[len(ik):], e.seq)
+		ops = append(ops, op{key: pk[:len(pk):len(pk)], val: e.t.Payload}, op{key: ik[:len(ik):len(ik)], val: iv})
+		ops = taskOpsIn(ops, e, s.opBuf)
 		last = s.writeTask(&created{ns: ns.name, id: e.t.ID, unique: e.t.UniqueKey, seq: e.seq}, ops...)
 		e.gen = last.gen
 		items[i] = store.EnqueueItem{ID: e.t.ID, State: e.t.State} //nolint:gosec // G602: items has one entry per task
@@ -275,13 +278,14 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 		now := s.now()
 		ns := s.namespace(p.Namespace)
 		s.promote(ns, now, s.windowSize)
-		var out []*store.Task
+		var stack [64]*entry
+		leased := stack[:0]
 		for _, qname := range store.OrderQueues(p.Queues, p.Weights, nil) {
 			q := ns.queues[qname]
 			if q == nil || q.paused {
 				continue
 			}
-			for len(out) < p.Max {
+			for len(leased) < p.Max {
 				e, err := s.best(ns, q, p.Types, types)
 				if err != nil {
 					s.mu.Unlock()
@@ -302,14 +306,23 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				s.changed(ns, e, store.ChangeStarted, store.StateActive, now, "")
 				s.putTask(e)
 				s.leases.push(e)
-				c := e.t
-				out = append(out, &c)
+				leased = append(leased, e)
 			}
-			if len(out) == p.Max {
+			if len(leased) == p.Max {
 				break
 			}
 		}
-		if len(out) > 0 || p.Wait <= 0 || !time.Now().Before(deadline) {
+		if len(leased) > 0 || p.Wait <= 0 || !time.Now().Before(deadline) {
+			// The copies handed out, in one allocation.
+			var out []*store.Task
+			if len(leased) > 0 {
+				copies := make([]store.Task, len(leased))
+				out = make([]*store.Task, len(leased))
+				for i, e := range leased {
+					copies[i] = e.t
+					out[i] = &copies[i]
+				}
+			}
 			s.mu.Unlock()
 			return store.LeaseResult{Tasks: out}, nil
 		}

@@ -508,3 +508,59 @@ func TestDelayedWindow(t *testing.T) {
 		t.Fatalf("Check: %v %v", rep, err)
 	}
 }
+
+// TestRecycledEntries: the entries of a backlog's new tasks, dropped from
+// memory once durable, are filled again by the refills that read the
+// backlog back; every task is leased once, with its own id, type, payload
+// and priority, whatever entry it came back in.
+func TestRecycledEntries(t *testing.T) {
+	t.Parallel()
+	const w, n = 8, 400
+	s := mustOpen(t, t.TempDir(), &Config{window: w, ReserveBytes: -1})
+	defer func() { _ = s.Close() }()
+	ctx := t.Context()
+	for b := range n / 50 {
+		in := make([]store.TaskInput, 50)
+		for i := range in {
+			k := b*50 + i
+			in[i] = store.TaskInput{ID: fmt.Sprintf("t%04d", k), Type: fmt.Sprintf("x%d", k%2), Priority: k % 3, Payload: fmt.Appendf(nil, "p%04d", k)}
+		}
+		if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "w", Tasks: in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	free := len(s.freeEntries)
+	s.mu.Unlock()
+	if free == 0 {
+		t.Fatalf("no entry kept for reuse after a backlog of %d with a window of %d", n, w)
+	}
+	seen := make(map[string]bool)
+	for len(seen) < n {
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: "w", Queues: []string{store.DefaultQueue}, WorkerID: "w1", Max: 5, Duration: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Tasks) == 0 {
+			t.Fatalf("Lease found nothing after %d of %d", len(seen), n)
+		}
+		outs := make([]store.Outcome, len(res.Tasks))
+		for i, task := range res.Tasks {
+			var k int
+			if _, err := fmt.Sscanf(task.ID, "t%04d", &k); err != nil {
+				t.Fatal(err)
+			}
+			if seen[task.ID] || string(task.Payload) != fmt.Sprintf("p%04d", k) || task.Type != fmt.Sprintf("x%d", k%2) || task.Priority != k%3 || task.State != store.StateActive {
+				t.Fatalf("leased %+v (seen before: %v)", task, seen[task.ID])
+			}
+			seen[task.ID] = true
+			outs[i] = store.Outcome{ID: task.ID, LeaseID: task.LeaseID, Kind: store.OutcomeSucceeded}
+		}
+		if _, err := s.Report(ctx, store.ReportParams{Namespace: "w", Outcomes: outs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := memTasks(s, "w"); got != 0 {
+		t.Fatalf("%d tasks still in memory", got)
+	}
+}
