@@ -13,6 +13,7 @@ import (
 // the same (a field added to store.TaskInput and not compared would make a
 // flow's part share one task's value with another).
 func TestSameInputEveryField(t *testing.T) {
+	t.Parallel()
 	base := store.TaskInput{ID: "a", Type: "t"}
 	other := base
 	other.ID = "b"
