@@ -85,40 +85,32 @@ func TestIndexKeysLeaveNoTombstones(t *testing.T) {
 // and set again after that it is there.
 func TestEngineDeleteOnce(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{enginePebble, engineBolt} {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			eng, err := openEngine(kind, t.TempDir(), false, engineHooks{})
-			if err != nil {
+	eachEngine(t, func(t *testing.T, eng engine) {
+		a, b := []byte("ra"), []byte("rb")
+		steps := []struct {
+			ops  []op
+			want map[string]string // "" absent
+		}{
+			{[]op{{key: a, val: []byte("1")}, {key: b, val: []byte("1")}, {key: b, once: true}}, map[string]string{"ra": "1", "rb": ""}},
+			{[]op{{key: a, once: true}}, map[string]string{"ra": "", "rb": ""}},
+			{[]op{{key: a, val: []byte("2")}}, map[string]string{"ra": "2"}},
+			{[]op{{key: a, once: true}, {key: a, val: []byte("3")}}, map[string]string{"ra": "3"}},
+		}
+		for i, st := range steps {
+			if err := eng.apply(st.ops, true); err != nil {
 				t.Fatal(err)
 			}
-			defer func() { _ = eng.close() }()
-			a, b := []byte("ra"), []byte("rb")
-			steps := []struct {
-				ops  []op
-				want map[string]string // "" absent
-			}{
-				{[]op{{key: a, val: []byte("1")}, {key: b, val: []byte("1")}, {key: b, once: true}}, map[string]string{"ra": "1", "rb": ""}},
-				{[]op{{key: a, once: true}}, map[string]string{"ra": "", "rb": ""}},
-				{[]op{{key: a, val: []byte("2")}}, map[string]string{"ra": "2"}},
-				{[]op{{key: a, once: true}, {key: a, val: []byte("3")}}, map[string]string{"ra": "3"}},
-			}
-			for i, st := range steps {
-				if err := eng.apply(st.ops, true); err != nil {
+			for k, want := range st.want {
+				got, err := eng.get([]byte(k))
+				if err != nil {
 					t.Fatal(err)
 				}
-				for k, want := range st.want {
-					got, err := eng.get([]byte(k))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if (want == "") != (got == nil) || !bytes.Equal(got, []byte(want)) && want != "" {
-						t.Errorf("step %d: %s = %q (nil %v), want %q", i, k, got, got == nil, want)
-					}
+				if (want == "") != (got == nil) || !bytes.Equal(got, []byte(want)) && want != "" {
+					t.Errorf("step %d: %s = %q (nil %v), want %q", i, k, got, got == nil, want)
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestOpArena: the slices an arena hands out do not overlap, have the
