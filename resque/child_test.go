@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,9 @@ func childMain() bool {
 func runWorkerChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if err := chaos.SignalReady(); err != nil {
+		return err
+	}
 	runs, err := chaos.OpenRunLog(os.Getenv(envRunLog), "p"+strconv.Itoa(os.Getpid()))
 	if err != nil {
 		return err
@@ -90,7 +94,7 @@ func runWorkerChild() error {
 
 func startChild(t *testing.T, name, ns, dir string, conc int, work time.Duration) *chaos.Proc {
 	t.Helper()
-	return chaos.Start(t, chaos.Cmd{Name: name, Env: []string{
+	return chaos.Start(t, chaos.Cmd{Name: name, Ready: filepath.Join(dir, "ready-"+name), Env: []string{
 		envChild + "=worker", envNS + "=" + ns, envRunLog + "=" + dir,
 		envConc + "=" + strconv.Itoa(conc), envWork + "=" + work.String(),
 	}})

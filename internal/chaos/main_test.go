@@ -42,7 +42,9 @@ func long(t *testing.T) bool {
 }
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(envRole); role != "" {
+	if role := os.Getenv(envRole); role == lateRole {
+		runLateRole()
+	} else if role != "" {
 		if err := runRole(role); err != nil {
 			fmt.Fprintf(os.Stderr, "chaos %s (pid %d): %v\n", role, os.Getpid(), err)
 			os.Exit(1)

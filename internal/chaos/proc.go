@@ -27,15 +27,36 @@ type Cmd struct {
 	// Log, when set, is a file that receives the process's stdout and
 	// stderr (appended); empty sends them to the test's stderr.
 	Log string
+	// Ready, when set, is a file the child writes with SignalReady once
+	// it handles its stop signals. Stop with any signal but SIGKILL waits
+	// for it first: a signal that came before the child's handler would
+	// end it by the signal's default action, not by its graceful stop.
+	Ready string
+}
+
+// ReadyEnv names the environment variable that carries Cmd.Ready to the
+// child.
+const ReadyEnv = "KILN_CHAOS_READY"
+
+// SignalReady tells the parent that this child process now handles its
+// stop signals (call it after signal.Notify); it does nothing when the
+// parent did not ask (Cmd.Ready empty).
+func SignalReady() error {
+	path := os.Getenv(ReadyEnv)
+	if path == "" {
+		return nil
+	}
+	return WriteFileAtomic(path, nil)
 }
 
 // Proc is a running (or ended) child process.
 type Proc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // valid once done is closed
+	name  string
+	log   string
+	ready string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	err   error // valid once done is closed
 }
 
 // Start starts the child process c and fails the test if it cannot.
@@ -53,6 +74,9 @@ func StartErr(c Cmd) (*Proc, error) {
 	argv := append(append([]string{}, c.Prefix...), os.Args[0], "-test.run=^$")
 	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // G204: the test binary itself, started by its own test
 	cmd.Env = append(os.Environ(), c.Env...)
+	if c.Ready != "" {
+		cmd.Env = append(cmd.Env, ReadyEnv+"="+c.Ready)
+	}
 	var out io.Writer = os.Stderr
 	var f *os.File
 	if c.Log != "" {
@@ -70,7 +94,7 @@ func StartErr(c Cmd) (*Proc, error) {
 		}
 		return nil, fmt.Errorf("start %s %v: %w", c.Name, argv, err)
 	}
-	p := &Proc{name: c.Name, log: c.Log, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{name: c.Name, log: c.Log, ready: c.Ready, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		if f != nil {
@@ -102,8 +126,13 @@ func (p *Proc) Exited() (bool, error) {
 
 // Stop sends sig and waits (at most WaitLimit, then SIGKILL) for the
 // process to end; it returns how it ended. A process that had ended
-// already returns how it did.
+// already returns how it did. With Cmd.Ready set and a signal other than
+// SIGKILL, Stop first waits (at most WaitLimit) for the child to be ready
+// to handle it.
 func (p *Proc) Stop(sig os.Signal) error {
+	if p.ready != "" && sig != syscall.SIGKILL {
+		p.waitReady()
+	}
 	_ = p.cmd.Process.Signal(sig) // it may have ended already
 	select {
 	case <-p.done:
@@ -129,6 +158,26 @@ func (p *Proc) Kill() error {
 		}
 	}
 	return fmt.Errorf("%s (pid %d) did not end by SIGKILL: %s", p.name, p.Pid(), exitText(err))
+}
+
+// waitReady waits until the child has written its ready file, has ended,
+// or WaitLimit has passed.
+func (p *Proc) waitReady() {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(WaitLimit)
+	for {
+		if _, err := os.Stat(p.ready); err == nil {
+			return
+		}
+		select {
+		case <-p.done:
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // exitText tells how a process ended.
@@ -180,10 +229,10 @@ func WaitFile(t testing.TB, path string, p *Proc) string {
 // so that a reader polling for path never sees half of it.
 func WriteFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil { //nolint:gosec // G703: a file in the test's own folder, named by the test
 		return err
 	}
-	return os.Rename(tmp, path)
+	return os.Rename(tmp, path) //nolint:gosec // G703: as above
 }
 
 // Need skips the test with the reason, or fails it when

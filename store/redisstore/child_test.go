@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -56,6 +57,9 @@ func childMain() bool {
 func runWorkerChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if err := chaos.SignalReady(); err != nil {
+		return err
+	}
 	s, err := Open(ctx, os.Getenv(testenv.RedisEnv), &Config{Prefix: os.Getenv(envPrefix)})
 	if err != nil {
 		return err
@@ -137,7 +141,7 @@ func TestMultiProcessKill(t *testing.T) {
 	ledger.Ack(ids...)
 
 	start := func(n int) *chaos.Proc {
-		return chaos.Start(t, chaos.Cmd{Name: fmt.Sprintf("worker-%d", n),
+		return chaos.Start(t, chaos.Cmd{Name: fmt.Sprintf("worker-%d", n), Ready: filepath.Join(dir, fmt.Sprintf("ready-%d", n)),
 			Env: []string{envChild + "=worker", envRun + "=" + runToken, envPrefix + "=" + prefix, envRunLog + "=" + dir}})
 	}
 	kills, started := 0, 0

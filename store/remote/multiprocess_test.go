@@ -102,6 +102,9 @@ func serverRole() error {
 func workerRole() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if err := chaos.SignalReady(); err != nil {
+		return err
+	}
 	runs, err := chaos.OpenRunLog(os.Getenv(mpDirEnv), "p"+strconv.Itoa(os.Getpid()))
 	if err != nil {
 		return err
@@ -197,8 +200,11 @@ func TestMultiProcess(t *testing.T) { //nolint:paralleltest // a server and work
 	// The workers, and the killer: every two seconds one worker, in turn,
 	// gets SIGKILL and a successor.
 	procs := make([]*chaos.Proc, workers)
+	started := 0 // names each process's ready file: a successor must not find its predecessor's
 	startWorker := func(i int) {
-		procs[i] = chaos.Start(t, chaos.Cmd{Name: fmt.Sprintf("worker-%d", i), Prefix: nw.Prefix(i),
+		name := fmt.Sprintf("worker-%d", i)
+		started++
+		procs[i] = chaos.Start(t, chaos.Cmd{Name: name, Prefix: nw.Prefix(i), Ready: filepath.Join(dir, fmt.Sprintf("ready-%d", started)),
 			Env: []string{roleEnv + "=worker", mpDirEnv + "=" + dir, mpURLEnv + "=" + url, mpSecret + "=" + ws.WorkerSecret}})
 	}
 	for i := range procs {
