@@ -415,9 +415,17 @@ const (
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
 // then "1" when a type filter follows (the types), or "0". It returns
-// {now, next due time or -1, {lease id, task, lease id, task...}}, each task
-// as HGETALL gives it before the lease fields (state, attempt, lease id,
-// lease expiry, start and worker) were written: the caller sets those itself.
+// {now, next due time or -1, tasks, first lease id}. The leased tasks have
+// consecutive lease ids (the script runs alone, so its INCRBYs of T:lseq
+// follow each other), the first one given, in the order of tasks, which
+// holds 4 values per task, as the record was before the lease fields
+// (state, attempt, lease id, lease expiry, start and worker) were written,
+// which the caller sets itself: the fields d, m, p and a (nil when absent)
+// of a record that has no others but q, ty, mr, st, l, le and sw (the
+// common task: what else the caller needs is in d, and it sets the lease
+// fields itself); of any other record, the record as HGETALL gives it,
+// then three nils. Every string a script returns costs Redis its
+// conversion and its reply.
 var leaseScript = redis.NewScript(preludeCore + pushReadyLua + promoteLua + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
@@ -427,7 +435,8 @@ local filtered = ARGV[7 + nq] == '1'
 local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
-local out = {}
+local out, no, lid1 = {}, 0, nil
+local PLAIN = {d = 1, m = 2, p = 3, a = 4, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
 local exp = S(NOW + dur)
 local sw = S(NOW) .. '|' .. ARGV[5]
@@ -477,21 +486,44 @@ for qi = 1, nq do
     end
     if #picked > 0 then
       local lid = redis.call('INCRBY', T .. ':lseq', I(#picked)) - #picked
+      if not lid1 then lid1 = lid + 1 end
       local lz = {}
       for j, m in ipairs(picked) do
         local id = string.sub(m, 27)
         local key = tkey(id)
         lid = lid + 1
         taken = taken + 1
+        -- A record of no fields but d, m, p, a and those the caller
+        -- ignores (in d, or the lease fields it sets) is returned as d, m,
+        -- p, a; any other record whole.
         local r = redis.call('HGETALL', key)
-        local a = 0
+        local d, mm, p, a = false, false, false, false
+        local plain = true
         for i = 1, #r, 2 do
-          if r[i] == 'a' then a = tonumber(r[i + 1]) end
+          local k = PLAIN[r[i]]
+          if not k then
+            plain = false
+          elseif k == 1 then d = r[i + 1]
+          elseif k == 2 then mm = r[i + 1]
+          elseif k == 3 then p = r[i + 1]
+          elseif k == 4 then a = r[i + 1]
+          end
         end
+        if plain and d then
+          out[no + 1] = d
+          out[no + 2] = mm
+          out[no + 3] = p
+          out[no + 4] = a
+        else
+          out[no + 1] = r
+          out[no + 2] = false
+          out[no + 3] = false
+          out[no + 4] = false
+        end
+        if a then a = tonumber(a) else a = 0 end
+        no = no + 4
         local sl = S(lid)
         local sa = IA(a + 1)
-        out[#out + 1] = sl
-        out[#out + 1] = r
         redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
         ev('S', '3', id, q, pty[j], sa, ARGV[5])
         lz[#lz + 1] = exp
@@ -508,7 +540,7 @@ flush()
 local nextDue = -1
 local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
-return {S(NOW), nextDue, out}
+return {S(NOW), nextDue, out, lid1 and I(lid1) or '0'}
 `)
 
 // extendScript renews leases for ARGV[3] µs. ARGV[4..] holds 5 values per
