@@ -450,11 +450,15 @@ for qi = 1, nq do
     local picked, pty = {}, {}
     if #tys == 1 then
       local k = T .. ':r:' .. q .. '/' .. tys[1]
-      local r = redis.call('ZPOPMIN', k, I(need))
-      for i = 1, #r, 2 do picked[#picked + 1] = r[i]; pty[#pty + 1] = tys[1] end
+      -- ZRANGE and ZREM, not ZPOPMIN: its reply has each member's score,
+      -- which Redis formats with sprintf and the script converts.
+      local r = redis.call('ZRANGE', k, '0', I(need - 1))
+      if #r > 0 then zrem_all(k, r) end
+      for i = 1, #r do picked[i] = r[i]; pty[i] = tys[1] end
       -- Also when nothing was taken: T:ty:<queue> holds exactly the types
-      -- with ready tasks (push_ready relies on it).
-      if #r == 0 or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
+      -- with ready tasks (push_ready relies on it). Fewer than asked for
+      -- is all there was.
+      if #r < need or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
     elseif #tys > 1 then
       local cands = {}
       for _, ty in ipairs(tys) do
