@@ -91,7 +91,11 @@ local function digits()
 end
 local I = digits()
 local function S(n)
-  if n >= 0 and n < 1e15 and n % 1 == 0 then return I(n) end
+  -- Integers below 2^53 (times in µs are above 1e15) through I.
+  if n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 then
+    if n >= 0 then return I(n) end
+    return '-' .. I(-n)
+  end
   if n < 1e14 and n > -1e14 then return tostring(n) end
   return string.format('%.0f', n)
 end
@@ -440,6 +444,9 @@ local PLAIN = {d = 1, m = 2, p = 3, a = 4, q = 0, ty = 0, mr = 0, st = 0, l = 0,
 local taken = 0
 local exp = S(NOW + dur)
 local sw = S(NOW) .. '|' .. ARGV[5]
+-- The change record of a start ends with the attempt and the worker (see
+-- ev), the same worker for the whole call: escaped once.
+local evw = '\31' .. string.gsub(ARGV[5], '[\30\31]', ' ')
 for qi = 1, nq do
   if taken >= maxn then break end
   local q = ARGV[6 + qi]
@@ -529,7 +536,7 @@ for qi = 1, nq do
         local sl = S(lid)
         local sa = IA(a + 1)
         redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
-        ev('S', '3', id, q, pty[j], sa, ARGV[5])
+        evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -595,6 +602,9 @@ local eaDefault = S(NOW + ` + retentionDefaultUS + `)
 local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
 local i = 3
 local hq, hty, hdp, hfl, hrtu
+-- F holds a noted outcome's fields, as HMGET gives the others (one table
+-- for the call: a table per outcome costs its allocation and collection).
+local F = {}
 local function opt(x)
   if x == '-' then return false end
   return string.sub(x, 2)
@@ -614,7 +624,8 @@ while i <= #ARGV do
       j = j + 5
     end
     local g = redis.call('HMGET', key, 'st', 'l')
-    f = {g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)}
+    f = F
+    f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9] = g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)
     kind = string.sub(kind, 1, 1)
   else
     f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
