@@ -596,6 +596,7 @@ return res
 // count only while the task is active.
 var reportScript = redis.NewScript(prelude + `
 local res = {}
+local TK = T .. ':t:'
 local sNOW = S(NOW)
 local gone, expz = {}, {}
 local eaDefault = S(NOW + ` + retentionDefaultUS + `)
@@ -611,7 +612,7 @@ local function opt(x)
 end
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
-  local key = tkey(id)
+  local key = TK .. id
   local j = i + 3
   local f
   if #kind > 1 then
@@ -661,7 +662,8 @@ while i <= #ARGV do
         else
           redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
         end
-        ev('K', st, id, q, f[8], f[9])
+        -- ev('K', st, id, q, f[8], f[9]), inline.
+        evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31'
       elseif kind == '1' then
         st = '5'
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
@@ -682,7 +684,7 @@ while i <= #ARGV do
       expz[#expz + 1] = id
       count(st, q, 1)
       if f[6] then flow_done(id, f[6], true) end
-      flow_ended(f[7], ea)
+      if f[7] then flow_ended(f[7], ea) end
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
       if kind == '2' then
