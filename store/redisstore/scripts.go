@@ -364,10 +364,12 @@ for j = 1, nt do
       if p == '' and fb < 4 then
         -- The common task: no payload, no options. Its creation time is
         -- the RunAt in its member (no field ca: see decode.go).
+        -- st first: Redis finds a small hash's fields by walking them
+        -- in order, and every transition reads or writes st.
         if mr ~= '' then
-          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m, 'st', st)
+          redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m)
         else
-          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'm', m, 'st', st)
+          redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'm', m)
         end
       else
         local f = {'d', d, 'q', q, 'ty', ty}
