@@ -24,7 +24,9 @@ import (
 // is divided by the phase's calls or tasks. Phases, on the store directly
 // and serially: 1,000 enqueue calls of one task, 100 of 20 tasks, 100
 // lease calls of 20 tasks each followed by a report of the 20, and 500
-// times the idle path of one task (enqueue, lease, report). The dumps go
+// times the idle path of one task (enqueue, lease, report); then the end
+// to end shapes: 5,000 tasks enqueued 1,000 per call, leased 50 per call,
+// reported succeeded 50 per call. The dumps go
 // where redis-server was started with --callgrind-out-file=DIR/cg.out.%p.
 func runCallgrind(pid, dir string) {
 	ctx := context.Background()
@@ -100,8 +102,37 @@ func runCallgrind(pid, dir string) {
 			leaseReport("c", 1)
 		}
 	})
+	// The end-to-end shapes, as -scripts runs them: enqueue calls of 1000
+	// tasks, then leases of 50 per call, then reports of 50 per call.
+	const big = 5000
+	var leased []store.Outcome
+	enq := phase(big, func() {
+		for range big / 1000 {
+			enqueue("d", 1000)
+		}
+	})
+	lease := phase(big, func() {
+		for len(leased) < big {
+			res, err := s.Lease(ctx, store.LeaseParams{Namespace: "d", Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
+			if err != nil || len(res.Tasks) == 0 {
+				log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
+			}
+			for _, t := range res.Tasks {
+				leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded})
+			}
+		}
+	})
+	report := phase(big, func() {
+		for i := 0; i < big; i += 50 {
+			if _, err := s.Report(ctx, store.ReportParams{Namespace: "d", Outcomes: leased[i : i+50]}); err != nil {
+				log.Fatalf("kiln: report: %v", err)
+			}
+		}
+	})
 	fmt.Printf("Redis instructions: enqueue call of 1 task %.0f; of 20 tasks %.0f (%.0f per task, %.0f per task added to a call); lease and report of 20 per call, per task %.0f; idle path (enqueue, lease, report of 1 task) %.0f; load average %s\n",
 		one, twenty, twenty/20, (twenty-one)/19, lr, path, loadAverage())
+	fmt.Printf("Per task, end-to-end shapes: enqueue (1000 per call) %.0f, lease (50 per call) %.0f, report succeeded (50 per call) %.0f, all three %.0f\n",
+		enq, lease, report, enq+lease+report)
 }
 
 func control(pid, op string) {

@@ -366,6 +366,36 @@ func decodePairs(ns string, v any) (t *store.Task, nf noteFields, err error) {
 	return t, nf, nil
 }
 
+// leaseStride is the number of values per task in the lease script's
+// reply (see leaseScript).
+const leaseStride = 4
+
+// decodeLeased decodes a task as the lease script returns it: the fields
+// d, m, p and a of a record that has no others but q, ty, st, mr (all in
+// d) and the lease fields l, le, sw (which Lease sets), or the whole
+// record as HGETALL gives it followed by three nils.
+func decodeLeased(ns string, v []any) (*store.Task, noteFields, error) {
+	d, ok := v[0].(string)
+	if !ok {
+		return decodePairs(ns, v[0])
+	}
+	t := &store.Task{Namespace: ns}
+	if err := decodeRecord(d, t); err != nil {
+		return nil, noteFields{}, err
+	}
+	m, _ := v[1].(string)
+	t.CreatedAt = memberCreated(m)
+	t.RunAt = t.CreatedAt
+	t.Payload = []byte{}
+	if p, ok := v[2].(string); ok {
+		t.Payload = []byte(p)
+	}
+	if a, ok := v[3].(string); ok {
+		t.Attempt = int(atoi(a))
+	}
+	return t, noteFields{}, nil
+}
+
 // decodeFields decodes a record read with HMGET fields (fields[0] is "d");
 // nil when the task does not exist.
 func decodeFields(ns string, fields []string, vals []any) (*store.Task, error) {

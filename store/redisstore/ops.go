@@ -246,7 +246,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		return nil, 0, 0, s.wrap("lease", err)
 	}
 	arr, ok := v.([]any)
-	if !ok || len(arr) != 3 {
+	if !ok || len(arr) != 4 {
 		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply %T", v)
 	}
 	nowS, _ := arr[0].(string)
@@ -260,23 +260,25 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		next = x
 	}
 	raw, _ := arr[2].([]any)
-	if len(raw)%2 != 0 {
+	if len(raw)%leaseStride != 0 {
 		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply of %d items", len(raw))
 	}
+	lid0, _ := arr[3].(string)
+	lid, _ := strconv.ParseUint(lid0, 10, 64)
 	start := microTime(nowS)
 	exp := microTime(itoa(now + p.Duration.Microseconds()))
-	tasks := make([]*store.Task, 0, len(raw)/2)
-	notes := make([]leaseHint, 0, len(raw)/2)
-	noted := make([]string, 0, len(raw)/2)
-	for i := 0; i < len(raw); i += 2 {
-		lid, _ := raw[i].(string)
-		t, nf, err := decodePairs(p.Namespace, raw[i+1])
+	tasks := make([]*store.Task, 0, len(raw)/leaseStride)
+	notes := make([]leaseHint, 0, len(raw)/leaseStride)
+	noted := make([]string, 0, len(raw)/leaseStride)
+	for i := 0; i < len(raw); i += leaseStride {
+		t, nf, err := decodeLeased(p.Namespace, raw[i:i+leaseStride])
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}
 		t.State = store.StateActive
 		t.Attempt++ // the record is read before the script counted the attempt
-		t.LeaseID, _ = strconv.ParseUint(lid, 10, 64)
+		t.LeaseID = lid
+		lid++
 		t.LeaseExpiresAt = exp
 		t.StartedAt = start
 		t.WorkerID = p.WorkerID

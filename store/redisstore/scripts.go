@@ -91,7 +91,11 @@ local function digits()
 end
 local I = digits()
 local function S(n)
-  if n >= 0 and n < 1e15 and n % 1 == 0 then return I(n) end
+  -- Integers below 2^53 (times in µs are above 1e15) through I.
+  if n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 then
+    if n >= 0 then return I(n) end
+    return '-' .. I(-n)
+  end
   if n < 1e14 and n > -1e14 then return tostring(n) end
   return string.format('%.0f', n)
 end
@@ -360,10 +364,12 @@ for j = 1, nt do
       if p == '' and fb < 4 then
         -- The common task: no payload, no options. Its creation time is
         -- the RunAt in its member (no field ca: see decode.go).
+        -- st first: Redis finds a small hash's fields by walking them
+        -- in order, and every transition reads or writes st.
         if mr ~= '' then
-          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m, 'st', st)
+          redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m)
         else
-          redis.call('HSET', key, 'd', d, 'q', q, 'ty', ty, 'm', m, 'st', st)
+          redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'm', m)
         end
       else
         local f = {'d', d, 'q', q, 'ty', ty}
@@ -415,9 +421,17 @@ const (
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
 // then "1" when a type filter follows (the types), or "0". It returns
-// {now, next due time or -1, {lease id, task, lease id, task...}}, each task
-// as HGETALL gives it before the lease fields (state, attempt, lease id,
-// lease expiry, start and worker) were written: the caller sets those itself.
+// {now, next due time or -1, tasks, first lease id}. The leased tasks have
+// consecutive lease ids (the script runs alone, so its INCRBYs of T:lseq
+// follow each other), the first one given, in the order of tasks, which
+// holds 4 values per task, as the record was before the lease fields
+// (state, attempt, lease id, lease expiry, start and worker) were written,
+// which the caller sets itself: the fields d, m, p and a (nil when absent)
+// of a record that has no others but q, ty, mr, st, l, le and sw (the
+// common task: what else the caller needs is in d, and it sets the lease
+// fields itself); of any other record, the record as HGETALL gives it,
+// then three nils. Every string a script returns costs Redis its
+// conversion and its reply.
 var leaseScript = redis.NewScript(preludeCore + pushReadyLua + promoteLua + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
@@ -427,10 +441,14 @@ local filtered = ARGV[7 + nq] == '1'
 local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
-local out = {}
+local out, no, lid1 = {}, 0, nil
+local PLAIN = {d = 1, m = 2, p = 3, a = 4, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
 local exp = S(NOW + dur)
 local sw = S(NOW) .. '|' .. ARGV[5]
+-- The change record of a start ends with the attempt and the worker (see
+-- ev), the same worker for the whole call: escaped once.
+local evw = '\31' .. string.gsub(ARGV[5], '[\30\31]', ' ')
 for qi = 1, nq do
   if taken >= maxn then break end
   local q = ARGV[6 + qi]
@@ -441,11 +459,15 @@ for qi = 1, nq do
     local picked, pty = {}, {}
     if #tys == 1 then
       local k = T .. ':r:' .. q .. '/' .. tys[1]
-      local r = redis.call('ZPOPMIN', k, I(need))
-      for i = 1, #r, 2 do picked[#picked + 1] = r[i]; pty[#pty + 1] = tys[1] end
+      -- ZRANGE and ZREM, not ZPOPMIN: its reply has each member's score,
+      -- which Redis formats with sprintf and the script converts.
+      local r = redis.call('ZRANGE', k, '0', I(need - 1))
+      if #r > 0 then zrem_all(k, r) end
+      for i = 1, #r do picked[i] = r[i]; pty[i] = tys[1] end
       -- Also when nothing was taken: T:ty:<queue> holds exactly the types
-      -- with ready tasks (push_ready relies on it).
-      if #r == 0 or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
+      -- with ready tasks (push_ready relies on it). Fewer than asked for
+      -- is all there was.
+      if #r < need or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
     elseif #tys > 1 then
       local cands = {}
       for _, ty in ipairs(tys) do
@@ -477,23 +499,46 @@ for qi = 1, nq do
     end
     if #picked > 0 then
       local lid = redis.call('INCRBY', T .. ':lseq', I(#picked)) - #picked
+      if not lid1 then lid1 = lid + 1 end
       local lz = {}
       for j, m in ipairs(picked) do
         local id = string.sub(m, 27)
         local key = tkey(id)
         lid = lid + 1
         taken = taken + 1
+        -- A record of no fields but d, m, p, a and those the caller
+        -- ignores (in d, or the lease fields it sets) is returned as d, m,
+        -- p, a; any other record whole.
         local r = redis.call('HGETALL', key)
-        local a = 0
+        local d, mm, p, a = false, false, false, false
+        local plain = true
         for i = 1, #r, 2 do
-          if r[i] == 'a' then a = tonumber(r[i + 1]) end
+          local k = PLAIN[r[i]]
+          if not k then
+            plain = false
+          elseif k == 1 then d = r[i + 1]
+          elseif k == 2 then mm = r[i + 1]
+          elseif k == 3 then p = r[i + 1]
+          elseif k == 4 then a = r[i + 1]
+          end
         end
+        if plain and d then
+          out[no + 1] = d
+          out[no + 2] = mm
+          out[no + 3] = p
+          out[no + 4] = a
+        else
+          out[no + 1] = r
+          out[no + 2] = false
+          out[no + 3] = false
+          out[no + 4] = false
+        end
+        if a then a = tonumber(a) else a = 0 end
+        no = no + 4
         local sl = S(lid)
         local sa = IA(a + 1)
-        out[#out + 1] = sl
-        out[#out + 1] = r
         redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
-        ev('S', '3', id, q, pty[j], sa, ARGV[5])
+        evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -508,7 +553,7 @@ flush()
 local nextDue = -1
 local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
-return {S(NOW), nextDue, out}
+return {S(NOW), nextDue, out, lid1 and I(lid1) or '0'}
 `)
 
 // extendScript renews leases for ARGV[3] µs. ARGV[4..] holds 5 values per
@@ -553,19 +598,23 @@ return res
 // count only while the task is active.
 var reportScript = redis.NewScript(prelude + `
 local res = {}
+local TK = T .. ':t:'
 local sNOW = S(NOW)
 local gone, expz = {}, {}
 local eaDefault = S(NOW + ` + retentionDefaultUS + `)
 local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
 local i = 3
 local hq, hty, hdp, hfl, hrtu
+-- F holds a noted outcome's fields, as HMGET gives the others (one table
+-- for the call: a table per outcome costs its allocation and collection).
+local F = {}
 local function opt(x)
   if x == '-' then return false end
   return string.sub(x, 2)
 end
 while i <= #ARGV do
   local id, kind = ARGV[i], ARGV[i + 2]
-  local key = tkey(id)
+  local key = TK .. id
   local j = i + 3
   local f
   if #kind > 1 then
@@ -578,7 +627,8 @@ while i <= #ARGV do
       j = j + 5
     end
     local g = redis.call('HMGET', key, 'st', 'l')
-    f = {g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)}
+    f = F
+    f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9] = g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)
     kind = string.sub(kind, 1, 1)
   else
     f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
@@ -614,7 +664,8 @@ while i <= #ARGV do
         else
           redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
         end
-        ev('K', st, id, q, f[8], f[9])
+        -- ev('K', st, id, q, f[8], f[9]), inline.
+        evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31'
       elseif kind == '1' then
         st = '5'
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
@@ -635,7 +686,7 @@ while i <= #ARGV do
       expz[#expz + 1] = id
       count(st, q, 1)
       if f[6] then flow_done(id, f[6], true) end
-      flow_ended(f[7], ea)
+      if f[7] then flow_ended(f[7], ea) end
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
       if kind == '2' then

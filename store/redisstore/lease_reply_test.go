@@ -1,0 +1,138 @@
+package redisstore
+
+import (
+	"context"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/store"
+)
+
+// leaseReplyHook keeps the lease script's replies.
+type leaseReplyHook struct {
+	mu      sync.Mutex
+	replies []any
+}
+
+func (h *leaseReplyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *leaseReplyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if c, ok := cmd.(*redis.Cmd); ok && err == nil && cmd.Name() == "evalsha" && len(args) > 1 && args[1] == leaseScript.Hash() {
+			h.mu.Lock()
+			h.replies = append(h.replies, c.Val())
+			h.mu.Unlock()
+		}
+		return err
+	}
+}
+
+func (h *leaseReplyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestLeaseReply: the lease script returns a record of no fields but those
+// Lease needs (d, m, p, a) and those it ignores (q, ty, mr, st and the
+// lease fields) without field names, any other record whole; and Lease
+// decodes both as Get reads the leased task.
+func TestLeaseReply(t *testing.T) {
+	t.Parallel()
+	o, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { _ = rdb.Close() })
+	hook := &leaseReplyHook{}
+	rdb.AddHook(hook)
+	s, err := New(t.Context(), rdb, &Config{Prefix: newPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	const ns = "n"
+	lease := func(q string, n int) []*store.Task {
+		t.Helper()
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{q}, Max: n, Duration: time.Hour, WorkerID: "w\x1fx"})
+		if err != nil || len(res.Tasks) != n {
+			t.Fatalf("Lease(%s) = %d tasks, %v; want %d", q, len(res.Tasks), err, n)
+		}
+		return res.Tasks
+	}
+	// "again" has the fields a, l, le and sw of a lease it was released
+	// from; "past" has ca and ra, "kept" rtu.
+	in := []store.TaskInput{
+		{ID: "again", Type: "t", Queue: "q", Payload: []byte("p\x00q"), MaxRetries: 3, Priority: 2},
+		{ID: "bare", Type: "t", Queue: "q"},
+		{ID: "past", Type: "t", Queue: "q", RunAt: time.Now().Add(-time.Hour).Truncate(time.Microsecond)},
+		{ID: "kept", Type: "t", Queue: "q", Retention: time.Hour},
+	}
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: in[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	first := lease("q", 1)[0]
+	rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{{ID: "again", LeaseID: first.LeaseID, Kind: store.OutcomeRelease}}})
+	if err != nil || rep.Errs[0] != nil {
+		t.Fatalf("Report release: %v %v", err, rep)
+	}
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: in[1:]}); err != nil {
+		t.Fatal(err)
+	}
+	hook.mu.Lock()
+	hook.replies = nil
+	hook.mu.Unlock()
+	leased := lease("q", 4)
+
+	hook.mu.Lock()
+	if len(hook.replies) != 1 {
+		t.Fatalf("%d lease script replies, want 1", len(hook.replies))
+	}
+	reply, _ := hook.replies[0].([]any)
+	hook.mu.Unlock()
+	raw, _ := reply[2].([]any)
+	if len(raw) != 4*leaseStride {
+		t.Fatalf("lease script reply of %d values for 4 tasks: %q", len(raw), raw)
+	}
+	compact := map[string]bool{}
+	for i, lt := range leased {
+		_, whole := raw[i*leaseStride].([]any)
+		compact[lt.ID] = !whole
+	}
+	if want := map[string]bool{"again": true, "bare": true, "past": false, "kept": false}; !reflect.DeepEqual(compact, want) {
+		t.Errorf("returned without field names: %v, want %v", compact, want)
+	}
+
+	ids := make([]string, len(leased))
+	for i, lt := range leased {
+		ids[i] = lt.ID
+	}
+	got, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, lt := range leased {
+		g := got.Tasks[i]
+		if g == nil {
+			t.Fatalf("Get(%s) = nil", lt.ID)
+		}
+		if !reflect.DeepEqual(lt, g) {
+			t.Errorf("leased %s:\n%+v\nGet after the lease:\n%+v", lt.ID, *lt, *g)
+		}
+	}
+	for _, lt := range leased {
+		if lt.ID == "again" && (lt.Attempt != 2 || string(lt.Payload) != "p\x00q" || lt.MaxRetries != 3 || lt.Priority != 2) {
+			t.Errorf("leased again: attempt %d payload %q max retries %d priority %d", lt.Attempt, lt.Payload, lt.MaxRetries, lt.Priority)
+		}
+	}
+	if leased[0].LeaseID+3 != leased[3].LeaseID || leased[0].LeaseID <= first.LeaseID {
+		t.Errorf("lease ids %d..%d after %d, want consecutive and later", leased[0].LeaseID, leased[3].LeaseID, first.LeaseID)
+	}
+}
