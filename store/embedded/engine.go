@@ -159,12 +159,12 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	// They hold the id keys only (idFilter).
 	fs := vfs.Default
 	if !readOnly {
-		fs = vfs.OnDiskFull(fs, func() {
+		fs = tableFS{vfs.OnDiskFull(fs, func() {
 			e.setFull()
 			if e.hooks.onDiskFull != nil {
 				e.hooks.onDiskFull()
 			}
-		})
+		})}
 	}
 	opts := &pebble.Options{
 		FS:       fs,
