@@ -162,19 +162,30 @@ func (p *Proc) Kill() error {
 
 // waitReady waits until the child has written its ready file, has ended,
 // or WaitLimit has passed.
-func (p *Proc) waitReady() {
+func (p *Proc) waitReady() { _, _ = p.awaitFile(p.ready) }
+
+// errEnded and errNotReady are why awaitFile gave up.
+var (
+	errEnded    = errors.New("ended before it was ready")
+	errNotReady = fmt.Errorf("was not ready within %s", WaitLimit)
+)
+
+// awaitFile polls for a file that p writes when it is ready and returns
+// its content, or errEnded when p ends first, or errNotReady after
+// WaitLimit.
+func (p *Proc) awaitFile(path string) ([]byte, error) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(WaitLimit)
 	for {
-		if _, err := os.Stat(p.ready); err == nil {
-			return
+		if b, err := os.ReadFile(path); err == nil { //nolint:gosec // G304: a file in the test's own folder
+			return b, nil
 		}
 		select {
 		case <-p.done:
-			return
+			return nil, errEnded
 		case <-deadline:
-			return
+			return nil, errNotReady
 		case <-tick.C:
 		}
 	}
@@ -208,21 +219,14 @@ func (p *Proc) Tail(n int) string {
 // first or the file does not appear within WaitLimit.
 func WaitFile(t testing.TB, path string, p *Proc) string {
 	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(WaitLimit)
-	for {
-		if b, err := os.ReadFile(path); err == nil { //nolint:gosec // G304: a file in the test's own folder
-			return string(b)
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("%s ended before it was ready: %v\n%s", p.name, p.err, p.Tail(4096))
-		case <-deadline:
-			t.Fatalf("%s was not ready within %s", p.name, WaitLimit)
-		case <-tick.C:
-		}
+	b, err := p.awaitFile(path)
+	switch {
+	case errors.Is(err, errEnded):
+		t.Fatalf("%s ended before it was ready: %v\n%s", p.name, p.err, p.Tail(4096))
+	case err != nil:
+		t.Fatalf("%s %v", p.name, err)
 	}
+	return string(b)
 }
 
 // WriteFileAtomic writes b to path through a temporary file and a rename,

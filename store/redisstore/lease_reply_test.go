@@ -9,7 +9,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -44,14 +43,8 @@ func (h *leaseReplyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 // decodes both as Get reads the leased task.
 func TestLeaseReply(t *testing.T) {
 	t.Parallel()
-	o, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(o)
-	t.Cleanup(func() { _ = rdb.Close() })
 	hook := &leaseReplyHook{}
-	rdb.AddHook(hook)
+	rdb := hookedClient(t, hook)
 	s, err := New(t.Context(), rdb, &Config{Prefix: newPrefix()})
 	if err != nil {
 		t.Fatal(err)

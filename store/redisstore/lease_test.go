@@ -39,22 +39,30 @@ func (h *giveUpHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
-// TestLeaseReplyNotDropped: a Lease whose context ends while the lease
-// script's reply is on its way returns the tasks the script leased instead
-// of dropping them (they would stay active, their attempt counted, until
-// their lease expired).
-func TestLeaseReplyNotDropped(t *testing.T) {
-	t.Parallel()
+// hookedClient returns a client of the test Redis with hook added, closed
+// when the test ends.
+func hookedClient(t *testing.T, hook redis.Hook) *redis.Client {
+	t.Helper()
 	o, err := redis.ParseURL(testenv.RedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(o)
 	t.Cleanup(func() { _ = rdb.Close() })
+	rdb.AddHook(hook)
+	return rdb
+}
+
+// TestLeaseReplyNotDropped: a Lease whose context ends while the lease
+// script's reply is on its way returns the tasks the script leased instead
+// of dropping them (they would stay active, their attempt counted, until
+// their lease expired).
+func TestLeaseReplyNotDropped(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	hook := &giveUpHook{cancel: cancel}
-	rdb.AddHook(hook)
+	rdb := hookedClient(t, hook)
 	s, err := New(t.Context(), rdb, &Config{Prefix: newPrefix()})
 	if err != nil {
 		t.Fatal(err)
