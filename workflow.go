@@ -379,7 +379,8 @@ func (c *Client) EnqueueWorkflow(ctx context.Context, wf Step, opts *WorkflowOpt
 	if opts != nil {
 		o = *opts
 	}
-	if o.ID == "" {
+	fresh := o.ID == ""
+	if fresh {
 		o.ID = ids.New()
 	}
 	if o.Retention == 0 {
@@ -388,6 +389,17 @@ func (c *Client) EnqueueWorkflow(ctx context.Context, wf Step, opts *WorkflowOpt
 	p, err := compileWorkflow(wf.workflow(), o.ID, o.Retention, c.limits, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("kiln: enqueue workflow: %w", err)
+	}
+	if fresh {
+		// Every task's id is "<workflow id>.<position>" and the workflow's
+		// id was just made from fresh random bits: no stored task can have
+		// one, so the store may skip the reads that look for them.
+		for i := range p.Tasks {
+			p.Tasks[i].NewID = true
+		}
+		for i := range p.Held {
+			p.Held[i].Task.NewID = true
+		}
 	}
 	p.Namespace = c.ns
 	// With a TracerProvider, one enqueue span for the whole workflow, and

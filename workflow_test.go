@@ -559,3 +559,53 @@ func TestWorkflowCountTasks(t *testing.T) {
 		t.Errorf("countTasks of a repeated tree = %d, want the limit 1000", got)
 	}
 }
+
+// flowRecorder is a store that keeps the FlowParams of its EnqueueFlow
+// calls.
+type flowRecorder struct {
+	*embedded.Store
+	got []store.FlowParams
+}
+
+func (r *flowRecorder) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
+	r.got = append(r.got, p)
+	return r.Store.EnqueueFlow(ctx, p)
+}
+
+// TestEnqueueWorkflowNewIDs: a workflow whose id the Client made has every
+// task marked NewID (the store need not look their ids up); one whose id
+// the caller gave has none.
+func TestEnqueueWorkflowNewIDs(t *testing.T) {
+	t.Parallel()
+	s, err := embedded.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	rec := &flowRecorder{Store: s}
+	c, err := NewClient(rec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := Chord(Group(NewSignature("a"), NewSignature("b")), NewSignature("cb"))
+	if _, err := c.EnqueueWorkflow(t.Context(), wf, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnqueueWorkflow(t.Context(), wf, &WorkflowOptions{ID: "mine"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.got) != 2 {
+		t.Fatalf("%d EnqueueFlow calls, want 2", len(rec.got))
+	}
+	for i, want := range []bool{true, false} {
+		p := rec.got[i]
+		if len(p.Tasks) != 2 || len(p.Held) != 1 {
+			t.Fatalf("flow %s: %d tasks and %d held, want 2 and 1", p.ID, len(p.Tasks), len(p.Held))
+		}
+		for _, in := range append([]store.TaskInput{p.Held[0].Task}, p.Tasks...) {
+			if in.NewID != want {
+				t.Errorf("flow %s: task %s NewID %v, want %v", p.ID, in.ID, in.NewID, want)
+			}
+		}
+	}
+}

@@ -461,3 +461,37 @@ func TestEnqueueReadBeforeLockStale(t *testing.T) {
 		t.Fatalf("Enqueue with a stale read of its id: %v, want ErrTaskExists", r.Items[0].Err)
 	}
 }
+
+// TestFlowNewIDSkipsDiskRead checks EnqueueFlow's id check: ids made for
+// the call (NewID, as a Client marks a workflow whose id it made) are not
+// looked up on disk; other ids are, in one batched read.
+func TestFlowNewIDSkipsDiskRead(t *testing.T) {
+	t.Parallel()
+	var reads atomic.Int64
+	s := mustOpen(t, t.TempDir(), &Config{wrapEngine: func(e engine) engine { return countingEngine{engine: e, reads: &reads} }})
+	t.Cleanup(func() { _ = s.Close() })
+	flow := func(id string, newID bool) store.FlowParams {
+		p := store.FlowParams{Namespace: durableNS, ID: id, Spec: []byte("s")}
+		var after []string
+		for i := range 3 {
+			in := store.TaskInput{ID: fmt.Sprintf("%s.%d", id, i), Type: "t", Queue: "q", NewID: newID}
+			p.Tasks = append(p.Tasks, in)
+			after = append(after, in.ID)
+		}
+		p.Held = []store.HeldTask{{Task: store.TaskInput{ID: id + ".3", Type: "t", Queue: "q", NewID: newID}, After: after}}
+		return p
+	}
+	for _, c := range []struct {
+		newID bool
+		want  int64 // the flow's own key, then the ids unless NewID
+	}{{true, 1}, {false, 2}} {
+		before := reads.Load()
+		id := fmt.Sprintf("f-%v", c.newID)
+		if err := s.EnqueueFlow(t.Context(), flow(id, c.newID)); err != nil {
+			t.Fatalf("EnqueueFlow(NewID %v): %v", c.newID, err)
+		}
+		if n := reads.Load() - before; n != c.want {
+			t.Errorf("EnqueueFlow(NewID %v) read the engine %d times; want %d", c.newID, n, c.want)
+		}
+	}
+}

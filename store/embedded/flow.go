@@ -308,17 +308,29 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 	for i := range p.Held {
 		ids = append(ids, p.Held[i].Task.ID)
 	}
-	// The ids are checked in one batched read: a chord has many.
-	idKeys := make([][]byte, len(ids))
+	// The ids are checked in one batched read (a chord has many), but for
+	// those made for this call (store.TaskInput.NewID): no stored task
+	// can have them.
+	var idKeys [][]byte
+	var checked []int
 	for i, id := range ids {
-		idKeys[i] = nameKey(kID, ns.name, id)
+		if !flowInput(&p, i).NewID {
+			idKeys = append(idKeys, nameKey(kID, ns.name, id))
+			checked = append(checked, i)
+		}
 	}
-	s.d.mu.RLock()
-	stored, err := s.d.eng.getMany(idKeys)
-	s.d.mu.RUnlock()
-	if err != nil {
-		s.mu.Unlock()
-		return fmt.Errorf("embedded: enqueue flow: %w", err)
+	stored := make([][]byte, len(ids))
+	if len(idKeys) > 0 {
+		s.d.mu.RLock()
+		got, err := s.d.eng.getMany(idKeys)
+		s.d.mu.RUnlock()
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("embedded: enqueue flow: %w", err)
+		}
+		for j, i := range checked {
+			stored[i] = got[j]
+		}
 	}
 	for i, id := range ids {
 		if stored[i] != nil || ns.tasks[id] != nil || fi.held[id] != nil {
@@ -417,6 +429,14 @@ type partRecord struct {
 	IDs    string            `json:"ids"`
 	Inputs []store.TaskInput `json:"in"`
 	Runs   []int             `json:"runs"`
+}
+
+// flowInput returns task i of p, its ready tasks first, then its held ones.
+func flowInput(p *store.FlowParams, i int) *store.TaskInput {
+	if i < len(p.Tasks) {
+		return &p.Tasks[i]
+	}
+	return &p.Held[i-len(p.Tasks)].Task
 }
 
 // partKey is the key of the part of flow fid whose first task is task

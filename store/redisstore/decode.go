@@ -372,8 +372,10 @@ const leaseStride = 4
 
 // decodeLeased decodes a task as the lease script returns it: the fields
 // d, m, p and a of a record that has no others but q, ty, st, mr (all in
-// d) and the lease fields l, le, sw (which Lease sets), or the whole
-// record as HGETALL gives it followed by three nils.
+// d), the lease fields l, le, sw (which Lease sets) and the workflow
+// fields rtu, dp, fl (when it has one of those, the fourth value is the
+// list a, rtu, dp, fl), or the whole record as HGETALL gives it followed
+// by three nils.
 func decodeLeased(ns string, v []any) (*store.Task, noteFields, error) {
 	d, ok := v[0].(string)
 	if !ok {
@@ -390,10 +392,21 @@ func decodeLeased(ns string, v []any) (*store.Task, noteFields, error) {
 	if p, ok := v[2].(string); ok {
 		t.Payload = []byte(p)
 	}
-	if a, ok := v[3].(string); ok {
+	var nf noteFields
+	a := v[3]
+	if x, ok := a.([]any); ok {
+		if len(x) != 4 {
+			return nil, nf, fmt.Errorf("bad lease reply of %d workflow values", len(x))
+		}
+		a = x[0]
+		nf.rtu, nf.hasRTU = x[1].(string)
+		nf.dp, nf.hasDP = x[2].(string)
+		nf.fl, nf.hasFL = x[3].(string)
+	}
+	if a, ok := a.(string); ok {
 		t.Attempt = int(atoi(a))
 	}
-	return t, noteFields{}, nil
+	return t, nf, nil
 }
 
 // decodeFields decodes a record read with HMGET fields (fields[0] is "d");

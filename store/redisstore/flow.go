@@ -440,11 +440,13 @@ const (
 // ARGV[5] and ARGV[6] the numbers of ready and held tasks, ARGV[7] the
 // number np of ready tasks written now, ARGV[8] the format of the others
 // (reserved): "" or the first index lo of the compact format (below);
-// then per ready task written now: id, record (field d), payload, queue,
-// type, 9-priority digit, max retries, retention µs, its dependents (the
-// held tasks that wait for it, each after a space; "" for none), RunAt µs
-// ("" for now); the reserved tasks; per held task the ten values of a
-// ready one and the number of tasks it waits for.
+// ("" for now); ARGV[9] is "1" when every task's id was made for this
+// call (store.TaskInput.NewID: then no id is looked up, none can be
+// taken), else ""; then per ready task written now: id, record (field
+// d), payload, queue, type, 9-priority digit, max retries, retention µs,
+// its dependents (the held tasks that wait for it, each after a space; ""
+// for none), RunAt µs ("" for now); the reserved tasks; per held task the
+// ten values of a ready one and the number of tasks it waits for.
 //
 // Reserved tasks of the compact format are those whose ids are
 // <flow>.<lo>, <flow>.<lo+1>... in order (a kiln Client's group or chord):
@@ -468,8 +470,9 @@ var flowScript = redis.NewScript(prelude + flowWriteLua + rbTakenLua + `
 local fid = ARGV[3]
 local nt, nh, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local lo = tonumber(ARGV[8])
+local fresh = ARGV[9] == '1'
 if redis.call('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
-local i = 9
+local i = 10
 local starts, ids = {}, {}
 local TK, TH = T .. ':t:', T .. ':h:'
 -- Every id must be free (no task record, no held task, not reserved by
@@ -478,6 +481,7 @@ local TK, TH = T .. ':t:', T .. ':h:'
 -- taken id is looked at id by id, so the first taken id in order is the
 -- one reported. The ids of this flow's compact reserved tasks are
 -- <fid>.<index>: no other flow reserves those in the compact format.
+-- Ids made for this call (fresh) are not looked up at all.
 local ek = {}
 local blobs, nb = 0, 0
 local pre = fid .. '.'
@@ -489,7 +493,7 @@ for j = 1, nt + nh do
       blobs = i
       i = i + nb
     end
-    id = pre .. I(lo + j - np - 1)
+    if not fresh then id = pre .. I(lo + j - np - 1) end
   else
     starts[j] = i
     id = ARGV[i]
@@ -502,16 +506,18 @@ for j = 1, nt + nh do
     end
   end
   ids[j] = id
-  ek[#ek + 1] = TK .. id
-  ek[#ek + 1] = TH .. id
+  if not fresh then
+    ek[#ek + 1] = TK .. id
+    ek[#ek + 1] = TH .. id
+  end
 end
 local rk = T .. ':rv'
-local rvq = redis.call('EXISTS', T .. ':rvq') == 1
+local rvq = not fresh and redis.call('EXISTS', T .. ':rvq') == 1
 local rv = rvq and redis.call('EXISTS', rk) == 1
 local function rbt(j)
   return rvq and not (lo and j > np and j <= nt) and rb_taken(ids[j])
 end
-for c = 1, #ids, 500 do
+for c = 1, fresh and 0 or nt + nh, 500 do
   local e = math.min(c + 499, #ids)
   local taken = redis.call('EXISTS', unpack(ek, c + c - 1, e + e)) > 0
   if not taken and rv then
@@ -655,6 +661,22 @@ for _, fid in ipairs(redis.call('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` 
 end
 `
 
+// allNewIDs reports whether every task of p has an id made for the call
+// (store.TaskInput.NewID).
+func allNewIDs(p *store.FlowParams) bool {
+	for i := range p.Tasks {
+		if !p.Tasks[i].NewID {
+			return false
+		}
+	}
+	for i := range p.Held {
+		if !p.Held[i].Task.NewID {
+			return false
+		}
+	}
+	return true
+}
+
 // flowMember is a ready task of a flow as flowScript and flowPartScript
 // take it.
 type flowMember struct {
@@ -794,10 +816,13 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		np = flowFirstPart
 	}
 	lo, compact := compactReserved(p, np)
-	args := make([]any, 0, 8+np*flowTaskArgs+(len(p.Tasks)-np)*2+len(p.Held)*(flowTaskArgs+1))
-	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held), np, "")
+	args := make([]any, 0, 9+np*flowTaskArgs+(len(p.Tasks)-np)*2+len(p.Held)*(flowTaskArgs+1))
+	args = append(args, s.nowArg(), s.wakeChannel(p.Namespace), p.ID, p.Spec, len(p.Tasks), len(p.Held), np, "", "")
 	if compact {
-		args[len(args)-1] = strconv.Itoa(lo)
+		args[7] = strconv.Itoa(lo)
+	}
+	if allNewIDs(&p) {
+		args[8] = "1"
 	}
 	var blob []byte
 	for i := range p.Tasks {

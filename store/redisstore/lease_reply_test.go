@@ -38,9 +38,9 @@ func (h *leaseReplyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 }
 
 // TestLeaseReply: the lease script returns a record of no fields but those
-// Lease needs (d, m, p, a) and those it ignores (q, ty, mr, st and the
-// lease fields) without field names, any other record whole; and Lease
-// decodes both as Get reads the leased task.
+// Lease needs (d, m, p, a, and rtu, dp, fl as a list with a) and those it
+// ignores (q, ty, mr, st and the lease fields) without field names, any
+// other record whole; and Lease decodes both as Get reads the leased task.
 func TestLeaseReply(t *testing.T) {
 	t.Parallel()
 	hook := &leaseReplyHook{}
@@ -94,13 +94,17 @@ func TestLeaseReply(t *testing.T) {
 	if len(raw) != 4*leaseStride {
 		t.Fatalf("lease script reply of %d values for 4 tasks: %q", len(raw), raw)
 	}
-	compact := map[string]bool{}
+	compact, listed := map[string]bool{}, map[string]bool{}
 	for i, lt := range leased {
 		_, whole := raw[i*leaseStride].([]any)
 		compact[lt.ID] = !whole
+		_, listed[lt.ID] = raw[i*leaseStride+3].([]any)
 	}
-	if want := map[string]bool{"again": true, "bare": true, "past": false, "kept": false}; !reflect.DeepEqual(compact, want) {
+	if want := map[string]bool{"again": true, "bare": true, "past": false, "kept": true}; !reflect.DeepEqual(compact, want) {
 		t.Errorf("returned without field names: %v, want %v", compact, want)
+	}
+	if want := map[string]bool{"again": false, "bare": false, "past": false, "kept": true}; !reflect.DeepEqual(listed, want) {
+		t.Errorf("attempt given with the workflow fields: %v, want %v", listed, want)
 	}
 
 	ids := make([]string, len(leased))

@@ -442,7 +442,7 @@ local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
 local out, no, lid1 = {}, 0, nil
-local PLAIN = {d = 1, m = 2, p = 3, a = 4, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
+local PLAIN = {d = 1, m = 2, p = 3, a = 4, rtu = 5, dp = 6, fl = 7, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
 local exp = S(NOW + dur)
 local sw = S(NOW) .. '|' .. ARGV[5]
@@ -506,11 +506,12 @@ for qi = 1, nq do
         local key = tkey(id)
         lid = lid + 1
         taken = taken + 1
-        -- A record of no fields but d, m, p, a and those the caller
-        -- ignores (in d, or the lease fields it sets) is returned as d, m,
-        -- p, a; any other record whole.
+        -- A record of no fields but d, m, p, a, those the caller ignores
+        -- (in d, or the lease fields it sets) and a workflow member's rtu,
+        -- dp and fl is returned as d, m, p, a, or as d, m, p, {a, rtu, dp,
+        -- fl} when it has one of the last three; any other record whole.
         local r = redis.call('HGETALL', key)
-        local d, mm, p, a = false, false, false, false
+        local d, mm, p, a, rtu, dp, fl = false, false, false, false, false, false, false
         local plain = true
         for i = 1, #r, 2 do
           local k = PLAIN[r[i]]
@@ -520,13 +521,20 @@ for qi = 1, nq do
           elseif k == 2 then mm = r[i + 1]
           elseif k == 3 then p = r[i + 1]
           elseif k == 4 then a = r[i + 1]
+          elseif k == 5 then rtu = r[i + 1]
+          elseif k == 6 then dp = r[i + 1]
+          elseif k == 7 then fl = r[i + 1]
           end
         end
         if plain and d then
           out[no + 1] = d
           out[no + 2] = mm
           out[no + 3] = p
-          out[no + 4] = a
+          if rtu or dp or fl then
+            out[no + 4] = {a, rtu, dp, fl}
+          else
+            out[no + 4] = a
+          end
         else
           out[no + 1] = r
           out[no + 2] = false
