@@ -139,6 +139,7 @@ type Task struct {
 	progress Progress
 	dirty    bool // progress not yet sent to the store
 	w        *Worker
+	upstream *store.Upstream // of a held task of a workflow, when the store counted it
 }
 
 // SetResult stores b as the task's result if the attempt succeeds. The

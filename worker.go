@@ -645,6 +645,7 @@ func (w *Worker) fetch(ctx context.Context, rs *runState) {
 			j.task = Task{
 				ID: t.ID, Type: t.Type, Queue: t.Queue, Payload: t.Payload,
 				Attempt: t.Attempt, MaxRetries: t.MaxRetries, Priority: t.Priority, w: w,
+				upstream: t.Upstream,
 			}
 			j.leaseID, j.timeout, j.deadline = t.LeaseID, t.Timeout, t.Deadline
 			j.stStart, j.leasedAt = t.StartedAt, now

@@ -815,23 +815,32 @@ func (w *Worker) flowHandler(h Handler) Handler {
 		if err != nil {
 			return fmt.Errorf("kiln: task %s: %w (%w)", t.ID, err, SkipRetry)
 		}
-		tasks, err := getTasks(ctx, w.s, w.cfg.Namespace, env.After, true)
-		if err != nil {
-			return fmt.Errorf("kiln: task %s: read the tasks it waits for: %w", t.ID, err)
-		}
+		// A store that counted the tasks waited for as each finished
+		// (store.Task.Upstream) may have counted every one as succeeded,
+		// without a result where the task takes their results: then there
+		// is nothing to read (a chord of 10,000 members would read 10,000
+		// records). A task counted twice in After, or any not counted (an
+		// older store, a flow written before), makes it read them.
+		var tasks map[string]*store.Task // nil: all succeeded, none with a result taken
 		var failed, cancelled *store.Task
 		var gone string
-		for _, id := range env.After {
-			p := tasks[id]
-			switch {
-			case p == nil:
-				if gone == "" {
-					gone = id
+		if u := t.upstream; u == nil || u.OK != len(env.After) || (env.In != nil && u.NoResult != len(env.After)) {
+			tasks, err = getTasks(ctx, w.s, w.cfg.Namespace, env.After, true)
+			if err != nil {
+				return fmt.Errorf("kiln: task %s: read the tasks it waits for: %w", t.ID, err)
+			}
+			for _, id := range env.After {
+				p := tasks[id]
+				switch {
+				case p == nil:
+					if gone == "" {
+						gone = id
+					}
+				case p.State == store.StateDead && failed == nil:
+					failed = p
+				case p.State == store.StateCancelled && cancelled == nil:
+					cancelled = p
 				}
-			case p.State == store.StateDead && failed == nil:
-				failed = p
-			case p.State == store.StateCancelled && cancelled == nil:
-				cancelled = p
 			}
 		}
 		var input []byte

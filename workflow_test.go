@@ -609,3 +609,102 @@ func TestEnqueueWorkflowNewIDs(t *testing.T) {
 		}
 	}
 }
+
+// outcomeGets counts the Get calls that read outcomes (a callback reading
+// the tasks it waited for).
+type outcomeGets struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (g *outcomeGets) Get(ctx context.Context, p store.GetParams) (store.GetResult, error) {
+	if p.Outcomes {
+		g.n.Add(1)
+	}
+	return g.Store.Get(ctx, p)
+}
+
+// TestChordCallbackReads: a callback whose store counted every task it
+// waited for as succeeded (Redis: store.Task.Upstream), without a result
+// where it takes their results, runs without reading them, with the same
+// input as when it reads them (the embedded store, which does not count).
+func TestChordCallbackReads(t *testing.T) {
+	t.Parallel()
+	wfStores(t, func(t *testing.T, open func(t *testing.T) (store.Store, func() store.Store)) {
+		s, _ := open(t)
+		_, counts := s.(*redisstore.Store)
+		c, err := NewClient(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &outcomeGets{Store: s}
+		w, err := NewWorker(g, &WorkerConfig{Concurrency: 4, LeaseWait: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		got := map[string]string{}
+		w.Handle("noop", HandlerFunc(func(context.Context, *Task) error { return nil }))
+		w.Handle("double", Func(func(n int) (int, error) { return 2 * n, nil }))
+		w.Handle("fail", HandlerFunc(func(context.Context, *Task) error { return fmt.Errorf("no: %w", SkipRetry) }))
+		w.Handle("cb", HandlerFunc(func(ctx context.Context, tk *Task) error {
+			mu.Lock()
+			got[tk.ID] = string(tk.Payload)
+			mu.Unlock()
+			return nil
+		}))
+		errc := make(chan error, 1)
+		go func() { errc <- w.Run(context.WithoutCancel(t.Context())) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			_ = w.Shutdown(ctx)
+			<-errc
+		})
+		group := func(typ string, n int) *Workflow {
+			ms := make([]Step, n)
+			for i := range ms {
+				ms[i] = NewSignature(typ, i)
+			}
+			return Group(ms...)
+		}
+		for _, tc := range []struct {
+			name  string
+			wf    Step
+			input string
+			reads bool // on a store that counts
+		}{
+			{"no results", Chord(group("noop", 5), NewSignature("cb")), "[null,null,null,null,null]", false},
+			{"results", Chord(group("double", 3), NewSignature("cb")), "[0,2,4]", true},
+			{"immutable", Chord(group("double", 3), &Signature{Type: "cb", Immutable: true}), "null", false},
+			{"no results, one failed", Chord(Group(NewSignature("noop"), NewSignature("fail")), NewSignature("cb")), "", true},
+		} {
+			before := g.n.Load()
+			r, err := c.EnqueueWorkflow(t.Context(), tc.wf, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws, err := r.Wait(waitCtx(t))
+			reads := g.n.Load() - before
+			if tc.input == "" {
+				if err == nil {
+					t.Errorf("%s: workflow %v, want it failed", tc.name, ws.State)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				cb := ws.Members[len(ws.Members)-1].ID
+				mu.Lock()
+				in := got[cb]
+				mu.Unlock()
+				if in != tc.input {
+					t.Errorf("%s: callback input %s, want %s", tc.name, in, tc.input)
+				}
+			}
+			if want := tc.reads || !counts; (reads > 0) != want {
+				t.Errorf("%s: the callback read the tasks it waited for %d times; want reads %v", tc.name, reads, want)
+			}
+		}
+	})
+}

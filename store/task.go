@@ -203,6 +203,21 @@ type Task struct {
 	// reported by the handler.
 	ProgressPercent int
 	ProgressMessage string
+
+	// Upstream is, for a held task of a flow that a store released with
+	// it, what the store counted of the tasks it waited for as each
+	// finished (the Redis store gives it with a leased task); nil where
+	// the store did not count them. A worker that finds every task waited
+	// for counted as succeeded (and, when it takes their results, without
+	// one) need not read them.
+	Upstream *Upstream
+}
+
+// Upstream counts the tasks a held task of a flow waited for, as each
+// finished: OK those that succeeded, NoResult those of them without a
+// result. A task is counted once, when it first reaches a terminal state.
+type Upstream struct {
+	OK, NoResult int
 }
 
 // Clone returns a deep copy of t.
@@ -219,6 +234,10 @@ func (t *Task) Clone() *Task {
 	}
 	if t.Errors != nil {
 		c.Errors = append([]AttemptError(nil), t.Errors...)
+	}
+	if t.Upstream != nil {
+		u := *t.Upstream
+		c.Upstream = &u
 	}
 	return &c
 }

@@ -40,6 +40,9 @@ import (
 //	fa ea       finished, expires (µs)
 //	r e pp pm   result (absent = nil), last error, progress percent and message
 //	dp fl       "1" when held tasks wait for it; the id of its flow (see flow.go)
+//	fo          of a released held task of a flow: "<succeeded> <without
+//	            a result>", the tasks it waited for counted as each
+//	            finished (store.Task.Upstream; see flow_release)
 //	eh en ed    the error history (store.Task.Errors), absent until the first
 //	            failure: eh is its entries, oldest first, each
 //	            "<length>:<attempt> <failed µs> <worker id length> <worker
@@ -283,6 +286,9 @@ func setField(t *store.Task, name string, v string, present bool) error {
 		t.ProgressPercent = int(atoi(v))
 	case "pm":
 		t.ProgressMessage = v
+	case "fo":
+		ok, nr, _ := strings.Cut(v, " ")
+		t.Upstream = &store.Upstream{OK: int(atoi(ok)), NoResult: int(atoi(nr))}
 	}
 	return nil
 }

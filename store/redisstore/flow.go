@@ -24,7 +24,9 @@ var _ store.Flows = (*Store)(nil)
 //	T:fh:<flow>  zset  its held tasks not yet released, scored by position
 //	T:h:<id>     hash  a held task: d, p, q, ty, pd (9-priority digit), mr,
 //	                   rtu, dp (its dependents), fl (its flow), w (the
-//	                   number of tasks it still waits for)
+//	                   number of tasks it still waits for), ws and wn (of
+//	                   those that finished, the number that succeeded, and
+//	                   succeeded without a result; absent = 0)
 //
 // A flow of more than flowPart ready tasks is written in parts (see
 // flowScript): until its last part is written, the tasks not yet written
@@ -77,18 +79,20 @@ var _ store.Flows = (*Store)(nil)
 var flowLua = `
 -- The counts of a script are gathered and written once, by flow_apply
 -- (which flush calls first): fd_w[h] is the number of tasks finished here
--- that held task h waited for, fe_n[fl] the number of tasks of flow fl
--- that ended here and fe_ea[fl] the latest of their expiries.
-local fd_w, fd_order, fe_n, fe_ea, fe_order = {}, {}, {}, {}, {}
+-- that held task h waited for, fd_s[h] and fd_n[h] those of them that
+-- succeeded, and succeeded without a result; fe_n[fl] the number of tasks
+-- of flow fl that ended here and fe_ea[fl] the latest of their expiries.
+local fd_w, fd_s, fd_n, fd_order, fe_n, fe_ea, fe_order = {}, {}, {}, {}, {}, {}, {}
 
 -- flow_done counts task id (whose field dp is dp; nil: read it) as
 -- finished for each held task that waits for it, once: its dependents are
 -- then forgotten (new records: dp, which lists them each after a space,
 -- is deleted, or emptied by the caller's own write of the record when
 -- cleared is set; records written before: dp is "1" and the set
--- T:dp:<id> lists them, deleted). flow_apply releases those that wait for
--- nothing more.
-local function flow_done(id, dp, cleared)
+-- T:dp:<id> lists them, deleted). ok is 'r' when the task succeeded with
+-- a result, 'n' when it succeeded without one, else nil. flow_apply
+-- releases those that wait for nothing more.
+local function flow_done(id, dp, cleared, ok)
   if dp == nil then dp = redis.call('HGET', tkey(id), 'dp') end
   if not dp or dp == '' then return end
   local hs
@@ -112,16 +116,28 @@ local function flow_done(id, dp, cleared)
     if not c then
       c = 0
       fd_order[#fd_order + 1] = h
+      fd_s[h], fd_n[h] = 0, 0
     end
     fd_w[h] = c + 1
+    if ok then
+      fd_s[h] = fd_s[h] + 1
+      if ok == 'n' then fd_n[h] = fd_n[h] + 1 end
+    end
   end
 end
 
-local function flow_release(h, n)
+-- flow_release counts n more finished tasks (s of them succeeded, sn of
+-- those without a result) for held task h, and enqueues it when it waits
+-- for nothing more. The counts of successes (fields ws and wn of the held
+-- record) go with the released task as its field fo ("<ws> <wn>",
+-- store.Task.Upstream); a record released by an older script has none.
+local function flow_release(h, n, s, sn)
   local hk = T .. ':h:' .. h
   if redis.call('EXISTS', hk) == 0 then return end
+  if s > 0 then redis.call('HINCRBY', hk, 'ws', s) end
+  if sn > 0 then redis.call('HINCRBY', hk, 'wn', sn) end
   if redis.call('HINCRBY', hk, 'w', -n) > 0 then return end
-  local f = redis.call('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp')
+  local f = redis.call('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp', 'ws', 'wn')
   if not f[1] then return end
   local seq = redis.call('INCR', T .. ':seq')
   local m = f[5] .. R17(NOW) .. struct.pack('>I8', seq) .. h
@@ -131,6 +147,7 @@ local function flow_release(h, n)
   if f[6] then tf[#tf + 1] = 'mr'; tf[#tf + 1] = f[6] end
   if f[7] then tf[#tf + 1] = 'rtu'; tf[#tf + 1] = f[7] end
   if f[9] then tf[#tf + 1] = 'dp'; tf[#tf + 1] = f[9] end
+  if f[10] or f[11] then tf[#tf + 1] = 'fo'; tf[#tf + 1] = (f[10] or '0') .. ' ' .. (f[11] or '0') end
   redis.call('HSET', tkey(h), unpack(tf))
   redis.call('ZADD', T .. ':all', seq, h)
   push_ready(f[3], f[4], m)
@@ -188,8 +205,8 @@ local function flow_end_apply(fl, n, ea)
 end
 
 flow_apply = function()
-  for _, h in ipairs(fd_order) do flow_release(h, fd_w[h]) end
-  fd_w, fd_order = {}, {}
+  for _, h in ipairs(fd_order) do flow_release(h, fd_w[h], fd_s[h], fd_n[h]) end
+  fd_w, fd_s, fd_n, fd_order = {}, {}, {}, {}
   for _, fl in ipairs(fe_order) do flow_end_apply(fl, fe_n[fl], fe_ea[fl]) end
   fe_n, fe_ea, fe_order = {}, {}, {}
 end

@@ -693,7 +693,11 @@ while i <= #ARGV do
       expz[#expz + 1] = ea
       expz[#expz + 1] = id
       count(st, q, 1)
-      if f[6] then flow_done(id, f[6], true) end
+      if f[6] then
+        local ok = nil
+        if kind == '0' then ok = 'n' elseif kind == '1' then ok = 'r' end
+        flow_done(id, f[6], true, ok)
+      end
       if f[7] then flow_ended(f[7], ea) end
     else
       local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
