@@ -647,7 +647,7 @@ func TestChordCallbackReads(t *testing.T) {
 		w.Handle("noop", HandlerFunc(func(context.Context, *Task) error { return nil }))
 		w.Handle("double", Func(func(n int) (int, error) { return 2 * n, nil }))
 		w.Handle("fail", HandlerFunc(func(context.Context, *Task) error { return fmt.Errorf("no: %w", SkipRetry) }))
-		w.Handle("cb", HandlerFunc(func(ctx context.Context, tk *Task) error {
+		w.Handle("cb", HandlerFunc(func(_ context.Context, tk *Task) error {
 			mu.Lock()
 			got[tk.ID] = string(tk.Payload)
 			mu.Unlock()
@@ -658,8 +658,12 @@ func TestChordCallbackReads(t *testing.T) {
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 			defer cancel()
-			_ = w.Shutdown(ctx)
-			<-errc
+			if err := w.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			if err := <-errc; err != nil {
+				t.Errorf("Run: %v", err)
+			}
 		})
 		group := func(typ string, n int) *Workflow {
 			ms := make([]Step, n)
