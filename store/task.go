@@ -206,16 +206,19 @@ type Task struct {
 
 	// Upstream is, for a held task of a flow that a store released with
 	// it, what the store counted of the tasks it waited for as each
-	// finished (the Redis store gives it with a leased task); nil where
-	// the store did not count them. A worker that finds every task waited
-	// for counted as succeeded (and, when it takes their results, without
-	// one) need not read them.
+	// finished (the embedded and Redis stores give it with a leased task;
+	// Get and List do not); nil where the store did not count them (the
+	// embedded store after a restart, a flow of an older version). A
+	// worker that finds every task waited for counted as succeeded (and,
+	// when it takes their results, without one) need not read them.
 	Upstream *Upstream
 }
 
 // Upstream counts the tasks a held task of a flow waited for, as each
 // finished: OK those that succeeded, NoResult those of them without a
-// result. A task is counted once, when it first reaches a terminal state.
+// result (a store may count an empty result as one too; a callback takes
+// either as null). A task is counted once, when it first reaches a
+// terminal state.
 type Upstream struct {
 	OK, NoResult int
 }

@@ -190,6 +190,9 @@ type entry struct {
 	// (see memberOf): a task's flow never changes.
 	flow      string
 	flowKnown bool
+	// upstream is what a released held task's lease tells of the tasks it
+	// waited for (store.Task.Upstream), when this process counted them.
+	upstream *store.Upstream
 }
 
 // Open opens (creating if needed) the embedded store in the data folder dir.

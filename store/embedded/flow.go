@@ -112,6 +112,12 @@ type heldRecord struct {
 type heldTask struct {
 	in      store.TaskInput
 	waiting int
+	// counted is set on a held task enqueued by this process: ok and
+	// noResult then count the tasks it waited for that succeeded, and
+	// succeeded without a result (store.Task.Upstream of its lease). One
+	// loaded by Open has no such counts.
+	counted      bool
+	ok, noResult int
 	// edges marks a task held by a record written before After: each
 	// task it waits for has an edge key, deleted when that task ends.
 	edges bool
@@ -354,7 +360,7 @@ func (s *Store) EnqueueFlow(ctx context.Context, p store.FlowParams) error {
 		after := h.UniqueAfter()
 		in := h.Task
 		in.Payload = cloneBytes(in.Payload)
-		fi.held[in.ID] = &heldTask{in: in, waiting: len(after)}
+		fi.held[in.ID] = &heldTask{in: in, waiting: len(after), counted: true}
 		v, err := json.Marshal(heldRecord{Flow: p.ID, Task: in, After: packIDs(after)})
 		if err != nil {
 			s.mu.Unlock()
@@ -667,14 +673,16 @@ func createOps(ops []op, e *entry) []op {
 // flowDone counts task id of ns as finished for the held tasks that wait
 // for it and releases those that wait for nothing more. It queues the
 // records to write in s.flowOps, which the caller's next write takes (in
-// the same batch as the task's own record). The caller holds s.mu.
-func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
+// the same batch as the task's own record). ok is 'r' when the task
+// succeeded with a result, 'n' when it succeeded without one, else 0. The
+// caller holds s.mu.
+func (s *Store) flowDone(ns *namespace, id string, now time.Time, ok byte) {
 	fi := s.flows[ns.name]
 	if fi == nil {
 		return
 	}
-	hs, ok := fi.deps[id]
-	if !ok {
+	hs, waited := fi.deps[id]
+	if !waited {
 		return
 	}
 	delete(fi.deps, id)
@@ -687,12 +695,21 @@ func (s *Store) flowDone(ns *namespace, id string, now time.Time) {
 			s.flowOps = append(s.flowOps, op{key: edgeKey(ns.name, id, hid)})
 		}
 		h.waiting--
+		if ok != 0 {
+			h.ok++
+			if ok == 'n' {
+				h.noResult++
+			}
+		}
 		if h.waiting > 0 {
 			continue
 		}
 		delete(fi.held, hid)
 		s.flowOps = append(s.flowOps, op{key: nameKey(kHeld, ns.name, hid)})
 		s.flowOps = s.addTaskLocked(s.flowOps, ns, &h.in, now, "")
+		if e := ns.tasks[hid]; e != nil && h.counted {
+			e.upstream = &store.Upstream{OK: h.ok, NoResult: h.noResult}
+		}
 	}
 }
 

@@ -320,6 +320,7 @@ func (s *Store) Lease(ctx context.Context, p store.LeaseParams) (store.LeaseResu
 				out = make([]*store.Task, len(leased))
 				for i, e := range leased {
 					copies[i] = e.t
+					copies[i].Upstream = e.upstream
 					out[i] = &copies[i]
 				}
 			}
@@ -594,7 +595,14 @@ func (s *Store) finish(ns *namespace, e *entry, st store.State, now time.Time) {
 	ret := retentionOf(&e.t)
 	e.t.ExpiresAt = now.Add(ret)
 	ns.queue(e.t.Queue).counts[st]++
-	s.flowDone(ns, e.t.ID, now)
+	var ok byte
+	if st == store.StateSucceeded {
+		ok = 'r'
+		if len(e.t.Result) == 0 { // a callback renders it as null
+			ok = 'n'
+		}
+	}
+	s.flowDone(ns, e.t.ID, now, ok)
 	s.flowEnded(ns, e, ret, now)
 }
 
@@ -1105,7 +1113,7 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 				return store.AdminItem{State: store.StateActive, Err: store.ErrInvalidState}, nil
 			}
 			s.changed(ns, e, store.ChangeDeleted, 0, now, "")
-			s.flowDone(ns, id, now) // a task deleted before it finished never will
+			s.flowDone(ns, id, now, 0) // a task deleted before it finished never will
 			if !e.t.State.Terminal() {
 				s.flowEnded(ns, e, retentionOf(&e.t), now)
 			}

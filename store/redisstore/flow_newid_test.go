@@ -4,11 +4,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -65,68 +63,6 @@ func TestFlowNewIDsNotLookedUp(t *testing.T) {
 		}
 		if i := slices.Index(got.Tasks, nil); i >= 0 {
 			t.Errorf("%s: task %s was not written", tc.name, ids[i])
-		}
-	}
-}
-
-// TestFlowUpstreamCounts: a released held task is leased with the counts of
-// the tasks it waited for that succeeded, and succeeded without a result
-// (store.Task.Upstream); a task that failed, was cancelled or deleted
-// before it finished counts in neither.
-func TestFlowUpstreamCounts(t *testing.T) {
-	t.Parallel()
-	url := testenv.RedisURL(t)
-	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
-	t.Cleanup(func() { _ = s.Close() })
-	ctx := t.Context()
-	for _, tc := range []struct {
-		name  string
-		kinds []store.OutcomeKind // per member; OutcomeRelease: deleted before it ran
-		want  store.Upstream
-	}{
-		{"none", []store.OutcomeKind{store.OutcomeSucceeded, store.OutcomeSucceeded, store.OutcomeSucceeded}, store.Upstream{OK: 3, NoResult: 3}},
-		{"result", []store.OutcomeKind{store.OutcomeSucceeded, store.OutcomeSucceeded, store.OutcomeSucceeded}, store.Upstream{OK: 3, NoResult: 2}},
-		{"dead", []store.OutcomeKind{store.OutcomeSucceeded, store.OutcomeDead, store.OutcomeCancelled}, store.Upstream{OK: 1, NoResult: 1}},
-		{"deleted", []store.OutcomeKind{store.OutcomeSucceeded, store.OutcomeSucceeded, store.OutcomeRelease}, store.Upstream{OK: 2, NoResult: 2}},
-	} {
-		p := fanIn(3)
-		p.Namespace = tc.name
-		if err := s.EnqueueFlow(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-		kind := map[string]store.OutcomeKind{}
-		for i, k := range tc.kinds {
-			kind[p.Tasks[i].ID] = k
-			if k == store.OutcomeRelease {
-				if r, err := s.Delete(ctx, store.IDsParams{Namespace: tc.name, IDs: []string{p.Tasks[i].ID}}); err != nil || r.Items[0].Err != nil {
-					t.Fatalf("%s: Delete: %v %+v", tc.name, err, r)
-				}
-			}
-		}
-		l, err := s.Lease(ctx, store.LeaseParams{Namespace: tc.name, Queues: []string{"m"}, Max: 3, Duration: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var outs []store.Outcome
-		for _, tk := range l.Tasks {
-			o := store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: kind[tk.ID]}
-			switch {
-			case tc.name == "result" && tk.ID == "f.1":
-				o.Result = []byte("1")
-			case o.Kind != store.OutcomeSucceeded:
-				o.Error = "e"
-			}
-			outs = append(outs, o)
-		}
-		if _, err := s.Report(ctx, store.ReportParams{Namespace: tc.name, Outcomes: outs}); err != nil {
-			t.Fatal(err)
-		}
-		cb, err := s.Lease(ctx, store.LeaseParams{Namespace: tc.name, Queues: []string{"cb"}, Max: 1, Duration: time.Minute})
-		if err != nil || len(cb.Tasks) != 1 {
-			t.Fatalf("%s: Lease of the callback = %d tasks, %v", tc.name, len(cb.Tasks), err)
-		}
-		if u := cb.Tasks[0].Upstream; u == nil || *u != tc.want {
-			t.Errorf("%s: callback leased with Upstream %+v, want %+v", tc.name, u, tc.want)
 		}
 	}
 }

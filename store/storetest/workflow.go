@@ -347,7 +347,35 @@ func testFlows(t *testing.T, h Harness) {
 		if got := f.pendingCount("cbq"); got != 1 {
 			t.Fatalf("pending callbacks = %d, want 1", got)
 		}
+		// A store that counts what the callback waited for counted the one
+		// success only (store.Task.Upstream).
+		if u := f.leaseOne("cbq").Upstream; u != nil && *u != (store.Upstream{OK: 1, NoResult: 1}) {
+			t.Errorf("callback leased with Upstream %+v, want {OK:1 NoResult:1} (or none)", *u)
+		}
 		f.check()
+	})
+
+	// A store that gives a released task the counts of the tasks it waited
+	// for (store.Task.Upstream) counts the successes, and those without a
+	// result.
+	t.Run("Upstream", func(t *testing.T) {
+		t.Parallel()
+		f := h.setup(t)
+		a, b, c := input("m", "q"), input("m", "q"), input("m", "q")
+		cb := held("cb", "cbq", a.ID, b.ID, c.ID)
+		f.mustFlow(store.FlowParams{Tasks: []store.TaskInput{a, b, c}, Held: []store.HeldTask{cb}})
+		var outs []store.Outcome
+		for _, tk := range f.lease(store.LeaseParams{Queues: []string{"q"}, Max: 3}) {
+			o := store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}
+			if tk.ID == b.ID {
+				o.Result = []byte("1")
+			}
+			outs = append(outs, o)
+		}
+		f.mustReport(outs...)
+		if u := f.leaseOne("cbq").Upstream; u != nil && *u != (store.Upstream{OK: 3, NoResult: 2}) {
+			t.Errorf("callback leased with Upstream %+v, want {OK:3 NoResult:2} (or none)", *u)
+		}
 	})
 
 	t.Run("CancelPendingMember", func(t *testing.T) {
