@@ -102,6 +102,13 @@ func (e *wfEnv) startWorker(t *testing.T, s store.Store, concurrency int) {
 		t.Fatal(err)
 	}
 	e.counts.register(w)
+	runUntilCleanup(t, w)
+}
+
+// runUntilCleanup runs w until the test ends, then shuts it down and
+// checks that Run returned without an error.
+func runUntilCleanup(t *testing.T, w *Worker) {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() { errc <- w.Run(context.WithoutCancel(t.Context())) }()
 	t.Cleanup(func() {
@@ -652,18 +659,7 @@ func TestChordCallbackReads(t *testing.T) {
 			mu.Unlock()
 			return nil
 		}))
-		errc := make(chan error, 1)
-		go func() { errc <- w.Run(context.WithoutCancel(t.Context())) }()
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-			defer cancel()
-			if err := w.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
-			if err := <-errc; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
+		runUntilCleanup(t, w)
 		group := func(typ string, n int) *Workflow {
 			ms := make([]Step, n)
 			for i := range ms {
