@@ -86,8 +86,9 @@ vet: ## go vet ./...
 # --allow-parallel-runners: golangci-lint refuses to start while another
 # golangci-lint runs on the machine (another clone's `make test`, an editor);
 # its cache is safe to share, so both run.
-lint: tools/golangci-lint ## golangci-lint with .golangci.yml (installs it into bin/ on first use)
+lint: tools/golangci-lint ## golangci-lint with .golangci.yml (installs it into bin/ on first use), the bench module too
 	$(GOLANGCI_LINT) run --allow-parallel-runners ./...
+	cd bench && $(GOLANGCI_LINT) run --allow-parallel-runners ./...
 
 .PHONY: generate
 generate: ## regenerate Go from its sources (the error catalogue and event kinds: server/api/errors.json, events.json)

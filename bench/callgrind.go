@@ -136,7 +136,7 @@ func runCallgrind(pid, dir string) {
 }
 
 func control(pid, op string) {
-	if out, err := exec.Command("callgrind_control", op, pid).CombinedOutput(); err != nil {
+	if out, err := exec.Command("callgrind_control", op, pid).CombinedOutput(); err != nil { //nolint:gosec // G204: the pid is the operator's -callgrind-pid
 		log.Fatalf("callgrind_control %s %s: %v: %s", op, pid, err, out)
 	}
 }
@@ -153,7 +153,7 @@ func dumpTotal(dir, pid string) int64 {
 			newest, at = f, st.ModTime()
 		}
 	}
-	raw := must(os.ReadFile(newest))
+	raw := must(os.ReadFile(newest)) //nolint:gosec // G304: a dump in the operator's -callgrind-dir
 	for _, l := range strings.Split(string(raw), "\n") {
 		if v, ok := strings.CutPrefix(l, "totals: "); ok {
 			return must(strconv.ParseInt(strings.Fields(v)[0], 10, 64))

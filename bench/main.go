@@ -278,7 +278,8 @@ func runKiln() result {
 		var lat latencies
 		w := must(kiln.NewWorker(s, &kiln.WorkerConfig{Concurrency: *concurrency}))
 		w.Handle("ping", kiln.HandlerFunc(func(_ context.Context, t *kiln.Task) error {
-			lat.add(time.Since(base) - time.Duration(binary.BigEndian.Uint64(t.Payload)))
+			sent, _ := binary.Varint(t.Payload)
+			lat.add(time.Since(base) - time.Duration(sent))
 			return nil
 		}))
 		c := must(kiln.NewClient(s, nil))
@@ -286,7 +287,7 @@ func runKiln() result {
 		var wg sync.WaitGroup
 		wg.Go(func() { _ = w.Run(wctx) })
 		steady(func() {
-			p := binary.BigEndian.AppendUint64(nil, uint64(time.Since(base)))
+			p := binary.AppendVarint(nil, int64(time.Since(base)))
 			if _, err := c.Enqueue(ctx, "ping", p, nil); err != nil {
 				log.Fatalf("kiln: enqueue: %v", err)
 			}
@@ -489,13 +490,14 @@ func runAsynq() result {
 		var lat latencies
 		mux := asynq.NewServeMux()
 		mux.HandleFunc("ping", func(_ context.Context, t *asynq.Task) error {
-			lat.add(time.Since(base) - time.Duration(binary.BigEndian.Uint64(t.Payload())))
+			sent, _ := binary.Varint(t.Payload())
+			lat.add(time.Since(base) - time.Duration(sent))
 			return nil
 		})
 		newClient()
 		srv := server(mux)
 		steady(func() {
-			p := binary.BigEndian.AppendUint64(nil, uint64(time.Since(base)))
+			p := binary.AppendVarint(nil, int64(time.Since(base)))
 			if _, err := client.EnqueueContext(ctx, asynq.NewTask("ping", p)); err != nil {
 				log.Fatalf("asynq: enqueue: %v", err)
 			}

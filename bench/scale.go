@@ -179,7 +179,7 @@ func runScale() {
 			pr.redis0 = readRedisMemory(url, "")
 		}
 		log.Printf("scale: %s phase (load average %s)", phase, loadAverage())
-		cmd := exec.Command(self, append(slices.Clone(args), "-scale-phase", phase)...)
+		cmd := exec.Command(self, append(slices.Clone(args), "-scale-phase", phase)...) //nolint:gosec // G204: this program again, with its own arguments
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -506,7 +506,7 @@ func scaleProcess(ctx context.Context, s store.Store, r *phaseResult) {
 
 // procStatusBytes reads a "kB" field (VmHWM, VmRSS) of /proc/PID/status.
 func procStatusBytes(pid, field string) int64 {
-	raw, err := os.ReadFile("/proc/" + pid + "/status")
+	raw, err := os.ReadFile("/proc/" + pid + "/status") //nolint:gosec // G304: a process's status under /proc
 	if err != nil {
 		return 0
 	}
@@ -621,7 +621,7 @@ func startRedis(port int) *redisServer {
 		_ = c.Close()
 		log.Fatalf("scale: something already listens on %s; pick another -redis-port", addr)
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", //nolint:gosec // G204: the operator's -redis-port
 		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--loglevel", "warning")
 	cmd.Stderr = os.Stderr // its log goes to its standard output, discarded
 	if err := cmd.Start(); err != nil {

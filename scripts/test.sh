@@ -91,7 +91,12 @@ lint_line() {
 		return 1
 	}
 	# As `make lint` does (see the Makefile): another golangci-lint may be running.
-	step "lint" ./bin/golangci-lint run --allow-parallel-runners ./...
+	local rc=0
+	step "lint" ./bin/golangci-lint run --allow-parallel-runners ./... || rc=1
+	# The bench module is a module of its own, linted from its folder with
+	# the same .golangci.yml.
+	step "lint (bench module)" sh -c 'cd bench && ../bin/golangci-lint run --allow-parallel-runners ./...' || rc=1
+	return $rc
 }
 
 build_line() {

@@ -95,6 +95,7 @@ func (r rueidisClient) load(ctx context.Context, src string) (string, error) {
 func (r rueidisClient) close() { r.c.Close() }
 
 func addr(b *testing.B) string {
+	b.Helper()
 	u := os.Getenv("KILN_TEST_REDIS_URL")
 	if u == "" {
 		u = "redis://127.0.0.1:6379/0"
@@ -111,9 +112,11 @@ var clients = []struct {
 	open func(b *testing.B) scripter
 }{
 	{"go-redis", func(b *testing.B) scripter {
+		b.Helper()
 		return goRedis{redis.NewClient(&redis.Options{Addr: addr(b), PoolSize: 64})}
 	}},
 	{"rueidis", func(b *testing.B) scripter {
+		b.Helper()
 		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr(b)}, DisableCache: true})
 		if err != nil {
 			b.Fatal(err)
@@ -228,6 +231,7 @@ func fieldOf(v any, name string) string {
 }
 
 func cleanup(b *testing.B) {
+	b.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr(b)})
 	defer func() { _ = c.Close() }()
 	ctx := context.Background()
