@@ -492,10 +492,38 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 		return nil, nil
 	}
 	tag := s.tag(ns)
-	cmds := make([]*redis.SliceCmd, len(ids))
+	// A chord's callback reads thousands of records: the commands' keys
+	// are one string, their arguments one slice, and the field names are
+	// boxed once (HMGet allocates each for every command).
+	var kb strings.Builder
+	kb.Grow(len(ids) * (len(tag) + len(":t:") + 26))
+	for _, id := range ids {
+		kb.WriteString(tag)
+		kb.WriteString(":t:")
+		kb.WriteString(id)
+	}
+	keys := kb.String()
+	boxed := make([]any, len(fields))
+	for j, f := range fields {
+		boxed[j] = f
+	}
+	per := 2 + len(fields)
+	args := make([]any, per*len(ids))
+	cmds := make([]*redis.Cmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		off := 0
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, tag+":t:"+id, fields...)
+			a := args[i*per : (i+1)*per : (i+1)*per]
+			n := len(tag) + len(":t:") + len(id)
+			a[0], a[1] = "hmget", keys[off:off+n]
+			off += n
+			copy(a[2:], boxed)
+			c := redis.NewCmd(ctx, a...)
+			c.SetFirstKeyPos(1) // a cluster client routes by it without asking COMMAND
+			cmds[i] = c
+			if err := p.Process(ctx, c); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -506,7 +534,8 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 	fl := slices.Index(fields, "fl")
 	var members map[string][]*store.Task // flow -> its finished tasks read
 	for i, c := range cmds {
-		t, err := decodeFields(ns, fields, c.Val())
+		vals, _ := c.Val().([]any)
+		t, err := decodeFields(ns, fields, vals)
 		if err != nil {
 			return nil, fmt.Errorf("task %s: %w", ids[i], err)
 		}
@@ -515,7 +544,7 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 		}
 		out[i] = t
 		if t != nil && fl >= 0 && t.State.Terminal() {
-			if f, ok := c.Val()[fl].(string); ok && f != "" {
+			if f, ok := vals[fl].(string); ok && f != "" {
 				if members == nil {
 					members = make(map[string][]*store.Task)
 				}
