@@ -25,7 +25,7 @@ import (
 // Runners made for their tasks (runner.RemoveCgroups), and exits.
 func Main(m *testing.M) {
 	runner.Main()
-	goleak.VerifyTestMain(testenv.BenchMain(m), goleak.IgnoreAnyFunction(runner.SpawnLoopFunc), goleak.Cleanup(func(code int) {
+	goleak.VerifyTestMain(testenv.BenchMain(m), goleak.IgnoreAnyFunction(runner.SpawnLoopFunc), goleak.IgnoreAnyFunction(runner.SandboxHelperFunc), goleak.Cleanup(func(code int) {
 		testenv.RemoveBuilt()
 		runner.RemoveCgroups()
 		os.Exit(code) //nolint:forbidigo // Main is the body of TestMain, which ends the test binary with the tests' exit code

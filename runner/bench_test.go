@@ -29,7 +29,7 @@ const concurrentRuns = 8
 // this machine can give.
 func benchSandboxes(b *testing.B) []Sandbox {
 	out := []Sandbox{SandboxOff}
-	for _, sb := range []Sandbox{SandboxUser, SandboxBwrap} {
+	for _, sb := range []Sandbox{SandboxUser, SandboxBwrap, SandboxNamespaces} {
 		if r, err := New(&Config{Sandbox: sb, WorkDir: testenv.SharedDir(b)}); err == nil && r.Sandbox().Mode == sb {
 			out = append(out, sb)
 		}
@@ -180,6 +180,9 @@ func BenchmarkSandboxCost(b *testing.B) {
 	var runners []*Runner
 	for _, sb := range benchSandboxes(b) {
 		lims := []Limiter{LimiterAuto}
+		if sb == SandboxNamespaces {
+			lims = []Limiter{""}
+		}
 		if sb == SandboxBwrap {
 			lims = []Limiter{LimiterTrampoline, LimiterPtrace}
 		}
@@ -231,6 +234,11 @@ func BenchmarkRunVsRaw(b *testing.B) {
 	}
 	var cases []benchCase
 	for _, sb := range benchSandboxes(b) {
+		if sb == SandboxNamespaces {
+			// The helper sets the limits: no limiter.
+			cases = append(cases, benchCase{sb, "", CgroupAuto})
+			continue
+		}
 		for _, lim := range []Limiter{LimiterPtrace, LimiterTrampoline} {
 			cases = append(cases, benchCase{sb, lim, CgroupAuto})
 			if sb != SandboxBwrap {
@@ -258,6 +266,9 @@ func BenchmarkRunVsRaw(b *testing.B) {
 	}
 	for _, tc := range cases {
 		name := string(tc.sb) + "/" + string(tc.lim)
+		if tc.lim == "" {
+			name = string(tc.sb)
+		}
 		if tc.cg == CgroupOff {
 			name += "/cgroup-off"
 		}
@@ -266,7 +277,7 @@ func BenchmarkRunVsRaw(b *testing.B) {
 			if err != nil || r.Sandbox().Mode != tc.sb || r.Sandbox().Limiter != tc.lim {
 				b.Skipf("sandbox %s, limiter %s: %v", tc.sb, tc.lim, err)
 			}
-			if tc.cg == CgroupAuto && tc.sb != SandboxBwrap && !r.Sandbox().GroupKill {
+			if tc.cg == CgroupAuto && tc.sb != SandboxBwrap && tc.sb != SandboxNamespaces && !r.Sandbox().GroupKill {
 				b.Logf("no group kills here: %s", r.Sandbox().GroupKillNote)
 			}
 			run := func(n int) time.Duration {

@@ -71,6 +71,9 @@ func (r *Runner) resolveCgroup() {
 	case r.bw != nil:
 		r.sb.GroupKillNote = "not needed under bwrap: the sandbox's PID namespace ends every process of the task"
 		return
+	case r.ns != nil:
+		r.sb.GroupKillNote = "not needed under ns: the sandbox's PID namespace ends every process of the task"
+		return
 	}
 	parent := c
 	if c == CgroupAuto {

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	testenv.RemoveBuilt()
 	RemoveCgroups()
 	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreAnyFunction(SpawnLoopFunc)); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction(SpawnLoopFunc), goleak.IgnoreAnyFunction(SandboxHelperFunc)); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}

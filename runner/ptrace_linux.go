@@ -37,6 +37,9 @@ func (r *Runner) resolveLimiter() error {
 	c := &r.cfg
 	why := ""
 	switch {
+	case r.ns != nil:
+		// The helper sets the limits in the task's process.
+		return nil
 	case c.Limiter == LimiterTrampoline:
 		r.sb.Limiter = LimiterTrampoline
 		return nil

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kilnhq/kiln/runner/internal/zygote"
 )
 
 // Defaults of Config.
@@ -54,6 +56,13 @@ const (
 // as long as the process, once a Runner has used LimiterPtrace (or tried
 // it in New).
 const SpawnLoopFunc = "github.com/kilnhq/kiln/runner.spawnLoop"
+
+// SandboxHelperFunc names the function of the goroutine, locked to its
+// thread, that starts SandboxNamespaces' helper process (whose
+// parent-death signal is tied to that thread), for goroutine leak checks
+// in tests, like SpawnLoopFunc: it lives as long as the process once a
+// Runner has tried SandboxNamespaces.
+const SandboxHelperFunc = zygote.KeeperFunc
 
 // Unlimited is the ProcLimits value that leaves a limit as the runner's own.
 const Unlimited = -1
@@ -454,6 +463,7 @@ type Runner struct {
 	cfg Config
 	sb  SandboxState
 	bw  *bwrapSetup // under SandboxBwrap
+	ns  *nsSetup    // under SandboxNamespaces
 	// rlimits are the limits LimiterPtrace sets (nil under the trampoline).
 	rlimits *ptraceRlimits
 	// limitOthers: LimiterPtrace may limit a process of another user

@@ -108,7 +108,7 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 		}
 	}
 	tramp := ""
-	if tr == nil {
+	if tr == nil && r.ns == nil {
 		if tramp, err = r.trampolinePath(); err != nil {
 			return failed(err)
 		}
@@ -189,7 +189,7 @@ func (r *Runner) trampolinePath() (string, error) {
 func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (string, []string, []string, error) {
 	cfg := &r.cfg
 	tdir := dir // the task directory as the program sees it
-	if r.bw != nil {
+	if r.bw != nil || r.ns != nil {
 		tdir = SandboxTaskDir
 	}
 	// Everything in the task directory is the task's user's from its
@@ -520,6 +520,9 @@ func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
+	if r.ns != nil {
+		return r.spawnNS(r.ns, dir, l, logR, logW, pipe)
+	}
 	if l.tr != nil && r.bw != nil {
 		return r.spawnDirect(dir, l, logR, logW, pipe, files)
 	}
@@ -709,9 +712,9 @@ func (r *Runner) exitStatus(res *Result, ps *os.ProcessState, stop Status) {
 	switch {
 	case ws.Exited():
 		res.ExitCode = ws.ExitStatus()
-		if r.bw != nil && res.ExitCode > 128 && res.ExitCode <= 128+maxSignal {
-			// bwrap reports a death by signal N as exit status 128+N, as a
-			// shell does: report the signal.
+		if (r.bw != nil || r.ns != nil) && res.ExitCode > 128 && res.ExitCode <= 128+maxSignal {
+			// bwrap, and the ns sandbox's stage, report a death by signal N
+			// as exit status 128+N, as a shell does: report the signal.
 			res.ExitCode, res.Signal = -1, syscall.Signal(res.ExitCode-128)
 		}
 	case ws.Signaled():
@@ -759,6 +762,9 @@ func handshake(statR *os.File, deadline time.Time) error {
 		errno := syscall.Errno(uint32(buf[2]) | uint32(buf[3])<<8 | uint32(buf[4])<<16 | uint32(buf[5])<<24)
 		if buf[1] == stageExec && (errno == syscall.ENOENT || errno == syscall.ENOTDIR) {
 			return fmt.Errorf("%w: %s: %w", ErrNoProgram, stageNames[buf[1]], errno)
+		}
+		if buf[1] >= stageNamespaces {
+			return fmt.Errorf("%w: %s: %w", ErrSandbox, stageNames[buf[1]], errno)
 		}
 		return fmt.Errorf("%w: %s: %w", ErrStart, stageNames[buf[1]], errno)
 	default:

@@ -24,6 +24,9 @@ func (r *Runner) Run(_ context.Context, _ Spec) (Result, error) {
 // bwrapSetup is Linux-only.
 type bwrapSetup struct{}
 
+// nsSetup is SandboxNamespaces' state, Linux only.
+type nsSetup struct{}
+
 // ptraceRlimits is Linux-only.
 type ptraceRlimits struct{}
 

@@ -42,7 +42,7 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 	if err != nil && cfg.Limiter == LimiterPtrace && cfg.Credential != nil && !limitsOthers() && !injectSupported {
 		t.Skipf("LimiterPtrace with another user needs CAP_SYS_RESOURCE: %v", err)
 	}
-	if err != nil && cfg.Sandbox == SandboxBwrap && errors.Is(err, ErrSandbox) {
+	if err != nil && (cfg.Sandbox == SandboxBwrap || cfg.Sandbox == SandboxNamespaces) && errors.Is(err, ErrSandbox) {
 		testenv.Missing(t, err.Error())
 	}
 	if err != nil {
@@ -71,11 +71,12 @@ func forEachLimiter(t *testing.T, f func(t *testing.T, base Config)) {
 		{"ptrace", Config{Sandbox: SandboxOff, Limiter: LimiterPtrace}},
 		{"bwrap-trampoline", Config{Sandbox: SandboxBwrap, Limiter: LimiterTrampoline}},
 		{"bwrap-ptrace", Config{Sandbox: SandboxBwrap, Limiter: LimiterPtrace}},
+		{"ns", Config{Sandbox: SandboxNamespaces}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			base := c.base
-			if base.Sandbox == SandboxBwrap {
+			if base.Sandbox == SandboxBwrap || base.Sandbox == SandboxNamespaces {
 				base.WorkDir = testenv.SharedDir(t)
 			}
 			f(t, base)
@@ -230,7 +231,7 @@ func shPkg(t testing.TB, script string) string {
 
 // seenDir is the task directory as the program saw it.
 func seenDir(r *Runner, res Result) string {
-	if r.Sandbox().Mode == SandboxBwrap {
+	if m := r.Sandbox().Mode; m == SandboxBwrap || m == SandboxNamespaces {
 		return SandboxTaskDir
 	}
 	return res.TaskDir
@@ -856,10 +857,12 @@ func TestRunStartErrors(t *testing.T) {
 				}
 			}
 		}
-		// A trampoline binary that does not call Main.
-		bad := newRunner(t, Config{Sandbox: base.Sandbox, TrampolinePath: "/bin/true"})
-		if _, err := bad.Run(ctx, Spec{TaskID: "a", Command: []string{"true"}}); !errors.Is(err, ErrNoTrampoline) {
-			t.Errorf("no trampoline: got %v", err)
+		// A trampoline binary that does not call Main (ns has none).
+		if base.Sandbox != SandboxNamespaces {
+			bad := newRunner(t, Config{Sandbox: base.Sandbox, TrampolinePath: "/bin/true"})
+			if _, err := bad.Run(ctx, Spec{TaskID: "a", Command: []string{"true"}}); !errors.Is(err, ErrNoTrampoline) {
+				t.Errorf("no trampoline: got %v", err)
+			}
 		}
 		// A done ctx: not started.
 		cctx, cancel := context.WithCancel(ctx)

@@ -12,10 +12,23 @@ type Sandbox string
 
 // Sandbox modes of Config.Sandbox.
 const (
-	// SandboxAuto, the default, picks the strongest mode that works here:
-	// SandboxBwrap when bubblewrap can create its namespaces, else
-	// SandboxUser when the runner is root, else SandboxOff.
+	// SandboxAuto, the default, picks the strongest mode that works here,
+	// the cheapest first: SandboxNamespaces when the runner is root, this
+	// build has cgo and Config.Limiter and Config.TrampolinePath are not
+	// set; else SandboxBwrap when bubblewrap can create its namespaces;
+	// else SandboxUser when the runner is root; else SandboxOff.
 	SandboxAuto Sandbox = "auto"
+	// SandboxNamespaces gives every task the isolation of SandboxBwrap —
+	// its own PID, IPC and mount namespaces, the root file system
+	// read-only, private /tmp, /var/tmp and /dev/shm, a minimal /dev,
+	// Config.Hide absent, the task directory the only writable folder of
+	// the host, at SandboxTaskDir, another user than root — set up by the
+	// runner's own resident helper process, which forks each task into
+	// fresh namespaces: no bubblewrap, no trampoline, one exec per task.
+	// The helper sets the limits itself; Config.Limiter does not apply.
+	// It needs a root runner and a build with cgo on Linux; New fails
+	// without them or when a trial task fails.
+	SandboxNamespaces Sandbox = "ns"
 	// SandboxBwrap runs every task inside bubblewrap (bwrap): its own PID,
 	// IPC and mount namespaces, the root file system read-only, private
 	// /tmp, /var/tmp and /dev/shm, Config.Hide absent, the task directory
@@ -35,8 +48,9 @@ const (
 )
 
 // SandboxTaskDir is where a task finds its task directory inside the bwrap
-// sandbox: its -d argument, TASK_DIR, HOME and working directory. Without
-// bwrap the task sees the directory at its real path (Result.TaskDir).
+// and ns sandboxes: its -d argument, TASK_DIR, HOME and working directory.
+// Without them the task sees the directory at its real path
+// (Result.TaskDir).
 const SandboxTaskDir = "/tmp/task"
 
 // NobodyID is the user and group id a task runs as under SandboxUser and a
@@ -44,12 +58,13 @@ const SandboxTaskDir = "/tmp/task"
 // one (Debian's nobody and nogroup).
 const NobodyID = 65534
 
-var sandboxModes = []Sandbox{SandboxAuto, SandboxBwrap, SandboxUser, SandboxOff}
+var sandboxModes = []Sandbox{SandboxAuto, SandboxNamespaces, SandboxBwrap, SandboxUser, SandboxOff}
 
-// ParseSandbox returns the Sandbox that s names: auto, bwrap, user or off.
+// ParseSandbox returns the Sandbox that s names: auto, ns, bwrap, user or
+// off.
 func ParseSandbox(s string) (Sandbox, error) {
 	if !slices.Contains(sandboxModes, Sandbox(s)) {
-		return "", fmt.Errorf("%w: sandbox %q: want auto, bwrap, user or off", ErrInvalidSpec, s)
+		return "", fmt.Errorf("%w: sandbox %q: want auto, ns, bwrap, user or off", ErrInvalidSpec, s)
 	}
 	return Sandbox(s), nil
 }
@@ -57,7 +72,8 @@ func ParseSandbox(s string) (Sandbox, error) {
 // SandboxState is the protection a Runner gives its tasks, resolved by New
 // from Config.Sandbox.
 type SandboxState struct {
-	// Mode is SandboxBwrap, SandboxUser or SandboxOff, never SandboxAuto.
+	// Mode is SandboxNamespaces, SandboxBwrap, SandboxUser or SandboxOff,
+	// never SandboxAuto.
 	Mode Sandbox
 	// SwitchUser is true when tasks run as another user than the runner's
 	// (a root runner under SandboxUser or SandboxBwrap): Spec.Credential,
@@ -67,7 +83,8 @@ type SandboxState struct {
 	// did not pick bwrap, or that tasks run as root.
 	Note string
 	// Limiter is how the limits are applied: LimiterPtrace or
-	// LimiterTrampoline, never LimiterAuto.
+	// LimiterTrampoline, never LimiterAuto; "" under SandboxNamespaces,
+	// whose helper sets them in the task's process before its exec.
 	Limiter Limiter
 	// Under SandboxBwrap, LimiterPtrace means bwrap itself is stopped at
 	// its exec and limited, and runs as the task's user in a user

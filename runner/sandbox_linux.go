@@ -65,6 +65,17 @@ const probeTimeout = 30 * time.Second
 func (r *Runner) resolveSandbox() error {
 	c := &r.cfg
 	root := os.Geteuid() == 0
+	if c.Sandbox == SandboxNamespaces || (c.Sandbox == SandboxAuto && root && c.Limiter == LimiterAuto && c.TrampolinePath == "") {
+		ns, err := r.setupNS(root)
+		if err == nil {
+			r.ns = ns
+			r.sb = SandboxState{Mode: SandboxNamespaces, SwitchUser: true}
+			return nil
+		}
+		if c.Sandbox == SandboxNamespaces {
+			return fmt.Errorf("%w: sandbox ns: %w", ErrSandbox, err)
+		}
+	}
 	var notBwrap string
 	if c.Sandbox == SandboxAuto || c.Sandbox == SandboxBwrap {
 		bw, err := r.setupBwrap(root)

@@ -81,6 +81,9 @@ var probeNames = func() []string {
 	return out
 }()
 
+// isolating are the modes that give a task namespaces of its own.
+var isolating = []Sandbox{SandboxBwrap, SandboxNamespaces}
+
 // sandboxRunner returns a Runner of cfg whose Sandbox must be in force, or
 // skips (see testenv.Missing) when this machine cannot give it.
 func sandboxRunner(t testing.TB, cfg Config) *Runner {
@@ -310,7 +313,7 @@ func (h *probeHost) probe(t *testing.T, r *Runner, cred *syscall.Credential) map
 	if tmp := got["tmpfile"]; tmp != "" {
 		if _, err := os.Stat(tmp); err == nil {
 			_ = os.Remove(tmp)
-			if r.Sandbox().Mode == SandboxBwrap {
+			if m := r.Sandbox().Mode; m == SandboxBwrap || m == SandboxNamespaces {
 				t.Errorf("the task's %s appeared in the host's /tmp", tmp)
 			}
 		}
@@ -366,13 +369,18 @@ func wantVerdicts(t *testing.T, got map[string]string, skip ...string) {
 // exec (LimiterPtrace, as the task's user).
 func TestSandboxBwrapProbe(t *testing.T) { //nolint:paralleltest // the probes watch the process for SIGTERM (catchTERM), which the breach probe sends: alone, so that one's signal is not counted as another's breach
 	for _, tc := range []struct {
+		mode Sandbox
 		same bool
 		lim  Limiter
-	}{{false, LimiterTrampoline}, {true, LimiterTrampoline}, {false, LimiterPtrace}, {true, LimiterPtrace}} {
+	}{
+		{SandboxBwrap, false, LimiterTrampoline}, {SandboxBwrap, true, LimiterTrampoline},
+		{SandboxBwrap, false, LimiterPtrace}, {SandboxBwrap, true, LimiterPtrace},
+		{SandboxNamespaces, false, ""}, {SandboxNamespaces, true, ""},
+	} {
 		same := tc.same
-		t.Run(fmt.Sprintf("%s/same-user=%v", tc.lim, same), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%s/same-user=%v", tc.mode, tc.lim, same), func(t *testing.T) {
 			h := newProbeHost(t, true)
-			r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, Limiter: tc.lim, WorkDir: h.work, Hide: []string{h.data, h.packages, h.hidden}})
+			r := sandboxRunner(t, Config{Sandbox: tc.mode, Limiter: tc.lim, WorkDir: h.work, Hide: []string{h.data, h.packages, h.hidden}})
 			if r.Sandbox().Limiter != tc.lim {
 				t.Fatalf("limiter %s, want %s", r.Sandbox().Limiter, tc.lim)
 			}
@@ -469,28 +477,38 @@ func TestSandboxUserProbe(t *testing.T) { //nolint:paralleltest // the probes wa
 // entirely after a timeout: the sandbox's PID namespace ends with it.
 func TestSandboxBwrapTimeoutKillsEverything(t *testing.T) {
 	t.Parallel()
-	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap})
-	marker := fmt.Sprintf("1000.%d", time.Now().UnixNano()%1e6+1)
-	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "setsid sleep "+marker+" & sleep "+marker+" & echo ready; wait"),
-		Runtime: "sh", File: "run.sh", Timeout: 300 * time.Millisecond})
-	if res.Status != StatusTimeout {
-		t.Fatalf("result %+v", res)
+	for _, mode := range isolating {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			r := sandboxRunner(t, Config{Sandbox: mode})
+			marker := fmt.Sprintf("1000.%d", time.Now().UnixNano()%1e6+1)
+			res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "setsid sleep "+marker+" & sleep "+marker+" & echo ready; wait"),
+				Runtime: "sh", File: "run.sh", Timeout: 300 * time.Millisecond})
+			if res.Status != StatusTimeout {
+				t.Fatalf("result %+v", res)
+			}
+			testenv.Eventually(t, "the task's processes to end", func() bool { return len(procsWithArg(t, marker)) == 0 })
+		})
 	}
-	testenv.Eventually(t, "the task's processes to end", func() bool { return len(procsWithArg(t, marker)) == 0 })
 }
 
 // The program gets SIGTERM at a timeout and its handler runs (bwrap, which
 // would die of it at once, is not signalled).
 func TestSandboxBwrapGracefulTerm(t *testing.T) {
 	t.Parallel()
-	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, KillGrace: testenv.WaitLimit})
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	log := &lineWatcher{want: "ready", fn: func(string) { cancel(errors.New("stop")) }}
-	res := run(ctx, t, r, Spec{PackageDir: shPkg(t, `trap 'echo cleaned up; exit 3' TERM; echo ready; sleep 1000 & wait`),
-		Runtime: "sh", File: "run.sh", Log: log})
-	if res.Status != StatusCancelled || res.ExitCode != 3 || !strings.Contains(log.String(), "cleaned up") {
-		t.Fatalf("result %+v; log %q", res, log.String())
+	for _, mode := range isolating {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			r := sandboxRunner(t, Config{Sandbox: mode, KillGrace: testenv.WaitLimit})
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			log := &lineWatcher{want: "ready", fn: func(string) { cancel(errors.New("stop")) }}
+			res := run(ctx, t, r, Spec{PackageDir: shPkg(t, `trap 'echo cleaned up; exit 3' TERM; echo ready; sleep 1000 & wait`),
+				Runtime: "sh", File: "run.sh", Log: log})
+			if res.Status != StatusCancelled || res.ExitCode != 3 || !strings.Contains(log.String(), "cleaned up") {
+				t.Fatalf("result %+v; log %q", res, log.String())
+			}
+		})
 	}
 }
 
@@ -498,10 +516,15 @@ func TestSandboxBwrapGracefulTerm(t *testing.T) {
 // exits 128+N).
 func TestSandboxBwrapSignalStatus(t *testing.T) {
 	t.Parallel()
-	r := sandboxRunner(t, Config{Sandbox: SandboxBwrap})
-	res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "kill -KILL $$"), Runtime: "sh", File: "run.sh"})
-	if res.Status != StatusError || res.Signal != syscall.SIGKILL || res.ExitCode != -1 || res.Msg != "killed by signal: killed" {
-		t.Fatalf("result %+v", res)
+	for _, mode := range isolating {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			r := sandboxRunner(t, Config{Sandbox: mode})
+			res := run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "kill -KILL $$"), Runtime: "sh", File: "run.sh"})
+			if res.Status != StatusError || res.Signal != syscall.SIGKILL || res.ExitCode != -1 || res.Msg != "killed by signal: killed" {
+				t.Fatalf("result %+v", res)
+			}
+		})
 	}
 }
 
@@ -526,14 +549,16 @@ func TestSandboxBwrapNetwork(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	script := fmt.Sprintf("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), 5)\n    print('connected')\nexcept OSError as e:\n    print('refused', e)\n", port)
 	for _, isolate := range []bool{false, true} {
-		r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, IsolateNetwork: isolate})
-		var log syncBuffer
-		res := run(context.Background(), t, r, Spec{PackageDir: pkgDir(t, entry{name: "net.py", data: []byte(script)}), Runtime: "python", File: "net.py", Log: &log})
-		if res.Status != StatusComplete {
-			t.Fatalf("result %+v; log %q", res, log.String())
-		}
-		if connected := strings.HasPrefix(log.String(), "connected"); connected == isolate {
-			t.Errorf("IsolateNetwork %v: %q", isolate, log.String())
+		for _, mode := range isolating {
+			r := sandboxRunner(t, Config{Sandbox: mode, IsolateNetwork: isolate})
+			var log syncBuffer
+			res := run(context.Background(), t, r, Spec{PackageDir: pkgDir(t, entry{name: "net.py", data: []byte(script)}), Runtime: "python", File: "net.py", Log: &log})
+			if res.Status != StatusComplete {
+				t.Fatalf("result %+v; log %q", res, log.String())
+			}
+			if connected := strings.HasPrefix(log.String(), "connected"); connected == isolate {
+				t.Errorf("%s, IsolateNetwork %v: %q", mode, isolate, log.String())
+			}
 		}
 	}
 }
@@ -554,7 +579,9 @@ func TestSandboxUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrSandbox) || !strings.Contains(err.Error(), "bwrap is not installed") {
 		t.Errorf("no bwrap in Path: %v", err)
 	}
-	r, err := New(&Config{Sandbox: SandboxAuto, BwrapPath: "/bin/false", WorkDir: testenv.SharedDir(t)})
+	// An explicit limiter keeps auto away from ns, whose helper sets the
+	// limits itself.
+	r, err := New(&Config{Sandbox: SandboxAuto, Limiter: LimiterTrampoline, BwrapPath: "/bin/false", WorkDir: testenv.SharedDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,10 +640,14 @@ func TestSandboxUserRules(t *testing.T) {
 // Also the task's user, no_new_privs and an empty signal mask.
 func TestSandboxBwrapLimits(t *testing.T) {
 	t.Parallel()
-	for _, lim := range []Limiter{LimiterTrampoline, LimiterPtrace} {
-		t.Run(string(lim), func(t *testing.T) {
+	for _, tc := range []struct {
+		mode Sandbox
+		lim  Limiter
+	}{{SandboxBwrap, LimiterTrampoline}, {SandboxBwrap, LimiterPtrace}, {SandboxNamespaces, ""}} {
+		lim := tc.lim
+		t.Run(string(tc.mode)+"/"+string(lim), func(t *testing.T) {
 			t.Parallel()
-			r := sandboxRunner(t, Config{Sandbox: SandboxBwrap, Limiter: lim, WorkDir: testenv.SharedDir(t),
+			r := sandboxRunner(t, Config{Sandbox: tc.mode, Limiter: lim, WorkDir: testenv.SharedDir(t),
 				Limits: ProcLimits{Memory: 300 << 20, AddressSpace: 3 << 30, CPUTime: 77 * time.Second, OpenFiles: 123, Processes: 456, FileSize: 5 << 20}})
 			if r.Sandbox().Limiter != lim {
 				t.Fatalf("limiter %s, want %s", r.Sandbox().Limiter, lim)

@@ -36,6 +36,15 @@ const (
 	stageSetuid
 	stageNoNewPrivs
 	stageExec
+	// The stages of SandboxNamespaces' helper (runner/internal/zygote),
+	// which numbers them alike; from stageNamespaces on they are the
+	// sandbox's own.
+	stageNamespaces
+	stageMount
+	stageFork
+	stageChdir
+	stageNetwork
+	stageStdin
 )
 
 var stageNames = map[byte]string{
@@ -48,6 +57,12 @@ var stageNames = map[byte]string{
 	stageSetuid:     "set the user id",
 	stageNoNewPrivs: "set no_new_privs",
 	stageExec:       "exec the program",
+	stageNamespaces: "create the sandbox's namespaces",
+	stageMount:      "mount the sandbox's files",
+	stageFork:       "start the sandbox's processes",
+	stageChdir:      "enter the task directory",
+	stageNetwork:    "bring up the sandbox's loopback",
+	stageStdin:      "set up the standard descriptors",
 }
 
 // mainCalled records that Main ran in this process, so the running binary

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(runMainEnv) == "1" {
 		main() // exits
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(runner.SandboxHelperFunc))
 }
 
 func TestRun(t *testing.T) {

@@ -117,7 +117,7 @@ func TestServerSandbox(t *testing.T) {
 			t.Errorf("probe: %s", strings.TrimSpace(line))
 		}
 	}
-	if !strings.Contains(logs.String(), "code package sandbox") || !strings.Contains(logs.String(), "mode=bwrap") || !strings.Contains(logs.String(), "group_kill=false") {
+	if !strings.Contains(logs.String(), "code package sandbox") || (!strings.Contains(logs.String(), "mode=ns") && !strings.Contains(logs.String(), "mode=bwrap")) || !strings.Contains(logs.String(), "group_kill=false") {
 		t.Errorf("the server did not log its sandbox; its log:\n%s", logs.String())
 	}
 

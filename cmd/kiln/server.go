@@ -231,11 +231,11 @@ func (o *serverOptions) settings() []setting {
 		}},
 		{"runner-concurrency", "how many code package tasks run at once", strconv.Itoa(hosted.ConcurrencyDefault), positiveInt(&o.runnerConcurrency)},
 		{"runner-dir", "where the runner unpacks packages and runs tasks (default: <data>/runner)", "", str(&o.runnerDir)},
-		{"sandbox", "how tasks are isolated: auto, bwrap, user or off (docs/sandbox.md)", string(runner.SandboxAuto), func(v string) error {
+		{"sandbox", "how tasks are isolated: auto, ns, bwrap, user or off (docs/sandbox.md)", string(runner.SandboxAuto), func(v string) error {
 			sb, err := runner.ParseSandbox(v)
 			o.sandbox = sb
 			if err != nil {
-				return errors.New("want auto, bwrap, user or off")
+				return errors.New("want auto, ns, bwrap, user or off")
 			}
 			return nil
 		}},

@@ -56,6 +56,35 @@ func (m *CPUMeter) Used() time.Duration {
 	return sum(&self) + sum(&children)
 }
 
+// children returns the pids of the running children of process pid.
+func children(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		k, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // cgroupUsage reads usage_usec from a cgroup's cpu.stat.
 func cgroupUsage(stat string) (time.Duration, bool) {
 	b, err := os.ReadFile(stat) //nolint:gosec // G304: a cgroup's cpu.stat
@@ -88,8 +117,17 @@ func NewCPUMeter(tb testing.TB) *CPUMeter {
 		_ = os.Remove(dir)
 		return &CPUMeter{}
 	}
+	// Resident children started before the meter (the runner's sandbox
+	// helper, whose forks run the tasks) join it too: a process's cgroup
+	// is inherited from the process that forks it.
+	kids := children(os.Getpid())
+	for _, k := range kids {
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(k)), 0o644) //nolint:gosec // G306: a cgroup file
+	}
 	tb.Cleanup(func() {
-		_ = os.WriteFile(filepath.Join(parent, "cgroup.procs"), pid, 0o644) //nolint:gosec // G306: a cgroup file
+		for _, k := range append(kids, os.Getpid()) {
+			_ = os.WriteFile(filepath.Join(parent, "cgroup.procs"), []byte(strconv.Itoa(k)), 0o644) //nolint:gosec // G306: a cgroup file
+		}
 		_ = os.Remove(dir)
 	})
 	return &CPUMeter{stat: filepath.Join(dir, "cpu.stat"),

@@ -90,8 +90,13 @@ func BenchmarkHostedVsRaw(b *testing.B) {
 		{runner.SandboxOff, runner.LimiterPtrace}, {runner.SandboxOff, runner.LimiterTrampoline},
 		{runner.SandboxUser, runner.LimiterPtrace}, {runner.SandboxUser, runner.LimiterTrampoline},
 		{runner.SandboxBwrap, runner.LimiterPtrace}, {runner.SandboxBwrap, runner.LimiterTrampoline},
+		{runner.SandboxNamespaces, ""}, // the helper sets the limits
 	} {
-		b.Run(string(sc.sb)+"/"+string(sc.lim), func(b *testing.B) {
+		name := string(sc.sb) + "/" + string(sc.lim)
+		if sc.lim == "" {
+			name = string(sc.sb)
+		}
+		b.Run(name, func(b *testing.B) {
 			rc := runner.Config{Sandbox: sc.sb, Limiter: sc.lim}
 			probe := rc
 			probe.WorkDir = testenv.SharedDir(b)
