@@ -118,7 +118,7 @@ func TestSpawnRunsSandboxed(t *testing.T) {
 	h := helper(t)
 	dir := taskDir(t)
 	hidden := taskDir(t) // outside /tmp, which is private anyway
-	script := `echo "uid=$(id -u) gid=$(id -g) pid=$$ cwd=$(pwd) nnp=$(grep NoNewPrivs /proc/self/status | cut -f2)"
+	script := `echo "uid=$(id -u) gid=$(id -g) pid=$$ cwd=$(pwd) nnp=$(grep NoNewPrivs /proc/self/status | cut -f2) sockets=$(ls -l /proc/$$/fd | grep -c socket)"
 cat /tmp/task/in
 echo out > /tmp/task/out
 touch /etc/kiln-zygote-probe 2>/dev/null && echo WROTE-ETC
@@ -136,7 +136,8 @@ exit 7`
 	if !s.status.Exited() || s.status.ExitStatus() != 7 {
 		t.Errorf("status %v, want exit 7; log %q", s.status, s.log)
 	}
-	want := "uid=65534 gid=65534 pid=2 cwd=/tmp/task nnp=1\nfrom the host\n"
+	// No descriptor of the helper's (its socket above all) reaches a task.
+	want := "uid=65534 gid=65534 pid=2 cwd=/tmp/task nnp=1 sockets=0\nfrom the host\n"
 	if s.log != want {
 		t.Errorf("log %q, want %q", s.log, want)
 	}
