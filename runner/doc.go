@@ -33,6 +33,16 @@
 // from other tasks; New resolves it and Runner.Sandbox says what is in
 // force. docs/sandbox.md has the full account, including a table per mode.
 //
+// SandboxNamespaces gives each task SandboxBwrap's isolation (below)
+// without bubblewrap: a resident helper process, the runner's own binary
+// started once (runner/internal/zygote: C run before the Go runtime, so
+// one thread that may fork), forks each task's pid 1 into new PID, mount
+// and IPC namespaces (and a network one with Config.IsolateNetwork) as a
+// child of the runner (CLONE_PARENT); pid 1 builds the same mount view and
+// starts the program, which sets its own limits, user and no_new_privs
+// before its exec. One exec per task, no trampoline, no bwrap: it needs a
+// root runner and a build with cgo.
+//
 // SandboxBwrap runs the trampoline and the program inside bubblewrap
 // (bwrap, found in Config.Path): a PID namespace of their own (the runner
 // and other tasks cannot be seen, read through /proc or signalled), an IPC
@@ -50,7 +60,9 @@
 // Config.Credential, else NobodyID, never as uid or gid 0, with its task
 // directory owned by that user (mode 0700); no namespaces.
 //
-// SandboxAuto picks bwrap when a trial run of it works, else user when the
+// SandboxAuto picks ns for a root runner built with cgo whose
+// Config.Limiter and Config.TrampolinePath are unset, when a trial task
+// works; else bwrap when a trial run of it works, else user when the
 // runner is root (a root runner never runs a task as root), else off;
 // SandboxState.Note says why. An explicit mode that cannot work is an error
 // of New wrapping ErrSandbox.

@@ -69,14 +69,16 @@ and, unless --runner=false, runs the tasks of uploaded code packages itself,
 --runner-dir (default <data>/runner).
 
 --sandbox says how tasks are kept away from the server and from each other
-(docs/sandbox.md): auto (the default) uses bubblewrap when it works here
-(namespaces: the task sees neither the server's processes nor its data
-folder, store, config file or runner folder), and when the server runs as
-root always runs each project's tasks as a user of its own
-(--sandbox-uid-base + n, one of --sandbox-uid-count), never as root; bwrap
-and user insist on one protection (the server does not start without it);
-off runs tasks as the server's user. --sandbox-network=false gives tasks
-in the bwrap sandbox no network. --sandbox-limits says how the resource
+(docs/sandbox.md): auto (the default) gives each task namespaces of its
+own where it can (the task sees neither the server's processes nor its
+data folder, store, config file or runner folder) — ns, the server's own
+resident sandbox helper, when the server runs as root, else bubblewrap
+when it works here — and when the server runs as root always runs each
+project's tasks as a user of its own (--sandbox-uid-base + n, one of
+--sandbox-uid-count), never as root; ns, bwrap and user insist on one
+protection (the server does not start without it); off runs tasks as the
+server's user. --sandbox-network=false gives tasks in the ns and bwrap
+sandboxes no network. --sandbox-limits says how the resource
 limits reach a task's program (docs/decisions/003-runner-limits.md): auto
 (the default) stops the program at its exec to limit it (ptrace) where that
 works and bwrap is not used, else re-executes the server as a trampoline;
