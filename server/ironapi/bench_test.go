@@ -122,7 +122,7 @@ func BenchmarkHostedStartLatency(b *testing.B) {
 	for _, sc := range []struct {
 		code string
 		sb   runner.Sandbox
-	}{{"sh", runner.SandboxAuto}, {"go", runner.SandboxAuto}, {"go", runner.SandboxOff}, {"go", runner.SandboxUser}, {"go", runner.SandboxBwrap}} {
+	}{{"sh", runner.SandboxAuto}, {"go", runner.SandboxAuto}, {"go", runner.SandboxOff}, {"go", runner.SandboxUser}, {"go", runner.SandboxBwrap}, {"go", runner.SandboxNamespaces}} {
 		code := sc.code
 		b.Run(code+"/"+string(sc.sb), func(b *testing.B) {
 			if r, err := runner.New(&runner.Config{Sandbox: sc.sb, WorkDir: testenv.SharedDir(b)}); err != nil {
