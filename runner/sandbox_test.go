@@ -765,3 +765,34 @@ func TestSandboxBwrapSetuidKeepsTrampoline(t *testing.T) {
 		t.Errorf("explicit ptrace with a set-user-id bwrap: %v", err)
 	}
 }
+
+// The ns sandbox's helper, killed between tasks (the OOM killer, an
+// operator), is started again by the next task, which runs.
+func TestSandboxNSHelperRestarts(t *testing.T) { //nolint:paralleltest // it kills the process-wide helper that the other ns tests share
+	r := sandboxRunner(t, Config{Sandbox: SandboxNamespaces, WorkDir: testenv.SharedDir(t)})
+	runEcho := func() {
+		t.Helper()
+		var log syncBuffer
+		res := run(context.Background(), t, r, Spec{TaskID: "restart", Command: []string{"echo", "ran"}, Log: &log})
+		if res.Status != StatusComplete || !strings.HasPrefix(log.String(), "ran ") {
+			t.Fatalf("result %+v; log %q", res, log.String())
+		}
+	}
+	runEcho()
+	h, err := sandboxHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := h.Pid()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	runEcho()
+	h, err = sandboxHelper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Pid() == old {
+		t.Errorf("the helper %d was not replaced", old)
+	}
+}

@@ -13,6 +13,9 @@ func Start() (*Helper, error) { return nil, ErrUnsupported }
 // Spawn fails off Linux.
 func (h *Helper) Spawn(_ []byte, _, _, _ *os.File) (int, error) { return 0, ErrUnsupported }
 
+// Pid is 0 off Linux.
+func (h *Helper) Pid() int { return 0 }
+
 // Alive is false off Linux.
 func (h *Helper) Alive() bool { return false }
 

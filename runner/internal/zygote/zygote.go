@@ -131,6 +131,9 @@ func (h *Helper) Spawn(request []byte, log, stat, info *os.File) (int, error) {
 	return int(v), nil
 }
 
+// Pid returns the helper's process id.
+func (h *Helper) Pid() int { return h.cmd.Process.Pid }
+
 // Alive reports whether the helper can still take requests.
 func (h *Helper) Alive() bool {
 	h.mu.Lock()
