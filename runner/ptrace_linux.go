@@ -38,7 +38,7 @@ func (r *Runner) resolveLimiter() error {
 	why := ""
 	switch {
 	case r.ns != nil:
-		// The helper sets the limits in the task's process.
+		r.sb.LimiterNote = "set by the task's own process before its exec (the ns sandbox)"
 		return nil
 	case c.Limiter == LimiterTrampoline:
 		r.sb.Limiter = LimiterTrampoline
