@@ -508,11 +508,42 @@ __attribute__((constructor)) static void kz_ctor(int argc, char **argv, char **e
 	kz_main();
 	_exit(0);
 }
+// kz_parse_only parses a request, for the fuzz test: 0 or -errno.
+static int kz_parse_only(const char *in, size_t len) {
+	char *buf = malloc(len ? len : 1);
+	if (buf == NULL)
+		return -ENOMEM;
+	memcpy(buf, in, len);
+	struct kz_req q;
+	memset(&q, 0, sizeof q);
+	int err = kz_parse(&q, buf, len);
+	kz_free(&q);
+	free(buf);
+	return err;
+}
 */
 import "C"
+
+import (
+	"syscall"
+	"unsafe"
+)
 
 // Supported reports whether this build has the helper: it needs cgo.
 const Supported = true
 
 // arg0 is the helper's argv[0], which its constructor looks for.
 const arg0 = C.KZ_ARG0
+
+// parse runs the helper's request parser on b (for tests): nil, or the
+// errno it refuses it with.
+func parse(b []byte) error {
+	var p *C.char
+	if len(b) > 0 {
+		p = (*C.char)(unsafe.Pointer(&b[0]))
+	}
+	if rc := C.kz_parse_only(p, C.size_t(len(b))); rc != 0 {
+		return syscall.Errno(-rc)
+	}
+	return nil
+}
