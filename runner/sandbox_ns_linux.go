@@ -32,7 +32,7 @@ var (
 	nsHelper   *zygote.Helper
 )
 
-// helper returns the running helper, starting one if there is none.
+// sandboxHelper returns the running helper, starting one if there is none.
 func sandboxHelper() (*zygote.Helper, error) {
 	nsHelperMu.Lock()
 	defer nsHelperMu.Unlock()
@@ -80,7 +80,8 @@ func (r *Runner) probeNS(ns *nsSetup) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp(r.workDir(), "kiln-ns-probe-")
+	// Any folder will do (the work folder may not exist yet).
+	dir, err := os.MkdirTemp("", "kiln-ns-probe-")
 	if err != nil {
 		return err
 	}
