@@ -65,6 +65,8 @@ const probeTimeout = 30 * time.Second
 func (r *Runner) resolveSandbox() error {
 	c := &r.cfg
 	root := os.Geteuid() == 0
+	// Why auto did not pick ns, for a root runner (which it would suit).
+	var notNS string
 	if c.Sandbox == SandboxNamespaces || (c.Sandbox == SandboxAuto && root && c.Limiter == LimiterAuto && c.TrampolinePath == "") {
 		ns, err := r.setupNS(root)
 		if err == nil {
@@ -75,13 +77,14 @@ func (r *Runner) resolveSandbox() error {
 		if c.Sandbox == SandboxNamespaces {
 			return fmt.Errorf("%w: sandbox ns: %w", ErrSandbox, err)
 		}
+		notNS = "ns unusable: " + err.Error()
 	}
 	var notBwrap string
 	if c.Sandbox == SandboxAuto || c.Sandbox == SandboxBwrap {
 		bw, err := r.setupBwrap(root)
 		if err == nil {
 			r.bw = bw
-			r.sb = SandboxState{Mode: SandboxBwrap, SwitchUser: root}
+			r.sb = SandboxState{Mode: SandboxBwrap, SwitchUser: root, Note: notNS}
 			if !root {
 				r.sb.Note = "the runner is not root: tasks run as its user, in a user namespace"
 			}
@@ -90,7 +93,7 @@ func (r *Runner) resolveSandbox() error {
 		if c.Sandbox == SandboxBwrap {
 			return fmt.Errorf("%w: sandbox bwrap: %w", ErrSandbox, err)
 		}
-		notBwrap = "bwrap unusable: " + err.Error()
+		notBwrap = strings.TrimPrefix(notNS+"; bwrap unusable: "+err.Error(), "; ")
 	}
 	if c.Sandbox == SandboxUser || (c.Sandbox == SandboxAuto && root) {
 		if !root {

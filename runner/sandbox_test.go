@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/runner/internal/zygote"
 )
 
 // The sandbox's claims, each tried from inside a task by this script. A
@@ -592,6 +593,17 @@ func TestSandboxUnavailable(t *testing.T) {
 	}
 	if st.Mode != want || st.SwitchUser != (want == SandboxUser) || !strings.Contains(st.Note, "bwrap unusable") {
 		t.Errorf("auto without a working bwrap: %+v", st)
+	}
+	// A root runner whose ns sandbox cannot work (no "true" in Path for
+	// its trial task, nor bwrap) says why it is not used.
+	if os.Geteuid() == 0 && zygote.Supported {
+		r, err := New(&Config{Sandbox: SandboxAuto, Path: "/nonexistent", WorkDir: testenv.SharedDir(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := r.Sandbox(); st.Mode != SandboxUser || !strings.Contains(st.Note, "ns unusable: ") || !strings.Contains(st.Note, "; bwrap unusable: ") {
+			t.Errorf("auto without ns or bwrap: %+v", st)
+		}
 	}
 	if _, err := New(&Config{Sandbox: "docker"}); !errors.Is(err, ErrInvalidSpec) {
 		t.Errorf("unknown sandbox: %v", err)
