@@ -62,6 +62,9 @@ func runWorkerChild() error {
 	}
 	s, err := Open(ctx, os.Getenv(testenv.RedisEnv), &Config{Prefix: os.Getenv(envPrefix)})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a graceful stop, not a failure
+		}
 		return err
 	}
 	defer func() { _ = s.Close() }()
@@ -231,4 +234,21 @@ func TestMultiProcessKill(t *testing.T) {
 		t.Errorf("%s %s: %s", f.What, f.Task, f.Detail)
 	}
 	t.Logf("%d tasks, %d workers started, %d killed, %d extra runs (all after a kill)", mpTasks, started, kills, r.ExtraRuns)
+}
+
+// A worker child stopped (SIGTERM) right after it said it was ready, while
+// it may still be opening the store, exits cleanly: a stop during start-up
+// is a graceful stop (TestMultiProcessKill stops the workers it has just
+// started when the last task succeeds).
+func TestWorkerChildStopDuringStart(t *testing.T) {
+	testenv.RedisURL(t)
+	t.Parallel()
+	dir := t.TempDir()
+	for i := range 5 {
+		p := chaos.Start(t, chaos.Cmd{Name: fmt.Sprintf("early-%d", i), Ready: filepath.Join(dir, fmt.Sprintf("ready-%d", i)),
+			Env: []string{envChild + "=worker", envRun + "=" + runToken, envPrefix + "=" + newPrefix(), envRunLog + "=" + dir}})
+		if err := p.Stop(syscall.SIGTERM); err != nil {
+			t.Errorf("worker %d stopped during its start: %v", p.Pid(), err)
+		}
+	}
 }

@@ -114,6 +114,9 @@ func workerRole() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := remote.Open(ctx, os.Getenv(mpURLEnv), &remote.Config{Project: mpProject, WorkerSecret: os.Getenv(mpSecret), Logger: log})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a graceful stop, not a failure
+		}
 		return err
 	}
 	defer func() { _ = s.Close() }()
