@@ -330,17 +330,19 @@ func lookPath(name, pathList string) (string, error) {
 	return "", fmt.Errorf("%w: %q is not in %s", ErrNoProgram, name, pathList)
 }
 
-func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampolineSpec {
+// rlimitValues returns Config.Limits in rlimitOrder, CPU time in whole
+// seconds (rounded up); Unlimited leaves a limit alone.
+func (r *Runner) rlimitValues() [len(rlimitOrder)]int64 {
 	l := r.cfg.Limits
 	cpu := int64(Unlimited)
 	if l.CPUTime > 0 {
 		cpu = int64((l.CPUTime + time.Second - 1) / time.Second)
 	}
-	t := trampolineSpec{
-		limits: [len(rlimitOrder)]int64{cpu, l.OpenFiles, l.Processes, l.FileSize, l.Memory, l.AddressSpace},
-		uid:    -1,
-		gid:    -1,
-	}
+	return [len(rlimitOrder)]int64{cpu, l.OpenFiles, l.Processes, l.FileSize, l.Memory, l.AddressSpace}
+}
+
+func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampolineSpec {
+	t := trampolineSpec{limits: r.rlimitValues(), uid: -1, gid: -1}
 	// bwrap sets PWD: the trampoline removes it unless the task's own
 	// environment has one (a package's env_vars), which bwrap has then
 	// replaced with the working directory.

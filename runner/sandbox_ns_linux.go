@@ -153,7 +153,7 @@ func (r *Runner) spawnNS(ns *nsSetup, dir string, l launch, logR, logW *os.File,
 		req.UID, req.GID = int64(c.Uid), int64(c.Gid)
 		req.Groups = slices.Clone(c.Groups)
 	}
-	req.Limits = r.trampolineSpec(l.cred, l.env).limits
+	req.Limits = r.rlimitValues()
 	for _, h := range hides {
 		if h.dir {
 			req.HideDirs = append(req.HideDirs, h.path)

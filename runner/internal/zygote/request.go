@@ -62,10 +62,10 @@ func (r *Request) Encode() ([]byte, error) {
 		}
 		return p
 	}
-	list := func(items []string, prefix string) {
+	list := func(items []string) {
 		num(int64(len(items)))
 		for _, s := range items {
-			put(prefix + s)
+			put(s)
 		}
 	}
 	put("kiln-sandbox-1")
@@ -92,8 +92,8 @@ func (r *Request) Encode() ([]byte, error) {
 	if len(r.Argv) == 0 {
 		bad = true
 	}
-	list(r.Argv, "")
-	list(r.Env, "")
+	list(r.Argv)
+	list(r.Env)
 	num(int64(len(r.HideDirs) + len(r.HideFiles)))
 	for _, d := range r.HideDirs {
 		put("d/" + abs(d))
