@@ -1,19 +1,22 @@
 // Package zygote starts sandboxed task processes from a resident helper
-// process, so that a task costs one fork and one exec instead of a
-// bubblewrap start and its extra processes (docs/decisions/004, update 5).
+// process, so that a task costs one cheap clone, one vfork and one exec
+// instead of a bubblewrap start and its extra processes
+// (docs/decisions/004, updates 5 and 6).
 //
 // The helper is the server's own binary, started once with argv[0]
 // "kiln-sandbox-helper": a C constructor (cgo) takes it over before the Go
-// runtime starts, so it is one thread and may fork. For each task the
+// runtime starts, so it is one thread and may clone. For each task the
 // runner sends it, over a socket pair, a request (a memory file of
 // NUL-terminated strings: the user, the limits, the task directory, the
 // program, its arguments and environment, the paths to hide, the private
-// folders) and three pipes (log, start status, info). The helper forks a
-// stage process as a child of the server (CLONE_PARENT), which the runner
-// waits for like any process it started; the stage makes new PID, mount
-// and IPC namespaces (and a network one on request) and forks the
-// sandbox's pid 1, which mounts the task's view of the files and forks the
-// task; the task sets its limits, user and no_new_privs and execs the
+// folders) and three pipes (log, start status, info). The helper clones
+// the sandbox's pid 1 in new PID, mount and IPC namespaces (and a network
+// one on request) as a child of the server (CLONE_PARENT), which the
+// runner waits for like any process it started. Pid 1 shares the helper's
+// memory (CLONE_VM) and runs on a stack of its own that the helper takes
+// back once pid 1 has exited, so neither its start nor its exit copies or
+// frees page tables. Pid 1 mounts the task's view of the files and vforks
+// the task; the task sets its limits, user and no_new_privs and execs the
 // program. The start status and info pipes speak the runner's trampoline
 // handshake and bubblewrap's info JSON.
 package zygote

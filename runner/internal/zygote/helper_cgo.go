@@ -18,6 +18,7 @@ package zygote
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -70,6 +71,9 @@ package zygote
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
+#endif
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x1000
 #endif
 #define KZ_OPEN_TREE_CLONE 1
 #define KZ_AT_RECURSIVE 0x8000
@@ -253,16 +257,40 @@ static int kz_task(void *arg) {
 	return 0;
 }
 
-// The task's stack while it shares pid 1's memory, until its exec.
-static char kz_task_stack[256 << 10] __attribute__((aligned(64)));
+// A sandbox's pid 1 shares the helper's memory (CLONE_VM): starting it
+// copies no page tables, and its exit frees none, which were most of the
+// helper's cost per task when pid 1 was a fork. Whatever pid 1 and its task
+// use before the exec lives in a slot of its own, which the helper takes
+// back only once pid 1 has exited (kz_reap): its stack, the stack its task
+// starts on, the descriptors it was given and the request.
+#define KZ_STACK (128 << 10)
+#define KZ_GUARD 4096
+
+struct kz_slot {
+	struct kz_slot *next;
+	char *mem;    // guard page, the task's stack, guard page, pid 1's stack
+	int pidfd;    // of pid 1, while the slot is taken; -1 when free
+	int fds[4];   // as received: the request, the log, the status, the info
+	char *buf;    // the request's bytes, which q points into
+	struct kz_req q;
+};
+
+static struct kz_slot *kz_slots;
 
 // kz_init is pid 1 of the sandbox's PID namespace and the process the
 // runner waits for: a child of the server (CLONE_PARENT), the leader of
 // the task's session and process group. It builds the mounts, starts the
 // task, reaps whatever the PID namespace leaves to it and exits as the
 // task did (a death by signal N as 128+N); its exit ends every other
-// process of the sandbox.
-static void kz_init(struct kz_req *q, const int *fds) {
+// process of the sandbox. It runs on its slot's stack, in the helper's
+// memory, beside the helper, and calls no allocator: it writes nothing
+// outside its slot but errno, which it shares with the helper (a call of
+// the helper's failing at the same instant could change the number pid 1
+// reports with a failed stage, never the stage).
+static int kz_init(void *arg) {
+	struct kz_slot *sl = arg;
+	struct kz_req *q = &sl->q;
+	const int *fds = sl->fds;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (kz_server_gone())
 		_exit(125);
@@ -279,7 +307,7 @@ static void kz_init(struct kz_req *q, const int *fds) {
 	kz_mounts(q);
 	if (q->newnet)
 		kz_loopback();
-	pid_t task = clone(kz_task, kz_task_stack + sizeof kz_task_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, q);
+	pid_t task = clone(kz_task, sl->mem + KZ_GUARD + KZ_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, q);
 	if (task < 0)
 		kz_fail(KZ_STAGE_FORK, errno, 0);
 	close(KZ_LOG);
@@ -386,6 +414,61 @@ static void kz_free(struct kz_req *q) {
 	free(q->private);
 }
 
+// kz_reap takes back the slots whose pid 1 has exited. A pidfd reads
+// ready only once its process is a zombie, and a namespace's pid 1 becomes
+// one only after every other process in it has gone: nothing of that
+// sandbox can touch the slot any more.
+static void kz_reap(void) {
+	struct pollfd p[64];
+	struct kz_slot *w[64];
+	struct kz_slot *s = kz_slots;
+	while (s != NULL) {
+		int n = 0;
+		for (; s != NULL && n < 64; s = s->next) {
+			if (s->pidfd >= 0) {
+				p[n] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+				w[n++] = s;
+			}
+		}
+		if (n == 0 || poll(p, (nfds_t)n, 0) <= 0)
+			continue;
+		for (int i = 0; i < n; i++) {
+			if (p[i].revents == 0)
+				continue;
+			kz_free(&w[i]->q);
+			free(w[i]->buf);
+			w[i]->buf = NULL;
+			close(w[i]->pidfd);
+			w[i]->pidfd = -1;
+		}
+	}
+}
+
+// kz_slot_get returns a free slot, making one if none is.
+static struct kz_slot *kz_slot_get(void) {
+	kz_reap();
+	for (struct kz_slot *s = kz_slots; s != NULL; s = s->next) {
+		if (s->pidfd < 0 && s->buf == NULL)
+			return s;
+	}
+	struct kz_slot *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return NULL;
+	size_t size = 2 * (KZ_GUARD + KZ_STACK);
+	s->mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (s->mem == MAP_FAILED || mprotect(s->mem, KZ_GUARD, PROT_NONE) != 0 ||
+	    mprotect(s->mem + KZ_GUARD + KZ_STACK, KZ_GUARD, PROT_NONE) != 0) {
+		if (s->mem != MAP_FAILED)
+			munmap(s->mem, size);
+		free(s);
+		return NULL;
+	}
+	s->pidfd = -1;
+	s->next = kz_slots;
+	kz_slots = s;
+	return s;
+}
+
 // kz_spawn reads the request from fds[0] and starts its stage; it returns
 // the stage's pid or -errno.
 static int kz_spawn(const int *fds) {
@@ -395,6 +478,9 @@ static int kz_spawn(const int *fds) {
 	if (st.st_size <= 0 || st.st_size > KZ_MAX_REQUEST)
 		return -EMSGSIZE;
 	size_t len = (size_t)st.st_size;
+	struct kz_slot *sl = kz_slot_get();
+	if (sl == NULL)
+		return -ENOMEM;
 	char *buf = malloc(len);
 	if (buf == NULL)
 		return -ENOMEM;
@@ -406,32 +492,36 @@ static int kz_spawn(const int *fds) {
 		}
 		off += (size_t)n;
 	}
-	struct kz_req q;
-	memset(&q, 0, sizeof q);
-	int err = kz_parse(&q, buf, len);
-	pid_t pid = -1;
-	if (err == 0) {
-		// The sandbox's pid 1 is the server's child, not the helper's: the
-		// runner waits for it as for any process it started.
-		int flags = CLONE_PARENT | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC;
-		if (q.newnet)
-			flags |= CLONE_NEWNET;
-		pid = (pid_t)syscall(SYS_clone, flags, 0, NULL, NULL, 0);
-		if (pid == 0)
-			kz_init(&q, fds);
-		if (pid < 0) {
-			err = -errno;
-		} else {
-			// Its pid, as bubblewrap's --info-fd tells it.
-			char info[64];
-			int n = snprintf(info, sizeof info, "{\"child-pid\": %d}\n", (int)pid);
-			if (write(fds[3], info, (size_t)n) != n)
-				kill(pid, SIGKILL);
-		}
+	memset(&sl->q, 0, sizeof sl->q);
+	int err = kz_parse(&sl->q, buf, len);
+	if (err != 0) {
+		kz_free(&sl->q);
+		free(buf);
+		return err;
 	}
-	kz_free(&q);
-	free(buf);
-	return err != 0 ? err : (int)pid;
+	sl->buf = buf;
+	memcpy(sl->fds, fds, sizeof sl->fds);
+	// The sandbox's pid 1 is the server's child, not the helper's: the
+	// runner waits for it as for any process it started.
+	int flags = CLONE_VM | CLONE_PIDFD | CLONE_PARENT | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC;
+	if (sl->q.newnet)
+		flags |= CLONE_NEWNET;
+	int pidfd = -1;
+	pid_t pid = clone(kz_init, sl->mem + 2 * (KZ_GUARD + KZ_STACK), flags, sl, &pidfd);
+	if (pid < 0) {
+		err = -errno;
+		kz_free(&sl->q);
+		free(buf);
+		sl->buf = NULL;
+		return err;
+	}
+	sl->pidfd = pidfd;
+	// Its pid, as bubblewrap's --info-fd tells it.
+	char info[64];
+	int n = snprintf(info, sizeof info, "{\"child-pid\": %d}\n", (int)pid);
+	if (write(fds[3], info, (size_t)n) != n)
+		kill(pid, SIGKILL);
+	return (int)pid;
 }
 
 // kz_main serves requests until the runner closes its end of the socket:

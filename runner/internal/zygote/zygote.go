@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// replyTimeout bounds the helper's answer to one request; it forks once.
+// replyTimeout bounds the helper's answer to one request; it clones once.
 const replyTimeout = 10 * time.Second
 
 // Helper is a running helper process. Its methods are safe for concurrent
@@ -72,8 +72,9 @@ func Start() (*Helper, error) {
 	cmd := &exec.Cmd{
 		Path: "/proc/self/exe",
 		Args: []string{arg0, strconv.Itoa(os.Getpid())},
-		// LD_BIND_NOW: the dynamic loader resolves every C function once
-		// in the helper, not again in each forked sandbox at its first call.
+		// LD_BIND_NOW: the dynamic loader resolves every C function once,
+		// in the helper; a sandbox's pid 1, which shares its memory, never
+		// writes the loader's tables beside it.
 		Env:        []string{"KILN_SANDBOX_HELPER=1", "LD_BIND_NOW=1"},
 		ExtraFiles: []*os.File{theirs},
 		SysProcAttr: &syscall.SysProcAttr{

@@ -29,6 +29,13 @@ type started struct {
 
 func spawn(t *testing.T, h *Helper, req *Request) started {
 	t.Helper()
+	return startSpawn(t, h, req)()
+}
+
+// startSpawn asks h for req's sandbox and returns, once the helper has
+// answered, a function that reads its pipes and waits for its pid 1.
+func startSpawn(t *testing.T, h *Helper, req *Request) func() started {
+	t.Helper()
 	blob, err := req.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -49,27 +56,30 @@ func spawn(t *testing.T, h *Helper, req *Request) started {
 	for _, p := range pipes {
 		_ = p[1].Close()
 	}
-	var s started
-	s.pid = pid
-	s.handshake, _ = io.ReadAll(pipes[1][0])
-	var info struct {
-		ChildPID int `json:"child-pid"`
+	return func() started {
+		t.Helper()
+		var s started
+		s.pid = pid
+		s.handshake, _ = io.ReadAll(pipes[1][0])
+		var info struct {
+			ChildPID int `json:"child-pid"`
+		}
+		if err := json.NewDecoder(pipes[2][0]).Decode(&info); err == nil {
+			s.initPID = info.ChildPID
+		}
+		logb, _ := io.ReadAll(pipes[0][0])
+		s.log = string(logb)
+		p, err := os.FindProcess(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := p.Wait()
+		if err != nil {
+			t.Fatalf("wait for the sandbox's pid 1, %d: %v", pid, err)
+		}
+		s.status, _ = ps.Sys().(syscall.WaitStatus)
+		return s
 	}
-	if err := json.NewDecoder(pipes[2][0]).Decode(&info); err == nil {
-		s.initPID = info.ChildPID
-	}
-	logb, _ := io.ReadAll(pipes[0][0])
-	s.log = string(logb)
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := p.Wait()
-	if err != nil {
-		t.Fatalf("wait for the sandbox's pid 1, %d: %v", pid, err)
-	}
-	s.status, _ = ps.Sys().(syscall.WaitStatus)
-	return s
 }
 
 func helper(t *testing.T) *Helper {
@@ -199,7 +209,49 @@ func TestSpawnRefusesBadRequests(t *testing.T) {
 	}
 }
 
-// BenchmarkSpawn: the helper's answer to one request (its fork of the
+// Sandboxes alive at once each keep their own slot (their pid 1 runs on
+// its stack, in the helper's memory), and a slot whose pid 1 has exited is
+// used again: the helper's mappings do not grow with the tasks it starts.
+// Were a busy slot handed out again, a waiting pid 1's stack would be
+// overwritten under it, and its task's status or log would come back wrong.
+func TestSpawnSlots(t *testing.T) {
+	t.Parallel()
+	h := helper(t)
+	const live = 6
+	var waits []func() started
+	for i := range live {
+		waits = append(waits, startSpawn(t, h, &Request{UID: 65534, GID: 65534, Limits: [6]int64{-1, -1, -1, -1, -1, -1},
+			TaskDir: taskDir(t), Path: shell(t), Argv: []string{"sh", "-c", "sleep 0.3; echo $0; exit $(($0 + 10))", strconv.Itoa(i)},
+			Private: []string{"/tmp"}}))
+	}
+	for i, wait := range waits {
+		s := wait()
+		if s.log != strconv.Itoa(i)+"\n" || s.status.ExitStatus() != i+10 {
+			t.Errorf("task %d: log %q, status %v", i, s.log, s.status)
+		}
+	}
+	maps := func() int {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(h.cmd.Process.Pid) + "/maps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "\n")
+	}
+	before := maps()
+	dir := taskDir(t)
+	for i := range 3 * live {
+		s := spawn(t, h, &Request{UID: 65534, GID: 65534, Limits: [6]int64{-1, -1, -1, -1, -1, -1},
+			TaskDir: dir, Path: shell(t), Argv: []string{"sh", "-c", "echo again"}, Private: []string{"/tmp"}})
+		if s.log != "again\n" || s.status.ExitStatus() != 0 {
+			t.Fatalf("task %d after: log %q, status %v", i, s.log, s.status)
+		}
+	}
+	if after := maps(); after != before {
+		t.Errorf("the helper has %d mappings after %d more tasks, %d before", after, 3*live, before)
+	}
+}
+
+// BenchmarkSpawn: the helper's answer to one request (its clone of the
 // sandbox's pid 1), and the whole start to the program's end, one task at
 // a time (/bin/true).
 //
