@@ -36,7 +36,7 @@
 // SandboxNamespaces gives each task SandboxBwrap's isolation (below)
 // without bubblewrap: a resident helper process, the runner's own binary
 // started once (runner/internal/zygote: C run before the Go runtime, so
-// one thread that may fork), forks each task's pid 1 into new PID, mount
+// one thread that may fork), clones each task's pid 1 into new PID, mount
 // and IPC namespaces (and a network one with Config.IsolateNetwork) as a
 // child of the runner (CLONE_PARENT); pid 1 builds the same mount view and
 // starts the program, which sets its own limits, user and no_new_privs

@@ -23,7 +23,7 @@ const (
 	// read-only, private /tmp, /var/tmp and /dev/shm, a minimal /dev,
 	// Config.Hide absent, the task directory the only writable folder of
 	// the host, at SandboxTaskDir, another user than root — set up by the
-	// runner's own resident helper process, which forks each task into
+	// runner's own resident helper process, which clones each task into
 	// fresh namespaces: no bubblewrap, no trampoline, one exec per task.
 	// The helper sets the limits itself; Config.Limiter does not apply.
 	// It needs a root runner and a build with cgo on Linux; New fails
