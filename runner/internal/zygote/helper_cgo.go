@@ -625,6 +625,25 @@ const Supported = true
 // arg0 is the helper's argv[0], which its constructor looks for.
 const arg0 = C.KZ_ARG0
 
+// Stages are the numbers of the start stages the helper reports on the
+// status pipe, by name: the runner's trampoline numbers its own stages the
+// same way and names the helper's after them, and a test of the runner's
+// holds the two to each other.
+var Stages = map[string]byte{
+	"rlimit":     C.KZ_STAGE_RLIMIT,
+	"setgroups":  C.KZ_STAGE_SETGROUPS,
+	"setgid":     C.KZ_STAGE_SETGID,
+	"setuid":     C.KZ_STAGE_SETUID,
+	"nonewprivs": C.KZ_STAGE_NONEWPRIVS,
+	"exec":       C.KZ_STAGE_EXEC,
+	"namespaces": C.KZ_STAGE_NAMESPACES,
+	"mount":      C.KZ_STAGE_MOUNT,
+	"fork":       C.KZ_STAGE_FORK,
+	"chdir":      C.KZ_STAGE_CHDIR,
+	"network":    C.KZ_STAGE_NETWORK,
+	"stdin":      C.KZ_STAGE_STDIN,
+}
+
 // parse runs the helper's request parser on b (for tests): nil, or the
 // errno it refuses it with.
 func parse(b []byte) error {
