@@ -36,6 +36,13 @@ func spawn(t *testing.T, h *Helper, req *Request) started {
 // answered, a function that reads its pipes and waits for its pid 1.
 func startSpawn(t *testing.T, h *Helper, req *Request) func() started {
 	t.Helper()
+	return startSpawnThen(t, h, req, nil)
+}
+
+// startSpawnThen is startSpawn calling then, if not nil, with the pid of
+// the sandbox's pid 1 as soon as the helper has answered.
+func startSpawnThen(t *testing.T, h *Helper, req *Request, then func(pid int)) func() started {
+	t.Helper()
 	blob, err := req.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +59,9 @@ func startSpawn(t *testing.T, h *Helper, req *Request) func() started {
 	pid, err := h.Spawn(blob, pipes[0][1], pipes[1][1], pipes[2][1])
 	if err != nil {
 		t.Fatal(err)
+	}
+	if then != nil {
+		then(pid)
 	}
 	for _, p := range pipes {
 		_ = p[1].Close()
@@ -248,6 +258,39 @@ func TestSpawnSlots(t *testing.T) {
 	}
 	if after := maps(); after != before {
 		t.Errorf("the helper has %d mappings after %d more tasks, %d before", after, 3*live, before)
+	}
+}
+
+// A sandbox's pid 1 killed at once, while it builds the mounts or while
+// its program is between its vfork and its exec, gives its slot back only
+// once its whole namespace is gone; the helper goes on serving, every
+// later task runs as asked, and the slots are reused.
+func TestSpawnKilledEarly(t *testing.T) {
+	t.Parallel()
+	h := helper(t)
+	dir := taskDir(t)
+	req := &Request{UID: 65534, GID: 65534, Limits: [6]int64{-1, -1, -1, -1, -1, -1},
+		TaskDir: dir, Path: shell(t), Argv: []string{"sh", "-c", "echo ran"}, Private: []string{"/tmp"}}
+	for i := range 100 {
+		wait := startSpawnThen(t, h, req, func(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) })
+		if s := wait(); s.status.Exited() && s.status.ExitStatus() == 0 && s.log != "ran\n" {
+			t.Fatalf("kill %d: exit 0 with log %q", i, s.log)
+		}
+	}
+	for i := range 20 {
+		s := spawn(t, h, &Request{UID: 65534, GID: 65534, Limits: [6]int64{-1, -1, -1, -1, -1, -1},
+			TaskDir: dir, Path: shell(t), Argv: []string{"sh", "-c", "echo $0 $(id -u)", strconv.Itoa(i)}, Private: []string{"/tmp"}})
+		if want := strconv.Itoa(i) + " 65534\n"; s.log != want || s.status.ExitStatus() != 0 {
+			t.Fatalf("task %d after the kills: log %q (want %q), status %v", i, s.log, want, s.status)
+		}
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(h.cmd.Process.Pid) + "/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each slot is four mappings; a handful of slots at most were ever busy.
+	if n := strings.Count(string(b), "\n"); n > 100 {
+		t.Errorf("the helper has %d mappings after 120 tasks one after another", n)
 	}
 }
 
