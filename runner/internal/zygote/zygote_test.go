@@ -240,14 +240,7 @@ func TestSpawnSlots(t *testing.T) {
 			t.Errorf("task %d: log %q, status %v", i, s.log, s.status)
 		}
 	}
-	maps := func() int {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(h.cmd.Process.Pid) + "/maps")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.Count(string(b), "\n")
-	}
-	before := maps()
+	before := mappings(t, h)
 	dir := taskDir(t)
 	for i := range 3 * live {
 		s := spawn(t, h, &Request{UID: 65534, GID: 65534, Limits: [6]int64{-1, -1, -1, -1, -1, -1},
@@ -256,9 +249,19 @@ func TestSpawnSlots(t *testing.T) {
 			t.Fatalf("task %d after: log %q, status %v", i, s.log, s.status)
 		}
 	}
-	if after := maps(); after != before {
+	if after := mappings(t, h); after != before {
 		t.Errorf("the helper has %d mappings after %d more tasks, %d before", after, 3*live, before)
 	}
+}
+
+// mappings counts the helper's memory mappings (its slots are four each).
+func mappings(t *testing.T, h *Helper) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(h.Pid()) + "/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
 }
 
 // A sandbox's pid 1 killed at once, while it builds the mounts or while
@@ -284,12 +287,8 @@ func TestSpawnKilledEarly(t *testing.T) {
 			t.Fatalf("task %d after the kills: log %q (want %q), status %v", i, s.log, want, s.status)
 		}
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(h.cmd.Process.Pid) + "/maps")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Each slot is four mappings; a handful of slots at most were ever busy.
-	if n := strings.Count(string(b), "\n"); n > 100 {
+	if n := mappings(t, h); n > 100 {
 		t.Errorf("the helper has %d mappings after 120 tasks one after another", n)
 	}
 }
