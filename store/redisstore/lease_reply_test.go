@@ -24,7 +24,7 @@ func (h *leaseReplyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
 		args := cmd.Args()
-		if c, ok := cmd.(*redis.Cmd); ok && err == nil && cmd.Name() == "evalsha" && len(args) > 1 && args[1] == leaseScript.Hash() {
+		if c, ok := cmd.(onceCmd); ok && err == nil && cmd.Name() == "evalsha" && len(args) > 1 && args[1] == leaseScript.Hash() {
 			h.mu.Lock()
 			h.replies = append(h.replies, c.Val())
 			h.mu.Unlock()

@@ -228,7 +228,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 	} else {
 		args = append(args, "0")
 	}
-	var sc redis.Scripter = s.rdb
+	var sc scriptConn = s.rdb
 	var conn *redis.Conn
 	if s.cfg.WaitReplicas > 0 {
 		// WAIT counts the replicas that have every write made on its
@@ -241,7 +241,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		defer func() { _ = conn.Close() }()
 		sc = conn
 	}
-	v, err := leaseScript.Run(ctx, sc, []string{s.tag(p.Namespace)}, args...).Result()
+	v, err := runOnce(ctx, sc, leaseScript, []string{s.tag(p.Namespace)}, args).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, 0, 0, s.wrap("lease", err)
 	}

@@ -192,14 +192,12 @@ func connect(rawURL string) (redis.UniversalClient, error) {
 }
 
 // maxRetries is the go-redis MaxRetries of a client Open makes: none (-1)
-// unless the URL sets max_retries. go-redis resends a command whose reply
-// did not arrive in time, and the store's scripts are not idempotent: a
-// resent lease script leases a second batch while the first one's tasks
-// wait for their lease to expire and lose an attempt, and a resent enqueue
-// finds its own tasks and reports them as existing. Without retries such a
-// call fails with ErrUnavailable (it may or may not have been applied), and
-// the caller decides: the worker retries with backoff, an enqueue is retried
-// with the same task ids.
+// unless the URL sets max_retries. It governs the store's reads: its
+// scripts are never resent after a failure that may have followed their
+// run (runOnce), since they are not idempotent: such a call fails with
+// ErrUnavailable (it may or may not have been applied), and the caller
+// decides: the worker retries with backoff, an enqueue is retried with the
+// same task ids.
 func maxRetries(u *url.URL, parsed int) int {
 	if u.Query().Has("max_retries") {
 		return parsed
@@ -221,10 +219,10 @@ func redactErr(err error) error {
 // the client: Close does not close it. New checks that the server is
 // reachable, that its maxmemory-policy is noeviction (see
 // Config.AllowEviction), loads the scripts and subscribes to wake-ups.
-// Give it a client made with MaxRetries: -1, as Open does: go-redis resends
-// a command whose reply timed out, and the store's scripts are not
-// idempotent (a resent lease leases twice and burns the first batch's
-// attempts).
+// The store never lets the client send one of its scripts twice (a resent
+// lease would lease twice and burn the first batch's attempts), whatever
+// the client's MaxRetries; Open makes clients with MaxRetries: -1, which
+// applies to the store's reads too.
 func New(ctx context.Context, rdb redis.UniversalClient, cfg *Config) (*Store, error) {
 	return newStore(ctx, rdb, cfg, false)
 }
@@ -443,12 +441,58 @@ func (s *Store) register(ctx context.Context, ns string) error {
 	return nil
 }
 
+// scriptConn is what a script is sent through: the store's client, or one
+// of its connections.
+type scriptConn interface {
+	redis.Scripter
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// onceCmd is a script call that go-redis may not send a second time. A
+// Redis Cluster client resends a command whose reply timed out or whose
+// connection broke, up to MaxRedirects times whatever MaxRetries says; a
+// script that ran before its reply was lost must not run again (a resent
+// lease leases a second batch, a resent enqueue finds its own tasks).
+// Redirects (MOVED, ASK) and commands that never reached a server are still
+// sent again: those did not run.
+type onceCmd struct{ *redis.Cmd }
+
+// NoRetry tells go-redis not to resend the call after a failure that may
+// have followed its execution.
+func (onceCmd) NoRetry() bool { return true }
+
+// runOnce runs script sc through c by its hash, and loads it when the
+// server does not have it (NOSCRIPT: it did not run), never sending a call
+// that may have run twice.
+func runOnce(ctx context.Context, c scriptConn, sc *redis.Script, keys []string, args []any) *redis.Cmd {
+	cmd := evalSha(ctx, sc, keys, args)
+	_ = c.Process(ctx, onceCmd{cmd})
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if err := sc.Load(ctx, c).Err(); err != nil {
+			return cmd
+		}
+		cmd = evalSha(ctx, sc, keys, args)
+		_ = c.Process(ctx, onceCmd{cmd})
+	}
+	return cmd
+}
+
+// evalSha returns the EVALSHA command of script sc.
+func evalSha(ctx context.Context, sc *redis.Script, keys []string, args []any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, "evalsha", sc.Hash(), len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	return redis.NewCmd(ctx, append(a, args...)...)
+}
+
 // run runs a script in namespace ns with the common arguments first. With
 // WaitReplicas set, it waits for the replicas in the same round trip.
 func (s *Store) run(ctx context.Context, op string, sc *redis.Script, ns string, write bool, args []any) (any, error) {
 	keys := []string{s.tag(ns)}
 	if !write || s.cfg.WaitReplicas <= 0 {
-		v, err := sc.Run(ctx, s.rdb, keys, args...).Result()
+		v, err := runOnce(ctx, s.rdb, sc, keys, args).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, s.wrap(op, err)
 		}
@@ -469,7 +513,8 @@ func (s *Store) run(ctx context.Context, op string, sc *redis.Script, ns string,
 		var ev *redis.Cmd
 		var wait *redis.Cmd
 		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			ev = sc.EvalSha(ctx, p, keys, args...)
+			ev = evalSha(ctx, sc, keys, args)
+			_ = p.Process(ctx, onceCmd{ev})
 			wait = p.Do(ctx, "WAIT", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds())
 			return nil
 		})

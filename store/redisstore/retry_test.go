@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -14,11 +15,15 @@ import (
 	"github.com/kilnhq/kiln/store"
 )
 
-// lostReplyHook makes the first reply of the enqueue script that follows
-// arm() time out on the client's side, after Redis has run the script: the
-// reply of a command that did reach Redis is lost, as under a network stall
-// longer than the read timeout.
-type lostReplyHook struct{ armed atomic.Bool }
+// lostReplyHook makes the first reply of the script (by default the
+// enqueue script) that follows armed.Store(true) time out on the client's
+// side, after Redis has run the script: the reply of a command that did
+// reach Redis is lost, as under a network stall longer than the read
+// timeout.
+type lostReplyHook struct {
+	armed  atomic.Bool
+	script atomic.Pointer[redis.Script] // nil: the enqueue script
+}
 
 func (h *lostReplyHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -43,7 +48,11 @@ type lostReplyConn struct {
 }
 
 func (c *lostReplyConn) Write(b []byte) (int, error) {
-	c.stall = c.h.armed.Load() && bytes.Contains(b, []byte(enqueueScript.Hash()))
+	sc := c.h.script.Load()
+	if sc == nil {
+		sc = enqueueScript
+	}
+	c.stall = c.h.armed.Load() && bytes.Contains(b, []byte(sc.Hash()))
 	return c.Conn.Write(b)
 }
 
@@ -66,13 +75,12 @@ func (replyTimeoutError) Error() string   { return "read: i/o timeout (test)" }
 func (replyTimeoutError) Timeout() bool   { return true }
 func (replyTimeoutError) Temporary() bool { return true }
 
-// TestLostReplyNotResent: a store made by Open does not let go-redis resend
-// a script whose reply was lost. Resent, an enqueue finds its own tasks and
-// fails with ErrTaskExists (and a lease leases a second batch while the
-// first waits for expiry and loses an attempt); not resent, the call fails
-// with ErrUnavailable and the task is there once. With max_retries in the
-// URL (go-redis' own default is 3) the resend happens: the case shows what
-// the default guards against.
+// TestLostReplyNotResent: the store does not let go-redis resend a script
+// whose reply was lost, whatever max_retries says (go-redis' own default is
+// 3). Resent, an enqueue finds its own tasks and fails with ErrTaskExists
+// (and a lease leases a second batch while the first waits for expiry and
+// loses an attempt); not resent, the call fails with ErrUnavailable and the
+// task is there once.
 func TestLostReplyNotResent(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -80,7 +88,7 @@ func TestLostReplyNotResent(t *testing.T) {
 		want        error
 	}{
 		{"default", "", store.ErrUnavailable},
-		{"max_retries=3", "max_retries=3", store.ErrTaskExists},
+		{"max_retries=3", "max_retries=3", store.ErrUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -122,5 +130,65 @@ func TestLostReplyNotResent(t *testing.T) {
 				t.Fatalf("the script ran, so the task must be there: %+v, %v", got, err)
 			}
 		})
+	}
+}
+
+// TestLostReplyNotResentCluster: on a Redis Cluster too, a script whose
+// reply was lost is not sent again. go-redis' cluster client resends a
+// command whose reply timed out or whose connection broke (up to
+// MaxRedirects times, whatever MaxRetries says), so a resent enqueue
+// found its own tasks (ErrTaskExists) and a resent lease leased a second
+// batch (the task's first attempt was lost with its lease, the call
+// returned nothing).
+func TestLostReplyNotResentCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis Cluster: skipped with -short")
+	}
+	testenv.RedisURL(t)
+	t.Parallel()
+	rdb, err := connect(startCluster(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &lostReplyHook{}
+	rdb.(*redis.ClusterClient).OnNewNode(func(c *redis.Client) { c.AddHook(h) })
+	s, err := newStore(t.Context(), rdb, &Config{Prefix: newPrefix()}, true)
+	if err != nil {
+		_ = rdb.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	h.armed.Store(true)
+	in := store.TaskInput{ID: "t-lost-reply", Type: "t", Queue: "default"}
+	res, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{in}})
+	if err == nil && len(res.Items) == 1 {
+		err = res.Items[0].Err
+	}
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("enqueue with a lost reply on a cluster: %v, want %v (the script must not be sent again)", err, store.ErrUnavailable)
+	}
+	if h.armed.Load() {
+		t.Fatal("the hook never saw the enqueue script: the test tested nothing")
+	}
+	got, err := s.Get(t.Context(), store.GetParams{Namespace: "ns", IDs: []string{in.ID}})
+	if err != nil || len(got.Tasks) != 1 || got.Tasks[0] == nil {
+		t.Fatalf("the script ran, so the task must be there: %+v, %v", got, err)
+	}
+
+	h.script.Store(leaseScript)
+	h.armed.Store(true)
+	lp := store.LeaseParams{Namespace: "ns", Queues: []string{"default"}, Max: 1, Duration: time.Minute, WorkerID: "w"}
+	if lr, err := s.Lease(t.Context(), lp); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("lease with a lost reply on a cluster: %d tasks, %v; want %v (the script must not be sent again)", len(lr.Tasks), err, store.ErrUnavailable)
+	}
+	if h.armed.Load() {
+		t.Fatal("the hook never saw the lease script")
+	}
+	got, err = s.Get(t.Context(), store.GetParams{Namespace: "ns", IDs: []string{in.ID}})
+	if err != nil || len(got.Tasks) != 1 || got.Tasks[0] == nil {
+		t.Fatalf("Get after the lease: %+v, %v", got, err)
+	}
+	if tk := got.Tasks[0]; tk.State != store.StateActive || tk.Attempt != 1 {
+		t.Errorf("after one lease whose reply was lost: state %s, attempt %d; want active, 1 (leased once)", tk.State, tk.Attempt)
 	}
 }
