@@ -191,4 +191,53 @@ func TestLostReplyNotResentCluster(t *testing.T) {
 	if tk := got.Tasks[0]; tk.State != store.StateActive || tk.Attempt != 1 {
 		t.Errorf("after one lease whose reply was lost: state %s, attempt %d; want active, 1 (leased once)", tk.State, tk.Attempt)
 	}
+
+	// The masters forget the scripts: the next call loads them on the
+	// cluster and runs.
+	cc := rdb.(*redis.ClusterClient)
+	if err := cc.ForEachMaster(t.Context(), func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() }); err != nil {
+		t.Fatal(err)
+	}
+	in.ID = "t-after-flush"
+	if _, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{in}}); err != nil {
+		t.Fatalf("enqueue on a cluster after SCRIPT FLUSH: %v", err)
+	}
+}
+
+// TestScriptsReloaded: after the server forgot the scripts (a restart
+// without persistence, SCRIPT FLUSH), the next calls load them and run:
+// NOSCRIPT says a script did not run, so sending it again is safe.
+func TestScriptsReloaded(t *testing.T) {
+	t.Parallel()
+	url := ownServerURL(t)
+	c := redis.NewClient(must(redis.ParseURL(url)))
+	defer func() { _ = c.Close() }()
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	scriptsLost(t, c)
+	in := store.TaskInput{ID: "t-reloaded", Type: "t", Queue: "default"}
+	if _, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: "ns", Tasks: []store.TaskInput{in}}); err != nil {
+		t.Fatalf("enqueue after SCRIPT FLUSH: %v", err)
+	}
+	scriptsLost(t, c)
+	lr, err := s.Lease(t.Context(), store.LeaseParams{Namespace: "ns", Queues: []string{"default"}, Max: 1, Duration: time.Minute, WorkerID: "w"})
+	if err != nil || len(lr.Tasks) != 1 || lr.Tasks[0].ID != in.ID {
+		t.Fatalf("lease after SCRIPT FLUSH: %+v, %v; want the task", lr.Tasks, err)
+	}
+	scriptsLost(t, c)
+	if _, err := s.Report(t.Context(), store.ReportParams{Namespace: "ns", Outcomes: []store.Outcome{{ID: in.ID, LeaseID: lr.Tasks[0].LeaseID, Kind: store.OutcomeSucceeded}}}); err != nil {
+		t.Fatalf("report after SCRIPT FLUSH: %v", err)
+	}
+	got, err := s.Get(t.Context(), store.GetParams{Namespace: "ns", IDs: []string{in.ID}})
+	if err != nil || len(got.Tasks) != 1 || got.Tasks[0] == nil || got.Tasks[0].State != store.StateSucceeded || got.Tasks[0].Attempt != 1 {
+		t.Fatalf("after enqueue, lease and report, each after SCRIPT FLUSH: %+v, %v; want succeeded at attempt 1", got.Tasks, err)
+	}
+}
+
+// scriptsLost empties the server's script cache.
+func scriptsLost(t *testing.T, c *redis.Client) {
+	t.Helper()
+	if err := c.ScriptFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
 }
