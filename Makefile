@@ -2,7 +2,7 @@
 #
 # `make test` is the one command CI runs (.ci/run): it starts the test services,
 # installs the linter on first use (once per machine:
-# see tools/golangci-lint), and runs lint, vet, the race-enabled tests
+# see tools/golangci-lint), and runs lint (go vet's analyzers included), the race-enabled tests
 # and a short fuzz pass, side by side where they can (scripts/test.sh), and
 # ends with a summary of the steps and their times. It needs only Go, and
 # apt-get for the services.
@@ -59,7 +59,7 @@ run: build ## build, then run bin/kiln server on 127.0.0.1:7878 (the embedded st
 	$(BIN)/kiln server
 
 .PHONY: test
-test: ## everything CI runs: services/up, lint, vet, race tests (all stores required), browser tests, short fuzz; then a summary
+test: ## everything CI runs: services/up, lint (with vet), race tests (all stores required), browser tests, short fuzz; then a summary
 	@GO='$(GO)' TEST_FUZZTIME='$(TEST_FUZZTIME)' scripts/test.sh
 
 # The dashboard's browser tests: Chromium comes from scripts/services.sh

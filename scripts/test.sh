@@ -8,7 +8,8 @@
 # the linter while the tests run instead of before them):
 #
 #   checks:  install golangci-lint if missing (once per machine), then lint
-#   builds:  go vet ./..., then build the fuzz test binaries (scripts/fuzz.sh --build)
+#            (which runs go vet's analyzers too: govet in .golangci.yml)
+#   builds:  build the fuzz test binaries (scripts/fuzz.sh --build)
 #   tests:   services/up, go test -race ./..., the iron_go3 and goworker
 #            modules, the dashboard's browser tests (make test/browser)
 #
@@ -99,11 +100,10 @@ lint_line() {
 	return $rc
 }
 
+# go vet's analyzers run in the lint step (govet with every analyzer on, in
+# .golangci.yml), so `go vet ./...` (make vet) is not a step of its own.
 build_line() {
-	local rc=0
-	step "go vet ./..." "$GO" vet ./... || rc=1
-	step "fuzz: build the test binaries" scripts/fuzz.sh --build "$fuzzbin" || rc=1
-	return "$rc"
+	step "fuzz: build the test binaries" scripts/fuzz.sh --build "$fuzzbin"
 }
 
 # services — scripts/services.sh; its stdout is the `export` lines, not needed here.
