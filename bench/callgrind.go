@@ -26,7 +26,9 @@ import (
 // lease calls of 20 tasks each followed by a report of the 20, and 500
 // times the idle path of one task (enqueue, lease, report); then the end
 // to end shapes: 5,000 tasks enqueued 1,000 per call, leased 50 per call,
-// reported succeeded 50 per call. The dumps go
+// reported succeeded 50 per call; and per call, a lease that finds nothing,
+// a report of a task that does not exist and an EVAL of a script that does
+// nothing (what a call costs whatever it does). The dumps go
 // where redis-server was started with --callgrind-out-file=DIR/cg.out.%p.
 func runCallgrind(pid, dir string) {
 	ctx := context.Background()
@@ -129,6 +131,31 @@ func runCallgrind(pid, dir string) {
 			}
 		}
 	})
+	// What a call costs whatever it does: a lease that finds nothing, a
+	// report of a task that does not exist, and Redis' own EVAL of a script
+	// that does nothing.
+	emptyLease := phase(500, func() {
+		for range 500 {
+			if _, err := s.Lease(ctx, store.LeaseParams{Namespace: "e", Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"}); err != nil {
+				log.Fatalf("kiln: lease: %v", err)
+			}
+		}
+	})
+	unknown := phase(500, func() {
+		for range 500 {
+			if _, err := s.Report(ctx, store.ReportParams{Namespace: "e", Outcomes: []store.Outcome{{ID: "none", LeaseID: 1, Kind: store.OutcomeSucceeded}}}); err != nil {
+				log.Fatalf("kiln: report: %v", err)
+			}
+		}
+	})
+	eval := phase(500, func() {
+		for range 500 {
+			if err := rdb.Eval(ctx, "return 1", []string{"{" + prefix + ":e}"}).Err(); err != nil {
+				log.Fatalf("eval: %v", err)
+			}
+		}
+	})
+	fmt.Printf("Redis instructions per call: a lease that finds nothing %.0f, a report of an unknown task %.0f, EVAL of 'return 1' %.0f\n", emptyLease, unknown, eval)
 	fmt.Printf("Redis instructions: enqueue call of 1 task %.0f; of 20 tasks %.0f (%.0f per task, %.0f per task added to a call); lease and report of 20 per call, per task %.0f; idle path (enqueue, lease, report of 1 task) %.0f; load average %s\n",
 		one, twenty, twenty/20, (twenty-one)/19, lr, path, loadAverage())
 	fmt.Printf("Per task, end-to-end shapes: enqueue (1000 per call) %.0f, lease (50 per call) %.0f, report succeeded (50 per call) %.0f, all three %.0f\n",

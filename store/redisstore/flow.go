@@ -82,7 +82,8 @@ var flowLua = `
 -- that held task h waited for, fd_s[h] and fd_n[h] those of them that
 -- succeeded, and succeeded without a result; fe_n[fl] the number of tasks
 -- of flow fl that ended here and fe_ea[fl] the latest of their expiries.
-local fd_w, fd_s, fd_n, fd_order, fe_n, fe_ea, fe_order = {}, {}, {}, {}, {}, {}, {}
+-- The tables are made when first needed: most calls count nothing.
+local fd_w, fd_s, fd_n, fd_order, fe_n, fe_ea, fe_order
 
 -- flow_done counts task id (whose field dp is dp; nil: read it) as
 -- finished for each held task that waits for it, once: its dependents are
@@ -111,6 +112,7 @@ local function flow_done(id, dp, cleared, ok)
       for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
     end
   end
+  if not fd_w then fd_w, fd_s, fd_n, fd_order = {}, {}, {}, {} end
   for _, h in ipairs(hs) do
     local c = fd_w[h]
     if not c then
@@ -175,6 +177,7 @@ end
 -- T:fx:<flow> while the flow was open go back in T:x at xe.
 local function flow_ended(fl, ea)
   if not fl then return end
+  if not fe_n then fe_n, fe_ea, fe_order = {}, {}, {} end
   local n = fe_n[fl]
   if not n then
     n = 0
@@ -205,10 +208,14 @@ local function flow_end_apply(fl, n, ea)
 end
 
 flow_apply = function()
-  for _, h in ipairs(fd_order) do flow_release(h, fd_w[h], fd_s[h], fd_n[h]) end
-  fd_w, fd_s, fd_n, fd_order = {}, {}, {}, {}
-  for _, fl in ipairs(fe_order) do flow_end_apply(fl, fe_n[fl], fe_ea[fl]) end
-  fe_n, fe_ea, fe_order = {}, {}, {}
+  if fd_order then
+    for _, h in ipairs(fd_order) do flow_release(h, fd_w[h], fd_s[h], fd_n[h]) end
+    fd_w, fd_s, fd_n, fd_order = nil, nil, nil, nil
+  end
+  if fe_order then
+    for _, fl in ipairs(fe_order) do flow_end_apply(fl, fe_n[fl], fe_ea[fl]) end
+    fe_n, fe_ea, fe_order = nil, nil, nil
+  end
 end
 
 -- flow_expiry returns the expiry xe of flow fl once all its tasks ended
