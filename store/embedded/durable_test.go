@@ -495,3 +495,64 @@ func TestFlowNewIDSkipsDiskRead(t *testing.T) {
 		}
 	}
 }
+
+// TestMetaListWaitsOnlyForMeta: MetaList waits for the meta writes queued
+// before it (a MetaPut whose commit is held), not for a commit of other
+// writes (an enqueue's, held): it returns while that commit is held, with
+// the meta records committed before.
+func TestMetaListWaitsOnlyForMeta(t *testing.T) {
+	t.Parallel()
+	s, g, _ := gatedStore(t)
+	ctx := context.Background()
+	list := func() <-chan []store.MetaItem {
+		out := make(chan []store.MetaItem, 1)
+		go func() {
+			r, err := s.MetaList(ctx, store.MetaListParams{Namespace: durableNS, Prefix: "k"})
+			if err != nil {
+				r.Items = []store.MetaItem{{Key: "error: " + err.Error()}}
+			}
+			out <- r.Items
+		}()
+		return out
+	}
+	if _, err := s.MetaPut(ctx, store.MetaPutParams{Namespace: durableNS, Key: "k1", Value: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+
+	g.hold(t, s)
+	enq := inCommit(t, g, func() error {
+		_, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: durableNS, Tasks: []store.TaskInput{{ID: "a", Type: "t", Queue: "q"}}})
+		return err
+	})
+	select {
+	case items := <-list():
+		if len(items) != 1 || items[0].Key != "k1" || string(items[0].Value) != "1" {
+			t.Errorf("MetaList during an enqueue's commit: %+v; want k1=1", items)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("MetaList waited for the commit of an enqueue")
+	}
+	g.release <- nil
+	if err := <-enq; err != nil {
+		t.Fatal(err)
+	}
+
+	g.hold(t, s)
+	put := inCommit(t, g, func() error {
+		_, err := s.MetaPut(ctx, store.MetaPutParams{Namespace: durableNS, Key: "k2", Value: []byte("2")})
+		return err
+	})
+	listed := list()
+	select {
+	case items := <-listed:
+		t.Fatalf("MetaList returned %+v while a MetaPut queued before it was not committed", items)
+	case <-time.After(20 * time.Millisecond):
+	}
+	g.release <- nil
+	if err := <-put; err != nil {
+		t.Fatal(err)
+	}
+	if items := <-listed; len(items) != 2 || items[1].Key != "k2" {
+		t.Errorf("MetaList after the MetaPut's commit: %+v; want k1 and k2", items)
+	}
+}
