@@ -2,6 +2,8 @@ package redisstore
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,5 +86,56 @@ func TestLeaseReplyNotDropped(t *testing.T) {
 		}
 		t.Fatalf("Lease whose context ended as the script's reply came = %d tasks, %v; the task is now %v attempt %d",
 			len(res.Tasks), err, got.Tasks[0].State, got.Tasks[0].Attempt)
+	}
+}
+
+// TestLeaseIdleEndsEarly: a lease that can find nothing (no queue asked for
+// has ready tasks, nothing scheduled is due) ends after two reads, before
+// the script makes its helpers; one that finds a ready task, or a due one,
+// runs whole and leases it.
+func TestLeaseIdleEndsEarly(t *testing.T) {
+	t.Parallel()
+	url := ownServerURL(t)
+	opts := must(redis.ParseURL(url))
+	c := redis.NewClient(opts)
+	defer func() { _ = c.Close() }()
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	lease := func(ns string) ([]*store.Task, []string) {
+		t.Helper()
+		mon := startMonitor(t, opts.Addr)
+		r, err := s.Lease(t.Context(), store.LeaseParams{Namespace: ns, Queues: []string{"q", "r"}, Max: 10, Duration: time.Minute, WorkerID: "w"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, args := range mon.stop(t, c, "end-"+ns) {
+			names = append(names, strings.ToUpper(args[0]))
+		}
+		return r.Tasks, names
+	}
+	enqueue := func(ns string, in store.TaskInput) {
+		t.Helper()
+		if _, err := s.Enqueue(t.Context(), store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idle := []string{"TIME", "EXISTS", "EXISTS", "ZRANGE"}
+
+	if tasks, cmds := lease("empty"); len(tasks) != 0 || !slices.Equal(cmds, idle) {
+		t.Errorf("lease of an empty namespace: %d tasks, commands %v; want none, %v", len(tasks), cmds, idle)
+	}
+	enqueue("later", store.TaskInput{ID: "l", Type: "t", Queue: "r", RunAt: time.Now().Add(time.Hour)})
+	if tasks, cmds := lease("later"); len(tasks) != 0 || !slices.Equal(cmds, idle) {
+		t.Errorf("lease with a task due in an hour: %d tasks, commands %v; want none, %v", len(tasks), cmds, idle)
+	}
+	enqueue("ready", store.TaskInput{ID: "a", Type: "t", Queue: "r"})
+	if tasks, cmds := lease("ready"); len(tasks) != 1 || tasks[0].ID != "a" || !slices.Contains(cmds, "HGETALL") {
+		t.Errorf("lease with a ready task: %d tasks, commands %v; want task a, read whole", len(tasks), cmds)
+	}
+	enqueue("due", store.TaskInput{ID: "d", Type: "t", Queue: "q", RunAt: time.Now().Add(50 * time.Millisecond)})
+	time.Sleep(100 * time.Millisecond) // until it is due: the store's clock is Redis'
+	if tasks, _ := lease("due"); len(tasks) != 1 || tasks[0].ID != "d" {
+		t.Errorf("lease with a task due: %d tasks; want task d, promoted and leased", len(tasks))
 	}
 }

@@ -47,7 +47,11 @@ import (
 // nothing else. Every definition costs each call of a script that has it
 // (a closure made, and later collected), so the enqueue script, the most
 // frequent call, leaves out the helpers it does not use.
-var preludeCore = `
+var preludeCore = preludeClock + preludeRest
+
+// preludeClock is the start of preludeCore: the namespace's tag and the
+// time. The lease script looks for work between it and preludeRest.
+var preludeClock = `
 local T = KEYS[1]
 local NOW
 if ARGV[1] ~= '' then
@@ -56,6 +60,10 @@ else
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+`
+
+// preludeRest is preludeCore after preludeClock.
+var preludeRest = `
 local WAKE = ARGV[2]
 local woke = false
 local cnt = {}
@@ -432,7 +440,7 @@ const (
 // fields itself); of any other record, the record as HGETALL gives it,
 // then three nils. Every string a script returns costs Redis its
 // conversion and its reply.
-var leaseScript = redis.NewScript(preludeCore + pushReadyLua + promoteLua + `
+var leaseScript = redis.NewScript(preludeClock + leaseIdleLua + preludeRest + pushReadyLua + promoteLua + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
 local IA = digits() -- attempts: I keeps the lease ids
@@ -571,6 +579,30 @@ local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
 return {S(NOW), nextDue, out, lid1 and I(lid1) or '0'}
 `)
+
+// leaseIdleLua ends a lease that can find nothing before the rest of the
+// script makes its helpers (each a closure made per call, then collected:
+// most of what a call costs when it leases nothing, as an idle worker's
+// does). There is nothing to lease when no queue asked for has a type with
+// ready tasks (T:ty:<queue> exists exactly while one has) and no scheduled
+// or retry task is due; the script would then change nothing and return
+// the same reply: the time, the next due time or -1, no tasks.
+var leaseIdleLua = `
+do
+  local idle = true
+  for qi = 1, tonumber(ARGV[6]) do
+    if redis.call('EXISTS', T .. ':ty:' .. ARGV[6 + qi]) == 1 then
+      idle = false
+      break
+    end
+  end
+  if idle then
+    local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
+    if #d == 0 then return {string.format('%.0f', NOW), -1, {}, '0'} end
+    if tonumber(d[2]) > NOW then return {string.format('%.0f', NOW), d[2], {}, '0'} end
+  end
+end
+`
 
 // extendScript renews leases for ARGV[3] µs. ARGV[4..] holds 5 values per
 // lease: id, lease id, "1" when progress follows, percent, message. It
