@@ -59,6 +59,20 @@ func commandCalls(t *testing.T, c *redis.Client) map[string]int64 {
 	return out
 }
 
+// monitoredStore opens a store on a Redis server of the test's own, whose
+// MONITOR shows only the test's commands, and returns it with a client of
+// that server and the server's options.
+func monitoredStore(t *testing.T) (*Store, *redis.Client, *redis.Options) {
+	t.Helper()
+	url := ownServerURL(t)
+	opts := must(redis.ParseURL(url))
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	return s, c, opts
+}
+
 // scriptMonitor records the commands that scripts run on a server (the
 // "[0 lua]" lines of MONITOR), each as its arguments.
 type scriptMonitor struct {

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/kilnhq/kiln/store"
 )
 
@@ -17,12 +15,7 @@ import (
 // written.
 func TestFlowNewIDsNotLookedUp(t *testing.T) {
 	t.Parallel()
-	url := ownServerURL(t)
-	opts := must(redis.ParseURL(url))
-	c := redis.NewClient(opts)
-	defer func() { _ = c.Close() }()
-	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
-	t.Cleanup(func() { _ = s.Close() })
+	s, c, opts := monitoredStore(t)
 	for _, tc := range []struct {
 		name  string
 		n     int // ready tasks: more than flowPart are written in the compact format

@@ -95,12 +95,7 @@ func TestLeaseReplyNotDropped(t *testing.T) {
 // runs whole and leases it.
 func TestLeaseIdleEndsEarly(t *testing.T) {
 	t.Parallel()
-	url := ownServerURL(t)
-	opts := must(redis.ParseURL(url))
-	c := redis.NewClient(opts)
-	defer func() { _ = c.Close() }()
-	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
-	t.Cleanup(func() { _ = s.Close() })
+	s, c, opts := monitoredStore(t)
 	lease := func(ns string) ([]*store.Task, []string) {
 		t.Helper()
 		mon := startMonitor(t, opts.Addr)
