@@ -40,7 +40,9 @@ type ChangesResult struct {
 	Cursor string
 	// Missed says that changes were lost between the cursor given and
 	// Changes: the cursor was older than the oldest change kept, or came
-	// from an earlier run of a store that keeps its feed in memory.
+	// from an earlier run of a store that keeps its feed in memory, or
+	// the store recorded no changes for a while because no one read its
+	// feed (the Redis store records them only while it is read).
 	Missed bool
 }
 

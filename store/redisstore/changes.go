@@ -34,12 +34,28 @@ var _ store.Feed = (*Store)(nil)
 // (docs/redis.md states the bound). Entries written before this rule (one
 // per script, whatever its size) have the same format and are read alike.
 //
-// Entries are added with the id "0-*", so their ids are 0-1, 0-2, ...
-// without gaps: a gap after a cursor means the stream was trimmed past it
-// (MAXLEN ~ changeFeedLen entries). The change at index i of entry 0-n has
-// Seq n<<seqShift | i; every process sharing the Redis reads the same
-// changes with the same Seq.
+// Entries are added with the id "0-*", so their ids are 0-1, 0-2, ...; a
+// gap after a cursor means changes the reader will not get: the stream was
+// trimmed past it (MAXLEN ~ changeFeedLen entries), or they were not
+// recorded. The change at index i of entry 0-n has Seq n<<seqShift | i;
+// every process sharing the Redis reads the same changes with the same Seq.
+//
+// The feed records changes only while someone reads it: a reader (Changes)
+// keeps the key T:evw, which lives feedReadTTL after its last refresh, and
+// a script that finds no T:evw records nothing of its changes (building
+// them is about 8 % of what a task costs Redis end to end) but takes one
+// entry id and deletes the entry at once, so that the ids jump and a
+// reader whose cursor is from before learns that it missed changes, as
+// after a trim. Readers of an older kiln see the jump too.
 const seqShift = 20
+
+// feedReadTTL is how long a namespace's feed records changes after a
+// reader last marked it read, and feedReadRefresh how often a Store's
+// reader marks it again.
+const (
+	feedReadTTL     = 5 * time.Minute
+	feedReadRefresh = time.Minute
+)
 
 // changeFeedLen is the approximate number of entries a feed keeps, and
 // changeEntryBytes the size at which an entry takes no more changes.
@@ -74,8 +90,13 @@ func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.Chang
 		limit = store.MaxBatch
 	}
 	key := s.tag(p.Namespace) + ":ev"
+	// Before the read: the changes after the cursor this call returns are
+	// recorded from here on.
+	if err := s.markFeedRead(ctx, p.Namespace); err != nil {
+		return store.ChangesResult{}, err
+	}
 	if p.Cursor == "" {
-		last, err := s.lastChange(ctx, key)
+		last, _, err := s.feedEnd(ctx, key)
 		if err != nil {
 			return store.ChangesResult{}, err
 		}
@@ -96,15 +117,26 @@ func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.Chang
 			return store.ChangesResult{}, fmt.Errorf("redisstore: changes: %w", err)
 		}
 		if ok {
+			if res.Missed {
+				return res, s.markFeedAgain(ctx, p.Namespace)
+			}
 			return res, nil
 		}
 		// Nothing after the cursor: is it beyond the feed (another store's)?
-		last, err := s.lastChange(ctx, key)
+		last, top, err := s.feedEnd(ctx, key)
 		if err != nil {
 			return store.ChangesResult{}, err
 		}
 		if after>>seqShift > last>>seqShift {
 			return store.ChangesResult{Cursor: strconv.FormatUint(last, 10), Missed: true}, nil
+		}
+		if last>>seqShift > after>>seqShift {
+			if top > after>>seqShift {
+				continue // an entry came after the read: read it
+			}
+			// Ids taken after the cursor with no entry: changes that
+			// were not recorded (no reader then).
+			return store.ChangesResult{Cursor: strconv.FormatUint(last, 10), Missed: true}, s.markFeedAgain(ctx, p.Namespace)
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -125,22 +157,61 @@ func (s *Store) Changes(ctx context.Context, p store.ChangesParams) (store.Chang
 	}
 }
 
-// lastChange returns the Seq of the newest change of the stream key (0
-// when it has none).
-func (s *Store) lastChange(ctx context.Context, key string) (uint64, error) {
-	msgs, err := s.rdb.XRevRangeN(ctx, key, "+", "-", 1).Result()
+// markFeedRead keeps the change feed of ns recording (T:evw), at most once
+// per feedReadRefresh from this Store.
+func (s *Store) markFeedRead(ctx context.Context, ns string) error {
+	now := time.Now()
+	if v, ok := s.feedRead.Load(ns); ok && now.Sub(v.(time.Time)) < feedReadRefresh { //nolint:forcetypeassert // only times are stored
+		return nil
+	}
+	if err := s.rdb.Set(ctx, s.tag(ns)+":evw", "1", feedReadTTL).Err(); err != nil {
+		return s.wrap("changes", err)
+	}
+	s.feedRead.Store(ns, now)
+	return nil
+}
+
+// markFeedAgain marks the feed of ns read now, whenever this Store last
+// did: after a reader missed changes, its mark may be what was lost (a
+// flush, a restart of a Redis without persistence, a reader away longer
+// than feedReadTTL).
+func (s *Store) markFeedAgain(ctx context.Context, ns string) error {
+	s.feedRead.Delete(ns)
+	return s.markFeedRead(ctx, ns)
+}
+
+// feedEnd returns where the stream key ends: last is the Seq of its newest
+// change, or, when ids were taken after that change's entry (changes not
+// recorded), n<<seqShift for the last id taken n, so that a cursor there
+// misses nothing recorded; top is the number of the newest entry (0 when
+// none).
+func (s *Store) feedEnd(ctx context.Context, key string) (last, top uint64, err error) {
+	info, err := s.rdb.XInfoStream(ctx, key).Result()
 	if err != nil {
-		return 0, s.wrap("changes", err)
+		if isNoSuchKey(err) {
+			return 0, 0, nil
+		}
+		return 0, 0, s.wrap("changes", err)
 	}
-	if len(msgs) == 0 {
-		return 0, nil
-	}
-	n, err := entrySeq(msgs[0].ID)
+	gen, err := entrySeq(info.LastGeneratedID)
 	if err != nil {
-		return 0, fmt.Errorf("redisstore: changes: %w", err)
+		return 0, 0, fmt.Errorf("redisstore: changes: %w", err)
 	}
-	e, _ := msgs[0].Values["e"].(string)
-	return n<<seqShift | uint64(strings.Count(e, "\x1e")), nil //nolint:gosec // G115: a count
+	if info.Length > 0 {
+		if top, err = entrySeq(info.LastEntry.ID); err != nil {
+			return 0, 0, fmt.Errorf("redisstore: changes: %w", err)
+		}
+	}
+	if info.Length == 0 || top != gen {
+		return gen << seqShift, top, nil
+	}
+	e, _ := info.LastEntry.Values["e"].(string)
+	return gen<<seqShift | uint64(strings.Count(e, "\x1e")), top, nil //nolint:gosec // G115: a count
+}
+
+// isNoSuchKey reports Redis' reply to XINFO STREAM of a missing key.
+func isNoSuchKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such key")
 }
 
 // entrySeq returns n of a stream id "0-n".
@@ -164,8 +235,13 @@ func decodeChanges(msgs []redis.XMessage, after uint64, limit int) (res store.Ch
 			return res, false, err
 		}
 		if n >= want {
-			if n > want && len(res.Changes) == 0 {
-				res.Missed = true // trimmed past the cursor
+			if n > want {
+				if len(res.Changes) > 0 {
+					// Changes after a gap go out after the gap is
+					// told: the next call starts here and says Missed.
+					return res, true, nil
+				}
+				res.Missed = true // trimmed past the cursor, or not recorded
 			}
 			want = n + 1
 		}

@@ -206,3 +206,91 @@ func TestChangesShortWait(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedRecordsWhileRead: a namespace's feed records changes only while
+// it is read (T:evw); changes made while it is not are told to a reader as
+// Missed, never skipped silently, whether later changes follow them or
+// not, and a reader that starts after them misses nothing.
+func TestFeedRecordsWhileRead(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := testenv.RedisURL(t)
+	prefix := newPrefix()
+	s := mustOpen(t, url, &Config{Prefix: prefix})
+	defer func() { _ = s.Close() }()
+	c := redis.NewClient(must(redis.ParseURL(url)))
+	defer func() { _ = c.Close() }()
+	ev, mark := s.tag("n")+":ev", s.tag("n")+":evw"
+	changes := func(cursor string) store.ChangesResult {
+		t.Helper()
+		res, err := s.Changes(ctx, store.ChangesParams{Namespace: "n", Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	ids := func(res store.ChangesResult) []string {
+		var out []string
+		for _, ch := range res.Changes {
+			out = append(out, ch.ID)
+		}
+		return out
+	}
+	unread := func() { // every reader gone (or its mark lost)
+		t.Helper()
+		if err := c.Del(ctx, mark).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Not read yet: nothing recorded, the ids taken.
+	feedBatch(t, s, "n", "a", 3)
+	if n := c.XLen(ctx, ev).Val(); n != 0 {
+		t.Fatalf("feed never read: %d entries recorded, want 0", n)
+	}
+	// A reader starting now misses nothing.
+	start := changes("")
+	feedBatch(t, s, "n", "b", 1)
+	res := changes(start.Cursor)
+	if res.Missed || len(res.Changes) != 1 || !strings.HasPrefix(res.Changes[0].ID, "b-") {
+		t.Fatalf("after a start: %v, Missed %v; want the one change b", ids(res), res.Missed)
+	}
+	// Readers gone: a change goes unrecorded, and the next read says so
+	// at once, with no change after it.
+	unread()
+	feedBatch(t, s, "n", "c", 1)
+	res = changes(res.Cursor)
+	if !res.Missed || len(res.Changes) != 0 {
+		t.Fatalf("after an unrecorded change: %v, Missed %v; want Missed", ids(res), res.Missed)
+	}
+	// That read marked the feed again: the next change is recorded.
+	feedBatch(t, s, "n", "d", 1)
+	res = changes(res.Cursor)
+	if res.Missed || len(res.Changes) != 1 || !strings.HasPrefix(res.Changes[0].ID, "d-") {
+		t.Fatalf("after Missed: %v, Missed %v; want the one change d", ids(res), res.Missed)
+	}
+	// A gap between recorded changes: those before it come alone, then
+	// Missed with those after it.
+	cursor := res.Cursor
+	feedBatch(t, s, "n", "e", 1)
+	unread()
+	feedBatch(t, s, "n", "f", 1)
+	if err := c.Set(ctx, mark, "1", time.Minute).Err(); err != nil { // another reader
+		t.Fatal(err)
+	}
+	feedBatch(t, s, "n", "g", 1)
+	res = changes(cursor)
+	if res.Missed || len(res.Changes) != 1 || !strings.HasPrefix(res.Changes[0].ID, "e-") {
+		t.Fatalf("before a gap: %v, Missed %v; want the one change e", ids(res), res.Missed)
+	}
+	res = changes(res.Cursor)
+	if !res.Missed || len(res.Changes) != 1 || !strings.HasPrefix(res.Changes[0].ID, "g-") {
+		t.Fatalf("after a gap: %v, Missed %v; want Missed and the change g", ids(res), res.Missed)
+	}
+	// The feed holds no entry of the unrecorded changes.
+	for _, m := range c.XRange(ctx, ev, "-", "+").Val() {
+		if e, _ := m.Values["e"].(string); strings.Contains(e, "a-") || strings.Contains(e, "c-") || strings.Contains(e, "f-") || e == "" {
+			t.Errorf("feed entry %s holds %q: an unrecorded change", m.ID, e)
+		}
+	}
+}

@@ -337,8 +337,10 @@ local function flow_write(fid, a, starts, n, sca)
     all[na + 1] = I(seq)
     all[na + 2] = id
     na = na + 2
-    ne = ne + 1
-    evs[ne] = 'E' .. st .. '\31' .. id .. evq
+    if rec() then
+      ne = ne + 1
+      evs[ne] = 'E' .. st .. '\31' .. id .. evq
+    end
   end
   if lq then count('1', lq, n1); count('2', lq, n2) end
   zadd_all(T .. ':all', all)

@@ -120,6 +120,9 @@ type Store struct {
 	groups  map[string]*enqueueGroup // by namespace; see batch.go
 
 	hints hints // of the tasks this Store leased; see hints.go
+	// feedRead holds, by namespace, when this Store last marked the
+	// namespace's change feed as read (time.Time; see changes.go).
+	feedRead sync.Map
 	// wakeCheck is wakeCheckMax; tests lengthen it to show that a Lease
 	// wakes by notification and due time, not by this fallback.
 	wakeCheck time.Duration

@@ -35,6 +35,8 @@ import (
 //	T:uz              zset   unique keys by the end of their window (µs)
 //	T:seq, T:lseq     string enqueue sequence and lease id counters
 //	T:mv, T:mk        hash, zset  meta records (see meta.go)
+//	T:ev              stream      the change feed (see changes.go)
+//	T:evw             string      present while the feed is read
 //
 // The hot paths (enqueue, lease, report) turn no number into a string
 // through Lua's own conversions (tostring, concatenation, or a number
@@ -73,7 +75,20 @@ local flow_apply
 -- evs collects the task changes of the script, written by flush() as one
 -- entry of the change feed T:ev (see changes.go for the format).
 local evs = {}
+-- REC says whether the feed records changes: only while someone reads it
+-- (a reader keeps T:evw, see changes.go); nil until the call's first
+-- change asks. A call whose changes go unrecorded takes one entry id of
+-- T:ev and deletes that entry in flush, so that a reader after it sees a
+-- gap in the ids (Missed) instead of nothing.
+local REC
+local unrec = false
+local function rec()
+  if REC == nil then REC = redis.call('EXISTS', T .. ':evw') == 1 end
+  if not REC then unrec = true end
+  return REC
+end
 local function ev(k, st, id, q, ty, a, x)
+  if not rec() then return end
   if x then x = (string.gsub(x, '[\30\31]', ' ')) end
   evs[#evs + 1] = k .. st .. '\31' .. id .. '\31' .. q .. '\31' .. (ty or '') .. '\31' .. (a or '0') .. '\31' .. (x or '')
 end
@@ -141,7 +156,11 @@ local function flush()
       end
     end
     evs = {}
+  elseif unrec then
+    local ek = T .. ':ev'
+    redis.call('XDEL', ek, redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 'e', ''))
   end
+  unrec = false
   if woke then redis.call('PUBLISH', WAKE, '1') end
 end
 local function zrem_all(key, list)
@@ -397,7 +416,7 @@ for j = 1, nt do
       all[na + 2] = id
       na = na + 2
       count(st, q, 1)
-      evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq
+      if rec() then evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq end
       res[j] = st
     end
   end
@@ -562,7 +581,7 @@ for qi = 1, nq do
         local sl = S(lid)
         local sa = IA(a + 1)
         redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
-        evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw
+        if rec() then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw end
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -713,7 +732,7 @@ while i <= #ARGV do
           redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
         end
         -- ev('K', st, id, q, f[8], f[9]), inline.
-        evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31'
+        if rec() then evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31' end
       elseif kind == '1' then
         st = '5'
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
