@@ -105,32 +105,42 @@ func runCallgrind(pid, dir string) {
 		}
 	})
 	// The end-to-end shapes, as -scripts runs them: enqueue calls of 1000
-	// tasks, then leases of 50 per call, then reports of 50 per call.
+	// tasks, then leases of 50 per call, then reports of 50 per call; in a
+	// namespace whose change feed no one reads, then in one whose feed is
+	// read (the Redis store records changes only then).
 	const big = 5000
-	var leased []store.Outcome
-	enq := phase(big, func() {
-		for range big / 1000 {
-			enqueue("d", 1000)
-		}
-	})
-	lease := phase(big, func() {
-		for len(leased) < big {
-			res, err := s.Lease(ctx, store.LeaseParams{Namespace: "d", Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
-			if err != nil || len(res.Tasks) == 0 {
-				log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
+	shapes := func(ns string) (enq, lease, report float64) {
+		var leased []store.Outcome
+		enq = phase(big, func() {
+			for range big / 1000 {
+				enqueue(ns, 1000)
 			}
-			for _, t := range res.Tasks {
-				leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded})
+		})
+		lease = phase(big, func() {
+			for len(leased) < big {
+				res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
+				if err != nil || len(res.Tasks) == 0 {
+					log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
+				}
+				for _, t := range res.Tasks {
+					leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded})
+				}
 			}
-		}
-	})
-	report := phase(big, func() {
-		for i := 0; i < big; i += 50 {
-			if _, err := s.Report(ctx, store.ReportParams{Namespace: "d", Outcomes: leased[i : i+50]}); err != nil {
-				log.Fatalf("kiln: report: %v", err)
+		})
+		report = phase(big, func() {
+			for i := 0; i < big; i += 50 {
+				if _, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: leased[i : i+50]}); err != nil {
+					log.Fatalf("kiln: report: %v", err)
+				}
 			}
-		}
-	})
+		})
+		return enq, lease, report
+	}
+	enq, lease, report := shapes("d")
+	if _, err := s.Changes(ctx, store.ChangesParams{Namespace: "r"}); err != nil {
+		log.Fatalf("kiln: changes: %v", err)
+	}
+	enqR, leaseR, reportR := shapes("r")
 	// What a call costs whatever it does: a lease that finds nothing, a
 	// report of a task that does not exist, and Redis' own EVAL of a script
 	// that does nothing.
@@ -160,6 +170,8 @@ func runCallgrind(pid, dir string) {
 		one, twenty, twenty/20, (twenty-one)/19, lr, path, loadAverage())
 	fmt.Printf("Per task, end-to-end shapes: enqueue (1000 per call) %.0f, lease (50 per call) %.0f, report succeeded (50 per call) %.0f, all three %.0f\n",
 		enq, lease, report, enq+lease+report)
+	fmt.Printf("The same with the change feed read: enqueue %.0f, lease %.0f, report succeeded %.0f, all three %.0f\n",
+		enqR, leaseR, reportR, enqR+leaseR+reportR)
 }
 
 func control(pid, op string) {

@@ -337,9 +337,12 @@ local function flow_write(fid, a, starts, n, sca)
     all[na + 1] = I(seq)
     all[na + 2] = id
     na = na + 2
-    if rec() then
+    if REC == nil then rec() end
+    if REC then
       ne = ne + 1
       evs[ne] = 'E' .. st .. '\31' .. id .. evq
+    else
+      unrec = true
     end
   end
   if lq then count('1', lq, n1); count('2', lq, n2) end

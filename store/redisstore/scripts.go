@@ -79,7 +79,8 @@ local evs = {}
 -- (a reader keeps T:evw, see changes.go); nil until the call's first
 -- change asks. A call whose changes go unrecorded takes one entry id of
 -- T:ev and deletes that entry in flush, so that a reader after it sees a
--- gap in the ids (Missed) instead of nothing.
+-- gap in the ids (Missed) instead of nothing. The hot loops ask without
+-- a call: if REC == nil then rec() end, then REC or unrec = true.
 local REC
 local unrec = false
 local function rec()
@@ -416,7 +417,8 @@ for j = 1, nt do
       all[na + 2] = id
       na = na + 2
       count(st, q, 1)
-      if rec() then evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq end
+      if REC == nil then rec() end
+      if REC then evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq else unrec = true end
       res[j] = st
     end
   end
@@ -581,7 +583,8 @@ for qi = 1, nq do
         local sl = S(lid)
         local sa = IA(a + 1)
         redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
-        if rec() then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw end
+        if REC == nil then rec() end
+        if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw else unrec = true end
         lz[#lz + 1] = exp
         lz[#lz + 1] = id
       end
@@ -732,7 +735,8 @@ while i <= #ARGV do
           redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
         end
         -- ev('K', st, id, q, f[8], f[9]), inline.
-        if rec() then evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31' end
+        if REC == nil then rec() end
+        if REC then evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31' else unrec = true end
       elseif kind == '1' then
         st = '5'
         redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
