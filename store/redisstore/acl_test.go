@@ -68,54 +68,63 @@ func TestACLDocumentedCommands(t *testing.T) {
 // prefix; a command or key the store uses beyond them fails with NOPERM.
 func aclHarness(t *testing.T, rawURL string) storetest.Harness {
 	t.Helper()
-	o, err := redis.ParseURL(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := redis.NewClient(o)
-	t.Cleanup(func() { _ = admin.Close() })
-	// An ACL SETUSER on a server that has no ACLs (Redis < 6) fails here.
-	if err := admin.Do(t.Context(), "ACL", "WHOAMI").Err(); err != nil {
-		t.Skipf("the test Redis has no ACLs: %v", err)
-	}
-	var grants []string
-	for _, c := range slices.Concat(aclClientCommands, aclScriptCommands) {
-		if !slices.Contains(aclOptional, c) {
-			grants = append(grants, "+"+strings.ToLower(c))
-		}
-	}
 	return storetest.Harness{New: func(tb testing.TB, clock store.Clock) (store.Store, func() store.Store) {
 		tb.Helper()
 		prefix := newPrefix()
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		user, pass := prefix+"-acl", hex.EncodeToString(b[:])
-		rules := slices.Concat([]string{"reset", "on", ">" + pass,
-			"~{" + prefix + ":*", "~" + prefix + ":*", "&" + prefix + ":wake:*", "-@all"}, grants)
-		args := []any{"ACL", "SETUSER", user}
-		for _, r := range rules {
-			args = append(args, r)
-		}
-		if err := admin.Do(context.Background(), args...).Err(); err != nil {
-			tb.Fatalf("ACL SETUSER: %v", err)
-		}
-		tb.Cleanup(func() { _ = admin.Do(context.Background(), "ACL", "DELUSER", user).Err() })
-		u, err := url.Parse(rawURL)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		u.User = url.UserPassword(user, pass)
+		userURL := aclUser(tb, rawURL, prefix)
 		cfg := &Config{Prefix: prefix, Clock: clock}
-		cur := mustOpen(tb, u.String(), cfg)
+		cur := mustOpen(tb, userURL, cfg)
 		tb.Cleanup(func() { _ = cur.Close() })
 		return cur, func() store.Store {
 			if err := cur.Close(); err != nil {
 				tb.Fatalf("Close: %v", err)
 			}
-			cur = mustOpen(tb, u.String(), cfg)
+			cur = mustOpen(tb, userURL, cfg)
 			return cur
 		}
 	}}
+}
+
+// aclUser makes a Redis ACL user, deleted when tb ends, that may run the
+// commands docs/redis.md lists (less the optional ones and those in
+// without) on the keys and channels of prefix, and returns rawURL as that
+// user. It skips tb on a Redis without ACLs (before 6).
+func aclUser(tb testing.TB, rawURL, prefix string, without ...string) string {
+	tb.Helper()
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	admin := redis.NewClient(o)
+	tb.Cleanup(func() { _ = admin.Close() })
+	if err := admin.Do(context.Background(), "ACL", "WHOAMI").Err(); err != nil {
+		tb.Skipf("the test Redis has no ACLs: %v", err)
+	}
+	var grants []string
+	for _, c := range slices.Concat(aclClientCommands, aclScriptCommands) {
+		if !slices.Contains(aclOptional, c) && !slices.Contains(without, c) {
+			grants = append(grants, "+"+strings.ToLower(c))
+		}
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	user, pass := prefix+"-acl", hex.EncodeToString(b[:])
+	rules := slices.Concat([]string{"reset", "on", ">" + pass,
+		"~{" + prefix + ":*", "~" + prefix + ":*", "&" + prefix + ":wake:*", "-@all"}, grants)
+	args := []any{"ACL", "SETUSER", user}
+	for _, r := range rules {
+		args = append(args, r)
+	}
+	if err := admin.Do(context.Background(), args...).Err(); err != nil {
+		tb.Fatalf("ACL SETUSER: %v", err)
+	}
+	tb.Cleanup(func() { _ = admin.Do(context.Background(), "ACL", "DELUSER", user).Err() })
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	u.User = url.UserPassword(user, pass)
+	return u.String()
 }
 
 // TestConformanceACLUser runs the whole conformance suite as an ACL user

@@ -210,16 +210,32 @@ func TestChangesShortWait(t *testing.T) {
 // TestFeedRecordsWhileRead: a namespace's feed records changes only while
 // it is read (T:evw); changes made while it is not are told to a reader as
 // Missed, never skipped silently, whether later changes follow them or
-// not, and a reader that starts after them misses nothing.
+// not, and a reader that starts after them misses nothing. Also as a user
+// granted what an older kiln needed, without XDEL: the scripts still run,
+// and the entry they could not delete is read as the gap.
 func TestFeedRecordsWhileRead(t *testing.T) {
 	t.Parallel()
+	for _, noXDEL := range []bool{false, true} {
+		t.Run(fmt.Sprintf("without XDEL %v", noXDEL), func(t *testing.T) {
+			t.Parallel()
+			url := testenv.RedisURL(t)
+			prefix := newPrefix()
+			storeURL := url
+			if noXDEL {
+				storeURL = aclUser(t, url, prefix, "XDEL")
+			}
+			s := mustOpen(t, storeURL, &Config{Prefix: prefix})
+			defer func() { _ = s.Close() }()
+			c := redis.NewClient(must(redis.ParseURL(url)))
+			defer func() { _ = c.Close() }()
+			feedWhileRead(t, s, c, noXDEL)
+		})
+	}
+}
+
+func feedWhileRead(t *testing.T, s *Store, c *redis.Client, noXDEL bool) {
+	t.Helper()
 	ctx := t.Context()
-	url := testenv.RedisURL(t)
-	prefix := newPrefix()
-	s := mustOpen(t, url, &Config{Prefix: prefix})
-	defer func() { _ = s.Close() }()
-	c := redis.NewClient(must(redis.ParseURL(url)))
-	defer func() { _ = c.Close() }()
 	ev, mark := s.tag("n")+":ev", s.tag("n")+":evw"
 	changes := func(cursor string) store.ChangesResult {
 		t.Helper()
@@ -245,7 +261,7 @@ func TestFeedRecordsWhileRead(t *testing.T) {
 
 	// Not read yet: nothing recorded, the ids taken.
 	feedBatch(t, s, "n", "a", 3)
-	if n := c.XLen(ctx, ev).Val(); n != 0 {
+	if n := c.XLen(ctx, ev).Val(); n != 0 && !noXDEL {
 		t.Fatalf("feed never read: %d entries recorded, want 0", n)
 	}
 	// A reader starting now misses nothing.
@@ -287,10 +303,19 @@ func TestFeedRecordsWhileRead(t *testing.T) {
 	if !res.Missed || len(res.Changes) != 1 || !strings.HasPrefix(res.Changes[0].ID, "g-") {
 		t.Fatalf("after a gap: %v, Missed %v; want Missed and the change g", ids(res), res.Missed)
 	}
-	// The feed holds no entry of the unrecorded changes.
+	// The feed holds no change made unread; without XDEL, their calls'
+	// empty entries.
+	empty := 0
 	for _, m := range c.XRange(ctx, ev, "-", "+").Val() {
-		if e, _ := m.Values["e"].(string); strings.Contains(e, "a-") || strings.Contains(e, "c-") || strings.Contains(e, "f-") || e == "" {
+		e, _ := m.Values["e"].(string)
+		if e == "" {
+			empty++
+		}
+		if strings.Contains(e, "a-") || strings.Contains(e, "c-") || strings.Contains(e, "f-") {
 			t.Errorf("feed entry %s holds %q: an unrecorded change", m.ID, e)
 		}
+	}
+	if want := map[bool]int{false: 0, true: 3}[noXDEL]; empty != want {
+		t.Errorf("%d empty entries, want %d", empty, want)
 	}
 }

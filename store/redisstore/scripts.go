@@ -158,8 +158,10 @@ local function flush()
     end
     evs = {}
   elseif unrec then
+    -- pcall: a user granted what an older kiln needed may not run XDEL;
+    -- the empty entry then stays, and readers take it for the gap too.
     local ek = T .. ':ev'
-    redis.call('XDEL', ek, redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 'e', ''))
+    redis.pcall('XDEL', ek, redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 'e', ''))
   end
   unrec = false
   if woke then redis.call('PUBLISH', WAKE, '1') end
