@@ -75,6 +75,7 @@ var (
 	latencyOnly = benchFlags.Bool("latency-only", false, "run only the latency phase, kiln and asynq alternately -rounds times, with the load average of each")
 	callgrind   = benchFlags.String("callgrind-pid", "", "instead of the comparison, count the instructions per kiln script call of the Redis at -redis, run under valgrind --tool=callgrind with this process id (see callgrind.go)")
 	cgDir       = benchFlags.String("callgrind-dir", ".", "the folder of that Redis' callgrind dumps (its --callgrind-out-file=DIR/cg.out.%p)")
+	feedReader  = benchFlags.Bool("read-feed", false, "kiln: read the change feed during each run, as a server with an event stream open does (the Redis store records changes only while its feed is read)")
 )
 
 type result struct {
@@ -192,6 +193,16 @@ func token() string {
 
 // ---- kiln ----
 
+// readChanges reads the change feed of s's default namespace until s is
+// closed, as a server's event stream does.
+func readChanges(s *redisstore.Store) {
+	ctx := context.Background()
+	res, err := s.Changes(ctx, store.ChangesParams{Namespace: store.DefaultNamespace})
+	for err == nil {
+		res, err = s.Changes(ctx, store.ChangesParams{Namespace: store.DefaultNamespace, Cursor: res.Cursor, Wait: time.Second})
+	}
+}
+
 func runKiln() result {
 	ctx := context.Background()
 	prefix := "kbench-" + token()
@@ -200,6 +211,9 @@ func runKiln() result {
 		s, err := redisstore.Open(ctx, *redisURL, &redisstore.Config{Prefix: prefix + "-" + name})
 		if err != nil {
 			log.Fatalf("kiln: open: %v", err)
+		}
+		if *feedReader {
+			go readChanges(s)
 		}
 		return s
 	}
