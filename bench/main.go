@@ -75,6 +75,7 @@ var (
 	latencyOnly = benchFlags.Bool("latency-only", false, "run only the latency phase, kiln and asynq alternately -rounds times, with the load average of each")
 	callgrind   = benchFlags.String("callgrind-pid", "", "instead of the comparison, count the instructions per kiln script call of the Redis at -redis, run under valgrind --tool=callgrind with this process id (see callgrind.go)")
 	cgDir       = benchFlags.String("callgrind-dir", ".", "the folder of that Redis' callgrind dumps (its --callgrind-out-file=DIR/cg.out.%p)")
+	cgPayload   = benchFlags.Int("callgrind-payload", 0, "payload bytes of each task -callgrind-pid enqueues (0: none, as the comparison's tasks)")
 	feedReader  = benchFlags.Bool("read-feed", false, "kiln: read the change feed during each run, as a server with an event stream open does (the Redis store records changes only while its feed is read)")
 )
 

@@ -3,6 +3,8 @@ package redisstore
 import (
 	"context"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,6 +69,8 @@ func TestLeaseReply(t *testing.T) {
 		{ID: "bare", Type: "t", Queue: "q"},
 		{ID: "past", Type: "t", Queue: "q", RunAt: time.Now().Add(-time.Hour).Truncate(time.Microsecond)},
 		{ID: "kept", Type: "t", Queue: "q", Retention: time.Hour},
+		{ID: "retries", Type: "t", Queue: "q", MaxRetries: 2},
+		{ID: "payload", Type: "t", Queue: "q", Payload: []byte("x")},
 	}
 	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: in[:1]}); err != nil {
 		t.Fatal(err)
@@ -82,7 +86,7 @@ func TestLeaseReply(t *testing.T) {
 	hook.mu.Lock()
 	hook.replies = nil
 	hook.mu.Unlock()
-	leased := lease("q", 4)
+	leased := lease("q", 6)
 
 	hook.mu.Lock()
 	if len(hook.replies) != 1 {
@@ -91,8 +95,8 @@ func TestLeaseReply(t *testing.T) {
 	reply, _ := hook.replies[0].([]any)
 	hook.mu.Unlock()
 	raw, _ := reply[2].([]any)
-	if len(raw) != 4*leaseStride {
-		t.Fatalf("lease script reply of %d values for 4 tasks: %q", len(raw), raw)
+	if len(raw) != 6*leaseStride {
+		t.Fatalf("lease script reply of %d values for 6 tasks: %q", len(raw), raw)
 	}
 	compact, listed := map[string]bool{}, map[string]bool{}
 	for i, lt := range leased {
@@ -100,10 +104,10 @@ func TestLeaseReply(t *testing.T) {
 		compact[lt.ID] = !whole
 		_, listed[lt.ID] = raw[i*leaseStride+3].([]any)
 	}
-	if want := map[string]bool{"again": true, "bare": true, "past": false, "kept": true}; !reflect.DeepEqual(compact, want) {
+	if want := map[string]bool{"again": true, "bare": true, "past": false, "kept": true, "retries": true, "payload": true}; !reflect.DeepEqual(compact, want) {
 		t.Errorf("returned without field names: %v, want %v", compact, want)
 	}
-	if want := map[string]bool{"again": false, "bare": false, "past": false, "kept": true}; !reflect.DeepEqual(listed, want) {
+	if want := map[string]bool{"again": false, "bare": false, "past": false, "kept": true, "retries": false, "payload": false}; !reflect.DeepEqual(listed, want) {
 		t.Errorf("attempt given with the workflow fields: %v, want %v", listed, want)
 	}
 
@@ -128,8 +132,62 @@ func TestLeaseReply(t *testing.T) {
 		if lt.ID == "again" && (lt.Attempt != 2 || string(lt.Payload) != "p\x00q" || lt.MaxRetries != 3 || lt.Priority != 2) {
 			t.Errorf("leased again: attempt %d payload %q max retries %d priority %d", lt.Attempt, lt.Payload, lt.MaxRetries, lt.Priority)
 		}
+		if lt.ID == "retries" && (lt.MaxRetries != 2 || lt.Attempt != 1 || len(lt.Payload) != 0) {
+			t.Errorf("leased retries: max retries %d attempt %d payload %q", lt.MaxRetries, lt.Attempt, lt.Payload)
+		}
+		if lt.ID == "payload" && string(lt.Payload) != "x" {
+			t.Errorf("leased payload: payload %q", lt.Payload)
+		}
 	}
-	if leased[0].LeaseID+3 != leased[3].LeaseID || leased[0].LeaseID <= first.LeaseID {
+	if leased[0].LeaseID+5 != leased[5].LeaseID || leased[0].LeaseID <= first.LeaseID {
 		t.Errorf("lease ids %d..%d after %d, want consecutive and later", leased[0].LeaseID, leased[3].LeaseID, first.LeaseID)
 	}
+}
+
+// TestLeaseReadsCommonRecord: the lease reads the record of a task leased
+// for the first time with no fields but those its enqueue wrote for a task
+// without options (with or without payload and max retries) by HMGET and
+// HLEN, any other record whole (one with options has as many fields as one
+// with a payload, or more); and a user granted what an older kiln needed,
+// without HLEN, still leases: its script reads every record whole.
+func TestLeaseReadsCommonRecord(t *testing.T) {
+	t.Parallel()
+	s, c, opts := monitoredStore(t)
+	ctx := t.Context()
+	check := func(s *Store, ns string, in store.TaskInput, whole bool) {
+		t.Helper()
+		if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}}); err != nil {
+			t.Fatal(err)
+		}
+		mon := startMonitor(t, opts.Addr)
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, WorkerID: "w"})
+		var names []string
+		for _, args := range mon.stop(t, c, "end-"+ns) {
+			names = append(names, strings.ToUpper(args[0]))
+		}
+		if err != nil || len(res.Tasks) != 1 {
+			t.Fatalf("%s: Lease = %d tasks, %v", ns, len(res.Tasks), err)
+		}
+		lt := res.Tasks[0]
+		if lt.ID != in.ID || string(lt.Payload) != string(in.Payload) || lt.MaxRetries != in.MaxRetries || lt.Attempt != 1 || lt.Type != in.Type {
+			t.Errorf("%s: leased %+v, enqueued %+v", ns, *lt, in)
+		}
+		if got := slices.Contains(names, "HGETALL"); got != whole {
+			t.Errorf("%s: record read whole %v, want %v (commands %v)", ns, got, whole, names)
+		}
+		if !whole && !slices.Contains(names, "HLEN") {
+			t.Errorf("%s: no HLEN among %v", ns, names)
+		}
+	}
+	check(s, "bare", store.TaskInput{ID: "a", Type: "t", Queue: "q"}, false)
+	check(s, "retries", store.TaskInput{ID: "b", Type: "t", Queue: "q", MaxRetries: 4}, false)
+	check(s, "payload", store.TaskInput{ID: "c", Type: "t", Queue: "q", Payload: []byte("pp")}, false)
+	check(s, "both", store.TaskInput{ID: "d", Type: "t", Queue: "q", Payload: []byte("pp"), MaxRetries: 1}, false)
+	check(s, "kept", store.TaskInput{ID: "f", Type: "t", Queue: "q", Retention: time.Hour}, true)
+	check(s, "past", store.TaskInput{ID: "g", Type: "t", Queue: "q", Payload: []byte("pp"), RunAt: time.Now().Add(-time.Hour)}, true)
+
+	prefix := newPrefix()
+	old := mustOpen(t, aclUser(t, "redis://"+opts.Addr+"/0", prefix, "HLEN"), &Config{Prefix: prefix})
+	t.Cleanup(func() { _ = old.Close() })
+	check(old, "nohlen", store.TaskInput{ID: "e", Type: "t", Queue: "q"}, true)
 }

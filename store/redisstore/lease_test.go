@@ -125,8 +125,8 @@ func TestLeaseIdleEndsEarly(t *testing.T) {
 		t.Errorf("lease with a task due in an hour: %d tasks, commands %v; want none, %v", len(tasks), cmds, idle)
 	}
 	enqueue("ready", store.TaskInput{ID: "a", Type: "t", Queue: "r"})
-	if tasks, cmds := lease("ready"); len(tasks) != 1 || tasks[0].ID != "a" || !slices.Contains(cmds, "HGETALL") {
-		t.Errorf("lease with a ready task: %d tasks, commands %v; want task a, read whole", len(tasks), cmds)
+	if tasks, cmds := lease("ready"); len(tasks) != 1 || tasks[0].ID != "a" || !slices.Contains(cmds, "HSET") {
+		t.Errorf("lease with a ready task: %d tasks, commands %v; want task a, leased", len(tasks), cmds)
 	}
 	enqueue("due", store.TaskInput{ID: "d", Type: "t", Queue: "q", RunAt: time.Now().Add(50 * time.Millisecond)})
 	time.Sleep(100 * time.Millisecond) // until it is due: the store's clock is Redis'
