@@ -179,8 +179,8 @@ end
 -- stage_ready adds m to the batch of ready members for queue q and type
 -- ty (ready: list key -> {score, member, ...}; readyKeys: the keys in
 -- order; types: queue -> set of types), written later by the caller.
-local function stage_ready(ready, readyKeys, types, q, ty, m)
-  local rk = T .. ':r:' .. q .. '/' .. ty
+local function stage_ready(ready, readyKeys, types, q, ty, m, rk)
+  rk = rk or T .. ':r:' .. q .. '/' .. ty
   local l = ready[rk]
   if not l then
     l = {}
@@ -329,7 +329,7 @@ local TK, TH = T .. ':t:', T .. ':h:'
 -- written yet are reserved: in T:rv, or in the compact format (rb_taken).
 local RVQ = redis.call('EXISTS', T .. ':rvq') == 1
 local RV = RVQ and redis.call('EXISTS', T .. ':rv') == 1
-local q, ty, evq
+local q, ty, evq, rkq
 local i = 4
 for j = 1, nt do
   local id, x = ARGV[i], ARGV[i + 2]
@@ -342,6 +342,7 @@ for j = 1, nt do
     q, ty = ARGV[i], ARGV[i + 1]
     i = i + 2
     evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
+    rkq = T .. ':r:' .. q .. '/' .. ty
   end
   local ra, uk = '', ''
   local ttl, rtu, ukr
@@ -420,7 +421,7 @@ for j = 1, nt do
         redis.call('HSET', key, unpack(f))
       end
       if st == '2' then
-        stage_ready(ready, readyKeys, types, q, ty, m)
+        stage_ready(ready, readyKeys, types, q, ty, m, rkq)
       end
       all[na + 1] = I(seq)
       all[na + 2] = id
