@@ -29,7 +29,7 @@ import (
 // reported succeeded 50 per call; and per call, a lease that finds nothing,
 // a report of a task that does not exist and an EVAL of a script that does
 // nothing (what a call costs whatever it does). The tasks have no payload
-// unless -callgrind-payload gives its size. The dumps go
+// unless -task-payload gives its size. The dumps go
 // where redis-server was started with --callgrind-out-file=DIR/cg.out.%p.
 func runCallgrind(pid, dir string) {
 	ctx := context.Background()
@@ -47,11 +47,7 @@ func runCallgrind(pid, dir string) {
 	seq := 0
 	task := func() store.TaskInput {
 		seq++
-		var p []byte
-		if *cgPayload > 0 {
-			p = make([]byte, *cgPayload)
-		}
-		return store.TaskInput{ID: fmt.Sprintf("01JBENCHCALLGRIND%09d", seq), Type: "noop", MaxRetries: 25, Payload: p}
+		return store.TaskInput{ID: fmt.Sprintf("01JBENCHCALLGRIND%09d", seq), Type: "noop", MaxRetries: 25, Payload: payload()}
 	}
 	enqueue := func(ns string, n int) {
 		ts := make([]store.TaskInput, n)
@@ -173,8 +169,8 @@ func runCallgrind(pid, dir string) {
 	fmt.Printf("Redis instructions per call: a lease that finds nothing %.0f, a report of an unknown task %.0f, EVAL of 'return 1' %.0f\n", emptyLease, unknown, eval)
 	fmt.Printf("Redis instructions: enqueue call of 1 task %.0f; of 20 tasks %.0f (%.0f per task, %.0f per task added to a call); lease and report of 20 per call, per task %.0f; idle path (enqueue, lease, report of 1 task) %.0f; load average %s\n",
 		one, twenty, twenty/20, (twenty-one)/19, lr, path, loadAverage())
-	if *cgPayload > 0 {
-		fmt.Printf("Tasks with %d-byte payloads.\n", *cgPayload)
+	if *taskPayload > 0 {
+		fmt.Printf("Tasks with %d-byte payloads.\n", *taskPayload)
 	}
 	fmt.Printf("Per task, end-to-end shapes: enqueue (1000 per call) %.0f, lease (50 per call) %.0f, report succeeded (50 per call) %.0f, all three %.0f\n",
 		enq, lease, report, enq+lease+report)

@@ -87,7 +87,7 @@ func enqueueKiln(round int) enqueueRow {
 	before, beforeCalls := sampleRedis(*redisURL), commandCalls(*redisURL)
 	start := time.Now()
 	parallel(*tasks, func() {
-		if _, err := c.Enqueue(ctx, "noop", nil, nil); err != nil {
+		if _, err := c.Enqueue(ctx, "noop", payload(), nil); err != nil {
 			log.Fatalf("kiln: enqueue: %v", err)
 		}
 	})
@@ -117,7 +117,7 @@ func enqueueAsynq(round int) enqueueRow {
 	before, beforeCalls := sampleRedis(*redisURL), commandCalls(*redisURL)
 	start := time.Now()
 	parallel(*tasks, func() {
-		if _, err := client.Enqueue(asynq.NewTask("noop", nil)); err != nil {
+		if _, err := client.Enqueue(asynq.NewTask("noop", payload())); err != nil {
 			log.Fatalf("asynq: enqueue: %v", err)
 		}
 	})

@@ -75,9 +75,17 @@ var (
 	latencyOnly = benchFlags.Bool("latency-only", false, "run only the latency phase, kiln and asynq alternately -rounds times, with the load average of each")
 	callgrind   = benchFlags.String("callgrind-pid", "", "instead of the comparison, count the instructions per kiln script call of the Redis at -redis, run under valgrind --tool=callgrind with this process id (see callgrind.go)")
 	cgDir       = benchFlags.String("callgrind-dir", ".", "the folder of that Redis' callgrind dumps (its --callgrind-out-file=DIR/cg.out.%p)")
-	cgPayload   = benchFlags.Int("callgrind-payload", 0, "payload bytes of each task -callgrind-pid enqueues (0: none, as the comparison's tasks)")
+	taskPayload = benchFlags.Int("task-payload", 0, "payload bytes of every task kiln and asynq enqueue in the comparison's enqueue and end-to-end runs, with -enqueue-only, -scripts and -callgrind-pid (0: none)")
 	feedReader  = benchFlags.Bool("read-feed", false, "kiln: read the change feed during each run, as a server with an event stream open does (the Redis store records changes only while its feed is read)")
 )
+
+// payload returns a task's payload: -task-payload bytes, nil for none.
+func payload() []byte {
+	if *taskPayload <= 0 {
+		return nil
+	}
+	return make([]byte, *taskPayload)
+}
 
 type result struct {
 	name          string
@@ -136,7 +144,7 @@ func main() {
 	if *only == "" || *only == "asynq" {
 		rows = append(rows, runAsynq())
 	}
-	fmt.Printf("\n%d tasks, concurrency %d, latency at %d tasks/s for %s; GOMAXPROCS %d\n\n", *tasks, *concurrency, *rate, *latencyFor, runtime.GOMAXPROCS(0))
+	fmt.Printf("\n%d tasks (%d-byte payloads), concurrency %d, latency at %d tasks/s for %s; GOMAXPROCS %d\n\n", *tasks, *taskPayload, *concurrency, *rate, *latencyFor, runtime.GOMAXPROCS(0))
 	fmt.Println("| system | batch enqueue (tasks/s) | end to end (tasks/s) | latency p50 | latency p99 | latency max |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
@@ -221,7 +229,7 @@ func runKiln() result {
 	r := result{name: "kiln (Redis store)"}
 	reqs := make([]kiln.TaskRequest, 1000)
 	for i := range reqs {
-		reqs[i] = kiln.TaskRequest{Type: "noop"}
+		reqs[i] = kiln.TaskRequest{Type: "noop", Payload: payload()}
 	}
 
 	// Batch enqueue.
@@ -333,7 +341,7 @@ func runScripts() {
 	c := must(kiln.NewClient(s, nil))
 	reqs := make([]kiln.TaskRequest, 1000)
 	for i := range reqs {
-		reqs[i] = kiln.TaskRequest{Type: "noop"}
+		reqs[i] = kiln.TaskRequest{Type: "noop", Payload: payload()}
 	}
 	n := *tasks - *tasks%len(reqs)
 	type phase struct {
@@ -429,7 +437,7 @@ func runAsynq() result {
 		for range 50 {
 			wg.Go(func() {
 				for next.Add(1) <= int64(n) {
-					if _, err := client.Enqueue(asynq.NewTask(typ, nil)); err != nil {
+					if _, err := client.Enqueue(asynq.NewTask(typ, payload())); err != nil {
 						log.Fatalf("asynq: enqueue: %v", err)
 					}
 				}
