@@ -26,7 +26,8 @@ import (
 // lease calls of 20 tasks each followed by a report of the 20, and 500
 // times the idle path of one task (enqueue, lease, report); then the end
 // to end shapes: 5,000 tasks enqueued 1,000 per call, leased 50 per call,
-// reported succeeded 50 per call; and per call, a lease that finds nothing,
+// reported succeeded 50 per call; a second lease of 2,000 tasks released
+// after their first, 50 per call; and per call, a lease that finds nothing,
 // a report of a task that does not exist and an EVAL of a script that does
 // nothing (what a call costs whatever it does). The tasks have no payload
 // unless -task-payload gives its size. The dumps go
@@ -142,6 +143,30 @@ func runCallgrind(pid, dir string) {
 		log.Fatalf("kiln: changes: %v", err)
 	}
 	enqR, leaseR, reportR := shapes("r")
+	// A second lease: tasks released after their first lease, leased
+	// again 50 per call (a retry's record, which the lease fields make
+	// longer than a new task's).
+	const nAgain = 2000
+	leaseAll := func(ns string) []store.Outcome {
+		var leased []store.Outcome
+		for len(leased) < nAgain {
+			res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
+			if err != nil || len(res.Tasks) == 0 {
+				log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
+			}
+			for _, t := range res.Tasks {
+				leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeRelease})
+			}
+		}
+		return leased
+	}
+	for range nAgain / 1000 {
+		enqueue("g", 1000)
+	}
+	if _, err := s.Report(ctx, store.ReportParams{Namespace: "g", Outcomes: leaseAll("g")}); err != nil {
+		log.Fatalf("kiln: report: %v", err)
+	}
+	again := phase(nAgain, func() { leaseAll("g") })
 	// What a call costs whatever it does: a lease that finds nothing, a
 	// report of a task that does not exist, and Redis' own EVAL of a script
 	// that does nothing.
@@ -176,6 +201,7 @@ func runCallgrind(pid, dir string) {
 		enq, lease, report, enq+lease+report)
 	fmt.Printf("The same with the change feed read: enqueue %.0f, lease %.0f, report succeeded %.0f, all three %.0f\n",
 		enqR, leaseR, reportR, enqR+leaseR+reportR)
+	fmt.Printf("A second lease (tasks released after their first, leased again 50 per call): %.0f per task\n", again)
 }
 
 func control(pid, op string) {

@@ -146,21 +146,29 @@ func TestLeaseReply(t *testing.T) {
 
 // TestLeaseReadsCommonRecord: the lease reads the record of a task leased
 // for the first time with no fields but those its enqueue wrote for a task
-// without options (with or without payload and max retries) by HMGET and
-// HLEN, any other record whole (one with options has as many fields as one
-// with a payload, or more); and a user granted what an older kiln needed,
-// without HLEN, still leases: its script reads every record whole.
+// without options (with or without payload and max retries) by HLEN and
+// HMGET; a record of up to seven fields otherwise looked at by HMGET too,
+// then whole (one with options has as many fields as one with a payload, or
+// more); one of more (a task leased before) whole at once; and a user
+// granted what an older kiln needed, without HLEN, still leases: its script
+// reads every record whole.
 func TestLeaseReadsCommonRecord(t *testing.T) {
 	t.Parallel()
 	s, c, opts := monitoredStore(t)
 	ctx := t.Context()
-	check := func(s *Store, ns string, in store.TaskInput, whole bool) {
+	lease := func(s *Store, ns string) (store.LeaseResult, error) {
+		return s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, WorkerID: "w"})
+	}
+	// whole: the record is read with HGETALL; fields: with HMGET.
+	check := func(s *Store, ns string, in store.TaskInput, whole, fields bool, attempt int) {
 		t.Helper()
-		if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}}); err != nil {
-			t.Fatal(err)
+		if attempt == 1 {
+			if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		mon := startMonitor(t, opts.Addr)
-		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, WorkerID: "w"})
+		res, err := lease(s, ns)
 		var names []string
 		for _, args := range mon.stop(t, c, "end-"+ns) {
 			names = append(names, strings.ToUpper(args[0]))
@@ -169,25 +177,36 @@ func TestLeaseReadsCommonRecord(t *testing.T) {
 			t.Fatalf("%s: Lease = %d tasks, %v", ns, len(res.Tasks), err)
 		}
 		lt := res.Tasks[0]
-		if lt.ID != in.ID || string(lt.Payload) != string(in.Payload) || lt.MaxRetries != in.MaxRetries || lt.Attempt != 1 || lt.Type != in.Type {
+		if lt.ID != in.ID || string(lt.Payload) != string(in.Payload) || lt.MaxRetries != in.MaxRetries || lt.Attempt != attempt || lt.Type != in.Type {
 			t.Errorf("%s: leased %+v, enqueued %+v", ns, *lt, in)
 		}
 		if got := slices.Contains(names, "HGETALL"); got != whole {
 			t.Errorf("%s: record read whole %v, want %v (commands %v)", ns, got, whole, names)
 		}
-		if !whole && !slices.Contains(names, "HLEN") {
-			t.Errorf("%s: no HLEN among %v", ns, names)
+		if got := slices.Contains(names, "HMGET"); got != fields {
+			t.Errorf("%s: record's fields read %v, want %v (commands %v)", ns, got, fields, names)
+		}
+		// Released for the next check of the same task.
+		if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{{ID: lt.ID, LeaseID: lt.LeaseID, Kind: store.OutcomeRelease}}}); err != nil || rep.Errs[0] != nil {
+			t.Fatalf("%s: release: %v %v", ns, err, rep)
 		}
 	}
-	check(s, "bare", store.TaskInput{ID: "a", Type: "t", Queue: "q"}, false)
-	check(s, "retries", store.TaskInput{ID: "b", Type: "t", Queue: "q", MaxRetries: 4}, false)
-	check(s, "payload", store.TaskInput{ID: "c", Type: "t", Queue: "q", Payload: []byte("pp")}, false)
-	check(s, "both", store.TaskInput{ID: "d", Type: "t", Queue: "q", Payload: []byte("pp"), MaxRetries: 1}, false)
-	check(s, "kept", store.TaskInput{ID: "f", Type: "t", Queue: "q", Retention: time.Hour}, true)
-	check(s, "past", store.TaskInput{ID: "g", Type: "t", Queue: "q", Payload: []byte("pp"), RunAt: time.Now().Add(-time.Hour)}, true)
+	bare := store.TaskInput{ID: "a", Type: "t", Queue: "q"}
+	both := store.TaskInput{ID: "d", Type: "t", Queue: "q", Payload: []byte("pp"), MaxRetries: 1}
+	check(s, "bare", bare, false, true, 1)
+	check(s, "retries", store.TaskInput{ID: "b", Type: "t", Queue: "q", MaxRetries: 4}, false, true, 1)
+	check(s, "payload", store.TaskInput{ID: "c", Type: "t", Queue: "q", Payload: []byte("pp")}, false, true, 1)
+	check(s, "both", both, false, true, 1)
+	// Six and seven fields: looked at, then read whole.
+	check(s, "kept", store.TaskInput{ID: "f", Type: "t", Queue: "q", Retention: time.Hour}, true, true, 1)
+	check(s, "past", store.TaskInput{ID: "g", Type: "t", Queue: "q", RunAt: time.Now().Add(-time.Hour)}, true, true, 1)
+	// Eight fields or more: ca, ra and a payload; or leased before.
+	check(s, "pastpayload", store.TaskInput{ID: "h", Type: "t", Queue: "q", Payload: []byte("pp"), RunAt: time.Now().Add(-time.Hour)}, true, false, 1)
+	check(s, "bare", bare, true, false, 2)
+	check(s, "both", both, true, false, 2)
 
 	prefix := newPrefix()
-	old := mustOpen(t, aclUser(t, "redis://"+opts.Addr+"/0", prefix, "HLEN"), &Config{Prefix: prefix})
-	t.Cleanup(func() { _ = old.Close() })
-	check(old, "nohlen", store.TaskInput{ID: "e", Type: "t", Queue: "q"}, true)
+	noHLEN := mustOpen(t, aclUser(t, "redis://"+opts.Addr+"/0", prefix, "HLEN"), &Config{Prefix: prefix})
+	t.Cleanup(func() { _ = noHLEN.Close() })
+	check(noHLEN, "nohlen", store.TaskInput{ID: "e", Type: "t", Queue: "q"}, true, false, 1)
 }

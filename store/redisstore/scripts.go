@@ -481,6 +481,9 @@ local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
 local out, no, lid1 = {}, 0, nil
+-- UPTO7[n]: n is a number of fields the common record may have (an error
+-- table, where HLEN was refused, is none).
+local UPTO7 = {[0] = true, true, true, true, true, true, true, true}
 local PLAIN = {d = 1, m = 2, p = 3, a = 4, rtu = 5, dp = 6, fl = 7, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
 local exp = S(NOW + dur)
@@ -555,12 +558,15 @@ for qi = 1, nq do
         -- wrote, st d q ty [mr] [p] m (every record has st, d, q, ty and
         -- m), so HLEN tells it from any other once HMGET has found d and m
         -- and whether mr and p are there. Four values instead of HGETALL's
-        -- twelve to sixteen names and values, each made a Lua string.
-        -- pcall: a user granted what an older kiln needed may lack HLEN,
-        -- and reads the record whole.
-        local g = redis.call('HMGET', key, 'd', 'm', 'p', 'mr')
+        -- twelve to sixteen names and values, each made a Lua string. A
+        -- record of more than seven fields (a task leased before has
+        -- eight or more) is read whole at once. pcall: a user granted what
+        -- an older kiln needed may lack HLEN, and reads every record whole.
+        local nf = redis.pcall('HLEN', key)
+        local g = false
+        if UPTO7[nf] then g = redis.call('HMGET', key, 'd', 'm', 'p', 'mr') end
         local r
-        if g[1] and g[2] and redis.pcall('HLEN', key) == 5 + (g[3] and 1 or 0) + (g[4] and 1 or 0) then
+        if g and g[1] and g[2] and nf == 5 + (g[3] and 1 or 0) + (g[4] and 1 or 0) then
           d, mm, p = g[1], g[2], g[3]
         else
           r = redis.call('HGETALL', key)
