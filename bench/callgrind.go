@@ -111,6 +111,21 @@ func runCallgrind(pid, dir string) {
 	// namespace whose change feed no one reads, then in one whose feed is
 	// read (the Redis store records changes only then).
 	const big = 5000
+	// leaseAll leases n tasks of namespace ns, 50 per call, and returns an
+	// outcome of the kind given for each.
+	leaseAll := func(ns string, n int, kind store.OutcomeKind) []store.Outcome {
+		var leased []store.Outcome
+		for len(leased) < n {
+			res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
+			if err != nil || len(res.Tasks) == 0 {
+				log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
+			}
+			for _, t := range res.Tasks {
+				leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: kind})
+			}
+		}
+		return leased
+	}
 	shapes := func(ns string) (enq, lease, report float64) {
 		var leased []store.Outcome
 		enq = phase(big, func() {
@@ -118,17 +133,7 @@ func runCallgrind(pid, dir string) {
 				enqueue(ns, 1000)
 			}
 		})
-		lease = phase(big, func() {
-			for len(leased) < big {
-				res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
-				if err != nil || len(res.Tasks) == 0 {
-					log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
-				}
-				for _, t := range res.Tasks {
-					leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded})
-				}
-			}
-		})
+		lease = phase(big, func() { leased = leaseAll(ns, big, store.OutcomeSucceeded) })
 		report = phase(big, func() {
 			for i := 0; i < big; i += 50 {
 				if _, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: leased[i : i+50]}); err != nil {
@@ -147,26 +152,13 @@ func runCallgrind(pid, dir string) {
 	// again 50 per call (a retry's record, which the lease fields make
 	// longer than a new task's).
 	const nAgain = 2000
-	leaseAll := func(ns string) []store.Outcome {
-		var leased []store.Outcome
-		for len(leased) < nAgain {
-			res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
-			if err != nil || len(res.Tasks) == 0 {
-				log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
-			}
-			for _, t := range res.Tasks {
-				leased = append(leased, store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeRelease})
-			}
-		}
-		return leased
-	}
 	for range nAgain / 1000 {
 		enqueue("g", 1000)
 	}
-	if _, err := s.Report(ctx, store.ReportParams{Namespace: "g", Outcomes: leaseAll("g")}); err != nil {
+	if _, err := s.Report(ctx, store.ReportParams{Namespace: "g", Outcomes: leaseAll("g", nAgain, store.OutcomeRelease)}); err != nil {
 		log.Fatalf("kiln: report: %v", err)
 	}
-	again := phase(nAgain, func() { leaseAll("g") })
+	again := phase(nAgain, func() { leaseAll("g", nAgain, store.OutcomeRelease) })
 	// What a call costs whatever it does: a lease that finds nothing, a
 	// report of a task that does not exist, and Redis' own EVAL of a script
 	// that does nothing.
