@@ -140,7 +140,7 @@ func TestLeaseReply(t *testing.T) {
 		}
 	}
 	if leased[0].LeaseID+5 != leased[5].LeaseID || leased[0].LeaseID <= first.LeaseID {
-		t.Errorf("lease ids %d..%d after %d, want consecutive and later", leased[0].LeaseID, leased[3].LeaseID, first.LeaseID)
+		t.Errorf("lease ids %d..%d after %d, want consecutive and later", leased[0].LeaseID, leased[5].LeaseID, first.LeaseID)
 	}
 }
 
@@ -156,9 +156,6 @@ func TestLeaseReadsCommonRecord(t *testing.T) {
 	t.Parallel()
 	s, c, opts := monitoredStore(t)
 	ctx := t.Context()
-	lease := func(s *Store, ns string) (store.LeaseResult, error) {
-		return s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, WorkerID: "w"})
-	}
 	// whole: the record is read with HGETALL; fields: with HMGET.
 	check := func(s *Store, ns string, in store.TaskInput, whole, fields bool, attempt int) {
 		t.Helper()
@@ -168,7 +165,7 @@ func TestLeaseReadsCommonRecord(t *testing.T) {
 			}
 		}
 		mon := startMonitor(t, opts.Addr)
-		res, err := lease(s, ns)
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{"q"}, Max: 1, Duration: time.Minute, WorkerID: "w"})
 		var names []string
 		for _, args := range mon.stop(t, c, "end-"+ns) {
 			names = append(names, strings.ToUpper(args[0]))

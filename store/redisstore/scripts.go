@@ -555,7 +555,7 @@ for qi = 1, nq do
         local d, mm, p, a, rtu, dp, fl = false, false, false, false, false, false, false
         local plain = true
         -- The common task's first lease: its record holds what its enqueue
-        -- wrote, st d q ty [mr] [p] m (every record has st, d, q, ty and
+        -- wrote, st d q ty [mr] m [p] (every record has st, d, q, ty and
         -- m), so HLEN tells it from any other once HMGET has found d and m
         -- and whether mr and p are there. Four values instead of HGETALL's
         -- twelve to sixteen names and values, each made a Lua string. A
