@@ -27,7 +27,8 @@ import (
 // times the idle path of one task (enqueue, lease, report); then the end
 // to end shapes: 5,000 tasks enqueued 1,000 per call, leased 50 per call,
 // reported succeeded 50 per call; a second lease of 2,000 tasks released
-// after their first, 50 per call; and per call, a lease that finds nothing,
+// after their first, 50 per call; a lease of 1,000 members of 20 chords,
+// 50 per call; and per call, a lease that finds nothing,
 // a report of a task that does not exist and an EVAL of a script that does
 // nothing (what a call costs whatever it does). The tasks have no payload
 // unless -task-payload gives its size. The dumps go
@@ -159,6 +160,21 @@ func runCallgrind(pid, dir string) {
 		log.Fatalf("kiln: report: %v", err)
 	}
 	again := phase(nAgain, func() { leaseAll("g", nAgain, store.OutcomeRelease) })
+	// A workflow member's lease: 20 chords of 50 members (each member has
+	// workflow fields, and the callback, held, waits for all of them),
+	// their members leased 50 per call.
+	for f := range 20 {
+		members := make([]store.TaskInput, 50)
+		after := make([]string, len(members))
+		for i := range members {
+			members[i] = task()
+			after[i] = members[i].ID
+		}
+		if err := s.EnqueueFlow(ctx, store.FlowParams{Namespace: "f", ID: fmt.Sprintf("chord%d", f), Tasks: members, Held: []store.HeldTask{{Task: task(), After: after}}}); err != nil {
+			log.Fatalf("kiln: enqueue flow: %v", err)
+		}
+	}
+	member := phase(1000, func() { leaseAll("f", 1000, store.OutcomeSucceeded) })
 	// What a call costs whatever it does: a lease that finds nothing, a
 	// report of a task that does not exist, and Redis' own EVAL of a script
 	// that does nothing.
@@ -193,7 +209,7 @@ func runCallgrind(pid, dir string) {
 		enq, lease, report, enq+lease+report)
 	fmt.Printf("The same with the change feed read: enqueue %.0f, lease %.0f, report succeeded %.0f, all three %.0f\n",
 		enqR, leaseR, reportR, enqR+leaseR+reportR)
-	fmt.Printf("A second lease (tasks released after their first, leased again 50 per call): %.0f per task\n", again)
+	fmt.Printf("A second lease (tasks released after their first, leased again 50 per call): %.0f per task; a workflow member's lease (chords of 50, 50 per call): %.0f per task\n", again, member)
 }
 
 func control(pid, op string) {
