@@ -25,6 +25,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/kilnhq/kiln/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 func newRunner(t testing.TB, cfg Config) *Runner {
@@ -778,8 +779,16 @@ func ownThreads(t *testing.T) int {
 // runner's descriptors that lack close-on-exec, whatever the limiter.
 func TestRunProcessState(t *testing.T) {
 	t.Parallel()
-	// A descriptor as a process inherits it: without close-on-exec.
-	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0)
+	// A descriptor as a process inherits it: without close-on-exec. It is
+	// moved to a number no shell uses for itself (dash keeps the script it
+	// reads at 10 and up), so that an open descriptor of that number in
+	// the task can only be this one.
+	low, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.FcntlInt(uintptr(low), unix.F_DUPFD, 900)
+	_ = syscall.Close(low)
 	if err != nil {
 		t.Fatal(err)
 	}
