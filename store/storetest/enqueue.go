@@ -106,6 +106,28 @@ func testEnqueue(t *testing.T, h Harness) {
 		if got := len(f.listAll(store.ListParams{})); got != 2 {
 			t.Errorf("List: got %d tasks, want 2", got)
 		}
+		// Larger batches (a store may look at all their ids at once): an id
+		// repeated among new ones, and an existing id among new ones.
+		b1, b2, b3, b4 := input("b", "q"), input("b", "q"), input("b", "q"), input("b", "q")
+		items = f.enqueue(b1, b2, b1, b3, b2, b4)
+		for i, want := range []error{nil, nil, store.ErrTaskExists, nil, store.ErrTaskExists, nil} {
+			if !errors.Is(items[i].Err, want) {
+				t.Errorf("batch of new ids, two of them twice: item %d error %v, want %v", i, items[i].Err, want)
+			}
+		}
+		c1, c2, c3 := input("c", "q"), input("c", "q"), input("c", "q")
+		items = f.enqueue(c1, c2, first, c3, c3)
+		for i, want := range []error{nil, nil, store.ErrTaskExists, nil, store.ErrTaskExists} {
+			if !errors.Is(items[i].Err, want) {
+				t.Errorf("batch with an existing id and one id twice: item %d error %v, want %v", i, items[i].Err, want)
+			}
+		}
+		if got, want := sorted(ids(f.listAll(store.ListParams{}))), sorted([]string{first.ID, twin.ID, b1.ID, b2.ID, b3.ID, b4.ID, c1.ID, c2.ID, c3.ID}); !cmp.Equal(got, want) {
+			t.Errorf("List: got %v, want %v", got, want)
+		}
+		if got := f.mustGet(first.ID); got.Type != "first" {
+			t.Errorf("after a batch with its id: Type = %q, want %q (unchanged)", got.Type, "first")
+		}
 		f.check()
 	})
 

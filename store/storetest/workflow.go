@@ -716,6 +716,14 @@ func testFlows(t *testing.T, h Harness) {
 		if items[0].Err != nil || !errors.Is(items[1].Err, store.ErrTaskExists) {
 			t.Fatalf("Enqueue of (a new id, a held task's id): got errors (%v, %v), want (nil, %v)", items[0].Err, items[1].Err, store.ErrTaskExists)
 		}
+		// A larger batch (a store may look at all its ids at once).
+		o2, o3, o4 := input("o", "qo"), input("o", "qo"), input("o", "qo")
+		items = f.enqueue(o2, o3, plain, o4)
+		for i, want := range []error{nil, nil, store.ErrTaskExists, nil} {
+			if !errors.Is(items[i].Err, want) {
+				t.Fatalf("Enqueue of four tasks, the third a held task's id: item %d error %v, want %v", i, items[i].Err, want)
+			}
+		}
 		if it := f.enqueue(plain)[0]; !errors.Is(it.Err, store.ErrTaskExists) {
 			t.Fatalf("Enqueue of a held task's id: got error %v, want %v", it.Err, store.ErrTaskExists)
 		}
@@ -746,7 +754,9 @@ func testFlows(t *testing.T, h Harness) {
 			t.Errorf("Enqueue of the released task's id: got error %v, want %v", it.Err, store.ErrTaskExists)
 		}
 		f.succeed("qb", b.Task.ID, "")
-		f.succeed("qo", other.ID, "")
+		for _, id := range []string{other.ID, o2.ID, o3.ID, o4.ID} {
+			f.succeed("qo", id, "")
+		}
 		f.leaseNone("qa", "qb", "qo")
 		f.check()
 	})
