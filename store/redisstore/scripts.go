@@ -556,18 +556,20 @@ for qi = 1, nq do
         local plain = true
         -- The common task's first lease: its record holds what its enqueue
         -- wrote, st d q ty [mr] m [p] (every record has st, d, q, ty and
-        -- m), so HLEN tells it from any other once HMGET has found d and m
-        -- and whether mr and p are there. Four values instead of HGETALL's
-        -- twelve to sixteen names and values, each made a Lua string. A
-        -- record of more than seven fields (a task leased before has
-        -- eight or more) is read whole at once. pcall: a user granted what
-        -- an older kiln needed may lack HLEN, and reads every record whole.
+        -- m), so HLEN tells it from any other once HMGET has found d and
+        -- whether mr and p are there. Three values instead of HGETALL's
+        -- twelve to sixteen names and values, each made a Lua string; m is
+        -- the member just taken from the ready set (a ready task's member
+        -- is its record's m). A record of more than seven fields (a task
+        -- leased before has eight or more) is read whole at once. pcall: a
+        -- user granted what an older kiln needed may lack HLEN, and reads
+        -- every record whole.
         local nf = redis.pcall('HLEN', key)
         local g = false
-        if UPTO7[nf] then g = redis.call('HMGET', key, 'd', 'm', 'p', 'mr') end
+        if UPTO7[nf] then g = redis.call('HMGET', key, 'd', 'p', 'mr') end
         local r
-        if g and g[1] and g[2] and nf == 5 + (g[3] and 1 or 0) + (g[4] and 1 or 0) then
-          d, mm, p = g[1], g[2], g[3]
+        if g and g[1] and nf == 5 + (g[2] and 1 or 0) + (g[3] and 1 or 0) then
+          d, mm, p = g[1], m, g[2]
         else
           r = redis.call('HGETALL', key)
           local nr = #r
