@@ -26,7 +26,7 @@ import (
 var (
 	aclClientCommands = []string{"EVALSHA", "EVAL", "SCRIPT|LOAD", "PING", "PSUBSCRIBE", "PUBLISH", "SADD", "SMEMBERS",
 		"HGET", "HMGET", "HGETALL", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "XRANGE", "XREVRANGE", "XREAD", "XINFO|STREAM", "SET", "WAIT", "CONFIG|GET"}
-	aclScriptCommands = []string{"DEL", "EXISTS", "HDEL", "HEXISTS", "HGET", "HGETALL", "HINCRBY", "HLEN", "HMGET", "HSET",
+	aclScriptCommands = []string{"DEL", "EXISTS", "HDEL", "HEXISTS", "HGET", "HGETALL", "HINCRBY", "HMGET", "HSET",
 		"INCR", "INCRBY", "PUBLISH", "SADD", "SISMEMBER", "SMEMBERS", "SREM", "TIME", "XADD", "XDEL", "ZADD", "ZPOPMIN",
 		"ZRANGE", "ZRANGEBYLEX", "ZRANGEBYSCORE", "ZREM"}
 	aclOptional = []string{"WAIT", "CONFIG|GET"}

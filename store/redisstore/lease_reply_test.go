@@ -146,20 +146,23 @@ func TestLeaseReply(t *testing.T) {
 
 // TestLeaseReadsCommonRecord: the lease reads the record of a task leased
 // for the first time with no fields but those its enqueue wrote for a task
-// without options (with or without payload and max retries) by HLEN and
-// HMGET; a record of up to seven fields otherwise looked at by HMGET too,
-// then whole (one with options has as many fields as one with a payload, or
-// more); one of more (a task leased before) whole at once; and a user
-// granted what an older kiln needed, without HLEN, still leases: its script
-// reads every record whole.
+// without options (with or without payload and max retries) by one HMGET,
+// told by the mark in its ready-set member; any other record whole at once
+// (a task with options, a workflow member, a task made ready again after a
+// lease: released, retried or its lease expired, whose member loses the
+// mark); and a task whose member kept the mark though its record changed
+// (as a kiln of the release before would leave it) by the HMGET, which
+// finds field a, then whole.
 func TestLeaseReadsCommonRecord(t *testing.T) {
 	t.Parallel()
 	s, c, opts := monitoredStore(t)
 	ctx := t.Context()
-	// whole: the record is read with HGETALL; fields: with HMGET.
-	check := func(s *Store, ns string, in store.TaskInput, whole, fields bool, attempt int) {
+	// whole: the record is read with HGETALL; fields: with HMGET. after:
+	// the outcome reported once the checks are done (release, or retry
+	// now), which makes the task ready for the next check of it.
+	check := func(ns string, in store.TaskInput, whole, fields bool, attempt int, after store.OutcomeKind) {
 		t.Helper()
-		if attempt == 1 {
+		if attempt == 1 && ns != "flow" { // the workflow's member is written by EnqueueFlow
 			if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{in}}); err != nil {
 				t.Fatal(err)
 			}
@@ -183,27 +186,69 @@ func TestLeaseReadsCommonRecord(t *testing.T) {
 		if got := slices.Contains(names, "HMGET"); got != fields {
 			t.Errorf("%s: record's fields read %v, want %v (commands %v)", ns, got, fields, names)
 		}
-		// Released for the next check of the same task.
-		if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{{ID: lt.ID, LeaseID: lt.LeaseID, Kind: store.OutcomeRelease}}}); err != nil || rep.Errs[0] != nil {
-			t.Fatalf("%s: release: %v %v", ns, err, rep)
+		o := store.Outcome{ID: lt.ID, LeaseID: lt.LeaseID, Kind: after}
+		if after == store.OutcomeRetry {
+			o.Error = "again"
+		}
+		if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{o}}); err != nil || rep.Errs[0] != nil {
+			t.Fatalf("%s: %s: %v %v", ns, after, err, rep)
 		}
 	}
+	rel, retry := store.OutcomeRelease, store.OutcomeRetry
 	bare := store.TaskInput{ID: "a", Type: "t", Queue: "q"}
 	both := store.TaskInput{ID: "d", Type: "t", Queue: "q", Payload: []byte("pp"), MaxRetries: 1}
-	check(s, "bare", bare, false, true, 1)
-	check(s, "retries", store.TaskInput{ID: "b", Type: "t", Queue: "q", MaxRetries: 4}, false, true, 1)
-	check(s, "payload", store.TaskInput{ID: "c", Type: "t", Queue: "q", Payload: []byte("pp")}, false, true, 1)
-	check(s, "both", both, false, true, 1)
-	// Six and seven fields: looked at, then read whole.
-	check(s, "kept", store.TaskInput{ID: "f", Type: "t", Queue: "q", Retention: time.Hour}, true, true, 1)
-	check(s, "past", store.TaskInput{ID: "g", Type: "t", Queue: "q", RunAt: time.Now().Add(-time.Hour)}, true, true, 1)
-	// Eight fields or more: ca, ra and a payload; or leased before.
-	check(s, "pastpayload", store.TaskInput{ID: "h", Type: "t", Queue: "q", Payload: []byte("pp"), RunAt: time.Now().Add(-time.Hour)}, true, false, 1)
-	check(s, "bare", bare, true, false, 2)
-	check(s, "both", both, true, false, 2)
-
-	prefix := newPrefix()
-	noHLEN := mustOpen(t, aclUser(t, "redis://"+opts.Addr+"/0", prefix, "HLEN"), &Config{Prefix: prefix})
-	t.Cleanup(func() { _ = noHLEN.Close() })
-	check(noHLEN, "nohlen", store.TaskInput{ID: "e", Type: "t", Queue: "q"}, true, false, 1)
+	again := store.TaskInput{ID: "r", Type: "t", Queue: "q", MaxRetries: 3}
+	check("bare", bare, false, true, 1, rel)
+	check("retries", store.TaskInput{ID: "b", Type: "t", Queue: "q", MaxRetries: 4}, false, true, 1, rel)
+	check("payload", store.TaskInput{ID: "c", Type: "t", Queue: "q", Payload: []byte("pp")}, false, true, 1, rel)
+	check("both", both, false, true, 1, rel)
+	check("again", again, false, true, 1, retry)
+	// With options: read whole.
+	check("kept", store.TaskInput{ID: "f", Type: "t", Queue: "q", Retention: time.Hour}, true, false, 1, rel)
+	check("past", store.TaskInput{ID: "g", Type: "t", Queue: "q", RunAt: time.Now().Add(-time.Hour)}, true, false, 1, rel)
+	check("pastpayload", store.TaskInput{ID: "h", Type: "t", Queue: "q", Payload: []byte("pp"), RunAt: time.Now().Add(-time.Hour)}, true, false, 1, rel)
+	// Made ready again after a lease: no mark.
+	check("bare", bare, true, false, 2, rel)
+	check("both", both, true, false, 2, rel)
+	check("again", again, true, false, 2, rel)
+	exp := store.TaskInput{ID: "x", Type: "t", Queue: "q", MaxRetries: 2}
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "expired", Tasks: []store.TaskInput{exp}}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Lease(ctx, store.LeaseParams{Namespace: "expired", Queues: []string{"q"}, Max: 1, Duration: time.Millisecond, WorkerID: "w"}); err != nil || len(res.Tasks) != 1 {
+		t.Fatalf("Lease = %v, %v", res, err)
+	}
+	time.Sleep(5 * time.Millisecond) // past the lease's end
+	if sw, err := s.Sweep(ctx, store.SweepParams{}); err != nil || sw.Recovered < 1 {
+		t.Fatalf("Sweep = %+v, %v; want the expired lease recovered", sw, err)
+	}
+	check("expired", exp, true, false, 2, rel)
+	// A member that kept its mark through a release (a kiln of the release
+	// before this one hands tasks back so): field a tells the record from
+	// the common one.
+	kept := store.TaskInput{ID: "k", Type: "t", Queue: "q", Payload: []byte("pp")}
+	check("marked", kept, false, true, 1, rel)
+	key, rk := s.tag("marked")+":t:k", s.tag("marked")+":r:q/t"
+	m, err := c.HGet(ctx, key, "m").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(m)
+	b[25]++ // the mark again
+	if err := c.ZRem(ctx, rk, m).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, rk, redis.Z{Member: string(b)}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, key, "m", string(b)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("marked", kept, true, true, 2, rel)
+	// A workflow member: no mark.
+	member := store.TaskInput{ID: "w", Type: "t", Queue: "q"}
+	if err := s.EnqueueFlow(ctx, store.FlowParams{Namespace: "flow", ID: "fl", Spec: []byte("s"), Tasks: []store.TaskInput{member}}); err != nil {
+		t.Fatal(err)
+	}
+	check("flow", member, true, false, 1, rel)
 }

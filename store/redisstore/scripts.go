@@ -24,6 +24,12 @@ import (
 //	T:r:<queue>/<type> zset  pending tasks, all scores 0, ordered by member
 //	                         (field m of the record):
 //	                         (9-priority)(RunAt µs, 17 digits)(seq, 8 bytes)<id>
+//	                         where seq is the enqueue's sequence (big-endian),
+//	                         or, from the enqueue script: byte 1 then seq*2+1
+//	                         (7 bytes) for a task whose record holds only
+//	                         what an enqueue without options writes (the
+//	                         lease then reads three fields of it), seq*2
+//	                         for any other
 //	T:ty:<queue>      set    types that have pending tasks in the queue
 //	T:d               zset   scheduled and retry tasks by RunAt (µs)
 //	T:l               zset   active tasks by lease expiry (µs)
@@ -240,9 +246,19 @@ end
 local function keep_ca(key, ca, m)
   if not ca then redis.call('HSET', key, 'ca', S(tonumber(string.sub(m, 2, 18)))) end
 end
--- rerun returns member m with its RunAt replaced by ra.
+-- unmark returns member m without the mark of a common record (see the
+-- key list at the top), for a task whose record has changed since its
+-- enqueue: made ready again, it is read whole by the lease.
+local function unmark(m)
+  local b = string.byte(m, 26)
+  if b % 2 == 1 and string.byte(m, 19) == 1 then
+    return string.sub(m, 1, 25) .. string.char(b - 1) .. string.sub(m, 27)
+  end
+  return m
+end
+-- rerun returns member m with its RunAt replaced by ra, unmarked.
 local function rerun(m, ra)
-  return string.sub(m, 1, 1) .. R17(ra) .. string.sub(m, 19)
+  return string.sub(m, 1, 1) .. R17(ra) .. string.sub(unmark(m), 19)
 end
 ` + pushReadyLua + `
 local function unready(q, ty, m)
@@ -375,7 +391,10 @@ for j = 1, nt do
       dups[#dups + 1] = dup
     else
       local seq = base + j
-      local tail = struct.pack('>I8', seq) .. id
+      -- The member's mark (see the key list at the top): a task without
+      -- options, whose record is the common one until its first lease.
+      local tail
+      if fb < 4 then tail = struct.pack('>BI7', 1, 2 * seq + 1) .. id else tail = struct.pack('>BI7', 1, 2 * seq) .. id end
       local mr = string.sub(x, 3)
       local st, m
       if ra == '' then
@@ -481,9 +500,6 @@ local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
 local out, no, lid1 = {}, 0, nil
--- UPTO7[n]: n is a number of fields the common record may have (an error
--- table, where HLEN was refused, is none).
-local UPTO7 = {[0] = true, true, true, true, true, true, true, true}
 local PLAIN = {d = 1, m = 2, p = 3, a = 4, rtu = 5, dp = 6, fl = 7, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
 local exp = S(NOW + dur)
@@ -554,21 +570,18 @@ for qi = 1, nq do
         -- fl} when it has one of the last three; any other record whole.
         local d, mm, p, a, rtu, dp, fl = false, false, false, false, false, false, false
         local plain = true
-        -- The common task's first lease: its record holds what its enqueue
-        -- wrote, st d q ty [mr] m [p] (every record has st, d, q, ty and
-        -- m), so HLEN tells it from any other once HMGET has found d and
-        -- whether mr and p are there. Three values instead of HGETALL's
-        -- twelve to sixteen names and values, each made a Lua string; m is
-        -- the member just taken from the ready set (a ready task's member
-        -- is its record's m). A record of more than seven fields (a task
-        -- leased before has eight or more) is read whole at once. pcall: a
-        -- user granted what an older kiln needed may lack HLEN, and reads
-        -- every record whole.
-        local nf = redis.pcall('HLEN', key)
+        -- The common task's first lease: its member carries the enqueue's
+        -- mark (see the key list at the top) and its record has no field a (every lease
+        -- writes it, and every change that makes a task ready again
+        -- follows one), so it holds what its enqueue wrote, st d q ty
+        -- [mr] m [p]. Three values instead of HGETALL's twelve to sixteen
+        -- names and values, each made a Lua string; m is the member just
+        -- taken (a ready task's member is its record's m). Any other
+        -- record is read whole at once.
         local g = false
-        if UPTO7[nf] then g = redis.call('HMGET', key, 'd', 'p', 'mr') end
+        if string.byte(m, 19) == 1 and string.byte(m, 26) % 2 == 1 then g = redis.call('HMGET', key, 'd', 'p', 'a') end
         local r
-        if g and g[1] and nf == 5 + (g[2] and 1 or 0) + (g[3] and 1 or 0) then
+        if g and g[1] and not g[3] then
           d, mm, p = g[1], m, g[2]
         else
           r = redis.call('HGETALL', key)
@@ -811,8 +824,13 @@ while i <= #ARGV do
       else
         local a = tonumber(g[3]) or 0
         if ARGV[j] == '1' and a > 0 then a = a - 1 end
-        push_ready(q, g[1], g[2])
-        redis.call('HSET', key, 'st', '2', 'a', S(a))
+        local m = unmark(g[2])
+        push_ready(q, g[1], m)
+        if m ~= g[2] then
+          redis.call('HSET', key, 'st', '2', 'a', S(a), 'm', m)
+        else
+          redis.call('HSET', key, 'st', '2', 'a', S(a))
+        end
         count('2', q, 1)
         ev('Z', '2', id, q, g[1], S(a))
       end
@@ -978,9 +996,14 @@ for _, id in ipairs(ls) do
       finish(id, '6', q, f[8], f[9])
       dead = dead + 1
     else
-      push_ready(q, f[3], f[4])
+      local m = unmark(f[4])
+      push_ready(q, f[3], m)
       local msg = string.format('lease expired on attempt %d (worker lost)', a)
-      redis.call('HSET', key, 'st', '2', 'e', msg)
+      if m ~= f[4] then
+        redis.call('HSET', key, 'st', '2', 'e', msg, 'm', m)
+      else
+        redis.call('HSET', key, 'st', '2', 'e', msg)
+      end
       add_err(key, f[5], msg)
       count('2', q, 1)
       ev('L', '2', id, q, f[3], f[5])
