@@ -25,11 +25,12 @@ import (
 //	                         (field m of the record):
 //	                         (9-priority)(RunAt µs, 17 digits)(seq, 8 bytes)<id>
 //	                         where seq is the enqueue's sequence (big-endian),
-//	                         or, from the enqueue script: byte 1 then seq*2+1
-//	                         (7 bytes) for a task whose record holds only
-//	                         what an enqueue without options writes (the
-//	                         lease then reads three fields of it), seq*2
-//	                         for any other
+//	                         or, from the enqueue script: byte 1 then
+//	                         seq*4+mark (7 bytes); mark is 1 for a task whose
+//	                         record holds only what an enqueue without
+//	                         options writes (the lease then reads two or
+//	                         three fields of it), 3 for one of those with a
+//	                         payload, 0 for any other
 //	T:ty:<queue>      set    types that have pending tasks in the queue
 //	T:d               zset   scheduled and retry tasks by RunAt (µs)
 //	T:l               zset   active tasks by lease expiry (µs)
@@ -394,7 +395,13 @@ for j = 1, nt do
       -- The member's mark (see the key list at the top): a task without
       -- options, whose record is the common one until its first lease.
       local tail
-      if fb < 4 then tail = struct.pack('>BI7', 1, 2 * seq + 1) .. id else tail = struct.pack('>BI7', 1, 2 * seq) .. id end
+      if fb >= 4 then
+        tail = struct.pack('>BI7', 1, 4 * seq) .. id
+      elseif p == '' then
+        tail = struct.pack('>BI7', 1, 4 * seq + 1) .. id
+      else
+        tail = struct.pack('>BI7', 1, 4 * seq + 3) .. id
+      end
       local mr = string.sub(x, 3)
       local st, m
       if ra == '' then
@@ -571,18 +578,23 @@ for qi = 1, nq do
         local d, mm, p, a, rtu, dp, fl = false, false, false, false, false, false, false
         local plain = true
         -- The common task's first lease: its member carries the enqueue's
-        -- mark (see the key list at the top) and its record has no field a (every lease
-        -- writes it, and every change that makes a task ready again
-        -- follows one), so it holds what its enqueue wrote, st d q ty
-        -- [mr] m [p]. Three values instead of HGETALL's twelve to sixteen
-        -- names and values, each made a Lua string; m is the member just
-        -- taken (a ready task's member is its record's m). Any other
-        -- record is read whole at once.
+        -- mark (see the key list at the top) and its record has no field
+        -- a (every lease writes it, and every change that makes a task
+        -- ready again follows one), so it holds what its enqueue wrote,
+        -- st d q ty [mr] m [p]. Two or three values instead of HGETALL's
+        -- twelve to sixteen names and values, each made a Lua string; m is
+        -- the member just taken (a ready task's member is its record's m).
+        -- Any other record is read whole at once.
         local g = false
-        if string.byte(m, 19) == 1 and string.byte(m, 26) % 2 == 1 then g = redis.call('HMGET', key, 'd', 'p', 'a') end
+        local mb = string.byte(m, 26)
+        if mb % 2 == 1 and string.byte(m, 19) == 1 then
+          -- A field HMGET does not find costs a walk of the record: p is
+          -- asked for only when the mark says there is one.
+          if mb % 4 == 3 then g = redis.call('HMGET', key, 'd', 'a', 'p') else g = redis.call('HMGET', key, 'd', 'a') end
+        end
         local r
-        if g and g[1] and not g[3] then
-          d, mm, p = g[1], m, g[2]
+        if g and g[1] and not g[2] then
+          d, mm, p = g[1], m, g[3] or false
         else
           r = redis.call('HGETALL', key)
           local nr = #r
