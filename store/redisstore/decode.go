@@ -26,7 +26,9 @@ import (
 //	q ty        queue and type (the scripts' counts and ready sets)
 //	m           the task's member in its ready set, kept for the task's life:
 //	            (9-priority digit)(RunAt µs, 17 digits)(seq, 8 bytes big
-//	            endian)<id>; the scripts rebuild it when RunAt changes
+//	            endian)<id>; the scripts rebuild it when RunAt changes, and
+//	            the 8 bytes may carry the enqueue's mark of a common record
+//	            (see scripts.go); Go reads only the first 18 bytes
 //	mr rtu      max retries and retention µs (only when not 0; for the scripts)
 //	uk          the unique key, only when it is released on success
 //	st a        state, attempt (absent = 0)
