@@ -94,19 +94,19 @@ local fd_w, fd_s, fd_n, fd_order, fe_n, fe_ea, fe_order
 -- a result, 'n' when it succeeded without one, else nil. flow_apply
 -- releases those that wait for nothing more.
 local function flow_done(id, dp, cleared, ok)
-  if dp == nil then dp = redis.call('HGET', tkey(id), 'dp') end
+  if dp == nil then dp = rcall('HGET', tkey(id), 'dp') end
   if not dp or dp == '' then return end
   local hs
   if dp == '1' then
     local dk = T .. ':dp:' .. id
-    hs = redis.call('SMEMBERS', dk)
+    hs = rcall('SMEMBERS', dk)
     if #hs == 0 then return end
-    redis.call('DEL', dk)
+    rcall('DEL', dk)
   else
-    if not cleared then redis.call('HDEL', tkey(id), 'dp') end
-    if string.byte(dp, 1) == 32 and not string.find(dp, ' ', 2, true) then
+    if not cleared then rcall('HDEL', tkey(id), 'dp') end
+    if sbyte(dp, 1) == 32 and not string.find(dp, ' ', 2, true) then
       -- One dependent (a chord's member: its callback).
-      hs = {string.sub(dp, 2)}
+      hs = {ssub(dp, 2)}
     else
       hs = {}
       for h in string.gmatch(dp, '%S+') do hs[#hs + 1] = h end
@@ -135,13 +135,13 @@ end
 -- store.Task.Upstream); a record released by an older script has none.
 local function flow_release(h, n, s, sn)
   local hk = T .. ':h:' .. h
-  if redis.call('EXISTS', hk) == 0 then return end
-  if s > 0 then redis.call('HINCRBY', hk, 'ws', s) end
-  if sn > 0 then redis.call('HINCRBY', hk, 'wn', sn) end
-  if redis.call('HINCRBY', hk, 'w', -n) > 0 then return end
-  local f = redis.call('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp', 'ws', 'wn')
+  if rcall('EXISTS', hk) == 0 then return end
+  if s > 0 then rcall('HINCRBY', hk, 'ws', s) end
+  if sn > 0 then rcall('HINCRBY', hk, 'wn', sn) end
+  if rcall('HINCRBY', hk, 'w', -n) > 0 then return end
+  local f = rcall('HMGET', hk, 'd', 'p', 'q', 'ty', 'pd', 'mr', 'rtu', 'fl', 'dp', 'ws', 'wn')
   if not f[1] then return end
-  local seq = redis.call('INCR', T .. ':seq')
+  local seq = rcall('INCR', T .. ':seq')
   local m = f[5] .. R17(NOW) .. struct.pack('>I8', seq) .. h
   local tf = {'d', f[1], 'q', f[3], 'ty', f[4], 'ca', S(NOW), 'm', m, 'st', '2'}
   if f[8] then tf[#tf + 1] = 'fl'; tf[#tf + 1] = f[8] end
@@ -150,22 +150,22 @@ local function flow_release(h, n, s, sn)
   if f[7] then tf[#tf + 1] = 'rtu'; tf[#tf + 1] = f[7] end
   if f[9] then tf[#tf + 1] = 'dp'; tf[#tf + 1] = f[9] end
   if f[10] or f[11] then tf[#tf + 1] = 'fo'; tf[#tf + 1] = (f[10] or '0') .. ' ' .. (f[11] or '0') end
-  redis.call('HSET', tkey(h), unpack(tf))
-  redis.call('ZADD', T .. ':all', seq, h)
+  rcall('HSET', tkey(h), unpack(tf))
+  rcall('ZADD', T .. ':all', seq, h)
   push_ready(f[3], f[4], m)
   count('2', f[3], 1)
   ev('E', '2', h, f[3], f[4])
-  redis.call('DEL', hk)
-  if f[8] then redis.call('ZREM', T .. ':fh:' .. f[8], h) end
+  rcall('DEL', hk)
+  if f[8] then rcall('ZREM', T .. ':fh:' .. f[8], h) end
 end
 
 local function flow_gone(fl)
   if not fl then return end
   local fk = T .. ':f:' .. fl
-  if not redis.call('HGET', fk, 'n') then return end
-  if redis.call('HINCRBY', fk, 'n', -1) <= 0 then
-    redis.call('DEL', fk, T .. ':fh:' .. fl, T .. ':fm:' .. fl, T .. ':fx:' .. fl)
-    redis.call('ZREM', T .. ':fl', fl)
+  if not rcall('HGET', fk, 'n') then return end
+  if rcall('HINCRBY', fk, 'n', -1) <= 0 then
+    rcall('DEL', fk, T .. ':fh:' .. fl, T .. ':fm:' .. fl, T .. ':fx:' .. fl)
+    rcall('ZREM', T .. ':fl', fl)
   end
 end
 
@@ -192,19 +192,19 @@ end
 
 local function flow_end_apply(fl, n, ea)
   local fk = T .. ':f:' .. fl
-  if not redis.call('HGET', fk, 'u') then return end
-  if redis.call('HINCRBY', fk, 'u', -n) > 0 then return end
-  local old = redis.call('HGET', fk, 'xe')
+  if not rcall('HGET', fk, 'u') then return end
+  if rcall('HINCRBY', fk, 'u', -n) > 0 then return end
+  local old = rcall('HGET', fk, 'xe')
   if old and tonumber(old) > tonumber(ea) then ea = old end
-  redis.call('HSET', fk, 'xe', ea)
+  rcall('HSET', fk, 'xe', ea)
   local pk = T .. ':fx:' .. fl
   local l = {}
-  for _, m in ipairs(redis.call('SMEMBERS', pk)) do
+  for _, m in ipairs(rcall('SMEMBERS', pk)) do
     l[#l + 1] = ea
     l[#l + 1] = m
   end
   zadd_all(T .. ':x', l)
-  redis.call('DEL', pk)
+  rcall('DEL', pk)
 end
 
 flow_apply = function()
@@ -222,13 +222,13 @@ end
 -- (a number, µs), or nil.
 local function flow_expiry(fl)
   if not fl then return nil end
-  return tonumber(redis.call('HGET', T .. ':f:' .. fl, 'xe'))
+  return tonumber(rcall('HGET', T .. ':f:' .. fl, 'xe'))
 end
 
 -- flow_reopened notes that a finished task of flow fl runs again.
 local function flow_reopened(fl)
-  if fl and redis.call('HEXISTS', T .. ':f:' .. fl, 'u') == 1 then
-    redis.call('HINCRBY', T .. ':f:' .. fl, 'u', 1)
+  if fl and rcall('HEXISTS', T .. ':f:' .. fl, 'u') == 1 then
+    rcall('HINCRBY', T .. ':f:' .. fl, 'u', 1)
   end
 end
 
@@ -237,7 +237,7 @@ end
 -- flow_ended adds them to T:x again).
 local function flow_holds(fl)
   if not fl then return false end
-  return (tonumber(redis.call('HGET', T .. ':f:' .. fl, 'u')) or 0) > 0
+  return (tonumber(rcall('HGET', T .. ':f:' .. fl, 'u')) or 0) > 0
 end
 `
 
@@ -252,7 +252,7 @@ var flowWriteLua = `
 local function flow_write(fid, a, starts, n, sca)
   if n == 0 then return end
   local caR = R17(tonumber(sca))
-  local base = redis.call('INCRBY', T .. ':seq', I(n)) - n
+  local base = rcall('INCRBY', T .. ':seq', I(n)) - n
   local TK = T .. ':t:'
   local all, delayed, ready, readyKeys, types = {}, {}, {}, {}, {}
   local na = 0
@@ -298,14 +298,14 @@ local function flow_write(fid, a, starts, n, sca)
       -- see decode.go).
       if p == '' then
         if dp == '' then
-          redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'm', m, 'st', st)
+          rcall('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'm', m, 'st', st)
         else
-          redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
+          rcall('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'dp', dp, 'm', m, 'st', st)
         end
       elseif dp == '' then
-        redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'm', m, 'st', st)
+        rcall('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'm', m, 'st', st)
       else
-        redis.call('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
+        rcall('HSET', key, 'd', a[i + 1], 'q', q, 'ty', ty, 'fl', fid, 'p', p, 'dp', dp, 'm', m, 'st', st)
       end
     else
       -- No field ca either while m's RunAt is the creation time.
@@ -318,7 +318,7 @@ local function flow_write(fid, a, starts, n, sca)
       if ra ~= '' then f[#f + 1] = 'ra'; f[#f + 1] = ra end
       f[#f + 1] = 'm'; f[#f + 1] = m
       f[#f + 1] = 'st'; f[#f + 1] = st
-      redis.call('HSET', key, unpack(f))
+      rcall('HSET', key, unpack(f))
     end
     if st == '2' then
       n2 = n2 + 1
@@ -360,7 +360,7 @@ local function flow_materialize(fid, sca, ids)
   local done = 0
   for c = 1, #ids, 1000 do
     local e = math.min(c + 999, #ids)
-    local bs = redis.call('HMGET', rk, unpack(ids, c, e))
+    local bs = rcall('HMGET', rk, unpack(ids, c, e))
     local a, starts, got = {}, {}, {}
     local k = 0
     for x = 1, #bs do
@@ -376,7 +376,7 @@ local function flow_materialize(fid, sca, ids)
       end
     end
     if #got > 0 then
-      redis.call('HDEL', rk, unpack(got))
+      rcall('HDEL', rk, unpack(got))
       flow_write(fid, a, starts, #got, sca)
       done = done + #got
     end
@@ -392,11 +392,11 @@ end
 -- script takes it first.
 local function flow_write_blob(fid, sca, rb, p)
   local bk = fid .. ' ' .. p
-  local b = redis.call('HGET', T .. ':rb', bk)
+  local b = rcall('HGET', T .. ':rb', bk)
   if not b then return 0 end
-  redis.call('HDEL', T .. ':rb', bk)
+  rcall('HDEL', T .. ':rb', bk)
   local sp = string.find(rb, ' ', 1, true)
-  local lo, cnt = tonumber(string.sub(rb, 1, sp - 1)), tonumber(string.sub(rb, sp + 1))
+  local lo, cnt = tonumber(ssub(rb, 1, sp - 1)), tonumber(ssub(rb, sp + 1))
   local first = lo + p * ` + strconv.Itoa(flowPart) + `
   local n = math.min(` + strconv.Itoa(flowPart) + `, lo + cnt - first)
   local a, starts = {}, {}
@@ -411,9 +411,9 @@ local function flow_write_blob(fid, sca, rb, p)
   end
   flow_write(fid, a, starts, n, sca)
   local fk = T .. ':f:' .. fid
-  if redis.call('HINCRBY', fk, 'rbn', -1) <= 0 then
-    redis.call('HDEL', fk, 'rb', 'rbn')
-    redis.call('ZREM', T .. ':rvq', fid)
+  if rcall('HINCRBY', fk, 'rbn', -1) <= 0 then
+    rcall('HDEL', fk, 'rb', 'rbn')
+    rcall('ZREM', T .. ':rvq', fid)
   end
   return n
 end
@@ -431,14 +431,14 @@ var rbTakenLua = `
 local rbc = {}
 local function rb_taken(id)
   local fl, k = string.match(id, '^(.+)%.(%d+)$')
-  if not fl or (#k > 1 and string.byte(k, 1) == 48) then return false end
+  if not fl or (#k > 1 and sbyte(k, 1) == 48) then return false end
   local r = rbc[fl]
   if r == nil then
     r = false
-    local v = redis.call('HGET', T .. ':f:' .. fl, 'rb')
+    local v = rcall('HGET', T .. ':f:' .. fl, 'rb')
     if v then
       local sp = string.find(v, ' ', 1, true)
-      r = {tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))}
+      r = {tonumber(ssub(v, 1, sp - 1)), tonumber(ssub(v, sp + 1))}
     end
     rbc[fl] = r
   end
@@ -500,7 +500,7 @@ local fid = ARGV[3]
 local nt, nh, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local lo = tonumber(ARGV[8])
 local fresh = ARGV[9] == '1'
-if redis.call('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
+if rcall('EXISTS', T .. ':f:' .. fid) == 1 then return 'F' end
 local i = 10
 local starts, ids = {}, {}
 local TK, TH = T .. ':t:', T .. ':h:'
@@ -541,16 +541,16 @@ for j = 1, nt + nh do
   end
 end
 local rk = T .. ':rv'
-local rvq = not fresh and redis.call('EXISTS', T .. ':rvq') == 1
-local rv = rvq and redis.call('EXISTS', rk) == 1
+local rvq = not fresh and rcall('EXISTS', T .. ':rvq') == 1
+local rv = rvq and rcall('EXISTS', rk) == 1
 local function rbt(j)
   return rvq and not (lo and j > np and j <= nt) and rb_taken(ids[j])
 end
 for c = 1, fresh and 0 or nt + nh, 500 do
   local e = math.min(c + 499, #ids)
-  local taken = redis.call('EXISTS', unpack(ek, c + c - 1, e + e)) > 0
+  local taken = rcall('EXISTS', unpack(ek, c + c - 1, e + e)) > 0
   if not taken and rv then
-    for _, b in ipairs(redis.call('HMGET', rk, unpack(ids, c, e))) do
+    for _, b in ipairs(rcall('HMGET', rk, unpack(ids, c, e))) do
       if b then taken = true; break end
     end
   end
@@ -561,7 +561,7 @@ for c = 1, fresh and 0 or nt + nh, 500 do
   end
   if taken then
     for j = c, e do
-      if redis.call('EXISTS', ek[j + j - 1], ek[j + j]) > 0 or (rv and redis.call('HEXISTS', rk, ids[j]) == 1) or rbt(j) then
+      if rcall('EXISTS', ek[j + j - 1], ek[j + j]) > 0 or (rv and rcall('HEXISTS', rk, ids[j]) == 1) or rbt(j) then
         return 'E' .. ids[j]
       end
     end
@@ -570,8 +570,8 @@ end
 ek = nil
 local sNOW = S(NOW)
 local fk = T .. ':f:' .. fid
-redis.call('HSET', fk, 's', ARGV[4], 'ca', sNOW, 'n', nt + nh, 'u', nt + nh)
-redis.call('ZADD', T .. ':fl', 0, fid)
+rcall('HSET', fk, 's', ARGV[4], 'ca', sNOW, 'n', nt + nh, 'u', nt + nh)
+rcall('ZADD', T .. ':fl', 0, fid)
 flow_write(fid, ARGV, starts, np, sNOW)
 if nt > np and lo then
   local l = {}
@@ -579,9 +579,9 @@ if nt > np and lo then
     l[#l + 1] = fid .. ' ' .. p
     l[#l + 1] = ARGV[blobs + p]
   end
-  redis.call('HSET', T .. ':rb', unpack(l))
-  redis.call('HSET', fk, 'rb', ARGV[8] .. ' ' .. (nt - np), 'rbn', nb)
-  redis.call('ZADD', T .. ':rvq', sNOW, fid)
+  rcall('HSET', T .. ':rb', unpack(l))
+  rcall('HSET', fk, 'rb', ARGV[8] .. ' ' .. (nt - np), 'rbn', nb)
+  rcall('ZADD', T .. ':rvq', sNOW, fid)
 elseif nt > np then
   local l = {}
   for j = np + 1, nt do
@@ -590,10 +590,10 @@ elseif nt > np then
     l[#l + 1] = ARGV[s + 1]
   end
   for c = 1, #l, 2000 do
-    redis.call('HSET', rk, unpack(l, c, math.min(c + 1999, #l)))
+    rcall('HSET', rk, unpack(l, c, math.min(c + 1999, #l)))
   end
-  redis.call('HSET', fk, 'rv', table.concat(ids, ' ', np + 1, nt))
-  redis.call('ZADD', T .. ':rvq', sNOW, fid)
+  rcall('HSET', fk, 'rv', table.concat(ids, ' ', np + 1, nt))
+  rcall('ZADD', T .. ':rvq', sNOW, fid)
 end
 local fh = {}
 for j = nt + 1, nt + nh do
@@ -605,7 +605,7 @@ for j = nt + 1, nt + nh do
   if ARGV[i + 6] ~= '' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 6] end
   if ARGV[i + 7] ~= '' then f[#f + 1] = 'rtu'; f[#f + 1] = ARGV[i + 7] end
   if ARGV[i + 8] ~= '' then f[#f + 1] = 'dp'; f[#f + 1] = ARGV[i + 8] end
-  redis.call('HSET', T .. ':h:' .. id, unpack(f))
+  rcall('HSET', T .. ':h:' .. id, unpack(f))
   fh[#fh + 1] = j - nt
   fh[#fh + 1] = id
 end
@@ -625,22 +625,22 @@ local fid = ARGV[3]
 local fk = T .. ':f:' .. fid
 local n = 0
 if ARGV[4] == 'P' then
-  local g = redis.call('HMGET', fk, 'ca', 'rb')
+  local g = rcall('HMGET', fk, 'ca', 'rb')
   if g[1] and g[2] then
     for x = 5, #ARGV do n = n + flow_write_blob(fid, g[1], g[2], tonumber(ARGV[x])) end
   end
   flush()
   return n
 end
-local ca = redis.call('HGET', fk, 'ca')
+local ca = rcall('HGET', fk, 'ca')
 if ca then
   local ids = {}
   for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
   n = flow_materialize(fid, ca, ids)
 end
 if ARGV[4] == '1' then
-  redis.call('HDEL', fk, 'rv')
-  redis.call('ZREM', T .. ':rvq', fid)
+  rcall('HDEL', fk, 'rv')
+  rcall('ZREM', T .. ':rvq', fid)
 end
 flush()
 return n
@@ -652,23 +652,23 @@ return n
 // so that a large flow does not block Redis for long; the flow stays in
 // T:rvq, with the ids left in its field rv, until the last is written.
 var flowRecoverLua = `
-for _, fid in ipairs(redis.call('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` +
+for _, fid in ipairs(rcall('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` +
 	strconv.FormatInt(flowRecoverAfter.Microseconds(), 10) + `), 'LIMIT', '0', '1')) do
   local fk = T .. ':f:' .. fid
-  local g = redis.call('HMGET', fk, 'ca', 'rv', 'rb')
+  local g = rcall('HMGET', fk, 'ca', 'rv', 'rb')
   local left = false
   if g[1] and g[3] then
     -- The compact format: whole parts, until the limit is reached (at
     -- least one part per call); flow_write_blob removes the flow from
     -- T:rvq with its last part.
     local sp = string.find(g[3], ' ', 1, true)
-    local nb = math.ceil(tonumber(string.sub(g[3], sp + 1)) / ` + strconv.Itoa(flowPart) + `)
+    local nb = math.ceil(tonumber(ssub(g[3], sp + 1)) / ` + strconv.Itoa(flowPart) + `)
     local most, done = tonumber(ARGV[3]), 0
     for p = 0, nb - 1 do
       if done >= most then break end
       done = done + flow_write_blob(fid, g[1], g[3], p)
     end
-    left = redis.call('HEXISTS', fk, 'rb') == 1
+    left = rcall('HEXISTS', fk, 'rb') == 1
   elseif g[1] and g[2] then
     local ids = {}
     for id in string.gmatch(g[2], '%S+') do ids[#ids + 1] = id end
@@ -677,15 +677,15 @@ for _, fid in ipairs(redis.call('ZRANGEBYSCORE', T .. ':rvq', '-inf', S(NOW - ` 
       local part = {}
       for k = 1, most do part[k] = ids[k] end
       flow_materialize(fid, g[1], part)
-      redis.call('HSET', fk, 'rv', table.concat(ids, ' ', most + 1))
+      rcall('HSET', fk, 'rv', table.concat(ids, ' ', most + 1))
       left = true
     else
       flow_materialize(fid, g[1], ids)
     end
   end
   if not left then
-    redis.call('HDEL', fk, 'rv')
-    redis.call('ZREM', T .. ':rvq', fid)
+    rcall('HDEL', fk, 'rv')
+    rcall('ZREM', T .. ':rvq', fid)
   end
 end
 `

@@ -62,11 +62,13 @@ var preludeCore = preludeClock + preludeRest
 // time. The lease script looks for work between it and preludeRest.
 var preludeClock = `
 local T = KEYS[1]
+-- Locals for the globals the hot loops use: a global is a table look-up.
+local ARGV, rcall, sbyte, ssub = ARGV, redis.call, string.byte, string.sub
 local NOW
 if ARGV[1] ~= '' then
   NOW = tonumber(ARGV[1])
 else
-  local t = redis.call('TIME')
+  local t = rcall('TIME')
   NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 `
@@ -91,7 +93,7 @@ local evs = {}
 local REC
 local unrec = false
 local function rec()
-  if REC == nil then REC = redis.call('EXISTS', T .. ':evw') == 1 end
+  if REC == nil then REC = rcall('EXISTS', T .. ':evw') == 1 end
   if not REC then unrec = true end
   return REC
 end
@@ -146,9 +148,9 @@ local function flush()
   for st, c in pairs(cnt) do
     for q, d in pairs(c) do
       if d > 0 then
-        redis.call('HINCRBY', T .. ':c', st .. '/' .. q, I(d))
+        rcall('HINCRBY', T .. ':c', st .. '/' .. q, I(d))
       elseif d < 0 then
-        redis.call('HINCRBY', T .. ':c', st .. '/' .. q, '-' .. I(-d))
+        rcall('HINCRBY', T .. ':c', st .. '/' .. q, '-' .. I(-d))
       end
     end
   end
@@ -159,7 +161,7 @@ local function flush()
     for k = 1, #evs do
       size = size + #evs[k] + 1
       if size >= ` + changeEntryBytesArg + ` or k == #evs then
-        redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', et, 'e', table.concat(evs, '\30', from, k))
+        rcall('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 't', et, 'e', table.concat(evs, '\30', from, k))
         from, size = k + 1, 0
       end
     end
@@ -168,19 +170,19 @@ local function flush()
     -- pcall: a user granted what an older kiln needed may not run XDEL;
     -- the empty entry then stays, and readers take it for the gap too.
     local ek = T .. ':ev'
-    redis.pcall('XDEL', ek, redis.call('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 'e', ''))
+    redis.pcall('XDEL', ek, rcall('XADD', ek, 'MAXLEN', '~', '` + changeFeedLenArg + `', '0-*', 'e', ''))
   end
   unrec = false
-  if woke then redis.call('PUBLISH', WAKE, '1') end
+  if woke then rcall('PUBLISH', WAKE, '1') end
 end
 local function zrem_all(key, list)
   for i = 1, #list, 1000 do
-    redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list)))
+    rcall('ZREM', key, unpack(list, i, math.min(i + 999, #list)))
   end
 end
 local function zadd_all(key, l)
   for i = 1, #l, 2000 do
-    redis.call('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
+    rcall('ZADD', key, unpack(l, i, math.min(i + 1999, #l)))
   end
 end
 -- stage_ready adds m to the batch of ready members for queue q and type
@@ -205,7 +207,7 @@ local function add_ready(ready, readyKeys, types)
   for _, rk in ipairs(readyKeys) do zadd_all(rk, ready[rk]) end
   for q, tys in pairs(types) do
     for ty in pairs(tys) do
-      if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+      if rcall('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
     end
   end
 end
@@ -220,60 +222,60 @@ local function add_err(key, a, msg)
   if #msg > ` + strconv.Itoa(store.MaxAttemptErrorBytes) + ` then
     -- Cut on a UTF-8 character boundary, as store.TruncateAttemptError.
     local n = ` + strconv.Itoa(store.MaxAttemptErrorBytes) + `
-    while n > 0 and bit.band(string.byte(msg, n + 1), 192) == 128 do n = n - 1 end
-    msg = string.sub(msg, 1, n)
+    while n > 0 and bit.band(sbyte(msg, n + 1), 192) == 128 do n = n - 1 end
+    msg = ssub(msg, 1, n)
   end
-  local g = redis.call('HMGET', key, 'sw', 'en', 'eh')
+  local g = rcall('HMGET', key, 'sw', 'en', 'eh')
   local w = ''
   if g[1] then
     local bar = string.find(g[1], '|', 1, true)
-    if bar then w = string.sub(g[1], bar + 1) end
+    if bar then w = ssub(g[1], bar + 1) end
   end
   local body = tostring(a or 0) .. ' ' .. S(NOW) .. ' ' .. #w .. ' ' .. w .. msg
   local h = (g[3] or '') .. #body .. ':' .. body
   local n = (tonumber(g[2]) or 0) + 1
   if n > ` + strconv.Itoa(store.MaxAttemptErrors) + ` then
     local colon = string.find(h, ':', 1, true)
-    h = string.sub(h, colon + 1 + tonumber(string.sub(h, 1, colon - 1)))
+    h = ssub(h, colon + 1 + tonumber(ssub(h, 1, colon - 1)))
     n = n - 1
-    redis.call('HINCRBY', key, 'ed', 1)
+    rcall('HINCRBY', key, 'ed', 1)
   end
-  redis.call('HSET', key, 'eh', h, 'en', n)
+  rcall('HSET', key, 'eh', h, 'en', n)
 end
 -- keep_ca writes the creation time of the task at key (field ca, given as
 -- ca) from its member m when it has no field ca, before m's RunAt
 -- changes: a task enqueued to run at once has none, its creation time is
 -- the RunAt in its member (see decode.go).
 local function keep_ca(key, ca, m)
-  if not ca then redis.call('HSET', key, 'ca', S(tonumber(string.sub(m, 2, 18)))) end
+  if not ca then rcall('HSET', key, 'ca', S(tonumber(ssub(m, 2, 18)))) end
 end
 -- unmark returns member m without the mark of a common record (see the
 -- key list at the top), for a task whose record has changed since its
 -- enqueue: made ready again, it is read whole by the lease.
 local function unmark(m)
-  local b = string.byte(m, 26)
-  if b % 2 == 1 and string.byte(m, 19) == 1 then
-    return string.sub(m, 1, 25) .. string.char(b - 1) .. string.sub(m, 27)
+  local b = sbyte(m, 26)
+  if b % 2 == 1 and sbyte(m, 19) == 1 then
+    return ssub(m, 1, 25) .. string.char(b - 1) .. ssub(m, 27)
   end
   return m
 end
 -- rerun returns member m with its RunAt replaced by ra, unmarked.
 local function rerun(m, ra)
-  return string.sub(m, 1, 1) .. R17(ra) .. string.sub(unmark(m), 19)
+  return ssub(m, 1, 1) .. R17(ra) .. ssub(unmark(m), 19)
 end
 ` + pushReadyLua + `
 local function unready(q, ty, m)
   local k = T .. ':r:' .. q .. '/' .. ty
-  redis.call('ZREM', k, m)
-  if redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
+  rcall('ZREM', k, m)
+  if rcall('EXISTS', k) == 0 then rcall('SREM', T .. ':ty:' .. q, ty) end
 end
 ` + flowLua + `
 local function finish(id, st, q, rtu, fl)
   local ret = tonumber(rtu) or 0
   if ret <= 0 then ret = ` + retentionDefaultUS + ` end
   local ea = S(NOW + ret)
-  redis.call('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', ea)
-  redis.call('ZADD', T .. ':x', ea, id)
+  rcall('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', ea)
+  rcall('ZADD', T .. ':x', ea, id)
   count(st, q, 1)
   flow_done(id)
   flow_ended(fl, ea)
@@ -288,20 +290,20 @@ var pushReadyLua = `
 -- every ready set it may take from empty, so a set that already had tasks
 -- either woke it when it got its first one or is not one it waits for.
 local function push_ready(q, ty, m)
-  redis.call('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
-  if redis.call('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
+  rcall('ZADD', T .. ':r:' .. q .. '/' .. ty, '0', m)
+  if rcall('SADD', T .. ':ty:' .. q, ty) == 1 then woke = true end
 end
 `
 
 var promoteLua = `
 local function promote(limit)
-  local ids = redis.call('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', '0', limit)
+  local ids = rcall('ZRANGEBYSCORE', T .. ':d', '-inf', S(NOW), 'LIMIT', '0', limit)
   for _, id in ipairs(ids) do
     local key = tkey(id)
-    local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm')
+    local f = rcall('HMGET', key, 'st', 'q', 'ty', 'm')
     if f[1] then
       push_ready(f[2], f[3], f[4])
-      redis.call('HSET', key, 'st', '2')
+      rcall('HSET', key, 'st', '2')
       count(f[1], f[2], -1)
       count('2', f[2], 1)
     end
@@ -333,7 +335,7 @@ var priorityDigits = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9
 // key.
 var enqueueScript = redis.NewScript(preludeCore + rbTakenLua + `
 local nt = tonumber(ARGV[3])
-local base = redis.call('INCRBY', T .. ':seq', ARGV[3]) - nt
+local base = rcall('INCRBY', T .. ':seq', ARGV[3]) - nt
 local res, dups = {}, {}
 local all, delayed = {}, {}
 local na = 0
@@ -344,22 +346,38 @@ local nowR = R17(NOW)
 local TK, TH = T .. ':t:', T .. ':h:'
 -- While flows are being written in parts (T:rvq), their tasks not
 -- written yet are reserved: in T:rv, or in the compact format (rb_taken).
-local RVQ = redis.call('EXISTS', T .. ':rvq') == 1
-local RV = RVQ and redis.call('EXISTS', T .. ':rv') == 1
+local RVQ = rcall('EXISTS', T .. ':rvq') == 1
+local RV = RVQ and rcall('EXISTS', T .. ':rv') == 1
 local q, ty, evq, rkq
+-- The current queue's pending and scheduled tasks (written to the counts
+-- when the queue changes and at the end), and the ready list of its type
+-- (rl, rn members so far): a call per task costs more.
+local n1, n2 = 0, 0
+local rl, rn
+-- A member's parts, made once per call: its start (the priority and the
+-- enqueue's time) by priority byte, max retries by x, and the member's
+-- sequence bytes (see below) but the last, once per 64 tasks, the last
+-- byte by its value; for a call of one task, made for it (a table's first
+-- key costs more than the part).
+local PRE, MR, CH
+if nt > 1 then PRE, MR, CH = {}, {}, {} end
+local shi, shs = -1, ''
 local i = 4
 for j = 1, nt do
   local id, x = ARGV[i], ARGV[i + 2]
   local d = ARGV[i + 1]
   i = i + 3
-  local fb = string.byte(x, 2) - 64
+  local fb = sbyte(x, 2) - 64
   local p = ''
   if fb % 2 == 1 then p = ARGV[i]; i = i + 1 end
   if fb % 4 >= 2 then
+    if n1 > 0 then count('1', q, n1); n1 = 0 end
+    if n2 > 0 then count('2', q, n2); n2 = 0 end
     q, ty = ARGV[i], ARGV[i + 1]
     i = i + 2
     evq = '\31' .. q .. '\31' .. ty .. '\31' .. '0' .. '\31'
     rkq = T .. ':r:' .. q .. '/' .. ty
+    rl = nil
   end
   local ra, uk = '', ''
   local ttl, rtu, ukr
@@ -371,20 +389,20 @@ for j = 1, nt do
   -- The id is taken by a task record or by a held task of a flow (T:h:<id>,
   -- see flow.go): one EXISTS looks at both; or, while a flow is being
   -- written in parts, by one of its tasks not yet written.
-  if redis.call('EXISTS', key, TH .. id) > 0 or (RV and redis.call('HEXISTS', T .. ':rv', id) == 1) or (RVQ and rb_taken(id)) then
+  if rcall('EXISTS', key, TH .. id) > 0 or (RV and rcall('HEXISTS', T .. ':rv', id) == 1) or (RVQ and rb_taken(id)) then
     res[j] = 'E'
   else
     local dup = nil
     if uk ~= '' then
-      local h = redis.call('HGET', T .. ':uq', uk)
+      local h = rcall('HGET', T .. ':uq', uk)
       if h then
         local sep = string.find(h, '|', 1, true)
-        if tonumber(string.sub(h, 1, sep - 1)) > NOW then dup = string.sub(h, sep + 1) end
+        if tonumber(ssub(h, 1, sep - 1)) > NOW then dup = ssub(h, sep + 1) end
       end
       if not dup then
         local untl = S(NOW + tonumber(ttl))
-        redis.call('HSET', T .. ':uq', uk, untl .. '|' .. id)
-        redis.call('ZADD', T .. ':uz', untl, uk)
+        rcall('HSET', T .. ':uq', uk, untl .. '|' .. id)
+        rcall('ZADD', T .. ':uz', untl, uk)
       end
     end
     if dup then
@@ -394,22 +412,38 @@ for j = 1, nt do
       local seq = base + j
       -- The member's mark (see the key list at the top): a task without
       -- options, whose record is the common one until its first lease.
-      local tail
-      if fb >= 4 then
-        tail = struct.pack('>BI7', 1, 4 * seq) .. id
-      elseif p == '' then
-        tail = struct.pack('>BI7', 1, 4 * seq + 1) .. id
-      else
-        tail = struct.pack('>BI7', 1, 4 * seq + 3) .. id
+      -- The member is made by one concatenation: each makes a string.
+      local mk = 4 * seq
+      if fb < 4 then
+        if p == '' then mk = mk + 1 else mk = mk + 3 end
       end
-      local mr = string.sub(x, 3)
+      -- struct.pack('>BI7', 1, mk), made of the first seven bytes (they
+      -- change every 64 tasks) and the last.
+      local lo = mk % 256
+      local hi = (mk - lo) / 256
+      if hi ~= shi then shi, shs = hi, struct.pack('>BI6', 1, hi) end
+      local sb, mr, pre
+      if CH then
+        sb, mr = CH[lo], MR[x]
+        if not sb then sb = string.char(lo); CH[lo] = sb end
+        if not mr then mr = ssub(x, 3); MR[x] = mr end
+      else
+        sb, mr = string.char(lo), ssub(x, 3)
+      end
       local st, m
       if ra == '' then
-        m = string.sub(x, 1, 1) .. nowR .. tail
+        if PRE then
+          local pb = sbyte(x, 1)
+          pre = PRE[pb]
+          if not pre then pre = ssub(x, 1, 1) .. nowR; PRE[pb] = pre end
+        else
+          pre = ssub(x, 1, 1) .. nowR
+        end
+        m = pre .. shs .. sb .. id
         st = '2'
       else
         local nra = tonumber(ra)
-        m = string.sub(x, 1, 1) .. R17(nra) .. tail
+        m = ssub(x, 1, 1) .. R17(nra) .. shs .. sb .. id
         if nra > NOW then
           st = '1'
           delayed[#delayed + 1] = ra
@@ -426,14 +460,14 @@ for j = 1, nt do
         -- unpack costs more.
         if p == '' then
           if mr ~= '' then
-            redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m)
+            rcall('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m)
           else
-            redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'm', m)
+            rcall('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'm', m)
           end
         elseif mr ~= '' then
-          redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m, 'p', p)
+          rcall('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'mr', mr, 'm', m, 'p', p)
         else
-          redis.call('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'm', m, 'p', p)
+          rcall('HSET', key, 'st', st, 'd', d, 'q', q, 'ty', ty, 'm', m, 'p', p)
         end
       else
         local f = {'d', d, 'q', q, 'ty', ty}
@@ -444,25 +478,37 @@ for j = 1, nt do
         if ukr and ukr ~= '' then f[#f + 1] = 'uk'; f[#f + 1] = ukr end
         f[#f + 1] = 'm'; f[#f + 1] = m
         f[#f + 1] = 'st'; f[#f + 1] = st
-        redis.call('HSET', key, unpack(f))
+        rcall('HSET', key, unpack(f))
       end
       if st == '2' then
-        stage_ready(ready, readyKeys, types, q, ty, m, rkq)
+        if not rl then
+          stage_ready(ready, readyKeys, types, q, ty, m, rkq)
+          rl = ready[rkq]
+          rn = #rl
+        else
+          rl[rn + 1] = '0'
+          rl[rn + 2] = m
+          rn = rn + 2
+        end
+        n2 = n2 + 1
+      else
+        n1 = n1 + 1
       end
       all[na + 1] = I(seq)
       all[na + 2] = id
       na = na + 2
-      count(st, q, 1)
       if REC == nil then rec() end
       if REC then evs[#evs + 1] = 'E' .. st .. '\31' .. id .. evq else unrec = true end
       res[j] = st
     end
   end
 end
+if n1 > 0 then count('1', q, n1) end
+if n2 > 0 then count('2', q, n2) end
 zadd_all(T .. ':all', all)
 if #delayed > 0 then
   -- A new earliest due time wakes the waiting leasers: they wait less.
-  local first = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
+  local first = rcall('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
   local least = nil
   for k = 1, #delayed, 2 do
     local v = tonumber(delayed[k])
@@ -507,6 +553,7 @@ local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
 local out, no, lid1 = {}, 0, nil
+local TK = T .. ':t:'
 local PLAIN = {d = 1, m = 2, p = 3, a = 4, rtu = 5, dp = 6, fl = 7, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
 local exp = S(NOW + dur)
@@ -517,28 +564,30 @@ local evw = '\31' .. string.gsub(ARGV[5], '[\30\31]', ' ')
 for qi = 1, nq do
   if taken >= maxn then break end
   local q = ARGV[6 + qi]
-  if redis.call('SISMEMBER', T .. ':pz', q) == 0 then
+  if rcall('SISMEMBER', T .. ':pz', q) == 0 then
     local tys = types
-    if not filtered then tys = redis.call('SMEMBERS', T .. ':ty:' .. q) end
+    if not filtered then tys = rcall('SMEMBERS', T .. ':ty:' .. q) end
     local need = maxn - taken
-    local picked, pty = {}, {}
+    -- picked: the members taken; their type is pty1 when there is one
+    -- type, else pty[j].
+    local picked, pty, pty1 = {}, {}, nil
     if #tys == 1 then
       local k = T .. ':r:' .. q .. '/' .. tys[1]
       -- ZRANGE and ZREM, not ZPOPMIN: its reply has each member's score,
       -- which Redis formats with sprintf and the script converts.
-      local r = redis.call('ZRANGE', k, '0', I(need - 1))
+      local r = rcall('ZRANGE', k, '0', I(need - 1))
       if #r > 0 then zrem_all(k, r) end
-      for i = 1, #r do picked[i] = r[i]; pty[i] = tys[1] end
+      picked, pty1 = r, tys[1]
       -- Also when nothing was taken: T:ty:<queue> holds exactly the types
       -- with ready tasks (push_ready relies on it). Fewer than asked for
       -- is all there was.
-      if #r < need or redis.call('EXISTS', k) == 0 then redis.call('SREM', T .. ':ty:' .. q, tys[1]) end
+      if #r < need or rcall('EXISTS', k) == 0 then rcall('SREM', T .. ':ty:' .. q, tys[1]) end
     elseif #tys > 1 then
       local cands = {}
       for _, ty in ipairs(tys) do
         local k = T .. ':r:' .. q .. '/' .. ty
-        local ms = redis.call('ZRANGE', k, '0', I(need - 1))
-        if #ms == 0 then redis.call('SREM', T .. ':ty:' .. q, ty) end
+        local ms = rcall('ZRANGE', k, '0', I(need - 1))
+        if #ms == 0 then rcall('SREM', T .. ':ty:' .. q, ty) end
         for _, m in ipairs(ms) do
           cands[#cands + 1] = {m, k, ty}
         end
@@ -559,16 +608,17 @@ for qi = 1, nq do
       end
       for _, kt in ipairs(keys) do
         zrem_all(kt[1], bykey[kt[1]])
-        if redis.call('EXISTS', kt[1]) == 0 then redis.call('SREM', T .. ':ty:' .. q, kt[2]) end
+        if rcall('EXISTS', kt[1]) == 0 then rcall('SREM', T .. ':ty:' .. q, kt[2]) end
       end
     end
     if #picked > 0 then
-      local lid = redis.call('INCRBY', T .. ':lseq', I(#picked)) - #picked
+      local lid = rcall('INCRBY', T .. ':lseq', I(#picked)) - #picked
       if not lid1 then lid1 = lid + 1 end
       local lz = {}
-      for j, m in ipairs(picked) do
-        local id = string.sub(m, 27)
-        local key = tkey(id)
+      for j = 1, #picked do
+        local m = picked[j]
+        local id = ssub(m, 27)
+        local key = TK .. id
         lid = lid + 1
         taken = taken + 1
         -- A record of no fields but d, m, p, a, those the caller ignores
@@ -586,17 +636,17 @@ for qi = 1, nq do
         -- the member just taken (a ready task's member is its record's m).
         -- Any other record is read whole at once.
         local g = false
-        local mb = string.byte(m, 26)
-        if mb % 2 == 1 and string.byte(m, 19) == 1 then
+        local mb = sbyte(m, 26)
+        if mb % 2 == 1 and sbyte(m, 19) == 1 then
           -- A field HMGET does not find costs a walk of the record: p is
           -- asked for only when the mark says there is one.
-          if mb % 4 == 3 then g = redis.call('HMGET', key, 'd', 'a', 'p') else g = redis.call('HMGET', key, 'd', 'a') end
+          if mb % 4 == 3 then g = rcall('HMGET', key, 'd', 'a', 'p') else g = rcall('HMGET', key, 'd', 'a') end
         end
         local r
         if g and g[1] and not g[2] then
           d, mm, p = g[1], m, g[3] or false
         else
-          r = redis.call('HGETALL', key)
+          r = rcall('HGETALL', key)
           local nr = #r
           for i = 1, nr, 2 do
             local k = PLAIN[r[i]]
@@ -629,13 +679,14 @@ for qi = 1, nq do
         end
         if a then a = tonumber(a) else a = 0 end
         no = no + 4
-        local sl = S(lid)
-        local sa = IA(a + 1)
-        redis.call('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
+        local sl = I(lid)
+        local sa = '1'
+        if a > 0 then sa = IA(a + 1) end
+        rcall('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
         if REC == nil then rec() end
-        if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. pty[j] .. '\31' .. sa .. evw else unrec = true end
-        lz[#lz + 1] = exp
-        lz[#lz + 1] = id
+        if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. (pty1 or pty[j]) .. '\31' .. sa .. evw else unrec = true end
+        lz[2 * j - 1] = exp
+        lz[2 * j] = id
       end
       zadd_all(T .. ':l', lz)
       count('2', q, -#picked)
@@ -646,7 +697,7 @@ end
 woke = false
 flush()
 local nextDue = -1
-local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
+local d = rcall('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
 return {S(NOW), nextDue, out, lid1 and I(lid1) or '0'}
 `)
@@ -662,13 +713,13 @@ var leaseIdleLua = `
 do
   local idle = true
   for qi = 1, tonumber(ARGV[6]) do
-    if redis.call('EXISTS', T .. ':ty:' .. ARGV[6 + qi]) == 1 then
+    if rcall('EXISTS', T .. ':ty:' .. ARGV[6 + qi]) == 1 then
       idle = false
       break
     end
   end
   if idle then
-    local d = redis.call('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
+    local d = rcall('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
     if #d == 0 then return {string.format('%.0f', NOW), -1, {}, '0'} end
     if tonumber(d[2]) > NOW then return {string.format('%.0f', NOW), d[2], {}, '0'} end
   end
@@ -685,18 +736,18 @@ local res = {}
 for i = 4, #ARGV, 5 do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'l', 'c')
+  local f = rcall('HMGET', key, 'st', 'l', 'c')
   if not f[1] then
     res[#res + 1] = 'N'
   elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
     res[#res + 1] = 'L'
   else
     if ARGV[i + 2] == '1' then
-      redis.call('HSET', key, 'le', exp, 'pp', ARGV[i + 3], 'pm', ARGV[i + 4])
+      rcall('HSET', key, 'le', exp, 'pp', ARGV[i + 3], 'pm', ARGV[i + 4])
     else
-      redis.call('HSET', key, 'le', exp)
+      rcall('HSET', key, 'le', exp)
     end
-    redis.call('ZADD', T .. ':l', exp, id)
+    rcall('ZADD', T .. ':l', exp, id)
     res[#res + 1] = 'O' .. exp .. ':' .. (f[3] or '0')
   end
 end
@@ -724,20 +775,25 @@ local eaDefault = S(NOW + ` + retentionDefaultUS + `)
 local extra = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 1, ['4'] = 1, ['5'] = 1}
 local i = 3
 local hq, hty, hdp, hfl, hrtu
--- F holds a noted outcome's fields, as HMGET gives the others (one table
--- for the call: a table per outcome costs its allocation and collection).
-local F = {}
 local function opt(x)
   if x == '-' then return false end
-  return string.sub(x, 2)
+  return ssub(x, 2)
 end
-while i <= #ARGV do
+-- Counters of res, gone and expz (a # is a look-up), and the successes of
+-- queue tq not yet counted (active to succeeded: one count per queue run,
+-- not two per task).
+local nres, ngone, nexpz = 0, 0, 0
+local tq, tn = nil, 0
+local nA = #ARGV
+while i <= nA do
   local id, kind = ARGV[i], ARGV[i + 2]
   local key = TK .. id
   local j = i + 3
-  local f
+  -- f1..f9: state, lease id, queue, retention, unique key, dependents,
+  -- workflow, type and attempt (locals: a table's writes cost more).
+  local f1, f2, f3, f4, f5, f6, f7, f8, f9
   if #kind > 1 then
-    local c = string.byte(kind, 2)
+    local c = sbyte(kind, 2)
     if c == 72 then
       hq, hty, hdp, hfl, hrtu = ARGV[j], ARGV[j + 1], false, false, false
       j = j + 2
@@ -745,90 +801,102 @@ while i <= #ARGV do
       hq, hty, hdp, hfl, hrtu = ARGV[j], ARGV[j + 1], opt(ARGV[j + 2]), opt(ARGV[j + 3]), opt(ARGV[j + 4])
       j = j + 5
     end
-    local g = redis.call('HMGET', key, 'st', 'l')
-    f = F
-    f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9] = g[1], g[2], hq, hrtu, false, hdp, hfl, hty, string.sub(kind, 3)
-    kind = string.sub(kind, 1, 1)
+    local g = rcall('HMGET', key, 'st', 'l')
+    f1, f2, f3, f4, f5, f6, f7, f8, f9 = g[1], g[2], hq, hrtu, false, hdp, hfl, hty, ssub(kind, 3)
+    kind = ssub(kind, 1, 1)
   else
-    f = redis.call('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
+    local g = rcall('HMGET', key, 'st', 'l', 'q', 'rtu', 'uk', 'dp', 'fl', 'ty', 'a')
+    f1, f2, f3, f4, f5, f6, f7, f8, f9 = g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9]
   end
-  if not f[1] then
-    res[#res + 1] = 'N'
-  elseif f[1] ~= '3' or f[2] ~= ARGV[i + 1] then
-    res[#res + 1] = 'L'
+  nres = nres + 1
+  if not f1 then
+    res[nres] = 'N'
+  elseif f1 ~= '3' or f2 ~= ARGV[i + 1] then
+    res[nres] = 'L'
   else
-    local q = f[3]
-    count('3', q, -1)
-    gone[#gone + 1] = id
-    if f[5] and (kind == '0' or kind == '1') then
+    local q = f3
+    ngone = ngone + 1
+    gone[ngone] = id
+    if f5 and (kind == '0' or kind == '1') then
       -- Release the unique key on success, if this task still holds it.
-      local h = redis.call('HGET', T .. ':uq', f[5])
-      if h and string.sub(h, -(#id + 1)) == '|' .. id then
-        redis.call('HDEL', T .. ':uq', f[5])
-        redis.call('ZREM', T .. ':uz', f[5])
+      local h = rcall('HGET', T .. ':uq', f5)
+      if h and ssub(h, -(#id + 1)) == '|' .. id then
+        rcall('HDEL', T .. ':uq', f5)
+        rcall('ZREM', T .. ':uz', f5)
       end
     end
     if kind == '0' or kind == '1' or kind == '3' or kind == '4' then
       local ea = eaDefault
-      if f[4] then ea = S(NOW + tonumber(f[4])) end
+      if f4 then ea = S(NOW + tonumber(f4)) end
       local st
       -- The dependents listed in dp are counted once: the record's write
       -- empties dp (else it sets st twice).
       local dk, dv = 'st', nil
-      if f[6] and f[6] ~= '1' then dk, dv = 'dp', '' end
+      if f6 and f6 ~= '1' then dk, dv = 'dp', '' end
       if kind == '0' then
         st = '5'
         if dv then
-          redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, dk, dv)
+          rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, dk, dv)
         else
-          redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
+          rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
         end
-        -- ev('K', st, id, q, f[8], f[9]), inline.
+        -- ev('K', st, id, q, f8, f9), inline.
         if REC == nil then rec() end
-        if REC then evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f[8] or '') .. '\31' .. (f[9] or '0') .. '\31' else unrec = true end
+        if REC then evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f8 or '') .. '\31' .. (f9 or '0') .. '\31' else unrec = true end
       elseif kind == '1' then
         st = '5'
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
-        ev('K', st, id, q, f[8], f[9])
+        rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
+        ev('K', st, id, q, f8, f9)
       else
         if kind == '3' then
           st = '6'
-          ev('F', '3', id, q, f[8], f[9], ARGV[j])
-          ev('D', st, id, q, f[8], f[9])
+          ev('F', '3', id, q, f8, f9, ARGV[j])
+          ev('D', st, id, q, f8, f9)
         else
           st = '7'
-          ev('C', st, id, q, f[8], f[9])
+          ev('C', st, id, q, f8, f9)
         end
-        redis.call('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[j], dk, dv or st)
-        if kind == '3' or ARGV[j] ~= '' then add_err(key, f[9], ARGV[j]) end
+        rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[j], dk, dv or st)
+        if kind == '3' or ARGV[j] ~= '' then add_err(key, f9, ARGV[j]) end
       end
-      expz[#expz + 1] = ea
-      expz[#expz + 1] = id
-      count(st, q, 1)
-      if f[6] then
+      expz[nexpz + 1] = ea
+      expz[nexpz + 2] = id
+      nexpz = nexpz + 2
+      if st == '5' then
+        if q ~= tq then
+          if tn > 0 then count('3', tq, -tn); count('5', tq, tn) end
+          tq, tn = q, 0
+        end
+        tn = tn + 1
+      else
+        count('3', q, -1)
+        count(st, q, 1)
+      end
+      if f6 then
         local ok = nil
         if kind == '0' then ok = 'n' elseif kind == '1' then ok = 'r' end
-        flow_done(id, f[6], true, ok)
+        flow_done(id, f6, true, ok)
       end
-      if f[7] then flow_ended(f[7], ea) end
+      if f7 then flow_ended(f7, ea) end
     else
-      local g = redis.call('HMGET', key, 'ty', 'm', 'a', 'ca')
+      count('3', q, -1)
+      local g = rcall('HMGET', key, 'ty', 'm', 'a', 'ca')
       if kind == '2' then
         keep_ca(key, g[4], g[2])
         add_err(key, g[3], ARGV[j])
         local at = tonumber(ARGV[j + 1])
         if at > NOW then
           local m = rerun(g[2], at)
-          redis.call('HSET', key, 'e', ARGV[j], 'st', '4', 'ra', S(at), 'm', m)
+          rcall('HSET', key, 'e', ARGV[j], 'st', '4', 'ra', S(at), 'm', m)
           ev('F', '3', id, q, g[1], g[3], ARGV[j])
           ev('R', '4', id, q, g[1], g[3])
-          redis.call('ZADD', T .. ':d', S(at), id)
+          rcall('ZADD', T .. ':d', S(at), id)
           count('4', q, 1)
-          if redis.call('ZRANGE', T .. ':d', '0', '0')[1] == id then woke = true end
+          if rcall('ZRANGE', T .. ':d', '0', '0')[1] == id then woke = true end
         else
           local m = rerun(g[2], NOW)
           push_ready(q, g[1], m)
-          redis.call('HSET', key, 'e', ARGV[j], 'st', '2', 'ra', sNOW, 'm', m)
+          rcall('HSET', key, 'e', ARGV[j], 'st', '2', 'ra', sNOW, 'm', m)
           ev('F', '3', id, q, g[1], g[3], ARGV[j])
           ev('R', '2', id, q, g[1], g[3])
           count('2', q, 1)
@@ -839,18 +907,19 @@ while i <= #ARGV do
         local m = unmark(g[2])
         push_ready(q, g[1], m)
         if m ~= g[2] then
-          redis.call('HSET', key, 'st', '2', 'a', S(a), 'm', m)
+          rcall('HSET', key, 'st', '2', 'a', S(a), 'm', m)
         else
-          redis.call('HSET', key, 'st', '2', 'a', S(a))
+          rcall('HSET', key, 'st', '2', 'a', S(a))
         end
         count('2', q, 1)
         ev('Z', '2', id, q, g[1], S(a))
       end
     end
-    res[#res + 1] = 'O'
+    res[nres] = 'O'
   end
   i = j + (extra[kind] or 0)
 end
+if tn > 0 then count('3', tq, -tn); count('5', tq, tn) end
 zrem_all(T .. ':l', gone)
 zadd_all(T .. ':x', expz)
 flush()
@@ -865,22 +934,22 @@ local marked = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l', 'fl', 'a')
+  local f = rcall('HMGET', key, 'st', 'q', 'ty', 'm', 'rtu', 'l', 'fl', 'a')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
   elseif st == '3' then
-    redis.call('HSET', key, 'c', '1')
+    rcall('HSET', key, 'c', '1')
     marked[#marked + 1] = id .. ' ' .. (f[6] or '0')
     res[#res + 1] = 'O3'
   elseif st == '1' or st == '2' or st == '4' then
     if st == '2' then
       unready(f[2], f[3], f[4])
     else
-      redis.call('ZREM', T .. ':d', id)
+      rcall('ZREM', T .. ':d', id)
     end
     count(st, f[2], -1)
-    redis.call('HSET', key, 'e', 'cancelled')
+    rcall('HSET', key, 'e', 'cancelled')
     ev('C', '7', id, f[2], f[3], f[8])
     finish(id, '7', f[2], f[5], f[7])
     res[#res + 1] = 'O7'
@@ -889,7 +958,7 @@ for i = 3, #ARGV do
   end
 end
 flush()
-if #marked > 0 then redis.call('PUBLISH', WAKE, 'c ' .. table.concat(marked, ' ')) end
+if #marked > 0 then rcall('PUBLISH', WAKE, 'c ' .. table.concat(marked, ' ')) end
 return res
 `)
 
@@ -900,7 +969,7 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'ca')
+  local f = rcall('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'ca')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
@@ -908,11 +977,11 @@ for i = 3, #ARGV do
     keep_ca(key, f[6], f[4])
     flow_reopened(f[5])
     count(st, f[2], -1)
-    redis.call('ZREM', T .. ':x', id)
-    redis.call('HDEL', key, 'c', 'fa', 'ea', 'pp', 'pm')
+    rcall('ZREM', T .. ':x', id)
+    rcall('HDEL', key, 'c', 'fa', 'ea', 'pp', 'pm')
     local m = rerun(f[4], NOW)
     push_ready(f[2], f[3], m)
-    redis.call('HSET', key, 'st', '2', 'a', '0', 'ra', S(NOW), 'm', m)
+    rcall('HSET', key, 'st', '2', 'a', '0', 'ra', S(NOW), 'm', m)
     count('2', f[2], 1)
     ev('T', '2', id, f[2], f[3])
     res[#res + 1] = 'O2'
@@ -931,7 +1000,7 @@ local res = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'rtu', 'a')
+  local f = rcall('HMGET', key, 'st', 'q', 'ty', 'm', 'fl', 'rtu', 'a')
   local st = f[1]
   if not st then
     res[#res + 1] = 'N'
@@ -943,18 +1012,18 @@ for i = 3, #ARGV do
       if st == '2' then
         unready(f[2], f[3], f[4])
       else
-        redis.call('ZREM', T .. ':d', id)
+        rcall('ZREM', T .. ':d', id)
       end
       flow_done(id)
       local ret = tonumber(f[6]) or 0
       if ret <= 0 then ret = ` + retentionDefaultUS + ` end
       flow_ended(f[5], S(NOW + ret))
     else
-      redis.call('ZREM', T .. ':x', id)
+      rcall('ZREM', T .. ':x', id)
     end
     count(st, f[2], -1)
-    redis.call('DEL', key)
-    redis.call('ZREM', T .. ':all', id)
+    rcall('DEL', key)
+    rcall('ZREM', T .. ':all', id)
     flow_gone(f[5])
     res[#res + 1] = 'O'
   end
@@ -966,9 +1035,9 @@ return res
 // pauseScript pauses (ARGV[4] == "1") or resumes queue ARGV[3].
 var pauseScript = redis.NewScript(prelude + `
 if ARGV[4] == '1' then
-  redis.call('SADD', T .. ':pz', ARGV[3])
+  rcall('SADD', T .. ':pz', ARGV[3])
 else
-  if redis.call('SREM', T .. ':pz', ARGV[3]) == 1 then woke = true end
+  if rcall('SREM', T .. ':pz', ARGV[3]) == 1 then woke = true end
 end
 flush()
 return 1
@@ -979,30 +1048,30 @@ return 1
 var sweepScript = redis.NewScript(prelude + flowWriteLua + flowRecoverLua + `
 local limit = ARGV[3]
 local promoted = promote(limit)
-local us = redis.call('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', '0', limit)
+local us = rcall('ZRANGEBYSCORE', T .. ':uz', '-inf', S(NOW), 'LIMIT', '0', limit)
 for i = 1, #us, 1000 do
-  redis.call('HDEL', T .. ':uq', unpack(us, i, math.min(i + 999, #us)))
+  rcall('HDEL', T .. ':uq', unpack(us, i, math.min(i + 999, #us)))
 end
 zrem_all(T .. ':uz', us)
 local recovered, dead, cancelled, deleted = 0, 0, 0, 0
-local ls = redis.call('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', '0', limit)
+local ls = rcall('ZRANGEBYSCORE', T .. ':l', '-inf', S(NOW), 'LIMIT', '0', limit)
 for _, id in ipairs(ls) do
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu', 'fl')
+  local f = rcall('HMGET', key, 'st', 'q', 'ty', 'm', 'a', 'mr', 'c', 'rtu', 'fl')
   if f[1] == '3' then
     local q = f[2]
     local a, mr = tonumber(f[5]) or 0, tonumber(f[6]) or 0
     count('3', q, -1)
-    redis.call('HDEL', key, 'l', 'le')
+    rcall('HDEL', key, 'l', 'le')
     if f[7] == '1' then
-      redis.call('HSET', key, 'e', 'cancelled (lease expired)')
+      rcall('HSET', key, 'e', 'cancelled (lease expired)')
       add_err(key, f[5], 'cancelled (lease expired)')
       ev('L', '7', id, q, f[3], f[5])
       finish(id, '7', q, f[8], f[9])
       cancelled = cancelled + 1
     elseif a > mr then
       local msg = string.format('lease expired on attempt %d of %d (worker lost)', a, mr + 1)
-      redis.call('HSET', key, 'e', msg)
+      rcall('HSET', key, 'e', msg)
       add_err(key, f[5], msg)
       ev('L', '6', id, q, f[3], f[5])
       finish(id, '6', q, f[8], f[9])
@@ -1012,9 +1081,9 @@ for _, id in ipairs(ls) do
       push_ready(q, f[3], m)
       local msg = string.format('lease expired on attempt %d (worker lost)', a)
       if m ~= f[4] then
-        redis.call('HSET', key, 'st', '2', 'e', msg, 'm', m)
+        rcall('HSET', key, 'st', '2', 'e', msg, 'm', m)
       else
-        redis.call('HSET', key, 'st', '2', 'e', msg)
+        rcall('HSET', key, 'st', '2', 'e', msg)
       end
       add_err(key, f[5], msg)
       count('2', q, 1)
@@ -1024,24 +1093,24 @@ for _, id in ipairs(ls) do
   end
 end
 zrem_all(T .. ':l', ls)
-local xs = redis.call('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit)
+local xs = rcall('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit)
 local later = {}
 for _, id in ipairs(xs) do
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'st', 'q', 'fl', 'ea')
+  local f = rcall('HMGET', key, 'st', 'q', 'fl', 'ea')
   if f[1] == '5' or f[1] == '6' or f[1] == '7' then
     local keep = tonumber(f[4]) or 0
     local xe = flow_expiry(f[3])
     if xe and xe > keep then keep = xe end
     if flow_holds(f[3]) then
-      redis.call('SADD', T .. ':fx:' .. f[3], id)
+      rcall('SADD', T .. ':fx:' .. f[3], id)
     elseif keep > NOW then
       later[#later + 1] = S(keep)
       later[#later + 1] = id
     else
       count(f[1], f[2], -1)
-      redis.call('DEL', key)
-      redis.call('ZREM', T .. ':all', id)
+      rcall('DEL', key)
+      rcall('ZREM', T .. ':all', id)
       flow_gone(f[3])
       deleted = deleted + 1
     end

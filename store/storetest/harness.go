@@ -469,6 +469,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ListBounded", func(t *testing.T) { testListBounded(t, h) })
 	t.Run("GetOutcomes", func(t *testing.T) { testGetOutcomes(t, h) })
 	t.Run("Stats", func(t *testing.T) { testStats(t, h) })
+	t.Run("StatsBatches", func(t *testing.T) { testStatsBatches(t, h) })
 	t.Run("Namespaces", func(t *testing.T) { testNamespaces(t, h) })
 	t.Run("Retention", func(t *testing.T) { testRetention(t, h) })
 	t.Run("Durability", func(t *testing.T) { testDurability(t, h) })

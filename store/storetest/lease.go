@@ -382,6 +382,16 @@ func testPriority(t *testing.T, h Harness) {
 		if !cmp.Equal(got, want) {
 			t.Errorf("lease order: got %v, want enqueue order %v", got, want)
 		}
+		// So do the tasks of one batch, past 256 of them (a store may
+		// number them in parts); their ids' own order is another.
+		want = f.addN(300, "t", "q")
+		got = got[:0]
+		for len(got) < len(want) {
+			got = append(got, ids(f.lease(store.LeaseParams{Queues: []string{"q"}, Max: 70}))...)
+		}
+		if !cmp.Equal(got, want) {
+			t.Errorf("lease order of one batch of %d: got %v, want enqueue order %v", len(want), got, want)
+		}
 	})
 
 	t.Run("RunAtOrder", func(t *testing.T) {

@@ -285,6 +285,68 @@ func testStats(t *testing.T, h Harness) {
 	f.check()
 }
 
+// testStatsBatches checks the counts after calls that move tasks of several
+// queues at once, their queues interleaved: one Enqueue (pending and
+// scheduled tasks), one Lease and one Report of mixed outcomes.
+func testStatsBatches(t *testing.T, h Harness) {
+	t.Parallel()
+	f := h.setup(t)
+	later := f.now().Add(time.Hour)
+	var ins []store.TaskInput
+	for _, x := range []struct {
+		q     string
+		runAt time.Time
+	}{{"q1", time.Time{}}, {"q1", time.Time{}}, {"q2", time.Time{}}, {"q1", later}, {"q2", time.Time{}}, {"q2", later}, {"q1", time.Time{}}, {"q2", time.Time{}}} {
+		in := input("t", x.q)
+		in.RunAt, in.MaxRetries = x.runAt, 3
+		ins = append(ins, in)
+	}
+	f.add(ins...)
+	// counts returns the stats of queue q with n[k] tasks in state st[k].
+	counts := func(q string, st []store.State, n ...int64) store.QueueStats {
+		s := store.QueueStats{Queue: q}
+		for k := range st {
+			s.Counts[st[k]] = n[k]
+		}
+		return s
+	}
+	pendSched := []store.State{store.StatePending, store.StateScheduled}
+	want := []store.QueueStats{counts("q1", pendSched, 3, 1), counts("q2", pendSched, 3, 1)}
+	if diff := cmp.Diff(want, f.stats()); diff != "" {
+		t.Errorf("Stats after one Enqueue of both queues (-want +got):\n%s", diff)
+	}
+	leased := map[string]*store.Task{}
+	for _, tk := range f.lease(store.LeaseParams{Queues: []string{"q1", "q2"}, Max: 10}) {
+		leased[tk.ID] = tk
+	}
+	if len(leased) != 6 {
+		t.Fatalf("Lease: got %d tasks, want the 6 pending", len(leased))
+	}
+	out := func(in store.TaskInput, k store.OutcomeKind) store.Outcome {
+		tk := leased[in.ID]
+		if tk == nil {
+			t.Fatalf("task %s (%s) was not leased", in.ID, in.Queue)
+		}
+		o := store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: k, Error: "e"}
+		if k == store.OutcomeRetry {
+			o.RetryAt = later
+		}
+		return o
+	}
+	// Queues q1, q1, q2, q1, q2, q2: successes of one queue in a row, then
+	// of the other, with other outcomes between.
+	f.mustReport(out(ins[0], store.OutcomeSucceeded), out(ins[1], store.OutcomeSucceeded), out(ins[2], store.OutcomeSucceeded),
+		out(ins[6], store.OutcomeDead), out(ins[4], store.OutcomeRetry), out(ins[7], store.OutcomeSucceeded))
+	want = []store.QueueStats{
+		counts("q1", []store.State{store.StateSucceeded, store.StateDead, store.StateScheduled}, 2, 1, 1),
+		counts("q2", []store.State{store.StateSucceeded, store.StateRetry, store.StateScheduled}, 2, 1, 1),
+	}
+	if diff := cmp.Diff(want, f.stats()); diff != "" {
+		t.Errorf("Stats after one Report of both queues (-want +got):\n%s", diff)
+	}
+	f.check()
+}
+
 // testNamespaces checks that nothing in one namespace is visible or reachable
 // from another.
 func testNamespaces(t *testing.T, h Harness) {
