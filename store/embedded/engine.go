@@ -196,6 +196,18 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 	// busy store; 32 MiB ones (two at most in memory) bring it back to
 	// what it was without the indexes (docs/benchmarks.md).
 	opts.MemTableSize = 32 << 20
+	// A queue's keys are short-lived: a task's keys are written at its
+	// enqueue and deleted when it is done, mostly within seconds. Letting
+	// L0 hold up to eight sublevels before compacting it into the levels
+	// below (Pebble's default: four) lets more of those writes and their
+	// deletes meet in one L0 compaction, where both are dropped, instead of
+	// each being carried down a level: 13 % less CPU per task over a soak,
+	// and a restart with a 1,000,000-task backlog is ready sooner
+	// (docs/decisions/012-l0-compaction-threshold.md). Writes stop at 24
+	// sublevels (Pebble's default: 12), the same ratio to the threshold
+	// as RocksDB's defaults.
+	opts.L0CompactionThreshold = 8
+	opts.L0StopWritesThreshold = 24
 	return opts
 }
 
