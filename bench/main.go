@@ -76,6 +76,7 @@ var (
 	callgrind   = benchFlags.String("callgrind-pid", "", "instead of the comparison, count the instructions per kiln script call of the Redis at -redis, run under valgrind --tool=callgrind with this process id (see callgrind.go)")
 	cgDir       = benchFlags.String("callgrind-dir", ".", "the folder of that Redis' callgrind dumps (its --callgrind-out-file=DIR/cg.out.%p)")
 	taskPayload = benchFlags.Int("task-payload", 0, "payload bytes of every task kiln and asynq enqueue in the comparison's enqueue and end-to-end runs, with -enqueue-only, -scripts and -callgrind-pid (0: none)")
+	cmpRounds   = benchFlags.Int("compare-rounds", 1, "rounds of the comparison (kiln, then asynq), each printed with its ratio and load average, then the median ratio: the machine's speed moves between rounds, so a ratio is taken within its round")
 	feedReader  = benchFlags.Bool("read-feed", false, "kiln: read the change feed during each run, as a server with an event stream open does (the Redis store records changes only while its feed is read)")
 )
 
@@ -137,6 +138,23 @@ func main() {
 		runCallgrind(*callgrind, *cgDir)
 		return
 	}
+	var ratios []float64
+	for round := 1; round <= max(*cmpRounds, 1); round++ {
+		if *cmpRounds > 1 {
+			fmt.Printf("\n## round %d of %d (load average %s)\n", round, *cmpRounds, loadAverage())
+		}
+		if r := compare(); r > 0 {
+			ratios = append(ratios, r)
+		}
+	}
+	if len(ratios) > 1 {
+		fmt.Printf("\nkiln / asynq end to end, per round: %s; median %.1fx\n", formatRatios(ratios), median(ratios))
+	}
+}
+
+// compare runs kiln and asynq (or the one -only names) once, prints their
+// tables, and returns kiln's end-to-end rate over asynq's (0 without both).
+func compare() float64 {
 	var rows []result
 	if *only == "" || *only == "kiln" {
 		rows = append(rows, runKiln())
@@ -150,8 +168,10 @@ func main() {
 	for _, r := range rows {
 		fmt.Printf("| %s | %.0f | %.0f | %s | %s | %s |\n", r.name, r.enqueue, r.e2e, ms(r.p50), ms(r.p99), ms(r.max))
 	}
+	ratio := 0.0
 	if len(rows) == 2 && rows[1].e2e > 0 {
-		fmt.Printf("\nkiln / asynq end to end: %.1fx\n", rows[0].e2e/rows[1].e2e)
+		ratio = rows[0].e2e / rows[1].e2e
+		fmt.Printf("\nkiln / asynq end to end: %.1fx\n", ratio)
 	}
 	fmt.Println("\nRedis per task (INFO commandstats and INFO cpu deltas; µs of Redis CPU per task):")
 	fmt.Println()
@@ -165,6 +185,27 @@ func main() {
 			fmt.Printf("| %s | %s | %.2f | %.3f | %.2f | %.2f |\n", r.name, ph.name, ph.c.scriptUS, ph.c.scriptCalls, ph.c.processUS, ph.c.goUS)
 		}
 	}
+	return ratio
+}
+
+// median returns the median of v (the mean of the middle two for an even
+// count).
+func median(v []float64) float64 {
+	v = slices.Sorted(slices.Values(v))
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// formatRatios lists ratios as "4.2x, 5.1x, ...".
+func formatRatios(v []float64) string {
+	parts := make([]string, len(v))
+	for i, r := range v {
+		parts[i] = fmt.Sprintf("%.1fx", r)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // runLatencyOnly runs the latency phase of kiln and asynq alternately,
