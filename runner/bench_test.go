@@ -395,3 +395,76 @@ func cpuSelfChildren() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
 	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + children.Utime.Nano() + children.Stime.Nano())
 }
+
+// BenchmarkRunPackageFiles: what the number of files in a package costs
+// each task. A shell package (`exec /bin/true`) with 1, 100 and 1,000 more
+// files of 4 KiB in ten folders, 8 Run calls in flight: without a sandbox
+// and in the namespaces sandbox where this machine gives it, each file
+// copied into the task's folder, and in the namespaces sandbox with
+// Config.LinkPackage ("ns-link"), each file a hard link. "cpu-ms/run" is
+// the CPU of the process tree per task (testenv.CPUMeter), which load
+// changes far less than the rate; the difference between two sizes over
+// the difference of their files is what a file costs.
+//
+//	go test -run '^$' -bench 'BenchmarkRunPackageFiles' -benchtime 300x -count 3 ./runner/
+func BenchmarkRunPackageFiles(b *testing.B) {
+	type benchCase struct {
+		name string
+		sb   Sandbox
+		link bool
+	}
+	var cases []benchCase
+	for _, sb := range benchSandboxes(b) {
+		if sb == SandboxOff || sb == SandboxNamespaces {
+			cases = append(cases, benchCase{string(sb), sb, false})
+		}
+		if sb == SandboxNamespaces {
+			cases = append(cases, benchCase{"ns-link", sb, true})
+		}
+	}
+	for _, bc := range cases {
+		for _, files := range []int{0, 100, 1000} {
+			b.Run(fmt.Sprintf("%s/files=%d", bc.name, files), func(b *testing.B) {
+				entries := []entry{{name: "run.sh", data: []byte("exec /bin/true"), mode: 0o644}}
+				data := make([]byte, 4096)
+				for i := range files {
+					entries = append(entries, entry{name: fmt.Sprintf("lib%d/f%d.js", i%10, i), data: data, mode: 0o644})
+				}
+				pkg := pkgDir(b, entries...)
+				r := newRunner(b, Config{Sandbox: bc.sb, WorkDir: testenv.SharedDir(b), LinkPackage: bc.link})
+				spec := Spec{PackageDir: pkg, Runtime: "sh", File: "run.sh"}
+				runN := func(n int, prefix string) {
+					var next atomic.Int64
+					var wg sync.WaitGroup
+					for range concurrentRuns {
+						wg.Go(func() {
+							for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+								s := spec
+								s.TaskID = prefix + strconv.FormatInt(i, 10)
+								res, err := r.Run(context.Background(), s)
+								if err != nil || res.Status != StatusComplete {
+									b.Errorf("Run: %v, %+v", err, res)
+									return
+								}
+							}
+						})
+					}
+					wg.Wait()
+				}
+				runN(10, "w")
+				cpu := testenv.NewCPUMeter(b)
+				load0 := testenv.Machine()
+				c0 := cpu.Used()
+				b.ResetTimer()
+				start := time.Now()
+				runN(b.N, "b")
+				wall := time.Since(start)
+				b.StopTimer()
+				c1 := cpu.Used()
+				b.ReportMetric(float64(b.N)/wall.Seconds(), "runs/s")
+				b.ReportMetric((c1-c0).Seconds()*1000/float64(b.N), "cpu-ms/run")
+				b.Logf("%s; CPU time by %s; load average after %s", load0, cpu.Source(), testenv.LoadAvg())
+			})
+		}
+	}
+}

@@ -25,7 +25,10 @@
 // CONFIG_FILE, PATH, HOME and the package's env_vars: nothing of the
 // server's own environment), stdin from /dev/null, and stdout and stderr
 // captured together, live and capped, as the task log. A binary that uses
-// Run must call Main first thing in main.
+// Run must call Main first thing in main. With Config.LinkPackage, where
+// the task runs as a user of its own, the package's files are hard links
+// the task can read but not change, instead of copies: a task of a
+// package of many files then costs a fraction of what copies cost.
 //
 // # The sandbox
 //

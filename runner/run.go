@@ -166,6 +166,19 @@ type Config struct {
 	// Default nil: the runner's own user under SandboxOff, NobodyID when
 	// the sandbox switches users (SandboxState.SwitchUser).
 	Credential *syscall.Credential
+	// LinkPackage gives a task hard links to its package's files instead
+	// of copies, where the task cannot change them: the sandbox switches
+	// users (SandboxState.SwitchUser), the task's user is not the file's
+	// owner, and the file is writable by its owner only (and has no set-id
+	// bit). Such a file is read-only to the task, which may still delete,
+	// rename or replace it in its directory and create new files; but a
+	// program that changes a file of its package in place, or its mode
+	// (the "chmod +x" of an IronWorker __runner__.sh), fails. A link costs
+	// no copy and no new inode, which a package of many files pays on
+	// every task otherwise (docs/benchmarks.md). The package's folders are
+	// the task's own either way, and so is a file that cannot be linked
+	// (another file system, too many links). Default false: copies.
+	LinkPackage bool
 	// Sandbox is how tasks are kept away from the runner and from each
 	// other; default SandboxAuto. See the package doc and SandboxState.
 	Sandbox Sandbox

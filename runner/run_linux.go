@@ -32,7 +32,7 @@ const (
 const startTimeout = 30 * time.Second
 
 // Run runs one task: it creates a fresh task directory, copies the package
-// into it, writes the payload and config files, and starts the program as
+// into it (or links it, Config.LinkPackage), writes the payload and config files, and starts the program as
 // a separate process in its own session and process group, in the
 // sandbox the Runner resolved (see the package doc), as the task's user,
 // with the configured limits, arguments exactly
@@ -199,7 +199,8 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 		own = owner{uid: int(c.Uid), gid: int(c.Gid)}
 	}
 	if spec.PackageDir != "" {
-		if err := copyPackage(dir, spec.PackageDir, own); err != nil {
+		link := cfg.LinkPackage && r.sb.SwitchUser && own.uid > 0
+		if err := copyPackage(dir, spec.PackageDir, own, link); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: copy the package: %w", ErrStart, err)
 		}
 	}
@@ -251,10 +252,13 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 			return "", nil, nil, fmt.Errorf("%w: %q is not a file of the package", ErrNoProgram, spec.File)
 		}
 		if len(interp) == 0 {
-			// The task's own copy: making it executable changes nothing
-			// shared (zips made on Windows have no execute bits).
-			if err := os.Chmod(file, 0o755); err != nil { //nolint:gosec // G302: the program must be executable
-				return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+			// Zips made on Windows have no execute bits. The task's own
+			// copy is made executable, never the package's file (which a
+			// link would be): making it executable changes nothing shared.
+			if st.Mode().Perm() != 0o755 {
+				if err := ownProgram(dir, spec.PackageDir, filepath.FromSlash(spec.File), st, own); err != nil {
+					return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
+				}
 			}
 			if err := r.checkExecFormat(file); err != nil {
 				return "", nil, nil, err
@@ -873,19 +877,47 @@ func writeNew(path string, data []byte, own owner) error {
 	return nil
 }
 
-// copyPackage copies the package's directories and regular files into the
-// task directory, modes kept (Unpack made them 0644 or 0755), owned by own.
-func copyPackage(dst, src string, own owner) error {
-	root, err := os.OpenRoot(src)
+// ownProgram makes the program file (rel, st its Stat) of task directory
+// dir a copy of its own, if it is a link to the package's file (in src),
+// and executable (0755).
+func ownProgram(dir, src, rel string, st fs.FileInfo, own owner) error {
+	file := filepath.Join(dir, rel)
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && src != "" && (sys.Nlink > 1 || own.uid >= 0 && int(sys.Uid) != own.uid) {
+		if err := os.Remove(file); err != nil {
+			return err
+		}
+		in, out, err := openRoots(src, dir)
+		if err != nil {
+			return err
+		}
+		defer closeRoots(in, out)
+		return copyFile(in, out, rel, 0o755, own)
+	}
+	return os.Chmod(file, 0o755) //nolint:gosec // G302: the program must be executable
+}
+
+// linkable reports whether a task running as own may be given a hard link
+// to the package's file (info, as Lstat gives it) instead of a copy: it
+// can neither write the file nor change its mode, owner or times, because
+// it is not the file's owner, it runs as a user that is not root, and
+// neither the group nor others may write the file. A set-id bit is never
+// shared (Unpack makes none).
+func linkable(info fs.FileInfo, own owner) bool {
+	sys, ok := info.Sys().(*syscall.Stat_t)
+	return ok && own.uid > 0 && int(sys.Uid) != own.uid && sys.Mode&0o7022 == 0 && info.Mode().IsRegular()
+}
+
+// copyPackage fills the task directory with the package: its directories
+// made anew, owned by own; each regular file a hard link to the package's
+// when link is set and the file is linkable, else a copy owned by own,
+// modes kept (Unpack made them 0644 or 0755). A link the file system
+// refuses (another file system, too many links) becomes a copy.
+func copyPackage(dst, src string, own owner, link bool) error {
+	root, out, err := openRoots(src, dst)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = root.Close() }()
-	out, err := os.OpenRoot(dst)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = out.Close() }()
+	defer closeRoots(root, out)
 	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == "." {
 			return err
@@ -904,11 +936,40 @@ func copyPackage(dst, src string, own owner) error {
 			}
 			return out.Lchown(p, own.uid, own.gid)
 		case info.Mode().IsRegular():
+			if link && linkable(info, own) {
+				// The task directory is root's until prepare ends, and the
+				// package is the runner's: neither path can change meanwhile.
+				err := os.Link(filepath.Join(src, p), filepath.Join(dst, p))
+				if err == nil || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EMLINK) && !errors.Is(err, syscall.EPERM) {
+					return err
+				}
+			}
 			return copyFile(root, out, p, info.Mode().Perm(), own)
 		default:
 			return fmt.Errorf("%s: not a regular file or directory", p)
 		}
 	})
+}
+
+// openRoots opens the folders src and dst as roots.
+func openRoots(src, dst string) (*os.Root, *os.Root, error) {
+	in, err := os.OpenRoot(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := os.OpenRoot(dst)
+	if err != nil {
+		_ = in.Close()
+		return nil, nil, err
+	}
+	return in, out, nil
+}
+
+// closeRoots closes the roots openRoots opened.
+func closeRoots(roots ...*os.Root) {
+	for _, r := range roots {
+		_ = r.Close()
+	}
 }
 
 // copyFile copies one file. The new file is open for writing while no
@@ -956,15 +1017,32 @@ func removeAll(dir string) error {
 		return nil
 	}
 	if root, err := os.OpenRoot(dir); err == nil {
-		_ = root.Chmod(".", 0o700)
+		chmodDir(root, ".")
 		_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				// Before WalkDir reads it: a directory must be listable.
-				_ = root.Chmod(p, 0o700)
+				chmodDir(root, p)
 			}
 			return nil
 		})
 		_ = root.Close()
 	}
 	return os.RemoveAll(dir)
+}
+
+// chmodDir makes directory name of root 0700, and nothing else: a file
+// swapped in for it meanwhile (a link to a package's file among them)
+// keeps its mode. A directory is opened first (O_DIRECTORY), which a root
+// runner always can; a runner of another user, whose tasks are never given
+// links, changes it by name when its mode keeps it from opening it.
+func chmodDir(root *os.Root, name string) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err == nil {
+		_ = f.Chmod(0o700)
+		_ = f.Close()
+		return
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		_ = root.Chmod(name, 0o700)
+	}
 }

@@ -125,6 +125,7 @@ type serverOptions struct {
 	sandbox                          runner.Sandbox
 	sandboxLimits                    runner.Limiter
 	sandboxNetwork                   bool
+	linkPackages                     bool
 	sandboxCgroup                    string
 	sandboxUIDBase, sandboxUIDCount  int
 }
@@ -260,6 +261,11 @@ func (o *serverOptions) settings() []setting {
 			}
 			o.sandboxCgroup = v
 			return nil
+		}},
+		{"link-packages", "give tasks hard links to their package's files instead of copies, read-only to them, where tasks run as a user of their own (a root server): much cheaper for packages of many files, but a task cannot change a file of its package in place or chmod it (docs/ironworker.md)", "false", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			o.linkPackages = b
+			return err
 		}},
 		{"sandbox-uid-base", "the first user id of tasks when the server is root (one per project)", strconv.Itoa(hosted.UIDBaseDefault), positiveInt(&o.sandboxUIDBase)},
 		{"sandbox-uid-count", "how many user ids tasks may use (one per project)", strconv.Itoa(hosted.UIDCountDefault), positiveInt(&o.sandboxUIDCount)},
@@ -523,7 +529,7 @@ func runServer(ctx context.Context, std stdio, args []string) error {
 		rc = &hosted.Config{
 			Concurrency: o.runnerConcurrency, WorkDir: dir,
 			UIDBase: o.sandboxUIDBase, UIDCount: o.sandboxUIDCount,
-			Runner: &runner.Config{Sandbox: o.sandbox, Limiter: o.sandboxLimits, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o), Cgroup: o.sandboxCgroup},
+			Runner: &runner.Config{Sandbox: o.sandbox, Limiter: o.sandboxLimits, IsolateNetwork: !o.sandboxNetwork, Hide: secretPaths(o), Cgroup: o.sandboxCgroup, LinkPackage: o.linkPackages},
 		}
 	}
 	srv, err := server.New(&server.Config{

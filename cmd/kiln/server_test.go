@@ -47,18 +47,18 @@ func TestServerSandboxOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.sandbox != runner.SandboxAuto || o.sandboxLimits != runner.LimiterAuto || !o.sandboxNetwork || o.sandboxUIDBase != hosted.UIDBaseDefault || o.sandboxUIDCount != hosted.UIDCountDefault || o.sandboxCgroup != runner.CgroupAuto {
+	if o.sandbox != runner.SandboxAuto || o.sandboxLimits != runner.LimiterAuto || !o.sandboxNetwork || o.sandboxUIDBase != hosted.UIDBaseDefault || o.sandboxUIDCount != hosted.UIDCountDefault || o.sandboxCgroup != runner.CgroupAuto || o.linkPackages {
 		t.Errorf("defaults: %+v", o)
 	}
 	env := map[string]string{"KILN_SANDBOX": "user", "KILN_SANDBOX_UID_BASE": "5000000", "KILN_SANDBOX_CGROUP": "/sys/fs/cgroup/kiln"}
-	o, err = parseServerOptions(std, serverCommand(), []string{"--sandbox", "bwrap", "--sandbox-limits", "trampoline", "--sandbox-network=false", "--sandbox-uid-count", "10"}, func(k string) string { return env[k] })
+	o, err = parseServerOptions(std, serverCommand(), []string{"--sandbox", "bwrap", "--sandbox-limits", "trampoline", "--sandbox-network=false", "--sandbox-uid-count", "10", "--link-packages=true"}, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.sandbox != runner.SandboxBwrap || o.sandboxLimits != runner.LimiterTrampoline || o.sandboxNetwork || o.sandboxUIDBase != 5_000_000 || o.sandboxUIDCount != 10 || o.sandboxCgroup != "/sys/fs/cgroup/kiln" {
+	if o.sandbox != runner.SandboxBwrap || o.sandboxLimits != runner.LimiterTrampoline || o.sandboxNetwork || o.sandboxUIDBase != 5_000_000 || o.sandboxUIDCount != 10 || o.sandboxCgroup != "/sys/fs/cgroup/kiln" || !o.linkPackages {
 		t.Errorf("flags and environment: %+v", o)
 	}
-	for _, args := range [][]string{{"--sandbox", "docker"}, {"--sandbox-limits", "cgroup"}, {"--sandbox-uid-base", "0"}, {"--sandbox-network", "maybe"}, {"--sandbox-cgroup", "kiln"}} {
+	for _, args := range [][]string{{"--sandbox", "docker"}, {"--sandbox-limits", "cgroup"}, {"--sandbox-uid-base", "0"}, {"--sandbox-network", "maybe"}, {"--sandbox-cgroup", "kiln"}, {"--link-packages=sometimes"}} {
 		if _, err := parseServerOptions(std, serverCommand(), args, none); err == nil {
 			t.Errorf("%q was accepted", args)
 		}

@@ -16,8 +16,9 @@
 // Hosted is the runner: it reads the index, serves every package with a
 // kiln.Worker of its own (concurrency min(max_concurrency, the runner's)),
 // and runs each task with runner.Run in a fresh task directory holding the
-// package, unpacked once per checksum into a local cache (private to the
-// runner: tasks get a copy). Tasks run in the runner's sandbox
+// package, unpacked once per project and checksum into a local cache
+// (private to the runner: tasks get a copy, or read-only links with
+// runner.Config.LinkPackage). Tasks run in the runner's sandbox
 // (runner.SandboxAuto unless Config.Runner says otherwise, with WorkDir
 // hidden from them) and, when the runner is root, each project's as a user
 // of its own: Config.UIDBase + n, n allocated once per project in the store

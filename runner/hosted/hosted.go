@@ -2,6 +2,8 @@ package hosted
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -734,9 +736,13 @@ func outcome(ctx context.Context, res runner.Result, rev *Revision, t *kiln.Task
 }
 
 // unpacked returns the directory of rev's unpacked zip, unpacking it on
-// first use: packages are cached by checksum in WorkDir/packages.
+// first use: packages are cached by project and checksum in
+// WorkDir/packages. Two projects that upload the same zip get a folder
+// each: their tasks, given links to the package's files (runner.Config.
+// LinkPackage), share no file with another project's.
 func (h *Hosted) unpacked(ctx context.Context, project string, rev *Revision) (string, error) {
-	dir := filepath.Join(h.cfg.WorkDir, "packages", rev.SHA256)
+	ph := sha256.Sum256([]byte(project))
+	dir := filepath.Join(h.cfg.WorkDir, "packages", hex.EncodeToString(ph[:8])+"-"+rev.SHA256)
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}

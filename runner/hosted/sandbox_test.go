@@ -47,6 +47,7 @@ deny list-other-tasks sh -c 'ls -A "$TASKS_DIR" | grep -q .'
 deny read-other-package cat $OTHER_PKG/run.sh
 deny read-packages sh -c 'ls -A "$PACKAGES_DIR" | grep -q .'
 deny write-outside touch /etc/kiln-probe
+deny write-own-package sh -c 'echo x >> run.sh'
 echo "config: $(cat "$CONFIG_FILE")"
 echo done
 `
@@ -56,7 +57,9 @@ echo done
 // of each project run as that project's own user, the same for every task
 // of the project, never root; a task of one project cannot see the
 // server, its data folder, the package cache, or a running task of
-// another project; the task's log is captured.
+// another project, nor change a file of its own package (linked,
+// runner.Config.LinkPackage); each project's packages are unpacked in a
+// folder of its own; the task's log is captured.
 func TestHostedSandbox(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
@@ -85,7 +88,7 @@ func TestHostedSandbox(t *testing.T) {
 	h, err := hosted.New(&hosted.Config{
 		Store: st, WorkDir: filepath.Join(data, "runner"), Concurrency: 4,
 		PollInterval: 50 * time.Millisecond, LeaseDuration: 3 * time.Second, LeaseWait: 200 * time.Millisecond,
-		Runner:  &runner.Config{Hide: []string{data}, KillGrace: 200 * time.Millisecond},
+		Runner:  &runner.Config{Hide: []string{data}, KillGrace: 200 * time.Millisecond, LinkPackage: true},
 		UIDBase: base, UIDCount: 1000,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -114,7 +117,7 @@ func TestHostedSandbox(t *testing.T) {
 		return rev
 	}
 	holderRev := upload("alpha", "holder", holderScript)
-	upload("beta", "probe", hostedProbeScript)
+	probeRev := upload("beta", "probe", hostedProbeScript)
 	h.Kick()
 
 	enqueue := func(project, name string, payload string) *kiln.Result {
@@ -166,10 +169,21 @@ func TestHostedSandbox(t *testing.T) {
 		t.Errorf("alpha's task directory: %v, %v (owner %d)", fi.Mode(), err, fileUID(fi))
 	}
 
+	pkgs, _ := filepath.Glob(filepath.Join(data, "runner", "packages", "*-"+holderRev.SHA256))
+	if len(pkgs) != 1 {
+		t.Fatalf("alpha's unpacked package: %q", pkgs)
+	}
+	// With runner.Config.LinkPackage the task's file is the package's.
+	pi, err1 := os.Stat(filepath.Join(pkgs[0], "run.sh"))
+	ti, err2 := os.Stat(filepath.Join(tasks[0], "run.sh"))
+	if err1 != nil || err2 != nil || !os.SameFile(pi, ti) {
+		t.Errorf("alpha's task's run.sh is not a link to the package's: %v, %v", err1, err2)
+	}
+
 	// A task of beta tries them.
 	payload := fmt.Sprintf("SERVER_PID=%d\nDATA_DIR=%s\nOTHER_TASK=%s\nTASKS_DIR=%s\nOTHER_PKG=%s\nPACKAGES_DIR=%s\n",
 		os.Getpid(), data, tasks[0], filepath.Join(data, "runner", "tasks"),
-		filepath.Join(data, "runner", "packages", holderRev.SHA256), filepath.Join(data, "runner", "packages"))
+		pkgs[0], filepath.Join(data, "runner", "packages"))
 	probe := enqueue("beta", "probe", payload)
 	wctx, wcancel := context.WithTimeout(ctx, testenv.WaitLimit)
 	defer wcancel()
@@ -187,8 +201,15 @@ func TestHostedSandbox(t *testing.T) {
 			t.Errorf("probe: %s", strings.TrimSpace(line))
 		}
 	}
-	if !strings.Contains(log, "config: cfg-beta\n") || strings.Count(log, ": held") != 10 {
+	if !strings.Contains(log, "config: cfg-beta\n") || strings.Count(log, ": held") != 11 {
 		t.Errorf("probe log:\n%s", log)
+	}
+	// Each project's packages in folders of its own, so that no two
+	// projects' tasks are given links to one file.
+	betaPkgs, _ := filepath.Glob(filepath.Join(data, "runner", "packages", "*-"+probeRev.SHA256))
+	prefix := func(dir string) string { p, _, _ := strings.Cut(filepath.Base(dir), "-"); return p }
+	if len(betaPkgs) != 1 || prefix(betaPkgs[0]) == prefix(pkgs[0]) {
+		t.Errorf("unpacked packages of alpha %q and beta %q", pkgs, betaPkgs)
 	}
 	for _, hr := range holders {
 		if err := hr.Cancel(ctx); err != nil {
