@@ -32,10 +32,11 @@ const (
 const startTimeout = 30 * time.Second
 
 // Run runs one task: it creates a fresh task directory, copies the package
-// into it (or links it, Config.LinkPackage), writes the payload and config files, and starts the program as
-// a separate process in its own session and process group, in the
-// sandbox the Runner resolved (see the package doc), as the task's user,
-// with the configured limits, arguments exactly
+// into it (or links its files, Config.LinkPackage), writes the payload and
+// config files, and starts the program as a separate process in its own
+// session and process group, in the sandbox the Runner resolved (see the
+// package doc), as the task's user, with the configured limits, arguments
+// exactly
 //
 //	-d <task dir> -payload <payload file> -config <config file> -id <task id>
 //

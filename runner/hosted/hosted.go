@@ -208,6 +208,7 @@ func New(cfg *Config) (*Hosted, error) {
 			return nil, fmt.Errorf("hosted: %w", err)
 		}
 	}
+	removeOldPackages(filepath.Join(c.WorkDir, "packages"), c.Logger)
 	run, err := runner.New(&rc)
 	if err != nil {
 		return nil, fmt.Errorf("hosted: %w", err)
@@ -218,6 +219,26 @@ func New(cfg *Config) (*Hosted, error) {
 		workers: make(map[string]*served), uids: make(map[string]*syscall.Credential),
 		tracer: tracerOf(c.TracerProvider),
 	}, nil
+}
+
+// removeOldPackages removes the unpacked packages of dir that an earlier
+// kiln cached by checksum alone (a folder named by 64 hexadecimal digits):
+// packages are now cached by project and checksum (Hosted.unpacked), and
+// nothing reads those folders any more.
+func removeOldPackages(dir string, log *slog.Logger) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if _, herr := hex.DecodeString(name); !e.IsDir() || len(name) != 2*sha256.Size || herr != nil {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			log.Warn("hosted: removing a package unpacked by an earlier version failed", "dir", name, "err", err)
+		}
+	}
 }
 
 // tracerOf returns tp's tracer for the runner's spans, or nil for a nil tp.
