@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/kilnhq/kiln/internal/testenv"
 )
@@ -149,9 +148,8 @@ type fakeInfo struct {
 	st syscall.Stat_t
 }
 
-func (f fakeInfo) Mode() fs.FileMode  { return fs.FileMode(f.st.Mode & 0o777) }
-func (f fakeInfo) Sys() any           { return &f.st }
-func (f fakeInfo) ModTime() time.Time { return time.Time{} }
+func (f fakeInfo) Mode() fs.FileMode { return fs.FileMode(f.st.Mode & 0o777) }
+func (f fakeInfo) Sys() any          { return &f.st }
 
 // TestLinkable: a file is linked only where the task can neither write it
 // nor change its mode: a task user that is not root and not the file's
