@@ -25,7 +25,7 @@ import (
 // only with Config.WaitReplicas; the conformance run below grants neither.
 var (
 	aclClientCommands = []string{"EVALSHA", "EVAL", "SCRIPT|LOAD", "PING", "PSUBSCRIBE", "PUBLISH", "SADD", "SMEMBERS",
-		"HGET", "HMGET", "HGETALL", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "XRANGE", "XREVRANGE", "XREAD", "XINFO|STREAM", "SET", "WAIT", "CONFIG|GET"}
+		"HGET", "HMGET", "HGETALL", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZSCORE", "XRANGE", "XREVRANGE", "XREAD", "XINFO|STREAM", "SET", "WAIT", "CONFIG|GET"}
 	aclScriptCommands = []string{"DEL", "EXISTS", "HDEL", "HEXISTS", "HGET", "HGETALL", "HINCRBY", "HMGET", "HSET",
 		"INCR", "INCRBY", "PUBLISH", "SADD", "SISMEMBER", "SMEMBERS", "SREM", "TIME", "XADD", "XDEL", "ZADD", "ZPOPMIN",
 		"ZRANGE", "ZRANGEBYLEX", "ZRANGEBYSCORE", "ZREM"}

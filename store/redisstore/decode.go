@@ -32,14 +32,21 @@ import (
 //	mr rtu      max retries and retention µs (only when not 0; for the scripts)
 //	uk          the unique key, only when it is released on success
 //	st a        state, attempt (absent = 0)
-//	l le        lease id and expiry (µs); meaningful only while active
+//	l           lease id; meaningful only while active
+//	le          lease expiry (µs), in records leased by earlier releases
+//	            only: the lease's expiry is the task's score in T:l, which
+//	            Get and List read for an active task without le
 //	sw          "<started µs>|<worker id>" of the last lease
 //	c           "1" when cancel was requested
 //	ca          created (µs); absent while m's RunAt is the creation time
 //	            (a task enqueued to run at once, until its RunAt changes:
 //	            the scripts that change it write ca first)
 //	ra          run at (µs); absent when equal to ca
-//	fa ea       finished, expires (µs)
+//	fa          finished (µs)
+//	ea          expires (µs), in records finished by earlier releases
+//	            only: ExpiresAt is fa plus the retention (rtu µs when the
+//	            task has one, else store.RetentionDefault), as the scripts
+//	            compute it for T:x
 //	r e pp pm   result (absent = nil), last error, progress percent and message
 //	dp fl       "1" when held tasks wait for it; the id of its flow (see flow.go)
 //	fo          of a released held task of a flow: "<succeeded> <without
@@ -305,8 +312,9 @@ func memberCreated(m string) time.Time {
 }
 
 // finishDecode applies the rules of the fields' absence: CreatedAt absent
-// is the RunAt in member m, RunAt absent is CreatedAt, and the lease
-// fields count only while the task is active.
+// is the RunAt in member m, RunAt absent is CreatedAt, ExpiresAt absent is
+// FinishedAt plus the retention, and the lease fields count only while the
+// task is active.
 func finishDecode(t *store.Task, caPresent, raPresent bool, m string) {
 	if !caPresent {
 		t.CreatedAt = memberCreated(m)
@@ -318,6 +326,19 @@ func finishDecode(t *store.Task, caPresent, raPresent bool, m string) {
 		t.LeaseID = 0
 		t.LeaseExpiresAt = time.Time{}
 	}
+	if t.ExpiresAt.IsZero() && t.State.Terminal() && !t.FinishedAt.IsZero() {
+		t.ExpiresAt = t.FinishedAt.Add(retention(t.Retention))
+	}
+}
+
+// retention is how long after it finishes a task of retention r is kept, as
+// the scripts count it: r in whole µs (the field rtu), or
+// store.RetentionDefault when r is 0.
+func retention(r time.Duration) time.Duration {
+	if r == 0 {
+		return store.RetentionDefault
+	}
+	return r.Truncate(time.Microsecond)
 }
 
 // noteFields is what decodePairs tells Lease for the task's lease note

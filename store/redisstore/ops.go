@@ -557,7 +557,49 @@ func (s *Store) read(ctx context.Context, ns string, ids []string, fields []stri
 			return nil, err
 		}
 	}
+	if err := s.leaseExpiry(ctx, tag, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// leaseExpiry sets the LeaseExpiresAt of the active tasks among ts whose
+// record has none (field le: only records leased by earlier releases have
+// it) from their score in the lease set T:l, the one place a lease's expiry
+// is kept. A Redis user not granted ZSCORE (a grant made for an earlier
+// release) gets the tasks without it rather than an error.
+func (s *Store) leaseExpiry(ctx context.Context, tag string, ts []*store.Task) error {
+	var active []*store.Task
+	for _, t := range ts {
+		if t != nil && t.State == store.StateActive && t.LeaseExpiresAt.IsZero() {
+			active = append(active, t)
+		}
+	}
+	if len(active) == 0 {
+		return nil
+	}
+	cmds := make([]*redis.FloatCmd, len(active))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, t := range active {
+			cmds[i] = p.ZScore(ctx, tag+":l", t.ID)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) && !isNoPerm(err) {
+		return err
+	}
+	for i, t := range active {
+		if us, err := cmds[i].Result(); err == nil && us > 0 {
+			t.LeaseExpiresAt = time.UnixMicro(int64(us)).UTC()
+		}
+	}
+	return nil
+}
+
+// isNoPerm reports whether err is Redis refusing a command the ACL user
+// was not granted.
+func isNoPerm(err error) bool {
+	return strings.HasPrefix(err.Error(), "NOPERM")
 }
 
 // raiseExpiry sets the ExpiresAt of finished flow members to their flow's

@@ -200,9 +200,9 @@ func TestReportReadsFlowMembers(t *testing.T) {
 		t.Fatalf("members after their reports: %+v, %v", got.Tasks, err)
 	}
 	// f.0's retention came from its note: it expires 2h after it finished
-	// (its record's own expiry; the flow's may be later).
-	if ea, _ := c.HGet(ctx, a.tag("ns")+":t:f.0", "ea").Result(); microTime(ea).Sub(got.Tasks[0].FinishedAt) != 2*time.Hour {
-		t.Errorf("f.0 expires %v after it finished, want its retention of 2h", microTime(ea).Sub(got.Tasks[0].FinishedAt))
+	// (its own expiry, its score in T:x; the flow's may be later).
+	if ea, _ := c.ZScore(ctx, a.tag("ns")+":x", "f.0").Result(); time.UnixMicro(int64(ea)).Sub(got.Tasks[0].FinishedAt) != 2*time.Hour {
+		t.Errorf("f.0 expires %v after it finished, want its retention of 2h", time.UnixMicro(int64(ea)).Sub(got.Tasks[0].FinishedAt))
 	}
 }
 

@@ -33,8 +33,11 @@ import (
 //	                         payload, 0 for any other
 //	T:ty:<queue>      set    types that have pending tasks in the queue
 //	T:d               zset   scheduled and retry tasks by RunAt (µs)
-//	T:l               zset   active tasks by lease expiry (µs)
-//	T:x               zset   terminal tasks by ExpiresAt (µs)
+//	T:l               zset   active tasks by lease expiry (µs); the records
+//	                         do not repeat it (see decode.go)
+//	T:x               zset   terminal tasks by ExpiresAt (µs), or later
+//	                         while their flow keeps them; the records do
+//	                         not repeat it
 //	T:all             zset   every task by enqueue sequence (List's order)
 //	T:c               hash   "<state>/<queue>" -> number of tasks
 //	T:pz              set    paused queues
@@ -270,11 +273,13 @@ local function unready(q, ty, m)
   if rcall('EXISTS', k) == 0 then rcall('SREM', T .. ':ty:' .. q, ty) end
 end
 ` + flowLua + `
+-- finish ends task id in terminal state st. Its expiry (ExpiresAt) is not
+-- written to the record: it is fa plus the retention (rtu, or the default
+-- when the task has none; see decode.go), and the score of T:x.
 local function finish(id, st, q, rtu, fl)
-  local ret = tonumber(rtu) or 0
-  if ret <= 0 then ret = ` + retentionDefaultUS + ` end
+  local ret = tonumber(rtu) or ` + retentionDefaultUS + `
   local ea = S(NOW + ret)
-  rcall('HSET', tkey(id), 'st', st, 'fa', S(NOW), 'ea', ea)
+  rcall('HSET', tkey(id), 'st', st, 'fa', S(NOW))
   rcall('ZADD', T .. ':x', ea, id)
   count(st, q, 1)
   flow_done(id)
@@ -536,9 +541,10 @@ const (
 // consecutive lease ids (the script runs alone, so its INCRBYs of T:lseq
 // follow each other), the first one given, in the order of tasks, which
 // holds 4 values per task, as the record was before the lease fields
-// (state, attempt, lease id, lease expiry, start and worker) were written,
-// which the caller sets itself: the fields d, m, p and a (nil when absent)
-// of a record that has no others but q, ty, mr, st, l, le and sw (the
+// (state, attempt, lease id, start and worker) were written, which the
+// caller sets itself: the fields d, m, p and a (nil when absent) of a
+// record that has no others but q, ty, mr, st, l, le (which records leased
+// by earlier releases have) and sw (the
 // common task: what else the caller needs is in d, and it sets the lease
 // fields itself); of any other record, the record as HGETALL gives it,
 // then three nils. Every string a script returns costs Redis its
@@ -682,7 +688,7 @@ for qi = 1, nq do
         local sl = I(lid)
         local sa = '1'
         if a > 0 then sa = IA(a + 1) end
-        rcall('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'le', exp, 'sw', sw)
+        rcall('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'sw', sw)
         if REC == nil then rec() end
         if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. (pty1 or pty[j]) .. '\31' .. sa .. evw else unrec = true end
         lz[2 * j - 1] = exp
@@ -743,9 +749,7 @@ for i = 4, #ARGV, 5 do
     res[#res + 1] = 'L'
   else
     if ARGV[i + 2] == '1' then
-      rcall('HSET', key, 'le', exp, 'pp', ARGV[i + 3], 'pm', ARGV[i + 4])
-    else
-      rcall('HSET', key, 'le', exp)
+      rcall('HSET', key, 'pp', ARGV[i + 3], 'pm', ARGV[i + 4])
     end
     rcall('ZADD', T .. ':l', exp, id)
     res[#res + 1] = 'O' .. exp .. ':' .. (f[3] or '0')
@@ -836,16 +840,16 @@ while i <= nA do
       if kind == '0' then
         st = '5'
         if dv then
-          rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, dk, dv)
+          rcall('HSET', key, 'st', st, 'fa', sNOW, dk, dv)
         else
-          rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea)
+          rcall('HSET', key, 'st', st, 'fa', sNOW)
         end
         -- ev('K', st, id, q, f8, f9), inline.
         if REC == nil then rec() end
         if REC then evs[#evs + 1] = 'K5\31' .. id .. '\31' .. q .. '\31' .. (f8 or '') .. '\31' .. (f9 or '0') .. '\31' else unrec = true end
       elseif kind == '1' then
         st = '5'
-        rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'r', ARGV[j], dk, dv or st)
+        rcall('HSET', key, 'st', st, 'fa', sNOW, 'r', ARGV[j], dk, dv or st)
         ev('K', st, id, q, f8, f9)
       else
         if kind == '3' then
@@ -856,7 +860,7 @@ while i <= nA do
           st = '7'
           ev('C', st, id, q, f8, f9)
         end
-        rcall('HSET', key, 'st', st, 'fa', sNOW, 'ea', ea, 'e', ARGV[j], dk, dv or st)
+        rcall('HSET', key, 'st', st, 'fa', sNOW, 'e', ARGV[j], dk, dv or st)
         if kind == '3' or ARGV[j] ~= '' then add_err(key, f9, ARGV[j]) end
       end
       expz[nexpz + 1] = ea
@@ -1097,9 +1101,11 @@ local xs = rcall('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit
 local later = {}
 for _, id in ipairs(xs) do
   local key = tkey(id)
-  local f = rcall('HMGET', key, 'st', 'q', 'fl', 'ea')
+  local f = rcall('HMGET', key, 'st', 'q', 'fl')
   if f[1] == '5' or f[1] == '6' or f[1] == '7' then
-    local keep = tonumber(f[4]) or 0
+    -- The task's own expiry has come: its entry's score is never before
+    -- it. A flow may keep it longer.
+    local keep = 0
     local xe = flow_expiry(f[3])
     if xe and xe > keep then keep = xe end
     if flow_holds(f[3]) then

@@ -1,0 +1,160 @@
+package redisstore
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnhq/kiln/internal/testenv"
+	"github.com/kilnhq/kiln/store"
+)
+
+// TestExpiryFieldsNotWritten: a lease writes no lease expiry (le) into the
+// task's record, nor does Extend, and a report or a cancel no expiry (ea):
+// they are the task's scores in T:l and T:x. Get still reports both,
+// LeaseExpiresAt from T:l and ExpiresAt as FinishedAt plus the task's
+// retention (or the default), equal to the T:x score.
+func TestExpiryFieldsNotWritten(t *testing.T) {
+	t.Parallel()
+	url := testenv.RedisURL(t)
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	c := redis.NewClient(must(redis.ParseURL(url)))
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := t.Context()
+	const ns = "n"
+	tag := s.tag(ns)
+	in := []store.TaskInput{
+		{ID: "plain", Type: "t"},
+		{ID: "kept", Type: "t", Retention: 2 * time.Hour},
+		{ID: "cut", Type: "t", Retention: time.Hour + 1500*time.Nanosecond},
+		{ID: "dropped", Type: "t"},
+	}
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: in}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 3, Duration: time.Hour, WorkerID: "w"})
+	if err != nil || len(res.Tasks) != 3 {
+		t.Fatalf("Lease = %d tasks, %v; want 3", len(res.Tasks), err)
+	}
+	noField := func(id, field string) {
+		t.Helper()
+		if ok, err := c.HExists(ctx, tag+":t:"+id, field).Result(); err != nil || ok {
+			t.Errorf("task %s: field %s in its record (%v), want none", id, field, err)
+		}
+	}
+	get := func(id string) *store.Task {
+		t.Helper()
+		g, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: []string{id}})
+		if err != nil || g.Tasks[0] == nil {
+			t.Fatalf("Get(%s) = %v, %v", id, g.Tasks, err)
+		}
+		return g.Tasks[0]
+	}
+	score := func(key, id string) time.Time {
+		t.Helper()
+		us, err := c.ZScore(ctx, tag+key, id).Result()
+		if err != nil {
+			t.Fatalf("ZSCORE %s %s: %v", key, id, err)
+		}
+		return time.UnixMicro(int64(us)).UTC()
+	}
+	for _, tk := range res.Tasks {
+		noField(tk.ID, "le")
+		got := get(tk.ID)
+		if !got.LeaseExpiresAt.Equal(tk.LeaseExpiresAt) || !got.LeaseExpiresAt.Equal(score(":l", tk.ID)) {
+			t.Errorf("task %s: Get's LeaseExpiresAt %v, want the lease's %v, its score in T:l", tk.ID, got.LeaseExpiresAt, tk.LeaseExpiresAt)
+		}
+	}
+	ext, err := s.Extend(ctx, store.ExtendParams{Namespace: ns, Duration: 2 * time.Hour, Leases: []store.ExtendLease{
+		{LeaseRef: store.LeaseRef{ID: res.Tasks[0].ID, LeaseID: res.Tasks[0].LeaseID}, Progress: &store.Progress{Percent: 50}},
+		{LeaseRef: store.LeaseRef{ID: res.Tasks[1].ID, LeaseID: res.Tasks[1].LeaseID}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range ext.Items {
+		id := res.Tasks[i].ID
+		noField(id, "le")
+		if got := get(id); it.Err != nil || !got.LeaseExpiresAt.Equal(it.ExpiresAt) || !it.ExpiresAt.After(res.Tasks[i].LeaseExpiresAt) {
+			t.Errorf("task %s: extended to %v (%v), Get's LeaseExpiresAt %v", id, it.ExpiresAt, it.Err, got.LeaseExpiresAt)
+		}
+	}
+	outs := make([]store.Outcome, len(res.Tasks))
+	for i, tk := range res.Tasks {
+		outs[i] = store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}
+	}
+	if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: outs}); err != nil || rep.Errs[0] != nil {
+		t.Fatalf("Report = %v, %v", rep, err)
+	}
+	if _, err := s.Cancel(ctx, store.IDsParams{Namespace: ns, IDs: []string{"dropped"}}); err != nil {
+		t.Fatal(err)
+	}
+	for id, keep := range map[string]time.Duration{"plain": store.RetentionDefault, "kept": 2 * time.Hour, "cut": time.Hour + time.Microsecond, "dropped": store.RetentionDefault} {
+		noField(id, "ea")
+		got := get(id)
+		if !got.State.Terminal() || got.LeaseExpiresAt != (time.Time{}) {
+			t.Errorf("task %s: state %s, LeaseExpiresAt %v; want terminal, none", id, got.State, got.LeaseExpiresAt)
+		}
+		if want := got.FinishedAt.Add(keep); !got.ExpiresAt.Equal(want) || !got.ExpiresAt.Equal(score(":x", id)) {
+			t.Errorf("task %s: ExpiresAt %v, want FinishedAt+%s = %v, its score in T:x %v", id, got.ExpiresAt, keep, want, score(":x", id))
+		}
+	}
+}
+
+// TestExpiryFieldsOfEarlierRelease: records written by an earlier release
+// hold le and ea; Get reports those.
+func TestExpiryFieldsOfEarlierRelease(t *testing.T) {
+	t.Parallel()
+	url := testenv.RedisURL(t)
+	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	c := redis.NewClient(must(redis.ParseURL(url)))
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := t.Context()
+	const ns = "n"
+	key := s.tag(ns) + ":t:a"
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{{ID: "a", Type: "t"}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 1, Duration: time.Hour, WorkerID: "w"})
+	if err != nil || len(res.Tasks) != 1 {
+		t.Fatalf("Lease = %d tasks, %v", len(res.Tasks), err)
+	}
+	le := time.UnixMicro(1_900_000_000_000_000).UTC()
+	c.HSet(ctx, key, "le", le.UnixMicro())
+	if g, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: []string{"a"}}); err != nil || !g.Tasks[0].LeaseExpiresAt.Equal(le) {
+		t.Fatalf("Get = %+v, %v; want LeaseExpiresAt %v from field le", g.Tasks[0], err, le)
+	}
+	tk := res.Tasks[0]
+	if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{{ID: "a", LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}}}); err != nil || rep.Errs[0] != nil {
+		t.Fatalf("Report = %v, %v", rep, err)
+	}
+	c.HSet(ctx, key, "ea", le.UnixMicro())
+	if g, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: []string{"a"}}); err != nil || !g.Tasks[0].ExpiresAt.Equal(le) || !g.Tasks[0].LeaseExpiresAt.IsZero() {
+		t.Fatalf("Get = %+v, %v; want ExpiresAt %v from field ea, no LeaseExpiresAt", g.Tasks[0], err, le)
+	}
+}
+
+// TestLeaseExpiryWithoutZScore: a Redis user granted what an earlier
+// release needed (no ZSCORE) still reads active tasks, without their
+// LeaseExpiresAt.
+func TestLeaseExpiryWithoutZScore(t *testing.T) {
+	t.Parallel()
+	prefix := newPrefix()
+	s := mustOpen(t, aclUser(t, testenv.RedisURL(t), prefix, "ZSCORE"), &Config{Prefix: prefix})
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := t.Context()
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: "n", Tasks: []store.TaskInput{{ID: "a", Type: "t"}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Lease(ctx, store.LeaseParams{Namespace: "n", Queues: []string{store.DefaultQueue}, Max: 1, Duration: time.Hour, WorkerID: "w"})
+	if err != nil || len(res.Tasks) != 1 {
+		t.Fatalf("Lease = %d tasks, %v", len(res.Tasks), err)
+	}
+	g, err := s.Get(ctx, store.GetParams{Namespace: "n", IDs: []string{"a"}})
+	if err != nil || g.Tasks[0] == nil || g.Tasks[0].State != store.StateActive || !g.Tasks[0].LeaseExpiresAt.IsZero() {
+		t.Fatalf("Get = %+v, %v; want the active task without LeaseExpiresAt", g.Tasks, err)
+	}
+}
