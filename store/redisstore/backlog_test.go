@@ -488,10 +488,10 @@ func TestNoKeysLeftBehind(t *testing.T) {
 		}
 		done += len(res.Tasks)
 	}
-	if got := must(c.DBSize(ctx).Result()); got != n+7 {
-		t.Errorf("after processing: %d keys, want %d task records and 7 others (%q)", got, n, others())
+	if got := must(c.DBSize(ctx).Result()); got != n+8 {
+		t.Errorf("after processing: %d keys, want %d task records and 8 others (%q)", got, n, others())
 	}
-	want("after processing", others(), ":all", ":c", ":ev", ":lseq", ":seq", ":x", prefix+":namespaces")
+	want("after processing", others(), ":all", ":c", ":ev", ":lseq", ":seq", ":xg", ":xgi", prefix+":namespaces")
 	clock.Advance(store.RetentionDefault + time.Second)
 	sw, err := s.Sweep(ctx, store.SweepParams{})
 	if err != nil || sw.Deleted != n {

@@ -1,6 +1,9 @@
 package redisstore
 
 import (
+	"fmt"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -8,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/testenv"
 	"github.com/kilnhq/kiln/store"
+	"github.com/kilnhq/kiln/store/storetest"
 )
 
 // TestExpiryFieldsNotWritten: a lease writes no lease expiry (le) into the
@@ -91,15 +95,26 @@ func TestExpiryFieldsNotWritten(t *testing.T) {
 	if _, err := s.Cancel(ctx, store.IDsParams{Namespace: ns, IDs: []string{"dropped"}}); err != nil {
 		t.Fatal(err)
 	}
+	// plain, of the default retention, is in the report's group (T:xg,
+	// named by its lease id, the first of the call's); the others, and
+	// dropped, which Cancel ended, in T:x.
+	plain := strconv.FormatUint(res.Tasks[0].LeaseID, 10)
 	for id, keep := range map[string]time.Duration{"plain": store.RetentionDefault, "kept": 2 * time.Hour, "cut": time.Hour + time.Microsecond, "dropped": store.RetentionDefault} {
 		noField(id, "ea")
 		got := get(id)
 		if !got.State.Terminal() || got.LeaseExpiresAt != (time.Time{}) {
 			t.Errorf("task %s: state %s, LeaseExpiresAt %v; want terminal, none", id, got.State, got.LeaseExpiresAt)
 		}
-		if want := got.FinishedAt.Add(keep); !got.ExpiresAt.Equal(want) || !got.ExpiresAt.Equal(score(":x", id)) {
-			t.Errorf("task %s: ExpiresAt %v, want FinishedAt+%s = %v, its score in T:x %v", id, got.ExpiresAt, keep, want, score(":x", id))
+		key, member := ":x", id
+		if id == "plain" {
+			key, member = ":xg", plain
 		}
+		if want := got.FinishedAt.Add(keep); !got.ExpiresAt.Equal(want) || !got.ExpiresAt.Equal(score(key, member)) {
+			t.Errorf("task %s: ExpiresAt %v, want FinishedAt+%s = %v, its score in T%s %v", id, got.ExpiresAt, keep, want, key, score(key, member))
+		}
+	}
+	if ids, err := c.HGet(ctx, tag+":xgi", plain).Result(); err != nil || ids != "plain" {
+		t.Errorf("group %s: %q, %v; want [plain]", plain, ids, err)
 	}
 }
 
@@ -156,5 +171,127 @@ func TestLeaseExpiryWithoutZScore(t *testing.T) {
 	g, err := s.Get(ctx, store.GetParams{Namespace: "n", IDs: []string{"a"}})
 	if err != nil || g.Tasks[0] == nil || g.Tasks[0].State != store.StateActive || !g.Tasks[0].LeaseExpiresAt.IsZero() {
 		t.Fatalf("Get = %+v, %v; want the active task without LeaseExpiresAt", g.Tasks, err)
+	}
+}
+
+// TestExpiryGroups: the tasks of the default retention one report call
+// ends expire as one group (T:xg). Sweep deletes them when it falls due, at
+// most Limit at a time, the rest of the group kept for the next call; a
+// task that left its group (retried: pending again, or ended again since
+// with a later expiry; or deleted) is not deleted with it.
+func TestExpiryGroups(t *testing.T) {
+	t.Parallel()
+	url := testenv.RedisURL(t)
+	ctx := t.Context()
+	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := mustOpen(t, url, &Config{Prefix: newPrefix(), Clock: clock})
+	t.Cleanup(func() { _ = s.Close() })
+	c := redis.NewClient(must(redis.ParseURL(url)))
+	t.Cleanup(func() { _ = c.Close() })
+	const ns = "n"
+	tag := s.tag(ns)
+	// run leases every pending task and reports them, dead for the ids in
+	// dead, succeeded for the others, in one call.
+	run := func(dead ...string) {
+		t.Helper()
+		res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 100, Duration: time.Minute, WorkerID: "w"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs := make([]store.Outcome, len(res.Tasks))
+		for i, tk := range res.Tasks {
+			outs[i] = store.Outcome{ID: tk.ID, LeaseID: tk.LeaseID, Kind: store.OutcomeSucceeded}
+			if slices.Contains(dead, tk.ID) {
+				outs[i].Kind, outs[i].Error = store.OutcomeDead, "no"
+			}
+		}
+		if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: outs}); err != nil || slices.ContainsFunc(rep.Errs, func(e error) bool { return e != nil }) {
+			t.Fatalf("Report = %v, %v", rep, err)
+		}
+	}
+	var in []store.TaskInput
+	for i := range 10 {
+		in = append(in, store.TaskInput{ID: fmt.Sprintf("t%d", i), Type: "x"})
+	}
+	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: in}); err != nil {
+		t.Fatal(err)
+	}
+	run("t0", "t1")
+	if n := must(c.ZCard(ctx, tag+":xg").Result()); n != 1 {
+		t.Fatalf("groups after one report: %d, want 1", n)
+	}
+	if n, _ := c.Exists(ctx, tag+":x").Result(); n != 0 {
+		t.Fatalf("T:x exists after a report of default-retention tasks only")
+	}
+	// t0 is retried and stays pending; t1 is retried and ends again an
+	// hour later, in a group of its own; t2 is deleted.
+	if _, err := s.Retry(ctx, store.IDsParams{Namespace: ns, IDs: []string{"t0", "t1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, store.IDsParams{Namespace: ns, IDs: []string{"t2"}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	res, err := s.Lease(ctx, store.LeaseParams{Namespace: ns, Queues: []string{store.DefaultQueue}, Max: 1, Duration: time.Minute, WorkerID: "w"})
+	if err != nil || len(res.Tasks) != 1 {
+		t.Fatalf("Lease = %v, %v", res.Tasks, err)
+	}
+	again := res.Tasks[0].ID // t0 or t1, whichever came first; the other stays pending
+	if rep, err := s.Report(ctx, store.ReportParams{Namespace: ns, Outcomes: []store.Outcome{{ID: again, LeaseID: res.Tasks[0].LeaseID, Kind: store.OutcomeSucceeded}}}); err != nil || rep.Errs[0] != nil {
+		t.Fatalf("Report = %v, %v", rep, err)
+	}
+	pending := "t0"
+	if again == "t0" {
+		pending = "t1"
+	}
+	clock.Advance(store.RetentionDefault - time.Hour + time.Millisecond) // the first group is due
+	states := func() map[string]store.State {
+		t.Helper()
+		var ids []string
+		for _, tk := range in {
+			ids = append(ids, tk.ID)
+		}
+		g, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: ids})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]store.State{}
+		for i, tk := range g.Tasks {
+			if tk != nil {
+				out[ids[i]] = tk.State
+			}
+		}
+		return out
+	}
+	// The group's ids are in lease order: a sweep of 4 looks at t0, t1,
+	// t2 and t3, and deletes only t3 of them.
+	sw, err := s.Sweep(ctx, store.SweepParams{Limit: 4})
+	if err != nil || sw.Deleted != 1 {
+		t.Fatalf("Sweep(Limit 4) = %+v, %v; want 1 deleted (t3; t0, t1, t2 left the group)", sw, err)
+	}
+	if got := states(); len(got) != 8 || got[pending] != store.StatePending || got[again] != store.StateSucceeded || got["t3"] != 0 {
+		t.Fatalf("after the first sweep: %v; want t2 and t3 gone, %s pending, %s succeeded, t4..t9 kept", got, pending, again)
+	}
+	sw, err = s.Sweep(ctx, store.SweepParams{})
+	if err != nil || sw.Deleted != 6 {
+		t.Fatalf("Sweep = %+v, %v; want the rest of the group, 6 tasks", sw, err)
+	}
+	if got := states(); len(got) != 2 || got[pending] != store.StatePending || got[again] != store.StateSucceeded {
+		t.Fatalf("after the group: %v; want %s pending and %s succeeded only", got, pending, again)
+	}
+	if n := must(c.ZCard(ctx, tag+":xg").Result()); n != 1 {
+		t.Fatalf("groups after the first one's sweep: %d, want 1 (%s's)", n, again)
+	}
+	clock.Advance(time.Hour) // the second group is due
+	if sw, err := s.Sweep(ctx, store.SweepParams{}); err != nil || sw.Deleted != 1 {
+		t.Fatalf("Sweep = %+v, %v; want %s deleted", sw, err, again)
+	}
+	if got := states(); len(got) != 1 || got[pending] != store.StatePending {
+		t.Fatalf("at the end: %v; want %s pending only", got, pending)
+	}
+	for _, k := range []string{":xg", ":xgi"} {
+		if n, _ := c.Exists(ctx, tag+k).Result(); n != 0 {
+			t.Errorf("%s left after every group was swept", k)
+		}
 	}
 }

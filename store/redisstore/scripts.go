@@ -38,6 +38,13 @@ import (
 //	T:x               zset   terminal tasks by ExpiresAt (µs), or later
 //	                         while their flow keeps them; the records do
 //	                         not repeat it
+//	T:xg              zset   groups of terminal tasks of one ExpiresAt (the
+//	                         tasks of the default retention a report call
+//	                         ended) by that time: member n, the lease id
+//	                         of the group's first task
+//	T:xgi             hash   group n -> its task ids, separated by spaces;
+//	                         an id may have left the group (Retry, Delete):
+//	                         Sweep looks at the task itself
 //	T:all             zset   every task by enqueue sequence (List's order)
 //	T:c               hash   "<state>/<queue>" -> number of tasks
 //	T:pz              set    paused queues
@@ -787,6 +794,9 @@ end
 -- queue tq not yet counted (active to succeeded: one count per queue run,
 -- not two per task).
 local nres, ngone, nexpz = 0, 0, 0
+-- The tasks of the default retention this call ends expire together: one
+-- group (T:xg, see the key list) instead of an entry of T:x each.
+local grp, ngrp, gname = {}, 0, nil
 local tq, tn = nil, 0
 local nA = #ARGV
 while i <= nA do
@@ -863,9 +873,15 @@ while i <= nA do
         rcall('HSET', key, 'st', st, 'fa', sNOW, 'e', ARGV[j], dk, dv or st)
         if kind == '3' or ARGV[j] ~= '' then add_err(key, f9, ARGV[j]) end
       end
-      expz[nexpz + 1] = ea
-      expz[nexpz + 2] = id
-      nexpz = nexpz + 2
+      if ea == eaDefault then
+        ngrp = ngrp + 1
+        grp[ngrp] = id
+        if not gname then gname = ARGV[i + 1] end
+      else
+        expz[nexpz + 1] = ea
+        expz[nexpz + 2] = id
+        nexpz = nexpz + 2
+      end
       if st == '5' then
         if q ~= tq then
           if tn > 0 then count('3', tq, -tn); count('5', tq, tn) end
@@ -926,6 +942,10 @@ end
 if tn > 0 then count('3', tq, -tn); count('5', tq, tn) end
 zrem_all(T .. ':l', gone)
 zadd_all(T .. ':x', expz)
+if ngrp > 0 then
+  rcall('HSET', T .. ':xgi', gname, table.concat(grp, ' '))
+  rcall('ZADD', T .. ':xg', eaDefault, gname)
+end
 flush()
 return table.concat(res)
 `)
@@ -1097,32 +1117,68 @@ for _, id in ipairs(ls) do
   end
 end
 zrem_all(T .. ':l', ls)
-local xs = rcall('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit)
 local later = {}
+-- expire deletes terminal task id, whose own expiry has come, unless its
+-- flow keeps it: then later, or once the flow lets it go (T:fx).
+local function expire(id, key, st, q, fl)
+  local xe = flow_expiry(fl)
+  if flow_holds(fl) then
+    rcall('SADD', T .. ':fx:' .. fl, id)
+  elseif xe and xe > NOW then
+    later[#later + 1] = S(xe)
+    later[#later + 1] = id
+  else
+    count(st, q, -1)
+    rcall('DEL', key)
+    rcall('ZREM', T .. ':all', id)
+    flow_gone(fl)
+    deleted = deleted + 1
+  end
+end
+local xs = rcall('ZRANGEBYSCORE', T .. ':x', '-inf', S(NOW), 'LIMIT', '0', limit)
 for _, id in ipairs(xs) do
   local key = tkey(id)
   local f = rcall('HMGET', key, 'st', 'q', 'fl')
-  if f[1] == '5' or f[1] == '6' or f[1] == '7' then
-    -- The task's own expiry has come: its entry's score is never before
-    -- it. A flow may keep it longer.
-    local keep = 0
-    local xe = flow_expiry(f[3])
-    if xe and xe > keep then keep = xe end
-    if flow_holds(f[3]) then
-      rcall('SADD', T .. ':fx:' .. f[3], id)
-    elseif keep > NOW then
-      later[#later + 1] = S(keep)
-      later[#later + 1] = id
-    else
-      count(f[1], f[2], -1)
-      rcall('DEL', key)
-      rcall('ZREM', T .. ':all', id)
-      flow_gone(f[3])
-      deleted = deleted + 1
-    end
-  end
+  -- The task's own expiry has come: an entry's score is never before it.
+  if f[1] == '5' or f[1] == '6' or f[1] == '7' then expire(id, key, f[1], f[2], f[3]) end
 end
 zrem_all(T .. ':x', xs)
+-- The groups (T:xg) that are due, up to limit tasks in all: a task still
+-- terminal whose own expiry (fa plus its retention) has come is expired;
+-- any other left the group (made pending again, maybe ended again since,
+-- with an entry of its own; or deleted).
+local budget = tonumber(limit) - #xs
+if budget > 0 then
+  local gs = rcall('ZRANGEBYSCORE', T .. ':xg', '-inf', S(NOW), 'LIMIT', '0', limit)
+  local done = {}
+  local gk = T .. ':xgi'
+  for _, g in ipairs(gs) do
+    if budget <= 0 then break end
+    local ids = rcall('HGET', gk, g) or ''
+    local from, n, rest = 1, #ids, nil
+    while from <= n do
+      if budget <= 0 then rest = ssub(ids, from); break end
+      budget = budget - 1
+      local sp = string.find(ids, ' ', from, true) or n + 1
+      local id = ssub(ids, from, sp - 1)
+      from = sp + 1
+      local key = tkey(id)
+      local f = rcall('HMGET', key, 'st', 'q', 'fl', 'fa', 'rtu')
+      if (f[1] == '5' or f[1] == '6' or f[1] == '7') and (tonumber(f[4]) or 0) + (tonumber(f[5]) or ` + retentionDefaultUS + `) <= NOW then
+        expire(id, key, f[1], f[2], f[3])
+      end
+    end
+    if rest then
+      rcall('HSET', gk, g, rest)
+    else
+      done[#done + 1] = g
+    end
+  end
+  for i = 1, #done, 1000 do
+    rcall('HDEL', gk, unpack(done, i, math.min(i + 999, #done)))
+  end
+  zrem_all(T .. ':xg', done)
+end
 zadd_all(T .. ':x', later)
 flush()
 return {promoted, recovered, dead, cancelled, deleted}
