@@ -395,8 +395,9 @@ func decodePairs(ns string, v any) (t *store.Task, nf noteFields, err error) {
 	return t, nf, nil
 }
 
-// leaseStride is the number of values per task in the lease script's
-// reply (see leaseScript).
+// leaseStride is the most values per task in the lease script's reply
+// (see leaseScript); decodeLeased takes them all, nil where the script
+// returned fewer.
 const leaseStride = 4
 
 // decodeLeased decodes a task as the lease script returns it: the fields

@@ -41,8 +41,9 @@ func (h *leaseReplyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 
 // TestLeaseReply: the lease script returns a record of no fields but those
 // Lease needs (d, m, p, a, and rtu, dp, fl as a list with a) and those it
-// ignores (q, ty, mr, st and the lease fields) without field names, any
-// other record whole; and Lease decodes both as Get reads the leased task.
+// ignores (q, ty, mr, st and the lease fields) without field names, and
+// without p and a when it has neither; any other record whole; and Lease
+// decodes each as Get reads the leased task.
 func TestLeaseReply(t *testing.T) {
 	t.Parallel()
 	hook := &leaseReplyHook{}
@@ -94,20 +95,31 @@ func TestLeaseReply(t *testing.T) {
 	}
 	reply, _ := hook.replies[0].([]any)
 	hook.mu.Unlock()
+	// The values per task: d and m ("a"), and p ("b"), and a or the list
+	// of a and the workflow fields ("c"), or the record whole ("r").
 	raw, _ := reply[2].([]any)
-	if len(raw) != 6*leaseStride {
-		t.Fatalf("lease script reply of %d values for 6 tasks: %q", len(raw), raw)
+	kinds, _ := reply[4].(string)
+	if len(kinds) != 6 || len(raw) != 2+4+1+4+2+3 {
+		t.Fatalf("lease script reply of %d values for tasks of kinds %q: %q", len(raw), kinds, raw)
 	}
-	compact, listed := map[string]bool{}, map[string]bool{}
-	for i, lt := range leased {
-		_, whole := raw[i*leaseStride].([]any)
-		compact[lt.ID] = !whole
-		_, listed[lt.ID] = raw[i*leaseStride+3].([]any)
+	got := map[string]string{}
+	listed := map[string]bool{}
+	i := 0
+	for k, lt := range leased {
+		n := strings.IndexByte("-rabc", kinds[k])
+		if _, whole := raw[i].([]any); whole != (kinds[k] == 'r') {
+			t.Errorf("%s: kind %q, first value %q", lt.ID, kinds[k], raw[i])
+		}
+		if n == 4 {
+			_, listed[lt.ID] = raw[i+3].([]any)
+		}
+		got[lt.ID] = kinds[k : k+1]
+		i += n
 	}
-	if want := map[string]bool{"again": true, "bare": true, "past": false, "kept": true, "retries": true, "payload": true}; !reflect.DeepEqual(compact, want) {
-		t.Errorf("returned without field names: %v, want %v", compact, want)
+	if want := map[string]string{"again": "c", "bare": "a", "past": "r", "kept": "c", "retries": "a", "payload": "b"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("kinds of the returned tasks: %v, want %v", got, want)
 	}
-	if want := map[string]bool{"again": false, "bare": false, "past": false, "kept": true, "retries": false, "payload": false}; !reflect.DeepEqual(listed, want) {
+	if want := map[string]bool{"again": false, "kept": true}; !reflect.DeepEqual(listed, want) {
 		t.Errorf("attempt given with the workflow fields: %v, want %v", listed, want)
 	}
 
@@ -115,12 +127,12 @@ func TestLeaseReply(t *testing.T) {
 	for i, lt := range leased {
 		ids[i] = lt.ID
 	}
-	got, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: ids})
+	read, err := s.Get(ctx, store.GetParams{Namespace: ns, IDs: ids})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, lt := range leased {
-		g := got.Tasks[i]
+		g := read.Tasks[i]
 		if g == nil {
 			t.Fatalf("Get(%s) = nil", lt.ID)
 		}

@@ -246,7 +246,7 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		return nil, 0, 0, s.wrap("lease", err)
 	}
 	arr, ok := v.([]any)
-	if !ok || len(arr) != 4 {
+	if !ok || len(arr) != 5 {
 		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply %T", v)
 	}
 	nowS, _ := arr[0].(string)
@@ -260,18 +260,24 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		next = x
 	}
 	raw, _ := arr[2].([]any)
-	if len(raw)%leaseStride != 0 {
-		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply of %d items", len(raw))
-	}
+	kinds, _ := arr[4].(string)
 	lid0, _ := arr[3].(string)
 	lid, _ := strconv.ParseUint(lid0, 10, 64)
 	start := microTime(nowS)
 	exp := microTime(itoa(now + p.Duration.Microseconds()))
-	tasks := make([]*store.Task, 0, len(raw)/leaseStride)
-	notes := make([]leaseHint, 0, len(raw)/leaseStride)
-	noted := make([]string, 0, len(raw)/leaseStride)
-	for i := 0; i < len(raw); i += leaseStride {
-		t, nf, err := decodeLeased(p.Namespace, raw[i:i+leaseStride])
+	tasks := make([]*store.Task, 0, len(kinds))
+	notes := make([]leaseHint, 0, len(kinds))
+	noted := make([]string, 0, len(kinds))
+	i := 0
+	for k := range len(kinds) {
+		n := strings.IndexByte("-rabc", kinds[k]) // values of the task: r 1, a 2, b 3, c 4
+		if n <= 0 || i+n > len(raw) {
+			return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply (task %d of kind %q, %d values in all)", k, kinds[k], len(raw))
+		}
+		var vals [leaseStride]any
+		copy(vals[:], raw[i:i+n])
+		i += n
+		t, nf, err := decodeLeased(p.Namespace, vals[:])
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}
@@ -285,6 +291,9 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 		tasks = append(tasks, t)
 		notes = append(notes, hintOf(t.Queue, t.Type, t.Attempt, t.LeaseID, nf))
 		noted = append(noted, t.ID)
+	}
+	if i != len(raw) {
+		return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply (%d values for %d tasks)", len(raw), len(kinds))
 	}
 	s.hints.put(p.Namespace, noted, notes)
 	if conn != nil && len(tasks) > 0 {

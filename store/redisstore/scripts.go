@@ -544,18 +544,20 @@ const (
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
 // ARGV[6] is the number of queues, then the queues in the order to try them,
 // then "1" when a type filter follows (the types), or "0". It returns
-// {now, next due time or -1, tasks, first lease id}. The leased tasks have
-// consecutive lease ids (the script runs alone, so its INCRBYs of T:lseq
-// follow each other), the first one given, in the order of tasks, which
-// holds 4 values per task, as the record was before the lease fields
+// {now, next due time or -1, tasks, first lease id, kinds}. The leased
+// tasks have consecutive lease ids (the script runs alone, so its INCRBYs
+// of T:lseq follow each other), the first one given, in the order of
+// tasks, which holds per task the values kinds says (a character each:
+// "a" d and m, "b" d, m and p, "c" all four, "r" the record alone), of
+// these four, as the record was before the lease fields
 // (state, attempt, lease id, start and worker) were written, which the
 // caller sets itself: the fields d, m, p and a (nil when absent) of a
 // record that has no others but q, ty, mr, st, l, le (which records leased
 // by earlier releases have) and sw (the
 // common task: what else the caller needs is in d, and it sets the lease
-// fields itself); of any other record, the record as HGETALL gives it,
-// then three nils. Every string a script returns costs Redis its
-// conversion and its reply.
+// fields itself); of any other record, the record as HGETALL gives it.
+// Every value a script returns, a nil too, costs Redis its conversion and
+// its reply.
 var leaseScript = redis.NewScript(preludeClock + leaseIdleLua + preludeRest + pushReadyLua + promoteLua + `
 local maxn = tonumber(ARGV[3])
 local dur = tonumber(ARGV[4])
@@ -566,6 +568,7 @@ local types = {}
 for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
 local out, no, lid1 = {}, 0, nil
+local kinds, nk = {}, 0
 local TK = T .. ':t:'
 local PLAIN = {d = 1, m = 2, p = 3, a = 4, rtu = 5, dp = 6, fl = 7, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
@@ -675,23 +678,35 @@ for qi = 1, nq do
             end
           end
         end
+        -- Only the values the task needs (a nil costs its reply too).
+        nk = nk + 1
         if plain and d then
           out[no + 1] = d
           out[no + 2] = mm
-          out[no + 3] = p
           if rtu or dp or fl then
+            out[no + 3] = p
             out[no + 4] = {a, rtu, dp, fl}
-          else
+            no = no + 4
+            kinds[nk] = 'c'
+          elseif a then
+            out[no + 3] = p
             out[no + 4] = a
+            no = no + 4
+            kinds[nk] = 'c'
+          elseif p then
+            out[no + 3] = p
+            no = no + 3
+            kinds[nk] = 'b'
+          else
+            no = no + 2
+            kinds[nk] = 'a'
           end
         else
           out[no + 1] = r
-          out[no + 2] = false
-          out[no + 3] = false
-          out[no + 4] = false
+          no = no + 1
+          kinds[nk] = 'r'
         end
         if a then a = tonumber(a) else a = 0 end
-        no = no + 4
         local sl = I(lid)
         local sa = '1'
         if a > 0 then sa = IA(a + 1) end
@@ -712,7 +727,7 @@ flush()
 local nextDue = -1
 local d = rcall('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
 if #d > 0 then nextDue = d[2] end
-return {S(NOW), nextDue, out, lid1 and I(lid1) or '0'}
+return {S(NOW), nextDue, out, lid1 and I(lid1) or '0', table.concat(kinds)}
 `)
 
 // leaseIdleLua ends a lease that can find nothing before the rest of the
@@ -733,8 +748,8 @@ do
   end
   if idle then
     local d = rcall('ZRANGE', T .. ':d', '0', '0', 'WITHSCORES')
-    if #d == 0 then return {string.format('%.0f', NOW), -1, {}, '0'} end
-    if tonumber(d[2]) > NOW then return {string.format('%.0f', NOW), d[2], {}, '0'} end
+    if #d == 0 then return {string.format('%.0f', NOW), -1, {}, '0', ''} end
+    if tonumber(d[2]) > NOW then return {string.format('%.0f', NOW), d[2], {}, '0', ''} end
   end
 end
 `
