@@ -15,6 +15,7 @@ import (
 
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/redisstore"
+	"github.com/kilnhq/kiln/store/storetest"
 )
 
 // runCallgrind counts the instructions a Redis run under valgrind's
@@ -30,7 +31,9 @@ import (
 // after their first, 50 per call; a lease of 1,000 members of 20 chords,
 // 50 per call; and per call, a lease that finds nothing,
 // a report of a task that does not exist and an EVAL of a script that does
-// nothing (what a call costs whatever it does). The tasks have no payload
+// nothing (what a call costs whatever it does); last, one Sweep of 5,000
+// tasks past their retention (a store of a clock a day ahead deletes
+// them). The tasks have no payload
 // unless -task-payload gives its size. The dumps go
 // where redis-server was started with --callgrind-out-file=DIR/cg.out.%p.
 func runCallgrind(pid, dir string) {
@@ -199,6 +202,44 @@ func runCallgrind(pid, dir string) {
 			}
 		}
 	})
+	// A sweep of tasks past their retention: 5,000 tasks enqueued, leased
+	// and reported succeeded 50 per call, then a store whose clock is a
+	// day and a second on deletes them (one Sweep call).
+	clock := storetest.NewFakeClock(time.Now())
+	sw, err := redisstore.New(ctx, rdb, &redisstore.Config{Prefix: prefix + "-sweep", Clock: clock})
+	if err != nil {
+		log.Fatalf("kiln: open: %v", err)
+	}
+	defer func() { _ = sw.Close() }()
+	for range big / 1000 {
+		in := make([]store.TaskInput, 1000)
+		for i := range in {
+			in[i] = task()
+		}
+		if _, err := sw.Enqueue(ctx, store.EnqueueParams{Namespace: "s", Tasks: in}); err != nil {
+			log.Fatalf("kiln: enqueue: %v", err)
+		}
+	}
+	for done := 0; done < big; {
+		res, err := sw.Lease(ctx, store.LeaseParams{Namespace: "s", Queues: []string{store.DefaultQueue}, Max: 50, Duration: time.Minute, WorkerID: "w"})
+		if err != nil || len(res.Tasks) == 0 {
+			log.Fatalf("kiln: lease: %d tasks, %v", len(res.Tasks), err)
+		}
+		outs := make([]store.Outcome, len(res.Tasks))
+		for i, t := range res.Tasks {
+			outs[i] = store.Outcome{ID: t.ID, LeaseID: t.LeaseID, Kind: store.OutcomeSucceeded}
+		}
+		if _, err := sw.Report(ctx, store.ReportParams{Namespace: "s", Outcomes: outs}); err != nil {
+			log.Fatalf("kiln: report: %v", err)
+		}
+		done += len(res.Tasks)
+	}
+	clock.Advance(store.RetentionDefault + time.Second)
+	sweep := phase(big, func() {
+		if r, err := sw.Sweep(ctx, store.SweepParams{}); err != nil || r.Deleted != big {
+			log.Fatalf("kiln: sweep: %+v, %v; want %d deleted", r, err, big)
+		}
+	})
 	fmt.Printf("Redis instructions per call: a lease that finds nothing %.0f, a report of an unknown task %.0f, EVAL of 'return 1' %.0f\n", emptyLease, unknown, eval)
 	fmt.Printf("Redis instructions: enqueue call of 1 task %.0f; of 20 tasks %.0f (%.0f per task, %.0f per task added to a call); lease and report of 20 per call, per task %.0f; idle path (enqueue, lease, report of 1 task) %.0f; load average %s\n",
 		one, twenty, twenty/20, (twenty-one)/19, lr, path, loadAverage())
@@ -210,6 +251,7 @@ func runCallgrind(pid, dir string) {
 	fmt.Printf("The same with the change feed read: enqueue %.0f, lease %.0f, report succeeded %.0f, all three %.0f\n",
 		enqR, leaseR, reportR, enqR+leaseR+reportR)
 	fmt.Printf("A second lease (tasks released after their first, leased again 50 per call): %.0f per task; a workflow member's lease (chords of 50, 50 per call): %.0f per task\n", again, member)
+	fmt.Printf("A sweep of tasks past their retention (5,000 in one call): %.0f per task\n", sweep)
 }
 
 func control(pid, op string) {

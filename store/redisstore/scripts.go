@@ -1164,6 +1164,7 @@ zrem_all(T .. ':x', xs)
 -- with an entry of its own; or deleted).
 local budget = tonumber(limit) - #xs
 if budget > 0 then
+  local old = NOW - ` + retentionDefaultUS + ` -- finished then or before: expired
   local gs = rcall('ZRANGEBYSCORE', T .. ':xg', '-inf', S(NOW), 'LIMIT', '0', limit)
   local done = {}
   local gk = T .. ':xgi'
@@ -1178,8 +1179,10 @@ if budget > 0 then
       local id = ssub(ids, from, sp - 1)
       from = sp + 1
       local key = tkey(id)
-      local f = rcall('HMGET', key, 'st', 'q', 'fl', 'fa', 'rtu')
-      if (f[1] == '5' or f[1] == '6' or f[1] == '7') and (tonumber(f[4]) or 0) + (tonumber(f[5]) or ` + retentionDefaultUS + `) <= NOW then
+      -- A task of a group has the default retention (its report grouped
+      -- it by its expiry).
+      local f = rcall('HMGET', key, 'st', 'q', 'fl', 'fa')
+      if (f[1] == '5' or f[1] == '6' or f[1] == '7') and (tonumber(f[4]) or 0) <= old then
         expire(id, key, f[1], f[2], f[3])
       end
     end
