@@ -14,6 +14,18 @@ import (
 	"github.com/kilnhq/kiln/store/storetest"
 )
 
+// storeAndClient opens a Store on the test Redis and a plain client of
+// the same Redis, both closed when t ends.
+func storeAndClient(t *testing.T, cfg *Config) (*Store, *redis.Client) {
+	t.Helper()
+	url := testenv.RedisURL(t)
+	s := mustOpen(t, url, cfg)
+	t.Cleanup(func() { _ = s.Close() })
+	c := redis.NewClient(must(redis.ParseURL(url)))
+	t.Cleanup(func() { _ = c.Close() })
+	return s, c
+}
+
 // TestExpiryFieldsNotWritten: a lease writes no lease expiry (le) into the
 // task's record, nor does Extend, and a report or a cancel no expiry (ea):
 // they are the task's scores in T:l and T:x. Get still reports both,
@@ -21,11 +33,7 @@ import (
 // retention (or the default), equal to the T:x score.
 func TestExpiryFieldsNotWritten(t *testing.T) {
 	t.Parallel()
-	url := testenv.RedisURL(t)
-	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
-	t.Cleanup(func() { _ = s.Close() })
-	c := redis.NewClient(must(redis.ParseURL(url)))
-	t.Cleanup(func() { _ = c.Close() })
+	s, c := storeAndClient(t, &Config{Prefix: newPrefix()})
 	ctx := t.Context()
 	const ns = "n"
 	tag := s.tag(ns)
@@ -122,11 +130,7 @@ func TestExpiryFieldsNotWritten(t *testing.T) {
 // hold le and ea; Get reports those.
 func TestExpiryFieldsOfEarlierRelease(t *testing.T) {
 	t.Parallel()
-	url := testenv.RedisURL(t)
-	s := mustOpen(t, url, &Config{Prefix: newPrefix()})
-	t.Cleanup(func() { _ = s.Close() })
-	c := redis.NewClient(must(redis.ParseURL(url)))
-	t.Cleanup(func() { _ = c.Close() })
+	s, c := storeAndClient(t, &Config{Prefix: newPrefix()})
 	ctx := t.Context()
 	const ns = "n"
 	key := s.tag(ns) + ":t:a"
@@ -181,13 +185,9 @@ func TestLeaseExpiryWithoutZScore(t *testing.T) {
 // with a later expiry; or deleted) is not deleted with it.
 func TestExpiryGroups(t *testing.T) {
 	t.Parallel()
-	url := testenv.RedisURL(t)
 	ctx := t.Context()
 	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := mustOpen(t, url, &Config{Prefix: newPrefix(), Clock: clock})
-	t.Cleanup(func() { _ = s.Close() })
-	c := redis.NewClient(must(redis.ParseURL(url)))
-	t.Cleanup(func() { _ = c.Close() })
+	s, c := storeAndClient(t, &Config{Prefix: newPrefix(), Clock: clock})
 	const ns = "n"
 	tag := s.tag(ns)
 	// run leases every pending task and reports them, dead for the ids in
