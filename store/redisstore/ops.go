@@ -594,7 +594,7 @@ func (s *Store) leaseExpiry(ctx context.Context, tag string, ts []*store.Task) e
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) && !isNoPerm(err) {
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOPERM") {
 		return err
 	}
 	for i, t := range active {
@@ -603,12 +603,6 @@ func (s *Store) leaseExpiry(ctx context.Context, tag string, ts []*store.Task) e
 		}
 	}
 	return nil
-}
-
-// isNoPerm reports whether err is Redis refusing a command the ACL user
-// was not granted.
-func isNoPerm(err error) bool {
-	return strings.HasPrefix(err.Error(), "NOPERM")
 }
 
 // raiseExpiry sets the ExpiresAt of finished flow members to their flow's
