@@ -488,6 +488,8 @@ type Runner struct {
 	// cg is the sub-tree in which each task gets a cgroup of its own (nil:
 	// no group kills, see SandboxState.GroupKill).
 	cg *cgroupTree
+	// dirs keeps task directories for later tasks (see Run).
+	dirs dirPool
 }
 
 // New returns a Runner with cfg (nil: all defaults), or every problem of

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -83,17 +84,44 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	if workDir == "" {
 		workDir = os.TempDir()
 	}
-	dir, err := os.MkdirTemp(workDir, "kiln-task-"+spec.TaskID+"-")
-	if err != nil {
-		return failed(fmt.Errorf("%w: task directory: %w", ErrStart, err))
-	}
-	res.TaskDir = dir
-	if !spec.Keep {
-		defer func() { _ = removeAll(dir) }()
-	}
 	cred, err := r.credential(&spec)
 	if err != nil {
 		return failed(err)
+	}
+	// A directory kept from an earlier task of the same package and user
+	// (see dirPool), else a new one.
+	key := dirKey{pkg: spec.PackageDir, uid: -1, gid: -1}
+	if cred != nil {
+		key.uid, key.gid = int(cred.Uid), int(cred.Gid)
+	}
+	var td *taskDir
+	if !spec.Keep {
+		td = r.dirs.get(key)
+	}
+	newDir := func() error {
+		dir, err := os.MkdirTemp(workDir, "kiln-task-"+spec.TaskID+"-")
+		if err != nil {
+			return fmt.Errorf("%w: task directory: %w", ErrStart, err)
+		}
+		td = &taskDir{path: dir, key: key}
+		return nil
+	}
+	if td == nil {
+		if err := newDir(); err != nil {
+			return failed(err)
+		}
+	}
+	// gone: every process of the task is known to have exited, so that
+	// its directory can be kept for the next task.
+	var gone bool
+	if !spec.Keep {
+		defer func() {
+			if gone {
+				r.dirs.put(td)
+			} else {
+				_ = removeAll(td.path)
+			}
+		}()
 	}
 	// LimiterPtrace: the runner sets the limits on a task of its own user,
 	// or of another one with CAP_SYS_RESOURCE; without it the task sets
@@ -114,7 +142,16 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 			return failed(err)
 		}
 	}
-	path, argv, env, err := r.prepare(spec, dir, cred)
+	path, argv, env, err := r.prepare(spec, td, cred)
+	if err != nil && td.kept != nil {
+		// Whatever went wrong in a kept directory, a new one is tried.
+		_ = removeAll(td.path)
+		if err := newDir(); err != nil {
+			return failed(err)
+		}
+		path, argv, env, err = r.prepare(spec, td, cred)
+	}
+	res.TaskDir = td.path
 	if err != nil {
 		return failed(err)
 	}
@@ -128,7 +165,7 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 		}
 		defer func() { _ = cg.kill() }()
 	}
-	return r.start(ctx, spec, res, launch{tramp: tramp, tr: tr, path: path, argv: argv, env: env, cred: cred, cg: cg}, timeout)
+	return r.start(ctx, spec, res, launch{tramp: tramp, tr: tr, path: path, argv: argv, env: env, cred: cred, cg: cg, gone: &gone}, timeout)
 }
 
 // launch is how start starts a task's program: through the trampoline
@@ -143,6 +180,11 @@ type launch struct {
 	env   []string
 	cred  *syscall.Credential
 	cg    *taskCgroup
+	// gone, if not nil, is set once every process of the task has
+	// exited: under SandboxNamespaces when the sandbox's pid 1 has been
+	// waited for (the kernel ends the others first), else when the task's
+	// cgroup has been seen empty.
+	gone *bool
 }
 
 // tracing is how LimiterPtrace limits a task: lim set by the runner, or
@@ -187,8 +229,10 @@ func (r *Runner) trampolinePath() (string, error) {
 // prepare fills the task directory dir and returns the program's path,
 // argv and environment, as the program sees them (under bwrap the task
 // directory is SandboxTaskDir).
-func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (string, []string, []string, error) {
+func (r *Runner) prepare(spec Spec, td *taskDir, cred *syscall.Credential) (string, []string, []string, error) {
 	cfg := &r.cfg
+	dir := td.path
+	td.made = make(map[string]bool, len(td.kept))
 	tdir := dir // the task directory as the program sees it
 	if r.bw != nil || r.ns != nil {
 		tdir = SandboxTaskDir
@@ -201,19 +245,24 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 	}
 	if spec.PackageDir != "" {
 		link := cfg.LinkPackage && r.sb.SwitchUser && own.uid > 0
-		if err := copyPackage(dir, spec.PackageDir, own, link); err != nil {
+		if err := copyPackage(td, spec.PackageDir, own, link); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: copy the package: %w", ErrStart, err)
 		}
 	}
 	for _, f := range []struct {
-		path string
+		name string
 		data []byte
-	}{{filepath.Join(dir, PayloadFileName), spec.Payload}, {filepath.Join(dir, ConfigFileName), spec.Config}} {
-		// The task directory is new and copyPackage leaves these names out:
-		// nothing to remove first.
-		if err := writeNew(f.path, f.data, own); err != nil {
+	}{{PayloadFileName, spec.Payload}, {ConfigFileName, spec.Config}} {
+		// copyPackage leaves these names out: in a new directory they are
+		// new, in a kept one the files the task before had (reset).
+		isDir, kept := td.kept[f.name]
+		if err := writeFile(filepath.Join(dir, f.name), f.data, own, kept && !isDir); err != nil {
 			return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 		}
+		td.made[f.name] = false
+	}
+	if err := td.removeLeft(); err != nil {
+		return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 
 	var path string
@@ -257,7 +306,7 @@ func (r *Runner) prepare(spec Spec, dir string, cred *syscall.Credential) (strin
 			// copy is made executable, never the package's file (which a
 			// link would be): making it executable changes nothing shared.
 			if st.Mode().Perm() != 0o755 {
-				if err := ownProgram(dir, spec.PackageDir, filepath.FromSlash(spec.File), st, own); err != nil {
+				if err := ownProgram(td, spec.PackageDir, filepath.FromSlash(spec.File), st, own); err != nil {
 					return "", nil, nil, fmt.Errorf("%w: %w", ErrStart, err)
 				}
 			}
@@ -398,8 +447,11 @@ func (r *Runner) start(ctx context.Context, spec Spec, res Result, l launch, tim
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		// Without bwrap, a process that left the group (setsid) is still
 		// in the task's cgroup.
-		_ = l.cg.kill()
+		kerr := l.cg.kill()
 		_ = c.cmd.Wait()
+		if l.gone != nil {
+			*l.gone = r.ns != nil && c.cmd.ProcessState != nil || r.ns == nil && l.cg != nil && kerr == nil
+		}
 		_ = c.logR.SetReadDeadline(time.Now().Add(cfg.DrainTimeout))
 		<-pumpDone
 		res.LogBytes, res.LogDropped, res.LogTruncated, res.LogErr = pump.bytes, pump.dropped, pump.truncated, pump.err
@@ -850,13 +902,21 @@ func (p *logPump) write(b []byte) {
 // are made; -1 leaves them the runner's.
 type owner struct{ uid, gid int }
 
-// writeNew creates the file path (which must not exist), mode 0600, with
-// data, owned by own. Plain system calls: a file the runner only writes
-// needs none of the poller set-up of an os.File.
-func writeNew(path string, data []byte, own owner) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+// writeFile writes data into the file path, mode 0600, owned by own: a
+// new file (which must not exist), or with kept the file of a kept task
+// directory, written over. Plain system calls: a file the runner only
+// writes needs none of the poller set-up of an os.File.
+func writeFile(path string, data []byte, own owner, kept bool) error {
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC
+	if kept {
+		flags = unix.O_WRONLY | unix.O_TRUNC | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	}
+	fd, err := unix.Open(path, flags, 0o600)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	if kept {
+		err = unix.Fchmod(fd, 0o600)
 	}
 	for len(data) > 0 && err == nil {
 		var n int
@@ -879,20 +939,21 @@ func writeNew(path string, data []byte, own owner) error {
 }
 
 // ownProgram makes the program file (rel, st its Stat) of task directory
-// dir a copy of its own, if it is a link to the package's file (in src),
+// td a copy of its own, if it is a link to the package's file (in src),
 // and executable (0755).
-func ownProgram(dir, src, rel string, st fs.FileInfo, own owner) error {
-	file := filepath.Join(dir, rel)
+func ownProgram(td *taskDir, src, rel string, st fs.FileInfo, own owner) error {
+	file := filepath.Join(td.path, rel)
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok && src != "" && (sys.Nlink > 1 || own.uid >= 0 && int(sys.Uid) != own.uid) {
 		if err := os.Remove(file); err != nil {
 			return err
 		}
-		in, out, err := openRoots(src, dir)
+		in, out, err := openRoots(src, td.path)
 		if err != nil {
 			return err
 		}
 		defer closeRoots(in, out)
-		return copyFile(in, out, rel, 0o755, own)
+		td.made[filepath.ToSlash(rel)] = false
+		return copyFile(in, out, rel, 0o755, own, false)
 	}
 	return os.Chmod(file, 0o755) //nolint:gosec // G302: the program must be executable
 }
@@ -908,13 +969,15 @@ func linkable(info fs.FileInfo, own owner) bool {
 	return ok && own.uid > 0 && int(sys.Uid) != own.uid && sys.Mode&0o7022 == 0 && info.Mode().IsRegular()
 }
 
-// copyPackage fills the task directory with the package: its directories
-// made anew, owned by own; each regular file a hard link to the package's
-// when link is set and the file is linkable, else a copy owned by own,
-// modes kept (Unpack made them 0644 or 0755). A link the file system
-// refuses (another file system, too many links) becomes a copy.
-func copyPackage(dst, src string, own owner, link bool) error {
-	root, out, err := openRoots(src, dst)
+// copyPackage fills the task directory td with the package src: its
+// directories made anew, owned by own; each regular file a hard link to
+// the package's when link is set and the file is linkable, else a copy
+// owned by own, modes kept (Unpack made them 0644 or 0755). A link the
+// file system refuses (another file system, too many links) becomes a
+// copy. In a kept directory, the directories and copies it holds are
+// reused: their modes and owner set again, the copies written over.
+func copyPackage(td *taskDir, src string, own owner, link bool) error {
+	root, out, err := openRoots(src, td.path)
 	if err != nil {
 		return err
 	}
@@ -930,22 +993,45 @@ func copyPackage(dst, src string, own owner, link bool) error {
 		if err != nil {
 			return err
 		}
+		isDir, kept := td.kept[p]
+		if kept && isDir != info.IsDir() {
+			// The package changed under its directory: a new entry.
+			if err := out.RemoveAll(p); err != nil {
+				return err
+			}
+			kept = false
+		}
 		switch {
 		case info.IsDir():
-			if err := out.Mkdir(p, 0o750); err != nil || own.uid < 0 {
+			td.made[p] = true
+			if kept {
+				err = out.Chmod(p, 0o750)
+			} else {
+				err = out.Mkdir(p, 0o750)
+			}
+			if err != nil || own.uid < 0 {
 				return err
 			}
 			return out.Lchown(p, own.uid, own.gid)
 		case info.Mode().IsRegular():
 			if link && linkable(info, own) {
+				if kept {
+					// A copy of the task before (ownProgram's).
+					if err := out.Remove(p); err != nil {
+						return err
+					}
+					kept = false
+				}
 				// The task directory is root's until prepare ends, and the
 				// package is the runner's: neither path can change meanwhile.
-				err := os.Link(filepath.Join(src, p), filepath.Join(dst, p))
+				// A link is not kept for the next task (reset removes it).
+				err := os.Link(filepath.Join(src, p), filepath.Join(td.path, p))
 				if err == nil || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EMLINK) && !errors.Is(err, syscall.EPERM) {
 					return err
 				}
 			}
-			return copyFile(root, out, p, info.Mode().Perm(), own)
+			td.made[p] = false
+			return copyFile(root, out, p, info.Mode().Perm(), own, kept)
 		default:
 			return fmt.Errorf("%s: not a regular file or directory", p)
 		}
@@ -979,15 +1065,28 @@ func closeRoots(roots ...*os.Root) {
 // the descriptor until its own exec, and executing this file during that
 // window would fail with ETXTBSY (golang/go#22315). Copies run in parallel;
 // a fork waits for the copies in progress.
-func copyFile(src, dst *os.Root, name string, perm fs.FileMode, own owner) error {
+func copyFile(src, dst *os.Root, name string, perm fs.FileMode, own owner, kept bool) error {
 	in, err := src.Open(name)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = in.Close() }()
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if kept {
+		// The copy of the task before, which reset found a regular file:
+		// left as it is if it still holds the package's bytes (reading it
+		// costs less than writing it again), else written over.
+		if same, err := keepCopy(in, dst, name, perm, own); same || err != nil {
+			return err
+		}
+		if _, err := in.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		flags = os.O_WRONLY | os.O_TRUNC | syscall.O_NOFOLLOW
+	}
 	syscall.ForkLock.RLock()
 	defer syscall.ForkLock.RUnlock()
-	out, err := dst.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	out, err := dst.OpenFile(name, flags, perm)
 	if err != nil {
 		return err
 	}
@@ -1006,6 +1105,50 @@ func copyFile(src, dst *os.Root, name string, perm fs.FileMode, own owner) error
 		}
 	}
 	return out.Close()
+}
+
+// compareBufs are the buffers of keepCopy.
+var compareBufs = sync.Pool{New: func() any { return new([2][32 << 10]byte) }}
+
+// keepCopy reports whether the file name of dst holds the bytes of in,
+// and then gives it perm and own. A file it cannot read is not the same.
+func keepCopy(in *os.File, dst *os.Root, name string, perm fs.FileMode, own owner) (bool, error) {
+	out, err := dst.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, nil //nolint:nilerr // written over instead, which reports what is wrong
+	}
+	defer func() { _ = out.Close() }()
+	si, err := in.Stat()
+	if err != nil {
+		return false, err
+	}
+	if so, err := out.Stat(); err != nil || !so.Mode().IsRegular() || so.Size() != si.Size() {
+		return false, nil //nolint:nilerr // as above
+	}
+	bufs := compareBufs.Get().(*[2][32 << 10]byte)
+	defer compareBufs.Put(bufs)
+	for {
+		n, err := io.ReadFull(in, bufs[0][:])
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		m, _ := io.ReadFull(out, bufs[1][:n])
+		if m != n || !bytes.Equal(bufs[0][:n], bufs[1][:n]) {
+			return false, nil
+		}
+		if n < len(bufs[0]) {
+			break
+		}
+	}
+	if err := out.Chmod(perm); err != nil {
+		return false, err
+	}
+	if own.uid >= 0 {
+		if err := out.Chown(own.uid, own.gid); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // removeAll removes a task directory, even one whose modes the task has

@@ -59,3 +59,9 @@ func (r *Runner) resolveCgroup() {
 
 // RemoveCgroups does nothing off Linux.
 func RemoveCgroups() {}
+
+// dirPool keeps nothing off Linux.
+type dirPool struct{}
+
+// Close does nothing off Linux.
+func (r *Runner) Close() error { return nil }

@@ -40,6 +40,13 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 		cfg.Timeout = testenv.WaitLimit
 	}
 	r, err := New(&cfg)
+	if err == nil {
+		t.Cleanup(func() {
+			if err := r.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
 	if err != nil && cfg.Limiter == LimiterPtrace && cfg.Credential != nil && !limitsOthers() && !injectSupported {
 		t.Skipf("LimiterPtrace with another user needs CAP_SYS_RESOURCE: %v", err)
 	}
@@ -269,9 +276,7 @@ func TestRunShellPackage(t *testing.T) {
 		if res.LogBytes != int64(len(want)) || res.LogTruncated || res.PID == 0 || res.StartedAt.IsZero() || res.Duration <= 0 {
 			t.Errorf("result %+v", res)
 		}
-		if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("task dir %s still there: %v", res.TaskDir, err)
-		}
+		checkDirDone(t, r, dir, res)
 	})
 }
 
@@ -552,10 +557,14 @@ func TestRunKeepTaskDir(t *testing.T) {
 		t.Fatalf("removeAll: %v", err)
 	}
 	// And without Keep, even a directory the task locked is removed.
-	res = run(context.Background(), t, r, Spec{PackageDir: shPkg(t, "mkdir -p locked/inner; touch locked/inner/f; chmod 000 locked/inner locked"),
-		Runtime: "sh", File: "run.sh"})
+	pkg := shPkg(t, "mkdir -p locked/inner; touch locked/inner/f; chmod 000 locked/inner locked")
+	res = run(context.Background(), t, r, Spec{PackageDir: pkg, Runtime: "sh", File: "run.sh"})
+	checkDirDone(t, r, pkg, res)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("task dir %s still there: %v", res.TaskDir, err)
+		t.Errorf("task dir %s still there after Close: %v", res.TaskDir, err)
 	}
 }
 
@@ -861,9 +870,7 @@ func TestRunStartErrors(t *testing.T) {
 				t.Errorf("%s: got %v (result %+v), want %v", tc.name, err, res, tc.want)
 			}
 			if res.TaskDir != "" {
-				if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
-					t.Errorf("%s: task dir left behind", tc.name)
-				}
+				checkDirDone(t, r, tc.spec.PackageDir, res)
 			}
 		}
 		// A trampoline binary that does not call Main (ns has none).

@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,26 +26,31 @@ type nsSetup struct {
 	network bool     // Config.IsolateNetwork
 }
 
-// The resident helper, shared by every Runner of the process (requests
-// carry everything that differs between runners) and started again if it
-// dies.
+// The resident helpers, shared by every Runner of the process (requests
+// carry everything that differs between runners) and started again if one
+// dies. A helper starts one sandbox at a time: one per CPU, at most
+// maxHelpers.
+const maxHelpers = 8
+
 var (
 	nsHelperMu sync.Mutex
-	nsHelper   *zygote.Helper
+	nsHelpers  = make([]*zygote.Helper, min(runtime.GOMAXPROCS(0), maxHelpers))
+	nsNext     atomic.Uint32
 )
 
-// sandboxHelper returns the running helper, starting one if there is none.
+// sandboxHelper returns a running helper, starting one if there is none.
 func sandboxHelper() (*zygote.Helper, error) {
+	i := int(nsNext.Add(1)) % len(nsHelpers)
 	nsHelperMu.Lock()
 	defer nsHelperMu.Unlock()
-	if nsHelper != nil && nsHelper.Alive() {
-		return nsHelper, nil
+	if h := nsHelpers[i]; h != nil && h.Alive() {
+		return h, nil
 	}
 	h, err := zygote.Start()
 	if err != nil {
 		return nil, err
 	}
-	nsHelper = h
+	nsHelpers[i] = h
 	return h, nil
 }
 
@@ -165,15 +172,16 @@ func (r *Runner) spawnNS(ns *nsSetup, dir string, l launch, logR, logW *os.File,
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
-	h, err := sandboxHelper()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
-	}
-	pid, err := h.Spawn(blob, logW, statW, infoW)
-	if err != nil && !h.Alive() {
-		// The helper died (it is started again once): nothing was started.
-		if h, err = sandboxHelper(); err == nil {
-			pid, err = h.Spawn(blob, logW, statW, infoW)
+	var pid int
+	// A helper found dead (killed from outside) has started nothing: the
+	// task goes to another, or to the one started in its place.
+	for range 2*len(nsHelpers) + 1 {
+		h, herr := sandboxHelper()
+		if herr != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSandbox, herr)
+		}
+		if pid, err = h.Spawn(blob, logW, statW, infoW); err == nil || h.Alive() {
+			break
 		}
 	}
 	_ = statW.Close()

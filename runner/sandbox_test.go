@@ -791,9 +791,9 @@ func TestSandboxBwrapSetuidKeepsTrampoline(t *testing.T) {
 	}
 }
 
-// The ns sandbox's helper, killed between tasks (the OOM killer, an
-// operator), is started again by the next task, which runs.
-func TestSandboxNSHelperRestarts(t *testing.T) { //nolint:paralleltest // it kills the process-wide helper that the other ns tests share
+// The ns sandbox's helpers, killed between tasks (the OOM killer, an
+// operator), are started again by the next tasks, which run.
+func TestSandboxNSHelperRestarts(t *testing.T) { //nolint:paralleltest // it kills the process-wide helpers that the other ns tests share
 	r := sandboxRunner(t, Config{Sandbox: SandboxNamespaces, WorkDir: testenv.SharedDir(t)})
 	runEcho := func() {
 		t.Helper()
@@ -803,21 +803,36 @@ func TestSandboxNSHelperRestarts(t *testing.T) { //nolint:paralleltest // it kil
 			t.Fatalf("result %+v; log %q", res, log.String())
 		}
 	}
-	runEcho()
-	h, err := sandboxHelper()
-	if err != nil {
-		t.Fatal(err)
+	// The helpers, each asked for once (they are taken in turn).
+	helpers := func() []*zygote.Helper {
+		t.Helper()
+		var hs []*zygote.Helper
+		for range nsHelpers {
+			h, err := sandboxHelper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs = append(hs, h)
+		}
+		return hs
 	}
-	old := h.Pid()
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	for range nsHelpers {
+		runEcho()
 	}
-	runEcho()
-	h, err = sandboxHelper()
-	if err != nil {
-		t.Fatal(err)
+	old := map[int]bool{}
+	for _, h := range helpers() {
+		old[h.Pid()] = true
+		if err := syscall.Kill(h.Pid(), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if h.Pid() == old {
-		t.Errorf("the helper %d was not replaced", old)
+	// Every task runs, the first one right after the kills.
+	for range 2 * len(nsHelpers) {
+		runEcho()
+	}
+	for _, h := range helpers() {
+		if old[h.Pid()] {
+			t.Errorf("the helper %d was not replaced", h.Pid())
+		}
 	}
 }

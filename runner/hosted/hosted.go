@@ -317,7 +317,7 @@ func (h *Hosted) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			h.stopAll()
-			return nil
+			return h.run.Close()
 		case <-t.C:
 		case <-h.kick:
 		case <-collect:
@@ -487,7 +487,8 @@ func (h *Hosted) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
+		// The task directories kept for later tasks go with the workers.
+		return h.run.Close()
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,7 +28,7 @@ type Helper struct {
 	mu   sync.Mutex
 	conn *net.UnixConn
 	cmd  *exec.Cmd
-	dead bool
+	dead atomic.Bool // set with mu held: a request failed, Close, or it exited
 }
 
 // keeper runs the helper's starts on one goroutine locked to its thread
@@ -107,7 +108,7 @@ func (h *Helper) Spawn(request []byte, log, stat, info *os.File) (int, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.dead {
+	if h.dead.Load() {
 		return 0, errors.New("the sandbox helper has stopped")
 	}
 	rights := unix.UnixRights(int(req.Fd()), int(log.Fd()), int(stat.Fd()), int(info.Fd()))
@@ -137,14 +138,27 @@ func (h *Helper) Pid() int { return h.cmd.Process.Pid }
 
 // Alive reports whether the helper can still take requests.
 func (h *Helper) Alive() bool {
+	if h.dead.Load() {
+		return false
+	}
+	// Killed from outside (the OOM killer, an operator)? Asked without
+	// reaping it, and without waiting for a request in flight.
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, h.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err != nil && !errors.Is(err, unix.ECHILD) || err == nil && info.Signo == 0 {
+		return true
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return !h.dead
+	if !h.dead.Load() {
+		h.stop()
+	}
+	return false
 }
 
 // stop ends a helper that failed a request; h.mu is held.
 func (h *Helper) stop() {
-	h.dead = true
+	h.dead.Store(true)
 	_ = h.conn.Close()
 	_ = h.cmd.Process.Kill()
 	_ = h.cmd.Wait()
@@ -155,10 +169,10 @@ func (h *Helper) stop() {
 func (h *Helper) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.dead {
+	if h.dead.Load() {
 		return nil
 	}
-	h.dead = true
+	h.dead.Store(true)
 	err := h.conn.Close()
 	_ = h.cmd.Wait()
 	return err
