@@ -18,8 +18,9 @@
 //
 // # Running
 //
-// Run starts the package's program in a fresh task directory holding a copy
-// of the package, the payload and the config, with the IronWorker arguments
+// Run starts the package's program in a task directory holding a copy of
+// the package, the payload and the config (see "Task directories" below),
+// with the IronWorker arguments
 // "-d <dir> -payload <file> -config <file> -id <task id>" (in that order),
 // an environment built from scratch (TASK_ID, TASK_DIR, PAYLOAD_FILE,
 // CONFIG_FILE, PATH, HOME and the package's env_vars: nothing of the
@@ -30,6 +31,33 @@
 // the task can read but not change, instead of copies: a task of a
 // package of many files then costs a fraction of what copies cost.
 //
+// # Task directories
+//
+// A task's directory is new, or kept from an earlier task of the same
+// package directory and user: a task that ended with every process of it
+// known to have exited (under SandboxNamespaces its pid 1 waited for, which
+// the kernel lets end only after the others; else its cgroup seen empty)
+// leaves its directory to the next one. Before it waits, the directory is
+// reset: whatever the task added, replaced by another kind of file, linked
+// elsewhere or gave user extended attributes or ACLs is removed, the payload
+// and config are emptied, and the directory and its folders become the
+// runner's, 0700, so that nothing can be added meanwhile. The next task's
+// prepare then writes its payload and config over the kept files, and the
+// package's copies: one whose bytes are still the package's is left as it
+// is, its mode and owner set again, any other is written over. So a task
+// finds what a new directory would give it, and the common task makes no
+// new inode and frees none: a new inode costs more than reading a small
+// file, and much more on a file system that searches past recently freed
+// ones (ext4 without a journal). At most 64 directories wait; Close
+// removes them. Spec.Keep and runners without group kills (and bwrap,
+// whose sandbox leaves no cgroup of the task's) never keep one.
+//
+// Only the same package directory (per project and checksum on a server)
+// and the same user get a kept directory: what a task could leave for a
+// later one (a process of the same user outside the sandbox holding one
+// of its open files, given to it through a socket) reaches only a later
+// task of its own project.
+//
 // # The sandbox
 //
 // Config.Sandbox (default SandboxAuto) keeps a task away from the runner and
@@ -37,13 +65,14 @@
 // force. docs/sandbox.md has the full account, including a table per mode.
 //
 // SandboxNamespaces gives each task SandboxBwrap's isolation (below)
-// without bubblewrap: a resident helper process, the runner's own binary
-// started once (runner/internal/zygote: C run before the Go runtime, so
-// one thread that may fork), clones each task's pid 1 into new PID, mount
-// and IPC namespaces (and a network one with Config.IsolateNetwork) as a
-// child of the runner (CLONE_PARENT); pid 1 builds the same mount view and
-// starts the program, which sets its own limits, user and no_new_privs
-// before its exec. One exec per task, no trampoline, no bwrap: it needs a
+// without bubblewrap: resident helper processes (one per CPU, at most
+// eight, taken in turn: each starts one sandbox at a time), the runner's
+// own binary started once each (runner/internal/zygote: C run before the
+// Go runtime, so one thread that may fork), clone each task's pid 1 into
+// new PID, mount and IPC namespaces (and a network one with
+// Config.IsolateNetwork) as a child of the runner (CLONE_PARENT); pid 1
+// builds the same mount view and starts the program, which sets its own
+// limits, user and no_new_privs before its exec. One exec per task, no trampoline, no bwrap: it needs a
 // root runner and a build with cgo.
 //
 // SandboxBwrap runs the trampoline and the program inside bubblewrap

@@ -462,7 +462,8 @@ type Result struct {
 	UserTime, SystemTime time.Duration
 	// MaxRSS is the peak resident set size in bytes.
 	MaxRSS int64
-	// TaskDir is the task directory (removed unless Spec.Keep).
+	// TaskDir is the task directory: removed, or reset and kept for a
+	// later task of the package, when Run returns, unless Spec.Keep.
 	TaskDir string
 	// PID is the process group id of the task's processes: the program's
 	// own process id, or under bwrap that of the sandbox's init process (the

@@ -32,12 +32,13 @@ const (
 // startTimeout bounds the wait for the trampoline's handshake.
 const startTimeout = 30 * time.Second
 
-// Run runs one task: it creates a fresh task directory, copies the package
-// into it (or links its files, Config.LinkPackage), writes the payload and
-// config files, and starts the program as a separate process in its own
-// session and process group, in the sandbox the Runner resolved (see the
-// package doc), as the task's user, with the configured limits, arguments
-// exactly
+// Run runs one task: it creates a task directory (or takes one kept from an
+// earlier task of the same package, reset: see "Task directories" in the
+// package doc), copies the package into it (or links its files,
+// Config.LinkPackage), writes the payload and config files, and starts the
+// program as a separate process in its own session and process group, in
+// the sandbox the Runner resolved (see the package doc), as the task's
+// user, with the configured limits, arguments exactly
 //
 //	-d <task dir> -payload <payload file> -config <config file> -id <task id>
 //
@@ -58,8 +59,9 @@ const startTimeout = 30 * time.Second
 // Run returns a non-nil error only when the program could not be started
 // (wrapping ErrInvalidSpec, ErrNoProgram, ErrStart, ErrNoTrampoline or
 // ErrSandbox; the Result then has StatusError and Msg). Otherwise the
-// Result says how it ended. The task directory is removed before Run
-// returns, unless Spec.Keep.
+// Result says how it ended. Before Run returns, the task directory is
+// removed, or reset and kept for the next task of its package (removed by
+// Close); with Spec.Keep it stays as the task left it.
 func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	res := Result{Status: StatusError, ExitCode: -1}
 	failed := func(err error) (Result, error) {
