@@ -48,8 +48,9 @@
 // finds what a new directory would give it, and the common task makes no
 // new inode and frees none: a new inode costs more than reading a small
 // file, and much more on a file system that searches past recently freed
-// ones (ext4 without a journal). At most 64 directories wait; Close
-// removes them. Spec.Keep and runners without group kills (and bwrap,
+// ones (ext4 without a journal). At most 64 directories wait, none longer
+// than a minute unused (a package no longer run leaves no copy behind for
+// long); Close removes them. Spec.Keep and runners without group kills (and bwrap,
 // whose sandbox leaves no cgroup of the task's) never keep one.
 //
 // Only the same package directory (per project and checksum on a server)

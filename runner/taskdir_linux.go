@@ -6,14 +6,21 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// maxPooledDirs bounds the task directories a Runner keeps for later tasks.
-const maxPooledDirs = 64
+// maxPooledDirs bounds the task directories a Runner keeps for later tasks,
+// and keptIdle how long one waits for its next task: a package no longer
+// run leaves no copy of itself on disk for long.
+const (
+	maxPooledDirs = 64
+	keptIdle      = time.Minute
+)
 
 // A task directory is kept, once its task has ended and every process of
 // the task is known to have exited, for the next task of the same package
@@ -52,6 +59,8 @@ type taskDir struct {
 	// directory): reset keeps only these. Links to the package's files
 	// are not among them.
 	made map[string]bool
+	// since is when it was last kept.
+	since time.Time
 }
 
 // dirPool keeps the task directories of a Runner.
@@ -60,6 +69,10 @@ type dirPool struct {
 	closed bool
 	n      int
 	free   map[dirKey][]*taskDir
+	// idle is how long a directory is kept unused (keptIdle when 0);
+	// swept is when put last looked for such directories.
+	idle  time.Duration
+	swept time.Time
 }
 
 // get returns a kept directory for key, or nil.
@@ -85,20 +98,62 @@ func (p *dirPool) get(key dirKey) *taskDir {
 // put resets td, whose task has ended with every process of it, and keeps
 // it; or removes it if it cannot be reset or the pool is full or closed.
 func (p *dirPool) put(td *taskDir) {
-	if td.reset() {
-		p.mu.Lock()
-		if !p.closed && p.n < maxPooledDirs {
-			if p.free == nil {
-				p.free = make(map[dirKey][]*taskDir)
-			}
-			p.free[td.key] = append(p.free[td.key], td)
-			p.n++
-			p.mu.Unlock()
-			return
-		}
-		p.mu.Unlock()
+	if !td.reset() {
+		_ = removeAll(td.path)
+		return
 	}
-	_ = removeAll(td.path)
+	now := time.Now()
+	td.since = now
+	p.mu.Lock()
+	old := p.expired(now)
+	kept := !p.closed && p.n < maxPooledDirs
+	if kept {
+		if p.free == nil {
+			p.free = make(map[dirKey][]*taskDir)
+		}
+		p.free[td.key] = append(p.free[td.key], td)
+		p.n++
+	}
+	p.mu.Unlock()
+	if !kept {
+		old = append(old, td)
+	}
+	for _, td := range old {
+		_ = removeAll(td.path)
+	}
+}
+
+// expired takes out of the pool, at most once a second, the directories
+// kept unused for longer than the idle time, and returns them; p.mu is
+// held.
+func (p *dirPool) expired(now time.Time) []*taskDir {
+	idle := p.idle
+	if idle == 0 {
+		idle = keptIdle
+	}
+	if now.Sub(p.swept) < min(time.Second, idle) {
+		return nil
+	}
+	p.swept = now
+	var old []*taskDir
+	for key, l := range p.free {
+		// Each list is oldest first: get takes from its end.
+		n := 0
+		for n < len(l) && now.Sub(l[n].since) >= idle {
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		old = append(old, l[:n]...)
+		p.n -= n
+		if n == len(l) {
+			delete(p.free, key)
+		} else {
+			p.free[key] = slices.Clone(l[n:])
+		}
+	}
+	return old
 }
 
 // close removes the kept directories and keeps no more.

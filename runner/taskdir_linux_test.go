@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -225,5 +226,28 @@ func TestTaskDirReset(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Mode().Perm() != 0o700 {
 			t.Errorf("%s after reset: %v, %v", name, st, err)
 		}
+	}
+}
+
+// A directory kept unused for longer than the idle time is removed by the
+// next directory kept, and a package no longer run leaves nothing behind.
+func TestTaskDirExpiry(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	if r.ns == nil && r.cg == nil {
+		t.Skipf("no task directory is kept here: %v", r.Sandbox())
+	}
+	r.dirs.idle = 50 * time.Millisecond
+	first := run(context.Background(), t, r, Spec{TaskID: "e1", PackageDir: shPkg(t, "true"), Runtime: "sh", File: "run.sh"})
+	if !r.keptDir(first.TaskDir) {
+		t.Fatalf("%s not kept", first.TaskDir)
+	}
+	time.Sleep(100 * time.Millisecond)
+	second := run(context.Background(), t, r, Spec{TaskID: "e2", PackageDir: shPkg(t, "true"), Runtime: "sh", File: "run.sh"})
+	if r.keptDir(first.TaskDir) || !r.keptDir(second.TaskDir) {
+		t.Errorf("kept: the first %v, the second %v", r.keptDir(first.TaskDir), r.keptDir(second.TaskDir))
+	}
+	if _, err := os.Stat(first.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the first task's directory, unused for longer than the idle time: %v", err)
 	}
 }
