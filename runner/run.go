@@ -517,9 +517,17 @@ func New(cfg *Config) (*Runner, error) {
 // Sandbox returns the protection the Runner gives its tasks.
 func (r *Runner) Sandbox() SandboxState { return r.sb }
 
-var defaultRunner = sync.OnceValues(func() (*Runner, error) { return New(nil) })
+var defaultRunner = sync.OnceValues(func() (*Runner, error) {
+	r, err := New(nil)
+	if err == nil {
+		// Nothing would ever Close it: it keeps no task directory.
+		_ = r.Close()
+	}
+	return r, err
+})
 
-// Run runs spec with a Runner of default Config. See (*Runner).Run.
+// Run runs spec with a Runner of default Config, which keeps no task
+// directory for a later task. See (*Runner).Run.
 func Run(ctx context.Context, spec Spec) (Result, error) {
 	r, err := defaultRunner()
 	if err != nil {

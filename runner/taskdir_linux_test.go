@@ -251,3 +251,15 @@ func TestTaskDirExpiry(t *testing.T) {
 		t.Errorf("the first task's directory, unused for longer than the idle time: %v", err)
 	}
 }
+
+// The package's Run, whose Runner no one closes, keeps no directory.
+func TestRunDefaultKeepsNoDir(t *testing.T) {
+	t.Parallel()
+	res, err := Run(context.Background(), Spec{TaskID: "default", Command: []string{"true"}, Payload: []byte("p")})
+	if err != nil || res.Status != StatusComplete {
+		t.Fatalf("Run: %v, %+v", err, res)
+	}
+	if _, err := os.Stat(res.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("task dir %s: %v", res.TaskDir, err)
+	}
+}
