@@ -216,6 +216,9 @@ type Config struct {
 	// why. Not used under SandboxBwrap, whose PID namespace ends every
 	// process of a task.
 	Cgroup string
+	// goTrampoline (tests) has the trampoline run Main's Go code where
+	// the binary also has the C one (trampoline_cgo.go).
+	goTrampoline bool
 }
 
 // Values of Config.Cgroup besides a path.

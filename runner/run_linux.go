@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,6 +204,10 @@ func (r *Runner) credential(spec *Spec) (*syscall.Credential, error) {
 	c := spec.Credential
 	if c == nil {
 		c = r.cfg.Credential
+	}
+	if c != nil && (c.Uid == math.MaxUint32 || c.Gid == math.MaxUint32 || slices.Contains(c.Groups, math.MaxUint32)) {
+		// The kernel reads 2^32-1 as "leave the id as it is".
+		return nil, fmt.Errorf("%w: the credential's uid %d, gid %d or groups %v hold 4294967295, which is no id", ErrInvalidSpec, c.Uid, c.Gid, c.Groups)
 	}
 	if !r.sb.SwitchUser {
 		return c, nil
@@ -412,6 +417,16 @@ func (r *Runner) trampolineSpec(cred *syscall.Credential, env []string) trampoli
 	return t
 }
 
+// trampolineVars returns what the trampoline's environment holds beside the
+// task's own env: the marker with the limits and the user.
+func (r *Runner) trampolineVars(cred *syscall.Credential, env []string) []string {
+	marker := trampolineEnv + "=" + r.trampolineSpec(cred, env).encode()
+	if r.cfg.goTrampoline {
+		return []string{trampolineGoEnv + "=1", marker}
+	}
+	return []string{marker}
+}
+
 // start runs the task's program through the trampoline and returns how it
 // ended: it starts the process (spawn), waits for the trampoline's
 // handshake, waits for the end or stops the process (await) and reads its
@@ -597,7 +612,7 @@ func (r *Runner) spawn(dir string, l launch, files *[]*os.File) (*child, error) 
 	cmd := &exec.Cmd{
 		Path:       tramp,
 		Args:       append([]string{"kiln-runner", path}, argv...),
-		Env:        append(env, trampolineEnv+"="+r.trampolineSpec(cred, env).encode()),
+		Env:        append(env, r.trampolineVars(cred, env)...),
 		Dir:        dir,
 		Stdout:     logW,
 		Stderr:     logW,

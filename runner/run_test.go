@@ -76,11 +76,17 @@ func forEachLimiter(t *testing.T, f func(t *testing.T, base Config)) {
 	}{
 		{"default", Config{}},
 		{"trampoline", Config{Sandbox: SandboxOff, Limiter: LimiterTrampoline}},
+		// The trampoline of builds without cgo (Main's Go code), where the
+		// C one serves the case above.
+		{"trampoline-go", Config{Sandbox: SandboxOff, Limiter: LimiterTrampoline, goTrampoline: true}},
 		{"ptrace", Config{Sandbox: SandboxOff, Limiter: LimiterPtrace}},
 		{"bwrap-trampoline", Config{Sandbox: SandboxBwrap, Limiter: LimiterTrampoline}},
 		{"bwrap-ptrace", Config{Sandbox: SandboxBwrap, Limiter: LimiterPtrace}},
 		{"ns", Config{Sandbox: SandboxNamespaces}},
 	} {
+		if c.base.goTrampoline && !cTrampoline {
+			continue
+		}
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			base := c.base
@@ -103,6 +109,7 @@ func (b Config) with(cfg Config) Config {
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = b.WorkDir
 	}
+	cfg.goTrampoline = cfg.goTrampoline || b.goTrampoline
 	return cfg
 }
 

@@ -22,6 +22,11 @@ import (
 // environment before it execs the program.
 const trampolineEnv = "KILN_RUNNER_TRAMPOLINE"
 
+// trampolineGoEnv, set beside the marker, has the C trampoline of a build
+// with cgo leave the work to Main's Go one (tests of the latter); neither
+// passes it on to the program.
+const trampolineGoEnv = "KILN_RUNNER_TRAMPOLINE_GO"
+
 // statusFD is the trampoline's end of the status pipe (ExtraFiles[0]).
 const statusFD = 3
 
@@ -146,16 +151,17 @@ func parseTrampolineSpec(s string) (trampolineSpec, bool) {
 		t.limits[i] = v
 	}
 	n := len(rlimitOrder)
+	// An id is at most 2^32-2: 2^32-1 is the kernel's "leave it as it is".
 	uid, err1 := strconv.Atoi(f[n+1])
 	gid, err2 := strconv.Atoi(f[n+2])
-	if err1 != nil || err2 != nil || uid < -1 || gid < -1 {
+	if err1 != nil || err2 != nil || uid < -1 || gid < -1 || uid >= math.MaxUint32 || gid >= math.MaxUint32 {
 		return trampolineSpec{}, false
 	}
 	t.uid, t.gid = uid, gid
 	if f[n+3] != "-" {
 		for g := range strings.SplitSeq(f[n+3], ",") {
 			v, err := strconv.Atoi(g)
-			if err != nil || v < 0 {
+			if err != nil || v < 0 || v >= math.MaxUint32 {
 				return trampolineSpec{}, false
 			}
 			t.groups = append(t.groups, v)
@@ -212,7 +218,7 @@ func trampoline(v string) {
 	}
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, trampolineEnv+"=") && (!spec.unsetPWD || !strings.HasPrefix(kv, "PWD=")) {
+		if !strings.HasPrefix(kv, trampolineEnv+"=") && !strings.HasPrefix(kv, trampolineGoEnv+"=") && (!spec.unsetPWD || !strings.HasPrefix(kv, "PWD=")) {
 			env = append(env, kv)
 		}
 	}
