@@ -119,7 +119,8 @@
 //     program's first instruction (LimiterPtrace: the program stopped by
 //     the kernel at its exec takes them by prlimit; LimiterTrampoline, and
 //     always under bwrap: a re-exec of the runner's binary sets them and
-//     execs the program; SandboxState.Limiter says which): memory
+//     execs the program, in C before the Go runtime starts in a build with
+//     cgo, else in Main; SandboxState.Limiter says which): memory
 //     (RLIMIT_DATA, 512 MiB), CPU time
 //     (3600 s), open files (1024), processes (256), file size (1 GiB), no
 //     core dumps. Flooding the log costs only the cap (8 MiB): the rest is

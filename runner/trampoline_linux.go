@@ -79,7 +79,9 @@ var mainCalled atomic.Bool
 // a trampoline started by Run, Main applies the task's resource limits and
 // user, then replaces the process with the task's program, and never
 // returns. Otherwise it returns at once, having noted that this binary can
-// be a trampoline.
+// be a trampoline. In a build with cgo the trampoline has already done
+// that in C before the Go runtime started (trampoline_cgo.go), and Main
+// only takes note.
 //
 // Why: Go cannot run code in a child between fork and exec, so the limits
 // are set by this short-lived re-exec of the binary itself, before the
