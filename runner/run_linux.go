@@ -146,8 +146,9 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 		}
 	}
 	path, argv, env, err := r.prepare(spec, td, cred)
-	if err != nil && td.kept != nil {
-		// Whatever went wrong in a kept directory, a new one is tried.
+	if err != nil && td.kept != nil && errors.Is(err, ErrStart) {
+		// A kept directory that could not be filled (changed by someone
+		// else meanwhile): a new one is tried.
 		_ = removeAll(td.path)
 		if err := newDir(); err != nil {
 			return failed(err)

@@ -263,3 +263,34 @@ func TestRunDefaultKeepsNoDir(t *testing.T) {
 		t.Errorf("task dir %s: %v", res.TaskDir, err)
 	}
 }
+
+// A kept directory changed by someone else while it waited (a cleaner of
+// old files) gives way to a new one: the task runs.
+func TestTaskDirChangedWhileKept(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, Config{})
+	if r.ns == nil && r.cg == nil {
+		t.Skipf("no task directory is kept here: %v", r.Sandbox())
+	}
+	pkg := shPkg(t, `cat "$PAYLOAD_FILE"`)
+	for i, change := range []func(dir string) error{
+		func(dir string) error { return os.Remove(filepath.Join(dir, "run.sh")) },
+		func(dir string) error { return os.RemoveAll(dir) },
+	} {
+		first := run(context.Background(), t, r, Spec{TaskID: "w1", PackageDir: pkg, Runtime: "sh", File: "run.sh"})
+		if !r.keptDir(first.TaskDir) {
+			t.Fatalf("%s not kept", first.TaskDir)
+		}
+		if err := change(first.TaskDir); err != nil {
+			t.Fatal(err)
+		}
+		var log syncBuffer
+		second := run(context.Background(), t, r, Spec{TaskID: "w2", PackageDir: pkg, Runtime: "sh", File: "run.sh", Payload: []byte("ran"), Log: &log})
+		if second.Status != StatusComplete || log.String() != "ran" || second.TaskDir == first.TaskDir {
+			t.Errorf("change %d: %+v; log %q (the first task's directory %s)", i, second, log.String(), first.TaskDir)
+		}
+		if _, err := os.Stat(first.TaskDir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("change %d: the changed directory: %v", i, err)
+		}
+	}
+}
