@@ -50,8 +50,8 @@
 // file, and much more on a file system that searches past recently freed
 // ones (ext4 without a journal). At most 64 directories wait, none longer
 // than a minute unused (a package no longer run leaves no copy behind for
-// long); Close removes them. Spec.Keep and runners without group kills (and bwrap,
-// whose sandbox leaves no cgroup of the task's) never keep one.
+// long); Close removes them. Spec.Keep and runners without group kills
+// (and bwrap, whose sandbox leaves no cgroup of the task's) never keep one.
 //
 // Only the same package directory (per project and checksum on a server)
 // and the same user get a kept directory: what a task could leave for a
@@ -73,8 +73,8 @@
 // new PID, mount and IPC namespaces (and a network one with
 // Config.IsolateNetwork) as a child of the runner (CLONE_PARENT); pid 1
 // builds the same mount view and starts the program, which sets its own
-// limits, user and no_new_privs before its exec. One exec per task, no trampoline, no bwrap: it needs a
-// root runner and a build with cgo.
+// limits, user and no_new_privs before its exec. One exec per task, no
+// trampoline, no bwrap: it needs a root runner and a build with cgo.
 //
 // SandboxBwrap runs the trampoline and the program inside bubblewrap
 // (bwrap, found in Config.Path): a PID namespace of their own (the runner
