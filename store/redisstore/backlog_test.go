@@ -430,7 +430,8 @@ func TestBacklogWorkPerTask(t *testing.T) {
 // TestNoKeysLeftBehind: processing a backlog leaves exactly the namespace's
 // fixed keys beside the task records, and once the finished tasks' retention
 // ends, Sweep deletes the records and their indexes: only the counters, the
-// sequences and the change feed remain.
+// sequences, the change feed and the lease set (its sentinel alone, see
+// leaseSetSentinel) remain.
 func TestNoKeysLeftBehind(t *testing.T) {
 	t.Parallel()
 	url := ownServerURL(t)
@@ -488,14 +489,17 @@ func TestNoKeysLeftBehind(t *testing.T) {
 		}
 		done += len(res.Tasks)
 	}
-	if got := must(c.DBSize(ctx).Result()); got != n+8 {
-		t.Errorf("after processing: %d keys, want %d task records and 8 others (%q)", got, n, others())
+	if got := must(c.DBSize(ctx).Result()); got != n+9 {
+		t.Errorf("after processing: %d keys, want %d task records and 9 others (%q)", got, n, others())
 	}
-	want("after processing", others(), ":all", ":c", ":ev", ":lseq", ":seq", ":xg", ":xgi", prefix+":namespaces")
+	want("after processing", others(), ":all", ":c", ":ev", ":l", ":lseq", ":seq", ":xg", ":xgi", prefix+":namespaces")
 	clock.Advance(store.RetentionDefault + time.Second)
 	sw, err := s.Sweep(ctx, store.SweepParams{})
 	if err != nil || sw.Deleted != n {
 		t.Fatalf("sweep after the retention = %+v, %v; want %d deleted", sw, err, n)
 	}
-	want("after the retention's sweep", others(), ":c", ":ev", ":lseq", ":seq", prefix+":namespaces")
+	want("after the retention's sweep", others(), ":c", ":ev", ":l", ":lseq", ":seq", prefix+":namespaces")
+	if got := must(c.ZRange(ctx, tag+":l", 0, -1).Result()); len(got) != 1 || got[0] != leaseSetSentinel {
+		t.Errorf("the lease set at the end = %q, want its sentinel alone", got)
+	}
 }

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -34,7 +35,8 @@ import (
 //	T:ty:<queue>      set    types that have pending tasks in the queue
 //	T:d               zset   scheduled and retry tasks by RunAt (µs)
 //	T:l               zset   active tasks by lease expiry (µs); the records
-//	                         do not repeat it (see decode.go)
+//	                         do not repeat it (see decode.go); and one
+//	                         member more, leaseSetSentinel, scored +inf
 //	T:x               zset   terminal tasks by ExpiresAt (µs), or later
 //	                         while their flow keeps them; the records do
 //	                         not repeat it
@@ -324,6 +326,21 @@ local function promote(limit)
   return #ids
 end
 `
+
+// leaseSetSentinel is a member the lease script adds to the lease set T:l
+// with every batch it leases, scored +inf (never due: Sweep recovers only
+// leases whose score has passed; no task has it as its id, which has no
+// '~' or space). It is longer than Redis' zset-max-listpack-value (64 bytes
+// unless configured otherwise), so T:l is made, or turned into, the skiplist
+// encoding of a sorted set, and it never empties, so Redis never makes it
+// again as a listpack. A listpack is what Redis uses for a sorted set of at
+// most zset-max-listpack-entries (128) members: adding or removing a member
+// walks the whole list, comparing each member, which for the lease set of a
+// busy worker (its active tasks, tens to a hundred) cost more than all the
+// rest of a lease's writes (docs/benchmarks.md, "The lease set kept a
+// skiplist"). Redis 7.0 turns a skiplist back into a listpack only in
+// commands kiln does not use on T:l (ZRANGESTORE, ZUNIONSTORE and the like).
+var leaseSetSentinel = "~ kiln: this member keeps the lease set a skiplist; it is no task " + strings.Repeat("~", 64)
 
 var retentionDefaultUS = strconv.FormatInt(store.RetentionDefault.Microseconds(), 10)
 
@@ -630,7 +647,9 @@ for qi = 1, nq do
     if #picked > 0 then
       local lid = rcall('INCRBY', T .. ':lseq', I(#picked)) - #picked
       if not lid1 then lid1 = lid + 1 end
-      local lz = {}
+      -- The sentinel first: it keeps T:l a skiplist (see
+      -- leaseSetSentinel); a member already there costs a look-up.
+      local lz = {'inf', '` + leaseSetSentinel + `'}
       for j = 1, #picked do
         local m = picked[j]
         local id = ssub(m, 27)
@@ -713,8 +732,8 @@ for qi = 1, nq do
         rcall('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'sw', sw)
         if REC == nil then rec() end
         if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. (pty1 or pty[j]) .. '\31' .. sa .. evw else unrec = true end
-        lz[2 * j - 1] = exp
-        lz[2 * j] = id
+        lz[2 * j + 1] = exp
+        lz[2 * j + 2] = id
       end
       zadd_all(T .. ':l', lz)
       count('2', q, -#picked)
