@@ -27,7 +27,8 @@ import (
 // lease calls of 20 tasks each followed by a report of the 20, and 500
 // times the idle path of one task (enqueue, lease, report); then the end
 // to end shapes: 5,000 tasks enqueued 1,000 per call, leased 50 per call,
-// reported succeeded 50 per call; a second lease of 2,000 tasks released
+// reported succeeded 50 per call; a worker's shape (5,000 tasks leased 50
+// per call, each lease followed by the report of the 50 before); a second lease of 2,000 tasks released
 // after their first, 50 per call; a lease of 1,000 members of 20 chords,
 // 50 per call; and per call, a lease that finds nothing,
 // a report of a task that does not exist and an EVAL of a script that does
@@ -148,6 +149,26 @@ func runCallgrind(pid, dir string) {
 		return enq, lease, report
 	}
 	enq, lease, report := shapes("d")
+	// A worker's shape: 50 tasks active at all times, as a worker of
+	// concurrency 50 keeps them; each call leases 50 and reports the 50 of
+	// the call before, so the lease set holds 50 to 100 tasks (the shapes
+	// above lease all 5,000 before they report: a lease set of thousands).
+	for range big / 1000 {
+		enqueue("w", 1000)
+	}
+	steady := phase(big, func() {
+		prev := leaseAll("w", 50, store.OutcomeSucceeded)
+		for done := 50; done < big; done += 50 {
+			cur := leaseAll("w", 50, store.OutcomeSucceeded)
+			if _, err := s.Report(ctx, store.ReportParams{Namespace: "w", Outcomes: prev}); err != nil {
+				log.Fatalf("kiln: report: %v", err)
+			}
+			prev = cur
+		}
+		if _, err := s.Report(ctx, store.ReportParams{Namespace: "w", Outcomes: prev}); err != nil {
+			log.Fatalf("kiln: report: %v", err)
+		}
+	})
 	if _, err := s.Changes(ctx, store.ChangesParams{Namespace: "r"}); err != nil {
 		log.Fatalf("kiln: changes: %v", err)
 	}
@@ -248,6 +269,7 @@ func runCallgrind(pid, dir string) {
 	}
 	fmt.Printf("Per task, end-to-end shapes: enqueue (1000 per call) %.0f, lease (50 per call) %.0f, report succeeded (50 per call) %.0f, all three %.0f\n",
 		enq, lease, report, enq+lease+report)
+	fmt.Printf("A worker's shape (50 active: each call leases 50 and reports the 50 before), lease and report per task: %.0f\n", steady)
 	fmt.Printf("The same with the change feed read: enqueue %.0f, lease %.0f, report succeeded %.0f, all three %.0f\n",
 		enqR, leaseR, reportR, enqR+leaseR+reportR)
 	fmt.Printf("A second lease (tasks released after their first, leased again 50 per call): %.0f per task; a workflow member's lease (chords of 50, 50 per call): %.0f per task\n", again, member)
