@@ -19,7 +19,8 @@ import (
 // BenchmarkBacklog measures what a large backlog costs the embedded store
 // (docs/benchmarks.md): it enqueues KILN_BACKLOG no-op tasks (default
 // 100,000) in batches of 1000 from 8 goroutines and reports the enqueue rate over the first
-// tenth and the last tenth of them, the peak resident memory of the process
+// tenth and the last tenth of them (and over KILN_BACKLOG_PROBE tasks more
+// when set: the same window at any backlog), the peak resident memory of the process
 // (VmHWM, so run it alone), the time from Open to the first leased task
 // after a restart with that backlog, the rate of leasing and finishing a
 // tenth of that backlog, the CPU time of each step and of the whole, and
@@ -36,6 +37,20 @@ func BenchmarkBacklog(b *testing.B) {
 			b.Fatalf("KILN_BACKLOG=%q: want a number of at least 10000", v)
 		}
 		total = n
+	}
+	// KILN_BACKLOG_PROBE tasks more (none unless set) are enqueued after
+	// the backlog, their rate and CPU time reported on their own: the
+	// same amount of work at any backlog (the last tenth is 10,000 tasks
+	// of a 100,000 backlog, 100,000 of a 1,000,000 one, and only the
+	// longer one is sure to pay for the engine's flushes and compactions).
+	// The steps after it then run with those tasks too.
+	probe := 0
+	if v := os.Getenv("KILN_BACKLOG_PROBE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1000 {
+			b.Fatalf("KILN_BACKLOG_PROBE=%q: want a number of at least 1000", v)
+		}
+		probe = n
 	}
 	const enqueuers = 8
 	for b.Loop() {
@@ -72,6 +87,11 @@ func BenchmarkBacklog(b *testing.B) {
 		firstRate, firstCPU := fill(0, tenth)
 		fill(tenth, total-tenth)
 		lastRate, lastCPU := fill(total-tenth, total)
+		var probeRate float64
+		var probeCPU time.Duration
+		if probe > 0 {
+			probeRate, probeCPU = fill(total, total+probe)
+		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		heapAfterFill, rssAfterFill := ms.HeapInuse, procValue("/proc/self/status", "VmRSS:")<<10
@@ -113,6 +133,10 @@ func BenchmarkBacklog(b *testing.B) {
 		}
 		b.ReportMetric(float64(firstCPU)/1e3, "cpu-µs/enq-first-tenth")
 		b.ReportMetric(float64(lastCPU)/1e3, "cpu-µs/enq-last-tenth")
+		if probe > 0 {
+			b.ReportMetric(float64(probeCPU)/1e3, "cpu-µs/enq-probe")
+			b.ReportMetric(probeRate, "enq/s-probe")
+		}
 		b.ReportMetric(readyCPU.Seconds(), "cpu-s-to-ready")
 		b.ReportMetric(float64(processCPU)/1e3, "cpu-µs/done")
 		b.ReportMetric(firstRate, "enq/s-first-tenth")

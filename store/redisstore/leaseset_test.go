@@ -21,12 +21,13 @@ import (
 func TestLeaseSetSkiplist(t *testing.T) {
 	t.Parallel()
 	url := testenv.RedisURL(t)
-	ctx := t.Context()
-	clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	c := redis.NewClient(must(redis.ParseURL(url)))
-	defer func() { _ = c.Close() }()
+	t.Cleanup(func() { _ = c.Close() })
 	for _, earlier := range []bool{false, true} {
 		t.Run(fmt.Sprintf("earlier=%v", earlier), func(t *testing.T) {
+			t.Parallel()
+			clock := storetest.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			ctx := t.Context()
 			prefix := newPrefix()
 			s := mustOpen(t, url, &Config{Prefix: prefix, Clock: clock})
 			defer func() { _ = s.Close() }()
