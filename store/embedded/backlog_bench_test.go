@@ -30,28 +30,14 @@ import (
 //
 //	KILN_BACKLOG=1000000 go test -run '^$' -bench 'Backlog$' -benchtime 1x ./store/embedded/
 func BenchmarkBacklog(b *testing.B) {
-	total := 100_000
-	if v := os.Getenv("KILN_BACKLOG"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 10_000 {
-			b.Fatalf("KILN_BACKLOG=%q: want a number of at least 10000", v)
-		}
-		total = n
-	}
+	total := envCount(b, "KILN_BACKLOG", 100_000, 10_000)
 	// KILN_BACKLOG_PROBE tasks more (none unless set) are enqueued after
 	// the backlog, their rate and CPU time reported on their own: the
 	// same amount of work at any backlog (the last tenth is 10,000 tasks
 	// of a 100,000 backlog, 100,000 of a 1,000,000 one, and only the
 	// longer one is sure to pay for the engine's flushes and compactions).
 	// The steps after it then run with those tasks too.
-	probe := 0
-	if v := os.Getenv("KILN_BACKLOG_PROBE"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1000 {
-			b.Fatalf("KILN_BACKLOG_PROBE=%q: want a number of at least 1000", v)
-		}
-		probe = n
-	}
+	probe := envCount(b, "KILN_BACKLOG_PROBE", 0, 1000)
 	const enqueuers = 8
 	for b.Loop() {
 		dir := b.TempDir()
@@ -151,6 +137,21 @@ func BenchmarkBacklog(b *testing.B) {
 	}
 }
 
+// envCount returns the number the environment variable name holds, or def
+// when it is unset; a value that is no number of at least least fails b.
+func envCount(b *testing.B, name string, def, least int) int {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		b.Fatalf("%s=%q: want a number of at least %d", name, v, least)
+	}
+	return n
+}
+
 // peakRSS returns the process's peak resident memory in bytes (VmHWM), or
 // 0 where /proc does not tell.
 func peakRSS() int64 { return procValue("/proc/self/status", "VmHWM:") << 10 }
@@ -199,14 +200,7 @@ func enqueueFrom(ctx context.Context, s *Store, next *atomic.Int64, to int) erro
 //
 //	KILN_SOAK=10000000 go test -run '^$' -bench 'Soak$' -benchtime 1x ./store/embedded/
 func BenchmarkSoak(b *testing.B) {
-	total := 200_000
-	if v := os.Getenv("KILN_SOAK"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 100_000 {
-			b.Fatalf("KILN_SOAK=%q: want a number of at least 100000", v)
-		}
-		total = n
-	}
+	total := envCount(b, "KILN_SOAK", 200_000, 100_000)
 	const round = 100_000
 	for b.Loop() {
 		s, err := Open(b.TempDir(), &Config{ReserveBytes: -1})
