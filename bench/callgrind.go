@@ -28,15 +28,15 @@ import (
 // times the idle path of one task (enqueue, lease, report); then the end
 // to end shapes: 5,000 tasks enqueued 1,000 per call, leased 50 per call,
 // reported succeeded 50 per call; a worker's shape (5,000 tasks leased 50
-// per call, each lease followed by the report of the 50 before); a second lease of 2,000 tasks released
-// after their first, 50 per call; a lease of 1,000 members of 20 chords,
-// 50 per call; and per call, a lease that finds nothing,
-// a report of a task that does not exist and an EVAL of a script that does
-// nothing (what a call costs whatever it does); last, one Sweep of 5,000
-// tasks past their retention (a store of a clock a day ahead deletes
-// them). The tasks have no payload
-// unless -task-payload gives its size. The dumps go
-// where redis-server was started with --callgrind-out-file=DIR/cg.out.%p.
+// per call, each lease followed by the report of the 50 before); a second
+// lease of 2,000 tasks released after their first, 50 per call; a lease of
+// 1,000 members of 20 chords, 50 per call; and per call, a lease that
+// finds nothing, a report of a task that does not exist and an EVAL of a
+// script that does nothing (what a call costs whatever it does); last, one
+// Sweep of 5,000 tasks past their retention (a store of a clock a day
+// ahead deletes them). The tasks have no payload unless -task-payload
+// gives its size. The dumps go where redis-server was started with
+// --callgrind-out-file=DIR/cg.out.%p.
 func runCallgrind(pid, dir string) {
 	ctx := context.Background()
 	o := must(redis.ParseURL(*redisURL))
