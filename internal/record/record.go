@@ -2,8 +2,11 @@
 // that the embedded store keeps on disk. It is a disk format only: the
 // binary worker encoding of the HTTP API (internal/wirebin) has its own
 // codec and version, so that this one can change without changing the
-// protocol. It encodes every field of store.Task except Namespace
-// and Payload, which stores keep in their keys and in a separate value.
+// protocol. It encodes every field of store.Task except Namespace, which
+// stores keep in their keys, and the Payload, which a record holds only
+// when its writer asks (flag 32; see Append): a store keeps a large payload
+// in a value of its own, written once, rather than in every record of the
+// task.
 //
 // The format is a version byte followed by the fields in a fixed order, as
 // varints and length-prefixed strings. Decoders reject unknown versions,
@@ -24,9 +27,9 @@ import (
 )
 
 // Version is the encoding version written by Encode. Flags added to
-// version 1 since (8: trace context, 16: error history) leave a record
-// without them byte for byte as it was; a reader older than a flag refuses
-// a record that has it.
+// version 1 since (8: trace context, 16: error history, 32: the payload)
+// leave a record without them byte for byte as it was; a reader older than
+// a flag refuses a record that has it.
 const Version = 1
 
 // ErrCorrupt is returned for input that is not a valid record.
@@ -37,17 +40,19 @@ const maxField = 64 << 20 // no single field is larger than 64 MiB
 // maxTraceParent bounds the trace context (a W3C traceparent is 55 bytes).
 const maxTraceParent = 256
 
-// Encode appends the encoding of t (and its store sequence number) to dst.
-// It grows dst at most once: to the record's exact size when it has not
-// the room.
-func Encode(dst []byte, seq uint64, t *store.Task) []byte {
-	return Append(slices.Grow(dst, Size(seq, t)), seq, t)
+// Encode appends the encoding of t (and its store sequence number) to dst,
+// with t's payload in it when payload is true. It grows dst at most once:
+// to the record's exact size when it has not the room.
+func Encode(dst []byte, seq uint64, t *store.Task, payload bool) []byte {
+	return Append(slices.Grow(dst, Size(seq, t, payload)), seq, t, payload)
 }
 
 // Append appends the encoding of t (and its store sequence number) to dst
 // as Encode does, without computing its size first: for a dst that has
-// room for Size(seq, t) more bytes already (else it grows as append does).
-func Append(dst []byte, seq uint64, t *store.Task) []byte {
+// room for Size(seq, t, payload) more bytes already (else it grows as
+// append does). With payload, the record ends with t.Payload (flag 32);
+// Decode then returns it, and a nil Payload when the record has none.
+func Append(dst []byte, seq uint64, t *store.Task, payload bool) []byte {
 	dst = append(dst, Version)
 	dst = binary.AppendUvarint(dst, seq)
 	dst = binenc.AppendString(dst, t.ID)
@@ -82,6 +87,9 @@ func Append(dst []byte, seq uint64, t *store.Task) []byte {
 	if hasErrors {
 		flags |= 16 // added in version 1: the error history follows
 	}
+	if payload {
+		flags |= 32 // added in version 1: the payload ends the record
+	}
 	dst = append(dst, flags)
 	dst = binenc.AppendTime(dst, t.CreatedAt)
 	dst = binenc.AppendTime(dst, t.RunAt)
@@ -98,11 +106,14 @@ func Append(dst []byte, seq uint64, t *store.Task) []byte {
 	if hasErrors {
 		dst = appendErrors(dst, t)
 	}
+	if payload {
+		dst = binenc.AppendBytes(dst, t.Payload)
+	}
 	return dst
 }
 
-// Size returns the number of bytes Encode appends for t and seq.
-func Size(seq uint64, t *store.Task) int {
+// Size returns the number of bytes Encode appends for t, seq and payload.
+func Size(seq uint64, t *store.Task, payload bool) int {
 	n := 1 + binenc.UvarintLen(seq) +
 		binenc.StringLen(t.ID) + binenc.StringLen(t.Type) + binenc.StringLen(t.Queue) +
 		binenc.VarintLen(int64(t.Priority)) + binenc.VarintLen(int64(t.MaxRetries)) + binenc.VarintLen(int64(t.Timeout)) +
@@ -123,6 +134,9 @@ func Size(seq uint64, t *store.Task) int {
 			e := &t.Errors[i]
 			n += binenc.VarintLen(int64(e.Attempt)) + binenc.TimeLen(e.At) + binenc.StringLen(e.WorkerID) + binenc.StringLen(e.Error)
 		}
+	}
+	if payload {
+		n += binenc.UvarintLen(uint64(len(t.Payload))) + len(t.Payload)
 	}
 	return n
 }
@@ -178,8 +192,9 @@ func decodeErrors(d *binenc.Reader, t *store.Task) {
 	}
 }
 
-// Decode decodes a record into t (Namespace and Payload are left alone) and
-// returns its sequence number. The type, queue and worker id keep the
+// Decode decodes a record into t (Namespace is left alone) and returns its
+// sequence number. t.Payload is the record's payload (never nil, if only
+// empty) when it holds one, else nil: the payload is then stored apart. The type, queue and worker id keep the
 // strings t has when they are equal, without allocating: a caller decoding
 // many records of one queue passes the queue and type of the last one.
 func Decode(b []byte, t *store.Task) (uint64, error) {
@@ -231,13 +246,19 @@ func Decode(b []byte, t *store.Task) (uint64, error) {
 	if flags&16 != 0 {
 		decodeErrors(d, t)
 	}
+	t.Payload = nil
+	if flags&32 != 0 {
+		if t.Payload = d.Bytes(maxField); t.Payload == nil {
+			t.Payload = []byte{}
+		}
+	}
 	if err := d.End(); err != nil {
 		return 0, err
 	}
 	if !t.State.Valid() {
 		return 0, fmt.Errorf("%w: invalid state %d", ErrCorrupt, t.State)
 	}
-	if flags&^31 != 0 {
+	if flags&^63 != 0 {
 		return 0, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	return seq, nil

@@ -41,9 +41,9 @@ func TestRoundTrip(t *testing.T) {
 		"only dropped":  {ID: "a", Type: "t", Queue: "q", State: store.StateRetry, ErrorsDropped: 3},
 	}
 	for name, want := range cases {
-		b := Encode(nil, 77, want)
-		if len(b) != Size(77, want) {
-			t.Errorf("%s: Size = %d, Encode wrote %d bytes", name, Size(77, want), len(b))
+		b := Encode(nil, 77, want, false)
+		if len(b) != Size(77, want, false) {
+			t.Errorf("%s: Size = %d, Encode wrote %d bytes", name, Size(77, want, false), len(b))
 		}
 		var got store.Task
 		seq, err := Decode(b, &got)
@@ -64,7 +64,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestDecodeRejects(t *testing.T) {
 	t.Parallel()
-	good := Encode(nil, 1, full())
+	good := Encode(nil, 1, full(), false)
 	cases := map[string][]byte{
 		"empty":       {},
 		"version 2":   append([]byte{2}, good[1:]...),
@@ -78,10 +78,10 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrCorrupt", name, err)
 		}
 	}
-	bad := Encode(nil, 1, &store.Task{ID: "a", State: store.StatePending})
+	bad := Encode(nil, 1, &store.Task{ID: "a", State: store.StatePending}, false)
 	// The state byte of this record follows 12 fields; find it by re-encoding
 	// with another state and comparing.
-	other := Encode(nil, 1, &store.Task{ID: "a", State: store.StateDead})
+	other := Encode(nil, 1, &store.Task{ID: "a", State: store.StateDead}, false)
 	for i := range bad {
 		if bad[i] != other[i] {
 			bad[i] = 0
@@ -95,33 +95,93 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(Encode(nil, 1, full()))
-	f.Add(Encode(nil, 0, &store.Task{ID: "a", Type: "b", Queue: "c", State: store.StatePending}))
+	f.Add(Encode(nil, 1, full(), false))
+	f.Add(Encode(nil, 0, &store.Task{ID: "a", Type: "b", Queue: "c", State: store.StatePending}, false))
 	f.Add([]byte{Version})
-	f.Add(Encode(nil, 2, withErrors()))
+	f.Add(Encode(nil, 2, withErrors(), false))
+	f.Add(Encode(nil, 3, withPayload([]byte(`{"to":"a@example.com"}`)), true))
+	f.Add(Encode(nil, 4, withPayload(nil), true))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var task store.Task
 		seq, err := Decode(b, &task)
 		if err != nil {
 			return
 		}
-		// A record that decodes must encode back to an equivalent record.
-		again := Encode(nil, seq, &task)
+		// A record that decodes must encode back to an equivalent record,
+		// with its payload when it had one.
+		inline := task.Payload != nil
+		again := Encode(nil, seq, &task, inline)
 		var task2 store.Task
 		seq2, err := Decode(again, &task2)
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}
-		if seq2 != seq || !cmp.Equal(task, task2) {
+		if seq2 != seq || !cmp.Equal(task, task2) || (task2.Payload != nil) != inline {
 			t.Fatalf("round trip changed the record:\n%s", cmp.Diff(task, task2))
 		}
-		if !bytes.Equal(again, Encode(nil, seq2, &task2)) {
+		if !bytes.Equal(again, Encode(nil, seq2, &task2, inline)) {
 			t.Fatalf("encoding is not stable")
 		}
-		if len(again) != Size(seq, &task) {
-			t.Fatalf("Size = %d, Encode wrote %d bytes", Size(seq, &task), len(again))
+		if len(again) != Size(seq, &task, inline) {
+			t.Fatalf("Size = %d, Encode wrote %d bytes", Size(seq, &task, inline), len(again))
 		}
 	})
+}
+
+// withPayload is withErrors() with payload p.
+func withPayload(p []byte) *store.Task {
+	t := withErrors()
+	t.Payload = p
+	return t
+}
+
+// TestPayloadFlag: a record written with its payload sets flag 32 and ends
+// with it (after the error history); one without is byte for byte what it
+// was before the flag, whatever t.Payload holds, and decodes to a nil
+// Payload, also into a task that had one. An empty payload comes back
+// empty, not nil.
+func TestPayloadFlag(t *testing.T) {
+	t.Parallel()
+	payload := []byte(`{"to":"a@example.com"}`)
+	plain := Encode(nil, 1, withErrors(), false)
+	if got := Encode(nil, 1, withPayload(payload), false); !bytes.Equal(got, plain) {
+		t.Errorf("a record without its payload depends on the payload:\n got %x\nwant %x", got, plain)
+	}
+	with := Encode(nil, 1, withPayload(payload), true)
+	if !bytes.HasSuffix(with, append([]byte{byte(len(payload))}, payload...)) || len(with) != len(plain)+1+len(payload) {
+		t.Errorf("the payload does not end the record: %x", with)
+	}
+	flagAt := bytes.Index(plain, []byte("host-1:123")) + len("host-1:123")
+	if plain[flagAt]&32 != 0 || with[flagAt] != plain[flagAt]|32 {
+		t.Errorf("flags byte %#x with the payload, %#x without: want flag 32 added", with[flagAt], plain[flagAt])
+	}
+	for name, p := range map[string][]byte{"payload": payload, "empty": {}, "nil": nil} {
+		var got store.Task
+		if _, err := Decode(Encode(nil, 1, withPayload(p), true), &got); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got.Payload == nil || !bytes.Equal(got.Payload, p) {
+			t.Errorf("%s: payload = %q (nil %v), want %q", name, got.Payload, got.Payload == nil, p)
+		}
+		got.Payload = p
+		if diff := cmp.Diff(withPayload(p), &got); diff != "" {
+			t.Errorf("%s: round trip (-want +got):\n%s", name, diff)
+		}
+		if _, err := Decode(plain, &got); err != nil || got.Payload != nil {
+			t.Errorf("%s: a record without a payload decoded into a task with one: payload %q, err %v", name, got.Payload, err)
+		}
+	}
+	// Flag 32 with no payload after the history.
+	cut := bytes.Clone(plain)
+	cut[flagAt] |= 32
+	if _, err := Decode(cut, new(store.Task)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("flag 32 without a payload: err = %v, want ErrCorrupt", err)
+	}
+	// The flag above 32 is still refused.
+	cut[flagAt] = plain[flagAt] | 64
+	if _, err := Decode(cut, new(store.Task)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("flag 64: err = %v, want ErrCorrupt", err)
+	}
 }
 
 // TestEncodeAllocs: Encode sizes its buffer once, and appending to a
@@ -131,11 +191,11 @@ func TestEncodeAllocs(t *testing.T) { //nolint:paralleltest // it counts the pro
 		t.Skip("the race detector's instrumentation allocates on its own")
 	}
 	task := withErrors()
-	if n := testing.AllocsPerRun(100, func() { _ = Encode(nil, 77, task) }); n != 1 {
+	if n := testing.AllocsPerRun(100, func() { _ = Encode(nil, 77, task, false) }); n != 1 {
 		t.Errorf("Encode(nil) makes %v allocations, want 1", n)
 	}
-	buf := make([]byte, 0, Size(77, task)+1)
-	if n := testing.AllocsPerRun(100, func() { _ = Encode(buf[:1], 77, task) }); n != 0 {
+	buf := make([]byte, 0, Size(77, task, false)+1)
+	if n := testing.AllocsPerRun(100, func() { _ = Encode(buf[:1], 77, task, false) }); n != 0 {
 		t.Errorf("Encode into a buffer with room makes %v allocations, want 0", n)
 	}
 }
@@ -161,7 +221,7 @@ func TestGoldenBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := Encode(nil, 77, full()); !bytes.Equal(got, want) {
+	if got := Encode(nil, 77, full(), false); !bytes.Equal(got, want) {
 		t.Errorf("record encoding changed (a disk format change):\n got %x\nwant %x", got, want)
 	}
 	var got store.Task
@@ -178,7 +238,7 @@ func TestGoldenBytes(t *testing.T) {
 	}
 	old := full()
 	old.UniqueUntilSuccess = false
-	if got := Encode(nil, 77, old); !bytes.Equal(got, before) {
+	if got := Encode(nil, 77, old, false); !bytes.Equal(got, before) {
 		t.Errorf("a record without the new flag changed:\n got %x\nwant %x", got, before)
 	}
 	var gotBefore store.Task
@@ -199,7 +259,7 @@ func TestTraceParentFlag(t *testing.T) {
 	plain := &store.Task{ID: "a", Type: "t", Queue: "q", State: store.StatePending}
 	traced := *plain
 	traced.TraceParent = testTraceParent
-	a, b := Encode(nil, 1, plain), Encode(nil, 1, &traced)
+	a, b := Encode(nil, 1, plain, false), Encode(nil, 1, &traced, false)
 	if !bytes.HasSuffix(b, append([]byte{55}, testTraceParent...)) {
 		t.Errorf("traced record does not end with the trace context: %x", b)
 	}
@@ -229,7 +289,7 @@ func TestErrorsFlag(t *testing.T) {
 	t.Parallel()
 	plain := withErrors()
 	plain.Errors, plain.ErrorsDropped = nil, 0
-	a, b := Encode(nil, 1, plain), Encode(nil, 1, withErrors())
+	a, b := Encode(nil, 1, plain, false), Encode(nil, 1, withErrors(), false)
 	if !bytes.HasPrefix(b[len(a):], []byte{1, 2}) || len(b) <= len(a)+2 {
 		t.Errorf("the history does not follow the record: %x", b[len(a):])
 	}
@@ -262,16 +322,18 @@ func TestErrorsFlag(t *testing.T) {
 // room for it and after what the buffer holds.
 func TestAppendIsEncode(t *testing.T) {
 	t.Parallel()
-	for _, task := range []*store.Task{full(), withErrors(), {ID: "a", State: store.StatePending}} {
-		want := Encode([]byte("x"), 9, task)
-		buf := make([]byte, 1, 1+Size(9, task))
-		buf[0] = 'x'
-		got := Append(buf, 9, task)
-		if !bytes.Equal(got, want) {
-			t.Errorf("Append = %x, want %x", got, want)
-		}
-		if &got[0] != &buf[0] {
-			t.Errorf("Append into a buffer with room moved it")
+	for _, task := range []*store.Task{full(), withErrors(), {ID: "a", State: store.StatePending}, withPayload([]byte("p"))} {
+		for _, inline := range []bool{false, true} {
+			want := Encode([]byte("x"), 9, task, inline)
+			buf := make([]byte, 1, 1+Size(9, task, inline))
+			buf[0] = 'x'
+			got := Append(buf, 9, task, inline)
+			if !bytes.Equal(got, want) {
+				t.Errorf("Append = %x, want %x", got, want)
+			}
+			if &got[0] != &buf[0] {
+				t.Errorf("Append into a buffer with room moved it")
+			}
 		}
 	}
 }
@@ -281,7 +343,7 @@ func TestAppendIsEncode(t *testing.T) {
 // of one queue), and replaces them otherwise.
 func TestDecodeKeepsEqualStrings(t *testing.T) { //nolint:paralleltest // it counts the process's allocations, so it runs alone
 	src := full()
-	rec := Encode(nil, 3, src)
+	rec := Encode(nil, 3, src, false)
 	typ, queue, worker := string([]byte(src.Type)), string([]byte(src.Queue)), string([]byte(src.WorkerID))
 	other := store.Task{Type: "other", Queue: "other", WorkerID: "other"}
 	if _, err := Decode(rec, &other); err != nil {

@@ -295,6 +295,7 @@ type sink struct {
 func readAll(eng engine, rep *Report, out *sink) {
 	type taskRef struct {
 		id      string
+		inline  bool // its record holds its payload
 		hasPay  bool
 		ikey    []byte // the index key the record needs (nil: finished)
 		indexed bool   // an index key names it
@@ -327,7 +328,7 @@ func readAll(eng engine, rep *Report, out *sink) {
 		if tasks[ns] == nil {
 			tasks[ns] = make(map[uint64]*taskRef)
 		}
-		r := &taskRef{id: t.ID, state: t.State, queue: t.Queue}
+		r := &taskRef{id: t.ID, state: t.State, queue: t.Queue, inline: t.Payload != nil, hasPay: t.Payload != nil}
 		if !t.State.Terminal() {
 			r.ikey = indexKey(ns, t, seq)
 		}
@@ -344,12 +345,16 @@ func readAll(eng engine, rep *Report, out *sink) {
 			return
 		}
 		seq := binary.BigEndian.Uint64(rest)
-		if r := ref(ns, seq); r != nil {
-			r.hasPay = true
-		} else {
+		r := ref(ns, seq)
+		switch {
+		case r == nil:
 			rep.problem("", keyName(k), errors.New("a payload of no (readable) task"))
 			return
+		case r.inline:
+			rep.problem("", keyName(k), fmt.Errorf("a payload of task %q, whose record holds its payload", r.id))
+			return
 		}
+		r.hasPay = true
 		if out != nil && out.payload != nil {
 			out.payload(ns, seq, v)
 		}
@@ -618,12 +623,13 @@ func Recover(src, dst string) (*Report, error) {
 		seq    uint64
 		rec    []byte
 		state  store.State
+		inline bool // rec holds the payload
 	}
 	var tasks []kept
 	got := newReport() // what readAll reads; the copy's counts go in rep
 	readAll(in, got, &sink{
 		task: func(ns string, seq uint64, rec []byte, t *store.Task) {
-			tasks = append(tasks, kept{ns: ns, id: t.ID, seq: seq, rec: bytes.Clone(rec), state: t.State})
+			tasks = append(tasks, kept{ns: ns, id: t.ID, seq: seq, rec: bytes.Clone(rec), state: t.State, inline: t.Payload != nil})
 		},
 		payload: func(ns string, seq uint64, v []byte) {
 			if payloads[ns] == nil {
@@ -649,13 +655,15 @@ func Recover(src, dst string) (*Report, error) {
 		switch {
 		case seen[hiddenKey(t.ns, t.id)]:
 			continue
-		case !ok:
+		case !ok && !t.inline:
 			rep.problem("", keyName(seqKey(kTask, t.ns, t.seq)), fmt.Errorf("task %q left out: its payload cannot be read", t.id))
 			continue
 		}
 		seen[hiddenKey(t.ns, t.id)] = true
 		w.put(seqKey(kTask, t.ns, t.seq), t.rec)
-		w.put(seqKey(kPayload, t.ns, t.seq), pay)
+		if !t.inline {
+			w.put(seqKey(kPayload, t.ns, t.seq), pay)
+		}
 		w.put(nameKey(kID, t.ns, t.id), binary.BigEndian.AppendUint64(nil, t.seq))
 		rep.count(t.ns, t.state)
 	}

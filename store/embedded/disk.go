@@ -519,10 +519,15 @@ func (s *Store) purgeHiddenLocked() error {
 			return err
 		}
 		var t store.Task
+		inline := false
 		if _, err := record.Decode(rec, &t); rec != nil && err == nil {
 			ops = append(ops, op{key: indexKey(c.ns, &t, c.seq)})
+			inline = t.Payload != nil
 		}
-		ops = append(ops, op{key: seqKey(kTask, c.ns, c.seq)}, op{key: seqKey(kPayload, c.ns, c.seq)})
+		ops = append(ops, op{key: seqKey(kTask, c.ns, c.seq)})
+		if !inline {
+			ops = append(ops, op{key: seqKey(kPayload, c.ns, c.seq)})
+		}
 		if c.unique != "" {
 			v, err := s.d.eng.get(nameKey(kUnique, c.ns, c.unique))
 			if err != nil {

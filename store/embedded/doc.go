@@ -22,6 +22,16 @@
 // tasks, whatever the backlog. Get, List, and the admin calls read tasks
 // that are not in memory from the engine.
 //
+// A payload of up to 256 bytes is kept inside its task's record, and
+// rewritten with it at every change of state: one key fewer to write,
+// compact and delete per task, and one read fewer per task a window reads
+// back. A larger payload is written once, in a key of its own. The tasks of
+// a data folder written by an earlier version keep their payloads apart
+// until they are deleted; the record says which layout it has. A version
+// that predates payloads in records refuses such a record as corrupt, so
+// a data folder this version has written to cannot be opened by an
+// earlier one.
+//
 // A data folder written before the indexes existed gets them once, when
 // it is opened (every task record is read then); opened read-only (a full
 // disk), it is loaded whole into memory instead, as before.

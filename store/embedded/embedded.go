@@ -193,7 +193,23 @@ type entry struct {
 	// upstream is what a released held task's lease tells of the tasks it
 	// waited for (store.Task.Upstream), when this process counted them.
 	upstream *store.Upstream
+	// payKey is set when the task's payload is stored in a key of its own
+	// (kPayload) rather than in its record: a payload over inlineMax, or
+	// a task written by a version that kept every payload apart. It never
+	// changes, as the payload never does.
+	payKey bool
 }
+
+// inlineMax is the largest payload a task's record holds (record flag
+// 32). A small payload in the record saves a key per task, written at
+// enqueue and deleted with the task, and a read per task leased from the
+// disk; a larger one is stored once in a key of its own rather than
+// rewritten with the record at every change of state.
+const inlineMax = 256
+
+// payKeyFor reports whether a new task with payload p stores it in a key
+// of its own.
+func payKeyFor(p []byte) bool { return len(p) > inlineMax }
 
 // Open opens (creating if needed) the embedded store in the data folder dir.
 // It loads the queue counts, the first pending and scheduled tasks of each
@@ -387,7 +403,7 @@ func (ns *namespace) notify() {
 
 const (
 	kTask    = 't' // t ns 0 seq -> record
-	kPayload = 'p' // p ns 0 seq -> payload
+	kPayload = 'p' // p ns 0 seq -> payload (when not in the record: entry.payKey)
 	kID      = 'i' // i ns 0 id -> seq
 	kQueue   = 'q' // q ns 0 queue -> paused flag
 	kUnique  = 'u' // u ns 0 key -> until, id

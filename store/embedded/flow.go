@@ -659,14 +659,15 @@ func newEntry(ns string, in *store.TaskInput, seq uint64, now time.Time) *entry 
 	return e
 }
 
-// createOps appends to ops the records of new entry e: its payload, its id
-// and its task record with its index key.
+// createOps appends to ops the records of new entry e: its payload (when
+// too large for its record), its id and its task record with its index
+// key.
 func createOps(ops []op, e *entry) []op {
 	ns := e.t.Namespace
-	ops = append(ops,
-		op{key: seqKey(kPayload, ns, e.seq), val: e.t.Payload},
-		op{key: nameKey(kID, ns, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)},
-	)
+	if e.payKey = payKeyFor(e.t.Payload); e.payKey {
+		ops = append(ops, op{key: seqKey(kPayload, ns, e.seq), val: e.t.Payload})
+	}
+	ops = append(ops, op{key: nameKey(kID, ns, e.t.ID), val: binary.BigEndian.AppendUint64(nil, e.seq)})
 	return taskOps(ops, e)
 }
 

@@ -113,7 +113,7 @@ func encodeKVs(kvs ...op) []byte {
 func FuzzReadFolder(f *testing.F) {
 	task := &store.Task{ID: "a", Type: "t", Queue: "q", State: store.StatePending, UniqueKey: "u"}
 	good := encodeKVs(
-		op{key: seqKey(kTask, "n", 1), val: record.Encode(nil, 1, task)},
+		op{key: seqKey(kTask, "n", 1), val: record.Encode(nil, 1, task, false)},
 		op{key: seqKey(kPayload, "n", 1), val: []byte("p")},
 		op{key: nameKey(kID, "n", "a"), val: binary.BigEndian.AppendUint64(nil, 1)},
 		op{key: nameKey(kUnique, "n", "u"), val: append(binary.AppendVarint(nil, 5), 'a')},
@@ -128,7 +128,13 @@ func FuzzReadFolder(f *testing.F) {
 	failed.Errors = []store.AttemptError{{Attempt: 2, At: time.Unix(1, 0), Error: "boom", WorkerID: "w"}}
 	failed.ErrorsDropped = 1
 	f.Add(encodeKVs(
-		op{key: seqKey(kTask, "n", 1), val: record.Encode(nil, 1, &failed)},
+		op{key: seqKey(kTask, "n", 1), val: record.Encode(nil, 1, &failed, false)},
+		op{key: nameKey(kID, "n", "a"), val: binary.BigEndian.AppendUint64(nil, 1)},
+	))
+	// A task with its payload in its record (record flag 32).
+	failed.Payload = []byte("p")
+	f.Add(encodeKVs(
+		op{key: seqKey(kTask, "n", 1), val: record.Encode(nil, 1, &failed, true)},
 		op{key: nameKey(kID, "n", "a"), val: binary.BigEndian.AppendUint64(nil, 1)},
 	))
 	f.Add([]byte{})

@@ -132,8 +132,9 @@ func keyTime(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k[len(k)-16:])^(1<<63))).UTC() //nolint:gosec // G115: sign flip, by design
 }
 
-// taskOps appends the writes of e's record and of its index key (the old
-// one deleted when it changed) to ops.
+// taskOps appends the writes of e's record (with its payload, unless
+// e.payKey) and of its index key (the old one deleted when it changed) to
+// ops.
 //
 // The record's key, the index key and its value (the task's id) share one
 // allocation: each is a full slice of its own part of it, and the engine
@@ -151,7 +152,7 @@ func taskOpsIn(ops []op, e *entry, opBuf func(n int) []byte) []op {
 		buf = make([]byte, 0, skLen+nkLen+len(e.t.ID))
 		nbuf = buf[skLen:skLen]
 	} else {
-		size := record.Size(e.seq, &e.t)
+		size := record.Size(e.seq, &e.t, !e.payKey)
 		buf = opBuf(skLen + len(e.t.ID) + size)
 		if nkLen > 0 {
 			nbuf = make([]byte, 0, nkLen)
@@ -161,10 +162,10 @@ func taskOpsIn(ops []op, e *entry, opBuf func(n int) []byte) []op {
 	sk = sk[:skLen:skLen]
 	var rec []byte
 	if opBuf == nil {
-		rec = record.Encode(nil, e.seq, &e.t)
+		rec = record.Encode(nil, e.seq, &e.t, !e.payKey)
 	} else {
 		at := skLen + len(e.t.ID)
-		rec = record.Append(buf[at:at], e.seq, &e.t) // buf has room for it
+		rec = record.Append(buf[at:at], e.seq, &e.t, !e.payKey) // buf has room for it
 	}
 	ops = append(ops, op{key: sk, val: rec})
 	var nk []byte
@@ -447,25 +448,23 @@ func (s *Store) scanWindow(eng engine, d *disk, ns *namespace, prefix, start []b
 // loadEntries reads the tasks, with their payloads, that the index keys
 // name (by the sequence number that ends each key): nil where the record is
 // missing, hidden, or not indexed by that key. newEntry, when not nil,
-// returns the zero entries to fill (Store.newEntry).
+// returns the zero entries to fill (Store.newEntry). A payload stored apart
+// from its record (entry.payKey) takes a second read, of all such at once.
 func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk, newEntry func() *entry) ([]*entry, error) {
 	if len(ikeys) == 0 {
 		return nil, nil
 	}
-	// The records' keys, then the payloads' (so in key order when the
-	// index keys are in sequence order, as a queue's mostly are), in one
-	// buffer.
+	// The records' keys (in key order when the index keys are in sequence
+	// order, as a queue's mostly are), in one buffer.
 	n := len(ikeys)
 	kl := 2 + len(ns) + 8
-	buf := make([]byte, 0, 2*n*kl)
-	keys := make([][]byte, 2*n)
+	buf := make([]byte, 0, n*kl)
+	keys := make([][]byte, n)
 	for i, k := range ikeys {
-		for j, kind := range [2]byte{kTask, kPayload} {
-			at := len(buf)
-			buf = append(append(append(buf, kind), ns...), 0)
-			buf = binary.BigEndian.AppendUint64(buf, keySeq(k))
-			keys[j*n+i] = buf[at:len(buf):len(buf)]
-		}
+		at := len(buf)
+		buf = append(append(append(buf, kTask), ns...), 0)
+		buf = binary.BigEndian.AppendUint64(buf, keySeq(k))
+		keys[i] = buf[at:len(buf):len(buf)]
 	}
 	vals, err := eng.getMany(keys)
 	if err != nil {
@@ -473,6 +472,7 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk, newEntry func()
 	}
 	out := make([]*entry, n)
 	var ik []byte
+	var apart []int     // indexes in out of the entries whose payload is apart
 	var last store.Task // the strings of the record decoded last, for Decode to keep
 	for i, k := range ikeys {
 		rec := vals[i]
@@ -496,18 +496,32 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk, newEntry func()
 		if !bytes.Equal(ik, k) {
 			continue
 		}
-		t.Payload = vals[n+i]
-		if t.Payload == nil {
-			t.Payload = []byte{}
-		}
 		var e *entry
 		if newEntry != nil {
 			e = newEntry()
 		} else {
 			e = new(entry)
 		}
-		*e = entry{t: t, seq: seq, idx: -1, ikey: k}
+		*e = entry{t: t, seq: seq, idx: -1, ikey: k, payKey: t.Payload == nil}
+		if e.payKey {
+			apart = append(apart, i)
+		}
 		out[i] = e
+	}
+	if len(apart) == 0 {
+		return out, nil
+	}
+	pkeys := make([][]byte, len(apart))
+	for j, i := range apart {
+		pkeys[j] = seqKey(kPayload, ns, out[i].seq)
+	}
+	if vals, err = eng.getMany(pkeys); err != nil {
+		return nil, err
+	}
+	for j, i := range apart {
+		if out[i].t.Payload = vals[j]; vals[j] == nil {
+			out[i].t.Payload = []byte{}
+		}
 	}
 	return out, nil
 }
@@ -808,9 +822,12 @@ func (s *Store) loadAll(eng engine, hidden map[string]created) error {
 		if t.State.Terminal() {
 			return true
 		}
-		e := &entry{t: t, seq: seq, idx: -1}
+		e := &entry{t: t, seq: seq, idx: -1, payKey: t.Payload == nil}
 		ns.tasks[t.ID] = e
-		bySeq[seq] = e
+		if e.payKey {
+			e.t.Payload = []byte{} // until the scan of the payloads
+			bySeq[seq] = e
+		}
 		switch t.State {
 		case store.StatePending:
 			q.window(t.Type).push(e)

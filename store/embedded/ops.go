@@ -130,13 +130,23 @@ func (s *Store) enqueueLocked(p store.EnqueueParams, items []store.EnqueueItem, 
 		q.counts[e.t.State]++
 		ns.tasks[e.t.ID] = e
 		s.changed(ns, e, store.ChangeEnqueued, e.t.State, now, "")
-		// The payload's key, the id's key and its value in one buffer.
-		kb := s.opBuf(2*(2+len(ns.name)) + 8 + len(e.t.ID) + 8)
-		pk := binary.BigEndian.AppendUint64(append(append(append(kb, kPayload), ns.name...), 0), e.seq)
-		ik := append(append(append(pk[len(pk):], kID), ns.name...), 0)
+		// The payload's key (for a payload too large for the record), the
+		// id's key and its value in one buffer.
+		e.payKey = payKeyFor(e.t.Payload)
+		n := 2 + len(ns.name) + len(e.t.ID) + 8
+		if e.payKey {
+			n += 2 + len(ns.name) + 8
+		}
+		kb := s.opBuf(n)
+		if e.payKey {
+			pk := binary.BigEndian.AppendUint64(append(append(append(kb, kPayload), ns.name...), 0), e.seq)
+			ops = append(ops, op{key: pk[:len(pk):len(pk)], val: e.t.Payload})
+			kb = pk[len(pk):]
+		}
+		ik := append(append(append(kb, kID), ns.name...), 0)
 		ik = append(ik, e.t.ID...)
 		iv := binary.BigEndian.AppendUint64(ik[len(ik):], e.seq)
-		ops = append(ops, op{key: pk[:len(pk):len(pk)], val: e.t.Payload}, op{key: ik[:len(ik):len(ik)], val: iv})
+		ops = append(ops, op{key: ik[:len(ik):len(ik)], val: iv})
 		ops = taskOpsIn(ops, e, s.opBuf)
 		last = s.writeTask(&created{ns: ns.name, id: e.t.ID, unique: e.t.UniqueKey, seq: e.seq}, ops...)
 		e.gen = last.gen
@@ -666,11 +676,11 @@ func (s *Store) Get(ctx context.Context, p store.GetParams) (store.GetResult, er
 	switch len(valid) {
 	case 0:
 	case 1:
-		t, _, err := s.readTask(p.Namespace, p.IDs[valid[0]], true)
+		d, err := s.readTask(p.Namespace, p.IDs[valid[0]], true)
 		if err != nil {
 			return store.GetResult{}, fmt.Errorf("embedded: get: %w", err)
 		}
-		out[valid[0]] = t
+		out[valid[0]] = d.t
 	default:
 		ids := make([]string, len(valid))
 		for j, i := range valid {
@@ -703,10 +713,10 @@ func outcomeOf(dst, src *store.Task) {
 }
 
 // readTasksSeq reads tasks from the engine, as readTask does for each id,
-// in two batched reads: the sequence numbers of all ids, then the records
-// (and, when payload is set, the payloads) of all of them. The answer has a
-// task or nil (absent) at each index of ids, and each task's sequence
-// number (0 for an absent one).
+// in batched reads: the sequence numbers of all ids, the records of all of
+// them, then, when payload is set, the payloads stored apart from their
+// records. The answer has a task or nil (absent) at each index of ids, and
+// each task's sequence number (0 for an absent one).
 func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Task, []uint64, error) {
 	s.d.mu.RLock()
 	defer s.d.mu.RUnlock()
@@ -719,12 +729,7 @@ func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Ta
 	if err != nil {
 		return nil, nil, err
 	}
-	per := 1
-	if payload {
-		per = 2
-	}
-	// found[j] is the index in ids of the task whose record (and payload)
-	// are keys[per*j] (and keys[per*j+1]).
+	// found[j] is the index in ids of the task whose record is keys[j].
 	found := make([]int, 0, len(ids))
 	seqs := make([]uint64, len(ids))
 	keys = keys[:0]
@@ -738,17 +743,15 @@ func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Ta
 		}
 		found = append(found, i)
 		keys = append(keys, seqKey(kTask, ns, seq))
-		if payload {
-			keys = append(keys, seqKey(kPayload, ns, seq))
-		}
 	}
 	vals, err := eng.getMany(keys)
 	if err != nil {
 		return nil, nil, err
 	}
 	out := make([]*store.Task, len(ids))
+	var apart []int // indexes in ids of the tasks whose payload is apart
 	for j, i := range found {
-		rec := vals[per*j]
+		rec := vals[j]
 		if rec == nil {
 			continue
 		}
@@ -757,47 +760,78 @@ func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Ta
 		if _, err := record.Decode(rec, t); err != nil {
 			return nil, nil, fmt.Errorf("task %q (record %d of namespace %q): %w", ids[i], seq, ns, err)
 		}
-		if payload {
-			t.Payload = vals[per*j+1]
-			if t.Payload == nil {
-				t.Payload = []byte{}
-			}
+		if !payload {
+			t.Payload = nil
+		} else if t.Payload == nil {
+			apart = append(apart, i)
 		}
 		out[i], seqs[i] = t, seq
+	}
+	if len(apart) == 0 {
+		return out, seqs, nil
+	}
+	keys = keys[:0]
+	for _, i := range apart {
+		keys = append(keys, seqKey(kPayload, ns, seqs[i]))
+	}
+	if vals, err = eng.getMany(keys); err != nil {
+		return nil, nil, err
+	}
+	for j, i := range apart {
+		if out[i].Payload = vals[j]; vals[j] == nil {
+			out[i].Payload = []byte{}
+		}
 	}
 	return out, seqs, nil
 }
 
-// readTask reads a task from the engine; nil when absent.
-func (s *Store) readTask(ns, id string, payload bool) (*store.Task, uint64, error) {
+// stored is a task read from the engine, where it is alone (not in memory).
+type stored struct {
+	t      *store.Task // nil: absent
+	seq    uint64
+	payKey bool // its payload is in a key of its own (entry.payKey)
+}
+
+// entry returns an entry of the task for memory, with ikey its index key.
+func (d stored) entry(ns string) *entry {
+	return &entry{t: *d.t, seq: d.seq, idx: -1, ikey: indexKey(ns, d.t, d.seq), payKey: d.payKey}
+}
+
+// readTask reads a task from the engine; its t is nil when absent. Without
+// payload, the task has none (nil).
+func (s *Store) readTask(ns, id string, payload bool) (stored, error) {
 	s.d.mu.RLock()
 	defer s.d.mu.RUnlock()
 	eng := s.d.eng
 	v, err := eng.get(nameKey(kID, ns, id))
 	if err != nil || len(v) != 8 {
-		return nil, 0, err
+		return stored{}, err
 	}
 	seq := binary.BigEndian.Uint64(v)
 	if s.d.isHidden(ns, id, seq) {
-		return nil, 0, nil
+		return stored{}, nil
 	}
 	rec, err := eng.get(seqKey(kTask, ns, seq))
 	if err != nil || rec == nil {
-		return nil, 0, err
+		return stored{}, err
 	}
 	t := &store.Task{Namespace: ns}
 	if _, err := record.Decode(rec, t); err != nil {
-		return nil, 0, fmt.Errorf("task %q (record %d of namespace %q): %w", id, seq, ns, err)
+		return stored{}, fmt.Errorf("task %q (record %d of namespace %q): %w", id, seq, ns, err)
 	}
-	if payload {
+	d := stored{t: t, seq: seq, payKey: t.Payload == nil}
+	switch {
+	case !payload:
+		t.Payload = nil
+	case d.payKey:
 		if t.Payload, err = eng.get(seqKey(kPayload, ns, seq)); err != nil {
-			return nil, 0, err
+			return stored{}, err
 		}
 		if t.Payload == nil {
 			t.Payload = []byte{}
 		}
 	}
-	return t, seq, nil
+	return d, nil
 }
 
 // List implements store.Reader. It first waits for every earlier write to be
@@ -888,13 +922,16 @@ func (s *Store) listScan(ctx context.Context, p store.ListParams, start []byte, 
 	}
 	if p.WithPayload {
 		for i, t := range out {
+			if t.Payload != nil {
+				continue // in its record
+			}
 			if t.Payload, err = s.d.eng.get(seqKey(kPayload, p.Namespace, seqs[i])); err != nil {
 				return store.ListResult{}, fmt.Errorf("embedded: list: %w", err)
 			}
 		}
 	} else {
 		for _, t := range out {
-			t.Result = nil
+			t.Result, t.Payload = nil, nil
 		}
 	}
 	return store.ListResult{Tasks: out, NextCursor: next}, nil
@@ -955,7 +992,7 @@ func (s *Store) Stats(ctx context.Context, p store.StatsParams) (store.StatsResu
 
 // adminEach runs fn on every id under the lock, loading finished tasks from
 // disk when fn asks for them, and waits for the writes to be durable.
-func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, fn func(ns *namespace, id string, e *entry, onDisk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch)) (store.AdminResult, error) {
+func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, fn func(ns *namespace, id string, e *entry, onDisk stored, now time.Time) (store.AdminItem, *batch)) (store.AdminResult, error) {
 	if err := store.CheckNamespace(p.Namespace); err != nil {
 		return store.AdminResult{}, fmt.Errorf("embedded: %s: %w", what, err)
 	}
@@ -973,19 +1010,18 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 	var last *batch
 	for i, id := range p.IDs {
 		e := ns.tasks[id]
-		var disk *store.Task
-		var seq uint64
+		var disk stored
 		if e == nil && store.ValidName(id) {
 			var err error
-			if disk, seq, err = s.readTask(ns.name, id, true); err != nil {
+			if disk, err = s.readTask(ns.name, id, true); err != nil {
 				s.mu.Unlock()
 				return store.AdminResult{}, fmt.Errorf("embedded: %s: %w", what, err)
 			}
 		}
-		if disk != nil && s.gone[goneKey{ns: ns.name, seq: seq}] != 0 {
-			disk = nil // deleted, not yet durably
+		if disk.t != nil && s.gone[goneKey{ns: ns.name, seq: disk.seq}] != 0 {
+			disk = stored{} // deleted, not yet durably
 		}
-		if e == nil && disk == nil {
+		if e == nil && disk.t == nil {
 			items[i].Err = store.ErrNotFound
 			continue
 		}
@@ -993,13 +1029,13 @@ func (s *Store) adminEach(ctx context.Context, what string, p store.IDsParams, f
 		// of the delayed tasks) is handled as one in memory, and leaves
 		// memory again if it stays where it was.
 		loaded := false
-		if e == nil && !disk.State.Terminal() {
-			e = &entry{t: *disk, seq: seq, idx: -1, ikey: indexKey(ns.name, disk, seq)}
+		if e == nil && !disk.t.State.Terminal() {
+			e = disk.entry(ns.name)
 			ns.tasks[id] = e
 			loaded = true
 		}
 		var b *batch
-		items[i], b = fn(ns, id, e, disk, seq, now)
+		items[i], b = fn(ns, id, e, disk, now)
 		if b != nil {
 			last = b
 		}
@@ -1030,9 +1066,9 @@ func (ns *namespace) unindex(e *entry) {
 
 // Cancel implements store.Admin.
 func (s *Store) Cancel(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
-	return s.adminEach(ctx, "cancel", p, func(ns *namespace, id string, e *entry, disk *store.Task, _ uint64, now time.Time) (store.AdminItem, *batch) {
+	return s.adminEach(ctx, "cancel", p, func(ns *namespace, id string, e *entry, disk stored, now time.Time) (store.AdminItem, *batch) {
 		if e == nil {
-			return store.AdminItem{State: disk.State, Err: cancelRefused(disk.State)}, nil
+			return store.AdminItem{State: disk.t.State, Err: cancelRefused(disk.t.State)}, nil
 		}
 		switch e.t.State {
 		case store.StateActive:
@@ -1081,9 +1117,9 @@ func (s *Store) WaitCancels(ctx context.Context, p store.WaitCancelsParams) (sto
 
 // Retry implements store.Admin.
 func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
-	return s.adminEach(ctx, "retry", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch) {
+	return s.adminEach(ctx, "retry", p, func(ns *namespace, id string, e *entry, disk stored, now time.Time) (store.AdminItem, *batch) {
 		if e == nil {
-			e = &entry{t: *disk, seq: seq, idx: -1, ikey: indexKey(ns.name, disk, seq)}
+			e = disk.entry(ns.name)
 		}
 		if e.t.State != store.StateDead && e.t.State != store.StateCancelled {
 			return store.AdminItem{State: e.t.State, Err: store.ErrInvalidState}, nil
@@ -1107,7 +1143,7 @@ func (s *Store) Retry(ctx context.Context, p store.IDsParams) (store.AdminResult
 
 // Delete implements store.Admin.
 func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResult, error) {
-	return s.adminEach(ctx, "delete", p, func(ns *namespace, id string, e *entry, disk *store.Task, seq uint64, now time.Time) (store.AdminItem, *batch) {
+	return s.adminEach(ctx, "delete", p, func(ns *namespace, id string, e *entry, disk stored, now time.Time) (store.AdminItem, *batch) {
 		if e != nil {
 			if e.t.State == store.StateActive {
 				return store.AdminItem{State: store.StateActive, Err: store.ErrInvalidState}, nil
@@ -1119,21 +1155,23 @@ func (s *Store) Delete(ctx context.Context, p store.IDsParams) (store.AdminResul
 			}
 			ns.unindex(e)
 			delete(ns.tasks, id)
-			return store.AdminItem{}, s.deleteKeys(ns.name, id, e.seq, e.ikey)
+			return store.AdminItem{}, s.deleteKeys(ns.name, id, e.seq, e.ikey, e.payKey)
 		}
-		ns.queue(disk.Queue).counts[disk.State]--
-		s.changed(ns, &entry{t: *disk}, store.ChangeDeleted, 0, now, "")
-		return store.AdminItem{}, s.deleteKeys(ns.name, id, seq, indexKey(ns.name, disk, seq))
+		ns.queue(disk.t.Queue).counts[disk.t.State]--
+		s.changed(ns, &entry{t: *disk.t}, store.ChangeDeleted, 0, now, "")
+		return store.AdminItem{}, s.deleteKeys(ns.name, id, disk.seq, indexKey(ns.name, disk.t, disk.seq), disk.payKey)
 	})
 }
 
 // deleteKeys deletes the keys of the task id of ns stored at seq, whose
-// index key is ikey.
-func (s *Store) deleteKeys(ns, id string, seq uint64, ikey []byte) *batch {
+// index key is ikey, and its payload's key when payKey.
+func (s *Store) deleteKeys(ns, id string, seq uint64, ikey []byte, payKey bool) *batch {
 	ops := []op{
 		{key: seqKey(kTask, ns, seq)},
-		{key: seqKey(kPayload, ns, seq)},
 		{key: nameKey(kID, ns, id)},
+	}
+	if payKey {
+		ops = append(ops, op{key: seqKey(kPayload, ns, seq)})
 	}
 	if ikey != nil {
 		ops = append(ops, op{key: ikey})
@@ -1323,9 +1361,10 @@ func (s *Store) sweepExpired(ns *namespace, now time.Time, limit int, r *store.S
 			continue
 		}
 		var t *store.Task
+		var payKey bool
 		e := ns.tasks[d.id]
 		if e != nil && e.seq == seq {
-			t = &e.t
+			t, payKey = &e.t, e.payKey
 		} else {
 			e = nil
 			if recs[i] != nil {
@@ -1333,6 +1372,7 @@ func (s *Store) sweepExpired(ns *namespace, now time.Time, limit int, r *store.S
 				if _, err := record.Decode(recs[i], t); err != nil {
 					return fmt.Errorf("task record %d of namespace %q: %w", seq, ns.name, err)
 				}
+				payKey = t.Payload == nil
 			}
 		}
 		if e != nil && !t.State.Terminal() {
@@ -1365,7 +1405,7 @@ func (s *Store) sweepExpired(ns *namespace, now time.Time, limit int, r *store.S
 			delete(ns.tasks, d.id)
 		}
 		ns.queue(t.Queue).counts[t.State]--
-		s.deleteKeys(ns.name, d.id, seq, d.key)
+		s.deleteKeys(ns.name, d.id, seq, d.key, payKey)
 		r.Deleted++
 	}
 	return nil

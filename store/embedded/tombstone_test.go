@@ -15,7 +15,8 @@ import (
 // report within one memtable and flushes it: the ready and lease keys,
 // each set once and deleted once (op.once), vanish with their deletes, so
 // the table the flush writes holds no deletion at all; the records, ids
-// and expiry keys are all there.
+// and expiry keys are all there, and no payload key (a small payload is in
+// its record).
 func TestIndexKeysLeaveNoTombstones(t *testing.T) {
 	t.Parallel()
 	s := mustOpen(t, t.TempDir(), nil)
@@ -62,11 +63,12 @@ func TestIndexKeysLeaveNoTombstones(t *testing.T) {
 	if dels != 0 {
 		t.Errorf("the flushed tables hold %d deletions among %d entries, want none", dels, entries)
 	}
-	// Each task's record, payload, id and expiry key, and the counts.
-	if entries < 4*n {
-		t.Errorf("the flushed tables hold %d entries, want at least %d", entries, 4*n)
+	// Each task's record (with its payload), id and expiry key, and the
+	// counts.
+	if entries < 3*n {
+		t.Errorf("the flushed tables hold %d entries, want at least %d", entries, 3*n)
 	}
-	for _, kind := range []byte{kReady, kLeased} {
+	for _, kind := range []byte{kReady, kLeased, kPayload} {
 		if k, err := firstKey(s.d.eng, kind, nil); err != nil || k != nil {
 			t.Errorf("index %c: first key %x, %v; want none", kind, k, err)
 		}
