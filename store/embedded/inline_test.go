@@ -108,6 +108,15 @@ func checkPayloads(t *testing.T, s *Store, ns string, want map[string][]byte) {
 	}
 }
 
+// inlineFolder returns a fake clock, a new data folder and the Config to
+// open it with, with windows of 2 tasks (so most tasks are read back from
+// the disk).
+func inlineFolder(t *testing.T) (*storetest.FakeClock, string, *Config) {
+	t.Helper()
+	clock := storetest.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	return clock, t.TempDir(), &Config{Clock: clock, window: 2, ReserveBytes: -1}
+}
+
 // TestPayloadInRecord: a payload of up to inlineMax bytes is stored in the
 // task's record and a larger one in a key of its own, through every path
 // that writes, reads and deletes tasks: enqueue, the window read back
@@ -115,9 +124,7 @@ func checkPayloads(t *testing.T, s *Store, ns string, want map[string][]byte) {
 // Nothing is left on disk at the end.
 func TestPayloadInRecord(t *testing.T) {
 	t.Parallel()
-	clock := storetest.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	dir := t.TempDir()
-	cfg := &Config{Clock: clock, window: 2, ReserveBytes: -1}
+	clock, dir, cfg := inlineFolder(t)
 	s := mustOpen(t, dir, cfg)
 	ctx := t.Context()
 	const ns, per = "inline", 6
@@ -196,9 +203,7 @@ func TestPayloadInRecord(t *testing.T) {
 // payloads in their records.
 func TestPayloadApartFromOlderVersion(t *testing.T) {
 	t.Parallel()
-	clock := storetest.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	dir := t.TempDir()
-	cfg := &Config{Clock: clock, window: 2, ReserveBytes: -1}
+	clock, dir, cfg := inlineFolder(t)
 	s := mustOpen(t, dir, cfg)
 	ctx := t.Context()
 	const ns = "older"
