@@ -53,6 +53,11 @@ type engineHooks struct {
 	// corrupt is called when the engine finds a damaged file; the read
 	// that found it fails.
 	corrupt func(path string, err error)
+	// compaction is called when a compaction begins, with whether Open
+	// had returned (tests).
+	compaction func(afterOpen bool)
+	// holdCompactions keeps every compaction from running (tests).
+	holdCompactions bool
 }
 
 type op struct {
@@ -97,8 +102,9 @@ type pebbleEngine struct {
 	ro    bool
 	hooks engineHooks
 
-	fault atomic.Pointer[error]
-	full  atomic.Bool // a write found the disk full
+	fault  atomic.Pointer[error]
+	full   atomic.Bool // a write found the disk full
+	opened atomic.Bool // pebble.Open has returned
 }
 
 // pebbleLog is Pebble's logger: it drops information and errors (the
@@ -183,6 +189,11 @@ func pebbleOptions(e *pebbleEngine, readOnly bool) *pebble.Options {
 					e.hooks.corrupt(info.Path, info.Details)
 				}
 			},
+			CompactionBegin: func(pebble.CompactionInfo) {
+				if e.hooks.compaction != nil {
+					e.hooks.compaction(e.opened.Load())
+				}
+			},
 		},
 	}
 	for i := range opts.Levels {
@@ -252,9 +263,12 @@ func openPebble(dir string, readOnly bool, hooks engineHooks) (e *pebbleEngine, 
 	defer c.Unref()
 	opts := pebbleOptions(e, readOnly)
 	opts.Cache = c
+	gate := newCompactionGate()
+	opts.Experimental.CompactionScheduler = gate
 	// Pebble may panic on some damaged files; the store must not.
 	defer func() {
 		if r := recover(); r != nil {
+			gate.Unregister()
 			err = fmt.Errorf("%w: pebble panicked while opening: %v", errCorrupt, r)
 		}
 	}()
@@ -264,11 +278,17 @@ func openPebble(dir string, readOnly bool, hooks engineHooks) (e *pebbleEngine, 
 		if err != nil {
 			_ = closePebble(db)
 		}
+	} else {
+		gate.Unregister() // Close, which would, never comes
 	}
 	if err != nil {
 		return nil, err
 	}
 	e.db = db
+	e.opened.Store(true)
+	if !hooks.holdCompactions {
+		gate.open()
+	}
 	return e, nil
 }
 
