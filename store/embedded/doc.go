@@ -22,7 +22,7 @@
 // tasks, whatever the backlog. Get, List, and the admin calls read tasks
 // that are not in memory from the engine.
 //
-// A payload of up to 256 bytes is kept inside its task's record, and
+// A payload of up to 128 bytes is kept inside its task's record, and
 // rewritten with it at every change of state: one key fewer to write,
 // compact and delete per task, and one read fewer per task a window reads
 // back. A larger payload is written once, in a key of its own. The tasks of

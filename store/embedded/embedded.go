@@ -204,8 +204,10 @@ type entry struct {
 // 32). A small payload in the record saves a key per task, written at
 // enqueue and deleted with the task, and a read per task leased from the
 // disk; a larger one is stored once in a key of its own rather than
-// rewritten with the record at every change of state.
-const inlineMax = 256
+// rewritten with the record at every change of state. Measured in
+// docs/decisions/013-payload-in-record.md: at 256 bytes the rewrites cost
+// the processing of a task what the saved key gave its enqueue.
+const inlineMax = 128
 
 // payKeyFor reports whether a new task with payload p stores it in a key
 // of its own.
