@@ -508,22 +508,38 @@ func loadEntries(eng engine, ns string, ikeys [][]byte, d *disk, newEntry func()
 		}
 		out[i] = e
 	}
-	if len(apart) == 0 {
-		return out, nil
-	}
-	pkeys := make([][]byte, len(apart))
+	ts := make([]*store.Task, len(apart))
+	seqs := make([]uint64, len(apart))
 	for j, i := range apart {
-		pkeys[j] = seqKey(kPayload, ns, out[i].seq)
+		ts[j], seqs[j] = &out[i].t, out[i].seq
 	}
-	if vals, err = eng.getMany(pkeys); err != nil {
+	if err := readApart(eng, ns, ts, seqs); err != nil {
 		return nil, err
 	}
-	for j, i := range apart {
-		if out[i].t.Payload = vals[j]; vals[j] == nil {
-			out[i].t.Payload = []byte{}
+	return out, nil
+}
+
+// readApart reads the payloads stored apart from their records (kPayload)
+// of tasks ts of namespace ns, at sequence numbers seqs, in one batched
+// read: an absent one reads as empty.
+func readApart(eng engine, ns string, ts []*store.Task, seqs []uint64) error {
+	if len(ts) == 0 {
+		return nil
+	}
+	keys := make([][]byte, len(seqs))
+	for j, seq := range seqs {
+		keys[j] = seqKey(kPayload, ns, seq)
+	}
+	vals, err := eng.getMany(keys)
+	if err != nil {
+		return err
+	}
+	for j, t := range ts {
+		if t.Payload = vals[j]; vals[j] == nil {
+			t.Payload = []byte{}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // goneKey names a pending or delayed task deleted in memory whose

@@ -767,20 +767,13 @@ func (s *Store) readTasksSeq(ns string, ids []string, payload bool) ([]*store.Ta
 		}
 		out[i], seqs[i] = t, seq
 	}
-	if len(apart) == 0 {
-		return out, seqs, nil
-	}
-	keys = keys[:0]
-	for _, i := range apart {
-		keys = append(keys, seqKey(kPayload, ns, seqs[i]))
-	}
-	if vals, err = eng.getMany(keys); err != nil {
-		return nil, nil, err
-	}
+	ts := make([]*store.Task, len(apart))
+	aseqs := make([]uint64, len(apart))
 	for j, i := range apart {
-		if out[i].Payload = vals[j]; vals[j] == nil {
-			out[i].Payload = []byte{}
-		}
+		ts[j], aseqs[j] = out[i], seqs[i]
+	}
+	if err := readApart(eng, ns, ts, aseqs); err != nil {
+		return nil, nil, err
 	}
 	return out, seqs, nil
 }
