@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnhq/kiln"
 	"github.com/kilnhq/kiln/store"
 	"github.com/kilnhq/kiln/store/redisstore"
 )
@@ -53,7 +54,8 @@ func runCallgrind(pid, dir string) {
 	seq := 0
 	task := func() store.TaskInput {
 		seq++
-		return store.TaskInput{ID: fmt.Sprintf("01JBENCHCALLGRIND%09d", seq), Type: "noop", MaxRetries: 25, Payload: payload()}
+		// A task of kiln's default options, as Client sends it.
+		return store.TaskInput{ID: fmt.Sprintf("01JBENCHCALLGRIND%09d", seq), Type: "noop", MaxRetries: kiln.MaxRetriesDefault, Timeout: kiln.TimeoutDefault, Payload: payload()}
 	}
 	enqueue := func(ns string, n int) {
 		ts := make([]store.TaskInput, n)

@@ -190,6 +190,7 @@ type enqueueTask struct {
 	d, p      []byte
 	prio      byte   // the 9-priority digit
 	mr        string // max retries; "" for 0
+	dflt      bool   // d is the default record (isDefaultRecord)
 	opts      []any  // nil, or RunAt, unique key, unique TTL, retention, released unique key
 }
 
@@ -218,6 +219,8 @@ func (c *enqueueCall) addAll(tasks []enqueueTask) {
 		}
 		if t.opts != nil {
 			flags += enqueueHasOptions
+		} else if t.dflt {
+			flags += enqueueDefaultRecord
 		}
 		x := string([]byte{t.prio, flags}) + t.mr
 		c.args = append(c.args, t.id, t.d, x)

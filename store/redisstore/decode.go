@@ -395,6 +395,50 @@ func decodePairs(ns string, v any) (t *store.Task, nf noteFields, err error) {
 	return t, nf, nil
 }
 
+// The default record: field d of a task enqueued with no settings but
+// its id, type, queue and priority, and kiln's default max retries and
+// timeout (MaxRetriesDefault and TimeoutDefault of package kiln). The
+// enqueue marks its ready-set member so (the mark's bit 4, see the key list
+// in scripts.go), and the lease, which finds the id and the priority in
+// the member and the queue and the type in the ready set's key, reads
+// nothing of such a record but its payload (decodeDefault). These two
+// values are part of the stored format: a member marked so by a kiln of
+// other values would be read with these.
+const (
+	defaultRecordMaxRetries = 25
+	defaultRecordTimeout    = 30 * time.Minute
+)
+
+// isDefaultRecord says whether in's field d is the default record.
+func isDefaultRecord(in *store.TaskInput) bool {
+	return in.MaxRetries == defaultRecordMaxRetries && in.Timeout == defaultRecordTimeout &&
+		in.Deadline.IsZero() && in.UniqueKey == "" && in.UniqueTTL == 0 && !in.UniqueUntilSuccess &&
+		in.Retention == 0 && in.TraceParent == "" && in.RunAt.IsZero() &&
+		in.Priority >= 0 && in.Priority <= store.MaxPriority
+}
+
+// decodeDefault makes the task of a default record from its ready-set
+// member m, its queue and type, and its payload (hasP false: none), as
+// decodeLeased makes it from the record.
+func decodeDefault(ns, m, q, ty, p string, hasP bool) (*store.Task, error) {
+	if len(m) <= memberIDStart || m[0] < '0' || m[0] > '0'+store.MaxPriority || q == "" || ty == "" {
+		return nil, fmt.Errorf("bad member %q of a default record (queue %q, type %q)", m, q, ty)
+	}
+	t := &store.Task{
+		Namespace: ns, ID: m[memberIDStart:], Type: ty, Queue: q,
+		Priority: store.MaxPriority - int(m[0]-'0'), MaxRetries: defaultRecordMaxRetries, Timeout: defaultRecordTimeout,
+		CreatedAt: memberCreated(m), Payload: []byte{},
+	}
+	t.RunAt = t.CreatedAt
+	if hasP {
+		t.Payload = []byte(p)
+	}
+	return t, nil
+}
+
+// memberIDStart is where the task id starts in a ready-set member.
+const memberIDStart = 26
+
 // leaseStride is the most values per task in the lease script's reply
 // (see leaseScript); decodeLeased takes them all, nil where the script
 // returned fewer.

@@ -93,7 +93,7 @@ func (s *Store) Enqueue(ctx context.Context, p store.EnqueueParams) (store.Enque
 		start := len(buf)
 		buf = encodeRecord(buf, in, q)
 		t := enqueueTask{id: in.ID, d: buf[start:len(buf):len(buf)], p: in.Payload, q: q, ty: in.Type,
-			prio: priorityDigits[store.MaxPriority-in.Priority][0]}
+			prio: priorityDigits[store.MaxPriority-in.Priority][0], dflt: isDefaultRecord(in)}
 		if in.MaxRetries != 0 {
 			t.mr = strconv.Itoa(in.MaxRetries)
 		}
@@ -269,15 +269,39 @@ func (s *Store) leaseOnce(ctx context.Context, p store.LeaseParams) ([]*store.Ta
 	notes := make([]leaseHint, 0, len(kinds))
 	noted := make([]string, 0, len(kinds))
 	i := 0
+	var cq, cty string // the queue and type of the last default record
 	for k := range len(kinds) {
-		n := strings.IndexByte("-rabc", kinds[k]) // values of the task: r 1, a 2, b 3, c 4
+		// Values of the task: r 1, a 2, b 3, c 4; t 1, u 2, T 3, U 4.
+		n := strings.IndexByte("-rabctuTU", kinds[k])
+		if n > 4 {
+			n -= 4
+		}
 		if n <= 0 || i+n > len(raw) {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: unexpected script reply (task %d of kind %q, %d values in all)", k, kinds[k], len(raw))
 		}
-		var vals [leaseStride]any
-		copy(vals[:], raw[i:i+n])
+		var t *store.Task
+		var nf noteFields
+		var err error
+		switch c := kinds[k]; c {
+		case 't', 'u', 'T', 'U':
+			v := raw[i : i+n]
+			if c == 'T' || c == 'U' {
+				cq, _ = v[0].(string)
+				cty, _ = v[1].(string)
+				v = v[2:]
+			}
+			m, _ := v[0].(string)
+			var pay string
+			if len(v) > 1 {
+				pay, _ = v[1].(string)
+			}
+			t, err = decodeDefault(p.Namespace, m, cq, cty, pay, len(v) > 1)
+		default:
+			var vals [leaseStride]any
+			copy(vals[:], raw[i:i+n])
+			t, nf, err = decodeLeased(p.Namespace, vals[:])
+		}
 		i += n
-		t, nf, err := decodeLeased(p.Namespace, vals[:])
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("redisstore: lease: %w", err)
 		}

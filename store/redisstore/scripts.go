@@ -26,12 +26,19 @@ import (
 //	                         (field m of the record):
 //	                         (9-priority)(RunAt µs, 17 digits)(seq, 8 bytes)<id>
 //	                         where seq is the enqueue's sequence (big-endian),
-//	                         or, from the enqueue script: byte 1 then
-//	                         seq*4+mark (7 bytes); mark is 1 for a task whose
+//	                         or, from the enqueue script: byte 2 then
+//	                         seq*8+mark (7 bytes); mark is 1 for a task whose
 //	                         record holds only what an enqueue without
 //	                         options writes (the lease then reads two or
 //	                         three fields of it), 3 for one of those with a
-//	                         payload, 0 for any other
+//	                         payload, 0 for any other, and 4 more when such
+//	                         a record's field d is the default record
+//	                         (decode.go: the lease reads none of it but the
+//	                         payload); or byte 1 then seq*4+mark, as earlier
+//	                         kilns wrote (mark 1 or 3, as above, or 0), whose
+//	                         lease reads a member of byte 2 whole and whose
+//	                         release leaves its mark (the lease finds the
+//	                         record changed, see leaseScript)
 //	T:ty:<queue>      set    types that have pending tasks in the queue
 //	T:d               zset   scheduled and retry tasks by RunAt (µs)
 //	T:l               zset   active tasks by lease expiry (µs); the records
@@ -265,8 +272,8 @@ end
 -- key list at the top), for a task whose record has changed since its
 -- enqueue: made ready again, it is read whole by the lease.
 local function unmark(m)
-  local b = sbyte(m, 26)
-  if b % 2 == 1 and sbyte(m, 19) == 1 then
+  local b, b19 = sbyte(m, 26), sbyte(m, 19)
+  if b % 2 == 1 and (b19 == 2 or b19 == 1) then
     return ssub(m, 1, 25) .. string.char(b - 1) .. ssub(m, 27)
   end
   return m
@@ -397,6 +404,9 @@ for j = 1, nt do
   local d = ARGV[i + 1]
   i = i + 3
   local fb = sbyte(x, 2) - 64
+  -- fo: the options follow (flag 4); fb >= 8: the record is the common
+  -- one (flag 8, see commonRecord in decode.go).
+  local fo = fb % 8 >= 4
   local p = ''
   if fb % 2 == 1 then p = ARGV[i]; i = i + 1 end
   if fb % 4 >= 2 then
@@ -410,7 +420,7 @@ for j = 1, nt do
   end
   local ra, uk = '', ''
   local ttl, rtu, ukr
-  if fb >= 4 then
+  if fo then
     ra, uk, ttl, rtu, ukr = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     i = i + 5
   end
@@ -442,15 +452,16 @@ for j = 1, nt do
       -- The member's mark (see the key list at the top): a task without
       -- options, whose record is the common one until its first lease.
       -- The member is made by one concatenation: each makes a string.
-      local mk = 4 * seq
-      if fb < 4 then
+      local mk = 8 * seq
+      if not fo then
         if p == '' then mk = mk + 1 else mk = mk + 3 end
+        if fb >= 8 then mk = mk + 4 end
       end
-      -- struct.pack('>BI7', 1, mk), made of the first seven bytes (they
-      -- change every 64 tasks) and the last.
+      -- struct.pack('>BI7', 2, mk), made of the first seven bytes (they
+      -- change every 32 tasks) and the last.
       local lo = mk % 256
       local hi = (mk - lo) / 256
-      if hi ~= shi then shi, shs = hi, struct.pack('>BI6', 1, hi) end
+      if hi ~= shi then shi, shs = hi, struct.pack('>BI6', 2, hi) end
       local sb, mr, pre
       if CH then
         sb, mr = CH[lo], MR[x]
@@ -481,7 +492,7 @@ for j = 1, nt do
           st = '2'
         end
       end
-      if fb < 4 then
+      if not fo then
         -- The common task: no options. Its creation time is the RunAt in
         -- its member (no field ca: see decode.go). st first: Redis finds
         -- a small hash's fields by walking them in order, and every
@@ -556,6 +567,9 @@ const (
 	enqueueHasPayload = 1
 	enqueueHasQueue   = 2
 	enqueueHasOptions = 4
+	// enqueueDefaultRecord: the task's field d is the default record
+	// (isDefaultRecord); only without options.
+	enqueueDefaultRecord = 8
 )
 
 // leaseScript leases up to ARGV[3] tasks for ARGV[4] µs to worker ARGV[5].
@@ -565,6 +579,9 @@ const (
 // tasks have consecutive lease ids (the script runs alone, so its INCRBYs
 // of T:lseq follow each other), the first one given, in the order of
 // tasks, which holds per task the values kinds says (a character each:
+// "t" m, "u" m and p, "T" and "U" the queue and the type, then those of
+// "t" and "u": a default record's first lease, read from its member, the
+// queue and type given when they differ from the last "T" or "U" task's;
 // "a" d and m, "b" d, m and p, "c" all four, "r" the record alone), of
 // these four, as the record was before the lease fields
 // (state, attempt, lease id, start and worker) were written, which the
@@ -586,6 +603,8 @@ for i = 8 + nq, #ARGV do types[#types + 1] = ARGV[i] end
 promote('1000')
 local out, no, lid1 = {}, 0, nil
 local kinds, nk = {}, 0
+-- The queue and the type of the last task of kind T or t (see below).
+local cq, cty
 local TK = T .. ':t:'
 local PLAIN = {d = 1, m = 2, p = 3, a = 4, rtu = 5, dp = 6, fl = 7, q = 0, ty = 0, mr = 0, st = 0, l = 0, le = 0, sw = 0}
 local taken = 0
@@ -654,84 +673,131 @@ for qi = 1, nq do
         local m = picked[j]
         local id = ssub(m, 27)
         local key = TK .. id
+        local ty = pty1 or pty[j]
         lid = lid + 1
         taken = taken + 1
-        -- A record of no fields but d, m, p, a, those the caller ignores
-        -- (in d, or the lease fields it sets) and a workflow member's rtu,
-        -- dp and fl is returned as d, m, p, a, or as d, m, p, {a, rtu, dp,
-        -- fl} when it has one of the last three; any other record whole.
-        local d, mm, p, a, rtu, dp, fl = false, false, false, false, false, false, false
-        local plain = true
+        local sl = I(lid)
+        local sa = '1'
+        nk = nk + 1
         -- The common task's first lease: its member carries the enqueue's
         -- mark (see the key list at the top) and its record has no field
         -- a (every lease writes it, and every change that makes a task
-        -- ready again follows one), so it holds what its enqueue wrote,
-        -- st d q ty [mr] m [p]. Two or three values instead of HGETALL's
-        -- twelve to sixteen names and values, each made a Lua string; m is
-        -- the member just taken (a ready task's member is its record's m).
-        -- Any other record is read whole at once.
-        local g = false
-        local mb = sbyte(m, 26)
-        if mb % 2 == 1 and sbyte(m, 19) == 1 then
-          -- A field HMGET does not find costs a walk of the record: p is
-          -- asked for only when the mark says there is one.
-          if mb % 4 == 3 then g = rcall('HMGET', key, 'd', 'a', 'p') else g = rcall('HMGET', key, 'd', 'a') end
+        -- ready again follows one and drops the mark), so it holds what
+        -- its enqueue wrote, st d q ty [mr] m [p]. m is the member just
+        -- taken (a ready task's member is its record's m).
+        local mb, m19 = sbyte(m, 26), sbyte(m, 19)
+        local marked = mb % 2 == 1 and (m19 == 2 or m19 == 1)
+        local dflt = marked and m19 == 2 and mb % 8 >= 4
+        local first = false
+        if dflt then
+          -- Its field d is the default one (commonRecord in decode.go),
+          -- which Lease makes from the member, the queue and the type:
+          -- nothing to read but the payload. The lease's write tells
+          -- that the record is the enqueue's: it adds the three fields
+          -- a, l and sw, which every lease writes.
+          first = rcall('HSET', key, 'st', '3', 'a', '1', 'l', sl, 'sw', sw) == 3
         end
-        local r
-        if g and g[1] and not g[2] then
-          d, mm, p = g[1], m, g[3] or false
+        if first then
+          -- Kind t, or T when the queue and the type precede the member
+          -- (they changed since the last one); u and U with the payload.
+          local kd = 't'
+          if q ~= cq or ty ~= cty then
+            cq, cty = q, ty
+            out[no + 1] = q
+            out[no + 2] = ty
+            no = no + 2
+            kd = 'T'
+          end
+          out[no + 1] = m
+          no = no + 1
+          if mb % 4 == 3 then
+            out[no + 1] = rcall('HGET', key, 'p') or ''
+            no = no + 1
+            if kd == 't' then kd = 'u' else kd = 'U' end
+          end
+          kinds[nk] = kd
         else
-          r = rcall('HGETALL', key)
-          local nr = #r
-          for i = 1, nr, 2 do
-            local k = PLAIN[r[i]]
-            if not k then
-              plain = false
-            elseif k == 1 then d = r[i + 1]
-            elseif k == 2 then mm = r[i + 1]
-            elseif k == 3 then p = r[i + 1]
-            elseif k == 4 then a = r[i + 1]
-            elseif k == 5 then rtu = r[i + 1]
-            elseif k == 6 then dp = r[i + 1]
-            elseif k == 7 then fl = r[i + 1]
+          -- A record of no fields but d, m, p, a, those the caller ignores
+          -- (in d, or the lease fields it sets) and a workflow member's rtu,
+          -- dp and fl is returned as d, m, p, a, or as d, m, p, {a, rtu, dp,
+          -- fl} when it has one of the last three; any other record whole.
+          local d, mm, p, a, rtu, dp, fl = false, false, false, false, false, false, false
+          local plain = true
+          -- A common record other than the default: two or three values
+          -- instead of HGETALL's twelve to sixteen names and values, each
+          -- made a Lua string. Any other record is read whole at once.
+          local g = false
+          if marked and not dflt then
+            -- A field HMGET does not find costs a walk of the record: p is
+            -- asked for only when the mark says there is one.
+            if mb % 4 == 3 then g = rcall('HMGET', key, 'd', 'a', 'p') else g = rcall('HMGET', key, 'd', 'a') end
+          end
+          local r
+          if g and g[1] and not g[2] then
+            d, mm, p = g[1], m, g[3] or false
+          else
+            r = rcall('HGETALL', key)
+            local nr = #r
+            -- ai: the index of a's value; en, ed: the error history's counts.
+            local ai, en, ed = nil, 0, 0
+            for i = 1, nr, 2 do
+              local f = r[i]
+              local k = PLAIN[f]
+              if not k then
+                plain = false
+                if f == 'en' then en = tonumber(r[i + 1]) or 0 elseif f == 'ed' then ed = tonumber(r[i + 1]) or 0 end
+              elseif k == 1 then d = r[i + 1]
+              elseif k == 2 then mm = r[i + 1]
+              elseif k == 3 then p = r[i + 1]
+              elseif k == 4 then a = r[i + 1]; ai = i + 1
+              elseif k == 5 then rtu = r[i + 1]
+              elseif k == 6 then dp = r[i + 1]
+              elseif k == 7 then fl = r[i + 1]
+              end
+            end
+            if dflt then
+              -- The default mark on a record leased before (no kiln since
+              -- the mark drops it; the write above found a, l or sw): that
+              -- write set the attempt to 1, over what it was. The attempts
+              -- it failed are the history's; the record is returned with
+              -- them, and the attempt after them is written below.
+              a = I(en + ed)
+              if ai then r[ai] = a else r[nr + 1] = 'a'; r[nr + 2] = a end
             end
           end
-        end
-        -- Only the values the task needs (a nil costs its reply too).
-        nk = nk + 1
-        if plain and d then
-          out[no + 1] = d
-          out[no + 2] = mm
-          if rtu or dp or fl then
-            out[no + 3] = p
-            out[no + 4] = {a, rtu, dp, fl}
-            no = no + 4
-            kinds[nk] = 'c'
-          elseif a then
-            out[no + 3] = p
-            out[no + 4] = a
-            no = no + 4
-            kinds[nk] = 'c'
-          elseif p then
-            out[no + 3] = p
-            no = no + 3
-            kinds[nk] = 'b'
+          -- Only the values the task needs (a nil costs its reply too).
+          if plain and d then
+            out[no + 1] = d
+            out[no + 2] = mm
+            if rtu or dp or fl then
+              out[no + 3] = p
+              out[no + 4] = {a, rtu, dp, fl}
+              no = no + 4
+              kinds[nk] = 'c'
+            elseif a then
+              out[no + 3] = p
+              out[no + 4] = a
+              no = no + 4
+              kinds[nk] = 'c'
+            elseif p then
+              out[no + 3] = p
+              no = no + 3
+              kinds[nk] = 'b'
+            else
+              no = no + 2
+              kinds[nk] = 'a'
+            end
           else
-            no = no + 2
-            kinds[nk] = 'a'
+            out[no + 1] = r
+            no = no + 1
+            kinds[nk] = 'r'
           end
-        else
-          out[no + 1] = r
-          no = no + 1
-          kinds[nk] = 'r'
+          if a then a = tonumber(a) else a = 0 end
+          if a > 0 then sa = IA(a + 1) end
+          rcall('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'sw', sw)
         end
-        if a then a = tonumber(a) else a = 0 end
-        local sl = I(lid)
-        local sa = '1'
-        if a > 0 then sa = IA(a + 1) end
-        rcall('HSET', key, 'st', '3', 'a', sa, 'l', sl, 'sw', sw)
         if REC == nil then rec() end
-        if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. (pty1 or pty[j]) .. '\31' .. sa .. evw else unrec = true end
+        if REC then evs[#evs + 1] = 'S3\31' .. id .. '\31' .. q .. '\31' .. ty .. '\31' .. sa .. evw else unrec = true end
         lz[2 * j + 1] = exp
         lz[2 * j + 2] = id
       end
