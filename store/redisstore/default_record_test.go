@@ -186,26 +186,7 @@ func TestDefaultRecordMarkDropped(t *testing.T) {
 			t.Fatalf("Report %s: %v %v", kind, err, rep)
 		}
 	}
-	// remark rewrites the member of the task at key, in its ready set and
-	// its record.
-	remark := func(key string, f func(b []byte)) {
-		t.Helper()
-		m, err := c.HGet(ctx, key, "m").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := []byte(m)
-		f(b)
-		if err := c.ZRem(ctx, rk, m).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.ZAdd(ctx, rk, redis.Z{Member: string(b)}).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.HSet(ctx, key, "m", string(b)).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	remark := func(key string, f func(b []byte)) { t.Helper(); rewriteMember(t, c, key, rk, f) }
 	if _, err := s.Enqueue(ctx, store.EnqueueParams{Namespace: ns, Tasks: []store.TaskInput{dflt("k", "q", "t", 0, "pp")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,4 +256,26 @@ func FuzzDecodeDefault(f *testing.F) {
 			t.Fatalf("decodeDefault(%q) = %+v", member, *task)
 		}
 	})
+}
+
+// rewriteMember rewrites with f the member of the task at key, in its
+// ready set rk and in its record.
+func rewriteMember(t *testing.T, c *redis.Client, key, rk string, f func(b []byte)) {
+	t.Helper()
+	ctx := t.Context()
+	m, err := c.HGet(ctx, key, "m").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(m)
+	f(b)
+	if err := c.ZRem(ctx, rk, m).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, rk, redis.Z{Member: string(b)}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, key, "m", string(b)).Err(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -241,21 +241,7 @@ func TestLeaseReadsCommonRecord(t *testing.T) {
 	kept := store.TaskInput{ID: "k", Type: "t", Queue: "q", Payload: []byte("pp")}
 	check("marked", kept, false, true, 1, rel)
 	key, rk := s.tag("marked")+":t:k", s.tag("marked")+":r:q/t"
-	m, err := c.HGet(ctx, key, "m").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := []byte(m)
-	b[25]++ // the mark again
-	if err := c.ZRem(ctx, rk, m).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.ZAdd(ctx, rk, redis.Z{Member: string(b)}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.HSet(ctx, key, "m", string(b)).Err(); err != nil {
-		t.Fatal(err)
-	}
+	rewriteMember(t, c, key, rk, func(b []byte) { b[25]++ }) // the mark again
 	check("marked", kept, true, true, 2, rel)
 	// A workflow member: no mark.
 	member := store.TaskInput{ID: "w", Type: "t", Queue: "q"}
